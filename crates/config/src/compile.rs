@@ -1,0 +1,344 @@
+//! Raw resources → runtime [`Snapshot`], with Istio's semantic checks.
+//!
+//! Every check that fails names the resource and field path, in the same form as the
+//! loader's errors, so `weft validate` and a live reload report problems alike.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::error::{ConfigError, Diagnostics, Source};
+use crate::istio::*;
+use crate::load::{Resource, Spec};
+use crate::policy::{lb_policy, merge_policy, pool_settings};
+use crate::snapshot::*;
+use crate::vhost::compile_vs;
+
+/// A service known from a ServiceEntry: one host of its `hosts`.
+pub(crate) struct Service<'a> {
+    pub entry: &'a ServiceEntry,
+    pub name: &'a str,
+}
+
+pub(crate) struct Ctx<'a> {
+    pub services: HashMap<String, Service<'a>>,
+    pub rules: HashMap<String, (&'a DestinationRule, &'a Source, &'a str)>,
+    pub clusters: Vec<ClusterSpec>,
+    pub cluster_index: HashMap<String, usize>,
+    pub diags: &'a mut Diagnostics,
+}
+
+/// Compiles resources into a snapshot; errors and warnings go to `diags`.
+pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
+    let mut ctx = Ctx {
+        services: HashMap::new(),
+        rules: HashMap::new(),
+        clusters: Vec::new(),
+        cluster_index: HashMap::new(),
+        diags,
+    };
+    for r in resources {
+        match &r.spec {
+            Spec::ServiceEntry(se) => check_service_entry(r, se, &mut ctx),
+            Spec::DestinationRule(dr) => {
+                if dr.host.is_empty() {
+                    ctx.err(r, "spec.host", "missing field");
+                } else if let Some((_, src, other)) = ctx.rules.get(&dr.host.to_ascii_lowercase()) {
+                    let msg = format!("host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one", dr.host, src.file, src.doc);
+                    ctx.warn(r, "spec.host", msg);
+                } else {
+                    ctx.rules.insert(dr.host.to_ascii_lowercase(), (dr, &r.source, &r.metadata.name));
+                }
+                check_rule(r, dr, &mut ctx);
+            }
+            Spec::VirtualService(_) => {}
+        }
+    }
+    // Every service port and subset gets its cluster, so /clusters shows them all.
+    let mut hosts: Vec<String> = ctx.services.keys().cloned().collect();
+    hosts.sort();
+    for host in &hosts {
+        let ports: Vec<u16> = ctx.services[host].entry.ports.iter().map(|p| p.number as u16).collect();
+        let subsets: Vec<String> = ctx.rule_for(host).map(|d| d.subsets.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
+        for port in ports {
+            ctx.cluster(host, port, None);
+            for s in &subsets {
+                ctx.cluster(host, port, Some(s));
+            }
+        }
+    }
+
+    let mut snap = Snapshot::default();
+    let mut covered: HashMap<String, ()> = HashMap::new();
+    for r in resources {
+        if let Spec::VirtualService(vs) = &r.spec {
+            let Some(vh) = compile_vs(r, vs, &mut ctx) else { continue };
+            let idx = snap.vhosts.len();
+            snap.vhosts.push(vh);
+            for (i, h) in vs.hosts.iter().enumerate() {
+                let h = h.to_ascii_lowercase();
+                if h == "*" {
+                    snap.catch_all = Some(idx);
+                } else if let Some(suffix) = h.strip_prefix('*') {
+                    snap.wildcard_hosts.push((suffix.to_owned(), idx));
+                } else if snap.exact_hosts.insert(h.clone(), idx).is_some() {
+                    ctx.warn(r, format!("spec.hosts[{i}]"), format!("host {h:?} is already served by another VirtualService; the later one wins"));
+                }
+                covered.insert(h, ());
+            }
+        }
+    }
+    snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    // A ServiceEntry host with no VirtualService gets a default route to itself.
+    for host in &hosts {
+        if covered.contains_key(host) {
+            continue;
+        }
+        let choice = ctx.default_choice(host, None);
+        let idx = snap.vhosts.len();
+        snap.vhosts.push(VirtualHost {
+            name: format!("ServiceEntry/{}", ctx.services[host].name),
+            routes: vec![Route {
+                name: "default".into(),
+                matches: Vec::new(),
+                action: Action::Forward(WeightedClusters {
+                    targets: vec![WeightedTarget { cluster: choice, weight: 1, request_headers: HeaderOps::default(), response_headers: HeaderOps::default() }],
+                    cumulative: vec![1],
+                    total: 1,
+                }),
+                request_headers: HeaderOps::default(),
+                response_headers: HeaderOps::default(),
+                timeout: None,
+                rewrite: None,
+                mirror: None,
+            }],
+        });
+        snap.exact_hosts.insert(host.clone(), idx);
+    }
+    snap.clusters = ctx.clusters;
+    snap
+}
+
+impl<'a> Ctx<'a> {
+    pub fn err(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
+        self.diags.errors.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
+    }
+
+    pub fn warn(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
+        self.diags.warnings.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
+    }
+
+    pub fn rule_for(&self, host: &str) -> Option<&'a DestinationRule> {
+        if let Some((d, _, _)) = self.rules.get(host) {
+            return Some(d);
+        }
+        // A wildcard DestinationRule host (`*.example.com`) applies to its subdomains.
+        self.rules
+            .iter()
+            .filter(|(h, _)| h.starts_with('*') && host.ends_with(&h[1..]))
+            .max_by_key(|(h, _)| h.len())
+            .map(|(_, (d, _, _))| *d)
+    }
+
+    /// The cluster for (host, port, subset), created on first use.
+    pub fn cluster(&mut self, host: &str, port: u16, subset: Option<&str>) -> usize {
+        let name = format!("outbound|{port}|{}|{host}", subset.unwrap_or(""));
+        if let Some(&i) = self.cluster_index.get(&name) {
+            return i;
+        }
+        let rule = self.rule_for(host);
+        let subset_def = subset.and_then(|s| rule.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
+        let policy = merge_policy(rule.and_then(|d| d.traffic_policy.as_ref()), subset_def.and_then(|s| s.traffic_policy.as_ref()), port);
+        let service = self.services.get(host);
+        let mut endpoints = Vec::new();
+        let mut dns = false;
+        let mut protocol = None;
+        if let Some(svc) = service {
+            let se = svc.entry;
+            dns = matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin);
+            if let Some(sp) = se.ports.iter().find(|p| p.number as u16 == port) {
+                protocol = sp.protocol.clone();
+                if se.endpoints.is_empty() && dns {
+                    let p = sp.target_port.unwrap_or(sp.number) as u16;
+                    endpoints.push(EndpointSpec { address: host.to_owned(), port: p, weight: 1, labels: BTreeMap::new(), locality: None });
+                }
+                for ep in &se.endpoints {
+                    if let Some(sub) = subset_def {
+                        if !sub.labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
+                            continue;
+                        }
+                    }
+                    let p = ep.ports.get(&sp.name).copied().or(sp.target_port).unwrap_or(sp.number) as u16;
+                    endpoints.push(EndpointSpec {
+                        address: ep.address.clone(),
+                        port: p,
+                        weight: ep.weight.filter(|w| *w > 0).unwrap_or(1),
+                        labels: ep.labels.clone(),
+                        locality: ep.locality.clone(),
+                    });
+                }
+            }
+        }
+        let lb = lb_policy(policy.load_balancer.as_ref());
+        let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
+        let spec = ClusterSpec { name: name.clone(), service: host.to_owned(), port, subset: subset.map(str::to_owned), lb, pool, dns, endpoints };
+        self.clusters.push(spec);
+        self.cluster_index.insert(name, self.clusters.len() - 1);
+        self.clusters.len() - 1
+    }
+
+    /// Resolves a destination with no explicit port: one cluster per service port, the
+    /// request's port choosing among them; the first port is the default.
+    pub fn default_choice(&mut self, host: &str, subset: Option<&str>) -> ClusterChoice {
+        let ports: Vec<u16> = self.services.get(host).map(|s| s.entry.ports.iter().map(|p| p.number as u16).collect()).unwrap_or_default();
+        if ports.is_empty() {
+            return ClusterChoice { default: self.cluster(host, 80, subset), by_port: Vec::new() };
+        }
+        let by_port: Vec<(u16, usize)> = ports.iter().map(|&p| (p, self.cluster(host, p, subset))).collect();
+        ClusterChoice { default: by_port[0].1, by_port: if by_port.len() > 1 { by_port } else { Vec::new() } }
+    }
+}
+
+fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<'a>) {
+    if se.hosts.is_empty() {
+        ctx.err(r, "spec.hosts", "at least one host is required");
+    }
+    if se.ports.is_empty() {
+        ctx.err(r, "spec.ports", "at least one port is required");
+    }
+    for (i, p) in se.ports.iter().enumerate() {
+        if p.number == 0 || p.number > 65535 {
+            ctx.err(r, format!("spec.ports[{i}].number"), format!("port {} out of range 1-65535", p.number));
+        }
+        if let Some(t) = p.target_port {
+            if t == 0 || t > 65535 {
+                ctx.err(r, format!("spec.ports[{i}].targetPort"), format!("port {t} out of range 1-65535"));
+            }
+        }
+        if let Some(proto) = &p.protocol {
+            const KNOWN: [&str; 9] = ["HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "UDP"];
+            if !KNOWN.contains(&proto.to_ascii_uppercase().as_str()) {
+                ctx.err(r, format!("spec.ports[{i}].protocol"), format!("unknown value \"{proto}\" (expected one of {})", KNOWN.join(", ")));
+            }
+        }
+    }
+    for (i, ep) in se.endpoints.iter().enumerate() {
+        if ep.address.is_empty() {
+            ctx.err(r, format!("spec.endpoints[{i}].address"), "missing field");
+        } else if se.resolution == Resolution::Static && ep.address.parse::<std::net::IpAddr>().is_err() {
+            ctx.err(r, format!("spec.endpoints[{i}].address"), format!("{:?} is not an IP address (resolution STATIC needs IPs; use resolution DNS for names)", ep.address));
+        }
+        for (pname, port) in &ep.ports {
+            if *port == 0 || *port > 65535 {
+                ctx.err(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("port {port} out of range 1-65535"));
+            } else if !se.ports.iter().any(|p| &p.name == pname) {
+                ctx.warn(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("no service port is named {pname:?}"));
+            }
+        }
+        if let Some(loc) = &ep.locality {
+            if loc.split('/').count() > 3 {
+                ctx.err(r, format!("spec.endpoints[{i}].locality"), format!("{loc:?} is not region/zone/subzone"));
+            }
+        }
+    }
+    if se.resolution == Resolution::Static && se.endpoints.is_empty() {
+        ctx.warn(r, "spec.endpoints", "resolution STATIC with no endpoints: requests will get 503");
+    }
+    for h in &se.hosts {
+        let key = h.to_ascii_lowercase();
+        if let Some(prev) = ctx.services.get(&key) {
+            let msg = format!("host {h:?} is already declared by ServiceEntry {}", prev.name);
+            ctx.warn(r, "spec.hosts", msg);
+            continue;
+        }
+        ctx.services.insert(key, Service { entry: se, name: &r.metadata.name });
+    }
+}
+
+fn check_rule(r: &Resource, dr: &DestinationRule, ctx: &mut Ctx<'_>) {
+    if let Some(tp) = &dr.traffic_policy {
+        check_policy(r, tp, "spec.trafficPolicy", ctx);
+    }
+    let mut names = HashMap::new();
+    for (i, s) in dr.subsets.iter().enumerate() {
+        if s.name.is_empty() {
+            ctx.err(r, format!("spec.subsets[{i}].name"), "missing field");
+        } else if names.insert(s.name.clone(), i).is_some() {
+            ctx.err(r, format!("spec.subsets[{i}].name"), format!("duplicate subset {:?}", s.name));
+        }
+        if let Some(tp) = &s.traffic_policy {
+            check_policy(r, tp, &format!("spec.subsets[{i}].trafficPolicy"), ctx);
+        }
+    }
+}
+
+fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>) {
+    if let Some(lb) = &tp.load_balancer {
+        check_lb(r, lb, &format!("{path}.loadBalancer"), ctx);
+    }
+    for (i, pl) in tp.port_level_settings.iter().enumerate() {
+        let p = format!("{path}.portLevelSettings[{i}]");
+        match pl.port {
+            Some(PortSelector { number }) if (1..=65535).contains(&number) => {}
+            _ => ctx.err(r, format!("{p}.port.number"), "a port number 1-65535 is required"),
+        }
+        if let Some(lb) = &pl.load_balancer {
+            check_lb(r, lb, &format!("{p}.loadBalancer"), ctx);
+        }
+    }
+    if let Some(cp) = &tp.connection_pool {
+        if let Some(tcp) = &cp.tcp {
+            if tcp.connect_timeout.is_some_and(|d| d.0 == Duration::ZERO) {
+                ctx.err(r, format!("{path}.connectionPool.tcp.connectTimeout"), "must be greater than 0");
+            }
+        }
+    }
+}
+
+fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'_>) {
+    if lb.simple.is_some() && lb.consistent_hash.is_some() {
+        ctx.err(r, path.to_owned(), "only one of simple or consistentHash may be set");
+    }
+    if let Some(ch) = &lb.consistent_hash {
+        let p = format!("{path}.consistentHash");
+        let keys = [ch.http_header_name.is_some(), ch.http_cookie.is_some(), ch.use_source_ip == Some(true), ch.http_query_parameter_name.is_some()];
+        match keys.iter().filter(|k| **k).count() {
+            0 => ctx.err(r, p.clone(), "one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName is required"),
+            1 => {}
+            _ => ctx.err(r, p.clone(), "only one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName may be set"),
+        }
+        if let Some(c) = &ch.http_cookie {
+            if c.name.is_empty() {
+                ctx.err(r, format!("{p}.httpCookie.name"), "missing field");
+            }
+        }
+        if ch.ring_hash.is_some() && ch.maglev.is_some() {
+            ctx.err(r, p.clone(), "only one of ringHash or maglev may be set");
+        }
+        if let Some(m) = &ch.maglev {
+            if let Some(t) = m.table_size {
+                if !is_prime(t) {
+                    ctx.err(r, format!("{p}.maglev.tableSize"), format!("{t} is not a prime number (Envoy requires a prime; 65537 is the default)"));
+                }
+            }
+        }
+        if let Some(rh) = &ch.ring_hash {
+            if rh.minimum_ring_size.is_some_and(|m| m > 8_388_608) {
+                ctx.err(r, format!("{p}.ringHash.minimumRingSize"), "must be at most 8388608");
+            }
+        }
+    }
+}
+
+pub(crate) fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}

@@ -1,0 +1,33 @@
+//! weft's configuration: Istio resources as users write them, validated with field
+//! paths, and compiled into the immutable [`Snapshot`] the proxy reads per request.
+
+mod compile;
+pub mod duration;
+pub mod error;
+pub mod istio;
+pub mod load;
+pub mod matcher;
+mod policy;
+pub mod snapshot;
+mod vhost;
+
+pub use compile::compile;
+pub use error::{ConfigError, Diagnostics, Source};
+pub use load::{load_files, load_str, Resource, Spec};
+pub use snapshot::*;
+
+/// Loads and compiles files; the snapshot is usable only when `diags.is_ok()`.
+pub fn build(paths: &[impl AsRef<std::path::Path>]) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    let (resources, mut diags) = load_files(paths);
+    let snap = compile(&resources, &mut diags);
+    (resources, snap, diags)
+}
+
+/// The same from in-memory text (tests, the control plane later).
+pub fn build_str(file: &str, text: &str) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    let mut resources = Vec::new();
+    let mut diags = Diagnostics::default();
+    load_str(file, text, &mut resources, &mut diags);
+    let snap = compile(&resources, &mut diags);
+    (resources, snap, diags)
+}

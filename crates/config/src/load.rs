@@ -1,0 +1,189 @@
+//! Reading multi-document YAML files into typed resources, with field paths on
+//! every error and a warning for every field weft does not know.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{humanize_serde, ConfigError, Diagnostics, Source};
+use crate::istio::{DestinationRule, Metadata, ServiceEntry, VirtualService};
+
+/// The API versions accepted for Istio's networking kinds.
+pub const NETWORKING_VERSIONS: [&str; 3] = [
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// One resource, as read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: Spec,
+    #[serde(skip)]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    ServiceEntry(ServiceEntry),
+    DestinationRule(DestinationRule),
+    VirtualService(VirtualService),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<T> {
+    #[allow(dead_code)]
+    api_version: serde_json::Value,
+    #[allow(dead_code)]
+    kind: serde_json::Value,
+    #[serde(default)]
+    metadata: Metadata,
+    spec: T,
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: serde_json::Value,
+}
+
+/// Reads every file; returns the resources and what was wrong with them.
+pub fn load_files<P: AsRef<std::path::Path>>(paths: &[P]) -> (Vec<Resource>, Diagnostics) {
+    let mut out = Vec::new();
+    let mut diags = Diagnostics::default();
+    for p in paths {
+        let p = p.as_ref();
+        let name = p.display().to_string();
+        match std::fs::read_to_string(p) {
+            Ok(text) => load_str(&name, &text, &mut out, &mut diags),
+            Err(e) => diags.errors.push(ConfigError::new(
+                &Source { file: name, doc: 0 },
+                None,
+                None,
+                "",
+                format!("cannot read file: {e}"),
+            )),
+        }
+    }
+    check_duplicates(&out, &mut diags);
+    (out, diags)
+}
+
+/// Parses one file's text (multi-document YAML) into `out`.
+pub fn load_str(file: &str, text: &str, out: &mut Vec<Resource>, diags: &mut Diagnostics) {
+    let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let src = Source { file: file.to_owned(), doc: 0 };
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid YAML").to_owned();
+            diags.errors.push(ConfigError::new(&src, None, None, "", format!("invalid YAML: {first}")));
+            return;
+        }
+    };
+    for (i, doc) in docs.into_iter().enumerate() {
+        let src = Source { file: file.to_owned(), doc: i + 1 };
+        if doc.is_null() {
+            continue;
+        }
+        if let Some(r) = load_doc(&src, doc, diags) {
+            out.push(r);
+        }
+    }
+}
+
+fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Option<Resource> {
+    let Some(obj) = doc.as_object() else {
+        diags.errors.push(ConfigError::new(src, None, None, "", "a document must be a mapping with apiVersion, kind, metadata and spec"));
+        return None;
+    };
+    let kind = obj.get("kind").and_then(|v| v.as_str()).map(str::to_owned);
+    let api = obj.get("apiVersion").and_then(|v| v.as_str()).map(str::to_owned);
+    let name = obj
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let Some(kind) = kind else {
+        diags.errors.push(ConfigError::new(src, None, name.as_deref(), "kind", "missing field"));
+        return None;
+    };
+    let Some(api) = api else {
+        diags.errors.push(ConfigError::new(src, Some(&kind), name.as_deref(), "apiVersion", "missing field"));
+        return None;
+    };
+    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService");
+    if !known {
+        diags.warnings.push(ConfigError::new(
+            src,
+            Some(&kind),
+            name.as_deref(),
+            "kind",
+            format!("kind {kind} ({api}) is not served by this version of weft; ignored"),
+        ));
+        return None;
+    }
+    if !NETWORKING_VERSIONS.contains(&api.as_str()) {
+        diags.errors.push(ConfigError::new(
+            src,
+            Some(&kind),
+            name.as_deref(),
+            "apiVersion",
+            format!("unknown value \"{api}\" (expected one of {})", NETWORKING_VERSIONS.join(", ")),
+        ));
+        return None;
+    }
+    if name.as_deref().unwrap_or("").is_empty() {
+        diags.errors.push(ConfigError::new(src, Some(&kind), None, "metadata.name", "missing field"));
+        return None;
+    }
+    let (meta, spec) = match kind.as_str() {
+        "ServiceEntry" => typed::<ServiceEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::ServiceEntry(s)))?,
+        "DestinationRule" => typed::<DestinationRule>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::DestinationRule(s)))?,
+        _ => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::VirtualService(s)))?,
+    };
+    Some(Resource { api_version: api, kind, metadata: meta, spec, source: src.clone() })
+}
+
+fn typed<T: DeserializeOwned>(
+    src: &Source,
+    kind: &str,
+    name: Option<&str>,
+    doc: serde_json::Value,
+    diags: &mut Diagnostics,
+) -> Option<(Metadata, T)> {
+    let mut track = serde_path_to_error::Track::new();
+    let mut unknown = Vec::new();
+    let de = serde_path_to_error::Deserializer::new(doc, &mut track);
+    let res: Result<Envelope<T>, _> = serde_ignored::deserialize(de, |p| unknown.push(p.to_string()));
+    for path in unknown {
+        diags.warnings.push(ConfigError::new(src, Some(kind), name, path, "unknown field; ignored"));
+    }
+    match res {
+        Ok(env) => Some((env.metadata, env.spec)),
+        Err(e) => {
+            let path = track.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            diags.errors.push(ConfigError::new(src, Some(kind), name, path, humanize_serde(&e.to_string())));
+            None
+        }
+    }
+}
+
+fn check_duplicates(res: &[Resource], diags: &mut Diagnostics) {
+    let mut seen = std::collections::HashMap::new();
+    for r in res {
+        let key = (r.kind.as_str(), r.metadata.namespace.as_deref().unwrap_or(""), r.metadata.name.as_str());
+        if let Some(first) = seen.insert(key, &r.source) {
+            diags.errors.push(ConfigError::new(
+                &r.source,
+                Some(&r.kind),
+                Some(&r.metadata.name),
+                "metadata.name",
+                format!("duplicate {} {:?} (first defined in {} document {})", r.kind, r.metadata.name, first.file, first.doc),
+            ));
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The runtime snapshot: everything a request needs, compiled once per config
+//! change and read without locks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::matcher::{RequestMatch, RequestView};
+
+/// A compiled configuration.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub vhosts: Vec<VirtualHost>,
+    /// Lower-case host (no port) → index into `vhosts`.
+    pub exact_hosts: HashMap<String, usize>,
+    /// `*.example.com` style hosts as (suffix `.example.com`, vhost), longest first.
+    pub wildcard_hosts: Vec<(String, usize)>,
+    /// A VirtualService for `*`, if any.
+    pub catch_all: Option<usize>,
+    pub clusters: Vec<ClusterSpec>,
+}
+
+impl Snapshot {
+    /// The virtual host for a request's host (lower-case, port stripped).
+    pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
+        if let Some(&i) = self.exact_hosts.get(host) {
+            return Some(&self.vhosts[i]);
+        }
+        for (suffix, i) in &self.wildcard_hosts {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return Some(&self.vhosts[*i]);
+            }
+        }
+        self.catch_all.map(|i| &self.vhosts[i])
+    }
+}
+
+/// The routes that serve one host: a VirtualService, or a ServiceEntry's default route.
+#[derive(Debug)]
+pub struct VirtualHost {
+    /// `VirtualService/name` or `ServiceEntry/name`.
+    pub name: String,
+    pub routes: Vec<Route>,
+}
+
+impl VirtualHost {
+    /// The first route whose match list has an entry that matches (Istio's order).
+    pub fn route(&self, r: &RequestView<'_>) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|rt| rt.matches.is_empty() || rt.matches.iter().any(|m| m.is_match(r)))
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matches: Vec<RequestMatch>,
+    pub action: Action,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub timeout: Option<Duration>,
+    pub rewrite: Option<Rewrite>,
+    /// Mirror target and the fraction of requests (0..=1) mirrored.
+    pub mirror: Option<(ClusterChoice, f64)>,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(WeightedClusters),
+    Redirect(Redirect),
+    Direct { status: StatusCode, body: bytes::Bytes },
+}
+
+#[derive(Debug)]
+pub struct WeightedClusters {
+    pub targets: Vec<WeightedTarget>,
+    /// Running sums of weights, for a pick by one random number.
+    pub cumulative: Vec<u32>,
+    pub total: u32,
+}
+
+impl WeightedClusters {
+    /// Picks a target; `r` is uniform in `0..u32::MAX`.
+    #[inline]
+    pub fn pick(&self, r: u32) -> &WeightedTarget {
+        if self.targets.len() == 1 || self.total == 0 {
+            return &self.targets[0];
+        }
+        let x = ((r as u64 * self.total as u64) >> 32) as u32;
+        let i = self.cumulative.partition_point(|&c| c <= x);
+        &self.targets[i.min(self.targets.len() - 1)]
+    }
+}
+
+#[derive(Debug)]
+pub struct WeightedTarget {
+    pub cluster: ClusterChoice,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// The cluster a destination resolves to; when the destination names no port and the
+/// service has several, the request's port chooses.
+#[derive(Debug, Clone)]
+pub struct ClusterChoice {
+    pub default: usize,
+    pub by_port: Vec<(u16, usize)>,
+}
+
+impl ClusterChoice {
+    #[inline]
+    pub fn resolve(&self, port: u16) -> usize {
+        self.by_port.iter().find(|(p, _)| *p == port).map(|(_, c)| *c).unwrap_or(self.default)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct HeaderOps {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies remove, then set, then add (Envoy's order for route-level operations).
+    pub fn apply(&self, h: &mut http::HeaderMap) {
+        for n in &self.remove {
+            h.remove(n);
+        }
+        for (n, v) in &self.set {
+            h.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            h.append(n.clone(), v.clone());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// Replaces the matched prefix (or the whole path for exact/regex matches).
+    pub uri: Option<String>,
+    pub authority: Option<HeaderValue>,
+    pub uri_regex: Option<(regex::Regex, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u16>,
+    pub scheme: Option<String>,
+    pub status: StatusCode,
+}
+
+/// An upstream cluster: one (host, port, subset), Envoy's `outbound|port|subset|host`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub service: String,
+    pub port: u16,
+    pub subset: Option<String>,
+    pub lb: LbPolicy,
+    pub pool: PoolSettings,
+    pub dns: bool,
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct EndpointSpec {
+    /// An IP address, or a name resolved at connect time for `resolution: DNS`.
+    pub address: String,
+    pub port: u16,
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+    pub locality: Option<String>,
+}
+
+impl EndpointSpec {
+    pub fn authority(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum LbPolicy {
+    RoundRobin,
+    Random,
+    LeastRequest,
+    PeakEwma,
+    Passthrough,
+    Hash { key: HashKey, algorithm: HashAlgorithm },
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum HashKey {
+    Header(String),
+    Cookie { name: String, path: Option<String>, ttl: Option<Duration> },
+    SourceIp,
+    QueryParameter(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum HashAlgorithm {
+    RingHash { minimum_ring_size: u64 },
+    Maglev { table_size: u64 },
+}
+
+/// What the upstream connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// The same as the downstream request (`useClientProtocol`).
+    Client,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// 0: unlimited.
+    pub max_requests_per_connection: u32,
+    pub max_connection_duration: Option<Duration>,
+    pub keepalive: Option<Keepalive>,
+    pub protocol: UpstreamProtocol,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Keepalive {
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub probes: Option<u32>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+            max_requests_per_connection: 0,
+            max_connection_duration: None,
+            keepalive: None,
+            protocol: UpstreamProtocol::Http1,
+        }
+    }
+}

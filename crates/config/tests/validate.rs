@@ -1,0 +1,90 @@
+//! Config errors carry the file, the resource and the field path, word for word.
+
+use weft_config::build_str;
+
+const SE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: 9001}, labels: {version: v1}}
+  - {address: 127.0.0.2, ports: {http: 9002}, labels: {version: v2}, weight: 3}
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    let (_, _, d) = build_str("mesh.yaml", text);
+    d.errors.iter().map(|e| e.to_string()).collect()
+}
+
+#[test]
+fn misspelled_lb_names_field_and_choices() {
+    let text = format!(
+        "{SE}---\napiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBBIN\n"
+    );
+    assert_eq!(
+        errors(&text),
+        vec!["mesh.yaml: DestinationRule reviews: spec.trafficPolicy.loadBalancer.simple: unknown value \"ROUND_ROBBIN\" (expected one of UNSPECIFIED, LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST, PEAK_EWMA)"]
+    );
+}
+
+#[test]
+fn bad_regex_and_static_name_are_errors() {
+    let text = format!(
+        "{SE}---\napiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{{uri: {{regex: \"/v(\"}}}}]\n    route: [{{destination: {{host: reviews}}}}]\n"
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("mesh.yaml: VirtualService r: spec.http[0].match[0].uri.regex: invalid regex \"/v(\""), "{e:?}");
+
+    let bad = SE.replace("127.0.0.1", "backend.local");
+    assert_eq!(
+        errors(&bad),
+        vec!["mesh.yaml: ServiceEntry reviews: spec.endpoints[0].address: \"backend.local\" is not an IP address (resolution STATIC needs IPs; use resolution DNS for names)"]
+    );
+}
+
+#[test]
+fn unknown_field_is_a_warning_and_wrong_type_an_error() {
+    let text = SE.replace("resolution: STATIC", "resolution: STATIC\n  resolutoin: DNS");
+    let (_, _, d) = build_str("mesh.yaml", &text);
+    assert!(d.errors.is_empty(), "{d}");
+    assert_eq!(d.warnings.len(), 1);
+    assert_eq!(d.warnings[0].to_string(), "mesh.yaml: ServiceEntry reviews: spec.resolutoin: unknown field; ignored");
+
+    let text = SE.replace("number: 80", "number: eighty");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("mesh.yaml: ServiceEntry reviews: spec.ports[0].number: invalid type"), "{e:?}");
+}
+
+#[test]
+fn missing_kind_and_bad_yaml_name_the_document() {
+    assert_eq!(errors("---\nfoo: 1\n"), vec!["mesh.yaml: document 1: kind: missing field"]);
+    let e = errors("kind: [\n");
+    assert!(e[0].starts_with("mesh.yaml: document 0: invalid YAML"), "{e:?}");
+    let e = errors(&format!("{SE}---\napiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {{name: x}}\nspec: {{}}\n"));
+    assert!(e[0].starts_with("mesh.yaml: VirtualService x: apiVersion: unknown value \"networking.istio.io/v2\""), "{e:?}");
+}
+
+#[test]
+fn subsets_weights_and_ports_compile() {
+    let text = format!(
+        "{SE}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - name: v2\n    labels: {{version: v2}}\n    trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user, maglev: {{tableSize: 65537}}}}}}}}\n"
+    );
+    let (_, snap, d) = build_str("mesh.yaml", &text);
+    assert!(d.is_ok(), "{d}");
+    let v2 = snap.clusters.iter().find(|c| c.name == "outbound|80|v2|reviews").unwrap();
+    assert_eq!(v2.endpoints.len(), 1);
+    assert_eq!(v2.endpoints[0].port, 9002);
+    assert_eq!(v2.endpoints[0].weight, 3);
+    assert!(matches!(v2.lb, weft_config::LbPolicy::Hash { .. }));
+    let all = snap.clusters.iter().find(|c| c.name == "outbound|80||reviews").unwrap();
+    assert_eq!(all.endpoints.len(), 2);
+    assert_eq!(all.lb, weft_config::LbPolicy::RoundRobin);
+    assert!(snap.vhost("reviews").is_some());
+    assert!(snap.vhost("ratings").is_none());
+}
