@@ -1,0 +1,73 @@
+//! Load balancers, pure: they see endpoint weights, identities and live load
+//! counters, never a socket. Each pick is lock-free; the shared state is atomics.
+//!
+//! Semantics follow Envoy (see `shared/design/semantics.md`); `PeakEwma` is a weft
+//! extension modelled on Linkerd's latency-aware balancer.
+#![forbid(unsafe_code)]
+
+mod ewma;
+pub mod hash;
+mod load;
+mod maglev;
+mod p2c;
+mod random;
+mod ring;
+mod rr;
+
+pub use ewma::PeakEwma;
+pub use load::EndpointLoad;
+pub use maglev::Maglev;
+pub use p2c::LeastRequest;
+pub use random::WeightedRandom;
+pub use ring::RingHash;
+pub use rr::RoundRobin;
+
+/// What a pick may look at besides the balancer's own tables.
+pub struct PickCtx<'a> {
+    /// The request's hash key, for the consistent-hash balancers.
+    pub hash: Option<u64>,
+    /// Live load per endpoint, indexed like the endpoints the balancer was built from.
+    pub loads: &'a [EndpointLoad],
+}
+
+/// One balancer over a fixed set of endpoints (a new set builds a new balancer).
+#[derive(Debug)]
+pub enum Balancer {
+    RoundRobin(RoundRobin),
+    Random(WeightedRandom),
+    LeastRequest(LeastRequest),
+    PeakEwma(PeakEwma),
+    RingHash(RingHash),
+    Maglev(Maglev),
+}
+
+impl Balancer {
+    /// The index of the chosen endpoint, or `None` when there are none.
+    #[inline]
+    pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<usize> {
+        match self {
+            Balancer::RoundRobin(b) => b.pick(),
+            Balancer::Random(b) => b.pick(),
+            Balancer::LeastRequest(b) => b.pick(ctx.loads),
+            Balancer::PeakEwma(b) => b.pick(ctx.loads),
+            // With no key (e.g. the header is absent) Envoy picks at random.
+            Balancer::RingHash(b) => match ctx.hash {
+                Some(h) => b.pick(h),
+                None => b.pick(fastrand::u64(..)),
+            },
+            Balancer::Maglev(b) => match ctx.hash {
+                Some(h) => b.pick(h),
+                None => b.pick(fastrand::u64(..)),
+            },
+        }
+    }
+}
+
+/// Greatest common divisor, for reducing weights.
+pub(crate) fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
