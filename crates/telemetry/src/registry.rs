@@ -1,0 +1,180 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::histogram::{Histogram, BYTES_BUCKETS, DURATION_BUCKETS_MS};
+use crate::ResponseFlags;
+
+/// An interned destination (service + subset); small and `Copy` so a request's
+/// series key costs nothing to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DestId(pub u32);
+
+/// The destination labels of Istio's standard metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DestLabels {
+    /// The service host as configured (`reviews.default.svc.cluster.local`).
+    pub service: String,
+    pub namespace: String,
+    /// The subset, reported as `destination_version` like Istio's `version` label.
+    pub version: String,
+}
+
+impl DestLabels {
+    /// The labels for requests that reached no destination (no route).
+    pub fn unknown() -> Self {
+        DestLabels { service: "unknown".into(), namespace: "unknown".into(), version: "unknown".into() }
+    }
+
+    pub fn short_name(&self) -> &str {
+        self.service.split('.').next().unwrap_or(&self.service)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Identifies one series of the request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub dest: DestId,
+    pub code: u16,
+    pub flags: ResponseFlags,
+    pub protocol: Protocol,
+    /// `grpc-status`, or -1 when the response carried none.
+    pub grpc_status: i16,
+}
+
+pub(crate) struct Series {
+    pub requests: AtomicU64,
+    pub duration_ms: Histogram<13>,
+    pub request_bytes: Histogram<10>,
+    pub response_bytes: Histogram<10>,
+}
+
+#[derive(Default)]
+pub(crate) struct TcpSeries {
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+/// weft's own counters: what Istio's metrics do not say.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub downstream_connections: AtomicU64,
+    pub downstream_connections_active: AtomicU64,
+    /// Requests answered 404 because no route matched their host.
+    pub no_route: AtomicU64,
+    /// Requests answered 503 because their cluster had no endpoint.
+    pub no_endpoint: AtomicU64,
+    /// Malformed requests hyper rejected (bad request line, bad header, bad framing).
+    pub bad_request: AtomicU64,
+    /// Requests whose headers exceeded the limit (answered 431).
+    pub header_too_large: AtomicU64,
+    /// Clients that went away before their response finished.
+    pub downstream_reset: AtomicU64,
+    /// Upstream connections that could not be made or broke mid-request.
+    pub upstream_connect_failure: AtomicU64,
+    pub upstream_reset: AtomicU64,
+    pub upstream_timeout: AtomicU64,
+    pub mirrored: AtomicU64,
+    pub upgrades: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Incremented with every config swap: the active config's revision.
+    pub config_revision: AtomicU64,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    pub(crate) source_workload: String,
+    pub(crate) source_namespace: String,
+    pub(crate) series: papaya::HashMap<SeriesKey, Series>,
+    pub(crate) tcp: papaya::HashMap<DestId, TcpSeries>,
+    pub(crate) dests: papaya::HashMap<DestLabels, DestId>,
+    pub(crate) dest_labels: papaya::HashMap<DestId, DestLabels>,
+    pub counters: Counters,
+}
+
+impl Metrics {
+    /// `source_workload` is the service this proxy stands beside (`--service`).
+    pub fn new(source_workload: &str, source_namespace: &str) -> Self {
+        let m = Metrics {
+            source_workload: source_workload.to_owned(),
+            source_namespace: source_namespace.to_owned(),
+            series: papaya::HashMap::new(),
+            tcp: papaya::HashMap::new(),
+            dests: papaya::HashMap::new(),
+            dest_labels: papaya::HashMap::new(),
+            counters: Counters::default(),
+        };
+        m.dest_id(DestLabels::unknown());
+        m
+    }
+
+    /// Interns destination labels (at config time, not per request). Id 0 is "unknown".
+    pub fn dest_id(&self, labels: DestLabels) -> DestId {
+        let dests = self.dests.pin();
+        if let Some(id) = dests.get(&labels) {
+            return *id;
+        }
+        let id = DestId(dests.len() as u32);
+        let id = *dests.get_or_insert(labels.clone(), id);
+        self.dest_labels.pin().insert(id, labels);
+        id
+    }
+
+    /// Records one finished request.
+    #[inline]
+    pub fn record(&self, key: SeriesKey, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
+        let map = self.series.pin();
+        let s = map.get_or_insert_with(key, || Series {
+            requests: AtomicU64::new(0),
+            duration_ms: Histogram::new(&DURATION_BUCKETS_MS),
+            request_bytes: Histogram::new(&BYTES_BUCKETS),
+            response_bytes: Histogram::new(&BYTES_BUCKETS),
+        });
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        s.duration_ms.observe(duration_ms);
+        s.request_bytes.observe(request_bytes as f64);
+        s.response_bytes.observe(response_bytes as f64);
+    }
+
+    /// An upstream connection to `dest` opened (`true`) or closed.
+    pub fn tcp_connection(&self, dest: DestId, opened: bool) {
+        let map = self.tcp.pin();
+        let s = map.get_or_insert_with(dest, TcpSeries::default);
+        if opened { &s.opened } else { &s.closed }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes carried by a tunnel (WebSocket upgrade, CONNECT) to `dest`.
+    pub fn tcp_bytes(&self, dest: DestId, sent: u64, received: u64) {
+        let map = self.tcp.pin();
+        let s = map.get_or_insert_with(dest, TcpSeries::default);
+        s.sent.fetch_add(sent, Ordering::Relaxed);
+        s.received.fetch_add(received, Ordering::Relaxed);
+    }
+
+    /// Total requests recorded for a destination service (all codes), for tests and `/clusters`.
+    pub fn requests_to(&self, service: &str) -> u64 {
+        let labels = self.dest_labels.pin();
+        self.series
+            .pin()
+            .iter()
+            .filter(|(k, _)| labels.get(&k.dest).is_some_and(|l| l.service == service))
+            .map(|(_, s)| s.requests.load(Ordering::Relaxed))
+            .sum()
+    }
+}
