@@ -27,7 +27,7 @@ impl PeakEwma {
     }
 
     #[inline]
-    pub fn pick(&self, loads: &[EndpointLoad]) -> Option<usize> {
+    pub fn pick<L: crate::HasLoad>(&self, loads: &[L]) -> Option<usize> {
         let n = self.weights.len();
         if n <= 1 {
             return if n == 1 { Some(0) } else { None };
@@ -39,7 +39,7 @@ impl PeakEwma {
         }
         let now = (self.clock)();
         let cost = |i: usize| {
-            let l = &loads[i];
+            let l = loads[i].load();
             decayed(l, now) * (l.active() as f64 + 1.0) / self.weights[i] as f64
         };
         if loads.len() < n {

@@ -22,12 +22,31 @@ pub use random::WeightedRandom;
 pub use ring::RingHash;
 pub use rr::RoundRobin;
 
+/// Anything that carries an endpoint's live load (the proxy's endpoint type does).
+pub trait HasLoad {
+    fn load(&self) -> &EndpointLoad;
+}
+
+impl HasLoad for EndpointLoad {
+    #[inline]
+    fn load(&self) -> &EndpointLoad {
+        self
+    }
+}
+
+impl<T: HasLoad> HasLoad for std::sync::Arc<T> {
+    #[inline]
+    fn load(&self) -> &EndpointLoad {
+        (**self).load()
+    }
+}
+
 /// What a pick may look at besides the balancer's own tables.
-pub struct PickCtx<'a> {
+pub struct PickCtx<'a, L> {
     /// The request's hash key, for the consistent-hash balancers.
     pub hash: Option<u64>,
     /// Live load per endpoint, indexed like the endpoints the balancer was built from.
-    pub loads: &'a [EndpointLoad],
+    pub loads: &'a [L],
 }
 
 /// One balancer over a fixed set of endpoints (a new set builds a new balancer).
@@ -44,7 +63,7 @@ pub enum Balancer {
 impl Balancer {
     /// The index of the chosen endpoint, or `None` when there are none.
     #[inline]
-    pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<usize> {
+    pub fn pick<L: HasLoad>(&self, ctx: &PickCtx<'_, L>) -> Option<usize> {
         match self {
             Balancer::RoundRobin(b) => b.pick(),
             Balancer::Random(b) => b.pick(),

@@ -1,4 +1,4 @@
-use crate::{EndpointLoad, WeightedRandom};
+use crate::WeightedRandom;
 
 /// LEAST_REQUEST: power of two choices. Two distinct endpoints are drawn (by weight,
 /// when weights differ) and the one with fewer active requests per unit of weight
@@ -20,7 +20,7 @@ impl LeastRequest {
     }
 
     #[inline]
-    pub fn pick(&self, loads: &[EndpointLoad]) -> Option<usize> {
+    pub fn pick<L: crate::HasLoad>(&self, loads: &[L]) -> Option<usize> {
         let n = self.weights.len();
         if n <= 1 {
             return if n == 1 { Some(0) } else { None };
@@ -31,8 +31,8 @@ impl LeastRequest {
             // Keep the draw by weight but make the two candidates distinct.
             b = if self.draw.is_weighted() { self.draw.pick()? } else { (a + 1 + fastrand::usize(..n - 1)) % n };
         }
-        let la = loads.get(a).map_or(0, |l| l.active()) as u64;
-        let lb = loads.get(b).map_or(0, |l| l.active()) as u64;
+        let la = loads.get(a).map_or(0, |l| l.load().active()) as u64;
+        let lb = loads.get(b).map_or(0, |l| l.load().active()) as u64;
         // la/wa <= lb/wb  ⇔  la*wb <= lb*wa. A tie keeps the first draw, which was
         // made by weight, so shares at rest follow the weights exactly.
         let (wa, wb) = (self.weights[a] as u64, self.weights[b] as u64);

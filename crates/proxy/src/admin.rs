@@ -1,0 +1,93 @@
+//! The admin endpoint: `/metrics`, `/ready`, `/config_dump`, `/clusters`. It runs on
+//! its own small runtime (the main thread's), so scrapes never compete with traffic.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::state::Shared;
+
+pub async fn serve(shared: &'static Shared, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| async move { Ok::<_, Infallible>(route(shared, req)) });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render()),
+        "/ready" => {
+            if shared.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())
+            } else {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            }
+        }
+        "/config_dump" => {
+            let rt = shared.current.load();
+            let v = json!({
+                "revision": rt.revision,
+                "files": shared.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                "resources": rt.resources,
+                "clusters": rt.snap.clusters,
+            });
+            text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
+        }
+        "/clusters" => {
+            let rt = shared.current.load();
+            let clusters: Vec<_> = rt
+                .clusters
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.spec.name,
+                        "service": c.spec.service,
+                        "port": c.spec.port,
+                        "subset": c.spec.subset,
+                        "lb": c.spec.lb,
+                        "protocol": c.spec.pool.protocol,
+                        "endpoints": c.endpoints.iter().map(|e| json!({
+                            "address": e.id,
+                            "weight": e.spec.weight,
+                            "locality": e.spec.locality,
+                            "labels": e.spec.labels,
+                            "health": "HEALTHY",
+                            "active_requests": e.load.active(),
+                            "requests_total": e.requests.load(Ordering::Relaxed),
+                            "errors_total": e.errors.load(Ordering::Relaxed),
+                            "idle_connections": e.pools.iter().map(|p| p.idle_len()).sum::<usize>(),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&json!({ "revision": rt.revision, "clusters": clusters })).unwrap_or_default() + "\n")
+        }
+        "/" => text(StatusCode::OK, "text/plain", "weft admin: /metrics /ready /config_dump /clusters\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics /ready /config_dump /clusters\n".into()),
+    }
+}
+
+fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r
+}

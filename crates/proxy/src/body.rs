@@ -1,0 +1,190 @@
+//! Body types on both sides of the proxy. Bodies stream frame by frame; nothing is
+//! buffered whole. The response body carries the request's [`Finish`], which records
+//! metrics and releases the endpoint when the last byte has gone (or the client left).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::finish::Finish;
+use crate::pool::Returner;
+
+/// The body sent upstream.
+pub enum ReqBody {
+    /// The client's body, streamed through.
+    Incoming(Incoming),
+    /// The client's body, counting bytes as they pass (no Content-Length to read it from).
+    Counted(Incoming, Arc<AtomicU64>),
+    /// The client's body, also fed to a mirror (see [`crate::mirror`]).
+    Teed(Incoming, crate::mirror::Tee),
+    /// A body received through a channel (the mirror's copy).
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Counted(b, n) => {
+                let r = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &r {
+                    if let Some(d) = f.data_ref() {
+                        n.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                r
+            }
+            ReqBody::Teed(b, tee) => {
+                let r = Pin::new(b).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            tee.feed(d);
+                        }
+                    }
+                    Poll::Ready(_) => tee.close(),
+                    Poll::Pending => {}
+                }
+                r
+            }
+            ReqBody::Channel(rx) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Incoming(b) | ReqBody::Counted(b, _) | ReqBody::Teed(b, _) => b.is_end_stream(),
+            ReqBody::Channel(_) => false,
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Incoming(b) | ReqBody::Counted(b, _) | ReqBody::Teed(b, _) => b.size_hint(),
+            ReqBody::Channel(_) => SizeHint::default(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The body sent to the client.
+pub struct RespBody {
+    inner: Inner,
+    finish: Option<Finish>,
+    /// Returns the upstream HTTP/1.1 connection to its pool once the body is read.
+    returner: Option<Returner>,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl RespBody {
+    pub fn full(b: impl Into<Bytes>, finish: Option<Finish>) -> Self {
+        let b = b.into();
+        RespBody { inner: Inner::Full(if b.is_empty() { None } else { Some(b) }), finish, returner: None }
+    }
+
+    pub fn upstream(b: Incoming, finish: Option<Finish>, returner: Option<Returner>) -> Self {
+        let mut r = RespBody { inner: Inner::Upstream(b), finish, returner };
+        if r.is_end_stream() {
+            r.done();
+        }
+        r
+    }
+
+    pub fn finish_mut(&mut self) -> Option<&mut Finish> {
+        self.finish.as_mut()
+    }
+
+    fn done(&mut self) {
+        if let Some(r) = self.returner.take() {
+            r.release();
+        }
+        if let Some(f) = self.finish.take() {
+            f.complete();
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let r = match &mut this.inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        };
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(fin) = this.finish.as_mut() {
+                    if let Some(d) = f.data_ref() {
+                        fin.response_bytes += d.len() as u64;
+                    } else if let Some(t) = f.trailers_ref() {
+                        fin.grpc_status_from(t);
+                    }
+                }
+                if this.is_end_stream() {
+                    this.done();
+                }
+            }
+            Poll::Ready(None) => this.done(),
+            Poll::Ready(Some(Err(_))) => {
+                // The upstream broke mid-body: the connection is not reusable.
+                this.returner = None;
+                if let Some(f) = this.finish.as_mut() {
+                    f.upstream_reset();
+                }
+                this.done();
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        // A body with nothing left (HEAD, 204, an empty body hyper never polled)
+        // ended normally; anything else was cut short: the client went away.
+        if self.is_end_stream() {
+            self.done();
+        } else if let Some(mut f) = self.finish.take() {
+            f.downstream_reset();
+            f.complete();
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Runtime clusters: a compiled [`ClusterSpec`] plus its balancer and its endpoints'
+//! live state (load, counters, connection pools).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use weft_balance::{Balancer, EndpointLoad, HasLoad, LeastRequest, Maglev, PeakEwma, RingHash, RoundRobin, WeightedRandom};
+use weft_config::{ClusterSpec, EndpointSpec, HashAlgorithm, LbPolicy, PoolSettings};
+use weft_telemetry::{DestId, DestLabels, Metrics};
+
+use crate::pool::Pool;
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Addr(SocketAddr),
+    /// Resolved at connect time (`resolution: DNS`).
+    Name(String, u16),
+}
+
+pub struct Endpoint {
+    pub spec: EndpointSpec,
+    /// `address:port`, the endpoint's identity for hashing and display.
+    pub id: String,
+    pub target: Target,
+    pub load: EndpointLoad,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    /// One pool per worker thread.
+    pub pools: Box<[Pool]>,
+    pub pool_settings: PoolSettings,
+    pub metrics: &'static Metrics,
+    pub dest: DestId,
+}
+
+impl HasLoad for Endpoint {
+    #[inline]
+    fn load(&self) -> &EndpointLoad {
+        &self.load
+    }
+}
+
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub dest: DestId,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub balancer: Balancer,
+}
+
+/// Monotonic nanoseconds since the process started (the peak-EWMA clock).
+pub fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+impl Cluster {
+    /// Builds a cluster, keeping the live state of endpoints that `prev` already had
+    /// (same cluster, address and pool settings), so a reload keeps warm connections.
+    pub fn build(spec: &ClusterSpec, prev: &HashMap<(String, String), Arc<Endpoint>>, workers: usize, metrics: &'static Metrics) -> Cluster {
+        let namespace = spec.service.split('.').nth(1).unwrap_or("unknown").to_owned();
+        let dest = metrics.dest_id(DestLabels {
+            service: spec.service.clone(),
+            namespace,
+            version: spec.subset.clone().unwrap_or_else(|| "unknown".into()),
+        });
+        let endpoints: Vec<Arc<Endpoint>> = spec
+            .endpoints
+            .iter()
+            .map(|e| {
+                let id = e.authority();
+                if let Some(old) = prev.get(&(spec.name.clone(), id.clone())) {
+                    if old.pool_settings == spec.pool && old.spec == *e && old.pools.len() == workers {
+                        return old.clone();
+                    }
+                }
+                let target = match e.address.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Target::Addr(SocketAddr::new(ip, e.port)),
+                    Err(_) => Target::Name(e.address.clone(), e.port),
+                };
+                Arc::new(Endpoint {
+                    spec: e.clone(),
+                    id,
+                    target,
+                    load: EndpointLoad::default(),
+                    requests: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
+                    pools: (0..workers).map(|_| Pool::default()).collect(),
+                    pool_settings: spec.pool.clone(),
+                    metrics,
+                    dest,
+                })
+            })
+            .collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.spec.weight).collect();
+        let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+        let balancer = match &spec.lb {
+            LbPolicy::RoundRobin => Balancer::RoundRobin(RoundRobin::new(&weights)),
+            LbPolicy::Random => Balancer::Random(WeightedRandom::new(&weights)),
+            LbPolicy::LeastRequest | LbPolicy::Passthrough => Balancer::LeastRequest(LeastRequest::new(&weights)),
+            LbPolicy::PeakEwma => Balancer::PeakEwma(PeakEwma::new(&weights, now_ns)),
+            LbPolicy::Hash { algorithm: HashAlgorithm::RingHash { minimum_ring_size }, .. } => Balancer::RingHash(RingHash::new(&ids, &weights, *minimum_ring_size)),
+            LbPolicy::Hash { algorithm: HashAlgorithm::Maglev { table_size }, .. } => Balancer::Maglev(Maglev::new(&ids, &weights, *table_size)),
+        };
+        Cluster { spec: spec.clone(), dest, endpoints, balancer }
+    }
+}

@@ -1,0 +1,29 @@
+//! Upstream failures, each with the status code, response flag and message a client gets.
+
+use http::StatusCode;
+use weft_telemetry::ResponseFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream connect error: {0}")]
+    Connect(String),
+    #[error("upstream reset before response headers: {0}")]
+    Reset(String),
+    #[error("upstream request timeout")]
+    Timeout,
+}
+
+impl UpstreamError {
+    pub fn from_hyper(e: hyper::Error) -> Self {
+        UpstreamError::Reset(e.to_string())
+    }
+
+    /// Envoy's answers: 503 UF for connect failures, 503 UC for resets, 504 UT for timeouts.
+    pub fn status_and_flag(&self) -> (StatusCode, ResponseFlags) {
+        match self {
+            UpstreamError::Connect(_) => (StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF),
+            UpstreamError::Reset(_) => (StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UC),
+            UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, ResponseFlags::UT),
+        }
+    }
+}

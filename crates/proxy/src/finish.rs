@@ -1,0 +1,81 @@
+//! What happens when a request ends: metrics, endpoint counters, the access log.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderMap;
+use weft_telemetry::{DestId, Metrics, Protocol, ResponseFlags, SeriesKey};
+
+use crate::cluster::Endpoint;
+
+/// Carried by a request from routing to its response's last byte; `complete`
+/// records it exactly once.
+pub struct Finish {
+    pub metrics: &'static Metrics,
+    pub dest: DestId,
+    pub code: u16,
+    pub flags: ResponseFlags,
+    pub protocol: Protocol,
+    pub grpc_status: i16,
+    pub start: Instant,
+    pub request_bytes: u64,
+    /// Counts a streamed request body that declared no length.
+    pub request_counter: Option<Arc<AtomicU64>>,
+    pub response_bytes: u64,
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub log: Option<Box<crate::access_log::Entry>>,
+}
+
+impl Finish {
+    pub fn new(metrics: &'static Metrics, protocol: Protocol, start: Instant) -> Self {
+        Finish {
+            metrics,
+            dest: DestId(0),
+            code: 0,
+            flags: ResponseFlags::NONE,
+            protocol,
+            grpc_status: -1,
+            start,
+            request_bytes: 0,
+            request_counter: None,
+            response_bytes: 0,
+            endpoint: None,
+            log: None,
+        }
+    }
+
+    /// Reads `grpc-status` from response headers (trailers-only) or trailers.
+    pub fn grpc_status_from(&mut self, h: &HeaderMap) {
+        if let Some(v) = h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<i16>().ok()) {
+            self.grpc_status = v;
+        }
+    }
+
+    pub fn downstream_reset(&mut self) {
+        self.flags.insert(ResponseFlags::DC);
+        self.metrics.counters.downstream_reset.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upstream_reset(&mut self) {
+        self.flags.insert(ResponseFlags::UC);
+        self.metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn complete(self) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let req_bytes = self.request_bytes + self.request_counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
+        let key = SeriesKey { dest: self.dest, code: self.code, flags: self.flags, protocol: self.protocol, grpc_status: self.grpc_status };
+        self.metrics.record(key, ms, req_bytes, self.response_bytes);
+        if let Some(ep) = &self.endpoint {
+            ep.load.finish();
+            ep.requests.fetch_add(1, Ordering::Relaxed);
+            if self.code >= 500 || !self.flags.is_empty() {
+                ep.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(log) = &self.log {
+            log.write(&self, ms, req_bytes);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! One request, from the listener to the upstream and back: route by host and
+//! VirtualService, pick a destination and an endpoint, forward over a pooled
+//! connection, and stream the response back.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use weft_balance::PickCtx;
+use weft_config::matcher::RequestView;
+use weft_config::{Action, LbPolicy, Route, UpstreamProtocol, WeightedTarget};
+use weft_telemetry::{Protocol, ResponseFlags};
+
+use crate::body::{ReqBody, RespBody};
+use crate::cluster::{Cluster, Endpoint};
+use crate::error::UpstreamError;
+use crate::finish::Finish;
+use crate::headers::{self, MAX_HOST};
+use crate::state::Shared;
+use crate::{local, mirror, pool, tunnel};
+
+/// What a connection's requests share.
+#[derive(Clone, Copy)]
+pub struct ConnCtx {
+    pub shared: &'static Shared,
+    pub remote: SocketAddr,
+    pub worker: usize,
+}
+
+static X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+
+pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let metrics = ctx.shared.metrics;
+    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut fin = Finish::new(metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, start);
+    let version = req.version();
+
+    let mut buf = [0u8; MAX_HOST];
+    let Some((authority, raw_host, port)) = headers::authority(&req) else {
+        metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
+        return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "request has no Host or :authority\n".into(), version));
+    };
+    let Some(host) = headers::lower(raw_host, &mut buf) else {
+        metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
+        return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "host name too long\n".into(), version));
+    };
+    let authority = authority.to_owned();
+    let host = host.to_owned();
+
+    let rt = ctx.shared.current.load();
+    let Some(vh) = rt.snap.vhost(&host) else {
+        metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
+        return Ok(local::reply(fin, StatusCode::NOT_FOUND, ResponseFlags::NR, format!("no route: weft knows no service for host \"{host}\"\n").into(), version));
+    };
+
+    let path = req.uri().path();
+    let query = req.uri().query();
+    let view = RequestView {
+        method: req.method().as_str(),
+        path,
+        query,
+        authority: &host,
+        scheme: "http",
+        port: port.unwrap_or(80),
+        headers: req.headers(),
+    };
+    let Some(route) = vh.route(&view) else {
+        metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
+        return Ok(local::reply(fin, StatusCode::NOT_FOUND, ResponseFlags::NR, format!("no route: no route of {} matches {} {path}\n", vh.name, req.method()).into(), version));
+    };
+    if ctx.shared.access_log {
+        fin.log = Some(Box::new(crate::access_log::Entry {
+            method: req.method().clone(),
+            path: req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            authority: authority.clone(),
+            upstream: String::new(),
+            route: route.name.clone(),
+        }));
+    }
+    let wc = match &route.action {
+        Action::Direct { status, body } => {
+            let mut resp = local::reply(fin, *status, ResponseFlags::NONE, body.clone(), version);
+            route.response_headers.apply(resp.headers_mut());
+            return Ok(resp);
+        }
+        Action::Redirect(r) => {
+            let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let loc = headers::redirect_location(r, &host, port, pq);
+            let mut resp = local::reply(fin, r.status, ResponseFlags::NONE, bytes::Bytes::new(), version);
+            if let Some(l) = loc {
+                resp.headers_mut().insert(header::LOCATION, l);
+            }
+            route.response_headers.apply(resp.headers_mut());
+            return Ok(resp);
+        }
+        Action::Forward(wc) => wc,
+    };
+    let target = wc.pick(fastrand::u32(..));
+    let cluster = &rt.clusters[target.cluster.resolve(port.unwrap_or(0))];
+    fin.dest = cluster.dest;
+
+    let (hash, set_cookie) = match &cluster.spec.lb {
+        LbPolicy::Hash { key, .. } => crate::hashkey::hash_key(key, req.headers(), query, ctx.remote),
+        _ => (None, None),
+    };
+    let ep = if cluster.spec.lb == LbPolicy::Passthrough {
+        passthrough(cluster, &host, port.unwrap_or(80), ctx)
+    } else {
+        cluster.balancer.pick(&PickCtx { hash, loads: &cluster.endpoints }).map(|i| cluster.endpoints[i].clone())
+    };
+    let Some(ep) = ep else {
+        metrics.counters.no_endpoint.fetch_add(1, Ordering::Relaxed);
+        let msg = format!("no healthy upstream: {} has no endpoints\n", cluster.spec.name);
+        return Ok(local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UH, msg.into(), version));
+    };
+    ep.load.start();
+    fin.endpoint = Some(ep.clone());
+    if let Some(log) = fin.log.as_mut() {
+        log.upstream = ep.id.clone();
+    }
+
+    if req.method() == Method::CONNECT {
+        return Ok(tunnel::connect(req, ep, fin, ctx).await);
+    }
+    let upgrade = version == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let new_pq = if route.rewrite.is_some() {
+        let matched = route.matches.iter().find(|m| m.is_match(&view)).and_then(|m| m.uri.as_ref());
+        headers::rewrite_path(route, matched, path, query)
+    } else {
+        None
+    };
+    let up_proto = match cluster.spec.pool.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 if !upgrade => Version::HTTP_2,
+        UpstreamProtocol::Http2 => Version::HTTP_11,
+        UpstreamProtocol::Client => version,
+    };
+    let mirror_to = route.mirror.as_ref().filter(|(_, pct)| *pct >= 1.0 || fastrand::f64() < *pct).map(|(c, _)| &rt.clusters[c.resolve(port.unwrap_or(0))]);
+    let timeout = route.timeout;
+    let observe = cluster.spec.lb == LbPolicy::PeakEwma;
+    let up_req = match build_upstream(req, route, target, &authority, new_pq, up_proto, &mut fin, upgrade) {
+        Ok(r) => r,
+        Err(msg) => return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, msg.into(), version)),
+    };
+    let (up_req, down_upgrade) = up_req;
+    // What the response needs from the config, so the snapshot is not held across I/O
+    // (empty operations clone without allocating).
+    let resp_ops = (route.response_headers.clone(), target.response_headers.clone());
+    let up_req = match mirror_to {
+        Some(mc) => mirror::send(up_req, mc, ctx, &authority),
+        None => up_req,
+    };
+    drop(rt);
+
+    if upgrade {
+        return Ok(tunnel::upgrade(up_req, down_upgrade, ep, fin, ctx, version).await);
+    }
+
+    let send = async {
+        if up_proto == Version::HTTP_2 {
+            pool::send_h2(&ep, ctx.worker, up_req).await.map(|r| (r, None))
+        } else {
+            pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| (r, Some(ret)))
+        }
+    };
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
+        None => send.await,
+    };
+    let (resp, returner) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let (status, flag) = e.status_and_flag();
+            let c = &metrics.counters;
+            match flag {
+                ResponseFlags::UF => c.upstream_connect_failure.fetch_add(1, Ordering::Relaxed),
+                ResponseFlags::UT => c.upstream_timeout.fetch_add(1, Ordering::Relaxed),
+                _ => c.upstream_reset.fetch_add(1, Ordering::Relaxed),
+            };
+            return Ok(local::reply(fin, status, flag, format!("{e}\n").into(), version));
+        }
+    };
+    if observe {
+        ep.load.observe(start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    resp_ops.0.apply(&mut parts.headers);
+    resp_ops.1.apply(&mut parts.headers);
+    if let Some(c) = set_cookie {
+        parts.headers.append(header::SET_COOKIE, c);
+    }
+    parts.version = version;
+    fin.code = parts.status.as_u16();
+    if grpc {
+        fin.grpc_status_from(&parts.headers);
+    }
+    Ok(Response::from_parts(parts, RespBody::upstream(body, Some(fin), returner)))
+}
+
+type UpstreamParts = (Request<ReqBody>, Option<hyper::upgrade::OnUpgrade>);
+
+/// Turns the client's request into the upstream one: rewrites, header operations,
+/// hop-by-hop headers, the URI form and version the upstream speaks.
+#[allow(clippy::too_many_arguments)]
+fn build_upstream(
+    mut req: Request<Incoming>,
+    route: &Route,
+    target: &WeightedTarget,
+    authority: &str,
+    new_pq: Option<String>,
+    up_proto: Version,
+    fin: &mut Finish,
+    upgrade: bool,
+) -> Result<UpstreamParts, &'static str> {
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let upgrade_headers = if upgrade { (parts.headers.get(header::CONNECTION).cloned(), parts.headers.get(header::UPGRADE).cloned()) } else { (None, None) };
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let (Some(c), Some(u)) = upgrade_headers {
+        parts.headers.insert(header::CONNECTION, c);
+        parts.headers.insert(header::UPGRADE, u);
+    }
+    route.request_headers.apply(&mut parts.headers);
+    target.request_headers.apply(&mut parts.headers);
+    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+        parts.headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
+    }
+    let mut authority = std::borrow::Cow::Borrowed(authority);
+    if let Some(a) = route.rewrite.as_ref().and_then(|r| r.authority.as_ref()) {
+        authority = std::borrow::Cow::Owned(a.to_str().unwrap_or_default().to_owned());
+    }
+    let pq = match &new_pq {
+        Some(p) => p.as_str(),
+        None => parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+    };
+    if up_proto == Version::HTTP_2 {
+        parts.uri = headers::absolute_uri(&authority, pq).ok_or("invalid authority or path\n")?;
+        parts.headers.remove(header::HOST);
+    } else {
+        if new_pq.is_some() || parts.uri.authority().is_some() {
+            parts.uri = pq.parse().map_err(|_| "invalid path\n")?;
+        }
+        let host = HeaderValue::from_str(&authority).map_err(|_| "invalid authority\n")?;
+        parts.headers.insert(header::HOST, host);
+    }
+    parts.version = up_proto;
+    let body = if body.is_end_stream() {
+        ReqBody::Empty
+    } else if let Some(n) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok()) {
+        fin.request_bytes = n;
+        ReqBody::Incoming(body)
+    } else {
+        let counter = Arc::new(AtomicU64::new(0));
+        fin.request_counter = Some(counter.clone());
+        ReqBody::Counted(body, counter)
+    };
+    Ok((Request::from_parts(parts, body), on_upgrade))
+}
+
+/// PASSTHROUGH: the endpoint is the address the client asked for.
+fn passthrough(cluster: &Cluster, host: &str, port: u16, ctx: ConnCtx) -> Option<Arc<Endpoint>> {
+    let spec = weft_config::EndpointSpec { address: host.to_owned(), port, weight: 1, labels: Default::default(), locality: None };
+    let mut s = cluster.spec.clone();
+    s.endpoints = vec![spec];
+    let c = Cluster::build(&s, &Default::default(), 1, ctx.shared.metrics);
+    c.endpoints.into_iter().next()
+}

@@ -1,0 +1,171 @@
+//! Header work on the request path: the request's authority, hop-by-hop headers,
+//! URI rewrites and redirects.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use weft_config::matcher::StrMatch;
+use weft_config::{Redirect, Route};
+
+/// Most bytes of a host name kept for lower-casing on the stack.
+pub const MAX_HOST: usize = 255;
+
+/// The request's authority: the URI's (absolute form, HTTP/2 `:authority`, CONNECT)
+/// or else the `Host` header. Returns (authority, host without port, port).
+pub fn authority<B>(req: &Request<B>) -> Option<(&str, &str, Option<u16>)> {
+    let a = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    let (host, port) = split_host_port(a)?;
+    Some((a, host, port))
+}
+
+/// `host:port`, `[v6]:port` or a bare host.
+pub fn split_host_port(a: &str) -> Option<(&str, Option<u16>)> {
+    if a.is_empty() {
+        return None;
+    }
+    if let Some(rest) = a.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']')?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if tail.is_empty() => None,
+            None => return None,
+        };
+        return Some((h, port));
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) => Some((h, Some(p.parse().ok()?))),
+        None => Some((a, None)),
+    }
+}
+
+/// Lower-cases `host` into `buf` when it has upper-case letters; borrows it otherwise.
+pub fn lower<'a>(host: &'a str, buf: &'a mut [u8; MAX_HOST]) -> Option<&'a str> {
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(host);
+    }
+    let n = host.len();
+    if n > MAX_HOST {
+        return None;
+    }
+    buf[..n].copy_from_slice(host.as_bytes());
+    buf[..n].make_ascii_lowercase();
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+static HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-authenticate"),
+];
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
+/// `TE: trailers` stays: gRPC needs it end to end.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(c) = h.get(header::CONNECTION) {
+        if let Ok(list) = c.to_str() {
+            let named: Vec<HeaderName> = list.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()).collect();
+            for n in named {
+                if n != header::TE {
+                    h.remove(n);
+                }
+            }
+        }
+    }
+    for n in &HOP_BY_HOP {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+    if let Some(te) = h.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            h.remove(header::TE);
+        }
+    }
+}
+
+/// True for an HTTP/1.1 `Connection: upgrade` + `Upgrade: x` request.
+pub fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get(header::CONNECTION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Applies `rewrite.uri` / `uriRegexRewrite` to a path-and-query. A prefix match's
+/// prefix is replaced; an exact or regex match replaces the whole path (Envoy's
+/// `prefix_rewrite` and `regex_rewrite`).
+pub fn rewrite_path(route: &Route, matched_uri: Option<&StrMatch>, path: &str, query: Option<&str>) -> Option<String> {
+    let rw = route.rewrite.as_ref()?;
+    let new_path = if let Some(u) = &rw.uri {
+        match matched_uri {
+            Some(StrMatch::Prefix(p)) if path.len() >= p.len() => {
+                let rest = &path[p.len()..];
+                // "/api/" + rewrite "/" must not give "//x".
+                if u.ends_with('/') && rest.starts_with('/') {
+                    format!("{u}{}", &rest[1..])
+                } else {
+                    format!("{u}{rest}")
+                }
+            }
+            _ => u.clone(),
+        }
+    } else if let Some((re, with)) = &rw.uri_regex {
+        re.replace_all(path, with.as_str()).into_owned()
+    } else {
+        return None;
+    };
+    Some(match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    })
+}
+
+/// The `Location` of a redirect: the request's parts with the redirect's replacements.
+pub fn redirect_location(r: &Redirect, host: &str, port: Option<u16>, path_and_query: &str) -> Option<HeaderValue> {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let host = r.authority.as_deref().unwrap_or(host);
+    let port = r.port.or(if r.authority.is_some() { None } else { port });
+    let path = r.uri.as_deref().unwrap_or(path_and_query);
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let loc = match port {
+        Some(p) if p != default_port => format!("{scheme}://{host}:{p}{path}"),
+        _ => format!("{scheme}://{host}{path}"),
+    };
+    HeaderValue::from_str(&loc).ok()
+}
+
+/// An absolute URI for an HTTP/2 upstream request.
+pub fn absolute_uri(authority: &str, path_and_query: &str) -> Option<Uri> {
+    Uri::builder().scheme("http").authority(authority).path_and_query(path_and_query).build().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port() {
+        assert_eq!(split_host_port("a.b:8080"), Some(("a.b", Some(8080))));
+        assert_eq!(split_host_port("a.b"), Some(("a.b", None)));
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1", Some(80))));
+        assert_eq!(split_host_port("a:xx"), None);
+        let mut buf = [0u8; MAX_HOST];
+        assert_eq!(lower("ReViews", &mut buf), Some("reviews"));
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-foo".parse().unwrap());
+        h.insert("x-foo", "1".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("te") && h.contains_key("x-keep"));
+    }
+}

@@ -1,0 +1,25 @@
+//! weft's data plane: `weft proxy`.
+//!
+//! Layout: [`server`] accepts and speaks HTTP/1.1 and h2c; [`handler`] routes each
+//! request through the live [`state`] snapshot to a [`cluster`] endpoint over a
+//! [`pool`]ed connection; [`admin`] serves metrics and state; [`run`] wires workers,
+//! the admin runtime, live reload and draining together.
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod cluster;
+pub mod error;
+pub mod finish;
+pub mod handler;
+pub mod hashkey;
+pub mod headers;
+pub mod local;
+pub mod mirror;
+pub mod pool;
+pub mod server;
+pub mod state;
+pub mod tunnel;
+mod run;
+
+pub use run::{run, ProxyOptions};

@@ -1,0 +1,195 @@
+//! Upstream connection pools: one per endpoint per worker, so a worker reuses its own
+//! connections without contending with others. HTTP/1.1 connections wait in a
+//! lock-free queue while idle; an HTTP/2 connection is shared by all of the worker's
+//! requests to that endpoint.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use weft_config::PoolSettings;
+
+use crate::body::ReqBody;
+use crate::cluster::{Endpoint, Target};
+use crate::error::UpstreamError;
+
+/// Most idle HTTP/1.1 connections kept per endpoint per worker.
+const MAX_IDLE: usize = 256;
+
+pub struct Pool {
+    idle: ArrayQueue<Idle>,
+    h2: ArcSwapOption<H2Conn>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<ReqBody>,
+    uses: u32,
+    born: Instant,
+    since: Instant,
+}
+
+struct H2Conn {
+    tx: http2::SendRequest<ReqBody>,
+    streams: AtomicU32,
+    born: Instant,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { idle: ArrayQueue::new(MAX_IDLE), h2: ArcSwapOption::empty() }
+    }
+}
+
+impl Pool {
+    /// Closes idle connections past `idle_timeout` (called periodically by the admin runtime).
+    pub fn reap(&self, settings: &PoolSettings) {
+        let n = self.idle.len();
+        for _ in 0..n {
+            let Some(c) = self.idle.pop() else { break };
+            if !expired(&c, settings) {
+                let _ = self.idle.push(c);
+            }
+        }
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.idle.len() + usize::from(self.h2.load().is_some())
+    }
+}
+
+fn expired(c: &Idle, s: &PoolSettings) -> bool {
+    c.tx.is_closed() || c.since.elapsed() >= s.idle_timeout || s.max_connection_duration.is_some_and(|d| c.born.elapsed() >= d)
+}
+
+/// Puts an HTTP/1.1 connection back in its pool once its response body has been read.
+pub struct Returner {
+    ep: Arc<Endpoint>,
+    worker: usize,
+    tx: http1::SendRequest<ReqBody>,
+    uses: u32,
+    born: Instant,
+}
+
+impl Returner {
+    pub fn release(self) {
+        let Returner { ep, worker, mut tx, uses, born } = self;
+        let s = &ep.pool_settings;
+        if s.max_requests_per_connection > 0 && uses >= s.max_requests_per_connection {
+            return;
+        }
+        if s.max_connection_duration.is_some_and(|d| born.elapsed() >= d) {
+            return;
+        }
+        if tx.is_ready() {
+            let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle { tx, uses, born, since: Instant::now() });
+            return;
+        }
+        // The connection finishes reading the response on its own task; wait for it.
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok() {
+                let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle { tx, uses, born, since: Instant::now() });
+            }
+        });
+    }
+}
+
+/// Sends a request over HTTP/1.1, reusing an idle connection when one is good.
+pub async fn send_h1(ep: &Arc<Endpoint>, worker: usize, mut req: Request<ReqBody>) -> Result<(Response<Incoming>, Returner), UpstreamError> {
+    let pool = &ep.pools[worker % ep.pools.len()];
+    let s = &ep.pool_settings;
+    while let Some(mut c) = pool.idle.pop() {
+        if expired(&c, s) || !c.tx.is_ready() {
+            continue;
+        }
+        match c.tx.try_send_request(req).await {
+            Ok(resp) => {
+                let r = Returner { ep: ep.clone(), worker, tx: c.tx, uses: c.uses + 1, born: c.born };
+                return Ok((resp, r));
+            }
+            Err(mut e) => match e.take_message() {
+                // Never written: the connection had closed under us; try another.
+                Some(back) => req = back,
+                None => return Err(UpstreamError::from_hyper(e.into_error())),
+            },
+        }
+    }
+    let io = connect(ep).await?;
+    let (mut tx, conn) = http1::handshake(io).await.map_err(UpstreamError::from_hyper)?;
+    let metrics = ep.metrics;
+    let dest = ep.dest;
+    metrics.tcp_connection(dest, true);
+    tokio::spawn(async move {
+        let _ = conn.await;
+        metrics.tcp_connection(dest, false);
+    });
+    let resp = tx.send_request(req).await.map_err(UpstreamError::from_hyper)?;
+    Ok((resp, Returner { ep: ep.clone(), worker, tx, uses: 1, born: Instant::now() }))
+}
+
+/// Sends a request over the worker's shared HTTP/2 connection to the endpoint.
+pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -> Result<Response<Incoming>, UpstreamError> {
+    let pool = &ep.pools[worker % ep.pools.len()];
+    let s = &ep.pool_settings;
+    let current = pool.h2.load_full();
+    let conn = match current {
+        Some(c) if !c.tx.is_closed() && !s.max_connection_duration.is_some_and(|d| c.born.elapsed() >= d) && (s.max_requests_per_connection == 0 || c.streams.load(Ordering::Relaxed) < s.max_requests_per_connection) => c,
+        _ => {
+            let io = connect(ep).await?;
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            b.timer(hyper_util::rt::TokioTimer::new());
+            b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
+            let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
+            let metrics = ep.metrics;
+            let dest = ep.dest;
+            metrics.tcp_connection(dest, true);
+            tokio::spawn(async move {
+                let _ = conn.await;
+                metrics.tcp_connection(dest, false);
+            });
+            let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });
+            pool.h2.store(Some(c.clone()));
+            c
+        }
+    };
+    conn.streams.fetch_add(1, Ordering::Relaxed);
+    let mut tx = conn.tx.clone();
+    tx.send_request(req).await.map_err(UpstreamError::from_hyper)
+}
+
+/// A new, unpooled connection (upgrades and CONNECT tunnels take theirs whole).
+pub async fn connect(ep: &Endpoint) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    let s = &ep.pool_settings;
+    let fut = async {
+        match &ep.target {
+            Target::Addr(a) => TcpStream::connect(a).await,
+            Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+        }
+    };
+    let stream = match tokio::time::timeout(s.connect_timeout, fut).await {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
+        Err(_) => return Err(UpstreamError::Connect(format!("connect timeout after {:?}", s.connect_timeout))),
+    };
+    let _ = stream.set_nodelay(true);
+    if let Some(k) = &s.keepalive {
+        let mut ka = socket2::TcpKeepalive::new();
+        if let Some(t) = k.time {
+            ka = ka.with_time(t);
+        }
+        if let Some(i) = k.interval {
+            ka = ka.with_interval(i);
+        }
+        if let Some(p) = k.probes {
+            ka = ka.with_retries(p);
+        }
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
+    }
+    Ok(TokioIo::new(stream))
+}

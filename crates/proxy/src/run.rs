@@ -1,0 +1,153 @@
+//! Wiring: load the config, start workers and the admin runtime, reload on file
+//! change or SIGHUP, drain on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use weft_telemetry::Metrics;
+
+use crate::state::{Runtime, Shared};
+
+pub struct ProxyOptions {
+    pub files: Vec<PathBuf>,
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub workers: usize,
+    /// The workload this proxy stands beside (`source_workload` in metrics).
+    pub service: String,
+    pub namespace: String,
+    pub access_log: bool,
+    /// How long SIGTERM waits for in-flight requests.
+    pub drain: Duration,
+    /// How often config files are checked for changes.
+    pub watch_interval: Duration,
+}
+
+/// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
+pub fn run(opts: ProxyOptions) -> Result<(), String> {
+    let (resources, snap, diags) = weft_config::build(&opts.files);
+    for w in &diags.warnings {
+        tracing::warn!("{w}");
+    }
+    if !diags.is_ok() {
+        return Err(diags.to_string());
+    }
+    let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
+    metrics.counters.config_revision.store(1, Ordering::Relaxed);
+    let workers = opts.workers.max(1);
+    let rt = Runtime::build(resources, snap, None, workers, metrics, 1);
+    let shared: &'static Shared = Box::leak(Box::new(Shared {
+        current: ArcSwap::from_pointee(rt),
+        metrics,
+        files: opts.files.clone(),
+        workers,
+        access_log: opts.access_log,
+        draining: AtomicBool::new(false),
+    }));
+
+    let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let admin_listener = match opts.admin {
+        Some(a) => Some(crate::admin::bind(a).map_err(|e| format!("cannot listen on {a} (admin): {e}"))?),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut threads = Vec::with_capacity(workers);
+    for (i, l) in listeners.into_iter().enumerate() {
+        let rx = stop_rx.clone();
+        let drain = opts.drain;
+        let t = std::thread::Builder::new()
+            .name(format!("weft-worker-{i}"))
+            .spawn(move || crate::server::run_worker(shared, i, l, rx, drain))
+            .map_err(|e| format!("cannot start worker: {e}"))?;
+        threads.push(t);
+    }
+    tracing::info!("weft proxy listening on {addr} with {workers} workers{}", opts.admin.map(|a| format!(", admin on {a}")).unwrap_or_default());
+
+    let admin_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    admin_rt.block_on(async move {
+        if let Some(l) = admin_listener {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    tokio::spawn(crate::admin::serve(shared, l));
+                }
+                Err(e) => tracing::error!("admin: {e}"),
+            }
+        }
+        tokio::spawn(reap(shared));
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut seen = stamps(&shared.files);
+        let mut tick = tokio::time::interval(opts.watch_interval);
+        loop {
+            tokio::select! {
+                _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading config");
+                    reload(shared);
+                    seen = stamps(&shared.files);
+                }
+                _ = tick.tick() => {
+                    let now = stamps(&shared.files);
+                    if now != seen {
+                        seen = now;
+                        tracing::info!("config file changed: reloading");
+                        reload(shared);
+                    }
+                }
+                _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break,
+                _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break,
+            }
+        }
+        tracing::info!("draining: finishing in-flight requests (at most {:?})", opts.drain);
+        shared.draining.store(true, Ordering::Relaxed);
+    });
+    let _ = stop_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    tracing::info!("weft proxy stopped");
+    Ok(())
+}
+
+fn reload(shared: &'static Shared) {
+    match shared.reload() {
+        Ok(d) => {
+            for w in &d.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!("config revision {} active", shared.current.load().revision);
+        }
+        Err(d) => {
+            for e in &d.errors {
+                tracing::error!("config rejected, keeping revision {}: {e}", shared.current.load().revision);
+            }
+        }
+    }
+}
+
+/// (modified time, length) of each file: a change in either means a reload.
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+}
+
+/// Closes idle upstream connections past their idle timeout.
+async fn reap(shared: &'static Shared) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let rt: Arc<Runtime> = shared.current.load_full();
+        for c in &rt.clusters {
+            for e in &c.endpoints {
+                for p in e.pools.iter() {
+                    p.reap(&e.pool_settings);
+                }
+            }
+        }
+    }
+}

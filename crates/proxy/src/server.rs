@@ -1,0 +1,108 @@
+//! Listeners and workers. Each worker is a thread with its own single-threaded tokio
+//! runtime and its own `SO_REUSEPORT` listener on the shared address: the kernel
+//! spreads connections, and a connection's requests, upstream connections and pool
+//! stay on one core.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+
+use crate::handler::{handle, ConnCtx};
+use crate::state::Shared;
+
+/// Largest request head accepted; beyond it the client gets 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Binds `addr` (port 0 picks one) with `SO_REUSEPORT`, once per worker.
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let mut out = Vec::with_capacity(workers);
+    let mut addr = addr;
+    for _ in 0..workers {
+        let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nodelay(true)?;
+        s.bind(&addr.into())?;
+        s.listen(4096)?;
+        s.set_nonblocking(true)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok((addr, out))
+}
+
+/// Runs one worker until `stop` turns true, then drains for at most `drain`.
+pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>, drain: Duration) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("worker {worker}: cannot start runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("worker {worker}: {e}");
+                return;
+            }
+        };
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1().max_buf_size(MAX_HEADER_BYTES).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+        b.http2().timer(TokioTimer::new()).max_concurrent_streams(1024).enable_connect_protocol();
+        let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(b));
+        let graceful = GracefulShutdown::new();
+        let counters = &shared.metrics.counters;
+        loop {
+            tokio::select! {
+                acc = listener.accept() => {
+                    let Ok((stream, remote)) = acc else { continue };
+                    let _ = stream.set_nodelay(true);
+                    counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
+                    counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
+                    let ctx = ConnCtx { shared, remote, worker };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service_fn(move |req| handle(ctx, req)));
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            classify(shared, &*e);
+                        }
+                        counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    });
+}
+
+/// Counts why a client connection ended in error.
+fn classify(shared: &Shared, e: &(dyn std::error::Error + 'static)) {
+    let c = &shared.metrics.counters;
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        // hyper-util's own errors: an unreadable preface and the like.
+        c.bad_request.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if h.is_parse_too_large() {
+        c.header_too_large.fetch_add(1, Ordering::Relaxed);
+    } else if h.is_parse() || h.is_parse_status() {
+        c.bad_request.fetch_add(1, Ordering::Relaxed);
+    } else if h.is_incomplete_message() || h.is_canceled() || h.is_body_write_aborted() {
+        c.downstream_reset.fetch_add(1, Ordering::Relaxed);
+    } else if h.is_timeout() {
+        c.bad_request.fetch_add(1, Ordering::Relaxed);
+    } else {
+        tracing::debug!("client connection error: {h}");
+    }
+}

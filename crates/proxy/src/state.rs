@@ -1,0 +1,65 @@
+//! The live configuration: one immutable [`Runtime`] behind an `ArcSwap`, replaced
+//! whole on reload. Requests load it once and never lock.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use weft_config::{Diagnostics, Resource, Snapshot};
+use weft_telemetry::Metrics;
+
+use crate::cluster::{Cluster, Endpoint};
+
+pub struct Runtime {
+    pub snap: Snapshot,
+    pub clusters: Vec<Cluster>,
+    pub resources: Vec<Resource>,
+    pub revision: u64,
+}
+
+/// Process-wide state, created once and shared by every worker as `&'static`.
+pub struct Shared {
+    pub current: ArcSwap<Runtime>,
+    pub metrics: &'static Metrics,
+    pub files: Vec<PathBuf>,
+    pub workers: usize,
+    pub access_log: bool,
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+impl Runtime {
+    pub fn build(resources: Vec<Resource>, snap: Snapshot, prev: Option<&Runtime>, workers: usize, metrics: &'static Metrics, revision: u64) -> Runtime {
+        let mut old: HashMap<(String, String), Arc<Endpoint>> = HashMap::new();
+        if let Some(p) = prev {
+            for c in &p.clusters {
+                for e in &c.endpoints {
+                    old.insert((c.spec.name.clone(), e.id.clone()), e.clone());
+                }
+            }
+        }
+        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, workers, metrics)).collect();
+        Runtime { snap, clusters, resources, revision }
+    }
+}
+
+impl Shared {
+    /// Loads the config files; on success swaps the new runtime in and returns its
+    /// warnings; on failure keeps the running one and returns every error.
+    pub fn reload(&self) -> Result<Diagnostics, Diagnostics> {
+        let (resources, snap, diags) = weft_config::build(&self.files);
+        let c = &self.metrics.counters;
+        if !diags.is_ok() {
+            c.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(diags);
+        }
+        let prev = self.current.load();
+        let rev = prev.revision + 1;
+        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev);
+        self.current.store(Arc::new(rt));
+        c.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        c.config_revision.store(rev, Ordering::Relaxed);
+        Ok(diags)
+    }
+}
