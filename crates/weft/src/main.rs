@@ -1,1 +1,109 @@
-fn main(){}
+//! `weft`: one binary for the proxy, config validation, the demo and its backends.
+
+mod backend;
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "A fast service mesh that reads Istio's YAML")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve traffic routed by Istio resources read from files.
+    Proxy {
+        /// A multi-document YAML file of Istio resources (repeatable).
+        #[arg(long = "config", short = 'c', required = true)]
+        config: Vec<PathBuf>,
+        /// Address for traffic (HTTP/1.1 and h2c on the same port).
+        #[arg(long, default_value = "127.0.0.1:15001")]
+        listen: SocketAddr,
+        /// Address for /metrics, /ready, /config_dump, /clusters.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// The workload this proxy stands beside (metrics' source_workload).
+        #[arg(long, default_value = "unknown")]
+        service: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Print an access log line per request on stdout.
+        #[arg(long)]
+        access_log: bool,
+        /// How long SIGTERM waits for in-flight requests, e.g. "10s".
+        #[arg(long, default_value = "10s", value_parser = parse_dur)]
+        drain_timeout: Duration,
+    },
+    /// Check config files without serving; exit 1 on any error.
+    Validate {
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Start demo backends and a proxy in front of them, send traffic, show the result.
+    Demo(demo::DemoArgs),
+    /// A demo backend: answers every request with its name, with optional latency and errors.
+    Backend(backend::BackendArgs),
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    weft_config::duration::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Proxy { config, listen, admin, workers, service, namespace, access_log, drain_timeout } => {
+            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let opts = weft_proxy::ProxyOptions {
+                files: config,
+                listen,
+                admin,
+                workers,
+                service,
+                namespace,
+                access_log,
+                drain: drain_timeout,
+                watch_interval: Duration::from_millis(500),
+            };
+            match weft_proxy::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Validate { files } => validate(&files),
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Backend(a) => backend::run(a),
+    }
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let (resources, snap, diags) = weft_config::build(files);
+    for w in &diags.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &diags.errors {
+        eprintln!("{e}");
+    }
+    if diags.is_ok() {
+        println!("{} resources OK: {} hosts, {} clusters", resources.len(), snap.exact_hosts.len() + snap.wildcard_hosts.len(), snap.clusters.len());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

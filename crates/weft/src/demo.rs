@@ -1,0 +1,236 @@
+//! `weft demo`: a local mesh in one command. Three `reviews` backends (v1 fast, v2
+//! slower, v3 flaky) run in-process; a real `weft proxy` child serves them from an
+//! Istio config (VirtualService 80/20 split, a header route to v3, a DestinationRule
+//! with subsets); traffic goes through it and the spread and speed are printed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+use crate::backend::{serve, BackendArgs};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Where the demo proxy listens.
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// Requests to send.
+    #[arg(long, short = 'n', default_value_t = 2000)]
+    requests: usize,
+    /// Concurrent connections.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    connections: usize,
+    /// Exit after the summary instead of serving until Ctrl-C.
+    #[arg(long)]
+    once: bool,
+}
+
+const CONFIG: &str = r#"# weft demo: three versions of "reviews" behind one host.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: PORT1}, labels: {version: v1}}
+  - {address: 127.0.0.1, ports: {http: PORT2}, labels: {version: v2}}
+  - {address: 127.0.0.1, ports: {http: PORT3}, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: jason-tries-v3
+    match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - name: canary
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+    headers:
+      response:
+        set: {x-served-by: weft}
+"#;
+
+pub fn run(a: DemoArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(demo(a)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(a: DemoArgs) -> Result<(), String> {
+    let backends = [("reviews-v1", "1ms", 0.0), ("reviews-v2", "5ms", 0.0), ("reviews-v3", "2ms", 0.1)];
+    let mut ports = Vec::new();
+    for (name, lat, err) in backends {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        ports.push(l.local_addr().map_err(|e| e.to_string())?.port());
+        let args = BackendArgs { listen: l.local_addr().map_err(|e| e.to_string())?, name: name.into(), latency: weft_config::duration::parse_duration(lat)?, error_rate: err };
+        tokio::spawn(serve(l, args));
+    }
+    let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cfg = dir.join("mesh.yaml");
+    let text = CONFIG.replace("PORT1", &ports[0].to_string()).replace("PORT2", &ports[1].to_string()).replace("PORT3", &ports[2].to_string());
+    std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
+
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .args(["proxy", "--config"])
+        .arg(&cfg)
+        .args(["--listen", &a.listen.to_string(), "--admin", &a.admin.to_string(), "--service", "demo-client"])
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    let mut guard = ChildGuard(Some(child));
+    wait_port(a.listen, &mut guard).await?;
+    println!("weft demo: 3 backends (reviews v1 1ms, v2 5ms, v3 2ms with 10% errors)");
+    println!("proxy on {} routing by {} (admin {})\n", a.listen, cfg.display(), a.admin);
+
+    let started = Instant::now();
+    let per = a.requests.div_ceil(a.connections.max(1));
+    let mut tasks = Vec::new();
+    for c in 0..a.connections.max(1) {
+        let addr = a.listen;
+        tasks.push(tokio::spawn(async move { client(addr, per, c).await }));
+    }
+    let mut by_backend: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut lat = Vec::with_capacity(a.requests);
+    let mut failures = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(rows)) => {
+                for (b, s, d) in rows {
+                    *by_backend.entry(b).or_default() += 1;
+                    *by_status.entry(s).or_default() += 1;
+                    lat.push(d);
+                }
+            }
+            _ => failures += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    let n = lat.len();
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1))).copied().unwrap_or_default();
+    println!("sent {n} requests over {} connections in {:.2}s: {:.0} requests/s", a.connections, elapsed.as_secs_f64(), n as f64 / elapsed.as_secs_f64());
+    println!("\n{:<14} {:>9} {:>7}", "backend", "requests", "share");
+    for (b, c) in &by_backend {
+        println!("{:<14} {:>9} {:>6.1}%", b, c, 100.0 * *c as f64 / n.max(1) as f64);
+    }
+    println!("\n{:<14} {:>9}", "status", "requests");
+    for (s, c) in &by_status {
+        println!("{:<14} {:>9}", s, c);
+    }
+    println!("\nlatency through the proxy: p50 {:.2}ms  p90 {:.2}ms  p99 {:.2}ms  max {:.2}ms", ms(pct(0.5)), ms(pct(0.9)), ms(pct(0.99)), ms(lat.last().copied().unwrap_or_default()));
+    println!("(the split follows the VirtualService: 80/20 between v1 and v2; requests with end-user: jason go to v3)");
+    if failures > 0 {
+        println!("{failures} client connections failed");
+    }
+    if a.once {
+        return Ok(());
+    }
+    println!("\nThe mesh keeps running. Try:\n  curl -s -H 'Host: reviews' http://{}/\n  curl -s http://{}/metrics | grep istio_requests_total\nCtrl-C stops everything.", a.listen, a.admin);
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Sends `n` requests on one keep-alive connection; every tenth says `end-user: jason`.
+async fn client(addr: SocketAddr, n: usize, id: usize) -> Result<Vec<(String, u16, Duration)>, String> {
+    let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    let (mut tx, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut b = http::Request::builder().uri("/reviews/1").header("host", "reviews");
+        if (i + id) % 10 == 0 {
+            b = b.header("end-user", "jason");
+        }
+        let req = b.body(Empty::new()).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        tx.ready().await.map_err(|e| e.to_string())?;
+        let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let backend = resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("(proxy)").to_owned();
+        let _ = resp.into_body().collect().await;
+        out.push((backend, status, t.elapsed()));
+    }
+    Ok(out)
+}
+
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SIGTERM: the proxy drains and exits on its own.
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn wait_port(addr: SocketAddr, child: &mut ChildGuard) -> Result<(), String> {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(c) = child.0.as_mut() {
+            if let Ok(Some(st)) = c.try_wait() {
+                child.0 = None;
+                return Err(format!("the proxy exited ({st}); is {addr} already in use?"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("the proxy did not start listening on {addr}"))
+}
