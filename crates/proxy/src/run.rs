@@ -56,6 +56,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         Some(a) => Some(crate::admin::bind(a).map_err(|e| format!("cannot listen on {a} (admin): {e}"))?),
         None => None,
     };
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     for (i, l) in listeners.into_iter().enumerate() {
@@ -67,7 +68,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
             .map_err(|e| format!("cannot start worker: {e}"))?;
         threads.push(t);
     }
-    tracing::info!("weft proxy listening on {addr} with {workers} workers{}", opts.admin.map(|a| format!(", admin on {a}")).unwrap_or_default());
+    tracing::info!("weft proxy listening on {addr} with {workers} workers{}", admin_addr.map(|a| format!(", admin on {a}")).unwrap_or_default());
 
     let admin_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     admin_rt.block_on(async move {

@@ -1,12 +1,14 @@
 //! `weft backend`: a small HTTP server for demos and tests. Every response carries
 //! `x-backend: NAME`; the body is a JSON echo of the request (or, on `/echo`, the
 //! request body streamed back). Latency and an error rate can be configured, and a
-//! request may ask for its own delay with `x-delay-ms`. `Upgrade` requests get `101`
-//! and an echo of the raw bytes. Speaks HTTP/1.1 and h2c.
+//! request may ask for its own delay with `x-delay-ms` and its status with `x-status`.
+//! `Upgrade` requests get `101` and an echo of the raw bytes. `GET /_served` tells how
+//! many requests it has served. Speaks HTTP/1.1 and h2c.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,11 +62,12 @@ pub fn run(a: BackendArgs) -> ExitCode {
 /// Serves on `l` forever (used in-process by the demo).
 pub async fn serve(l: tokio::net::TcpListener, a: BackendArgs) {
     let a: &'static BackendArgs = Box::leak(Box::new(a));
+    let served: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
     loop {
         let Ok((s, _)) = l.accept().await else { continue };
         let _ = s.set_nodelay(true);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(a, req));
+            let svc = service_fn(move |req| handle(a, served, req));
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(s), svc).await;
         });
     }
@@ -76,7 +79,11 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-async fn handle(a: &'static BackendArgs, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(a: &'static BackendArgs, served: &'static AtomicU64, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.uri().path() == "/_served" {
+        return Ok(Response::new(full(format!("{}\n", served.load(Ordering::Relaxed)))));
+    }
+    served.fetch_add(1, Ordering::Relaxed);
     let delay = req.headers().get("x-delay-ms").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()).map(Duration::from_millis).unwrap_or(a.latency);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

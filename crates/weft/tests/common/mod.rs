@@ -1,0 +1,333 @@
+//! Test harness: real `weft` processes (proxy and backends) on loopback, and a small
+//! blocking HTTP/1.1 client that can also send malformed bytes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn weft() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Starts `weft ARGS`, waiting for the stderr line that says where it listens.
+pub fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(weft()).args(args).env("WEFT_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn weft");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("listening on ") {
+                let _ = tx.send(line.clone());
+            }
+            log2.lock().unwrap().push(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("weft {args:?} did not start: {}", log.lock().unwrap().join("\n")));
+    let clean = strip_ansi(&line);
+    let addr = after(&clean, "listening on ").expect("address");
+    let admin = after(&clean, "admin on ");
+    Proc { child, addr, admin, log }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        if c == '\x1b' {
+            esc = true;
+        } else if esc {
+            if c == 'm' {
+                esc = false;
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn after(line: &str, key: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let tok: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != ',').collect();
+    tok.parse().ok()
+}
+
+/// A demo backend answering as `name`.
+pub fn backend(name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["backend", "--listen", "127.0.0.1:0", "--name", name];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-test-{}-{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A proxy serving `config`, with an admin endpoint; `cfg` is the file it watches.
+pub struct Proxy {
+    pub p: Proc,
+    pub cfg: PathBuf,
+}
+
+impl Proxy {
+    pub fn addr(&self) -> SocketAddr {
+        self.p.addr
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        let mut c = Client::connect(self.p.admin.expect("admin"));
+        let r = c.get("admin", path, &[]);
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+
+    /// Sum of a metric's samples whose label text contains every `labels` item.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric_sum(&self.admin("/metrics"), name, labels)
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.metric("weft_config_revision", &[]) as u64
+    }
+
+    /// Rewrites the config file and waits until the proxy reports a new revision.
+    pub fn rewrite(&self, config: &str) {
+        let before = self.revision();
+        std::fs::write(&self.cfg, config).unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.revision() > before {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("config not reloaded:\n{}", self.p.log_text());
+    }
+}
+
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn proxy(config: &str) -> Proxy {
+    proxy_with(config, &[])
+}
+
+pub fn proxy_with(config: &str, extra: &[&str]) -> Proxy {
+    let dir = temp_dir();
+    let cfg = dir.join("mesh.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let c = cfg.to_str().unwrap().to_owned();
+    let mut args = vec!["proxy", "--config", &c, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "2"];
+    args.extend_from_slice(extra);
+    Proxy { p: spawn(&args), cfg }
+}
+
+/// A ServiceEntry for `host` with the given (address, labels, weight) endpoints.
+pub fn service_entry(host: &str, eps: &[(SocketAddr, &str, u32)]) -> String {
+    let mut s = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n"
+    );
+    for (a, labels, w) in eps {
+        s.push_str(&format!("  - {{address: {}, ports: {{http: {}}}, weight: {w}, labels: {{{labels}}}}}\n", a.ip(), a.port()));
+    }
+    s
+}
+
+/// A DestinationRule for `host` with a traffic policy (YAML flow text).
+pub fn destination_rule(host: &str, policy: &str) -> String {
+    format!("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}}}\nspec:\n  host: {host}\n  trafficPolicy: {policy}\n")
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn backend(&self) -> String {
+        self.header("x-backend").unwrap_or("-").to_owned()
+    }
+}
+
+/// A keep-alive HTTP/1.1 client over one connection.
+pub struct Client {
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client { r: BufReader::new(s) }
+    }
+
+    /// Connects from a chosen loopback source address (for useSourceIp).
+    pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> Client {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { r: BufReader::new(s) }
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.r.get_mut()
+    }
+
+    pub fn get(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request("GET", host, path, headers, b"")
+    }
+
+    pub fn request(&mut self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            req.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.raw(&bytes, method == "HEAD")
+    }
+
+    /// Writes `bytes` as they are and reads one response.
+    pub fn raw(&mut self, bytes: &[u8], head: bool) -> Resp {
+        self.r.get_mut().write_all(bytes).unwrap();
+        self.read_response(head).expect("a response")
+    }
+
+    pub fn read_response(&mut self, head: bool) -> Option<Resp> {
+        let mut line = String::new();
+        if self.r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).ok()?;
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':')?;
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v): &(String, String)| v.clone());
+        let mut body = Vec::new();
+        if head || status == 204 || status == 304 || (100..200).contains(&status) {
+        } else if let Some(n) = get("content-length") {
+            body.resize(n.parse().ok()?, 0);
+            self.r.read_exact(&mut body).ok()?;
+        } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                let mut l = String::new();
+                self.r.read_line(&mut l).ok()?;
+                let n = usize::from_str_radix(l.trim().split(';').next()?, 16).ok()?;
+                let mut chunk = vec![0; n + 2];
+                self.r.read_exact(&mut chunk).ok()?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            self.r.read_to_end(&mut body).ok()?;
+        }
+        Some(Resp { status, headers, body })
+    }
+}
+
+/// One request on a fresh connection.
+pub fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    Client::connect(addr).get(host, path, headers)
+}
+
+/// Counts responses by backend over `n` requests on one connection.
+pub fn spread(addr: SocketAddr, host: &str, n: usize, headers: &[(&str, &str)]) -> std::collections::BTreeMap<String, usize> {
+    let mut c = Client::connect(addr);
+    let mut m = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = c.get(host, "/", headers);
+        assert_eq!(r.status, 200, "{}", r.text());
+        *m.entry(r.backend()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts each backend's share is within `tol` (absolute, e.g. 0.03) of `want`.
+pub fn assert_shares(got: &std::collections::BTreeMap<String, usize>, want: &[(&str, f64)], tol: f64) {
+    let total: usize = got.values().sum();
+    for (name, share) in want {
+        let s = *got.get(*name).unwrap_or(&0) as f64 / total as f64;
+        assert!((s - share).abs() <= tol, "{name}: share {s:.4}, want {share:.4} ± {tol} ({got:?})");
+    }
+}
+
+pub fn curl(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl is installed");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
