@@ -46,7 +46,10 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                     let msg = format!("host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one", dr.host, src.file, src.doc);
                     ctx.warn(r, "spec.host", msg);
                 } else {
-                    ctx.rules.insert(dr.host.to_ascii_lowercase(), (dr, &r.source, &r.metadata.name));
+                    ctx.rules.insert(
+                        dr.host.to_ascii_lowercase(),
+                        (dr, &r.source, &r.metadata.name),
+                    );
                 }
                 check_rule(r, dr, &mut ctx);
             }
@@ -57,8 +60,16 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
     let mut hosts: Vec<String> = ctx.services.keys().cloned().collect();
     hosts.sort();
     for host in &hosts {
-        let ports: Vec<u16> = ctx.services[host].entry.ports.iter().map(|p| p.number as u16).collect();
-        let subsets: Vec<String> = ctx.rule_for(host).map(|d| d.subsets.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
+        let ports: Vec<u16> = ctx.services[host]
+            .entry
+            .ports
+            .iter()
+            .map(|p| p.number as u16)
+            .collect();
+        let subsets: Vec<String> = ctx
+            .rule_for(host)
+            .map(|d| d.subsets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
         for port in ports {
             ctx.cluster(host, port, None);
             for s in &subsets {
@@ -71,7 +82,9 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
     let mut covered: HashMap<String, ()> = HashMap::new();
     for r in resources {
         if let Spec::VirtualService(vs) = &r.spec {
-            let Some(vh) = compile_vs(r, vs, &mut ctx) else { continue };
+            let Some(vh) = compile_vs(r, vs, &mut ctx) else {
+                continue;
+            };
             let idx = snap.vhosts.len();
             snap.vhosts.push(vh);
             for (i, h) in vs.hosts.iter().enumerate() {
@@ -87,7 +100,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
             }
         }
     }
-    snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    snap.wildcard_hosts
+        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     // A ServiceEntry host with no VirtualService gets a default route to itself.
     for host in &hosts {
         if covered.contains_key(host) {
@@ -101,7 +115,12 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 name: "default".into(),
                 matches: Vec::new(),
                 action: Action::Forward(WeightedClusters {
-                    targets: vec![WeightedTarget { cluster: choice, weight: 1, request_headers: HeaderOps::default(), response_headers: HeaderOps::default() }],
+                    targets: vec![WeightedTarget {
+                        cluster: choice,
+                        weight: 1,
+                        request_headers: HeaderOps::default(),
+                        response_headers: HeaderOps::default(),
+                    }],
                     cumulative: vec![1],
                     total: 1,
                 }),
@@ -120,11 +139,23 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
 
 impl<'a> Ctx<'a> {
     pub fn err(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
-        self.diags.errors.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
+        self.diags.errors.push(ConfigError::new(
+            &r.source,
+            Some(&r.kind),
+            Some(&r.metadata.name),
+            path,
+            msg,
+        ));
     }
 
     pub fn warn(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
-        self.diags.warnings.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
+        self.diags.warnings.push(ConfigError::new(
+            &r.source,
+            Some(&r.kind),
+            Some(&r.metadata.name),
+            path,
+            msg,
+        ));
     }
 
     pub fn rule_for(&self, host: &str) -> Option<&'a DestinationRule> {
@@ -146,8 +177,13 @@ impl<'a> Ctx<'a> {
             return i;
         }
         let rule = self.rule_for(host);
-        let subset_def = subset.and_then(|s| rule.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
-        let policy = merge_policy(rule.and_then(|d| d.traffic_policy.as_ref()), subset_def.and_then(|s| s.traffic_policy.as_ref()), port);
+        let subset_def =
+            subset.and_then(|s| rule.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
+        let policy = merge_policy(
+            rule.and_then(|d| d.traffic_policy.as_ref()),
+            subset_def.and_then(|s| s.traffic_policy.as_ref()),
+            port,
+        );
         let service = self.services.get(host);
         let mut endpoints = Vec::new();
         let mut dns = false;
@@ -159,7 +195,13 @@ impl<'a> Ctx<'a> {
                 protocol = sp.protocol.clone();
                 if se.endpoints.is_empty() && dns {
                     let p = sp.target_port.unwrap_or(sp.number) as u16;
-                    endpoints.push(EndpointSpec { address: host.to_owned(), port: p, weight: 1, labels: BTreeMap::new(), locality: None });
+                    endpoints.push(EndpointSpec {
+                        address: host.to_owned(),
+                        port: p,
+                        weight: 1,
+                        labels: BTreeMap::new(),
+                        locality: None,
+                    });
                 }
                 for ep in &se.endpoints {
                     if let Some(sub) = subset_def {
@@ -167,7 +209,12 @@ impl<'a> Ctx<'a> {
                             continue;
                         }
                     }
-                    let p = ep.ports.get(&sp.name).copied().or(sp.target_port).unwrap_or(sp.number) as u16;
+                    let p = ep
+                        .ports
+                        .get(&sp.name)
+                        .copied()
+                        .or(sp.target_port)
+                        .unwrap_or(sp.number) as u16;
                     endpoints.push(EndpointSpec {
                         address: ep.address.clone(),
                         port: p,
@@ -180,7 +227,16 @@ impl<'a> Ctx<'a> {
         }
         let lb = lb_policy(policy.load_balancer.as_ref());
         let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
-        let spec = ClusterSpec { name: name.clone(), service: host.to_owned(), port, subset: subset.map(str::to_owned), lb, pool, dns, endpoints };
+        let spec = ClusterSpec {
+            name: name.clone(),
+            service: host.to_owned(),
+            port,
+            subset: subset.map(str::to_owned),
+            lb,
+            pool,
+            dns,
+            endpoints,
+        };
         self.clusters.push(spec);
         self.cluster_index.insert(name, self.clusters.len() - 1);
         self.clusters.len() - 1
@@ -189,12 +245,29 @@ impl<'a> Ctx<'a> {
     /// Resolves a destination with no explicit port: one cluster per service port, the
     /// request's port choosing among them; the first port is the default.
     pub fn default_choice(&mut self, host: &str, subset: Option<&str>) -> ClusterChoice {
-        let ports: Vec<u16> = self.services.get(host).map(|s| s.entry.ports.iter().map(|p| p.number as u16).collect()).unwrap_or_default();
+        let ports: Vec<u16> = self
+            .services
+            .get(host)
+            .map(|s| s.entry.ports.iter().map(|p| p.number as u16).collect())
+            .unwrap_or_default();
         if ports.is_empty() {
-            return ClusterChoice { default: self.cluster(host, 80, subset), by_port: Vec::new() };
+            return ClusterChoice {
+                default: self.cluster(host, 80, subset),
+                by_port: Vec::new(),
+            };
         }
-        let by_port: Vec<(u16, usize)> = ports.iter().map(|&p| (p, self.cluster(host, p, subset))).collect();
-        ClusterChoice { default: by_port[0].1, by_port: if by_port.len() > 1 { by_port } else { Vec::new() } }
+        let by_port: Vec<(u16, usize)> = ports
+            .iter()
+            .map(|&p| (p, self.cluster(host, p, subset)))
+            .collect();
+        ClusterChoice {
+            default: by_port[0].1,
+            by_port: if by_port.len() > 1 {
+                by_port
+            } else {
+                Vec::new()
+            },
+        }
     }
 }
 
@@ -207,50 +280,94 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
     }
     for (i, p) in se.ports.iter().enumerate() {
         if p.number == 0 || p.number > 65535 {
-            ctx.err(r, format!("spec.ports[{i}].number"), format!("port {} out of range 1-65535", p.number));
+            ctx.err(
+                r,
+                format!("spec.ports[{i}].number"),
+                format!("port {} out of range 1-65535", p.number),
+            );
         }
         if let Some(t) = p.target_port {
             if t == 0 || t > 65535 {
-                ctx.err(r, format!("spec.ports[{i}].targetPort"), format!("port {t} out of range 1-65535"));
+                ctx.err(
+                    r,
+                    format!("spec.ports[{i}].targetPort"),
+                    format!("port {t} out of range 1-65535"),
+                );
             }
         }
         if let Some(proto) = &p.protocol {
-            const KNOWN: [&str; 9] = ["HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "UDP"];
+            const KNOWN: [&str; 9] = [
+                "HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "UDP",
+            ];
             if !KNOWN.contains(&proto.to_ascii_uppercase().as_str()) {
-                ctx.err(r, format!("spec.ports[{i}].protocol"), format!("unknown value \"{proto}\" (expected one of {})", KNOWN.join(", ")));
+                ctx.err(
+                    r,
+                    format!("spec.ports[{i}].protocol"),
+                    format!(
+                        "unknown value \"{proto}\" (expected one of {})",
+                        KNOWN.join(", ")
+                    ),
+                );
             }
         }
     }
     for (i, ep) in se.endpoints.iter().enumerate() {
         if ep.address.is_empty() {
             ctx.err(r, format!("spec.endpoints[{i}].address"), "missing field");
-        } else if se.resolution == Resolution::Static && ep.address.parse::<std::net::IpAddr>().is_err() {
+        } else if se.resolution == Resolution::Static
+            && ep.address.parse::<std::net::IpAddr>().is_err()
+        {
             ctx.err(r, format!("spec.endpoints[{i}].address"), format!("{:?} is not an IP address (resolution STATIC needs IPs; use resolution DNS for names)", ep.address));
         }
         for (pname, port) in &ep.ports {
             if *port == 0 || *port > 65535 {
-                ctx.err(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("port {port} out of range 1-65535"));
+                ctx.err(
+                    r,
+                    format!("spec.endpoints[{i}].ports.{pname}"),
+                    format!("port {port} out of range 1-65535"),
+                );
             } else if !se.ports.iter().any(|p| &p.name == pname) {
-                ctx.warn(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("no service port is named {pname:?}"));
+                ctx.warn(
+                    r,
+                    format!("spec.endpoints[{i}].ports.{pname}"),
+                    format!("no service port is named {pname:?}"),
+                );
             }
         }
         if let Some(loc) = &ep.locality {
             if loc.split('/').count() > 3 {
-                ctx.err(r, format!("spec.endpoints[{i}].locality"), format!("{loc:?} is not region/zone/subzone"));
+                ctx.err(
+                    r,
+                    format!("spec.endpoints[{i}].locality"),
+                    format!("{loc:?} is not region/zone/subzone"),
+                );
             }
         }
     }
     if se.resolution == Resolution::Static && se.endpoints.is_empty() {
-        ctx.warn(r, "spec.endpoints", "resolution STATIC with no endpoints: requests will get 503");
+        ctx.warn(
+            r,
+            "spec.endpoints",
+            "resolution STATIC with no endpoints: requests will get 503",
+        );
     }
     for h in &se.hosts {
         let key = h.to_ascii_lowercase();
         if let Some(prev) = ctx.services.get(&key) {
-            let msg = format!("host {h:?} is already declared by ServiceEntry {}", prev.name);
+            let msg = format!(
+                "host {h:?} is already declared by ServiceEntry {}",
+                prev.name
+            );
             ctx.warn(r, "spec.hosts", msg);
             continue;
         }
-        ctx.services.insert(key, Service { entry: se, name: &r.metadata.name });
+        ctx.services.insert(
+            key,
+            Service {
+                entry: se,
+                name: &r.metadata.name,
+            },
+        );
     }
 }
 
@@ -263,7 +380,11 @@ fn check_rule(r: &Resource, dr: &DestinationRule, ctx: &mut Ctx<'_>) {
         if s.name.is_empty() {
             ctx.err(r, format!("spec.subsets[{i}].name"), "missing field");
         } else if names.insert(s.name.clone(), i).is_some() {
-            ctx.err(r, format!("spec.subsets[{i}].name"), format!("duplicate subset {:?}", s.name));
+            ctx.err(
+                r,
+                format!("spec.subsets[{i}].name"),
+                format!("duplicate subset {:?}", s.name),
+            );
         }
         if let Some(tp) = &s.traffic_policy {
             check_policy(r, tp, &format!("spec.subsets[{i}].trafficPolicy"), ctx);
@@ -279,7 +400,11 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
         let p = format!("{path}.portLevelSettings[{i}]");
         match pl.port {
             Some(PortSelector { number }) if (1..=65535).contains(&number) => {}
-            _ => ctx.err(r, format!("{p}.port.number"), "a port number 1-65535 is required"),
+            _ => ctx.err(
+                r,
+                format!("{p}.port.number"),
+                "a port number 1-65535 is required",
+            ),
         }
         if let Some(lb) = &pl.load_balancer {
             check_lb(r, lb, &format!("{p}.loadBalancer"), ctx);
@@ -288,7 +413,11 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
     if let Some(cp) = &tp.connection_pool {
         if let Some(tcp) = &cp.tcp {
             if tcp.connect_timeout.is_some_and(|d| d.0 == Duration::ZERO) {
-                ctx.err(r, format!("{path}.connectionPool.tcp.connectTimeout"), "must be greater than 0");
+                ctx.err(
+                    r,
+                    format!("{path}.connectionPool.tcp.connectTimeout"),
+                    "must be greater than 0",
+                );
             }
         }
     }
@@ -296,11 +425,20 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
 
 fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'_>) {
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
-        ctx.err(r, path.to_owned(), "only one of simple or consistentHash may be set");
+        ctx.err(
+            r,
+            path.to_owned(),
+            "only one of simple or consistentHash may be set",
+        );
     }
     if let Some(ch) = &lb.consistent_hash {
         let p = format!("{path}.consistentHash");
-        let keys = [ch.http_header_name.is_some(), ch.http_cookie.is_some(), ch.use_source_ip == Some(true), ch.http_query_parameter_name.is_some()];
+        let keys = [
+            ch.http_header_name.is_some(),
+            ch.http_cookie.is_some(),
+            ch.use_source_ip == Some(true),
+            ch.http_query_parameter_name.is_some(),
+        ];
         match keys.iter().filter(|k| **k).count() {
             0 => ctx.err(r, p.clone(), "one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName is required"),
             1 => {}
@@ -323,7 +461,11 @@ fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'
         }
         if let Some(rh) = &ch.ring_hash {
             if rh.minimum_ring_size.is_some_and(|m| m > 8_388_608) {
-                ctx.err(r, format!("{p}.ringHash.minimumRingSize"), "must be at most 8388608");
+                ctx.err(
+                    r,
+                    format!("{p}.ringHash.minimumRingSize"),
+                    "must be at most 8388608",
+                );
             }
         }
     }
@@ -335,7 +477,7 @@ pub(crate) fn is_prime(n: u64) -> bool {
     }
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;

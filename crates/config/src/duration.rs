@@ -19,9 +19,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     // protobuf JSON: decimal seconds with an `s` suffix ("1.500s", "0.1s").
     if let Some(num) = t.strip_suffix('s') {
         if !num.is_empty() && num.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            let secs: f64 = num
-                .parse()
-                .map_err(|_| format!("invalid duration {t:?}"))?;
+            let secs: f64 = num.parse().map_err(|_| format!("invalid duration {t:?}"))?;
             return Ok(Duration::from_secs_f64(secs));
         }
     }

@@ -24,7 +24,13 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(source: &Source, kind: Option<&str>, name: Option<&str>, path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        source: &Source,
+        kind: Option<&str>,
+        name: Option<&str>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError {
             source: source.clone(),
             kind: kind.map(str::to_owned),
@@ -99,7 +105,12 @@ mod tests {
 
     #[test]
     fn serde_enum_message_is_rewritten() {
-        let m = humanize_serde("unknown variant `ROUND_ROBBIN`, expected one of `RANDOM`, `ROUND_ROBIN`");
-        assert_eq!(m, "unknown value \"ROUND_ROBBIN\" (expected one of RANDOM, ROUND_ROBIN)");
+        let m = humanize_serde(
+            "unknown variant `ROUND_ROBBIN`, expected one of `RANDOM`, `ROUND_ROBIN`",
+        );
+        assert_eq!(
+            m,
+            "unknown value \"ROUND_ROBBIN\" (expected one of RANDOM, ROUND_ROBIN)"
+        );
     }
 }

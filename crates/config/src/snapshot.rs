@@ -70,7 +70,10 @@ pub struct Route {
 pub enum Action {
     Forward(WeightedClusters),
     Redirect(Redirect),
-    Direct { status: StatusCode, body: bytes::Bytes },
+    Direct {
+        status: StatusCode,
+        body: bytes::Bytes,
+    },
 }
 
 #[derive(Debug)]
@@ -113,7 +116,11 @@ pub struct ClusterChoice {
 impl ClusterChoice {
     #[inline]
     pub fn resolve(&self, port: u16) -> usize {
-        self.by_port.iter().find(|(p, _)| *p == port).map(|(_, c)| *c).unwrap_or(self.default)
+        self.by_port
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, c)| *c)
+            .unwrap_or(self.default)
     }
 }
 
@@ -200,13 +207,20 @@ pub enum LbPolicy {
     LeastRequest,
     PeakEwma,
     Passthrough,
-    Hash { key: HashKey, algorithm: HashAlgorithm },
+    Hash {
+        key: HashKey,
+        algorithm: HashAlgorithm,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum HashKey {
     Header(String),
-    Cookie { name: String, path: Option<String>, ttl: Option<Duration> },
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Option<Duration>,
+    },
     SourceIp,
     QueryParameter(String),
 }

@@ -3,7 +3,7 @@
 //! metrics and releases the endpoint when the last byte has gone (or the client left).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,14 +14,23 @@ use hyper::body::Incoming;
 use crate::finish::Finish;
 use crate::pool::Returner;
 
+/// What the proxy learns about a client's request body while streaming it.
+#[derive(Default)]
+pub struct BodyState {
+    pub bytes: AtomicU64,
+    /// The client's body broke off (the client went away mid-request).
+    pub aborted: AtomicBool,
+}
+
 /// The body sent upstream.
 pub enum ReqBody {
-    /// The client's body, streamed through.
-    Incoming(Incoming),
-    /// The client's body, counting bytes as they pass (no Content-Length to read it from).
-    Counted(Incoming, Arc<AtomicU64>),
-    /// The client's body, also fed to a mirror (see [`crate::mirror`]).
-    Teed(Incoming, crate::mirror::Tee),
+    /// The client's body, streamed through and counted; optionally also fed to a
+    /// mirror (see [`crate::mirror`]).
+    Stream {
+        body: Incoming,
+        state: Arc<BodyState>,
+        tee: Option<crate::mirror::Tee>,
+    },
     /// A body received through a channel (the mirror's copy).
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
     Empty,
@@ -31,27 +40,27 @@ impl Body for ReqBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx),
-            ReqBody::Counted(b, n) => {
-                let r = Pin::new(b).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(f))) = &r {
-                    if let Some(d) = f.data_ref() {
-                        n.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    }
-                }
-                r
-            }
-            ReqBody::Teed(b, tee) => {
-                let r = Pin::new(b).poll_frame(cx);
+            ReqBody::Stream { body, state, tee } => {
+                let r = Pin::new(body).poll_frame(cx);
                 match &r {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
-                            tee.feed(d);
+                            state.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            if let Some(t) = tee {
+                                t.feed(d);
+                            }
                         }
                     }
-                    Poll::Ready(_) => tee.close(),
+                    Poll::Ready(Some(Err(_))) => {
+                        state.aborted.store(true, Ordering::Relaxed);
+                        *tee = None;
+                    }
+                    Poll::Ready(None) => *tee = None,
                     Poll::Pending => {}
                 }
                 r
@@ -67,7 +76,7 @@ impl Body for ReqBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ReqBody::Incoming(b) | ReqBody::Counted(b, _) | ReqBody::Teed(b, _) => b.is_end_stream(),
+            ReqBody::Stream { body, .. } => body.is_end_stream(),
             ReqBody::Channel(_) => false,
             ReqBody::Empty => true,
         }
@@ -75,7 +84,7 @@ impl Body for ReqBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ReqBody::Incoming(b) | ReqBody::Counted(b, _) | ReqBody::Teed(b, _) => b.size_hint(),
+            ReqBody::Stream { body, .. } => body.size_hint(),
             ReqBody::Channel(_) => SizeHint::default(),
             ReqBody::Empty => SizeHint::with_exact(0),
         }
@@ -98,11 +107,19 @@ enum Inner {
 impl RespBody {
     pub fn full(b: impl Into<Bytes>, finish: Option<Finish>) -> Self {
         let b = b.into();
-        RespBody { inner: Inner::Full(if b.is_empty() { None } else { Some(b) }), finish, returner: None }
+        RespBody {
+            inner: Inner::Full(if b.is_empty() { None } else { Some(b) }),
+            finish,
+            returner: None,
+        }
     }
 
     pub fn upstream(b: Incoming, finish: Option<Finish>, returner: Option<Returner>) -> Self {
-        let mut r = RespBody { inner: Inner::Upstream(b), finish, returner };
+        let mut r = RespBody {
+            inner: Inner::Upstream(b),
+            finish,
+            returner,
+        };
         if r.is_end_stream() {
             r.done();
         }
@@ -127,7 +144,10 @@ impl Body for RespBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let r = match &mut this.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
@@ -182,9 +202,7 @@ impl Drop for RespBody {
         // ended normally; anything else was cut short: the client went away.
         if self.is_end_stream() {
             self.done();
-        } else if let Some(mut f) = self.finish.take() {
-            f.downstream_reset();
-            f.complete();
         }
+        // Otherwise `Finish` records the request as cut short when it drops.
     }
 }

@@ -1,12 +1,13 @@
 //! What happens when a request ends: metrics, endpoint counters, the access log.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::HeaderMap;
 use weft_telemetry::{DestId, Metrics, Protocol, ResponseFlags, SeriesKey};
 
+use crate::body::BodyState;
 use crate::cluster::Endpoint;
 
 /// Carried by a request from routing to its response's last byte; `complete`
@@ -20,11 +21,12 @@ pub struct Finish {
     pub grpc_status: i16,
     pub start: Instant,
     pub request_bytes: u64,
-    /// Counts a streamed request body that declared no length.
-    pub request_counter: Option<Arc<AtomicU64>>,
+    /// The client's request body as it streamed (bytes, whether it broke off).
+    pub request_body: Option<Arc<BodyState>>,
     pub response_bytes: u64,
     pub endpoint: Option<Arc<Endpoint>>,
     pub log: Option<Box<crate::access_log::Entry>>,
+    done: bool,
 }
 
 impl Finish {
@@ -38,34 +40,68 @@ impl Finish {
             grpc_status: -1,
             start,
             request_bytes: 0,
-            request_counter: None,
+            request_body: None,
             response_bytes: 0,
             endpoint: None,
             log: None,
+            done: false,
         }
     }
 
     /// Reads `grpc-status` from response headers (trailers-only) or trailers.
     pub fn grpc_status_from(&mut self, h: &HeaderMap) {
-        if let Some(v) = h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<i16>().ok()) {
+        if let Some(v) = h
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<i16>().ok())
+        {
             self.grpc_status = v;
         }
     }
 
     pub fn downstream_reset(&mut self) {
         self.flags.insert(ResponseFlags::DC);
-        self.metrics.counters.downstream_reset.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .counters
+            .downstream_reset
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn upstream_reset(&mut self) {
         self.flags.insert(ResponseFlags::UC);
-        self.metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .counters
+            .upstream_reset
+            .fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn complete(self) {
+    /// Records the request; called once when its response has gone out.
+    pub fn complete(mut self) {
+        self.record();
+    }
+
+    fn record(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        let req_bytes = self.request_bytes + self.request_counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
-        let key = SeriesKey { dest: self.dest, code: self.code, flags: self.flags, protocol: self.protocol, grpc_status: self.grpc_status };
+        let mut req_bytes = self.request_bytes;
+        if let Some(b) = &self.request_body {
+            req_bytes += b.bytes.load(Ordering::Relaxed);
+            // The upstream broke because the client's body did: the client is at fault.
+            if b.aborted.load(Ordering::Relaxed) && !self.flags.contains(ResponseFlags::DC) {
+                self.flags.0 &= !ResponseFlags::UC.0;
+                self.downstream_reset();
+            }
+        }
+        let key = SeriesKey {
+            dest: self.dest,
+            code: self.code,
+            flags: self.flags,
+            protocol: self.protocol,
+            grpc_status: self.grpc_status,
+        };
         self.metrics.record(key, ms, req_bytes, self.response_bytes);
         if let Some(ep) = &self.endpoint {
             ep.load.finish();
@@ -75,7 +111,18 @@ impl Finish {
             }
         }
         if let Some(log) = &self.log {
-            log.write(&self, ms, req_bytes);
+            log.write(self, ms, req_bytes);
+        }
+    }
+}
+
+impl Drop for Finish {
+    /// Dropped unrecorded: the request was cut short before its response completed
+    /// (the client went away and hyper dropped the request's future or body).
+    fn drop(&mut self) {
+        if !self.done {
+            self.downstream_reset();
+            self.record();
         }
     }
 }

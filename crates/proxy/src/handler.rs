@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use weft_config::matcher::RequestView;
 use weft_config::{Action, LbPolicy, Route, UpstreamProtocol, WeightedTarget};
 use weft_telemetry::{Protocol, ResponseFlags};
 
-use crate::body::{ReqBody, RespBody};
+use crate::body::{BodyState, ReqBody, RespBody};
 use crate::cluster::{Cluster, Endpoint};
 use crate::error::UpstreamError;
 use crate::finish::Finish;
@@ -36,21 +36,43 @@ pub struct ConnCtx {
 static X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 
-pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+pub async fn handle(
+    ctx: ConnCtx,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     let metrics = ctx.shared.metrics;
-    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let mut fin = Finish::new(metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, start);
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut fin = Finish::new(
+        metrics,
+        if grpc { Protocol::Grpc } else { Protocol::Http },
+        start,
+    );
     let version = req.version();
 
     let mut buf = [0u8; MAX_HOST];
     let Some((authority, raw_host, port)) = headers::authority(&req) else {
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
-        return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "request has no Host or :authority\n".into(), version));
+        return Ok(local::reply(
+            fin,
+            StatusCode::BAD_REQUEST,
+            ResponseFlags::DPE,
+            "request has no Host or :authority\n".into(),
+            version,
+        ));
     };
     let Some(host) = headers::lower(raw_host, &mut buf) else {
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
-        return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "host name too long\n".into(), version));
+        return Ok(local::reply(
+            fin,
+            StatusCode::BAD_REQUEST,
+            ResponseFlags::DPE,
+            "host name too long\n".into(),
+            version,
+        ));
     };
     let authority = authority.to_owned();
     let host = host.to_owned();
@@ -58,7 +80,13 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     let rt = ctx.shared.current.load();
     let Some(vh) = rt.snap.vhost(&host) else {
         metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
-        return Ok(local::reply(fin, StatusCode::NOT_FOUND, ResponseFlags::NR, format!("no route: weft knows no service for host \"{host}\"\n").into(), version));
+        return Ok(local::reply(
+            fin,
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NR,
+            format!("no route: weft knows no service for host \"{host}\"\n").into(),
+            version,
+        ));
     };
 
     let path = req.uri().path();
@@ -74,12 +102,27 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     };
     let Some(route) = vh.route(&view) else {
         metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
-        return Ok(local::reply(fin, StatusCode::NOT_FOUND, ResponseFlags::NR, format!("no route: no route of {} matches {} {path}\n", vh.name, req.method()).into(), version));
+        return Ok(local::reply(
+            fin,
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NR,
+            format!(
+                "no route: no route of {} matches {} {path}\n",
+                vh.name,
+                req.method()
+            )
+            .into(),
+            version,
+        ));
     };
     if ctx.shared.access_log {
         fin.log = Some(Box::new(crate::access_log::Entry {
             method: req.method().clone(),
-            path: req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
             authority: authority.clone(),
             upstream: String::new(),
             route: route.name.clone(),
@@ -92,9 +135,19 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             return Ok(resp);
         }
         Action::Redirect(r) => {
-            let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
             let loc = headers::redirect_location(r, &host, port, pq);
-            let mut resp = local::reply(fin, r.status, ResponseFlags::NONE, bytes::Bytes::new(), version);
+            let mut resp = local::reply(
+                fin,
+                r.status,
+                ResponseFlags::NONE,
+                bytes::Bytes::new(),
+                version,
+            );
             if let Some(l) = loc {
                 resp.headers_mut().insert(header::LOCATION, l);
             }
@@ -108,18 +161,35 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     fin.dest = cluster.dest;
 
     let (hash, set_cookie) = match &cluster.spec.lb {
-        LbPolicy::Hash { key, .. } => crate::hashkey::hash_key(key, req.headers(), query, ctx.remote),
+        LbPolicy::Hash { key, .. } => {
+            crate::hashkey::hash_key(key, req.headers(), query, ctx.remote)
+        }
         _ => (None, None),
     };
     let ep = if cluster.spec.lb == LbPolicy::Passthrough {
         passthrough(cluster, &host, port.unwrap_or(80), ctx)
     } else {
-        cluster.balancer.pick(&PickCtx { hash, loads: &cluster.endpoints }).map(|i| cluster.endpoints[i].clone())
+        cluster
+            .balancer
+            .pick(&PickCtx {
+                hash,
+                loads: &cluster.endpoints,
+            })
+            .map(|i| cluster.endpoints[i].clone())
     };
     let Some(ep) = ep else {
         metrics.counters.no_endpoint.fetch_add(1, Ordering::Relaxed);
-        let msg = format!("no healthy upstream: {} has no endpoints\n", cluster.spec.name);
-        return Ok(local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UH, msg.into(), version));
+        let msg = format!(
+            "no healthy upstream: {} has no endpoints\n",
+            cluster.spec.name
+        );
+        return Ok(local::reply(
+            fin,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ResponseFlags::UH,
+            msg.into(),
+            version,
+        ));
     };
     ep.load.start();
     fin.endpoint = Some(ep.clone());
@@ -132,7 +202,11 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     }
     let upgrade = version == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let new_pq = if route.rewrite.is_some() {
-        let matched = route.matches.iter().find(|m| m.is_match(&view)).and_then(|m| m.uri.as_ref());
+        let matched = route
+            .matches
+            .iter()
+            .find(|m| m.is_match(&view))
+            .and_then(|m| m.uri.as_ref());
         headers::rewrite_path(route, matched, path, query)
     } else {
         None
@@ -143,17 +217,34 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         UpstreamProtocol::Http2 => Version::HTTP_11,
         UpstreamProtocol::Client => version,
     };
-    let mirror_to = route.mirror.as_ref().filter(|(_, pct)| *pct >= 1.0 || fastrand::f64() < *pct).map(|(c, _)| &rt.clusters[c.resolve(port.unwrap_or(0))]);
+    let mirror_to = route
+        .mirror
+        .as_ref()
+        .filter(|(_, pct)| *pct >= 1.0 || fastrand::f64() < *pct)
+        .map(|(c, _)| &rt.clusters[c.resolve(port.unwrap_or(0))]);
     let timeout = route.timeout;
     let observe = cluster.spec.lb == LbPolicy::PeakEwma;
-    let up_req = match build_upstream(req, route, target, &authority, new_pq, up_proto, &mut fin, upgrade) {
+    let up_req = match build_upstream(
+        req, route, target, &authority, new_pq, up_proto, &mut fin, upgrade,
+    ) {
         Ok(r) => r,
-        Err(msg) => return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, msg.into(), version)),
+        Err(msg) => {
+            return Ok(local::reply(
+                fin,
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DPE,
+                msg.into(),
+                version,
+            ))
+        }
     };
     let (up_req, down_upgrade) = up_req;
     // What the response needs from the config, so the snapshot is not held across I/O
     // (empty operations clone without allocating).
-    let resp_ops = (route.response_headers.clone(), target.response_headers.clone());
+    let resp_ops = (
+        route.response_headers.clone(),
+        target.response_headers.clone(),
+    );
     let up_req = match mirror_to {
         Some(mc) => mirror::send(up_req, mc, ctx, &authority),
         None => up_req,
@@ -166,13 +257,19 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
 
     let send = async {
         if up_proto == Version::HTTP_2 {
-            pool::send_h2(&ep, ctx.worker, up_req).await.map(|r| (r, None))
+            pool::send_h2(&ep, ctx.worker, up_req)
+                .await
+                .map(|r| (r, None))
         } else {
-            pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| (r, Some(ret)))
+            pool::send_h1(&ep, ctx.worker, up_req)
+                .await
+                .map(|(r, ret)| (r, Some(ret)))
         }
     };
     let result = match timeout {
-        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
+        Some(t) => tokio::time::timeout(t, send)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout)),
         None => send.await,
     };
     let (resp, returner) = match result {
@@ -185,11 +282,18 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
                 ResponseFlags::UT => c.upstream_timeout.fetch_add(1, Ordering::Relaxed),
                 _ => c.upstream_reset.fetch_add(1, Ordering::Relaxed),
             };
-            return Ok(local::reply(fin, status, flag, format!("{e}\n").into(), version));
+            return Ok(local::reply(
+                fin,
+                status,
+                flag,
+                format!("{e}\n").into(),
+                version,
+            ));
         }
     };
     if observe {
-        ep.load.observe(start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
+        ep.load
+            .observe(start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -203,7 +307,10 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     if grpc {
         fin.grpc_status_from(&parts.headers);
     }
-    Ok(Response::from_parts(parts, RespBody::upstream(body, Some(fin), returner)))
+    Ok(Response::from_parts(
+        parts,
+        RespBody::upstream(body, Some(fin), returner),
+    ))
 }
 
 type UpstreamParts = (Request<ReqBody>, Option<hyper::upgrade::OnUpgrade>);
@@ -223,7 +330,14 @@ fn build_upstream(
 ) -> Result<UpstreamParts, &'static str> {
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let upgrade_headers = if upgrade { (parts.headers.get(header::CONNECTION).cloned(), parts.headers.get(header::UPGRADE).cloned()) } else { (None, None) };
+    let upgrade_headers = if upgrade {
+        (
+            parts.headers.get(header::CONNECTION).cloned(),
+            parts.headers.get(header::UPGRADE).cloned(),
+        )
+    } else {
+        (None, None)
+    };
     headers::strip_hop_by_hop(&mut parts.headers);
     if let (Some(c), Some(u)) = upgrade_headers {
         parts.headers.insert(header::CONNECTION, c);
@@ -232,7 +346,9 @@ fn build_upstream(
     route.request_headers.apply(&mut parts.headers);
     target.request_headers.apply(&mut parts.headers);
     if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts.headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
+        parts
+            .headers
+            .insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
     }
     let mut authority = std::borrow::Cow::Borrowed(authority);
     if let Some(a) = route.rewrite.as_ref().and_then(|r| r.authority.as_ref()) {
@@ -240,7 +356,11 @@ fn build_upstream(
     }
     let pq = match &new_pq {
         Some(p) => p.as_str(),
-        None => parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        None => parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
     };
     if up_proto == Version::HTTP_2 {
         parts.uri = headers::absolute_uri(&authority, pq).ok_or("invalid authority or path\n")?;
@@ -255,20 +375,27 @@ fn build_upstream(
     parts.version = up_proto;
     let body = if body.is_end_stream() {
         ReqBody::Empty
-    } else if let Some(n) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok()) {
-        fin.request_bytes = n;
-        ReqBody::Incoming(body)
     } else {
-        let counter = Arc::new(AtomicU64::new(0));
-        fin.request_counter = Some(counter.clone());
-        ReqBody::Counted(body, counter)
+        let state = Arc::new(BodyState::default());
+        fin.request_body = Some(state.clone());
+        ReqBody::Stream {
+            body,
+            state,
+            tee: None,
+        }
     };
     Ok((Request::from_parts(parts, body), on_upgrade))
 }
 
 /// PASSTHROUGH: the endpoint is the address the client asked for.
 fn passthrough(cluster: &Cluster, host: &str, port: u16, ctx: ConnCtx) -> Option<Arc<Endpoint>> {
-    let spec = weft_config::EndpointSpec { address: host.to_owned(), port, weight: 1, labels: Default::default(), locality: None };
+    let spec = weft_config::EndpointSpec {
+        address: host.to_owned(),
+        port,
+        weight: 1,
+        labels: Default::default(),
+        locality: None,
+    };
     let mut s = cluster.spec.clone();
     s.endpoints = vec![spec];
     let c = Cluster::build(&s, &Default::default(), 1, ctx.shared.metrics);

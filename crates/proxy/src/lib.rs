@@ -17,9 +17,9 @@ pub mod headers;
 pub mod local;
 pub mod mirror;
 pub mod pool;
+mod run;
 pub mod server;
 pub mod state;
 pub mod tunnel;
-mod run;
 
 pub use run::{run, ProxyOptions};

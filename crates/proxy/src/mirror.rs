@@ -20,39 +20,64 @@ use crate::pool;
 /// Frames of body the mirror may lag behind before it is dropped.
 const TEE_FRAMES: usize = 16;
 
+/// The sending half of a mirror's body; dropping it ends the mirror's body.
 pub struct Tee {
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: mpsc::Sender<Bytes>,
 }
 
 impl Tee {
+    /// Copies a frame to the mirror; if the mirror lags, stops copying (the mirror's
+    /// request then fails on its own, and the real one never waits).
     pub fn feed(&mut self, b: &Bytes) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(b.clone()).is_err() {
-                self.tx = None;
-            }
+        if self.tx.try_send(b.clone()).is_err() {
+            let (dead, _) = mpsc::channel(1);
+            self.tx = dead;
         }
-    }
-
-    pub fn close(&mut self) {
-        self.tx = None;
     }
 }
 
 /// Starts the mirror copy of `req` and returns the request to send for real.
-pub fn send(req: Request<ReqBody>, mc: &Cluster, ctx: ConnCtx, authority: &str) -> Request<ReqBody> {
-    let Some(i) = mc.balancer.pick(&PickCtx { hash: None, loads: &mc.endpoints }) else { return req };
+pub fn send(
+    req: Request<ReqBody>,
+    mc: &Cluster,
+    ctx: ConnCtx,
+    authority: &str,
+) -> Request<ReqBody> {
+    let Some(i) = mc.balancer.pick(&PickCtx {
+        hash: None,
+        loads: &mc.endpoints,
+    }) else {
+        return req;
+    };
     let ep = mc.endpoints[i].clone();
     let (parts, body) = req.into_parts();
     let shadow_host = match authority.split_once(':') {
         Some((h, p)) => format!("{h}-shadow:{p}"),
         None => format!("{authority}-shadow"),
     };
-    let mut mparts = http::request::Builder::new().method(parts.method.clone()).uri(parts.uri.clone()).version(parts.version).body(()).map(|r| r.into_parts().0).ok();
+    let mut mparts = http::request::Builder::new()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version)
+        .body(())
+        .map(|r| r.into_parts().0)
+        .ok();
     let (body, mbody) = match body {
         ReqBody::Empty => (ReqBody::Empty, ReqBody::Empty),
-        ReqBody::Incoming(b) | ReqBody::Counted(b, _) => {
+        ReqBody::Stream {
+            body,
+            state,
+            tee: None,
+        } => {
             let (tx, rx) = mpsc::channel(TEE_FRAMES);
-            (ReqBody::Teed(b, Tee { tx: Some(tx) }), ReqBody::Channel(rx))
+            (
+                ReqBody::Stream {
+                    body,
+                    state,
+                    tee: Some(Tee { tx }),
+                },
+                ReqBody::Channel(rx),
+            )
         }
         other => (other, ReqBody::Empty),
     };
@@ -62,7 +87,14 @@ pub fn send(req: Request<ReqBody>, mc: &Cluster, ctx: ConnCtx, authority: &str) 
             if let Ok(v) = HeaderValue::from_str(&shadow_host) {
                 mp.headers.insert(HOST, v);
             }
-        } else if let Some(u) = crate::headers::absolute_uri(&shadow_host, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")) {
+        } else if let Some(u) = crate::headers::absolute_uri(
+            &shadow_host,
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        ) {
             mp.uri = u;
         }
     }

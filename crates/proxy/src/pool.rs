@@ -43,7 +43,10 @@ struct H2Conn {
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { idle: ArrayQueue::new(MAX_IDLE), h2: ArcSwapOption::empty() }
+        Pool {
+            idle: ArrayQueue::new(MAX_IDLE),
+            h2: ArcSwapOption::empty(),
+        }
     }
 }
 
@@ -65,7 +68,10 @@ impl Pool {
 }
 
 fn expired(c: &Idle, s: &PoolSettings) -> bool {
-    c.tx.is_closed() || c.since.elapsed() >= s.idle_timeout || s.max_connection_duration.is_some_and(|d| c.born.elapsed() >= d)
+    c.tx.is_closed()
+        || c.since.elapsed() >= s.idle_timeout
+        || s.max_connection_duration
+            .is_some_and(|d| c.born.elapsed() >= d)
 }
 
 /// Puts an HTTP/1.1 connection back in its pool once its response body has been read.
@@ -79,29 +85,51 @@ pub struct Returner {
 
 impl Returner {
     pub fn release(self) {
-        let Returner { ep, worker, mut tx, uses, born } = self;
+        let Returner {
+            ep,
+            worker,
+            mut tx,
+            uses,
+            born,
+        } = self;
         let s = &ep.pool_settings;
         if s.max_requests_per_connection > 0 && uses >= s.max_requests_per_connection {
             return;
         }
-        if s.max_connection_duration.is_some_and(|d| born.elapsed() >= d) {
+        if s.max_connection_duration
+            .is_some_and(|d| born.elapsed() >= d)
+        {
             return;
         }
         if tx.is_ready() {
-            let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle { tx, uses, born, since: Instant::now() });
+            let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle {
+                tx,
+                uses,
+                born,
+                since: Instant::now(),
+            });
             return;
         }
         // The connection finishes reading the response on its own task; wait for it.
         tokio::spawn(async move {
             if tx.ready().await.is_ok() {
-                let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle { tx, uses, born, since: Instant::now() });
+                let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle {
+                    tx,
+                    uses,
+                    born,
+                    since: Instant::now(),
+                });
             }
         });
     }
 }
 
 /// Sends a request over HTTP/1.1, reusing an idle connection when one is good.
-pub async fn send_h1(ep: &Arc<Endpoint>, worker: usize, mut req: Request<ReqBody>) -> Result<(Response<Incoming>, Returner), UpstreamError> {
+pub async fn send_h1(
+    ep: &Arc<Endpoint>,
+    worker: usize,
+    mut req: Request<ReqBody>,
+) -> Result<(Response<Incoming>, Returner), UpstreamError> {
     let pool = &ep.pools[worker % ep.pools.len()];
     let s = &ep.pool_settings;
     while let Some(mut c) = pool.idle.pop() {
@@ -110,7 +138,13 @@ pub async fn send_h1(ep: &Arc<Endpoint>, worker: usize, mut req: Request<ReqBody
         }
         match c.tx.try_send_request(req).await {
             Ok(resp) => {
-                let r = Returner { ep: ep.clone(), worker, tx: c.tx, uses: c.uses + 1, born: c.born };
+                let r = Returner {
+                    ep: ep.clone(),
+                    worker,
+                    tx: c.tx,
+                    uses: c.uses + 1,
+                    born: c.born,
+                };
                 return Ok((resp, r));
             }
             Err(mut e) => match e.take_message() {
@@ -121,7 +155,9 @@ pub async fn send_h1(ep: &Arc<Endpoint>, worker: usize, mut req: Request<ReqBody
         }
     }
     let io = connect(ep).await?;
-    let (mut tx, conn) = http1::handshake(io).await.map_err(UpstreamError::from_hyper)?;
+    let (mut tx, conn) = http1::handshake(io)
+        .await
+        .map_err(UpstreamError::from_hyper)?;
     let metrics = ep.metrics;
     let dest = ep.dest;
     metrics.tcp_connection(dest, true);
@@ -129,22 +165,39 @@ pub async fn send_h1(ep: &Arc<Endpoint>, worker: usize, mut req: Request<ReqBody
         let _ = conn.await;
         metrics.tcp_connection(dest, false);
     });
-    let resp = tx.send_request(req).await.map_err(UpstreamError::from_hyper)?;
-    Ok((resp, Returner { ep: ep.clone(), worker, tx, uses: 1, born: Instant::now() }))
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(UpstreamError::from_hyper)?;
+    Ok((
+        resp,
+        Returner {
+            ep: ep.clone(),
+            worker,
+            tx,
+            uses: 1,
+            born: Instant::now(),
+        },
+    ))
 }
 
 /// Sends a request over the worker's shared HTTP/2 connection to the endpoint.
-pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -> Result<Response<Incoming>, UpstreamError> {
+pub async fn send_h2(
+    ep: &Arc<Endpoint>,
+    worker: usize,
+    req: Request<ReqBody>,
+) -> Result<Response<Incoming>, UpstreamError> {
     let pool = &ep.pools[worker % ep.pools.len()];
     let s = &ep.pool_settings;
     let current = pool.h2.load_full();
     let conn = match current {
-        Some(c) if !c.tx.is_closed() && !s.max_connection_duration.is_some_and(|d| c.born.elapsed() >= d) && (s.max_requests_per_connection == 0 || c.streams.load(Ordering::Relaxed) < s.max_requests_per_connection) => c,
+        Some(c) if h2_usable(&c, s) => c,
         _ => {
             let io = connect(ep).await?;
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(hyper_util::rt::TokioTimer::new());
-            b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
+            b.keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(false);
             let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
             let metrics = ep.metrics;
             let dest = ep.dest;
@@ -153,14 +206,29 @@ pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -
                 let _ = conn.await;
                 metrics.tcp_connection(dest, false);
             });
-            let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });
+            let c = Arc::new(H2Conn {
+                tx,
+                streams: AtomicU32::new(0),
+                born: Instant::now(),
+            });
             pool.h2.store(Some(c.clone()));
             c
         }
     };
     conn.streams.fetch_add(1, Ordering::Relaxed);
     let mut tx = conn.tx.clone();
-    tx.send_request(req).await.map_err(UpstreamError::from_hyper)
+    tx.send_request(req)
+        .await
+        .map_err(UpstreamError::from_hyper)
+}
+
+fn h2_usable(c: &H2Conn, s: &PoolSettings) -> bool {
+    let young = s
+        .max_connection_duration
+        .is_none_or(|d| c.born.elapsed() < d);
+    let fresh = s.max_requests_per_connection == 0
+        || c.streams.load(Ordering::Relaxed) < s.max_requests_per_connection;
+    !c.tx.is_closed() && young && fresh
 }
 
 /// A new, unpooled connection (upgrades and CONNECT tunnels take theirs whole).
@@ -175,7 +243,12 @@ pub async fn connect(ep: &Endpoint) -> Result<TokioIo<TcpStream>, UpstreamError>
     let stream = match tokio::time::timeout(s.connect_timeout, fut).await {
         Ok(Ok(st)) => st,
         Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-        Err(_) => return Err(UpstreamError::Connect(format!("connect timeout after {:?}", s.connect_timeout))),
+        Err(_) => {
+            return Err(UpstreamError::Connect(format!(
+                "connect timeout after {:?}",
+                s.connect_timeout
+            )))
+        }
     };
     let _ = stream.set_nodelay(true);
     if let Some(k) = &s.keepalive {

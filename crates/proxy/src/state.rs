@@ -30,7 +30,14 @@ pub struct Shared {
 }
 
 impl Runtime {
-    pub fn build(resources: Vec<Resource>, snap: Snapshot, prev: Option<&Runtime>, workers: usize, metrics: &'static Metrics, revision: u64) -> Runtime {
+    pub fn build(
+        resources: Vec<Resource>,
+        snap: Snapshot,
+        prev: Option<&Runtime>,
+        workers: usize,
+        metrics: &'static Metrics,
+        revision: u64,
+    ) -> Runtime {
         let mut old: HashMap<(String, String), Arc<Endpoint>> = HashMap::new();
         if let Some(p) = prev {
             for c in &p.clusters {
@@ -39,8 +46,17 @@ impl Runtime {
                 }
             }
         }
-        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, workers, metrics)).collect();
-        Runtime { snap, clusters, resources, revision }
+        let clusters = snap
+            .clusters
+            .iter()
+            .map(|s| Cluster::build(s, &old, workers, metrics))
+            .collect();
+        Runtime {
+            snap,
+            clusters,
+            resources,
+            revision,
+        }
     }
 }
 
@@ -56,7 +72,14 @@ impl Shared {
         }
         let prev = self.current.load();
         let rev = prev.revision + 1;
-        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev);
+        let rt = Runtime::build(
+            resources,
+            snap,
+            Some(&prev),
+            self.workers,
+            self.metrics,
+            rev,
+        );
         self.current.store(Arc::new(rt));
         c.reloads_ok.fetch_add(1, Ordering::Relaxed);
         c.config_revision.store(rev, Ordering::Relaxed);

@@ -19,25 +19,58 @@ use crate::handler::ConnCtx;
 use crate::{local, pool};
 
 /// Forwards an upgrade request; on `101` splices the two upgraded connections.
-pub async fn upgrade(req: Request<ReqBody>, down: Option<OnUpgrade>, ep: Arc<Endpoint>, mut fin: Finish, ctx: ConnCtx, version: Version) -> Response<RespBody> {
+pub async fn upgrade(
+    req: Request<ReqBody>,
+    down: Option<OnUpgrade>,
+    ep: Arc<Endpoint>,
+    mut fin: Finish,
+    ctx: ConnCtx,
+    version: Version,
+) -> Response<RespBody> {
     let metrics = ctx.shared.metrics;
     let io = match pool::connect(&ep).await {
         Ok(io) => io,
         Err(e) => {
-            metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);
-            return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
+            metrics
+                .counters
+                .upstream_connect_failure
+                .fetch_add(1, Ordering::Relaxed);
+            return local::reply(
+                fin,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UF,
+                format!("{e}\n").into(),
+                version,
+            );
         }
     };
     let (mut tx, conn) = match http1::handshake(io).await {
         Ok(x) => x,
-        Err(e) => return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UC, format!("upstream handshake failed: {e}\n").into(), version),
+        Err(e) => {
+            return local::reply(
+                fin,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UC,
+                format!("upstream handshake failed: {e}\n").into(),
+                version,
+            )
+        }
     };
     tokio::spawn(conn.with_upgrades());
     let mut resp = match tx.send_request(req).await {
         Ok(r) => r,
         Err(e) => {
-            metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
-            return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UC, format!("upstream reset before response headers: {e}\n").into(), version);
+            metrics
+                .counters
+                .upstream_reset
+                .fetch_add(1, Ordering::Relaxed);
+            return local::reply(
+                fin,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UC,
+                format!("upstream reset before response headers: {e}\n").into(),
+                version,
+            );
         }
     };
     fin.code = resp.status().as_u16();
@@ -47,7 +80,9 @@ pub async fn upgrade(req: Request<ReqBody>, down: Option<OnUpgrade>, ep: Arc<End
             metrics.counters.upgrades.fetch_add(1, Ordering::Relaxed);
             let dest = ep.dest;
             tokio::spawn(async move {
-                let (Ok(d), Ok(u)) = tokio::join!(down, up) else { return };
+                let (Ok(d), Ok(u)) = tokio::join!(down, up) else {
+                    return;
+                };
                 splice(TokioIo::new(d), TokioIo::new(u), metrics, dest).await;
             });
         }
@@ -57,14 +92,28 @@ pub async fn upgrade(req: Request<ReqBody>, down: Option<OnUpgrade>, ep: Arc<End
 }
 
 /// `CONNECT host:port`: a TCP tunnel to the chosen endpoint.
-pub async fn connect(mut req: Request<Incoming>, ep: Arc<Endpoint>, fin: Finish, ctx: ConnCtx) -> Response<RespBody> {
+pub async fn connect(
+    mut req: Request<Incoming>,
+    ep: Arc<Endpoint>,
+    fin: Finish,
+    ctx: ConnCtx,
+) -> Response<RespBody> {
     let metrics = ctx.shared.metrics;
     let version = req.version();
     let io = match pool::connect(&ep).await {
         Ok(io) => io,
         Err(e) => {
-            metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);
-            return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
+            metrics
+                .counters
+                .upstream_connect_failure
+                .fetch_add(1, Ordering::Relaxed);
+            return local::reply(
+                fin,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UF,
+                format!("{e}\n").into(),
+                version,
+            );
         }
     };
     let down = hyper::upgrade::on(&mut req);
@@ -75,11 +124,21 @@ pub async fn connect(mut req: Request<Incoming>, ep: Arc<Endpoint>, fin: Finish,
             splice(TokioIo::new(d), io.into_inner(), metrics, dest).await;
         }
     });
-    local::reply(fin, StatusCode::OK, ResponseFlags::NONE, bytes::Bytes::new(), version)
+    local::reply(
+        fin,
+        StatusCode::OK,
+        ResponseFlags::NONE,
+        bytes::Bytes::new(),
+        version,
+    )
 }
 
-async fn splice<A, B>(mut a: A, mut b: B, metrics: &'static weft_telemetry::Metrics, dest: weft_telemetry::DestId)
-where
+async fn splice<A, B>(
+    mut a: A,
+    mut b: B,
+    metrics: &'static weft_telemetry::Metrics,
+    dest: weft_telemetry::DestId,
+) where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -35,7 +35,10 @@ pub struct BackendArgs {
 }
 
 pub fn run(a: BackendArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -50,7 +53,11 @@ pub fn run(a: BackendArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!("backend {} listening on {}", a.name, l.local_addr().map(|x| x.to_string()).unwrap_or_default());
+        eprintln!(
+            "backend {} listening on {}",
+            a.name,
+            l.local_addr().map(|x| x.to_string()).unwrap_or_default()
+        );
         tokio::select! {
             _ = serve(l, a) => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -64,11 +71,15 @@ pub async fn serve(l: tokio::net::TcpListener, a: BackendArgs) {
     let a: &'static BackendArgs = Box::leak(Box::new(a));
     let served: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
     loop {
-        let Ok((s, _)) = l.accept().await else { continue };
+        let Ok((s, _)) = l.accept().await else {
+            continue;
+        };
         let _ = s.set_nodelay(true);
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(a, served, req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(s), svc).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                .await;
         });
     }
 }
@@ -79,12 +90,25 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-async fn handle(a: &'static BackendArgs, served: &'static AtomicU64, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    a: &'static BackendArgs,
+    served: &'static AtomicU64,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if req.uri().path() == "/_served" {
-        return Ok(Response::new(full(format!("{}\n", served.load(Ordering::Relaxed)))));
+        return Ok(Response::new(full(format!(
+            "{}\n",
+            served.load(Ordering::Relaxed)
+        ))));
     }
     served.fetch_add(1, Ordering::Relaxed);
-    let delay = req.headers().get("x-delay-ms").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()).map(Duration::from_millis).unwrap_or(a.latency);
+    let delay = req
+        .headers()
+        .get("x-delay-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(a.latency);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -99,7 +123,10 @@ async fn handle(a: &'static BackendArgs, served: &'static AtomicU64, mut req: Re
         });
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
         if let Some(u) = req.headers().get(http::header::UPGRADE) {
             r.headers_mut().insert(http::header::UPGRADE, u.clone());
         }
@@ -111,8 +138,23 @@ async fn handle(a: &'static BackendArgs, served: &'static AtomicU64, mut req: Re
     } else if req.uri().path() == "/echo" {
         Response::new(req.into_body().boxed())
     } else {
-        let status = req.headers().get("x-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u16>().ok()).and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
-        let headers: serde_json::Map<String, serde_json::Value> = req.headers().iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(v.to_str().unwrap_or("")))).collect();
+        let status = req
+            .headers()
+            .get("x-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK);
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::Value::from(v.to_str().unwrap_or("")),
+                )
+            })
+            .collect();
         let body = serde_json::json!({
             "backend": a.name,
             "method": req.method().as_str(),

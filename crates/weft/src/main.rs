@@ -11,7 +11,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "A fast service mesh that reads Istio's YAML")]
+#[command(
+    name = "weft",
+    version,
+    about = "A fast service mesh that reads Istio's YAML"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -44,6 +48,9 @@ enum Cmd {
         /// How long SIGTERM waits for in-flight requests, e.g. "10s".
         #[arg(long, default_value = "10s", value_parser = parse_dur)]
         drain_timeout: Duration,
+        /// How often config files are checked for changes (SIGHUP reloads at once).
+        #[arg(long, default_value = "500ms", value_parser = parse_dur)]
+        watch_interval: Duration,
     },
     /// Check config files without serving; exit 1 on any error.
     Validate {
@@ -61,12 +68,31 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Proxy { config, listen, admin, workers, service, namespace, access_log, drain_timeout } => {
-            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        Cmd::Proxy {
+            config,
+            listen,
+            admin,
+            workers,
+            service,
+            namespace,
+            access_log,
+            drain_timeout,
+            watch_interval,
+        } => {
+            let workers = workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
             let opts = weft_proxy::ProxyOptions {
                 files: config,
                 listen,
@@ -76,7 +102,7 @@ fn main() -> ExitCode {
                 namespace,
                 access_log,
                 drain: drain_timeout,
-                watch_interval: Duration::from_millis(500),
+                watch_interval: watch_interval.max(Duration::from_millis(10)),
             };
             match weft_proxy::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -101,7 +127,12 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         eprintln!("{e}");
     }
     if diags.is_ok() {
-        println!("{} resources OK: {} hosts, {} clusters", resources.len(), snap.exact_hosts.len() + snap.wildcard_hosts.len(), snap.clusters.len());
+        println!(
+            "{} resources OK: {} hosts, {} clusters",
+            resources.len(),
+            snap.exact_hosts.len() + snap.wildcard_hosts.len(),
+            snap.clusters.len()
+        );
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
