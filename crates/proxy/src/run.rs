@@ -31,6 +31,8 @@ pub struct ProxyOptions {
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
 pub fn run(opts: ProxyOptions) -> Result<(), String> {
+    // Stamped before reading, so a change made while we load is not missed.
+    let initial_stamps = stamps(&opts.files);
     let (resources, snap, diags) = weft_config::build(&opts.files);
     for w in &diags.warnings {
         tracing::warn!("{w}");
@@ -96,8 +98,9 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         let mut hup = signal(SignalKind::hangup()).ok();
         let mut term = signal(SignalKind::terminate()).ok();
         let mut int = signal(SignalKind::interrupt()).ok();
-        let mut seen = stamps(&shared.files);
-        let mut tick = tokio::time::interval(opts.watch_interval);
+        let mut seen = initial_stamps;
+        let first = tokio::time::Instant::now() + opts.watch_interval;
+        let mut tick = tokio::time::interval_at(first, opts.watch_interval);
         loop {
             tokio::select! {
                 _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
