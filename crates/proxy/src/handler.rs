@@ -21,7 +21,7 @@ use crate::body::{BodyState, ReqBody, RespBody};
 use crate::cluster::{Cluster, Endpoint};
 use crate::error::UpstreamError;
 use crate::finish::Finish;
-use crate::headers::{self, MAX_HOST};
+use crate::headers::{self, HostBuf};
 use crate::state::Shared;
 use crate::{local, mirror, pool, tunnel};
 
@@ -53,8 +53,7 @@ pub async fn handle(
     );
     let version = req.version();
 
-    let mut buf = [0u8; MAX_HOST];
-    let Some((authority, raw_host, port)) = headers::authority(&req) else {
+    let Some((_, raw_host, port)) = headers::authority(&req) else {
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
         return Ok(local::reply(
             fin,
@@ -64,7 +63,7 @@ pub async fn handle(
             version,
         ));
     };
-    let Some(host) = headers::lower(raw_host, &mut buf) else {
+    let Some(host) = HostBuf::new(raw_host) else {
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
         return Ok(local::reply(
             fin,
@@ -74,11 +73,20 @@ pub async fn handle(
             version,
         ));
     };
-    let authority = authority.to_owned();
-    let host = host.to_owned();
+    let host = host.as_str();
+    let Some(authority) = headers::authority_value(&req) else {
+        metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
+        return Ok(local::reply(
+            fin,
+            StatusCode::BAD_REQUEST,
+            ResponseFlags::DPE,
+            "invalid authority\n".into(),
+            version,
+        ));
+    };
 
     let rt = ctx.shared.current.load();
-    let Some(vh) = rt.snap.vhost(&host) else {
+    let Some(vh) = rt.snap.vhost(host) else {
         metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
         return Ok(local::reply(
             fin,
@@ -95,7 +103,7 @@ pub async fn handle(
         method: req.method().as_str(),
         path,
         query,
-        authority: &host,
+        authority: host,
         scheme: "http",
         port: port.unwrap_or(80),
         headers: req.headers(),
@@ -123,7 +131,7 @@ pub async fn handle(
                 .path_and_query()
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
-            authority: authority.clone(),
+            authority: authority.to_str().unwrap_or_default().to_owned(),
             upstream: String::new(),
             route: route.name.clone(),
         }));
@@ -140,7 +148,7 @@ pub async fn handle(
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
-            let loc = headers::redirect_location(r, &host, port, pq);
+            let loc = headers::redirect_location(r, host, port, pq);
             let mut resp = local::reply(
                 fin,
                 r.status,
@@ -167,7 +175,7 @@ pub async fn handle(
         _ => (None, None),
     };
     let ep = if cluster.spec.lb == LbPolicy::Passthrough {
-        passthrough(cluster, &host, port.unwrap_or(80), ctx)
+        passthrough(cluster, host, port.unwrap_or(80), ctx)
     } else {
         cluster
             .balancer
@@ -246,7 +254,7 @@ pub async fn handle(
         target.response_headers.clone(),
     );
     let up_req = match mirror_to {
-        Some(mc) => mirror::send(up_req, mc, ctx, &authority),
+        Some(mc) => mirror::send(up_req, mc, ctx, authority.to_str().unwrap_or_default()),
         None => up_req,
     };
     drop(rt);
@@ -322,7 +330,7 @@ fn build_upstream(
     mut req: Request<Incoming>,
     route: &Route,
     target: &WeightedTarget,
-    authority: &str,
+    authority: &HeaderValue,
     new_pq: Option<String>,
     up_proto: Version,
     fin: &mut Finish,
@@ -350,10 +358,11 @@ fn build_upstream(
             .headers
             .insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
     }
-    let mut authority = std::borrow::Cow::Borrowed(authority);
-    if let Some(a) = route.rewrite.as_ref().and_then(|r| r.authority.as_ref()) {
-        authority = std::borrow::Cow::Owned(a.to_str().unwrap_or_default().to_owned());
-    }
+    let authority = route
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.authority.as_ref())
+        .unwrap_or(authority);
     let pq = match &new_pq {
         Some(p) => p.as_str(),
         None => parts
@@ -363,14 +372,17 @@ fn build_upstream(
             .unwrap_or("/"),
     };
     if up_proto == Version::HTTP_2 {
-        parts.uri = headers::absolute_uri(&authority, pq).ok_or("invalid authority or path\n")?;
+        let a = authority.to_str().map_err(|_| "invalid authority\n")?;
+        parts.uri = headers::absolute_uri(a, pq).ok_or("invalid authority or path\n")?;
         parts.headers.remove(header::HOST);
     } else {
         if new_pq.is_some() || parts.uri.authority().is_some() {
             parts.uri = pq.parse().map_err(|_| "invalid path\n")?;
         }
-        let host = HeaderValue::from_str(&authority).map_err(|_| "invalid authority\n")?;
-        parts.headers.insert(header::HOST, host);
+        // Keep the client's Host unless it differs (absolute form, h2, a rewrite).
+        if parts.headers.get(header::HOST) != Some(authority) {
+            parts.headers.insert(header::HOST, authority.clone());
+        }
     }
     parts.version = up_proto;
     let body = if body.is_end_stream() {

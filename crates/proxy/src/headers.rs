@@ -40,18 +40,35 @@ pub fn split_host_port(a: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Lower-cases `host` into `buf` when it has upper-case letters; borrows it otherwise.
-pub fn lower<'a>(host: &'a str, buf: &'a mut [u8; MAX_HOST]) -> Option<&'a str> {
-    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Some(host);
+/// A lower-cased host name held on the stack, so routing allocates nothing.
+pub struct HostBuf {
+    buf: [u8; MAX_HOST],
+    len: u8,
+}
+
+impl HostBuf {
+    pub fn new(host: &str) -> Option<HostBuf> {
+        let n = host.len();
+        if n > MAX_HOST {
+            return None;
+        }
+        let mut buf = [0u8; MAX_HOST];
+        buf[..n].copy_from_slice(host.as_bytes());
+        buf[..n].make_ascii_lowercase();
+        Some(HostBuf { buf, len: n as u8 })
     }
-    let n = host.len();
-    if n > MAX_HOST {
-        return None;
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
     }
-    buf[..n].copy_from_slice(host.as_bytes());
-    buf[..n].make_ascii_lowercase();
-    std::str::from_utf8(&buf[..n]).ok()
+}
+
+/// The request's authority as a header value (a cheap clone of the `Host` header).
+pub fn authority_value<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    }
 }
 
 static HOP_BY_HOP: [HeaderName; 6] = [
@@ -66,6 +83,11 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
 /// `TE: trailers` stays: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass to see whether there is anything to do (usually there is not).
+    let any = h.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::TE);
+    if !any {
+        return;
+    }
     if let Some(c) = h.get(header::CONNECTION) {
         if let Ok(list) = c.to_str() {
             let named: Vec<HeaderName> = list
@@ -175,8 +197,7 @@ mod tests {
         assert_eq!(split_host_port("a.b"), Some(("a.b", None)));
         assert_eq!(split_host_port("[::1]:80"), Some(("::1", Some(80))));
         assert_eq!(split_host_port("a:xx"), None);
-        let mut buf = [0u8; MAX_HOST];
-        assert_eq!(lower("ReViews", &mut buf), Some("reviews"));
+        assert_eq!(HostBuf::new("ReViews").unwrap().as_str(), "reviews");
     }
 
     #[test]

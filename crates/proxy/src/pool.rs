@@ -88,7 +88,7 @@ impl Returner {
         let Returner {
             ep,
             worker,
-            mut tx,
+            tx,
             uses,
             born,
         } = self;
@@ -101,26 +101,15 @@ impl Returner {
         {
             return;
         }
-        if tx.is_ready() {
-            let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle {
-                tx,
-                uses,
-                born,
-                since: Instant::now(),
-            });
-            return;
-        }
-        // The connection finishes reading the response on its own task; wait for it.
-        tokio::spawn(async move {
-            if tx.ready().await.is_ok() {
-                let _ = ep.pools[worker % ep.pools.len()].idle.push(Idle {
-                    tx,
-                    uses,
-                    born,
-                    since: Instant::now(),
-                });
-            }
-        });
+        // The response has been read whole, so the connection is about to be idle; if
+        // its task has not caught up yet, the next checkout waits for `ready()`.
+        let idle = Idle {
+            tx,
+            uses,
+            born,
+            since: Instant::now(),
+        };
+        let _ = ep.pools[worker % ep.pools.len()].idle.push(idle);
     }
 }
 
@@ -133,7 +122,10 @@ pub async fn send_h1(
     let pool = &ep.pools[worker % ep.pools.len()];
     let s = &ep.pool_settings;
     while let Some(mut c) = pool.idle.pop() {
-        if expired(&c, s) || !c.tx.is_ready() {
+        if expired(&c, s) {
+            continue;
+        }
+        if !c.tx.is_ready() && c.tx.ready().await.is_err() {
             continue;
         }
         match c.tx.try_send_request(req).await {

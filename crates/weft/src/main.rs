@@ -3,6 +3,12 @@
 mod backend;
 mod demo;
 
+/// mimalloc: measured ~10 % more requests/s than glibc malloc through the proxy.
+/// Built with `MI_DEFAULT_ARENA_EAGER_COMMIT=0` (.cargo/config.toml) so memory is
+/// committed as used, not an arena up front (that cost ~10 MB of RSS).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
