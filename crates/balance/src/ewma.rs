@@ -23,11 +23,7 @@ pub struct PeakEwma {
 impl PeakEwma {
     /// `clock` returns monotonic nanoseconds (the proxy passes its coarse clock).
     pub fn new(weights: &[u32], clock: fn() -> u64) -> Self {
-        PeakEwma {
-            weights: weights.iter().map(|w| (*w).max(1)).collect(),
-            draw: WeightedRandom::new(weights),
-            clock,
-        }
+        PeakEwma { weights: weights.iter().map(|w| (*w).max(1)).collect(), draw: WeightedRandom::new(weights), clock }
     }
 
     #[inline]

@@ -16,20 +16,14 @@ impl Maglev {
         if n == 0 {
             return Maglev { table: Vec::new() };
         }
-        let w: Vec<f64> = (0..n)
-            .map(|i| weights.get(i).copied().unwrap_or(1).max(1) as f64)
-            .collect();
+        let w: Vec<f64> = (0..n).map(|i| weights.get(i).copied().unwrap_or(1).max(1) as f64).collect();
         let wmax = w.iter().cloned().fold(0.0, f64::max);
         let perm: Vec<(usize, usize)> = ids
             .iter()
             .map(|id| {
                 let h = hash64(id.as_bytes());
                 let offset = (h % m as u64) as usize;
-                let skip = if m > 1 {
-                    (mix(h ^ 0x9e37_79b9_7f4a_7c15) % (m as u64 - 1)) as usize + 1
-                } else {
-                    1
-                };
+                let skip = if m > 1 { (mix(h ^ 0x9e37_79b9_7f4a_7c15) % (m as u64 - 1)) as usize + 1 } else { 1 };
                 (offset, skip)
             })
             .collect();

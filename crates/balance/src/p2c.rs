@@ -16,10 +16,7 @@ pub struct LeastRequest {
 
 impl LeastRequest {
     pub fn new(weights: &[u32]) -> Self {
-        LeastRequest {
-            weights: weights.iter().map(|w| (*w).max(1)).collect(),
-            draw: WeightedRandom::new(weights),
-        }
+        LeastRequest { weights: weights.iter().map(|w| (*w).max(1)).collect(), draw: WeightedRandom::new(weights) }
     }
 
     #[inline]
@@ -32,11 +29,7 @@ impl LeastRequest {
         let mut b = self.draw.pick()?;
         if b == a {
             // Keep the draw by weight but make the two candidates distinct.
-            b = if self.draw.is_weighted() {
-                self.draw.pick()?
-            } else {
-                (a + 1 + fastrand::usize(..n - 1)) % n
-            };
+            b = if self.draw.is_weighted() { self.draw.pick()? } else { (a + 1 + fastrand::usize(..n - 1)) % n };
         }
         let la = loads.get(a).map_or(0, |l| l.load().active()) as u64;
         let lb = loads.get(b).map_or(0, |l| l.load().active()) as u64;

@@ -17,10 +17,7 @@ impl WeightedRandom {
                 cumulative.push(t);
             }
         }
-        WeightedRandom {
-            n: weights.len(),
-            cumulative,
-        }
+        WeightedRandom { n: weights.len(), cumulative }
     }
 
     pub fn is_weighted(&self) -> bool {

@@ -44,11 +44,7 @@ impl RingHash {
             return None;
         }
         let i = self.points.partition_point(|p| p.0 < hash);
-        let p = if i == self.points.len() {
-            self.points[0]
-        } else {
-            self.points[i]
-        };
+        let p = if i == self.points.len() { self.points[0] } else { self.points[i] };
         Some(p.1 as usize)
     }
 

@@ -19,26 +19,17 @@ const MAX_SCHEDULE: u64 = 1 << 16;
 impl RoundRobin {
     pub fn new(weights: &[u32]) -> Self {
         let n = weights.len();
-        let start = if n > 0 {
-            fastrand::usize(..n.max(1))
-        } else {
-            0
-        };
+        let start = if n > 0 { fastrand::usize(..n.max(1)) } else { 0 };
         let equal = weights.windows(2).all(|w| w[0] == w[1]);
         if equal || n == 0 {
-            return RoundRobin {
-                n,
-                schedule: Vec::new(),
-                next: AtomicUsize::new(start),
-            };
+            return RoundRobin { n, schedule: Vec::new(), next: AtomicUsize::new(start) };
         }
         let mut w: Vec<u64> = weights.iter().map(|&x| x.max(1) as u64).collect();
         let g = w.iter().fold(0, |a, &b| crate::gcd(a, b));
         w.iter_mut().for_each(|x| *x /= g);
         let mut total: u64 = w.iter().sum();
         if total > MAX_SCHEDULE {
-            w.iter_mut()
-                .for_each(|x| *x = (*x * MAX_SCHEDULE / total).max(1));
+            w.iter_mut().for_each(|x| *x = (*x * MAX_SCHEDULE / total).max(1));
             total = w.iter().sum();
         }
         let mut current = vec![0i64; n];
@@ -55,11 +46,7 @@ impl RoundRobin {
             schedule.push(best as u32);
         }
         let start = fastrand::usize(..schedule.len());
-        RoundRobin {
-            n,
-            schedule,
-            next: AtomicUsize::new(start),
-        }
+        RoundRobin { n, schedule, next: AtomicUsize::new(start) }
     }
 
     #[inline]
@@ -88,26 +75,14 @@ mod tests {
         seq.iter().for_each(|&i| counts[i] += 1);
         assert_eq!(counts, [5, 1, 1]);
         // Smooth: the heavy endpoint never runs more than 2 in a row within a cycle.
-        assert!(
-            rr.schedule
-                .windows(3)
-                .all(|w| !(w[0] == 0 && w[1] == 0 && w[2] == 0)),
-            "{:?}",
-            rr.schedule
-        );
+        assert!(rr.schedule.windows(3).all(|w| !(w[0] == 0 && w[1] == 0 && w[2] == 0)), "{:?}", rr.schedule);
     }
 
     #[test]
     fn equal_weights_rotate() {
         let rr = RoundRobin::new(&[1, 1, 1]);
         let a: Vec<usize> = (0..6).map(|_| rr.pick().unwrap()).collect();
-        assert_eq!(
-            a[0..3]
-                .iter()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-            3
-        );
+        assert_eq!(a[0..3].iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
         assert_eq!(a[0], a[3]);
         assert_eq!(RoundRobin::new(&[]).pick(), None);
     }

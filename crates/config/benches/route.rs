@@ -15,9 +15,7 @@ fn config() -> String {
             2 => format!("{{headers: {{x-tenant: {{exact: t{i}}}}}}}"),
             _ => format!("{{uri: {{regex: \"/items/{i}/[0-9]+\"}}}}"),
         };
-        s.push_str(&format!(
-            "  - match: [{m}]\n    route: [{{destination: {{host: svc}}}}]\n"
-        ));
+        s.push_str(&format!("  - match: [{m}]\n    route: [{{destination: {{host: svc}}}}]\n"));
     }
     s.push_str("  - route: [{destination: {host: svc}}]\n");
     s
@@ -32,11 +30,7 @@ fn bench(c: &mut Criterion) {
     headers.insert("x-tenant", "nobody".parse().unwrap());
     headers.insert("user-agent", "bench".parse().unwrap());
     let mut g = c.benchmark_group("route_match_50");
-    for (name, path) in [
-        ("first_route", "/api/v0/x"),
-        ("middle_route", "/exact/25"),
-        ("fallthrough_to_last", "/nothing/here"),
-    ] {
+    for (name, path) in [("first_route", "/api/v0/x"), ("middle_route", "/exact/25"), ("fallthrough_to_last", "/nothing/here")] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let v = RequestView {
@@ -52,9 +46,7 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    g.bench_function("host_lookup", |b| {
-        b.iter(|| black_box(snap.vhost(black_box("svc")).is_some()))
-    });
+    g.bench_function("host_lookup", |b| b.iter(|| black_box(snap.vhost(black_box("svc")).is_some())));
     g.finish();
 }
 

@@ -29,13 +29,7 @@ pub(crate) struct Ctx<'a> {
 
 /// Compiles resources into a snapshot; errors and warnings go to `diags`.
 pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
-    let mut ctx = Ctx {
-        services: HashMap::new(),
-        rules: HashMap::new(),
-        clusters: Vec::new(),
-        cluster_index: HashMap::new(),
-        diags,
-    };
+    let mut ctx = Ctx { services: HashMap::new(), rules: HashMap::new(), clusters: Vec::new(), cluster_index: HashMap::new(), diags };
     for r in resources {
         match &r.spec {
             Spec::ServiceEntry(se) => check_service_entry(r, se, &mut ctx),
@@ -43,13 +37,13 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 if dr.host.is_empty() {
                     ctx.err(r, "spec.host", "missing field");
                 } else if let Some((_, src, other)) = ctx.rules.get(&dr.host.to_ascii_lowercase()) {
-                    let msg = format!("host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one", dr.host, src.file, src.doc);
+                    let msg = format!(
+                        "host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one",
+                        dr.host, src.file, src.doc
+                    );
                     ctx.warn(r, "spec.host", msg);
                 } else {
-                    ctx.rules.insert(
-                        dr.host.to_ascii_lowercase(),
-                        (dr, &r.source, &r.metadata.name),
-                    );
+                    ctx.rules.insert(dr.host.to_ascii_lowercase(), (dr, &r.source, &r.metadata.name));
                 }
                 check_rule(r, dr, &mut ctx);
             }
@@ -60,16 +54,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
     let mut hosts: Vec<String> = ctx.services.keys().cloned().collect();
     hosts.sort();
     for host in &hosts {
-        let ports: Vec<u16> = ctx.services[host]
-            .entry
-            .ports
-            .iter()
-            .map(|p| p.number as u16)
-            .collect();
-        let subsets: Vec<String> = ctx
-            .rule_for(host)
-            .map(|d| d.subsets.iter().map(|s| s.name.clone()).collect())
-            .unwrap_or_default();
+        let ports: Vec<u16> = ctx.services[host].entry.ports.iter().map(|p| p.number as u16).collect();
+        let subsets: Vec<String> = ctx.rule_for(host).map(|d| d.subsets.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
         for port in ports {
             ctx.cluster(host, port, None);
             for s in &subsets {
@@ -94,14 +80,17 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 } else if let Some(suffix) = h.strip_prefix('*') {
                     snap.wildcard_hosts.push((suffix.to_owned(), idx));
                 } else if snap.exact_hosts.insert(h.clone(), idx).is_some() {
-                    ctx.warn(r, format!("spec.hosts[{i}]"), format!("host {h:?} is already served by another VirtualService; the later one wins"));
+                    ctx.warn(
+                        r,
+                        format!("spec.hosts[{i}]"),
+                        format!("host {h:?} is already served by another VirtualService; the later one wins"),
+                    );
                 }
                 covered.insert(h, ());
             }
         }
     }
-    snap.wildcard_hosts
-        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     // A ServiceEntry host with no VirtualService gets a default route to itself.
     for host in &hosts {
         if covered.contains_key(host) {
@@ -139,23 +128,11 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
 
 impl<'a> Ctx<'a> {
     pub fn err(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
-        self.diags.errors.push(ConfigError::new(
-            &r.source,
-            Some(&r.kind),
-            Some(&r.metadata.name),
-            path,
-            msg,
-        ));
+        self.diags.errors.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
     }
 
     pub fn warn(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
-        self.diags.warnings.push(ConfigError::new(
-            &r.source,
-            Some(&r.kind),
-            Some(&r.metadata.name),
-            path,
-            msg,
-        ));
+        self.diags.warnings.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
     }
 
     pub fn rule_for(&self, host: &str) -> Option<&'a DestinationRule> {
@@ -177,13 +154,8 @@ impl<'a> Ctx<'a> {
             return i;
         }
         let rule = self.rule_for(host);
-        let subset_def =
-            subset.and_then(|s| rule.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
-        let policy = merge_policy(
-            rule.and_then(|d| d.traffic_policy.as_ref()),
-            subset_def.and_then(|s| s.traffic_policy.as_ref()),
-            port,
-        );
+        let subset_def = subset.and_then(|s| rule.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
+        let policy = merge_policy(rule.and_then(|d| d.traffic_policy.as_ref()), subset_def.and_then(|s| s.traffic_policy.as_ref()), port);
         let service = self.services.get(host);
         let mut endpoints = Vec::new();
         let mut dns = false;
@@ -195,13 +167,7 @@ impl<'a> Ctx<'a> {
                 protocol = sp.protocol.clone();
                 if se.endpoints.is_empty() && dns {
                     let p = sp.target_port.unwrap_or(sp.number) as u16;
-                    endpoints.push(EndpointSpec {
-                        address: host.to_owned(),
-                        port: p,
-                        weight: 1,
-                        labels: BTreeMap::new(),
-                        locality: None,
-                    });
+                    endpoints.push(EndpointSpec { address: host.to_owned(), port: p, weight: 1, labels: BTreeMap::new(), locality: None });
                 }
                 for ep in &se.endpoints {
                     if let Some(sub) = subset_def {
@@ -209,12 +175,7 @@ impl<'a> Ctx<'a> {
                             continue;
                         }
                     }
-                    let p = ep
-                        .ports
-                        .get(&sp.name)
-                        .copied()
-                        .or(sp.target_port)
-                        .unwrap_or(sp.number) as u16;
+                    let p = ep.ports.get(&sp.name).copied().or(sp.target_port).unwrap_or(sp.number) as u16;
                     endpoints.push(EndpointSpec {
                         address: ep.address.clone(),
                         port: p,
@@ -227,16 +188,8 @@ impl<'a> Ctx<'a> {
         }
         let lb = lb_policy(policy.load_balancer.as_ref());
         let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
-        let spec = ClusterSpec {
-            name: name.clone(),
-            service: host.to_owned(),
-            port,
-            subset: subset.map(str::to_owned),
-            lb,
-            pool,
-            dns,
-            endpoints,
-        };
+        let spec =
+            ClusterSpec { name: name.clone(), service: host.to_owned(), port, subset: subset.map(str::to_owned), lb, pool, dns, endpoints };
         self.clusters.push(spec);
         self.cluster_index.insert(name, self.clusters.len() - 1);
         self.clusters.len() - 1
@@ -245,29 +198,12 @@ impl<'a> Ctx<'a> {
     /// Resolves a destination with no explicit port: one cluster per service port, the
     /// request's port choosing among them; the first port is the default.
     pub fn default_choice(&mut self, host: &str, subset: Option<&str>) -> ClusterChoice {
-        let ports: Vec<u16> = self
-            .services
-            .get(host)
-            .map(|s| s.entry.ports.iter().map(|p| p.number as u16).collect())
-            .unwrap_or_default();
+        let ports: Vec<u16> = self.services.get(host).map(|s| s.entry.ports.iter().map(|p| p.number as u16).collect()).unwrap_or_default();
         if ports.is_empty() {
-            return ClusterChoice {
-                default: self.cluster(host, 80, subset),
-                by_port: Vec::new(),
-            };
+            return ClusterChoice { default: self.cluster(host, 80, subset), by_port: Vec::new() };
         }
-        let by_port: Vec<(u16, usize)> = ports
-            .iter()
-            .map(|&p| (p, self.cluster(host, p, subset)))
-            .collect();
-        ClusterChoice {
-            default: by_port[0].1,
-            by_port: if by_port.len() > 1 {
-                by_port
-            } else {
-                Vec::new()
-            },
-        }
+        let by_port: Vec<(u16, usize)> = ports.iter().map(|&p| (p, self.cluster(host, p, subset))).collect();
+        ClusterChoice { default: by_port[0].1, by_port: if by_port.len() > 1 { by_port } else { Vec::new() } }
     }
 }
 
@@ -280,33 +216,20 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
     }
     for (i, p) in se.ports.iter().enumerate() {
         if p.number == 0 || p.number > 65535 {
-            ctx.err(
-                r,
-                format!("spec.ports[{i}].number"),
-                format!("port {} out of range 1-65535", p.number),
-            );
+            ctx.err(r, format!("spec.ports[{i}].number"), format!("port {} out of range 1-65535", p.number));
         }
         if let Some(t) = p.target_port {
             if t == 0 || t > 65535 {
-                ctx.err(
-                    r,
-                    format!("spec.ports[{i}].targetPort"),
-                    format!("port {t} out of range 1-65535"),
-                );
+                ctx.err(r, format!("spec.ports[{i}].targetPort"), format!("port {t} out of range 1-65535"));
             }
         }
         if let Some(proto) = &p.protocol {
-            const KNOWN: [&str; 9] = [
-                "HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "UDP",
-            ];
+            const KNOWN: [&str; 9] = ["HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "UDP"];
             if !KNOWN.contains(&proto.to_ascii_uppercase().as_str()) {
                 ctx.err(
                     r,
                     format!("spec.ports[{i}].protocol"),
-                    format!(
-                        "unknown value \"{proto}\" (expected one of {})",
-                        KNOWN.join(", ")
-                    ),
+                    format!("unknown value \"{proto}\" (expected one of {})", KNOWN.join(", ")),
                 );
             }
         }
@@ -314,60 +237,37 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
     for (i, ep) in se.endpoints.iter().enumerate() {
         if ep.address.is_empty() {
             ctx.err(r, format!("spec.endpoints[{i}].address"), "missing field");
-        } else if se.resolution == Resolution::Static
-            && ep.address.parse::<std::net::IpAddr>().is_err()
-        {
-            ctx.err(r, format!("spec.endpoints[{i}].address"), format!("{:?} is not an IP address (resolution STATIC needs IPs; use resolution DNS for names)", ep.address));
+        } else if se.resolution == Resolution::Static && ep.address.parse::<std::net::IpAddr>().is_err() {
+            ctx.err(
+                r,
+                format!("spec.endpoints[{i}].address"),
+                format!("{:?} is not an IP address (resolution STATIC needs IPs; use resolution DNS for names)", ep.address),
+            );
         }
         for (pname, port) in &ep.ports {
             if *port == 0 || *port > 65535 {
-                ctx.err(
-                    r,
-                    format!("spec.endpoints[{i}].ports.{pname}"),
-                    format!("port {port} out of range 1-65535"),
-                );
+                ctx.err(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("port {port} out of range 1-65535"));
             } else if !se.ports.iter().any(|p| &p.name == pname) {
-                ctx.warn(
-                    r,
-                    format!("spec.endpoints[{i}].ports.{pname}"),
-                    format!("no service port is named {pname:?}"),
-                );
+                ctx.warn(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("no service port is named {pname:?}"));
             }
         }
         if let Some(loc) = &ep.locality {
             if loc.split('/').count() > 3 {
-                ctx.err(
-                    r,
-                    format!("spec.endpoints[{i}].locality"),
-                    format!("{loc:?} is not region/zone/subzone"),
-                );
+                ctx.err(r, format!("spec.endpoints[{i}].locality"), format!("{loc:?} is not region/zone/subzone"));
             }
         }
     }
     if se.resolution == Resolution::Static && se.endpoints.is_empty() {
-        ctx.warn(
-            r,
-            "spec.endpoints",
-            "resolution STATIC with no endpoints: requests will get 503",
-        );
+        ctx.warn(r, "spec.endpoints", "resolution STATIC with no endpoints: requests will get 503");
     }
     for h in &se.hosts {
         let key = h.to_ascii_lowercase();
         if let Some(prev) = ctx.services.get(&key) {
-            let msg = format!(
-                "host {h:?} is already declared by ServiceEntry {}",
-                prev.name
-            );
+            let msg = format!("host {h:?} is already declared by ServiceEntry {}", prev.name);
             ctx.warn(r, "spec.hosts", msg);
             continue;
         }
-        ctx.services.insert(
-            key,
-            Service {
-                entry: se,
-                name: &r.metadata.name,
-            },
-        );
+        ctx.services.insert(key, Service { entry: se, name: &r.metadata.name });
     }
 }
 
@@ -380,11 +280,7 @@ fn check_rule(r: &Resource, dr: &DestinationRule, ctx: &mut Ctx<'_>) {
         if s.name.is_empty() {
             ctx.err(r, format!("spec.subsets[{i}].name"), "missing field");
         } else if names.insert(s.name.clone(), i).is_some() {
-            ctx.err(
-                r,
-                format!("spec.subsets[{i}].name"),
-                format!("duplicate subset {:?}", s.name),
-            );
+            ctx.err(r, format!("spec.subsets[{i}].name"), format!("duplicate subset {:?}", s.name));
         }
         if let Some(tp) = &s.traffic_policy {
             check_policy(r, tp, &format!("spec.subsets[{i}].trafficPolicy"), ctx);
@@ -400,11 +296,7 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
         let p = format!("{path}.portLevelSettings[{i}]");
         match pl.port {
             Some(PortSelector { number }) if (1..=65535).contains(&number) => {}
-            _ => ctx.err(
-                r,
-                format!("{p}.port.number"),
-                "a port number 1-65535 is required",
-            ),
+            _ => ctx.err(r, format!("{p}.port.number"), "a port number 1-65535 is required"),
         }
         if let Some(lb) = &pl.load_balancer {
             check_lb(r, lb, &format!("{p}.loadBalancer"), ctx);
@@ -413,11 +305,7 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
     if let Some(cp) = &tp.connection_pool {
         if let Some(tcp) = &cp.tcp {
             if tcp.connect_timeout.is_some_and(|d| d.0 == Duration::ZERO) {
-                ctx.err(
-                    r,
-                    format!("{path}.connectionPool.tcp.connectTimeout"),
-                    "must be greater than 0",
-                );
+                ctx.err(r, format!("{path}.connectionPool.tcp.connectTimeout"), "must be greater than 0");
             }
         }
     }
@@ -425,11 +313,7 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
 
 fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'_>) {
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
-        ctx.err(
-            r,
-            path.to_owned(),
-            "only one of simple or consistentHash may be set",
-        );
+        ctx.err(r, path.to_owned(), "only one of simple or consistentHash may be set");
     }
     if let Some(ch) = &lb.consistent_hash {
         let p = format!("{path}.consistentHash");
@@ -455,17 +339,17 @@ fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'
         if let Some(m) = &ch.maglev {
             if let Some(t) = m.table_size {
                 if !is_prime(t) {
-                    ctx.err(r, format!("{p}.maglev.tableSize"), format!("{t} is not a prime number (Envoy requires a prime; 65537 is the default)"));
+                    ctx.err(
+                        r,
+                        format!("{p}.maglev.tableSize"),
+                        format!("{t} is not a prime number (Envoy requires a prime; 65537 is the default)"),
+                    );
                 }
             }
         }
         if let Some(rh) = &ch.ring_hash {
             if rh.minimum_ring_size.is_some_and(|m| m > 8_388_608) {
-                ctx.err(
-                    r,
-                    format!("{p}.ringHash.minimumRingSize"),
-                    "must be at most 8388608",
-                );
+                ctx.err(r, format!("{p}.ringHash.minimumRingSize"), "must be at most 8388608");
             }
         }
     }

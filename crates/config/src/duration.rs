@@ -33,8 +33,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         prev_alpha = c.is_ascii_alphabetic();
         spaced.push(c);
     }
-    humantime::parse_duration(&spaced)
-        .map_err(|_| format!("invalid duration {t:?} (expected e.g. \"1.5s\", \"100ms\", \"1h\")"))
+    humantime::parse_duration(&spaced).map_err(|_| format!("invalid duration {t:?} (expected e.g. \"1.5s\", \"100ms\", \"1h\")"))
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -49,9 +48,7 @@ impl<'de> Deserialize<'de> for Dur {
                 parse_duration(v).map(Dur).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                Err(E::custom(format!(
-                    "invalid duration {v} (a duration needs a unit, e.g. \"{v}s\")"
-                )))
+                Err(E::custom(format!("invalid duration {v} (a duration needs a unit, e.g. \"{v}s\")")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
                 self.visit_u64(v.unsigned_abs())

@@ -24,13 +24,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(
-        source: &Source,
-        kind: Option<&str>,
-        name: Option<&str>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(source: &Source, kind: Option<&str>, name: Option<&str>, path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             source: source.clone(),
             kind: kind.map(str::to_owned),
@@ -88,11 +82,8 @@ impl fmt::Display for Diagnostics {
 pub(crate) fn humanize_serde(msg: &str) -> String {
     if let Some(rest) = msg.strip_prefix("unknown variant `") {
         if let Some((value, tail)) = rest.split_once('`') {
-            let expected = tail
-                .trim_start_matches(", ")
-                .trim_start_matches("expected one of ")
-                .trim_start_matches("expected ")
-                .replace('`', "");
+            let expected =
+                tail.trim_start_matches(", ").trim_start_matches("expected one of ").trim_start_matches("expected ").replace('`', "");
             return format!("unknown value \"{value}\" (expected one of {expected})");
         }
     }
@@ -105,12 +96,7 @@ mod tests {
 
     #[test]
     fn serde_enum_message_is_rewritten() {
-        let m = humanize_serde(
-            "unknown variant `ROUND_ROBBIN`, expected one of `RANDOM`, `ROUND_ROBIN`",
-        );
-        assert_eq!(
-            m,
-            "unknown value \"ROUND_ROBBIN\" (expected one of RANDOM, ROUND_ROBIN)"
-        );
+        let m = humanize_serde("unknown variant `ROUND_ROBBIN`, expected one of `RANDOM`, `ROUND_ROBIN`");
+        assert_eq!(m, "unknown value \"ROUND_ROBBIN\" (expected one of RANDOM, ROUND_ROBIN)");
     }
 }

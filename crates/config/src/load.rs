@@ -8,11 +8,7 @@ use crate::error::{humanize_serde, ConfigError, Diagnostics, Source};
 use crate::istio::{DestinationRule, Metadata, ServiceEntry, VirtualService};
 
 /// The API versions accepted for Istio's networking kinds.
-pub const NETWORKING_VERSIONS: [&str; 3] = [
-    "networking.istio.io/v1",
-    "networking.istio.io/v1beta1",
-    "networking.istio.io/v1alpha3",
-];
+pub const NETWORKING_VERSIONS: [&str; 3] = ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
 
 /// One resource, as read.
 #[derive(Debug, Clone, Serialize)]
@@ -59,13 +55,7 @@ pub fn load_files<P: AsRef<std::path::Path>>(paths: &[P]) -> (Vec<Resource>, Dia
         let name = p.display().to_string();
         match std::fs::read_to_string(p) {
             Ok(text) => load_str(&name, &text, &mut out, &mut diags),
-            Err(e) => diags.errors.push(ConfigError::new(
-                &Source { file: name, doc: 0 },
-                None,
-                None,
-                "",
-                format!("cannot read file: {e}"),
-            )),
+            Err(e) => diags.errors.push(ConfigError::new(&Source { file: name, doc: 0 }, None, None, "", format!("cannot read file: {e}"))),
         }
     }
     check_duplicates(&out, &mut diags);
@@ -77,27 +67,15 @@ pub fn load_str(file: &str, text: &str, out: &mut Vec<Resource>, diags: &mut Dia
     let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple(text) {
         Ok(d) => d,
         Err(e) => {
-            let src = Source {
-                file: file.to_owned(),
-                doc: 0,
-            };
+            let src = Source { file: file.to_owned(), doc: 0 };
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid YAML").to_owned();
-            diags.errors.push(ConfigError::new(
-                &src,
-                None,
-                None,
-                "",
-                format!("invalid YAML: {first}"),
-            ));
+            diags.errors.push(ConfigError::new(&src, None, None, "", format!("invalid YAML: {first}")));
             return;
         }
     };
     for (i, doc) in docs.into_iter().enumerate() {
-        let src = Source {
-            file: file.to_owned(),
-            doc: i + 1,
-        };
+        let src = Source { file: file.to_owned(), doc: i + 1 };
         if doc.is_null() {
             continue;
         }
@@ -109,49 +87,21 @@ pub fn load_str(file: &str, text: &str, out: &mut Vec<Resource>, diags: &mut Dia
 
 fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Option<Resource> {
     let Some(obj) = doc.as_object() else {
-        diags.errors.push(ConfigError::new(
-            src,
-            None,
-            None,
-            "",
-            "a document must be a mapping with apiVersion, kind, metadata and spec",
-        ));
+        diags.errors.push(ConfigError::new(src, None, None, "", "a document must be a mapping with apiVersion, kind, metadata and spec"));
         return None;
     };
     let kind = obj.get("kind").and_then(|v| v.as_str()).map(str::to_owned);
-    let api = obj
-        .get("apiVersion")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let name = obj
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+    let api = obj.get("apiVersion").and_then(|v| v.as_str()).map(str::to_owned);
+    let name = obj.get("metadata").and_then(|m| m.get("name")).and_then(|v| v.as_str()).map(str::to_owned);
     let Some(kind) = kind else {
-        diags.errors.push(ConfigError::new(
-            src,
-            None,
-            name.as_deref(),
-            "kind",
-            "missing field",
-        ));
+        diags.errors.push(ConfigError::new(src, None, name.as_deref(), "kind", "missing field"));
         return None;
     };
     let Some(api) = api else {
-        diags.errors.push(ConfigError::new(
-            src,
-            Some(&kind),
-            name.as_deref(),
-            "apiVersion",
-            "missing field",
-        ));
+        diags.errors.push(ConfigError::new(src, Some(&kind), name.as_deref(), "apiVersion", "missing field"));
         return None;
     };
-    let known = matches!(
-        kind.as_str(),
-        "ServiceEntry" | "DestinationRule" | "VirtualService"
-    );
+    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService");
     if !known {
         diags.warnings.push(ConfigError::new(
             src,
@@ -168,38 +118,22 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             Some(&kind),
             name.as_deref(),
             "apiVersion",
-            format!(
-                "unknown value \"{api}\" (expected one of {})",
-                NETWORKING_VERSIONS.join(", ")
-            ),
+            format!("unknown value \"{api}\" (expected one of {})", NETWORKING_VERSIONS.join(", ")),
         ));
         return None;
     }
     if name.as_deref().unwrap_or("").is_empty() {
-        diags.errors.push(ConfigError::new(
-            src,
-            Some(&kind),
-            None,
-            "metadata.name",
-            "missing field",
-        ));
+        diags.errors.push(ConfigError::new(src, Some(&kind), None, "metadata.name", "missing field"));
         return None;
     }
     let (meta, spec) = match kind.as_str() {
-        "ServiceEntry" => typed::<ServiceEntry>(src, &kind, name.as_deref(), doc, diags)
-            .map(|(m, s)| (m, Spec::ServiceEntry(s)))?,
-        "DestinationRule" => typed::<DestinationRule>(src, &kind, name.as_deref(), doc, diags)
-            .map(|(m, s)| (m, Spec::DestinationRule(s)))?,
-        _ => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags)
-            .map(|(m, s)| (m, Spec::VirtualService(s)))?,
+        "ServiceEntry" => typed::<ServiceEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::ServiceEntry(s)))?,
+        "DestinationRule" => {
+            typed::<DestinationRule>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::DestinationRule(s)))?
+        }
+        _ => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::VirtualService(s)))?,
     };
-    Some(Resource {
-        api_version: api,
-        kind,
-        metadata: meta,
-        spec,
-        source: src.clone(),
-    })
+    Some(Resource { api_version: api, kind, metadata: meta, spec, source: src.clone() })
 }
 
 fn typed<T: DeserializeOwned>(
@@ -212,29 +146,16 @@ fn typed<T: DeserializeOwned>(
     let mut track = serde_path_to_error::Track::new();
     let mut unknown = Vec::new();
     let de = serde_path_to_error::Deserializer::new(doc, &mut track);
-    let res: Result<Envelope<T>, _> =
-        serde_ignored::deserialize(de, |p| unknown.push(p.to_string()));
+    let res: Result<Envelope<T>, _> = serde_ignored::deserialize(de, |p| unknown.push(p.to_string()));
     for path in unknown {
-        diags.warnings.push(ConfigError::new(
-            src,
-            Some(kind),
-            name,
-            path,
-            "unknown field; ignored",
-        ));
+        diags.warnings.push(ConfigError::new(src, Some(kind), name, path, "unknown field; ignored"));
     }
     match res {
         Ok(env) => Some((env.metadata, env.spec)),
         Err(e) => {
             let path = track.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            diags.errors.push(ConfigError::new(
-                src,
-                Some(kind),
-                name,
-                path,
-                humanize_serde(&e.to_string()),
-            ));
+            diags.errors.push(ConfigError::new(src, Some(kind), name, path, humanize_serde(&e.to_string())));
             None
         }
     }
@@ -243,21 +164,14 @@ fn typed<T: DeserializeOwned>(
 fn check_duplicates(res: &[Resource], diags: &mut Diagnostics) {
     let mut seen = std::collections::HashMap::new();
     for r in res {
-        let key = (
-            r.kind.as_str(),
-            r.metadata.namespace.as_deref().unwrap_or(""),
-            r.metadata.name.as_str(),
-        );
+        let key = (r.kind.as_str(), r.metadata.namespace.as_deref().unwrap_or(""), r.metadata.name.as_str());
         if let Some(first) = seen.insert(key, &r.source) {
             diags.errors.push(ConfigError::new(
                 &r.source,
                 Some(&r.kind),
                 Some(&r.metadata.name),
                 "metadata.name",
-                format!(
-                    "duplicate {} {:?} (first defined in {} document {})",
-                    r.kind, r.metadata.name, first.file, first.doc
-                ),
+                format!("duplicate {} {:?} (first defined in {} document {})", r.kind, r.metadata.name, first.file, first.doc),
             ));
         }
     }

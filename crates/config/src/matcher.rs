@@ -31,9 +31,7 @@ impl StrMatch {
     fn is_match_ci(&self, v: &str) -> bool {
         match self {
             StrMatch::Exact(e) => v.eq_ignore_ascii_case(e),
-            StrMatch::Prefix(p) => {
-                v.len() >= p.len() && v.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-            }
+            StrMatch::Prefix(p) => v.len() >= p.len() && v.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()),
             StrMatch::Regex(r) => r.is_match(v),
             StrMatch::Present => true,
         }
@@ -70,11 +68,7 @@ pub struct RequestMatch {
 impl RequestMatch {
     pub fn is_match(&self, r: &RequestView<'_>) -> bool {
         if let Some(m) = &self.uri {
-            let ok = if self.ignore_uri_case {
-                m.is_match_ci(r.path)
-            } else {
-                m.is_match(r.path)
-            };
+            let ok = if self.ignore_uri_case { m.is_match_ci(r.path) } else { m.is_match(r.path) };
             if !ok {
                 return false;
             }
@@ -135,15 +129,7 @@ mod tests {
     use super::*;
 
     fn view<'a>(path: &'a str, query: Option<&'a str>, h: &'a HeaderMap) -> RequestView<'a> {
-        RequestView {
-            method: "GET",
-            path,
-            query,
-            authority: "reviews",
-            scheme: "http",
-            port: 80,
-            headers: h,
-        }
+        RequestView { method: "GET", path, query, authority: "reviews", scheme: "http", port: 80, headers: h }
     }
 
     #[test]
@@ -155,115 +141,28 @@ mod tests {
         };
         let re = |s: &str| StrMatch::Regex(Regex::new(&format!("^(?:{s})$")).unwrap());
         let cases: Vec<(RequestMatch, &str, Option<&str>, bool)> = vec![
+            (RequestMatch { uri: Some(StrMatch::Prefix("/api".into())), ..Default::default() }, "/api/v1", None, true),
+            (RequestMatch { uri: Some(StrMatch::Prefix("/api".into())), ..Default::default() }, "/web", None, false),
+            (RequestMatch { uri: Some(StrMatch::Exact("/a".into())), ..Default::default() }, "/a/", None, false),
+            (RequestMatch { uri: Some(StrMatch::Exact("/a".into())), ignore_uri_case: true, ..Default::default() }, "/A", None, true),
+            (RequestMatch { uri: Some(re("/v[0-9]+")), ..Default::default() }, "/v12", None, true),
+            (RequestMatch { uri: Some(re("/v[0-9]+")), ..Default::default() }, "/v12/x", None, false),
             (
-                RequestMatch {
-                    uri: Some(StrMatch::Prefix("/api".into())),
-                    ..Default::default()
-                },
-                "/api/v1",
-                None,
-                true,
-            ),
-            (
-                RequestMatch {
-                    uri: Some(StrMatch::Prefix("/api".into())),
-                    ..Default::default()
-                },
-                "/web",
-                None,
-                false,
-            ),
-            (
-                RequestMatch {
-                    uri: Some(StrMatch::Exact("/a".into())),
-                    ..Default::default()
-                },
-                "/a/",
-                None,
-                false,
-            ),
-            (
-                RequestMatch {
-                    uri: Some(StrMatch::Exact("/a".into())),
-                    ignore_uri_case: true,
-                    ..Default::default()
-                },
-                "/A",
-                None,
-                true,
-            ),
-            (
-                RequestMatch {
-                    uri: Some(re("/v[0-9]+")),
-                    ..Default::default()
-                },
-                "/v12",
-                None,
-                true,
-            ),
-            (
-                RequestMatch {
-                    uri: Some(re("/v[0-9]+")),
-                    ..Default::default()
-                },
-                "/v12/x",
-                None,
-                false,
-            ),
-            (
-                RequestMatch {
-                    headers: vec![("end-user".parse().unwrap(), StrMatch::Exact("jason".into()))],
-                    ..Default::default()
-                },
+                RequestMatch { headers: vec![("end-user".parse().unwrap(), StrMatch::Exact("jason".into()))], ..Default::default() },
                 "/",
                 None,
                 true,
             ),
+            (RequestMatch { headers: vec![("x-missing".parse().unwrap(), StrMatch::Present)], ..Default::default() }, "/", None, false),
             (
-                RequestMatch {
-                    headers: vec![("x-missing".parse().unwrap(), StrMatch::Present)],
-                    ..Default::default()
-                },
+                RequestMatch { without_headers: vec![("end-user".parse().unwrap(), StrMatch::Present)], ..Default::default() },
                 "/",
                 None,
                 false,
             ),
-            (
-                RequestMatch {
-                    without_headers: vec![("end-user".parse().unwrap(), StrMatch::Present)],
-                    ..Default::default()
-                },
-                "/",
-                None,
-                false,
-            ),
-            (
-                RequestMatch {
-                    query: vec![("v".into(), StrMatch::Exact("2".into()))],
-                    ..Default::default()
-                },
-                "/",
-                Some("a=1&v=2"),
-                true,
-            ),
-            (
-                RequestMatch {
-                    query: vec![("v".into(), StrMatch::Exact("2".into()))],
-                    ..Default::default()
-                },
-                "/",
-                Some("v=3"),
-                false,
-            ),
-            (
-                RequestMatch {
-                    method: Some(StrMatch::Exact("POST".into())),
-                    ..Default::default()
-                },
-                "/",
-                None,
-                false,
-            ),
+            (RequestMatch { query: vec![("v".into(), StrMatch::Exact("2".into()))], ..Default::default() }, "/", Some("a=1&v=2"), true),
+            (RequestMatch { query: vec![("v".into(), StrMatch::Exact("2".into()))], ..Default::default() }, "/", Some("v=3"), false),
+            (RequestMatch { method: Some(StrMatch::Exact("POST".into())), ..Default::default() }, "/", None, false),
         ];
         for (i, (m, path, q, want)) in cases.iter().enumerate() {
             assert_eq!(m.is_match(&view(path, *q, &h)), *want, "case {i}");

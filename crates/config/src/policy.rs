@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use crate::istio::*;
-use crate::snapshot::{
-    HashAlgorithm, HashKey, Keepalive, LbPolicy, PoolSettings, UpstreamProtocol,
-};
+use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, PoolSettings, UpstreamProtocol};
 
 /// The policy that applies to one (port, subset).
 #[derive(Debug, Default)]
@@ -22,11 +20,7 @@ fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
     if tp.connection_pool.is_some() {
         eff.connection_pool = tp.connection_pool.clone();
     }
-    if let Some(pl) = tp
-        .port_level_settings
-        .iter()
-        .find(|p| p.port.map(|s| s.number) == Some(port as u32))
-    {
+    if let Some(pl) = tp.port_level_settings.iter().find(|p| p.port.map(|s| s.number) == Some(port as u32)) {
         if pl.load_balancer.is_some() {
             eff.load_balancer = pl.load_balancer.clone();
         }
@@ -36,11 +30,7 @@ fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
     }
 }
 
-pub(crate) fn merge_policy(
-    top: Option<&TrafficPolicy>,
-    subset: Option<&TrafficPolicy>,
-    port: u16,
-) -> Effective {
+pub(crate) fn merge_policy(top: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> Effective {
     let mut eff = Effective::default();
     if let Some(t) = top {
         apply(&mut eff, t, port);
@@ -60,30 +50,17 @@ pub(crate) fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
         let key = if let Some(h) = &ch.http_header_name {
             HashKey::Header(h.to_ascii_lowercase())
         } else if let Some(c) = &ch.http_cookie {
-            HashKey::Cookie {
-                name: c.name.clone(),
-                path: c.path.clone(),
-                ttl: c.ttl.map(|d| d.0),
-            }
+            HashKey::Cookie { name: c.name.clone(), path: c.path.clone(), ttl: c.ttl.map(|d| d.0) }
         } else if let Some(q) = &ch.http_query_parameter_name {
             HashKey::QueryParameter(q.clone())
         } else {
             HashKey::SourceIp
         };
         let algorithm = if let Some(m) = &ch.maglev {
-            HashAlgorithm::Maglev {
-                table_size: m.table_size.unwrap_or(65537),
-            }
+            HashAlgorithm::Maglev { table_size: m.table_size.unwrap_or(65537) }
         } else {
-            let min = ch
-                .ring_hash
-                .as_ref()
-                .and_then(|r| r.minimum_ring_size)
-                .or(ch.minimum_ring_size)
-                .unwrap_or(1024);
-            HashAlgorithm::RingHash {
-                minimum_ring_size: min.max(1),
-            }
+            let min = ch.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(ch.minimum_ring_size).unwrap_or(1024);
+            HashAlgorithm::RingHash { minimum_ring_size: min.max(1) }
         };
         return LbPolicy::Hash { key, algorithm };
     }
@@ -92,23 +69,15 @@ pub(crate) fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
         Some(SimpleLb::Random) => LbPolicy::Random,
         Some(SimpleLb::Passthrough) => LbPolicy::Passthrough,
         Some(SimpleLb::PeakEwma) => LbPolicy::PeakEwma,
-        Some(SimpleLb::LeastRequest | SimpleLb::LeastConn | SimpleLb::Unspecified) | None => {
-            LbPolicy::LeastRequest
-        }
+        Some(SimpleLb::LeastRequest | SimpleLb::LeastConn | SimpleLb::Unspecified) | None => LbPolicy::LeastRequest,
     }
 }
 
 /// Connection-pool settings; `port_protocol` is the ServiceEntry port's protocol
 /// (HTTP2 and GRPC ports speak HTTP/2 upstream, as in Istio).
-pub(crate) fn pool_settings(
-    cp: Option<&ConnectionPoolSettings>,
-    port_protocol: Option<&str>,
-) -> PoolSettings {
+pub(crate) fn pool_settings(cp: Option<&ConnectionPoolSettings>, port_protocol: Option<&str>) -> PoolSettings {
     let mut p = PoolSettings::default();
-    if matches!(
-        port_protocol.map(str::to_ascii_uppercase).as_deref(),
-        Some("HTTP2" | "GRPC" | "GRPC-WEB")
-    ) {
+    if matches!(port_protocol.map(str::to_ascii_uppercase).as_deref(), Some("HTTP2" | "GRPC" | "GRPC-WEB")) {
         p.protocol = UpstreamProtocol::Http2;
     }
     let Some(cp) = cp else { return p };
@@ -119,16 +88,9 @@ pub(crate) fn pool_settings(
         if let Some(d) = tcp.idle_timeout {
             p.idle_timeout = d.0;
         }
-        p.max_connection_duration = tcp
-            .max_connection_duration
-            .map(|d| d.0)
-            .filter(|d| *d > Duration::ZERO);
+        p.max_connection_duration = tcp.max_connection_duration.map(|d| d.0).filter(|d| *d > Duration::ZERO);
         if let Some(k) = &tcp.tcp_keepalive {
-            p.keepalive = Some(Keepalive {
-                time: k.time.map(|d| d.0),
-                interval: k.interval.map(|d| d.0),
-                probes: k.probes,
-            });
+            p.keepalive = Some(Keepalive { time: k.time.map(|d| d.0), interval: k.interval.map(|d| d.0), probes: k.probes });
         }
     }
     if let Some(h) = &cp.http {

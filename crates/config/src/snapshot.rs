@@ -47,9 +47,7 @@ pub struct VirtualHost {
 impl VirtualHost {
     /// The first route whose match list has an entry that matches (Istio's order).
     pub fn route(&self, r: &RequestView<'_>) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|rt| rt.matches.is_empty() || rt.matches.iter().any(|m| m.is_match(r)))
+        self.routes.iter().find(|rt| rt.matches.is_empty() || rt.matches.iter().any(|m| m.is_match(r)))
     }
 }
 
@@ -70,10 +68,7 @@ pub struct Route {
 pub enum Action {
     Forward(WeightedClusters),
     Redirect(Redirect),
-    Direct {
-        status: StatusCode,
-        body: bytes::Bytes,
-    },
+    Direct { status: StatusCode, body: bytes::Bytes },
 }
 
 #[derive(Debug)]
@@ -116,11 +111,7 @@ pub struct ClusterChoice {
 impl ClusterChoice {
     #[inline]
     pub fn resolve(&self, port: u16) -> usize {
-        self.by_port
-            .iter()
-            .find(|(p, _)| *p == port)
-            .map(|(_, c)| *c)
-            .unwrap_or(self.default)
+        self.by_port.iter().find(|(p, _)| *p == port).map(|(_, c)| *c).unwrap_or(self.default)
     }
 }
 
@@ -207,20 +198,13 @@ pub enum LbPolicy {
     LeastRequest,
     PeakEwma,
     Passthrough,
-    Hash {
-        key: HashKey,
-        algorithm: HashAlgorithm,
-    },
+    Hash { key: HashKey, algorithm: HashAlgorithm },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum HashKey {
     Header(String),
-    Cookie {
-        name: String,
-        path: Option<String>,
-        ttl: Option<Duration>,
-    },
+    Cookie { name: String, path: Option<String>, ttl: Option<Duration> },
     SourceIp,
     QueryParameter(String),
 }

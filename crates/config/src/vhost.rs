@@ -9,11 +9,7 @@ use crate::load::Resource;
 use crate::matcher::{RequestMatch, StrMatch};
 use crate::snapshot::*;
 
-pub(crate) fn compile_vs(
-    r: &Resource,
-    vs: &VirtualService,
-    ctx: &mut Ctx<'_>,
-) -> Option<VirtualHost> {
+pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -> Option<VirtualHost> {
     let errors_before = ctx.diags.errors.len();
     if vs.hosts.is_empty() {
         ctx.err(r, "spec.hosts", "at least one host is required");
@@ -25,80 +21,37 @@ pub(crate) fn compile_vs(
         }
     }
     if vs.http.is_empty() && vs.tcp.is_none() && vs.tls.is_none() {
-        ctx.warn(
-            r,
-            "spec.http",
-            "no http routes: requests for these hosts get 404",
-        );
+        ctx.warn(r, "spec.http", "no http routes: requests for these hosts get 404");
     }
-    (ctx.diags.errors.len() == errors_before).then(|| VirtualHost {
-        name: format!("VirtualService/{}", r.metadata.name),
-        routes,
-    })
+    (ctx.diags.errors.len() == errors_before).then(|| VirtualHost { name: format!("VirtualService/{}", r.metadata.name), routes })
 }
 
-fn compile_route(
-    r: &Resource,
-    h: &HttpRoute,
-    path: &str,
-    index: usize,
-    ctx: &mut Ctx<'_>,
-) -> Option<Route> {
+fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mut Ctx<'_>) -> Option<Route> {
     let mut matches = Vec::with_capacity(h.matches.len());
     for (j, m) in h.matches.iter().enumerate() {
         matches.push(compile_match(r, m, &format!("{path}.match[{j}]"), ctx)?);
     }
-    let actions = [
-        !h.route.is_empty(),
-        h.redirect.is_some(),
-        h.direct_response.is_some(),
-    ];
+    let actions = [!h.route.is_empty(), h.redirect.is_some(), h.direct_response.is_some()];
     let action = match actions.iter().filter(|a| **a).count() {
         0 => {
-            ctx.err(
-                r,
-                path.to_owned(),
-                "one of route, redirect or directResponse is required",
-            );
+            ctx.err(r, path.to_owned(), "one of route, redirect or directResponse is required");
             return None;
         }
-        1 if !h.route.is_empty() => Action::Forward(compile_destinations(
-            r,
-            &h.route,
-            &format!("{path}.route"),
-            ctx,
-        )?),
-        1 if h.redirect.is_some() => Action::Redirect(compile_redirect(
-            r,
-            h.redirect.as_ref()?,
-            &format!("{path}.redirect"),
-            ctx,
-        )?),
+        1 if !h.route.is_empty() => Action::Forward(compile_destinations(r, &h.route, &format!("{path}.route"), ctx)?),
+        1 if h.redirect.is_some() => Action::Redirect(compile_redirect(r, h.redirect.as_ref()?, &format!("{path}.redirect"), ctx)?),
         1 => {
             let d = h.direct_response.as_ref()?;
-            let Ok(status) = StatusCode::from_u16(d.status)
-                .map_err(|_| ())
-                .and_then(|s| if d.status >= 200 { Ok(s) } else { Err(()) })
+            let Ok(status) = StatusCode::from_u16(d.status).map_err(|_| ()).and_then(|s| if d.status >= 200 { Ok(s) } else { Err(()) })
             else {
-                ctx.err(
-                    r,
-                    format!("{path}.directResponse.status"),
-                    format!("{} is not a valid HTTP status (200-599)", d.status),
-                );
+                ctx.err(r, format!("{path}.directResponse.status"), format!("{} is not a valid HTTP status (200-599)", d.status));
                 return None;
             };
             let body = match &d.body {
-                Some(HttpBody {
-                    string: Some(s), ..
-                }) => bytes::Bytes::from(s.clone()),
+                Some(HttpBody { string: Some(s), .. }) => bytes::Bytes::from(s.clone()),
                 Some(HttpBody { bytes: Some(b), .. }) => match base64_decode(b) {
                     Some(v) => bytes::Bytes::from(v),
                     None => {
-                        ctx.err(
-                            r,
-                            format!("{path}.directResponse.body.bytes"),
-                            "not valid base64",
-                        );
+                        ctx.err(r, format!("{path}.directResponse.body.bytes"), "not valid base64");
                         return None;
                     }
                 },
@@ -107,34 +60,20 @@ fn compile_route(
             Action::Direct { status, body }
         }
         _ => {
-            ctx.err(
-                r,
-                path.to_owned(),
-                "only one of route, redirect or directResponse may be set",
-            );
+            ctx.err(r, path.to_owned(), "only one of route, redirect or directResponse may be set");
             return None;
         }
     };
-    let (request_headers, response_headers) =
-        header_ops(r, h.headers.as_ref(), &format!("{path}.headers"), ctx)?;
+    let (request_headers, response_headers) = header_ops(r, h.headers.as_ref(), &format!("{path}.headers"), ctx)?;
     let rewrite = match &h.rewrite {
         None => None,
         Some(rw) => {
             if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
-                ctx.err(
-                    r,
-                    format!("{path}.rewrite"),
-                    "only one of uri or uriRegexRewrite may be set",
-                );
+                ctx.err(r, format!("{path}.rewrite"), "only one of uri or uriRegexRewrite may be set");
                 return None;
             }
             let authority = match &rw.authority {
-                Some(a) => Some(header_value(
-                    r,
-                    a,
-                    &format!("{path}.rewrite.authority"),
-                    ctx,
-                )?),
+                Some(a) => Some(header_value(r, a, &format!("{path}.rewrite.authority"), ctx)?),
                 None => None,
             };
             let uri_regex = match &rw.uri_regex_rewrite {
@@ -151,11 +90,7 @@ fn compile_route(
                 },
                 None => None,
             };
-            Some(Rewrite {
-                uri: rw.uri.clone(),
-                authority,
-                uri_regex,
-            })
+            Some(Rewrite { uri: rw.uri.clone(), authority, uri_regex })
         }
     };
     let mirror = match &h.mirror {
@@ -171,17 +106,10 @@ fn compile_route(
                 (None, None) => 100.0,
             };
             if !(0.0..=100.0).contains(&pct) {
-                ctx.err(
-                    r,
-                    format!("{path}.mirrorPercentage.value"),
-                    format!("{pct} is not a percentage (0-100)"),
-                );
+                ctx.err(r, format!("{path}.mirrorPercentage.value"), format!("{pct} is not a percentage (0-100)"));
                 return None;
             }
-            Some((
-                destination(r, m, &format!("{path}.mirror"), ctx),
-                pct / 100.0,
-            ))
+            Some((destination(r, m, &format!("{path}.mirror"), ctx), pct / 100.0))
         }
     };
     Some(Route {
@@ -196,12 +124,7 @@ fn compile_route(
     })
 }
 
-fn compile_destinations(
-    r: &Resource,
-    dests: &[HttpRouteDestination],
-    path: &str,
-    ctx: &mut Ctx<'_>,
-) -> Option<WeightedClusters> {
+fn compile_destinations(r: &Resource, dests: &[HttpRouteDestination], path: &str, ctx: &mut Ctx<'_>) -> Option<WeightedClusters> {
     let mut targets = Vec::with_capacity(dests.len());
     let mut cumulative = Vec::with_capacity(dests.len());
     let mut total = 0u32;
@@ -213,98 +136,58 @@ fn compile_destinations(
         }
         // A lone destination with no weight takes all traffic (Istio: weight defaults to 100).
         let weight = d.weight.unwrap_or(if dests.len() == 1 { 100 } else { 0 });
-        let (request_headers, response_headers) =
-            header_ops(r, d.headers.as_ref(), &format!("{p}.headers"), ctx)?;
+        let (request_headers, response_headers) = header_ops(r, d.headers.as_ref(), &format!("{p}.headers"), ctx)?;
         let cluster = destination(r, &d.destination, &format!("{p}.destination"), ctx);
         total = total.saturating_add(weight);
         cumulative.push(total);
-        targets.push(WeightedTarget {
-            cluster,
-            weight,
-            request_headers,
-            response_headers,
-        });
+        targets.push(WeightedTarget { cluster, weight, request_headers, response_headers });
     }
     if total == 0 {
-        ctx.err(
-            r,
-            path.to_owned(),
-            "the weights of the destinations add up to 0",
-        );
+        ctx.err(r, path.to_owned(), "the weights of the destinations add up to 0");
         return None;
     }
-    Some(WeightedClusters {
-        targets,
-        cumulative,
-        total,
-    })
+    Some(WeightedClusters { targets, cumulative, total })
 }
 
 fn destination(r: &Resource, d: &Destination, path: &str, ctx: &mut Ctx<'_>) -> ClusterChoice {
     let host = d.host.to_ascii_lowercase();
     if !ctx.services.contains_key(&host) {
-        ctx.warn(
-            r,
-            format!("{path}.host"),
-            format!(
-                "no ServiceEntry declares host {:?}: requests routed there get 503",
-                d.host
-            ),
-        );
+        ctx.warn(r, format!("{path}.host"), format!("no ServiceEntry declares host {:?}: requests routed there get 503", d.host));
     }
     if let Some(s) = &d.subset {
-        let known = ctx
-            .rule_for(&host)
-            .is_some_and(|dr| dr.subsets.iter().any(|x| &x.name == s));
+        let known = ctx.rule_for(&host).is_some_and(|dr| dr.subsets.iter().any(|x| &x.name == s));
         if !known {
-            ctx.warn(r, format!("{path}.subset"), format!("no DestinationRule for {:?} defines subset {s:?}: requests routed there get 503", d.host));
+            ctx.warn(
+                r,
+                format!("{path}.subset"),
+                format!("no DestinationRule for {:?} defines subset {s:?}: requests routed there get 503", d.host),
+            );
         }
     }
     match d.port.map(|p| p.number) {
-        Some(port) if (1..=65535).contains(&port) => ClusterChoice {
-            default: ctx.cluster(&host, port as u16, d.subset.as_deref()),
-            by_port: Vec::new(),
-        },
+        Some(port) if (1..=65535).contains(&port) => {
+            ClusterChoice { default: ctx.cluster(&host, port as u16, d.subset.as_deref()), by_port: Vec::new() }
+        }
         Some(port) => {
-            ctx.err(
-                r,
-                format!("{path}.port.number"),
-                format!("port {port} out of range 1-65535"),
-            );
-            ClusterChoice {
-                default: 0,
-                by_port: Vec::new(),
-            }
+            ctx.err(r, format!("{path}.port.number"), format!("port {port} out of range 1-65535"));
+            ClusterChoice { default: 0, by_port: Vec::new() }
         }
         None => ctx.default_choice(&host, d.subset.as_deref()),
     }
 }
 
-fn compile_redirect(
-    r: &Resource,
-    rd: &HttpRedirect,
-    path: &str,
-    ctx: &mut Ctx<'_>,
-) -> Option<Redirect> {
+fn compile_redirect(r: &Resource, rd: &HttpRedirect, path: &str, ctx: &mut Ctx<'_>) -> Option<Redirect> {
     let code = rd.redirect_code.unwrap_or(301);
     let status = match StatusCode::from_u16(code) {
         Ok(s) if matches!(code, 301 | 302 | 303 | 307 | 308) => s,
         _ => {
-            ctx.err(
-                r,
-                format!("{path}.redirectCode"),
-                format!("{code} is not a redirect code (301, 302, 303, 307, 308)"),
-            );
+            ctx.err(r, format!("{path}.redirectCode"), format!("{code} is not a redirect code (301, 302, 303, 307, 308)"));
             return None;
         }
     };
     if let Some(p) = rd.port {
         if p == 0 || p > 65535 {
-            ctx.err(
-                r,
-                format!("{path}.port"),
-                format!("port {p} out of range 1-65535"),
-            );
+            ctx.err(r, format!("{path}.port"), format!("port {p} out of range 1-65535"));
             return None;
         }
     }
@@ -317,16 +200,8 @@ fn compile_redirect(
     })
 }
 
-fn compile_match(
-    r: &Resource,
-    m: &HttpMatchRequest,
-    path: &str,
-    ctx: &mut Ctx<'_>,
-) -> Option<RequestMatch> {
-    let mut out = RequestMatch {
-        ignore_uri_case: m.ignore_uri_case,
-        ..Default::default()
-    };
+fn compile_match(r: &Resource, m: &HttpMatchRequest, path: &str, ctx: &mut Ctx<'_>) -> Option<RequestMatch> {
+    let mut out = RequestMatch { ignore_uri_case: m.ignore_uri_case, ..Default::default() };
     if let Some(u) = &m.uri {
         let mut sm = string_match(r, u, &format!("{path}.uri"), ctx, m.ignore_uri_case)?;
         if m.ignore_uri_case {
@@ -340,25 +215,12 @@ fn compile_match(
         out.method = Some(string_match(r, x, &format!("{path}.method"), ctx, false)?);
     }
     if let Some(x) = &m.authority {
-        out.authority = Some(string_match(
-            r,
-            x,
-            &format!("{path}.authority"),
-            ctx,
-            false,
-        )?);
+        out.authority = Some(string_match(r, x, &format!("{path}.authority"), ctx, false)?);
     }
     if let Some(x) = &m.scheme {
         out.scheme = Some(string_match(r, x, &format!("{path}.scheme"), ctx, false)?);
     }
-    for (field, src, dst) in [
-        ("headers", &m.headers, &mut out.headers),
-        (
-            "withoutHeaders",
-            &m.without_headers,
-            &mut out.without_headers,
-        ),
-    ] {
+    for (field, src, dst) in [("headers", &m.headers, &mut out.headers), ("withoutHeaders", &m.without_headers, &mut out.without_headers)] {
         for (name, sm) in src {
             let p = format!("{path}.{field}.{name}");
             let Ok(hn) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
@@ -369,18 +231,11 @@ fn compile_match(
         }
     }
     for (k, sm) in &m.query_params {
-        out.query.push((
-            k.clone(),
-            string_match(r, sm, &format!("{path}.queryParams.{k}"), ctx, false)?,
-        ));
+        out.query.push((k.clone(), string_match(r, sm, &format!("{path}.queryParams.{k}"), ctx, false)?));
     }
     if let Some(p) = m.port {
         if p == 0 || p > 65535 {
-            ctx.err(
-                r,
-                format!("{path}.port"),
-                format!("port {p} out of range 1-65535"),
-            );
+            ctx.err(r, format!("{path}.port"), format!("port {p} out of range 1-65535"));
             return None;
         }
         out.port = Some(p as u16);
@@ -391,23 +246,10 @@ fn compile_match(
     Some(out)
 }
 
-fn string_match(
-    r: &Resource,
-    m: &StringMatch,
-    path: &str,
-    ctx: &mut Ctx<'_>,
-    ci: bool,
-) -> Option<StrMatch> {
-    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+fn string_match(r: &Resource, m: &StringMatch, path: &str, ctx: &mut Ctx<'_>, ci: bool) -> Option<StrMatch> {
+    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()].iter().filter(|x| **x).count();
     if set > 1 {
-        ctx.err(
-            r,
-            path.to_owned(),
-            "only one of exact, prefix or regex may be set",
-        );
+        ctx.err(r, path.to_owned(), "only one of exact, prefix or regex may be set");
         return None;
     }
     Some(if let Some(e) = &m.exact {
@@ -415,19 +257,11 @@ fn string_match(
     } else if let Some(p) = &m.prefix {
         StrMatch::Prefix(p.clone())
     } else if let Some(re) = &m.regex {
-        let pat = if ci {
-            format!("(?i)^(?:{re})$")
-        } else {
-            format!("^(?:{re})$")
-        };
+        let pat = if ci { format!("(?i)^(?:{re})$") } else { format!("^(?:{re})$") };
         match Regex::new(&pat) {
             Ok(x) => StrMatch::Regex(x),
             Err(e) => {
-                ctx.err(
-                    r,
-                    format!("{path}.regex"),
-                    format!("invalid regex {re:?}: {}", first_line(&e.to_string())),
-                );
+                ctx.err(r, format!("{path}.regex"), format!("invalid regex {re:?}: {}", first_line(&e.to_string())));
                 return None;
             }
         }
@@ -436,12 +270,7 @@ fn string_match(
     })
 }
 
-fn header_ops(
-    r: &Resource,
-    h: Option<&Headers>,
-    path: &str,
-    ctx: &mut Ctx<'_>,
-) -> Option<(HeaderOps, HeaderOps)> {
+fn header_ops(r: &Resource, h: Option<&Headers>, path: &str, ctx: &mut Ctx<'_>) -> Option<(HeaderOps, HeaderOps)> {
     let Some(h) = h else {
         return Some(Default::default());
     };
@@ -450,12 +279,7 @@ fn header_ops(
     Some((req, resp))
 }
 
-fn ops(
-    r: &Resource,
-    o: Option<&HeaderOperations>,
-    path: &str,
-    ctx: &mut Ctx<'_>,
-) -> Option<HeaderOps> {
+fn ops(r: &Resource, o: Option<&HeaderOperations>, path: &str, ctx: &mut Ctx<'_>) -> Option<HeaderOps> {
     let Some(o) = o else {
         return Some(HeaderOps::default());
     };
@@ -472,11 +296,7 @@ fn ops(
     }
     for (i, k) in o.remove.iter().enumerate() {
         let Ok(n) = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()) else {
-            ctx.err(
-                r,
-                format!("{path}.remove[{i}]"),
-                format!("{k:?} is not a valid header name"),
-            );
+            ctx.err(r, format!("{path}.remove[{i}]"), format!("{k:?} is not a valid header name"));
             return None;
         };
         out.remove.push(n);
@@ -488,22 +308,14 @@ fn header_value(r: &Resource, v: &str, path: &str, ctx: &mut Ctx<'_>) -> Option<
     match HeaderValue::from_str(v) {
         Ok(x) => Some(x),
         Err(_) => {
-            ctx.err(
-                r,
-                path.to_owned(),
-                format!("{v:?} is not a valid header value"),
-            );
+            ctx.err(r, path.to_owned(), format!("{v:?} is not a valid header value"));
             None
         }
     }
 }
 
 fn first_line(s: &str) -> String {
-    s.lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or(s)
-        .trim()
-        .to_owned()
+    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_owned()
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {

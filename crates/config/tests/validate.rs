@@ -38,12 +38,7 @@ fn bad_regex_and_static_name_are_errors() {
     );
     let e = errors(&text);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(
-        e[0].starts_with(
-            "mesh.yaml: VirtualService r: spec.http[0].match[0].uri.regex: invalid regex \"/v(\""
-        ),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("mesh.yaml: VirtualService r: spec.http[0].match[0].uri.regex: invalid regex \"/v(\""), "{e:?}");
 
     let bad = SE.replace("127.0.0.1", "backend.local");
     assert_eq!(
@@ -54,45 +49,25 @@ fn bad_regex_and_static_name_are_errors() {
 
 #[test]
 fn unknown_field_is_a_warning_and_wrong_type_an_error() {
-    let text = SE.replace(
-        "resolution: STATIC",
-        "resolution: STATIC\n  resolutoin: DNS",
-    );
+    let text = SE.replace("resolution: STATIC", "resolution: STATIC\n  resolutoin: DNS");
     let (_, _, d) = build_str("mesh.yaml", &text);
     assert!(d.errors.is_empty(), "{d}");
     assert_eq!(d.warnings.len(), 1);
-    assert_eq!(
-        d.warnings[0].to_string(),
-        "mesh.yaml: ServiceEntry reviews: spec.resolutoin: unknown field; ignored"
-    );
+    assert_eq!(d.warnings[0].to_string(), "mesh.yaml: ServiceEntry reviews: spec.resolutoin: unknown field; ignored");
 
     let text = SE.replace("number: 80", "number: eighty");
     let e = errors(&text);
     assert_eq!(e.len(), 1);
-    assert!(
-        e[0].starts_with("mesh.yaml: ServiceEntry reviews: spec.ports[0].number: invalid type"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("mesh.yaml: ServiceEntry reviews: spec.ports[0].number: invalid type"), "{e:?}");
 }
 
 #[test]
 fn missing_kind_and_bad_yaml_name_the_document() {
-    assert_eq!(
-        errors("---\nfoo: 1\n"),
-        vec!["mesh.yaml: document 1: kind: missing field"]
-    );
+    assert_eq!(errors("---\nfoo: 1\n"), vec!["mesh.yaml: document 1: kind: missing field"]);
     let e = errors("kind: [\n");
-    assert!(
-        e[0].starts_with("mesh.yaml: document 0: invalid YAML"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("mesh.yaml: document 0: invalid YAML"), "{e:?}");
     let e = errors(&format!("{SE}---\napiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {{name: x}}\nspec: {{}}\n"));
-    assert!(
-        e[0].starts_with(
-            "mesh.yaml: VirtualService x: apiVersion: unknown value \"networking.istio.io/v2\""
-        ),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("mesh.yaml: VirtualService x: apiVersion: unknown value \"networking.istio.io/v2\""), "{e:?}");
 }
 
 #[test]
@@ -102,20 +77,12 @@ fn subsets_weights_and_ports_compile() {
     );
     let (_, snap, d) = build_str("mesh.yaml", &text);
     assert!(d.is_ok(), "{d}");
-    let v2 = snap
-        .clusters
-        .iter()
-        .find(|c| c.name == "outbound|80|v2|reviews")
-        .unwrap();
+    let v2 = snap.clusters.iter().find(|c| c.name == "outbound|80|v2|reviews").unwrap();
     assert_eq!(v2.endpoints.len(), 1);
     assert_eq!(v2.endpoints[0].port, 9002);
     assert_eq!(v2.endpoints[0].weight, 3);
     assert!(matches!(v2.lb, weft_config::LbPolicy::Hash { .. }));
-    let all = snap
-        .clusters
-        .iter()
-        .find(|c| c.name == "outbound|80||reviews")
-        .unwrap();
+    let all = snap.clusters.iter().find(|c| c.name == "outbound|80||reviews").unwrap();
     assert_eq!(all.endpoints.len(), 2);
     assert_eq!(all.lb, weft_config::LbPolicy::RoundRobin);
     assert!(snap.vhost("reviews").is_some());

@@ -25,16 +25,8 @@ impl Entry {
             f.response_bytes,
             ms,
             self.authority,
-            if self.upstream.is_empty() {
-                "-"
-            } else {
-                &self.upstream
-            },
-            if self.route.is_empty() {
-                "-"
-            } else {
-                &self.route
-            },
+            if self.upstream.is_empty() { "-" } else { &self.upstream },
+            if self.route.is_empty() { "-" } else { &self.route },
         );
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
     }

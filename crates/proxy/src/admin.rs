@@ -22,9 +22,7 @@ pub async fn serve(shared: &'static Shared, listener: tokio::net::TcpListener) {
         };
         tokio::spawn(async move {
             let svc = service_fn(move |req| async move { Ok::<_, Infallible>(route(shared, req)) });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -37,18 +35,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.metrics.render(),
-        ),
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render()),
         "/ready" => {
             if shared.draining.load(Ordering::Relaxed) {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "draining\n".into(),
-                )
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())
             } else {
                 text(StatusCode::OK, "text/plain", "ready\n".into())
             }
@@ -61,11 +51,7 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                 "resources": rt.resources,
                 "clusters": rt.snap.clusters,
             });
-            text(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
-            )
+            text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
         }
         "/clusters" => {
             let rt = shared.current.load();
@@ -97,32 +83,17 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
             text(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_string_pretty(
-                    &json!({ "revision": rt.revision, "clusters": clusters }),
-                )
-                .unwrap_or_default()
-                    + "\n",
+                serde_json::to_string_pretty(&json!({ "revision": rt.revision, "clusters": clusters })).unwrap_or_default() + "\n",
             )
         }
-        "/" => text(
-            StatusCode::OK,
-            "text/plain",
-            "weft admin: /metrics /ready /config_dump /clusters\n".into(),
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found; try /metrics /ready /config_dump /clusters\n".into(),
-        ),
+        "/" => text(StatusCode::OK, "text/plain", "weft admin: /metrics /ready /config_dump /clusters\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics /ready /config_dump /clusters\n".into()),
     }
 }
 
 fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(ctype),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
     r
 }

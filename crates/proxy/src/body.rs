@@ -40,10 +40,7 @@ impl Body for ReqBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Stream { body, state, tee } => {
                 let r = Pin::new(body).poll_frame(cx);
@@ -91,6 +88,8 @@ impl Body for ReqBody {
     }
 }
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body sent to the client.
 pub struct RespBody {
     inner: Inner,
@@ -101,25 +100,26 @@ pub struct RespBody {
 
 enum Inner {
     Upstream(Incoming),
+    Raw(crate::h1client::RawBody),
     Full(Option<Bytes>),
 }
 
 impl RespBody {
     pub fn full(b: impl Into<Bytes>, finish: Option<Finish>) -> Self {
         let b = b.into();
-        RespBody {
-            inner: Inner::Full(if b.is_empty() { None } else { Some(b) }),
-            finish,
-            returner: None,
-        }
+        RespBody { inner: Inner::Full(if b.is_empty() { None } else { Some(b) }), finish, returner: None }
     }
 
     pub fn upstream(b: Incoming, finish: Option<Finish>, returner: Option<Returner>) -> Self {
-        let mut r = RespBody {
-            inner: Inner::Upstream(b),
-            finish,
-            returner,
-        };
+        let mut r = RespBody { inner: Inner::Upstream(b), finish, returner };
+        if r.is_end_stream() {
+            r.done();
+        }
+        r
+    }
+
+    pub fn raw(b: crate::h1client::RawBody, finish: Option<Finish>) -> Self {
+        let mut r = RespBody { inner: Inner::Raw(b), finish, returner: None };
         if r.is_end_stream() {
             r.done();
         }
@@ -142,15 +142,13 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let r = match &mut this.inner {
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            Inner::Raw(b) => b.poll_frame(cx).map_err(BoxError::from),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
         match &r {
@@ -183,6 +181,7 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Raw(b) => b.is_end(),
             Inner::Full(b) => b.is_none(),
         }
     }
@@ -190,6 +189,7 @@ impl Body for RespBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
+            Inner::Raw(b) => b.size_hint(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
         }

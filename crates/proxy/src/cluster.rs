@@ -7,10 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use weft_balance::{
-    Balancer, EndpointLoad, HasLoad, LeastRequest, Maglev, PeakEwma, RingHash, RoundRobin,
-    WeightedRandom,
-};
+use weft_balance::{Balancer, EndpointLoad, HasLoad, LeastRequest, Maglev, PeakEwma, RingHash, RoundRobin, WeightedRandom};
 use weft_config::{ClusterSpec, EndpointSpec, HashAlgorithm, LbPolicy, PoolSettings};
 use weft_telemetry::{DestId, DestLabels, Metrics};
 
@@ -68,12 +65,7 @@ impl Cluster {
         workers: usize,
         metrics: &'static Metrics,
     ) -> Cluster {
-        let namespace = spec
-            .service
-            .split('.')
-            .nth(1)
-            .unwrap_or("unknown")
-            .to_owned();
+        let namespace = spec.service.split('.').nth(1).unwrap_or("unknown").to_owned();
         let dest = metrics.dest_id(DestLabels {
             service: spec.service.clone(),
             namespace,
@@ -85,10 +77,7 @@ impl Cluster {
             .map(|e| {
                 let id = e.authority();
                 if let Some(old) = prev.get(&(spec.name.clone(), id.clone())) {
-                    if old.pool_settings == spec.pool
-                        && old.spec == *e
-                        && old.pools.len() == workers
-                    {
+                    if old.pool_settings == spec.pool && old.spec == *e && old.pools.len() == workers {
                         return old.clone();
                     }
                 }
@@ -115,24 +104,15 @@ impl Cluster {
         let balancer = match &spec.lb {
             LbPolicy::RoundRobin => Balancer::RoundRobin(RoundRobin::new(&weights)),
             LbPolicy::Random => Balancer::Random(WeightedRandom::new(&weights)),
-            LbPolicy::LeastRequest | LbPolicy::Passthrough => {
-                Balancer::LeastRequest(LeastRequest::new(&weights))
-            }
+            LbPolicy::LeastRequest | LbPolicy::Passthrough => Balancer::LeastRequest(LeastRequest::new(&weights)),
             LbPolicy::PeakEwma => Balancer::PeakEwma(PeakEwma::new(&weights, now_ns)),
-            LbPolicy::Hash {
-                algorithm: HashAlgorithm::RingHash { minimum_ring_size },
-                ..
-            } => Balancer::RingHash(RingHash::new(&ids, &weights, *minimum_ring_size)),
-            LbPolicy::Hash {
-                algorithm: HashAlgorithm::Maglev { table_size },
-                ..
-            } => Balancer::Maglev(Maglev::new(&ids, &weights, *table_size)),
+            LbPolicy::Hash { algorithm: HashAlgorithm::RingHash { minimum_ring_size }, .. } => {
+                Balancer::RingHash(RingHash::new(&ids, &weights, *minimum_ring_size))
+            }
+            LbPolicy::Hash { algorithm: HashAlgorithm::Maglev { table_size }, .. } => {
+                Balancer::Maglev(Maglev::new(&ids, &weights, *table_size))
+            }
         };
-        Cluster {
-            spec: spec.clone(),
-            dest,
-            endpoints,
-            balancer,
-        }
+        Cluster { spec: spec.clone(), dest, endpoints, balancer }
     }
 }

@@ -50,29 +50,19 @@ impl Finish {
 
     /// Reads `grpc-status` from response headers (trailers-only) or trailers.
     pub fn grpc_status_from(&mut self, h: &HeaderMap) {
-        if let Some(v) = h
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<i16>().ok())
-        {
+        if let Some(v) = h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<i16>().ok()) {
             self.grpc_status = v;
         }
     }
 
     pub fn downstream_reset(&mut self) {
         self.flags.insert(ResponseFlags::DC);
-        self.metrics
-            .counters
-            .downstream_reset
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.counters.downstream_reset.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn upstream_reset(&mut self) {
         self.flags.insert(ResponseFlags::UC);
-        self.metrics
-            .counters
-            .upstream_reset
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the request; called once when its response has gone out.
@@ -95,13 +85,7 @@ impl Finish {
                 self.downstream_reset();
             }
         }
-        let key = SeriesKey {
-            dest: self.dest,
-            code: self.code,
-            flags: self.flags,
-            protocol: self.protocol,
-            grpc_status: self.grpc_status,
-        };
+        let key = SeriesKey { dest: self.dest, code: self.code, flags: self.flags, protocol: self.protocol, grpc_status: self.grpc_status };
         self.metrics.record(key, ms, req_bytes, self.response_bytes);
         if let Some(ep) = &self.endpoint {
             ep.load.finish();

@@ -23,7 +23,7 @@ use crate::error::UpstreamError;
 use crate::finish::Finish;
 use crate::headers::{self, HostBuf};
 use crate::state::Shared;
-use crate::{local, mirror, pool, tunnel};
+use crate::{h1client, local, mirror, pool, tunnel};
 
 /// What a connection's requests share.
 #[derive(Clone, Copy)]
@@ -36,53 +36,25 @@ pub struct ConnCtx {
 static X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 
-pub async fn handle(
-    ctx: ConnCtx,
-    req: Request<Incoming>,
-) -> Result<Response<RespBody>, Infallible> {
+pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     let metrics = ctx.shared.metrics;
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let mut fin = Finish::new(
-        metrics,
-        if grpc { Protocol::Grpc } else { Protocol::Http },
-        start,
-    );
+    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut fin = Finish::new(metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, start);
     let version = req.version();
 
     let Some((_, raw_host, port)) = headers::authority(&req) else {
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
-        return Ok(local::reply(
-            fin,
-            StatusCode::BAD_REQUEST,
-            ResponseFlags::DPE,
-            "request has no Host or :authority\n".into(),
-            version,
-        ));
+        return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "request has no Host or :authority\n".into(), version));
     };
     let Some(host) = HostBuf::new(raw_host) else {
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
-        return Ok(local::reply(
-            fin,
-            StatusCode::BAD_REQUEST,
-            ResponseFlags::DPE,
-            "host name too long\n".into(),
-            version,
-        ));
+        return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "host name too long\n".into(), version));
     };
     let host = host.as_str();
     let Some(authority) = headers::authority_value(&req) else {
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
-        return Ok(local::reply(
-            fin,
-            StatusCode::BAD_REQUEST,
-            ResponseFlags::DPE,
-            "invalid authority\n".into(),
-            version,
-        ));
+        return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "invalid authority\n".into(), version));
     };
 
     let rt = ctx.shared.current.load();
@@ -114,23 +86,14 @@ pub async fn handle(
             fin,
             StatusCode::NOT_FOUND,
             ResponseFlags::NR,
-            format!(
-                "no route: no route of {} matches {} {path}\n",
-                vh.name,
-                req.method()
-            )
-            .into(),
+            format!("no route: no route of {} matches {} {path}\n", vh.name, req.method()).into(),
             version,
         ));
     };
     if ctx.shared.access_log {
         fin.log = Some(Box::new(crate::access_log::Entry {
             method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default(),
+            path: req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
             authority: authority.to_str().unwrap_or_default().to_owned(),
             upstream: String::new(),
             route: route.name.clone(),
@@ -143,19 +106,9 @@ pub async fn handle(
             return Ok(resp);
         }
         Action::Redirect(r) => {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
+            let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
             let loc = headers::redirect_location(r, host, port, pq);
-            let mut resp = local::reply(
-                fin,
-                r.status,
-                ResponseFlags::NONE,
-                bytes::Bytes::new(),
-                version,
-            );
+            let mut resp = local::reply(fin, r.status, ResponseFlags::NONE, bytes::Bytes::new(), version);
             if let Some(l) = loc {
                 resp.headers_mut().insert(header::LOCATION, l);
             }
@@ -169,35 +122,18 @@ pub async fn handle(
     fin.dest = cluster.dest;
 
     let (hash, set_cookie) = match &cluster.spec.lb {
-        LbPolicy::Hash { key, .. } => {
-            crate::hashkey::hash_key(key, req.headers(), query, ctx.remote)
-        }
+        LbPolicy::Hash { key, .. } => crate::hashkey::hash_key(key, req.headers(), query, ctx.remote),
         _ => (None, None),
     };
     let ep = if cluster.spec.lb == LbPolicy::Passthrough {
         passthrough(cluster, host, port.unwrap_or(80), ctx)
     } else {
-        cluster
-            .balancer
-            .pick(&PickCtx {
-                hash,
-                loads: &cluster.endpoints,
-            })
-            .map(|i| cluster.endpoints[i].clone())
+        cluster.balancer.pick(&PickCtx { hash, loads: &cluster.endpoints }).map(|i| cluster.endpoints[i].clone())
     };
     let Some(ep) = ep else {
         metrics.counters.no_endpoint.fetch_add(1, Ordering::Relaxed);
-        let msg = format!(
-            "no healthy upstream: {} has no endpoints\n",
-            cluster.spec.name
-        );
-        return Ok(local::reply(
-            fin,
-            StatusCode::SERVICE_UNAVAILABLE,
-            ResponseFlags::UH,
-            msg.into(),
-            version,
-        ));
+        let msg = format!("no healthy upstream: {} has no endpoints\n", cluster.spec.name);
+        return Ok(local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UH, msg.into(), version));
     };
     ep.load.start();
     fin.endpoint = Some(ep.clone());
@@ -210,11 +146,7 @@ pub async fn handle(
     }
     let upgrade = version == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let new_pq = if route.rewrite.is_some() {
-        let matched = route
-            .matches
-            .iter()
-            .find(|m| m.is_match(&view))
-            .and_then(|m| m.uri.as_ref());
+        let matched = route.matches.iter().find(|m| m.is_match(&view)).and_then(|m| m.uri.as_ref());
         headers::rewrite_path(route, matched, path, query)
     } else {
         None
@@ -232,27 +164,14 @@ pub async fn handle(
         .map(|(c, _)| &rt.clusters[c.resolve(port.unwrap_or(0))]);
     let timeout = route.timeout;
     let observe = cluster.spec.lb == LbPolicy::PeakEwma;
-    let up_req = match build_upstream(
-        req, route, target, &authority, new_pq, up_proto, &mut fin, upgrade,
-    ) {
+    let up_req = match build_upstream(req, route, target, &authority, new_pq, up_proto, &mut fin, upgrade) {
         Ok(r) => r,
-        Err(msg) => {
-            return Ok(local::reply(
-                fin,
-                StatusCode::BAD_REQUEST,
-                ResponseFlags::DPE,
-                msg.into(),
-                version,
-            ))
-        }
+        Err(msg) => return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, msg.into(), version)),
     };
     let (up_req, down_upgrade) = up_req;
     // What the response needs from the config, so the snapshot is not held across I/O
     // (empty operations clone without allocating).
-    let resp_ops = (
-        route.response_headers.clone(),
-        target.response_headers.clone(),
-    );
+    let resp_ops = (route.response_headers.clone(), target.response_headers.clone());
     let up_req = match mirror_to {
         Some(mc) => mirror::send(up_req, mc, ctx, authority.to_str().unwrap_or_default()),
         None => up_req,
@@ -265,22 +184,18 @@ pub async fn handle(
 
     let send = async {
         if up_proto == Version::HTTP_2 {
-            pool::send_h2(&ep, ctx.worker, up_req)
-                .await
-                .map(|r| (r, None))
+            pool::send_h2(&ep, ctx.worker, up_req).await.map(|r| Upstream::Hyper(r, None))
+        } else if up_req.body().is_end_stream() {
+            h1client::send(&ep, ctx.worker, up_req).await.map(Upstream::Raw)
         } else {
-            pool::send_h1(&ep, ctx.worker, up_req)
-                .await
-                .map(|(r, ret)| (r, Some(ret)))
+            pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| Upstream::Hyper(r, Some(ret)))
         }
     };
     let result = match timeout {
-        Some(t) => tokio::time::timeout(t, send)
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout)),
+        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
         None => send.await,
     };
-    let (resp, returner) = match result {
+    let resp = match result {
         Ok(x) => x,
         Err(e) => {
             let (status, flag) = e.status_and_flag();
@@ -290,20 +205,22 @@ pub async fn handle(
                 ResponseFlags::UT => c.upstream_timeout.fetch_add(1, Ordering::Relaxed),
                 _ => c.upstream_reset.fetch_add(1, Ordering::Relaxed),
             };
-            return Ok(local::reply(
-                fin,
-                status,
-                flag,
-                format!("{e}\n").into(),
-                version,
-            ));
+            return Ok(local::reply(fin, status, flag, format!("{e}\n").into(), version));
         }
     };
     if observe {
-        ep.load
-            .observe(start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
+        ep.load.observe(start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
     }
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, body) = match resp {
+        Upstream::Hyper(r, ret) => {
+            let (p, b) = r.into_parts();
+            (p, UpBody::Hyper(b, ret))
+        }
+        Upstream::Raw(r) => {
+            let (p, b) = r.into_parts();
+            (p, UpBody::Raw(b))
+        }
+    };
     headers::strip_hop_by_hop(&mut parts.headers);
     resp_ops.0.apply(&mut parts.headers);
     resp_ops.1.apply(&mut parts.headers);
@@ -315,10 +232,21 @@ pub async fn handle(
     if grpc {
         fin.grpc_status_from(&parts.headers);
     }
-    Ok(Response::from_parts(
-        parts,
-        RespBody::upstream(body, Some(fin), returner),
-    ))
+    let body = match body {
+        UpBody::Hyper(b, ret) => RespBody::upstream(b, Some(fin), ret),
+        UpBody::Raw(b) => RespBody::raw(b, Some(fin)),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+enum Upstream {
+    Hyper(Response<Incoming>, Option<pool::Returner>),
+    Raw(Response<h1client::RawBody>),
+}
+
+enum UpBody {
+    Hyper(Incoming, Option<pool::Returner>),
+    Raw(h1client::RawBody),
 }
 
 type UpstreamParts = (Request<ReqBody>, Option<hyper::upgrade::OnUpgrade>);
@@ -338,14 +266,8 @@ fn build_upstream(
 ) -> Result<UpstreamParts, &'static str> {
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let upgrade_headers = if upgrade {
-        (
-            parts.headers.get(header::CONNECTION).cloned(),
-            parts.headers.get(header::UPGRADE).cloned(),
-        )
-    } else {
-        (None, None)
-    };
+    let upgrade_headers =
+        if upgrade { (parts.headers.get(header::CONNECTION).cloned(), parts.headers.get(header::UPGRADE).cloned()) } else { (None, None) };
     headers::strip_hop_by_hop(&mut parts.headers);
     if let (Some(c), Some(u)) = upgrade_headers {
         parts.headers.insert(header::CONNECTION, c);
@@ -354,22 +276,12 @@ fn build_upstream(
     route.request_headers.apply(&mut parts.headers);
     target.request_headers.apply(&mut parts.headers);
     if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
+        parts.headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
     }
-    let authority = route
-        .rewrite
-        .as_ref()
-        .and_then(|r| r.authority.as_ref())
-        .unwrap_or(authority);
+    let authority = route.rewrite.as_ref().and_then(|r| r.authority.as_ref()).unwrap_or(authority);
     let pq = match &new_pq {
         Some(p) => p.as_str(),
-        None => parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/"),
+        None => parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
     };
     if up_proto == Version::HTTP_2 {
         let a = authority.to_str().map_err(|_| "invalid authority\n")?;
@@ -390,24 +302,14 @@ fn build_upstream(
     } else {
         let state = Arc::new(BodyState::default());
         fin.request_body = Some(state.clone());
-        ReqBody::Stream {
-            body,
-            state,
-            tee: None,
-        }
+        ReqBody::Stream { body, state, tee: None }
     };
     Ok((Request::from_parts(parts, body), on_upgrade))
 }
 
 /// PASSTHROUGH: the endpoint is the address the client asked for.
 fn passthrough(cluster: &Cluster, host: &str, port: u16, ctx: ConnCtx) -> Option<Arc<Endpoint>> {
-    let spec = weft_config::EndpointSpec {
-        address: host.to_owned(),
-        port,
-        weight: 1,
-        labels: Default::default(),
-        locality: None,
-    };
+    let spec = weft_config::EndpointSpec { address: host.to_owned(), port, weight: 1, labels: Default::default(), locality: None };
     let mut s = cluster.spec.clone();
     s.endpoints = vec![spec];
     let c = Cluster::build(&s, &Default::default(), 1, ctx.shared.metrics);

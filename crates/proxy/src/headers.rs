@@ -90,10 +90,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     if let Some(c) = h.get(header::CONNECTION) {
         if let Ok(list) = c.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect();
+            let named: Vec<HeaderName> = list.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()).collect();
             for n in named {
                 if n != header::TE {
                     h.remove(n);
@@ -118,21 +115,13 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get(header::CONNECTION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 /// Applies `rewrite.uri` / `uriRegexRewrite` to a path-and-query. A prefix match's
 /// prefix is replaced; an exact or regex match replaces the whole path (Envoy's
 /// `prefix_rewrite` and `regex_rewrite`).
-pub fn rewrite_path(
-    route: &Route,
-    matched_uri: Option<&StrMatch>,
-    path: &str,
-    query: Option<&str>,
-) -> Option<String> {
+pub fn rewrite_path(route: &Route, matched_uri: Option<&StrMatch>, path: &str, query: Option<&str>) -> Option<String> {
     let rw = route.rewrite.as_ref()?;
     let new_path = if let Some(u) = &rw.uri {
         match matched_uri {
@@ -159,12 +148,7 @@ pub fn rewrite_path(
 }
 
 /// The `Location` of a redirect: the request's parts with the redirect's replacements.
-pub fn redirect_location(
-    r: &Redirect,
-    host: &str,
-    port: Option<u16>,
-    path_and_query: &str,
-) -> Option<HeaderValue> {
+pub fn redirect_location(r: &Redirect, host: &str, port: Option<u16>, path_and_query: &str) -> Option<HeaderValue> {
     let scheme = r.scheme.as_deref().unwrap_or("http");
     let host = r.authority.as_deref().unwrap_or(host);
     let port = r.port.or(if r.authority.is_some() { None } else { port });
@@ -179,12 +163,7 @@ pub fn redirect_location(
 
 /// An absolute URI for an HTTP/2 upstream request.
 pub fn absolute_uri(authority: &str, path_and_query: &str) -> Option<Uri> {
-    Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
+    Uri::builder().scheme("http").authority(authority).path_and_query(path_and_query).build().ok()
 }
 
 #[cfg(test)]

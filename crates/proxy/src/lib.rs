@@ -11,6 +11,7 @@ pub mod body;
 pub mod cluster;
 pub mod error;
 pub mod finish;
+pub mod h1client;
 pub mod handler;
 pub mod hashkey;
 pub mod headers;

@@ -11,13 +11,7 @@ use crate::finish::Finish;
 
 static TEXT: HeaderValue = HeaderValue::from_static("text/plain");
 
-pub fn reply(
-    mut fin: Finish,
-    status: StatusCode,
-    flags: ResponseFlags,
-    body: Bytes,
-    version: Version,
-) -> Response<RespBody> {
+pub fn reply(mut fin: Finish, status: StatusCode, flags: ResponseFlags, body: Bytes, version: Version) -> Response<RespBody> {
     fin.code = status.as_u16();
     fin.flags.insert(flags);
     fin.response_bytes = body.len() as u64;

@@ -37,16 +37,8 @@ impl Tee {
 }
 
 /// Starts the mirror copy of `req` and returns the request to send for real.
-pub fn send(
-    req: Request<ReqBody>,
-    mc: &Cluster,
-    ctx: ConnCtx,
-    authority: &str,
-) -> Request<ReqBody> {
-    let Some(i) = mc.balancer.pick(&PickCtx {
-        hash: None,
-        loads: &mc.endpoints,
-    }) else {
+pub fn send(req: Request<ReqBody>, mc: &Cluster, ctx: ConnCtx, authority: &str) -> Request<ReqBody> {
+    let Some(i) = mc.balancer.pick(&PickCtx { hash: None, loads: &mc.endpoints }) else {
         return req;
     };
     let ep = mc.endpoints[i].clone();
@@ -64,20 +56,9 @@ pub fn send(
         .ok();
     let (body, mbody) = match body {
         ReqBody::Empty => (ReqBody::Empty, ReqBody::Empty),
-        ReqBody::Stream {
-            body,
-            state,
-            tee: None,
-        } => {
+        ReqBody::Stream { body, state, tee: None } => {
             let (tx, rx) = mpsc::channel(TEE_FRAMES);
-            (
-                ReqBody::Stream {
-                    body,
-                    state,
-                    tee: Some(Tee { tx }),
-                },
-                ReqBody::Channel(rx),
-            )
+            (ReqBody::Stream { body, state, tee: Some(Tee { tx }) }, ReqBody::Channel(rx))
         }
         other => (other, ReqBody::Empty),
     };
@@ -87,14 +68,7 @@ pub fn send(
             if let Ok(v) = HeaderValue::from_str(&shadow_host) {
                 mp.headers.insert(HOST, v);
             }
-        } else if let Some(u) = crate::headers::absolute_uri(
-            &shadow_host,
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-        ) {
+        } else if let Some(u) = crate::headers::absolute_uri(&shadow_host, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")) {
             mp.uri = u;
         }
     }

@@ -24,7 +24,10 @@ use crate::error::UpstreamError;
 const MAX_IDLE: usize = 256;
 
 pub struct Pool {
+    /// hyper connections, for requests with bodies.
     idle: ArrayQueue<Idle>,
+    /// weft's own client connections, for requests without bodies (the common case).
+    pub(crate) raw: ArrayQueue<crate::h1client::RawConn>,
     h2: ArcSwapOption<H2Conn>,
 }
 
@@ -43,35 +46,44 @@ struct H2Conn {
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool {
-            idle: ArrayQueue::new(MAX_IDLE),
-            h2: ArcSwapOption::empty(),
-        }
+        Pool { idle: ArrayQueue::new(MAX_IDLE), raw: ArrayQueue::new(MAX_IDLE), h2: ArcSwapOption::empty() }
     }
 }
 
 impl Pool {
     /// Closes idle connections past `idle_timeout` (called periodically by the admin runtime).
-    pub fn reap(&self, settings: &PoolSettings) {
-        let n = self.idle.len();
-        for _ in 0..n {
+    pub fn reap(&self, settings: &PoolSettings) -> usize {
+        let mut closed = 0;
+        for _ in 0..self.idle.len() {
             let Some(c) = self.idle.pop() else { break };
             if !expired(&c, settings) {
                 let _ = self.idle.push(c);
             }
         }
+        for _ in 0..self.raw.len() {
+            let Some(c) = self.raw.pop() else { break };
+            if expired_at(c.since, c.born, settings) {
+                closed += 1;
+            } else if let Err(c) = self.raw.push(c) {
+                drop(c);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     pub fn idle_len(&self) -> usize {
-        self.idle.len() + usize::from(self.h2.load().is_some())
+        self.idle.len() + self.raw.len() + usize::from(self.h2.load().is_some())
     }
 }
 
 fn expired(c: &Idle, s: &PoolSettings) -> bool {
-    c.tx.is_closed()
-        || c.since.elapsed() >= s.idle_timeout
-        || s.max_connection_duration
-            .is_some_and(|d| c.born.elapsed() >= d)
+    c.tx.is_closed() || expired_at(c.since, c.born, s)
+}
+
+/// Idle past `idleTimeout`, or older than `maxConnectionDuration`.
+pub(crate) fn expired_at(since: Instant, born: Instant, s: &PoolSettings) -> bool {
+    since.elapsed() >= s.idle_timeout || s.max_connection_duration.is_some_and(|d| born.elapsed() >= d)
 }
 
 /// Puts an HTTP/1.1 connection back in its pool once its response body has been read.
@@ -85,30 +97,17 @@ pub struct Returner {
 
 impl Returner {
     pub fn release(self) {
-        let Returner {
-            ep,
-            worker,
-            tx,
-            uses,
-            born,
-        } = self;
+        let Returner { ep, worker, tx, uses, born } = self;
         let s = &ep.pool_settings;
         if s.max_requests_per_connection > 0 && uses >= s.max_requests_per_connection {
             return;
         }
-        if s.max_connection_duration
-            .is_some_and(|d| born.elapsed() >= d)
-        {
+        if s.max_connection_duration.is_some_and(|d| born.elapsed() >= d) {
             return;
         }
         // The response has been read whole, so the connection is about to be idle; if
         // its task has not caught up yet, the next checkout waits for `ready()`.
-        let idle = Idle {
-            tx,
-            uses,
-            born,
-            since: Instant::now(),
-        };
+        let idle = Idle { tx, uses, born, since: Instant::now() };
         let _ = ep.pools[worker % ep.pools.len()].idle.push(idle);
     }
 }
@@ -130,13 +129,7 @@ pub async fn send_h1(
         }
         match c.tx.try_send_request(req).await {
             Ok(resp) => {
-                let r = Returner {
-                    ep: ep.clone(),
-                    worker,
-                    tx: c.tx,
-                    uses: c.uses + 1,
-                    born: c.born,
-                };
+                let r = Returner { ep: ep.clone(), worker, tx: c.tx, uses: c.uses + 1, born: c.born };
                 return Ok((resp, r));
             }
             Err(mut e) => match e.take_message() {
@@ -147,9 +140,7 @@ pub async fn send_h1(
         }
     }
     let io = connect(ep).await?;
-    let (mut tx, conn) = http1::handshake(io)
-        .await
-        .map_err(UpstreamError::from_hyper)?;
+    let (mut tx, conn) = http1::handshake(io).await.map_err(UpstreamError::from_hyper)?;
     let metrics = ep.metrics;
     let dest = ep.dest;
     metrics.tcp_connection(dest, true);
@@ -157,28 +148,12 @@ pub async fn send_h1(
         let _ = conn.await;
         metrics.tcp_connection(dest, false);
     });
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(UpstreamError::from_hyper)?;
-    Ok((
-        resp,
-        Returner {
-            ep: ep.clone(),
-            worker,
-            tx,
-            uses: 1,
-            born: Instant::now(),
-        },
-    ))
+    let resp = tx.send_request(req).await.map_err(UpstreamError::from_hyper)?;
+    Ok((resp, Returner { ep: ep.clone(), worker, tx, uses: 1, born: Instant::now() }))
 }
 
 /// Sends a request over the worker's shared HTTP/2 connection to the endpoint.
-pub async fn send_h2(
-    ep: &Arc<Endpoint>,
-    worker: usize,
-    req: Request<ReqBody>,
-) -> Result<Response<Incoming>, UpstreamError> {
+pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -> Result<Response<Incoming>, UpstreamError> {
     let pool = &ep.pools[worker % ep.pools.len()];
     let s = &ep.pool_settings;
     let current = pool.h2.load_full();
@@ -188,8 +163,7 @@ pub async fn send_h2(
             let io = connect(ep).await?;
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(hyper_util::rt::TokioTimer::new());
-            b.keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_while_idle(false);
+            b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
             let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
             let metrics = ep.metrics;
             let dest = ep.dest;
@@ -198,28 +172,19 @@ pub async fn send_h2(
                 let _ = conn.await;
                 metrics.tcp_connection(dest, false);
             });
-            let c = Arc::new(H2Conn {
-                tx,
-                streams: AtomicU32::new(0),
-                born: Instant::now(),
-            });
+            let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });
             pool.h2.store(Some(c.clone()));
             c
         }
     };
     conn.streams.fetch_add(1, Ordering::Relaxed);
     let mut tx = conn.tx.clone();
-    tx.send_request(req)
-        .await
-        .map_err(UpstreamError::from_hyper)
+    tx.send_request(req).await.map_err(UpstreamError::from_hyper)
 }
 
 fn h2_usable(c: &H2Conn, s: &PoolSettings) -> bool {
-    let young = s
-        .max_connection_duration
-        .is_none_or(|d| c.born.elapsed() < d);
-    let fresh = s.max_requests_per_connection == 0
-        || c.streams.load(Ordering::Relaxed) < s.max_requests_per_connection;
+    let young = s.max_connection_duration.is_none_or(|d| c.born.elapsed() < d);
+    let fresh = s.max_requests_per_connection == 0 || c.streams.load(Ordering::Relaxed) < s.max_requests_per_connection;
     !c.tx.is_closed() && young && fresh
 }
 
@@ -235,12 +200,7 @@ pub async fn connect(ep: &Endpoint) -> Result<TokioIo<TcpStream>, UpstreamError>
     let stream = match tokio::time::timeout(s.connect_timeout, fut).await {
         Ok(Ok(st)) => st,
         Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-        Err(_) => {
-            return Err(UpstreamError::Connect(format!(
-                "connect timeout after {:?}",
-                s.connect_timeout
-            )))
-        }
+        Err(_) => return Err(UpstreamError::Connect(format!("connect timeout after {:?}", s.connect_timeout))),
     };
     let _ = stream.set_nodelay(true);
     if let Some(k) = &s.keepalive {

@@ -40,8 +40,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     if !diags.is_ok() {
         return Err(diags.to_string());
     }
-    let metrics: &'static Metrics =
-        Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
+    let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
     metrics.counters.config_revision.store(1, Ordering::Relaxed);
     let workers = opts.workers.max(1);
     let rt = Runtime::build(resources, snap, None, workers, metrics, 1);
@@ -54,12 +53,9 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         draining: AtomicBool::new(false),
     }));
 
-    let (addr, listeners) = crate::server::bind(opts.listen, workers)
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let admin_listener = match opts.admin {
-        Some(a) => {
-            Some(crate::admin::bind(a).map_err(|e| format!("cannot listen on {a} (admin): {e}"))?)
-        }
+        Some(a) => Some(crate::admin::bind(a).map_err(|e| format!("cannot listen on {a} (admin): {e}"))?),
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -76,15 +72,10 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     }
     tracing::info!(
         "weft proxy listening on {addr} with {workers} workers{}",
-        admin_addr
-            .map(|a| format!(", admin on {a}"))
-            .unwrap_or_default()
+        admin_addr.map(|a| format!(", admin on {a}")).unwrap_or_default()
     );
 
-    let admin_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let admin_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     admin_rt.block_on(async move {
         if let Some(l) = admin_listener {
             match tokio::net::TcpListener::from_std(l) {
@@ -141,10 +132,7 @@ fn reload(shared: &'static Shared) {
         }
         Err(d) => {
             for e in &d.errors {
-                tracing::error!(
-                    "config rejected, keeping revision {}: {e}",
-                    shared.current.load().revision
-                );
+                tracing::error!("config rejected, keeping revision {}: {e}", shared.current.load().revision);
             }
         }
     }
@@ -152,14 +140,7 @@ fn reload(shared: &'static Shared) {
 
 /// (modified time, length) of each file: a change in either means a reload.
 fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
-        })
-        .collect()
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
 }
 
 /// Closes idle upstream connections past their idle timeout.
@@ -171,7 +152,9 @@ async fn reap(shared: &'static Shared) {
         for c in &rt.clusters {
             for e in &c.endpoints {
                 for p in e.pools.iter() {
-                    p.reap(&e.pool_settings);
+                    for _ in 0..p.reap(&e.pool_settings) {
+                        e.metrics.tcp_connection(e.dest, false);
+                    }
                 }
             }
         }

@@ -20,18 +20,11 @@ use crate::state::Shared;
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Binds `addr` (port 0 picks one) with `SO_REUSEPORT`, once per worker.
-pub fn bind(
-    addr: SocketAddr,
-    workers: usize,
-) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let mut out = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers {
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
+        let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nodelay(true)?;
@@ -53,10 +46,7 @@ pub fn run_worker(
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("worker {worker}: cannot start runtime: {e}");

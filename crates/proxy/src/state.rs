@@ -46,17 +46,8 @@ impl Runtime {
                 }
             }
         }
-        let clusters = snap
-            .clusters
-            .iter()
-            .map(|s| Cluster::build(s, &old, workers, metrics))
-            .collect();
-        Runtime {
-            snap,
-            clusters,
-            resources,
-            revision,
-        }
+        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, workers, metrics)).collect();
+        Runtime { snap, clusters, resources, revision }
     }
 }
 
@@ -72,14 +63,7 @@ impl Shared {
         }
         let prev = self.current.load();
         let rev = prev.revision + 1;
-        let rt = Runtime::build(
-            resources,
-            snap,
-            Some(&prev),
-            self.workers,
-            self.metrics,
-            rev,
-        );
+        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev);
         self.current.store(Arc::new(rt));
         c.reloads_ok.fetch_add(1, Ordering::Relaxed);
         c.config_revision.store(rev, Ordering::Relaxed);

@@ -31,17 +31,8 @@ pub async fn upgrade(
     let io = match pool::connect(&ep).await {
         Ok(io) => io,
         Err(e) => {
-            metrics
-                .counters
-                .upstream_connect_failure
-                .fetch_add(1, Ordering::Relaxed);
-            return local::reply(
-                fin,
-                StatusCode::SERVICE_UNAVAILABLE,
-                ResponseFlags::UF,
-                format!("{e}\n").into(),
-                version,
-            );
+            metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);
+            return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
         }
     };
     let (mut tx, conn) = match http1::handshake(io).await {
@@ -60,10 +51,7 @@ pub async fn upgrade(
     let mut resp = match tx.send_request(req).await {
         Ok(r) => r,
         Err(e) => {
-            metrics
-                .counters
-                .upstream_reset
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
             return local::reply(
                 fin,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -92,28 +80,14 @@ pub async fn upgrade(
 }
 
 /// `CONNECT host:port`: a TCP tunnel to the chosen endpoint.
-pub async fn connect(
-    mut req: Request<Incoming>,
-    ep: Arc<Endpoint>,
-    fin: Finish,
-    ctx: ConnCtx,
-) -> Response<RespBody> {
+pub async fn connect(mut req: Request<Incoming>, ep: Arc<Endpoint>, fin: Finish, ctx: ConnCtx) -> Response<RespBody> {
     let metrics = ctx.shared.metrics;
     let version = req.version();
     let io = match pool::connect(&ep).await {
         Ok(io) => io,
         Err(e) => {
-            metrics
-                .counters
-                .upstream_connect_failure
-                .fetch_add(1, Ordering::Relaxed);
-            return local::reply(
-                fin,
-                StatusCode::SERVICE_UNAVAILABLE,
-                ResponseFlags::UF,
-                format!("{e}\n").into(),
-                version,
-            );
+            metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);
+            return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
         }
     };
     let down = hyper::upgrade::on(&mut req);
@@ -124,21 +98,11 @@ pub async fn connect(
             splice(TokioIo::new(d), io.into_inner(), metrics, dest).await;
         }
     });
-    local::reply(
-        fin,
-        StatusCode::OK,
-        ResponseFlags::NONE,
-        bytes::Bytes::new(),
-        version,
-    )
+    local::reply(fin, StatusCode::OK, ResponseFlags::NONE, bytes::Bytes::new(), version)
 }
 
-async fn splice<A, B>(
-    mut a: A,
-    mut b: B,
-    metrics: &'static weft_telemetry::Metrics,
-    dest: weft_telemetry::DestId,
-) where
+async fn splice<A, B>(mut a: A, mut b: B, metrics: &'static weft_telemetry::Metrics, dest: weft_telemetry::DestId)
+where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -95,9 +95,6 @@ mod tests {
     #[test]
     fn display() {
         assert_eq!(ResponseFlags::NONE.to_string(), "-");
-        assert_eq!(
-            (ResponseFlags::UF | ResponseFlags::URX).to_string(),
-            "UF,URX"
-        );
+        assert_eq!((ResponseFlags::UF | ResponseFlags::URX).to_string(), "UF,URX");
     }
 }

@@ -1,9 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.
-pub const DURATION_BUCKETS_MS: [f64; 13] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-];
+pub const DURATION_BUCKETS_MS: [f64; 13] = [0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
 /// Istio's buckets for request and response sizes: 1 B to 1 GB in powers of ten.
 pub const BYTES_BUCKETS: [f64; 10] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
@@ -21,12 +19,7 @@ pub struct Histogram<const N: usize> {
 
 impl<const N: usize> Histogram<N> {
     pub fn new(bounds: &'static [f64; N]) -> Self {
-        Histogram {
-            bounds,
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            over: AtomicU64::new(0),
-            sum_milli: AtomicU64::new(0),
-        }
+        Histogram { bounds, buckets: std::array::from_fn(|_| AtomicU64::new(0)), over: AtomicU64::new(0), sum_milli: AtomicU64::new(0) }
     }
 
     #[inline]
@@ -37,8 +30,7 @@ impl<const N: usize> Histogram<N> {
         } else {
             self.over.fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_milli
-            .fetch_add((v * 1000.0) as u64, Ordering::Relaxed);
+        self.sum_milli.fetch_add((v * 1000.0) as u64, Ordering::Relaxed);
     }
 
     /// (upper bound, cumulative count) pairs, then the total count and the sum.
@@ -50,11 +42,7 @@ impl<const N: usize> Histogram<N> {
             out.push((*b, acc));
         }
         let total = acc + self.over.load(Ordering::Relaxed);
-        (
-            out,
-            total,
-            self.sum_milli.load(Ordering::Relaxed) as f64 / 1000.0,
-        )
+        (out, total, self.sum_milli.load(Ordering::Relaxed) as f64 / 1000.0)
     }
 }
 

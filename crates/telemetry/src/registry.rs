@@ -21,11 +21,7 @@ pub struct DestLabels {
 impl DestLabels {
     /// The labels for requests that reached no destination (no route).
     pub fn unknown() -> Self {
-        DestLabels {
-            service: "unknown".into(),
-            namespace: "unknown".into(),
-            version: "unknown".into(),
-        }
+        DestLabels { service: "unknown".into(), namespace: "unknown".into(), version: "unknown".into() }
     }
 
     pub fn short_name(&self) -> &str {
@@ -142,13 +138,7 @@ impl Metrics {
 
     /// Records one finished request.
     #[inline]
-    pub fn record(
-        &self,
-        key: SeriesKey,
-        duration_ms: f64,
-        request_bytes: u64,
-        response_bytes: u64,
-    ) {
+    pub fn record(&self, key: SeriesKey, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
         let map = self.series.pin();
         let s = map.get_or_insert_with(key, || Series {
             requests: AtomicU64::new(0),

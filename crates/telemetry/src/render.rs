@@ -15,17 +15,8 @@ impl Metrics {
         let mut rows: Vec<_> = series.iter().collect();
         rows.sort_by_key(|(k, _)| (k.dest.0, k.code, k.flags.0, k.grpc_status));
 
-        let base = |out: &mut String,
-                    d: &DestLabels,
-                    code: u16,
-                    flags: &str,
-                    proto: &str,
-                    grpc: i16| {
-            let grpc = if grpc < 0 {
-                String::new()
-            } else {
-                grpc.to_string()
-            };
+        let base = |out: &mut String, d: &DestLabels, code: u16, flags: &str, proto: &str, grpc: i16| {
+            let grpc = if grpc < 0 { String::new() } else { grpc.to_string() };
             let _ = write!(
                 out,
                 "reporter=\"source\",source_workload=\"{}\",source_workload_namespace=\"{}\",source_principal=\"unknown\",source_app=\"{}\",source_version=\"unknown\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_principal=\"unknown\",destination_app=\"{}\",destination_version=\"{}\",destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\",request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{}\",response_flags=\"{}\",connection_security_policy=\"none\"",
@@ -50,22 +41,11 @@ impl Metrics {
         for (k, s) in &rows {
             let d = labels.get(&k.dest).unwrap_or(&unknown);
             out.push_str("istio_requests_total{");
-            base(
-                &mut out,
-                d,
-                k.code,
-                &k.flags.to_string(),
-                k.protocol.as_str(),
-                k.grpc_status,
-            );
+            base(&mut out, d, k.code, &k.flags.to_string(), k.protocol.as_str(), k.grpc_status);
             let _ = writeln!(out, "}} {}", s.requests.load(Ordering::Relaxed));
         }
         for (name, help, pick) in [
-            (
-                "istio_request_duration_milliseconds",
-                "Request duration, until the response's last byte.",
-                0,
-            ),
+            ("istio_request_duration_milliseconds", "Request duration, until the response's last byte.", 0),
             ("istio_request_bytes", "Request body size.", 1),
             ("istio_response_bytes", "Response body size.", 2),
         ] {
@@ -73,14 +53,7 @@ impl Metrics {
             for (k, s) in &rows {
                 let d = labels.get(&k.dest).unwrap_or(&unknown);
                 let mut lbl = String::with_capacity(512);
-                base(
-                    &mut lbl,
-                    d,
-                    k.code,
-                    &k.flags.to_string(),
-                    k.protocol.as_str(),
-                    k.grpc_status,
-                );
+                base(&mut lbl, d, k.code, &k.flags.to_string(), k.protocol.as_str(), k.grpc_status);
                 let (buckets, count, sum) = match pick {
                     0 => s.duration_ms.snapshot(),
                     1 => s.request_bytes.snapshot(),
@@ -99,30 +72,10 @@ impl Metrics {
         let mut trows: Vec<_> = tcp.iter().collect();
         trows.sort_by_key(|(k, _)| k.0);
         for (name, help, kind, f) in [
-            (
-                "istio_tcp_connections_opened_total",
-                "Upstream connections opened.",
-                "counter",
-                0,
-            ),
-            (
-                "istio_tcp_connections_closed_total",
-                "Upstream connections closed.",
-                "counter",
-                1,
-            ),
-            (
-                "istio_tcp_sent_bytes_total",
-                "Bytes sent upstream through tunnels (upgrade, CONNECT).",
-                "counter",
-                2,
-            ),
-            (
-                "istio_tcp_received_bytes_total",
-                "Bytes received from upstream through tunnels.",
-                "counter",
-                3,
-            ),
+            ("istio_tcp_connections_opened_total", "Upstream connections opened.", "counter", 0),
+            ("istio_tcp_connections_closed_total", "Upstream connections closed.", "counter", 1),
+            ("istio_tcp_sent_bytes_total", "Bytes sent upstream through tunnels (upgrade, CONNECT).", "counter", 2),
+            ("istio_tcp_received_bytes_total", "Bytes received from upstream through tunnels.", "counter", 3),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (k, s) in &trows {
@@ -136,42 +89,13 @@ impl Metrics {
 
         let c = &self.counters;
         let mut counter = |name: &str, help: &str, kind: &str, v: &std::sync::atomic::AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
         };
-        counter(
-            "weft_downstream_connections_total",
-            "Client connections accepted.",
-            "counter",
-            &c.downstream_connections,
-        );
-        counter(
-            "weft_downstream_connections_active",
-            "Client connections open now.",
-            "gauge",
-            &c.downstream_connections_active,
-        );
-        counter(
-            "weft_no_route_total",
-            "Requests for a host no route serves (404, flag NR).",
-            "counter",
-            &c.no_route,
-        );
-        counter(
-            "weft_no_healthy_upstream_total",
-            "Requests whose destination had no endpoint (503, flag UH).",
-            "counter",
-            &c.no_endpoint,
-        );
-        counter(
-            "weft_downstream_bad_request_total",
-            "Malformed requests rejected (400).",
-            "counter",
-            &c.bad_request,
-        );
+        counter("weft_downstream_connections_total", "Client connections accepted.", "counter", &c.downstream_connections);
+        counter("weft_downstream_connections_active", "Client connections open now.", "gauge", &c.downstream_connections_active);
+        counter("weft_no_route_total", "Requests for a host no route serves (404, flag NR).", "counter", &c.no_route);
+        counter("weft_no_healthy_upstream_total", "Requests whose destination had no endpoint (503, flag UH).", "counter", &c.no_endpoint);
+        counter("weft_downstream_bad_request_total", "Malformed requests rejected (400).", "counter", &c.bad_request);
         counter(
             "weft_downstream_header_too_large_total",
             "Requests whose headers exceeded the limit (431).",
@@ -190,58 +114,20 @@ impl Metrics {
             "counter",
             &c.upstream_connect_failure,
         );
-        counter(
-            "weft_upstream_reset_total",
-            "Upstream connections that broke mid-request (flag UC).",
-            "counter",
-            &c.upstream_reset,
-        );
-        counter(
-            "weft_upstream_timeout_total",
-            "Requests that hit their route timeout (flag UT).",
-            "counter",
-            &c.upstream_timeout,
-        );
-        counter(
-            "weft_mirrored_requests_total",
-            "Requests copied to a mirror destination.",
-            "counter",
-            &c.mirrored,
-        );
-        counter(
-            "weft_upgrades_total",
-            "Connections upgraded (WebSocket) or tunnelled (CONNECT).",
-            "counter",
-            &c.upgrades,
-        );
-        counter(
-            "weft_config_reloads_total",
-            "Config reloads applied.",
-            "counter",
-            &c.reloads_ok,
-        );
-        counter(
-            "weft_config_reload_failures_total",
-            "Config reloads rejected; the running config stayed.",
-            "counter",
-            &c.reloads_failed,
-        );
-        counter(
-            "weft_config_revision",
-            "Revision of the active config (1 = the config at start).",
-            "gauge",
-            &c.config_revision,
-        );
+        counter("weft_upstream_reset_total", "Upstream connections that broke mid-request (flag UC).", "counter", &c.upstream_reset);
+        counter("weft_upstream_timeout_total", "Requests that hit their route timeout (flag UT).", "counter", &c.upstream_timeout);
+        counter("weft_mirrored_requests_total", "Requests copied to a mirror destination.", "counter", &c.mirrored);
+        counter("weft_upgrades_total", "Connections upgraded (WebSocket) or tunnelled (CONNECT).", "counter", &c.upgrades);
+        counter("weft_config_reloads_total", "Config reloads applied.", "counter", &c.reloads_ok);
+        counter("weft_config_reload_failures_total", "Config reloads rejected; the running config stayed.", "counter", &c.reloads_failed);
+        counter("weft_config_revision", "Revision of the active config (1 = the config at start).", "gauge", &c.config_revision);
         out
     }
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains(['"', '\\', '\n']) {
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-            .into()
+        s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
     } else {
         s.into()
     }
@@ -255,35 +141,13 @@ mod tests {
     #[test]
     fn renders_istio_names_and_labels() {
         let m = Metrics::new("productpage", "default");
-        let d = m.dest_id(DestLabels {
-            service: "reviews.default.svc".into(),
-            namespace: "default".into(),
-            version: "v2".into(),
-        });
-        m.record(
-            SeriesKey {
-                dest: d,
-                code: 503,
-                flags: ResponseFlags::UH,
-                protocol: Protocol::Http,
-                grpc_status: -1,
-            },
-            3.0,
-            0,
-            19,
-        );
+        let d = m.dest_id(DestLabels { service: "reviews.default.svc".into(), namespace: "default".into(), version: "v2".into() });
+        m.record(SeriesKey { dest: d, code: 503, flags: ResponseFlags::UH, protocol: Protocol::Http, grpc_status: -1 }, 3.0, 0, 19);
         let t = m.render();
-        assert!(
-            t.contains("istio_requests_total{reporter=\"source\",source_workload=\"productpage\""),
-            "{t}"
-        );
-        assert!(t.contains(
-            "destination_service=\"reviews.default.svc\",destination_service_name=\"reviews\""
-        ));
+        assert!(t.contains("istio_requests_total{reporter=\"source\",source_workload=\"productpage\""), "{t}");
+        assert!(t.contains("destination_service=\"reviews.default.svc\",destination_service_name=\"reviews\""));
         assert!(t.contains("response_code=\"503\",grpc_response_status=\"\",response_flags=\"UH\""));
-        assert!(
-            t.contains("istio_request_duration_milliseconds_bucket{") && t.contains(",le=\"5\"} 1")
-        );
+        assert!(t.contains("istio_request_duration_milliseconds_bucket{") && t.contains(",le=\"5\"} 1"));
         assert_eq!(m.requests_to("reviews.default.svc"), 1);
     }
 }

@@ -35,10 +35,7 @@ pub struct BackendArgs {
 }
 
 pub fn run(a: BackendArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -53,11 +50,7 @@ pub fn run(a: BackendArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!(
-            "backend {} listening on {}",
-            a.name,
-            l.local_addr().map(|x| x.to_string()).unwrap_or_default()
-        );
+        eprintln!("backend {} listening on {}", a.name, l.local_addr().map(|x| x.to_string()).unwrap_or_default());
         tokio::select! {
             _ = serve(l, a) => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -77,9 +70,7 @@ pub async fn serve(l: tokio::net::TcpListener, a: BackendArgs) {
         let _ = s.set_nodelay(true);
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(a, served, req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                .await;
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(s), svc).await;
         });
     }
 }
@@ -90,16 +81,9 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-async fn handle(
-    a: &'static BackendArgs,
-    served: &'static AtomicU64,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(a: &'static BackendArgs, served: &'static AtomicU64, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if req.uri().path() == "/_served" {
-        return Ok(Response::new(full(format!(
-            "{}\n",
-            served.load(Ordering::Relaxed)
-        ))));
+        return Ok(Response::new(full(format!("{}\n", served.load(Ordering::Relaxed)))));
     }
     served.fetch_add(1, Ordering::Relaxed);
     let delay = req
@@ -123,10 +107,7 @@ async fn handle(
         });
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
+        r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
         if let Some(u) = req.headers().get(http::header::UPGRADE) {
             r.headers_mut().insert(http::header::UPGRADE, u.clone());
         }
@@ -145,16 +126,8 @@ async fn handle(
             .and_then(|s| s.parse::<u16>().ok())
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK);
-        let headers: serde_json::Map<String, serde_json::Value> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    serde_json::Value::from(v.to_str().unwrap_or("")),
-                )
-            })
-            .collect();
+        let headers: serde_json::Map<String, serde_json::Value> =
+            req.headers().iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(v.to_str().unwrap_or("")))).collect();
         let body = serde_json::json!({
             "backend": a.name,
             "method": req.method().as_str(),

@@ -78,11 +78,7 @@ spec:
 "#;
 
 pub fn run(a: DemoArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -99,16 +95,10 @@ pub fn run(a: DemoArgs) -> ExitCode {
 }
 
 async fn demo(a: DemoArgs) -> Result<(), String> {
-    let backends = [
-        ("reviews-v1", "1ms", 0.0),
-        ("reviews-v2", "5ms", 0.0),
-        ("reviews-v3", "2ms", 0.1),
-    ];
+    let backends = [("reviews-v1", "1ms", 0.0), ("reviews-v2", "5ms", 0.0), ("reviews-v3", "2ms", 0.1)];
     let mut ports = Vec::new();
     for (name, lat, err) in backends {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         ports.push(l.local_addr().map_err(|e| e.to_string())?.port());
         let args = BackendArgs {
             listen: l.local_addr().map_err(|e| e.to_string())?,
@@ -121,36 +111,22 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cfg = dir.join("mesh.yaml");
-    let text = CONFIG
-        .replace("PORT1", &ports[0].to_string())
-        .replace("PORT2", &ports[1].to_string())
-        .replace("PORT3", &ports[2].to_string());
+    let text =
+        CONFIG.replace("PORT1", &ports[0].to_string()).replace("PORT2", &ports[1].to_string()).replace("PORT3", &ports[2].to_string());
     std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .args(["proxy", "--config"])
         .arg(&cfg)
-        .args([
-            "--listen",
-            &a.listen.to_string(),
-            "--admin",
-            &a.admin.to_string(),
-            "--service",
-            "demo-client",
-        ])
+        .args(["--listen", &a.listen.to_string(), "--admin", &a.admin.to_string(), "--service", "demo-client"])
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
     let mut guard = ChildGuard(Some(child));
     wait_port(a.listen, &mut guard).await?;
     println!("weft demo: 3 backends (reviews v1 1ms, v2 5ms, v3 2ms with 10% errors)");
-    println!(
-        "proxy on {} routing by {} (admin {})\n",
-        a.listen,
-        cfg.display(),
-        a.admin
-    );
+    println!("proxy on {} routing by {} (admin {})\n", a.listen, cfg.display(), a.admin);
 
     let started = Instant::now();
     let per = a.requests.div_ceil(a.connections.max(1));
@@ -178,11 +154,7 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     let elapsed = started.elapsed();
     let n = lat.len();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1))).copied().unwrap_or_default();
     println!(
         "sent {n} requests over {} connections in {:.2}s: {:.0} requests/s",
         a.connections,
@@ -191,12 +163,7 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     );
     println!("\n{:<14} {:>9} {:>7}", "backend", "requests", "share");
     for (b, c) in &by_backend {
-        println!(
-            "{:<14} {:>9} {:>6.1}%",
-            b,
-            c,
-            100.0 * *c as f64 / n.max(1) as f64
-        );
+        println!("{:<14} {:>9} {:>6.1}%", b, c, 100.0 * *c as f64 / n.max(1) as f64);
     }
     println!("\n{:<14} {:>9}", "status", "requests");
     for (s, c) in &by_status {
@@ -226,24 +193,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Sends `n` requests on one keep-alive connection; every tenth says `end-user: jason`.
-async fn client(
-    addr: SocketAddr,
-    n: usize,
-    id: usize,
-) -> Result<Vec<(String, u16, Duration)>, String> {
-    let s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn client(addr: SocketAddr, n: usize, id: usize) -> Result<Vec<(String, u16, Duration)>, String> {
+    let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
-    let (mut tx, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let mut b = http::Request::builder()
-            .uri("/reviews/1")
-            .header("host", "reviews");
+        let mut b = http::Request::builder().uri("/reviews/1").header("host", "reviews");
         if (i + id).is_multiple_of(10) {
             b = b.header("end-user", "jason");
         }
@@ -252,12 +209,7 @@ async fn client(
         tx.ready().await.map_err(|e| e.to_string())?;
         let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let backend = resp
-            .headers()
-            .get("x-backend")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("(proxy)")
-            .to_owned();
+        let backend = resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("(proxy)").to_owned();
         let _ = resp.into_body().collect().await;
         out.push((backend, status, t.elapsed()));
     }
@@ -270,10 +222,7 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
             // SIGTERM: the proxy drains and exits on its own.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -295,9 +244,7 @@ async fn wait_port(addr: SocketAddr, child: &mut ChildGuard) -> Result<(), Strin
         if let Some(c) = child.0.as_mut() {
             if let Ok(Some(st)) = c.try_wait() {
                 child.0 = None;
-                return Err(format!(
-                    "the proxy exited ({st}); is {addr} already in use?"
-                ));
+                return Err(format!("the proxy exited ({st}); is {addr} already in use?"));
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -17,11 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "weft",
-    version,
-    about = "A fast service mesh that reads Istio's YAML"
-)]
+#[command(name = "weft", version, about = "A fast service mesh that reads Istio's YAML")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -74,31 +70,12 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Proxy {
-            config,
-            listen,
-            admin,
-            workers,
-            service,
-            namespace,
-            access_log,
-            drain_timeout,
-            watch_interval,
-        } => {
-            let workers = workers.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+        Cmd::Proxy { config, listen, admin, workers, service, namespace, access_log, drain_timeout, watch_interval } => {
+            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let opts = weft_proxy::ProxyOptions {
                 files: config,
                 listen,

@@ -17,10 +17,7 @@ fn malformed_request_line_gets_400_and_is_counted() {
     let (_b, p) = setup();
     let r = Client::connect(p.addr()).raw(b"GARBAGE / \x01\x02 HTTP/9\r\n\r\n", false);
     assert_eq!(r.status, 400);
-    let r = Client::connect(p.addr()).raw(
-        b"GET / HTTP/1.1\r\nhost: svc\r\nbad header line\r\n\r\n",
-        false,
-    );
+    let r = Client::connect(p.addr()).raw(b"GET / HTTP/1.1\r\nhost: svc\r\nbad header line\r\n\r\n", false);
     assert_eq!(r.status, 400);
     assert_eq!(p.metric("weft_downstream_bad_request_total", &[]), 2.0);
     assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200, "still serving");
@@ -31,10 +28,7 @@ fn headers_over_the_limit_get_431() {
     let (_b, p) = setup();
     let big = "x".repeat(70 * 1024);
     let mut c = Client::connect(p.addr());
-    let r = c.raw(
-        format!("GET / HTTP/1.1\r\nhost: svc\r\nx-big: {big}\r\n\r\n").as_bytes(),
-        false,
-    );
+    let r = c.raw(format!("GET / HTTP/1.1\r\nhost: svc\r\nx-big: {big}\r\n\r\n").as_bytes(), false);
     assert_eq!(r.status, 431);
     assert_eq!(p.metric("weft_downstream_header_too_large_total", &[]), 1.0);
     // Just under the limit is fine.
@@ -47,16 +41,13 @@ fn body_longer_than_declared_is_rejected_after_the_declared_request() {
     let (_b, p) = setup();
     let mut c = Client::connect(p.addr());
     // Content-Length 5, then 40 more bytes that are not a request.
-    c.stream().write_all(b"POST /echo HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhelloTHIS IS NOT AN HTTP REQUEST AT ALL\r\n\r\n").unwrap();
-    let first = c
-        .read_response(false)
-        .expect("the declared request is answered");
+    c.stream()
+        .write_all(b"POST /echo HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhelloTHIS IS NOT AN HTTP REQUEST AT ALL\r\n\r\n")
+        .unwrap();
+    let first = c.read_response(false).expect("the declared request is answered");
     assert_eq!((first.status, first.text().as_str()), (200, "hello"));
     let second = c.read_response(false);
-    assert!(
-        second.is_none() || second.as_ref().unwrap().status == 400,
-        "the excess is not treated as a request"
-    );
+    assert!(second.is_none() || second.as_ref().unwrap().status == 400, "the excess is not treated as a request");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(p.metric("weft_downstream_bad_request_total", &[]), 1.0);
 }
@@ -66,28 +57,20 @@ fn client_disconnecting_mid_body_is_counted_and_harmless() {
     let (_b, p) = setup();
     {
         let mut c = Client::connect(p.addr());
-        c.stream()
-            .write_all(b"POST /echo HTTP/1.1\r\nhost: svc\r\ncontent-length: 100000\r\n\r\n")
-            .unwrap();
+        c.stream().write_all(b"POST /echo HTTP/1.1\r\nhost: svc\r\ncontent-length: 100000\r\n\r\n").unwrap();
         c.stream().write_all(&[b'a'; 30_000]).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     } // dropped: the client is gone mid-body
     {
         // A client that leaves while a slow response is on its way.
         let mut c = Client::connect(p.addr());
-        c.stream()
-            .write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nx-delay-ms: 300\r\n\r\n")
-            .unwrap();
+        c.stream().write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nx-delay-ms: 300\r\n\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(600));
     let resets = p.metric("weft_downstream_reset_total", &[]);
     assert!(resets >= 1.0, "disconnects not counted");
-    assert!(
-        p.metric("istio_requests_total", &["response_flags=\"DC\""]) >= 1.0,
-        "no DC flag recorded:\n{}",
-        p.admin("/metrics")
-    );
+    assert!(p.metric("istio_requests_total", &["response_flags=\"DC\""]) >= 1.0, "no DC flag recorded:\n{}", p.admin("/metrics"));
     let r = get(p.addr(), "svc", "/", &[]);
     assert_eq!(r.status, 200, "still serving");
     // Streaming both ways still works after that.
@@ -96,13 +79,8 @@ fn client_disconnecting_mid_body_is_counted_and_harmless() {
     let r = c.request("POST", "svc", "/echo", &[], &body);
     assert_eq!(r.body.len(), 200_000);
     let mut s = std::net::TcpStream::connect(p.addr()).unwrap();
-    s.write_all(b"\x16\x03\x01\x02\x00garbage-tls-hello")
-        .unwrap();
+    s.write_all(b"\x16\x03\x01\x02\x00garbage-tls-hello").unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    assert!(
-        buf.is_empty() || buf.starts_with(b"HTTP/1.1 400"),
-        "{:?}",
-        String::from_utf8_lossy(&buf)
-    );
+    assert!(buf.is_empty() || buf.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&buf));
 }

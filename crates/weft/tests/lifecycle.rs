@@ -19,8 +19,7 @@ fn reload_under_load_loses_no_request() {
     let seen_r2 = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for t in 0..4 {
-        let (stop, ok, failed, seen_r2) =
-            (stop.clone(), ok.clone(), failed.clone(), seen_r2.clone());
+        let (stop, ok, failed, seen_r2) = (stop.clone(), ok.clone(), failed.clone(), seen_r2.clone());
         threads.push(std::thread::spawn(move || {
             let mut c = Client::connect(addr);
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -37,10 +36,7 @@ fn reload_under_load_loses_no_request() {
                         seen_r2.store(true, Ordering::Relaxed);
                     }
                 } else {
-                    failed
-                        .lock()
-                        .unwrap()
-                        .push(format!("{} {}", r.status, r.text()));
+                    failed.lock().unwrap().push(format!("{} {}", r.status, r.text()));
                 }
                 i += 1;
             }
@@ -48,15 +44,9 @@ fn reload_under_load_loses_no_request() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let configs = [
-        service_entry("svc", &eps)
-            + &destination_rule("svc", "{loadBalancer: {simple: ROUND_ROBIN}}"),
-        service_entry("svc", &eps[1..])
-            + &destination_rule("svc", "{loadBalancer: {simple: RANDOM}}"),
-        service_entry("svc", &eps)
-            + &destination_rule(
-                "svc",
-                "{loadBalancer: {consistentHash: {httpHeaderName: x}}}",
-            ),
+        service_entry("svc", &eps) + &destination_rule("svc", "{loadBalancer: {simple: ROUND_ROBIN}}"),
+        service_entry("svc", &eps[1..]) + &destination_rule("svc", "{loadBalancer: {simple: RANDOM}}"),
+        service_entry("svc", &eps) + &destination_rule("svc", "{loadBalancer: {consistentHash: {httpHeaderName: x}}}"),
         service_entry("svc", &eps[..2]),
         service_entry("svc", &eps),
     ];
@@ -69,21 +59,9 @@ fn reload_under_load_loses_no_request() {
         t.join().unwrap();
     }
     let failed = failed.lock().unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} failed requests, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) > 500,
-        "only {} requests",
-        ok.load(Ordering::Relaxed)
-    );
-    assert!(
-        seen_r2.load(Ordering::Relaxed),
-        "the endpoint added by reload never got traffic"
-    );
+    assert!(failed.is_empty(), "{} failed requests, e.g. {:?}", failed.len(), failed.first());
+    assert!(ok.load(Ordering::Relaxed) > 500, "only {} requests", ok.load(Ordering::Relaxed));
+    assert!(seen_r2.load(Ordering::Relaxed), "the endpoint added by reload never got traffic");
     assert_eq!(p.revision(), 6);
 }
 
@@ -93,27 +71,16 @@ fn invalid_reload_keeps_the_running_config_and_sighup_reloads() {
     let good = service_entry("svc", &[(b.addr, "v: x", 1)]);
     let p = proxy_with(&good, &["--watch-interval", "300ms"]);
     assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200);
-    std::fs::write(
-        &p.cfg,
-        good.replace("resolution: STATIC", "resolution: STATICK"),
-    )
-    .unwrap();
+    std::fs::write(&p.cfg, good.replace("resolution: STATIC", "resolution: STATICK")).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     while p.metric("weft_config_reload_failures_total", &[]) < 1.0 {
         assert!(Instant::now() < end, "invalid config was not noticed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(
-        get(p.addr(), "svc", "/", &[]).status,
-        200,
-        "the running config stays"
-    );
+    assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200, "the running config stays");
     assert_eq!(p.revision(), 1);
     let log = p.p.log_text();
-    assert!(
-        log.contains("spec.resolution: unknown value \"STATICK\""),
-        "{log}"
-    );
+    assert!(log.contains("spec.resolution: unknown value \"STATICK\""), "{log}");
 
     // Restart with file watching effectively off, so only SIGHUP can reload.
     drop(p);
@@ -147,14 +114,8 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
             assert!(st.success(), "exit status {st}");
             break;
         }
-        assert!(
-            Instant::now() < end,
-            "the proxy did not exit after draining"
-        );
+        assert!(Instant::now() < end, "the proxy did not exit after draining");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        std::net::TcpStream::connect(addr).is_err(),
-        "still accepting after SIGTERM"
-    );
+    assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting after SIGTERM");
 }

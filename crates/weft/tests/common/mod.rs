@@ -35,11 +35,7 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
+        Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
     }
 
     pub fn log_text(&self) -> String {
@@ -72,21 +68,11 @@ pub fn spawn(args: &[&str]) -> Proc {
     });
     let line = rx
         .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| {
-            panic!(
-                "weft {args:?} did not start: {}",
-                log.lock().unwrap().join("\n")
-            )
-        });
+        .unwrap_or_else(|_| panic!("weft {args:?} did not start: {}", log.lock().unwrap().join("\n")));
     let clean = strip_ansi(&line);
     let addr = after(&clean, "listening on ").expect("address");
     let admin = after(&clean, "admin on ");
-    Proc {
-        child,
-        addr,
-        admin,
-        log,
-    }
+    Proc { child, addr, admin, log }
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -108,10 +94,7 @@ fn strip_ansi(s: &str) -> String {
 
 fn after(line: &str, key: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(key)? + key.len()..];
-    let tok: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != ',')
-        .collect();
+    let tok: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != ',').collect();
     tok.parse().ok()
 }
 
@@ -125,11 +108,7 @@ pub fn backend(name: &str, extra: &[&str]) -> Proc {
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "weft-test-{}-{}",
-        std::process::id(),
-        DIRS.fetch_add(1, Ordering::Relaxed)
-    ));
+    let d = std::env::temp_dir().join(format!("weft-test-{}-{}", std::process::id(), DIRS.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -178,9 +157,7 @@ impl Proxy {
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
-        })
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
         .filter(|l| labels.iter().all(|x| l.contains(x)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -195,22 +172,9 @@ pub fn proxy_with(config: &str, extra: &[&str]) -> Proxy {
     let cfg = dir.join("mesh.yaml");
     std::fs::write(&cfg, config).unwrap();
     let c = cfg.to_str().unwrap().to_owned();
-    let mut args = vec![
-        "proxy",
-        "--config",
-        &c,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-    ];
+    let mut args = vec!["proxy", "--config", &c, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "2"];
     args.extend_from_slice(extra);
-    Proxy {
-        p: spawn(&args),
-        cfg,
-    }
+    Proxy { p: spawn(&args), cfg }
 }
 
 /// A ServiceEntry for `host` with the given (address, labels, weight) endpoints.
@@ -219,11 +183,7 @@ pub fn service_entry(host: &str, eps: &[(SocketAddr, &str, u32)]) -> String {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n"
     );
     for (a, labels, w) in eps {
-        s.push_str(&format!(
-            "  - {{address: {}, ports: {{http: {}}}, weight: {w}, labels: {{{labels}}}}}\n",
-            a.ip(),
-            a.port()
-        ));
+        s.push_str(&format!("  - {{address: {}, ports: {{http: {}}}, weight: {w}, labels: {{{labels}}}}}\n", a.ip(), a.port()));
     }
     s
 }
@@ -241,10 +201,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -252,8 +209,7 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn backend(&self) -> String {
@@ -271,22 +227,17 @@ impl Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.set_nodelay(true).unwrap();
-        Client {
-            r: BufReader::new(s),
-        }
+        Client { r: BufReader::new(s) }
     }
 
     /// Connects from a chosen loopback source address (for useSourceIp).
     pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> Client {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
         sock.connect(&addr.into()).unwrap();
         let s: TcpStream = sock.into();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Client {
-            r: BufReader::new(s),
-        }
+        Client { r: BufReader::new(s) }
     }
 
     pub fn stream(&mut self) -> &mut TcpStream {
@@ -297,14 +248,7 @@ impl Client {
         self.request("GET", host, path, headers, b"")
     }
 
-    pub fn request(
-        &mut self,
-        method: &str,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Resp {
+    pub fn request(&mut self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -341,12 +285,7 @@ impl Client {
             let (k, v) = l.split_once(':')?;
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v): &(String, String)| v.clone())
-        };
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v): &(String, String)| v.clone());
         let mut body = Vec::new();
         if head || status == 204 || status == 304 || (100..200).contains(&status) {
         } else if let Some(n) = get("content-length") {
@@ -367,11 +306,7 @@ impl Client {
         } else {
             self.r.read_to_end(&mut body).ok()?;
         }
-        Some(Resp {
-            status,
-            headers,
-            body,
-        })
+        Some(Resp { status, headers, body })
     }
 }
 
@@ -381,12 +316,7 @@ pub fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -
 }
 
 /// Counts responses by backend over `n` requests on one connection.
-pub fn spread(
-    addr: SocketAddr,
-    host: &str,
-    n: usize,
-    headers: &[(&str, &str)],
-) -> std::collections::BTreeMap<String, usize> {
+pub fn spread(addr: SocketAddr, host: &str, n: usize, headers: &[(&str, &str)]) -> std::collections::BTreeMap<String, usize> {
     let mut c = Client::connect(addr);
     let mut m = std::collections::BTreeMap::new();
     for _ in 0..n {
@@ -398,30 +328,15 @@ pub fn spread(
 }
 
 /// Asserts each backend's share is within `tol` (absolute, e.g. 0.03) of `want`.
-pub fn assert_shares(
-    got: &std::collections::BTreeMap<String, usize>,
-    want: &[(&str, f64)],
-    tol: f64,
-) {
+pub fn assert_shares(got: &std::collections::BTreeMap<String, usize>, want: &[(&str, f64)], tol: f64) {
     let total: usize = got.values().sum();
     for (name, share) in want {
         let s = *got.get(*name).unwrap_or(&0) as f64 / total as f64;
-        assert!(
-            (s - share).abs() <= tol,
-            "{name}: share {s:.4}, want {share:.4} ± {tol} ({got:?})"
-        );
+        assert!((s - share).abs() <= tol, "{name}: share {s:.4}, want {share:.4} ± {tol} ({got:?})");
     }
 }
 
 pub fn curl(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    let o = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl is installed");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
