@@ -57,6 +57,15 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         return Ok(local::reply(fin, StatusCode::BAD_REQUEST, ResponseFlags::DPE, "invalid authority\n".into(), version));
     };
 
+    if ctx.shared.access_log {
+        fin.log = Some(Box::new(crate::access_log::Entry {
+            method: req.method().clone(),
+            path: req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            authority: authority.to_str().unwrap_or_default().to_owned(),
+            upstream: String::new(),
+            route: String::new(),
+        }));
+    }
     let rt = ctx.shared.current.load();
     let Some(vh) = rt.snap.vhost(host) else {
         metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
@@ -90,14 +99,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             version,
         ));
     };
-    if ctx.shared.access_log {
-        fin.log = Some(Box::new(crate::access_log::Entry {
-            method: req.method().clone(),
-            path: req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
-            authority: authority.to_str().unwrap_or_default().to_owned(),
-            upstream: String::new(),
-            route: route.name.clone(),
-        }));
+    if let Some(log) = fin.log.as_mut() {
+        log.route = route.name.clone();
     }
     let wc = match &route.action {
         Action::Direct { status, body } => {
