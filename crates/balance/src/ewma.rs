@@ -32,11 +32,7 @@ impl PeakEwma {
         if n <= 1 {
             return if n == 1 { Some(0) } else { None };
         }
-        let a = self.draw.pick()?;
-        let mut b = self.draw.pick()?;
-        if a == b {
-            b = (a + 1 + fastrand::usize(..n - 1)) % n;
-        }
+        let (a, b) = self.draw.pick_two()?;
         let now = (self.clock)();
         let cost = |i: usize| {
             let l = loads[i].load();

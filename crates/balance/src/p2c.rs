@@ -25,12 +25,7 @@ impl LeastRequest {
         if n <= 1 {
             return if n == 1 { Some(0) } else { None };
         }
-        let a = self.draw.pick()?;
-        let mut b = self.draw.pick()?;
-        if b == a {
-            // Keep the draw by weight but make the two candidates distinct.
-            b = if self.draw.is_weighted() { self.draw.pick()? } else { (a + 1 + fastrand::usize(..n - 1)) % n };
-        }
+        let (a, b) = self.draw.pick_two()?;
         let la = loads.get(a).map_or(0, |l| l.load().active()) as u64;
         let lb = loads.get(b).map_or(0, |l| l.load().active()) as u64;
         // la/wa <= lb/wb  ⇔  la*wb <= lb*wa. A tie keeps the first draw, which was

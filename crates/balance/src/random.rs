@@ -38,6 +38,20 @@ impl WeightedRandom {
     }
 }
 
+impl WeightedRandom {
+    /// Two distinct candidates for a power-of-two-choices pick (n ≥ 2), the first
+    /// drawn by weight. When weighted, a clash is redrawn once by weight too.
+    #[inline]
+    pub fn pick_two(&self) -> Option<(usize, usize)> {
+        let a = self.pick()?;
+        let mut b = self.pick()?;
+        if a == b && self.n > 1 {
+            b = if self.is_weighted() { self.pick()? } else { (a + 1 + fastrand::usize(..self.n - 1)) % self.n };
+        }
+        Some((a, b))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,21 +184,17 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>
     let http10 = r.version == Some(0);
     // Offsets of names and values inside the head, to slice them out of one `Bytes`.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = r
-        .headers
-        .iter()
-        .map(|h| {
-            let ns = h.name.as_ptr() as usize - base;
-            let vs = h.value.as_ptr() as usize - base;
-            (ns, h.name.len(), vs, h.value.len())
-        })
-        .collect();
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = r.headers.len();
+    for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
+        *span = (h.name.as_ptr() as usize - base, h.name.len(), h.value.as_ptr() as usize - base, h.value.len());
+    }
     let head = buf.split_to(n).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut close = http10;
-    for (ns, nl, vs, vl) in spans {
+    for &(ns, nl, vs, vl) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns..ns + nl])
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "invalid upstream header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))

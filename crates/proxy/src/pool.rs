@@ -141,13 +141,7 @@ pub async fn send_h1(
     }
     let io = connect(ep).await?;
     let (mut tx, conn) = http1::handshake(io).await.map_err(UpstreamError::from_hyper)?;
-    let metrics = ep.metrics;
-    let dest = ep.dest;
-    metrics.tcp_connection(dest, true);
-    tokio::spawn(async move {
-        let _ = conn.await;
-        metrics.tcp_connection(dest, false);
-    });
+    drive(ep, conn);
     let resp = tx.send_request(req).await.map_err(UpstreamError::from_hyper)?;
     Ok((resp, Returner { ep: ep.clone(), worker, tx, uses: 1, born: Instant::now() }))
 }
@@ -165,13 +159,7 @@ pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -
             b.timer(hyper_util::rt::TokioTimer::new());
             b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
             let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
-            let metrics = ep.metrics;
-            let dest = ep.dest;
-            metrics.tcp_connection(dest, true);
-            tokio::spawn(async move {
-                let _ = conn.await;
-                metrics.tcp_connection(dest, false);
-            });
+            drive(ep, conn);
             let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });
             pool.h2.store(Some(c.clone()));
             c
@@ -180,6 +168,16 @@ pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -
     conn.streams.fetch_add(1, Ordering::Relaxed);
     let mut tx = conn.tx.clone();
     tx.send_request(req).await.map_err(UpstreamError::from_hyper)
+}
+
+/// Runs a hyper connection on its own task, counting it opened and closed.
+fn drive<F: std::future::Future + Send + 'static>(ep: &Endpoint, conn: F) {
+    let (metrics, dest) = (ep.metrics, ep.dest);
+    metrics.tcp_connection(dest, true);
+    tokio::spawn(async move {
+        let _ = conn.await;
+        metrics.tcp_connection(dest, false);
+    });
 }
 
 fn h2_usable(c: &H2Conn, s: &PoolSettings) -> bool {
