@@ -26,7 +26,7 @@ use crate::error::UpstreamError;
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 64;
 const READ_CHUNK: usize = 8 * 1024;
 
 /// An idle or busy upstream HTTP/1.1 connection owned by weft's own client.
@@ -184,10 +184,12 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>
     let http10 = r.version == Some(0);
     // Offsets of names and values inside the head, to slice them out of one `Bytes`.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // (name start, name len, value start, value len), as u32 to keep this small.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let count = r.headers.len();
     for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
-        *span = (h.name.as_ptr() as usize - base, h.name.len(), h.value.as_ptr() as usize - base, h.value.len());
+        let (ns, vs) = (h.name.as_ptr() as usize - base, h.value.as_ptr() as usize - base);
+        *span = (ns as u32, h.name.len() as u32, vs as u32, h.value.len() as u32);
     }
     let head = buf.split_to(n).freeze();
     let mut headers = HeaderMap::with_capacity(count);
@@ -195,6 +197,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>
     let mut chunked = false;
     let mut close = http10;
     for &(ns, nl, vs, vl) in &spans[..count] {
+        let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
         let name = HeaderName::from_bytes(&head[ns..ns + nl])
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "invalid upstream header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
