@@ -40,9 +40,10 @@ pub struct RawConn {
 }
 
 impl RawConn {
-    fn new(io: TcpStream) -> Self {
+    /// Boxed once per connection, so requests move a pointer, not the connection.
+    fn new(io: TcpStream) -> Box<Self> {
         let now = Instant::now();
-        RawConn { io, buf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::with_capacity(512), uses: 0, born: now, since: now }
+        Box::new(RawConn { io, buf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::with_capacity(512), uses: 0, born: now, since: now })
     }
 
     /// An idle connection that became readable has been closed by the upstream (or
@@ -108,7 +109,7 @@ fn finish(head: http::response::Parts, mut body: RawBody, ep: &Arc<Endpoint>, wo
 
 /// Writes the head and reads the response head. On error, says whether nothing of a
 /// response had arrived (so the request may be retried on another connection).
-async fn exchange(mut conn: RawConn, parts: &http::request::Parts) -> Result<(http::response::Parts, RawBody), (io::Error, bool)> {
+async fn exchange(mut conn: Box<RawConn>, parts: &http::request::Parts) -> Result<(http::response::Parts, RawBody), (io::Error, bool)> {
     conn.wbuf.clear();
     encode_head(&mut conn.wbuf, parts);
     if let Err(e) = conn.io.write_all(&conn.wbuf).await {
@@ -116,7 +117,8 @@ async fn exchange(mut conn: RawConn, parts: &http::request::Parts) -> Result<(ht
     }
     conn.buf.clear();
     loop {
-        let head = match parse_head(&mut conn.buf, parts.method == Method::HEAD) {
+        let parsed = if conn.buf.is_empty() { Ok(None) } else { parse_head(&mut conn.buf, parts.method == Method::HEAD) };
+        let head = match parsed {
             Ok(Some(h)) => h,
             Ok(None) => {
                 if conn.buf.len() >= MAX_HEAD {
@@ -213,13 +215,20 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>
             length = Some(l);
         } else if name == http::header::TRANSFER_ENCODING {
             chunked = value.as_bytes().rsplit(|b| *b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // Framing is re-done for the client; this header is hop-by-hop.
+            continue;
         } else if name == http::header::CONNECTION {
             let v = value.as_bytes();
             if v.eq_ignore_ascii_case(b"close") {
                 close = true;
-            } else if http10 && v.eq_ignore_ascii_case(b"keep-alive") {
-                close = false;
+                continue;
+            } else if v.eq_ignore_ascii_case(b"keep-alive") {
+                close = close && !http10;
+                continue;
             }
+            // Other tokens name headers to drop; `strip_hop_by_hop` handles those.
+        } else if name.as_str() == "keep-alive" {
+            continue;
         }
         headers.append(name, value);
     }
@@ -244,7 +253,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>
 
 /// A response body read straight off the upstream socket.
 pub struct RawBody {
-    conn: Option<RawConn>,
+    conn: Option<Box<RawConn>>,
     framing: Framing,
     keep_alive: bool,
     home: Option<(Arc<Endpoint>, usize)>,

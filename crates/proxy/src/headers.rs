@@ -83,17 +83,22 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
 /// `TE: trailers` stays: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass to see whether there is anything to do (usually there is not).
-    let any = h.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::TE);
+    // One pass to see whether there is anything to do (usually there is not); the
+    // length test rules out most names without comparing bytes.
+    let any = h.keys().any(|k| matches!(k.as_str().len(), 2 | 7 | 10 | 16 | 17 | 18) && (HOP_BY_HOP.contains(k) || k == header::TE));
     if !any {
         return;
     }
     if let Some(c) = h.get(header::CONNECTION) {
-        if let Ok(list) = c.to_str() {
-            let named: Vec<HeaderName> = list.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()).collect();
-            for n in named {
-                if n != header::TE {
-                    h.remove(n);
+        let v = c.as_bytes();
+        // `keep-alive` and `close` name no other header (the common values).
+        if !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close") {
+            if let Ok(list) = c.to_str() {
+                let named: Vec<HeaderName> = list.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()).collect();
+                for n in named {
+                    if n != header::TE {
+                        h.remove(n);
+                    }
                 }
             }
         }

@@ -27,7 +27,7 @@ pub struct Pool {
     /// hyper connections, for requests with bodies.
     idle: ArrayQueue<Idle>,
     /// weft's own client connections, for requests without bodies (the common case).
-    pub(crate) raw: ArrayQueue<crate::h1client::RawConn>,
+    pub(crate) raw: ArrayQueue<Box<crate::h1client::RawConn>>,
     h2: ArcSwapOption<H2Conn>,
 }
 

@@ -101,7 +101,8 @@ pub struct Counters {
 pub struct Metrics {
     pub(crate) source_workload: String,
     pub(crate) source_namespace: String,
-    pub(crate) series: papaya::HashMap<SeriesKey, Series>,
+    /// Looked up once per request: foldhash instead of SipHash.
+    pub(crate) series: papaya::HashMap<SeriesKey, Series, foldhash::fast::RandomState>,
     pub(crate) tcp: papaya::HashMap<DestId, TcpSeries>,
     pub(crate) dests: papaya::HashMap<DestLabels, DestId>,
     pub(crate) dest_labels: papaya::HashMap<DestId, DestLabels>,
@@ -114,7 +115,7 @@ impl Metrics {
         let m = Metrics {
             source_workload: source_workload.to_owned(),
             source_namespace: source_namespace.to_owned(),
-            series: papaya::HashMap::new(),
+            series: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             tcp: papaya::HashMap::new(),
             dests: papaya::HashMap::new(),
             dest_labels: papaya::HashMap::new(),
