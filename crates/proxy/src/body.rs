@@ -126,10 +126,6 @@ impl RespBody {
         r
     }
 
-    pub fn finish_mut(&mut self) -> Option<&mut Finish> {
-        self.finish.as_mut()
-    }
-
     fn done(&mut self) {
         if let Some(r) = self.returner.take() {
             r.release();

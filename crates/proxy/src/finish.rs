@@ -20,7 +20,6 @@ pub struct Finish {
     pub protocol: Protocol,
     pub grpc_status: i16,
     pub start: Instant,
-    pub request_bytes: u64,
     /// The client's request body as it streamed (bytes, whether it broke off).
     pub request_body: Option<Arc<BodyState>>,
     pub response_bytes: u64,
@@ -39,7 +38,6 @@ impl Finish {
             protocol,
             grpc_status: -1,
             start,
-            request_bytes: 0,
             request_body: None,
             response_bytes: 0,
             endpoint: None,
@@ -76,9 +74,9 @@ impl Finish {
         }
         self.done = true;
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        let mut req_bytes = self.request_bytes;
+        let mut req_bytes = 0;
         if let Some(b) = &self.request_body {
-            req_bytes += b.bytes.load(Ordering::Relaxed);
+            req_bytes = b.bytes.load(Ordering::Relaxed);
             // The upstream broke because the client's body did: the client is at fault.
             if b.aborted.load(Ordering::Relaxed) && !self.flags.contains(ResponseFlags::DC) {
                 self.flags.0 &= !ResponseFlags::UC.0;

@@ -425,11 +425,6 @@ fn find_end_of_trailers(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
-/// Lets `RespBody` poll a `RawBody` pinned inside it.
-pub fn poll(b: Pin<&mut RawBody>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-    b.get_mut().poll_frame(cx)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
