@@ -19,7 +19,7 @@ fn malformed_request_line_gets_400_and_is_counted() {
     assert_eq!(r.status, 400);
     let r = Client::connect(p.addr()).raw(b"GET / HTTP/1.1\r\nhost: svc\r\nbad header line\r\n\r\n", false);
     assert_eq!(r.status, 400);
-    assert_eq!(p.metric("weft_downstream_bad_request_total", &[]), 2.0);
+    assert_eq!(p.wait_metric("weft_downstream_bad_request_total", &[], 2.0), 2.0);
     assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200, "still serving");
 }
 
@@ -30,7 +30,7 @@ fn headers_over_the_limit_get_431() {
     let mut c = Client::connect(p.addr());
     let r = c.raw(format!("GET / HTTP/1.1\r\nhost: svc\r\nx-big: {big}\r\n\r\n").as_bytes(), false);
     assert_eq!(r.status, 431);
-    assert_eq!(p.metric("weft_downstream_header_too_large_total", &[]), 1.0);
+    assert_eq!(p.wait_metric("weft_downstream_header_too_large_total", &[], 1.0), 1.0);
     // Just under the limit is fine.
     let ok = "y".repeat(32 * 1024);
     assert_eq!(get(p.addr(), "svc", "/", &[("x-ok", &ok)]).status, 200);
@@ -48,8 +48,7 @@ fn body_longer_than_declared_is_rejected_after_the_declared_request() {
     assert_eq!((first.status, first.text().as_str()), (200, "hello"));
     let second = c.read_response(false);
     assert!(second.is_none() || second.as_ref().unwrap().status == 400, "the excess is not treated as a request");
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(p.metric("weft_downstream_bad_request_total", &[]), 1.0);
+    assert_eq!(p.wait_metric("weft_downstream_bad_request_total", &[], 1.0), 1.0);
 }
 
 #[test]
@@ -67,8 +66,7 @@ fn client_disconnecting_mid_body_is_counted_and_harmless() {
         c.stream().write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nx-delay-ms: 300\r\n\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(600));
-    let resets = p.metric("weft_downstream_reset_total", &[]);
+    let resets = p.wait_metric("weft_downstream_reset_total", &[], 2.0);
     assert!(resets >= 1.0, "disconnects not counted");
     assert!(p.metric("istio_requests_total", &["response_flags=\"DC\""]) >= 1.0, "no DC flag recorded:\n{}", p.admin("/metrics"));
     let r = get(p.addr(), "svc", "/", &[]);

@@ -135,6 +135,19 @@ impl Proxy {
         metric_sum(&self.admin("/metrics"), name, labels)
     }
 
+    /// Waits (up to 5 s) for a metric to reach `want`; counters of connection-level
+    /// events are bumped when the connection's task ends, just after the reply.
+    pub fn wait_metric(&self, name: &str, labels: &[&str], want: f64) -> f64 {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name, labels);
+            if v >= want || Instant::now() >= end {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn revision(&self) -> u64 {
         self.metric("weft_config_revision", &[]) as u64
     }
