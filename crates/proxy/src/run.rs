@@ -25,6 +25,8 @@ pub struct ProxyOptions {
     pub access_log: bool,
     /// How long SIGTERM waits for in-flight requests.
     pub drain: Duration,
+    /// Off (None) by default, as in Envoy.
+    pub header_read_timeout: Option<Duration>,
     /// How often config files are checked for changes.
     pub watch_interval: Duration,
 }
@@ -51,6 +53,8 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         workers,
         access_log: opts.access_log,
         draining: AtomicBool::new(false),
+        drain: opts.drain,
+        header_read_timeout: opts.header_read_timeout,
     }));
 
     let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
@@ -63,10 +67,9 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     let mut threads = Vec::with_capacity(workers);
     for (i, l) in listeners.into_iter().enumerate() {
         let rx = stop_rx.clone();
-        let drain = opts.drain;
         let t = std::thread::Builder::new()
             .name(format!("weft-worker-{i}"))
-            .spawn(move || crate::server::run_worker(shared, i, l, rx, drain))
+            .spawn(move || crate::server::run_worker(shared, i, l, rx))
             .map_err(|e| format!("cannot start worker: {e}"))?;
         threads.push(t);
     }

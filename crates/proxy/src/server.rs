@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,13 +38,8 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, Ve
 }
 
 /// Runs one worker until `stop` turns true, then drains for at most `drain`.
-pub fn run_worker(
-    shared: &'static Shared,
-    worker: usize,
-    listener: std::net::TcpListener,
-    mut stop: watch::Receiver<bool>,
-    drain: Duration,
-) {
+pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+    let drain = shared.drain;
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -62,7 +56,12 @@ pub fn run_worker(
             }
         };
         let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1().max_buf_size(MAX_HEADER_BYTES).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+        b.http1().max_buf_size(MAX_HEADER_BYTES);
+        // Off by default, as Envoy's `request_headers_timeout`: hyper arms a timer for
+        // every request head, ~1.5 k instructions a request (6 %, callgrind).
+        if let Some(t) = shared.header_read_timeout {
+            b.http1().timer(TokioTimer::new()).header_read_timeout(t);
+        }
         b.http2().timer(TokioTimer::new()).max_concurrent_streams(1024).enable_connect_protocol();
         let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(b));
         let graceful = GracefulShutdown::new();

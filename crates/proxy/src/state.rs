@@ -27,6 +27,10 @@ pub struct Shared {
     pub workers: usize,
     pub access_log: bool,
     pub draining: std::sync::atomic::AtomicBool,
+    /// How long SIGTERM waits for in-flight requests.
+    pub drain: std::time::Duration,
+    /// Close client connections whose request head takes longer (slowloris guard).
+    pub header_read_timeout: Option<std::time::Duration>,
 }
 
 impl Runtime {

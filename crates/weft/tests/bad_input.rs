@@ -82,3 +82,20 @@ fn client_disconnecting_mid_body_is_counted_and_harmless() {
     let _ = s.read_to_end(&mut buf);
     assert!(buf.is_empty() || buf.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&buf));
 }
+
+#[test]
+fn slow_request_heads_are_cut_off_when_header_read_timeout_is_set() {
+    let b = backend("b", &[]);
+    let p = proxy_with(&service_entry("svc", &[(b.addr, "v: x", 1)]), &["--header-read-timeout", "300ms"]);
+    let mut s = std::net::TcpStream::connect(p.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = std::time::Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\n").unwrap(); // never finished
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "closed after {waited:?}");
+    assert!(buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&buf));
+    // A complete request is unaffected.
+    assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200);
+}
