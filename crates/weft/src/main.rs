@@ -36,7 +36,7 @@ enum Cmd {
         /// Address for /metrics, /ready, /config_dump, /clusters.
         #[arg(long)]
         admin: Option<SocketAddr>,
-        /// Worker threads (default: one per core).
+        /// Worker threads (default 1, as a sidecar; 0 = one per core, for a per-host proxy).
         #[arg(long)]
         workers: Option<usize>,
         /// The workload this proxy stands beside (metrics' source_workload).
@@ -90,7 +90,12 @@ fn main() -> ExitCode {
             header_read_timeout,
             watch_interval,
         } => {
-            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let workers = match workers {
+                Some(0) => cores,
+                Some(n) => n,
+                None => 1,
+            };
             let opts = weft_proxy::ProxyOptions {
                 files: config,
                 listen,
