@@ -283,6 +283,9 @@ impl RawBody {
         let spent = s.max_requests_per_connection > 0 && conn.uses >= s.max_requests_per_connection;
         if self.keep_alive && conn.buf.is_empty() && !spent {
             conn.since = Instant::now();
+            // The buffer's memory is shared with the body just handed out, so the next
+            // read would reallocate anyway: release it while idle.
+            conn.buf = BytesMut::new();
             if let Err(conn) = ep.pools[worker % ep.pools.len()].raw.push(conn) {
                 drop(conn);
                 ep.metrics.tcp_connection(ep.dest, false);
