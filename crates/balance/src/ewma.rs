@@ -82,10 +82,7 @@ mod tests {
         loads[1].observe(1_000_000, 999_000_000);
         loads[2].observe(1_000_000, 999_000_000);
         let b = PeakEwma::new(&[1, 1, 1], clock);
-        let mut c = [0u32; 3];
-        for _ in 0..3000 {
-            c[b.pick(&loads).unwrap()] += 1;
-        }
+        let c = crate::tally(3000, 3, || b.pick(&loads));
         assert_eq!(c[0], 0, "{c:?}");
     }
 

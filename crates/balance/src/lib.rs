@@ -90,3 +90,13 @@ pub(crate) fn gcd(a: u64, b: u64) -> u64 {
         gcd(b, a % b)
     }
 }
+
+/// Test helper: how often each endpoint is picked over `n` picks.
+#[cfg(test)]
+pub(crate) fn tally(n: usize, endpoints: usize, mut pick: impl FnMut() -> Option<usize>) -> Vec<u32> {
+    let mut c = vec![0u32; endpoints];
+    for _ in 0..n {
+        c[pick().expect("a pick")] += 1;
+    }
+    c
+}

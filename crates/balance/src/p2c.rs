@@ -47,10 +47,7 @@ mod tests {
             loads[0].start();
         }
         let b = LeastRequest::new(&[1, 1, 1]);
-        let mut c = [0u32; 3];
-        for _ in 0..3000 {
-            c[b.pick(&loads).unwrap()] += 1;
-        }
+        let c = crate::tally(3000, 3, || b.pick(&loads));
         // Endpoint 0 is only chosen when both candidates are 0, which cannot happen.
         assert_eq!(c[0], 0, "{c:?}");
     }
@@ -59,10 +56,7 @@ mod tests {
     fn weighted_at_rest() {
         let loads: Vec<EndpointLoad> = (0..2).map(|_| EndpointLoad::default()).collect();
         let b = LeastRequest::new(&[1, 3]);
-        let mut c = [0u32; 2];
-        for _ in 0..40_000 {
-            c[b.pick(&loads).unwrap()] += 1;
-        }
+        let c = crate::tally(40_000, 2, || b.pick(&loads));
         let share = c[1] as f64 / 40_000.0;
         assert!((share - 0.75).abs() < 0.02, "{share}");
     }

@@ -26,6 +26,7 @@ pub struct Finish {
     pub endpoint: Option<Arc<Endpoint>>,
     pub log: Option<Box<crate::access_log::Entry>>,
     done: bool,
+    mid_body_reset: bool,
 }
 
 impl Finish {
@@ -43,6 +44,7 @@ impl Finish {
             endpoint: None,
             log: None,
             done: false,
+            mid_body_reset: false,
         }
     }
 
@@ -58,9 +60,11 @@ impl Finish {
         self.metrics.counters.downstream_reset.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The upstream broke off mid-body. Counted when the request is recorded, once
+    /// it is known whether the client's own abort caused it (then it is DC instead).
     pub fn upstream_reset(&mut self) {
         self.flags.insert(ResponseFlags::UC);
-        self.metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
+        self.mid_body_reset = true;
     }
 
     /// Records the request; called once when its response has gone out.
@@ -80,8 +84,12 @@ impl Finish {
             // The upstream broke because the client's body did: the client is at fault.
             if b.aborted.load(Ordering::Relaxed) && !self.flags.contains(ResponseFlags::DC) {
                 self.flags.0 &= !ResponseFlags::UC.0;
+                self.mid_body_reset = false;
                 self.downstream_reset();
             }
+        }
+        if self.mid_body_reset {
+            self.metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
         }
         let key = SeriesKey { dest: self.dest, code: self.code, flags: self.flags, protocol: self.protocol, grpc_status: self.grpc_status };
         self.metrics.record(key, ms, req_bytes, self.response_bytes);

@@ -26,38 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve traffic routed by Istio resources read from files.
-    Proxy {
-        /// A multi-document YAML file of Istio resources (repeatable).
-        #[arg(long = "config", short = 'c', required = true)]
-        config: Vec<PathBuf>,
-        /// Address for traffic (HTTP/1.1 and h2c on the same port).
-        #[arg(long, default_value = "127.0.0.1:15001")]
-        listen: SocketAddr,
-        /// Address for /metrics, /ready, /config_dump, /clusters.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// Worker threads (default 1, as a sidecar; 0 = one per core, for a per-host proxy).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// The workload this proxy stands beside (metrics' source_workload).
-        #[arg(long, default_value = "unknown")]
-        service: String,
-        #[arg(long, default_value = "default")]
-        namespace: String,
-        /// Print an access log line per request on stdout.
-        #[arg(long)]
-        access_log: bool,
-        /// How long SIGTERM waits for in-flight requests, e.g. "10s".
-        #[arg(long, default_value = "10s", value_parser = parse_dur)]
-        drain_timeout: Duration,
-        /// Close client connections whose request head takes longer than this, e.g.
-        /// "30s" (off by default, as Envoy's request_headers_timeout; costs ~6 % CPU).
-        #[arg(long, value_parser = parse_dur)]
-        header_read_timeout: Option<Duration>,
-        /// How often config files are checked for changes (SIGHUP reloads at once).
-        #[arg(long, default_value = "500ms", value_parser = parse_dur)]
-        watch_interval: Duration,
-    },
+    Proxy(ProxyArgs),
     /// Check config files without serving; exit 1 on any error.
     Validate {
         #[arg(short = 'f', long = "file", required = true)]
@@ -69,6 +38,63 @@ enum Cmd {
     Backend(backend::BackendArgs),
 }
 
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// A multi-document YAML file of Istio resources (repeatable).
+    #[arg(long = "config", short = 'c', required = true)]
+    config: Vec<PathBuf>,
+    /// Address for traffic (HTTP/1.1 and h2c on the same port).
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    listen: SocketAddr,
+    /// Address for /metrics, /ready, /config_dump, /clusters.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Worker threads (default 1, as a sidecar; 0 = one per core, for a per-host proxy).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The workload this proxy stands beside (metrics' source_workload).
+    #[arg(long, default_value = "unknown")]
+    service: String,
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Print an access log line per request on stdout.
+    #[arg(long)]
+    access_log: bool,
+    /// How long SIGTERM waits for in-flight requests, e.g. "10s".
+    #[arg(long, default_value = "10s", value_parser = parse_dur)]
+    drain_timeout: Duration,
+    /// Close client connections whose request head takes longer than this, e.g.
+    /// "30s" (off by default, as Envoy's request_headers_timeout; costs ~6 % CPU).
+    #[arg(long, value_parser = parse_dur)]
+    header_read_timeout: Option<Duration>,
+    /// How often config files are checked for changes (SIGHUP reloads at once).
+    #[arg(long, default_value = "500ms", value_parser = parse_dur)]
+    watch_interval: Duration,
+}
+
+impl ProxyArgs {
+    fn into_options(self) -> weft_proxy::ProxyOptions {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        weft_proxy::ProxyOptions {
+            files: self.config,
+            listen: self.listen,
+            admin: self.admin,
+            // A sidecar takes one core unless told otherwise; 0 means all of them.
+            workers: match self.workers {
+                Some(0) => cores,
+                Some(n) => n,
+                None => 1,
+            },
+            service: self.service,
+            namespace: self.namespace,
+            access_log: self.access_log,
+            drain: self.drain_timeout,
+            header_read_timeout: self.header_read_timeout,
+            watch_interval: self.watch_interval.max(Duration::from_millis(10)),
+        }
+    }
+}
+
 fn parse_dur(s: &str) -> Result<Duration, String> {
     weft_config::duration::parse_duration(s)
 }
@@ -78,36 +104,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Proxy {
-            config,
-            listen,
-            admin,
-            workers,
-            service,
-            namespace,
-            access_log,
-            drain_timeout,
-            header_read_timeout,
-            watch_interval,
-        } => {
-            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            let workers = match workers {
-                Some(0) => cores,
-                Some(n) => n,
-                None => 1,
-            };
-            let opts = weft_proxy::ProxyOptions {
-                files: config,
-                listen,
-                admin,
-                workers,
-                service,
-                namespace,
-                access_log,
-                drain: drain_timeout,
-                header_read_timeout,
-                watch_interval: watch_interval.max(Duration::from_millis(10)),
-            };
+        Cmd::Proxy(a) => {
+            let opts = a.into_options();
             match weft_proxy::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
