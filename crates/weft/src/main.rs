@@ -1,6 +1,7 @@
 //! `weft`: one binary for the proxy, config validation, the demo and its backends.
 
 mod backend;
+mod bench;
 mod demo;
 
 /// mimalloc: measured ~10 % more requests/s than glibc malloc through the proxy.
@@ -36,6 +37,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// A demo backend: answers every request with its name, with optional latency and errors.
     Backend(backend::BackendArgs),
+    /// Load-test a URL: closed loop (-c) or open loop at a fixed rate (-q), HTTP/1.1 or h2c.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Cmd::Validate { files } => validate(&files),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Backend(a) => backend::run(a),
+        Cmd::Bench(a) => bench::bench(a),
     }
 }
 
