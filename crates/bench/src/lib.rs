@@ -18,3 +18,5 @@ pub use report::Report;
 pub use target::{RequestSpec, Target};
 pub mod plot;
 pub mod progress;
+pub mod stats;
+pub mod ab;

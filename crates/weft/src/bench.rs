@@ -161,3 +161,75 @@ fn fail(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::FAILURE
 }
+
+#[derive(clap::Args)]
+pub struct AbArgs {
+    /// The baseline, http://HOST[:PORT]/PATH
+    #[arg(long = "a")]
+    a: String,
+    /// The candidate compared with A.
+    #[arg(long = "b")]
+    b: String,
+    /// Rounds per target, run A B A B … (at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    rounds: u32,
+    /// Exit 3 when B is significantly worse than A by more than PCT % at p99 or in rps.
+    #[arg(long, value_name = "PCT", value_parser = parse_pct)]
+    fail_if_worse: Option<f64>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// text or json.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: AbOutput,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum AbOutput {
+    Text,
+    Json,
+}
+
+fn parse_pct(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage (e.g. 5)")),
+    }
+}
+
+/// Rounds of 5 s when neither -n nor -z says otherwise.
+const AB_ROUND: Duration = Duration::from_secs(5);
+
+pub fn ab(args: AbArgs) -> ExitCode {
+    let specs = args.load.spec(&args.a, AB_ROUND).and_then(|a| Ok((a, args.load.spec(&args.b, AB_ROUND)?)));
+    let (a, b) = match specs {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let live = std::io::stderr().is_terminal();
+    let rounds = args.rounds as usize;
+    let mut on_round = |round: usize, name: char, r: &weft_bench::Report| {
+        if live {
+            eprintln!(
+                "round {round}/{rounds} {name}: {:>10.0} rps  p50 {:>9}  p99 {:>9}  errors {}",
+                r.rps,
+                weft_bench::report::dur(r.latency_us.p50),
+                weft_bench::report::dur(r.latency_us.p99),
+                r.errors
+            );
+        }
+    };
+    let (ra, rb) = match weft_bench::ab::run(&a, &b, rounds, &mut on_round) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let report = weft_bench::ab::AbReport::new((&args.a, &args.b), a.mode(), ra, rb, args.fail_if_worse);
+    match args.output {
+        AbOutput::Text => print!("{}", report.text()),
+        AbOutput::Json => println!("{}", report.json()),
+    }
+    if report.failed_on.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}

@@ -39,6 +39,8 @@ enum Cmd {
     Backend(backend::BackendArgs),
     /// Load-test a URL: closed loop (-c) or open loop at a fixed rate (-q), HTTP/1.1 or h2c.
     Bench(bench::BenchArgs),
+    /// Compare two targets in interleaved rounds: differences with confidence intervals and a verdict.
+    Ab(bench::AbArgs),
 }
 
 #[derive(clap::Args)]
@@ -121,6 +123,7 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Backend(a) => backend::run(a),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Ab(a) => bench::ab(a),
     }
 }
 
