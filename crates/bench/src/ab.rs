@@ -78,10 +78,13 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
+/// A metric's name, which way is better, and how to read it from a round.
+type Metric = (&'static str, Better, fn(&Round) -> f64);
+
 /// Compares B with A over paired rounds.
 pub fn compare(a: &[Round], b: &[Round]) -> Vec<Comparison> {
     let each = 1.0 - (1.0 - CONFIDENCE) / METRICS as f64;
-    let metrics: [(&'static str, Better, fn(&Round) -> f64); METRICS] = [
+    let metrics: [Metric; METRICS] = [
         ("rps", Better::Higher, |r| r.rps),
         ("p50_us", Better::Lower, |r| r.p50_us),
         ("p95_us", Better::Lower, |r| r.p95_us),
@@ -306,7 +309,9 @@ mod tests {
 
     #[test]
     fn verdict_words_and_gate() {
-        let a: Vec<Round> = (0..4).map(|i| Round { rps: 1000.0 + i as f64, p50_us: 100.0, p95_us: 150.0, p99_us: 200.0 + i as f64, error_rate: 0.0 }).collect();
+        let a: Vec<Round> = (0..4)
+            .map(|i| Round { rps: 1000.0 + i as f64, p50_us: 100.0, p95_us: 150.0, p99_us: 200.0 + i as f64, error_rate: 0.0 })
+            .collect();
         let b: Vec<Round> = a.iter().map(|r| Round { rps: r.rps * 0.9, p99_us: r.p99_us * 1.12, ..*r }).collect();
         let cmps = compare(&a, &b);
         let lines = verdict(&cmps);

@@ -182,6 +182,7 @@ impl Job {
             queue: RefCell::new(VecDeque::new()),
             ready: Notify::new(),
             dispatching: Cell::new(spec.rate.is_some()),
+            open: spec.rate.is_some(),
             remaining: self.remaining.clone(),
             deadline: Cell::new(None),
             grace: spec.timeout,
@@ -248,6 +249,8 @@ struct Ctx {
     queue: RefCell<VecDeque<Instant>>,
     ready: Notify,
     dispatching: Cell<bool>,
+    /// Open loop: requests come only from the dispatcher's schedule.
+    open: bool,
     /// Requests left to send, over all threads (`-n`).
     remaining: Option<Arc<AtomicU64>>,
     deadline: Cell<Option<Instant>>,
@@ -261,7 +264,7 @@ type Ticket = Option<Instant>;
 
 impl Ctx {
     async fn next(&self) -> Option<Ticket> {
-        if self.queue_mode() {
+        if self.open {
             return self.next_scheduled().await;
         }
         if self.deadline.get().is_some_and(|d| Instant::now() >= d) {
@@ -273,10 +276,6 @@ impl Ctx {
             }
         }
         Some(None)
-    }
-
-    fn queue_mode(&self) -> bool {
-        self.dispatching.get() || !self.queue.borrow().is_empty()
     }
 
     async fn next_scheduled(&self) -> Option<Ticket> {
@@ -399,7 +398,8 @@ async fn h2_connection(ctx: Rc<Ctx>, addr: SocketAddr, template: Rc<h2::Template
                 }
             },
         };
-        let tasks: Vec<_> = (0..streams).map(|_| tokio::task::spawn_local(h2_stream(ctx.clone(), sender.clone(), template.clone()))).collect();
+        let tasks: Vec<_> =
+            (0..streams).map(|_| tokio::task::spawn_local(h2_stream(ctx.clone(), sender.clone(), template.clone()))).collect();
         let mut lost = false;
         for t in tasks {
             lost |= t.await.unwrap_or(false);

@@ -25,7 +25,8 @@ pub struct Template {
 impl Template {
     pub fn new(spec: &RequestSpec, target: &Target) -> Result<Template, String> {
         let method = Method::from_bytes(spec.method.as_bytes()).map_err(|_| format!("invalid method {:?}", spec.method))?;
-        let uri: Uri = format!("http://{}{}", spec.authority(target), target.path).parse().map_err(|e| format!("invalid request URI: {e}"))?;
+        let uri: Uri =
+            format!("http://{}{}", spec.authority(target), target.path).parse().map_err(|e| format!("invalid request URI: {e}"))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &spec.headers {
             if name.eq_ignore_ascii_case("host") {

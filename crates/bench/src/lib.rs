@@ -16,7 +16,7 @@ pub mod target;
 pub use engine::{run, LoadSpec, Outcome, RunError};
 pub use report::Report;
 pub use target::{RequestSpec, Target};
+pub mod ab;
 pub mod plot;
 pub mod progress;
 pub mod stats;
-pub mod ab;

@@ -39,8 +39,18 @@ impl Panel {
             let x = self.x(*v);
             let _ = writeln!(out, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"#, self.y0 + PANEL_H + 16.0);
         }
-        let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#, (LEFT + W - RIGHT) / 2.0, self.y0 + PANEL_H + 34.0);
-        let _ = writeln!(out, r##"<rect x="{LEFT}" y="{}" width="{}" height="{PANEL_H}" fill="none" stroke="#888"/>"##, self.y0, W - LEFT - RIGHT);
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
+            (LEFT + W - RIGHT) / 2.0,
+            self.y0 + PANEL_H + 34.0
+        );
+        let _ = writeln!(
+            out,
+            r##"<rect x="{LEFT}" y="{}" width="{}" height="{PANEL_H}" fill="none" stroke="#888"/>"##,
+            self.y0,
+            W - LEFT - RIGHT
+        );
     }
 
     fn line(&self, out: &mut String, points: &[(f64, f64)], color: &str, label: &str, legend_row: usize) {
@@ -55,7 +65,8 @@ impl Panel {
 pub fn svg(report: &Report) -> String {
     let height = TOP + 2.0 * (PANEL_H + 70.0);
     let mut out = String::new();
-    let _ = writeln!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12">"#);
+    let _ =
+        writeln!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12">"#);
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let mode = if report.target_rps.is_some() { "open loop" } else { "closed loop" };
     let _ = writeln!(
@@ -74,7 +85,8 @@ pub fn svg(report: &Report) -> String {
     let time = Panel { y0: TOP + 30.0, x_max: rows.len().max(1) as f64, y_max };
     let ticks: Vec<(f64, String)> = (0..=rows.len()).step_by((rows.len() / 10).max(1)).map(|s| (s as f64, s.to_string())).collect();
     time.frame(&mut out, "Latency per second (max clipped to the chart)", "seconds", &ticks);
-    let series = |f: fn(&crate::report::SecondRow) -> f64| -> Vec<(f64, f64)> { rows.iter().map(|r| (r.second as f64 - 0.5, f(r))).collect() };
+    let series =
+        |f: fn(&crate::report::SecondRow) -> f64| -> Vec<(f64, f64)> { rows.iter().map(|r| (r.second as f64 - 0.5, f(r))).collect() };
     time.line(&mut out, &series(|r| r.max_us), "#bbb", "max", 0);
     time.line(&mut out, &series(|r| r.p99_us), "#d62728", "p99", 1);
     time.line(&mut out, &series(|r| r.p50_us), "#1f77b4", "p50", 2);

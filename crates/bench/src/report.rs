@@ -155,7 +155,8 @@ impl Report {
     pub fn csv(&self) -> String {
         let mut out = String::from("second,responses,ok,errors,rps,p50_us,p99_us,max_us\n");
         for r in &self.per_second {
-            let _ = writeln!(out, "{},{},{},{},{},{},{},{}", r.second, r.responses, r.ok, r.errors, r.responses, r.p50_us, r.p99_us, r.max_us);
+            let _ =
+                writeln!(out, "{},{},{},{},{},{},{},{}", r.second, r.responses, r.ok, r.errors, r.responses, r.p50_us, r.p99_us, r.max_us);
         }
         let l = &self.latency_us;
         let _ = writeln!(out, "total,{},{},{},{:.1},{},{},{}", self.responses, self.ok, self.errors, self.rps, l.p50, l.p99, l.max);
@@ -172,7 +173,13 @@ impl Report {
         let streams = if self.protocol == "h2c" { format!(" × {} streams", self.streams) } else { String::new() };
         let _ = writeln!(o, "  {} connections{streams}, {} thread(s), {:.2} s", self.connections, self.threads, self.duration_s);
         let _ = writeln!(o);
-        let _ = writeln!(o, "  requests     {:>12}   ({} answered, {} failed)", group(self.requests), group(self.responses), group(self.errors));
+        let _ = writeln!(
+            o,
+            "  requests     {:>12}   ({} answered, {} failed)",
+            group(self.requests),
+            group(self.responses),
+            group(self.errors)
+        );
         let achieved = match self.target_rps {
             Some(t) if t > 0.0 => format!("   ({:.1} % of the target)", 100.0 * self.rps / t),
             _ => String::new(),
@@ -189,7 +196,11 @@ impl Report {
             let _ = writeln!(o, "  unsent       {:>12}   (scheduled, still queued when the run ended)", group(self.unsent));
         }
         let _ = writeln!(o);
-        let _ = writeln!(o, "  {:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}", "", "p50", "p75", "p90", "p95", "p99", "p99.9", "max", "mean");
+        let _ = writeln!(
+            o,
+            "  {:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "", "p50", "p75", "p90", "p95", "p99", "p99.9", "max", "mean"
+        );
         for (name, p) in [("latency", &self.latency_us), ("first byte", &self.ttfb_us), ("connect", &self.connect_us)] {
             if p.count == 0 {
                 continue;
@@ -229,7 +240,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -116,7 +116,8 @@ impl RequestSpec {
             out.extend_from_slice(b"\r\n");
         }
         let bodyless = matches!(self.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
-        if !has_length && !(self.body.is_empty() && bodyless) {
+        let needs_length = !self.body.is_empty() || !bodyless;
+        if !has_length && needs_length {
             out.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
         }
         out.extend_from_slice(b"\r\n");
