@@ -299,6 +299,9 @@ impl Ctx {
 
     fn record(&self, result: Result<Answer, ErrorKind>, from: Instant, sent: Instant) -> bool {
         let mut rec = self.rec.borrow_mut();
+        if self.open {
+            rec.send_delay.saturating_record(sent.saturating_duration_since(from).as_nanos() as u64);
+        }
         match result {
             Ok(a) => {
                 let done = Instant::now();

@@ -84,6 +84,8 @@ impl Second {
 pub struct Recorder {
     pub latency: Histogram<u64>,
     pub ttfb: Histogram<u64>,
+    /// Open loop: how late each request left, against its intended send time.
+    pub send_delay: Histogram<u64>,
     pub connect: Histogram<u64>,
     /// Responses by status code (index = code, 0..1000).
     pub statuses: Vec<u64>,
@@ -99,6 +101,7 @@ impl Default for Recorder {
         Recorder {
             latency: histogram(),
             ttfb: histogram(),
+            send_delay: histogram(),
             connect: histogram(),
             statuses: vec![0; 1000],
             errors: [0; ErrorKind::ALL.len()],
@@ -157,6 +160,7 @@ impl Recorder {
     pub fn merge(&mut self, other: &Recorder) {
         self.latency.add(&other.latency).expect("histograms share bounds");
         self.ttfb.add(&other.ttfb).expect("histograms share bounds");
+        self.send_delay.add(&other.send_delay).expect("histograms share bounds");
         self.connect.add(&other.connect).expect("histograms share bounds");
         for (a, b) in self.statuses.iter_mut().zip(&other.statuses) {
             *a += b;

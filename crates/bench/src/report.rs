@@ -101,6 +101,9 @@ pub struct Report {
     pub latency_us: Percentiles,
     /// From the send to the first byte of the response.
     pub ttfb_us: Percentiles,
+    /// Open loop: how late requests left against the schedule (waiting for a free
+    /// connection, or the load generator itself falling behind).
+    pub send_delay_us: Percentiles,
     pub connect_us: Percentiles,
     pub connections_opened: u64,
     pub per_second: Vec<SecondRow>,
@@ -140,6 +143,7 @@ impl Report {
             unsent: rec.unsent,
             latency_us: Percentiles::of(&rec.latency),
             ttfb_us: Percentiles::of(&rec.ttfb),
+            send_delay_us: Percentiles::of(&rec.send_delay),
             connect_us: Percentiles::of(&rec.connect),
             connections_opened: rec.connections,
             per_second: out.seconds.iter().map(SecondRow::of).collect(),
@@ -201,7 +205,12 @@ impl Report {
             "  {:<14}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
             "", "p50", "p75", "p90", "p95", "p99", "p99.9", "max", "mean"
         );
-        for (name, p) in [("latency", &self.latency_us), ("first byte", &self.ttfb_us), ("connect", &self.connect_us)] {
+        for (name, p) in [
+            ("latency", &self.latency_us),
+            ("first byte", &self.ttfb_us),
+            ("send delay", &self.send_delay_us),
+            ("connect", &self.connect_us),
+        ] {
             if p.count == 0 {
                 continue;
             }
