@@ -56,6 +56,8 @@ impl Percentiles {
 pub struct SecondRow {
     pub second: u64,
     pub responses: u64,
+    /// Responses per second over the part of this second the run covered.
+    pub rps: f64,
     pub ok: u64,
     pub errors: u64,
     pub p50_us: f64,
@@ -64,9 +66,12 @@ pub struct SecondRow {
 }
 
 impl SecondRow {
-    pub fn of(s: &Second) -> SecondRow {
+    /// `elapsed_s`: the run's length, so that a last, partial second reads as a rate.
+    pub fn of(s: &Second, elapsed_s: f64) -> SecondRow {
         let p = Percentiles::of(&s.latency);
-        SecondRow { second: s.index, responses: s.responses, ok: s.ok, errors: s.errors, p50_us: p.p50, p99_us: p.p99, max_us: p.max }
+        let covered = (elapsed_s - (s.index - 1) as f64).clamp(0.001, 1.0);
+        let rps = (s.responses as f64 / covered).round();
+        SecondRow { second: s.index, responses: s.responses, rps, ok: s.ok, errors: s.errors, p50_us: p.p50, p99_us: p.p99, max_us: p.max }
     }
 }
 
@@ -146,7 +151,7 @@ impl Report {
             send_delay_us: Percentiles::of(&rec.send_delay),
             connect_us: Percentiles::of(&rec.connect),
             connections_opened: rec.connections,
-            per_second: out.seconds.iter().map(SecondRow::of).collect(),
+            per_second: out.seconds.iter().map(|s| SecondRow::of(s, secs)).collect(),
             latency: rec.latency.clone(),
         }
     }
@@ -159,8 +164,7 @@ impl Report {
     pub fn csv(&self) -> String {
         let mut out = String::from("second,responses,ok,errors,rps,p50_us,p99_us,max_us\n");
         for r in &self.per_second {
-            let _ =
-                writeln!(out, "{},{},{},{},{},{},{},{}", r.second, r.responses, r.ok, r.errors, r.responses, r.p50_us, r.p99_us, r.max_us);
+            let _ = writeln!(out, "{},{},{},{},{},{},{},{}", r.second, r.responses, r.ok, r.errors, r.rps, r.p50_us, r.p99_us, r.max_us);
         }
         let l = &self.latency_us;
         let _ = writeln!(out, "total,{},{},{},{:.1},{},{},{}", self.responses, self.ok, self.errors, self.rps, l.p50, l.p99, l.max);

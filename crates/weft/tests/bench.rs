@@ -267,3 +267,20 @@ fn bad_input_is_a_clear_error() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let _one_at_a_time = measuring();
+    let server = Server::start(Behaviour::Delay(Duration::ZERO));
+    let cmd = format!("{} bench {} -c 2 -z 2s", common::weft(), server.url());
+    // `script` gives the command a pseudo-terminal.
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().expect("script (util-linux) runs");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("] ") && tty.contains(" rps  p99 "), "no progress line on a terminal: {tty}");
+    assert!(tty.contains("closed loop"), "{tty}");
+
+    let (code, stdout, stderr) = run(&["bench", &server.url(), "-c", "2", "-z", "1s"]);
+    assert_eq!(code, 0);
+    assert!(!stderr.contains(" rps  p99 ") && !stdout.contains(" rps  p99 "), "progress drawn into a pipe: {stderr}");
+}
