@@ -386,10 +386,14 @@ async fn h1_worker(ctx: Rc<Ctx>, addr: SocketAddr, request: Rc<[u8]>, is_head: b
 
 async fn h2_connection(ctx: Rc<Ctx>, addr: SocketAddr, template: Rc<h2::Template>, streams: usize, mut conn: Option<h2::Sender>) {
     loop {
+        let began = Instant::now();
         let sender = match conn.take() {
             Some(s) => s,
             None => match tokio::time::timeout(ctx.timeout, h2::connect(addr)).await {
-                Ok(Ok(s)) => s,
+                Ok(Ok(s)) => {
+                    ctx.rec.borrow_mut().connected(began.elapsed().as_nanos() as u64);
+                    s
+                }
                 _ => {
                     // A failed connect costs one request, so a dead target ends the run.
                     if ctx.next().await.is_none() {
