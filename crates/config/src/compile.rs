@@ -118,6 +118,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 timeout: None,
                 rewrite: None,
                 mirror: None,
+                retry: Some(RetryPolicy::istio_default()),
+                fault: None,
             }],
         });
         snap.exact_hosts.insert(host.clone(), idx);

@@ -349,13 +349,57 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<Percent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
-    /// Consumed by the resilience layer (a later issue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<serde_json::Value>,
+    pub retries: Option<HttpRetry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<serde_json::Value>,
+    pub fault: Option<HttpFaultInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRetry {
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_remote_localities: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpFaultInjection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultDelay {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_delay: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
+    /// Deprecated integer form of `percentage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultAbort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

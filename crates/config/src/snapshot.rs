@@ -63,6 +63,41 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     /// Mirror target and the fraction of requests (0..=1) mirrored.
     pub mirror: Option<(ClusterChoice, f64)>,
+    /// `None`: no retries (`attempts: 0`).
+    pub retry: Option<RetryPolicy>,
+    pub fault: Option<Fault>,
+}
+
+/// A route's `retries`, with Istio's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first try (total tries = 1 + attempts).
+    pub attempts: u32,
+    /// Bound on each try; the route timeout still bounds them all.
+    pub per_try_timeout: Option<Duration>,
+    pub retry_on: weft_resilience::RetryOn,
+}
+
+impl RetryPolicy {
+    /// Istio's mesh default for routes that say nothing: 2 retries on connect failure,
+    /// refused stream, and gRPC unavailable / cancelled.
+    pub fn istio_default() -> RetryPolicy {
+        RetryPolicy { attempts: 2, per_try_timeout: None, retry_on: weft_resilience::RetryOn::istio_default() }
+    }
+}
+
+/// A route's `fault`: each part applies to its fraction (0..=1) of requests.
+#[derive(Debug, Clone, Default)]
+pub struct Fault {
+    pub delay: Option<(Duration, f64)>,
+    pub abort: Option<(AbortWith, f64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortWith {
+    Http(StatusCode),
+    /// A gRPC status code, answered as a trailers-only gRPC response.
+    Grpc(u8),
 }
 
 #[derive(Debug)]

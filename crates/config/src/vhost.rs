@@ -112,7 +112,17 @@ fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mu
             Some((destination(r, m, &format!("{path}.mirror"), ctx), pct / 100.0))
         }
     };
+    let retry = match &h.retries {
+        None => Some(RetryPolicy::istio_default()),
+        Some(rt) => compile_retries(r, rt, &format!("{path}.retries"), ctx)?,
+    };
+    let fault = match &h.fault {
+        None => None,
+        Some(f) => Some(compile_fault(r, f, &format!("{path}.fault"), ctx)?),
+    };
     Some(Route {
+        retry,
+        fault,
         name: h.name.clone().unwrap_or_else(|| format!("http[{index}]")),
         matches,
         action,
@@ -122,6 +132,94 @@ fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mu
         rewrite,
         mirror,
     })
+}
+
+fn compile_retries(r: &Resource, rt: &HttpRetry, path: &str, ctx: &mut Ctx<'_>) -> Option<Option<RetryPolicy>> {
+    if rt.attempts > 100 {
+        ctx.err(r, format!("{path}.attempts"), format!("{} retries is more than 100", rt.attempts));
+        return None;
+    }
+    let retry_on = match rt.retry_on.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => weft_resilience::RetryOn::istio_default(),
+        Some(s) => match weft_resilience::RetryOn::parse(s) {
+            Ok(on) => on,
+            Err(e) => {
+                ctx.err(r, format!("{path}.retryOn"), e.to_string());
+                return None;
+            }
+        },
+    };
+    if rt.attempts == 0 {
+        return Some(None);
+    }
+    Some(Some(RetryPolicy { attempts: rt.attempts, per_try_timeout: rt.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()), retry_on }))
+}
+
+/// gRPC status names as Istio's `grpcStatus` takes them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+fn fraction(r: &Resource, p: Option<&Percent>, legacy: Option<u32>, path: &str, ctx: &mut Ctx<'_>) -> Option<f64> {
+    let pct = p.map(|p| p.value).or(legacy.map(f64::from)).unwrap_or(100.0);
+    if !(0.0..=100.0).contains(&pct) {
+        ctx.err(r, format!("{path}.percentage.value"), format!("{pct} is not a percentage (0-100)"));
+        return None;
+    }
+    Some(pct / 100.0)
+}
+
+fn compile_fault(r: &Resource, f: &HttpFaultInjection, path: &str, ctx: &mut Ctx<'_>) -> Option<Fault> {
+    let mut fault = Fault::default();
+    if let Some(d) = &f.delay {
+        let p = format!("{path}.delay");
+        let Some(delay) = d.fixed_delay else {
+            ctx.err(r, format!("{p}.fixedDelay"), "missing field");
+            return None;
+        };
+        fault.delay = Some((delay.0, fraction(r, d.percentage.as_ref(), d.percent, &p, ctx)?));
+    }
+    if let Some(a) = &f.abort {
+        let p = format!("{path}.abort");
+        let abort = match (a.http_status, &a.grpc_status) {
+            (Some(code), None) => match StatusCode::from_u16(code.min(999) as u16) {
+                Ok(s) if (200..=599).contains(&code) => AbortWith::Http(s),
+                _ => {
+                    ctx.err(r, format!("{p}.httpStatus"), format!("{code} is not a valid HTTP status (200-599)"));
+                    return None;
+                }
+            },
+            (None, Some(name)) => match GRPC_CODES.iter().position(|c| c.eq_ignore_ascii_case(name)) {
+                Some(i) => AbortWith::Grpc(i as u8),
+                None => {
+                    ctx.err(r, format!("{p}.grpcStatus"), format!("unknown gRPC status {name:?} (expected e.g. UNAVAILABLE)"));
+                    return None;
+                }
+            },
+            _ => {
+                ctx.err(r, p, "exactly one of httpStatus or grpcStatus is required");
+                return None;
+            }
+        };
+        fault.abort = Some((abort, fraction(r, a.percentage.as_ref(), None, &format!("{path}.abort"), ctx)?));
+    }
+    Some(fault)
 }
 
 fn compile_destinations(r: &Resource, dests: &[HttpRouteDestination], path: &str, ctx: &mut Ctx<'_>) -> Option<WeightedClusters> {

@@ -88,3 +88,30 @@ fn subsets_weights_and_ports_compile() {
     assert!(snap.vhost("reviews").is_some());
     assert!(snap.vhost("ratings").is_none());
 }
+
+fn vs_route(extra: &str) -> String {
+    format!(
+        "{SE}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n{extra}"
+    )
+}
+
+#[test]
+fn retries_and_faults_name_the_bad_field() {
+    let cases = [
+        (
+            "    retries: {attempts: 3, retryOn: \"5xx,connect-faliure\"}\n",
+            "mesh.yaml: VirtualService r: spec.http[0].retries.retryOn: unknown retry condition \"connect-faliure\" (expected a status code or one of 5xx, gateway-error, reset, connect-failure, refused-stream, retriable-4xx, retriable-status-codes, cancelled, deadline-exceeded, resource-exhausted, unavailable)",
+        ),
+        ("    fault: {abort: {httpStatus: 99}}\n", "mesh.yaml: VirtualService r: spec.http[0].fault.abort.httpStatus: 99 is not a valid HTTP status (200-599)"),
+        (
+            "    fault: {abort: {grpcStatus: UNAVAILBLE}}\n",
+            "mesh.yaml: VirtualService r: spec.http[0].fault.abort.grpcStatus: unknown gRPC status \"UNAVAILBLE\" (expected e.g. UNAVAILABLE)",
+        ),
+        ("    fault: {delay: {fixedDelay: 1s, percentage: {value: 150}}}\n", "mesh.yaml: VirtualService r: spec.http[0].fault.delay.percentage.value: 150 is not a percentage (0-100)"),
+        ("    fault: {delay: {percentage: {value: 50}}}\n", "mesh.yaml: VirtualService r: spec.http[0].fault.delay.fixedDelay: missing field"),
+    ];
+    for (extra, want) in cases {
+        assert_eq!(errors(&vs_route(extra)), vec![want.to_string()], "{extra}");
+    }
+    assert!(errors(&vs_route("    retries: {attempts: 2, perTryTimeout: 100ms, retryOn: \"gateway-error,503\"}\n    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}}\n")).is_empty());
+}
