@@ -15,12 +15,11 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::body::ReqBody;
 use crate::cluster::Endpoint;
 use crate::error::UpstreamError;
 
@@ -75,15 +74,14 @@ enum Chunk {
 }
 
 /// Sends a request with no body and reads the response head.
-pub async fn send(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -> Result<Response<RawBody>, UpstreamError> {
-    let (parts, _) = req.into_parts();
+pub async fn send(ep: &Arc<Endpoint>, worker: usize, parts: &http::request::Parts) -> Result<Response<RawBody>, UpstreamError> {
     let pool = &ep.pools[worker % ep.pools.len()];
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE);
     while let Some(conn) = pool.raw.pop() {
         if crate::pool::expired_at(conn.since, conn.born, &ep.pool_settings) || conn.looks_closed() {
             continue;
         }
-        match exchange(conn, &parts).await {
+        match exchange(conn, parts).await {
             Ok((head, body)) => return Ok(finish(head, body, ep, worker)),
             // Closed under us before any byte of a response: safe to try a new connection.
             Err((e, true)) if idempotent => {
@@ -95,7 +93,7 @@ pub async fn send(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -> R
     let io = crate::pool::connect(ep).await?.into_inner();
     ep.metrics.tcp_connection(ep.dest, true);
     let conn = RawConn::new(io);
-    match exchange(conn, &parts).await {
+    match exchange(conn, parts).await {
         Ok((head, body)) => Ok(finish(head, body, ep, worker)),
         Err((e, _)) => Err(UpstreamError::Reset(e.to_string())),
     }

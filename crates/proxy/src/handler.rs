@@ -14,7 +14,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use weft_balance::PickCtx;
 use weft_config::matcher::RequestView;
-use weft_config::{Action, LbPolicy, Route, UpstreamProtocol, WeightedTarget};
+use weft_config::{AbortWith, Action, LbPolicy, Route, UpstreamProtocol, WeightedTarget};
 use weft_telemetry::{Protocol, ResponseFlags};
 
 use crate::body::{BodyState, ReqBody, RespBody};
@@ -23,7 +23,7 @@ use crate::error::UpstreamError;
 use crate::finish::Finish;
 use crate::headers::{self, HostBuf};
 use crate::state::Shared;
-use crate::{h1client, local, mirror, pool, tunnel};
+use crate::{h1client, local, mirror, pool, retry, tunnel};
 
 /// What a connection's requests share.
 #[derive(Clone, Copy)]
@@ -121,8 +121,24 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         Action::Forward(wc) => wc,
     };
     let target = wc.pick(fastrand::u32(..));
-    let cluster = &rt.clusters[target.cluster.resolve(port.unwrap_or(0))];
+    let cluster_idx = target.cluster.resolve(port.unwrap_or(0));
+    let cluster = &rt.clusters[cluster_idx];
     fin.dest = cluster.dest;
+
+    // Fault injection: an abort answers here; a delay waits once the snapshot is let go.
+    let mut fault_delay = None;
+    if let Some(fault) = &route.fault {
+        if let Some((abort, fraction)) = fault.abort {
+            if weft_resilience::sampled(fraction, fastrand::f64()) {
+                metrics.counters.faults_aborted.fetch_add(1, Ordering::Relaxed);
+                return Ok(match abort {
+                    AbortWith::Http(status) => local::reply(fin, status, ResponseFlags::FI, "fault filter abort\n".into(), version),
+                    AbortWith::Grpc(code) => local::grpc_reply(fin, code, ResponseFlags::FI, "fault filter abort", version),
+                });
+            }
+        }
+        fault_delay = fault.delay.filter(|(_, fraction)| weft_resilience::sampled(*fraction, fastrand::f64())).map(|(d, _)| d);
+    }
 
     let (hash, set_cookie) = match &cluster.spec.lb {
         LbPolicy::Hash { key, .. } => crate::hashkey::hash_key(key, req.headers(), query, ctx.remote),
@@ -179,24 +195,45 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         Some(mc) => mirror::send(up_req, mc, ctx, authority.to_str().unwrap_or_default()),
         None => up_req,
     };
+    // Requests without a body can be sent again: they follow the route's retry policy.
+    let retry_plan = route.retry.as_ref().filter(|_| !upgrade && up_req.body().is_end_stream()).map(|policy| retry::Plan {
+        policy: policy.clone(),
+        cluster: cluster_idx,
+        revision: rt.revision,
+        hash,
+        passthrough: cluster.spec.lb == LbPolicy::Passthrough,
+        deadline: timeout.map(|t| start + t),
+    });
     drop(rt);
+
+    if let Some(d) = fault_delay {
+        fin.flags.insert(ResponseFlags::DI);
+        metrics.counters.faults_delayed.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(d).await;
+    }
 
     if upgrade {
         return Ok(tunnel::upgrade(up_req, down_upgrade, ep, fin, ctx, version).await);
     }
 
-    let send = async {
-        if up_proto == Version::HTTP_2 {
-            pool::send_h2(&ep, ctx.worker, up_req).await.map(|r| Upstream::Hyper(r, None))
-        } else if up_req.body().is_end_stream() {
-            h1client::send(&ep, ctx.worker, up_req).await.map(Upstream::Raw)
-        } else {
-            pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| Upstream::Hyper(r, Some(ret)))
+    let result = if let Some(plan) = &retry_plan {
+        let (parts, _) = up_req.into_parts();
+        retry::send(ctx, &mut fin, ep, &parts, plan).await
+    } else {
+        let send = async {
+            if up_proto == Version::HTTP_2 {
+                pool::send_h2(&ep, ctx.worker, up_req).await.map(|r| Upstream::Hyper(r, None))
+            } else if up_req.body().is_end_stream() {
+                let (parts, _) = up_req.into_parts();
+                h1client::send(&ep, ctx.worker, &parts).await.map(Upstream::Raw)
+            } else {
+                pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| Upstream::Hyper(r, Some(ret)))
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
+            None => send.await,
         }
-    };
-    let result = match timeout {
-        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
-        None => send.await,
     };
     let resp = match result {
         Ok(x) => x,
@@ -211,7 +248,7 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             return Ok(local::reply(fin, status, flag, format!("{e}\n").into(), version));
         }
     };
-    if observe {
+    if let Some(ep) = fin.endpoint.as_ref().filter(|_| observe) {
         ep.load.observe(start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
     }
     let (mut parts, body) = match resp {
@@ -242,9 +279,18 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     Ok(Response::from_parts(parts, body))
 }
 
-enum Upstream {
+pub(crate) enum Upstream {
     Hyper(Response<Incoming>, Option<pool::Returner>),
     Raw(Response<h1client::RawBody>),
+}
+
+impl Upstream {
+    pub(crate) fn head(&self) -> (u16, &http::HeaderMap) {
+        match self {
+            Upstream::Hyper(r, _) => (r.status().as_u16(), r.headers()),
+            Upstream::Raw(r) => (r.status().as_u16(), r.headers()),
+        }
+    }
 }
 
 enum UpBody {

@@ -18,6 +18,7 @@ pub mod headers;
 pub mod local;
 pub mod mirror;
 pub mod pool;
+pub mod retry;
 mod run;
 pub mod server;
 pub mod state;

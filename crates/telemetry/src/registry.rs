@@ -89,6 +89,13 @@ pub struct Counters {
     pub upstream_connect_failure: AtomicU64,
     pub upstream_reset: AtomicU64,
     pub upstream_timeout: AtomicU64,
+    /// Tries after the first, made by a route's retry policy.
+    pub retries: AtomicU64,
+    /// Requests whose retries ran out on a still-retriable outcome (flag URX).
+    pub retry_limit_reached: AtomicU64,
+    /// Requests delayed (flag DI) and aborted (flag FI) by a route's `fault`.
+    pub faults_delayed: AtomicU64,
+    pub faults_aborted: AtomicU64,
     pub mirrored: AtomicU64,
     pub upgrades: AtomicU64,
     pub reloads_ok: AtomicU64,

@@ -107,7 +107,7 @@ fn precise_sleep(d: Duration) {
     }
 }
 
-/// Measurements run one at a time: two tests' load on a 2-core machine would skew each other's latencies.
+/// Tests here run one at a time: any other test's processes on a 2-core machine skew the latencies measured.
 static MEASURING: Mutex<()> = Mutex::new(());
 
 fn measuring() -> std::sync::MutexGuard<'static, ()> {
@@ -133,28 +133,29 @@ fn within(got: f64, want: f64, tol: f64) -> bool {
     (got - want).abs() <= want * tol
 }
 
-/// 10 ms rather than 2: on this 2-core VM every idle wake-up (client and server) costs
-/// 50–100 µs, which wrk and oha see too (2.12 and 2.15 ms for a 2 ms server).
+/// 20 ms rather than 2: on this 2-core VM every idle wake-up (client and server) costs
+/// 50–100 µs, more when the machine is busy, and wrk and oha see it too (2.12 and
+/// 2.15 ms for a 2 ms server); at 20 ms that overhead stays well inside ±5 %.
 #[test]
 fn fixed_delay_reads_as_its_p50_in_both_loops() {
     let _one_at_a_time = measuring();
-    let delay = 10_000.0;
+    let delay = 20_000.0;
     let server = Server::start(Behaviour::Delay(Duration::from_micros(delay as u64)));
     let closed = bench_json(&[&server.url(), "-c", "4", "-z", "2s"]);
     assert_eq!(closed["mode"], "closed");
     assert_eq!(closed["errors"], 0);
     assert_eq!(closed["status_codes"]["200"], closed["requests"]);
-    // 4 connections, 10 ms each: about 400 requests per second.
+    // 4 connections, 20 ms each: about 200 requests per second.
     assert!(within(closed["rps"].as_f64().unwrap(), 4e6 / delay, 0.1), "{closed}");
     let p50 = closed["latency_us"]["p50"].as_f64().unwrap();
     assert!(within(p50, delay, 0.05), "closed-loop p50 {p50} µs");
 
-    let open = bench_json(&[&server.url(), "-q", "100", "-c", "8", "-z", "2s"]);
+    let open = bench_json(&[&server.url(), "-q", "50", "-c", "8", "-z", "2s"]);
     assert_eq!(open["mode"], "open");
     let p50 = open["latency_us"]["p50"].as_f64().unwrap();
     assert!(within(p50, delay, 0.05), "open-loop p50 {p50} µs");
-    assert_eq!(open["requests"], 200, "{open}");
-    assert!(within(open["rps"].as_f64().unwrap(), 100.0, 0.01), "{open}");
+    assert_eq!(open["requests"], 100, "{open}");
+    assert!(within(open["rps"].as_f64().unwrap(), 50.0, 0.02), "{open}");
 }
 
 #[test]
@@ -175,6 +176,7 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() {
 
 #[test]
 fn request_options_reach_the_server() {
+    let _one_at_a_time = measuring();
     let server = Server::start(Behaviour::Delay(Duration::ZERO));
     let out = bench_json(&[&server.url(), "-n", "20", "-c", "2", "-H", "x-test: yes", "-d", "hello body", "--host", "svc.local"]);
     assert_eq!(out["requests"], 20);
@@ -186,6 +188,7 @@ fn request_options_reach_the_server() {
 
 #[test]
 fn a_silent_server_times_out_requests_by_kind() {
+    let _one_at_a_time = measuring();
     let server = Server::start(Behaviour::Silent);
     let out = bench_json(&[&server.url(), "-n", "3", "-c", "1", "--timeout", "200ms"]);
     assert_eq!(out["errors"], 3, "{out}");
@@ -244,14 +247,17 @@ fn ab_tells_identical_from_slower() {
     let cmp = out["comparisons"].as_array().unwrap().iter().find(|c| c["metric"] == metric.as_str()).unwrap();
     assert!(cmp["low"].as_f64().unwrap() > 0.0, "{line}: {cmp}");
 
+    // The CI gate: a B twice as slow fails it.
+    let twice = Server::start(Behaviour::Delay(Duration::from_millis(4)));
     let (code, text, _) =
-        run(&["ab", "--a", &a.url(), "--b", &slower.url(), "--rounds", "5", "-z", "500ms", "-c", "4", "--fail-if-worse", "5"]);
+        run(&["ab", "--a", &a.url(), "--b", &twice.url(), "--rounds", "5", "-z", "500ms", "-c", "4", "--fail-if-worse", "10"]);
     assert_eq!(code, 3, "{text}");
-    assert!(text.contains("FAIL: B is worse than A by more than 5 %"), "{text}");
+    assert!(text.contains("FAIL: B is worse than A by more than 10 %"), "{text}");
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
+    let _one_at_a_time = measuring();
     for (args, code, want) in [
         (vec!["bench", "http://127.0.0.1:1/"], 1, "cannot connect to 127.0.0.1:1"),
         (vec!["bench", "http//nohost"], 1, "invalid URL"),

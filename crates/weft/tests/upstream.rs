@@ -69,6 +69,8 @@ fn h2_upgrade_and_client_protocol_choose_the_upstream_protocol() {
 }
 
 #[test]
+/// Istio's default retry policy (2 retries on connect failure) runs first, so the
+/// flags are Envoy's `UF,URX`: connect failure, retry limit reached.
 fn unreachable_endpoint_is_503_uf_and_counted() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -76,8 +78,10 @@ fn unreachable_endpoint_is_503_uf_and_counted() {
     let r = get(p.addr(), "svc", "/", &[]);
     assert_eq!(r.status, 503);
     assert!(r.text().starts_with("upstream connect error"), "{}", r.text());
-    assert_eq!(p.metric("istio_requests_total", &["response_code=\"503\"", "response_flags=\"UF\""]), 1.0);
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"503\"", "response_flags=\"UF,URX\""]), 1.0);
     assert_eq!(p.metric("weft_upstream_connect_failure_total", &[]), 1.0);
+    assert_eq!(p.metric("weft_upstream_retries_total", &[]), 2.0);
+    assert_eq!(p.metric("weft_retry_limit_reached_total", &[]), 1.0);
 }
 
 #[test]

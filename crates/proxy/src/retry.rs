@@ -1,0 +1,135 @@
+//! Bodyless requests sent under the route's retry policy: each try bounded by
+//! `perTryTimeout` (and what is left of the route timeout), a jittered
+//! exponential back-off between tries, and each retry on another endpoint than
+//! the one that failed, picked again by the cluster's balancer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::{HeaderMap, Request, Version};
+use weft_balance::PickCtx;
+use weft_config::RetryPolicy;
+use weft_resilience::{backoff, Outcome};
+use weft_telemetry::ResponseFlags;
+
+use crate::body::ReqBody;
+use crate::cluster::Endpoint;
+use crate::error::UpstreamError;
+use crate::finish::Finish;
+use crate::handler::{ConnCtx, Upstream};
+use crate::{h1client, pool};
+
+/// Envoy's back-off: base 25 ms, at most 10 × base.
+const BACKOFF_BASE: Duration = Duration::from_millis(25);
+const BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// What a retry needs to find the cluster again after the config snapshot was let go.
+pub struct Plan {
+    pub policy: RetryPolicy,
+    pub cluster: usize,
+    pub revision: u64,
+    pub hash: Option<u64>,
+    /// PASSTHROUGH clusters have one endpoint: the address asked for.
+    pub passthrough: bool,
+    /// The route timeout's end, which bounds every try.
+    pub deadline: Option<Instant>,
+}
+
+pub(crate) async fn send(
+    ctx: ConnCtx,
+    fin: &mut Finish,
+    mut ep: Arc<Endpoint>,
+    parts: &Parts,
+    plan: &Plan,
+) -> Result<Upstream, UpstreamError> {
+    let counters = &ctx.shared.metrics.counters;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let now = Instant::now();
+        let left = plan.deadline.map(|d| d.saturating_duration_since(now));
+        let limit = match (plan.policy.per_try_timeout, left) {
+            (Some(p), Some(l)) => Some(p.min(l)),
+            (p, l) => p.or(l),
+        };
+        let attempt = once(&ep, ctx.worker, parts);
+        let result = match limit {
+            Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
+            None => attempt.await,
+        };
+        let outcome = match &result {
+            Ok(up) => {
+                let (status, headers) = up.head();
+                Outcome::Response { status, grpc: grpc_status(headers) }
+            }
+            Err(UpstreamError::Connect(_)) => Outcome::ConnectFailure,
+            Err(UpstreamError::Reset(_)) => Outcome::Reset,
+            Err(UpstreamError::Timeout) => Outcome::Timeout,
+        };
+        if !plan.policy.retry_on.retries(outcome) {
+            return result;
+        }
+        let wait = backoff(tries, BACKOFF_BASE, BACKOFF_MAX, fastrand::f64());
+        let out_of_time = plan.deadline.is_some_and(|d| Instant::now() + wait >= d);
+        if tries > plan.policy.attempts || out_of_time {
+            if tries > 1 {
+                fin.flags.insert(ResponseFlags::URX);
+                counters.retry_limit_reached.fetch_add(1, Ordering::Relaxed);
+            }
+            return result;
+        }
+        drop(result);
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(wait).await;
+        if !plan.passthrough {
+            let Some(next) = pick_other(ctx, plan, &ep) else { return Err(UpstreamError::Reset("config changed during retries".into())) };
+            ep.load.finish();
+            next.load.start();
+            fin.endpoint = Some(next.clone());
+            ep = next;
+        }
+    }
+}
+
+/// One try on one endpoint.
+async fn once(ep: &Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<Upstream, UpstreamError> {
+    if parts.version == Version::HTTP_2 {
+        let mut req = Request::new(ReqBody::Empty);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = parts.headers.clone();
+        pool::send_h2(ep, worker, req).await.map(|r| Upstream::Hyper(r, None))
+    } else {
+        h1client::send(ep, worker, parts).await.map(Upstream::Raw)
+    }
+}
+
+/// Another endpoint of the same cluster than `failed`, if the cluster has one.
+fn pick_other(ctx: ConnCtx, plan: &Plan, failed: &Arc<Endpoint>) -> Option<Arc<Endpoint>> {
+    let rt = ctx.shared.current.load();
+    if rt.revision != plan.revision {
+        return None;
+    }
+    let cluster = rt.clusters.get(plan.cluster)?;
+    let eps = &cluster.endpoints;
+    let pick = || cluster.balancer.pick(&PickCtx { hash: plan.hash, loads: eps });
+    let mut i = pick()?;
+    for _ in 0..3 {
+        if eps.len() == 1 || !Arc::ptr_eq(&eps[i], failed) {
+            return Some(eps[i].clone());
+        }
+        i = pick()?;
+    }
+    // A hash policy keeps answering the same endpoint: take its neighbour.
+    if Arc::ptr_eq(&eps[i], failed) {
+        i = (i + 1) % eps.len();
+    }
+    Some(eps[i].clone())
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<u8> {
+    h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok())
+}
