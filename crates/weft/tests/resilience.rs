@@ -1,0 +1,103 @@
+//! Retries and fault injection through a real proxy, against real backends and dead ports.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn dead_addr() -> std::net::SocketAddr {
+    // Bound then dropped: nothing listens there.
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn vs(host: &str, http_extra: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  http:\n  - route: [{{destination: {{host: {host}}}}}]\n{http_extra}"
+    )
+}
+
+#[test]
+fn default_retries_route_around_a_dead_endpoint() {
+    let live = backend("live", &[]);
+    let p = proxy(&service_entry("svc", &[(live.addr, "v: a", 1), (dead_addr(), "v: b", 1)]));
+    for i in 0..100 {
+        let r = get(p.addr(), "svc", "/", &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.backend(), "live");
+    }
+    // About half the first tries (LEAST_REQUEST, Istio's default) go to the dead endpoint; each is retried on the live one.
+    let retries = p.metric("weft_upstream_retries_total", &[]);
+    assert!((25.0..=75.0).contains(&retries), "{retries} retries");
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"200\""]), 100.0);
+}
+
+#[test]
+fn retry_on_5xx_goes_to_another_endpoint_and_attempts_zero_disables() {
+    let failing = backend("failing", &["--error-rate", "1"]);
+    let good = backend("good", &[]);
+    let se = service_entry("svc", &[(failing.addr, "v: a", 1), (good.addr, "v: b", 1)]);
+    let p = proxy(&(se.clone() + &vs("svc", "    retries: {attempts: 2, retryOn: 5xx}\n")));
+    for _ in 0..40 {
+        let r = get(p.addr(), "svc", "/", &[]);
+        assert_eq!((r.status, r.backend()), (200, "good".to_string()));
+    }
+    assert!(p.metric("weft_upstream_retries_total", &[]) >= 15.0);
+
+    let p = proxy(&(se + &vs("svc", "    retries: {attempts: 0}\n")));
+    let failed = (0..40).filter(|_| get(p.addr(), "svc", "/", &[]).status == 503).count();
+    assert!((8..=32).contains(&failed), "without retries the failing endpoint's share comes back as 503: {failed} of 40");
+    assert_eq!(p.metric("weft_upstream_retries_total", &[]), 0.0);
+}
+
+#[test]
+fn per_try_timeout_moves_on_from_a_hung_endpoint() {
+    let hung = backend("hung", &["--latency", "5s"]);
+    let good = backend("good", &[]);
+    let se = service_entry("svc", &[(hung.addr, "v: a", 1), (good.addr, "v: b", 1)]);
+    let p = proxy(&(se + &vs("svc", "    retries: {attempts: 2, perTryTimeout: 100ms, retryOn: \"5xx,reset\"}\n")));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = get(p.addr(), "svc", "/", &[]);
+        slowest = slowest.max(t.elapsed());
+        assert_eq!((r.status, r.backend()), (200, "good".to_string()));
+    }
+    // One per-try timeout, one back-off (≤ 25 ms), one fast answer.
+    assert!(slowest < Duration::from_millis(400), "slowest request took {slowest:?}");
+}
+
+#[test]
+fn retries_end_with_urx_and_the_route_timeout_bounds_them_all() {
+    let hung = backend("hung", &["--latency", "5s"]);
+    let se = service_entry("svc", &[(hung.addr, "v: a", 1)]);
+    let p = proxy(&(se + &vs("svc", "    timeout: 300ms\n    retries: {attempts: 5, perTryTimeout: 100ms, retryOn: gateway-error}\n")));
+    let t = Instant::now();
+    let r = get(p.addr(), "svc", "/", &[]);
+    let took = t.elapsed();
+    assert_eq!(r.status, 504);
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_millis(600), "took {took:?}");
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"504\"", "response_flags=\"URX,UT\""]), 1.0);
+}
+
+#[test]
+fn fault_abort_and_delay() {
+    let b = backend("b", &[]);
+    let se = service_entry("svc", &[(b.addr, "v: a", 1)]);
+    let p = proxy(&(se.clone() + &vs("svc", "    fault: {abort: {httpStatus: 418, percentage: {value: 50}}}\n")));
+    let aborted = (0..400).filter(|_| get(p.addr(), "svc", "/", &[]).status == 418).count();
+    assert!((160..=240).contains(&aborted), "{aborted} of 400 aborted at 50 %");
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"418\"", "response_flags=\"FI\""]), aborted as f64);
+    assert_eq!(p.metric("weft_fault_aborts_total", &[]), aborted as f64);
+
+    let p = proxy(&(se.clone() + &vs("svc", "    fault: {delay: {fixedDelay: 200ms}}\n")));
+    let t = Instant::now();
+    let r = get(p.addr(), "svc", "/", &[]);
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"200\"", "response_flags=\"DI\""]), 1.0);
+
+    let p = proxy(&(se + &vs("svc", "    fault: {abort: {grpcStatus: UNAVAILABLE}}\n")));
+    let r = get(p.addr(), "svc", "/pkg.Svc/Call", &[("content-type", "application/grpc")]);
+    assert_eq!((r.status, r.header("grpc-status"), r.header("content-type")), (200, Some("14"), Some("application/grpc")));
+}
