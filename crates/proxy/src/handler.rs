@@ -203,6 +203,7 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         hash,
         passthrough: cluster.spec.lb == LbPolicy::Passthrough,
         deadline: timeout.map(|t| start + t),
+        grpc,
     });
     drop(rt);
 

@@ -35,7 +35,11 @@ pub struct Plan {
     pub passthrough: bool,
     /// The route timeout's end, which bounds every try.
     pub deadline: Option<Instant>,
+    /// A gRPC request: its answers' grpc-status counts.
+    pub grpc: bool,
 }
+
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 pub(crate) async fn send(
     ctx: ConnCtx,
@@ -62,7 +66,7 @@ pub(crate) async fn send(
         let outcome = match &result {
             Ok(up) => {
                 let (status, headers) = up.head();
-                Outcome::Response { status, grpc: grpc_status(headers) }
+                Outcome::Response { status, grpc: if plan.grpc { grpc_status(headers) } else { None } }
             }
             Err(UpstreamError::Connect(_)) => Outcome::ConnectFailure,
             Err(UpstreamError::Reset(_)) => Outcome::Reset,
@@ -131,5 +135,5 @@ fn pick_other(ctx: ConnCtx, plan: &Plan, failed: &Arc<Endpoint>) -> Option<Arc<E
 }
 
 fn grpc_status(h: &HeaderMap) -> Option<u8> {
-    h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok())
+    h.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok())
 }
