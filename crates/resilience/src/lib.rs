@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod outlier;
 pub mod retry;
 
 pub use backoff::backoff;

@@ -1,0 +1,226 @@
+//! Outlier detection by consecutive errors (Envoy's consecutive_5xx,
+//! consecutive_gateway_failure and consecutive_local_origin_failure), kept per
+//! endpoint in atomics: recording a result is a few relaxed operations, and an
+//! endpoint's ejection ends by itself when its time is up.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A DestinationRule's `outlierDetection`, with Istio's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// 0 disables.
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway: u32,
+    pub consecutive_local_origin: u32,
+    /// Local-origin failures (connect, reset, timeout) count on their own instead of as 5xx.
+    pub split_local_origin: bool,
+    /// How fast the ejection multiplier decays while an endpoint stays healthy.
+    pub interval: Duration,
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy endpoints, ejections are ignored (panic routing).
+    pub min_health_percent: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            consecutive_5xx: 5,
+            consecutive_gateway: 0,
+            consecutive_local_origin: 5,
+            split_local_origin: false,
+            interval: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: 10,
+            min_health_percent: 0,
+        }
+    }
+}
+
+/// The longest one ejection lasts, whatever the multiplier (Envoy's default).
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+/// What one request to an endpoint came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// A response with this status.
+    Status(u16),
+    /// Connect failure, reset or timeout: the proxy's own side of the exchange failed.
+    LocalOrigin,
+}
+
+/// Why an endpoint was ejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Consecutive5xx,
+    ConsecutiveGateway,
+    ConsecutiveLocalOrigin,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Consecutive5xx => "consecutive_5xx",
+            Reason::ConsecutiveGateway => "consecutive_gateway_failure",
+            Reason::ConsecutiveLocalOrigin => "consecutive_local_origin_failure",
+        }
+    }
+}
+
+/// One endpoint's detector state.
+#[derive(Debug, Default)]
+pub struct State {
+    five_xx: AtomicU32,
+    gateway: AtomicU32,
+    local: AtomicU32,
+    /// Clock value (ns) the current ejection ends at; 0 when not ejected.
+    ejected_until: AtomicU64,
+    times_ejected: AtomicU32,
+    last_reason: AtomicU32,
+}
+
+impl State {
+    /// Records a result; returns the reason when it crosses a threshold (the caller
+    /// then decides, by the ejection cap, whether to [`State::eject`]).
+    pub fn record(&self, s: &Settings, result: Observed) -> Option<Reason> {
+        let bump = |c: &AtomicU32, limit: u32| limit > 0 && c.fetch_add(1, Ordering::Relaxed) + 1 >= limit;
+        match result {
+            Observed::Status(code) if code >= 500 => {
+                self.local.store(0, Ordering::Relaxed);
+                let gateway = matches!(code, 502..=504);
+                if gateway && bump(&self.gateway, s.consecutive_gateway) {
+                    return Some(Reason::ConsecutiveGateway);
+                }
+                if !gateway {
+                    self.gateway.store(0, Ordering::Relaxed);
+                }
+                bump(&self.five_xx, s.consecutive_5xx).then_some(Reason::Consecutive5xx)
+            }
+            Observed::Status(_) => {
+                self.five_xx.store(0, Ordering::Relaxed);
+                self.gateway.store(0, Ordering::Relaxed);
+                self.local.store(0, Ordering::Relaxed);
+                None
+            }
+            Observed::LocalOrigin if s.split_local_origin => {
+                bump(&self.local, s.consecutive_local_origin).then_some(Reason::ConsecutiveLocalOrigin)
+            }
+            // Not split: a local failure counts as the 503 the proxy answers with.
+            Observed::LocalOrigin => {
+                if bump(&self.gateway, s.consecutive_gateway) {
+                    return Some(Reason::ConsecutiveGateway);
+                }
+                bump(&self.five_xx, s.consecutive_5xx).then_some(Reason::Consecutive5xx)
+            }
+        }
+    }
+
+    /// Ejects for `base × times ejected` (capped), the multiplier having decayed by one
+    /// for every `interval` the endpoint stayed healthy since its last ejection ended.
+    /// Returns how long.
+    pub fn eject(&self, s: &Settings, reason: Reason, now_ns: u64) -> Duration {
+        let last_end = self.ejected_until.load(Ordering::Relaxed);
+        let healthy_for = now_ns.saturating_sub(last_end);
+        let decay = (healthy_for / (s.interval.as_nanos().max(1) as u64)).min(u32::MAX as u64) as u32;
+        let times = self.times_ejected.load(Ordering::Relaxed).saturating_sub(decay) + 1;
+        self.times_ejected.store(times, Ordering::Relaxed);
+        let time = s.base_ejection.saturating_mul(times).min(MAX_EJECTION.max(s.base_ejection));
+        self.ejected_until.store(now_ns + time.as_nanos() as u64, Ordering::Relaxed);
+        self.last_reason.store(reason as u32, Ordering::Relaxed);
+        for c in [&self.five_xx, &self.gateway, &self.local] {
+            c.store(0, Ordering::Relaxed);
+        }
+        time
+    }
+
+    #[inline]
+    pub fn is_ejected(&self, now_ns: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ns
+    }
+
+    /// For display: the ejection's end (ns) and reason, if ejected now.
+    pub fn ejection(&self, now_ns: u64) -> Option<(u64, Reason)> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        let reason = match self.last_reason.load(Ordering::Relaxed) {
+            1 => Reason::ConsecutiveGateway,
+            2 => Reason::ConsecutiveLocalOrigin,
+            _ => Reason::Consecutive5xx,
+        };
+        (until > now_ns).then_some((until, reason))
+    }
+}
+
+/// Whether one more ejection fits: at most `max_ejection_percent` of `total` endpoints,
+/// but always at least one (as Envoy).
+pub fn may_eject(s: &Settings, ejected: usize, total: usize) -> bool {
+    ejected == 0 || (ejected + 1) * 100 <= s.max_ejection_percent as usize * total
+}
+
+/// Panic routing: too few healthy endpoints left, so ejections are ignored.
+pub fn panic(s: &Settings, ejected: usize, total: usize) -> bool {
+    total > 0 && (total - ejected.min(total)) * 100 < s.min_health_percent as usize * total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn consecutive_5xx_ejects_and_success_resets() {
+        let s = Settings { consecutive_5xx: 3, ..Default::default() };
+        let st = State::default();
+        assert_eq!(st.record(&s, Observed::Status(500)), None);
+        assert_eq!(st.record(&s, Observed::Status(503)), None);
+        assert_eq!(st.record(&s, Observed::Status(200)), None, "a success resets the count");
+        assert_eq!(st.record(&s, Observed::Status(500)), None);
+        assert_eq!(st.record(&s, Observed::LocalOrigin), None, "unsplit, a connect failure counts as 5xx");
+        assert_eq!(st.record(&s, Observed::Status(502)), Some(Reason::Consecutive5xx));
+    }
+
+    #[test]
+    fn gateway_and_split_local_origin() {
+        let s = Settings { consecutive_5xx: 0, consecutive_gateway: 2, consecutive_local_origin: 2, split_local_origin: true, ..Default::default() };
+        let st = State::default();
+        assert_eq!(st.record(&s, Observed::Status(500)), None);
+        assert_eq!(st.record(&s, Observed::Status(504)), None);
+        assert_eq!(st.record(&s, Observed::Status(503)), Some(Reason::ConsecutiveGateway));
+        let st = State::default();
+        assert_eq!(st.record(&s, Observed::LocalOrigin), None);
+        assert_eq!(st.record(&s, Observed::LocalOrigin), Some(Reason::ConsecutiveLocalOrigin));
+    }
+
+    #[test]
+    fn ejection_time_grows_caps_and_decays() {
+        let s = Settings { base_ejection: Duration::from_secs(30), interval: Duration::from_secs(10), ..Default::default() };
+        let st = State::default();
+        let mut now = 100 * S;
+        assert_eq!(st.eject(&s, Reason::Consecutive5xx, now), Duration::from_secs(30));
+        assert!(st.is_ejected(now + 29 * S) && !st.is_ejected(now + 30 * S));
+        now += 30 * S; // ejected again as soon as it is back: ×2
+        assert_eq!(st.eject(&s, Reason::Consecutive5xx, now), Duration::from_secs(60));
+        now += 60 * S;
+        for _ in 0..20 {
+            st.eject(&s, Reason::Consecutive5xx, now);
+            now = st.ejected_until.load(Ordering::Relaxed);
+        }
+        assert_eq!(st.eject(&s, Reason::Consecutive5xx, now), MAX_EJECTION);
+        // Healthy for 100 s after that ejection ends: the multiplier drops by 10.
+        let end = st.ejected_until.load(Ordering::Relaxed);
+        let times = st.times_ejected.load(Ordering::Relaxed);
+        st.eject(&s, Reason::ConsecutiveGateway, end + 100 * S);
+        assert_eq!(st.times_ejected.load(Ordering::Relaxed), times - 10 + 1);
+        assert_eq!(st.ejection(end + 100 * S).map(|(_, r)| r), Some(Reason::ConsecutiveGateway));
+    }
+
+    #[test]
+    fn caps_and_panic() {
+        let s = Settings { max_ejection_percent: 10, min_health_percent: 50, ..Default::default() };
+        assert!(may_eject(&s, 0, 3), "one may always be ejected");
+        assert!(!may_eject(&s, 1, 3));
+        assert!(may_eject(&Settings { max_ejection_percent: 100, ..s }, 2, 3));
+        assert!(!panic(&s, 1, 3) && panic(&s, 2, 3));
+    }
+}
