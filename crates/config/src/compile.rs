@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, Diagnostics, Source};
 use crate::istio::*;
 use crate::load::{Resource, Spec};
-use crate::policy::{lb_policy, merge_policy, pool_settings};
+use crate::policy::{lb_policy, merge_policy, outlier_settings, pool_settings};
 use crate::snapshot::*;
 use crate::vhost::compile_vs;
 
@@ -190,8 +190,18 @@ impl<'a> Ctx<'a> {
         }
         let lb = lb_policy(policy.load_balancer.as_ref());
         let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
-        let spec =
-            ClusterSpec { name: name.clone(), service: host.to_owned(), port, subset: subset.map(str::to_owned), lb, pool, dns, endpoints };
+        let outlier = outlier_settings(policy.outlier_detection.as_ref());
+        let spec = ClusterSpec {
+            name: name.clone(),
+            service: host.to_owned(),
+            port,
+            subset: subset.map(str::to_owned),
+            lb,
+            pool,
+            outlier,
+            dns,
+            endpoints,
+        };
         self.clusters.push(spec);
         self.cluster_index.insert(name, self.clusters.len() - 1);
         self.clusters.len() - 1

@@ -11,6 +11,7 @@ use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, PoolSettings,
 pub(crate) struct Effective {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
@@ -20,6 +21,9 @@ fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
     if tp.connection_pool.is_some() {
         eff.connection_pool = tp.connection_pool.clone();
     }
+    if tp.outlier_detection.is_some() {
+        eff.outlier_detection = tp.outlier_detection.clone();
+    }
     if let Some(pl) = tp.port_level_settings.iter().find(|p| p.port.map(|s| s.number) == Some(port as u32)) {
         if pl.load_balancer.is_some() {
             eff.load_balancer = pl.load_balancer.clone();
@@ -27,7 +31,27 @@ fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
         if pl.connection_pool.is_some() {
             eff.connection_pool = pl.connection_pool.clone();
         }
+        if pl.outlier_detection.is_some() {
+            eff.outlier_detection = pl.outlier_detection.clone();
+        }
     }
+}
+
+/// `outlierDetection` with Istio's defaults for what it leaves out.
+pub(crate) fn outlier_settings(od: Option<&OutlierDetection>) -> Option<weft_resilience::outlier::Settings> {
+    let od = od?;
+    let d = weft_resilience::outlier::Settings::default();
+    let pct = |v: Option<i32>, default: u32| v.map(|p| p.clamp(0, 100) as u32).unwrap_or(default);
+    Some(weft_resilience::outlier::Settings {
+        consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(d.consecutive_5xx),
+        consecutive_gateway: od.consecutive_gateway_errors.or(od.consecutive_errors).unwrap_or(d.consecutive_gateway),
+        consecutive_local_origin: od.consecutive_local_origin_failures.unwrap_or(d.consecutive_local_origin),
+        split_local_origin: od.split_external_local_origin_errors.unwrap_or(false),
+        interval: od.interval.map(|v| v.0).filter(|v| !v.is_zero()).unwrap_or(d.interval),
+        base_ejection: od.base_ejection_time.map(|v| v.0).filter(|v| !v.is_zero()).unwrap_or(d.base_ejection),
+        max_ejection_percent: pct(od.max_ejection_percent, d.max_ejection_percent),
+        min_health_percent: pct(od.min_health_percent, d.min_health_percent),
+    })
 }
 
 pub(crate) fn merge_policy(top: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> Effective {

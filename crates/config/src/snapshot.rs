@@ -203,6 +203,8 @@ pub struct ClusterSpec {
     pub subset: Option<String>,
     pub lb: LbPolicy,
     pub pool: PoolSettings,
+    /// `outlierDetection`, when the DestinationRule sets one.
+    pub outlier: Option<weft_resilience::outlier::Settings>,
     pub dns: bool,
     pub endpoints: Vec<EndpointSpec>,
 }

@@ -71,7 +71,14 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                             "weight": e.spec.weight,
                             "locality": e.spec.locality,
                             "labels": e.spec.labels,
-                            "health": "HEALTHY",
+                            "health": match e.health.ejection(crate::cluster::now_ns()) {
+                                Some(_) => "EJECTED",
+                                None => "HEALTHY",
+                            },
+                            "ejection": e.health.ejection(crate::cluster::now_ns()).map(|(until, reason)| json!({
+                                "reason": reason.name(),
+                                "remaining_ms": until.saturating_sub(crate::cluster::now_ns()) / 1_000_000,
+                            })),
                             "active_requests": e.load.active(),
                             "requests_total": e.requests.load(Ordering::Relaxed),
                             "errors_total": e.errors.load(Ordering::Relaxed),

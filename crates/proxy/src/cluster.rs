@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use weft_balance::{Balancer, EndpointLoad, HasLoad, LeastRequest, Maglev, PeakEwma, RingHash, RoundRobin, WeightedRandom};
+use weft_balance::{Balancer, EndpointLoad, HasLoad, LeastRequest, Maglev, PeakEwma, PickCtx, RingHash, RoundRobin, WeightedRandom};
 use weft_config::{ClusterSpec, EndpointSpec, HashAlgorithm, LbPolicy, PoolSettings};
+use weft_resilience::outlier;
 use weft_telemetry::{DestId, DestLabels, Metrics};
 
 use crate::pool::Pool;
@@ -34,6 +35,9 @@ pub struct Endpoint {
     pub pool_settings: PoolSettings,
     pub metrics: &'static Metrics,
     pub dest: DestId,
+    /// The cluster's `outlierDetection`, and this endpoint's detector state.
+    pub outlier: Option<outlier::Settings>,
+    pub health: outlier::State,
 }
 
 impl HasLoad for Endpoint {
@@ -77,7 +81,7 @@ impl Cluster {
             .map(|e| {
                 let id = e.authority();
                 if let Some(old) = prev.get(&(spec.name.clone(), id.clone())) {
-                    if old.pool_settings == spec.pool && old.spec == *e && old.pools.len() == workers {
+                    if old.pool_settings == spec.pool && old.spec == *e && old.pools.len() == workers && old.outlier == spec.outlier {
                         return old.clone();
                     }
                 }
@@ -96,6 +100,8 @@ impl Cluster {
                     pool_settings: spec.pool.clone(),
                     metrics,
                     dest,
+                    outlier: spec.outlier,
+                    health: outlier::State::default(),
                 })
             })
             .collect();
@@ -114,5 +120,44 @@ impl Cluster {
             }
         };
         Cluster { spec: spec.clone(), dest, endpoints, balancer }
+    }
+}
+
+impl Cluster {
+    /// The balancer's pick, passing over endpoints that outlier detection ejected,
+    /// unless too few healthy ones are left (panic routing: all are used).
+    pub fn pick(&self, hash: Option<u64>) -> Option<usize> {
+        let pick = || self.balancer.pick(&PickCtx { hash, loads: &self.endpoints });
+        let i = pick()?;
+        let Some(settings) = &self.spec.outlier else { return Some(i) };
+        let now = now_ns();
+        let ejected = |j: usize| self.endpoints[j].health.is_ejected(now);
+        if !ejected(i) {
+            return Some(i);
+        }
+        let n = self.endpoints.len();
+        let out = (0..n).filter(|&j| ejected(j)).count();
+        if out >= n || outlier::panic(settings, out, n) {
+            return Some(i);
+        }
+        for _ in 0..3 {
+            match pick() {
+                Some(j) if !ejected(j) => return Some(j),
+                _ => {}
+            }
+        }
+        // A hash policy keeps naming the ejected endpoint: the next healthy one takes its keys.
+        (1..n).map(|k| (i + k) % n).find(|&j| !ejected(j)).or(Some(i))
+    }
+
+    /// Ejects `ep` for `reason` if the cluster's ejection cap allows; returns how long.
+    pub fn try_eject(&self, ep: &Endpoint, reason: outlier::Reason) -> Option<std::time::Duration> {
+        let settings = self.spec.outlier.as_ref()?;
+        let now = now_ns();
+        let out = self.endpoints.iter().filter(|e| e.health.is_ejected(now)).count();
+        if ep.health.is_ejected(now) || !outlier::may_eject(settings, out, self.endpoints.len()) {
+            return None;
+        }
+        Some(ep.health.eject(settings, reason, now))
     }
 }

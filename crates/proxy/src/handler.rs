@@ -12,7 +12,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use weft_balance::PickCtx;
 use weft_config::matcher::RequestView;
 use weft_config::{AbortWith, Action, LbPolicy, Route, UpstreamProtocol, WeightedTarget};
 use weft_telemetry::{Protocol, ResponseFlags};
@@ -147,7 +146,7 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     let ep = if cluster.spec.lb == LbPolicy::Passthrough {
         passthrough(cluster, host, port.unwrap_or(80), ctx)
     } else {
-        cluster.balancer.pick(&PickCtx { hash, loads: &cluster.endpoints }).map(|i| cluster.endpoints[i].clone())
+        cluster.pick(hash).map(|i| cluster.endpoints[i].clone())
     };
     let Some(ep) = ep else {
         metrics.counters.no_endpoint.fetch_add(1, Ordering::Relaxed);
@@ -195,11 +194,11 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         Some(mc) => mirror::send(up_req, mc, ctx, authority.to_str().unwrap_or_default()),
         None => up_req,
     };
+    let home = crate::outlier::Home { cluster: cluster_idx, revision: rt.revision };
     // Requests without a body can be sent again: they follow the route's retry policy.
     let retry_plan = route.retry.as_ref().filter(|_| !upgrade && up_req.body().is_end_stream()).map(|policy| retry::Plan {
         policy: policy.clone(),
-        cluster: cluster_idx,
-        revision: rt.revision,
+        home,
         hash,
         passthrough: cluster.spec.lb == LbPolicy::Passthrough,
         deadline: timeout.map(|t| start + t),
@@ -231,10 +230,12 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
                 pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| Upstream::Hyper(r, Some(ret)))
             }
         };
-        match timeout {
+        let result = match timeout {
             Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
             None => send.await,
-        }
+        };
+        crate::outlier::report(ctx, home, &ep, crate::outlier::observed(&result));
+        result
     };
     let resp = match result {
         Ok(x) => x,

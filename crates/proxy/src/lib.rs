@@ -17,6 +17,7 @@ pub mod hashkey;
 pub mod headers;
 pub mod local;
 pub mod mirror;
+pub mod outlier;
 pub mod pool;
 pub mod retry;
 mod run;

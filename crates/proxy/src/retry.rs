@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{HeaderMap, Request, Version};
-use weft_balance::PickCtx;
 use weft_config::RetryPolicy;
 use weft_resilience::{backoff, Outcome};
 use weft_telemetry::ResponseFlags;
@@ -28,8 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// What a retry needs to find the cluster again after the config snapshot was let go.
 pub struct Plan {
     pub policy: RetryPolicy,
-    pub cluster: usize,
-    pub revision: u64,
+    pub home: crate::outlier::Home,
     pub hash: Option<u64>,
     /// PASSTHROUGH clusters have one endpoint: the address asked for.
     pub passthrough: bool,
@@ -63,6 +61,7 @@ pub(crate) async fn send(
             Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
             None => attempt.await,
         };
+        crate::outlier::report(ctx, plan.home, &ep, crate::outlier::observed(&result));
         let outcome = match &result {
             Ok(up) => {
                 let (status, headers) = up.head();
@@ -114,12 +113,12 @@ async fn once(ep: &Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<Upstre
 /// Another endpoint of the same cluster than `failed`, if the cluster has one.
 fn pick_other(ctx: ConnCtx, plan: &Plan, failed: &Arc<Endpoint>) -> Option<Arc<Endpoint>> {
     let rt = ctx.shared.current.load();
-    if rt.revision != plan.revision {
+    if rt.revision != plan.home.revision {
         return None;
     }
-    let cluster = rt.clusters.get(plan.cluster)?;
+    let cluster = rt.clusters.get(plan.home.cluster)?;
     let eps = &cluster.endpoints;
-    let pick = || cluster.balancer.pick(&PickCtx { hash: plan.hash, loads: eps });
+    let pick = || cluster.pick(plan.hash);
     let mut i = pick()?;
     for _ in 0..3 {
         if eps.len() == 1 || !Arc::ptr_eq(&eps[i], failed) {

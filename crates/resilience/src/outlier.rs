@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A DestinationRule's `outlierDetection`, with Istio's defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Settings {
     /// 0 disables.
     pub consecutive_5xx: u32,
@@ -182,7 +182,13 @@ mod tests {
 
     #[test]
     fn gateway_and_split_local_origin() {
-        let s = Settings { consecutive_5xx: 0, consecutive_gateway: 2, consecutive_local_origin: 2, split_local_origin: true, ..Default::default() };
+        let s = Settings {
+            consecutive_5xx: 0,
+            consecutive_gateway: 2,
+            consecutive_local_origin: 2,
+            split_local_origin: true,
+            ..Default::default()
+        };
         let st = State::default();
         assert_eq!(st.record(&s, Observed::Status(500)), None);
         assert_eq!(st.record(&s, Observed::Status(504)), None);

@@ -101,3 +101,30 @@ fn fault_abort_and_delay() {
     let r = get(p.addr(), "svc", "/pkg.Svc/Call", &[("content-type", "application/grpc")]);
     assert_eq!((r.status, r.header("grpc-status"), r.header("content-type")), (200, Some("14"), Some("application/grpc")));
 }
+
+#[test]
+fn outlier_detection_ejects_a_dead_endpoint_and_readmits_it() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let dead = dead_addr();
+    let se = service_entry("svc", &[(a.addr, "v: a", 1), (b.addr, "v: b", 1), (dead, "v: c", 1)]);
+    let dr = destination_rule(
+        "svc",
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50}}",
+    );
+    let p = proxy(&(se + &dr));
+    for i in 0..60 {
+        assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200, "request {i}");
+    }
+    // Two connect failures (each retried on a live endpoint), then no traffic to it: 2 retries, not ~20.
+    assert_eq!(p.metric("weft_outlier_ejections_total", &[]), 1.0);
+    assert_eq!(p.metric("weft_upstream_retries_total", &[]), 2.0);
+    let clusters: serde_json::Value = serde_json::from_str(&p.admin("/clusters")).unwrap();
+    let ep = clusters["clusters"][0]["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == dead.to_string()).unwrap().clone();
+    assert_eq!((ep["health"].as_str(), ep["ejection"]["reason"].as_str()), (Some("EJECTED"), Some("consecutive_5xx")), "{ep}");
+
+    // It comes back; after baseEjectionTime it gets its share again.
+    let _c = spawn(&["backend", "--listen", &dead.to_string(), "--name", "c"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let spread = spread(p.addr(), "svc", 60, &[]);
+    assert_eq!(spread.get("c"), Some(&20), "{spread:?}");
+}
