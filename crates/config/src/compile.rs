@@ -47,7 +47,7 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 }
                 check_rule(r, dr, &mut ctx);
             }
-            Spec::VirtualService(_) => {}
+            Spec::VirtualService(_) | Spec::RateLimit(_) => {}
         }
     }
     // Every service port and subset gets its cluster, so /clusters shows them all.
@@ -121,8 +121,14 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 retry: Some(RetryPolicy::istio_default()),
                 fault: None,
             }],
+            rate_limits: Vec::new(),
         });
         snap.exact_hosts.insert(host.clone(), idx);
+    }
+    for r in resources {
+        if let Spec::RateLimit(rl) = &r.spec {
+            crate::ratelimit::attach(r, rl, &mut snap, &mut ctx);
+        }
     }
     snap.clusters = ctx.clusters;
     snap

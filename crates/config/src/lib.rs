@@ -8,8 +8,10 @@ pub mod istio;
 pub mod load;
 pub mod matcher;
 mod policy;
+mod ratelimit;
 pub mod snapshot;
 mod vhost;
+pub mod weft_kinds;
 
 pub use compile::compile;
 pub use error::{ConfigError, Diagnostics, Source};

@@ -29,6 +29,7 @@ pub enum Spec {
     ServiceEntry(ServiceEntry),
     DestinationRule(DestinationRule),
     VirtualService(VirtualService),
+    RateLimit(crate::weft_kinds::RateLimit),
 }
 
 #[derive(Deserialize)]
@@ -101,7 +102,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         diags.errors.push(ConfigError::new(src, Some(&kind), name.as_deref(), "apiVersion", "missing field"));
         return None;
     };
-    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService");
+    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit");
     if !known {
         diags.warnings.push(ConfigError::new(
             src,
@@ -112,13 +113,14 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         ));
         return None;
     }
-    if !NETWORKING_VERSIONS.contains(&api.as_str()) {
+    let versions: &[&str] = if kind == "RateLimit" { &crate::weft_kinds::POLICY_VERSIONS } else { &NETWORKING_VERSIONS };
+    if !versions.contains(&api.as_str()) {
         diags.errors.push(ConfigError::new(
             src,
             Some(&kind),
             name.as_deref(),
             "apiVersion",
-            format!("unknown value \"{api}\" (expected one of {})", NETWORKING_VERSIONS.join(", ")),
+            format!("unknown value \"{api}\" (expected one of {})", versions.join(", ")),
         ));
         return None;
     }
@@ -130,6 +132,9 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         "ServiceEntry" => typed::<ServiceEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::ServiceEntry(s)))?,
         "DestinationRule" => {
             typed::<DestinationRule>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::DestinationRule(s)))?
+        }
+        "RateLimit" => {
+            typed::<crate::weft_kinds::RateLimit>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::RateLimit(s)))?
         }
         _ => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::VirtualService(s)))?,
     };

@@ -43,6 +43,23 @@ pub struct VirtualHost {
     /// `VirtualService/name` or `ServiceEntry/name`.
     pub name: String,
     pub routes: Vec<Route>,
+    /// RateLimit resources for this host, checked in order before routing.
+    pub rate_limits: Vec<RateLimitRule>,
+}
+
+/// One RateLimit: requests that match (all, when `matches` is empty) take a token.
+#[derive(Debug)]
+pub struct RateLimitRule {
+    /// `RateLimit/name`, for logs and metrics.
+    pub name: String,
+    pub matches: Vec<RequestMatch>,
+    pub bucket: weft_resilience::bucket::TokenBucket,
+}
+
+impl RateLimitRule {
+    pub fn applies(&self, r: &RequestView<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.is_match(r))
+    }
 }
 
 impl VirtualHost {

@@ -23,7 +23,11 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
     if vs.http.is_empty() && vs.tcp.is_none() && vs.tls.is_none() {
         ctx.warn(r, "spec.http", "no http routes: requests for these hosts get 404");
     }
-    (ctx.diags.errors.len() == errors_before).then(|| VirtualHost { name: format!("VirtualService/{}", r.metadata.name), routes })
+    (ctx.diags.errors.len() == errors_before).then(|| VirtualHost {
+        name: format!("VirtualService/{}", r.metadata.name),
+        routes,
+        rate_limits: Vec::new(),
+    })
 }
 
 fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mut Ctx<'_>) -> Option<Route> {
@@ -298,7 +302,7 @@ fn compile_redirect(r: &Resource, rd: &HttpRedirect, path: &str, ctx: &mut Ctx<'
     })
 }
 
-fn compile_match(r: &Resource, m: &HttpMatchRequest, path: &str, ctx: &mut Ctx<'_>) -> Option<RequestMatch> {
+pub(crate) fn compile_match(r: &Resource, m: &HttpMatchRequest, path: &str, ctx: &mut Ctx<'_>) -> Option<RequestMatch> {
     let mut out = RequestMatch { ignore_uri_case: m.ignore_uri_case, ..Default::default() };
     if let Some(u) = &m.uri {
         let mut sm = string_match(r, u, &format!("{path}.uri"), ctx, m.ignore_uri_case)?;

@@ -88,6 +88,19 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         port: port.unwrap_or(80),
         headers: req.headers(),
     };
+    for limit in &vh.rate_limits {
+        if !limit.applies(&view) {
+            continue;
+        }
+        if let Err(wait) = limit.bucket.try_take(crate::cluster::now_ns()) {
+            metrics.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let msg = format!("local rate limit exceeded ({})\n", limit.name);
+            let mut resp = local::reply(fin, StatusCode::TOO_MANY_REQUESTS, ResponseFlags::RL, msg.into(), version);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            return Ok(resp);
+        }
+    }
     let Some(route) = vh.route(&view) else {
         metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
         return Ok(local::reply(

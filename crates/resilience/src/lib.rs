@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod bucket;
 pub mod outlier;
 pub mod retry;
 

@@ -128,3 +128,45 @@ fn outlier_detection_ejects_a_dead_endpoint_and_readmits_it() {
     let spread = spread(p.addr(), "svc", 60, &[]);
     assert_eq!(spread.get("c"), Some(&20), "{spread:?}");
 }
+
+fn rate_limit(host: &str, spec: &str) -> String {
+    format!("---\napiVersion: policy.weft.dev/v1alpha1\nkind: RateLimit\nmetadata: {{name: {host}-limit}}\nspec:\n  host: {host}\n{spec}")
+}
+
+#[test]
+fn token_bucket_answers_429_with_retry_after_beyond_its_rate() {
+    let b = backend("b", &[]);
+    let se = service_entry("svc", &[(b.addr, "v: a", 1)]);
+    let limit =
+        rate_limit("svc", "  match: [{uri: {prefix: /api}}]\n  tokenBucket: {maxTokens: 10, tokensPerFill: 10, fillInterval: 60s}\n");
+    let p = proxy(&(se + &limit));
+    let statuses: Vec<u16> = (0..30).map(|_| get(p.addr(), "svc", "/api/x", &[]).status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
+    let r = get(p.addr(), "svc", "/api/x", &[]);
+    assert_eq!(r.status, 429);
+    let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(r.text().contains("RateLimit/svc-limit"), "{}", r.text());
+    // Requests the match leaves out are not limited.
+    assert_eq!(get(p.addr(), "svc", "/other", &[]).status, 200);
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"429\"", "response_flags=\"RL\""]), 21.0);
+    assert_eq!(p.metric("weft_rate_limited_total", &[]), 21.0);
+}
+
+#[test]
+fn rate_limit_config_errors_name_the_field() {
+    let dir = temp_dir();
+    let b = "127.0.0.1:9".parse().unwrap();
+    for (spec, want) in [
+        ("  tokenBucket: {maxTokens: 0, fillInterval: 1s}\n", "spec.tokenBucket.maxTokens: must be at least 1"),
+        ("  tokenBucket: {maxTokens: 5}\n", "spec.tokenBucket.fillInterval: must be at least 1ms"),
+        ("  leakyBucket: {rate: 5}\n", "spec.leakyBucket: not supported yet"),
+    ] {
+        let file = dir.join("rl.yaml");
+        std::fs::write(&file, service_entry("svc", &[(b, "v: a", 1)]) + &rate_limit("svc", spec)).unwrap();
+        let out = std::process::Command::new(weft()).args(["validate", "-f", file.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("rl.yaml: RateLimit svc-limit: {want}")), "{err}");
+    }
+}

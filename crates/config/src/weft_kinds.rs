@@ -1,0 +1,38 @@
+//! weft's own kinds (`policy.weft.dev/v1alpha1`), for what Istio has no field for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Dur;
+use crate::istio::HttpMatchRequest;
+
+pub const POLICY_VERSIONS: [&str; 1] = ["policy.weft.dev/v1alpha1"];
+
+/// Local rate limiting of the requests to one host (optionally only those that match).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatchRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_bucket: Option<TokenBucketSpec>,
+    /// Not served yet; named in the error so that nothing is silently ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaky_bucket: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_concurrency: Option<serde_json::Value>,
+}
+
+/// Envoy's local rate limit bucket.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBucketSpec {
+    #[serde(default)]
+    pub max_tokens: u32,
+    /// Defaults to 1, as Envoy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_fill: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill_interval: Option<Dur>,
+}
