@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, Diagnostics, Source};
 use crate::istio::*;
 use crate::load::{Resource, Spec};
-use crate::policy::{lb_policy, merge_policy, outlier_settings, pool_settings};
+use crate::policy::{lb_policy, limits, merge_policy, outlier_settings, pool_settings};
 use crate::snapshot::*;
 use crate::vhost::compile_vs;
 
@@ -197,6 +197,7 @@ impl<'a> Ctx<'a> {
         let lb = lb_policy(policy.load_balancer.as_ref());
         let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
         let outlier = outlier_settings(policy.outlier_detection.as_ref());
+        let limits = limits(policy.connection_pool.as_ref());
         let spec = ClusterSpec {
             name: name.clone(),
             service: host.to_owned(),
@@ -205,6 +206,7 @@ impl<'a> Ctx<'a> {
             lb,
             pool,
             outlier,
+            limits,
             dns,
             endpoints,
         };

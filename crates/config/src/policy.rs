@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::istio::*;
-use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, PoolSettings, UpstreamProtocol};
+use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, Limits, PoolSettings, UpstreamProtocol};
 
 /// The policy that applies to one (port, subset).
 #[derive(Debug, Default)]
@@ -99,6 +99,23 @@ pub(crate) fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
 
 /// Connection-pool settings; `port_protocol` is the ServiceEntry port's protocol
 /// (HTTP2 and GRPC ports speak HTTP/2 upstream, as in Istio).
+/// `connectionPool` limits; 0 is read as unset, as Istio does.
+pub(crate) fn limits(cp: Option<&ConnectionPoolSettings>) -> Limits {
+    let mut l = Limits::default();
+    let set = |v: Option<u32>, d: u32| v.filter(|n| *n > 0).unwrap_or(d);
+    if let Some(cp) = cp {
+        if let Some(t) = &cp.tcp {
+            l.max_connections = set(t.max_connections, l.max_connections);
+        }
+        if let Some(h) = &cp.http {
+            l.max_requests = set(h.http2_max_requests, l.max_requests);
+            l.max_pending = set(h.http1_max_pending_requests, l.max_pending);
+            l.max_retries = set(h.max_retries, l.max_retries);
+        }
+    }
+    l
+}
+
 pub(crate) fn pool_settings(cp: Option<&ConnectionPoolSettings>, port_protocol: Option<&str>) -> PoolSettings {
     let mut p = PoolSettings::default();
     if matches!(port_protocol.map(str::to_ascii_uppercase).as_deref(), Some("HTTP2" | "GRPC" | "GRPC-WEB")) {

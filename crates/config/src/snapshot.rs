@@ -222,6 +222,8 @@ pub struct ClusterSpec {
     pub pool: PoolSettings,
     /// `outlierDetection`, when the DestinationRule sets one.
     pub outlier: Option<weft_resilience::outlier::Settings>,
+    /// `connectionPool` limits (circuit breakers).
+    pub limits: Limits,
     pub dns: bool,
     pub endpoints: Vec<EndpointSpec>,
 }
@@ -288,6 +290,25 @@ pub struct PoolSettings {
     pub max_connection_duration: Option<Duration>,
     pub keepalive: Option<Keepalive>,
     pub protocol: UpstreamProtocol,
+}
+
+/// Circuit-breaker limits from `connectionPool`; unset means unlimited (Istio's 2^32 − 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    /// `http.http2MaxRequests`: requests in flight to the cluster, any protocol.
+    pub max_requests: u32,
+    /// `tcp.maxConnections`: HTTP/1.1 requests in flight (each holds a connection).
+    pub max_connections: u32,
+    /// `http.http1MaxPendingRequests`: requests allowed to wait for a connection.
+    pub max_pending: u32,
+    /// `http.maxRetries`: retries in flight to the cluster.
+    pub max_retries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_requests: u32::MAX, max_connections: u32::MAX, max_pending: u32::MAX, max_retries: u32::MAX }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -52,6 +52,7 @@ pub struct Cluster {
     pub dest: DestId,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
+    pub breaker: Arc<crate::breaker::Breaker>,
 }
 
 /// Monotonic nanoseconds since the process started (the peak-EWMA clock).
@@ -66,6 +67,7 @@ impl Cluster {
     pub fn build(
         spec: &ClusterSpec,
         prev: &HashMap<(String, String), Arc<Endpoint>>,
+        prev_breaker: Option<&Arc<crate::breaker::Breaker>>,
         workers: usize,
         metrics: &'static Metrics,
     ) -> Cluster {
@@ -119,7 +121,11 @@ impl Cluster {
                 Balancer::Maglev(Maglev::new(&ids, &weights, *table_size))
             }
         };
-        Cluster { spec: spec.clone(), dest, endpoints, balancer }
+        let breaker = match prev_breaker {
+            Some(b) if b.limits == spec.limits => b.clone(),
+            _ => Arc::new(crate::breaker::Breaker::new(spec.limits)),
+        };
+        Cluster { spec: spec.clone(), dest, endpoints, balancer, breaker }
     }
 }
 

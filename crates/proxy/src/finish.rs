@@ -24,6 +24,8 @@ pub struct Finish {
     pub request_body: Option<Arc<BodyState>>,
     pub response_bytes: u64,
     pub endpoint: Option<Arc<Endpoint>>,
+    /// The cluster's circuit-breaker slot, released when the request ends.
+    pub breaker: Option<crate::breaker::Ticket>,
     pub log: Option<Box<crate::access_log::Entry>>,
     done: bool,
     mid_body_reset: bool,
@@ -42,6 +44,7 @@ impl Finish {
             request_body: None,
             response_bytes: 0,
             endpoint: None,
+            breaker: None,
             log: None,
             done: false,
             mid_body_reset: false,
@@ -78,6 +81,7 @@ impl Finish {
         }
         self.done = true;
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.breaker = None;
         let mut req_bytes = 0;
         if let Some(b) = &self.request_body {
             req_bytes = b.bytes.load(Ordering::Relaxed);

@@ -208,12 +208,14 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         None => up_req,
     };
     let home = crate::outlier::Home { cluster: cluster_idx, revision: rt.revision };
+    let breaker = cluster.breaker.armed().then(|| (cluster.breaker.clone(), cluster.spec.pool.connect_timeout));
     // Requests without a body can be sent again: they follow the route's retry policy.
     let retry_plan = route.retry.as_ref().filter(|_| !upgrade && up_req.body().is_end_stream()).map(|policy| retry::Plan {
         policy: policy.clone(),
         home,
         hash,
         passthrough: cluster.spec.lb == LbPolicy::Passthrough,
+        breaker: breaker.as_ref().map(|(b, _)| b.clone()),
         deadline: timeout.map(|t| start + t),
         grpc,
     });
@@ -223,6 +225,19 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         fin.flags.insert(ResponseFlags::DI);
         metrics.counters.faults_delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(d).await;
+    }
+    if let Some((b, wait)) = &breaker {
+        match b.admit(up_proto == Version::HTTP_11 && !upgrade, *wait).await {
+            Ok(ticket) => fin.breaker = Some(ticket),
+            Err(why) => {
+                metrics.counters.overflow.fetch_add(1, Ordering::Relaxed);
+                if let Some(ep) = fin.endpoint.take() {
+                    ep.load.finish();
+                }
+                let msg = format!("upstream overflow: circuit breaker open ({why:?})\n");
+                return Ok(local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UO, msg.into(), version));
+            }
+        }
     }
 
     if upgrade {
@@ -376,6 +391,6 @@ fn passthrough(cluster: &Cluster, host: &str, port: u16, ctx: ConnCtx) -> Option
     let spec = weft_config::EndpointSpec { address: host.to_owned(), port, weight: 1, labels: Default::default(), locality: None };
     let mut s = cluster.spec.clone();
     s.endpoints = vec![spec];
-    let c = Cluster::build(&s, &Default::default(), 1, ctx.shared.metrics);
+    let c = Cluster::build(&s, &Default::default(), None, 1, ctx.shared.metrics);
     c.endpoints.into_iter().next()
 }

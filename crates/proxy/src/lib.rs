@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod breaker;
 pub mod cluster;
 pub mod error;
 pub mod finish;

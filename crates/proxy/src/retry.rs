@@ -35,6 +35,8 @@ pub struct Plan {
     pub deadline: Option<Instant>,
     /// A gRPC request: its answers' grpc-status counts.
     pub grpc: bool,
+    /// The cluster's circuit breaker, when it has limits (`maxRetries`).
+    pub breaker: Option<Arc<crate::breaker::Breaker>>,
 }
 
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
@@ -83,6 +85,18 @@ pub(crate) async fn send(
             }
             return result;
         }
+        // maxRetries: a retry over the cluster's limit is not made (Envoy's retry overflow).
+        let _retry_ticket = match &plan.breaker {
+            Some(b) => match b.retry() {
+                Some(t) => Some(t),
+                None => {
+                    counters.overflow.fetch_add(1, Ordering::Relaxed);
+                    fin.flags.insert(ResponseFlags::UO);
+                    return result;
+                }
+            },
+            None => None,
+        };
         drop(result);
         counters.retries.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;

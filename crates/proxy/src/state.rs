@@ -43,14 +43,16 @@ impl Runtime {
         revision: u64,
     ) -> Runtime {
         let mut old: HashMap<(String, String), Arc<Endpoint>> = HashMap::new();
+        let mut breakers = HashMap::new();
         if let Some(p) = prev {
             for c in &p.clusters {
+                breakers.insert(c.spec.name.clone(), c.breaker.clone());
                 for e in &c.endpoints {
                     old.insert((c.spec.name.clone(), e.id.clone()), e.clone());
                 }
             }
         }
-        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, workers, metrics)).collect();
+        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, breakers.get(&s.name), workers, metrics)).collect();
         Runtime { snap, clusters, resources, revision }
     }
 }

@@ -170,3 +170,31 @@ fn rate_limit_config_errors_name_the_field() {
         assert!(err.contains(&format!("rl.yaml: RateLimit svc-limit: {want}")), "{err}");
     }
 }
+
+/// Sends `n` requests at once; returns their statuses, sorted.
+fn concurrent(addr: std::net::SocketAddr, n: usize) -> Vec<u16> {
+    let handles: Vec<_> = (0..n).map(|_| std::thread::spawn(move || get(addr, "svc", "/", &[]).status)).collect();
+    let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    statuses.sort();
+    statuses
+}
+
+#[test]
+fn circuit_breakers_overflow_with_uo() {
+    let slow = backend("slow", &["--latency", "500ms"]);
+    let se = service_entry("svc", &[(slow.addr, "v: a", 1)]);
+    let p = proxy(&(se.clone() + &destination_rule("svc", "{connectionPool: {http: {http2MaxRequests: 2}}}")));
+    assert_eq!(concurrent(p.addr(), 6), vec![200, 200, 503, 503, 503, 503]);
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"503\"", "response_flags=\"UO\""]), 4.0);
+    assert_eq!(p.metric("weft_upstream_overflow_total", &[]), 4.0);
+    // The slots come back when requests end.
+    assert_eq!(concurrent(p.addr(), 2), vec![200, 200]);
+
+    // One connection, one request may wait for it: the third overflows; the second is served after the first.
+    let policy = "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}";
+    let p = proxy(&(se + &destination_rule("svc", policy)));
+    let t = Instant::now();
+    assert_eq!(concurrent(p.addr(), 3), vec![200, 200, 503]);
+    assert!(t.elapsed() >= Duration::from_millis(1000), "the waiting request went after the first: {:?}", t.elapsed());
+    assert_eq!(p.metric("weft_upstream_overflow_total", &[]), 1.0);
+}
