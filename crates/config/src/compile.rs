@@ -197,7 +197,7 @@ impl<'a> Ctx<'a> {
         let lb = lb_policy(policy.load_balancer.as_ref());
         let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
         let outlier = outlier_settings(policy.outlier_detection.as_ref());
-        let limits = limits(policy.connection_pool.as_ref());
+        let limits = limits(policy.connection_pool.as_ref(), policy.retry_budget.as_ref());
         let spec = ClusterSpec {
             name: name.clone(),
             service: host.to_owned(),

@@ -12,6 +12,7 @@ pub(crate) struct Effective {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
+    pub retry_budget: Option<RetryBudget>,
 }
 
 fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
@@ -23,6 +24,9 @@ fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
     }
     if tp.outlier_detection.is_some() {
         eff.outlier_detection = tp.outlier_detection.clone();
+    }
+    if tp.retry_budget.is_some() {
+        eff.retry_budget = tp.retry_budget.clone();
     }
     if let Some(pl) = tp.port_level_settings.iter().find(|p| p.port.map(|s| s.number) == Some(port as u32)) {
         if pl.load_balancer.is_some() {
@@ -100,8 +104,12 @@ pub(crate) fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
 /// Connection-pool settings; `port_protocol` is the ServiceEntry port's protocol
 /// (HTTP2 and GRPC ports speak HTTP/2 upstream, as in Istio).
 /// `connectionPool` limits; 0 is read as unset, as Istio does.
-pub(crate) fn limits(cp: Option<&ConnectionPoolSettings>) -> Limits {
+/// Envoy's retry budget defaults: 20 % of requests in flight, at least 3 retries.
+pub(crate) fn limits(cp: Option<&ConnectionPoolSettings>, budget: Option<&RetryBudget>) -> Limits {
     let mut l = Limits::default();
+    if let Some(b) = budget {
+        l.retry_budget = Some((b.percent.unwrap_or(20.0).clamp(0.0, 100.0) / 100.0, b.min_retry_concurrency.unwrap_or(3)));
+    }
     let set = |v: Option<u32>, d: u32| v.filter(|n| *n > 0).unwrap_or(d);
     if let Some(cp) = cp {
         if let Some(t) = &cp.tcp {

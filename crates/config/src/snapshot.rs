@@ -293,7 +293,7 @@ pub struct PoolSettings {
 }
 
 /// Circuit-breaker limits from `connectionPool`; unset means unlimited (Istio's 2^32 − 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Limits {
     /// `http.http2MaxRequests`: requests in flight to the cluster, any protocol.
     pub max_requests: u32,
@@ -303,11 +303,13 @@ pub struct Limits {
     pub max_pending: u32,
     /// `http.maxRetries`: retries in flight to the cluster.
     pub max_retries: u32,
+    /// `trafficPolicy.retryBudget`: (fraction of requests in flight, minimum retry concurrency).
+    pub retry_budget: Option<(f64, u32)>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_requests: u32::MAX, max_connections: u32::MAX, max_pending: u32::MAX, max_retries: u32::MAX }
+        Limits { max_requests: u32::MAX, max_connections: u32::MAX, max_pending: u32::MAX, max_retries: u32::MAX, retry_budget: None }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Circuit breakers from `connectionPool` (Envoy's cluster circuit breakers): requests
 //! in flight, HTTP/1.1 requests holding connections with a bounded queue of requests
-//! waiting for one, and retries in flight. Overflow answers 503 with flag UO.
+//! waiting for one, and retries in flight (`maxRetries` and the `retryBudget`).
+//! Overflow answers 503 with flag UO; a retry over the limit is not made.
 //!
 //! With every limit unset (Istio's default) none of this runs. Counting is atomic; only a
 //! request that has to wait for a connection touches the semaphore's queue.
@@ -89,9 +90,17 @@ impl Breaker {
         }
     }
 
-    /// A retry may go out while fewer than `maxRetries` are in flight.
+    /// A retry may go out while fewer than `maxRetries` are in flight, and within the
+    /// retry budget: `percent` of the requests in flight, at least `minRetryConcurrency`.
     pub fn retry(self: &Arc<Self>) -> Option<RetryTicket> {
-        if self.retries.fetch_add(1, Ordering::Relaxed) >= self.limits.max_retries {
+        let limit = match self.limits.retry_budget {
+            Some((fraction, min)) => {
+                let budget = (fraction * f64::from(self.active.load(Ordering::Relaxed))) as u32;
+                self.limits.max_retries.min(budget.max(min))
+            }
+            None => self.limits.max_retries,
+        };
+        if self.retries.fetch_add(1, Ordering::Relaxed) >= limit {
             self.retries.fetch_sub(1, Ordering::Relaxed);
             return None;
         }

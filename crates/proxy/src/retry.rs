@@ -85,13 +85,12 @@ pub(crate) async fn send(
             }
             return result;
         }
-        // maxRetries: a retry over the cluster's limit is not made (Envoy's retry overflow).
+        // maxRetries / retryBudget: a retry over the cluster's limit is not made (Envoy's retry overflow).
         let _retry_ticket = match &plan.breaker {
             Some(b) => match b.retry() {
                 Some(t) => Some(t),
                 None => {
-                    counters.overflow.fetch_add(1, Ordering::Relaxed);
-                    fin.flags.insert(ResponseFlags::UO);
+                    counters.retry_overflow.fetch_add(1, Ordering::Relaxed);
                     return result;
                 }
             },

@@ -96,8 +96,10 @@ pub struct Counters {
     /// Requests delayed (flag DI) and aborted (flag FI) by a route's `fault`.
     pub faults_delayed: AtomicU64,
     pub faults_aborted: AtomicU64,
-    /// Requests (and retries) refused by a circuit breaker (flag UO).
+    /// Requests refused by a circuit breaker (flag UO).
     pub overflow: AtomicU64,
+    /// Retries not made because of `maxRetries` or the retry budget.
+    pub retry_overflow: AtomicU64,
     /// Requests answered 429 by a RateLimit (flag RL).
     pub rate_limited: AtomicU64,
     /// Endpoints ejected by outlier detection.

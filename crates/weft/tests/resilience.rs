@@ -198,3 +198,17 @@ fn circuit_breakers_overflow_with_uo() {
     assert!(t.elapsed() >= Duration::from_millis(1000), "the waiting request went after the first: {:?}", t.elapsed());
     assert_eq!(p.metric("weft_upstream_overflow_total", &[]), 1.0);
 }
+
+#[test]
+fn max_retries_and_the_retry_budget_cap_retries_in_flight() {
+    let failing = backend("failing", &["--error-rate", "1", "--latency", "300ms"]);
+    let se = service_entry("svc", &[(failing.addr, "v: a", 1)]);
+    let vs = vs("svc", "    retries: {attempts: 2, retryOn: 5xx}\n");
+    for policy in ["{connectionPool: {http: {maxRetries: 1}}}", "{retryBudget: {percent: 0, minRetryConcurrency: 1}}"] {
+        let p = proxy(&(se.clone() + &destination_rule("svc", policy) + &vs));
+        // Four requests fail together; one retry slot: one request retries (twice), three do not.
+        assert_eq!(concurrent(p.addr(), 4), vec![503, 503, 503, 503], "{policy}");
+        assert_eq!(p.metric("weft_retry_overflow_total", &[]), 3.0, "{policy}");
+        assert_eq!(p.metric("weft_upstream_retries_total", &[]), 2.0, "{policy}");
+    }
+}
