@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use crate::compile::Ctx;
 use crate::load::Resource;
-use crate::snapshot::{RateLimitRule, Snapshot};
+use std::sync::Arc;
+
+use weft_resilience::bucket::{LeakyBucket, TokenBucket};
+
+use crate::snapshot::{Limiter, RateLimitRule, Snapshot};
 use crate::vhost::compile_match;
-use crate::weft_kinds::RateLimit;
+use crate::weft_kinds::{LeakyBucketSpec, RateLimit, TokenBucketSpec};
 
 pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
     let host = rl.host.to_ascii_lowercase();
@@ -14,29 +18,23 @@ pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mu
         ctx.err(r, "spec.host", "missing field");
         return;
     }
-    if rl.leaky_bucket.is_some() || rl.adaptive_concurrency.is_some() {
-        let field = if rl.leaky_bucket.is_some() { "spec.leakyBucket" } else { "spec.adaptiveConcurrency" };
-        ctx.err(r, field, "not supported yet by this version of weft (tokenBucket is)");
+    if rl.adaptive_concurrency.is_some() {
+        ctx.err(r, "spec.adaptiveConcurrency", "not supported yet by this version of weft (tokenBucket and leakyBucket are)");
         return;
     }
-    let Some(tb) = &rl.token_bucket else {
-        ctx.err(r, "spec.tokenBucket", "missing field");
-        return;
+    let limiter = match (&rl.token_bucket, &rl.leaky_bucket) {
+        (Some(tb), None) => token_bucket(r, tb, ctx),
+        (None, Some(lb)) => leaky_bucket(r, lb, ctx),
+        (None, None) => {
+            ctx.err(r, "spec", "one of tokenBucket or leakyBucket is required");
+            None
+        }
+        (Some(_), Some(_)) => {
+            ctx.err(r, "spec", "only one of tokenBucket or leakyBucket may be set");
+            None
+        }
     };
-    if tb.max_tokens == 0 {
-        ctx.err(r, "spec.tokenBucket.maxTokens", "must be at least 1");
-        return;
-    }
-    let per_fill = tb.tokens_per_fill.unwrap_or(1);
-    if per_fill == 0 {
-        ctx.err(r, "spec.tokenBucket.tokensPerFill", "must be at least 1");
-        return;
-    }
-    let interval = tb.fill_interval.map(|d| d.0).unwrap_or_default();
-    if interval < Duration::from_millis(1) {
-        ctx.err(r, "spec.tokenBucket.fillInterval", "must be at least 1ms");
-        return;
-    }
+    let Some(limiter) = limiter else { return };
     let mut matches = Vec::new();
     for (i, m) in rl.matches.iter().enumerate() {
         match compile_match(r, m, &format!("spec.match[{i}]"), ctx) {
@@ -48,9 +46,32 @@ pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mu
         ctx.err(r, "spec.host", format!("no ServiceEntry or VirtualService serves host {:?}", rl.host));
         return;
     };
-    snap.vhosts[idx].rate_limits.push(RateLimitRule {
-        name: format!("RateLimit/{}", r.metadata.name),
-        matches,
-        bucket: weft_resilience::bucket::TokenBucket::new(tb.max_tokens, per_fill, interval),
-    });
+    snap.vhosts[idx].rate_limits.push(RateLimitRule { name: format!("RateLimit/{}", r.metadata.name), matches, limiter });
+}
+
+fn token_bucket(r: &Resource, tb: &TokenBucketSpec, ctx: &mut Ctx<'_>) -> Option<Limiter> {
+    if tb.max_tokens == 0 {
+        ctx.err(r, "spec.tokenBucket.maxTokens", "must be at least 1");
+        return None;
+    }
+    let per_fill = tb.tokens_per_fill.unwrap_or(1);
+    if per_fill == 0 {
+        ctx.err(r, "spec.tokenBucket.tokensPerFill", "must be at least 1");
+        return None;
+    }
+    let interval = tb.fill_interval.map(|d| d.0).unwrap_or_default();
+    if interval < Duration::from_millis(1) {
+        ctx.err(r, "spec.tokenBucket.fillInterval", "must be at least 1ms");
+        return None;
+    }
+    Some(Limiter::Token(TokenBucket::new(tb.max_tokens, per_fill, interval)))
+}
+
+fn leaky_bucket(r: &Resource, lb: &LeakyBucketSpec, ctx: &mut Ctx<'_>) -> Option<Limiter> {
+    if !(lb.rate.is_finite() && lb.rate > 0.0) {
+        ctx.err(r, "spec.leakyBucket.rate", format!("{} is not a positive number of requests per second", lb.rate));
+        return None;
+    }
+    let max_delay = lb.max_delay.map(|d| d.0).unwrap_or(Duration::from_secs(1));
+    Some(Limiter::Leaky(Arc::new(LeakyBucket::new(lb.rate, lb.queue, max_delay))))
 }

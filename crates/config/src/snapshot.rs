@@ -53,7 +53,14 @@ pub struct RateLimitRule {
     /// `RateLimit/name`, for logs and metrics.
     pub name: String,
     pub matches: Vec<RequestMatch>,
-    pub bucket: weft_resilience::bucket::TokenBucket,
+    pub limiter: Limiter,
+}
+
+#[derive(Debug)]
+pub enum Limiter {
+    Token(weft_resilience::bucket::TokenBucket),
+    /// Shared so that a waiting request can leave the queue after the snapshot is let go.
+    Leaky(std::sync::Arc<weft_resilience::bucket::LeakyBucket>),
 }
 
 impl RateLimitRule {

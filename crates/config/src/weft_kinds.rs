@@ -17,9 +17,9 @@ pub struct RateLimit {
     pub matches: Vec<HttpMatchRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_bucket: Option<TokenBucketSpec>,
-    /// Not served yet; named in the error so that nothing is silently ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leaky_bucket: Option<serde_json::Value>,
+    pub leaky_bucket: Option<LeakyBucketSpec>,
+    /// Not served yet; named in the error so that nothing is silently ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive_concurrency: Option<serde_json::Value>,
 }
@@ -35,4 +35,19 @@ pub struct TokenBucketSpec {
     pub tokens_per_fill: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fill_interval: Option<Dur>,
+}
+
+/// Requests wait in a bounded queue and leave at a steady rate.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakyBucketSpec {
+    /// Requests per second.
+    #[serde(default)]
+    pub rate: f64,
+    /// How many may wait at once.
+    #[serde(default)]
+    pub queue: u32,
+    /// The longest one may wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<Dur>,
 }

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use weft_config::matcher::RequestView;
-use weft_config::{AbortWith, Action, LbPolicy, Route, UpstreamProtocol, WeightedTarget};
+use weft_config::{AbortWith, Action, LbPolicy, Limiter, Route, UpstreamProtocol, WeightedTarget};
 use weft_telemetry::{Protocol, ResponseFlags};
 
 use crate::body::{BodyState, ReqBody, RespBody};
@@ -88,11 +88,22 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         port: port.unwrap_or(80),
         headers: req.headers(),
     };
+    // Rate limits; a leaky bucket's wait happens once the snapshot is let go.
+    let mut queued: Option<(weft_resilience::bucket::Queued, std::time::Duration)> = None;
     for limit in &vh.rate_limits {
         if !limit.applies(&view) {
             continue;
         }
-        if let Err(wait) = limit.bucket.try_take(crate::cluster::now_ns()) {
+        let now = crate::cluster::now_ns();
+        let verdict = match &limit.limiter {
+            Limiter::Token(b) => b.try_take(now),
+            Limiter::Leaky(b) => b.admit(now).map(|wait| {
+                if !wait.is_zero() {
+                    queued = Some((b.enqueue(), wait));
+                }
+            }),
+        };
+        if let Err(wait) = verdict {
             metrics.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             let msg = format!("local rate limit exceeded ({})\n", limit.name);
             let mut resp = local::reply(fin, StatusCode::TOO_MANY_REQUESTS, ResponseFlags::RL, msg.into(), version);
@@ -221,6 +232,10 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     });
     drop(rt);
 
+    if let Some((place, wait)) = queued.take() {
+        tokio::time::sleep(wait).await;
+        drop(place);
+    }
     if let Some(d) = fault_delay {
         fin.flags.insert(ResponseFlags::DI);
         metrics.counters.faults_delayed.fetch_add(1, Ordering::Relaxed);

@@ -92,3 +92,89 @@ mod tests {
         assert!(b.try_take(5 * MS).is_err(), "a clock behind the last fill refills nothing");
     }
 }
+
+/// A leaky bucket as a queue: requests leave at a steady `rate`, each waiting for its
+/// slot (GCRA's theoretical arrival time); more than `queue` waiting, or a wait longer
+/// than `max_delay`, is refused. Lock-free: the next free slot is one atomic word.
+#[derive(Debug)]
+pub struct LeakyBucket {
+    interval_ns: u64,
+    queue: u32,
+    max_delay_ns: u64,
+    /// Clock value (ns) at which the next request may leave.
+    next_slot: AtomicU64,
+    /// Requests waiting for their slot now.
+    pub waiting: std::sync::atomic::AtomicU32,
+}
+
+impl LeakyBucket {
+    pub fn new(rate_per_s: f64, queue: u32, max_delay: Duration) -> LeakyBucket {
+        LeakyBucket {
+            interval_ns: (1e9 / rate_per_s.max(1e-9)).max(1.0) as u64,
+            queue,
+            max_delay_ns: max_delay.as_nanos() as u64,
+            next_slot: AtomicU64::new(0),
+            waiting: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// At clock value `now_ns`: how long this request waits before it may leave, or,
+    /// when the queue is full, how long until a slot would be free.
+    pub fn admit(&self, now_ns: u64) -> Result<Duration, Duration> {
+        let mut cur = self.next_slot.load(Ordering::Relaxed);
+        loop {
+            let slot = cur.max(now_ns);
+            let wait = slot - now_ns;
+            if wait > 0 && (wait > self.max_delay_ns || self.waiting.load(Ordering::Relaxed) >= self.queue) {
+                return Err(Duration::from_nanos(wait));
+            }
+            match self.next_slot.compare_exchange_weak(cur, slot + self.interval_ns, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(Duration::from_nanos(wait)),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+/// A place in a leaky bucket's queue, left when dropped.
+#[derive(Debug)]
+pub struct Queued(std::sync::Arc<LeakyBucket>);
+
+impl LeakyBucket {
+    /// Takes a place in the queue (after [`LeakyBucket::admit`] said to wait).
+    pub fn enqueue(self: &std::sync::Arc<Self>) -> Queued {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Queued(self.clone())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod leaky_tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn spaces_requests_and_bounds_the_queue() {
+        // 100/s: one every 10 ms; up to 3 waiting; at most 25 ms of wait.
+        let b = LeakyBucket::new(100.0, 3, Duration::from_millis(25));
+        let t = 1_000 * MS;
+        assert_eq!(b.admit(t), Ok(Duration::ZERO));
+        assert_eq!(b.admit(t), Ok(Duration::from_millis(10)));
+        assert_eq!(b.admit(t), Ok(Duration::from_millis(20)));
+        assert_eq!(b.admit(t), Err(Duration::from_millis(30)), "beyond maxDelay");
+        // Later arrivals find their slot free again.
+        assert_eq!(b.admit(t + 100 * MS), Ok(Duration::ZERO));
+        // A full queue refuses even a short wait.
+        b.waiting.store(3, Ordering::Relaxed);
+        assert!(b.admit(t + 100 * MS).is_err());
+        assert_eq!(b.admit(t + 200 * MS), Ok(Duration::ZERO), "no wait needs no queue room");
+    }
+}

@@ -160,7 +160,12 @@ fn rate_limit_config_errors_name_the_field() {
     for (spec, want) in [
         ("  tokenBucket: {maxTokens: 0, fillInterval: 1s}\n", "spec.tokenBucket.maxTokens: must be at least 1"),
         ("  tokenBucket: {maxTokens: 5}\n", "spec.tokenBucket.fillInterval: must be at least 1ms"),
-        ("  leakyBucket: {rate: 5}\n", "spec.leakyBucket: not supported yet"),
+        ("  leakyBucket: {rate: 0, queue: 5}\n", "spec.leakyBucket.rate: 0 is not a positive number of requests per second"),
+        ("  adaptiveConcurrency: {}\n", "spec.adaptiveConcurrency: not supported yet"),
+        (
+            "  tokenBucket: {maxTokens: 5, fillInterval: 1s}\n  leakyBucket: {rate: 5}\n",
+            "spec: only one of tokenBucket or leakyBucket may be set",
+        ),
     ] {
         let file = dir.join("rl.yaml");
         std::fs::write(&file, service_entry("svc", &[(b, "v: a", 1)]) + &rate_limit("svc", spec)).unwrap();
@@ -211,4 +216,19 @@ fn max_retries_and_the_retry_budget_cap_retries_in_flight() {
         assert_eq!(p.metric("weft_retry_overflow_total", &[]), 3.0, "{policy}");
         assert_eq!(p.metric("weft_upstream_retries_total", &[]), 2.0, "{policy}");
     }
+}
+
+#[test]
+fn leaky_bucket_spaces_requests_and_refuses_beyond_its_queue() {
+    let b = backend("b", &[]);
+    let se = service_entry("svc", &[(b.addr, "v: a", 1)]);
+    // 10 requests/s, up to 5 waiting, at most 1 s of wait.
+    let p = proxy(&(se + &rate_limit("svc", "  leakyBucket: {rate: 10, queue: 5, maxDelay: 1s}\n")));
+    let t = Instant::now();
+    let statuses = concurrent(p.addr(), 8);
+    let took = t.elapsed();
+    // One leaves at once, five wait their turn (100 ms apart), two find the queue full.
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 200, 429, 429], "{took:?}");
+    assert!(took >= Duration::from_millis(480) && took < Duration::from_millis(900), "took {took:?}");
+    assert_eq!(p.metric("weft_rate_limited_total", &[]), 2.0);
 }
