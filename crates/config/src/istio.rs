@@ -193,6 +193,9 @@ pub struct OutlierDetection {
     pub max_ejection_percent: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_health_percent: Option<i32>,
+    /// weft extension: latency outliers, in MADs above the peers' median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_mad_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]

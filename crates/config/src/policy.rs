@@ -55,6 +55,7 @@ pub(crate) fn outlier_settings(od: Option<&OutlierDetection>) -> Option<weft_res
         base_ejection: od.base_ejection_time.map(|v| v.0).filter(|v| !v.is_zero()).unwrap_or(d.base_ejection),
         max_ejection_percent: pct(od.max_ejection_percent, d.max_ejection_percent),
         min_health_percent: pct(od.min_health_percent, d.min_health_percent),
+        latency_mad_factor: od.latency_mad_factor.filter(|k| k.is_finite() && *k > 0.0),
     })
 }
 

@@ -53,6 +53,8 @@ pub struct Cluster {
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
     pub breaker: Arc<crate::breaker::Breaker>,
+    /// When latency outliers were last looked for (clock ns).
+    pub latency_checked: AtomicU64,
 }
 
 /// Monotonic nanoseconds since the process started (the peak-EWMA clock).
@@ -125,7 +127,7 @@ impl Cluster {
             Some(b) if b.limits == spec.limits => b.clone(),
             _ => Arc::new(crate::breaker::Breaker::new(spec.limits)),
         };
-        Cluster { spec: spec.clone(), dest, endpoints, balancer, breaker }
+        Cluster { spec: spec.clone(), dest, endpoints, balancer, breaker, latency_checked: AtomicU64::new(now_ns()) }
     }
 }
 

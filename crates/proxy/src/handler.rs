@@ -277,7 +277,7 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
             None => send.await,
         };
-        crate::outlier::report(ctx, home, &ep, crate::outlier::observed(&result));
+        crate::outlier::report(ctx, home, &ep, crate::outlier::observed(&result), start.elapsed().as_nanos() as u64);
         result
     };
     let resp = match result {
@@ -293,7 +293,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             return Ok(local::reply(fin, status, flag, format!("{e}\n").into(), version));
         }
     };
-    if let Some(ep) = fin.endpoint.as_ref().filter(|_| observe) {
+    // (Latency outlier detection already fed the same estimate.)
+    if let Some(ep) = fin.endpoint.as_ref().filter(|e| observe && e.outlier.is_none_or(|o| o.latency_mad_factor.is_none())) {
         ep.load.observe(start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
     }
     let (mut parts, body) = match resp {

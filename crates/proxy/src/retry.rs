@@ -63,7 +63,7 @@ pub(crate) async fn send(
             Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
             None => attempt.await,
         };
-        crate::outlier::report(ctx, plan.home, &ep, crate::outlier::observed(&result));
+        crate::outlier::report(ctx, plan.home, &ep, crate::outlier::observed(&result), now.elapsed().as_nanos() as u64);
         let outcome = match &result {
             Ok(up) => {
                 let (status, headers) = up.head();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A DestinationRule's `outlierDetection`, with Istio's defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Settings {
     /// 0 disables.
     pub consecutive_5xx: u32,
@@ -21,6 +21,9 @@ pub struct Settings {
     pub max_ejection_percent: u32,
     /// Below this share of healthy endpoints, ejections are ignored (panic routing).
     pub min_health_percent: u32,
+    /// weft extension: eject endpoints whose latency estimate exceeds the median of
+    /// their peers' by more than this many MADs (checked every `interval`).
+    pub latency_mad_factor: Option<f64>,
 }
 
 impl Default for Settings {
@@ -34,6 +37,7 @@ impl Default for Settings {
             base_ejection: Duration::from_secs(30),
             max_ejection_percent: 10,
             min_health_percent: 0,
+            latency_mad_factor: None,
         }
     }
 }
@@ -56,6 +60,7 @@ pub enum Reason {
     Consecutive5xx,
     ConsecutiveGateway,
     ConsecutiveLocalOrigin,
+    Latency,
 }
 
 impl Reason {
@@ -64,6 +69,7 @@ impl Reason {
             Reason::Consecutive5xx => "consecutive_5xx",
             Reason::ConsecutiveGateway => "consecutive_gateway_failure",
             Reason::ConsecutiveLocalOrigin => "consecutive_local_origin_failure",
+            Reason::Latency => "latency",
         }
     }
 }
@@ -145,10 +151,33 @@ impl State {
         let reason = match self.last_reason.load(Ordering::Relaxed) {
             1 => Reason::ConsecutiveGateway,
             2 => Reason::ConsecutiveLocalOrigin,
+            3 => Reason::Latency,
             _ => Reason::Consecutive5xx,
         };
         (until > now_ns).then_some((until, reason))
     }
+}
+
+/// Latency outliers: the indexes of estimates above `median + k × MAD` and above twice
+/// the median (so that a tight, fast group does not eject its slowest member).
+/// Needs at least three estimates.
+pub fn latency_outliers(estimates: &[f64], k: f64) -> Vec<usize> {
+    if estimates.len() < 3 {
+        return Vec::new();
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let m = median(&mut estimates.to_vec());
+    let mad = median(&mut estimates.iter().map(|x| (x - m).abs()).collect());
+    let limit = (m + k * mad).max(2.0 * m);
+    estimates.iter().enumerate().filter(|(_, x)| **x > limit).map(|(i, _)| i).collect()
 }
 
 /// Whether one more ejection fits: at most `max_ejection_percent` of `total` endpoints,
@@ -219,6 +248,15 @@ mod tests {
         st.eject(&s, Reason::ConsecutiveGateway, end + 100 * S);
         assert_eq!(st.times_ejected.load(Ordering::Relaxed), times - 10 + 1);
         assert_eq!(st.ejection(end + 100 * S).map(|(_, r)| r), Some(Reason::ConsecutiveGateway));
+    }
+
+    #[test]
+    fn latency_outliers_by_median_and_mad() {
+        assert_eq!(latency_outliers(&[1.0, 1.1, 0.9, 20.0], 3.0), vec![3]);
+        assert!(latency_outliers(&[1.0, 1.2, 1.4, 1.6], 3.0).is_empty(), "a spread-out but fast group stays");
+        assert!(latency_outliers(&[1.0, 1.0, 1.0, 1.9], 3.0).is_empty(), "not twice the median");
+        assert_eq!(latency_outliers(&[5.0, 5.0, 5.0, 5.0, 50.0, 60.0], 3.0), vec![4, 5]);
+        assert!(latency_outliers(&[1.0, 30.0], 3.0).is_empty(), "two endpoints have no majority");
     }
 
     #[test]

@@ -232,3 +232,27 @@ fn leaky_bucket_spaces_requests_and_refuses_beyond_its_queue() {
     assert!(took >= Duration::from_millis(480) && took < Duration::from_millis(900), "took {took:?}");
     assert_eq!(p.metric("weft_rate_limited_total", &[]), 2.0);
 }
+
+#[test]
+fn latency_outlier_is_ejected_like_an_erroring_one() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let slow = backend("slow", &["--latency", "100ms"]);
+    let se = service_entry("svc", &[(a.addr, "v: a", 1), (b.addr, "v: b", 1), (slow.addr, "v: c", 1)]);
+    let dr = destination_rule(
+        "svc",
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 0, latencyMadFactor: 3, interval: 200ms, baseEjectionTime: 30s, maxEjectionPercent: 50}}",
+    );
+    let p = proxy(&(se + &dr));
+    // Every endpoint gets its share until the first check, 200 ms in.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(400) {
+        assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200);
+    }
+    assert_eq!(p.metric("weft_outlier_ejections_total", &[]), 1.0);
+    let clusters: serde_json::Value = serde_json::from_str(&p.admin("/clusters")).unwrap();
+    let ep =
+        clusters["clusters"][0]["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == slow.addr.to_string()).unwrap().clone();
+    assert_eq!((ep["health"].as_str(), ep["ejection"]["reason"].as_str()), (Some("EJECTED"), Some("latency")), "{ep}");
+    let spread = spread(p.addr(), "svc", 60, &[]);
+    assert_eq!(spread.get("slow"), None, "{spread:?}");
+}
