@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Chaos: one endpoint 20x slower than its two peers, under a constant open-loop load.
 
-Runs the same load twice through `weft proxy` with `loadBalancer: PEAK_EWMA`: first with
-three healthy endpoints (the baseline p99), then with one of them answering 20x slower.
+Runs the same load through `weft proxy` with `loadBalancer: PEAK_EWMA`: first with
+three healthy endpoints (the baseline p99), then with one of them answering 20x slower,
+then the same with latency outlier detection added (`latencyMadFactor: 3`, 250 ms interval).
 Prints the slow endpoint's share of requests and the client p99 against the baseline.
 Needs a release build (`cargo build --release`).
 """
@@ -18,10 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chaos_kill import WEFT, free_port, wait_port  # noqa: E402
 
 
-def run(latencies, rate, duration):
+def run(latencies, rate, duration, detect=False):
     ports = [free_port() for _ in latencies]
     listen = free_port()
     eps = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {p}}}}}" for p in ports)
+    detection = ", outlierDetection: {consecutive5xxErrors: 0, latencyMadFactor: 3, interval: 250ms, baseEjectionTime: 30s, maxEjectionPercent: 34}" if detect else ""
     config = f"""apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: svc}}
@@ -37,7 +39,7 @@ kind: DestinationRule
 metadata: {{name: svc}}
 spec:
   host: svc
-  trafficPolicy: {{loadBalancer: {{simple: PEAK_EWMA}}}}
+  trafficPolicy: {{loadBalancer: {{simple: PEAK_EWMA}}{detection}}}
 """
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mesh.yaml")
@@ -67,12 +69,15 @@ def main():
     ap.add_argument("--slow", default="40ms", help="the slow endpoint's (20x by default)")
     a = ap.parse_args()
     base, _ = run([a.latency] * 3, a.rate, a.duration)
-    slow, served = run([a.slow, a.latency, a.latency], a.rate, a.duration)
-    share = served[0] / max(1, sum(served))
-    b99, s99 = base["latency_us"]["p99"], slow["latency_us"]["p99"]
+    b99 = base["latency_us"]["p99"]
     print(f"baseline (3 healthy): p50 {base['latency_us']['p50']:.0f} µs, p99 {b99:.0f} µs, errors {base['errors']}")
-    print(f"one endpoint at {a.slow} (others {a.latency}): slow endpoint got {served[0]} of {sum(served)} requests ({100 * share:.2f} %), "
-          f"p50 {slow['latency_us']['p50']:.0f} µs, p99 {s99:.0f} µs ({s99 / b99:.2f}x the baseline), errors {slow['errors']}")
+    for detect in (False, True):
+        slow, served = run([a.slow, a.latency, a.latency], a.rate, a.duration, detect)
+        share = served[0] / max(1, sum(served))
+        s99 = slow["latency_us"]["p99"]
+        how = "PEAK_EWMA + latency outlier detection" if detect else "PEAK_EWMA"
+        print(f"{how}, one endpoint at {a.slow} (others {a.latency}): it got {served[0]} of {sum(served)} requests ({100 * share:.2f} %), "
+              f"p50 {slow['latency_us']['p50']:.0f} µs, p99 {s99:.0f} µs ({s99 / b99:.2f}x the baseline), errors {slow['errors']}")
 
 
 if __name__ == "__main__":
