@@ -41,6 +41,28 @@ def wait_port(port, timeout=5.0):
     sys.exit(f"chaos_kill.py: nothing listens on {port}")
 
 
+def mesh(ports, traffic_policy, extra=""):
+    """A ServiceEntry `svc` over loopback ports and its DestinationRule (YAML flow text)."""
+    eps = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {p}}}}}" for p in ports)
+    return f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc}}
+spec:
+  hosts: [svc]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+{eps}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: svc}}
+spec:
+  host: svc
+  trafficPolicy: {traffic_policy}
+{extra}"""
+
+
 def backend(port, name):
     return subprocess.Popen([WEFT, "backend", "--listen", f"127.0.0.1:{port}", "--name", name], stderr=subprocess.DEVNULL)
 
@@ -60,34 +82,17 @@ def main():
     a = ap.parse_args()
     ports = [free_port() for _ in range(3)]
     listen, admin = free_port(), free_port()
-    eps = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {p}}}}}" for p in ports)
-    config = f"""apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints:
-{eps}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: svc}}
-spec:
-  host: svc
-  trafficPolicy:
-    outlierDetection: {{consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: {a.base_ejection}, maxEjectionPercent: 34}}
----
+    policy = f"{{outlierDetection: {{consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: {a.base_ejection}, maxEjectionPercent: 34}}}}"
+    config = mesh(ports, policy, """---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: svc}}
+metadata: {name: svc}
 spec:
   hosts: [svc]
   http:
-  - route: [{{destination: {{host: svc}}}}]
-    retries: {{attempts: 2, perTryTimeout: 1s, retryOn: "connect-failure,reset,5xx"}}
-"""
+  - route: [{destination: {host: svc}}]
+    retries: {attempts: 2, perTryTimeout: 1s, retryOn: "connect-failure,reset,5xx"}
+""")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mesh.yaml")
         with open(path, "w") as f:

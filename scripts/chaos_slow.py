@@ -16,31 +16,14 @@ import tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chaos_kill import WEFT, free_port, wait_port  # noqa: E402
+from chaos_kill import WEFT, free_port, mesh, wait_port  # noqa: E402
 
 
 def run(latencies, rate, duration, detect=False):
     ports = [free_port() for _ in latencies]
     listen = free_port()
-    eps = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {p}}}}}" for p in ports)
     detection = ", outlierDetection: {consecutive5xxErrors: 0, latencyMadFactor: 3, interval: 250ms, baseEjectionTime: 30s, maxEjectionPercent: 34}" if detect else ""
-    config = f"""apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints:
-{eps}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: svc}}
-spec:
-  host: svc
-  trafficPolicy: {{loadBalancer: {{simple: PEAK_EWMA}}{detection}}}
-"""
+    config = mesh(ports, "{loadBalancer: {simple: PEAK_EWMA}" + detection + "}")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mesh.yaml")
         with open(path, "w") as f:

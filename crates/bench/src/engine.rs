@@ -245,8 +245,8 @@ impl Job {
 /// The state a thread's tasks share (one thread: no locks).
 struct Ctx {
     rec: RefCell<Recorder>,
-    /// Open loop: intended send times issued and not yet taken.
-    queue: RefCell<VecDeque<Instant>>,
+    /// Open loop: requests issued by the schedule and not yet taken.
+    queue: RefCell<VecDeque<Scheduled>>,
     ready: Notify,
     dispatching: Cell<bool>,
     /// Open loop: requests come only from the dispatcher's schedule.
@@ -259,8 +259,25 @@ struct Ctx {
     timeout: Duration,
 }
 
-/// A request to send: `Some(intended send time)` in the open loop.
-type Ticket = Option<Instant>;
+/// An open-loop request: when the schedule wanted it sent, and when the dispatcher
+/// actually released it (later only by the load generator's own timer lateness).
+#[derive(Clone, Copy)]
+struct Scheduled {
+    at: Instant,
+    released: Instant,
+}
+
+impl Scheduled {
+    /// Latency runs from here: the schedule's time, unless the load generator itself
+    /// released the request late (a stalled server never delays the release, so its
+    /// backlog still counts in full), and never before the request actually left.
+    fn start(self, sent: Instant) -> Instant {
+        self.at.max(self.released).min(sent)
+    }
+}
+
+/// A request to send: `Some` in the open loop.
+type Ticket = Option<Scheduled>;
 
 impl Ctx {
     async fn next(&self) -> Option<Ticket> {
@@ -280,7 +297,8 @@ impl Ctx {
 
     async fn next_scheduled(&self) -> Option<Ticket> {
         loop {
-            if let Some(at) = self.queue.borrow_mut().pop_front() {
+            let next = self.queue.borrow_mut().pop_front();
+            if let Some(s) = next {
                 if self.deadline.get().is_some_and(|d| Instant::now() > d + self.grace) {
                     // The run is over; what is still queued was never sent.
                     let mut queue = self.queue.borrow_mut();
@@ -288,7 +306,7 @@ impl Ctx {
                     queue.clear();
                     return None;
                 }
-                return Some(Some(at));
+                return Some(Some(s));
             }
             if !self.dispatching.get() {
                 return None;
@@ -297,10 +315,11 @@ impl Ctx {
         }
     }
 
-    fn record(&self, result: Result<Answer, ErrorKind>, from: Instant, sent: Instant) -> bool {
+    /// Records a finished request; `ticket` for the open loop's send delay (against the schedule).
+    fn record(&self, result: Result<Answer, ErrorKind>, ticket: Ticket, from: Instant, sent: Instant) -> bool {
         let mut rec = self.rec.borrow_mut();
-        if self.open {
-            rec.send_delay.saturating_record(sent.saturating_duration_since(from).as_nanos() as u64);
+        if let Some(s) = ticket {
+            rec.send_delay.saturating_record(sent.saturating_duration_since(s.at).as_nanos() as u64);
         }
         match result {
             Ok(a) => {
@@ -334,7 +353,7 @@ async fn dispatch(ctx: Rc<Ctx>, start: Instant, rate: f64, index: u64, threads: 
                 _ => tokio::time::sleep_until(at.into()).await,
             }
         }
-        ctx.queue.borrow_mut().push_back(at);
+        ctx.queue.borrow_mut().push_back(Scheduled { at, released: Instant::now() });
         ctx.ready.notify_one();
         k += threads;
     }
@@ -358,7 +377,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 
 async fn h1_worker(ctx: Rc<Ctx>, addr: SocketAddr, request: Rc<[u8]>, is_head: bool, mut conn: Option<H1Conn>) {
     while let Some(ticket) = ctx.next().await {
-        let from = ticket.unwrap_or_else(Instant::now);
+        let began = Instant::now();
         let c = match conn.as_mut() {
             Some(c) => c,
             None => {
@@ -378,7 +397,8 @@ async fn h1_worker(ctx: Rc<Ctx>, addr: SocketAddr, request: Rc<[u8]>, is_head: b
         };
         let sent = Instant::now();
         let result = tokio::time::timeout(ctx.timeout, c.exchange(&request, is_head)).await.unwrap_or(Err(ErrorKind::Timeout));
-        if !ctx.record(result, from.min(sent), sent) {
+        let from = ticket.map_or(began, |s| s.start(sent).min(began));
+        if !ctx.record(result, ticket, from, sent) {
             conn = None;
         }
     }
@@ -422,7 +442,7 @@ async fn h2_stream(ctx: Rc<Ctx>, mut tx: h2::Sender, template: Rc<h2::Template>)
     while let Some(ticket) = ctx.next().await {
         let sent = Instant::now();
         let result = tokio::time::timeout(ctx.timeout, h2::exchange(&mut tx, &template)).await.unwrap_or(Err(ErrorKind::Timeout));
-        ctx.record(result, ticket.unwrap_or(sent).min(sent), sent);
+        ctx.record(result, ticket, ticket.map_or(sent, |s| s.start(sent)), sent);
         if tx.is_closed() {
             return true;
         }
