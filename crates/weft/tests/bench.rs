@@ -194,6 +194,13 @@ fn a_silent_server_times_out_requests_by_kind() {
     assert_eq!(out["errors"], 3, "{out}");
     assert_eq!(out["errors_by_kind"]["timeout"], 3, "{out}");
     assert_eq!(out["success_rate"], 0.0);
+
+    // Open loop into the silence: one connection, each try times out; what the schedule
+    // still holds when the run ends is reported as unsent.
+    let out = bench_json(&[&server.url(), "-q", "100", "-c", "1", "-z", "1s", "--timeout", "200ms"]);
+    let (timeouts, unsent) = (out["errors_by_kind"]["timeout"].as_u64().unwrap(), out["unsent"].as_u64().unwrap());
+    assert!((4..=7).contains(&timeouts), "{out}");
+    assert_eq!(timeouts + unsent, 100, "{out}");
 }
 
 #[test]
