@@ -47,7 +47,7 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 }
                 check_rule(r, dr, &mut ctx);
             }
-            Spec::VirtualService(_) | Spec::RateLimit(_) => {}
+            Spec::VirtualService(_) | Spec::RateLimit(_) | Spec::HealthCheck(_) => {}
         }
     }
     // Every service port and subset gets its cluster, so /clusters shows them all.
@@ -126,8 +126,14 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
         snap.exact_hosts.insert(host.clone(), idx);
     }
     for r in resources {
-        if let Spec::RateLimit(rl) = &r.spec {
-            crate::ratelimit::attach(r, rl, &mut snap, &mut ctx);
+        match &r.spec {
+            Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),
+            Spec::HealthCheck(hc) => {
+                if let Some(p) = crate::healthcheck::compile(r, hc, &mut ctx) {
+                    snap.health_checks.push(p);
+                }
+            }
+            _ => {}
         }
     }
     snap.clusters = ctx.clusters;

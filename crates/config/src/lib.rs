@@ -4,6 +4,7 @@
 mod compile;
 pub mod duration;
 pub mod error;
+mod healthcheck;
 pub mod istio;
 pub mod load;
 pub mod matcher;

@@ -30,6 +30,7 @@ pub enum Spec {
     DestinationRule(DestinationRule),
     VirtualService(VirtualService),
     RateLimit(crate::weft_kinds::RateLimit),
+    HealthCheck(crate::weft_kinds::HealthCheck),
 }
 
 #[derive(Deserialize)]
@@ -102,7 +103,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         diags.errors.push(ConfigError::new(src, Some(&kind), name.as_deref(), "apiVersion", "missing field"));
         return None;
     };
-    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit");
+    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit" | "HealthCheck");
     if !known {
         diags.warnings.push(ConfigError::new(
             src,
@@ -113,7 +114,8 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         ));
         return None;
     }
-    let versions: &[&str] = if kind == "RateLimit" { &crate::weft_kinds::POLICY_VERSIONS } else { &NETWORKING_VERSIONS };
+    let versions: &[&str] =
+        if matches!(kind.as_str(), "RateLimit" | "HealthCheck") { &crate::weft_kinds::POLICY_VERSIONS } else { &NETWORKING_VERSIONS };
     if !versions.contains(&api.as_str()) {
         diags.errors.push(ConfigError::new(
             src,
@@ -133,10 +135,14 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         "DestinationRule" => {
             typed::<DestinationRule>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::DestinationRule(s)))?
         }
+        "HealthCheck" => {
+            typed::<crate::weft_kinds::HealthCheck>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::HealthCheck(s)))?
+        }
         "RateLimit" => {
             typed::<crate::weft_kinds::RateLimit>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::RateLimit(s)))?
         }
-        _ => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::VirtualService(s)))?,
+        "VirtualService" => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::VirtualService(s)))?,
+        _ => return None,
     };
     Some(Resource { api_version: api, kind, metadata: meta, spec, source: src.clone() })
 }

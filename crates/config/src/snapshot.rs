@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub wildcard_hosts: Vec<(String, usize)>,
     /// A VirtualService for `*`, if any.
     pub catch_all: Option<usize>,
+    /// HealthCheck resources: probes of a host's endpoints.
+    pub health_checks: Vec<HealthProbe>,
     pub clusters: Vec<ClusterSpec>,
 }
 
@@ -45,6 +47,28 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// RateLimit resources for this host, checked in order before routing.
     pub rate_limits: Vec<RateLimitRule>,
+}
+
+/// One HealthCheck, compiled.
+#[derive(Debug, Clone)]
+pub struct HealthProbe {
+    /// `HealthCheck/name`.
+    pub name: String,
+    /// Lower-case service host whose endpoints are probed.
+    pub host: String,
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// GET `path`; healthy when the status is in `expected` (any 2xx when empty).
+    Http { path: String, expected: Vec<u16> },
+    /// Healthy when a TCP connection opens.
+    Tcp,
 }
 
 /// One RateLimit: requests that match (all, when `matches` is empty) take a token.

@@ -71,9 +71,10 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                             "weight": e.spec.weight,
                             "locality": e.spec.locality,
                             "labels": e.spec.labels,
-                            "health": match e.health.ejection(crate::cluster::now_ns()) {
-                                Some(_) => "EJECTED",
-                                None => "HEALTHY",
+                            "health": match (e.checked.is_healthy(), e.health.ejection(crate::cluster::now_ns())) {
+                                (false, _) => "UNHEALTHY",
+                                (true, Some(_)) => "EJECTED",
+                                (true, None) => "HEALTHY",
                             },
                             "ejection": e.health.ejection(crate::cluster::now_ns()).map(|(until, reason)| json!({
                                 "reason": reason.name(),

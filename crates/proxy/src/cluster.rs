@@ -38,6 +38,8 @@ pub struct Endpoint {
     /// The cluster's `outlierDetection`, and this endpoint's detector state.
     pub outlier: Option<outlier::Settings>,
     pub health: outlier::State,
+    /// Active health checking (HealthCheck); healthy until a check says otherwise.
+    pub checked: weft_resilience::health::Checked,
 }
 
 impl HasLoad for Endpoint {
@@ -106,6 +108,7 @@ impl Cluster {
                     dest,
                     outlier: spec.outlier,
                     health: outlier::State::default(),
+                    checked: Default::default(),
                 })
             })
             .collect();
@@ -132,30 +135,34 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// The balancer's pick, passing over endpoints that outlier detection ejected,
-    /// unless too few healthy ones are left (panic routing: all are used).
+    /// The balancer's pick, passing over endpoints that outlier detection ejected or
+    /// that fail their health check, unless none (or, for ejections, too few) are
+    /// left in service (panic routing: all are used).
     pub fn pick(&self, hash: Option<u64>) -> Option<usize> {
         let pick = || self.balancer.pick(&PickCtx { hash, loads: &self.endpoints });
         let i = pick()?;
-        let Some(settings) = &self.spec.outlier else { return Some(i) };
+        if self.spec.outlier.is_none() && self.endpoints[i].checked.is_healthy() {
+            return Some(i);
+        }
         let now = now_ns();
-        let ejected = |j: usize| self.endpoints[j].health.is_ejected(now);
-        if !ejected(i) {
+        let out_of_service = |j: usize| !self.endpoints[j].checked.is_healthy() || self.endpoints[j].health.is_ejected(now);
+        if !out_of_service(i) {
             return Some(i);
         }
         let n = self.endpoints.len();
-        let out = (0..n).filter(|&j| ejected(j)).count();
-        if out >= n || outlier::panic(settings, out, n) {
+        let out = (0..n).filter(|&j| out_of_service(j)).count();
+        let panic = self.spec.outlier.as_ref().is_some_and(|s| outlier::panic(s, out, n));
+        if out >= n || panic {
             return Some(i);
         }
         for _ in 0..3 {
             match pick() {
-                Some(j) if !ejected(j) => return Some(j),
+                Some(j) if !out_of_service(j) => return Some(j),
                 _ => {}
             }
         }
-        // A hash policy keeps naming the ejected endpoint: the next healthy one takes its keys.
-        (1..n).map(|k| (i + k) % n).find(|&j| !ejected(j)).or(Some(i))
+        // A hash policy keeps naming the same endpoint: the next one in service takes its keys.
+        (1..n).map(|k| (i + k) % n).find(|&j| !out_of_service(j)).or(Some(i))
     }
 
     /// Ejects `ep` for `reason` if the cluster's ejection cap allows; returns how long.

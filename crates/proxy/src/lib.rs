@@ -16,6 +16,7 @@ pub mod h1client;
 pub mod handler;
 pub mod hashkey;
 pub mod headers;
+pub mod health;
 pub mod local;
 pub mod mirror;
 pub mod outlier;

@@ -89,6 +89,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
             }
         }
         tokio::spawn(reap(shared));
+        tokio::spawn(crate::health::run(shared));
         let mut hup = signal(SignalKind::hangup()).ok();
         let mut term = signal(SignalKind::terminate()).ok();
         let mut int = signal(SignalKind::interrupt()).ok();

@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod bucket;
+pub mod health;
 pub mod outlier;
 pub mod retry;
 

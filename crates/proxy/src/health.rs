@@ -1,0 +1,88 @@
+//! Active health checks (the HealthCheck kind): one task on the admin runtime probes
+//! each checked host's endpoints every interval, reading the live config each round so
+//! reloads need no restart, and flips endpoints in and out of service.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_config::{HealthProbe, Probe};
+
+use crate::cluster::{Endpoint, Target};
+use crate::state::Shared;
+
+/// How often the task looks for checks that are due.
+const TICK: Duration = Duration::from_millis(25);
+
+pub async fn run(shared: &'static Shared) {
+    let mut last: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(TICK).await;
+        let rt = shared.current.load_full();
+        for hc in &rt.snap.health_checks {
+            let due = last.get(&hc.name).is_none_or(|t| t.elapsed() >= hc.interval);
+            if !due {
+                continue;
+            }
+            last.insert(hc.name.clone(), Instant::now());
+            // An address is probed once, its result applied to every cluster's copy of it.
+            let mut by_address: HashMap<&str, Vec<Arc<Endpoint>>> = HashMap::new();
+            for c in rt.clusters.iter().filter(|c| c.spec.service.eq_ignore_ascii_case(&hc.host)) {
+                for e in &c.endpoints {
+                    by_address.entry(e.id.as_str()).or_default().push(e.clone());
+                }
+            }
+            for (_, eps) in by_address {
+                let hc = hc.clone();
+                tokio::spawn(async move {
+                    let ok = tokio::time::timeout(hc.timeout, probe(&eps[0].target, &hc)).await.unwrap_or(false);
+                    for e in &eps {
+                        if let Some(now_healthy) = e.checked.record(ok, hc.healthy_threshold, hc.unhealthy_threshold) {
+                            let state = if now_healthy { "passes its health check again" } else { "fails its health check" };
+                            tracing::warn!("{} {state} ({})", e.id, hc.name);
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn probe(target: &Target, hc: &HealthProbe) -> bool {
+    let stream = match target {
+        Target::Addr(a) => TcpStream::connect(a).await,
+        Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+    };
+    let Ok(mut stream) = stream else { return false };
+    match &hc.probe {
+        Probe::Tcp => true,
+        Probe::Http { path, expected } => {
+            let req = format!("GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: weft-health-check\r\nconnection: close\r\n\r\n", hc.host);
+            if stream.write_all(req.as_bytes()).await.is_err() {
+                return false;
+            }
+            // The status line is all that is needed.
+            let mut buf = [0u8; 32];
+            let mut n = 0;
+            while n < 12 {
+                match stream.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(k) => n += k,
+                }
+            }
+            let status = std::str::from_utf8(&buf[9..12]).ok().and_then(|s| s.parse::<u16>().ok());
+            match status {
+                Some(s) if buf.starts_with(b"HTTP/1.") => {
+                    if expected.is_empty() {
+                        (200..300).contains(&s)
+                    } else {
+                        expected.contains(&s)
+                    }
+                }
+                _ => false,
+            }
+        }
+    }
+}
