@@ -47,7 +47,7 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 }
                 check_rule(r, dr, &mut ctx);
             }
-            Spec::VirtualService(_) | Spec::RateLimit(_) | Spec::HealthCheck(_) => {}
+            Spec::VirtualService(_) | Spec::RateLimit(_) | Spec::HealthCheck(_) | Spec::Hedging(_) => {}
         }
     }
     // Every service port and subset gets its cluster, so /clusters shows them all.
@@ -122,12 +122,14 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 fault: None,
             }],
             rate_limits: Vec::new(),
+            hedging: None,
         });
         snap.exact_hosts.insert(host.clone(), idx);
     }
     for r in resources {
         match &r.spec {
             Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),
+            Spec::Hedging(h) => crate::ratelimit::attach_hedging(r, h, &mut snap, &mut ctx),
             Spec::HealthCheck(hc) => {
                 if let Some(p) = crate::healthcheck::compile(r, hc, &mut ctx) {
                     snap.health_checks.push(p);

@@ -31,6 +31,7 @@ pub enum Spec {
     VirtualService(VirtualService),
     RateLimit(crate::weft_kinds::RateLimit),
     HealthCheck(crate::weft_kinds::HealthCheck),
+    Hedging(crate::weft_kinds::Hedging),
 }
 
 #[derive(Deserialize)]
@@ -103,7 +104,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         diags.errors.push(ConfigError::new(src, Some(&kind), name.as_deref(), "apiVersion", "missing field"));
         return None;
     };
-    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit" | "HealthCheck");
+    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit" | "HealthCheck" | "Hedging");
     if !known {
         diags.warnings.push(ConfigError::new(
             src,
@@ -114,8 +115,11 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         ));
         return None;
     }
-    let versions: &[&str] =
-        if matches!(kind.as_str(), "RateLimit" | "HealthCheck") { &crate::weft_kinds::POLICY_VERSIONS } else { &NETWORKING_VERSIONS };
+    let versions: &[&str] = if matches!(kind.as_str(), "RateLimit" | "HealthCheck" | "Hedging") {
+        &crate::weft_kinds::POLICY_VERSIONS
+    } else {
+        &NETWORKING_VERSIONS
+    };
     if !versions.contains(&api.as_str()) {
         diags.errors.push(ConfigError::new(
             src,
@@ -135,6 +139,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         "DestinationRule" => {
             typed::<DestinationRule>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::DestinationRule(s)))?
         }
+        "Hedging" => typed::<crate::weft_kinds::Hedging>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Hedging(s)))?,
         "HealthCheck" => {
             typed::<crate::weft_kinds::HealthCheck>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::HealthCheck(s)))?
         }

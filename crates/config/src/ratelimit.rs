@@ -1,4 +1,5 @@
-//! RateLimit resources → token buckets on the virtual host they name.
+//! Host-level weft policies on the virtual host they name: RateLimit resources →
+//! token or leaky buckets; Hedging → the host's hedge policy.
 
 use std::time::Duration;
 
@@ -8,9 +9,9 @@ use std::sync::Arc;
 
 use weft_resilience::bucket::{LeakyBucket, TokenBucket};
 
-use crate::snapshot::{Limiter, RateLimitRule, Snapshot};
+use crate::snapshot::{HedgePolicy, Limiter, RateLimitRule, Snapshot};
 use crate::vhost::compile_match;
-use crate::weft_kinds::{LeakyBucketSpec, RateLimit, TokenBucketSpec};
+use crate::weft_kinds::{Hedging, LeakyBucketSpec, RateLimit, TokenBucketSpec};
 
 pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
     let host = rl.host.to_ascii_lowercase();
@@ -74,4 +75,30 @@ fn leaky_bucket(r: &Resource, lb: &LeakyBucketSpec, ctx: &mut Ctx<'_>) -> Option
     }
     let max_delay = lb.max_delay.map(|d| d.0).unwrap_or(Duration::from_secs(1));
     Some(Limiter::Leaky(Arc::new(LeakyBucket::new(lb.rate, lb.queue, max_delay))))
+}
+
+pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
+    let host = h.host.to_ascii_lowercase();
+    if host.is_empty() {
+        ctx.err(r, "spec.host", "missing field");
+        return;
+    }
+    if h.delay_percentile.is_some() {
+        ctx.err(r, "spec.delayPercentile", "not supported yet by this version of weft (delay is)");
+        return;
+    }
+    let Some(delay) = h.delay.map(|d| d.0).filter(|d| !d.is_zero()) else {
+        ctx.err(r, "spec.delay", "missing field");
+        return;
+    };
+    let max_attempts = h.max_attempts.unwrap_or(2);
+    if !(2..=5).contains(&max_attempts) {
+        ctx.err(r, "spec.maxAttempts", format!("{max_attempts} is not between 2 and 5"));
+        return;
+    }
+    let Some(&idx) = snap.exact_hosts.get(&host) else {
+        ctx.err(r, "spec.host", format!("no ServiceEntry or VirtualService serves host {:?}", h.host));
+        return;
+    };
+    snap.vhosts[idx].hedging = Some(HedgePolicy { delay, max_attempts });
 }

@@ -47,6 +47,16 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// RateLimit resources for this host, checked in order before routing.
     pub rate_limits: Vec<RateLimitRule>,
+    /// A Hedging resource for this host.
+    pub hedging: Option<HedgePolicy>,
+}
+
+/// Idempotent requests without a body get another try after `delay` without an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct HedgePolicy {
+    pub delay: Duration,
+    /// Tries in all, the first included.
+    pub max_attempts: u32,
 }
 
 /// One HealthCheck, compiled.
@@ -131,6 +141,11 @@ impl RetryPolicy {
     /// refused stream, and gRPC unavailable / cancelled.
     pub fn istio_default() -> RetryPolicy {
         RetryPolicy { attempts: 2, per_try_timeout: None, retry_on: weft_resilience::RetryOn::istio_default() }
+    }
+
+    /// No retries (a route with `attempts: 0` that still hedges).
+    pub fn none() -> RetryPolicy {
+        RetryPolicy { attempts: 0, per_try_timeout: None, retry_on: weft_resilience::RetryOn::default() }
     }
 }
 

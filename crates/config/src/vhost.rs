@@ -27,6 +27,7 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
         name: format!("VirtualService/{}", r.metadata.name),
         routes,
         rate_limits: Vec::new(),
+        hedging: None,
     })
 }
 

@@ -83,3 +83,20 @@ pub struct HttpProbeSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_statuses: Vec<u16>,
 }
+
+/// Request hedging for a host: idempotent requests get a second try on another endpoint
+/// when the first has not answered within `delay`; the first answer wins.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hedging {
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Dur>,
+    /// Not served yet; named in the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_percentile: Option<f64>,
+    /// Tries in all, the first included (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}

@@ -221,8 +221,14 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     let home = crate::outlier::Home { cluster: cluster_idx, revision: rt.revision };
     let breaker = cluster.breaker.armed().then(|| (cluster.breaker.clone(), cluster.spec.pool.connect_timeout));
     // Requests without a body can be sent again: they follow the route's retry policy.
-    let retry_plan = route.retry.as_ref().filter(|_| !upgrade && up_req.body().is_end_stream()).map(|policy| retry::Plan {
-        policy: policy.clone(),
+    let bodyless = !upgrade && up_req.body().is_end_stream();
+    let idempotent =
+        matches!(*up_req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    let hedge = vh.hedging.filter(|_| idempotent);
+    let policy = route.retry.clone().or_else(|| hedge.map(|_| weft_config::RetryPolicy::none()));
+    let retry_plan = policy.filter(|_| bodyless).map(|policy| retry::Plan {
+        policy,
+        hedge,
         home,
         hash,
         passthrough: cluster.spec.lb == LbPolicy::Passthrough,

@@ -3,6 +3,7 @@
 //! exponential back-off between tries, and each retry on another endpoint than
 //! the one that failed, picked again by the cluster's balancer.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ pub struct Plan {
     pub grpc: bool,
     /// The cluster's circuit breaker, when it has limits (`maxRetries`).
     pub breaker: Option<Arc<crate::breaker::Breaker>>,
+    /// The host's Hedging policy, for an idempotent request.
+    pub hedge: Option<weft_config::HedgePolicy>,
 }
 
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
@@ -58,7 +61,7 @@ pub(crate) async fn send(
             (Some(p), Some(l)) => Some(p.min(l)),
             (p, l) => p.or(l),
         };
-        let attempt = once(&ep, ctx.worker, parts);
+        let attempt = hedged(ctx, fin, &mut ep, parts, plan);
         let result = match limit {
             Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
             None => attempt.await,
@@ -107,6 +110,66 @@ pub(crate) async fn send(
             ep = next;
         }
     }
+}
+
+type Try<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Upstream, UpstreamError>> + Send + 'a>>;
+
+/// One try; with a hedge policy, more tries on other endpoints each `delay` without an
+/// answer, the first answer winning (the others are dropped, which cancels them). `ep`
+/// becomes the endpoint that answered, and `fin` follows it.
+async fn hedged(ctx: ConnCtx, fin: &mut Finish, ep: &mut Arc<Endpoint>, parts: &Parts, plan: &Plan) -> Result<Upstream, UpstreamError> {
+    let Some(h) = plan.hedge else { return once(ep, ctx.worker, parts).await };
+    let worker = ctx.worker;
+    let mut launched = vec![ep.clone()];
+    let mut racing: Vec<(usize, Try<'_>)> = vec![(0, Box::pin(once_owned(ep.clone(), worker, parts)))];
+    let mut timer = Box::pin(tokio::time::sleep(h.delay));
+    let (winner, result) = loop {
+        let can_hedge = launched.len() < h.max_attempts as usize;
+        let event = std::future::poll_fn(|cx| {
+            for (k, (_, f)) in racing.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(Some((k, r)));
+                }
+            }
+            if can_hedge && timer.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(None);
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        match event {
+            // An answer, or the last try failing: done.
+            Some((k, r)) if r.is_ok() || racing.len() == 1 => break (racing[k].0, r),
+            // A failure while others are still out: wait for them.
+            Some((k, _)) => {
+                drop(racing.swap_remove(k));
+            }
+            None => {
+                let last = launched.last().cloned().unwrap_or_else(|| ep.clone());
+                if let Some(next) = pick_other(ctx, plan, &last) {
+                    next.load.start();
+                    ctx.shared.metrics.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                    racing.push((launched.len(), Box::pin(once_owned(next.clone(), worker, parts))));
+                    launched.push(next);
+                }
+                timer.as_mut().reset(tokio::time::Instant::now() + h.delay);
+            }
+        }
+    };
+    drop(racing);
+    // Every endpoint tried but the one that answered is done with this request.
+    for (i, e) in launched.iter().enumerate() {
+        if i != winner {
+            e.load.finish();
+        }
+    }
+    *ep = launched[winner].clone();
+    fin.endpoint = Some(ep.clone());
+    result
+}
+
+async fn once_owned(ep: Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<Upstream, UpstreamError> {
+    once(&ep, worker, parts).await
 }
 
 /// One try on one endpoint.

@@ -96,6 +96,8 @@ pub struct Counters {
     /// Requests delayed (flag DI) and aborted (flag FI) by a route's `fault`.
     pub faults_delayed: AtomicU64,
     pub faults_aborted: AtomicU64,
+    /// Hedged tries started (a Hedging policy's extra tries).
+    pub hedges: AtomicU64,
     /// Requests refused by a circuit breaker (flag UO).
     pub overflow: AtomicU64,
     /// Retries not made because of `maxRetries` or the retry budget.

@@ -120,6 +120,7 @@ impl Metrics {
         counter("weft_retry_limit_reached_total", "Requests whose retries ran out (flag URX).", "counter", &c.retry_limit_reached);
         counter("weft_fault_delays_total", "Requests delayed by a route's fault (flag DI).", "counter", &c.faults_delayed);
         counter("weft_fault_aborts_total", "Requests aborted by a route's fault (flag FI).", "counter", &c.faults_aborted);
+        counter("weft_hedged_requests_total", "Extra tries started by a Hedging policy.", "counter", &c.hedges);
         counter("weft_upstream_overflow_total", "Requests refused by a circuit breaker (flag UO).", "counter", &c.overflow);
         counter("weft_retry_overflow_total", "Retries not made: maxRetries or the retry budget.", "counter", &c.retry_overflow);
         counter("weft_rate_limited_total", "Requests answered 429 by a RateLimit (flag RL).", "counter", &c.rate_limited);

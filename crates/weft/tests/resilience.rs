@@ -316,3 +316,50 @@ fn health_check_config_errors_name_the_field() {
         assert!(err.contains(&format!("hc.yaml: HealthCheck {host}-hc: {want}")), "{err}");
     }
 }
+
+#[test]
+fn hedging_sends_a_second_try_and_the_first_answer_wins() {
+    let slow = backend("slow", &["--latency", "400ms"]);
+    let fast = backend("fast", &[]);
+    let se = service_entry("svc", &[(slow.addr, "v: a", 1), (fast.addr, "v: b", 1)]);
+    let hedging = "---\napiVersion: policy.weft.dev/v1alpha1\nkind: Hedging\nmetadata: {name: svc}\nspec:\n  host: svc\n  delay: 50ms\n";
+    let dr = destination_rule("svc", "{loadBalancer: {simple: ROUND_ROBIN}}");
+    let p = proxy(&(se + &dr + hedging + &vs("svc", "    retries: {attempts: 0}\n")));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = get(p.addr(), "svc", "/", &[]);
+        slowest = slowest.max(t.elapsed());
+        assert_eq!((r.status, r.backend()), (200, "fast".to_string()));
+    }
+    // First tries that went to the slow endpoint were hedged after 50 ms and answered by the fast one.
+    // (The hedge's pick advances round robin too, so most first tries land on the slow one.)
+    assert!(slowest < Duration::from_millis(300), "slowest {slowest:?}");
+    let hedges = p.metric("weft_hedged_requests_total", &[]);
+    assert!((1.0..=10.0).contains(&hedges), "{hedges} hedges");
+    // A request with a body is not hedged (it could not be sent twice).
+    let t = Instant::now();
+    let statuses: Vec<u16> = (0..2).map(|_| Client::connect(p.addr()).request("POST", "svc", "/", &[], b"x").status).collect();
+    assert_eq!(statuses, vec![200, 200]);
+    assert!(t.elapsed() >= Duration::from_millis(400), "one POST waited for the slow endpoint: {:?}", t.elapsed());
+    assert_eq!(p.metric("weft_hedged_requests_total", &[]), hedges);
+}
+
+#[test]
+fn hedging_config_errors_name_the_field() {
+    let dir = temp_dir();
+    let b = "127.0.0.1:9".parse().unwrap();
+    for (spec, want) in [
+        ("  delayPercentile: 95\n", "spec.delayPercentile: not supported yet"),
+        ("  delay: 10ms\n  maxAttempts: 9\n", "spec.maxAttempts: 9 is not between 2 and 5"),
+        ("  maxAttempts: 2\n", "spec.delay: missing field"),
+    ] {
+        let file = dir.join("hedge.yaml");
+        let doc = format!("---\napiVersion: policy.weft.dev/v1alpha1\nkind: Hedging\nmetadata: {{name: h}}\nspec:\n  host: svc\n{spec}");
+        std::fs::write(&file, service_entry("svc", &[(b, "v: a", 1)]) + &doc).unwrap();
+        let out = std::process::Command::new(weft()).args(["validate", "-f", file.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("hedge.yaml: Hedging h: {want}")), "{err}");
+    }
+}
