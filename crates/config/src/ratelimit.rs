@@ -43,10 +43,7 @@ pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mu
             None => return,
         }
     }
-    let Some(&idx) = snap.exact_hosts.get(&host) else {
-        ctx.err(r, "spec.host", format!("no ServiceEntry or VirtualService serves host {:?}", rl.host));
-        return;
-    };
+    let Some(idx) = served(r, &host, snap, ctx) else { return };
     snap.vhosts[idx].rate_limits.push(RateLimitRule { name: format!("RateLimit/{}", r.metadata.name), matches, limiter });
 }
 
@@ -96,9 +93,15 @@ pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx
         ctx.err(r, "spec.maxAttempts", format!("{max_attempts} is not between 2 and 5"));
         return;
     }
-    let Some(&idx) = snap.exact_hosts.get(&host) else {
-        ctx.err(r, "spec.host", format!("no ServiceEntry or VirtualService serves host {:?}", h.host));
-        return;
-    };
+    let Some(idx) = served(r, &host, snap, ctx) else { return };
     snap.vhosts[idx].hedging = Some(HedgePolicy { delay, max_attempts });
+}
+
+/// The virtual host serving `host` (lower case), or an error on `spec.host`.
+fn served(r: &Resource, host: &str, snap: &Snapshot, ctx: &mut Ctx<'_>) -> Option<usize> {
+    let idx = snap.exact_hosts.get(host).copied();
+    if idx.is_none() {
+        ctx.err(r, "spec.host", format!("no ServiceEntry or VirtualService serves host {host:?}"));
+    }
+    idx
 }

@@ -89,7 +89,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         headers: req.headers(),
     };
     // Rate limits; a leaky bucket's wait happens once the snapshot is let go.
-    let mut queued: Option<(weft_resilience::bucket::Queued, std::time::Duration)> = None;
+    // (Several matching leaky buckets each hold a place; the longest wait applies.)
+    let mut queued: (Vec<weft_resilience::bucket::Queued>, std::time::Duration) = (Vec::new(), std::time::Duration::ZERO);
     for limit in &vh.rate_limits {
         if !limit.applies(&view) {
             continue;
@@ -99,7 +100,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             Limiter::Token(b) => b.try_take(now),
             Limiter::Leaky(b) => b.admit(now).map(|wait| {
                 if !wait.is_zero() {
-                    queued = Some((b.enqueue(), wait));
+                    queued.0.push(b.enqueue());
+                    queued.1 = queued.1.max(wait);
                 }
             }),
         };
@@ -238,9 +240,9 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     });
     drop(rt);
 
-    if let Some((place, wait)) = queued.take() {
-        tokio::time::sleep(wait).await;
-        drop(place);
+    if !queued.0.is_empty() {
+        tokio::time::sleep(queued.1).await;
+        drop(queued);
     }
     if let Some(d) = fault_delay {
         fin.flags.insert(ResponseFlags::DI);

@@ -129,6 +129,16 @@ fn outlier_detection_ejects_a_dead_endpoint_and_readmits_it() {
     assert_eq!(spread.get("c"), Some(&20), "{spread:?}");
 }
 
+/// `weft validate` on a ServiceEntry for `svc` plus `doc`: asserts exit 1 and returns stderr.
+fn invalid(name: &str, doc: &str) -> String {
+    let file = temp_dir().join(name);
+    std::fs::write(&file, service_entry("svc", &[("127.0.0.1:9".parse().unwrap(), "v: a", 1)]) + doc).unwrap();
+    let out = std::process::Command::new(weft()).args(["validate", "-f", file.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
 fn rate_limit(host: &str, spec: &str) -> String {
     format!("---\napiVersion: policy.weft.dev/v1alpha1\nkind: RateLimit\nmetadata: {{name: {host}-limit}}\nspec:\n  host: {host}\n{spec}")
 }
@@ -155,8 +165,6 @@ fn token_bucket_answers_429_with_retry_after_beyond_its_rate() {
 
 #[test]
 fn rate_limit_config_errors_name_the_field() {
-    let dir = temp_dir();
-    let b = "127.0.0.1:9".parse().unwrap();
     for (spec, want) in [
         ("  tokenBucket: {maxTokens: 0, fillInterval: 1s}\n", "spec.tokenBucket.maxTokens: must be at least 1"),
         ("  tokenBucket: {maxTokens: 5}\n", "spec.tokenBucket.fillInterval: must be at least 1ms"),
@@ -167,11 +175,7 @@ fn rate_limit_config_errors_name_the_field() {
             "spec: only one of tokenBucket or leakyBucket may be set",
         ),
     ] {
-        let file = dir.join("rl.yaml");
-        std::fs::write(&file, service_entry("svc", &[(b, "v: a", 1)]) + &rate_limit("svc", spec)).unwrap();
-        let out = std::process::Command::new(weft()).args(["validate", "-f", file.to_str().unwrap()]).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let err = invalid("rl.yaml", &rate_limit("svc", spec));
         assert!(err.contains(&format!("rl.yaml: RateLimit svc-limit: {want}")), "{err}");
     }
 }
@@ -299,8 +303,6 @@ fn failing_health_checks_take_endpoints_out_and_passing_ones_bring_them_back() {
 
 #[test]
 fn health_check_config_errors_name_the_field() {
-    let dir = temp_dir();
-    let b = "127.0.0.1:9".parse().unwrap();
     for (host, spec, want) in [
         ("svc", "  grpc: {service: x}\n", "spec.grpc: not supported yet"),
         ("svc", "  tcp: {}\n  http: {path: /}\n", "spec: exactly one of http, tcp or grpc is required"),
@@ -308,11 +310,7 @@ fn health_check_config_errors_name_the_field() {
         ("svc", "  tcp: {}\n  interval: 10ms\n", "spec.interval: must be at least 50ms"),
         ("other", "  tcp: {}\n", "spec.host: no ServiceEntry declares host \"other\""),
     ] {
-        let file = dir.join("hc.yaml");
-        std::fs::write(&file, service_entry("svc", &[(b, "v: a", 1)]) + &health_check(host, spec)).unwrap();
-        let out = std::process::Command::new(weft()).args(["validate", "-f", file.to_str().unwrap()]).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let err = invalid("hc.yaml", &health_check(host, spec));
         assert!(err.contains(&format!("hc.yaml: HealthCheck {host}-hc: {want}")), "{err}");
     }
 }
@@ -347,19 +345,13 @@ fn hedging_sends_a_second_try_and_the_first_answer_wins() {
 
 #[test]
 fn hedging_config_errors_name_the_field() {
-    let dir = temp_dir();
-    let b = "127.0.0.1:9".parse().unwrap();
     for (spec, want) in [
         ("  delayPercentile: 95\n", "spec.delayPercentile: not supported yet"),
         ("  delay: 10ms\n  maxAttempts: 9\n", "spec.maxAttempts: 9 is not between 2 and 5"),
         ("  maxAttempts: 2\n", "spec.delay: missing field"),
     ] {
-        let file = dir.join("hedge.yaml");
         let doc = format!("---\napiVersion: policy.weft.dev/v1alpha1\nkind: Hedging\nmetadata: {{name: h}}\nspec:\n  host: svc\n{spec}");
-        std::fs::write(&file, service_entry("svc", &[(b, "v: a", 1)]) + &doc).unwrap();
-        let out = std::process::Command::new(weft()).args(["validate", "-f", file.to_str().unwrap()]).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let err = invalid("hedge.yaml", &doc);
         assert!(err.contains(&format!("hedge.yaml: Hedging h: {want}")), "{err}");
     }
 }
