@@ -33,6 +33,8 @@ pub enum ReqBody {
     },
     /// A body received through a channel (the mirror's copy).
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    /// The client's body under a retry policy: kept for sending again.
+    Replay(crate::replay::Replaying),
     Empty,
 }
 
@@ -67,6 +69,7 @@ impl Body for ReqBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            ReqBody::Replay(r) => Pin::new(r).poll_frame(cx),
             ReqBody::Empty => Poll::Ready(None),
         }
     }
@@ -75,6 +78,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Stream { body, .. } => body.is_end_stream(),
             ReqBody::Channel(_) => false,
+            ReqBody::Replay(r) => r.is_end_stream(),
             ReqBody::Empty => true,
         }
     }
@@ -83,6 +87,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Stream { body, .. } => body.size_hint(),
             ReqBody::Channel(_) => SizeHint::default(),
+            ReqBody::Replay(r) => r.size_hint(),
             ReqBody::Empty => SizeHint::with_exact(0),
         }
     }

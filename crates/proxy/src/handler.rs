@@ -216,19 +216,22 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     // What the response needs from the config, so the snapshot is not held across I/O
     // (empty operations clone without allocating).
     let resp_ops = (route.response_headers.clone(), target.response_headers.clone());
+    let mirrored = mirror_to.is_some();
     let up_req = match mirror_to {
         Some(mc) => mirror::send(up_req, mc, ctx, authority.to_str().unwrap_or_default()),
         None => up_req,
     };
     let home = crate::outlier::Home { cluster: cluster_idx, revision: rt.revision };
     let breaker = cluster.breaker.armed().then(|| (cluster.breaker.clone(), cluster.spec.pool.connect_timeout));
-    // Requests without a body can be sent again: they follow the route's retry policy.
+    // Requests follow the route's retry policy; a body is kept for replay while it
+    // fits the buffer (a mirrored body streams to the mirror instead). Only bodyless
+    // idempotent requests are hedged.
     let bodyless = !upgrade && up_req.body().is_end_stream();
     let idempotent =
         matches!(*up_req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
-    let hedge = vh.hedging.filter(|_| idempotent);
+    let hedge = vh.hedging.filter(|_| idempotent && bodyless);
     let policy = route.retry.clone().or_else(|| hedge.map(|_| weft_config::RetryPolicy::none()));
-    let retry_plan = policy.filter(|_| bodyless).map(|policy| retry::Plan {
+    let retry_plan = policy.filter(|_| !upgrade && (bodyless || !mirrored)).map(|policy| retry::Plan {
         policy,
         hedge,
         home,
@@ -268,8 +271,12 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     }
 
     let result = if let Some(plan) = &retry_plan {
-        let (parts, _) = up_req.into_parts();
-        retry::send(ctx, &mut fin, ep, &parts, plan).await
+        let (parts, body) = up_req.into_parts();
+        let body = match body {
+            ReqBody::Stream { body, state, tee: None } => Some(crate::replay::Replaying::new(body, state)),
+            _ => None,
+        };
+        retry::send(ctx, &mut fin, ep, &parts, plan, body).await
     } else {
         let send = async {
             if up_proto == Version::HTTP_2 {

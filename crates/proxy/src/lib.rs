@@ -21,6 +21,7 @@ pub mod local;
 pub mod mirror;
 pub mod outlier;
 pub mod pool;
+pub mod replay;
 pub mod retry;
 mod run;
 pub mod server;

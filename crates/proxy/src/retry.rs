@@ -1,7 +1,8 @@
 //! Bodyless requests sent under the route's retry policy: each try bounded by
 //! `perTryTimeout` (and what is left of the route timeout), a jittered
 //! exponential back-off between tries, and each retry on another endpoint than
-//! the one that failed, picked again by the cluster's balancer.
+//! the one that failed, picked again by the cluster's balancer. A request body is
+//! sent again from its replay buffer ([`crate::replay`]) when it fit there.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -19,11 +20,15 @@ use crate::cluster::Endpoint;
 use crate::error::UpstreamError;
 use crate::finish::Finish;
 use crate::handler::{ConnCtx, Upstream};
+use crate::replay::Replaying;
 use crate::{h1client, pool};
 
 /// Envoy's back-off: base 25 ms, at most 10 × base.
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// How long a failed try's connection may keep the request body before the retry
+/// gives up on it (a body still being written to an endpoint that already answered).
+const BODY_BACK_WAIT: Duration = Duration::from_millis(100);
 
 /// What a retry needs to find the cluster again after the config snapshot was let go.
 pub struct Plan {
@@ -50,10 +55,19 @@ pub(crate) async fn send(
     mut ep: Arc<Endpoint>,
     parts: &Parts,
     plan: &Plan,
+    mut body: Option<Replaying>,
 ) -> Result<Upstream, UpstreamError> {
     let counters = &ctx.shared.metrics.counters;
     let mut tries = 0u32;
+    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
     loop {
+        let (try_body, returned) = match body.take() {
+            Some(b) => {
+                let (b, rx) = b.arm();
+                (Some(b), Some(rx))
+            }
+            None => (None, None),
+        };
         tries += 1;
         let now = Instant::now();
         let left = plan.deadline.map(|d| d.saturating_duration_since(now));
@@ -61,7 +75,7 @@ pub(crate) async fn send(
             (Some(p), Some(l)) => Some(p.min(l)),
             (p, l) => p.or(l),
         };
-        let attempt = hedged(ctx, fin, &mut ep, parts, plan);
+        let attempt = hedged(ctx, fin, &mut ep, parts, plan, try_body);
         let result = match limit {
             Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
             None => attempt.await,
@@ -99,11 +113,24 @@ pub(crate) async fn send(
             },
             None => None,
         };
+        // A body is sent again only if the try gave it back whole.
+        if let Some(rx) = returned {
+            match tokio::time::timeout(BODY_BACK_WAIT, rx).await {
+                Ok(Ok(b)) => body = Some(b),
+                _ => {
+                    counters.retry_body_unreplayable.fetch_add(1, Ordering::Relaxed);
+                    return result;
+                }
+            }
+        }
         drop(result);
         counters.retries.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;
         if !plan.passthrough {
-            let Some(next) = pick_other(ctx, plan, &ep) else { return Err(UpstreamError::Reset("config changed during retries".into())) };
+            tried.push(ep.clone());
+            let Some(next) = pick_other(ctx, plan, &tried) else {
+                return Err(UpstreamError::Reset("config changed during retries".into()));
+            };
             ep.load.finish();
             next.load.start();
             fin.endpoint = Some(next.clone());
@@ -117,7 +144,17 @@ type Try<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Upstream, UpstreamEr
 /// One try; with a hedge policy, more tries on other endpoints each `delay` without an
 /// answer, the first answer winning (the others are dropped, which cancels them). `ep`
 /// becomes the endpoint that answered, and `fin` follows it.
-async fn hedged(ctx: ConnCtx, fin: &mut Finish, ep: &mut Arc<Endpoint>, parts: &Parts, plan: &Plan) -> Result<Upstream, UpstreamError> {
+async fn hedged(
+    ctx: ConnCtx,
+    fin: &mut Finish,
+    ep: &mut Arc<Endpoint>,
+    parts: &Parts,
+    plan: &Plan,
+    body: Option<Replaying>,
+) -> Result<Upstream, UpstreamError> {
+    if let Some(b) = body {
+        return with_body(ep, ctx.worker, parts, b).await;
+    }
     let Some(h) = plan.hedge else { return once(ep, ctx.worker, parts).await };
     let worker = ctx.worker;
     let mut launched = vec![ep.clone()];
@@ -145,8 +182,7 @@ async fn hedged(ctx: ConnCtx, fin: &mut Finish, ep: &mut Arc<Endpoint>, parts: &
                 drop(racing.swap_remove(k));
             }
             None => {
-                let last = launched.last().cloned().unwrap_or_else(|| ep.clone());
-                if let Some(next) = pick_other(ctx, plan, &last) {
+                if let Some(next) = pick_other(ctx, plan, &launched) {
                     next.load.start();
                     ctx.shared.metrics.counters.hedges.fetch_add(1, Ordering::Relaxed);
                     racing.push((launched.len(), Box::pin(once_owned(next.clone(), worker, parts))));
@@ -186,27 +222,45 @@ async fn once(ep: &Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<Upstre
     }
 }
 
-/// Another endpoint of the same cluster than `failed`, if the cluster has one.
-fn pick_other(ctx: ConnCtx, plan: &Plan, failed: &Arc<Endpoint>) -> Option<Arc<Endpoint>> {
+/// One try of a request with a body, over hyper's client.
+async fn with_body(ep: &Arc<Endpoint>, worker: usize, parts: &Parts, body: Replaying) -> Result<Upstream, UpstreamError> {
+    let mut req = Request::new(ReqBody::Replay(body));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    if parts.version == Version::HTTP_2 {
+        pool::send_h2(ep, worker, req).await.map(|r| Upstream::Hyper(r, None))
+    } else {
+        pool::send_h1(ep, worker, req).await.map(|(r, ret)| Upstream::Hyper(r, Some(ret)))
+    }
+}
+
+/// Another endpoint of the same cluster than those already `tried` (Istio's
+/// `previous_hosts` predicate, five picks), if the cluster has one; when every
+/// endpoint was tried, one other than the last.
+fn pick_other(ctx: ConnCtx, plan: &Plan, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
     let rt = ctx.shared.current.load();
     if rt.revision != plan.home.revision {
         return None;
     }
     let cluster = rt.clusters.get(plan.home.cluster)?;
     let eps = &cluster.endpoints;
-    let pick = || cluster.pick(plan.hash);
-    let mut i = pick()?;
-    for _ in 0..3 {
-        if eps.len() == 1 || !Arc::ptr_eq(&eps[i], failed) {
+    let seen = |e: &Arc<Endpoint>| tried.iter().any(|t| Arc::ptr_eq(t, e));
+    let mut i = cluster.pick(plan.hash)?;
+    for _ in 0..5 {
+        if eps.len() == 1 || !seen(&eps[i]) {
             return Some(eps[i].clone());
         }
-        i = pick()?;
+        i = cluster.pick(plan.hash)?;
     }
-    // A hash policy keeps answering the same endpoint: take its neighbour.
-    if Arc::ptr_eq(&eps[i], failed) {
-        i = (i + 1) % eps.len();
-    }
-    Some(eps[i].clone())
+    // A hash policy keeps answering the same endpoint: take the next one not tried
+    // (or, all tried, the next one after the last).
+    let n = eps.len();
+    let next = (1..n).map(|k| (i + k) % n).find(|&j| !seen(&eps[j]));
+    let last = tried.last();
+    let j = next.unwrap_or_else(|| (1..=n).map(|k| (i + k) % n).find(|&j| last.is_none_or(|l| !Arc::ptr_eq(l, &eps[j]))).unwrap_or(i));
+    Some(eps[j].clone())
 }
 
 fn grpc_status(h: &HeaderMap) -> Option<u8> {

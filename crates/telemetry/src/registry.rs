@@ -102,6 +102,11 @@ pub struct Counters {
     pub overflow: AtomicU64,
     /// Retries not made because of `maxRetries` or the retry budget.
     pub retry_overflow: AtomicU64,
+    /// Retries not made because the request body outgrew the replay buffer (or the
+    /// client broke it off).
+    pub retry_body_unreplayable: AtomicU64,
+    /// Requests shed by adaptive concurrency (503, flag UO).
+    pub shed: AtomicU64,
     /// Requests answered 429 by a RateLimit (flag RL).
     pub rate_limited: AtomicU64,
     /// Endpoints ejected by outlier detection.

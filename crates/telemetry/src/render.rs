@@ -123,6 +123,13 @@ impl Metrics {
         counter("weft_hedged_requests_total", "Extra tries started by a Hedging policy.", "counter", &c.hedges);
         counter("weft_upstream_overflow_total", "Requests refused by a circuit breaker (flag UO).", "counter", &c.overflow);
         counter("weft_retry_overflow_total", "Retries not made: maxRetries or the retry budget.", "counter", &c.retry_overflow);
+        counter(
+            "weft_retry_body_unreplayable_total",
+            "Retries not made: the request body did not fit the replay buffer.",
+            "counter",
+            &c.retry_body_unreplayable,
+        );
+        counter("weft_adaptive_concurrency_shed_total", "Requests shed by adaptive concurrency (503).", "counter", &c.shed);
         counter("weft_rate_limited_total", "Requests answered 429 by a RateLimit (flag RL).", "counter", &c.rate_limited);
         counter("weft_outlier_ejections_total", "Endpoints ejected by outlier detection.", "counter", &c.outlier_ejections);
         counter("weft_mirrored_requests_total", "Requests copied to a mirror destination.", "counter", &c.mirrored);

@@ -51,6 +51,52 @@ fn retry_on_5xx_goes_to_another_endpoint_and_attempts_zero_disables() {
 }
 
 #[test]
+fn request_bodies_are_replayed_on_retry_while_they_fit_the_buffer() {
+    let failing = backend("failing", &["--error-rate", "1"]);
+    let good = backend("good", &[]);
+    let se = service_entry("svc", &[(failing.addr, "v: a", 1), (good.addr, "v: b", 1), (dead_addr(), "v: c", 1)]);
+    let p = proxy(&(se + &vs("svc", "    retries: {attempts: 4, retryOn: \"5xx,connect-failure\"}\n")));
+    let mut c = Client::connect(p.addr());
+    for i in 0..30 {
+        let body: Vec<u8> = (0..10_000u32).map(|k| b'a' + ((k + i) % 26) as u8).collect();
+        let r = c.request("POST", "svc", "/echo", &[], &body);
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {} {}",
+            r.text(),
+            p.admin("/metrics")
+                .lines()
+                .filter(|l| l.starts_with("weft_retr") || l.starts_with("weft_upstream_retries"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert_eq!(r.body, body, "request {i}: the body arrives whole after retries");
+    }
+    assert!(p.metric("weft_upstream_retries_total", &[]) >= 10.0);
+    // Chunked, of no declared length, the same.
+    let body = "x".repeat(5000);
+    for _ in 0..10 {
+        let (code, out, err) = curl(&[
+            "-s",
+            "-H",
+            "host: svc",
+            "-H",
+            "transfer-encoding: chunked",
+            "--data-binary",
+            &body,
+            &format!("http://{}/echo", p.addr()),
+        ]);
+        assert_eq!((code, out.len()), (0, 5000), "{err}");
+    }
+    // Beyond the 64 KiB buffer a body streams through once: the failing endpoint's answers come back.
+    let big = vec![b'z'; 100_000];
+    let statuses: Vec<u16> = (0..30).map(|_| c.request("POST", "svc", "/echo", &[], &big).status).collect();
+    assert!(statuses.contains(&200) && statuses.iter().any(|&s| s == 503), "{statuses:?}");
+    assert!(p.metric("weft_retry_body_unreplayable_total", &[]) >= 1.0);
+}
+
+#[test]
 fn per_try_timeout_moves_on_from_a_hung_endpoint() {
     let hung = backend("hung", &["--latency", "5s"]);
     let good = backend("good", &[]);
