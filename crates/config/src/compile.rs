@@ -330,6 +330,18 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
             check_lb(r, lb, &format!("{p}.loadBalancer"), ctx);
         }
     }
+    if let Some(od) = &tp.outlier_detection {
+        let p = format!("{path}.outlierDetection");
+        if od.latency_mad_factor.is_some_and(|k| !k.is_finite() || k <= 0.0) {
+            ctx.err(r, format!("{p}.latencyMadFactor"), "must be a number greater than 0");
+        }
+        if od.success_rate.as_ref().and_then(|s| s.stdev_factor).is_some_and(|k| !k.is_finite() || k <= 0.0) {
+            ctx.err(r, format!("{p}.successRate.stdevFactor"), "must be a number greater than 0 (Envoy's 1900 is 1.9 here)");
+        }
+        if let Some(t) = od.failure_percentage.as_ref().and_then(|f| f.threshold).filter(|t| *t > 100) {
+            ctx.err(r, format!("{p}.failurePercentage.threshold"), format!("{t} is not a percentage 0-100"));
+        }
+    }
     if let Some(cp) = &tp.connection_pool {
         if let Some(tcp) = &cp.tcp {
             if tcp.connect_timeout.is_some_and(|d| d.0 == Duration::ZERO) {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use weft_resilience::outlier;
+
 use crate::istio::*;
 use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, Limits, PoolSettings, UpstreamProtocol};
 
@@ -56,6 +58,22 @@ pub(crate) fn outlier_settings(od: Option<&OutlierDetection>) -> Option<weft_res
         max_ejection_percent: pct(od.max_ejection_percent, d.max_ejection_percent),
         min_health_percent: pct(od.min_health_percent, d.min_health_percent),
         latency_mad_factor: od.latency_mad_factor.filter(|k| k.is_finite() && *k > 0.0),
+        success_rate: od.success_rate.as_ref().map(|sr| {
+            let d = outlier::SuccessRate::default();
+            outlier::SuccessRate {
+                minimum_hosts: sr.minimum_hosts.unwrap_or(d.minimum_hosts),
+                request_volume: sr.request_volume.unwrap_or(d.request_volume),
+                stdev_factor: sr.stdev_factor.unwrap_or(d.stdev_factor),
+            }
+        }),
+        failure_percentage: od.failure_percentage.as_ref().map(|fp| {
+            let d = outlier::FailurePercentage::default();
+            outlier::FailurePercentage {
+                threshold: fp.threshold.unwrap_or(d.threshold),
+                minimum_hosts: fp.minimum_hosts.unwrap_or(d.minimum_hosts),
+                request_volume: fp.request_volume.unwrap_or(d.request_volume),
+            }
+        }),
     })
 }
 

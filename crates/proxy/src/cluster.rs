@@ -56,7 +56,7 @@ pub struct Cluster {
     pub balancer: Balancer,
     pub breaker: Arc<crate::breaker::Breaker>,
     /// When latency outliers were last looked for (clock ns).
-    pub latency_checked: AtomicU64,
+    pub interval_checked: AtomicU64,
 }
 
 /// Monotonic nanoseconds since the process started (the peak-EWMA clock).
@@ -130,7 +130,7 @@ impl Cluster {
             Some(b) if b.limits == spec.limits => b.clone(),
             _ => Arc::new(crate::breaker::Breaker::new(spec.limits)),
         };
-        Cluster { spec: spec.clone(), dest, endpoints, balancer, breaker, latency_checked: AtomicU64::new(now_ns()) }
+        Cluster { spec: spec.clone(), dest, endpoints, balancer, breaker, interval_checked: AtomicU64::new(now_ns()) }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use weft_resilience::outlier::{Observed, Reason};
+use weft_resilience::outlier::{self, Observed, Reason, Settings};
 
 use crate::cluster::{now_ns, Cluster, Endpoint};
 use crate::error::UpstreamError;
@@ -27,12 +27,12 @@ pub(crate) fn observed(result: &Result<Upstream, UpstreamError>) -> Observed {
 pub fn report(ctx: ConnCtx, home: Home, ep: &Endpoint, result: Observed, latency_ns: u64) {
     let Some(settings) = &ep.outlier else { return };
     let now = now_ns();
-    let latency_due = settings.latency_mad_factor.is_some();
-    if latency_due {
+    if settings.latency_mad_factor.is_some() {
         ep.load.observe(latency_ns, now);
     }
+    let periodic = settings.latency_mad_factor.is_some() || settings.success_rate.is_some() || settings.failure_percentage.is_some();
     let reason = ep.health.record(settings, result);
-    if reason.is_none() && !latency_due {
+    if reason.is_none() && !periodic {
         return;
     }
     let rt = ctx.shared.current.load();
@@ -43,16 +43,37 @@ pub fn report(ctx: ConnCtx, home: Home, ep: &Endpoint, result: Observed, latency
     if let Some(reason) = reason {
         eject(ctx, cluster, ep, reason);
     }
-    if let Some(k) = settings.latency_mad_factor {
-        // At most once per interval, whichever request gets there first.
-        let last = cluster.latency_checked.load(Ordering::Relaxed);
+    if periodic {
+        // The interval detectors run at most once per interval, on whichever request gets there first.
+        let last = cluster.interval_checked.load(Ordering::Relaxed);
         let due = now.saturating_sub(last) >= settings.interval.as_nanos() as u64;
-        if due && cluster.latency_checked.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            let live: Vec<&Endpoint> = cluster.endpoints.iter().map(|e| &**e).filter(|e| !e.health.is_ejected(now)).collect();
-            let estimates: Vec<f64> = live.iter().map(|e| e.load.estimate_ns(now)).collect();
-            for i in weft_resilience::outlier::latency_outliers(&estimates, k) {
-                eject(ctx, cluster, live[i], Reason::Latency);
-            }
+        if due && cluster.interval_checked.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            interval_detectors(ctx, cluster, settings, now);
+        }
+    }
+}
+
+/// Latency, success-rate and failure-percentage outliers among the endpoints in service.
+fn interval_detectors(ctx: ConnCtx, cluster: &Cluster, settings: &Settings, now: u64) {
+    let live: Vec<&Endpoint> = cluster.endpoints.iter().map(|e| &**e).filter(|e| !e.health.is_ejected(now)).collect();
+    // Every endpoint's window restarts, ejected ones included (their traffic was before the ejection).
+    let windows: Vec<(u32, u32)> = cluster.endpoints.iter().map(|e| e.health.take_window()).collect();
+    let live_windows: Vec<(u32, u32)> =
+        cluster.endpoints.iter().zip(&windows).filter(|(e, _)| !e.health.is_ejected(now)).map(|(_, w)| *w).collect();
+    if let Some(k) = settings.latency_mad_factor {
+        let estimates: Vec<f64> = live.iter().map(|e| e.load.estimate_ns(now)).collect();
+        for i in outlier::latency_outliers(&estimates, k) {
+            eject(ctx, cluster, live[i], Reason::Latency);
+        }
+    }
+    if let Some(sr) = &settings.success_rate {
+        for i in outlier::success_rate_outliers(&live_windows, sr) {
+            eject(ctx, cluster, live[i], Reason::SuccessRate);
+        }
+    }
+    if let Some(fp) = &settings.failure_percentage {
+        for i in outlier::failure_percentage_outliers(&live_windows, fp) {
+            eject(ctx, cluster, live[i], Reason::FailurePercentage);
         }
     }
 }

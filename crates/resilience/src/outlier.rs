@@ -24,6 +24,41 @@ pub struct Settings {
     /// weft extension: eject endpoints whose latency estimate exceeds the median of
     /// their peers' by more than this many MADs (checked every `interval`).
     pub latency_mad_factor: Option<f64>,
+    /// Envoy's success-rate detector (off unless configured, as in Istio).
+    pub success_rate: Option<SuccessRate>,
+    /// Envoy's failure-percentage detector (off unless configured).
+    pub failure_percentage: Option<FailurePercentage>,
+}
+
+/// Success-rate outliers: among endpoints with at least `request_volume` requests in
+/// the interval, and only when there are `minimum_hosts` of them, those whose success
+/// rate is below `mean − stdev_factor × stdev`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct SuccessRate {
+    pub minimum_hosts: u32,
+    pub request_volume: u32,
+    pub stdev_factor: f64,
+}
+
+impl Default for SuccessRate {
+    fn default() -> Self {
+        SuccessRate { minimum_hosts: 5, request_volume: 100, stdev_factor: 1.9 }
+    }
+}
+
+/// Failure-percentage outliers: endpoints (with the same volume and host minimums)
+/// whose share of failed requests in the interval is at least `threshold` percent.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct FailurePercentage {
+    pub threshold: u32,
+    pub minimum_hosts: u32,
+    pub request_volume: u32,
+}
+
+impl Default for FailurePercentage {
+    fn default() -> Self {
+        FailurePercentage { threshold: 85, minimum_hosts: 5, request_volume: 50 }
+    }
 }
 
 impl Default for Settings {
@@ -38,6 +73,8 @@ impl Default for Settings {
             max_ejection_percent: 10,
             min_health_percent: 0,
             latency_mad_factor: None,
+            success_rate: None,
+            failure_percentage: None,
         }
     }
 }
@@ -61,6 +98,8 @@ pub enum Reason {
     ConsecutiveGateway,
     ConsecutiveLocalOrigin,
     Latency,
+    SuccessRate,
+    FailurePercentage,
 }
 
 impl Reason {
@@ -70,6 +109,8 @@ impl Reason {
             Reason::ConsecutiveGateway => "consecutive_gateway_failure",
             Reason::ConsecutiveLocalOrigin => "consecutive_local_origin_failure",
             Reason::Latency => "latency",
+            Reason::SuccessRate => "success_rate",
+            Reason::FailurePercentage => "failure_percentage",
         }
     }
 }
@@ -84,6 +125,9 @@ pub struct State {
     ejected_until: AtomicU64,
     times_ejected: AtomicU32,
     last_reason: AtomicU32,
+    /// Requests and failures since the interval detectors last looked.
+    window_total: AtomicU32,
+    window_failed: AtomicU32,
 }
 
 impl State {
@@ -91,6 +135,12 @@ impl State {
     /// then decides, by the ejection cap, whether to [`State::eject`]).
     pub fn record(&self, s: &Settings, result: Observed) -> Option<Reason> {
         let bump = |c: &AtomicU32, limit: u32| limit > 0 && c.fetch_add(1, Ordering::Relaxed) + 1 >= limit;
+        if s.success_rate.is_some() || s.failure_percentage.is_some() {
+            self.window_total.fetch_add(1, Ordering::Relaxed);
+            if !matches!(result, Observed::Status(c) if c < 500) {
+                self.window_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         match result {
             Observed::Status(code) if code >= 500 => {
                 self.local.store(0, Ordering::Relaxed);
@@ -152,10 +202,49 @@ impl State {
             1 => Reason::ConsecutiveGateway,
             2 => Reason::ConsecutiveLocalOrigin,
             3 => Reason::Latency,
+            4 => Reason::SuccessRate,
+            5 => Reason::FailurePercentage,
             _ => Reason::Consecutive5xx,
         };
         (until > now_ns).then_some((until, reason))
     }
+
+    /// The interval's (requests, failures), starting a new interval.
+    pub fn take_window(&self) -> (u32, u32) {
+        (self.window_total.swap(0, Ordering::Relaxed), self.window_failed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The indexes of success-rate outliers among the interval's (requests, failures).
+pub fn success_rate_outliers(windows: &[(u32, u32)], sr: &SuccessRate) -> Vec<usize> {
+    let rated: Vec<(usize, f64)> = windows
+        .iter()
+        .enumerate()
+        .filter(|(_, (total, _))| *total >= sr.request_volume.max(1))
+        .map(|(i, (total, failed))| (i, 1.0 - f64::from(*failed) / f64::from(*total)))
+        .collect();
+    if rated.is_empty() || rated.len() < sr.minimum_hosts as usize {
+        return Vec::new();
+    }
+    let n = rated.len() as f64;
+    let mean = rated.iter().map(|(_, r)| r).sum::<f64>() / n;
+    let stdev = (rated.iter().map(|(_, r)| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let limit = mean - sr.stdev_factor * stdev;
+    rated.into_iter().filter(|(_, r)| *r < limit).map(|(i, _)| i).collect()
+}
+
+/// The indexes of failure-percentage outliers among the interval's (requests, failures).
+pub fn failure_percentage_outliers(windows: &[(u32, u32)], fp: &FailurePercentage) -> Vec<usize> {
+    let volume = |(total, _): &(u32, u32)| *total >= fp.request_volume.max(1);
+    if windows.iter().filter(|w| volume(w)).count() < fp.minimum_hosts as usize {
+        return Vec::new();
+    }
+    windows
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| volume(w) && u64::from(w.1) * 100 >= u64::from(fp.threshold) * u64::from(w.0))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Latency outliers: the indexes of estimates above `median + k × MAD` and above twice
@@ -257,6 +346,41 @@ mod tests {
         assert!(latency_outliers(&[1.0, 1.0, 1.0, 1.9], 3.0).is_empty(), "not twice the median");
         assert_eq!(latency_outliers(&[5.0, 5.0, 5.0, 5.0, 50.0, 60.0], 3.0), vec![4, 5]);
         assert!(latency_outliers(&[1.0, 30.0], 3.0).is_empty(), "two endpoints have no majority");
+    }
+
+    #[test]
+    fn success_rate_outliers_by_mean_and_stdev() {
+        let sr = SuccessRate::default();
+        // Five endpoints at 100 requests: four near 99 %, one at 60 %.
+        let w = [(100, 1), (100, 0), (100, 2), (100, 1), (100, 40)];
+        assert_eq!(success_rate_outliers(&w, &sr), vec![4]);
+        assert!(success_rate_outliers(&w[..4], &sr).is_empty(), "fewer than minimum_hosts");
+        let low = [(100, 1), (100, 0), (100, 2), (100, 1), (99, 40)];
+        assert!(success_rate_outliers(&low, &sr).is_empty(), "the bad one is under request_volume, leaving four");
+        assert!(success_rate_outliers(&[(100, 5); 6], &sr).is_empty(), "all alike");
+    }
+
+    #[test]
+    fn failure_percentage_outliers_by_threshold() {
+        let fp = FailurePercentage::default();
+        let w = [(50, 0), (60, 1), (50, 43), (80, 68), (50, 42), (10, 10)];
+        // 43/50 = 86 % and 68/80 = 85 % reach 85 %; 42/50 = 84 % does not; 10 requests are too few.
+        assert_eq!(failure_percentage_outliers(&w, &fp), vec![2, 3]);
+        assert!(failure_percentage_outliers(&w[..4], &fp).is_empty(), "fewer than minimum_hosts with volume");
+    }
+
+    #[test]
+    fn windows_count_failures_when_a_detector_wants_them() {
+        let s = Settings { success_rate: Some(SuccessRate::default()), ..Default::default() };
+        let st = State::default();
+        for r in [Observed::Status(200), Observed::Status(503), Observed::LocalOrigin, Observed::Status(404)] {
+            st.record(&s, r);
+        }
+        assert_eq!(st.take_window(), (4, 2));
+        assert_eq!(st.take_window(), (0, 0));
+        let off = State::default();
+        off.record(&Settings::default(), Observed::Status(500));
+        assert_eq!(off.take_window(), (0, 0));
     }
 
     #[test]

@@ -308,6 +308,52 @@ fn latency_outlier_is_ejected_like_an_erroring_one() {
     assert_eq!(spread.get("slow"), None, "{spread:?}");
 }
 
+/// Five endpoints, the last failing `rate` of its requests; retries off so failures count once.
+fn interval_detector(rate: &str, detector: &str, reason: &str) {
+    let good: Vec<Proc> = (0..4).map(|i| backend(&format!("g{i}"), &[])).collect();
+    let bad = backend("bad", &["--error-rate", rate]);
+    let mut eps: Vec<(std::net::SocketAddr, &str, u32)> = good.iter().map(|b| (b.addr, "v: a", 1)).collect();
+    eps.push((bad.addr, "v: b", 1));
+    let dr = destination_rule(
+        "svc",
+        &format!("{{loadBalancer: {{simple: ROUND_ROBIN}}, outlierDetection: {{consecutive5xxErrors: 0, {detector}, interval: 500ms, baseEjectionTime: 30s, maxEjectionPercent: 50}}}}"),
+    );
+    let p = proxy(&(service_entry("svc", &eps) + &dr + &vs("svc", "    retries: {attempts: 0}\n")));
+    let mut c = Client::connect(p.addr());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(800) {
+        c.get("svc", "/", &[]);
+    }
+    assert_eq!(p.metric("weft_outlier_ejections_total", &[]), 1.0);
+    let clusters: serde_json::Value = serde_json::from_str(&p.admin("/clusters")).unwrap();
+    let ep =
+        clusters["clusters"][0]["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == bad.addr.to_string()).unwrap().clone();
+    assert_eq!((ep["health"].as_str(), ep["ejection"]["reason"].as_str()), (Some("EJECTED"), Some(reason)), "{ep}");
+    let statuses: Vec<u16> = (0..50).map(|_| c.get("svc", "/", &[]).status).collect();
+    assert!(statuses.iter().all(|&s| s == 200), "the ejected endpoint gets no more traffic: {statuses:?}");
+}
+
+#[test]
+fn success_rate_detector_ejects_the_endpoint_far_below_its_peers() {
+    interval_detector("0.3", "successRate: {minimumHosts: 5, requestVolume: 20, stdevFactor: 1.5}", "success_rate");
+}
+
+#[test]
+fn failure_percentage_detector_ejects_past_its_threshold() {
+    interval_detector("0.7", "failurePercentage: {threshold: 50, minimumHosts: 5, requestVolume: 20}", "failure_percentage");
+}
+
+#[test]
+fn outlier_detector_config_errors_name_the_field() {
+    let dr = |od: &str| destination_rule("svc", &format!("{{outlierDetection: {{{od}}}}}"));
+    let msg = invalid("dr", &dr("failurePercentage: {threshold: 150}"));
+    assert!(msg.contains("spec.trafficPolicy.outlierDetection.failurePercentage.threshold") && msg.contains("not a percentage"), "{msg}");
+    let msg = invalid("dr", &dr("successRate: {stdevFactor: 0}"));
+    assert!(msg.contains("spec.trafficPolicy.outlierDetection.successRate.stdevFactor"), "{msg}");
+    let msg = invalid("dr", &dr("successRate: {minimumHost: 3}"));
+    assert!(msg.contains("minimumHost"), "{msg}");
+}
+
 fn health_check(host: &str, spec: &str) -> String {
     format!("---\napiVersion: policy.weft.dev/v1alpha1\nkind: HealthCheck\nmetadata: {{name: {host}-hc}}\nspec:\n  host: {host}\n{spec}")
 }
