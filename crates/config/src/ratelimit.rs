@@ -1,5 +1,5 @@
 //! Host-level weft policies on the virtual host they name: RateLimit resources →
-//! token or leaky buckets; Hedging → the host's hedge policy.
+//! token or leaky buckets or an adaptive concurrency limit; Hedging → the host's hedge policy.
 
 use std::time::Duration;
 
@@ -7,11 +7,12 @@ use crate::compile::Ctx;
 use crate::load::Resource;
 use std::sync::Arc;
 
+use weft_resilience::adaptive;
 use weft_resilience::bucket::{LeakyBucket, TokenBucket};
 
 use crate::snapshot::{HedgePolicy, Limiter, RateLimitRule, Snapshot};
 use crate::vhost::compile_match;
-use crate::weft_kinds::{Hedging, LeakyBucketSpec, RateLimit, TokenBucketSpec};
+use crate::weft_kinds::{AdaptiveConcurrencySpec, Hedging, LeakyBucketSpec, RateLimit, TokenBucketSpec};
 
 pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
     let host = rl.host.to_ascii_lowercase();
@@ -19,19 +20,16 @@ pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mu
         ctx.err(r, "spec.host", "missing field");
         return;
     }
-    if rl.adaptive_concurrency.is_some() {
-        ctx.err(r, "spec.adaptiveConcurrency", "not supported yet by this version of weft (tokenBucket and leakyBucket are)");
-        return;
-    }
-    let limiter = match (&rl.token_bucket, &rl.leaky_bucket) {
-        (Some(tb), None) => token_bucket(r, tb, ctx),
-        (None, Some(lb)) => leaky_bucket(r, lb, ctx),
-        (None, None) => {
-            ctx.err(r, "spec", "one of tokenBucket or leakyBucket is required");
+    let limiter = match (&rl.token_bucket, &rl.leaky_bucket, &rl.adaptive_concurrency) {
+        (Some(tb), None, None) => token_bucket(r, tb, ctx),
+        (None, Some(lb), None) => leaky_bucket(r, lb, ctx),
+        (None, None, Some(ac)) => adaptive(r, ac, ctx),
+        (None, None, None) => {
+            ctx.err(r, "spec", "one of tokenBucket, leakyBucket or adaptiveConcurrency is required");
             None
         }
-        (Some(_), Some(_)) => {
-            ctx.err(r, "spec", "only one of tokenBucket or leakyBucket may be set");
+        _ => {
+            ctx.err(r, "spec", "only one of tokenBucket, leakyBucket or adaptiveConcurrency may be set");
             None
         }
     };
@@ -72,6 +70,39 @@ fn leaky_bucket(r: &Resource, lb: &LeakyBucketSpec, ctx: &mut Ctx<'_>) -> Option
     }
     let max_delay = lb.max_delay.map(|d| d.0).unwrap_or(Duration::from_secs(1));
     Some(Limiter::Leaky(Arc::new(LeakyBucket::new(lb.rate, lb.queue, max_delay))))
+}
+
+fn adaptive(r: &Resource, ac: &AdaptiveConcurrencySpec, ctx: &mut Ctx<'_>) -> Option<Limiter> {
+    let d = adaptive::Settings::default();
+    let p = "spec.adaptiveConcurrency";
+    let s = adaptive::Settings {
+        min_limit: ac.min_concurrency.unwrap_or(d.min_limit),
+        max_limit: ac.max_concurrency.unwrap_or(d.max_limit),
+        sample_window: ac.sample_window.map(|v| v.0).unwrap_or(d.sample_window),
+        min_rtt_interval: ac.min_rtt_interval.map(|v| v.0).unwrap_or(d.min_rtt_interval),
+        min_rtt_samples: ac.min_rtt_samples.unwrap_or(d.min_rtt_samples),
+        buffer: ac.latency_buffer_percent.map(|b| b / 100.0).unwrap_or(d.buffer),
+    };
+    let before = ctx.diags.errors.len();
+    if s.min_limit == 0 {
+        ctx.err(r, format!("{p}.minConcurrency"), "must be at least 1");
+    }
+    if s.max_limit < s.min_limit {
+        ctx.err(r, format!("{p}.maxConcurrency"), format!("{} is below minConcurrency {}", s.max_limit, s.min_limit));
+    }
+    if s.sample_window < Duration::from_millis(1) {
+        ctx.err(r, format!("{p}.sampleWindow"), "must be at least 1ms");
+    }
+    if s.min_rtt_interval < Duration::from_secs(1) {
+        ctx.err(r, format!("{p}.minRttInterval"), "must be at least 1s");
+    }
+    if s.min_rtt_samples == 0 {
+        ctx.err(r, format!("{p}.minRttSamples"), "must be at least 1");
+    }
+    if !(s.buffer.is_finite() && s.buffer >= 0.0) {
+        ctx.err(r, format!("{p}.latencyBufferPercent"), "must be a number of at least 0");
+    }
+    (ctx.diags.errors.len() == before).then(|| Limiter::Adaptive(Arc::new(adaptive::Adaptive::new(s))))
 }
 
 pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {

@@ -95,6 +95,8 @@ pub enum Limiter {
     Token(weft_resilience::bucket::TokenBucket),
     /// Shared so that a waiting request can leave the queue after the snapshot is let go.
     Leaky(std::sync::Arc<weft_resilience::bucket::LeakyBucket>),
+    /// Shared so that an admitted request can report back after the snapshot is let go.
+    Adaptive(std::sync::Arc<weft_resilience::adaptive::Adaptive>),
 }
 
 impl RateLimitRule {

@@ -19,9 +19,27 @@ pub struct RateLimit {
     pub token_bucket: Option<TokenBucketSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaky_bucket: Option<LeakyBucketSpec>,
-    /// Not served yet; named in the error so that nothing is silently ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adaptive_concurrency: Option<serde_json::Value>,
+    pub adaptive_concurrency: Option<AdaptiveConcurrencySpec>,
+}
+
+/// In-flight requests limited to what keeps latency near its measured minimum.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdaptiveConcurrencySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_window: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rtt_interval: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rtt_samples: Option<u32>,
+    /// Percent of latency above the minimum tolerated before the limit shrinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_buffer_percent: Option<f64>,
 }
 
 /// Envoy's local rate limit bucket.

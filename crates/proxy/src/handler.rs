@@ -91,6 +91,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     // Rate limits; a leaky bucket's wait happens once the snapshot is let go.
     // (Several matching leaky buckets each hold a place; the longest wait applies.)
     let mut queued: (Vec<weft_resilience::bucket::Queued>, std::time::Duration) = (Vec::new(), std::time::Duration::ZERO);
+    // Adaptive concurrency: held until the response head is back (or the request fails).
+    let mut admitted: Vec<Admitted> = Vec::new();
     for limit in &vh.rate_limits {
         if !limit.applies(&view) {
             continue;
@@ -104,6 +106,15 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
                     queued.1 = queued.1.max(wait);
                 }
             }),
+            Limiter::Adaptive(a) => {
+                if let Some(t) = a.try_acquire(now) {
+                    admitted.push(Admitted(a.clone(), Some(t)));
+                    continue;
+                }
+                metrics.counters.shed.fetch_add(1, Ordering::Relaxed);
+                let msg = format!("overloaded: adaptive concurrency limit {} reached ({})\n", a.limit(), limit.name);
+                return Ok(local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UO, msg.into(), version));
+            }
         };
         if let Err(wait) = verdict {
             metrics.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -295,6 +306,7 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         crate::outlier::report(ctx, home, &ep, crate::outlier::observed(&result), start.elapsed().as_nanos() as u64);
         result
     };
+    drop(admitted);
     let resp = match result {
         Ok(x) => x,
         Err(e) => {
@@ -338,6 +350,17 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         UpBody::Raw(b) => RespBody::raw(b, Some(fin)),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// A request admitted by an adaptive concurrency limit; reports its latency when dropped.
+struct Admitted(Arc<weft_resilience::adaptive::Adaptive>, Option<weft_resilience::adaptive::Ticket>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(t) = self.1.take() {
+            self.0.release(t, crate::cluster::now_ns());
+        }
+    }
 }
 
 pub(crate) enum Upstream {

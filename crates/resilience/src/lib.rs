@@ -3,6 +3,7 @@
 //! fault applies to. The proxy supplies the clock and the random numbers.
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod backoff;
 pub mod bucket;
 pub mod health;

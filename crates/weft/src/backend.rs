@@ -3,7 +3,7 @@
 //! request body streamed back). Latency and an error rate can be configured, and a
 //! request may ask for its own delay with `x-delay-ms` and its status with `x-status`.
 //! `Upgrade` requests get `101` and an echo of the raw bytes. `GET /_served` tells how
-//! many requests it has served. Speaks HTTP/1.1 and h2c.
+//! many requests it has served. `--capacity` makes it saturate. Speaks HTTP/1.1 and h2c.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +32,10 @@ pub struct BackendArgs {
     /// Fraction of requests answered 503 (0..1).
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
+    /// Serve at most this many requests at once (0 = no limit); the rest wait their
+    /// turn, so with --latency it models a backend that saturates.
+    #[arg(long, default_value_t = 0)]
+    pub capacity: usize,
 }
 
 pub fn run(a: BackendArgs) -> ExitCode {
@@ -63,13 +67,22 @@ pub fn run(a: BackendArgs) -> ExitCode {
 pub async fn serve(l: tokio::net::TcpListener, a: BackendArgs) {
     let a: &'static BackendArgs = Box::leak(Box::new(a));
     let served: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let slots: &'static Option<tokio::sync::Semaphore> =
+        Box::leak(Box::new((a.capacity > 0).then(|| tokio::sync::Semaphore::new(a.capacity))));
     loop {
         let Ok((s, _)) = l.accept().await else {
             continue;
         };
         let _ = s.set_nodelay(true);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(a, served, req));
+            let svc = service_fn(move |req| async move {
+                // A closed semaphore cannot happen (it is never closed); serve unlimited if it did.
+                let _slot = match slots {
+                    Some(s) => s.acquire().await.ok(),
+                    None => None,
+                };
+                handle(a, served, req).await
+            });
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(s), svc).await;
         });
     }

@@ -105,6 +105,7 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
             name: name.into(),
             latency: weft_config::duration::parse_duration(lat)?,
             error_rate: err,
+            capacity: 0,
         };
         tokio::spawn(serve(l, args));
     }

@@ -209,16 +209,54 @@ fn token_bucket_answers_429_with_retry_after_beyond_its_rate() {
     assert_eq!(p.metric("weft_rate_limited_total", &[]), 21.0);
 }
 
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(weft()).arg("bench").args(args).args(["-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn adaptive_concurrency_sheds_the_excess_instead_of_queueing_it() {
+    // Four requests at a time, 20 ms each: 200 requests/s, offered 40 at once.
+    let b = backend("b", &["--latency", "20ms", "--capacity", "4"]);
+    let se = service_entry("svc", &[(b.addr, "v: a", 1)]);
+    let url = |p: &Proxy| format!("http://{}/", p.addr());
+    let load = ["-c", "40", "-z", "2s", "--host", "svc"];
+
+    let plain = proxy(&(se.clone() + &vs("svc", "    retries: {attempts: 0}\n")));
+    let queued = bench_json(&[&[url(&plain).as_str()][..], &load[..]].concat());
+    let queued_p50 = queued["latency_us"]["p50"].as_f64().unwrap();
+    assert!(queued_p50 > 120_000.0, "without a limit every request queues at the backend: p50 {queued_p50} µs");
+    drop(plain);
+
+    let ac = rate_limit("svc", "  adaptiveConcurrency: {minRttSamples: 20, sampleWindow: 50ms}\n");
+    let p = proxy(&(se + &vs("svc", "    retries: {attempts: 0}\n") + &ac));
+    let shed = bench_json(&[&[url(&p).as_str()][..], &load[..]].concat());
+    let ok = shed["status_codes"]["200"].as_f64().unwrap_or(0.0);
+    let refused = shed["status_codes"]["503"].as_f64().unwrap_or(0.0);
+    assert!(ok > 250.0 && refused > 100.0, "{}", shed["status_codes"]);
+    assert_eq!(p.metric("weft_adaptive_concurrency_shed_total", &[]), refused);
+    assert_eq!(p.metric("istio_requests_total", &["response_flags=\"UO\""]), refused);
+    // The admitted requests wait little: the slowest ones stay well under the queue's 200 ms.
+    let p99 = shed["latency_us"]["p99"].as_f64().unwrap();
+    assert!(p99 < 100_000.0, "p99 {p99} µs with the limit");
+}
+
 #[test]
 fn rate_limit_config_errors_name_the_field() {
     for (spec, want) in [
         ("  tokenBucket: {maxTokens: 0, fillInterval: 1s}\n", "spec.tokenBucket.maxTokens: must be at least 1"),
         ("  tokenBucket: {maxTokens: 5}\n", "spec.tokenBucket.fillInterval: must be at least 1ms"),
         ("  leakyBucket: {rate: 0, queue: 5}\n", "spec.leakyBucket.rate: 0 is not a positive number of requests per second"),
-        ("  adaptiveConcurrency: {}\n", "spec.adaptiveConcurrency: not supported yet"),
+        (
+            "  adaptiveConcurrency: {minConcurrency: 10, maxConcurrency: 5}\n",
+            "spec.adaptiveConcurrency.maxConcurrency: 5 is below minConcurrency 10",
+        ),
+        ("  adaptiveConcurrency: {minRttInterval: 10ms}\n", "spec.adaptiveConcurrency.minRttInterval: must be at least 1s"),
+        ("  adaptiveConcurrency: {limit: 5}\n", "spec.adaptiveConcurrency.limit: unknown field `limit`"),
         (
             "  tokenBucket: {maxTokens: 5, fillInterval: 1s}\n  leakyBucket: {rate: 5}\n",
-            "spec: only one of tokenBucket or leakyBucket may be set",
+            "spec: only one of tokenBucket, leakyBucket or adaptiveConcurrency may be set",
         ),
     ] {
         let err = invalid("rl.yaml", &rate_limit("svc", spec));
