@@ -8,6 +8,7 @@
 mod ewma;
 pub mod hash;
 mod load;
+pub mod locality;
 mod maglev;
 mod p2c;
 mod random;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, Diagnostics, Source};
 use crate::istio::*;
 use crate::load::{Resource, Spec};
-use crate::policy::{lb_policy, limits, merge_policy, outlier_settings, pool_settings};
+use crate::policy::{lb_policy, limits, locality_lb, merge_policy, outlier_settings, pool_settings};
 use crate::snapshot::*;
 use crate::vhost::compile_vs;
 
@@ -206,6 +206,7 @@ impl<'a> Ctx<'a> {
         let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
         let outlier = outlier_settings(policy.outlier_detection.as_ref());
         let limits = limits(policy.connection_pool.as_ref(), policy.retry_budget.as_ref());
+        let locality = locality_lb(policy.load_balancer.as_ref(), outlier.is_some());
         let spec = ClusterSpec {
             name: name.clone(),
             service: host.to_owned(),
@@ -215,6 +216,7 @@ impl<'a> Ctx<'a> {
             pool,
             outlier,
             limits,
+            locality,
             dns,
             endpoints,
         };
@@ -355,6 +357,9 @@ fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         ctx.err(r, path.to_owned(), "only one of simple or consistentHash may be set");
     }
+    if let Some(l) = &lb.locality_lb_setting {
+        check_locality(r, l, &format!("{path}.localityLbSetting"), ctx);
+    }
     if let Some(ch) = &lb.consistent_hash {
         let p = format!("{path}.consistentHash");
         let keys = [
@@ -391,6 +396,49 @@ fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'
             if rh.minimum_ring_size.is_some_and(|m| m > 8_388_608) {
                 ctx.err(r, format!("{p}.ringHash.minimumRingSize"), "must be at most 8388608");
             }
+        }
+    }
+}
+
+/// Istio's rules for `localityLbSetting`.
+fn check_locality(r: &Resource, l: &LocalityLbSetting, path: &str, ctx: &mut Ctx<'_>) {
+    use weft_balance::locality::Locality;
+    if !l.distribute.is_empty() && !l.failover.is_empty() {
+        ctx.err(r, path.to_owned(), "only one of distribute or failover may be set");
+    }
+    if !l.distribute.is_empty() && !l.failover_priority.is_empty() {
+        ctx.err(r, path.to_owned(), "only one of distribute or failoverPriority may be set");
+    }
+    let pattern_ok = |p: &str| {
+        let parts: Vec<&str> = p.split('/').collect();
+        // A `*` may only stand last.
+        !p.is_empty() && parts.len() <= 3 && parts.iter().all(|x| !x.is_empty()) && parts[..parts.len() - 1].iter().all(|x| *x != "*")
+    };
+    for (i, d) in l.distribute.iter().enumerate() {
+        let p = format!("{path}.distribute[{i}]");
+        if !pattern_ok(&d.from) {
+            ctx.err(r, format!("{p}.from"), format!("{:?} is not a locality (region/zone/subzone, `*` last)", d.from));
+        }
+        if d.to.is_empty() {
+            ctx.err(r, format!("{p}.to"), "missing field");
+        }
+        for k in d.to.keys().filter(|k| !pattern_ok(k)) {
+            ctx.err(r, format!("{p}.to.{k}"), format!("{k:?} is not a locality (region/zone/subzone, `*` last)"));
+        }
+        let sum: u64 = d.to.values().map(|v| u64::from(*v)).sum();
+        if !d.to.is_empty() && sum != 100 {
+            ctx.err(r, format!("{p}.to"), format!("weights add up to {sum}, not 100"));
+        }
+    }
+    for (i, f) in l.failover.iter().enumerate() {
+        let p = format!("{path}.failover[{i}]");
+        for (field, v) in [("from", &f.from), ("to", &f.to)] {
+            if v.is_empty() || v.contains('/') || Locality::parse(v).is_none() {
+                ctx.err(r, format!("{p}.{field}"), format!("{v:?} is not a region"));
+            }
+        }
+        if f.from == f.to && !f.from.is_empty() {
+            ctx.err(r, format!("{p}.to"), "must be another region than from");
         }
     }
 }

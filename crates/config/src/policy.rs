@@ -6,7 +6,7 @@ use std::time::Duration;
 use weft_resilience::outlier;
 
 use crate::istio::*;
-use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, Limits, PoolSettings, UpstreamProtocol};
+use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, Limits, LocalityLb, PoolSettings, UpstreamProtocol};
 
 /// The policy that applies to one (port, subset).
 #[derive(Debug, Default)]
@@ -74,6 +74,22 @@ pub(crate) fn outlier_settings(od: Option<&OutlierDetection>) -> Option<weft_res
                 request_volume: fp.request_volume.unwrap_or(d.request_volume),
             }
         }),
+    })
+}
+
+/// The locality balancing that applies: see [`LocalityLb`].
+pub(crate) fn locality_lb(lb: Option<&LoadBalancerSettings>, outlier: bool) -> Option<LocalityLb> {
+    let setting = lb.and_then(|l| l.locality_lb_setting.as_ref());
+    if setting.is_some_and(|s| s.enabled == Some(false)) {
+        return None;
+    }
+    if let Some(s) = setting.filter(|s| !s.distribute.is_empty()) {
+        let rules = s.distribute.iter().map(|d| (d.from.clone(), d.to.iter().map(|(k, v)| (k.clone(), *v)).collect())).collect();
+        return Some(LocalityLb::Distribute(rules));
+    }
+    outlier.then(|| LocalityLb::Failover {
+        failover: setting.map(|s| s.failover.iter().map(|f| (f.from.clone(), f.to.clone())).collect()).unwrap_or_default(),
+        priority_labels: setting.map(|s| s.failover_priority.clone()).unwrap_or_default(),
     })
 }
 

@@ -136,18 +136,21 @@ pub struct RetryPolicy {
     /// Bound on each try; the route timeout still bounds them all.
     pub per_try_timeout: Option<Duration>,
     pub retry_on: weft_resilience::RetryOn,
+    /// `retryRemoteLocalities`: a retry prefers another priority level (locality)
+    /// than the tries before it.
+    pub remote_localities: bool,
 }
 
 impl RetryPolicy {
     /// Istio's mesh default for routes that say nothing: 2 retries on connect failure,
     /// refused stream, and gRPC unavailable / cancelled.
     pub fn istio_default() -> RetryPolicy {
-        RetryPolicy { attempts: 2, per_try_timeout: None, retry_on: weft_resilience::RetryOn::istio_default() }
+        RetryPolicy { attempts: 2, per_try_timeout: None, retry_on: weft_resilience::RetryOn::istio_default(), remote_localities: false }
     }
 
     /// No retries (a route with `attempts: 0` that still hedges).
     pub fn none() -> RetryPolicy {
-        RetryPolicy { attempts: 0, per_try_timeout: None, retry_on: weft_resilience::RetryOn::default() }
+        RetryPolicy { attempts: 0, per_try_timeout: None, retry_on: weft_resilience::RetryOn::default(), remote_localities: false }
     }
 }
 
@@ -272,8 +275,22 @@ pub struct ClusterSpec {
     pub outlier: Option<weft_resilience::outlier::Settings>,
     /// `connectionPool` limits (circuit breakers).
     pub limits: Limits,
+    /// `localityLbSetting` as it applies (see [`LocalityLb`]).
+    pub locality: Option<LocalityLb>,
     pub dns: bool,
     pub endpoints: Vec<EndpointSpec>,
+}
+
+/// Locality-aware balancing. Istio turns failover on by default once the
+/// DestinationRule has `outlierDetection` (failover needs failure detection);
+/// `distribute` applies with or without it; `enabled: false` turns both off.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum LocalityLb {
+    /// Priority levels by closeness to the proxy (or by `failoverPriority` labels).
+    Failover { failover: Vec<(String, String)>, priority_labels: Vec<String> },
+    /// `(from, [(to, weight)])`: the first rule whose `from` takes in the proxy's
+    /// locality shares the traffic among localities by weight.
+    Distribute(Vec<(String, Vec<(String, u32)>)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]

@@ -157,7 +157,12 @@ fn compile_retries(r: &Resource, rt: &HttpRetry, path: &str, ctx: &mut Ctx<'_>) 
     if rt.attempts == 0 {
         return Some(None);
     }
-    Some(Some(RetryPolicy { attempts: rt.attempts, per_try_timeout: rt.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()), retry_on }))
+    Some(Some(RetryPolicy {
+        attempts: rt.attempts,
+        per_try_timeout: rt.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        retry_on,
+        remote_localities: rt.retry_remote_localities.unwrap_or(false),
+    }))
 }
 
 /// gRPC status names as Istio's `grpcStatus` takes them.

@@ -66,10 +66,12 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                         "subset": c.spec.subset,
                         "lb": c.spec.lb,
                         "protocol": c.spec.pool.protocol,
-                        "endpoints": c.endpoints.iter().map(|e| json!({
+                        "endpoints": c.endpoints.iter().enumerate().map(|(i, e)| json!({
                             "address": e.id,
                             "weight": e.spec.weight,
                             "locality": e.spec.locality,
+                            // Locality priority level (0 = nearest); null without levels, or when the endpoint gets no traffic.
+                            "priority": c.levels.as_ref().and_then(|lv| lv.level_of.get(i).copied().filter(|l| *l != u8::MAX)),
                             "labels": e.spec.labels,
                             "health": match (e.checked.is_healthy(), e.health.ejection(crate::cluster::now_ns())) {
                                 (false, _) => "UNHEALTHY",

@@ -445,6 +445,6 @@ fn passthrough(cluster: &Cluster, host: &str, port: u16, ctx: ConnCtx) -> Option
     let spec = weft_config::EndpointSpec { address: host.to_owned(), port, weight: 1, labels: Default::default(), locality: None };
     let mut s = cluster.spec.clone();
     s.endpoints = vec![spec];
-    let c = Cluster::build(&s, &Default::default(), None, 1, ctx.shared.metrics);
+    let c = Cluster::build(&s, &Default::default(), None, 1, ctx.shared.metrics, &Default::default());
     c.endpoints.into_iter().next()
 }

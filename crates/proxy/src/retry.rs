@@ -237,8 +237,9 @@ async fn with_body(ep: &Arc<Endpoint>, worker: usize, parts: &Parts, body: Repla
 }
 
 /// Another endpoint of the same cluster than those already `tried` (Istio's
-/// `previous_hosts` predicate, five picks), if the cluster has one; when every
-/// endpoint was tried, one other than the last.
+/// `previous_hosts` predicate, five picks; with `retryRemoteLocalities`, Envoy's
+/// `previous_priorities` as well), if the cluster has one; when every endpoint was
+/// tried, one other than the last.
 fn pick_other(ctx: ConnCtx, plan: &Plan, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
     let rt = ctx.shared.current.load();
     if rt.revision != plan.home.revision {
@@ -247,12 +248,17 @@ fn pick_other(ctx: ConnCtx, plan: &Plan, tried: &[Arc<Endpoint>]) -> Option<Arc<
     let cluster = rt.clusters.get(plan.home.cluster)?;
     let eps = &cluster.endpoints;
     let seen = |e: &Arc<Endpoint>| tried.iter().any(|t| Arc::ptr_eq(t, e));
-    let mut i = cluster.pick(plan.hash)?;
+    // retryRemoteLocalities: the priority levels already tried are passed over.
+    let avoid: Vec<u8> = match (&cluster.levels, plan.policy.remote_localities) {
+        (Some(lv), true) => tried.iter().filter_map(|t| eps.iter().position(|e| Arc::ptr_eq(e, t)).map(|i| lv.level_of[i])).collect(),
+        _ => Vec::new(),
+    };
+    let mut i = cluster.pick_avoiding(plan.hash, &avoid)?;
     for _ in 0..5 {
         if eps.len() == 1 || !seen(&eps[i]) {
             return Some(eps[i].clone());
         }
-        i = cluster.pick(plan.hash)?;
+        i = cluster.pick_avoiding(plan.hash, &avoid)?;
     }
     // A hash policy keeps answering the same endpoint: take the next one not tried
     // (or, all tried, the next one after the last).

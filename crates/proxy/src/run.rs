@@ -29,6 +29,8 @@ pub struct ProxyOptions {
     pub header_read_timeout: Option<Duration>,
     /// How often config files are checked for changes.
     pub watch_interval: Duration,
+    /// Locality and labels, for locality-aware balancing.
+    pub node: crate::cluster::Node,
 }
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
@@ -45,7 +47,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
     metrics.counters.config_revision.store(1, Ordering::Relaxed);
     let workers = opts.workers.max(1);
-    let rt = Runtime::build(resources, snap, None, workers, metrics, 1);
+    let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node);
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         current: ArcSwap::from_pointee(rt),
         metrics,
@@ -55,6 +57,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         draining: AtomicBool::new(false),
         drain: opts.drain,
         header_read_timeout: opts.header_read_timeout,
+        node: opts.node.clone(),
     }));
 
     let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;

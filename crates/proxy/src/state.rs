@@ -31,6 +31,7 @@ pub struct Shared {
     pub drain: std::time::Duration,
     /// Close client connections whose request head takes longer (slowloris guard).
     pub header_read_timeout: Option<std::time::Duration>,
+    pub node: crate::cluster::Node,
 }
 
 impl Runtime {
@@ -41,6 +42,7 @@ impl Runtime {
         workers: usize,
         metrics: &'static Metrics,
         revision: u64,
+        node: &crate::cluster::Node,
     ) -> Runtime {
         let mut old: HashMap<(String, String), Arc<Endpoint>> = HashMap::new();
         let mut breakers = HashMap::new();
@@ -52,7 +54,7 @@ impl Runtime {
                 }
             }
         }
-        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, breakers.get(&s.name), workers, metrics)).collect();
+        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, breakers.get(&s.name), workers, metrics, node)).collect();
         Runtime { snap, clusters, resources, revision }
     }
 }
@@ -69,7 +71,7 @@ impl Shared {
         }
         let prev = self.current.load();
         let rev = prev.revision + 1;
-        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev);
+        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev, &self.node);
         self.current.store(Arc::new(rt));
         c.reloads_ok.fetch_add(1, Ordering::Relaxed);
         c.config_revision.store(rev, Ordering::Relaxed);

@@ -75,6 +75,24 @@ struct ProxyArgs {
     /// How often config files are checked for changes (SIGHUP reloads at once).
     #[arg(long, default_value = "500ms", value_parser = parse_dur)]
     watch_interval: Duration,
+    /// This proxy's locality, "region/zone/subzone", for locality-aware balancing.
+    #[arg(long, value_parser = parse_locality)]
+    locality: Option<weft_balance::locality::Locality>,
+    /// A label of the workload beside this proxy, "key=value" (repeatable), matched by
+    /// a DestinationRule's failoverPriority.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_locality(s: &str) -> Result<weft_balance::locality::Locality, String> {
+    weft_balance::locality::Locality::parse(s).ok_or_else(|| format!("{s:?} is not region/zone/subzone"))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
 }
 
 impl ProxyArgs {
@@ -96,6 +114,7 @@ impl ProxyArgs {
             drain: self.drain_timeout,
             header_read_timeout: self.header_read_timeout,
             watch_interval: self.watch_interval.max(Duration::from_millis(10)),
+            node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
         }
     }
 }
