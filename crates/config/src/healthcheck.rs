@@ -30,10 +30,7 @@ pub(crate) fn compile(r: &Resource, hc: &HealthCheck, ctx: &mut Ctx<'_>) -> Opti
             Probe::Http { path: h.path.clone(), expected: h.expected_statuses.clone() }
         }
         (None, Some(_), None) => Probe::Tcp,
-        (None, None, Some(_)) => {
-            ctx.err(r, "spec.grpc", "not supported yet by this version of weft (http and tcp are)");
-            return None;
-        }
+        (None, None, Some(g)) => Probe::Grpc { service: g.service.clone() },
         _ => {
             ctx.err(r, "spec", "exactly one of http, tcp or grpc is required");
             return None;

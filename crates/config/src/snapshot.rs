@@ -79,6 +79,8 @@ pub enum Probe {
     Http { path: String, expected: Vec<u16> },
     /// Healthy when a TCP connection opens.
     Tcp,
+    /// Healthy when `grpc.health.v1.Health/Check` for `service` answers SERVING (h2c).
+    Grpc { service: String },
 }
 
 /// One RateLimit: requests that match (all, when `matches` is empty) take a token.

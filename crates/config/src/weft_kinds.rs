@@ -81,7 +81,7 @@ pub struct HealthCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grpc: Option<serde_json::Value>,
+    pub grpc: Option<GrpcProbeSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +90,14 @@ pub struct HealthCheck {
     pub unhealthy_threshold: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_threshold: Option<u32>,
+}
+
+/// `grpc.health.v1.Health/Check` for `service` (empty: the server as a whole).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcProbeSpec {
+    #[serde(default)]
+    pub service: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

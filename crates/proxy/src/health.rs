@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weft_config::{HealthProbe, Probe};
@@ -58,6 +59,7 @@ async fn probe(target: &Target, hc: &HealthProbe) -> bool {
     let Ok(mut stream) = stream else { return false };
     match &hc.probe {
         Probe::Tcp => true,
+        Probe::Grpc { service } => grpc(stream, &hc.host, service).await,
         Probe::Http { path, expected } => {
             let req = format!("GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: weft-health-check\r\nconnection: close\r\n\r\n", hc.host);
             if stream.write_all(req.as_bytes()).await.is_err() {
@@ -85,4 +87,32 @@ async fn probe(target: &Target, hc: &HealthProbe) -> bool {
             }
         }
     }
+}
+
+/// One `grpc.health.v1.Health/Check` over a fresh h2c connection: healthy when the call
+/// ends with grpc-status 0 and the answer says SERVING.
+async fn grpc(stream: TcpStream, host: &str, service: &str) -> bool {
+    use http_body_util::{BodyExt, Full};
+    let Ok((mut tx, conn)) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await else {
+        return false;
+    };
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{host}/grpc.health.v1.Health/Check"))
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header(http::header::USER_AGENT, "weft-health-check")
+        .body(Full::new(bytes::Bytes::from(weft_resilience::health::grpc_health_request(service))));
+    let Ok(req) = req else { return false };
+    let Ok(resp) = tx.send_request(req).await else { return false };
+    if resp.status() != http::StatusCode::OK {
+        return false;
+    }
+    let ok_status = |h: &http::HeaderMap| h.get("grpc-status").map(|v| v.as_bytes() == b"0");
+    // A trailers-only answer carries its status in the headers (always an error here).
+    if ok_status(resp.headers()) == Some(false) {
+        return false;
+    }
+    let Ok(body) = resp.into_body().collect().await else { return false };
+    let trailers_ok = body.trailers().and_then(ok_status).unwrap_or(false);
+    trailers_ok && weft_resilience::health::grpc_health_serving(&body.to_bytes()) == Some(true)
 }

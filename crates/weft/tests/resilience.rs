@@ -434,7 +434,7 @@ fn failing_health_checks_take_endpoints_out_and_passing_ones_bring_them_back() {
 #[test]
 fn health_check_config_errors_name_the_field() {
     for (host, spec, want) in [
-        ("svc", "  grpc: {service: x}\n", "spec.grpc: not supported yet"),
+        ("svc", "  grpc: {service: x, port: 9}\n", "spec.grpc.port: unknown field `port`"),
         ("svc", "  tcp: {}\n  http: {path: /}\n", "spec: exactly one of http, tcp or grpc is required"),
         ("svc", "  http: {path: healthz}\n", "spec.http.path: \"healthz\" must start with /"),
         ("svc", "  tcp: {}\n  interval: 10ms\n", "spec.interval: must be at least 50ms"),
