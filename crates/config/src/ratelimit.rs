@@ -111,13 +111,26 @@ pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx
         ctx.err(r, "spec.host", "missing field");
         return;
     }
-    if h.delay_percentile.is_some() {
-        ctx.err(r, "spec.delayPercentile", "not supported yet by this version of weft (delay is)");
-        return;
-    }
-    let Some(delay) = h.delay.map(|d| d.0).filter(|d| !d.is_zero()) else {
-        ctx.err(r, "spec.delay", "missing field");
-        return;
+    let percentile = match h.delay_percentile {
+        Some(p) if !(p > 0.0 && p < 100.0) => {
+            ctx.err(r, "spec.delayPercentile", format!("{p} is not a percentile between 0 and 100 (exclusive)"));
+            return;
+        }
+        Some(p) => Some((p, Arc::new(weft_resilience::latency::LatencyWindow::new(Duration::from_secs(10))))),
+        None => None,
+    };
+    // With a percentile, `delay` is the start value until the host has enough answers.
+    let delay = match h.delay.map(|d| d.0) {
+        Some(d) if d.is_zero() => {
+            ctx.err(r, "spec.delay", "must be longer than zero");
+            return;
+        }
+        Some(d) => d,
+        None if percentile.is_some() => Duration::from_millis(50),
+        None => {
+            ctx.err(r, "spec", "one of delay or delayPercentile is required");
+            return;
+        }
     };
     let max_attempts = h.max_attempts.unwrap_or(2);
     if !(2..=5).contains(&max_attempts) {
@@ -125,7 +138,7 @@ pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx
         return;
     }
     let Some(idx) = served(r, &host, snap, ctx) else { return };
-    snap.vhosts[idx].hedging = Some(HedgePolicy { delay, max_attempts });
+    snap.vhosts[idx].hedging = Some(HedgePolicy { delay, max_attempts, percentile });
 }
 
 /// The virtual host serving `host` (lower case), or an error on `spec.host`.

@@ -52,11 +52,27 @@ pub struct VirtualHost {
 }
 
 /// Idempotent requests without a body get another try after `delay` without an answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HedgePolicy {
     pub delay: Duration,
     /// Tries in all, the first included.
     pub max_attempts: u32,
+    /// `delayPercentile`: the delay follows this percentile of the host's recent
+    /// latency (`delay` until enough answers were seen).
+    pub percentile: Option<(f64, std::sync::Arc<weft_resilience::latency::LatencyWindow>)>,
+}
+
+/// Answers a host needs before its latency percentile replaces the fixed hedge delay.
+pub const HEDGE_MIN_SAMPLES: u64 = 100;
+
+impl HedgePolicy {
+    /// The delay before the next hedge.
+    pub fn current_delay(&self) -> Duration {
+        match &self.percentile {
+            Some((p, w)) => w.percentile(*p, HEDGE_MIN_SAMPLES).unwrap_or(self.delay),
+            None => self.delay,
+        }
+    }
 }
 
 /// One HealthCheck, compiled.

@@ -119,7 +119,7 @@ pub struct Hedging {
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Dur>,
-    /// Not served yet; named in the error.
+    /// Hedge after this percentile (0–100, exclusive) of the host's recent latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_percentile: Option<f64>,
     /// Tries in all, the first included (default 2).

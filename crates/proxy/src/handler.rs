@@ -240,8 +240,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     let bodyless = !upgrade && up_req.body().is_end_stream();
     let idempotent =
         matches!(*up_req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
-    let hedge = vh.hedging.filter(|_| idempotent && bodyless);
-    let policy = route.retry.clone().or_else(|| hedge.map(|_| weft_config::RetryPolicy::none()));
+    let hedge = vh.hedging.clone().filter(|_| idempotent && bodyless);
+    let policy = route.retry.clone().or_else(|| hedge.as_ref().map(|_| weft_config::RetryPolicy::none()));
     let retry_plan = policy.filter(|_| !upgrade && (bodyless || !mirrored)).map(|policy| retry::Plan {
         policy,
         hedge,

@@ -155,11 +155,12 @@ async fn hedged(
     if let Some(b) = body {
         return with_body(ep, ctx.worker, parts, b).await;
     }
-    let Some(h) = plan.hedge else { return once(ep, ctx.worker, parts).await };
+    let Some(h) = &plan.hedge else { return once(ep, ctx.worker, parts).await };
     let worker = ctx.worker;
-    let mut launched = vec![ep.clone()];
+    let mut launched = vec![(ep.clone(), Instant::now())];
     let mut racing: Vec<(usize, Try<'_>)> = vec![(0, Box::pin(once_owned(ep.clone(), worker, parts)))];
-    let mut timer = Box::pin(tokio::time::sleep(h.delay));
+    let delay = h.current_delay();
+    let mut timer = Box::pin(tokio::time::sleep(delay));
     let (winner, result) = loop {
         let can_hedge = launched.len() < h.max_attempts as usize;
         let event = std::future::poll_fn(|cx| {
@@ -182,24 +183,29 @@ async fn hedged(
                 drop(racing.swap_remove(k));
             }
             None => {
-                if let Some(next) = pick_other(ctx, plan, &launched) {
+                let tried: Vec<Arc<Endpoint>> = launched.iter().map(|(e, _)| e.clone()).collect();
+                if let Some(next) = pick_other(ctx, plan, &tried) {
                     next.load.start();
                     ctx.shared.metrics.counters.hedges.fetch_add(1, Ordering::Relaxed);
                     racing.push((launched.len(), Box::pin(once_owned(next.clone(), worker, parts))));
-                    launched.push(next);
+                    launched.push((next, Instant::now()));
                 }
-                timer.as_mut().reset(tokio::time::Instant::now() + h.delay);
+                timer.as_mut().reset(tokio::time::Instant::now() + delay);
             }
         }
     };
     drop(racing);
+    // The answer's latency feeds delayPercentile.
+    if let (Some((_, window)), Ok(_)) = (&h.percentile, &result) {
+        window.record(launched[winner].1.elapsed(), crate::cluster::now_ns());
+    }
     // Every endpoint tried but the one that answered is done with this request.
-    for (i, e) in launched.iter().enumerate() {
+    for (i, (e, _)) in launched.iter().enumerate() {
         if i != winner {
             e.load.finish();
         }
     }
-    *ep = launched[winner].clone();
+    *ep = launched[winner].0.clone();
     fin.endpoint = Some(ep.clone());
     result
 }

@@ -7,6 +7,7 @@ pub mod adaptive;
 pub mod backoff;
 pub mod bucket;
 pub mod health;
+pub mod latency;
 pub mod outlier;
 pub mod retry;
 

@@ -474,11 +474,37 @@ fn hedging_sends_a_second_try_and_the_first_answer_wins() {
 }
 
 #[test]
+fn hedging_at_a_latency_percentile_learns_the_delay_from_answers() {
+    let (fast1, fast2) = (backend("fast1", &["--latency", "10ms"]), backend("fast2", &["--latency", "10ms"]));
+    let slow = backend("slow", &["--latency", "300ms"]);
+    let se = service_entry("svc", &[(fast1.addr, "v: a", 1), (fast2.addr, "v: a", 1), (slow.addr, "v: b", 1)]);
+    // Until 100 answers are seen the delay is 150 ms; then the host's p50 (about 10 ms).
+    let hedging = "---\napiVersion: policy.weft.dev/v1alpha1\nkind: Hedging\nmetadata: {name: svc}\nspec: {host: svc, delay: 150ms, delayPercentile: 50}\n";
+    let dr = destination_rule("svc", "{loadBalancer: {simple: ROUND_ROBIN}}");
+    let p = proxy(&(se + &dr + hedging + &vs("svc", "    retries: {attempts: 0}\n")));
+    let mut c = Client::connect(p.addr());
+    let mut took = |c: &mut Client| {
+        let t = Instant::now();
+        assert_eq!(c.get("svc", "/", &[]).status, 200);
+        t.elapsed()
+    };
+    let before = (0..6).map(|_| took(&mut c)).max().unwrap();
+    assert!(before >= Duration::from_millis(150), "the start delay applies at first: slowest {before:?}");
+    let out = std::process::Command::new(weft())
+        .args(["bench", "-c", "10", "-n", "150", "--host", "svc", &format!("http://{}/", p.addr())])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let after = (0..12).map(|_| took(&mut c)).max().unwrap();
+    assert!(after < Duration::from_millis(80), "hedged at the learned p50: slowest {after:?}");
+}
+
+#[test]
 fn hedging_config_errors_name_the_field() {
     for (spec, want) in [
-        ("  delayPercentile: 95\n", "spec.delayPercentile: not supported yet"),
+        ("  delayPercentile: 100\n", "spec.delayPercentile: 100 is not a percentile between 0 and 100 (exclusive)"),
         ("  delay: 10ms\n  maxAttempts: 9\n", "spec.maxAttempts: 9 is not between 2 and 5"),
-        ("  maxAttempts: 2\n", "spec.delay: missing field"),
+        ("  maxAttempts: 2\n", "spec: one of delay or delayPercentile is required"),
     ] {
         let doc = format!("---\napiVersion: policy.weft.dev/v1alpha1\nkind: Hedging\nmetadata: {{name: h}}\nspec:\n  host: svc\n{spec}");
         let err = invalid("hedge.yaml", &doc);
