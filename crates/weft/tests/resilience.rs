@@ -483,7 +483,7 @@ fn hedging_at_a_latency_percentile_learns_the_delay_from_answers() {
     let dr = destination_rule("svc", "{loadBalancer: {simple: ROUND_ROBIN}}");
     let p = proxy(&(se + &dr + hedging + &vs("svc", "    retries: {attempts: 0}\n")));
     let mut c = Client::connect(p.addr());
-    let mut took = |c: &mut Client| {
+    let took = |c: &mut Client| {
         let t = Instant::now();
         assert_eq!(c.get("svc", "/", &[]).status, 200);
         t.elapsed()
