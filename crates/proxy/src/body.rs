@@ -2,6 +2,7 @@
 //! buffered whole. The response body carries the request's [`Finish`], which records
 //! metrics and releases the endpoint when the last byte has gone (or the client left).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -101,6 +102,11 @@ pub struct RespBody {
     finish: Option<Finish>,
     /// Returns the upstream HTTP/1.1 connection to its pool once the body is read.
     returner: Option<Returner>,
+    /// The stream idle timeout, and its timer (made only once the upstream makes the
+    /// body wait; re-armed after each frame that follows a wait).
+    idle_after: Option<std::time::Duration>,
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    moved: bool,
 }
 
 enum Inner {
@@ -112,11 +118,18 @@ enum Inner {
 impl RespBody {
     pub fn full(b: impl Into<Bytes>, finish: Option<Finish>) -> Self {
         let b = b.into();
-        RespBody { inner: Inner::Full(if b.is_empty() { None } else { Some(b) }), finish, returner: None }
+        RespBody {
+            inner: Inner::Full(if b.is_empty() { None } else { Some(b) }),
+            finish,
+            returner: None,
+            idle_after: None,
+            idle_timer: None,
+            moved: false,
+        }
     }
 
     pub fn upstream(b: Incoming, finish: Option<Finish>, returner: Option<Returner>) -> Self {
-        let mut r = RespBody { inner: Inner::Upstream(b), finish, returner };
+        let mut r = RespBody { inner: Inner::Upstream(b), finish, returner, idle_after: None, idle_timer: None, moved: false };
         if r.is_end_stream() {
             r.done();
         }
@@ -124,11 +137,29 @@ impl RespBody {
     }
 
     pub fn raw(b: crate::h1client::RawBody, finish: Option<Finish>) -> Self {
-        let mut r = RespBody { inner: Inner::Raw(b), finish, returner: None };
+        let mut r = RespBody { inner: Inner::Raw(b), finish, returner: None, idle_after: None, idle_timer: None, moved: false };
         if r.is_end_stream() {
             r.done();
         }
         r
+    }
+
+    /// Cuts the body off when the upstream sends nothing for `after`.
+    pub fn idle_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.idle_after = after;
+        self
+    }
+
+    /// On a wait: arms (or re-arms, after progress) the idle timer; true when it fired.
+    fn idled_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(after) = self.idle_after else { return false };
+        match &mut self.idle_timer {
+            Some(t) if self.moved => t.as_mut().reset(tokio::time::Instant::now() + after),
+            Some(_) => {}
+            None => self.idle_timer = Some(Box::pin(tokio::time::sleep(after))),
+        }
+        self.moved = false;
+        self.idle_timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready())
     }
 
     fn done(&mut self) {
@@ -154,6 +185,7 @@ impl Body for RespBody {
         };
         match &r {
             Poll::Ready(Some(Ok(f))) => {
+                this.moved = true;
                 if let Some(fin) = this.finish.as_mut() {
                     if let Some(d) = f.data_ref() {
                         fin.response_bytes += d.len() as u64;
@@ -173,6 +205,16 @@ impl Body for RespBody {
                     f.upstream_reset();
                 }
                 this.done();
+            }
+            Poll::Pending if this.idled_out(cx) => {
+                // The upstream went quiet mid-body: the response is cut off.
+                this.returner = None;
+                if let Some(f) = this.finish.as_mut() {
+                    f.stream_idle();
+                }
+                this.done();
+                this.inner = Inner::Full(None);
+                return Poll::Ready(Some(Err("stream idle timeout".into())));
             }
             Poll::Pending => {}
         }

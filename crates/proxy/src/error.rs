@@ -11,6 +11,9 @@ pub enum UpstreamError {
     Reset(String),
     #[error("upstream request timeout")]
     Timeout,
+    /// No response head within the stream idle timeout (no route or per-try timeout set).
+    #[error("stream timeout")]
+    Idle,
 }
 
 impl UpstreamError {
@@ -24,6 +27,8 @@ impl UpstreamError {
             UpstreamError::Connect(_) => (StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF),
             UpstreamError::Reset(_) => (StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UC),
             UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, ResponseFlags::UT),
+            // Envoy's answer when a stream idles out before its response starts.
+            UpstreamError::Idle => (StatusCode::REQUEST_TIMEOUT, ResponseFlags::SI),
         }
     }
 }

@@ -65,6 +65,13 @@ impl Finish {
 
     /// The upstream broke off mid-body. Counted when the request is recorded, once
     /// it is known whether the client's own abort caused it (then it is DC instead).
+    /// The response stopped mid-body for want of upstream data (flag SI).
+    pub fn stream_idle(&mut self) {
+        self.flags.insert(ResponseFlags::SI);
+        self.metrics.counters.stream_idle_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.mid_body_reset = true;
+    }
+
     pub fn upstream_reset(&mut self) {
         self.flags.insert(ResponseFlags::UC);
         self.mid_body_reset = true;

@@ -299,9 +299,10 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
                 pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| Upstream::Hyper(r, Some(ret)))
             }
         };
-        let result = match timeout {
-            Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
-            None => send.await,
+        let result = match (timeout, ctx.shared.stream_idle) {
+            (Some(t), _) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
+            (None, Some(idle)) => tokio::time::timeout(idle, send).await.unwrap_or(Err(UpstreamError::Idle)),
+            (None, None) => send.await,
         };
         crate::outlier::report(ctx, home, &ep, crate::outlier::observed(&result), start.elapsed().as_nanos() as u64);
         result
@@ -315,6 +316,7 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             match flag {
                 ResponseFlags::UF => c.upstream_connect_failure.fetch_add(1, Ordering::Relaxed),
                 ResponseFlags::UT => c.upstream_timeout.fetch_add(1, Ordering::Relaxed),
+                ResponseFlags::SI => c.stream_idle_timeouts.fetch_add(1, Ordering::Relaxed),
                 _ => c.upstream_reset.fetch_add(1, Ordering::Relaxed),
             };
             return Ok(local::reply(fin, status, flag, format!("{e}\n").into(), version));
@@ -348,7 +350,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     let body = match body {
         UpBody::Hyper(b, ret) => RespBody::upstream(b, Some(fin), ret),
         UpBody::Raw(b) => RespBody::raw(b, Some(fin)),
-    };
+    }
+    .idle_after(ctx.shared.stream_idle);
     Ok(Response::from_parts(parts, body))
 }
 

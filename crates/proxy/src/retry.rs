@@ -76,9 +76,10 @@ pub(crate) async fn send(
             (p, l) => p.or(l),
         };
         let attempt = hedged(ctx, fin, &mut ep, parts, plan, try_body);
-        let result = match limit {
-            Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
-            None => attempt.await,
+        let result = match (limit, ctx.shared.stream_idle) {
+            (Some(t), _) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
+            (None, Some(idle)) => tokio::time::timeout(idle, attempt).await.unwrap_or(Err(UpstreamError::Idle)),
+            (None, None) => attempt.await,
         };
         crate::outlier::report(ctx, plan.home, &ep, crate::outlier::observed(&result), now.elapsed().as_nanos() as u64);
         let outcome = match &result {
@@ -89,6 +90,8 @@ pub(crate) async fn send(
             Err(UpstreamError::Connect(_)) => Outcome::ConnectFailure,
             Err(UpstreamError::Reset(_)) => Outcome::Reset,
             Err(UpstreamError::Timeout) => Outcome::Timeout,
+            // The stream idled out: the request is over, not retried.
+            Err(UpstreamError::Idle) => return result,
         };
         if !plan.policy.retry_on.retries(outcome) {
             return result;

@@ -31,6 +31,8 @@ pub struct ProxyOptions {
     pub watch_interval: Duration,
     /// Locality and labels, for locality-aware balancing.
     pub node: crate::cluster::Node,
+    /// None disables.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
@@ -58,6 +60,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         drain: opts.drain,
         header_read_timeout: opts.header_read_timeout,
         node: opts.node.clone(),
+        stream_idle: opts.stream_idle_timeout,
     }));
 
     let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;

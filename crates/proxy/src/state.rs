@@ -32,6 +32,8 @@ pub struct Shared {
     /// Close client connections whose request head takes longer (slowloris guard).
     pub header_read_timeout: Option<std::time::Duration>,
     pub node: crate::cluster::Node,
+    /// A stream with no activity this long ends (Envoy's stream_idle_timeout).
+    pub stream_idle: Option<std::time::Duration>,
 }
 
 impl Runtime {

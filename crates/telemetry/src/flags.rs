@@ -30,8 +30,10 @@ impl ResponseFlags {
     pub const DC: Self = Self(1 << 10);
     /// Downstream protocol error.
     pub const DPE: Self = Self(1 << 11);
+    /// Stream idle timeout.
+    pub const SI: Self = Self(1 << 12);
 
-    const NAMES: [(Self, &'static str); 12] = [
+    const NAMES: [(Self, &'static str); 13] = [
         (Self::UH, "UH"),
         (Self::UF, "UF"),
         (Self::UO, "UO"),
@@ -44,6 +46,7 @@ impl ResponseFlags {
         (Self::UC, "UC"),
         (Self::DC, "DC"),
         (Self::DPE, "DPE"),
+        (Self::SI, "SI"),
     ];
 
     #[inline]

@@ -89,6 +89,8 @@ pub struct Counters {
     pub upstream_connect_failure: AtomicU64,
     pub upstream_reset: AtomicU64,
     pub upstream_timeout: AtomicU64,
+    /// Requests whose stream went idle past --stream-idle-timeout (flag SI).
+    pub stream_idle_timeouts: AtomicU64,
     /// Tries after the first, made by a route's retry policy.
     pub retries: AtomicU64,
     /// Requests whose retries ran out on a still-retriable outcome (flag URX).

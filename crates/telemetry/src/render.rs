@@ -116,6 +116,12 @@ impl Metrics {
         );
         counter("weft_upstream_reset_total", "Upstream connections that broke mid-request (flag UC).", "counter", &c.upstream_reset);
         counter("weft_upstream_timeout_total", "Requests that hit their route timeout (flag UT).", "counter", &c.upstream_timeout);
+        counter(
+            "weft_stream_idle_timeouts_total",
+            "Requests whose stream saw no activity for --stream-idle-timeout (flag SI).",
+            "counter",
+            &c.stream_idle_timeouts,
+        );
         counter("weft_upstream_retries_total", "Tries after the first, made by a route's retry policy.", "counter", &c.retries);
         counter("weft_retry_limit_reached_total", "Requests whose retries ran out (flag URX).", "counter", &c.retry_limit_reached);
         counter("weft_fault_delays_total", "Requests delayed by a route's fault (flag DI).", "counter", &c.faults_delayed);

@@ -82,6 +82,11 @@ struct ProxyArgs {
     /// a DestinationRule's failoverPriority.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// End a request whose upstream sends nothing for this long: before the response
+    /// head, when no route or per-try timeout is set (408, flag SI), and between body
+    /// chunks (the response is cut off). Envoy's stream_idle_timeout; 0s disables.
+    #[arg(long, default_value = "5m", value_parser = parse_dur)]
+    stream_idle_timeout: Duration,
 }
 
 fn parse_locality(s: &str) -> Result<weft_balance::locality::Locality, String> {
@@ -115,6 +120,7 @@ impl ProxyArgs {
             header_read_timeout: self.header_read_timeout,
             watch_interval: self.watch_interval.max(Duration::from_millis(10)),
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
+            stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
         }
     }
 }
