@@ -197,7 +197,8 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     }
 
     if req.method() == Method::CONNECT {
-        return Ok(tunnel::connect(req, ep, fin, ctx).await);
+        // Rare paths are boxed: their futures would otherwise grow every request's (see `send` below).
+        return Ok(Box::pin(tunnel::connect(req, ep, fin, ctx)).await);
     }
     let upgrade = version == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let new_pq = if route.rewrite.is_some() {
@@ -278,7 +279,7 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
     }
 
     if upgrade {
-        return Ok(tunnel::upgrade(up_req, down_upgrade, ep, fin, ctx, version).await);
+        return Ok(Box::pin(tunnel::upgrade(up_req, down_upgrade, ep, fin, ctx, version)).await);
     }
 
     let result = if let Some(plan) = &retry_plan {
@@ -289,7 +290,10 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
         };
         retry::send(ctx, &mut fin, ep, &parts, plan, body).await
     } else {
-        let send = async {
+        // Boxed: hyper's client futures are kilobytes, and this future is moved whole
+        // into hyper's dispatcher for every request (a memcpy of its size). Routes take
+        // this path only without retries (`attempts: 0`) or with a mirrored body.
+        let send = Box::pin(async {
             if up_proto == Version::HTTP_2 {
                 pool::send_h2(&ep, ctx.worker, up_req).await.map(|r| Upstream::Hyper(r, None))
             } else if up_req.body().is_end_stream() {
@@ -298,10 +302,10 @@ pub async fn handle(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Res
             } else {
                 pool::send_h1(&ep, ctx.worker, up_req).await.map(|(r, ret)| Upstream::Hyper(r, Some(ret)))
             }
-        };
+        });
         let result = match (timeout, ctx.shared.stream_idle) {
             (Some(t), _) => tokio::time::timeout(t, send).await.unwrap_or(Err(UpstreamError::Timeout)),
-            (None, Some(idle)) => tokio::time::timeout(idle, send).await.unwrap_or(Err(UpstreamError::Idle)),
+            (None, Some(idle)) => crate::idle::bounded(idle, send).await.unwrap_or(Err(UpstreamError::Idle)),
             (None, None) => send.await,
         };
         crate::outlier::report(ctx, home, &ep, crate::outlier::observed(&result), start.elapsed().as_nanos() as u64);

@@ -17,6 +17,7 @@ pub mod handler;
 pub mod hashkey;
 pub mod headers;
 pub mod health;
+pub mod idle;
 pub mod local;
 pub mod mirror;
 pub mod outlier;

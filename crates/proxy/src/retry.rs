@@ -75,10 +75,12 @@ pub(crate) async fn send(
             (Some(p), Some(l)) => Some(p.min(l)),
             (p, l) => p.or(l),
         };
-        let attempt = hedged(ctx, fin, &mut ep, parts, plan, try_body);
+        // Boxed: the timeout wrappers below would each move the try's future (and this
+        // future would carry it), a memcpy of its size per wrapper; one allocation is cheaper.
+        let attempt = Box::pin(hedged(ctx, fin, &mut ep, parts, plan, try_body));
         let result = match (limit, ctx.shared.stream_idle) {
             (Some(t), _) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
-            (None, Some(idle)) => tokio::time::timeout(idle, attempt).await.unwrap_or(Err(UpstreamError::Idle)),
+            (None, Some(idle)) => crate::idle::bounded(idle, attempt).await.unwrap_or(Err(UpstreamError::Idle)),
             (None, None) => attempt.await,
         };
         crate::outlier::report(ctx, plan.home, &ep, crate::outlier::observed(&result), now.elapsed().as_nanos() as u64);
@@ -156,9 +158,25 @@ async fn hedged(
     body: Option<Replaying>,
 ) -> Result<Upstream, UpstreamError> {
     if let Some(b) = body {
-        return with_body(ep, ctx.worker, parts, b).await;
+        // Boxed, as hyper's futures are large (see `once`).
+        return Box::pin(with_body(ep, ctx.worker, parts, b)).await;
     }
-    let Some(h) = &plan.hedge else { return once(ep, ctx.worker, parts).await };
+    match &plan.hedge {
+        None => once(ep, ctx.worker, parts).await,
+        // Boxed: the race's state would otherwise make every try's future larger.
+        Some(h) => Box::pin(race(ctx, fin, ep, parts, plan, h)).await,
+    }
+}
+
+/// The hedge race: see [`hedged`].
+async fn race(
+    ctx: ConnCtx,
+    fin: &mut Finish,
+    ep: &mut Arc<Endpoint>,
+    parts: &Parts,
+    plan: &Plan,
+    h: &weft_config::HedgePolicy,
+) -> Result<Upstream, UpstreamError> {
     let worker = ctx.worker;
     let mut launched = vec![(ep.clone(), Instant::now())];
     let mut racing: Vec<(usize, Try<'_>)> = vec![(0, Box::pin(once_owned(ep.clone(), worker, parts)))];
@@ -225,7 +243,9 @@ async fn once(ep: &Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<Upstre
         *req.uri_mut() = parts.uri.clone();
         *req.version_mut() = parts.version;
         *req.headers_mut() = parts.headers.clone();
-        pool::send_h2(ep, worker, req).await.map(|r| Upstream::Hyper(r, None))
+        // Boxed: hyper's h2 future is ~2 KB, and every try's future would carry (and
+        // every wrapper copy) that much for the HTTP/1.1 path too.
+        Box::pin(pool::send_h2(ep, worker, req)).await.map(|r| Upstream::Hyper(r, None))
     } else {
         h1client::send(ep, worker, parts).await.map(Upstream::Raw)
     }
