@@ -3,7 +3,8 @@
 
 Runs the same load through `weft proxy` with `loadBalancer: PEAK_EWMA`: first with
 three healthy endpoints (the baseline p99), then with one of them answering 20x slower,
-then the same with latency outlier detection added (`latencyMadFactor: 3`, 250 ms interval).
+then the same with latency outlier detection added (`latencyMadFactor: 3`, 250 ms interval),
+then with a Hedging policy instead (`delayPercentile: 90`).
 Prints the slow endpoint's share of requests and the client p99 against the baseline.
 Needs a release build (`cargo build --release`).
 """
@@ -19,11 +20,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chaos_kill import WEFT, free_port, mesh, wait_port  # noqa: E402
 
 
-def run(latencies, rate, duration, detect=False):
+HEDGE = """---
+apiVersion: policy.weft.dev/v1alpha1
+kind: Hedging
+metadata: {name: svc}
+spec: {host: svc, delayPercentile: 90, delay: 10ms}
+"""
+
+
+def run(latencies, rate, duration, detect=False, hedge=False):
     ports = [free_port() for _ in latencies]
     listen = free_port()
     detection = ", outlierDetection: {consecutive5xxErrors: 0, latencyMadFactor: 3, interval: 250ms, baseEjectionTime: 30s, maxEjectionPercent: 34}" if detect else ""
-    config = mesh(ports, "{loadBalancer: {simple: PEAK_EWMA}" + detection + "}")
+    config = mesh(ports, "{loadBalancer: {simple: PEAK_EWMA}" + detection + "}", HEDGE if hedge else "")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mesh.yaml")
         with open(path, "w") as f:
@@ -54,11 +63,11 @@ def main():
     base, _ = run([a.latency] * 3, a.rate, a.duration)
     b99 = base["latency_us"]["p99"]
     print(f"baseline (3 healthy): p50 {base['latency_us']['p50']:.0f} µs, p99 {b99:.0f} µs, errors {base['errors']}")
-    for detect in (False, True):
-        slow, served = run([a.slow, a.latency, a.latency], a.rate, a.duration, detect)
+    for detect, hedge in ((False, False), (True, False), (False, True)):
+        slow, served = run([a.slow, a.latency, a.latency], a.rate, a.duration, detect, hedge)
         share = served[0] / max(1, sum(served))
         s99 = slow["latency_us"]["p99"]
-        how = "PEAK_EWMA + latency outlier detection" if detect else "PEAK_EWMA"
+        how = "PEAK_EWMA + latency outlier detection" if detect else "PEAK_EWMA + Hedging at p90" if hedge else "PEAK_EWMA"
         print(f"{how}, one endpoint at {a.slow} (others {a.latency}): it got {served[0]} of {sum(served)} requests ({100 * share:.2f} %), "
               f"p50 {slow['latency_us']['p50']:.0f} µs, p99 {s99:.0f} µs ({s99 / b99:.2f}x the baseline), errors {slow['errors']}")
 

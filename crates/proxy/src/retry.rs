@@ -220,10 +220,14 @@ async fn race(
     if let (Some((_, window)), Ok(_)) = (&h.percentile, &result) {
         window.record(launched[winner].1.elapsed(), crate::cluster::now_ns());
     }
-    // Every endpoint tried but the one that answered is done with this request.
-    for (i, (e, _)) in launched.iter().enumerate() {
+    // Every endpoint tried but the one that answered is done with this request. A
+    // cancelled try took at least this long: the latency-aware balancer learns so, or
+    // it would keep trusting the slow endpoint whose tries are always cancelled.
+    let now = crate::cluster::now_ns();
+    for (i, (e, started)) in launched.iter().enumerate() {
         if i != winner {
             e.load.finish();
+            e.load.observe(started.elapsed().as_nanos() as u64, now);
         }
     }
     *ep = launched[winner].0.clone();
