@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench;
+mod ctl;
 mod demo;
 
 /// mimalloc: measured ~10 % more requests/s than glibc malloc through the proxy.
@@ -41,6 +42,37 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Compare two targets in interleaved rounds: differences with confidence intervals and a verdict.
     Ab(bench::AbArgs),
+    /// Run the control plane: registry and config store (embedded, durable) behind an HTTP API.
+    ControlPlane(ControlPlaneArgs),
+    /// Validate and store resources in the control plane (all files or none).
+    Apply(ctl::ApplyArgs),
+    /// Show stored resources of a kind (or one by name).
+    Get(ctl::GetArgs),
+    /// Delete a stored resource.
+    Delete(ctl::DeleteArgs),
+    /// List the control plane's revisions: when, what, by which client.
+    History(ctl::ServerArg),
+    /// Restore the config as of a revision (a new revision).
+    Rollback(ctl::RollbackArgs),
+    /// Register an endpoint of a service (with --ttl it must heartbeat).
+    Register(ctl::RegisterArgs),
+    /// Remove a registered endpoint.
+    Deregister(ctl::DeregisterArgs),
+}
+
+#[derive(clap::Args)]
+struct ControlPlaneArgs {
+    /// Where the embedded store keeps its file (weft.redb).
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    listen: SocketAddr,
+    /// embedded (one durable file under --data-dir) or etcd.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
+    store: String,
+    /// etcd URLs, comma-separated (with --store etcd).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +181,29 @@ fn main() -> ExitCode {
         Cmd::Backend(a) => backend::run(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Ab(a) => bench::ab(a),
+        Cmd::ControlPlane(a) => control_plane(a),
+        Cmd::Apply(a) => ctl::apply(a),
+        Cmd::Get(a) => ctl::get(a),
+        Cmd::Delete(a) => ctl::delete(a),
+        Cmd::History(a) => ctl::history(a),
+        Cmd::Rollback(a) => ctl::rollback(a),
+        Cmd::Register(a) => ctl::register(a),
+        Cmd::Deregister(a) => ctl::deregister(a),
+    }
+}
+
+fn control_plane(a: ControlPlaneArgs) -> ExitCode {
+    if a.store == "etcd" {
+        eprintln!("error: --store etcd is not in this build yet; the embedded store (the default) is");
+        return ExitCode::from(2);
+    }
+    let _ = &a.etcd_endpoints;
+    match weft_control::run(weft_control::Options { data_dir: a.data_dir, listen: a.listen }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

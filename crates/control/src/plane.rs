@@ -1,0 +1,385 @@
+//! The control plane's state and operations, free of I/O but the store: applying,
+//! listing, deleting and rolling back config resources (validated by the same compiler
+//! the proxy runs, with the same messages), and the registry of endpoints with TTLs.
+//! The mesh a proxy receives is the config resources plus a ServiceEntry per
+//! registered service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use weft_config::{Diagnostics, Resource};
+
+use crate::store::{now_ms, Revision, Store, StoreError};
+
+const CONFIG: &str = "config/";
+const REGISTRY: &str = "registry/";
+
+/// The kinds `weft get` and `weft delete` know, with their short names.
+const KINDS: [(&str, &[&str]); 6] = [
+    ("ServiceEntry", &["se", "serviceentries"]),
+    ("DestinationRule", &["dr", "destinationrules"]),
+    ("VirtualService", &["vs", "virtualservices"]),
+    ("RateLimit", &["rl", "ratelimits"]),
+    ("HealthCheck", &["hc", "healthchecks"]),
+    ("Hedging", &["hedgings"]),
+];
+
+/// `kind` as the store spells it (case-insensitive, short names and plurals too).
+pub fn canonical_kind(kind: &str) -> Option<&'static str> {
+    KINDS.iter().find(|(k, alt)| k.eq_ignore_ascii_case(kind) || alt.iter().any(|a| a.eq_ignore_ascii_case(kind))).map(|(k, _)| *k)
+}
+
+/// An endpoint registered by `weft register`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    pub service: String,
+    /// `host:port`.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Without a heartbeat for this long the endpoint is removed; none = until deregistered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    /// The request was wrong: the messages say how (HTTP 400).
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Plane {
+    store: Store,
+    /// When each registration with a TTL expires (unix ms); in memory only: a heartbeat
+    /// costs no disk write, and after a restart every TTL starts afresh.
+    expiry: HashMap<String, u64>,
+}
+
+fn config_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{CONFIG}{kind}/{}/{name}", namespace.unwrap_or("default"))
+}
+
+fn registry_key(service: &str, address: &str) -> String {
+    format!("{REGISTRY}{service}/{address}")
+}
+
+/// Service and registry names: DNS-like, so they are safe in keys, hosts and YAML.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}
+
+impl Plane {
+    pub fn new(store: Store) -> Plane {
+        let now = now_ms();
+        let expiry = store
+            .objects()
+            .range(REGISTRY.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(REGISTRY))
+            .filter_map(|(k, v)| Some((k.clone(), now + v.get("ttlMs")?.as_u64()?)))
+            .collect();
+        Plane { store, expiry }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.store.revision()
+    }
+
+    /// Config resources (JSON) by key.
+    fn config(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.store.objects().range(CONFIG.to_owned()..).take_while(|(k, _)| k.starts_with(CONFIG))
+    }
+
+    pub fn registrations(&self) -> Vec<Registration> {
+        self.store
+            .objects()
+            .range(REGISTRY.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(REGISTRY))
+            .filter_map(|(_, v)| serde_json::from_value(v.clone()).ok())
+            .collect()
+    }
+
+    /// Validates and stores every document of `files` ((name, YAML text)) as one
+    /// revision; nothing is stored if any document is invalid.
+    pub fn apply(&mut self, client: &str, files: &[(String, String)]) -> Result<Option<Revision>, PlaneError> {
+        let mut new = Vec::new();
+        let mut diags = Diagnostics::default();
+        for (name, text) in files {
+            weft_config::load_str(name, text, &mut new, &mut diags);
+        }
+        let mut seen = HashMap::new();
+        for r in &new {
+            let key = config_key(&r.kind, r.metadata.namespace.as_deref(), &r.metadata.name);
+            if let Some(first) = seen.insert(key, r.source.clone()) {
+                diags.errors.push(weft_config::ConfigError::new(
+                    &r.source,
+                    Some(&r.kind),
+                    Some(&r.metadata.name),
+                    "metadata.name",
+                    format!("{} {} is also defined in {} (document {})", r.kind, r.metadata.name, first.file, first.doc + 1),
+                ));
+            }
+            if !valid_name(&r.metadata.name) {
+                diags.errors.push(weft_config::ConfigError::new(
+                    &r.source,
+                    Some(&r.kind),
+                    Some(&r.metadata.name),
+                    "metadata.name",
+                    "must be letters, digits, '-', '.' or '_' (at most 253)",
+                ));
+            }
+        }
+        if !diags.is_ok() {
+            return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
+        }
+        let replaced: std::collections::HashSet<&String> = seen.keys().collect();
+        let mut merged: Vec<Resource> = self.resources(|k| !replaced.contains(k))?;
+        merged.extend(new.iter().cloned());
+        self.check(&merged)?;
+        let puts = new
+            .iter()
+            .map(|r| {
+                let v = serde_json::to_value(r).unwrap_or(Value::Null);
+                (config_key(&r.kind, r.metadata.namespace.as_deref(), &r.metadata.name), Some(v))
+            })
+            .collect();
+        Ok(self.store.commit(client, "apply", puts)?)
+    }
+
+    /// The stored config resources whose key passes `keep`, parsed back.
+    fn resources(&self, keep: impl Fn(&String) -> bool) -> Result<Vec<Resource>, PlaneError> {
+        let docs: Vec<&Value> = self.config().filter(|(k, _)| keep(k)).map(|(_, v)| v).collect();
+        parse_docs("store", &docs)
+    }
+
+    /// Compiles `resources` with the registry's ServiceEntries: any error rejects them.
+    fn check(&self, resources: &[Resource]) -> Result<(), PlaneError> {
+        let mut all = resources.to_vec();
+        let reg = self.registry_docs(resources);
+        all.extend(parse_docs("registry", &reg.iter().collect::<Vec<_>>())?);
+        let mut diags = Diagnostics::default();
+        weft_config::compile(&all, &mut diags);
+        if diags.is_ok() {
+            Ok(())
+        } else {
+            Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()))
+        }
+    }
+
+    /// Config resources of `kind` (all kinds when `None`), optionally one by name.
+    pub fn list(&self, kind: Option<&str>, name: Option<&str>, namespace: Option<&str>) -> Vec<Value> {
+        self.config()
+            .filter(|(_, v)| kind.is_none_or(|k| v["kind"] == k))
+            .filter(|(_, v)| name.is_none_or(|n| v["metadata"]["name"] == n))
+            .filter(|(_, v)| namespace.is_none_or(|ns| v["metadata"]["namespace"].as_str().unwrap_or("default") == ns))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn delete(&mut self, client: &str, kind: &str, name: &str, namespace: Option<&str>) -> Result<Option<Revision>, PlaneError> {
+        let key = config_key(kind, namespace, name);
+        if self.store.get(&key).is_none() {
+            return Err(PlaneError::NotFound(format!("{kind} {name} not found")));
+        }
+        let rest = self.resources(|k| *k != key)?;
+        self.check(&rest)?;
+        Ok(self.store.commit(client, &format!("delete {kind}/{name}"), vec![(key, None)])?)
+    }
+
+    /// Restores the config resources as they were right after `to` (a new revision).
+    /// Registered endpoints are left as they are.
+    pub fn rollback(&mut self, client: &str, to: u64) -> Result<Option<Revision>, PlaneError> {
+        if to > self.revision() {
+            return Err(PlaneError::NotFound(format!("revision {to} does not exist (latest is {})", self.revision())));
+        }
+        let target = self.store.state_at(to, CONFIG)?;
+        let docs: Vec<&Value> = target.values().collect();
+        self.check(&parse_docs("rollback", &docs)?)?;
+        let mut puts: Vec<(String, Option<Value>)> =
+            self.config().filter(|(k, _)| !target.contains_key(*k)).map(|(k, _)| (k.clone(), None)).collect();
+        puts.extend(target.into_iter().map(|(k, v)| (k, Some(v))));
+        Ok(self.store.commit(client, &format!("rollback to {to}"), puts)?)
+    }
+
+    pub fn register(&mut self, client: &str, r: Registration) -> Result<Option<Revision>, PlaneError> {
+        let mut errors = Vec::new();
+        if !valid_name(&r.service) {
+            errors.push(format!("service {:?}: must be letters, digits, '-', '.' or '_' (at most 253)", r.service));
+        }
+        let port_ok = r.address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok {
+            errors.push(format!("address {:?}: must be host:port", r.address));
+        }
+        if r.locality.as_deref().is_some_and(|l| weft_balance::locality::Locality::parse(l).is_none()) {
+            errors.push(format!("locality {:?}: must be region/zone/subzone", r.locality.as_deref().unwrap_or("")));
+        }
+        if !errors.is_empty() {
+            return Err(PlaneError::Invalid(errors));
+        }
+        let key = registry_key(&r.service, &r.address);
+        let value = serde_json::to_value(&r).unwrap_or(Value::Null);
+        // (Name, address and locality are all a registration brings: checked above.)
+        match r.ttl_ms {
+            Some(ttl) => self.expiry.insert(key.clone(), now_ms() + ttl),
+            None => self.expiry.remove(&key),
+        };
+        Ok(self.store.commit(client, &format!("register {} {}", r.service, r.address), vec![(key, Some(value))])?)
+    }
+
+    /// Extends a registration's TTL; false when it is not registered (any more).
+    pub fn heartbeat(&mut self, service: &str, address: &str) -> bool {
+        let key = registry_key(service, address);
+        let Some(ttl) = self.store.get(&key).and_then(|v| v.get("ttlMs")).and_then(Value::as_u64) else {
+            return self.store.get(&key).is_some();
+        };
+        self.expiry.insert(key, now_ms() + ttl);
+        true
+    }
+
+    pub fn deregister(&mut self, client: &str, service: &str, address: &str) -> Result<Option<Revision>, PlaneError> {
+        let key = registry_key(service, address);
+        if self.store.get(&key).is_none() {
+            return Err(PlaneError::NotFound(format!("{service} {address} is not registered")));
+        }
+        self.expiry.remove(&key);
+        Ok(self.store.commit(client, &format!("deregister {service} {address}"), vec![(key, None)])?)
+    }
+
+    /// Removes registrations whose TTL passed (one revision for all of them).
+    pub fn expire(&mut self) -> Result<Option<Revision>, PlaneError> {
+        let now = now_ms();
+        let due: Vec<String> = self.expiry.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+        if due.is_empty() {
+            return Ok(None);
+        }
+        for k in &due {
+            self.expiry.remove(k);
+        }
+        Ok(self.store.commit("control-plane", "ttl expired", due.into_iter().map(|k| (k, None)).collect())?)
+    }
+
+    /// When the next TTL runs out, if any.
+    pub fn next_expiry(&self) -> Option<Duration> {
+        self.expiry.values().min().map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+    }
+
+    /// The ServiceEntries the registry adds: registered endpoints of a host that a
+    /// ServiceEntry already declares join that entry; other services get one of their own.
+    fn registry_docs(&self, resources: &[Resource]) -> Vec<Value> {
+        let mut by_service: BTreeMap<String, Vec<Registration>> = BTreeMap::new();
+        for r in self.registrations() {
+            by_service.entry(r.service.clone()).or_default().push(r);
+        }
+        let declared: std::collections::HashSet<String> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                weft_config::Spec::ServiceEntry(se) => Some(se.hosts.iter().map(|h| h.to_ascii_lowercase()).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        by_service.iter().filter(|(s, _)| !declared.contains(&s.to_ascii_lowercase())).map(|(s, regs)| registration_doc(s, regs)).collect()
+    }
+
+    /// The whole mesh as multi-document YAML: what a proxy following this control plane serves.
+    pub fn mesh_yaml(&self) -> Result<String, PlaneError> {
+        let mut docs: Vec<Value> = self.config().map(|(_, v)| v.clone()).collect();
+        let resources = self.resources(|_| true)?;
+        // Registered endpoints of declared hosts join the declaring ServiceEntry.
+        let regs = self.registrations();
+        for d in docs.iter_mut().filter(|d| d["kind"] == "ServiceEntry") {
+            let hosts: Vec<String> = d["spec"]["hosts"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|h| h.as_str()).map(str::to_ascii_lowercase).collect())
+                .unwrap_or_default();
+            let port_name = d["spec"]["ports"][0]["name"].as_str().unwrap_or("http").to_owned();
+            for r in regs.iter().filter(|r| hosts.contains(&r.service.to_ascii_lowercase())) {
+                let ep = endpoint_doc(r, &port_name);
+                if let Some(eps) = d["spec"]["endpoints"].as_array_mut() {
+                    eps.push(ep);
+                } else {
+                    d["spec"]["endpoints"] = json!([ep]);
+                }
+            }
+        }
+        docs.extend(self.registry_docs(&resources));
+        docs_to_yaml(&docs)
+    }
+}
+
+/// Every revision, oldest first, with the keys it changed (not the values).
+pub fn history(p: &Plane) -> Result<Vec<Value>, PlaneError> {
+    Ok(p.store
+        .history()?
+        .into_iter()
+        .map(|r| json!({"revision": r.revision, "atMs": r.at_ms, "client": r.client, "action": r.action, "changes": r.changes.iter().map(|c| json!({
+            "key": c.key,
+            "op": match (&c.before, &c.after) { (None, Some(_)) => "created", (Some(_), None) => "deleted", _ => "updated" },
+        })).collect::<Vec<_>>()}))
+        .collect())
+}
+
+fn endpoint_doc(r: &Registration, port_name: &str) -> Value {
+    let (host, port) = r.address.rsplit_once(':').unwrap_or((&r.address, "80"));
+    let mut ep =
+        json!({"address": host.trim_start_matches('[').trim_end_matches(']'), "ports": {port_name: port.parse::<u16>().unwrap_or(80)}});
+    if !r.labels.is_empty() {
+        ep["labels"] = json!(r.labels);
+    }
+    if let Some(l) = &r.locality {
+        ep["locality"] = json!(l);
+    }
+    if let Some(w) = r.weight {
+        ep["weight"] = json!(w);
+    }
+    ep
+}
+
+/// A ServiceEntry for a registered service: port 80 `http`, the endpoints' own ports.
+fn registration_doc(service: &str, regs: &[Registration]) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": format!("registry.{service}"), "namespace": "weft-registry"},
+        "spec": {
+            "hosts": [service],
+            "resolution": "STATIC",
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "endpoints": regs.iter().map(|r| endpoint_doc(r, "http")).collect::<Vec<_>>(),
+        }
+    })
+}
+
+fn docs_to_yaml(docs: &[Value]) -> Result<String, PlaneError> {
+    let mut out = String::new();
+    for d in docs {
+        out.push_str("---\n");
+        // JSON is YAML: one line per document keeps this exact and cheap.
+        out.push_str(&d.to_string());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Parses stored JSON documents back into resources.
+fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, PlaneError> {
+    let text: String = docs.iter().map(|d| format!("---\n{d}\n")).collect();
+    let mut out = Vec::new();
+    let mut diags = Diagnostics::default();
+    weft_config::load_str(file, &text, &mut out, &mut diags);
+    if !diags.is_ok() {
+        return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
+    }
+    Ok(out)
+}

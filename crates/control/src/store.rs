@@ -1,0 +1,212 @@
+//! The embedded store: one redb file under `--data-dir`, every change a durable
+//! transaction (redb commits with fsync), so a `kill -9` loses nothing that was
+//! acknowledged. Holds the config resources and registered endpoints as JSON under
+//! their keys, and every revision's record (what changed, from what to what, when,
+//! by which client) for history and rollback.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const OBJECTS: TableDefinition<&str, &str> = TableDefinition::new("objects");
+const REVISIONS: TableDefinition<u64, &str> = TableDefinition::new("revisions");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    #[error("store: corrupt record {0}: {1}")]
+    Corrupt(String, serde_json::Error),
+}
+
+macro_rules! db {
+    ($e:expr) => {
+        $e.map_err(|e| StoreError::Db(e.into()))
+    };
+}
+
+/// One object's change within a revision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Change {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+/// A revision: a set of changes committed together.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Revision {
+    pub revision: u64,
+    /// Unix time, milliseconds.
+    pub at_ms: u64,
+    pub client: String,
+    /// What the client did, e.g. `apply`, `delete`, `rollback to 4`, `register`.
+    pub action: String,
+    pub changes: Vec<Change>,
+}
+
+/// The store's contents, kept in memory and written through to the file.
+pub struct Store {
+    db: Database,
+    objects: BTreeMap<String, Value>,
+    revision: u64,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/weft.redb` and loads it.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+        let db = db!(Database::create(dir.join("weft.redb")))?;
+        // Make sure both tables exist, so that reads of a new store find them.
+        let w = db!(db.begin_write())?;
+        db!(w.open_table(OBJECTS))?;
+        db!(w.open_table(REVISIONS))?;
+        db!(w.commit())?;
+        let r = db!(db.begin_read())?;
+        let mut objects = BTreeMap::new();
+        for item in db!(db!(r.open_table(OBJECTS))?.iter())? {
+            let (k, v) = db!(item)?;
+            let value = serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt(k.value().to_owned(), e))?;
+            objects.insert(k.value().to_owned(), value);
+        }
+        let revision = db!(db!(r.open_table(REVISIONS))?.last())?.map(|(k, _)| k.value()).unwrap_or(0);
+        drop(r);
+        Ok(Store { db, objects, revision })
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn objects(&self) -> &BTreeMap<String, Value> {
+        &self.objects
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.objects.get(key)
+    }
+
+    /// Commits `puts` (key → new value, `None` deletes) as one revision; keys whose
+    /// value does not change are left out. Returns the revision, or `None` when
+    /// nothing changed.
+    pub fn commit(&mut self, client: &str, action: &str, puts: Vec<(String, Option<Value>)>) -> Result<Option<Revision>, StoreError> {
+        let changes: Vec<Change> = puts
+            .into_iter()
+            .filter_map(|(key, after)| {
+                let before = self.objects.get(&key).cloned();
+                (before != after).then_some(Change { key, before, after })
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let rev = Revision { revision: self.revision + 1, at_ms: now_ms(), client: client.to_owned(), action: action.to_owned(), changes };
+        let record = serde_json::to_string(&rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
+        let w = db!(self.db.begin_write())?;
+        {
+            let mut objects = db!(w.open_table(OBJECTS))?;
+            for c in &rev.changes {
+                match &c.after {
+                    Some(v) => {
+                        db!(objects.insert(c.key.as_str(), v.to_string().as_str()))?;
+                    }
+                    None => {
+                        db!(objects.remove(c.key.as_str()))?;
+                    }
+                }
+            }
+            db!(db!(w.open_table(REVISIONS))?.insert(rev.revision, record.as_str()))?;
+        }
+        db!(w.commit())?;
+        for c in &rev.changes {
+            match &c.after {
+                Some(v) => self.objects.insert(c.key.clone(), v.clone()),
+                None => self.objects.remove(&c.key),
+            };
+        }
+        self.revision = rev.revision;
+        Ok(Some(rev))
+    }
+
+    /// Every revision, oldest first.
+    pub fn history(&self) -> Result<Vec<Revision>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(REVISIONS))?;
+        let mut out = Vec::new();
+        for item in db!(t.iter())? {
+            let (k, v) = db!(item)?;
+            out.push(serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt(format!("revision {}", k.value()), e))?);
+        }
+        Ok(out)
+    }
+
+    /// The values under `prefix` as they were right after revision `at`: the current
+    /// ones with every later change undone.
+    pub fn state_at(&self, at: u64, prefix: &str) -> Result<BTreeMap<String, Value>, StoreError> {
+        let mut state: BTreeMap<String, Value> = self
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut later = self.history()?;
+        later.retain(|r| r.revision > at);
+        for r in later.iter().rev() {
+            for c in r.changes.iter().rev().filter(|c| c.key.starts_with(prefix)) {
+                match &c.before {
+                    Some(v) => state.insert(c.key.clone(), v.clone()),
+                    None => state.remove(&c.key),
+                };
+            }
+        }
+        Ok(state)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("weft-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn commits_survive_reopening_and_history_undoes() {
+        let d = dir("reopen");
+        let mut s = Store::open(&d).unwrap();
+        assert_eq!(s.revision(), 0);
+        let r1 =
+            s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1}))), ("config/b".into(), Some(json!({"v": 2})))]).unwrap();
+        assert_eq!(r1.unwrap().revision, 1);
+        assert!(s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1})))]).unwrap().is_none(), "no change, no revision");
+        s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 3}))), ("config/b".into(), None)]).unwrap();
+        s.commit("cli", "register", vec![("registry/x".into(), Some(json!({"p": 1})))]).unwrap();
+        drop(s);
+
+        let s = Store::open(&d).unwrap();
+        assert_eq!(s.revision(), 3);
+        assert_eq!(s.get("config/a"), Some(&json!({"v": 3})));
+        assert_eq!(s.get("config/b"), None);
+        let h = s.history().unwrap();
+        assert_eq!(h.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["apply", "apply", "register"]);
+        let at1 = s.state_at(1, "config/").unwrap();
+        assert_eq!(at1.get("config/a"), Some(&json!({"v": 1})));
+        assert_eq!(at1.get("config/b"), Some(&json!({"v": 2})));
+        assert!(s.state_at(0, "config/").unwrap().is_empty());
+        assert_eq!(s.state_at(3, "registry/").unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,308 @@
+//! The control plane's client commands: `weft apply`, `get`, `delete`, `history`,
+//! `rollback`, `register`, `deregister`. Each speaks JSON over HTTP/1.1 to
+//! `--server` (default `$WEFT_SERVER`, else `http://127.0.0.1:15010`) with a small
+//! blocking client: one request, one connection.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:15010";
+
+#[derive(clap::Args, Clone)]
+pub struct ServerArg {
+    /// The control plane's URL (default: $WEFT_SERVER, else http://127.0.0.1:15010).
+    #[arg(long, env = "WEFT_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// A YAML file, or a directory of them (*.yaml, *.yml), applied together.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    /// ServiceEntry, DestinationRule, VirtualService, RateLimit, HealthCheck, Hedging (or se, dr, vs, …).
+    pub kind: String,
+    pub name: Option<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[arg(short = 'o', long, default_value = "yaml", value_parser = ["yaml", "json"])]
+    pub output: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(clap::Args)]
+pub struct DeleteArgs {
+    pub kind: String,
+    pub name: String,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    /// The revision whose config to restore (see `weft history`).
+    pub revision: u64,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(clap::Args)]
+pub struct RegisterArgs {
+    #[arg(long)]
+    pub service: String,
+    /// host:port of the endpoint.
+    #[arg(long)]
+    pub address: String,
+    /// key=value (repeatable).
+    #[arg(long = "label", value_parser = crate::parse_label)]
+    pub labels: Vec<(String, String)>,
+    #[arg(long)]
+    pub locality: Option<String>,
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// Removed unless a heartbeat comes within this long, e.g. "30s".
+    #[arg(long, value_parser = crate::parse_dur)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(clap::Args)]
+pub struct DeregisterArgs {
+    #[arg(long)]
+    pub service: String,
+    #[arg(long)]
+    pub address: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// One request: (status, JSON body or the raw text as a string).
+fn call(server: &str, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+    let rest = server.strip_prefix("http://").ok_or_else(|| format!("--server {server:?}: only http:// URLs are served"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let mut s = TcpStream::connect(authority).map_err(|e| format!("cannot reach the control plane at {server}: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let client = format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "cli".into()), hostname());
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\nx-weft-client: {client}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        payload.len()
+    );
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(payload.as_bytes())).map_err(|e| format!("sending to {server}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("reading from {server}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{server} sent no HTTP response"))?;
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("{server} sent a malformed status line"))?;
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+    Ok((status, value))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Prints the outcome of a change; exit 1 with the server's errors.
+fn outcome(r: Result<(u16, Value), String>, what: &str) -> ExitCode {
+    match r {
+        Ok((200, v)) => {
+            let changed = v["changed"].as_array().map(|a| a.len()).unwrap_or(0);
+            if changed == 0 {
+                println!("{what}: unchanged (revision {})", v["revision"]);
+            } else {
+                println!("{what}: revision {} ({changed} changed)", v["revision"]);
+                for k in v["changed"].as_array().into_iter().flatten() {
+                    println!("  {}", k.as_str().unwrap_or_default());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((_, v)) => {
+            for e in v["errors"].as_array().into_iter().flatten() {
+                eprintln!("{}", e.as_str().unwrap_or_default());
+            }
+            if v["errors"].is_null() {
+                eprintln!("{v}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn yaml_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || e.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                yaml_files(&e, out)?;
+            }
+        }
+    } else {
+        out.push(p.to_owned());
+    }
+    Ok(())
+}
+
+pub fn apply(a: ApplyArgs) -> ExitCode {
+    let mut paths = Vec::new();
+    for f in &a.files {
+        if let Err(e) = yaml_files(f, &mut paths) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut files = Vec::new();
+    for p in &paths {
+        match std::fs::read_to_string(p) {
+            Ok(t) => files.push(json!({"name": p.display().to_string(), "text": t})),
+            Err(e) => {
+                eprintln!("error: {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    outcome(call(&a.server.server, "POST", "/v1/apply", Some(&json!({ "files": files }))), "applied")
+}
+
+pub fn get(a: GetArgs) -> ExitCode {
+    let mut path = format!("/v1/resources?kind={}", enc(&a.kind));
+    if let Some(n) = &a.name {
+        path += &format!("&name={}", enc(n));
+    }
+    if let Some(ns) = &a.namespace {
+        path += &format!("&namespace={}", enc(ns));
+    }
+    match call(&a.server.server, "GET", &path, None) {
+        Ok((200, v)) => {
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            let one = a.name.is_some() && items.len() == 1;
+            let out = if a.output == "json" {
+                serde_json::to_string_pretty(if one { &items[0] } else { &v["items"] }).unwrap_or_default() + "\n"
+            } else if one {
+                serde_saphyr::to_string(&items[0]).unwrap_or_default()
+            } else {
+                items.iter().map(|i| format!("---\n{}", serde_saphyr::to_string(i).unwrap_or_default())).collect()
+            };
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        other => outcome(other, "get"),
+    }
+}
+
+pub fn delete(a: DeleteArgs) -> ExitCode {
+    let mut path = format!("/v1/resources?kind={}&name={}", enc(&a.kind), enc(&a.name));
+    if let Some(ns) = &a.namespace {
+        path += &format!("&namespace={}", enc(ns));
+    }
+    outcome(call(&a.server.server, "DELETE", &path, None), "deleted")
+}
+
+pub fn history(s: ServerArg) -> ExitCode {
+    match call(&s.server, "GET", "/v1/history", None) {
+        Ok((200, v)) => {
+            println!("{:>8}  {:<24}  {:<24}  {:<28}  changes", "REVISION", "WHEN (UTC)", "CLIENT", "ACTION");
+            for r in v["items"].as_array().into_iter().flatten() {
+                let changes: Vec<String> = r["changes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            "{} {}",
+                            c["op"].as_str().unwrap_or(""),
+                            c["key"].as_str().unwrap_or("").split_once('/').map(|x| x.1).unwrap_or("")
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:>8}  {:<24}  {:<24}  {:<28}  {}",
+                    r["revision"].as_u64().unwrap_or(0),
+                    utc(r["atMs"].as_u64().unwrap_or(0)),
+                    r["client"].as_str().unwrap_or(""),
+                    r["action"].as_str().unwrap_or(""),
+                    changes.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        other => outcome(other, "history"),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` from unix milliseconds (civil-from-days, proleptic Gregorian).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+pub fn rollback(a: RollbackArgs) -> ExitCode {
+    outcome(call(&a.server.server, "POST", &format!("/v1/rollback?to={}", a.revision), None), &format!("rolled back to {}", a.revision))
+}
+
+pub fn register(a: RegisterArgs) -> ExitCode {
+    let body = json!({
+        "service": a.service,
+        "address": a.address,
+        "labels": a.labels.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "locality": a.locality,
+        "weight": a.weight,
+        "ttlMs": a.ttl.map(|t| t.as_millis() as u64),
+    });
+    outcome(call(&a.server.server, "POST", "/v1/registry", Some(&body)), "registered")
+}
+
+pub fn deregister(a: DeregisterArgs) -> ExitCode {
+    outcome(
+        call(&a.server.server, "DELETE", &format!("/v1/registry?service={}&address={}", enc(&a.service), enc(&a.address)), None),
+        "deregistered",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(super::utc(1_795_000_000_123), "2026-11-18 07:06:40.123");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
+}
