@@ -25,7 +25,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!("control plane on http://{addr}, data in {} (revision {})", opts.data_dir.display(), plane.revision());
+        tracing::info!("control plane listening on {addr} (data in {}, revision {})", opts.data_dir.display(), plane.revision());
         let server = api::Server::new(plane);
         tokio::spawn(server.clone().expire_loop());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;

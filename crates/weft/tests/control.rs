@@ -1,0 +1,223 @@
+//! The control plane through its real CLI: apply, get, delete, history, rollback,
+//! register with TTLs, durability across `kill -9`, and bad input.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Plane {
+    p: Proc,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn start_plane(dir: &std::path::Path, addr: SocketAddr) -> Proc {
+    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()]);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "control plane did not start:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+fn plane() -> Plane {
+    let dir = temp_dir().join("cp");
+    let addr = free_addr();
+    Plane { p: start_plane(&dir, addr), addr, dir }
+}
+
+impl Plane {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn weft(&self, args: &[&str]) -> Output {
+        Command::new(weft()).args(args).env("WEFT_SERVER", self.url()).output().unwrap()
+    }
+
+    fn apply(&self, name: &str, yaml: &str) -> Output {
+        let f = temp_dir().join(name);
+        std::fs::write(&f, yaml).unwrap();
+        self.weft(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    fn history_len(&self) -> usize {
+        let out = self.weft(&["history"]);
+        String::from_utf8_lossy(&out.stdout).lines().count() - 1
+    }
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, ports: {http: 9001}}]\n";
+
+fn dr(lb: &str) -> String {
+    format!("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n")
+}
+
+#[test]
+fn apply_get_delete_with_validation_and_history() {
+    let cp = plane();
+    let out = cp.apply("mesh.yaml", &(SE.to_owned() + &dr("ROUND_ROBIN")));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("revision 1 (2 changed)"), "{}", text(&out));
+    let got = cp.weft(&["get", "dr", "reviews", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(v["spec"]["trafficPolicy"]["loadBalancer"]["simple"], "ROUND_ROBIN");
+    let yaml = text(&cp.weft(&["get", "DestinationRule"]));
+    assert!(yaml.contains("simple: ROUND_ROBIN"), "{yaml}");
+
+    // One invalid document rejects the whole file, with the field path; nothing changes.
+    let bad = dr("LEAST_REQUEST") + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: broken}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews}, weight: -5}]}]\n";
+    let out = cp.apply("bad.yaml", &bad);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("bad.yaml: VirtualService broken: spec.http[0].route[0].weight"), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&cp.weft(&["get", "dr", "reviews", "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        v["spec"]["trafficPolicy"]["loadBalancer"]["simple"], "ROUND_ROBIN",
+        "the valid document of the rejected file was not applied"
+    );
+    // A reference the compiler rejects (a DestinationRule subset nobody declares is fine; a RateLimit on an unknown host is not).
+    let out = cp.apply("rl.yaml", "apiVersion: policy.weft.dev/v1alpha1\nkind: RateLimit\nmetadata: {name: x}\nspec:\n  host: nowhere\n  tokenBucket: {maxTokens: 1, fillInterval: 1s}\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("spec.host: no ServiceEntry or VirtualService serves host \"nowhere\""), "{}", text(&out));
+    assert_eq!(cp.history_len(), 1);
+
+    // Applying the same again changes nothing; a change is a new revision.
+    assert!(text(&cp.apply("mesh.yaml", &(SE.to_owned() + &dr("ROUND_ROBIN")))).contains("unchanged (revision 1)"));
+    assert!(text(&cp.apply("dr.yaml", &dr("RANDOM"))).contains("revision 2 (1 changed)"));
+
+    // Deleting the ServiceEntry the DestinationRule's host needs is fine (Istio allows it); an unknown one is 404.
+    let out = cp.weft(&["delete", "vs", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("VirtualService nope not found"), "{}", text(&out));
+    let out = cp.weft(&["delete", "dr", "reviews"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(cp.weft(&["get", "dr", "reviews"]).status.code(), Some(1));
+    let out = cp.weft(&["get", "widgets"]);
+    assert!(text(&out).contains("unknown kind \"widgets\""), "{}", text(&out));
+
+    let h = text(&cp.weft(&["history"]));
+    assert!(h.contains("apply") && h.contains("delete DestinationRule/reviews"), "{h}");
+    assert_eq!(cp.history_len(), 3);
+
+    // Rollback to revision 1: the ROUND_ROBIN rule is back, as revision 4.
+    let out = cp.weft(&["rollback", "1"]);
+    assert!(text(&out).contains("revision 4"), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&cp.weft(&["get", "dr", "reviews", "-o", "json"]).stdout).unwrap();
+    assert_eq!(v["spec"]["trafficPolicy"]["loadBalancer"]["simple"], "ROUND_ROBIN");
+    assert!(text(&cp.weft(&["rollback", "99"])).contains("revision 99 does not exist"));
+}
+
+#[test]
+fn state_survives_kill_9_and_registrations_expire_without_heartbeats() {
+    let cp = plane();
+    assert!(cp.apply("mesh.yaml", SE).status.success());
+    let out = cp.weft(&["register", "--service", "ratings", "--address", "127.0.0.1:9002", "--label", "version=v1", "--locality", "r1/z1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cp.weft(&["register", "--service", "ratings", "--address", "127.0.0.1:9003", "--ttl", "1s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The mesh a proxy gets has a ServiceEntry for the registered service.
+    let mesh = ureq(&cp, "/v1/mesh");
+    assert!(mesh.contains("\"hosts\":[\"ratings\"]") && mesh.contains("9002") && mesh.contains("\"locality\":\"r1/z1\""), "{mesh}");
+
+    // The TTL runs out: the endpoint goes (a revision of its own).
+    let start = Instant::now();
+    while ureq(&cp, "/v1/mesh").contains("9003") {
+        assert!(start.elapsed() < Duration::from_secs(5), "the 1 s TTL never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(text(&cp.weft(&["history"])).contains("ttl expired"));
+    // Heartbeats keep one alive.
+    assert!(cp.weft(&["register", "--service", "ratings", "--address", "127.0.0.1:9004", "--ttl", "600ms"]).status.success());
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(post(&cp, "/v1/registry/heartbeat?service=ratings&address=127.0.0.1:9004").0, 200);
+    }
+    assert!(ureq(&cp, "/v1/mesh").contains("9004"));
+
+    // kill -9, restart on the same data: every resource, endpoint and revision is back.
+    let before = text(&cp.weft(&["history"]));
+    let revision_before = before.lines().count();
+    cp.p.signal("KILL");
+    std::thread::sleep(Duration::from_millis(100));
+    let addr = free_addr();
+    let cp2 = Plane { p: start_plane(&cp.dir, addr), addr, dir: cp.dir.clone() };
+    assert_eq!(text(&cp2.weft(&["history"])).lines().count(), revision_before);
+    assert!(text(&cp2.weft(&["get", "se", "reviews"])).contains("9001"));
+    let mesh = ureq(&cp2, "/v1/mesh");
+    assert!(mesh.contains("9002") && mesh.contains("9004"), "{mesh}");
+    let out = cp2.weft(&["deregister", "--service", "ratings", "--address", "127.0.0.1:9002"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!ureq(&cp2, "/v1/mesh").contains("9002"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
+    let cp = plane();
+    // Garbage instead of JSON.
+    let (code, body) = post_body(&cp, "/v1/apply", b"\x00\xffnot json at all");
+    assert_eq!(code, 400);
+    assert!(body.contains("body is not JSON"), "{body}");
+    // A huge resource: over the 8 MiB limit.
+    let huge = vec![b'x'; 9 << 20];
+    let (code, body) = post_body(&cp, "/v1/apply", &huge);
+    assert_eq!(code, 413, "{body}");
+    // A name with illegal characters, a bad address.
+    let out = cp.apply("bad-name.yaml", &SE.replace("name: reviews", "name: \"re views/../x\""));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("metadata.name: must be letters, digits"), "{}", text(&out));
+    let out = cp.weft(&["register", "--service", "bad service!", "--address", "127.0.0.1:1"]);
+    assert!(text(&out).contains("service \"bad service!\""), "{}", text(&out));
+    let out = cp.weft(&["register", "--service", "ok", "--address", "127.0.0.1"]);
+    assert!(text(&out).contains("must be host:port"), "{}", text(&out));
+    // A client that sends half a request and goes away.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
+        s.write_all(b"POST /v1/apply HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"files\"").unwrap();
+    }
+    // Still serving, nothing stored.
+    assert!(cp.apply("mesh.yaml", SE).status.success());
+    assert_eq!(cp.history_len(), 1);
+    // Nothing listening: a clear error.
+    let out = Command::new(weft()).args(["get", "se", "--server", &format!("http://{}", free_addr())]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("cannot reach the control plane"), "{}", text(&out));
+}
+
+fn raw(cp: &Plane, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\ncontent-length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let t = String::from_utf8_lossy(&out).into_owned();
+    let code = t.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, t.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default())
+}
+
+fn ureq(cp: &Plane, path: &str) -> String {
+    raw(cp, "GET", path, b"").1
+}
+
+fn post(cp: &Plane, path: &str) -> (u16, String) {
+    raw(cp, "POST", path, b"")
+}
+
+fn post_body(cp: &Plane, path: &str, body: &[u8]) -> (u16, String) {
+    raw(cp, "POST", path, body)
+}
