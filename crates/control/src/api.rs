@@ -12,7 +12,9 @@
 //! | `POST /v1/registry/heartbeat?service=&address=` | keeps a TTL registration alive |
 //! | `GET /v1/registry` | registered endpoints |
 //! | `GET /v1/mesh` | the whole mesh as YAML (`x-weft-revision`) |
-//! | `GET /v1/watch?since=N&wait=MS` | the mesh once its revision passes N, else 304 after `wait` |
+//! | `GET /v1/watch?node=ID&since=N&wait=MS` | the mesh once its revision passes N, else 304 after `wait` |
+//! | `POST /v1/ack?node=ID&revision=N[&error=WHY]` | a proxy's ACK (or NACK with the reason) |
+//! | `GET /v1/status` | the proxies: acknowledged revision, lag, connected, NACKs |
 //! | `GET /metrics` | revision, objects, registry size (Prometheus text) |
 
 use std::collections::HashMap;
@@ -37,6 +39,34 @@ pub struct Server {
     plane: Mutex<Plane>,
     /// The latest revision, for watchers.
     revision: watch::Sender<u64>,
+    proxies: std::sync::Mutex<Proxies>,
+}
+
+/// What the control plane knows of the proxies following it (in memory: a restarted
+/// control plane learns them again from their next watch).
+#[derive(Default)]
+struct Proxies {
+    nodes: std::collections::BTreeMap<String, ProxyState>,
+    /// When recent revisions were committed (unix ms), for push latency.
+    committed_at: std::collections::BTreeMap<u64, u64>,
+    nacks: u64,
+    /// Push latency (commit → ACK) histogram: counts per bucket of PUSH_BUCKETS_MS, then +Inf.
+    push_ms: [u64; PUSH_BUCKETS_MS.len() + 1],
+    push_sum_ms: u64,
+}
+
+const PUSH_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
+
+#[derive(Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyState {
+    acked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nacked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nack_reason: Option<String>,
+    last_seen_ms: u64,
+    watching: bool,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -104,12 +134,53 @@ fn percent_decode(s: &str) -> String {
 impl Server {
     pub fn new(plane: Plane) -> Arc<Server> {
         let (revision, _) = watch::channel(plane.revision());
-        Arc::new(Server { plane: Mutex::new(plane), revision })
+        Arc::new(Server { plane: Mutex::new(plane), revision, proxies: Default::default() })
     }
 
     fn published(&self, rev: &Option<Revision>) {
         if let Some(r) = rev {
+            if let Ok(mut p) = self.proxies.lock() {
+                p.committed_at.insert(r.revision, r.at_ms);
+                while p.committed_at.len() > 1000 {
+                    p.committed_at.pop_first();
+                }
+            }
             self.revision.send_replace(r.revision);
+        }
+    }
+
+    fn seen(&self, node: &str, watching: bool) {
+        if let Ok(mut p) = self.proxies.lock() {
+            let s = p.nodes.entry(node.to_owned()).or_default();
+            s.last_seen_ms = crate::store::now_ms();
+            s.watching = watching;
+        }
+    }
+
+    fn ack(&self, node: &str, revision: u64, error: Option<&String>) {
+        let Ok(mut p) = self.proxies.lock() else { return };
+        let now = crate::store::now_ms();
+        let committed = p.committed_at.get(&revision).copied();
+        let s = p.nodes.entry(node.to_owned()).or_default();
+        s.last_seen_ms = now;
+        match error {
+            Some(e) => {
+                s.nacked = Some(revision);
+                s.nack_reason = Some(e.clone());
+                p.nacks += 1;
+            }
+            None => {
+                let first = s.acked < revision;
+                s.acked = s.acked.max(revision);
+                s.nacked = None;
+                s.nack_reason = None;
+                if let (true, Some(at)) = (first, committed) {
+                    let ms = now.saturating_sub(at);
+                    let b = PUSH_BUCKETS_MS.iter().position(|le| ms <= *le).unwrap_or(PUSH_BUCKETS_MS.len());
+                    p.push_ms[b] += 1;
+                    p.push_sum_ms += ms;
+                }
+            }
         }
     }
 
@@ -239,15 +310,36 @@ impl Server {
                 json_reply(StatusCode::OK, &json!({"revision": p.revision(), "items": p.registrations()}))
             }
             (Method::GET, "/v1/mesh") => self.mesh().await,
-            (Method::GET, "/v1/watch") => {
-                let since = q.get("since").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-                let wait = Duration::from_millis(q.get("wait").and_then(|s| s.parse().ok()).unwrap_or(30_000).min(300_000));
-                let mut rx = self.revision.subscribe();
-                let passed = tokio::time::timeout(wait, async move { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
-                match passed {
-                    Ok(Ok(_)) => self.mesh().await,
-                    _ => reply(StatusCode::NOT_MODIFIED, "text/plain", ""),
+            (Method::POST, "/v1/ack") => {
+                let (Some(node), Some(rev)) = (q.get("node"), q.get("revision").and_then(|r| r.parse::<u64>().ok())) else {
+                    return bad("node and revision are required".into());
+                };
+                if let Some(e) = q.get("error") {
+                    tracing::warn!("proxy {node} refused revision {rev}: {e}");
                 }
+                self.ack(node, rev, q.get("error"));
+                json_reply(StatusCode::OK, &json!({}))
+            }
+            (Method::GET, "/v1/status") => {
+                let latest = self.plane.lock().await.revision();
+                let nodes = self.proxies.lock().map(|p| p.nodes.clone()).unwrap_or_default();
+                let now = crate::store::now_ms();
+                let items: Vec<Value> = nodes
+                    .into_iter()
+                    .map(|(node, s)| json!({"node": node, "acked": s.acked, "latest": latest, "lag": latest.saturating_sub(s.acked), "nacked": s.nacked, "nackReason": s.nack_reason, "lastSeenMsAgo": now.saturating_sub(s.last_seen_ms), "connected": s.watching}))
+                    .collect();
+                json_reply(StatusCode::OK, &json!({"revision": latest, "items": items}))
+            }
+            (Method::GET, "/v1/watch") => {
+                let node = q.get("node").cloned();
+                if let Some(n) = &node {
+                    self.seen(n, true);
+                }
+                let r = self.watch(q).await;
+                if let Some(n) = &node {
+                    self.seen(n, false);
+                }
+                r
             }
             (Method::GET, "/metrics") => {
                 let p = self.plane.lock().await;
@@ -255,15 +347,39 @@ impl Server {
                     "# HELP weft_control_revision The store's latest revision.\n# TYPE weft_control_revision gauge\nweft_control_revision {}\n\
                      # HELP weft_control_resources Config resources stored.\n# TYPE weft_control_resources gauge\nweft_control_resources {}\n\
                      # HELP weft_control_registered_endpoints Endpoints in the registry.\n# TYPE weft_control_registered_endpoints gauge\nweft_control_registered_endpoints {}\n\
-                     # HELP weft_control_watchers Proxies waiting on /v1/watch.\n# TYPE weft_control_watchers gauge\nweft_control_watchers {}\n",
+                     # HELP weft_control_proxies_connected Proxies waiting on /v1/watch.\n# TYPE weft_control_proxies_connected gauge\nweft_control_proxies_connected {}\n",
                     p.revision(),
                     p.list(None, None, None).len(),
                     p.registrations().len(),
                     self.revision.receiver_count(),
                 );
+                let mut text = text;
+                if let Ok(px) = self.proxies.lock() {
+                    text += &format!("# HELP weft_control_nacks_total Meshes proxies refused.\n# TYPE weft_control_nacks_total counter\nweft_control_nacks_total {}\n", px.nacks);
+                    text += "# HELP weft_control_push_latency_ms From a change's commit to a proxy's ACK.\n# TYPE weft_control_push_latency_ms histogram\n";
+                    let mut cum = 0;
+                    for (i, le) in PUSH_BUCKETS_MS.iter().enumerate() {
+                        cum += px.push_ms[i];
+                        text += &format!("weft_control_push_latency_ms_bucket{{le=\"{le}\"}} {cum}\n");
+                    }
+                    cum += px.push_ms[PUSH_BUCKETS_MS.len()];
+                    text += &format!("weft_control_push_latency_ms_bucket{{le=\"+Inf\"}} {cum}\nweft_control_push_latency_ms_sum {}\nweft_control_push_latency_ms_count {cum}\n", px.push_sum_ms);
+                }
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text)
             }
             _ => json_reply(StatusCode::NOT_FOUND, &json!({"errors": [format!("no such endpoint: {method} {path}")]})),
+        }
+    }
+
+    /// The mesh once the revision passes `since`, or 304 after `wait`.
+    async fn watch(&self, q: &HashMap<String, String>) -> Resp {
+        let since = q.get("since").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let wait = Duration::from_millis(q.get("wait").and_then(|s| s.parse().ok()).unwrap_or(30_000).min(300_000));
+        let mut rx = self.revision.subscribe();
+        let passed = tokio::time::timeout(wait, async move { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
+        match passed {
+            Ok(Ok(_)) => self.mesh().await,
+            _ => reply(StatusCode::NOT_MODIFIED, "text/plain", ""),
         }
     }
 

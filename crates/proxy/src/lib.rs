@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod cluster;
 pub mod error;
 pub mod finish;
+pub mod follow;
 pub mod h1client;
 pub mod handler;
 pub mod hashkey;

@@ -33,13 +33,41 @@ pub struct ProxyOptions {
     pub node: crate::cluster::Node,
     /// None disables.
     pub stream_idle_timeout: Option<Duration>,
+    /// Follow this control plane (URL, node ID) instead of (or besides) files.
+    pub control_plane: Option<(String, String)>,
 }
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
 pub fn run(opts: ProxyOptions) -> Result<(), String> {
     // Stamped before reading, so a change made while we load is not missed.
     let initial_stamps = stamps(&opts.files);
-    let (resources, snap, diags) = weft_config::build(&opts.files);
+    // From a control plane: its mesh now if it answers soon, else start empty and follow.
+    let mut followed = None;
+    let (resources, snap, diags) = match &opts.control_plane {
+        Some((url, _)) => {
+            let authority = crate::follow::authority(url)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            match rt.block_on(crate::follow::fetch(&authority, Duration::from_secs(3))) {
+                Ok((rev, yaml)) => {
+                    let built = weft_config::build_str(&format!("control-plane revision {rev}"), &yaml);
+                    if built.2.is_ok() {
+                        followed = Some((authority, rev, true));
+                        built
+                    } else {
+                        // Refused through the follower (a NACK with the reason) once it runs.
+                        followed = Some((authority, 0, false));
+                        weft_config::build_str("control-plane", "")
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("control plane {url} unreachable ({e}): starting with no routes, following it");
+                    followed = Some((authority, 0, true));
+                    weft_config::build_str("control-plane", "")
+                }
+            }
+        }
+        None => weft_config::build(&opts.files),
+    };
     for w in &diags.warnings {
         tracing::warn!("{w}");
     }
@@ -48,6 +76,9 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     }
     let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
     metrics.counters.config_revision.store(1, Ordering::Relaxed);
+    if let Some((_, rev, _)) = &followed {
+        metrics.counters.control_plane_revision.store(*rev, Ordering::Relaxed);
+    }
     let workers = opts.workers.max(1);
     let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node);
     let shared: &'static Shared = Box::leak(Box::new(Shared {
@@ -95,6 +126,10 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
             }
         }
         tokio::spawn(reap(shared));
+        if let (Some((authority, rev, _)), Some((_, node))) = (followed, opts.control_plane.clone()) {
+            let ack = (rev > 0).then_some(Ok(rev));
+            tokio::spawn(crate::follow::run(shared, authority, node, rev, ack));
+        }
         tokio::spawn(crate::health::run(shared));
         let mut hup = signal(SignalKind::hangup()).ok();
         let mut term = signal(SignalKind::terminate()).ok();

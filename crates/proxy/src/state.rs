@@ -66,6 +66,16 @@ impl Shared {
     /// warnings; on failure keeps the running one and returns every error.
     pub fn reload(&self) -> Result<Diagnostics, Diagnostics> {
         let (resources, snap, diags) = weft_config::build(&self.files);
+        self.install(resources, snap, diags)
+    }
+
+    /// The same from a mesh in memory (from the control plane).
+    pub fn install_text(&self, name: &str, yaml: &str) -> Result<Diagnostics, Diagnostics> {
+        let (resources, snap, diags) = weft_config::build_str(name, yaml);
+        self.install(resources, snap, diags)
+    }
+
+    fn install(&self, resources: Vec<Resource>, snap: Snapshot, diags: Diagnostics) -> Result<Diagnostics, Diagnostics> {
         let c = &self.metrics.counters;
         if !diags.is_ok() {
             c.reloads_failed.fetch_add(1, Ordering::Relaxed);

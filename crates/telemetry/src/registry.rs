@@ -119,6 +119,10 @@ pub struct Counters {
     pub reloads_failed: AtomicU64,
     /// Incremented with every config swap: the active config's revision.
     pub config_revision: AtomicU64,
+    /// The control plane's revision this proxy runs (0 without a control plane).
+    pub control_plane_revision: AtomicU64,
+    /// Meshes from the control plane this proxy refused (it kept the last good one).
+    pub control_plane_nacks: AtomicU64,
 }
 
 /// The process's metrics.

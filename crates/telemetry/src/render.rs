@@ -142,6 +142,13 @@ impl Metrics {
         counter("weft_upgrades_total", "Connections upgraded (WebSocket) or tunnelled (CONNECT).", "counter", &c.upgrades);
         counter("weft_config_reloads_total", "Config reloads applied.", "counter", &c.reloads_ok);
         counter("weft_config_reload_failures_total", "Config reloads rejected; the running config stayed.", "counter", &c.reloads_failed);
+        counter("weft_control_plane_revision", "The control plane's revision this proxy runs.", "gauge", &c.control_plane_revision);
+        counter(
+            "weft_control_plane_nacks_total",
+            "Meshes from the control plane refused (the last good one kept).",
+            "counter",
+            &c.control_plane_nacks,
+        );
         counter("weft_config_revision", "Revision of the active config (1 = the config at start).", "gauge", &c.config_revision);
         out
     }

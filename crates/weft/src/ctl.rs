@@ -274,6 +274,32 @@ fn utc(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }
 
+/// `weft status`: the proxies following the control plane, like `istioctl proxy-status`.
+pub fn status(s: ServerArg) -> ExitCode {
+    match call(&s.server, "GET", "/v1/status", None) {
+        Ok((200, v)) => {
+            println!("control plane revision {}", v["revision"]);
+            println!("{:<32}  {:>8}  {:>5}  {:<9}  {:>10}  NACK", "NODE", "ACKED", "LAG", "CONNECTED", "LAST SEEN");
+            for p in v["items"].as_array().into_iter().flatten() {
+                let nack = match (p["nacked"].as_u64(), p["nackReason"].as_str()) {
+                    (Some(r), Some(why)) => format!("revision {r}: {why}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<32}  {:>8}  {:>5}  {:<9}  {:>8.1} s  {nack}",
+                    p["node"].as_str().unwrap_or(""),
+                    p["acked"].as_u64().unwrap_or(0),
+                    p["lag"].as_u64().unwrap_or(0),
+                    if p["connected"].as_bool() == Some(true) { "yes" } else { "no" },
+                    p["lastSeenMsAgo"].as_u64().unwrap_or(0) as f64 / 1000.0,
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        other => outcome(other, "status"),
+    }
+}
+
 pub fn rollback(a: RollbackArgs) -> ExitCode {
     outcome(call(&a.server.server, "POST", &format!("/v1/rollback?to={}", a.revision), None), &format!("rolled back to {}", a.revision))
 }

@@ -58,6 +58,8 @@ enum Cmd {
     Register(ctl::RegisterArgs),
     /// Remove a registered endpoint.
     Deregister(ctl::DeregisterArgs),
+    /// The proxies following the control plane: acknowledged revision, lag, NACKs.
+    Status(ctl::ServerArg),
 }
 
 #[derive(clap::Args)]
@@ -78,8 +80,14 @@ struct ControlPlaneArgs {
 #[derive(clap::Args)]
 struct ProxyArgs {
     /// A multi-document YAML file of Istio resources (repeatable).
-    #[arg(long = "config", short = 'c', required = true)]
+    #[arg(long = "config", short = 'c', required_unless_present = "control_plane")]
     config: Vec<PathBuf>,
+    /// Follow this control plane (e.g. http://127.0.0.1:15010) for the mesh.
+    #[arg(long)]
+    control_plane: Option<String>,
+    /// This proxy's ID at the control plane (default: hostname-pid).
+    #[arg(long)]
+    node: Option<String>,
     /// Address for traffic (HTTP/1.1 and h2c on the same port).
     #[arg(long, default_value = "127.0.0.1:15001")]
     listen: SocketAddr,
@@ -153,6 +161,11 @@ impl ProxyArgs {
             watch_interval: self.watch_interval.max(Duration::from_millis(10)),
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
+            control_plane: self.control_plane.map(|url| {
+                let host =
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "proxy".into());
+                (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
+            }),
         }
     }
 }
@@ -189,6 +202,7 @@ fn main() -> ExitCode {
         Cmd::Rollback(a) => ctl::rollback(a),
         Cmd::Register(a) => ctl::register(a),
         Cmd::Deregister(a) => ctl::deregister(a),
+        Cmd::Status(a) => ctl::status(a),
     }
 }
 

@@ -221,3 +221,79 @@ fn post(cp: &Plane, path: &str) -> (u16, String) {
 fn post_body(cp: &Plane, path: &str, body: &[u8]) -> (u16, String) {
     raw(cp, "POST", path, body)
 }
+
+/// A proxy following `cp` (its admin on an ephemeral port).
+fn follower(cp: &Plane, node: &str) -> Proxy {
+    let p = spawn(&["proxy", "--control-plane", &cp.url(), "--node", node, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    Proxy { p, cfg: std::path::PathBuf::new() }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn proxies_follow_registrations_and_applies_and_survive_the_control_plane_going_away() {
+    let cp = plane();
+    let a = backend("a", &[]);
+    let se = format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n", a.addr.port());
+    assert!(cp.apply("mesh.yaml", &se).status.success());
+    let p = follower(&cp, "node-1");
+    assert_eq!(get(p.addr(), "reviews", "/", &[]).backend(), "a");
+
+    // A registration reaches the proxy: a new service routes.
+    let (b1, b2) = (backend("b1", &[]), backend("b2", &[]));
+    assert_eq!(get(p.addr(), "ratings", "/", &[]).status, 404);
+    for b in [&b1, &b2] {
+        let out = cp.weft(&["register", "--service", "ratings", "--address", &b.addr.to_string()]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let took = wait_until("ratings routes to both", || {
+        get(p.addr(), "ratings", "/", &[]).status == 200 && spread(p.addr(), "ratings", 20, &[]).len() == 2
+    });
+    eprintln!("registration → routed in {took:?}");
+
+    // A DestinationRule changes the balancing: one user, one endpoint.
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n";
+    assert!(cp.apply("dr.yaml", dr).status.success());
+    wait_until("sticky by x-user", || spread(p.addr(), "ratings", 20, &[("x-user", "alice")]).len() == 1);
+
+    // weft status: the proxy, at the latest revision.
+    let latest = cp.history_len();
+    let st = text(&cp.weft(&["status"]));
+    wait_until("status shows node-1 caught up", || {
+        let st = text(&cp.weft(&["status"]));
+        st.lines().any(|l| {
+            l.starts_with("node-1") && l.split_whitespace().nth(1) == Some(&latest.to_string()) && l.split_whitespace().nth(2) == Some("0")
+        })
+    });
+    assert!(st.contains("node-1"), "{st}");
+    assert_eq!(p.metric("weft_control_plane_revision", &[]), latest as f64);
+
+    // Graceful leave: deregister, then stop — no failed request in between.
+    let mut c = Client::connect(p.addr());
+    assert!(cp.weft(&["deregister", "--service", "ratings", "--address", &b2.addr.to_string()]).status.success());
+    wait_until("b2 gone", || !spread(p.addr(), "ratings", 20, &[]).contains_key("b2"));
+    drop(b2);
+    for _ in 0..50 {
+        assert_eq!(c.get("ratings", "/", &[]).status, 200);
+    }
+
+    // kill -9 the control plane under traffic: the proxy keeps serving; restarted, it resyncs.
+    cp.p.signal("KILL");
+    for _ in 0..200 {
+        assert_eq!(c.get("reviews", "/", &[]).status, 200);
+        assert_eq!(c.get("ratings", "/", &[]).status, 200);
+    }
+    let cp2 = Plane { p: start_plane(&cp.dir, cp.addr), addr: cp.addr, dir: cp.dir.clone() };
+    let out = cp2.weft(&["register", "--service", "ratings", "--address", &b1.addr.to_string(), "--label", "v=2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("node-1 back at the restarted control plane", || text(&cp2.weft(&["status"])).contains("node-1"));
+    let m = ureq(&cp2, "/metrics");
+    assert!(m.contains("weft_control_push_latency_ms_count"), "{m}");
+}

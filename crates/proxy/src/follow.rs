@@ -1,0 +1,141 @@
+//! Following a control plane (`weft proxy --control-plane URL --node ID`): the proxy
+//! long-polls `/v1/watch` for the mesh past the revision it has, compiles what
+//! arrives with the same compiler as files, swaps it in, and acknowledges it
+//! (`/v1/ack`); a mesh it cannot compile is refused (NACK, with the reason) and the
+//! last good one stays. When the control plane is away the proxy keeps serving what
+//! it has and retries with a jittered back-off, then resyncs.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use crate::state::Shared;
+
+/// How long one watch waits at the control plane before it answers "nothing new".
+const WATCH_WAIT: Duration = Duration::from_secs(25);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// `http://host:port` → `host:port`.
+pub fn authority(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("--control-plane {url:?}: an http:// URL is needed"))?;
+    let a = rest.split('/').next().unwrap_or("");
+    if a.is_empty() {
+        return Err(format!("--control-plane {url:?}: no host"));
+    }
+    Ok(if a.contains(':') { a.to_owned() } else { format!("{a}:80") })
+}
+
+/// One HTTP/1.1 request to the control plane: (status, headers, body).
+async fn call(authority: &str, method: &str, path: &str, timeout: Duration) -> Result<(u16, http::HeaderMap, Bytes), String> {
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, authority)
+            .header("x-weft-client", "proxy")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status.as_u16(), parts.headers, body))
+    };
+    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| Err(format!("no answer from {authority} within {timeout:?}")))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Fetches the current mesh once (at start): (revision, YAML).
+pub async fn fetch(authority: &str, timeout: Duration) -> Result<(u64, String), String> {
+    let (status, headers, body) = call(authority, "GET", "/v1/mesh", timeout).await?;
+    if status != 200 {
+        return Err(format!("control plane answered {status}"));
+    }
+    let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok((rev, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Compiles and swaps in a mesh from the control plane; Err(reason) keeps the running one.
+pub fn install(shared: &'static Shared, revision: u64, yaml: &str) -> Result<(), String> {
+    match shared.install_text(&format!("control-plane revision {revision}"), yaml) {
+        Ok(d) => {
+            for w in &d.warnings {
+                tracing::warn!("{w}");
+            }
+            shared.metrics.counters.control_plane_revision.store(revision, Ordering::Relaxed);
+            tracing::info!("control plane revision {revision} active");
+            Ok(())
+        }
+        Err(d) => Err(d.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
+    }
+}
+
+/// Follows the control plane forever, starting from `revision`.
+pub async fn run(
+    shared: &'static Shared,
+    authority: String,
+    node: String,
+    mut revision: u64,
+    mut pending_ack: Option<Result<u64, (u64, String)>>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let node_q = enc(&node);
+    loop {
+        // Report the outcome of the last mesh first (an ACK or a NACK with its reason).
+        if let Some(outcome) = pending_ack.take() {
+            let path = match &outcome {
+                Ok(r) => format!("/v1/ack?node={node_q}&revision={r}"),
+                Err((r, why)) => format!("/v1/ack?node={node_q}&revision={r}&error={}", enc(why)),
+            };
+            if call(&authority, "POST", &path, Duration::from_secs(5)).await.is_err() {
+                pending_ack = Some(outcome);
+                sleep_backoff(&mut backoff).await;
+                continue;
+            }
+        }
+        let path = format!("/v1/watch?node={node_q}&since={revision}&wait={}", WATCH_WAIT.as_millis());
+        match call(&authority, "GET", &path, WATCH_WAIT + Duration::from_secs(5)).await {
+            Ok((200, headers, body)) => {
+                backoff = BACKOFF_MIN;
+                let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(revision);
+                let yaml = String::from_utf8_lossy(&body);
+                pending_ack = Some(match install(shared, rev, &yaml) {
+                    Ok(()) => Ok(rev),
+                    Err(why) => {
+                        tracing::error!("control plane revision {rev} rejected, keeping revision {revision}: {why}");
+                        shared.metrics.counters.control_plane_nacks.fetch_add(1, Ordering::Relaxed);
+                        Err((rev, why))
+                    }
+                });
+                // A refused revision is not asked for again; the next one may be good.
+                revision = rev;
+            }
+            Ok((304, _, _)) => backoff = BACKOFF_MIN,
+            Ok((status, _, body)) => {
+                tracing::warn!("control plane answered {status}: {}", String::from_utf8_lossy(&body).trim());
+                sleep_backoff(&mut backoff).await;
+            }
+            Err(e) => {
+                tracing::warn!("control plane unreachable ({e}); serving revision {revision}, retrying in {backoff:?}");
+                sleep_backoff(&mut backoff).await;
+            }
+        }
+    }
+}
+
+async fn sleep_backoff(backoff: &mut Duration) {
+    let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+    tokio::time::sleep(jittered).await;
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+}
