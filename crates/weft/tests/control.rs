@@ -297,3 +297,43 @@ fn proxies_follow_registrations_and_applies_and_survive_the_control_plane_going_
     let m = ureq(&cp2, "/metrics");
     assert!(m.contains("weft_control_push_latency_ms_count"), "{m}");
 }
+
+#[test]
+fn a_mesh_the_proxy_cannot_compile_is_nacked_with_the_reason_and_the_last_good_one_stays() {
+    let b = backend("good", &[]);
+    let addr = free_addr();
+    let log = temp_dir().join("acks.log");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_control_plane.py");
+    let mut fake = Command::new("python3")
+        .args([script, &addr.port().to_string(), &b.addr.port().to_string(), log.to_str().unwrap()])
+        .spawn()
+        .expect("python3");
+    wait_until("the fake control plane listens", || std::net::TcpStream::connect(addr).is_ok());
+    let p = spawn(&[
+        "proxy",
+        "--control-plane",
+        &format!("http://{addr}"),
+        "--node",
+        "n1",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let p = Proxy { p, cfg: std::path::PathBuf::new() };
+    let acks = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("two NACKs", || acks().lines().filter(|l| l.contains("error=")).count() >= 2);
+    let a = acks();
+    let nacks: Vec<&str> = a.lines().filter(|l| l.contains("error=")).collect();
+    assert!(a.lines().any(|l| l == "/v1/ack?node=n1&revision=1"), "{a}");
+    assert!(nacks[0].contains("revision=2") && nacks[0].contains("weight"), "the reason names the field: {a}");
+    assert!(nacks[1].contains("revision=3") && nacks[1].contains("invalid%20YAML"), "{a}");
+    // Still serving revision 1.
+    for _ in 0..20 {
+        assert_eq!(get(p.addr(), "reviews", "/", &[]).backend(), "good");
+    }
+    assert_eq!(p.metric("weft_control_plane_nacks_total", &[]), 2.0);
+    assert_eq!(p.metric("weft_control_plane_revision", &[]), 1.0);
+    let _ = fake.kill();
+    let _ = fake.wait();
+}
