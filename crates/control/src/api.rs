@@ -40,6 +40,7 @@ pub struct Server {
     /// The latest revision, for watchers.
     revision: watch::Sender<u64>,
     proxies: std::sync::Mutex<Proxies>,
+    mesh_cache: std::sync::Mutex<Option<(u64, Bytes)>>,
 }
 
 /// What the control plane knows of the proxies following it (in memory: a restarted
@@ -134,7 +135,7 @@ fn percent_decode(s: &str) -> String {
 impl Server {
     pub fn new(plane: Plane) -> Arc<Server> {
         let (revision, _) = watch::channel(plane.revision());
-        Arc::new(Server { plane: Mutex::new(plane), revision, proxies: Default::default() })
+        Arc::new(Server { plane: Mutex::new(plane), revision, proxies: Default::default(), mesh_cache: Default::default() })
     }
 
     fn published(&self, rev: &Option<Revision>) {
@@ -393,15 +394,27 @@ impl Server {
         }
     }
 
+    /// The mesh, serialised once per revision however many proxies ask for it.
     async fn mesh(&self) -> Resp {
         let p = self.plane.lock().await;
-        match p.mesh_yaml() {
-            Ok(y) => {
-                let mut r = reply(StatusCode::OK, "application/yaml", y);
-                r.headers_mut().insert("x-weft-revision", http::HeaderValue::from(p.revision()));
-                r
-            }
-            Err(e) => error(e),
-        }
+        let rev = p.revision();
+        let cached = self.mesh_cache.lock().ok().and_then(|c| c.as_ref().filter(|(r, _)| *r == rev).map(|(_, b)| b.clone()));
+        let body = match cached {
+            Some(b) => b,
+            None => match p.mesh_yaml() {
+                Ok(y) => {
+                    let b = Bytes::from(y);
+                    if let Ok(mut c) = self.mesh_cache.lock() {
+                        *c = Some((rev, b.clone()));
+                    }
+                    b
+                }
+                Err(e) => return error(e),
+            },
+        };
+        drop(p);
+        let mut r = reply(StatusCode::OK, "application/yaml", body);
+        r.headers_mut().insert("x-weft-revision", http::HeaderValue::from(rev));
+        r
     }
 }

@@ -21,6 +21,7 @@ pub struct Options {
 pub fn run(opts: Options) -> Result<(), String> {
     let store = store::Store::open(&opts.data_dir).map_err(|e| format!("{}: {e}", opts.data_dir.display()))?;
     let plane = plane::Plane::new(store);
+    // One thread: measured with 1,000 streams, two threads pushed no faster on two cores.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;

@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench;
+mod cpbench;
 mod ctl;
 mod demo;
 
@@ -60,6 +61,8 @@ enum Cmd {
     Deregister(ctl::DeregisterArgs),
     /// The proxies following the control plane: acknowledged revision, lag, NACKs.
     Status(ctl::ServerArg),
+    /// Measure push propagation to many simulated proxy streams.
+    BenchControlPlane(cpbench::CpBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -203,6 +206,7 @@ fn main() -> ExitCode {
         Cmd::Register(a) => ctl::register(a),
         Cmd::Deregister(a) => ctl::deregister(a),
         Cmd::Status(a) => ctl::status(a),
+        Cmd::BenchControlPlane(a) => cpbench::run(a),
     }
 }
 
