@@ -1,7 +1,8 @@
 //! `weft demo`: a local mesh in one command. Three `reviews` backends (v1 fast, v2
-//! slower, v3 flaky) run in-process; a real `weft proxy` child serves them from an
-//! Istio config (VirtualService 80/20 split, a header route to v3, a DestinationRule
-//! with subsets); traffic goes through it and the spread and speed are printed.
+//! slower, v3 flaky) run in-process; a real `weft control-plane` child gets them
+//! registered and an Istio config applied (VirtualService 80/20 split, a header route
+//! to v3, a DestinationRule with subsets); a real `weft proxy` child follows it;
+//! traffic goes through the proxy and the spread and speed are printed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +23,9 @@ pub struct DemoArgs {
     listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
+    /// Where the demo control plane listens.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    control_plane: SocketAddr,
     /// Requests to send.
     #[arg(long, short = 'n', default_value_t = 2000)]
     requests: usize,
@@ -33,20 +37,9 @@ pub struct DemoArgs {
     once: bool,
 }
 
+/// Applied to the control plane once the three backends are registered as `reviews`
+/// (each with its `version` label).
 const CONFIG: &str = r#"# weft demo: three versions of "reviews" behind one host.
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: PORT1}, labels: {version: v1}}
-  - {address: 127.0.0.1, ports: {http: PORT2}, labels: {version: v2}}
-  - {address: 127.0.0.1, ports: {http: PORT3}, labels: {version: v3}}
----
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
@@ -111,23 +104,37 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     }
     let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let cfg = dir.join("mesh.yaml");
-    let text =
-        CONFIG.replace("PORT1", &ports[0].to_string()).replace("PORT2", &ports[1].to_string()).replace("PORT3", &ports[2].to_string());
-    std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
-
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
-        .args(["proxy", "--config"])
-        .arg(&cfg)
+
+    // The control plane: the backends registered, the routing config applied.
+    let cp = Command::new(&exe)
+        .args(["control-plane", "--listen", &a.control_plane.to_string(), "--data-dir"])
+        .arg(dir.join("control-plane"))
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the control plane: {e}"))?;
+    let mut cp_guard = ChildGuard(Some(cp));
+    wait_port(a.control_plane, &mut cp_guard, "control plane").await?;
+    let server = format!("http://{}", a.control_plane);
+    for (i, port) in ports.iter().enumerate() {
+        let v = format!("version=v{}", i + 1);
+        let address = format!("127.0.0.1:{port}");
+        ctl_cmd(&exe, &server, &["register", "--service", "reviews", "--address", &address, "--label", &v])?;
+    }
+    let cfg = dir.join("routing.yaml");
+    std::fs::write(&cfg, CONFIG).map_err(|e| e.to_string())?;
+    ctl_cmd(&exe, &server, &["apply", "-f", &cfg.display().to_string()])?;
+
+    let child = Command::new(&exe)
+        .args(["proxy", "--control-plane", &server, "--node", "demo-proxy"])
         .args(["--listen", &a.listen.to_string(), "--admin", &a.admin.to_string(), "--service", "demo-client"])
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
     let mut guard = ChildGuard(Some(child));
-    wait_port(a.listen, &mut guard).await?;
-    println!("weft demo: 3 backends (reviews v1 1ms, v2 5ms, v3 2ms with 10% errors)");
-    println!("proxy on {} routing by {} (admin {})\n", a.listen, cfg.display(), a.admin);
+    wait_port(a.listen, &mut guard, "proxy").await?;
+    println!("weft demo: 3 backends (reviews v1 1ms, v2 5ms, v3 2ms with 10% errors) registered with the control plane on {server}");
+    println!("proxy on {} following it (admin {}); routing applied from {}\n", a.listen, a.admin, cfg.display());
 
     let started = Instant::now();
     let per = a.requests.div_ceil(a.connections.max(1));
@@ -184,7 +191,10 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     if a.once {
         return Ok(());
     }
-    println!("\nThe mesh keeps running. Try:\n  curl -s -H 'Host: reviews' http://{}/\n  curl -s http://{}/metrics | grep istio_requests_total\nCtrl-C stops everything.", a.listen, a.admin);
+    println!(
+        "\nThe mesh keeps running. Try:\n  curl -s -H 'Host: reviews' http://{}/\n  curl -s http://{}/metrics | grep istio_requests_total\n  weft status --server {server}\n  weft get virtualservice reviews --server {server}\nCtrl-C stops everything.",
+        a.listen, a.admin
+    );
     let _ = tokio::signal::ctrl_c().await;
     Ok(())
 }
@@ -237,7 +247,17 @@ impl Drop for ChildGuard {
     }
 }
 
-async fn wait_port(addr: SocketAddr, child: &mut ChildGuard) -> Result<(), String> {
+/// Runs a client command (`weft register …`, `weft apply …`) against the demo's control plane.
+fn ctl_cmd(exe: &std::path::Path, server: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(exe).args(args).args(["--server", server]).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("weft {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+async fn wait_port(addr: SocketAddr, child: &mut ChildGuard, what: &str) -> Result<(), String> {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
@@ -245,10 +265,10 @@ async fn wait_port(addr: SocketAddr, child: &mut ChildGuard) -> Result<(), Strin
         if let Some(c) = child.0.as_mut() {
             if let Ok(Some(st)) = c.try_wait() {
                 child.0 = None;
-                return Err(format!("the proxy exited ({st}); is {addr} already in use?"));
+                return Err(format!("the {what} exited ({st}); is {addr} already in use?"));
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("the proxy did not start listening on {addr}"))
+    Err(format!("the {what} did not start listening on {addr}"))
 }

@@ -7,7 +7,7 @@ fn demo_spreads_traffic_as_configured() {
     // Ports of its own so it can run beside other tests.
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let o = std::process::Command::new(common::weft())
-        .args(["demo", "--once", "-n", "1000", "--listen", &free(), "--admin", &free()])
+        .args(["demo", "--once", "-n", "1000", "--listen", &free(), "--admin", &free(), "--control-plane", &free()])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
@@ -21,4 +21,6 @@ fn demo_spreads_traffic_as_configured() {
     assert!((share("reviews-v2") - 18.0).abs() < 6.0, "{out}");
     assert!((share("reviews-v3") - 10.0).abs() < 1.0, "{out}");
     assert!(out.contains("latency through the proxy: p50"), "{out}");
+    // The backends were registered with the control plane the proxy follows.
+    assert!(out.contains("registered with the control plane on http://"), "{out}");
 }
