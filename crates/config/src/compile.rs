@@ -47,6 +47,22 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 }
                 check_rule(r, dr, &mut ctx);
             }
+            Spec::Sidecar(sc) => {
+                for (i, e) in sc.egress.iter().enumerate() {
+                    if e.hosts.is_empty() {
+                        ctx.err(r, format!("spec.egress[{i}].hosts"), "at least one host is required");
+                    }
+                    for (j, h) in e.hosts.iter().enumerate() {
+                        if !h.split_once('/').is_some_and(|(ns, host)| !ns.is_empty() && !host.is_empty()) {
+                            ctx.err(
+                                r,
+                                format!("spec.egress[{i}].hosts[{j}]"),
+                                format!("{h:?} is not namespace/host (e.g. \"./*\", \"*/reviews\")"),
+                            );
+                        }
+                    }
+                }
+            }
             Spec::VirtualService(_) | Spec::RateLimit(_) | Spec::HealthCheck(_) | Spec::Hedging(_) => {}
         }
     }

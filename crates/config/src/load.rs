@@ -32,6 +32,7 @@ pub enum Spec {
     RateLimit(crate::weft_kinds::RateLimit),
     HealthCheck(crate::weft_kinds::HealthCheck),
     Hedging(crate::weft_kinds::Hedging),
+    Sidecar(crate::istio::Sidecar),
 }
 
 #[derive(Deserialize)]
@@ -104,7 +105,10 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         diags.errors.push(ConfigError::new(src, Some(&kind), name.as_deref(), "apiVersion", "missing field"));
         return None;
     };
-    let known = matches!(kind.as_str(), "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit" | "HealthCheck" | "Hedging");
+    let known = matches!(
+        kind.as_str(),
+        "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit" | "HealthCheck" | "Hedging" | "Sidecar"
+    );
     if !known {
         diags.warnings.push(ConfigError::new(
             src,
@@ -147,6 +151,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             typed::<crate::weft_kinds::RateLimit>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::RateLimit(s)))?
         }
         "VirtualService" => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::VirtualService(s)))?,
+        "Sidecar" => typed::<crate::istio::Sidecar>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Sidecar(s)))?,
         _ => return None,
     };
     Some(Resource { api_version: api, kind, metadata: meta, spec, source: src.clone() })

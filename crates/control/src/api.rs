@@ -17,7 +17,7 @@
 //! | `GET /v1/status` | the proxies: acknowledged revision, lag, connected, NACKs |
 //! | `GET /metrics` | revision, objects, registry size (Prometheus text) |
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +40,8 @@ pub struct Server {
     /// The latest revision, for watchers.
     revision: watch::Sender<u64>,
     proxies: std::sync::Mutex<Proxies>,
-    mesh_cache: std::sync::Mutex<Option<(u64, Bytes)>>,
+    /// Serialised meshes of the latest revision, by Sidecar key ("" = the whole mesh).
+    mesh_cache: std::sync::Mutex<(u64, HashMap<String, Bytes>)>,
 }
 
 /// What the control plane knows of the proxies following it (in memory: a restarted
@@ -104,6 +105,16 @@ fn committed(rev: Option<Revision>, current: u64) -> Resp {
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     req.uri().query().unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), percent_decode(v))).collect()
+}
+
+/// A proxy's `namespace` and `labels` (`k=v,k2=v2`) from its query, when it gave them.
+fn proxy_of(q: &HashMap<String, String>) -> Option<(String, BTreeMap<String, String>)> {
+    let ns = q.get("namespace")?.clone();
+    let labels = q
+        .get("labels")
+        .map(|l| l.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        .unwrap_or_default();
+    Some((ns, labels))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -310,7 +321,7 @@ impl Server {
                 let p = self.plane.lock().await;
                 json_reply(StatusCode::OK, &json!({"revision": p.revision(), "items": p.registrations()}))
             }
-            (Method::GET, "/v1/mesh") => self.mesh().await,
+            (Method::GET, "/v1/mesh") => self.mesh(proxy_of(q).as_ref().map(|(ns, l)| (ns.as_str(), l.clone()))).await,
             (Method::POST, "/v1/ack") => {
                 let (Some(node), Some(rev)) = (q.get("node"), q.get("revision").and_then(|r| r.parse::<u64>().ok())) else {
                     return bad("node and revision are required".into());
@@ -379,7 +390,7 @@ impl Server {
         let mut rx = self.revision.subscribe();
         let passed = tokio::time::timeout(wait, async move { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
         match passed {
-            Ok(Ok(_)) => self.mesh().await,
+            Ok(Ok(_)) => self.mesh(proxy_of(q).as_ref().map(|(ns, l)| (ns.as_str(), l.clone()))).await,
             _ => reply(StatusCode::NOT_MODIFIED, "text/plain", ""),
         }
     }
@@ -394,18 +405,24 @@ impl Server {
         }
     }
 
-    /// The mesh, serialised once per revision however many proxies ask for it.
-    async fn mesh(&self) -> Resp {
+    /// The mesh (for a proxy in `namespace` with `labels`: scoped by its Sidecar),
+    /// serialised once per revision and Sidecar however many proxies ask for it.
+    async fn mesh(&self, proxy: Option<(&str, BTreeMap<String, String>)>) -> Resp {
         let p = self.plane.lock().await;
         let rev = p.revision();
-        let cached = self.mesh_cache.lock().ok().and_then(|c| c.as_ref().filter(|(r, _)| *r == rev).map(|(_, b)| b.clone()));
+        let sidecar = proxy.as_ref().and_then(|(ns, labels)| p.sidecar_for(ns, labels).map(|(k, sc)| (k, ns.to_string(), sc)));
+        let key = sidecar.as_ref().map(|(k, ns, _)| format!("{k}@{ns}")).unwrap_or_default();
+        let cached = self.mesh_cache.lock().ok().and_then(|c| (c.0 == rev).then(|| c.1.get(&key).cloned()).flatten());
         let body = match cached {
             Some(b) => b,
-            None => match p.mesh_yaml() {
+            None => match p.mesh_yaml_scoped(sidecar.as_ref().map(|(_, ns, sc)| (ns.as_str(), sc))) {
                 Ok(y) => {
                     let b = Bytes::from(y);
                     if let Ok(mut c) = self.mesh_cache.lock() {
-                        *c = Some((rev, b.clone()));
+                        if c.0 != rev {
+                            *c = (rev, HashMap::new());
+                        }
+                        c.1.insert(key, b.clone());
                     }
                     b
                 }

@@ -17,7 +17,8 @@ const CONFIG: &str = "config/";
 const REGISTRY: &str = "registry/";
 
 /// The kinds `weft get` and `weft delete` know, with their short names.
-const KINDS: [(&str, &[&str]); 6] = [
+const KINDS: [(&str, &[&str]); 7] = [
+    ("Sidecar", &["sidecars"]),
     ("ServiceEntry", &["se", "serviceentries"]),
     ("DestinationRule", &["dr", "destinationrules"]),
     ("VirtualService", &["vs", "virtualservices"]),
@@ -292,9 +293,38 @@ impl Plane {
         by_service.iter().filter(|(s, _)| !declared.contains(&s.to_ascii_lowercase())).map(|(s, regs)| registration_doc(s, regs)).collect()
     }
 
+    /// The Sidecar that scopes a proxy in `namespace` with `labels` (Istio's choice: one
+    /// in its namespace whose selector matches, else its namespace's selector-less one,
+    /// else the root namespace's), by key; `None` when none applies.
+    pub fn sidecar_for(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Option<(String, weft_config::istio::Sidecar)> {
+        let sidecars: Vec<(String, String, weft_config::istio::Sidecar)> = self
+            .config()
+            .filter(|(_, v)| v["kind"] == "Sidecar")
+            .filter_map(|(k, v)| {
+                let ns = v["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+                Some((k.clone(), ns, serde_json::from_value(v["spec"].clone()).ok()?))
+            })
+            .collect();
+        let selected = |sc: &weft_config::istio::Sidecar| {
+            sc.workload_selector.as_ref().is_some_and(|s| !s.labels.is_empty() && s.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        };
+        let pick = |pred: &dyn Fn(&(String, String, weft_config::istio::Sidecar)) -> bool| {
+            sidecars.iter().find(|s| pred(s)).map(|(k, _, sc)| (k.clone(), sc.clone()))
+        };
+        pick(&|(_, ns, sc)| ns == namespace && selected(sc))
+            .or_else(|| pick(&|(_, ns, sc)| ns == namespace && sc.workload_selector.is_none()))
+            .or_else(|| pick(&|(_, ns, sc)| ns == ROOT_NAMESPACE && sc.workload_selector.is_none()))
+    }
+
     /// The whole mesh as multi-document YAML: what a proxy following this control plane serves.
     pub fn mesh_yaml(&self) -> Result<String, PlaneError> {
-        let mut docs: Vec<Value> = self.config().map(|(_, v)| v.clone()).collect();
+        self.mesh_yaml_scoped(None)
+    }
+
+    /// The mesh for a proxy in `namespace` scoped by `sidecar`: only resources for the
+    /// hosts its egress takes in, plus the destinations their VirtualServices route to.
+    pub fn mesh_yaml_scoped(&self, scope: Option<(&str, &weft_config::istio::Sidecar)>) -> Result<String, PlaneError> {
+        let mut docs: Vec<Value> = self.config().filter(|(_, v)| v["kind"] != "Sidecar").map(|(_, v)| v.clone()).collect();
         let resources = self.resources(|_| true)?;
         // Registered endpoints of declared hosts join the declaring ServiceEntry.
         let regs = self.registrations();
@@ -314,6 +344,9 @@ impl Plane {
             }
         }
         docs.extend(self.registry_docs(&resources));
+        if let Some((me, sc)) = scope {
+            docs = scoped(docs, me, sc);
+        }
         docs_to_yaml(&docs)
     }
 }
@@ -328,6 +361,45 @@ pub fn history(p: &Plane) -> Result<Vec<Value>, PlaneError> {
             "op": match (&c.before, &c.after) { (None, Some(_)) => "created", (Some(_), None) => "deleted", _ => "updated" },
         })).collect::<Vec<_>>()}))
         .collect())
+}
+
+/// Istio's root namespace: a Sidecar there without a selector is the mesh's default.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The hosts a resource is about (lower case).
+fn hosts_of(d: &Value) -> Vec<String> {
+    let spec = &d["spec"];
+    let list =
+        |v: &Value| v.as_array().map(|a| a.iter().filter_map(|h| h.as_str()).map(str::to_ascii_lowercase).collect()).unwrap_or_default();
+    match d["kind"].as_str().unwrap_or("") {
+        "ServiceEntry" | "VirtualService" => list(&spec["hosts"]),
+        _ => spec["host"].as_str().map(|h| vec![h.to_ascii_lowercase()]).unwrap_or_default(),
+    }
+}
+
+/// The documents a Sidecar lets a proxy in namespace `me` see.
+fn scoped(docs: Vec<Value>, me: &str, sc: &weft_config::istio::Sidecar) -> Vec<Value> {
+    let ns = |d: &Value| d["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+    let mut wanted: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for d in &docs {
+        let admitted: Vec<String> = hosts_of(d).into_iter().filter(|h| sc.admits(me, &ns(d), h)).collect();
+        if admitted.is_empty() {
+            continue;
+        }
+        // A VirtualService brings the hosts it routes to.
+        if d["kind"] == "VirtualService" {
+            for route in d["spec"]["http"].as_array().into_iter().flatten() {
+                for dest in route["route"].as_array().into_iter().flatten().chain(std::iter::once(&route["mirror"])) {
+                    let h = dest["destination"]["host"].as_str().or(dest["host"].as_str());
+                    if let Some(h) = h {
+                        wanted.insert(h.to_ascii_lowercase());
+                    }
+                }
+            }
+        }
+        wanted.extend(admitted);
+    }
+    docs.into_iter().filter(|d| hosts_of(d).iter().any(|h| wanted.contains(h))).collect()
 }
 
 fn endpoint_doc(r: &Registration, port_name: &str) -> Value {
@@ -351,7 +423,7 @@ fn registration_doc(service: &str, regs: &[Registration]) -> Value {
     json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
-        "metadata": {"name": format!("registry.{service}"), "namespace": "weft-registry"},
+        "metadata": {"name": format!("registry.{service}"), "namespace": "default"},
         "spec": {
             "hosts": [service],
             "resolution": "STATIC",

@@ -56,9 +56,19 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// `&namespace=…&labels=k=v,…`: what the control plane scopes this proxy's mesh by (its Sidecar).
+pub fn identity_query(namespace: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("&namespace={}&labels={}", enc(namespace), enc(&labels.join(",")))
+}
+
+fn identity(shared: &Shared) -> String {
+    identity_query(shared.metrics.source_namespace(), &shared.node.labels)
+}
+
 /// Fetches the current mesh once (at start): (revision, YAML).
-pub async fn fetch(authority: &str, timeout: Duration) -> Result<(u64, String), String> {
-    let (status, headers, body) = call(authority, "GET", "/v1/mesh", timeout).await?;
+pub async fn fetch(authority: &str, identity: &str, timeout: Duration) -> Result<(u64, String), String> {
+    let (status, headers, body) = call(authority, "GET", &format!("/v1/mesh?x=1{identity}"), timeout).await?;
     if status != 200 {
         return Err(format!("control plane answered {status}"));
     }
@@ -104,7 +114,7 @@ pub async fn run(
                 continue;
             }
         }
-        let path = format!("/v1/watch?node={node_q}&since={revision}&wait={}", WATCH_WAIT.as_millis());
+        let path = format!("/v1/watch?node={node_q}&since={revision}&wait={}{}", WATCH_WAIT.as_millis(), identity(shared));
         match call(&authority, "GET", &path, WATCH_WAIT + Duration::from_secs(5)).await {
             Ok((200, headers, body)) => {
                 backoff = BACKOFF_MIN;

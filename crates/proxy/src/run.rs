@@ -47,7 +47,8 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         Some((url, _)) => {
             let authority = crate::follow::authority(url)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            match rt.block_on(crate::follow::fetch(&authority, Duration::from_secs(3))) {
+            let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
+            match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
                 Ok((rev, yaml)) => {
                     let built = weft_config::build_str(&format!("control-plane revision {rev}"), &yaml);
                     if built.2.is_ok() {

@@ -139,6 +139,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// `source_workload` is the service this proxy stands beside (`--service`).
+    /// The namespace this proxy runs in (`--namespace`).
+    pub fn source_namespace(&self) -> &str {
+        &self.source_namespace
+    }
+
     pub fn new(source_workload: &str, source_namespace: &str) -> Self {
         let m = Metrics {
             source_workload: source_workload.to_owned(),

@@ -337,3 +337,37 @@ fn a_mesh_the_proxy_cannot_compile_is_nacked_with_the_reason_and_the_last_good_o
     let _ = fake.kill();
     let _ = fake.wait();
 }
+
+#[test]
+fn a_sidecar_scopes_what_a_proxy_receives_to_its_egress_hosts() {
+    let cp = plane();
+    let (a, b, c) = (backend("a", &[]), backend("b", &[]), backend("c", &[]));
+    let se = |host: &str, addr: SocketAddr| {
+        format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n", addr.port())
+    };
+    // Requests for `a` with `x-to: c` go to service c: a scoped proxy gets c too.
+    let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - match: [{headers: {x-to: {exact: c}}}]\n    route: [{destination: {host: c}}]\n  - route: [{destination: {host: a}}]\n";
+    let sidecar = "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress: [{hosts: [\"./a\"]}]\n";
+    let out = cp.apply("mesh.yaml", &(se("a", a.addr) + &se("b", b.addr) + &se("c", c.addr) + vs + sidecar));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let scoped = follower(&cp, "in-default");
+    assert_eq!(get(scoped.addr(), "a", "/", &[]).backend(), "a");
+    assert_eq!(get(scoped.addr(), "a", "/", &[("x-to", "c")]).backend(), "c");
+    let r = get(scoped.addr(), "b", "/", &[]);
+    assert_eq!(r.status, 404, "b is outside the Sidecar's egress: {}", r.text());
+    let dump: serde_json::Value = serde_json::from_str(&scoped.admin("/config_dump")).unwrap();
+    let hosts = dump.to_string();
+    assert!(!hosts.contains("\"b\""), "the scoped proxy holds nothing of b");
+
+    // A proxy in another namespace (no Sidecar there, none in the root namespace) gets everything.
+    let p = spawn(&["proxy", "--control-plane", &cp.url(), "--node", "elsewhere", "--namespace", "other", "--listen", "127.0.0.1:0"]);
+    let other = Proxy { p, cfg: std::path::PathBuf::new() };
+    assert_eq!(get(other.addr(), "b", "/", &[]).backend(), "b");
+
+    // A Sidecar with a host that is not namespace/host is refused at apply.
+    let bad = sidecar.replace("./a", "a");
+    let out = cp.apply("bad-sidecar.yaml", &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("spec.egress[0].hosts[0]: \"a\" is not namespace/host"), "{}", text(&out));
+}
