@@ -66,9 +66,12 @@ pub fn spawn(args: &[&str]) -> Proc {
             log2.lock().unwrap().push(line);
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("weft {args:?} did not start: {}", log.lock().unwrap().join("\n")));
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        // Not left running behind the failed test.
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("weft {args:?} did not start: {}", log.lock().unwrap().join("\n"));
+    };
     let clean = strip_ansi(&line);
     let addr = after(&clean, "listening on ").expect("address");
     let admin = after(&clean, "admin on ");
