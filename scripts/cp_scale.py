@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Control plane at scale: --services ServiceEntries of --endpoints endpoints each.
+
+Applies them in one `weft apply` (timed: validation by the config compiler plus one
+durable commit), then reports the control plane's memory, how long it takes to build
+the whole mesh for a proxy (the first, uncached `/v1/mesh`), and the memory of two
+proxies following it: one with the whole mesh, one scoped by a Sidecar to --scoped
+services.
+
+Needs a release build (`cargo build --release`).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chaos_kill import WEFT, free_port, wait_port  # noqa: E402
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(l.split(":", 1) for l in f if ":" in l)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def mesh(n, e):
+    docs = []
+    for i in range(n):
+        eps = [{"address": f"10.{(i >> 8) & 255}.{i & 255}.{k + 1}", "ports": {"http": 8080}, "labels": {"version": f"v{k % 3}"}} for k in range(e)]
+        docs.append(json.dumps({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": f"svc-{i}"},
+                                "spec": {"hosts": [f"svc-{i}.mesh"], "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}], "endpoints": eps}}))
+    return "---\n" + "\n---\n".join(docs) + "\n"
+
+
+def proxy(cp_port, node, namespace, d):
+    listen = free_port()
+    p = subprocess.Popen([WEFT, "proxy", "--control-plane", f"http://127.0.0.1:{cp_port}", "--node", node, "--namespace", namespace, "--listen", f"127.0.0.1:{listen}"],
+                         stderr=subprocess.DEVNULL)
+    wait_port(listen, 60)
+    time.sleep(1.0)
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--services", type=int, default=10000)
+    ap.add_argument("--endpoints", type=int, default=10)
+    ap.add_argument("--scoped", type=int, default=10)
+    a = ap.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        cp = subprocess.Popen([WEFT, "control-plane", "--data-dir", d, "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+        wait_port(port)
+        env = dict(os.environ, WEFT_SERVER=f"http://127.0.0.1:{port}")
+        path = os.path.join(d, "mesh.yaml")
+        with open(path, "w") as f:
+            f.write(mesh(a.services, a.endpoints))
+        t = time.monotonic()
+        subprocess.run([WEFT, "apply", "-f", path], env=env, check=True, capture_output=True)
+        apply_s = time.monotonic() - t
+        hosts = ", ".join(f'"./svc-{i}.mesh"' for i in range(a.scoped))
+        sc = os.path.join(d, "sidecar.yaml")
+        with open(sc, "w") as f:
+            f.write(f"apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: scoped}}\nspec:\n  egress: [{{hosts: [{hosts.replace('./', 'default/')}]}}]\n")
+        subprocess.run([WEFT, "apply", "-f", sc], env=env, check=True, capture_output=True)
+        t = time.monotonic()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/mesh").read()
+        build_s = time.monotonic() - t
+        t = time.monotonic()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/mesh").read()
+        cached_s = time.monotonic() - t
+        cp_rss = rss_mb(cp.pid)
+        full = proxy(port, "full", "default", d)
+        scoped = proxy(port, "scoped", "scoped", d)
+        full_rss, scoped_rss = rss_mb(full.pid), rss_mb(scoped.pid)
+        for p in (full, scoped, cp):
+            p.terminate()
+    print(f"{a.services:,} services x {a.endpoints} endpoints = {a.services * a.endpoints:,} endpoints")
+    print(f"  weft apply (validate + one durable commit): {apply_s:.2f} s")
+    print(f"  full mesh for a proxy: built in {build_s * 1000:.0f} ms ({len(body) / 1e6:.1f} MB), cached {cached_s * 1000:.0f} ms")
+    print(f"  control plane RSS {cp_rss[0]:.0f} MB (peak {cp_rss[1]:.0f} MB)")
+    print(f"  proxy with the whole mesh: RSS {full_rss[0]:.1f} MB (peak {full_rss[1]:.1f}); scoped to {a.scoped} services by a Sidecar: {scoped_rss[0]:.1f} MB (peak {scoped_rss[1]:.1f})")
+
+
+if __name__ == "__main__":
+    main()
