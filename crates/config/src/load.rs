@@ -68,7 +68,18 @@ pub fn load_files<P: AsRef<std::path::Path>>(paths: &[P]) -> (Vec<Resource>, Dia
 
 /// Parses one file's text (multi-document YAML) into `out`.
 pub fn load_str(file: &str, text: &str, out: &mut Vec<Resource>, diags: &mut Diagnostics) {
-    let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple(text) {
+    // The parser's default budget (1,024 documents, 250,000 nodes, 1 M events) guards
+    // against YAML bombs but refuses a large real mesh (10,000 services from a control
+    // plane); limits that grow with the input keep the guard (aliases stay capped).
+    let n = text.len();
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: (n / 32).max(1_024),
+            max_nodes: (n / 4).max(250_000),
+            max_events: (n / 2).max(1_000_000),
+        },
+    };
+    let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple_with_options(text, options) {
         Ok(d) => d,
         Err(e) => {
             let src = Source { file: file.to_owned(), doc: 0 };

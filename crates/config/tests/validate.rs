@@ -115,3 +115,19 @@ fn retries_and_faults_name_the_bad_field() {
     }
     assert!(errors(&vs_route("    retries: {attempts: 2, perTryTimeout: 100ms, retryOn: \"gateway-error,503\"}\n    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}}\n")).is_empty());
 }
+
+#[test]
+fn a_mesh_of_thousands_of_documents_loads() {
+    // Beyond the YAML parser's default budget (1,024 documents, 250,000 nodes).
+    let mut text = String::new();
+    for i in 0..3000 {
+        text.push_str(&format!(
+            "---\n{{\"apiVersion\":\"networking.istio.io/v1\",\"kind\":\"ServiceEntry\",\"metadata\":{{\"name\":\"s{i}\"}},\"spec\":{{\"hosts\":[\"s{i}.mesh\"],\"resolution\":\"STATIC\",\"ports\":[{{\"number\":80,\"name\":\"http\",\"protocol\":\"HTTP\"}}],\"endpoints\":[{}]}}}}\n",
+            (0..10).map(|k| format!("{{\"address\":\"10.0.{}.{k}\",\"ports\":{{\"http\":8080}},\"labels\":{{\"v\":\"v{k}\"}}}}", i % 250)).collect::<Vec<_>>().join(",")
+        ));
+    }
+    let (resources, snap, diags) = weft_config::build_str("big.yaml", &text);
+    assert!(diags.is_ok(), "{diags}");
+    assert_eq!(resources.len(), 3000);
+    assert_eq!(snap.clusters.iter().map(|c| c.endpoints.len()).sum::<usize>(), 30_000);
+}
