@@ -18,7 +18,7 @@ import tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chaos_kill import WEFT, free_port, mesh, metric, wait_port  # noqa: E402
+from chaos_kill import WEFT, free_port, mesh, metric, route, wait_port  # noqa: E402
 
 
 def main():
@@ -30,16 +30,7 @@ def main():
     ports = [free_port() for _ in range(3)]
     listen, admin = free_port(), free_port()
     policy = "{outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 34}}"
-    config = mesh(ports, policy, f"""---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  http:
-  - route: [{{destination: {{host: svc}}}}]
-    retries: {{attempts: 2, perTryTimeout: {a.per_try_timeout}, retryOn: "5xx,reset,connect-failure"}}
-""")
+    config = mesh(ports, policy, route(f'{{attempts: 2, perTryTimeout: {a.per_try_timeout}, retryOn: "5xx,reset,connect-failure"}}'))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mesh.yaml")
         with open(path, "w") as f:

@@ -63,6 +63,20 @@ spec:
 {extra}"""
 
 
+def route(retries):
+    """A VirtualService for `svc` with the given `retries` (YAML flow text)."""
+    return f"""---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: svc}}
+spec:
+  hosts: [svc]
+  http:
+  - route: [{{destination: {{host: svc}}}}]
+    retries: {retries}
+"""
+
+
 def backend(port, name):
     return subprocess.Popen([WEFT, "backend", "--listen", f"127.0.0.1:{port}", "--name", name], stderr=subprocess.DEVNULL)
 
@@ -83,16 +97,7 @@ def main():
     ports = [free_port() for _ in range(3)]
     listen, admin = free_port(), free_port()
     policy = f"{{outlierDetection: {{consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: {a.base_ejection}, maxEjectionPercent: 34}}}}"
-    config = mesh(ports, policy, """---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: svc}
-spec:
-  hosts: [svc]
-  http:
-  - route: [{destination: {host: svc}}]
-    retries: {attempts: 2, perTryTimeout: 1s, retryOn: "connect-failure,reset,5xx"}
-""")
+    config = mesh(ports, policy, route('{attempts: 2, perTryTimeout: 1s, retryOn: "connect-failure,reset,5xx"}'))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mesh.yaml")
         with open(path, "w") as f:

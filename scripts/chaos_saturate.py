@@ -18,26 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chaos_kill import WEFT, free_port, metric, wait_port  # noqa: E402
-
-SE = """apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  http:
-  - route: [{{destination: {{host: svc}}}}]
-    retries: {{attempts: 0}}
-"""
+from chaos_kill import WEFT, free_port, mesh, metric, route, wait_port  # noqa: E402
 
 LIMIT = """---
 apiVersion: policy.weft.dev/v1alpha1
@@ -54,7 +35,7 @@ def run(limited, a):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "mesh.yaml")
         with open(path, "w") as f:
-            f.write(SE.format(port=port) + (LIMIT if limited else ""))
+            f.write(mesh([port], "{}", route("{attempts: 0}") + (LIMIT if limited else "")))
         procs = [subprocess.Popen([WEFT, "backend", "--listen", f"127.0.0.1:{port}", "--latency", a.latency, "--capacity", str(a.capacity)],
                                   stderr=subprocess.DEVNULL)]
         wait_port(port)
