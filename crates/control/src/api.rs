@@ -415,19 +415,16 @@ impl Server {
         let cached = self.mesh_cache.lock().ok().and_then(|c| (c.0 == rev).then(|| c.1.get(&key).cloned()).flatten());
         let body = match cached {
             Some(b) => b,
-            None => match p.mesh_yaml_scoped(sidecar.as_ref().map(|(_, ns, sc)| (ns.as_str(), sc))) {
-                Ok(y) => {
-                    let b = Bytes::from(y);
-                    if let Ok(mut c) = self.mesh_cache.lock() {
-                        if c.0 != rev {
-                            *c = (rev, HashMap::new());
-                        }
-                        c.1.insert(key, b.clone());
+            None => {
+                let b = Bytes::from(p.mesh_yaml(sidecar.as_ref().map(|(_, ns, sc)| (ns.as_str(), sc))));
+                if let Ok(mut c) = self.mesh_cache.lock() {
+                    if c.0 != rev {
+                        *c = (rev, HashMap::new());
                     }
-                    b
+                    c.1.insert(key, b.clone());
                 }
-                Err(e) => return error(e),
-            },
+                b
+            }
         };
         drop(p);
         let mut r = reply(StatusCode::OK, "application/yaml", body);

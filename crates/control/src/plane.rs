@@ -321,26 +321,26 @@ impl Plane {
             .or_else(|| pick(&|(_, ns, sc)| ns == ROOT_NAMESPACE && sc.workload_selector.is_none()))
     }
 
-    /// The whole mesh as multi-document YAML: what a proxy following this control plane serves.
-    pub fn mesh_yaml(&self) -> Result<String, PlaneError> {
-        self.mesh_yaml_scoped(None)
-    }
-
-    /// The mesh for a proxy in `namespace` scoped by `sidecar`: only resources for the
-    /// hosts its egress takes in, plus the destinations their VirtualServices route to.
-    pub fn mesh_yaml_scoped(&self, scope: Option<(&str, &weft_config::istio::Sidecar)>) -> Result<String, PlaneError> {
+    /// The mesh as multi-document YAML, what a proxy following this control plane
+    /// serves: all of it, or for a proxy in namespace `scope.0` under Sidecar `scope.1`
+    /// only the resources for the hosts its egress takes in, plus the destinations
+    /// their VirtualServices route to.
+    pub fn mesh_yaml(&self, scope: Option<(&str, &weft_config::istio::Sidecar)>) -> String {
         let mut docs: Vec<Value> = self.config().filter(|(_, v)| v["kind"] != "Sidecar").map(|(_, v)| v.clone()).collect();
         // (Read from the stored JSON: parsing every resource again took 360 ms per 1,000 services.)
         let declared: std::collections::HashSet<String> = docs.iter().filter(|d| d["kind"] == "ServiceEntry").flat_map(hosts_of).collect();
         // Registered endpoints of declared hosts join the declaring ServiceEntry.
-        let regs = self.registrations();
+        let mut regs: HashMap<String, Vec<Registration>> = HashMap::new();
+        for r in self.registrations() {
+            regs.entry(r.service.to_ascii_lowercase()).or_default().push(r);
+        }
         for d in docs.iter_mut().filter(|d| d["kind"] == "ServiceEntry") {
             let hosts: Vec<String> = d["spec"]["hosts"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|h| h.as_str()).map(str::to_ascii_lowercase).collect())
                 .unwrap_or_default();
             let port_name = d["spec"]["ports"][0]["name"].as_str().unwrap_or("http").to_owned();
-            for r in regs.iter().filter(|r| hosts.contains(&r.service.to_ascii_lowercase())) {
+            for r in hosts.iter().filter_map(|h| regs.get(h)).flatten() {
                 let ep = endpoint_doc(r, &port_name);
                 if let Some(eps) = d["spec"]["endpoints"].as_array_mut() {
                     eps.push(ep);
@@ -439,7 +439,7 @@ fn registration_doc(service: &str, regs: &[Registration]) -> Value {
     })
 }
 
-fn docs_to_yaml(docs: &[Value]) -> Result<String, PlaneError> {
+fn docs_to_yaml(docs: &[Value]) -> String {
     let mut out = String::new();
     for d in docs {
         out.push_str("---\n");
@@ -447,7 +447,7 @@ fn docs_to_yaml(docs: &[Value]) -> Result<String, PlaneError> {
         out.push_str(&d.to_string());
         out.push('\n');
     }
-    Ok(out)
+    out
 }
 
 /// Parses stored JSON documents back into resources.

@@ -50,7 +50,8 @@ async fn call(authority: &str, method: &str, path: &str, timeout: Duration) -> R
     tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| Err(format!("no answer from {authority} within {timeout:?}")))
 }
 
-fn enc(s: &str) -> String {
+/// Percent-encodes `s` for a query string (everything but unreserved characters).
+pub fn query_escape(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
@@ -59,7 +60,7 @@ fn enc(s: &str) -> String {
 /// `&namespace=…&labels=k=v,…`: what the control plane scopes this proxy's mesh by (its Sidecar).
 pub fn identity_query(namespace: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
     let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("&namespace={}&labels={}", enc(namespace), enc(&labels.join(",")))
+    format!("&namespace={}&labels={}", query_escape(namespace), query_escape(&labels.join(",")))
 }
 
 fn identity(shared: &Shared) -> String {
@@ -100,13 +101,13 @@ pub async fn run(
     mut pending_ack: Option<Result<u64, (u64, String)>>,
 ) {
     let mut backoff = BACKOFF_MIN;
-    let node_q = enc(&node);
+    let node_q = query_escape(&node);
     loop {
         // Report the outcome of the last mesh first (an ACK or a NACK with its reason).
         if let Some(outcome) = pending_ack.take() {
             let path = match &outcome {
                 Ok(r) => format!("/v1/ack?node={node_q}&revision={r}"),
-                Err((r, why)) => format!("/v1/ack?node={node_q}&revision={r}&error={}", enc(why)),
+                Err((r, why)) => format!("/v1/ack?node={node_q}&revision={r}&error={}", query_escape(why)),
             };
             if call(&authority, "POST", &path, Duration::from_secs(5)).await.is_err() {
                 pending_ack = Some(outcome);

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use weft_proxy::follow::query_escape as enc;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:15010";
 
@@ -114,14 +115,8 @@ fn call(server: &str, method: &str, path: &str, body: Option<&Value>) -> Result<
     Ok((status, value))
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 /// Prints the outcome of a change; exit 1 with the server's errors.

@@ -72,12 +72,9 @@ struct ControlPlaneArgs {
     data_dir: PathBuf,
     #[arg(long, default_value = "127.0.0.1:15010")]
     listen: SocketAddr,
-    /// embedded (one durable file under --data-dir) or etcd.
+    /// embedded (one durable file under --data-dir); etcd is refused until its store exists.
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
     store: String,
-    /// etcd URLs, comma-separated (with --store etcd).
-    #[arg(long, value_delimiter = ',')]
-    etcd_endpoints: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -165,8 +162,7 @@ impl ProxyArgs {
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
             control_plane: self.control_plane.map(|url| {
-                let host =
-                    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "proxy".into());
+                let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
             }),
         }
@@ -215,7 +211,6 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
         eprintln!("error: --store etcd is not in this build yet; the embedded store (the default) is");
         return ExitCode::from(2);
     }
-    let _ = &a.etcd_endpoints;
     match weft_control::run(weft_control::Options { data_dir: a.data_dir, listen: a.listen }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
