@@ -30,7 +30,21 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Mutex};
 
 use crate::plane::{canonical_kind, Plane, PlaneError, Registration};
-use crate::store::Revision;
+use crate::store::{Revision, StoreError};
+
+/// Runs a plane operation again (up to 5 times) while another control plane sharing
+/// the store commits first; the store has caught up before each new try.
+macro_rules! retrying {
+    ($call:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $call {
+                Err(PlaneError::Store(StoreError::Conflict)) if tries < 5 => tries += 1,
+                r => break r,
+            }
+        }
+    }};
+}
 
 /// The largest request body accepted (a whole directory of YAML fits easily).
 pub const MAX_BODY: usize = 8 << 20;
@@ -90,6 +104,9 @@ fn error(e: PlaneError) -> Resp {
     match e {
         PlaneError::Invalid(errors) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": errors })),
         PlaneError::NotFound(m) => json_reply(StatusCode::NOT_FOUND, &json!({ "errors": [m] })),
+        PlaneError::Store(e @ (StoreError::Etcd(_) | StoreError::Conflict)) => {
+            json_reply(StatusCode::SERVICE_UNAVAILABLE, &json!({ "errors": [e.to_string()] }))
+        }
         PlaneError::Store(e) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "errors": [e.to_string()] })),
     }
 }
@@ -151,13 +168,51 @@ impl Server {
 
     fn published(&self, rev: &Option<Revision>) {
         if let Some(r) = rev {
-            if let Ok(mut p) = self.proxies.lock() {
-                p.committed_at.insert(r.revision, r.at_ms);
-                while p.committed_at.len() > 1000 {
-                    p.committed_at.pop_first();
-                }
-            }
+            self.committed(r);
             self.revision.send_replace(r.revision);
+        }
+    }
+
+    fn committed(&self, r: &Revision) {
+        if let Ok(mut p) = self.proxies.lock() {
+            p.committed_at.insert(r.revision, r.at_ms);
+            while p.committed_at.len() > 1000 {
+                p.committed_at.pop_first();
+            }
+        }
+    }
+
+    /// Follows a store shared through etcd: applies what other control planes commit,
+    /// removes registrations whose lease ran out, reloads after etcd was away.
+    pub async fn follow_remote(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<crate::etcd::Remote>) {
+        use crate::etcd::Remote;
+        while let Some(msg) = rx.recv().await {
+            let mut p = self.plane.lock().await;
+            let result = match msg {
+                Remote::Revision(rev) => {
+                    let store = p.store_mut();
+                    if !store.apply_remote(&rev) {
+                        store.catch_up().await.map_err(PlaneError::from)
+                    } else {
+                        self.committed(&rev);
+                        Ok(())
+                    }
+                }
+                Remote::Expired(key) => retrying!(p.expire_leases(vec![key.clone()], None).await).map(|_| ()),
+                Remote::Snapshot(snap) => {
+                    let alive = snap.alive.clone();
+                    p.store_mut().replace(snap);
+                    tracing::info!("etcd is back: reloaded at revision {}", p.revision());
+                    let keys = p.registry_keys();
+                    retrying!(p.expire_leases(keys.clone(), Some(&alive)).await).map(|_| ())
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!("following etcd: {e}");
+            }
+            let rev = p.revision();
+            drop(p);
+            self.revision.send_if_modified(|r| std::mem::replace(r, rev) != rev);
         }
     }
 
@@ -201,7 +256,7 @@ impl Server {
         loop {
             let wait = self.plane.lock().await.next_expiry().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1));
             tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-            let rev = self.plane.lock().await.expire();
+            let rev = self.plane.lock().await.expire().await;
             match rev {
                 Ok(r) => self.published(&r),
                 Err(e) => tracing::error!("expiring registrations: {e}"),
@@ -251,7 +306,7 @@ impl Server {
                     return bad("no files to apply".into());
                 }
                 let mut p = self.plane.lock().await;
-                let r = p.apply(client, &files);
+                let r = retrying!(p.apply(client, &files).await);
                 self.finish(r, p.revision())
             }
             (Method::GET, "/v1/resources") => {
@@ -274,12 +329,12 @@ impl Server {
                 let (Some(kind), Some(name)) = (q.get("kind"), q.get("name")) else { return bad("kind and name are required".into()) };
                 let Some(kind) = canonical_kind(kind) else { return bad(format!("unknown kind {kind:?}")) };
                 let mut p = self.plane.lock().await;
-                let r = p.delete(client, kind, name, q.get("namespace").map(String::as_str));
+                let r = retrying!(p.delete(client, kind, name, q.get("namespace").map(String::as_str)).await);
                 self.finish(r, p.revision())
             }
             (Method::GET, "/v1/history") => {
                 let p = self.plane.lock().await;
-                match crate::plane::history(&p) {
+                match crate::plane::history(&p).await {
                     Ok(h) => json_reply(StatusCode::OK, &json!({"revision": p.revision(), "items": h})),
                     Err(e) => error(e),
                 }
@@ -287,7 +342,7 @@ impl Server {
             (Method::POST, "/v1/rollback") => {
                 let Some(to) = q.get("to").and_then(|t| t.parse::<u64>().ok()) else { return bad("to=REVISION is required".into()) };
                 let mut p = self.plane.lock().await;
-                let r = p.rollback(client, to);
+                let r = retrying!(p.rollback(client, to).await);
                 self.finish(r, p.revision())
             }
             (Method::POST, "/v1/registry") => {
@@ -296,14 +351,14 @@ impl Server {
                     Err(e) => return bad(format!("registration: {e}")),
                 };
                 let mut p = self.plane.lock().await;
-                let r = p.register(client, reg);
+                let r = retrying!(p.register(client, reg.clone()).await);
                 self.finish(r, p.revision())
             }
             (Method::POST, "/v1/registry/heartbeat") => {
                 let (Some(s), Some(a)) = (q.get("service"), q.get("address")) else {
                     return bad("service and address are required".into());
                 };
-                if self.plane.lock().await.heartbeat(s, a) {
+                if self.plane.lock().await.heartbeat(s, a).await {
                     json_reply(StatusCode::OK, &json!({}))
                 } else {
                     json_reply(StatusCode::NOT_FOUND, &json!({"errors": [format!("{s} {a} is not registered")]}))
@@ -314,7 +369,7 @@ impl Server {
                     return bad("service and address are required".into());
                 };
                 let mut p = self.plane.lock().await;
-                let r = p.deregister(client, s, a);
+                let r = retrying!(p.deregister(client, s, a).await);
                 self.finish(r, p.revision())
             }
             (Method::GET, "/v1/registry") => {
@@ -396,6 +451,8 @@ impl Server {
     }
 
     fn finish(&self, r: Result<Option<Revision>, PlaneError>, current: u64) -> Resp {
+        // (A conflict may have caught the store up with other control planes' revisions.)
+        self.revision.send_if_modified(|r| std::mem::replace(r, current) != current);
         match r {
             Ok(rev) => {
                 self.published(&rev);

@@ -3,6 +3,7 @@
 //! `weft get`, `weft register` and the others speak ([`api`]).
 
 pub mod api;
+pub mod etcd;
 pub mod plane;
 pub mod store;
 
@@ -13,22 +14,52 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 pub struct Options {
-    pub data_dir: PathBuf,
+    pub store: StoreKind,
     pub listen: SocketAddr,
+}
+
+pub enum StoreKind {
+    /// One redb file in this directory.
+    Embedded(PathBuf),
+    /// An etcd cluster (client URLs) and the key prefix weft's data lives under.
+    Etcd { endpoints: Vec<String>, prefix: String },
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
 pub fn run(opts: Options) -> Result<(), String> {
-    let store = store::Store::open(&opts.data_dir).map_err(|e| format!("{}: {e}", opts.data_dir.display()))?;
-    let plane = plane::Plane::new(store);
     // One thread: measured with 1,000 streams, two threads pushed no faster on two cores.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
+        let (store, follow, place) = match &opts.store {
+            StoreKind::Embedded(dir) => {
+                (store::Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?, None, format!("data in {}", dir.display()))
+            }
+            StoreKind::Etcd { endpoints, prefix } => {
+                let at = format!("etcd {} under {prefix}", endpoints.join(","));
+                let mut e = etcd::Etcd::connect(endpoints, prefix).await.map_err(|e| format!("{at}: {e}"))?;
+                let snap = e.load().await.map_err(|e| format!("{at}: {e}"))?;
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                tokio::spawn(e.clone().follow(snap.etcd_revision, tx));
+                let alive = snap.alive.clone();
+                (store::Store::on_etcd(e, snap), Some((rx, alive)), at)
+            }
+        };
+        let mut plane = plane::Plane::new(store);
+        if let Some((_, alive)) = &follow {
+            // Leases that ran out while no control plane was watching.
+            let keys = plane.registry_keys();
+            if let Err(e) = plane.expire_leases(keys, Some(alive)).await {
+                tracing::warn!("expiring registrations: {e}");
+            }
+        }
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!("control plane listening on {addr} (data in {}, revision {})", opts.data_dir.display(), plane.revision());
+        tracing::info!("control plane listening on {addr} ({place}, revision {})", plane.revision());
         let server = api::Server::new(plane);
         tokio::spawn(server.clone().expire_loop());
+        if let Some((rx, _)) = follow {
+            tokio::spawn(server.clone().follow_remote(rx));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         loop {
             tokio::select! {

@@ -84,13 +84,18 @@ fn valid_name(s: &str) -> bool {
 impl Plane {
     pub fn new(store: Store) -> Plane {
         let now = now_ms();
-        let expiry = store
+        // (A shared store's TTLs are etcd leases.)
+        let expiry = if store.etcd().is_some() { HashMap::new() } else { Self::ttls(&store, now) };
+        Plane { store, expiry }
+    }
+
+    fn ttls(store: &Store, now: u64) -> HashMap<String, u64> {
+        store
             .objects()
             .range(REGISTRY.to_owned()..)
             .take_while(|(k, _)| k.starts_with(REGISTRY))
             .filter_map(|(k, v)| Some((k.clone(), now + v.get("ttlMs")?.as_u64()?)))
-            .collect();
-        Plane { store, expiry }
+            .collect()
     }
 
     pub fn revision(&self) -> u64 {
@@ -113,7 +118,7 @@ impl Plane {
 
     /// Validates and stores every document of `files` ((name, YAML text)) as one
     /// revision; nothing is stored if any document is invalid.
-    pub fn apply(&mut self, client: &str, files: &[(String, String)]) -> Result<Option<Revision>, PlaneError> {
+    pub async fn apply(&mut self, client: &str, files: &[(String, String)]) -> Result<Option<Revision>, PlaneError> {
         let mut new = Vec::new();
         let mut diags = Diagnostics::default();
         for (name, text) in files {
@@ -155,7 +160,7 @@ impl Plane {
                 (config_key(&r.kind, r.metadata.namespace.as_deref(), &r.metadata.name), Some(v))
             })
             .collect();
-        Ok(self.store.commit(client, "apply", puts)?)
+        Ok(self.store.commit(client, "apply", puts).await?)
     }
 
     /// The stored config resources whose key passes `keep`, parsed back.
@@ -188,32 +193,32 @@ impl Plane {
             .collect()
     }
 
-    pub fn delete(&mut self, client: &str, kind: &str, name: &str, namespace: Option<&str>) -> Result<Option<Revision>, PlaneError> {
+    pub async fn delete(&mut self, client: &str, kind: &str, name: &str, namespace: Option<&str>) -> Result<Option<Revision>, PlaneError> {
         let key = config_key(kind, namespace, name);
         if self.store.get(&key).is_none() {
             return Err(PlaneError::NotFound(format!("{kind} {name} not found")));
         }
         let rest = self.resources(|k| *k != key)?;
         self.check(&rest)?;
-        Ok(self.store.commit(client, &format!("delete {kind}/{name}"), vec![(key, None)])?)
+        Ok(self.store.commit(client, &format!("delete {kind}/{name}"), vec![(key, None)]).await?)
     }
 
     /// Restores the config resources as they were right after `to` (a new revision).
     /// Registered endpoints are left as they are.
-    pub fn rollback(&mut self, client: &str, to: u64) -> Result<Option<Revision>, PlaneError> {
+    pub async fn rollback(&mut self, client: &str, to: u64) -> Result<Option<Revision>, PlaneError> {
         if to > self.revision() {
             return Err(PlaneError::NotFound(format!("revision {to} does not exist (latest is {})", self.revision())));
         }
-        let target = self.store.state_at(to, CONFIG)?;
+        let target = self.store.state_at(to, CONFIG).await?;
         let docs: Vec<&Value> = target.values().collect();
         self.check(&parse_docs("rollback", &docs)?)?;
         let mut puts: Vec<(String, Option<Value>)> =
             self.config().filter(|(k, _)| !target.contains_key(*k)).map(|(k, _)| (k.clone(), None)).collect();
         puts.extend(target.into_iter().map(|(k, v)| (k, Some(v))));
-        Ok(self.store.commit(client, &format!("rollback to {to}"), puts)?)
+        Ok(self.store.commit(client, &format!("rollback to {to}"), puts).await?)
     }
 
-    pub fn register(&mut self, client: &str, r: Registration) -> Result<Option<Revision>, PlaneError> {
+    pub async fn register(&mut self, client: &str, r: Registration) -> Result<Option<Revision>, PlaneError> {
         let mut errors = Vec::new();
         if !valid_name(&r.service) {
             errors.push(format!("service {:?}: must be letters, digits, '-', '.' or '_' (at most 253)", r.service));
@@ -231,16 +236,29 @@ impl Plane {
         let key = registry_key(&r.service, &r.address);
         let value = serde_json::to_value(&r).unwrap_or(Value::Null);
         // (Name, address and locality are all a registration brings: checked above.)
+        let shared = self.store.etcd().is_some();
         match r.ttl_ms {
-            Some(ttl) => self.expiry.insert(key.clone(), now_ms() + ttl),
-            None => self.expiry.remove(&key),
+            Some(ttl) if !shared => self.expiry.insert(key.clone(), now_ms() + ttl),
+            _ => self.expiry.remove(&key),
         };
-        Ok(self.store.commit(client, &format!("register {} {}", r.service, r.address), vec![(key, Some(value))])?)
+        let rev = self.store.commit(client, &format!("register {} {}", r.service, r.address), vec![(key.clone(), Some(value))]).await?;
+        if rev.is_none() && r.ttl_ms.is_some() && shared {
+            // Registered again as it was: a heartbeat (a new lease only comes with a change).
+            self.heartbeat(&r.service, &r.address).await;
+        }
+        Ok(rev)
     }
 
     /// Extends a registration's TTL; false when it is not registered (any more).
-    pub fn heartbeat(&mut self, service: &str, address: &str) -> bool {
+    pub async fn heartbeat(&mut self, service: &str, address: &str) -> bool {
         let key = registry_key(service, address);
+        if let Some(etcd) = self.store.etcd() {
+            let has_ttl = self.store.get(&key).is_some_and(|v| v.get("ttlMs").is_some());
+            return match has_ttl {
+                true => etcd.clone().keep_alive(&key).await.unwrap_or(false),
+                false => self.store.get(&key).is_some(),
+            };
+        }
         let Some(ttl) = self.store.get(&key).and_then(|v| v.get("ttlMs")).and_then(Value::as_u64) else {
             return self.store.get(&key).is_some();
         };
@@ -248,17 +266,17 @@ impl Plane {
         true
     }
 
-    pub fn deregister(&mut self, client: &str, service: &str, address: &str) -> Result<Option<Revision>, PlaneError> {
+    pub async fn deregister(&mut self, client: &str, service: &str, address: &str) -> Result<Option<Revision>, PlaneError> {
         let key = registry_key(service, address);
         if self.store.get(&key).is_none() {
             return Err(PlaneError::NotFound(format!("{service} {address} is not registered")));
         }
         self.expiry.remove(&key);
-        Ok(self.store.commit(client, &format!("deregister {service} {address}"), vec![(key, None)])?)
+        Ok(self.store.commit(client, &format!("deregister {service} {address}"), vec![(key, None)]).await?)
     }
 
     /// Removes registrations whose TTL passed (one revision for all of them).
-    pub fn expire(&mut self) -> Result<Option<Revision>, PlaneError> {
+    pub async fn expire(&mut self) -> Result<Option<Revision>, PlaneError> {
         let now = now_ms();
         let due: Vec<String> = self.expiry.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
         if due.is_empty() {
@@ -267,7 +285,38 @@ impl Plane {
         for k in &due {
             self.expiry.remove(k);
         }
-        Ok(self.store.commit("control-plane", "ttl expired", due.into_iter().map(|k| (k, None)).collect())?)
+        Ok(self.store.commit("control-plane", "ttl expired", due.into_iter().map(|k| (k, None)).collect()).await?)
+    }
+
+    /// Removes TTL registrations among `keys` whose etcd lease is gone (shared store);
+    /// `alive`, when known, is the set of keys whose lease lives, else etcd is asked.
+    pub async fn expire_leases(&mut self, keys: Vec<String>, alive: Option<&std::collections::HashSet<String>>) -> Result<Option<Revision>, PlaneError> {
+        let Some(etcd) = self.store.etcd() else { return Ok(None) };
+        let mut etcd = etcd.clone();
+        let mut due = Vec::new();
+        for k in keys {
+            if !self.store.get(&k).is_some_and(|v| v.get("ttlMs").is_some()) {
+                continue;
+            }
+            let gone = match alive {
+                Some(a) => !a.contains(&k),
+                None => !etcd.alive(&k).await?,
+            };
+            if gone {
+                due.push((k, None));
+            }
+        }
+        Ok(self.store.commit("control-plane", "ttl expired", due).await?)
+    }
+
+    /// The registry's keys (for [`Plane::expire_leases`] after a reload).
+    pub fn registry_keys(&self) -> Vec<String> {
+        self.store.objects().range(REGISTRY.to_owned()..).take_while(|(k, _)| k.starts_with(REGISTRY)).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// The store, for following a shared one.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
     }
 
     /// When the next TTL runs out, if any.
@@ -358,9 +407,10 @@ impl Plane {
 }
 
 /// Every revision, oldest first, with the keys it changed (not the values).
-pub fn history(p: &Plane) -> Result<Vec<Value>, PlaneError> {
+pub async fn history(p: &Plane) -> Result<Vec<Value>, PlaneError> {
     Ok(p.store
-        .history()?
+        .history()
+        .await?
         .into_iter()
         .map(|r| json!({"revision": r.revision, "atMs": r.at_ms, "client": r.client, "action": r.action, "changes": r.changes.iter().map(|c| json!({
             "key": c.key,

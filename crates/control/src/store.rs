@@ -1,8 +1,9 @@
-//! The embedded store: one redb file under `--data-dir`, every change a durable
-//! transaction (redb commits with fsync), so a `kill -9` loses nothing that was
-//! acknowledged. Holds the config resources and registered endpoints as JSON under
-//! their keys, and every revision's record (what changed, from what to what, when,
-//! by which client) for history and rollback.
+//! The store: config resources and registered endpoints as JSON under their keys,
+//! and every revision's record (what changed, from what to what, when, by which
+//! client) for history and rollback. Held in memory and written through to its
+//! backend: the embedded one is one redb file under `--data-dir`, every change a
+//! durable transaction (redb commits with fsync), so a `kill -9` loses nothing that
+//! was acknowledged; the shared one is an etcd cluster ([`crate::etcd`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +21,11 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("store: corrupt record {0}: {1}")]
     Corrupt(String, serde_json::Error),
+    #[error("store: etcd: {0}")]
+    Etcd(String),
+    /// Another control plane committed first; the store has caught up: try again.
+    #[error("store: another control plane changed the store at the same time, try again")]
+    Conflict,
 }
 
 macro_rules! db {
@@ -50,11 +56,16 @@ pub struct Revision {
     pub changes: Vec<Change>,
 }
 
-/// The store's contents, kept in memory and written through to the file.
+/// The store's contents, kept in memory and written through to the backend.
 pub struct Store {
-    db: Database,
+    backend: Backend,
     objects: BTreeMap<String, Value>,
     revision: u64,
+}
+
+enum Backend {
+    File(Database),
+    Etcd(crate::etcd::Etcd),
 }
 
 impl Store {
@@ -76,7 +87,57 @@ impl Store {
         }
         let revision = db!(db!(r.open_table(REVISIONS))?.last())?.map(|(k, _)| k.value()).unwrap_or(0);
         drop(r);
-        Ok(Store { db, objects, revision })
+        Ok(Store { backend: Backend::File(db), objects, revision })
+    }
+
+    /// A store kept in etcd under `etcd`'s prefix, starting from a snapshot read from it.
+    pub fn on_etcd(etcd: crate::etcd::Etcd, snap: crate::etcd::Snapshot) -> Store {
+        Store { backend: Backend::Etcd(etcd), objects: snap.objects, revision: snap.revision }
+    }
+
+    /// The etcd backend, when the store is shared with other control planes.
+    pub fn etcd(&self) -> Option<&crate::etcd::Etcd> {
+        match &self.backend {
+            Backend::Etcd(e) => Some(e),
+            Backend::File(_) => None,
+        }
+    }
+
+    /// Replaces the contents with a snapshot loaded from etcd.
+    pub fn replace(&mut self, snap: crate::etcd::Snapshot) {
+        self.objects = snap.objects;
+        self.revision = snap.revision;
+    }
+
+    /// Applies a revision another control plane committed (the next one only); false
+    /// when it is not the next: the caller catches up instead.
+    pub fn apply_remote(&mut self, rev: &Revision) -> bool {
+        if rev.revision != self.revision + 1 {
+            return rev.revision <= self.revision;
+        }
+        self.apply(rev);
+        true
+    }
+
+    /// Reads and applies the revisions committed elsewhere since ours.
+    pub async fn catch_up(&mut self) -> Result<(), StoreError> {
+        let Backend::Etcd(e) = &mut self.backend else { return Ok(()) };
+        for rev in e.revisions_after(self.revision).await? {
+            if rev.revision == self.revision + 1 {
+                self.apply(&rev);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, rev: &Revision) {
+        for c in &rev.changes {
+            match &c.after {
+                Some(v) => self.objects.insert(c.key.clone(), v.clone()),
+                None => self.objects.remove(&c.key),
+            };
+        }
+        self.revision = rev.revision;
     }
 
     pub fn revision(&self) -> u64 {
@@ -94,7 +155,7 @@ impl Store {
     /// Commits `puts` (key → new value, `None` deletes) as one revision; keys whose
     /// value does not change are left out. Returns the revision, or `None` when
     /// nothing changed.
-    pub fn commit(&mut self, client: &str, action: &str, puts: Vec<(String, Option<Value>)>) -> Result<Option<Revision>, StoreError> {
+    pub async fn commit(&mut self, client: &str, action: &str, puts: Vec<(String, Option<Value>)>) -> Result<Option<Revision>, StoreError> {
         let changes: Vec<Change> = puts
             .into_iter()
             .filter_map(|(key, after)| {
@@ -106,36 +167,28 @@ impl Store {
             return Ok(None);
         }
         let rev = Revision { revision: self.revision + 1, at_ms: now_ms(), client: client.to_owned(), action: action.to_owned(), changes };
-        let record = serde_json::to_string(&rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
-        let w = db!(self.db.begin_write())?;
-        {
-            let mut objects = db!(w.open_table(OBJECTS))?;
-            for c in &rev.changes {
-                match &c.after {
-                    Some(v) => {
-                        db!(objects.insert(c.key.as_str(), v.to_string().as_str()))?;
+        match &mut self.backend {
+            Backend::File(db) => write_file(db, &rev)?,
+            Backend::Etcd(e) => {
+                if let Err(err) = e.commit(&rev, self.revision).await {
+                    if matches!(err, StoreError::Conflict) {
+                        self.catch_up().await?;
                     }
-                    None => {
-                        db!(objects.remove(c.key.as_str()))?;
-                    }
+                    return Err(err);
                 }
             }
-            db!(db!(w.open_table(REVISIONS))?.insert(rev.revision, record.as_str()))?;
         }
-        db!(w.commit())?;
-        for c in &rev.changes {
-            match &c.after {
-                Some(v) => self.objects.insert(c.key.clone(), v.clone()),
-                None => self.objects.remove(&c.key),
-            };
-        }
-        self.revision = rev.revision;
+        self.apply(&rev);
         Ok(Some(rev))
     }
 
     /// Every revision, oldest first.
-    pub fn history(&self) -> Result<Vec<Revision>, StoreError> {
-        let r = db!(self.db.begin_read())?;
+    pub async fn history(&self) -> Result<Vec<Revision>, StoreError> {
+        let db = match &self.backend {
+            Backend::File(db) => db,
+            Backend::Etcd(e) => return e.clone().revisions_after(0).await,
+        };
+        let r = db!(db.begin_read())?;
         let t = db!(r.open_table(REVISIONS))?;
         let mut out = Vec::new();
         for item in db!(t.iter())? {
@@ -147,14 +200,14 @@ impl Store {
 
     /// The values under `prefix` as they were right after revision `at`: the current
     /// ones with every later change undone.
-    pub fn state_at(&self, at: u64, prefix: &str) -> Result<BTreeMap<String, Value>, StoreError> {
+    pub async fn state_at(&self, at: u64, prefix: &str) -> Result<BTreeMap<String, Value>, StoreError> {
         let mut state: BTreeMap<String, Value> = self
             .objects
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut later = self.history()?;
+        let mut later = self.history().await?;
         later.retain(|r| r.revision > at);
         for r in later.iter().rev() {
             for c in r.changes.iter().rev().filter(|c| c.key.starts_with(prefix)) {
@@ -166,6 +219,27 @@ impl Store {
         }
         Ok(state)
     }
+}
+
+/// Writes one revision to the file: its objects and its record, one transaction.
+fn write_file(db: &Database, rev: &Revision) -> Result<(), StoreError> {
+    let record = serde_json::to_string(rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
+    let w = db!(db.begin_write())?;
+    {
+        let mut objects = db!(w.open_table(OBJECTS))?;
+        for c in &rev.changes {
+            match &c.after {
+                Some(v) => {
+                    db!(objects.insert(c.key.as_str(), v.to_string().as_str()))?;
+                }
+                None => {
+                    db!(objects.remove(c.key.as_str()))?;
+                }
+            }
+        }
+        db!(db!(w.open_table(REVISIONS))?.insert(rev.revision, record.as_str()))?;
+    }
+    db!(w.commit())
 }
 
 pub fn now_ms() -> u64 {
@@ -183,30 +257,30 @@ mod tests {
         d
     }
 
-    #[test]
-    fn commits_survive_reopening_and_history_undoes() {
+    #[tokio::test]
+    async fn commits_survive_reopening_and_history_undoes() {
         let d = dir("reopen");
         let mut s = Store::open(&d).unwrap();
         assert_eq!(s.revision(), 0);
         let r1 =
-            s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1}))), ("config/b".into(), Some(json!({"v": 2})))]).unwrap();
+            s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1}))), ("config/b".into(), Some(json!({"v": 2})))]).await.unwrap();
         assert_eq!(r1.unwrap().revision, 1);
-        assert!(s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1})))]).unwrap().is_none(), "no change, no revision");
-        s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 3}))), ("config/b".into(), None)]).unwrap();
-        s.commit("cli", "register", vec![("registry/x".into(), Some(json!({"p": 1})))]).unwrap();
+        assert!(s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1})))]).await.unwrap().is_none(), "no change, no revision");
+        s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 3}))), ("config/b".into(), None)]).await.unwrap();
+        s.commit("cli", "register", vec![("registry/x".into(), Some(json!({"p": 1})))]).await.unwrap();
         drop(s);
 
         let s = Store::open(&d).unwrap();
         assert_eq!(s.revision(), 3);
         assert_eq!(s.get("config/a"), Some(&json!({"v": 3})));
         assert_eq!(s.get("config/b"), None);
-        let h = s.history().unwrap();
+        let h = s.history().await.unwrap();
         assert_eq!(h.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["apply", "apply", "register"]);
-        let at1 = s.state_at(1, "config/").unwrap();
+        let at1 = s.state_at(1, "config/").await.unwrap();
         assert_eq!(at1.get("config/a"), Some(&json!({"v": 1})));
         assert_eq!(at1.get("config/b"), Some(&json!({"v": 2})));
-        assert!(s.state_at(0, "config/").unwrap().is_empty());
-        assert_eq!(s.state_at(3, "registry/").unwrap().len(), 1);
+        assert!(s.state_at(0, "config/").await.unwrap().is_empty());
+        assert_eq!(s.state_at(3, "registry/").await.unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

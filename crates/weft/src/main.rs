@@ -68,13 +68,20 @@ enum Cmd {
 #[derive(clap::Args)]
 struct ControlPlaneArgs {
     /// Where the embedded store keeps its file (weft.redb).
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required_if_eq("store", "embedded"))]
+    data_dir: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:15010")]
     listen: SocketAddr,
-    /// embedded (one durable file under --data-dir); etcd is refused until its store exists.
+    /// embedded: one durable file under --data-dir; etcd: an etcd cluster that several
+    /// control planes share.
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
     store: String,
+    /// The etcd cluster's client URLs, comma-separated (with --store etcd).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix weft's data lives under in etcd (one mesh per prefix).
+    #[arg(long, default_value = "/weft/")]
+    etcd_prefix: String,
 }
 
 #[derive(clap::Args)]
@@ -207,11 +214,15 @@ fn main() -> ExitCode {
 }
 
 fn control_plane(a: ControlPlaneArgs) -> ExitCode {
-    if a.store == "etcd" {
-        eprintln!("error: --store etcd is not in this build yet; the embedded store (the default) is");
-        return ExitCode::from(2);
-    }
-    match weft_control::run(weft_control::Options { data_dir: a.data_dir, listen: a.listen }) {
+    let store = match (a.store.as_str(), a.data_dir) {
+        ("etcd", _) => weft_control::StoreKind::Etcd { endpoints: a.etcd_endpoints, prefix: a.etcd_prefix },
+        (_, Some(dir)) => weft_control::StoreKind::Embedded(dir),
+        (_, None) => {
+            eprintln!("error: --data-dir is required with the embedded store");
+            return ExitCode::from(2);
+        }
+    };
+    match weft_control::run(weft_control::Options { store, listen: a.listen }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
