@@ -125,7 +125,9 @@ impl Etcd {
         let resp = self.kv.get(self.revision_key(rev + 1), Some(opts)).await.map_err(err)?;
         resp.kvs()
             .iter()
-            .map(|kv| serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(kv.key()).into_owned(), e)))
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(kv.key()).into_owned(), e))
+            })
             .collect()
     }
 

@@ -290,12 +290,16 @@ impl Plane {
 
     /// Removes TTL registrations among `keys` whose etcd lease is gone (shared store);
     /// `alive`, when known, is the set of keys whose lease lives, else etcd is asked.
-    pub async fn expire_leases(&mut self, keys: Vec<String>, alive: Option<&std::collections::HashSet<String>>) -> Result<Option<Revision>, PlaneError> {
+    pub async fn expire_leases(
+        &mut self,
+        keys: Vec<String>,
+        alive: Option<&std::collections::HashSet<String>>,
+    ) -> Result<Option<Revision>, PlaneError> {
         let Some(etcd) = self.store.etcd() else { return Ok(None) };
         let mut etcd = etcd.clone();
         let mut due = Vec::new();
         for k in keys {
-            if !self.store.get(&k).is_some_and(|v| v.get("ttlMs").is_some()) {
+            if self.store.get(&k).is_none_or(|v| v.get("ttlMs").is_none()) {
                 continue;
             }
             let gone = match alive {

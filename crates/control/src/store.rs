@@ -65,7 +65,7 @@ pub struct Store {
 
 enum Backend {
     File(Database),
-    Etcd(crate::etcd::Etcd),
+    Etcd(Box<crate::etcd::Etcd>),
 }
 
 impl Store {
@@ -92,7 +92,7 @@ impl Store {
 
     /// A store kept in etcd under `etcd`'s prefix, starting from a snapshot read from it.
     pub fn on_etcd(etcd: crate::etcd::Etcd, snap: crate::etcd::Snapshot) -> Store {
-        Store { backend: Backend::Etcd(etcd), objects: snap.objects, revision: snap.revision }
+        Store { backend: Backend::Etcd(Box::new(etcd)), objects: snap.objects, revision: snap.revision }
     }
 
     /// The etcd backend, when the store is shared with other control planes.
@@ -262,10 +262,15 @@ mod tests {
         let d = dir("reopen");
         let mut s = Store::open(&d).unwrap();
         assert_eq!(s.revision(), 0);
-        let r1 =
-            s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1}))), ("config/b".into(), Some(json!({"v": 2})))]).await.unwrap();
+        let r1 = s
+            .commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1}))), ("config/b".into(), Some(json!({"v": 2})))])
+            .await
+            .unwrap();
         assert_eq!(r1.unwrap().revision, 1);
-        assert!(s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1})))]).await.unwrap().is_none(), "no change, no revision");
+        assert!(
+            s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 1})))]).await.unwrap().is_none(),
+            "no change, no revision"
+        );
         s.commit("cli", "apply", vec![("config/a".into(), Some(json!({"v": 3}))), ("config/b".into(), None)]).await.unwrap();
         s.commit("cli", "register", vec![("registry/x".into(), Some(json!({"p": 1})))]).await.unwrap();
         drop(s);

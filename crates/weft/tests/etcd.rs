@@ -1,0 +1,193 @@
+//! Control planes sharing a real etcd (Debian's `etcd-server`; `.ci/run` installs it):
+//! a registration through one reaches a proxy following the other, TTL leases kept
+//! alive through either, concurrent writes through both, and an etcd restart.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A single-member etcd on loopback, killed on drop.
+struct Etcd {
+    child: Child,
+    dir: std::path::PathBuf,
+    client: SocketAddr,
+    peer: SocketAddr,
+}
+
+impl Etcd {
+    fn start(dir: &std::path::Path, client: SocketAddr, peer: SocketAddr) -> Etcd {
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "weft-test",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://{client}"),
+                "--advertise-client-urls",
+                &format!("http://{client}"),
+                "--listen-peer-urls",
+                &format!("http://{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://{peer}"),
+                "--initial-cluster",
+                &format!("weft-test=http://{peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (Debian's etcd-server) must be installed: .ci/run installs it");
+        let e = Etcd { child, dir: dir.to_owned(), client, peer };
+        wait_until("etcd listens", Duration::from_secs(20), || std::net::TcpStream::connect(client).is_ok());
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.client)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Plane {
+    _p: Proc,
+    url: String,
+}
+
+impl Plane {
+    fn start(etcd: &str, addr: SocketAddr) -> Plane {
+        let l = addr.to_string();
+        let p = spawn(&["control-plane", "--store", "etcd", "--etcd-endpoints", etcd, "--etcd-prefix", "/mesh-a/", "--listen", &l]);
+        Plane { _p: p, url: format!("http://{addr}") }
+    }
+
+    fn weft(&self, args: &[&str]) -> Output {
+        Command::new(weft()).args(args).env("WEFT_SERVER", &self.url).output().unwrap()
+    }
+
+    fn registry(&self) -> Vec<String> {
+        let (_, body, _) = curl(&["-s", &format!("{}/v1/registry", self.url)]);
+        let mut v: Vec<String> = body.split("\"address\":\"").skip(1).filter_map(|s| s.split('"').next()).map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+
+    fn history(&self) -> String {
+        text(&self.weft(&["history"]))
+    }
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restart() {
+    let etcd = Etcd::start(&temp_dir().join("etcd"), free_addr(), free_addr());
+    let (cp1, cp2) = (Plane::start(&etcd.url(), free_addr()), Plane::start(&etcd.url(), free_addr()));
+    let p = spawn(&["proxy", "--control-plane", &cp2.url, "--node", "n2", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let p = Proxy { p, cfg: std::path::PathBuf::new() };
+
+    // A registration through one reaches the proxy following the other.
+    let a = backend("a", &[]);
+    let out = cp1.weft(&["register", "--service", "ratings", "--address", &a.addr.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let took = wait_until("ratings routes via the other control plane", Duration::from_secs(10), || {
+        get(p.addr(), "ratings", "/", &[]).status == 200
+    });
+    eprintln!("registered at cp1 → routed by a proxy of cp2 in {took:?}");
+
+    // Writes through both at once: every one lands, with one history both agree on.
+    let addrs: Vec<String> = (0..16).map(|i| format!("127.0.0.2:{}", 20000 + i)).collect();
+    std::thread::scope(|s| {
+        for (i, addr) in addrs.iter().enumerate() {
+            let cp = if i % 2 == 0 { &cp1 } else { &cp2 };
+            s.spawn(move || {
+                let out = cp.weft(&["register", "--service", "bulk", "--address", addr]);
+                assert!(out.status.success(), "{}", text(&out));
+            });
+        }
+    });
+    wait_until("both control planes hold all 17 endpoints", Duration::from_secs(10), || {
+        cp1.registry().len() == 17 && cp2.registry().len() == 17
+    });
+    assert_eq!(cp1.history(), cp2.history());
+    assert!(cp1.history().lines().any(|l| l.trim_start().starts_with("17 ")), "{}", cp1.history());
+
+    // A TTL lease kept alive through cp2 stays, though it was registered through cp1.
+    let ttl_addr = "127.0.0.3:9000";
+    assert!(cp1.weft(&["register", "--service", "leased", "--address", ttl_addr, "--ttl", "2s"]).status.success());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let (_, code, _) = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &format!("{}/v1/registry/heartbeat?service=leased&address={ttl_addr}", cp2.url),
+        ]);
+        assert_eq!(code, "200");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(cp1.registry().contains(&ttl_addr.to_owned()), "heartbeats through cp2 kept it");
+    // No more heartbeats: etcd lets the lease go and both remove it.
+    wait_until("the lease runs out", Duration::from_secs(10), || {
+        !cp1.registry().contains(&ttl_addr.to_owned()) && !cp2.registry().contains(&ttl_addr.to_owned())
+    });
+    assert!(cp1.history().contains("ttl expired"), "{}", cp1.history());
+
+    // etcd goes away: the proxy keeps serving, writes fail with a clear error.
+    let (dir, client, peer) = (etcd.dir.clone(), etcd.client, etcd.peer);
+    drop(etcd);
+    let mut c = Client::connect(p.addr());
+    for _ in 0..100 {
+        assert_eq!(c.get("ratings", "/", &[]).status, 200);
+    }
+    let out = cp1.weft(&["register", "--service", "ratings", "--address", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("etcd"), "{}", text(&out));
+
+    // etcd is back: both control planes recover, and a registration through either reaches the proxy.
+    let _etcd = Etcd::start(&dir, client, peer);
+    let b = backend("b", &[]);
+    wait_until("cp1 writes again", Duration::from_secs(20), || {
+        cp1.weft(&["register", "--service", "ratings", "--address", &b.addr.to_string()]).status.success()
+    });
+    wait_until("the proxy of cp2 routes to b", Duration::from_secs(10), || spread(p.addr(), "ratings", 20, &[]).contains_key("b"));
+    assert!(cp2.weft(&["deregister", "--service", "ratings", "--address", &a.addr.to_string()]).status.success());
+    wait_until("cp1 saw the deregistration", Duration::from_secs(10), || !cp1.registry().contains(&a.addr.to_string()));
+    wait_until("a is gone from the proxy", Duration::from_secs(10), || spread(p.addr(), "ratings", 20, &[]).len() == 1);
+    for _ in 0..50 {
+        assert_eq!(c.get("ratings", "/", &[]).status, 200);
+    }
+
+    // A new control plane on the same etcd starts with everything.
+    let cp3 = Plane::start(&_etcd.url(), free_addr());
+    assert_eq!(cp3.registry(), cp1.registry());
+    assert_eq!(cp3.history(), cp1.history());
+}
