@@ -54,8 +54,13 @@ pub struct Server {
     /// The latest revision, for watchers.
     revision: watch::Sender<u64>,
     proxies: std::sync::Mutex<Proxies>,
-    /// Serialised meshes of the latest revision, by Sidecar key ("" = the whole mesh).
-    mesh_cache: std::sync::Mutex<(u64, HashMap<String, Bytes>)>,
+    /// The revision proxies are told about: follows `revision`, at most once per
+    /// [`PUSH_WINDOW`] (changes in between go out together).
+    pushed: watch::Sender<u64>,
+    /// The mesh as documents, for full answers and deltas.
+    index: std::sync::Mutex<crate::mesh::Index>,
+    /// Sidecar choices by (config revision, namespace, labels).
+    sidecars: std::sync::Mutex<(u64, HashMap<String, Option<(String, weft_config::istio::Sidecar)>>)>,
 }
 
 /// What the control plane knows of the proxies following it (in memory: a restarted
@@ -72,6 +77,11 @@ struct Proxies {
 }
 
 const PUSH_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
+
+/// Pushes to proxies are coalesced: the first change goes out at once, later ones at
+/// most this often (Istio debounces for 100 ms). At 1,000 changes a second a proxy
+/// gets 20 deltas, not 1,000.
+const PUSH_WINDOW: Duration = Duration::from_millis(50);
 
 #[derive(Default, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -163,7 +173,28 @@ fn percent_decode(s: &str) -> String {
 impl Server {
     pub fn new(plane: Plane) -> Arc<Server> {
         let (revision, _) = watch::channel(plane.revision());
-        Arc::new(Server { plane: Mutex::new(plane), revision, proxies: Default::default(), mesh_cache: Default::default() })
+        let (pushed, _) = watch::channel(plane.revision());
+        Arc::new(Server {
+            plane: Mutex::new(plane),
+            revision,
+            pushed,
+            proxies: Default::default(),
+            index: Default::default(),
+            sidecars: Default::default(),
+        })
+    }
+
+    /// Tells watching proxies of new revisions, coalescing them by [`PUSH_WINDOW`]; runs forever.
+    pub async fn push_loop(self: Arc<Self>) {
+        let mut rx = self.revision.subscribe();
+        loop {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            let r = *rx.borrow_and_update();
+            self.pushed.send_replace(r);
+            tokio::time::sleep(PUSH_WINDOW).await;
+        }
     }
 
     fn published(&self, rev: &Option<Revision>) {
@@ -376,7 +407,7 @@ impl Server {
                 let p = self.plane.lock().await;
                 json_reply(StatusCode::OK, &json!({"revision": p.revision(), "items": p.registrations()}))
             }
-            (Method::GET, "/v1/mesh") => self.mesh(proxy_of(q).as_ref().map(|(ns, l)| (ns.as_str(), l.clone()))).await,
+            (Method::GET, "/v1/mesh") => self.mesh(proxy_of(q), 0).await,
             (Method::POST, "/v1/ack") => {
                 let (Some(node), Some(rev)) = (q.get("node"), q.get("revision").and_then(|r| r.parse::<u64>().ok())) else {
                     return bad("node and revision are required".into());
@@ -418,7 +449,7 @@ impl Server {
                     p.revision(),
                     p.list(None, None, None).len(),
                     p.registrations().len(),
-                    self.revision.receiver_count(),
+                    self.pushed.receiver_count(),
                 );
                 let mut text = text;
                 if let Ok(px) = self.proxies.lock() {
@@ -442,10 +473,10 @@ impl Server {
     async fn watch(&self, q: &HashMap<String, String>) -> Resp {
         let since = q.get("since").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let wait = Duration::from_millis(q.get("wait").and_then(|s| s.parse().ok()).unwrap_or(30_000).min(300_000));
-        let mut rx = self.revision.subscribe();
+        let mut rx = self.pushed.subscribe();
         let passed = tokio::time::timeout(wait, async move { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
         match passed {
-            Ok(Ok(_)) => self.mesh(proxy_of(q).as_ref().map(|(ns, l)| (ns.as_str(), l.clone()))).await,
+            Ok(Ok(_)) => self.mesh(proxy_of(q), since).await,
             _ => reply(StatusCode::NOT_MODIFIED, "text/plain", ""),
         }
     }
@@ -462,30 +493,32 @@ impl Server {
         }
     }
 
-    /// The mesh (for a proxy in `namespace` with `labels`: scoped by its Sidecar),
-    /// serialised once per revision and Sidecar however many proxies ask for it.
-    async fn mesh(&self, proxy: Option<(&str, BTreeMap<String, String>)>) -> Resp {
+    /// The mesh for a proxy at revision `since` (0: none) in `namespace` with `labels`
+    /// (scoped by its Sidecar): the documents changed since, or all of them.
+    async fn mesh(&self, proxy: Option<(String, BTreeMap<String, String>)>, since: u64) -> Resp {
         let p = self.plane.lock().await;
-        let rev = p.revision();
-        let sidecar = proxy.as_ref().and_then(|(ns, labels)| p.sidecar_for(ns, labels).map(|(k, sc)| (k, ns.to_string(), sc)));
-        let key = sidecar.as_ref().map(|(k, ns, _)| format!("{k}@{ns}")).unwrap_or_default();
-        let cached = self.mesh_cache.lock().ok().and_then(|c| (c.0 == rev).then(|| c.1.get(&key).cloned()).flatten());
-        let body = match cached {
-            Some(b) => b,
-            None => {
-                let b = Bytes::from(p.mesh_yaml(sidecar.as_ref().map(|(_, ns, sc)| (ns.as_str(), sc))));
-                if let Ok(mut c) = self.mesh_cache.lock() {
-                    if c.0 != rev {
-                        *c = (rev, HashMap::new());
-                    }
-                    c.1.insert(key, b.clone());
-                }
-                b
-            }
+        let Ok(mut idx) = self.index.lock() else {
+            return json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({"errors": ["mesh index poisoned"]}));
         };
+        idx.sync(&p);
+        let sidecar = proxy.and_then(|(ns, labels)| {
+            let config_rev = idx.config_revision();
+            let key = format!("{ns}?{labels:?}");
+            let mut cache = self.sidecars.lock().ok()?;
+            if cache.0 != config_rev {
+                *cache = (config_rev, HashMap::new());
+            }
+            let chosen = cache.1.entry(key).or_insert_with(|| p.sidecar_for(&ns, &labels)).clone();
+            chosen.map(|(k, sc)| (k, ns, sc))
+        });
         drop(p);
+        let scope = sidecar.map(|(k, ns, sc)| idx.scope(&k, &ns, sc)).unwrap_or_default();
+        let (body, delta) = idx.answer(since, &scope);
+        let rev = idx.revision();
+        drop(idx);
         let mut r = reply(StatusCode::OK, "application/yaml", body);
         r.headers_mut().insert("x-weft-revision", http::HeaderValue::from(rev));
+        r.headers_mut().insert("x-weft-mesh", http::HeaderValue::from_static(if delta { "delta" } else { "full" }));
         r
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod etcd;
+pub mod mesh;
 pub mod plane;
 pub mod store;
 
@@ -57,6 +58,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         tracing::info!("control plane listening on {addr} ({place}, revision {})", plane.revision());
         let server = api::Server::new(plane);
         tokio::spawn(server.clone().expire_loop());
+        tokio::spawn(server.clone().push_loop());
         if let Some((rx, _)) = follow {
             tokio::spawn(server.clone().follow_remote(rx));
         }

@@ -103,8 +103,29 @@ impl Plane {
     }
 
     /// Config resources (JSON) by key.
-    fn config(&self) -> impl Iterator<Item = (&String, &Value)> {
+    pub(crate) fn config(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.store.objects().range(CONFIG.to_owned()..).take_while(|(k, _)| k.starts_with(CONFIG))
+    }
+
+    /// A config resource by its key without `config/` (`Kind/namespace/name`).
+    pub(crate) fn config_value(&self, key: &str) -> Option<&Value> {
+        self.store.get(&format!("{CONFIG}{key}"))
+    }
+
+    /// The registered endpoints of one service.
+    pub fn registrations_of(&self, service: &str) -> Vec<Registration> {
+        let prefix = format!("{REGISTRY}{service}/");
+        self.store
+            .objects()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, v)| serde_json::from_value(v.clone()).ok())
+            .collect()
+    }
+
+    /// The keys the revisions after `rev` changed, when the store still knows.
+    pub fn changed_since(&self, rev: u64) -> Option<Vec<String>> {
+        self.store.changed_since(rev)
     }
 
     pub fn registrations(&self) -> Vec<Registration> {
@@ -219,6 +240,8 @@ impl Plane {
     }
 
     pub async fn register(&mut self, client: &str, r: Registration) -> Result<Option<Revision>, PlaneError> {
+        // (Hosts are case-insensitive: a service is kept as its lower-case name.)
+        let r = Registration { service: r.service.to_ascii_lowercase(), ..r };
         let mut errors = Vec::new();
         if !valid_name(&r.service) {
             errors.push(format!("service {:?}: must be letters, digits, '-', '.' or '_' (at most 253)", r.service));
@@ -251,7 +274,7 @@ impl Plane {
 
     /// Extends a registration's TTL; false when it is not registered (any more).
     pub async fn heartbeat(&mut self, service: &str, address: &str) -> bool {
-        let key = registry_key(service, address);
+        let key = registry_key(&service.to_ascii_lowercase(), address);
         if let Some(etcd) = self.store.etcd() {
             let has_ttl = self.store.get(&key).is_some_and(|v| v.get("ttlMs").is_some());
             return match has_ttl {
@@ -267,7 +290,7 @@ impl Plane {
     }
 
     pub async fn deregister(&mut self, client: &str, service: &str, address: &str) -> Result<Option<Revision>, PlaneError> {
-        let key = registry_key(service, address);
+        let key = registry_key(&service.to_ascii_lowercase(), address);
         if self.store.get(&key).is_none() {
             return Err(PlaneError::NotFound(format!("{service} {address} is not registered")));
         }
@@ -348,7 +371,7 @@ impl Plane {
         for r in self.registrations() {
             by_service.entry(r.service.clone()).or_default().push(r);
         }
-        by_service.iter().filter(|(s, _)| !declared.contains(&s.to_ascii_lowercase())).map(|(s, regs)| registration_doc(s, regs)).collect()
+        by_service.iter().filter(|(s, _)| !declared.contains(&s.to_ascii_lowercase())).map(|(s, regs)| crate::mesh::registration_doc(s, regs)).collect()
     }
 
     /// The Sidecar that scopes a proxy in `namespace` with `labels` (Istio's choice: one
@@ -373,41 +396,6 @@ impl Plane {
             .or_else(|| pick(&|(_, ns, sc)| ns == namespace && sc.workload_selector.is_none()))
             .or_else(|| pick(&|(_, ns, sc)| ns == ROOT_NAMESPACE && sc.workload_selector.is_none()))
     }
-
-    /// The mesh as multi-document YAML, what a proxy following this control plane
-    /// serves: all of it, or for a proxy in namespace `scope.0` under Sidecar `scope.1`
-    /// only the resources for the hosts its egress takes in, plus the destinations
-    /// their VirtualServices route to.
-    pub fn mesh_yaml(&self, scope: Option<(&str, &weft_config::istio::Sidecar)>) -> String {
-        let mut docs: Vec<Value> = self.config().filter(|(_, v)| v["kind"] != "Sidecar").map(|(_, v)| v.clone()).collect();
-        // (Read from the stored JSON: parsing every resource again took 360 ms per 1,000 services.)
-        let declared: std::collections::HashSet<String> = docs.iter().filter(|d| d["kind"] == "ServiceEntry").flat_map(hosts_of).collect();
-        // Registered endpoints of declared hosts join the declaring ServiceEntry.
-        let mut regs: HashMap<String, Vec<Registration>> = HashMap::new();
-        for r in self.registrations() {
-            regs.entry(r.service.to_ascii_lowercase()).or_default().push(r);
-        }
-        for d in docs.iter_mut().filter(|d| d["kind"] == "ServiceEntry") {
-            let hosts: Vec<String> = d["spec"]["hosts"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|h| h.as_str()).map(str::to_ascii_lowercase).collect())
-                .unwrap_or_default();
-            let port_name = d["spec"]["ports"][0]["name"].as_str().unwrap_or("http").to_owned();
-            for r in hosts.iter().filter_map(|h| regs.get(h)).flatten() {
-                let ep = endpoint_doc(r, &port_name);
-                if let Some(eps) = d["spec"]["endpoints"].as_array_mut() {
-                    eps.push(ep);
-                } else {
-                    d["spec"]["endpoints"] = json!([ep]);
-                }
-            }
-        }
-        docs.extend(self.registry_docs_besides(&declared));
-        if let Some((me, sc)) = scope {
-            docs = scoped(docs, me, sc);
-        }
-        docs_to_yaml(&docs)
-    }
 }
 
 /// Every revision, oldest first, with the keys it changed (not the values).
@@ -426,83 +414,10 @@ pub async fn history(p: &Plane) -> Result<Vec<Value>, PlaneError> {
 /// Istio's root namespace: a Sidecar there without a selector is the mesh's default.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
-/// The hosts a resource is about (lower case).
-fn hosts_of(d: &Value) -> Vec<String> {
-    let spec = &d["spec"];
-    let list =
-        |v: &Value| v.as_array().map(|a| a.iter().filter_map(|h| h.as_str()).map(str::to_ascii_lowercase).collect()).unwrap_or_default();
-    match d["kind"].as_str().unwrap_or("") {
-        "ServiceEntry" | "VirtualService" => list(&spec["hosts"]),
-        _ => spec["host"].as_str().map(|h| vec![h.to_ascii_lowercase()]).unwrap_or_default(),
-    }
-}
 
-/// The documents a Sidecar lets a proxy in namespace `me` see.
-fn scoped(docs: Vec<Value>, me: &str, sc: &weft_config::istio::Sidecar) -> Vec<Value> {
-    let ns = |d: &Value| d["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-    let mut wanted: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for d in &docs {
-        let admitted: Vec<String> = hosts_of(d).into_iter().filter(|h| sc.admits(me, &ns(d), h)).collect();
-        if admitted.is_empty() {
-            continue;
-        }
-        // A VirtualService brings the hosts it routes to.
-        if d["kind"] == "VirtualService" {
-            for route in d["spec"]["http"].as_array().into_iter().flatten() {
-                for dest in route["route"].as_array().into_iter().flatten().chain(std::iter::once(&route["mirror"])) {
-                    let h = dest["destination"]["host"].as_str().or(dest["host"].as_str());
-                    if let Some(h) = h {
-                        wanted.insert(h.to_ascii_lowercase());
-                    }
-                }
-            }
-        }
-        wanted.extend(admitted);
-    }
-    docs.into_iter().filter(|d| hosts_of(d).iter().any(|h| wanted.contains(h))).collect()
-}
 
-fn endpoint_doc(r: &Registration, port_name: &str) -> Value {
-    let (host, port) = r.address.rsplit_once(':').unwrap_or((&r.address, "80"));
-    let mut ep =
-        json!({"address": host.trim_start_matches('[').trim_end_matches(']'), "ports": {port_name: port.parse::<u16>().unwrap_or(80)}});
-    if !r.labels.is_empty() {
-        ep["labels"] = json!(r.labels);
-    }
-    if let Some(l) = &r.locality {
-        ep["locality"] = json!(l);
-    }
-    if let Some(w) = r.weight {
-        ep["weight"] = json!(w);
-    }
-    ep
-}
 
-/// A ServiceEntry for a registered service: port 80 `http`, the endpoints' own ports.
-fn registration_doc(service: &str, regs: &[Registration]) -> Value {
-    json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": {"name": format!("registry.{service}"), "namespace": "default"},
-        "spec": {
-            "hosts": [service],
-            "resolution": "STATIC",
-            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
-            "endpoints": regs.iter().map(|r| endpoint_doc(r, "http")).collect::<Vec<_>>(),
-        }
-    })
-}
 
-fn docs_to_yaml(docs: &[Value]) -> String {
-    let mut out = String::new();
-    for d in docs {
-        out.push_str("---\n");
-        // JSON is YAML: one line per document keeps this exact and cheap.
-        out.push_str(&d.to_string());
-        out.push('\n');
-    }
-    out
-}
 
 /// Parses stored JSON documents back into resources.
 fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, PlaneError> {

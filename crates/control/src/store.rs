@@ -61,7 +61,12 @@ pub struct Store {
     backend: Backend,
     objects: BTreeMap<String, Value>,
     revision: u64,
+    /// The keys each recent revision changed (the mesh index follows them).
+    recent: std::collections::VecDeque<(u64, Vec<String>)>,
 }
+
+/// How many revisions' keys `recent` keeps.
+const RECENT: usize = 4096;
 
 enum Backend {
     File(Database),
@@ -87,12 +92,12 @@ impl Store {
         }
         let revision = db!(db!(r.open_table(REVISIONS))?.last())?.map(|(k, _)| k.value()).unwrap_or(0);
         drop(r);
-        Ok(Store { backend: Backend::File(db), objects, revision })
+        Ok(Store { backend: Backend::File(db), objects, revision, recent: Default::default() })
     }
 
     /// A store kept in etcd under `etcd`'s prefix, starting from a snapshot read from it.
     pub fn on_etcd(etcd: crate::etcd::Etcd, snap: crate::etcd::Snapshot) -> Store {
-        Store { backend: Backend::Etcd(Box::new(etcd)), objects: snap.objects, revision: snap.revision }
+        Store { backend: Backend::Etcd(Box::new(etcd)), objects: snap.objects, revision: snap.revision, recent: Default::default() }
     }
 
     /// The etcd backend, when the store is shared with other control planes.
@@ -107,6 +112,16 @@ impl Store {
     pub fn replace(&mut self, snap: crate::etcd::Snapshot) {
         self.objects = snap.objects;
         self.revision = snap.revision;
+        self.recent.clear();
+    }
+
+    /// The keys changed after revision `rev`, when the revisions since are all known.
+    pub fn changed_since(&self, rev: u64) -> Option<Vec<String>> {
+        if rev == self.revision {
+            return Some(Vec::new());
+        }
+        let first = self.recent.iter().position(|(r, _)| *r == rev + 1)?;
+        Some(self.recent.iter().skip(first).flat_map(|(_, keys)| keys.iter().cloned()).collect())
     }
 
     /// Applies a revision another control plane committed (the next one only); false
@@ -131,6 +146,10 @@ impl Store {
     }
 
     fn apply(&mut self, rev: &Revision) {
+        self.recent.push_back((rev.revision, rev.changes.iter().map(|c| c.key.clone()).collect()));
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
         for c in &rev.changes {
             match &c.after {
                 Some(v) => self.objects.insert(c.key.clone(), v.clone()),

@@ -67,14 +67,75 @@ fn identity(shared: &Shared) -> String {
     identity_query(shared.metrics.source_namespace(), &shared.node.labels)
 }
 
-/// Fetches the current mesh once (at start): (revision, YAML).
-pub async fn fetch(authority: &str, identity: &str, timeout: Duration) -> Result<(u64, String), String> {
+/// The mesh as the control plane sent it: its documents by key, kept across answers
+/// so that a delta (`x-weft-mesh: delta`: the documents changed since the revision we
+/// have, and `# remove KEY` lines) applies to it.
+#[derive(Default)]
+pub struct Docs {
+    docs: std::collections::BTreeMap<String, String>,
+    /// A mesh sent as plain YAML, without document keys.
+    plain: String,
+}
+
+impl Docs {
+    /// Applies an answer; a full one replaces everything.
+    pub fn apply(&mut self, body: &str, delta: bool) {
+        if !delta {
+            self.docs.clear();
+            self.plain.clear();
+            if !body.starts_with("--- # ") {
+                body.clone_into(&mut self.plain);
+                return;
+            }
+        }
+        let mut current: Option<(String, String)> = None;
+        for line in body.lines() {
+            if let Some(key) = line.strip_prefix("--- # ") {
+                if let Some((k, d)) = current.take() {
+                    self.docs.insert(k, d);
+                }
+                current = Some((key.to_owned(), String::new()));
+            } else if let Some(key) = line.strip_prefix("# remove ") {
+                if let Some((k, d)) = current.take() {
+                    self.docs.insert(k, d);
+                }
+                self.docs.remove(key);
+            } else if let Some((_, d)) = current.as_mut() {
+                d.push_str(line);
+                d.push('\n');
+            }
+        }
+        if let Some((k, d)) = current {
+            self.docs.insert(k, d);
+        }
+    }
+
+    /// The mesh as multi-document YAML, for the compiler.
+    pub fn text(&self) -> String {
+        let mut out = String::with_capacity(self.docs.values().map(|d| d.len() + 4).sum::<usize>() + self.plain.len());
+        for d in self.docs.values() {
+            out.push_str("---\n");
+            out.push_str(d);
+        }
+        out.push_str(&self.plain);
+        out
+    }
+}
+
+fn is_delta(headers: &http::HeaderMap) -> bool {
+    headers.get("x-weft-mesh").is_some_and(|v| v == "delta")
+}
+
+/// Fetches the current mesh once (at start): (revision, documents).
+pub async fn fetch(authority: &str, identity: &str, timeout: Duration) -> Result<(u64, Docs), String> {
     let (status, headers, body) = call(authority, "GET", &format!("/v1/mesh?x=1{identity}"), timeout).await?;
     if status != 200 {
         return Err(format!("control plane answered {status}"));
     }
     let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok((rev, String::from_utf8_lossy(&body).into_owned()))
+    let mut docs = Docs::default();
+    docs.apply(&String::from_utf8_lossy(&body), false);
+    Ok((rev, docs))
 }
 
 /// Compiles and swaps in a mesh from the control plane; Err(reason) keeps the running one.
@@ -98,6 +159,7 @@ pub async fn run(
     authority: String,
     node: String,
     mut revision: u64,
+    mut docs: Docs,
     mut pending_ack: Option<Result<u64, (u64, String)>>,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -120,8 +182,9 @@ pub async fn run(
             Ok((200, headers, body)) => {
                 backoff = BACKOFF_MIN;
                 let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(revision);
-                let yaml = String::from_utf8_lossy(&body);
-                pending_ack = Some(match install(shared, rev, &yaml) {
+                // (Our documents follow the control plane's revisions, installed or not.)
+                docs.apply(&String::from_utf8_lossy(&body), is_delta(&headers));
+                pending_ack = Some(match install(shared, rev, &docs.text()) {
                     Ok(()) => Ok(rev),
                     Err(why) => {
                         tracing::error!("control plane revision {rev} rejected, keeping revision {revision}: {why}");
@@ -149,4 +212,24 @@ async fn sleep_backoff(backoff: &mut Duration) {
     let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
     tokio::time::sleep(jittered).await;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Docs;
+
+    #[test]
+    fn deltas_apply_to_the_documents_held() {
+        let mut d = Docs::default();
+        d.apply("--- # a\n{\"a\":1}\n--- # b\n{\"b\":1}\n", false);
+        assert_eq!(d.text(), "---\n{\"a\":1}\n---\n{\"b\":1}\n");
+        d.apply("--- # c\n{\"c\":1}\n--- # a\n{\"a\":2}\n# remove b\n# remove nothing\n", true);
+        assert_eq!(d.text(), "---\n{\"a\":2}\n---\n{\"c\":1}\n");
+        d.apply("", true);
+        assert_eq!(d.text(), "---\n{\"a\":2}\n---\n{\"c\":1}\n", "an empty delta changes nothing");
+        d.apply("--- # z\n{\"z\":1}\n", false);
+        assert_eq!(d.text(), "---\n{\"z\":1}\n", "a full answer replaces everything");
+        d.apply("kind: ServiceEntry\n", false);
+        assert_eq!(d.text(), "kind: ServiceEntry\n", "plain YAML is kept as it came");
+    }
 }

@@ -49,20 +49,20 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
-                Ok((rev, yaml)) => {
-                    let built = weft_config::build_str(&format!("control-plane revision {rev}"), &yaml);
+                Ok((rev, docs)) => {
+                    let built = weft_config::build_str(&format!("control-plane revision {rev}"), &docs.text());
                     if built.2.is_ok() {
-                        followed = Some((authority, rev, true));
+                        followed = Some((authority, rev, docs));
                         built
                     } else {
                         // Refused through the follower (a NACK with the reason) once it runs.
-                        followed = Some((authority, 0, false));
+                        followed = Some((authority, 0, Default::default()));
                         weft_config::build_str("control-plane", "")
                     }
                 }
                 Err(e) => {
                     tracing::warn!("control plane {url} unreachable ({e}): starting with no routes, following it");
-                    followed = Some((authority, 0, true));
+                    followed = Some((authority, 0, Default::default()));
                     weft_config::build_str("control-plane", "")
                 }
             }
@@ -127,9 +127,9 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
             }
         }
         tokio::spawn(reap(shared));
-        if let (Some((authority, rev, _)), Some((_, node))) = (followed, opts.control_plane.clone()) {
+        if let (Some((authority, rev, docs)), Some((_, node))) = (followed, opts.control_plane.clone()) {
             let ack = (rev > 0).then_some(Ok(rev));
-            tokio::spawn(crate::follow::run(shared, authority, node, rev, ack));
+            tokio::spawn(crate::follow::run(shared, authority, node, rev, docs, ack));
         }
         tokio::spawn(crate::health::run(shared));
         let mut hup = signal(SignalKind::hangup()).ok();

@@ -1,0 +1,387 @@
+//! The mesh proxies receive, held as one document per resource so that a change is
+//! pushed as what it changed: a proxy that has revision N gets the documents changed
+//! since N and the keys removed since N (a delta), not the whole mesh again.
+//!
+//! Each document is a config resource (a ServiceEntry with the registered endpoints
+//! of its hosts merged in) or a ServiceEntry the registry makes for a registered
+//! service nobody declared. A registration touches one document, found through the
+//! host → ServiceEntry index; only a config change rebuilds the set, and even then
+//! only the documents whose text changed count as changed.
+//!
+//! Wire format (valid multi-document YAML, so a full answer is also a plain mesh):
+//! every document is `--- # KEY` and its JSON on one line; a delta adds
+//! `# remove KEY` lines. Headers: `x-weft-revision`, `x-weft-mesh: full|delta`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::plane::{Plane, Registration};
+
+/// How many revisions of changes are kept for deltas; older proxies get everything.
+const LOG_REVISIONS: usize = 20_000;
+
+struct Doc {
+    json: String,
+    hosts: Vec<String>,
+    namespace: String,
+    kind: String,
+}
+
+/// Which documents a proxy receives: all, or those its Sidecar lets it see.
+pub struct Scope {
+    /// The proxy's namespace.
+    pub namespace: String,
+    pub sidecar: weft_config::istio::Sidecar,
+    /// Hosts the admitted VirtualServices route to (computed per config revision).
+    wanted: HashSet<String>,
+    config_rev: u64,
+}
+
+#[derive(Default)]
+pub struct Index {
+    built: bool,
+    revision: u64,
+    docs: BTreeMap<String, Doc>,
+    /// Host → key of the config ServiceEntry declaring it.
+    declared: HashMap<String, String>,
+    /// Per revision, the document keys it changed or removed.
+    log: VecDeque<(u64, Vec<String>)>,
+    /// Deltas can be made for proxies at this revision or later.
+    horizon: u64,
+    /// The last revision that changed config (not only the registry): scoped proxies
+    /// get a full answer across one, since what their Sidecar admits may have moved.
+    config_rev: u64,
+    scopes: HashMap<String, Scope>,
+    /// Answers of this revision by (since, scope key).
+    answers: HashMap<(u64, String), Bytes>,
+}
+
+/// The hosts a resource is about (lower case).
+pub fn hosts_of(d: &Value) -> Vec<String> {
+    let spec = &d["spec"];
+    let list =
+        |v: &Value| v.as_array().map(|a| a.iter().filter_map(|h| h.as_str()).map(str::to_ascii_lowercase).collect()).unwrap_or_default();
+    match d["kind"].as_str().unwrap_or("") {
+        "ServiceEntry" | "VirtualService" => list(&spec["hosts"]),
+        _ => spec["host"].as_str().map(|h| vec![h.to_ascii_lowercase()]).unwrap_or_default(),
+    }
+}
+
+fn doc(v: &Value) -> Doc {
+    Doc {
+        json: v.to_string(),
+        hosts: hosts_of(v),
+        namespace: v["metadata"]["namespace"].as_str().unwrap_or("default").to_owned(),
+        kind: v["kind"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
+impl Index {
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn config_revision(&self) -> u64 {
+        self.config_rev
+    }
+
+    /// Brings the index to the plane's revision: the documents the revisions since
+    /// touched, or all of them after a config change (or when the store cannot say).
+    pub fn sync(&mut self, plane: &Plane) {
+        let rev = plane.revision();
+        if self.built && rev == self.revision {
+            return;
+        }
+        let keys = if self.built { plane.changed_since(self.revision) } else { None };
+        match keys {
+            Some(keys) if keys.iter().all(|k| k.starts_with("registry/")) => {
+                let services: BTreeSet<String> = keys.iter().filter_map(|k| k.split('/').nth(1)).map(str::to_ascii_lowercase).collect();
+                self.update_services(plane, rev, services);
+            }
+            _ => self.rebuild(plane, rev),
+        }
+        self.revision = rev;
+        self.answers.clear();
+    }
+
+    fn record(&mut self, rev: u64, changed: Vec<String>) {
+        if !changed.is_empty() {
+            self.log.push_back((rev, changed));
+        }
+        while self.log.len() > LOG_REVISIONS {
+            if let Some((r, _)) = self.log.pop_front() {
+                self.horizon = r;
+            }
+        }
+    }
+
+    /// Every document from scratch, compared with the ones held.
+    fn rebuild(&mut self, plane: &Plane, rev: u64) {
+        let mut regs: HashMap<String, Vec<Registration>> = HashMap::new();
+        for r in plane.registrations() {
+            regs.entry(r.service.to_ascii_lowercase()).or_default().push(r);
+        }
+        let mut declared = HashMap::new();
+        let mut fresh: BTreeMap<String, Value> = BTreeMap::new();
+        for (key, v) in plane.config().filter(|(_, v)| v["kind"] != "Sidecar") {
+            let key = key.trim_start_matches("config/").to_owned();
+            let mut v = v.clone();
+            if v["kind"] == "ServiceEntry" {
+                for h in hosts_of(&v) {
+                    declared.entry(h).or_insert_with(|| key.clone());
+                }
+                merge_endpoints(&mut v, |h| regs.get(h).cloned().unwrap_or_default());
+            }
+            fresh.insert(key, v);
+        }
+        for (service, list) in &regs {
+            if !declared.contains_key(service) {
+                fresh.insert(format!("registry/{service}"), registration_doc(service, list));
+            }
+        }
+        let mut changed: Vec<String> = self.docs.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+        let mut docs = BTreeMap::new();
+        for (key, v) in fresh {
+            let d = doc(&v);
+            if self.docs.get(&key).is_none_or(|old| old.json != d.json) {
+                changed.push(key.clone());
+            }
+            docs.insert(key, d);
+        }
+        if !self.built {
+            self.horizon = rev;
+        }
+        self.docs = docs;
+        self.declared = declared;
+        self.config_rev = rev;
+        self.built = true;
+        self.record(rev, changed);
+    }
+
+    /// Only the documents of `services` (their registrations changed).
+    fn update_services(&mut self, plane: &Plane, rev: u64, services: BTreeSet<String>) {
+        let mut changed = Vec::new();
+        for service in services {
+            let (key, v) = match self.declared.get(&service) {
+                Some(key) => {
+                    let Some(mut v) = plane.config_value(key).cloned() else { continue };
+                    merge_endpoints(&mut v, |h| plane.registrations_of(h));
+                    (key.clone(), Some(v))
+                }
+                None => {
+                    let regs = plane.registrations_of(&service);
+                    (format!("registry/{service}"), (!regs.is_empty()).then(|| registration_doc(&service, &regs)))
+                }
+            };
+            match v {
+                Some(v) => {
+                    let d = doc(&v);
+                    if self.docs.get(&key).is_none_or(|old| old.json != d.json) {
+                        self.docs.insert(key.clone(), d);
+                        changed.push(key);
+                    }
+                }
+                None => {
+                    if self.docs.remove(&key).is_some() {
+                        changed.push(key);
+                    }
+                }
+            }
+        }
+        self.record(rev, changed);
+    }
+
+    /// The scope for a proxy in `namespace` under the Sidecar stored at `key`.
+    pub fn scope(&mut self, key: &str, namespace: &str, sidecar: weft_config::istio::Sidecar) -> String {
+        let scope_key = format!("{key}@{namespace}");
+        let fresh = self.scopes.get(&scope_key).is_some_and(|s| s.config_rev == self.config_rev);
+        if !fresh {
+            let wanted = self.vs_destinations(namespace, &sidecar);
+            let s = Scope { namespace: namespace.to_owned(), sidecar, wanted, config_rev: self.config_rev };
+            self.scopes.insert(scope_key.clone(), s);
+        }
+        scope_key
+    }
+
+    /// The destinations of the VirtualServices a Sidecar admits.
+    fn vs_destinations(&self, me: &str, sc: &weft_config::istio::Sidecar) -> HashSet<String> {
+        let mut wanted = HashSet::new();
+        for d in self.docs.values().filter(|d| d.kind == "VirtualService") {
+            if !d.hosts.iter().any(|h| sc.admits(me, &d.namespace, h)) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&d.json) else { continue };
+            for route in v["spec"]["http"].as_array().into_iter().flatten() {
+                for dest in route["route"].as_array().into_iter().flatten().chain(std::iter::once(&route["mirror"])) {
+                    if let Some(h) = dest["destination"]["host"].as_str().or(dest["host"].as_str()) {
+                        wanted.insert(h.to_ascii_lowercase());
+                    }
+                }
+            }
+        }
+        wanted
+    }
+
+    fn in_scope(&self, d: &Doc, scope: Option<&Scope>) -> bool {
+        let Some(s) = scope else { return true };
+        d.hosts.iter().any(|h| s.wanted.contains(h) || s.sidecar.admits(&s.namespace, &d.namespace, h))
+    }
+
+    /// The answer for a proxy at revision `since` (0: none) in `scope` (a key from
+    /// [`Index::scope`], "" for the whole mesh): (body, whether it is a delta).
+    pub fn answer(&mut self, since: u64, scope: &str) -> (Bytes, bool) {
+        let s = self.scopes.get(scope).filter(|_| !scope.is_empty());
+        let delta = since > 0 && since >= self.horizon && since <= self.revision && (s.is_none() || self.config_rev <= since);
+        let cache_key = (if delta { since } else { 0 }, scope.to_owned());
+        if let Some(b) = self.answers.get(&cache_key) {
+            return (b.clone(), delta);
+        }
+        let mut out = String::new();
+        let mut put = |key: &str, d: &Doc| {
+            out.push_str("--- # ");
+            out.push_str(key);
+            out.push('\n');
+            out.push_str(&d.json);
+            out.push('\n');
+        };
+        if delta {
+            let keys: BTreeSet<&String> = self.log.iter().rev().take_while(|(r, _)| *r > since).flat_map(|(_, k)| k).collect();
+            let mut removed = String::new();
+            for k in keys {
+                match self.docs.get(k).filter(|d| self.in_scope(d, s)) {
+                    Some(d) => put(k, d),
+                    None => removed.push_str(&format!("# remove {k}\n")),
+                }
+            }
+            out.push_str(&removed);
+        } else {
+            for (k, d) in self.docs.iter().filter(|(_, d)| self.in_scope(d, s)) {
+                put(k, d);
+            }
+        }
+        let body = Bytes::from(out);
+        self.answers.insert(cache_key, body.clone());
+        (body, delta)
+    }
+}
+
+/// Appends the registered endpoints of a ServiceEntry's hosts to it.
+fn merge_endpoints<'a>(se: &mut Value, regs_of: impl Fn(&str) -> Vec<Registration> + 'a) {
+    let port_name = se["spec"]["ports"][0]["name"].as_str().unwrap_or("http").to_owned();
+    for h in hosts_of(se) {
+        for r in regs_of(&h) {
+            let ep = endpoint_doc(&r, &port_name);
+            if let Some(eps) = se["spec"]["endpoints"].as_array_mut() {
+                eps.push(ep);
+            } else {
+                se["spec"]["endpoints"] = json!([ep]);
+            }
+        }
+    }
+}
+
+fn endpoint_doc(r: &Registration, port_name: &str) -> Value {
+    let (host, port) = r.address.rsplit_once(':').unwrap_or((&r.address, "80"));
+    let mut ep =
+        json!({"address": host.trim_start_matches('[').trim_end_matches(']'), "ports": {port_name: port.parse::<u16>().unwrap_or(80)}});
+    if !r.labels.is_empty() {
+        ep["labels"] = json!(r.labels);
+    }
+    if let Some(l) = &r.locality {
+        ep["locality"] = json!(l);
+    }
+    if let Some(w) = r.weight {
+        ep["weight"] = json!(w);
+    }
+    ep
+}
+
+/// A ServiceEntry for a registered service: port 80 `http`, the endpoints' own ports.
+pub fn registration_doc(service: &str, regs: &[Registration]) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": format!("registry.{service}"), "namespace": "default"},
+        "spec": {
+            "hosts": [service],
+            "resolution": "STATIC",
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "endpoints": regs.iter().map(|r| endpoint_doc(r, "http")).collect::<Vec<_>>(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn reg(service: &str, address: &str) -> Registration {
+        Registration { service: service.into(), address: address.into(), labels: Default::default(), locality: None, weight: None, ttl_ms: None }
+    }
+
+    /// (keys upserted, keys removed) of an answer.
+    fn parts(body: &Bytes) -> (Vec<String>, Vec<String>) {
+        let t = String::from_utf8_lossy(body);
+        let up = t.lines().filter_map(|l| l.strip_prefix("--- # ")).map(str::to_owned).collect();
+        let rm = t.lines().filter_map(|l| l.strip_prefix("# remove ")).map(str::to_owned).collect();
+        (up, rm)
+    }
+
+    const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{number: 8080, name: web, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, ports: {web: 9001}}]\n";
+
+    #[tokio::test]
+    async fn registrations_are_pushed_as_the_documents_they_touch() {
+        let dir = std::env::temp_dir().join(format!("weft-mesh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut plane = Plane::new(Store::open(&dir).unwrap());
+        plane.apply("t", &[("se.yaml".into(), SE.into())]).await.unwrap();
+        for i in 0..3 {
+            plane.register("t", reg(&format!("svc{i}"), "127.0.0.1:7000")).await.unwrap();
+        }
+        let mut idx = Index::default();
+        idx.sync(&plane);
+        let (full, delta) = idx.answer(0, "");
+        assert!(!delta);
+        assert_eq!(parts(&full).0, ["ServiceEntry/shop/reviews", "registry/svc0", "registry/svc1", "registry/svc2"]);
+        let at = idx.revision();
+
+        // An endpoint of a declared host joins its ServiceEntry, under its port name.
+        plane.register("t", reg("Reviews", "127.0.0.2:9002")).await.unwrap();
+        plane.register("t", reg("svc1", "127.0.0.1:7001")).await.unwrap();
+        plane.deregister("t", "svc2", "127.0.0.1:7000").await.unwrap();
+        idx.sync(&plane);
+        let (body, delta) = idx.answer(at, "");
+        assert!(delta);
+        assert_eq!(parts(&body), (vec!["ServiceEntry/shop/reviews".to_owned(), "registry/svc1".to_owned()], vec!["registry/svc2".to_owned()]));
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains(r#"{"address":"127.0.0.2","ports":{"web":9002}}"#), "{text}");
+        // A proxy further behind gets the union; one that is current, nothing.
+        assert_eq!(parts(&idx.answer(at - 1, "").0).0.len(), 3);
+        assert_eq!(idx.answer(idx.revision(), "").0.len(), 0);
+
+        // A config change rebuilds, but only what changed counts as changed.
+        let before = idx.revision();
+        let se2 = SE.replace("9001", "9005");
+        plane.apply("t", &[("se.yaml".into(), se2)]).await.unwrap();
+        idx.sync(&plane);
+        assert_eq!(parts(&idx.answer(before, "").0), (vec!["ServiceEntry/shop/reviews".to_owned()], vec![]));
+
+        // Scoped proxies: registrations are deltas, config changes full answers.
+        let sc: weft_config::istio::Sidecar = serde_json::from_value(json!({"egress": [{"hosts": ["*/svc1"]}]})).unwrap();
+        let scope = idx.scope("Sidecar/shop/s", "shop", sc);
+        let (body, delta) = idx.answer(before, &scope);
+        assert!(!delta, "a config change since: full");
+        assert_eq!(parts(&body).0, ["registry/svc1"]);
+        let now = idx.revision();
+        plane.register("t", reg("svc0", "127.0.0.1:7002")).await.unwrap();
+        plane.register("t", reg("svc1", "127.0.0.1:7003")).await.unwrap();
+        idx.sync(&plane);
+        let (body, delta) = idx.answer(now, &scope);
+        assert!(delta);
+        assert_eq!(parts(&body), (vec!["registry/svc1".to_owned()], vec!["registry/svc0".to_owned()]), "svc0 is out of scope");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
