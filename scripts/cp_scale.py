@@ -5,7 +5,10 @@ Applies them in one `weft apply` (timed: validation by the config compiler plus 
 durable commit), then reports the control plane's memory, how long it takes to build
 the whole mesh for a proxy (the first, uncached `/v1/mesh`), and the memory of two
 proxies following it: one with the whole mesh, one scoped by a Sidecar to --scoped
-services.
+services. With --churn RATE it then runs `weft bench-control-plane --churn RATE`:
+RATE endpoint registrations and deregistrations a second into those services while
+--churn-proxies simulated proxy streams follow, and how long each change takes to
+reach every stream.
 
 Needs a release build (`cargo build --release`).
 """
@@ -51,6 +54,9 @@ def main():
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--scoped", type=int, default=10)
+    ap.add_argument("--churn", type=int, default=0, help="endpoint changes a second (0: none)")
+    ap.add_argument("--churn-proxies", type=int, default=100)
+    ap.add_argument("--churn-duration", type=float, default=10)
     a = ap.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
@@ -85,13 +91,24 @@ def main():
         full = proxy(port, "full", "default", d)
         scoped = proxy(port, "scoped", "scoped", d)
         full_rss, scoped_rss = rss_mb(full.pid), rss_mb(scoped.pid)
-        for p in (full, scoped, cp):
+        for p in (full, scoped):
             p.terminate()
+        churn = None
+        if a.churn:
+            churn = subprocess.run([WEFT, "bench-control-plane", "--server", f"http://127.0.0.1:{port}", "--proxies", str(a.churn_proxies),
+                                    "--churn", str(a.churn), "--duration", str(a.churn_duration), "--churn-pattern", "svc-{}.mesh",
+                                    "--churn-services", str(a.services)], capture_output=True, text=True)
+            churn_rss = rss_mb(cp.pid)
+        cp.terminate()
     print(f"{a.services:,} services x {a.endpoints} endpoints = {a.services * a.endpoints:,} endpoints")
     print(f"  weft apply in {len(applies)} files of <= 1,000 services (each validated with everything stored, one durable commit): {apply_s:.2f} s in all, the last {applies[-1]:.2f} s")
     print(f"  full mesh for a proxy: built in {build_s * 1000:.0f} ms ({len(body) / 1e6:.1f} MB), cached {cached_s * 1000:.0f} ms")
     print(f"  control plane RSS {cp_rss[0]:.0f} MB (peak {cp_rss[1]:.0f} MB)")
     print(f"  proxy with the whole mesh: RSS {full_rss[0]:.1f} MB (peak {full_rss[1]:.1f}); scoped to {a.scoped} services by a Sidecar: {scoped_rss[0]:.1f} MB (peak {scoped_rss[1]:.1f})")
+    if churn is not None:
+        print(f"  churn ({a.churn}/s into those services, {a.churn_proxies} streams of the whole mesh):")
+        print("    " + (churn.stdout + churn.stderr).strip().replace("\n", "\n    "))
+        print(f"    control plane RSS after: {churn_rss[0]:.0f} MB (peak {churn_rss[1]:.0f} MB)")
 
 
 if __name__ == "__main__":

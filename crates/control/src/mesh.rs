@@ -319,7 +319,14 @@ mod tests {
     use crate::store::Store;
 
     fn reg(service: &str, address: &str) -> Registration {
-        Registration { service: service.into(), address: address.into(), labels: Default::default(), locality: None, weight: None, ttl_ms: None }
+        Registration {
+            service: service.into(),
+            address: address.into(),
+            labels: Default::default(),
+            locality: None,
+            weight: None,
+            ttl_ms: None,
+        }
     }
 
     /// (keys upserted, keys removed) of an answer.
@@ -355,7 +362,10 @@ mod tests {
         idx.sync(&plane);
         let (body, delta) = idx.answer(at, "");
         assert!(delta);
-        assert_eq!(parts(&body), (vec!["ServiceEntry/shop/reviews".to_owned(), "registry/svc1".to_owned()], vec!["registry/svc2".to_owned()]));
+        assert_eq!(
+            parts(&body),
+            (vec!["ServiceEntry/shop/reviews".to_owned(), "registry/svc1".to_owned()], vec!["registry/svc2".to_owned()])
+        );
         let text = String::from_utf8_lossy(&body);
         assert!(text.contains(r#"{"address":"127.0.0.2","ports":{"web":9002}}"#), "{text}");
         // A proxy further behind gets the union; one that is current, nothing.

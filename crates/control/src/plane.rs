@@ -371,7 +371,11 @@ impl Plane {
         for r in self.registrations() {
             by_service.entry(r.service.clone()).or_default().push(r);
         }
-        by_service.iter().filter(|(s, _)| !declared.contains(&s.to_ascii_lowercase())).map(|(s, regs)| crate::mesh::registration_doc(s, regs)).collect()
+        by_service
+            .iter()
+            .filter(|(s, _)| !declared.contains(&s.to_ascii_lowercase()))
+            .map(|(s, regs)| crate::mesh::registration_doc(s, regs))
+            .collect()
     }
 
     /// The Sidecar that scopes a proxy in `namespace` with `labels` (Istio's choice: one
@@ -413,11 +417,6 @@ pub async fn history(p: &Plane) -> Result<Vec<Value>, PlaneError> {
 
 /// Istio's root namespace: a Sidecar there without a selector is the mesh's default.
 pub const ROOT_NAMESPACE: &str = "istio-system";
-
-
-
-
-
 
 /// Parses stored JSON documents back into resources.
 fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, PlaneError> {

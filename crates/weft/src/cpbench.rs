@@ -5,6 +5,12 @@
 //! DestinationRule (through the API, as `weft apply` does) and records, for every
 //! stream, the time from the apply's answer to the new revision's arrival and to its
 //! ACK being answered.
+//!
+//! With `--churn RATE` it measures endpoint churn instead: RATE registrations and
+//! deregistrations a second for `--duration`, sent on schedule over 16 connections
+//! into services named by `--churn-pattern` (`{}` is a number below
+//! `--churn-services`), and for every change and every stream the time from the
+//! change's answer to the stream holding a revision at least as new.
 
 use std::cell::RefCell;
 use std::process::ExitCode;
@@ -25,11 +31,22 @@ pub struct CpBenchArgs {
     pub proxies: usize,
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
+    /// Endpoint changes a second (registrations and deregistrations); 0: measure applies.
+    #[arg(long, default_value_t = 0)]
+    pub churn: u32,
+    /// How long to churn, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// The services churned: `{}` is replaced by a number below --churn-services.
+    #[arg(long, default_value = "bench-churn-{}")]
+    pub churn_pattern: String,
+    #[arg(long, default_value_t = 100)]
+    pub churn_services: usize,
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(authority: &str) -> Result<Sender, String> {
+pub async fn connect(authority: &str) -> Result<Sender, String> {
     let s = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
     let _ = s.set_nodelay(true);
     let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
@@ -37,7 +54,7 @@ async fn connect(authority: &str) -> Result<Sender, String> {
     Ok(tx)
 }
 
-async fn send(tx: &mut Sender, method: &str, path: &str, body: Bytes) -> Result<(u16, http::HeaderMap, Bytes), String> {
+pub async fn send(tx: &mut Sender, method: &str, path: &str, body: Bytes) -> Result<(u16, http::HeaderMap, Bytes), String> {
     tx.ready().await.map_err(|e| e.to_string())?;
     let req = http::Request::builder()
         .method(method)
@@ -53,18 +70,21 @@ async fn send(tx: &mut Sender, method: &str, path: &str, body: Bytes) -> Result<
 }
 
 /// Per stream: (revision, received at, ACK answered at).
-type Seen = Rc<RefCell<Vec<(u64, Instant, Instant)>>>;
+pub type Seen = Rc<RefCell<Vec<(u64, Instant, Instant)>>>;
+/// Per stream: every (revision, received at, bytes), for churn.
+pub type Log = Rc<RefCell<Vec<Vec<(u64, Instant, usize)>>>>;
 
-async fn stream(authority: String, i: usize, seen: Seen) -> Result<(), String> {
+async fn stream(authority: String, i: usize, seen: Seen, log: Log) -> Result<(), String> {
     let mut tx = connect(&authority).await?;
     let mut rev = 0u64;
     loop {
-        let (status, headers, _) = send(&mut tx, "GET", &format!("/v1/watch?node=sim-{i}&since={rev}&wait=20000"), Bytes::new()).await?;
+        let (status, headers, body) = send(&mut tx, "GET", &format!("/v1/watch?node=sim-{i}&since={rev}&wait=20000"), Bytes::new()).await?;
         if status != 200 {
             continue;
         }
         let got = Instant::now();
         rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(rev);
+        log.borrow_mut()[i].push((rev, got, body.len()));
         send(&mut tx, "POST", &format!("/v1/ack?node=sim-{i}&revision={rev}"), Bytes::new()).await?;
         seen.borrow_mut()[i] = (rev, got, Instant::now());
     }
@@ -79,7 +99,7 @@ fn docs(round: usize) -> String {
     files.to_string()
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((p / 100.0 * v.len() as f64) as usize).min(v.len() - 1)]
 }
@@ -104,10 +124,11 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
             return Err(format!("apply: {status} {}", String::from_utf8_lossy(&body)));
         }
         let seen: Seen = Rc::new(RefCell::new(vec![(0, Instant::now(), Instant::now()); a.proxies]));
+        let log: Log = Rc::new(RefCell::new(vec![Vec::new(); a.proxies]));
         for i in 0..a.proxies {
-            let (auth, s) = (authority.clone(), seen.clone());
+            let (auth, s, l) = (authority.clone(), seen.clone(), log.clone());
             tokio::task::spawn_local(async move {
-                if let Err(e) = stream(auth, i, s).await {
+                if let Err(e) = stream(auth, i, s, l).await {
                     eprintln!("stream {i}: {e}");
                 }
             });
@@ -116,6 +137,9 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
         wait_all(&seen, base, Duration::from_secs(60)).await?;
         // Let every stream park in its next watch.
         tokio::time::sleep(Duration::from_millis(500)).await;
+        if a.churn > 0 {
+            return crate::cpchurn::run(&authority, &a, &seen, &log).await;
+        }
         let (mut recv, mut acked) = (Vec::new(), Vec::new());
         for round in 1..=a.rounds {
             let (status, _, body) = send(&mut admin, "POST", "/v1/apply", Bytes::from(docs(round))).await?;
@@ -160,7 +184,7 @@ async fn current(admin: &mut Sender) -> Result<u64, String> {
     Ok(serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["revision"].as_u64()).unwrap_or(0))
 }
 
-async fn wait_all(seen: &Seen, rev: u64, limit: Duration) -> Result<(), String> {
+pub async fn wait_all(seen: &Seen, rev: u64, limit: Duration) -> Result<(), String> {
     let start = Instant::now();
     loop {
         let behind = seen.borrow().iter().filter(|s| s.0 < rev).count();

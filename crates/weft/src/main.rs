@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod cpbench;
+mod cpchurn;
 mod ctl;
 mod demo;
 
