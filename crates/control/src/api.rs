@@ -12,8 +12,8 @@
 //! | `POST /v1/registry/heartbeat?service=&address=` | keeps a TTL registration alive |
 //! | `GET /v1/registry` | registered endpoints |
 //! | `GET /v1/mesh` | the whole mesh as YAML (`x-weft-revision`) |
-//! | `GET /v1/watch?node=ID&since=N&wait=MS` | the mesh once its revision passes N, else 304 after `wait` |
-//! | `POST /v1/ack?node=ID&revision=N[&error=WHY]` | a proxy's ACK (or NACK with the reason) |
+//! | `GET /v1/watch?node=ID&since=N&wait=MS[&nonce=X&ack=N \| &nack=N&error=WHY]` | the mesh's changes since N once there are some (a delta, see [`crate::mesh`]), else 304 after `wait`; carries the ACK or NACK of the last answer (`x-weft-nonce` X) |
+//! | `POST /v1/ack?node=ID&revision=N[&error=WHY]` | an ACK (or NACK) on its own |
 //! | `GET /v1/status` | the proxies: acknowledged revision, lag, connected, NACKs |
 //! | `GET /metrics` | revision, objects, registry size (Prometheus text) |
 
@@ -71,12 +71,14 @@ struct Proxies {
     /// When recent revisions were committed (unix ms), for push latency.
     committed_at: std::collections::BTreeMap<u64, u64>,
     nacks: u64,
+    /// The last nonce handed out.
+    nonces: u64,
     /// Push latency (commit → ACK) histogram: counts per bucket of PUSH_BUCKETS_MS, then +Inf.
     push_ms: [u64; PUSH_BUCKETS_MS.len() + 1],
     push_sum_ms: u64,
 }
 
-const PUSH_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 5000];
+const PUSH_BUCKETS_MS: [u64; 16] = [1, 5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 100, 200, 500, 1000, 5000];
 
 /// Pushes to proxies are coalesced: the first change goes out at once, later ones at
 /// most this often (Istio debounces for 100 ms). At 1,000 changes a second a proxy
@@ -93,6 +95,8 @@ struct ProxyState {
     nack_reason: Option<String>,
     last_seen_ms: u64,
     watching: bool,
+    #[serde(skip)]
+    nonce: u64,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -255,6 +259,22 @@ impl Server {
         }
     }
 
+    /// A new nonce for an answer to `node`; the ACK naming it is the one that counts.
+    fn next_nonce(&self, node: &str) -> u64 {
+        let Ok(mut p) = self.proxies.lock() else { return 0 };
+        p.nonces += 1;
+        let n = p.nonces;
+        p.nodes.entry(node.to_owned()).or_default().nonce = n;
+        n
+    }
+
+    /// Whether an ACK's nonce names the last answer sent to `node` (an ACK without
+    /// one, from `/v1/ack`, counts; one for an older answer is stale and ignored).
+    fn current_nonce(&self, node: &str, nonce: Option<&String>) -> bool {
+        let Some(n) = nonce.and_then(|n| n.parse::<u64>().ok()) else { return nonce.is_none() };
+        self.proxies.lock().map(|p| p.nodes.get(node).is_none_or(|s| s.nonce == n || s.nonce == 0)).unwrap_or(false)
+    }
+
     fn ack(&self, node: &str, revision: u64, error: Option<&String>) {
         let Ok(mut p) = self.proxies.lock() else { return };
         let now = crate::store::now_ms();
@@ -263,9 +283,11 @@ impl Server {
         s.last_seen_ms = now;
         match error {
             Some(e) => {
+                // (Every watch repeats the last outcome: a NACK counts once.)
+                let new = s.nacked != Some(revision);
                 s.nacked = Some(revision);
                 s.nack_reason = Some(e.clone());
-                p.nacks += 1;
+                p.nacks += u64::from(new);
             }
             None => {
                 let first = s.acked < revision;
@@ -432,10 +454,23 @@ impl Server {
                 let node = q.get("node").cloned();
                 if let Some(n) = &node {
                     self.seen(n, true);
+                    // The watch carries the ACK (or NACK) of the answer it names by nonce, as xDS does.
+                    let outcome = q.get("ack").map(|r| (r, None)).or_else(|| q.get("nack").map(|r| (r, q.get("error"))));
+                    if let Some((rev, error)) = outcome.and_then(|(r, e)| Some((r.parse::<u64>().ok()?, e))) {
+                        if self.current_nonce(n, q.get("nonce")) {
+                            if let Some(e) = error {
+                                tracing::warn!("proxy {n} refused revision {rev}: {e}");
+                            }
+                            self.ack(n, rev, error);
+                        }
+                    }
                 }
-                let r = self.watch(q).await;
+                let mut r = self.watch(q).await;
                 if let Some(n) = &node {
                     self.seen(n, false);
+                    if r.status() == StatusCode::OK {
+                        r.headers_mut().insert("x-weft-nonce", http::HeaderValue::from(self.next_nonce(n)));
+                    }
                 }
                 r
             }

@@ -164,23 +164,20 @@ pub async fn run(
 ) {
     let mut backoff = BACKOFF_MIN;
     let node_q = query_escape(&node);
+    let mut nonce = String::new();
     loop {
-        // Report the outcome of the last mesh first (an ACK or a NACK with its reason).
-        if let Some(outcome) = pending_ack.take() {
-            let path = match &outcome {
-                Ok(r) => format!("/v1/ack?node={node_q}&revision={r}"),
-                Err((r, why)) => format!("/v1/ack?node={node_q}&revision={r}&error={}", query_escape(why)),
-            };
-            if call(&authority, "POST", &path, Duration::from_secs(5)).await.is_err() {
-                pending_ack = Some(outcome);
-                sleep_backoff(&mut backoff).await;
-                continue;
-            }
-        }
-        let path = format!("/v1/watch?node={node_q}&since={revision}&wait={}{}", WATCH_WAIT.as_millis(), identity(shared));
+        // Every watch carries the outcome of the last answer (an ACK, or a NACK with its
+        // reason): a control plane that restarted learns it from the next one.
+        let outcome = match &pending_ack {
+            Some(Ok(r)) => format!("&nonce={nonce}&ack={r}"),
+            Some(Err((r, why))) => format!("&nonce={nonce}&nack={r}&error={}", query_escape(why)),
+            None => String::new(),
+        };
+        let path = format!("/v1/watch?node={node_q}&since={revision}&wait={}{outcome}{}", WATCH_WAIT.as_millis(), identity(shared));
         match call(&authority, "GET", &path, WATCH_WAIT + Duration::from_secs(5)).await {
             Ok((200, headers, body)) => {
                 backoff = BACKOFF_MIN;
+                nonce = headers.get("x-weft-nonce").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                 let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(revision);
                 // (Our documents follow the control plane's revisions, installed or not.)
                 docs.apply(&String::from_utf8_lossy(&body), is_delta(&headers));

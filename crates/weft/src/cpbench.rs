@@ -4,7 +4,8 @@
 //! without compiling the mesh. Between rounds the command applies a changed
 //! DestinationRule (through the API, as `weft apply` does) and records, for every
 //! stream, the time from the apply's answer to the new revision's arrival and to its
-//! ACK being answered.
+//! ACK leaving (on the stream's next watch), and reads the control plane's own
+//! change-to-ACK histogram.
 //!
 //! With `--churn RATE` it measures endpoint churn instead: RATE registrations and
 //! deregistrations a second for `--duration`, sent on schedule over 16 connections
@@ -69,24 +70,32 @@ pub async fn send(tx: &mut Sender, method: &str, path: &str, body: Bytes) -> Res
     Ok((parts.status.as_u16(), parts.headers, b))
 }
 
-/// Per stream: (revision, received at, ACK answered at).
+/// Per stream: (revision, received at, its ACK sent at).
 pub type Seen = Rc<RefCell<Vec<(u64, Instant, Instant)>>>;
 /// Per stream: every (revision, received at, bytes), for churn.
 pub type Log = Rc<RefCell<Vec<Vec<(u64, Instant, usize)>>>>;
 
 async fn stream(authority: String, i: usize, seen: Seen, log: Log) -> Result<(), String> {
     let mut tx = connect(&authority).await?;
-    let mut rev = 0u64;
+    let (mut rev, mut nonce) = (0u64, String::new());
     loop {
-        let (status, headers, body) = send(&mut tx, "GET", &format!("/v1/watch?node=sim-{i}&since={rev}&wait=20000"), Bytes::new()).await?;
+        // The ACK of the last answer rides on the next watch, as `weft proxy` sends it.
+        let ack = if rev > 0 { format!("&nonce={nonce}&ack={rev}") } else { String::new() };
+        let watch = format!("/v1/watch?node=sim-{i}&since={rev}&wait=20000{ack}");
+        let sent = Instant::now();
+        if rev > 0 {
+            seen.borrow_mut()[i].2 = sent;
+        }
+        let (status, headers, body) = send(&mut tx, "GET", &watch, Bytes::new()).await?;
         if status != 200 {
             continue;
         }
         let got = Instant::now();
         rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(rev);
+        nonce = headers.get("x-weft-nonce").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         log.borrow_mut()[i].push((rev, got, body.len()));
-        send(&mut tx, "POST", &format!("/v1/ack?node=sim-{i}&revision={rev}"), Bytes::new()).await?;
-        seen.borrow_mut()[i] = (rev, got, Instant::now());
+        // (The ACK's time is set when the next watch goes out.)
+        seen.borrow_mut()[i] = (rev, got, got);
     }
 }
 
@@ -141,6 +150,7 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
             return crate::cpchurn::run(&authority, &a, &seen, &log).await;
         }
         let (mut recv, mut acked) = (Vec::new(), Vec::new());
+        let before = push_histogram(&mut admin).await?;
         for round in 1..=a.rounds {
             let (status, _, body) = send(&mut admin, "POST", "/v1/apply", Bytes::from(docs(round))).await?;
             let applied = Instant::now();
@@ -149,12 +159,14 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
             }
             let rev: u64 = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["revision"].as_u64()).unwrap_or(0);
             wait_all(&seen, rev, Duration::from_secs(30)).await?;
+            // (Each ACK leaves with the stream's next watch, right after.)
+            tokio::time::sleep(Duration::from_millis(300)).await;
             for (_, got, ack) in seen.borrow().iter() {
                 recv.push(got.saturating_duration_since(applied).as_secs_f64() * 1e3);
                 acked.push(ack.saturating_duration_since(applied).as_secs_f64() * 1e3);
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        let after = push_histogram(&mut admin).await?;
         println!("{} streams x {} applies, from the apply's answer", a.proxies, a.rounds);
         println!(
             "  to the new revision received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -163,11 +175,23 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
             pct(&mut recv, 100.0)
         );
         println!(
-            "  to its ACK answered:          p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "  to its ACK sent:              p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             pct(&mut acked, 50.0),
             pct(&mut acked, 99.0),
             pct(&mut acked, 100.0)
         );
+        let total = after.last().map(|l| l.1).unwrap_or(0.0) - before.last().map(|l| l.1).unwrap_or(0.0);
+        let counts: Vec<(f64, f64)> =
+            after.iter().zip(&before).filter_map(|(a, b)| Some((a.0.parse::<f64>().ok()?, (a.1 - b.1) / total.max(1.0)))).collect();
+        // The bucket bound where the share first reaches p (an upper bound of that percentile).
+        let at =
+            |p: f64| counts.iter().find(|c| c.1 >= p).map(|c| format!("<= {} ms", c.0)).unwrap_or_else(|| "over the largest bucket".into());
+        let within: Vec<String> = counts
+            .iter()
+            .filter(|c| [25.0, 50.0, 100.0].contains(&c.0))
+            .map(|c| format!("{:.1} % within {} ms", 100.0 * c.1, c.0))
+            .collect();
+        println!("  the control plane's change → ACK histogram ({total} ACKs): p50 {}, p99 {}; {}", at(0.5), at(0.99), within.join(", "));
         Ok(())
     });
     match result {
@@ -177,6 +201,17 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `weft_control_push_latency_ms` buckets: (le, cumulative count).
+async fn push_histogram(admin: &mut Sender) -> Result<Vec<(String, f64)>, String> {
+    let (_, _, body) = send(admin, "GET", "/metrics", Bytes::new()).await?;
+    Ok(String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("weft_control_push_latency_ms_bucket{le=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .filter_map(|(le, n)| Some((le.to_owned(), n.trim().parse().ok()?)))
+        .collect())
 }
 
 async fn current(admin: &mut Sender) -> Result<u64, String> {

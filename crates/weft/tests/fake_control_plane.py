@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A fake control plane that serves one good mesh, then a mesh that does not
-compile, then bytes that are not YAML, and logs every ACK/NACK a proxy posts.
+compile, then bytes that are not YAML, and logs every ACK/NACK a proxy sends (on its
+next watch, or posted to /v1/ack).
 
 usage: fake_control_plane.py PORT BACKEND_PORT LOG_FILE
 """
@@ -40,6 +41,9 @@ class H(http.server.BaseHTTPRequestHandler):
         if u.path == "/v1/mesh":
             self.send(200, GOOD, 1)
         elif u.path == "/v1/watch":
+            if "ack" in q or "nack" in q:
+                with open(LOG, "a") as f:
+                    f.write(self.path + "\n")
             since = int(q.get("since", ["0"])[0])
             if since < 2:
                 self.send(200, INVALID, 2)
