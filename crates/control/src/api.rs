@@ -60,7 +60,7 @@ pub struct Server {
     /// The mesh as documents, for full answers and deltas.
     index: std::sync::Mutex<crate::mesh::Index>,
     /// Sidecar choices by (config revision, namespace, labels).
-    sidecars: std::sync::Mutex<(u64, HashMap<String, Option<(String, weft_config::istio::Sidecar)>>)>,
+    sidecars: std::sync::Mutex<(u64, HashMap<String, ChosenSidecar>)>,
 }
 
 /// What the control plane knows of the proxies following it (in memory: a restarted
@@ -100,6 +100,9 @@ struct ProxyState {
 }
 
 type Resp = Response<Full<Bytes>>;
+
+/// The Sidecar (its key and spec) that scopes a proxy, if any.
+type ChosenSidecar = Option<(String, weft_config::istio::Sidecar)>;
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
