@@ -18,7 +18,7 @@ fn change(k: usize, a: &CpBenchArgs) -> (&'static str, String, Bytes) {
     let n = k / 2;
     let service = a.churn_pattern.replace("{}", &(n % a.churn_services.max(1)).to_string());
     let address = format!("10.250.{}.{}:8080", (n / 250) % 256, n % 250 + 1);
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         let body = serde_json::json!({"service": service, "address": address}).to_string();
         ("POST", "/v1/registry".to_owned(), Bytes::from(body))
     } else {
