@@ -63,6 +63,12 @@ pub struct Store {
     revision: u64,
     /// The keys each recent revision changed (the mesh index follows them).
     recent: std::collections::VecDeque<(u64, Vec<String>)>,
+    /// The same for the revisions that changed config (rarer than registrations, so
+    /// this reaches much further back).
+    recent_config: std::collections::VecDeque<(u64, Vec<String>)>,
+    /// The revision the logs start after, and the last config revision trimmed off.
+    log_from: u64,
+    config_trimmed: u64,
 }
 
 /// How many revisions' keys `recent` keeps.
@@ -92,12 +98,28 @@ impl Store {
         }
         let revision = db!(db!(r.open_table(REVISIONS))?.last())?.map(|(k, _)| k.value()).unwrap_or(0);
         drop(r);
-        Ok(Store { backend: Backend::File(db), objects, revision, recent: Default::default() })
+        Ok(Store {
+            backend: Backend::File(db),
+            objects,
+            revision,
+            recent: Default::default(),
+            recent_config: Default::default(),
+            log_from: revision,
+            config_trimmed: 0,
+        })
     }
 
     /// A store kept in etcd under `etcd`'s prefix, starting from a snapshot read from it.
     pub fn on_etcd(etcd: crate::etcd::Etcd, snap: crate::etcd::Snapshot) -> Store {
-        Store { backend: Backend::Etcd(Box::new(etcd)), objects: snap.objects, revision: snap.revision, recent: Default::default() }
+        Store {
+            backend: Backend::Etcd(Box::new(etcd)),
+            objects: snap.objects,
+            revision: snap.revision,
+            recent: Default::default(),
+            recent_config: Default::default(),
+            log_from: snap.revision,
+            config_trimmed: 0,
+        }
     }
 
     /// The etcd backend, when the store is shared with other control planes.
@@ -113,6 +135,8 @@ impl Store {
         self.objects = snap.objects;
         self.revision = snap.revision;
         self.recent.clear();
+        self.recent_config.clear();
+        self.log_from = self.revision;
     }
 
     /// The keys changed after revision `rev`, when the revisions since are all known.
@@ -122,6 +146,15 @@ impl Store {
         }
         let first = self.recent.iter().position(|(r, _)| *r == rev + 1)?;
         Some(self.recent.iter().skip(first).flat_map(|(_, keys)| keys.iter().cloned()).collect())
+    }
+
+    /// The config keys changed after revision `rev`, when known.
+    pub fn config_changed_since(&self, rev: u64) -> Option<Vec<String>> {
+        // Known from where the logs start, and past the last revision trimmed off them.
+        if rev < self.log_from || rev < self.config_trimmed {
+            return None;
+        }
+        Some(self.recent_config.iter().filter(|(r, _)| *r > rev).flat_map(|(_, keys)| keys.iter().cloned()).collect())
     }
 
     /// Applies a revision another control plane committed (the next one only); false
@@ -149,6 +182,15 @@ impl Store {
         self.recent.push_back((rev.revision, rev.changes.iter().map(|c| c.key.clone()).collect()));
         if self.recent.len() > RECENT {
             self.recent.pop_front();
+        }
+        let config: Vec<String> = rev.changes.iter().filter(|c| c.key.starts_with("config/")).map(|c| c.key.clone()).collect();
+        if !config.is_empty() {
+            self.recent_config.push_back((rev.revision, config));
+            if self.recent_config.len() > RECENT {
+                if let Some((r, _)) = self.recent_config.pop_front() {
+                    self.config_trimmed = r;
+                }
+            }
         }
         for c in &rev.changes {
             match &c.after {
