@@ -162,6 +162,12 @@ pub async fn run(
     mut docs: Docs,
     mut pending_ack: Option<Result<u64, (u64, String)>>,
 ) {
+    if revision > 0 {
+        // The whole mesh fetched at start.
+        let c = &shared.metrics.counters;
+        c.control_plane_full.fetch_add(1, Ordering::Relaxed);
+        c.control_plane_bytes.fetch_add(docs.text().len() as u64, Ordering::Relaxed);
+    }
     let mut backoff = BACKOFF_MIN;
     let node_q = query_escape(&node);
     let mut nonce = String::new();
@@ -180,7 +186,11 @@ pub async fn run(
                 nonce = headers.get("x-weft-nonce").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                 let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(revision);
                 // (Our documents follow the control plane's revisions, installed or not.)
-                docs.apply(&String::from_utf8_lossy(&body), is_delta(&headers));
+                let delta = is_delta(&headers);
+                docs.apply(&String::from_utf8_lossy(&body), delta);
+                let c = &shared.metrics.counters;
+                c.control_plane_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                (if delta { &c.control_plane_deltas } else { &c.control_plane_full }).fetch_add(1, Ordering::Relaxed);
                 pending_ack = Some(match install(shared, rev, &docs.text()) {
                     Ok(()) => Ok(rev),
                     Err(why) => {

@@ -123,6 +123,10 @@ pub struct Counters {
     pub control_plane_revision: AtomicU64,
     /// Meshes from the control plane this proxy refused (it kept the last good one).
     pub control_plane_nacks: AtomicU64,
+    /// Answers from the control plane: whole meshes, deltas, and their bytes.
+    pub control_plane_full: AtomicU64,
+    pub control_plane_deltas: AtomicU64,
+    pub control_plane_bytes: AtomicU64,
 }
 
 /// The process's metrics.

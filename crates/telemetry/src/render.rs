@@ -149,6 +149,19 @@ impl Metrics {
             "counter",
             &c.control_plane_nacks,
         );
+        counter("weft_control_plane_full_updates_total", "Whole meshes received from the control plane.", "counter", &c.control_plane_full);
+        counter(
+            "weft_control_plane_deltas_total",
+            "Deltas (what changed since the revision held) received from the control plane.",
+            "counter",
+            &c.control_plane_deltas,
+        );
+        counter(
+            "weft_control_plane_received_bytes_total",
+            "Bytes of mesh received from the control plane.",
+            "counter",
+            &c.control_plane_bytes,
+        );
         counter("weft_config_revision", "Revision of the active config (1 = the config at start).", "gauge", &c.config_revision);
         out
     }

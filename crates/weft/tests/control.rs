@@ -188,9 +188,30 @@ fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
         let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
         s.write_all(b"POST /v1/apply HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"files\"").unwrap();
     }
+    // A fake proxy streaming garbage: 400 or a closed connection, nothing else.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
+        let junk: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let _ = s.write_all(&junk);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let t = String::from_utf8_lossy(&out);
+        assert!(t.is_empty() || t.starts_with("HTTP/1.1 400"), "{t}");
+    }
     // Still serving, nothing stored.
     assert!(cp.apply("mesh.yaml", SE).status.success());
     assert_eq!(cp.history_len(), 1);
+    // A watch with nonsense in every parameter: the whole mesh (since=0), and the ACK
+    // naming a nonce never sent is ignored.
+    let (code, body) = raw(&cp, "GET", "/v1/watch?node=junk&since=abc&wait=-5&nonce=999&ack=zzz&labels=%%%&namespace=", b"");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("--- # ServiceEntry/default/reviews"), "{body}");
+    let (code, _) = raw(&cp, "GET", "/v1/watch?node=junk&since=0&nonce=999&ack=1", b"");
+    assert_eq!(code, 200);
+    let st = text(&cp.weft(&["status"]));
+    let line = st.lines().find(|l| l.starts_with("junk")).unwrap_or_default().to_owned();
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "a stale nonce's ACK does not count: {st}");
     // Nothing listening: a clear error.
     let out = Command::new(weft()).args(["get", "se", "--server", &format!("http://{}", free_addr())]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -257,6 +278,15 @@ fn proxies_follow_registrations_and_applies_and_survive_the_control_plane_going_
         get(p.addr(), "ratings", "/", &[]).status == 200 && spread(p.addr(), "ratings", 20, &[]).len() == 2
     });
     eprintln!("registration → routed in {took:?}");
+    // Registrations arrive as deltas: what changed, not the mesh again.
+    assert_eq!(p.metric("weft_control_plane_full_updates_total", &[]), 1.0, "only the first answer is whole");
+    assert!(p.metric("weft_control_plane_deltas_total", &[]) >= 1.0);
+    let bytes = p.metric("weft_control_plane_received_bytes_total", &[]);
+    let deltas = p.metric("weft_control_plane_deltas_total", &[]);
+    assert!(cp.weft(&["register", "--service", "other", "--address", "127.0.0.1:9"]).status.success());
+    wait_until("one more delta", || p.metric("weft_control_plane_deltas_total", &[]) > deltas);
+    let delta_bytes = p.metric("weft_control_plane_received_bytes_total", &[]) - bytes;
+    assert!(delta_bytes < 400.0, "a one-endpoint delta carries one small document ({delta_bytes} bytes)");
 
     // A DestinationRule changes the balancing: one user, one endpoint.
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n";
