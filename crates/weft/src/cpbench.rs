@@ -8,7 +8,7 @@
 //! change-to-ACK histogram.
 //!
 //! With `--churn RATE` it measures endpoint churn instead: RATE registrations and
-//! deregistrations a second for `--duration`, sent on schedule over 16 connections
+//! deregistrations a second for `--duration`, sent on schedule over 64 connections
 //! into services named by `--churn-pattern` (`{}` is a number below
 //! `--churn-services`), and for every change and every stream the time from the
 //! change's answer to the stream holding a revision at least as new.

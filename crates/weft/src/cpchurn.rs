@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::cpbench::{connect, pct, send, wait_all, CpBenchArgs, Log, Seen};
 
 /// Connections the changes are sent over.
-const CONNECTIONS: usize = 16;
+const CONNECTIONS: usize = 64;
 
 /// Change `k`: even ones register an endpoint, odd ones deregister it again.
 fn change(k: usize, a: &CpBenchArgs) -> (&'static str, String, Bytes) {
