@@ -61,6 +61,8 @@ pub struct Server {
     index: std::sync::Mutex<crate::mesh::Index>,
     /// Sidecar choices by (config revision, namespace, labels).
     sidecars: std::sync::Mutex<(u64, HashMap<String, ChosenSidecar>)>,
+    /// Registry changes queued for the next group commit.
+    pending: std::sync::Mutex<Pending>,
 }
 
 /// What the control plane knows of the proxies following it (in memory: a restarted
@@ -100,6 +102,17 @@ struct ProxyState {
 }
 
 type Resp = Response<Full<Bytes>>;
+
+enum RegistryOp {
+    Register(Registration),
+    /// (service, address)
+    Deregister(String, String),
+}
+
+type Outcome = (Result<Option<Revision>, PlaneError>, u64);
+
+/// Registry changes waiting for the plane, with where their outcome goes.
+type Pending = Vec<(String, RegistryOp, tokio::sync::oneshot::Sender<Outcome>)>;
 
 /// The Sidecar (its key and spec) that scopes a proxy, if any.
 type ChosenSidecar = Option<(String, weft_config::istio::Sidecar)>;
@@ -188,7 +201,45 @@ impl Server {
             proxies: Default::default(),
             index: Default::default(),
             sidecars: Default::default(),
+            pending: Default::default(),
         })
+    }
+
+    /// A registration or deregistration, group-committed: whoever takes the plane
+    /// commits every change queued by then, each its own revision, with one fsync.
+    /// (1,000 changes a second, each fsync'd alone, queued behind each other.)
+    async fn registry_change(&self, client: &str, op: RegistryOp) -> Resp {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut q) = self.pending.lock() {
+            q.push((client.to_owned(), op, tx));
+        }
+        let mut p = self.plane.lock().await;
+        let batch = self.pending.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
+        if !batch.is_empty() {
+            p.store_mut().defer();
+            let mut done = Vec::with_capacity(batch.len());
+            for (client, op, tx) in batch {
+                let r = match &op {
+                    RegistryOp::Register(reg) => retrying!(p.register(&client, reg.clone()).await),
+                    RegistryOp::Deregister(s, a) => retrying!(p.deregister(&client, s, a).await),
+                };
+                done.push((r, tx));
+            }
+            let flushed = p.store_mut().flush();
+            let current = p.revision();
+            for (r, tx) in done {
+                let r = match (&flushed, r) {
+                    (Err(e), Ok(_)) => Err(PlaneError::Store(StoreError::Write(e.to_string()))),
+                    (_, r) => r,
+                };
+                let _ = tx.send((r, current));
+            }
+        }
+        drop(p);
+        match rx.await {
+            Ok((r, current)) => self.finish(r, current),
+            Err(_) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({"errors": ["the change was dropped"]})),
+        }
     }
 
     /// Tells watching proxies of new revisions, coalescing them by [`PUSH_WINDOW`]; runs forever.
@@ -406,9 +457,7 @@ impl Server {
                     Ok(r) => r,
                     Err(e) => return bad(format!("registration: {e}")),
                 };
-                let mut p = self.plane.lock().await;
-                let r = retrying!(p.register(client, reg.clone()).await);
-                self.finish(r, p.revision())
+                self.registry_change(client, RegistryOp::Register(reg)).await
             }
             (Method::POST, "/v1/registry/heartbeat") => {
                 let (Some(s), Some(a)) = (q.get("service"), q.get("address")) else {
@@ -424,9 +473,7 @@ impl Server {
                 let (Some(s), Some(a)) = (q.get("service"), q.get("address")) else {
                     return bad("service and address are required".into());
                 };
-                let mut p = self.plane.lock().await;
-                let r = retrying!(p.deregister(client, s, a).await);
-                self.finish(r, p.revision())
+                self.registry_change(client, RegistryOp::Deregister(s.clone(), a.clone())).await
             }
             (Method::GET, "/v1/registry") => {
                 let p = self.plane.lock().await;

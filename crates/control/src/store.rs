@@ -23,6 +23,8 @@ pub enum StoreError {
     Corrupt(String, serde_json::Error),
     #[error("store: etcd: {0}")]
     Etcd(String),
+    #[error("store: writing failed: {0}")]
+    Write(String),
     /// Another control plane committed first; the store has caught up: try again.
     #[error("store: another control plane changed the store at the same time, try again")]
     Conflict,
@@ -69,6 +71,8 @@ pub struct Store {
     /// The revision the logs start after, and the last config revision trimmed off.
     log_from: u64,
     config_trimmed: u64,
+    /// Revisions committed in memory, written by [`Store::flush`] (group commit).
+    deferred: Option<Vec<Revision>>,
 }
 
 /// How many revisions' keys `recent` keeps.
@@ -106,6 +110,7 @@ impl Store {
             recent_config: Default::default(),
             log_from: revision,
             config_trimmed: 0,
+            deferred: None,
         })
     }
 
@@ -119,6 +124,7 @@ impl Store {
             recent_config: Default::default(),
             log_from: snap.revision,
             config_trimmed: 0,
+            deferred: None,
         }
     }
 
@@ -165,6 +171,43 @@ impl Store {
         }
         self.apply(rev);
         true
+    }
+
+    /// Group commit: the revisions committed from now until [`Store::flush`] are
+    /// written to the file together, with one fsync. (An etcd store commits each
+    /// at once: its transactions are the other control planes' guard.)
+    pub fn defer(&mut self) {
+        if matches!(self.backend, Backend::File(_)) {
+            self.deferred = Some(Vec::new());
+        }
+    }
+
+    /// Writes the deferred revisions; if that fails they are undone in memory too.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(revs) = self.deferred.take() else { return Ok(()) };
+        let Backend::File(db) = &self.backend else { return Ok(()) };
+        if revs.is_empty() {
+            return Ok(());
+        }
+        let written = write_file(db, &revs);
+        if written.is_err() {
+            for rev in revs.iter().rev() {
+                for c in rev.changes.iter().rev() {
+                    match &c.before {
+                        Some(v) => self.objects.insert(c.key.clone(), v.clone()),
+                        None => self.objects.remove(&c.key),
+                    };
+                }
+                self.revision = rev.revision - 1;
+                if self.recent.back().is_some_and(|(r, _)| *r == rev.revision) {
+                    self.recent.pop_back();
+                }
+                if self.recent_config.back().is_some_and(|(r, _)| *r == rev.revision) {
+                    self.recent_config.pop_back();
+                }
+            }
+        }
+        written
     }
 
     /// Reads and applies the revisions committed elsewhere since ours.
@@ -229,7 +272,10 @@ impl Store {
         }
         let rev = Revision { revision: self.revision + 1, at_ms: now_ms(), client: client.to_owned(), action: action.to_owned(), changes };
         match &mut self.backend {
-            Backend::File(db) => write_file(db, &rev)?,
+            Backend::File(db) => match &mut self.deferred {
+                Some(batch) => batch.push(rev.clone()),
+                None => write_file(db, std::slice::from_ref(&rev))?,
+            },
             Backend::Etcd(e) => {
                 if let Err(err) = e.commit(&rev, self.revision).await {
                     if matches!(err, StoreError::Conflict) {
@@ -282,23 +328,26 @@ impl Store {
     }
 }
 
-/// Writes one revision to the file: its objects and its record, one transaction.
-fn write_file(db: &Database, rev: &Revision) -> Result<(), StoreError> {
-    let record = serde_json::to_string(rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
+/// Writes revisions to the file: their objects and records, one transaction.
+fn write_file(db: &Database, revs: &[Revision]) -> Result<(), StoreError> {
     let w = db!(db.begin_write())?;
     {
         let mut objects = db!(w.open_table(OBJECTS))?;
-        for c in &rev.changes {
-            match &c.after {
-                Some(v) => {
-                    db!(objects.insert(c.key.as_str(), v.to_string().as_str()))?;
-                }
-                None => {
-                    db!(objects.remove(c.key.as_str()))?;
+        let mut records = db!(w.open_table(REVISIONS))?;
+        for rev in revs {
+            let record = serde_json::to_string(rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
+            for c in &rev.changes {
+                match &c.after {
+                    Some(v) => {
+                        db!(objects.insert(c.key.as_str(), v.to_string().as_str()))?;
+                    }
+                    None => {
+                        db!(objects.remove(c.key.as_str()))?;
+                    }
                 }
             }
+            db!(records.insert(rev.revision, record.as_str()))?;
         }
-        db!(db!(w.open_table(REVISIONS))?.insert(rev.revision, record.as_str()))?;
     }
     db!(w.commit())
 }
@@ -347,6 +396,21 @@ mod tests {
         assert_eq!(at1.get("config/b"), Some(&json!({"v": 2})));
         assert!(s.state_at(0, "config/").await.unwrap().is_empty());
         assert_eq!(s.state_at(3, "registry/").await.unwrap().len(), 1);
+
+        // Group commit: revisions made in memory, written together, each its own.
+        let mut s = s;
+        s.defer();
+        for i in 0..3 {
+            s.commit("cli", "register", vec![(format!("registry/g{i}"), Some(json!({"p": i})))]).await.unwrap();
+        }
+        s.commit("cli", "deregister", vec![("registry/g0".into(), None)]).await.unwrap();
+        s.flush().unwrap();
+        drop(s);
+        let s = Store::open(&d).unwrap();
+        assert_eq!(s.revision(), 7);
+        assert_eq!(s.get("registry/g2"), Some(&json!({"p": 2})));
+        assert_eq!(s.get("registry/g0"), None);
+        assert_eq!(s.history().await.unwrap().len(), 7);
         let _ = std::fs::remove_dir_all(&d);
     }
 }
