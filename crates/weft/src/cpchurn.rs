@@ -13,12 +13,19 @@ use crate::cpbench::{connect, pct, send, wait_all, CpBenchArgs, Log, Seen};
 /// Connections the changes are sent over.
 const CONNECTIONS: usize = 64;
 
-/// Change `k`: even ones register an endpoint, odd ones deregister it again.
+/// Change `k`: even ones register endpoint k/2; odd ones deregister the one registered
+/// 100 endpoints earlier (sent ~200 ms before, so never ahead of its registration),
+/// or register another while there is none that old.
 fn change(k: usize, a: &CpBenchArgs) -> (&'static str, String, Bytes) {
     let n = k / 2;
+    let (n, register) = match (k.is_multiple_of(2), n.checked_sub(100)) {
+        (true, _) => (n, true),
+        (false, Some(old)) => (old, false),
+        (false, None) => (1_000_000 + n, true),
+    };
     let service = a.churn_pattern.replace("{}", &(n % a.churn_services.max(1)).to_string());
-    let address = format!("10.250.{}.{}:8080", (n / 250) % 256, n % 250 + 1);
-    if k.is_multiple_of(2) {
+    let address = format!("10.{}.{}.{}:9000", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+    if register {
         let body = serde_json::json!({"service": service, "address": address}).to_string();
         ("POST", "/v1/registry".to_owned(), Bytes::from(body))
     } else {
