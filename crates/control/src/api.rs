@@ -53,7 +53,7 @@ pub struct Server {
     plane: Mutex<Plane>,
     /// The latest revision, for watchers.
     revision: watch::Sender<u64>,
-    proxies: std::sync::Mutex<Proxies>,
+    proxies: crate::proxies::Tracker,
     /// The revision proxies are told about: follows `revision`, at most once per
     /// [`PUSH_WINDOW`] (changes in between go out together).
     pushed: watch::Sender<u64>,
@@ -65,41 +65,10 @@ pub struct Server {
     pending: std::sync::Mutex<Pending>,
 }
 
-/// What the control plane knows of the proxies following it (in memory: a restarted
-/// control plane learns them again from their next watch).
-#[derive(Default)]
-struct Proxies {
-    nodes: std::collections::BTreeMap<String, ProxyState>,
-    /// When recent revisions were committed (unix ms), for push latency.
-    committed_at: std::collections::BTreeMap<u64, u64>,
-    nacks: u64,
-    /// The last nonce handed out.
-    nonces: u64,
-    /// Push latency (commit → ACK) histogram: counts per bucket of PUSH_BUCKETS_MS, then +Inf.
-    push_ms: [u64; PUSH_BUCKETS_MS.len() + 1],
-    push_sum_ms: u64,
-}
-
-const PUSH_BUCKETS_MS: [u64; 16] = [1, 5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 100, 200, 500, 1000, 5000];
-
 /// Pushes to proxies are coalesced: the first change goes out at once, later ones at
 /// most this often (Istio debounces for 100 ms). At 1,000 changes a second a proxy
 /// gets 20 deltas, not 1,000.
 const PUSH_WINDOW: Duration = Duration::from_millis(50);
-
-#[derive(Default, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ProxyState {
-    acked: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nacked: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nack_reason: Option<String>,
-    last_seen_ms: u64,
-    watching: bool,
-    #[serde(skip)]
-    nonce: u64,
-}
 
 type Resp = Response<Full<Bytes>>;
 
@@ -257,17 +226,8 @@ impl Server {
 
     fn published(&self, rev: &Option<Revision>) {
         if let Some(r) = rev {
-            self.committed(r);
+            self.proxies.committed(r);
             self.revision.send_replace(r.revision);
-        }
-    }
-
-    fn committed(&self, r: &Revision) {
-        if let Ok(mut p) = self.proxies.lock() {
-            p.committed_at.insert(r.revision, r.at_ms);
-            while p.committed_at.len() > 1000 {
-                p.committed_at.pop_first();
-            }
         }
     }
 
@@ -283,7 +243,7 @@ impl Server {
                     if !store.apply_remote(&rev) {
                         store.catch_up().await.map_err(PlaneError::from)
                     } else {
-                        self.committed(&rev);
+                        self.proxies.committed(&rev);
                         Ok(())
                     }
                 }
@@ -302,59 +262,6 @@ impl Server {
             let rev = p.revision();
             drop(p);
             self.revision.send_if_modified(|r| std::mem::replace(r, rev) != rev);
-        }
-    }
-
-    fn seen(&self, node: &str, watching: bool) {
-        if let Ok(mut p) = self.proxies.lock() {
-            let s = p.nodes.entry(node.to_owned()).or_default();
-            s.last_seen_ms = crate::store::now_ms();
-            s.watching = watching;
-        }
-    }
-
-    /// A new nonce for an answer to `node`; the ACK naming it is the one that counts.
-    fn next_nonce(&self, node: &str) -> u64 {
-        let Ok(mut p) = self.proxies.lock() else { return 0 };
-        p.nonces += 1;
-        let n = p.nonces;
-        p.nodes.entry(node.to_owned()).or_default().nonce = n;
-        n
-    }
-
-    /// Whether an ACK's nonce names the last answer sent to `node` (an ACK without
-    /// one, from `/v1/ack`, counts; one for an older answer is stale and ignored).
-    fn current_nonce(&self, node: &str, nonce: Option<&String>) -> bool {
-        let Some(n) = nonce.and_then(|n| n.parse::<u64>().ok()) else { return nonce.is_none() };
-        self.proxies.lock().map(|p| p.nodes.get(node).is_none_or(|s| s.nonce == n || s.nonce == 0)).unwrap_or(false)
-    }
-
-    fn ack(&self, node: &str, revision: u64, error: Option<&String>) {
-        let Ok(mut p) = self.proxies.lock() else { return };
-        let now = crate::store::now_ms();
-        let committed = p.committed_at.get(&revision).copied();
-        let s = p.nodes.entry(node.to_owned()).or_default();
-        s.last_seen_ms = now;
-        match error {
-            Some(e) => {
-                // (Every watch repeats the last outcome: a NACK counts once.)
-                let new = s.nacked != Some(revision);
-                s.nacked = Some(revision);
-                s.nack_reason = Some(e.clone());
-                p.nacks += u64::from(new);
-            }
-            None => {
-                let first = s.acked < revision;
-                s.acked = s.acked.max(revision);
-                s.nacked = None;
-                s.nack_reason = None;
-                if let (true, Some(at)) = (first, committed) {
-                    let ms = now.saturating_sub(at);
-                    let b = PUSH_BUCKETS_MS.iter().position(|le| ms <= *le).unwrap_or(PUSH_BUCKETS_MS.len());
-                    p.push_ms[b] += 1;
-                    p.push_sum_ms += ms;
-                }
-            }
         }
     }
 
@@ -487,39 +394,34 @@ impl Server {
                 if let Some(e) = q.get("error") {
                     tracing::warn!("proxy {node} refused revision {rev}: {e}");
                 }
-                self.ack(node, rev, q.get("error"));
+                self.proxies.ack(node, rev, q.get("error"));
                 json_reply(StatusCode::OK, &json!({}))
             }
             (Method::GET, "/v1/status") => {
                 let latest = self.plane.lock().await.revision();
-                let nodes = self.proxies.lock().map(|p| p.nodes.clone()).unwrap_or_default();
-                let now = crate::store::now_ms();
-                let items: Vec<Value> = nodes
-                    .into_iter()
-                    .map(|(node, s)| json!({"node": node, "acked": s.acked, "latest": latest, "lag": latest.saturating_sub(s.acked), "nacked": s.nacked, "nackReason": s.nack_reason, "lastSeenMsAgo": now.saturating_sub(s.last_seen_ms), "connected": s.watching}))
-                    .collect();
+                let items = self.proxies.status(latest);
                 json_reply(StatusCode::OK, &json!({"revision": latest, "items": items}))
             }
             (Method::GET, "/v1/watch") => {
                 let node = q.get("node").cloned();
                 if let Some(n) = &node {
-                    self.seen(n, true);
+                    self.proxies.seen(n, true);
                     // The watch carries the ACK (or NACK) of the answer it names by nonce, as xDS does.
                     let outcome = q.get("ack").map(|r| (r, None)).or_else(|| q.get("nack").map(|r| (r, q.get("error"))));
                     if let Some((rev, error)) = outcome.and_then(|(r, e)| Some((r.parse::<u64>().ok()?, e))) {
-                        if self.current_nonce(n, q.get("nonce")) {
+                        if self.proxies.current_nonce(n, q.get("nonce")) {
                             if let Some(e) = error {
                                 tracing::warn!("proxy {n} refused revision {rev}: {e}");
                             }
-                            self.ack(n, rev, error);
+                            self.proxies.ack(n, rev, error);
                         }
                     }
                 }
                 let mut r = self.watch(q).await;
                 if let Some(n) = &node {
-                    self.seen(n, false);
+                    self.proxies.seen(n, false);
                     if r.status() == StatusCode::OK {
-                        r.headers_mut().insert("x-weft-nonce", http::HeaderValue::from(self.next_nonce(n)));
+                        r.headers_mut().insert("x-weft-nonce", http::HeaderValue::from(self.proxies.next_nonce(n)));
                     }
                 }
                 r
@@ -536,18 +438,7 @@ impl Server {
                     p.registrations().len(),
                     self.pushed.receiver_count(),
                 );
-                let mut text = text;
-                if let Ok(px) = self.proxies.lock() {
-                    text += &format!("# HELP weft_control_nacks_total Meshes proxies refused.\n# TYPE weft_control_nacks_total counter\nweft_control_nacks_total {}\n", px.nacks);
-                    text += "# HELP weft_control_push_latency_ms From a change's commit to a proxy's ACK.\n# TYPE weft_control_push_latency_ms histogram\n";
-                    let mut cum = 0;
-                    for (i, le) in PUSH_BUCKETS_MS.iter().enumerate() {
-                        cum += px.push_ms[i];
-                        text += &format!("weft_control_push_latency_ms_bucket{{le=\"{le}\"}} {cum}\n");
-                    }
-                    cum += px.push_ms[PUSH_BUCKETS_MS.len()];
-                    text += &format!("weft_control_push_latency_ms_bucket{{le=\"+Inf\"}} {cum}\nweft_control_push_latency_ms_sum {}\nweft_control_push_latency_ms_count {cum}\n", px.push_sum_ms);
-                }
+                let text = text + &self.proxies.metrics();
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text)
             }
             _ => json_reply(StatusCode::NOT_FOUND, &json!({"errors": [format!("no such endpoint: {method} {path}")]})),

@@ -6,6 +6,7 @@ pub mod api;
 pub mod etcd;
 pub mod mesh;
 pub mod plane;
+pub mod proxies;
 pub mod store;
 
 use std::net::SocketAddr;
