@@ -108,6 +108,11 @@ fn docs(round: usize) -> String {
     files.to_string()
 }
 
+/// `  LABEL: p50 …, p99 …, max …` (milliseconds).
+pub fn print_percentiles(label: &str, v: &mut [f64]) {
+    println!("{:<30} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", format!("{label}:"), pct(v, 50.0), pct(v, 99.0), pct(v, 100.0));
+}
+
 pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((p / 100.0 * v.len() as f64) as usize).min(v.len() - 1)]
@@ -168,18 +173,8 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
         }
         let after = push_histogram(&mut admin).await?;
         println!("{} streams x {} applies, from the apply's answer", a.proxies, a.rounds);
-        println!(
-            "  to the new revision received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            pct(&mut recv, 50.0),
-            pct(&mut recv, 99.0),
-            pct(&mut recv, 100.0)
-        );
-        println!(
-            "  to its ACK sent:              p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            pct(&mut acked, 50.0),
-            pct(&mut acked, 99.0),
-            pct(&mut acked, 100.0)
-        );
+        print_percentiles("  to the new revision received", &mut recv);
+        print_percentiles("  to its ACK sent", &mut acked);
         let total = after.last().map(|l| l.1).unwrap_or(0.0) - before.last().map(|l| l.1).unwrap_or(0.0);
         let counts: Vec<(f64, f64)> =
             after.iter().zip(&before).filter_map(|(a, b)| Some((a.0.parse::<f64>().ok()?, (a.1 - b.1) / total.max(1.0)))).collect();

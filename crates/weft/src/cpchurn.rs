@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::cpbench::{connect, pct, send, wait_all, CpBenchArgs, Log, Seen};
+use crate::cpbench::{connect, print_percentiles, send, wait_all, CpBenchArgs, Log, Seen};
 
 /// Connections the changes are sent over.
 const CONNECTIONS: usize = 64;
@@ -111,18 +111,8 @@ pub async fn run(authority: &str, a: &CpBenchArgs, seen: &Seen, log: &Log) -> Re
     if took.is_empty() || push.is_empty() {
         return Err("no change was answered".into());
     }
-    println!(
-        "  change answered:         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        pct(&mut took, 50.0),
-        pct(&mut took, 99.0),
-        pct(&mut took, 100.0)
-    );
-    println!(
-        "  change → every stream:   p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        pct(&mut push, 50.0),
-        pct(&mut push, 99.0),
-        pct(&mut push, 100.0)
-    );
+    print_percentiles("  change answered", &mut took);
+    print_percentiles("  change → every stream", &mut push);
     println!(
         "  pushes per stream {:.1} ({:.1}/s), {:.1} KB each on average",
         answers as f64 / log.len() as f64,
