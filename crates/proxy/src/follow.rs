@@ -17,6 +17,8 @@ use crate::state::Shared;
 /// How long one watch waits at the control plane before it answers "nothing new".
 const WATCH_WAIT: Duration = Duration::from_secs(25);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Compiles that take longer than this are followed by a pause as long as they took.
+const COMPILE_PAUSE_OVER: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// `http://host:port` → `host:port`.
@@ -67,60 +69,7 @@ fn identity(shared: &Shared) -> String {
     identity_query(shared.metrics.source_namespace(), &shared.node.labels)
 }
 
-/// The mesh as the control plane sent it: its documents by key, kept across answers
-/// so that a delta (`x-weft-mesh: delta`: the documents changed since the revision we
-/// have, and `# remove KEY` lines) applies to it.
-#[derive(Default)]
-pub struct Docs {
-    docs: std::collections::BTreeMap<String, String>,
-    /// A mesh sent as plain YAML, without document keys.
-    plain: String,
-}
-
-impl Docs {
-    /// Applies an answer; a full one replaces everything.
-    pub fn apply(&mut self, body: &str, delta: bool) {
-        if !delta {
-            self.docs.clear();
-            self.plain.clear();
-            if !body.starts_with("--- # ") {
-                body.clone_into(&mut self.plain);
-                return;
-            }
-        }
-        let mut current: Option<(String, String)> = None;
-        for line in body.lines() {
-            if let Some(key) = line.strip_prefix("--- # ") {
-                if let Some((k, d)) = current.take() {
-                    self.docs.insert(k, d);
-                }
-                current = Some((key.to_owned(), String::new()));
-            } else if let Some(key) = line.strip_prefix("# remove ") {
-                if let Some((k, d)) = current.take() {
-                    self.docs.insert(k, d);
-                }
-                self.docs.remove(key);
-            } else if let Some((_, d)) = current.as_mut() {
-                d.push_str(line);
-                d.push('\n');
-            }
-        }
-        if let Some((k, d)) = current {
-            self.docs.insert(k, d);
-        }
-    }
-
-    /// The mesh as multi-document YAML, for the compiler.
-    pub fn text(&self) -> String {
-        let mut out = String::with_capacity(self.docs.values().map(|d| d.len() + 4).sum::<usize>() + self.plain.len());
-        for d in self.docs.values() {
-            out.push_str("---\n");
-            out.push_str(d);
-        }
-        out.push_str(&self.plain);
-        out
-    }
-}
+pub use crate::docs::Docs;
 
 fn is_delta(headers: &http::HeaderMap) -> bool {
     headers.get("x-weft-mesh").is_some_and(|v| v == "delta")
@@ -139,8 +88,9 @@ pub async fn fetch(authority: &str, identity: &str, timeout: Duration) -> Result
 }
 
 /// Compiles and swaps in a mesh from the control plane; Err(reason) keeps the running one.
-pub fn install(shared: &'static Shared, revision: u64, yaml: &str) -> Result<(), String> {
-    match shared.install_text(&format!("control-plane revision {revision}"), yaml) {
+pub fn install(shared: &'static Shared, revision: u64, docs: &Docs) -> Result<(), String> {
+    let (resources, snap, diags) = docs.build();
+    match shared.install_built(resources, snap, diags) {
         Ok(d) => {
             for w in &d.warnings {
                 tracing::warn!("{w}");
@@ -166,7 +116,7 @@ pub async fn run(
         // The whole mesh fetched at start.
         let c = &shared.metrics.counters;
         c.control_plane_full.fetch_add(1, Ordering::Relaxed);
-        c.control_plane_bytes.fetch_add(docs.text().len() as u64, Ordering::Relaxed);
+        c.control_plane_bytes.fetch_add(docs.received() as u64, Ordering::Relaxed);
     }
     let mut backoff = BACKOFF_MIN;
     let node_q = query_escape(&node);
@@ -191,7 +141,10 @@ pub async fn run(
                 let c = &shared.metrics.counters;
                 c.control_plane_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                 (if delta { &c.control_plane_deltas } else { &c.control_plane_full }).fetch_add(1, Ordering::Relaxed);
-                pending_ack = Some(match install(shared, rev, &docs.text()) {
+                let started = std::time::Instant::now();
+                let outcome = install(shared, rev, &docs);
+                let took = started.elapsed();
+                pending_ack = Some(match outcome {
                     Ok(()) => Ok(rev),
                     Err(why) => {
                         tracing::error!("control plane revision {rev} rejected, keeping revision {revision}: {why}");
@@ -201,6 +154,11 @@ pub async fn run(
                 });
                 // A refused revision is not asked for again; the next one may be good.
                 revision = rev;
+                // A big mesh takes a while to compile: under a stream of changes, spend at
+                // most half the time compiling (the changes meanwhile come in one delta).
+                if took > COMPILE_PAUSE_OVER {
+                    tokio::time::sleep(took).await;
+                }
             }
             Ok((304, _, _)) => backoff = BACKOFF_MIN,
             Ok((status, _, body)) => {
@@ -219,24 +177,4 @@ async fn sleep_backoff(backoff: &mut Duration) {
     let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
     tokio::time::sleep(jittered).await;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Docs;
-
-    #[test]
-    fn deltas_apply_to_the_documents_held() {
-        let mut d = Docs::default();
-        d.apply("--- # a\n{\"a\":1}\n--- # b\n{\"b\":1}\n", false);
-        assert_eq!(d.text(), "---\n{\"a\":1}\n---\n{\"b\":1}\n");
-        d.apply("--- # c\n{\"c\":1}\n--- # a\n{\"a\":2}\n# remove b\n# remove nothing\n", true);
-        assert_eq!(d.text(), "---\n{\"a\":2}\n---\n{\"c\":1}\n");
-        d.apply("", true);
-        assert_eq!(d.text(), "---\n{\"a\":2}\n---\n{\"c\":1}\n", "an empty delta changes nothing");
-        d.apply("--- # z\n{\"z\":1}\n", false);
-        assert_eq!(d.text(), "---\n{\"z\":1}\n", "a full answer replaces everything");
-        d.apply("kind: ServiceEntry\n", false);
-        assert_eq!(d.text(), "kind: ServiceEntry\n", "plain YAML is kept as it came");
-    }
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod body;
 pub mod breaker;
 pub mod cluster;
+pub mod docs;
 pub mod error;
 pub mod finish;
 pub mod follow;

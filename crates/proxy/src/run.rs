@@ -50,7 +50,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
                 Ok((rev, docs)) => {
-                    let built = weft_config::build_str(&format!("control-plane revision {rev}"), &docs.text());
+                    let built = docs.build();
                     if built.2.is_ok() {
                         followed = Some((authority, rev, docs));
                         built

@@ -75,6 +75,12 @@ impl Shared {
         self.install(resources, snap, diags)
     }
 
+    /// Swaps in resources already compiled (by the caller, e.g. from the control
+    /// plane's documents kept parsed); refused when `diags` has errors.
+    pub fn install_built(&self, resources: Vec<Resource>, snap: Snapshot, diags: Diagnostics) -> Result<Diagnostics, Diagnostics> {
+        self.install(resources, snap, diags)
+    }
+
     fn install(&self, resources: Vec<Resource>, snap: Snapshot, diags: Diagnostics) -> Result<Diagnostics, Diagnostics> {
         let c = &self.metrics.counters;
         if !diags.is_ok() {
