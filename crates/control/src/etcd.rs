@@ -1,13 +1,19 @@
-//! The shared store: the objects and revision records in an etcd cluster, so that
-//! several control planes serve one mesh and any of them can serve any proxy.
+//! The shared store: the revision log in an etcd cluster, so that several control
+//! planes serve one mesh and any of them can serve any proxy.
 //!
 //! Under the prefix (default `/weft/`):
-//! - `objects/<key>` → the object's JSON, as the embedded store keeps it;
 //! - `revisions/<revision, 20 digits>` → the revision's record (what changed, from
-//!   what to what): the log every control plane follows through an etcd watch;
+//!   what to what): the log every control plane follows through an etcd watch, and
+//!   the truth the store is rebuilt from;
 //! - `revision` → the latest revision. Every commit is one etcd transaction that
-//!   compares it with the revision the committer holds, so two control planes can
-//!   never commit the same number: the loser catches up and tries again;
+//!   compares it with the revision the committer holds and puts the record and the new
+//!   number, so two control planes can never commit the same number: the loser catches
+//!   up and tries again. The transaction has two operations however many objects the
+//!   revision changes (etcd allows 128 by default), so a large apply fits;
+//! - `checkpoint` → N and `checkpoints/N/<part>` → every object as of revision N,
+//!   written every `--etcd-checkpoint-every` revisions by the control plane that
+//!   committed N (parts first, then the pointer; older checkpoints are deleted). A
+//!   control plane starts from the checkpoint and the records after it;
 //! - `alive/<registry key>` → put with an etcd lease of the registration's TTL.
 //!   A heartbeat, at any control plane, keeps the lease alive; when it runs out etcd
 //!   deletes the key and the control planes see the delete and remove the endpoint.
@@ -38,7 +44,12 @@ pub struct Etcd {
     leases: LeaseClient,
     client: Client,
     prefix: String,
+    /// Revisions between checkpoints.
+    pub checkpoint_every: u64,
 }
+
+/// Bytes per checkpoint part (etcd takes requests up to 1.5 MiB by default).
+const PART_BYTES: usize = 512 << 10;
 
 /// The store as read from etcd at one etcd revision.
 pub struct Snapshot {
@@ -69,7 +80,7 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 impl Etcd {
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Etcd, StoreError> {
+    pub async fn connect(endpoints: &[String], prefix: &str, checkpoint_every: u64) -> Result<Etcd, StoreError> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5))
@@ -77,7 +88,8 @@ impl Etcd {
             .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(opts)).await.map_err(err)?;
         let prefix = if prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-        Ok(Etcd { kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE), leases: client.lease_client(), client, prefix })
+        let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        Ok(Etcd { kv, leases: client.lease_client(), client, prefix, checkpoint_every: checkpoint_every.max(1) })
     }
 
     fn key(&self, rest: &str) -> String {
@@ -88,40 +100,105 @@ impl Etcd {
         self.key(&format!("revisions/{rev:020}"))
     }
 
-    /// Objects, latest revision and live leases, all at one etcd revision.
+    /// Objects, latest revision and live leases, all as of one etcd revision: the
+    /// latest checkpoint with the records after it applied.
     pub async fn load(&mut self) -> Result<Snapshot, StoreError> {
         let txn = Txn::new().and_then([
-            TxnOp::get(self.key("objects/"), Some(GetOptions::new().with_prefix())),
+            TxnOp::get(self.key("checkpoint"), None),
             TxnOp::get(self.key("revision"), None),
             TxnOp::get(self.key("alive/"), Some(GetOptions::new().with_prefix())),
         ]);
         let resp = self.kv.txn(txn).await.map_err(err)?;
         let etcd_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut snap = Snapshot { objects: BTreeMap::new(), revision: 0, alive: HashSet::new(), etcd_revision };
-        let objects_prefix = self.key("objects/");
+        let mut checkpoint = 0u64;
         let alive_prefix = self.key("alive/");
         for (i, op) in resp.op_responses().into_iter().enumerate() {
             let TxnOpResponse::Get(get) = op else { continue };
             for kv in get.kvs() {
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let number = || String::from_utf8_lossy(kv.value()).trim().parse().unwrap_or(0);
                 match i {
-                    0 => {
-                        let value = serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt(key.clone(), e))?;
-                        snap.objects.insert(key[objects_prefix.len()..].to_owned(), value);
-                    }
-                    1 => snap.revision = String::from_utf8_lossy(kv.value()).parse().unwrap_or(0),
+                    0 => checkpoint = number(),
+                    1 => snap.revision = number(),
                     _ => {
-                        snap.alive.insert(key[alive_prefix.len()..].to_owned());
+                        snap.alive.insert(String::from_utf8_lossy(kv.key())[alive_prefix.len()..].to_owned());
                     }
                 }
+            }
+        }
+        if checkpoint > 0 {
+            let parts = self.key(&format!("checkpoints/{checkpoint:020}/"));
+            let opts = GetOptions::new().with_prefix().with_revision(etcd_revision);
+            for kv in self.kv.get(parts, Some(opts)).await.map_err(err)?.kvs() {
+                let part: BTreeMap<String, Value> = serde_json::from_slice(kv.value())
+                    .map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(kv.key()).into_owned(), e))?;
+                snap.objects.extend(part);
+            }
+        }
+        for rev in self.records(checkpoint, Some(etcd_revision)).await? {
+            for c in rev.changes {
+                match c.after {
+                    Some(v) => snap.objects.insert(c.key, v),
+                    None => snap.objects.remove(&c.key),
+                };
             }
         }
         Ok(snap)
     }
 
+    /// Every object, as checkpoint parts of about [`PART_BYTES`] each.
+    pub fn checkpoint_parts(objects: &BTreeMap<String, Value>) -> Vec<String> {
+        let mut parts = Vec::new();
+        let mut part = serde_json::Map::new();
+        let mut size = 0;
+        for (k, v) in objects {
+            size += k.len() + v.to_string().len() + 8;
+            part.insert(k.clone(), v.clone());
+            if size >= PART_BYTES {
+                parts.push(Value::Object(std::mem::take(&mut part)).to_string());
+                size = 0;
+            }
+        }
+        parts.push(Value::Object(part).to_string());
+        parts
+    }
+
+    /// Writes the objects as of revision `rev` (from [`Etcd::checkpoint_parts`]) as a
+    /// checkpoint, then points at it and deletes the older ones.
+    pub async fn checkpoint(&mut self, rev: u64, parts: Vec<String>) -> Result<(), StoreError> {
+        let dir = self.key(&format!("checkpoints/{rev:020}/"));
+        for (n, p) in parts.into_iter().enumerate() {
+            self.kv.put(format!("{dir}{n:06}"), p, None).await.map_err(err)?;
+        }
+        // Only forwards: a slower control plane's older checkpoint never replaces a newer one.
+        let pointer = self.key("checkpoint");
+        let padded = format!("{rev:020}");
+        let newer = Txn::new()
+            .when([Compare::version(pointer.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(pointer.clone(), padded.clone(), None)])
+            .or_else([TxnOp::txn(
+                Txn::new()
+                    .when([Compare::value(pointer.clone(), CompareOp::Less, padded.clone())])
+                    .and_then([TxnOp::put(pointer, padded, None)]),
+            )]);
+        self.kv.txn(newer).await.map_err(err)?;
+        // The older checkpoints: every key from `checkpoints/` up to this one's.
+        let older = etcd_client::DeleteOptions::new().with_range(dir);
+        self.kv.delete(self.key("checkpoints/"), Some(older)).await.map_err(err)?;
+        Ok(())
+    }
+
     /// The records of every revision after `rev`, oldest first.
     pub async fn revisions_after(&mut self, rev: u64) -> Result<Vec<Revision>, StoreError> {
-        let opts = GetOptions::new().with_range(prefix_end(&self.key("revisions/")));
+        self.records(rev, None).await
+    }
+
+    /// The records after `rev`, as of etcd revision `at` (latest when `None`).
+    async fn records(&mut self, rev: u64, at: Option<i64>) -> Result<Vec<Revision>, StoreError> {
+        let mut opts = GetOptions::new().with_range(prefix_end(&self.key("revisions/")));
+        if let Some(at) = at {
+            opts = opts.with_revision(at);
+        }
         let resp = self.kv.get(self.revision_key(rev + 1), Some(opts)).await.map_err(err)?;
         resp.kvs()
             .iter()
@@ -132,8 +209,8 @@ impl Etcd {
     }
 
     /// Commits `rev` if the latest revision in etcd is still `current`; else
-    /// [`StoreError::Conflict`]. One transaction: the objects, the record, the counter,
-    /// and each TTL registration's lease key.
+    /// [`StoreError::Conflict`]. One transaction: the record, the counter, and each TTL
+    /// registration's lease key.
     pub async fn commit(&mut self, rev: &Revision, current: u64) -> Result<(), StoreError> {
         let counter = self.key("revision");
         let guard = if current == 0 {
@@ -144,11 +221,6 @@ impl Etcd {
         let record = serde_json::to_string(rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
         let mut ops = vec![TxnOp::put(self.revision_key(rev.revision), record, None), TxnOp::put(counter, rev.revision.to_string(), None)];
         for c in &rev.changes {
-            let key = self.key(&format!("objects/{}", c.key));
-            match &c.after {
-                Some(v) => ops.push(TxnOp::put(key, v.to_string(), None)),
-                None => ops.push(TxnOp::delete(key, None)),
-            }
             if c.key.starts_with("registry/") {
                 let alive = self.key(&format!("alive/{}", c.key));
                 match c.after.as_ref().and_then(|v| v.get("ttlMs")).and_then(Value::as_u64) {
@@ -163,7 +235,9 @@ impl Etcd {
         let resp = self.kv.txn(Txn::new().when([guard]).and_then(ops)).await.map_err(|e| {
             let m = e.to_string();
             if m.contains("too many operations") || m.contains("too large") {
-                StoreError::Etcd(format!("{m} (one revision is one etcd transaction: raise etcd's --max-txn-ops / --max-request-bytes, or apply in smaller files)"))
+                StoreError::Etcd(format!(
+                    "{m} (one revision's record is one etcd request: raise etcd's --max-request-bytes, or apply in smaller files)"
+                ))
             } else {
                 StoreError::Etcd(m)
             }
@@ -224,9 +298,10 @@ impl Etcd {
     /// `Err` when it breaks, `Ok` when `tx` is closed.
     async fn watch(&mut self, start: i64, tx: &mpsc::Sender<Remote>) -> Result<(), StoreError> {
         let mut w = self.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
-        let opts = WatchOptions::new().with_range(prefix_end(&self.prefix)).with_start_revision(start);
-        let mut stream = w.watch(self.key("alive/"), Some(opts)).await.map_err(err)?;
-        // (`alive/` < `objects/` < `revision` < `revisions/`: one range from `alive/` to the prefix's end.)
+        // Two watches on one stream: the log and the leases (not the checkpoints).
+        let opts = WatchOptions::new().with_prefix().with_start_revision(start);
+        let mut stream = w.watch(self.key("alive/"), Some(opts.clone())).await.map_err(err)?;
+        stream.watch(self.key("revisions/"), Some(opts)).await.map_err(err)?;
         let revisions = self.key("revisions/");
         let alive = self.key("alive/");
         loop {

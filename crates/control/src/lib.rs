@@ -24,7 +24,7 @@ pub enum StoreKind {
     /// One redb file in this directory.
     Embedded(PathBuf),
     /// An etcd cluster (client URLs) and the key prefix weft's data lives under.
-    Etcd { endpoints: Vec<String>, prefix: String },
+    Etcd { endpoints: Vec<String>, prefix: String, checkpoint_every: u64 },
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -36,9 +36,9 @@ pub fn run(opts: Options) -> Result<(), String> {
             StoreKind::Embedded(dir) => {
                 (store::Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?, None, format!("data in {}", dir.display()))
             }
-            StoreKind::Etcd { endpoints, prefix } => {
+            StoreKind::Etcd { endpoints, prefix, checkpoint_every } => {
                 let at = format!("etcd {} under {prefix}", endpoints.join(","));
-                let mut e = etcd::Etcd::connect(endpoints, prefix).await.map_err(|e| format!("{at}: {e}"))?;
+                let mut e = etcd::Etcd::connect(endpoints, prefix, *checkpoint_every).await.map_err(|e| format!("{at}: {e}"))?;
                 let snap = e.load().await.map_err(|e| format!("{at}: {e}"))?;
                 let (tx, rx) = tokio::sync::mpsc::channel(1024);
                 tokio::spawn(e.clone().follow(snap.etcd_revision, tx));

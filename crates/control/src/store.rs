@@ -286,6 +286,17 @@ impl Store {
             }
         }
         self.apply(&rev);
+        if let Backend::Etcd(e) = &self.backend {
+            if rev.revision.is_multiple_of(e.checkpoint_every) {
+                // Written in the background: the parts are made here, as of this revision.
+                let (mut e, at, parts) = (e.clone(), rev.revision, crate::etcd::Etcd::checkpoint_parts(&self.objects));
+                tokio::spawn(async move {
+                    if let Err(err) = e.checkpoint(at, parts).await {
+                        tracing::warn!("etcd checkpoint at revision {at}: {err}");
+                    }
+                });
+            }
+        }
         Ok(Some(rev))
     }
 

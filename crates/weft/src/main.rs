@@ -83,6 +83,10 @@ struct ControlPlaneArgs {
     /// The key prefix weft's data lives under in etcd (one mesh per prefix).
     #[arg(long, default_value = "/weft/")]
     etcd_prefix: String,
+    /// Revisions between checkpoints of the whole store in etcd (a control plane
+    /// starts from the latest and replays the records after it).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    etcd_checkpoint_every: u64,
 }
 
 #[derive(clap::Args)]
@@ -216,7 +220,9 @@ fn main() -> ExitCode {
 
 fn control_plane(a: ControlPlaneArgs) -> ExitCode {
     let store = match (a.store.as_str(), a.data_dir) {
-        ("etcd", _) => weft_control::StoreKind::Etcd { endpoints: a.etcd_endpoints, prefix: a.etcd_prefix },
+        ("etcd", _) => {
+            weft_control::StoreKind::Etcd { endpoints: a.etcd_endpoints, prefix: a.etcd_prefix, checkpoint_every: a.etcd_checkpoint_every }
+        }
         (_, Some(dir)) => weft_control::StoreKind::Embedded(dir),
         (_, None) => {
             eprintln!("error: --data-dir is required with the embedded store");
