@@ -30,6 +30,10 @@ pub struct CpBenchArgs {
     /// Simulated proxy streams.
     #[arg(long, default_value_t = 1000)]
     pub proxies: usize,
+    /// Where the streams watch (default: --server): another control plane on the same
+    /// etcd, to measure a change made at one reaching proxies of another.
+    #[arg(long)]
+    pub watch_server: Option<String>,
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
     /// Endpoint changes a second (registrations and deregistrations); 0: measure applies.
@@ -119,8 +123,9 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 pub fn run(a: CpBenchArgs) -> ExitCode {
-    let Some(authority) = a.server.strip_prefix("http://").map(|s| s.trim_end_matches('/').to_owned()) else {
-        eprintln!("error: --server must be an http:// URL");
+    let url = |u: &str| u.strip_prefix("http://").map(|s| s.trim_end_matches('/').to_owned());
+    let (Some(authority), Some(watched)) = (url(&a.server), url(a.watch_server.as_deref().unwrap_or(&a.server))) else {
+        eprintln!("error: --server and --watch-server must be http:// URLs");
         return ExitCode::FAILURE;
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -140,13 +145,15 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
         let seen: Seen = Rc::new(RefCell::new(vec![(0, Instant::now(), Instant::now()); a.proxies]));
         let log: Log = Rc::new(RefCell::new(vec![Vec::new(); a.proxies]));
         for i in 0..a.proxies {
-            let (auth, s, l) = (authority.clone(), seen.clone(), log.clone());
+            let (auth, s, l) = (watched.clone(), seen.clone(), log.clone());
             tokio::task::spawn_local(async move {
                 if let Err(e) = stream(auth, i, s, l).await {
                     eprintln!("stream {i}: {e}");
                 }
             });
         }
+        // (The ACKs, and so the change→ACK histogram, are at the watched control plane.)
+        let mut watched_admin = connect(&watched).await?;
         let base = current(&mut admin).await?;
         wait_all(&seen, base, Duration::from_secs(60)).await?;
         // Let every stream park in its next watch.
@@ -155,7 +162,7 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
             return crate::cpchurn::run(&authority, &a, &seen, &log).await;
         }
         let (mut recv, mut acked) = (Vec::new(), Vec::new());
-        let before = push_histogram(&mut admin).await?;
+        let before = push_histogram(&mut watched_admin).await?;
         for round in 1..=a.rounds {
             let (status, _, body) = send(&mut admin, "POST", "/v1/apply", Bytes::from(docs(round))).await?;
             let applied = Instant::now();
@@ -171,7 +178,7 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
                 acked.push(ack.saturating_duration_since(applied).as_secs_f64() * 1e3);
             }
         }
-        let after = push_histogram(&mut admin).await?;
+        let after = push_histogram(&mut watched_admin).await?;
         println!("{} streams x {} applies, from the apply's answer", a.proxies, a.rounds);
         print_percentiles("  to the new revision received", &mut recv);
         print_percentiles("  to its ACK sent", &mut acked);
