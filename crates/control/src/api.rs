@@ -32,14 +32,17 @@ use tokio::sync::{watch, Mutex};
 use crate::plane::{canonical_kind, Plane, PlaneError, Registration};
 use crate::store::{Revision, StoreError};
 
-/// Runs a plane operation again (up to 5 times) while another control plane sharing
-/// the store commits first; the store has caught up before each new try.
+/// Tries of an operation while other control planes sharing the store commit first.
+const TRIES: u32 = 10;
+
+/// Runs a plane operation again (up to [`TRIES`] times) while another control plane
+/// sharing the store commits first; the store has caught up before each new try.
 macro_rules! retrying {
     ($call:expr) => {{
-        let mut tries = 0;
+        let mut tries = 1;
         loop {
             match $call {
-                Err(PlaneError::Store(StoreError::Conflict)) if tries < 5 => tries += 1,
+                Err(PlaneError::Store(StoreError::Conflict)) if tries < TRIES => tries += 1,
                 r => break r,
             }
         }
@@ -69,6 +72,10 @@ pub struct Server {
 /// most this often (Istio debounces for 100 ms). At 1,000 changes a second a proxy
 /// gets 20 deltas, not 1,000.
 const PUSH_WINDOW: Duration = Duration::from_millis(50);
+
+/// Registry changes committed together at most (on etcd, two operations or so each in
+/// one transaction; etcd allows 128 by default).
+const MAX_BATCH: usize = 40;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -178,36 +185,67 @@ impl Server {
     /// commits every change queued by then, each its own revision, with one fsync.
     /// (1,000 changes a second, each fsync'd alone, queued behind each other.)
     async fn registry_change(&self, client: &str, op: RegistryOp) -> Resp {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
         if let Ok(mut q) = self.pending.lock() {
             q.push((client.to_owned(), op, tx));
         }
-        let mut p = self.plane.lock().await;
-        let batch = self.pending.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
-        if !batch.is_empty() {
-            p.store_mut().defer();
-            let mut done = Vec::with_capacity(batch.len());
-            for (client, op, tx) in batch {
-                let r = match &op {
-                    RegistryOp::Register(reg) => retrying!(p.register(&client, reg.clone()).await),
-                    RegistryOp::Deregister(s, a) => retrying!(p.deregister(&client, s, a).await),
-                };
-                done.push((r, tx));
+        loop {
+            {
+                let mut p = self.plane.lock().await;
+                self.commit_batch(&mut p).await;
             }
-            let flushed = p.store_mut().flush();
-            let current = p.revision();
-            for (r, tx) in done {
-                let r = match (&flushed, r) {
-                    (Err(e), Ok(_)) => Err(PlaneError::Store(StoreError::Write(e.to_string()))),
-                    (_, r) => r,
-                };
-                let _ = tx.send((r, current));
+            // Done by us or by whoever held the plane before; else ours is further back
+            // in the queue than one batch: take the next.
+            match rx.try_recv() {
+                Ok((r, current)) => return self.finish(r, current),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({"errors": ["the change was dropped"]}))
+                }
             }
         }
-        drop(p);
-        match rx.await {
-            Ok((r, current)) => self.finish(r, current),
-            Err(_) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({"errors": ["the change was dropped"]})),
+    }
+
+    /// Commits up to [`MAX_BATCH`] queued registry changes as one group (again, from
+    /// the top, when another control plane on the same etcd committed first). The
+    /// plane stays locked meanwhile, so the group's own changes wait, not others.
+    async fn commit_batch(&self, p: &mut Plane) {
+        let batch: Pending = self
+            .pending
+            .lock()
+            .map(|mut q| {
+                let n = q.len().min(MAX_BATCH);
+                q.drain(..n).collect()
+            })
+            .unwrap_or_default();
+        if batch.is_empty() {
+            return;
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for attempt in 1..=TRIES {
+            results.clear();
+            p.store_mut().defer();
+            for (client, op, _) in &batch {
+                results.push(match op {
+                    RegistryOp::Register(reg) => p.register(client, reg.clone()).await,
+                    RegistryOp::Deregister(s, a) => p.deregister(client, s, a).await,
+                });
+            }
+            match p.store_mut().flush().await {
+                Ok(()) => break,
+                // (At once: the store has just caught up, the sooner the better.)
+                Err(StoreError::Conflict) if attempt < TRIES => continue,
+                Err(e) => {
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(PlaneError::Store(e.same()));
+                    }
+                    break;
+                }
+            }
+        }
+        let current = p.revision();
+        for ((_, _, tx), r) in batch.into_iter().zip(results) {
+            let _ = tx.send((r, current));
         }
     }
 

@@ -208,28 +208,35 @@ impl Etcd {
             .collect()
     }
 
-    /// Commits `rev` if the latest revision in etcd is still `current`; else
-    /// [`StoreError::Conflict`]. One transaction: the record, the counter, and each TTL
-    /// registration's lease key.
-    pub async fn commit(&mut self, rev: &Revision, current: u64) -> Result<(), StoreError> {
+    /// Commits `revs` (consecutive) if the latest revision in etcd is still `current`;
+    /// else [`StoreError::Conflict`]. One transaction: the records, the counter, and
+    /// each TTL registration's lease key.
+    pub async fn commit(&mut self, revs: &[Revision], current: u64) -> Result<(), StoreError> {
+        let Some(last) = revs.last() else { return Ok(()) };
         let counter = self.key("revision");
         let guard = if current == 0 {
             Compare::version(counter.clone(), CompareOp::Equal, 0)
         } else {
             Compare::value(counter.clone(), CompareOp::Equal, current.to_string())
         };
-        let record = serde_json::to_string(rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
-        let mut ops = vec![TxnOp::put(self.revision_key(rev.revision), record, None), TxnOp::put(counter, rev.revision.to_string(), None)];
-        for c in &rev.changes {
-            if c.key.starts_with("registry/") {
-                let alive = self.key(&format!("alive/{}", c.key));
-                match c.after.as_ref().and_then(|v| v.get("ttlMs")).and_then(Value::as_u64) {
-                    Some(ttl_ms) => {
-                        let lease = self.leases.grant(ttl_ms.div_ceil(1000) as i64, None).await.map_err(err)?;
-                        ops.push(TxnOp::put(alive, "", Some(PutOptions::new().with_lease(lease.id()))));
-                    }
-                    None => ops.push(TxnOp::delete(alive, None)),
+        let mut ops = vec![TxnOp::put(counter, last.revision.to_string(), None)];
+        // Each lease key once (etcd refuses a key twice in a transaction): the last change's.
+        let mut alive: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        for rev in revs {
+            let record = serde_json::to_string(rev).map_err(|e| StoreError::Corrupt(format!("revision {}", rev.revision), e))?;
+            ops.push(TxnOp::put(self.revision_key(rev.revision), record, None));
+            for c in rev.changes.iter().filter(|c| c.key.starts_with("registry/")) {
+                alive.insert(c.key.clone(), c.after.as_ref().and_then(|v| v.get("ttlMs")).and_then(Value::as_u64));
+            }
+        }
+        for (key, ttl) in alive {
+            let alive = self.key(&format!("alive/{key}"));
+            match ttl {
+                Some(ttl_ms) => {
+                    let lease = self.leases.grant(ttl_ms.div_ceil(1000) as i64, None).await.map_err(err)?;
+                    ops.push(TxnOp::put(alive, "", Some(PutOptions::new().with_lease(lease.id()))));
                 }
+                None => ops.push(TxnOp::delete(alive, None)),
             }
         }
         let resp = self.kv.txn(Txn::new().when([guard]).and_then(ops)).await.map_err(|e| {

@@ -30,6 +30,17 @@ pub enum StoreError {
     Conflict,
 }
 
+impl StoreError {
+    /// The same error again (for every change of a group that failed together).
+    pub fn same(&self) -> StoreError {
+        match self {
+            StoreError::Etcd(m) => StoreError::Etcd(m.clone()),
+            StoreError::Conflict => StoreError::Conflict,
+            other => StoreError::Write(other.to_string()),
+        }
+    }
+}
+
 macro_rules! db {
     ($e:expr) => {
         $e.map_err(|e| StoreError::Db(e.into()))
@@ -173,41 +184,66 @@ impl Store {
         true
     }
 
-    /// Group commit: the revisions committed from now until [`Store::flush`] are
-    /// written to the file together, with one fsync. (An etcd store commits each
-    /// at once: its transactions are the other control planes' guard.)
+    /// Group commit: the revisions committed from now until [`Store::flush`] are made
+    /// in memory and written together — to the file with one fsync, to etcd as one
+    /// transaction guarded by the revision before the first.
     pub fn defer(&mut self) {
-        if matches!(self.backend, Backend::File(_)) {
-            self.deferred = Some(Vec::new());
-        }
+        self.deferred = Some(Vec::new());
     }
 
-    /// Writes the deferred revisions; if that fails they are undone in memory too.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
+    /// Writes the deferred revisions; if that fails they are undone in memory too (and
+    /// after a conflict with another control plane, the store catches up: try again).
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
         let Some(revs) = self.deferred.take() else { return Ok(()) };
-        let Backend::File(db) = &self.backend else { return Ok(()) };
-        if revs.is_empty() {
-            return Ok(());
-        }
-        let written = write_file(db, &revs);
-        if written.is_err() {
-            for rev in revs.iter().rev() {
-                for c in rev.changes.iter().rev() {
-                    match &c.before {
-                        Some(v) => self.objects.insert(c.key.clone(), v.clone()),
-                        None => self.objects.remove(&c.key),
-                    };
+        let Some(first) = revs.first().map(|r| r.revision) else { return Ok(()) };
+        let written = match &mut self.backend {
+            Backend::File(db) => write_file(db, &revs),
+            Backend::Etcd(e) => e.commit(&revs, first - 1).await,
+        };
+        match &written {
+            Ok(()) => {
+                let crossed = revs.iter().any(|r| self.checkpoint_due(r.revision));
+                if crossed {
+                    self.checkpoint();
                 }
-                self.revision = rev.revision - 1;
-                if self.recent.back().is_some_and(|(r, _)| *r == rev.revision) {
-                    self.recent.pop_back();
+            }
+            Err(e) => {
+                for rev in revs.iter().rev() {
+                    for c in rev.changes.iter().rev() {
+                        match &c.before {
+                            Some(v) => self.objects.insert(c.key.clone(), v.clone()),
+                            None => self.objects.remove(&c.key),
+                        };
+                    }
+                    self.revision = rev.revision - 1;
+                    if self.recent.back().is_some_and(|(r, _)| *r == rev.revision) {
+                        self.recent.pop_back();
+                    }
+                    if self.recent_config.back().is_some_and(|(r, _)| *r == rev.revision) {
+                        self.recent_config.pop_back();
+                    }
                 }
-                if self.recent_config.back().is_some_and(|(r, _)| *r == rev.revision) {
-                    self.recent_config.pop_back();
+                if matches!(e, StoreError::Conflict) {
+                    self.catch_up().await?;
                 }
             }
         }
         written
+    }
+
+    fn checkpoint_due(&self, rev: u64) -> bool {
+        matches!(&self.backend, Backend::Etcd(e) if rev.is_multiple_of(e.checkpoint_every))
+    }
+
+    /// Writes a checkpoint of the objects as they are now (etcd), in the background.
+    fn checkpoint(&self) {
+        let Backend::Etcd(e) = &self.backend else { return };
+        let (mut e, at, parts) = (e.clone(), self.revision, crate::etcd::Etcd::checkpoint_parts(&self.objects));
+        tokio::spawn(async move {
+            if let Err(err) = e.checkpoint(at, parts).await {
+                tracing::warn!("etcd checkpoint at revision {at}: {err}");
+            }
+        });
     }
 
     /// Reads and applies the revisions committed elsewhere since ours.
@@ -271,13 +307,15 @@ impl Store {
             return Ok(None);
         }
         let rev = Revision { revision: self.revision + 1, at_ms: now_ms(), client: client.to_owned(), action: action.to_owned(), changes };
+        if let Some(batch) = &mut self.deferred {
+            batch.push(rev.clone());
+            self.apply(&rev);
+            return Ok(Some(rev));
+        }
         match &mut self.backend {
-            Backend::File(db) => match &mut self.deferred {
-                Some(batch) => batch.push(rev.clone()),
-                None => write_file(db, std::slice::from_ref(&rev))?,
-            },
+            Backend::File(db) => write_file(db, std::slice::from_ref(&rev))?,
             Backend::Etcd(e) => {
-                if let Err(err) = e.commit(&rev, self.revision).await {
+                if let Err(err) = e.commit(std::slice::from_ref(&rev), self.revision).await {
                     if matches!(err, StoreError::Conflict) {
                         self.catch_up().await?;
                     }
@@ -286,16 +324,8 @@ impl Store {
             }
         }
         self.apply(&rev);
-        if let Backend::Etcd(e) = &self.backend {
-            if rev.revision.is_multiple_of(e.checkpoint_every) {
-                // Written in the background: the parts are made here, as of this revision.
-                let (mut e, at, parts) = (e.clone(), rev.revision, crate::etcd::Etcd::checkpoint_parts(&self.objects));
-                tokio::spawn(async move {
-                    if let Err(err) = e.checkpoint(at, parts).await {
-                        tracing::warn!("etcd checkpoint at revision {at}: {err}");
-                    }
-                });
-            }
+        if self.checkpoint_due(rev.revision) {
+            self.checkpoint();
         }
         Ok(Some(rev))
     }
@@ -415,7 +445,7 @@ mod tests {
             s.commit("cli", "register", vec![(format!("registry/g{i}"), Some(json!({"p": i})))]).await.unwrap();
         }
         s.commit("cli", "deregister", vec![("registry/g0".into(), None)]).await.unwrap();
-        s.flush().unwrap();
+        s.flush().await.unwrap();
         drop(s);
         let s = Store::open(&d).unwrap();
         assert_eq!(s.revision(), 7);
