@@ -290,8 +290,7 @@ impl Server {
                     let alive = snap.alive.clone();
                     p.store_mut().replace(snap);
                     tracing::info!("etcd is back: reloaded at revision {}", p.revision());
-                    let keys = p.registry_keys();
-                    retrying!(p.expire_leases(keys.clone(), Some(&alive)).await).map(|_| ())
+                    retrying!(p.expire_dead_leases(&alive).await).map(|_| ())
                 }
             };
             if let Err(e) = result {

@@ -49,8 +49,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         let mut plane = plane::Plane::new(store);
         if let Some((_, alive)) = &follow {
             // Leases that ran out while no control plane was watching.
-            let keys = plane.registry_keys();
-            if let Err(e) = plane.expire_leases(keys, Some(alive)).await {
+            if let Err(e) = plane.expire_dead_leases(alive).await {
                 tracing::warn!("expiring registrations: {e}");
             }
         }

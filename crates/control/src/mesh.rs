@@ -119,10 +119,7 @@ impl Index {
 
     /// Every document from scratch, compared with the ones held.
     fn rebuild(&mut self, plane: &Plane, rev: u64) {
-        let mut regs: HashMap<String, Vec<Registration>> = HashMap::new();
-        for r in plane.registrations() {
-            regs.entry(r.service.to_ascii_lowercase()).or_default().push(r);
-        }
+        let regs = plane.registrations_by_service();
         let mut declared = HashMap::new();
         let mut fresh: BTreeMap<String, Value> = BTreeMap::new();
         for (key, v) in plane.config().filter(|(_, v)| v["kind"] != "Sidecar") {

@@ -175,7 +175,7 @@ impl Plane {
         let replaced: std::collections::HashSet<&String> = seen.keys().collect();
         let mut merged: Vec<Resource> = self.resources(|k| !replaced.contains(k))?;
         merged.extend(new.iter().cloned());
-        self.check(&merged)?;
+        self.check(merged)?;
         let puts = new
             .iter()
             .map(|r| {
@@ -219,9 +219,8 @@ impl Plane {
     }
 
     /// Compiles `resources` with the registry's ServiceEntries: any error rejects them.
-    fn check(&self, resources: &[Resource]) -> Result<(), PlaneError> {
-        let mut all = resources.to_vec();
-        let reg = self.registry_docs(resources);
+    fn check(&self, mut all: Vec<Resource>) -> Result<(), PlaneError> {
+        let reg = self.registry_docs(&all);
         all.extend(parse_docs("registry", &reg.iter().collect::<Vec<_>>())?);
         let mut diags = Diagnostics::default();
         weft_config::compile(&all, &mut diags);
@@ -248,7 +247,7 @@ impl Plane {
             return Err(PlaneError::NotFound(format!("{kind} {name} not found")));
         }
         let rest = self.resources(|k| *k != key)?;
-        self.check(&rest)?;
+        self.check(rest)?;
         Ok(self.store.commit(client, &format!("delete {kind}/{name}"), vec![(key, None)]).await?)
     }
 
@@ -260,7 +259,7 @@ impl Plane {
         }
         let target = self.store.state_at(to, CONFIG).await?;
         let docs: Vec<&Value> = target.values().collect();
-        self.check(&parse_docs("rollback", &docs)?)?;
+        self.check(parse_docs("rollback", &docs)?)?;
         let mut puts: Vec<(String, Option<Value>)> =
             self.config().filter(|(k, _)| !target.contains_key(*k)).map(|(k, _)| (k.clone(), None)).collect();
         puts.extend(target.into_iter().map(|(k, v)| (k, Some(v))));
@@ -364,9 +363,17 @@ impl Plane {
         Ok(self.store.commit("control-plane", "ttl expired", due).await?)
     }
 
-    /// The registry's keys (for [`Plane::expire_leases`] after a reload).
-    pub fn registry_keys(&self) -> Vec<String> {
-        self.store.objects().range(REGISTRY.to_owned()..).take_while(|(k, _)| k.starts_with(REGISTRY)).map(|(k, _)| k.clone()).collect()
+    /// After loading from etcd: removes the TTL registrations whose lease is not in
+    /// `alive` (it ran out while no control plane was watching).
+    pub async fn expire_dead_leases(&mut self, alive: &std::collections::HashSet<String>) -> Result<Option<Revision>, PlaneError> {
+        let keys: Vec<String> = self
+            .store
+            .objects()
+            .range(REGISTRY.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(REGISTRY))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.expire_leases(keys, Some(alive)).await
     }
 
     /// The store, for following a shared one.
@@ -390,20 +397,20 @@ impl Plane {
             })
             .flatten()
             .collect();
-        self.registry_docs_besides(&declared)
-    }
-
-    /// The same, given the hosts ServiceEntries already declare.
-    fn registry_docs_besides(&self, declared: &std::collections::HashSet<String>) -> Vec<Value> {
-        let mut by_service: BTreeMap<String, Vec<Registration>> = BTreeMap::new();
-        for r in self.registrations() {
-            by_service.entry(r.service.clone()).or_default().push(r);
-        }
-        by_service
+        self.registrations_by_service()
             .iter()
-            .filter(|(s, _)| !declared.contains(&s.to_ascii_lowercase()))
+            .filter(|(s, _)| !declared.contains(*s))
             .map(|(s, regs)| crate::mesh::registration_doc(s, regs))
             .collect()
+    }
+
+    /// Every registered endpoint, by service (lower case).
+    pub fn registrations_by_service(&self) -> BTreeMap<String, Vec<Registration>> {
+        let mut by_service: BTreeMap<String, Vec<Registration>> = BTreeMap::new();
+        for r in self.registrations() {
+            by_service.entry(r.service.to_ascii_lowercase()).or_default().push(r);
+        }
+        by_service
     }
 
     /// The Sidecar that scopes a proxy in `namespace` with `labels` (Istio's choice: one

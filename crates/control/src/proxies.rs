@@ -29,6 +29,17 @@ struct Proxies {
 
 pub const PUSH_BUCKETS_MS: [u64; 16] = [1, 5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 100, 200, 500, 1000, 5000];
 
+impl Proxies {
+    /// A proxy's state, made on first sight (its name copied only then: every watch
+    /// comes here three times).
+    fn node(&mut self, node: &str) -> &mut ProxyState {
+        if !self.nodes.contains_key(node) {
+            self.nodes.insert(node.to_owned(), ProxyState::default());
+        }
+        self.nodes.get_mut(node).expect("inserted above")
+    }
+}
+
 #[derive(Default, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ProxyState {
@@ -56,7 +67,7 @@ impl Tracker {
 
     pub fn seen(&self, node: &str, watching: bool) {
         if let Ok(mut p) = self.0.lock() {
-            let s = p.nodes.entry(node.to_owned()).or_default();
+            let s = p.node(node);
             s.last_seen_ms = now_ms();
             s.watching = watching;
         }
@@ -67,7 +78,7 @@ impl Tracker {
         let Ok(mut p) = self.0.lock() else { return 0 };
         p.nonces += 1;
         let n = p.nonces;
-        p.nodes.entry(node.to_owned()).or_default().nonce = n;
+        p.node(node).nonce = n;
         n
     }
 
@@ -82,7 +93,7 @@ impl Tracker {
         let Ok(mut p) = self.0.lock() else { return };
         let now = now_ms();
         let committed = p.committed_at.get(&revision).copied();
-        let s = p.nodes.entry(node.to_owned()).or_default();
+        let s = p.node(node);
         s.last_seen_ms = now;
         match error {
             Some(e) => {
