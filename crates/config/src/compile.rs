@@ -116,7 +116,7 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
         let idx = snap.vhosts.len();
         snap.vhosts.push(VirtualHost {
             name: format!("ServiceEntry/{}", ctx.services[host].name),
-            routes: vec![Route {
+            routes: vec![std::sync::Arc::new(Route {
                 name: "default".into(),
                 matches: Vec::new(),
                 action: Action::Forward(WeightedClusters {
@@ -136,7 +136,7 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                 mirror: None,
                 retry: Some(RetryPolicy::istio_default()),
                 fault: None,
-            }],
+            })],
             rate_limits: Vec::new(),
             hedging: None,
         });

@@ -5,12 +5,9 @@ use std::time::Duration;
 
 use crate::compile::Ctx;
 use crate::load::Resource;
-use std::sync::Arc;
-
 use weft_resilience::adaptive;
-use weft_resilience::bucket::{LeakyBucket, TokenBucket};
 
-use crate::snapshot::{HedgePolicy, Limiter, RateLimitRule, Snapshot};
+use crate::snapshot::{HedgePolicy, LimiterSpec, RateLimitRule, Snapshot};
 use crate::vhost::compile_match;
 use crate::weft_kinds::{AdaptiveConcurrencySpec, Hedging, LeakyBucketSpec, RateLimit, TokenBucketSpec};
 
@@ -45,7 +42,7 @@ pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mu
     snap.vhosts[idx].rate_limits.push(RateLimitRule { name: format!("RateLimit/{}", r.metadata.name), matches, limiter });
 }
 
-fn token_bucket(r: &Resource, tb: &TokenBucketSpec, ctx: &mut Ctx<'_>) -> Option<Limiter> {
+fn token_bucket(r: &Resource, tb: &TokenBucketSpec, ctx: &mut Ctx<'_>) -> Option<LimiterSpec> {
     if tb.max_tokens == 0 {
         ctx.err(r, "spec.tokenBucket.maxTokens", "must be at least 1");
         return None;
@@ -60,19 +57,19 @@ fn token_bucket(r: &Resource, tb: &TokenBucketSpec, ctx: &mut Ctx<'_>) -> Option
         ctx.err(r, "spec.tokenBucket.fillInterval", "must be at least 1ms");
         return None;
     }
-    Some(Limiter::Token(TokenBucket::new(tb.max_tokens, per_fill, interval)))
+    Some(LimiterSpec::Token { max_tokens: tb.max_tokens, per_fill, interval })
 }
 
-fn leaky_bucket(r: &Resource, lb: &LeakyBucketSpec, ctx: &mut Ctx<'_>) -> Option<Limiter> {
+fn leaky_bucket(r: &Resource, lb: &LeakyBucketSpec, ctx: &mut Ctx<'_>) -> Option<LimiterSpec> {
     if !(lb.rate.is_finite() && lb.rate > 0.0) {
         ctx.err(r, "spec.leakyBucket.rate", format!("{} is not a positive number of requests per second", lb.rate));
         return None;
     }
     let max_delay = lb.max_delay.map(|d| d.0).unwrap_or(Duration::from_secs(1));
-    Some(Limiter::Leaky(Arc::new(LeakyBucket::new(lb.rate, lb.queue, max_delay))))
+    Some(LimiterSpec::Leaky { rate: lb.rate, queue: lb.queue, max_delay })
 }
 
-fn adaptive(r: &Resource, ac: &AdaptiveConcurrencySpec, ctx: &mut Ctx<'_>) -> Option<Limiter> {
+fn adaptive(r: &Resource, ac: &AdaptiveConcurrencySpec, ctx: &mut Ctx<'_>) -> Option<LimiterSpec> {
     let d = adaptive::Settings::default();
     let p = "spec.adaptiveConcurrency";
     let s = adaptive::Settings {
@@ -102,7 +99,7 @@ fn adaptive(r: &Resource, ac: &AdaptiveConcurrencySpec, ctx: &mut Ctx<'_>) -> Op
     if !(s.buffer.is_finite() && s.buffer >= 0.0) {
         ctx.err(r, format!("{p}.latencyBufferPercent"), "must be a number of at least 0");
     }
-    (ctx.diags.errors.len() == before).then(|| Limiter::Adaptive(Arc::new(adaptive::Adaptive::new(s))))
+    (ctx.diags.errors.len() == before).then_some(LimiterSpec::Adaptive(s))
 }
 
 pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
@@ -116,7 +113,7 @@ pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx
             ctx.err(r, "spec.delayPercentile", format!("{p} is not a percentile between 0 and 100 (exclusive)"));
             return;
         }
-        Some(p) => Some((p, Arc::new(weft_resilience::latency::LatencyWindow::new(Duration::from_secs(10))))),
+        Some(p) => Some(p),
         None => None,
     };
     // With a percentile, `delay` is the start value until the host has enough answers.

@@ -27,15 +27,20 @@ pub struct Snapshot {
 impl Snapshot {
     /// The virtual host for a request's host (lower-case, port stripped).
     pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
+        self.vhost_index(host).map(|i| &self.vhosts[i])
+    }
+
+    /// [`Snapshot::vhost`]'s index in `vhosts`.
+    pub fn vhost_index(&self, host: &str) -> Option<usize> {
         if let Some(&i) = self.exact_hosts.get(host) {
-            return Some(&self.vhosts[i]);
+            return Some(i);
         }
         for (suffix, i) in &self.wildcard_hosts {
             if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                return Some(&self.vhosts[*i]);
+                return Some(*i);
             }
         }
-        self.catch_all.map(|i| &self.vhosts[i])
+        self.catch_all
     }
 }
 
@@ -44,7 +49,8 @@ impl Snapshot {
 pub struct VirtualHost {
     /// `VirtualService/name` or `ServiceEntry/name`.
     pub name: String,
-    pub routes: Vec<Route>,
+    /// Shared so that a request holds its route for its whole life, whatever reloads.
+    pub routes: Vec<std::sync::Arc<Route>>,
     /// RateLimit resources for this host, checked in order before routing.
     pub rate_limits: Vec<RateLimitRule>,
     /// A Hedging resource for this host.
@@ -52,28 +58,19 @@ pub struct VirtualHost {
 }
 
 /// Idempotent requests without a body get another try after `delay` without an answer.
-#[derive(Debug, Clone)]
+/// (Pure config: the latency window a `delayPercentile` reads lives in the proxy.)
+#[derive(Debug, Clone, PartialEq)]
 pub struct HedgePolicy {
     pub delay: Duration,
     /// Tries in all, the first included.
     pub max_attempts: u32,
     /// `delayPercentile`: the delay follows this percentile of the host's recent
     /// latency (`delay` until enough answers were seen).
-    pub percentile: Option<(f64, std::sync::Arc<weft_resilience::latency::LatencyWindow>)>,
+    pub percentile: Option<f64>,
 }
 
 /// Answers a host needs before its latency percentile replaces the fixed hedge delay.
 pub const HEDGE_MIN_SAMPLES: u64 = 100;
-
-impl HedgePolicy {
-    /// The delay before the next hedge.
-    pub fn current_delay(&self) -> Duration {
-        match &self.percentile {
-            Some((p, w)) => w.percentile(*p, HEDGE_MIN_SAMPLES).unwrap_or(self.delay),
-            None => self.delay,
-        }
-    }
-}
 
 /// One HealthCheck, compiled.
 #[derive(Debug, Clone)]
@@ -105,16 +102,16 @@ pub struct RateLimitRule {
     /// `RateLimit/name`, for logs and metrics.
     pub name: String,
     pub matches: Vec<RequestMatch>,
-    pub limiter: Limiter,
+    pub limiter: LimiterSpec,
 }
 
-#[derive(Debug)]
-pub enum Limiter {
-    Token(weft_resilience::bucket::TokenBucket),
-    /// Shared so that a waiting request can leave the queue after the snapshot is let go.
-    Leaky(std::sync::Arc<weft_resilience::bucket::LeakyBucket>),
-    /// Shared so that an admitted request can report back after the snapshot is let go.
-    Adaptive(std::sync::Arc<weft_resilience::adaptive::Adaptive>),
+/// What a RateLimit limits with. Pure config: the buckets and limiters themselves
+/// live in the proxy, which keeps them across reloads while their spec is unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimiterSpec {
+    Token { max_tokens: u32, per_fill: u32, interval: Duration },
+    Leaky { rate: f64, queue: u32, max_delay: Duration },
+    Adaptive(weft_resilience::adaptive::Settings),
 }
 
 impl RateLimitRule {
@@ -125,8 +122,13 @@ impl RateLimitRule {
 
 impl VirtualHost {
     /// The first route whose match list has an entry that matches (Istio's order).
-    pub fn route(&self, r: &RequestView<'_>) -> Option<&Route> {
+    pub fn route(&self, r: &RequestView<'_>) -> Option<&std::sync::Arc<Route>> {
         self.routes.iter().find(|rt| rt.matches.is_empty() || rt.matches.iter().any(|m| m.is_match(r)))
+    }
+
+    /// [`VirtualHost::route`]'s index in `routes`.
+    pub fn route_index(&self, r: &RequestView<'_>) -> Option<usize> {
+        self.routes.iter().position(|rt| rt.matches.is_empty() || rt.matches.iter().any(|m| m.is_match(r)))
     }
 }
 
@@ -205,12 +207,18 @@ impl WeightedClusters {
     /// Picks a target; `r` is uniform in `0..u32::MAX`.
     #[inline]
     pub fn pick(&self, r: u32) -> &WeightedTarget {
+        &self.targets[self.pick_index(r)]
+    }
+
+    /// [`WeightedClusters::pick`]'s index in `targets`.
+    #[inline]
+    pub fn pick_index(&self, r: u32) -> usize {
         if self.targets.len() == 1 || self.total == 0 {
-            return &self.targets[0];
+            return 0;
         }
         let x = ((r as u64 * self.total as u64) >> 32) as u32;
         let i = self.cumulative.partition_point(|&c| c <= x);
-        &self.targets[i.min(self.targets.len() - 1)]
+        i.min(self.targets.len() - 1)
     }
 }
 

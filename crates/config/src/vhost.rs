@@ -17,7 +17,7 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
     let mut routes = Vec::with_capacity(vs.http.len());
     for (i, h) in vs.http.iter().enumerate() {
         if let Some(rt) = compile_route(r, h, &format!("spec.http[{i}]"), i, ctx) {
-            routes.push(rt);
+            routes.push(std::sync::Arc::new(rt));
         }
     }
     if vs.http.is_empty() && vs.tcp.is_none() && vs.tls.is_none() {

@@ -47,7 +47,14 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
             let rt = shared.current.load();
             let v = json!({
                 "revision": rt.revision,
-                "files": shared.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                "files": match &shared.source {
+                    crate::state::ConfigSource::Files(f) => f.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                    crate::state::ConfigSource::ControlPlane(_) => Vec::new(),
+                },
+                "control_plane": match &shared.source {
+                    crate::state::ConfigSource::ControlPlane(url) => Some(url.as_str()),
+                    crate::state::ConfigSource::Files(_) => None,
+                },
                 "resources": rt.resources,
                 "clusters": rt.snap.clusters,
             });

@@ -144,6 +144,16 @@ impl RespBody {
         r
     }
 
+    /// Attaches the request's record, which the body completes when its last byte has
+    /// gone (at once if there is nothing left to send).
+    pub fn attach(&mut self, fin: Finish) {
+        if self.is_end_stream() {
+            fin.complete();
+        } else {
+            self.finish = Some(fin);
+        }
+    }
+
     /// Cuts the body off when the upstream sends nothing for `after`.
     pub fn idle_after(mut self, after: Option<std::time::Duration>) -> Self {
         self.idle_after = after;

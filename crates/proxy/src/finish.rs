@@ -8,7 +8,7 @@ use http::HeaderMap;
 use weft_telemetry::{DestId, Metrics, Protocol, ResponseFlags, SeriesKey};
 
 use crate::body::BodyState;
-use crate::cluster::Endpoint;
+use crate::request::InFlight;
 
 /// Carried by a request from routing to its response's last byte; `complete`
 /// records it exactly once.
@@ -23,7 +23,8 @@ pub struct Finish {
     /// The client's request body as it streamed (bytes, whether it broke off).
     pub request_body: Option<Arc<BodyState>>,
     pub response_bytes: u64,
-    pub endpoint: Option<Arc<Endpoint>>,
+    /// The endpoint that answered (or was last tried), and its share of the load.
+    pub endpoint: Option<InFlight>,
     /// The cluster's circuit-breaker slot, released when the request ends.
     pub breaker: Option<crate::breaker::Ticket>,
     pub log: Option<Box<crate::access_log::Entry>>,
@@ -49,6 +50,13 @@ impl Finish {
             done: false,
             mid_body_reset: false,
         }
+    }
+
+    /// Moves the record out, leaving a spent one that records nothing.
+    pub fn take(&mut self) -> Finish {
+        let mut spent = Finish::new(self.metrics, self.protocol, self.start);
+        spent.done = true;
+        std::mem::replace(self, spent)
     }
 
     /// Reads `grpc-status` from response headers (trailers-only) or trailers.
@@ -104,8 +112,8 @@ impl Finish {
         }
         let key = SeriesKey { dest: self.dest, code: self.code, flags: self.flags, protocol: self.protocol, grpc_status: self.grpc_status };
         self.metrics.record(key, ms, req_bytes, self.response_bytes);
-        if let Some(ep) = &self.endpoint {
-            ep.load.finish();
+        if let Some(ep) = self.endpoint.take() {
+            let ep = ep.endpoint();
             ep.requests.fetch_add(1, Ordering::Relaxed);
             if self.code >= 500 || !self.flags.is_empty() {
                 ep.errors.fetch_add(1, Ordering::Relaxed);

@@ -7,13 +7,36 @@ use http::{Response, StatusCode, Version};
 use weft_telemetry::ResponseFlags;
 
 use crate::body::RespBody;
+use crate::filters::Local;
 use crate::finish::Finish;
+use crate::request::RequestCtx;
+
+/// A filter's or a phase's local answer for `cx`, recorded now.
+pub fn reject(cx: &mut RequestCtx, local: Local) -> Response<RespBody> {
+    let fin = cx.fin.take();
+    let mut resp = match local.grpc {
+        Some(code) => {
+            let msg = std::str::from_utf8(&local.body).unwrap_or("").trim_end();
+            let msg = HeaderValue::from_str(msg).unwrap_or(HeaderValue::from_static("weft local reply"));
+            grpc_reply_with(fin, code, local.flags, msg, cx.version)
+        }
+        None => reply(fin, local.status, local.flags, local.body, cx.version),
+    };
+    if let Some(secs) = local.retry_after {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
 
 static TEXT: HeaderValue = HeaderValue::from_static("text/plain");
 static GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 
 /// A trailers-only gRPC answer: HTTP 200 with `grpc-status` (and a message) in the head.
-pub fn grpc_reply(mut fin: Finish, code: u8, flags: ResponseFlags, message: &'static str, version: Version) -> Response<RespBody> {
+pub fn grpc_reply(fin: Finish, code: u8, flags: ResponseFlags, message: &'static str, version: Version) -> Response<RespBody> {
+    grpc_reply_with(fin, code, flags, HeaderValue::from_static(message), version)
+}
+
+fn grpc_reply_with(mut fin: Finish, code: u8, flags: ResponseFlags, message: HeaderValue, version: Version) -> Response<RespBody> {
     fin.code = 200;
     fin.grpc_status = i16::from(code);
     fin.flags.insert(flags);
@@ -22,7 +45,7 @@ pub fn grpc_reply(mut fin: Finish, code: u8, flags: ResponseFlags, message: &'st
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, GRPC.clone());
     h.insert("grpc-status", HeaderValue::from(u16::from(code)));
-    h.insert("grpc-message", HeaderValue::from_static(message));
+    h.insert("grpc-message", message);
     fin.complete();
     r
 }

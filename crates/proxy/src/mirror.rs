@@ -14,8 +14,8 @@ use weft_balance::PickCtx;
 
 use crate::body::ReqBody;
 use crate::cluster::Cluster;
-use crate::handler::ConnCtx;
 use crate::pool;
+use crate::request::ConnCtx;
 
 /// Frames of body the mirror may lag behind before it is dropped.
 const TEE_FRAMES: usize = 16;

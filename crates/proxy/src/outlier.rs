@@ -7,14 +7,8 @@ use weft_resilience::outlier::{self, Observed, Reason, Settings};
 
 use crate::cluster::{now_ns, Cluster, Endpoint};
 use crate::error::UpstreamError;
-use crate::handler::{ConnCtx, Upstream};
-
-/// Where an endpoint's cluster is found again once the config snapshot was let go.
-#[derive(Clone, Copy)]
-pub struct Home {
-    pub cluster: usize,
-    pub revision: u64,
-}
+use crate::phases::Upstream;
+use crate::state::Shared;
 
 /// What a try came to, for the detector.
 pub(crate) fn observed(result: &Result<Upstream, UpstreamError>) -> Observed {
@@ -24,7 +18,9 @@ pub(crate) fn observed(result: &Result<Upstream, UpstreamError>) -> Observed {
     }
 }
 
-pub fn report(ctx: ConnCtx, home: Home, ep: &Endpoint, result: Observed, latency_ns: u64) {
+/// Records a try's result on `ep` (of `cluster`, which the request holds: a reload in
+/// between changes nothing), ejecting it or others when a detector says so.
+pub fn report(shared: &Shared, cluster: &Cluster, ep: &Endpoint, result: Observed, latency_ns: u64) {
     let Some(settings) = &ep.outlier else { return };
     let now = now_ns();
     if settings.latency_mad_factor.is_some() {
@@ -35,26 +31,21 @@ pub fn report(ctx: ConnCtx, home: Home, ep: &Endpoint, result: Observed, latency
     if reason.is_none() && !periodic {
         return;
     }
-    let rt = ctx.shared.current.load();
-    if rt.revision != home.revision {
-        return;
-    }
-    let Some(cluster) = rt.clusters.get(home.cluster) else { return };
     if let Some(reason) = reason {
-        eject(ctx, cluster, ep, reason);
+        eject(shared, cluster, ep, reason);
     }
     if periodic {
         // The interval detectors run at most once per interval, on whichever request gets there first.
         let last = cluster.interval_checked.load(Ordering::Relaxed);
         let due = now.saturating_sub(last) >= settings.interval.as_nanos() as u64;
         if due && cluster.interval_checked.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            interval_detectors(ctx, cluster, settings, now);
+            interval_detectors(shared, cluster, settings, now);
         }
     }
 }
 
 /// Latency, success-rate and failure-percentage outliers among the endpoints in service.
-fn interval_detectors(ctx: ConnCtx, cluster: &Cluster, settings: &Settings, now: u64) {
+fn interval_detectors(shared: &Shared, cluster: &Cluster, settings: &Settings, now: u64) {
     let live: Vec<&Endpoint> = cluster.endpoints.iter().map(|e| &**e).filter(|e| !e.health.is_ejected(now)).collect();
     // Every endpoint's window restarts, ejected ones included (their traffic was before the ejection).
     let windows: Vec<(u32, u32)> = cluster.endpoints.iter().map(|e| e.health.take_window()).collect();
@@ -63,24 +54,24 @@ fn interval_detectors(ctx: ConnCtx, cluster: &Cluster, settings: &Settings, now:
     if let Some(k) = settings.latency_mad_factor {
         let estimates: Vec<f64> = live.iter().map(|e| e.load.estimate_ns(now)).collect();
         for i in outlier::latency_outliers(&estimates, k) {
-            eject(ctx, cluster, live[i], Reason::Latency);
+            eject(shared, cluster, live[i], Reason::Latency);
         }
     }
     if let Some(sr) = &settings.success_rate {
         for i in outlier::success_rate_outliers(&live_windows, sr) {
-            eject(ctx, cluster, live[i], Reason::SuccessRate);
+            eject(shared, cluster, live[i], Reason::SuccessRate);
         }
     }
     if let Some(fp) = &settings.failure_percentage {
         for i in outlier::failure_percentage_outliers(&live_windows, fp) {
-            eject(ctx, cluster, live[i], Reason::FailurePercentage);
+            eject(shared, cluster, live[i], Reason::FailurePercentage);
         }
     }
 }
 
-fn eject(ctx: ConnCtx, cluster: &Cluster, ep: &Endpoint, reason: Reason) {
+fn eject(shared: &Shared, cluster: &Cluster, ep: &Endpoint, reason: Reason) {
     if let Some(time) = cluster.try_eject(ep, reason) {
-        ctx.shared.metrics.counters.outlier_ejections.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.counters.outlier_ejections.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("outlier detection ejected {} from {} for {time:?} ({})", ep.id, cluster.spec.name, reason.name());
     }
 }

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use weft_telemetry::Metrics;
 
-use crate::state::{Runtime, Shared};
+use crate::state::{ConfigSource, Runtime, Shared};
 
 pub struct ProxyOptions {
     pub files: Vec<PathBuf>,
@@ -33,7 +33,7 @@ pub struct ProxyOptions {
     pub node: crate::cluster::Node,
     /// None disables.
     pub stream_idle_timeout: Option<Duration>,
-    /// Follow this control plane (URL, node ID) instead of (or besides) files.
+    /// Follow this control plane (URL, node ID) instead of files.
     pub control_plane: Option<(String, String)>,
 }
 
@@ -75,6 +75,10 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     if !diags.is_ok() {
         return Err(diags.to_string());
     }
+    let source = match &opts.control_plane {
+        Some((url, _)) => ConfigSource::ControlPlane(url.clone()),
+        None => ConfigSource::Files(opts.files.clone()),
+    };
     let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
     metrics.counters.config_revision.store(1, Ordering::Relaxed);
     if let Some((_, rev, _)) = &followed {
@@ -85,7 +89,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         current: ArcSwap::from_pointee(rt),
         metrics,
-        files: opts.files.clone(),
+        source,
         workers,
         access_log: opts.access_log,
         draining: AtomicBool::new(false),
@@ -141,12 +145,16 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         loop {
             tokio::select! {
                 _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reloading config");
-                    reload(shared);
-                    seen = stamps(&shared.files);
+                    if matches!(shared.source, ConfigSource::Files(_)) {
+                        tracing::info!("SIGHUP: reloading config");
+                        reload(shared);
+                        seen = stamps(&opts.files);
+                    } else {
+                        tracing::info!("SIGHUP: following a control plane, there are no files to re-read");
+                    }
                 }
                 _ = tick.tick() => {
-                    let now = stamps(&shared.files);
+                    let now = stamps(&opts.files);
                     if now != seen {
                         seen = now;
                         tracing::info!("config file changed: reloading");
@@ -169,14 +177,15 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
 }
 
 fn reload(shared: &'static Shared) {
-    match shared.reload() {
-        Ok(d) => {
+    match shared.reload_files() {
+        None => {}
+        Some(Ok(d)) => {
             for w in &d.warnings {
                 tracing::warn!("{w}");
             }
             tracing::info!("config revision {} active", shared.current.load().revision);
         }
-        Err(d) => {
+        Some(Err(d)) => {
             for e in &d.errors {
                 tracing::error!("config rejected, keeping revision {}: {e}", shared.current.load().revision);
             }

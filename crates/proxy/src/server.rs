@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 
-use crate::handler::{handle, ConnCtx};
+use crate::phases::{handle, ConnCtx};
 use crate::state::Shared;
 
 /// Largest request head accepted; beyond it the client gets 431.

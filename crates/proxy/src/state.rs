@@ -1,5 +1,7 @@
 //! The live configuration: one immutable [`Runtime`] behind an `ArcSwap`, replaced
-//! whole on reload. Requests load it once and never lock.
+//! whole on reload by its one owner, the [`ConfigSource`]. Requests load it once,
+//! never lock, and take `Arc`s of what they use (route, chain, cluster) so that a swap
+//! in the middle of a request changes nothing for it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,19 +13,34 @@ use weft_config::{Diagnostics, Resource, Snapshot};
 use weft_telemetry::Metrics;
 
 use crate::cluster::{Cluster, Endpoint};
+use crate::filters::Chain;
+use crate::live::LiveState;
 
 pub struct Runtime {
     pub snap: Snapshot,
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Each route's filter chain, `[vhost][route]` as in `snap.vhosts`.
+    pub chains: Vec<Vec<Arc<Chain>>>,
+    /// The filters' live state, carried over to the next runtime.
+    pub live: LiveState,
     pub resources: Vec<Resource>,
     pub revision: u64,
+}
+
+/// Where the live configuration comes from; only it swaps the runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigSource {
+    /// Files, re-read when they change and on SIGHUP.
+    Files(Vec<PathBuf>),
+    /// A control plane (its URL), followed by [`crate::follow`]; SIGHUP re-reads nothing.
+    ControlPlane(String),
 }
 
 /// Process-wide state, created once and shared by every worker as `&'static`.
 pub struct Shared {
     pub current: ArcSwap<Runtime>,
     pub metrics: &'static Metrics,
-    pub files: Vec<PathBuf>,
+    pub source: ConfigSource,
     pub workers: usize,
     pub access_log: bool,
     pub draining: std::sync::atomic::AtomicBool,
@@ -56,27 +73,26 @@ impl Runtime {
                 }
             }
         }
-        let clusters = snap.clusters.iter().map(|s| Cluster::build(s, &old, breakers.get(&s.name), workers, metrics, node)).collect();
-        Runtime { snap, clusters, resources, revision }
+        let clusters: Vec<Arc<Cluster>> =
+            snap.clusters.iter().map(|s| Arc::new(Cluster::build(s, &old, breakers.get(&s.name), workers, metrics, node))).collect();
+        let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &p.live));
+        Runtime { snap, clusters, chains, live, resources, revision }
     }
 }
 
 impl Shared {
-    /// Loads the config files; on success swaps the new runtime in and returns its
-    /// warnings; on failure keeps the running one and returns every error.
-    pub fn reload(&self) -> Result<Diagnostics, Diagnostics> {
-        let (resources, snap, diags) = weft_config::build(&self.files);
-        self.install(resources, snap, diags)
+    /// Re-reads the config files (when files are the source); on success swaps the new
+    /// runtime in and returns its warnings; on failure keeps the running one and
+    /// returns every error. A proxy following a control plane has nothing to re-read:
+    /// `None`.
+    pub fn reload_files(&self) -> Option<Result<Diagnostics, Diagnostics>> {
+        let ConfigSource::Files(files) = &self.source else { return None };
+        let (resources, snap, diags) = weft_config::build(files);
+        Some(self.install(resources, snap, diags))
     }
 
-    /// The same from a mesh in memory (from the control plane).
-    pub fn install_text(&self, name: &str, yaml: &str) -> Result<Diagnostics, Diagnostics> {
-        let (resources, snap, diags) = weft_config::build_str(name, yaml);
-        self.install(resources, snap, diags)
-    }
-
-    /// Swaps in resources already compiled (by the caller, e.g. from the control
-    /// plane's documents kept parsed); refused when `diags` has errors.
+    /// Swaps in resources already compiled (by the control-plane follower, from the
+    /// documents it keeps parsed); refused when `diags` has errors.
     pub fn install_built(&self, resources: Vec<Resource>, snap: Snapshot, diags: Diagnostics) -> Result<Diagnostics, Diagnostics> {
         self.install(resources, snap, diags)
     }

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -15,7 +14,7 @@ use weft_telemetry::ResponseFlags;
 use crate::body::{ReqBody, RespBody};
 use crate::cluster::Endpoint;
 use crate::finish::Finish;
-use crate::handler::ConnCtx;
+use crate::request::ConnCtx;
 use crate::{local, pool};
 
 /// Forwards an upgrade request; on `101` splices the two upgraded connections.
@@ -80,9 +79,8 @@ pub async fn upgrade(
 }
 
 /// `CONNECT host:port`: a TCP tunnel to the chosen endpoint.
-pub async fn connect(mut req: Request<Incoming>, ep: Arc<Endpoint>, fin: Finish, ctx: ConnCtx) -> Response<RespBody> {
+pub async fn connect(down: OnUpgrade, ep: Arc<Endpoint>, fin: Finish, ctx: ConnCtx, version: Version) -> Response<RespBody> {
     let metrics = ctx.shared.metrics;
-    let version = req.version();
     let io = match pool::connect(&ep).await {
         Ok(io) => io,
         Err(e) => {
@@ -90,7 +88,6 @@ pub async fn connect(mut req: Request<Incoming>, ep: Arc<Endpoint>, fin: Finish,
             return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
         }
     };
-    let down = hyper::upgrade::on(&mut req);
     metrics.counters.upgrades.fetch_add(1, Ordering::Relaxed);
     let dest = ep.dest;
     tokio::spawn(async move {

@@ -94,8 +94,8 @@ struct ProxyArgs {
     /// A multi-document YAML file of Istio resources (repeatable).
     #[arg(long = "config", short = 'c', required_unless_present = "control_plane")]
     config: Vec<PathBuf>,
-    /// Follow this control plane (e.g. http://127.0.0.1:15010) for the mesh.
-    #[arg(long)]
+    /// Follow this control plane (e.g. http://127.0.0.1:15010) for the mesh, instead of files.
+    #[arg(long, conflicts_with = "config")]
     control_plane: Option<String>,
     /// This proxy's ID at the control plane (default: hostname-pid).
     #[arg(long)]

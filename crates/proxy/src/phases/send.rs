@@ -1,8 +1,9 @@
-//! Bodyless requests sent under the route's retry policy: each try bounded by
-//! `perTryTimeout` (and what is left of the route timeout), a jittered
-//! exponential back-off between tries, and each retry on another endpoint than
-//! the one that failed, picked again by the cluster's balancer. A request body is
-//! sent again from its replay buffer ([`crate::replay`]) when it fit there.
+//! The one send path: a request's tries under its route's retry policy (none: one
+//! try), each bounded by `perTryTimeout` and what is left of the route timeout (or,
+//! with neither, by the stream idle timeout), a jittered exponential back-off between
+//! tries, each retry on another endpoint of the cluster the request holds, hedged
+//! tries raced when the host hedges. A request body is sent again from its replay
+//! buffer ([`crate::replay`]) when it fit there.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -10,17 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::{HeaderMap, Request, Version};
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::Incoming;
 use weft_config::RetryPolicy;
 use weft_resilience::{backoff, Outcome};
 use weft_telemetry::ResponseFlags;
 
 use crate::body::ReqBody;
-use crate::cluster::Endpoint;
+use crate::cluster::{Cluster, Endpoint};
 use crate::error::UpstreamError;
-use crate::finish::Finish;
-use crate::handler::{ConnCtx, Upstream};
+use crate::live::Hedge;
 use crate::replay::Replaying;
+use crate::request::{InFlight, RequestCtx};
 use crate::{h1client, pool};
 
 /// Envoy's back-off: base 25 ms, at most 10 × base.
@@ -30,10 +32,38 @@ const BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// gives up on it (a body still being written to an endpoint that already answered).
 const BODY_BACK_WAIT: Duration = Duration::from_millis(100);
 
-/// What a retry needs to find the cluster again after the config snapshot was let go.
-pub struct Plan {
-    pub policy: RetryPolicy,
-    pub home: crate::outlier::Home,
+/// An upstream response, from hyper's client or weft's own.
+pub(crate) enum Upstream {
+    Hyper(Response<Incoming>, Option<pool::Returner>),
+    Raw(Response<h1client::RawBody>),
+}
+
+impl Upstream {
+    pub(crate) fn head(&self) -> (u16, &http::HeaderMap) {
+        match self {
+            Upstream::Hyper(r, _) => (r.status().as_u16(), r.headers()),
+            Upstream::Raw(r) => (r.status().as_u16(), r.headers()),
+        }
+    }
+}
+
+/// The request body as the tries see it.
+pub(crate) enum TryBody {
+    None,
+    /// Kept (up to the replay limit) so that a retry can send it again.
+    Replay(Replaying),
+    /// Sent once (a mirrored body): no retry after a try that took it.
+    Once(ReqBody),
+}
+
+/// How a request is sent: its route's policy and what the request holds.
+pub(crate) struct Plan<'a> {
+    /// `None`: one try.
+    pub policy: Option<&'a RetryPolicy>,
+    /// The host's hedging, for an idempotent request without a body.
+    pub hedge: Option<Arc<Hedge>>,
+    /// The cluster the request holds for its whole life.
+    pub cluster: &'a Arc<Cluster>,
     pub hash: Option<u64>,
     /// PASSTHROUGH clusters have one endpoint: the address asked for.
     pub passthrough: bool,
@@ -41,49 +71,47 @@ pub struct Plan {
     pub deadline: Option<Instant>,
     /// A gRPC request: its answers' grpc-status counts.
     pub grpc: bool,
-    /// The cluster's circuit breaker, when it has limits (`maxRetries`).
-    pub breaker: Option<Arc<crate::breaker::Breaker>>,
-    /// The host's Hedging policy, for an idempotent request.
-    pub hedge: Option<weft_config::HedgePolicy>,
 }
 
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 pub(crate) async fn send(
-    ctx: ConnCtx,
-    fin: &mut Finish,
+    cx: &mut RequestCtx,
     mut ep: Arc<Endpoint>,
     parts: &Parts,
-    plan: &Plan,
-    mut body: Option<Replaying>,
+    plan: &Plan<'_>,
+    mut body: TryBody,
 ) -> Result<Upstream, UpstreamError> {
-    let counters = &ctx.shared.metrics.counters;
+    let shared = cx.conn.shared;
+    let counters = &shared.metrics.counters;
+    let attempts = plan.policy.map_or(0, |p| p.attempts);
     let mut tries = 0u32;
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
     loop {
-        let (try_body, returned) = match body.take() {
-            Some(b) => {
+        let (try_body, returned) = match std::mem::replace(&mut body, TryBody::None) {
+            TryBody::Replay(b) => {
                 let (b, rx) = b.arm();
-                (Some(b), Some(rx))
+                (TryBody::Replay(b), Some(rx))
             }
-            None => (None, None),
+            other => (other, None),
         };
         tries += 1;
         let now = Instant::now();
         let left = plan.deadline.map(|d| d.saturating_duration_since(now));
-        let limit = match (plan.policy.per_try_timeout, left) {
+        let limit = match (plan.policy.and_then(|p| p.per_try_timeout), left) {
             (Some(p), Some(l)) => Some(p.min(l)),
             (p, l) => p.or(l),
         };
         // Boxed: the timeout wrappers below would each move the try's future (and this
         // future would carry it), a memcpy of its size per wrapper; one allocation is cheaper.
-        let attempt = Box::pin(hedged(ctx, fin, &mut ep, parts, plan, try_body));
-        let result = match (limit, ctx.shared.stream_idle) {
+        let attempt = Box::pin(hedged(cx, &mut ep, parts, plan, try_body));
+        let result = match (limit, shared.stream_idle) {
             (Some(t), _) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
             (None, Some(idle)) => crate::idle::bounded(idle, attempt).await.unwrap_or(Err(UpstreamError::Idle)),
             (None, None) => attempt.await,
         };
-        crate::outlier::report(ctx, plan.home, &ep, crate::outlier::observed(&result), now.elapsed().as_nanos() as u64);
+        crate::outlier::report(shared, plan.cluster, &ep, crate::outlier::observed(&result), now.elapsed().as_nanos() as u64);
+        let Some(policy) = plan.policy else { return result };
         let outcome = match &result {
             Ok(up) => {
                 let (status, headers) = up.head();
@@ -95,51 +123,52 @@ pub(crate) async fn send(
             // The stream idled out: the request is over, not retried.
             Err(UpstreamError::Idle) => return result,
         };
-        if !plan.policy.retry_on.retries(outcome) {
+        if !policy.retry_on.retries(outcome) {
             return result;
         }
         let wait = backoff(tries, BACKOFF_BASE, BACKOFF_MAX, fastrand::f64());
         let out_of_time = plan.deadline.is_some_and(|d| Instant::now() + wait >= d);
-        if tries > plan.policy.attempts || out_of_time {
+        if tries > attempts || out_of_time {
             if tries > 1 {
-                fin.flags.insert(ResponseFlags::URX);
+                cx.fin.flags.insert(ResponseFlags::URX);
                 counters.retry_limit_reached.fetch_add(1, Ordering::Relaxed);
             }
             return result;
         }
         // maxRetries / retryBudget: a retry over the cluster's limit is not made (Envoy's retry overflow).
-        let _retry_ticket = match &plan.breaker {
-            Some(b) => match b.retry() {
+        let _retry_ticket = if plan.cluster.breaker.armed() {
+            match plan.cluster.breaker.retry() {
                 Some(t) => Some(t),
                 None => {
                     counters.retry_overflow.fetch_add(1, Ordering::Relaxed);
                     return result;
                 }
-            },
-            None => None,
+            }
+        } else {
+            None
         };
-        // A body is sent again only if the try gave it back whole.
+        // A body is sent again only if the try gave it back whole; a body sent once is gone.
         if let Some(rx) = returned {
             match tokio::time::timeout(BODY_BACK_WAIT, rx).await {
-                Ok(Ok(b)) => body = Some(b),
+                Ok(Ok(b)) => body = TryBody::Replay(b),
                 _ => {
                     counters.retry_body_unreplayable.fetch_add(1, Ordering::Relaxed);
                     return result;
                 }
             }
+        } else if cx.fin.request_body.is_some() {
+            counters.retry_body_unreplayable.fetch_add(1, Ordering::Relaxed);
+            return result;
         }
         drop(result);
         counters.retries.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;
         if !plan.passthrough {
             tried.push(ep.clone());
-            let Some(next) = pick_other(ctx, plan, &tried) else {
-                return Err(UpstreamError::Reset("config changed during retries".into()));
-            };
-            ep.load.finish();
-            next.load.start();
-            fin.endpoint = Some(next.clone());
-            ep = next;
+            if let Some(next) = pick_other(plan, &tried) {
+                cx.fin.endpoint = Some(InFlight::start(next.clone()));
+                ep = next;
+            }
         }
     }
 }
@@ -148,49 +177,44 @@ type Try<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Upstream, UpstreamEr
 
 /// One try; with a hedge policy, more tries on other endpoints each `delay` without an
 /// answer, the first answer winning (the others are dropped, which cancels them). `ep`
-/// becomes the endpoint that answered, and `fin` follows it.
+/// becomes the endpoint that answered, and the request's record follows it.
 async fn hedged(
-    ctx: ConnCtx,
-    fin: &mut Finish,
+    cx: &mut RequestCtx,
     ep: &mut Arc<Endpoint>,
     parts: &Parts,
-    plan: &Plan,
-    body: Option<Replaying>,
+    plan: &Plan<'_>,
+    body: TryBody,
 ) -> Result<Upstream, UpstreamError> {
-    if let Some(b) = body {
+    let worker = cx.conn.worker;
+    match body {
         // Boxed, as hyper's futures are large (see `once`).
-        return Box::pin(with_body(ep, ctx.worker, parts, b)).await;
-    }
-    match &plan.hedge {
-        None => once(ep, ctx.worker, parts).await,
-        // Boxed: the race's state would otherwise make every try's future larger.
-        Some(h) => Box::pin(race(ctx, fin, ep, parts, plan, h)).await,
+        TryBody::Replay(b) => Box::pin(with_body(ep, worker, parts, ReqBody::Replay(b))).await,
+        TryBody::Once(b) => Box::pin(with_body(ep, worker, parts, b)).await,
+        TryBody::None => match &plan.hedge {
+            None => once(ep, worker, parts).await,
+            // Boxed: the race's state would otherwise make every try's future larger.
+            Some(h) => Box::pin(race(cx, ep, parts, plan, h)).await,
+        },
     }
 }
 
 /// The hedge race: see [`hedged`].
-async fn race(
-    ctx: ConnCtx,
-    fin: &mut Finish,
-    ep: &mut Arc<Endpoint>,
-    parts: &Parts,
-    plan: &Plan,
-    h: &weft_config::HedgePolicy,
-) -> Result<Upstream, UpstreamError> {
-    let worker = ctx.worker;
-    let mut launched = vec![(ep.clone(), Instant::now())];
+async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: &Plan<'_>, h: &Hedge) -> Result<Upstream, UpstreamError> {
+    let worker = cx.conn.worker;
+    // The first try's share of the load is the request's own (held by its record).
+    let mut launched: Vec<(Arc<Endpoint>, Instant, Option<InFlight>)> = vec![(ep.clone(), Instant::now(), None)];
     let mut racing: Vec<(usize, Try<'_>)> = vec![(0, Box::pin(once_owned(ep.clone(), worker, parts)))];
     let delay = h.current_delay();
     let mut timer = Box::pin(tokio::time::sleep(delay));
     let (winner, result) = loop {
-        let can_hedge = launched.len() < h.max_attempts as usize;
-        let event = std::future::poll_fn(|cx| {
+        let can_hedge = launched.len() < h.policy.max_attempts as usize;
+        let event = std::future::poll_fn(|ctx| {
             for (k, (_, f)) in racing.iter_mut().enumerate() {
-                if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
+                if let std::task::Poll::Ready(r) = f.as_mut().poll(ctx) {
                     return std::task::Poll::Ready(Some((k, r)));
                 }
             }
-            if can_hedge && timer.as_mut().poll(cx).is_ready() {
+            if can_hedge && timer.as_mut().poll(ctx).is_ready() {
                 return std::task::Poll::Ready(None);
             }
             std::task::Poll::Pending
@@ -204,12 +228,11 @@ async fn race(
                 drop(racing.swap_remove(k));
             }
             None => {
-                let tried: Vec<Arc<Endpoint>> = launched.iter().map(|(e, _)| e.clone()).collect();
-                if let Some(next) = pick_other(ctx, plan, &tried) {
-                    next.load.start();
-                    ctx.shared.metrics.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                let tried: Vec<Arc<Endpoint>> = launched.iter().map(|(e, _, _)| e.clone()).collect();
+                if let Some(next) = pick_other(plan, &tried) {
+                    cx.conn.shared.metrics.counters.hedges.fetch_add(1, Ordering::Relaxed);
                     racing.push((launched.len(), Box::pin(once_owned(next.clone(), worker, parts))));
-                    launched.push((next, Instant::now()));
+                    launched.push((next.clone(), Instant::now(), Some(InFlight::start(next))));
                 }
                 timer.as_mut().reset(tokio::time::Instant::now() + delay);
             }
@@ -217,21 +240,24 @@ async fn race(
     };
     drop(racing);
     // The answer's latency feeds delayPercentile.
-    if let (Some((_, window)), Ok(_)) = (&h.percentile, &result) {
+    if let (Some(window), Ok(_)) = (&h.window, &result) {
         window.record(launched[winner].1.elapsed(), crate::cluster::now_ns());
     }
-    // Every endpoint tried but the one that answered is done with this request. A
-    // cancelled try took at least this long: the latency-aware balancer learns so, or
+    // A cancelled try took at least this long: the latency-aware balancer learns so, or
     // it would keep trusting the slow endpoint whose tries are always cancelled.
     let now = crate::cluster::now_ns();
-    for (i, (e, started)) in launched.iter().enumerate() {
+    for (i, (e, started, _)) in launched.iter().enumerate() {
         if i != winner {
-            e.load.finish();
             e.load.observe(started.elapsed().as_nanos() as u64, now);
         }
     }
-    *ep = launched[winner].0.clone();
-    fin.endpoint = Some(ep.clone());
+    // The winner's share of the load moves to the request's record; the others' go
+    // back as `launched` drops.
+    let (won, _, share) = launched.swap_remove(winner);
+    if let Some(share) = share {
+        cx.fin.endpoint = Some(share);
+    }
+    *ep = won;
     result
 }
 
@@ -242,26 +268,17 @@ async fn once_owned(ep: Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<U
 /// One try on one endpoint.
 async fn once(ep: &Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<Upstream, UpstreamError> {
     if parts.version == Version::HTTP_2 {
-        let mut req = Request::new(ReqBody::Empty);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = parts.uri.clone();
-        *req.version_mut() = parts.version;
-        *req.headers_mut() = parts.headers.clone();
         // Boxed: hyper's h2 future is ~2 KB, and every try's future would carry (and
         // every wrapper copy) that much for the HTTP/1.1 path too.
-        Box::pin(pool::send_h2(ep, worker, req)).await.map(|r| Upstream::Hyper(r, None))
+        Box::pin(pool::send_h2(ep, worker, request(parts, ReqBody::Empty))).await.map(|r| Upstream::Hyper(r, None))
     } else {
         h1client::send(ep, worker, parts).await.map(Upstream::Raw)
     }
 }
 
 /// One try of a request with a body, over hyper's client.
-async fn with_body(ep: &Arc<Endpoint>, worker: usize, parts: &Parts, body: Replaying) -> Result<Upstream, UpstreamError> {
-    let mut req = Request::new(ReqBody::Replay(body));
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
+async fn with_body(ep: &Arc<Endpoint>, worker: usize, parts: &Parts, body: ReqBody) -> Result<Upstream, UpstreamError> {
+    let req = request(parts, body);
     if parts.version == Version::HTTP_2 {
         pool::send_h2(ep, worker, req).await.map(|r| Upstream::Hyper(r, None))
     } else {
@@ -269,20 +286,25 @@ async fn with_body(ep: &Arc<Endpoint>, worker: usize, parts: &Parts, body: Repla
     }
 }
 
-/// Another endpoint of the same cluster than those already `tried` (Istio's
+fn request(parts: &Parts, body: ReqBody) -> Request<ReqBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+/// Another endpoint of the request's cluster than those already `tried` (Istio's
 /// `previous_hosts` predicate, five picks; with `retryRemoteLocalities`, Envoy's
 /// `previous_priorities` as well), if the cluster has one; when every endpoint was
 /// tried, one other than the last.
-fn pick_other(ctx: ConnCtx, plan: &Plan, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
-    let rt = ctx.shared.current.load();
-    if rt.revision != plan.home.revision {
-        return None;
-    }
-    let cluster = rt.clusters.get(plan.home.cluster)?;
+fn pick_other(plan: &Plan<'_>, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+    let cluster = plan.cluster;
     let eps = &cluster.endpoints;
     let seen = |e: &Arc<Endpoint>| tried.iter().any(|t| Arc::ptr_eq(t, e));
     // retryRemoteLocalities: the priority levels already tried are passed over.
-    let avoid: Vec<u8> = match (&cluster.levels, plan.policy.remote_localities) {
+    let avoid: Vec<u8> = match (&cluster.levels, plan.policy.is_some_and(|p| p.remote_localities)) {
         (Some(lv), true) => tried.iter().filter_map(|t| eps.iter().position(|e| Arc::ptr_eq(e, t)).map(|i| lv.level_of[i])).collect(),
         _ => Vec::new(),
     };

@@ -1,0 +1,134 @@
+//! The proxy's live state that config describes but must not hold: rate-limit
+//! buckets, adaptive concurrency limiters and hedging latency windows. The config
+//! snapshot stays pure; on every reload the filter chains are compiled again and
+//! each piece of state is carried over while its spec is unchanged (as endpoints
+//! keep their load and connections, [`crate::state::Runtime::build`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weft_config::{Action, HashKey, HedgePolicy, LbPolicy, LimiterSpec, Route, Snapshot, VirtualHost, HEDGE_MIN_SAMPLES};
+use weft_resilience::adaptive::Adaptive;
+use weft_resilience::bucket::{LeakyBucket, TokenBucket};
+use weft_resilience::latency::LatencyWindow;
+
+use crate::cluster::Cluster;
+use crate::filters::rate_limit::{Limiter, RateLimit};
+use crate::filters::{fault, hash_cookie, header_ops, mirror, Chain, Filter};
+
+/// How much recent latency a `delayPercentile` reads.
+const HEDGE_WINDOW: Duration = Duration::from_secs(10);
+
+/// A host's hedging policy and the latency window its `delayPercentile` reads.
+pub struct Hedge {
+    pub policy: HedgePolicy,
+    pub window: Option<Arc<LatencyWindow>>,
+}
+
+impl Hedge {
+    /// The delay before the next hedge.
+    pub fn current_delay(&self) -> Duration {
+        match (&self.window, self.policy.percentile) {
+            (Some(w), Some(p)) => w.percentile(p, HEDGE_MIN_SAMPLES).unwrap_or(self.policy.delay),
+            _ => self.policy.delay,
+        }
+    }
+}
+
+/// Live state by owner: (virtual host, RateLimit) for limiters, virtual host for
+/// hedging windows.
+#[derive(Default)]
+pub struct LiveState {
+    limiters: HashMap<(String, String), (LimiterSpec, Limiter)>,
+    hedges: HashMap<String, (HedgePolicy, Arc<LatencyWindow>)>,
+}
+
+/// The chains of every route, indexed `[vhost][route]` as in `snap`, and the live
+/// state they use (taken from `prev` where the spec is unchanged).
+pub fn build(snap: &Snapshot, clusters: &[Arc<Cluster>], prev: Option<&LiveState>) -> (Vec<Vec<Arc<Chain>>>, LiveState) {
+    let empty = LiveState::default();
+    let prev = prev.unwrap_or(&empty);
+    let mut live = LiveState::default();
+    let chains = snap
+        .vhosts
+        .iter()
+        .map(|vh| {
+            let host_filters = host_filters(vh, prev, &mut live);
+            let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, &mut live)));
+            vh.routes
+                .iter()
+                .map(|route| {
+                    let mut filters = host_filters.clone();
+                    route_filters(route, clusters, &mut filters);
+                    Arc::new(Chain { filters: filters.into_boxed_slice(), hedge: hedge.clone() })
+                })
+                .collect()
+        })
+        .collect();
+    (chains, live)
+}
+
+/// Host-level filters: the host's RateLimits, in order.
+fn host_filters(vh: &VirtualHost, prev: &LiveState, live: &mut LiveState) -> Vec<Filter> {
+    let mut out = Vec::new();
+    for rule in &vh.rate_limits {
+        let key = (vh.name.clone(), rule.name.clone());
+        let limiter = match prev.limiters.get(&key) {
+            Some((spec, l)) if *spec == rule.limiter => l.clone(),
+            _ => new_limiter(&rule.limiter),
+        };
+        live.limiters.insert(key, (rule.limiter.clone(), limiter.clone()));
+        out.push(Filter::RateLimit(RateLimit { name: rule.name.clone(), matches: rule.matches.clone(), limiter }));
+    }
+    out
+}
+
+fn new_limiter(spec: &LimiterSpec) -> Limiter {
+    match spec {
+        LimiterSpec::Token { max_tokens, per_fill, interval } => {
+            Limiter::Token(Arc::new(TokenBucket::new(*max_tokens, *per_fill, *interval)))
+        }
+        LimiterSpec::Leaky { rate, queue, max_delay } => Limiter::Leaky(Arc::new(LeakyBucket::new(*rate, *queue, *max_delay))),
+        LimiterSpec::Adaptive(s) => Limiter::Adaptive(Arc::new(Adaptive::new(*s))),
+    }
+}
+
+fn hedge(host: &str, policy: &HedgePolicy, prev: &LiveState, live: &mut LiveState) -> Hedge {
+    let window = policy.percentile.map(|_| {
+        let w = match prev.hedges.get(host) {
+            Some((p, w)) if p == policy => w.clone(),
+            _ => Arc::new(LatencyWindow::new(HEDGE_WINDOW)),
+        };
+        live.hedges.insert(host.to_owned(), (policy.clone(), w.clone()));
+        w
+    });
+    Hedge { policy: policy.clone(), window }
+}
+
+/// Route-level filters: fault, header operations, mirroring, the hash cookie.
+fn route_filters(route: &Route, clusters: &[Arc<Cluster>], out: &mut Vec<Filter>) {
+    if let Some(f) = &route.fault {
+        out.push(Filter::Fault(fault::Fault(f.clone())));
+    }
+    if !route.request_headers.is_empty() || !route.response_headers.is_empty() {
+        out.push(Filter::HeaderOps(header_ops::HeaderOps {
+            request: route.request_headers.clone(),
+            response: route.response_headers.clone(),
+        }));
+    }
+    if let Some((choice, fraction)) = &route.mirror {
+        if let Some(default) = clusters.get(choice.default) {
+            let by_port = choice.by_port.iter().filter_map(|(p, c)| Some((*p, clusters.get(*c)?.clone()))).collect();
+            out.push(Filter::Mirror(mirror::Mirror { default: default.clone(), by_port, fraction: *fraction }));
+        }
+    }
+    if let Action::Forward(wc) = &route.action {
+        let cookie = |c: usize| {
+            clusters.get(c).is_some_and(|c| matches!(&c.spec.lb, LbPolicy::Hash { key: HashKey::Cookie { ttl: Some(_), .. }, .. }))
+        };
+        if wc.targets.iter().any(|t| cookie(t.cluster.default) || t.cluster.by_port.iter().any(|(_, c)| cookie(*c))) {
+            out.push(Filter::HashCookie(hash_cookie::HashCookie));
+        }
+    }
+}

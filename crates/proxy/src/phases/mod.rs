@@ -1,0 +1,62 @@
+//! The request path, as phases driven by [`handle`]:
+//!
+//! ```text
+//! accept ─► route ─► request filters ─► [waits] ─► forward ─► response filters ─► record
+//! ```
+//! - accept: the request's context ([`RequestCtx`]) and record ([`Finish`]);
+//! - route ([`route`]): authority → virtual host → route → destination, then the
+//!   route's filter chain's request hooks ([`crate::filters`]), synchronously, with the
+//!   config snapshot held; afterwards the request holds only `Arc`s;
+//! - waits: what the filters asked for (leaky-bucket queues, injected delays);
+//! - forward ([`forward`], [`send`]): endpoint, upstream request, circuit breaker, the
+//!   tries under the retry policy with hedges and timeouts;
+//! - response filters, in reverse order ([`respond`]);
+//! - record: the [`Finish`] rides on the response body and records the request when
+//!   its last byte has gone (or the client went away).
+
+pub(crate) mod forward;
+pub(crate) mod respond;
+pub(crate) mod route;
+pub(crate) mod send;
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+use weft_telemetry::Protocol;
+
+pub(crate) use send::Upstream;
+
+use crate::body::RespBody;
+use crate::finish::Finish;
+pub use crate::request::{ConnCtx, RequestCtx};
+
+/// One request, from the listener to the upstream and back.
+pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+    let mut cx = accept(conn, &req);
+    let routed = match route::route(&mut cx, req) {
+        Ok(r) => r,
+        Err(answered) => return Ok(answered),
+    };
+    if !cx.filters.delay.is_zero() {
+        tokio::time::sleep(cx.filters.delay).await;
+        cx.filters.queued.clear();
+    }
+    let route::Routed { chain, ran, next } = routed;
+    let resp = match next {
+        route::Next::Answer(resp) => *resp,
+        route::Next::Forward(fwd) => match forward::forward(&mut cx, fwd).await {
+            forward::Forwarded::Upstream(resp) => resp,
+            forward::Forwarded::Done(resp) => return Ok(resp),
+        },
+    };
+    Ok(respond::finish(cx, &chain, ran, resp))
+}
+
+/// The accept phase: the request's context and its record, started now.
+fn accept(conn: ConnCtx, req: &Request<Incoming>) -> RequestCtx {
+    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let fin = Finish::new(conn.shared.metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, Instant::now());
+    RequestCtx::new(conn, fin, req.version(), grpc)
+}

@@ -1,0 +1,199 @@
+//! The route phase, and the request filters after it: from the request's authority to
+//! its virtual host and route, then to what it will do — answer locally (a direct
+//! response, a redirect, a filter's answer) or go to a cluster. Synchronous: the
+//! config snapshot is held only here, and what the request needs later is taken as
+//! `Arc`s.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use weft_config::matcher::RequestView;
+use weft_config::{Action, LbPolicy, Route};
+use weft_telemetry::ResponseFlags;
+
+use crate::body::RespBody;
+use crate::cluster::{Cluster, Endpoint};
+use crate::filters::{Chain, Flow, Local};
+use crate::headers::{self, HostBuf};
+use crate::live::Hedge;
+use crate::request::RequestCtx;
+
+/// Where routing sent a request.
+pub(crate) struct Routed {
+    pub chain: Arc<Chain>,
+    /// How many of the chain's filters ran their request hook (the response passes
+    /// back through those).
+    pub ran: usize,
+    pub next: Next,
+}
+
+pub(crate) enum Next {
+    /// An answer made here (direct response, redirect, a filter's), without its record.
+    Answer(Box<Response<RespBody>>),
+    Forward(Box<Forward>),
+}
+
+/// A request on its way to a cluster. (Boxed in [`Next`]: it is the large case, and
+/// the request's future carries the enum.)
+pub(crate) struct Forward {
+    pub head: Parts,
+    pub body: Incoming,
+    pub route: Arc<Route>,
+    /// The weighted destination chosen, an index into the route's targets.
+    pub target: usize,
+    pub cluster: Arc<Cluster>,
+    pub hash: Option<u64>,
+    pub hedge: Option<Arc<Hedge>>,
+    /// The path and query after `rewrite`, when the route rewrites.
+    pub new_pq: Option<String>,
+    /// The request's authority as sent upstream (before `rewrite.authority`).
+    pub authority: HeaderValue,
+    /// An HTTP/1.1 `Upgrade` (WebSocket): the client side's upgrade.
+    pub upgrade: Option<OnUpgrade>,
+    /// A `CONNECT` tunnel: the client side's upgrade.
+    pub connect: Option<OnUpgrade>,
+}
+
+/// Routes `req` and runs its chain's request hooks. `Err` is an answer already
+/// recorded (bad request, no route, a filter's refusal), moved once as the response.
+#[allow(clippy::result_large_err)]
+pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<Routed, Response<RespBody>> {
+    let metrics = cx.conn.shared.metrics;
+    let bad = |cx: &mut RequestCtx, msg: &'static str| {
+        metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
+        crate::local::reject(cx, Local::new(StatusCode::BAD_REQUEST, ResponseFlags::DPE, msg))
+    };
+    let Some((_, raw_host, port)) = headers::authority(&req) else {
+        return Err(bad(cx, "request has no Host or :authority\n"));
+    };
+    let Some(host) = HostBuf::new(raw_host) else {
+        return Err(bad(cx, "host name too long\n"));
+    };
+    let host = host.as_str();
+    let Some(authority) = headers::authority_value(&req) else {
+        return Err(bad(cx, "invalid authority\n"));
+    };
+    cx.port = port;
+    if cx.conn.shared.access_log {
+        cx.fin.log = Some(Box::new(crate::access_log::Entry {
+            method: req.method().clone(),
+            path: req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            authority: authority.to_str().unwrap_or_default().to_owned(),
+            upstream: String::new(),
+            route: String::new(),
+        }));
+    }
+    let rt = cx.conn.shared.current.load();
+    let Some(vi) = rt.snap.vhost_index(host) else {
+        metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
+        let msg = format!("no route: weft knows no service for host \"{host}\"\n");
+        return Err(crate::local::reject(cx, Local::new(StatusCode::NOT_FOUND, ResponseFlags::NR, msg)));
+    };
+    let vh = &rt.snap.vhosts[vi];
+    let path = req.uri().path();
+    let query = req.uri().query();
+    let view = RequestView {
+        method: req.method().as_str(),
+        path,
+        query,
+        authority: host,
+        scheme: "http",
+        port: port.unwrap_or(80),
+        headers: req.headers(),
+    };
+    let Some(ri) = vh.route_index(&view) else {
+        metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
+        let msg = format!("no route: no route of {} matches {} {path}\n", vh.name, req.method());
+        return Err(crate::local::reject(cx, Local::new(StatusCode::NOT_FOUND, ResponseFlags::NR, msg)));
+    };
+    let route = vh.routes[ri].clone();
+    let chain = rt.chains[vi][ri].clone();
+    if let Some(log) = cx.fin.log.as_mut() {
+        log.route = route.name.clone();
+    }
+    // What the route makes of the request, decided while its match is at hand.
+    let planned = match &route.action {
+        Action::Direct { status, body } => Planned::Answer(Box::new(answer(*status, body.clone(), cx.version))),
+        Action::Redirect(r) => {
+            let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let mut resp = answer(r.status, bytes::Bytes::new(), cx.version);
+            if let Some(l) = headers::redirect_location(r, host, port, pq) {
+                resp.headers_mut().insert(header::LOCATION, l);
+            }
+            Planned::Answer(Box::new(resp))
+        }
+        Action::Forward(wc) => {
+            let target = wc.pick_index(fastrand::u32(..));
+            let mut cluster = rt.clusters[wc.targets[target].cluster.resolve(port.unwrap_or(0))].clone();
+            cx.fin.dest = cluster.dest;
+            let hash = match &cluster.spec.lb {
+                LbPolicy::Hash { key, .. } => {
+                    let (hash, cookie) = crate::hashkey::hash_key(key, req.headers(), query, cx.conn.remote);
+                    cx.filters.set_cookie = cookie;
+                    hash
+                }
+                LbPolicy::Passthrough => {
+                    cluster = Arc::new(passthrough(&cluster, host, port.unwrap_or(80), cx));
+                    None
+                }
+                _ => None,
+            };
+            let new_pq = route.rewrite.as_ref().and_then(|_| {
+                let matched = route.matches.iter().find(|m| m.is_match(&view)).and_then(|m| m.uri.as_ref());
+                headers::rewrite_path(&route, matched, path, query)
+            });
+            Planned::Forward { target, cluster, hash, new_pq, hedge: chain.hedge.clone() }
+        }
+    };
+    drop(rt);
+
+    let connect = (req.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut req));
+    let upgrade = (cx.version == Version::HTTP_11 && headers::is_upgrade(req.headers())).then(|| hyper::upgrade::on(&mut req));
+    let (mut head, body) = req.into_parts();
+    let mut ran = 0;
+    for f in chain.filters.iter() {
+        match f.on_request(cx, &mut head, host) {
+            Flow::Next => ran += 1,
+            Flow::Reject(local) => return Err(crate::local::reject(cx, local)),
+            Flow::Respond(resp) => return Ok(Routed { chain, ran, next: Next::Answer(resp) }),
+        }
+    }
+    let next = match planned {
+        Planned::Answer(resp) => Next::Answer(resp),
+        Planned::Forward { target, cluster, hash, new_pq, hedge } => {
+            Next::Forward(Box::new(Forward { head, body, route, target, cluster, hash, hedge, new_pq, authority, upgrade, connect }))
+        }
+    };
+    Ok(Routed { chain, ran, next })
+}
+
+enum Planned {
+    Answer(Box<Response<RespBody>>),
+    Forward { target: usize, cluster: Arc<Cluster>, hash: Option<u64>, new_pq: Option<String>, hedge: Option<Arc<Hedge>> },
+}
+
+/// A response made by the proxy (its record is attached when it is sent).
+fn answer(status: StatusCode, body: bytes::Bytes, version: Version) -> Response<RespBody> {
+    let has_body = !body.is_empty();
+    let mut r = Response::new(RespBody::full(body, None));
+    *r.status_mut() = status;
+    *r.version_mut() = version;
+    if has_body {
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    r
+}
+
+/// PASSTHROUGH: the endpoint is the address the client asked for.
+fn passthrough(cluster: &Cluster, host: &str, port: u16, cx: &RequestCtx) -> Cluster {
+    let spec = weft_config::EndpointSpec { address: host.to_owned(), port, weight: 1, labels: Default::default(), locality: None };
+    let mut s = cluster.spec.clone();
+    s.endpoints = vec![spec];
+    let none: std::collections::HashMap<(String, String), Arc<Endpoint>> = Default::default();
+    Cluster::build(&s, &none, None, 1, cx.conn.shared.metrics, &Default::default())
+}

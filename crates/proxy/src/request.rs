@@ -1,0 +1,70 @@
+//! What one request carries through the phases ([`crate::phases`]): the connection it
+//! came on, its clock, its record ([`Finish`]), and what routing chose for it. Filters
+//! read and write it; everything it holds is owned (`Arc`s), so a config swap in the
+//! middle of a request changes nothing for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use http::Version;
+
+use crate::cluster::Endpoint;
+use crate::finish::Finish;
+use crate::state::Shared;
+
+/// What a connection's requests share.
+#[derive(Clone, Copy)]
+pub struct ConnCtx {
+    pub shared: &'static Shared,
+    pub remote: SocketAddr,
+    pub worker: usize,
+}
+
+/// One request's state from accept to record.
+pub struct RequestCtx {
+    pub conn: ConnCtx,
+    pub start: Instant,
+    /// Recorded once, when the response has gone out (or the request was cut short).
+    pub fin: Finish,
+    /// The client's HTTP version (the response is sent in it).
+    pub version: Version,
+    /// A gRPC request: its answers' `grpc-status` counts.
+    pub grpc: bool,
+    /// The port the client addressed (`Host`/`:authority`), if it named one.
+    pub port: Option<u16>,
+    /// Per-request state of the filters that keep some between phases.
+    pub filters: crate::filters::PerRequest,
+}
+
+impl RequestCtx {
+    pub fn new(conn: ConnCtx, fin: Finish, version: Version, grpc: bool) -> RequestCtx {
+        RequestCtx { conn, start: fin.start, fin, version, grpc, port: None, filters: Default::default() }
+    }
+}
+
+/// An endpoint's share of a request: taken when the request is sent its way, given
+/// back when dropped, however the request ends (answered, failed, retried elsewhere,
+/// cancelled). The balancers read the count (least request, peak EWMA).
+pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    pub fn start(ep: Arc<Endpoint>) -> InFlight {
+        ep.load.start();
+        InFlight(ep)
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.load.finish();
+    }
+}
+
+/// A `Set-Cookie` the consistent-hash filter sends back (a generated hash cookie).
+pub type SetCookie = Option<HeaderValue>;
