@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod cluster;
 pub mod docs;
 pub mod error;
+pub mod filters;
 pub mod finish;
 pub mod follow;
 pub mod h1client;
