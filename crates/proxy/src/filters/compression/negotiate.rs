@@ -44,7 +44,7 @@ pub fn negotiate(headers: &HeaderMap, offered: &[Encoding]) -> Option<Encoding> 
     let mut best: Option<(Encoding, u16)> = None;
     for &e in offered {
         let q = named[index(e)].or(star).unwrap_or(0);
-        if q > 0 && best.map_or(true, |(_, b)| q > b) {
+        if q > 0 && best.is_none_or(|(_, b)| q > b) {
             best = Some((e, q));
         }
     }
