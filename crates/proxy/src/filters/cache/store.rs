@@ -81,7 +81,9 @@ impl Entry {
         let mut headers = self.headers.clone();
         headers.insert(AGE, HeaderValue::from(self.age(now).as_secs()));
         headers.remove(TRANSFER_ENCODING);
-        if self.trailers.is_none() {
+        if self.status == StatusCode::NO_CONTENT {
+            headers.remove(CONTENT_LENGTH); // RFC 9110 §8.6: never on a 204
+        } else if self.trailers.is_none() {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(self.body.len() as u64));
         } else {
             headers.remove(CONTENT_LENGTH);
