@@ -63,7 +63,12 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                     }
                 }
             }
-            Spec::VirtualService(_) | Spec::RateLimit(_) | Spec::HealthCheck(_) | Spec::Hedging(_) => {}
+            Spec::VirtualService(_)
+            | Spec::RateLimit(_)
+            | Spec::HealthCheck(_)
+            | Spec::Hedging(_)
+            | Spec::Compression(_)
+            | Spec::ResponseCache(_) => {}
         }
     }
     // Every service port and subset gets its cluster, so /clusters shows them all.
@@ -139,6 +144,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
             })],
             rate_limits: Vec::new(),
             hedging: None,
+            compression: Vec::new(),
+            response_cache: Vec::new(),
         });
         snap.exact_hosts.insert(host.clone(), idx);
     }
@@ -146,6 +153,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
         match &r.spec {
             Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),
             Spec::Hedging(h) => crate::ratelimit::attach_hedging(r, h, &mut snap, &mut ctx),
+            Spec::Compression(c) => crate::compression::attach(r, c, &mut snap, &mut ctx),
+            Spec::ResponseCache(c) => crate::response_cache::attach(r, c, &mut snap, &mut ctx),
             Spec::HealthCheck(hc) => {
                 if let Some(p) = crate::healthcheck::compile(r, hc, &mut ctx) {
                     snap.health_checks.push(p);

@@ -2,14 +2,17 @@
 //! paths, and compiled into the immutable [`Snapshot`] the proxy reads per request.
 
 mod compile;
+mod compression;
 pub mod duration;
 pub mod error;
+mod filter_policy;
 mod healthcheck;
 pub mod istio;
 pub mod load;
 pub mod matcher;
 mod policy;
 mod ratelimit;
+mod response_cache;
 pub mod snapshot;
 mod vhost;
 pub mod weft_kinds;

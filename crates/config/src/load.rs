@@ -33,6 +33,8 @@ pub enum Spec {
     HealthCheck(crate::weft_kinds::HealthCheck),
     Hedging(crate::weft_kinds::Hedging),
     Sidecar(crate::istio::Sidecar),
+    Compression(crate::weft_kinds::Compression),
+    ResponseCache(crate::weft_kinds::ResponseCache),
 }
 
 #[derive(Deserialize)]
@@ -118,7 +120,15 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
     };
     let known = matches!(
         kind.as_str(),
-        "ServiceEntry" | "DestinationRule" | "VirtualService" | "RateLimit" | "HealthCheck" | "Hedging" | "Sidecar"
+        "ServiceEntry"
+            | "DestinationRule"
+            | "VirtualService"
+            | "RateLimit"
+            | "HealthCheck"
+            | "Hedging"
+            | "Sidecar"
+            | "Compression"
+            | "ResponseCache"
     );
     if !known {
         diags.warnings.push(ConfigError::new(
@@ -130,7 +140,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         ));
         return None;
     }
-    let versions: &[&str] = if matches!(kind.as_str(), "RateLimit" | "HealthCheck" | "Hedging") {
+    let versions: &[&str] = if matches!(kind.as_str(), "RateLimit" | "HealthCheck" | "Hedging" | "Compression" | "ResponseCache") {
         &crate::weft_kinds::POLICY_VERSIONS
     } else {
         &NETWORKING_VERSIONS
@@ -162,6 +172,12 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             typed::<crate::weft_kinds::RateLimit>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::RateLimit(s)))?
         }
         "VirtualService" => typed::<VirtualService>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::VirtualService(s)))?,
+        "Compression" => {
+            typed::<crate::weft_kinds::Compression>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Compression(s)))?
+        }
+        "ResponseCache" => {
+            typed::<crate::weft_kinds::ResponseCache>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::ResponseCache(s)))?
+        }
         "Sidecar" => typed::<crate::istio::Sidecar>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Sidecar(s)))?,
         _ => return None,
     };

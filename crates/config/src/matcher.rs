@@ -38,6 +38,19 @@ impl StrMatch {
     }
 }
 
+/// Regexes compare by their source text: what a reload needs to tell an unchanged
+/// policy from a changed one.
+impl PartialEq for StrMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (StrMatch::Exact(a), StrMatch::Exact(b)) | (StrMatch::Prefix(a), StrMatch::Prefix(b)) => a == b,
+            (StrMatch::Regex(a), StrMatch::Regex(b)) => a.as_str() == b.as_str(),
+            (StrMatch::Present, StrMatch::Present) => true,
+            _ => false,
+        }
+    }
+}
+
 /// What a matcher sees of a request.
 pub struct RequestView<'a> {
     pub method: &'a str,
@@ -52,7 +65,7 @@ pub struct RequestView<'a> {
 }
 
 /// One compiled `match[]` entry; every condition must hold.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestMatch {
     pub uri: Option<StrMatch>,
     pub ignore_uri_case: bool,

@@ -139,7 +139,7 @@ pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx
 }
 
 /// The virtual host serving `host` (lower case), or an error on `spec.host`.
-fn served(r: &Resource, host: &str, snap: &Snapshot, ctx: &mut Ctx<'_>) -> Option<usize> {
+pub(crate) fn served(r: &Resource, host: &str, snap: &Snapshot, ctx: &mut Ctx<'_>) -> Option<usize> {
     let idx = snap.exact_hosts.get(host).copied();
     if idx.is_none() {
         ctx.err(r, "spec.host", format!("no ServiceEntry or VirtualService serves host {host:?}"));

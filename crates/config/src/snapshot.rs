@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
+pub use crate::filter_policy::{CachePolicy, CompressionPolicy, Encoding, Levels};
 use crate::matcher::{RequestMatch, RequestView};
 
 /// A compiled configuration.
@@ -55,6 +56,10 @@ pub struct VirtualHost {
     pub rate_limits: Vec<RateLimitRule>,
     /// A Hedging resource for this host.
     pub hedging: Option<HedgePolicy>,
+    /// Compression resources for this host; the first that applies is used.
+    pub compression: Vec<CompressionPolicy>,
+    /// ResponseCache resources for this host; the first that applies is used.
+    pub response_cache: Vec<CachePolicy>,
 }
 
 /// Idempotent requests without a body get another try after `delay` without an answer.

@@ -28,6 +28,8 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
         routes,
         rate_limits: Vec::new(),
         hedging: None,
+        compression: Vec::new(),
+        response_cache: Vec::new(),
     })
 }
 

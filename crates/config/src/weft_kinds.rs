@@ -126,3 +126,44 @@ pub struct Hedging {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
 }
+
+/// On-the-fly compression of a host's responses (Envoy's compressor filter, with
+/// gzip, brotli and zstd chosen by the client's `Accept-Encoding`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compression {
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatchRequest>,
+    /// The server's preference, best first (`gzip`, `br`, `zstd`); breaks the client's ties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encodings: Option<Vec<String>>,
+    /// Responses whose `Content-Length` is below this are sent as they are (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_content_length: Option<u64>,
+    /// Media types compressed (parameters ignored); default: Envoy's list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_types: Option<Vec<String>>,
+    /// One level for every codec (`level: 5`) or one per codec (`level: {gzip: 6, br: 4}`);
+    /// kept as JSON so that validation can name the offending key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<serde_json::Value>,
+}
+
+/// A shared HTTP cache (RFC 9111) in front of a host.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseCache {
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatchRequest>,
+    /// Bytes the cache may hold, bodies and headers counted (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// The largest response stored (default 1 MiB, or `maxBytes` if smaller); larger
+    /// ones stream through uncached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entry_bytes: Option<u64>,
+}

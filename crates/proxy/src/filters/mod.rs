@@ -13,6 +13,8 @@
 //! state, an arm in [`Filter`] dispatching to its `on_request` / `on_response`, and a
 //! line in [`build`] that puts it in the chains it applies to.
 
+pub mod cache;
+pub mod compression;
 pub mod fault;
 pub mod hash_cookie;
 pub mod header_ops;
@@ -29,6 +31,9 @@ use weft_telemetry::ResponseFlags;
 
 use crate::body::RespBody;
 use crate::request::RequestCtx;
+
+/// The error type of the body wrappers: whatever the inner body failed with, or the codec.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One filter of a chain.
 #[derive(Clone)]
