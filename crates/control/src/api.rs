@@ -234,7 +234,10 @@ impl Server {
                 let p = self.plane.lock().await;
                 let items = p.list(kind, q.name.as_deref(), q.namespace.as_deref());
                 if let (Some(name), true) = (&q.name, items.is_empty()) {
-                    return json_reply(StatusCode::NOT_FOUND, &ErrorAnswer::one(format!("{} {name} not found", kind.unwrap_or("resource"))));
+                    return json_reply(
+                        StatusCode::NOT_FOUND,
+                        &ErrorAnswer::one(format!("{} {name} not found", kind.unwrap_or("resource"))),
+                    );
                 }
                 json_reply(StatusCode::OK, &Listing { revision: p.revision(), items })
             }

@@ -93,5 +93,4 @@ impl Server {
             let _ = tx.send((r, current));
         }
     }
-
 }
