@@ -208,3 +208,40 @@ fn queries_round_trip_any_text() {
     assert!(Rollback::from_query("to=-1").is_err());
     assert_eq!(query::unescape("%FF%FE+x"), "\u{FFFD}\u{FFFD} x");
 }
+
+/// What a 10,000-service answer costs (`cargo test -p weft-api --release -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn cost_of_a_10000_document_answer() {
+    let docs: Vec<(String, Box<RawValue>)> = (0..10_000)
+        .map(|i| {
+            let doc = format!(
+                r#"{{"apiVersion":"networking.istio.io/v1","kind":"ServiceEntry","metadata":{{"name":"svc-{i}","namespace":"default"}},"spec":{{"hosts":["svc-{i}"],"resolution":"STATIC","ports":[{{"number":80,"name":"http","protocol":"HTTP"}}],"endpoints":[{{"address":"10.0.{}.{}","ports":{{"http":8080}},"labels":{{"version":"v1","zone":"z1"}}}},{{"address":"10.1.{}.{}","ports":{{"http":8080}}}}]}}}}"#,
+                i / 256,
+                i % 256,
+                i / 256,
+                i % 256
+            );
+            (format!("ServiceEntry/default/svc-{i}"), raw(&doc))
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let mut e = MeshEncoder::new(1, MeshKind::Full);
+    for (k, d) in &docs {
+        e.put(k, d);
+    }
+    let body = e.finish();
+    let encoded = t.elapsed();
+    let t = std::time::Instant::now();
+    let enc = body.answer(1);
+    let per_proxy = t.elapsed();
+    let bytes = enc.to_vec();
+    let t = std::time::Instant::now();
+    let a = MeshAnswer::decode(&bytes).unwrap();
+    let decoded = t.elapsed();
+    assert_eq!(a.documents.len(), 10_000);
+    eprintln!(
+        "{} bytes: encoded once in {encoded:?}, per proxy {per_proxy:?}, decoded (envelope, documents kept raw) in {decoded:?}",
+        bytes.len()
+    );
+}

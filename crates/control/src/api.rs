@@ -291,6 +291,9 @@ impl Server {
             (Method::GET, "/v1/mesh") => self.answer(&WatchRequest::default()).await,
             (Method::POST, "/v1/mesh") => {
                 let w = decode!(WatchRequest, body);
+                if let Some(n) = &w.node {
+                    self.proxies.seen(n, false);
+                }
                 self.answer(&WatchRequest { since: 0, ..w }).await
             }
             (Method::POST, "/v1/watch") => {
