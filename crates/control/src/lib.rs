@@ -3,10 +3,13 @@
 //! `weft get`, `weft register` and the others speak ([`api`]).
 
 pub mod api;
+mod body;
 pub mod etcd;
+mod group;
 pub mod mesh;
 pub mod plane;
 pub mod proxies;
+mod push;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -8,14 +8,13 @@
 //! host → ServiceEntry index; only a config change rebuilds the set, and even then
 //! only the documents whose text changed count as changed.
 //!
-//! Wire format (valid multi-document YAML, so a full answer is also a plain mesh):
-//! every document is `--- # KEY` and its JSON on one line; a delta adds
-//! `# remove KEY` lines. Headers: `x-weft-revision`, `x-weft-mesh: full|delta`.
+//! The answers are encoded by `weft_api::MeshEncoder` (keys and documents as JSON, so
+//! nothing in a key can be read as framing), once per revision and scope.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use bytes::Bytes;
 use serde_json::{json, Value};
+use weft_api::{MeshBody, MeshEncoder, MeshKind, RawValue};
 
 use crate::plane::{Plane, Registration};
 
@@ -23,7 +22,8 @@ use crate::plane::{Plane, Registration};
 const LOG_REVISIONS: usize = 20_000;
 
 struct Doc {
-    json: String,
+    /// The document as sent (compact JSON).
+    json: Box<RawValue>,
     hosts: Vec<String>,
     namespace: String,
     kind: String,
@@ -55,7 +55,7 @@ pub struct Index {
     config_rev: u64,
     scopes: HashMap<String, Scope>,
     /// Answers of this revision by (since, scope key).
-    answers: HashMap<(u64, String), Bytes>,
+    answers: HashMap<(u64, String), MeshBody>,
 }
 
 /// The hosts a resource is about (lower case).
@@ -70,8 +70,10 @@ pub fn hosts_of(d: &Value) -> Vec<String> {
 }
 
 fn doc(v: &Value) -> Doc {
+    // (A `Value` always serialises: its map keys are strings.)
+    let json = serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned());
     Doc {
-        json: v.to_string(),
+        json,
         hosts: hosts_of(v),
         namespace: v["metadata"]["namespace"].as_str().unwrap_or("default").to_owned(),
         kind: v["kind"].as_str().unwrap_or("").to_owned(),
@@ -142,7 +144,7 @@ impl Index {
         let mut docs = BTreeMap::new();
         for (key, v) in fresh {
             let d = doc(&v);
-            if self.docs.get(&key).is_none_or(|old| old.json != d.json) {
+            if self.docs.get(&key).is_none_or(|old| old.json.get() != d.json.get()) {
                 changed.push(key.clone());
             }
             docs.insert(key, d);
@@ -175,7 +177,7 @@ impl Index {
             match v {
                 Some(v) => {
                     let d = doc(&v);
-                    if self.docs.get(&key).is_none_or(|old| old.json != d.json) {
+                    if self.docs.get(&key).is_none_or(|old| old.json.get() != d.json.get()) {
                         self.docs.insert(key.clone(), d);
                         changed.push(key);
                     }
@@ -209,7 +211,7 @@ impl Index {
             if !d.hosts.iter().any(|h| sc.admits(me, &d.namespace, h)) {
                 continue;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&d.json) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(d.json.get()) else { continue };
             for route in v["spec"]["http"].as_array().into_iter().flatten() {
                 for dest in route["route"].as_array().into_iter().flatten().chain(std::iter::once(&route["mirror"])) {
                     if let Some(h) = dest["destination"]["host"].as_str().or(dest["host"].as_str()) {
@@ -227,40 +229,32 @@ impl Index {
     }
 
     /// The answer for a proxy at revision `since` (0: none) in `scope` (a key from
-    /// [`Index::scope`], "" for the whole mesh): (body, whether it is a delta).
-    pub fn answer(&mut self, since: u64, scope: &str) -> (Bytes, bool) {
+    /// [`Index::scope`], "" for the whole mesh), all but its nonce: the documents
+    /// changed since (a delta), or all of them.
+    pub fn answer(&mut self, since: u64, scope: &str) -> MeshBody {
         let s = self.scopes.get(scope).filter(|_| !scope.is_empty());
         let delta = since > 0 && since >= self.horizon && since <= self.revision && (s.is_none() || self.config_rev <= since);
         let cache_key = (if delta { since } else { 0 }, scope.to_owned());
         if let Some(b) = self.answers.get(&cache_key) {
-            return (b.clone(), delta);
+            return b.clone();
         }
-        let mut out = String::new();
-        let mut put = |key: &str, d: &Doc| {
-            out.push_str("--- # ");
-            out.push_str(key);
-            out.push('\n');
-            out.push_str(&d.json);
-            out.push('\n');
-        };
+        let mut out = MeshEncoder::new(self.revision, if delta { MeshKind::Delta } else { MeshKind::Full });
         if delta {
             let keys: BTreeSet<&String> = self.log.iter().rev().take_while(|(r, _)| *r > since).flat_map(|(_, k)| k).collect();
-            let mut removed = String::new();
             for k in keys {
                 match self.docs.get(k).filter(|d| self.in_scope(d, s)) {
-                    Some(d) => put(k, d),
-                    None => removed.push_str(&format!("# remove {k}\n")),
+                    Some(d) => out.put(k, &d.json),
+                    None => out.remove(k),
                 }
             }
-            out.push_str(&removed);
         } else {
             for (k, d) in self.docs.iter().filter(|(_, d)| self.in_scope(d, s)) {
-                put(k, d);
+                out.put(k, &d.json);
             }
         }
-        let body = Bytes::from(out);
+        let body = out.finish();
         self.answers.insert(cache_key, body.clone());
-        (body, delta)
+        body
     }
 }
 
@@ -327,11 +321,10 @@ mod tests {
     }
 
     /// (keys upserted, keys removed) of an answer.
-    fn parts(body: &Bytes) -> (Vec<String>, Vec<String>) {
-        let t = String::from_utf8_lossy(body);
-        let up = t.lines().filter_map(|l| l.strip_prefix("--- # ")).map(str::to_owned).collect();
-        let rm = t.lines().filter_map(|l| l.strip_prefix("# remove ")).map(str::to_owned).collect();
-        (up, rm)
+    fn parts(body: &MeshBody) -> (Vec<String>, Vec<String>) {
+        let bytes = body.answer(1).to_vec();
+        let a = weft_api::MeshAnswer::decode(&bytes).unwrap();
+        (a.documents.keys().cloned().collect(), a.removed)
     }
 
     const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{number: 8080, name: web, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, ports: {web: 9001}}]\n";
@@ -347,8 +340,8 @@ mod tests {
         }
         let mut idx = Index::default();
         idx.sync(&plane);
-        let (full, delta) = idx.answer(0, "");
-        assert!(!delta);
+        let full = idx.answer(0, "");
+        assert_eq!(full.kind(), MeshKind::Full);
         assert_eq!(parts(&full).0, ["ServiceEntry/shop/reviews", "registry/svc0", "registry/svc1", "registry/svc2"]);
         let at = idx.revision();
 
@@ -357,37 +350,37 @@ mod tests {
         plane.register("t", reg("svc1", "127.0.0.1:7001")).await.unwrap();
         plane.deregister("t", "svc2", "127.0.0.1:7000").await.unwrap();
         idx.sync(&plane);
-        let (body, delta) = idx.answer(at, "");
-        assert!(delta);
+        let body = idx.answer(at, "");
+        assert_eq!(body.kind(), MeshKind::Delta);
         assert_eq!(
             parts(&body),
             (vec!["ServiceEntry/shop/reviews".to_owned(), "registry/svc1".to_owned()], vec!["registry/svc2".to_owned()])
         );
-        let text = String::from_utf8_lossy(&body);
+        let text = String::from_utf8_lossy(&body.answer(1).to_vec()).into_owned();
         assert!(text.contains(r#"{"address":"127.0.0.2","ports":{"web":9002}}"#), "{text}");
         // A proxy further behind gets the union; one that is current, nothing.
-        assert_eq!(parts(&idx.answer(at - 1, "").0).0.len(), 3);
-        assert_eq!(idx.answer(idx.revision(), "").0.len(), 0);
+        assert_eq!(parts(&idx.answer(at - 1, "")).0.len(), 3);
+        assert_eq!(parts(&idx.answer(idx.revision(), "")), (vec![], vec![]));
 
         // A config change rebuilds, but only what changed counts as changed.
         let before = idx.revision();
         let se2 = SE.replace("9001", "9005");
         plane.apply("t", &[("se.yaml".into(), se2)]).await.unwrap();
         idx.sync(&plane);
-        assert_eq!(parts(&idx.answer(before, "").0), (vec!["ServiceEntry/shop/reviews".to_owned()], vec![]));
+        assert_eq!(parts(&idx.answer(before, "")), (vec!["ServiceEntry/shop/reviews".to_owned()], vec![]));
 
         // Scoped proxies: registrations are deltas, config changes full answers.
         let sc: weft_config::istio::Sidecar = serde_json::from_value(json!({"egress": [{"hosts": ["*/svc1"]}]})).unwrap();
         let scope = idx.scope("Sidecar/shop/s", "shop", sc);
-        let (body, delta) = idx.answer(before, &scope);
-        assert!(!delta, "a config change since: full");
+        let body = idx.answer(before, &scope);
+        assert_eq!(body.kind(), MeshKind::Full, "a config change since: full");
         assert_eq!(parts(&body).0, ["registry/svc1"]);
         let now = idx.revision();
         plane.register("t", reg("svc0", "127.0.0.1:7002")).await.unwrap();
         plane.register("t", reg("svc1", "127.0.0.1:7003")).await.unwrap();
         idx.sync(&plane);
-        let (body, delta) = idx.answer(now, &scope);
-        assert!(delta);
+        let body = idx.answer(now, &scope);
+        assert_eq!(body.kind(), MeshKind::Delta);
         assert_eq!(parts(&body), (vec!["registry/svc1".to_owned()], vec!["registry/svc0".to_owned()]), "svc0 is out of scope");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -7,8 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use weft_config::{Diagnostics, Resource};
 
 use crate::store::{now_ms, Revision, Store, StoreError};
@@ -32,23 +31,8 @@ pub fn canonical_kind(kind: &str) -> Option<&'static str> {
     KINDS.iter().find(|(k, alt)| k.eq_ignore_ascii_case(kind) || alt.iter().any(|a| a.eq_ignore_ascii_case(kind))).map(|(k, _)| *k)
 }
 
-/// An endpoint registered by `weft register`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Registration {
-    pub service: String,
-    /// `host:port`.
-    pub address: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locality: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u32>,
-    /// Without a heartbeat for this long the endpoint is removed; none = until deregistered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-}
+/// An endpoint registered by `weft register` (a message of the control protocol).
+pub use weft_api::Registration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaneError {
@@ -159,14 +143,18 @@ impl Plane {
                     format!("{} {} is also defined in {} (document {})", r.kind, r.metadata.name, first.file, first.doc + 1),
                 ));
             }
-            if !valid_name(&r.metadata.name) {
-                diags.errors.push(weft_config::ConfigError::new(
-                    &r.source,
-                    Some(&r.kind),
-                    Some(&r.metadata.name),
-                    "metadata.name",
-                    "must be letters, digits, '-', '.' or '_' (at most 253)",
-                ));
+            // (Both become parts of keys: `Kind/namespace/name`.)
+            let fields = [("metadata.name", Some(&r.metadata.name)), ("metadata.namespace", r.metadata.namespace.as_ref())];
+            for (field, value) in fields {
+                if value.is_some_and(|v| !valid_name(v)) {
+                    diags.errors.push(weft_config::ConfigError::new(
+                        &r.source,
+                        Some(&r.kind),
+                        Some(&r.metadata.name),
+                        field,
+                        "must be letters, digits, '-', '.' or '_' (at most 253)",
+                    ));
+                }
             }
         }
         if !diags.is_ok() {
@@ -276,6 +264,8 @@ impl Plane {
         let port_ok = r.address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !port_ok {
             errors.push(format!("address {:?}: must be host:port", r.address));
+        } else if !r.address.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]%".contains(&b)) {
+            errors.push(format!("address {:?}: the host must be a name or an IP address", r.address));
         }
         if r.locality.as_deref().is_some_and(|l| weft_balance::locality::Locality::parse(l).is_none()) {
             errors.push(format!("locality {:?}: must be region/zone/subzone", r.locality.as_deref().unwrap_or("")));
@@ -438,15 +428,23 @@ impl Plane {
 }
 
 /// Every revision, oldest first, with the keys it changed (not the values).
-pub async fn history(p: &Plane) -> Result<Vec<Value>, PlaneError> {
+pub async fn history(p: &Plane) -> Result<Vec<weft_api::HistoryEntry>, PlaneError> {
+    let op = |c: &crate::store::Change| match (&c.before, &c.after) {
+        (None, Some(_)) => "created",
+        (Some(_), None) => "deleted",
+        _ => "updated",
+    };
     Ok(p.store
         .history()
         .await?
         .into_iter()
-        .map(|r| json!({"revision": r.revision, "atMs": r.at_ms, "client": r.client, "action": r.action, "changes": r.changes.iter().map(|c| json!({
-            "key": c.key,
-            "op": match (&c.before, &c.after) { (None, Some(_)) => "created", (Some(_), None) => "deleted", _ => "updated" },
-        })).collect::<Vec<_>>()}))
+        .map(|r| weft_api::HistoryEntry {
+            changes: r.changes.iter().map(|c| weft_api::ChangeEntry { key: c.key.clone(), op: op(c).into() }).collect(),
+            revision: r.revision,
+            at_ms: r.at_ms,
+            client: r.client,
+            action: r.action,
+        })
         .collect())
 }
 

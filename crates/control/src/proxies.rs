@@ -5,8 +5,6 @@
 
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
-
 use crate::store::{now_ms, Revision};
 
 #[derive(Default)]
@@ -40,17 +38,14 @@ impl Proxies {
     }
 }
 
-#[derive(Default, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Default, Clone)]
 struct ProxyState {
     acked: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     nacked: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     nack_reason: Option<String>,
     last_seen_ms: u64,
     watching: bool,
-    #[serde(skip)]
+    /// The nonce of the last answer sent to it (0: none yet).
     nonce: u64,
 }
 
@@ -73,34 +68,41 @@ impl Tracker {
         }
     }
 
-    /// A new nonce for an answer to `node`; the ACK naming it is the one that counts.
-    pub fn next_nonce(&self, node: &str) -> u64 {
+    /// A new nonce for an answer; with a node, the ACK naming it is the one that counts.
+    /// (An answer to no node — the fetch a proxy makes at start — gets one too: its
+    /// ACK comes with the proxy's first watch.)
+    pub fn next_nonce(&self, node: Option<&str>) -> u64 {
         let Ok(mut p) = self.0.lock() else { return 0 };
         p.nonces += 1;
         let n = p.nonces;
-        p.node(node).nonce = n;
+        if let Some(node) = node {
+            p.node(node).nonce = n;
+        }
         n
     }
 
-    /// Whether an ACK's nonce names the last answer sent to `node` (an ACK without
-    /// one, from `/v1/ack`, counts; one for an older answer is stale and ignored).
-    pub fn current_nonce(&self, node: &str, nonce: Option<&String>) -> bool {
-        let Some(n) = nonce.and_then(|n| n.parse::<u64>().ok()) else { return nonce.is_none() };
-        self.0.lock().map(|p| p.nodes.get(node).is_none_or(|s| s.nonce == n || s.nonce == 0)).unwrap_or(false)
+    /// Whether an outcome's nonce names the last answer sent to `node`. Before this
+    /// control plane has answered `node` any watch, any nonce counts: the proxy's
+    /// first watch ACKs what it fetched at start, and a proxy that followed a control
+    /// plane since restarted repeats its last outcome. Later, an outcome naming an
+    /// older answer is stale and ignored.
+    pub fn current_nonce(&self, node: &str, nonce: u64) -> bool {
+        self.0.lock().map(|p| p.nodes.get(node).is_none_or(|s| s.nonce == nonce || s.nonce == 0)).unwrap_or(false)
     }
 
-    pub fn ack(&self, node: &str, revision: u64, error: Option<&String>) {
+    /// An ACK (`reason` none) or a NACK of `revision`.
+    pub fn ack(&self, node: &str, revision: u64, reason: Option<&str>) {
         let Ok(mut p) = self.0.lock() else { return };
         let now = now_ms();
         let committed = p.committed_at.get(&revision).copied();
         let s = p.node(node);
         s.last_seen_ms = now;
-        match error {
+        match reason {
             Some(e) => {
                 // (Every watch repeats the last outcome: a NACK counts once.)
                 let new = s.nacked != Some(revision);
                 s.nacked = Some(revision);
-                s.nack_reason = Some(e.clone());
+                s.nack_reason = Some(e.to_owned());
                 p.nacks += u64::from(new);
             }
             None => {
@@ -119,12 +121,21 @@ impl Tracker {
     }
 
     /// `weft status`: every proxy with its acknowledged revision and lag behind `latest`.
-    pub fn status(&self, latest: u64) -> Vec<Value> {
+    pub fn status(&self, latest: u64) -> Vec<weft_api::ProxyStatus> {
         let nodes = self.0.lock().map(|p| p.nodes.clone()).unwrap_or_default();
         let now = now_ms();
         nodes
             .into_iter()
-            .map(|(node, s)| json!({"node": node, "acked": s.acked, "latest": latest, "lag": latest.saturating_sub(s.acked), "nacked": s.nacked, "nackReason": s.nack_reason, "lastSeenMsAgo": now.saturating_sub(s.last_seen_ms), "connected": s.watching}))
+            .map(|(node, s)| weft_api::ProxyStatus {
+                node,
+                acked: s.acked,
+                latest,
+                lag: latest.saturating_sub(s.acked),
+                nacked: s.nacked,
+                nack_reason: s.nack_reason,
+                last_seen_ms_ago: now.saturating_sub(s.last_seen_ms),
+                connected: s.watching,
+            })
             .collect()
     }
 

@@ -1,16 +1,20 @@
 //! Following a control plane (`weft proxy --control-plane URL --node ID`): the proxy
-//! long-polls `/v1/watch` for the mesh past the revision it has, compiles what
-//! arrives with the same compiler as files, swaps it in, and acknowledges it
-//! (`/v1/ack`); a mesh it cannot compile is refused (NACK, with the reason) and the
-//! last good one stays. When the control plane is away the proxy keeps serving what
-//! it has and retries with a jittered back-off, then resyncs.
+//! fetches the mesh at start (`POST /v1/mesh`), then long-polls `POST /v1/watch` for
+//! what changed past the revision it has, compiles what arrives with the same compiler
+//! as files, swaps it in, and reports the outcome — an ACK, or a NACK with the reason
+//! (a mesh it cannot compile; the last good one stays) — on its next watch, naming the
+//! answer by its nonce. When the control plane is away the proxy keeps serving what it
+//! has and retries with a jittered back-off, then resyncs. The messages are
+//! `weft_api`'s: nothing here frames them by hand.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
+use weft_api::mesh::MAX_ANSWER_BYTES;
+use weft_api::{Identity, MeshAnswer, Message, Outcome, WatchRequest};
 
 use crate::state::Shared;
 
@@ -31,60 +35,48 @@ pub fn authority(url: &str) -> Result<String, String> {
     Ok(if a.contains(':') { a.to_owned() } else { format!("{a}:80") })
 }
 
-/// One HTTP/1.1 request to the control plane: (status, headers, body).
-async fn call(authority: &str, method: &str, path: &str, timeout: Duration) -> Result<(u16, http::HeaderMap, Bytes), String> {
+/// One HTTP/1.1 POST to the control plane: (status, body). The body read is bounded
+/// by the largest mesh answer.
+async fn call(authority: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
     let fut = async {
         let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let req = http::Request::builder()
-            .method(method)
+            .method("POST")
             .uri(path)
             .header(http::header::HOST, authority)
+            .header(http::header::CONTENT_TYPE, "application/json")
             .header("x-weft-client", "proxy")
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((parts.status.as_u16(), parts.headers, body))
+        let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status.as_u16(), body))
     };
     tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| Err(format!("no answer from {authority} within {timeout:?}")))
 }
 
-/// Percent-encodes `s` for a query string (everything but unreserved characters).
-pub fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
-/// `&namespace=…&labels=k=v,…`: what the control plane scopes this proxy's mesh by (its Sidecar).
-pub fn identity_query(namespace: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("&namespace={}&labels={}", query_escape(namespace), query_escape(&labels.join(",")))
-}
-
-fn identity(shared: &Shared) -> String {
-    identity_query(shared.metrics.source_namespace(), &shared.node.labels)
+/// What the control plane scopes this proxy's mesh by (its Sidecar): its namespace and labels.
+pub fn identity_query(namespace: &str, labels: &std::collections::BTreeMap<String, String>) -> Identity {
+    Identity { namespace: namespace.to_owned(), labels: labels.clone() }
 }
 
 pub use crate::docs::Docs;
 
-fn is_delta(headers: &http::HeaderMap) -> bool {
-    headers.get("x-weft-mesh").is_some_and(|v| v == "delta")
-}
-
-/// Fetches the current mesh once (at start): (revision, documents).
-pub async fn fetch(authority: &str, identity: &str, timeout: Duration) -> Result<(u64, Docs), String> {
-    let (status, headers, body) = call(authority, "GET", &format!("/v1/mesh?x=1{identity}"), timeout).await?;
+/// Fetches the current mesh once (at start): (revision, documents). The documents keep
+/// the answer's nonce ([`Docs::nonce`]), which the first watch's ACK names.
+pub async fn fetch(authority: &str, identity: &Identity, timeout: Duration) -> Result<(u64, Docs), String> {
+    let req = WatchRequest { identity: Some(identity.clone()), ..Default::default() };
+    let (status, body) = call(authority, "/v1/mesh", req.encode(), timeout).await?;
     if status != 200 {
-        return Err(format!("control plane answered {status}"));
+        return Err(format!("control plane answered {status}: {}", String::from_utf8_lossy(&body).trim()));
     }
-    let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let answer = MeshAnswer::decode(&body).map_err(|e| e.to_string())?;
     let mut docs = Docs::default();
-    docs.apply(&String::from_utf8_lossy(&body), false);
-    Ok((rev, docs))
+    docs.apply(&answer);
+    Ok((answer.revision, docs))
 }
 
 /// Compiles and swaps in a mesh from the control plane; Err(reason) keeps the running one.
@@ -119,49 +111,47 @@ pub async fn run(
         c.control_plane_bytes.fetch_add(docs.received() as u64, Ordering::Relaxed);
     }
     let mut backoff = BACKOFF_MIN;
-    let node_q = query_escape(&node);
-    let mut nonce = String::new();
+    let identity = identity_query(shared.metrics.source_namespace(), &shared.node.labels);
+    // (The answer the outcome refers to: the fetch at start's, then each watch's.)
+    let mut nonce = docs.nonce();
     loop {
         // Every watch carries the outcome of the last answer (an ACK, or a NACK with its
         // reason): a control plane that restarted learns it from the next one.
-        let outcome = match &pending_ack {
-            Some(Ok(r)) => format!("&nonce={nonce}&ack={r}"),
-            Some(Err((r, why))) => format!("&nonce={nonce}&nack={r}&error={}", query_escape(why)),
-            None => String::new(),
+        let last = pending_ack.as_ref().map(|o| match o {
+            Ok(r) => Outcome::Ack { nonce, revision: *r },
+            Err((r, why)) => Outcome::nack(nonce, *r, why),
+        });
+        let req = WatchRequest {
+            node: Some(node.clone()),
+            since: revision,
+            wait_ms: WATCH_WAIT.as_millis() as u64,
+            identity: Some(identity.clone()),
+            last,
         };
-        let path = format!("/v1/watch?node={node_q}&since={revision}&wait={}{outcome}{}", WATCH_WAIT.as_millis(), identity(shared));
-        match call(&authority, "GET", &path, WATCH_WAIT + Duration::from_secs(5)).await {
-            Ok((200, headers, body)) => {
-                backoff = BACKOFF_MIN;
-                nonce = headers.get("x-weft-nonce").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                let rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(revision);
-                // (Our documents follow the control plane's revisions, installed or not.)
-                let delta = is_delta(&headers);
-                docs.apply(&String::from_utf8_lossy(&body), delta);
-                let c = &shared.metrics.counters;
-                c.control_plane_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-                (if delta { &c.control_plane_deltas } else { &c.control_plane_full }).fetch_add(1, Ordering::Relaxed);
-                let started = std::time::Instant::now();
-                let outcome = install(shared, rev, &docs);
-                let took = started.elapsed();
-                pending_ack = Some(match outcome {
-                    Ok(()) => Ok(rev),
-                    Err(why) => {
-                        tracing::error!("control plane revision {rev} rejected, keeping revision {revision}: {why}");
-                        shared.metrics.counters.control_plane_nacks.fetch_add(1, Ordering::Relaxed);
-                        Err((rev, why))
+        match call(&authority, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5)).await {
+            Ok((200, body)) => match MeshAnswer::decode(&body) {
+                Ok(answer) => {
+                    backoff = BACKOFF_MIN;
+                    nonce = answer.nonce;
+                    let (outcome, took) = take(shared, &mut docs, &answer, revision);
+                    pending_ack = Some(outcome);
+                    // A refused revision is not asked for again; the next one may be good.
+                    revision = answer.revision;
+                    // A big mesh takes a while to compile: under a stream of changes, spend at
+                    // most half the time compiling (the changes meanwhile come in one delta).
+                    if took > COMPILE_PAUSE_OVER {
+                        tokio::time::sleep(took).await;
                     }
-                });
-                // A refused revision is not asked for again; the next one may be good.
-                revision = rev;
-                // A big mesh takes a while to compile: under a stream of changes, spend at
-                // most half the time compiling (the changes meanwhile come in one delta).
-                if took > COMPILE_PAUSE_OVER {
-                    tokio::time::sleep(took).await;
                 }
-            }
-            Ok((304, _, _)) => backoff = BACKOFF_MIN,
-            Ok((status, _, body)) => {
+                // An answer that does not decode: nothing in it can be trusted, not even its
+                // nonce (so no NACK); asked again after a back-off.
+                Err(e) => {
+                    tracing::warn!("the control plane's answer: {e}; serving revision {revision}, retrying in {backoff:?}");
+                    sleep_backoff(&mut backoff).await;
+                }
+            },
+            Ok((304, _)) => backoff = BACKOFF_MIN,
+            Ok((status, body)) => {
                 tracing::warn!("control plane answered {status}: {}", String::from_utf8_lossy(&body).trim());
                 sleep_backoff(&mut backoff).await;
             }
@@ -171,6 +161,24 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Takes an answer: applies it to the documents held (which follow the control plane's
+/// revisions, installed or not), counts it, and installs the result; (the outcome to
+/// report, how long the compile took).
+fn take(shared: &'static Shared, docs: &mut Docs, answer: &MeshAnswer<'_>, held: u64) -> (Result<u64, (u64, String)>, Duration) {
+    docs.apply(answer);
+    let c = &shared.metrics.counters;
+    c.control_plane_bytes.fetch_add(answer.bytes as u64, Ordering::Relaxed);
+    (if answer.is_delta() { &c.control_plane_deltas } else { &c.control_plane_full }).fetch_add(1, Ordering::Relaxed);
+    let rev = answer.revision;
+    let started = std::time::Instant::now();
+    let outcome = install(shared, rev, docs).map(|()| rev).map_err(|why| {
+        tracing::error!("control plane revision {rev} rejected, keeping revision {held}: {why}");
+        c.control_plane_nacks.fetch_add(1, Ordering::Relaxed);
+        (rev, why)
+    });
+    (outcome, started.elapsed())
 }
 
 async fn sleep_backoff(backoff: &mut Duration) {

@@ -1,6 +1,7 @@
 //! `weft bench-control-plane`: push propagation to many proxy streams, simulated in
 //! one process. Each simulated proxy keeps one HTTP/1.1 connection and does what
 //! `weft proxy --control-plane` does on the wire — long-poll `/v1/watch`, then ACK —
+//! with `weft_api`'s messages,
 //! without compiling the mesh. Between rounds the command applies a changed
 //! DestinationRule (through the API, as `weft apply` does) and records, for every
 //! stream, the time from the apply's answer to the new revision's arrival and to its
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use weft_api::{ApplyRequest, Committed, FileText, HistoryEntry, Listing, MeshAnswer, Message, Outcome, WatchRequest};
 
 #[derive(clap::Args)]
 pub struct CpBenchArgs {
@@ -81,35 +83,41 @@ pub type Log = Rc<RefCell<Vec<Vec<(u64, Instant, usize)>>>>;
 
 async fn stream(authority: String, i: usize, seen: Seen, log: Log) -> Result<(), String> {
     let mut tx = connect(&authority).await?;
-    let (mut rev, mut nonce) = (0u64, String::new());
+    let (mut rev, mut nonce) = (0u64, 0u64);
+    let node = format!("sim-{i}");
     loop {
         // The ACK of the last answer rides on the next watch, as `weft proxy` sends it.
-        let ack = if rev > 0 { format!("&nonce={nonce}&ack={rev}") } else { String::new() };
-        let watch = format!("/v1/watch?node=sim-{i}&since={rev}&wait=20000{ack}");
+        let last = (rev > 0).then_some(Outcome::Ack { nonce, revision: rev });
+        let watch = WatchRequest { node: Some(node.clone()), since: rev, wait_ms: 20_000, identity: None, last };
         let sent = Instant::now();
         if rev > 0 {
             seen.borrow_mut()[i].2 = sent;
         }
-        let (status, headers, body) = send(&mut tx, "GET", &watch, Bytes::new()).await?;
+        let (status, _, body) = send(&mut tx, "POST", "/v1/watch", Bytes::from(watch.encode())).await?;
         if status != 200 {
             continue;
         }
         let got = Instant::now();
-        rev = headers.get("x-weft-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(rev);
-        nonce = headers.get("x-weft-nonce").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let answer = MeshAnswer::decode(&body).map_err(|e| format!("stream {i}: {e}"))?;
+        (rev, nonce) = (answer.revision, answer.nonce);
         log.borrow_mut()[i].push((rev, got, body.len()));
         // (The ACK's time is set when the next watch goes out.)
         seen.borrow_mut()[i] = (rev, got, got);
     }
 }
 
-fn docs(round: usize) -> String {
+fn docs(round: usize) -> Vec<u8> {
     let lb = if round % 2 == 1 { "ROUND_ROBIN" } else { "RANDOM" };
-    let files = serde_json::json!({"files": [{"name": "bench.yaml", "text": format!(
+    let text = format!(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: bench-propagation}}\nspec:\n  hosts: [bench-propagation]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: 9}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: bench-propagation}}\nspec:\n  host: bench-propagation\n  trafficPolicy: {{loadBalancer: {{simple: {lb}}}, connectionPool: {{http: {{maxRetries: {}}}}}}}\n",
         round + 3
-    )}]});
-    files.to_string()
+    );
+    ApplyRequest { files: vec![FileText { name: "bench.yaml".into(), text }] }.encode()
+}
+
+/// The revision a change's answer names (0 when it names none).
+pub fn revision_of(body: &[u8]) -> u64 {
+    Committed::decode(body).map(|c| c.revision).unwrap_or(0)
 }
 
 /// `  LABEL: p50 …, p99 …, max …` (milliseconds).
@@ -169,7 +177,7 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
             if status != 200 {
                 return Err(format!("apply: {status} {}", String::from_utf8_lossy(&body)));
             }
-            let rev: u64 = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["revision"].as_u64()).unwrap_or(0);
+            let rev = revision_of(&body);
             wait_all(&seen, rev, Duration::from_secs(30)).await?;
             // (Each ACK leaves with the stream's next watch, right after.)
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -218,7 +226,7 @@ async fn push_histogram(admin: &mut Sender) -> Result<Vec<(String, f64)>, String
 
 async fn current(admin: &mut Sender) -> Result<u64, String> {
     let (_, _, body) = send(admin, "GET", "/v1/history", Bytes::new()).await?;
-    Ok(serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["revision"].as_u64()).unwrap_or(0))
+    Ok(Listing::<HistoryEntry>::decode(&body).map(|l| l.revision).unwrap_or(0))
 }
 
 pub async fn wait_all(seen: &Seen, rev: u64, limit: Duration) -> Result<(), String> {

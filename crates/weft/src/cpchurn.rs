@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use weft_api::{EndpointRef, Message, Registration};
 
 use crate::cpbench::{connect, print_percentiles, send, wait_all, CpBenchArgs, Log, Seen};
 
@@ -26,15 +27,10 @@ fn change(k: usize, a: &CpBenchArgs) -> (&'static str, String, Bytes) {
     let service = a.churn_pattern.replace("{}", &(n % a.churn_services.max(1)).to_string());
     let address = format!("10.{}.{}.{}:9000", (n >> 16) & 255, (n >> 8) & 255, n & 255);
     if register {
-        let body = serde_json::json!({"service": service, "address": address}).to_string();
-        ("POST", "/v1/registry".to_owned(), Bytes::from(body))
+        let reg = Registration { service, address, labels: Default::default(), locality: None, weight: None, ttl_ms: None };
+        ("POST", "/v1/registry".to_owned(), Bytes::from(reg.encode()))
     } else {
-        let q = format!(
-            "/v1/registry?service={}&address={}",
-            weft_proxy::follow::query_escape(&service),
-            weft_proxy::follow::query_escape(&address)
-        );
-        ("DELETE", q, Bytes::new())
+        ("DELETE", format!("/v1/registry?{}", EndpointRef { service, address }.to_query()), Bytes::new())
     }
 }
 
@@ -66,7 +62,7 @@ pub async fn run(authority: &str, a: &CpBenchArgs, seen: &Seen, log: &Log) -> Re
                 let sent = Instant::now();
                 match send(&mut tx, method, &path, body).await {
                     Ok((200, _, b)) => {
-                        let rev = serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v["revision"].as_u64()).unwrap_or(0);
+                        let rev = crate::cpbench::revision_of(&b);
                         done.borrow_mut().push((rev, Instant::now(), sent.elapsed()));
                     }
                     Ok((status, _, b)) => failed.borrow_mut().push(format!("{status} {}", String::from_utf8_lossy(&b).trim())),

@@ -1,7 +1,8 @@
 //! The control plane's client commands: `weft apply`, `get`, `delete`, `history`,
-//! `rollback`, `register`, `deregister`. Each speaks JSON over HTTP/1.1 to
-//! `--server` (default `$WEFT_SERVER`, else `http://127.0.0.1:15010`) with a small
-//! blocking client: one request, one connection.
+//! `rollback`, `register`, `deregister`, `status`. Each sends one message of
+//! `weft_api` over HTTP/1.1 to `--server` (default `$WEFT_SERVER`, else
+//! `http://127.0.0.1:15010`) with a small blocking client (one request, one
+//! connection) and decodes the typed answer.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,8 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use weft_proxy::follow::query_escape as enc;
+use serde_json::Value;
+use weft_api::{
+    ApplyRequest, Committed, EndpointRef, ErrorAnswer, FileText, HistoryEntry, Listing, Message, Registration, ResourceQuery, Rollback,
+    StatusAnswer,
+};
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:15010";
 
@@ -92,27 +96,47 @@ pub struct DeregisterArgs {
     pub server: ServerArg,
 }
 
-/// One request: (status, JSON body or the raw text as a string).
-fn call(server: &str, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+/// One request: (status, body).
+fn call(server: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), String> {
     let rest = server.strip_prefix("http://").ok_or_else(|| format!("--server {server:?}: only http:// URLs are served"))?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let mut s = TcpStream::connect(authority).map_err(|e| format!("cannot reach the control plane at {server}: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let payload = body.unwrap_or_default();
     let client = format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "cli".into()), hostname());
     let head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\nx-weft-client: {client}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         payload.len()
     );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(payload.as_bytes())).map_err(|e| format!("sending to {server}: {e}"))?;
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(&payload)).map_err(|e| format!("sending to {server}: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| format!("reading from {server}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("{server} sent no HTTP response"))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("{server} sent no HTTP response"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
     let status =
         head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("{server} sent a malformed status line"))?;
-    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
-    Ok((status, value))
+    Ok((status, raw[split + 4..].to_vec()))
+}
+
+/// `T` from a 200 answer; anything else is printed (the server's errors) and is `Err`.
+fn answer<T: Message>(r: Result<(u16, Vec<u8>), String>) -> Result<T, ExitCode> {
+    match r {
+        Ok((200, body)) => T::decode(&body).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }),
+        Ok((_, body)) => {
+            match ErrorAnswer::decode(&body) {
+                Ok(e) => e.errors.iter().for_each(|e| eprintln!("{e}")),
+                Err(_) => eprintln!("{}", String::from_utf8_lossy(&body).trim()),
+            }
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 pub fn hostname() -> String {
@@ -120,34 +144,20 @@ pub fn hostname() -> String {
 }
 
 /// Prints the outcome of a change; exit 1 with the server's errors.
-fn outcome(r: Result<(u16, Value), String>, what: &str) -> ExitCode {
-    match r {
-        Ok((200, v)) => {
-            let changed = v["changed"].as_array().map(|a| a.len()).unwrap_or(0);
-            if changed == 0 {
-                println!("{what}: unchanged (revision {})", v["revision"]);
-            } else {
-                println!("{what}: revision {} ({changed} changed)", v["revision"]);
-                for k in v["changed"].as_array().into_iter().flatten() {
-                    println!("  {}", k.as_str().unwrap_or_default());
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Ok((_, v)) => {
-            for e in v["errors"].as_array().into_iter().flatten() {
-                eprintln!("{}", e.as_str().unwrap_or_default());
-            }
-            if v["errors"].is_null() {
-                eprintln!("{v}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+fn outcome(r: Result<(u16, Vec<u8>), String>, what: &str) -> ExitCode {
+    let c: Committed = match answer(r) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if c.changed.is_empty() {
+        println!("{what}: unchanged (revision {})", c.revision);
+    } else {
+        println!("{what}: revision {} ({} changed)", c.revision, c.changed.len());
+        for k in &c.changed {
+            println!("  {k}");
         }
     }
+    ExitCode::SUCCESS
 }
 
 fn yaml_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
@@ -177,80 +187,52 @@ pub fn apply(a: ApplyArgs) -> ExitCode {
     let mut files = Vec::new();
     for p in &paths {
         match std::fs::read_to_string(p) {
-            Ok(t) => files.push(json!({"name": p.display().to_string(), "text": t})),
+            Ok(text) => files.push(FileText { name: p.display().to_string(), text }),
             Err(e) => {
                 eprintln!("error: {}: {e}", p.display());
                 return ExitCode::FAILURE;
             }
         }
     }
-    outcome(call(&a.server.server, "POST", "/v1/apply", Some(&json!({ "files": files }))), "applied")
+    outcome(call(&a.server.server, "POST", "/v1/apply", Some(ApplyRequest { files }.encode())), "applied")
 }
 
 pub fn get(a: GetArgs) -> ExitCode {
-    let mut path = format!("/v1/resources?kind={}", enc(&a.kind));
-    if let Some(n) = &a.name {
-        path += &format!("&name={}", enc(n));
-    }
-    if let Some(ns) = &a.namespace {
-        path += &format!("&namespace={}", enc(ns));
-    }
-    match call(&a.server.server, "GET", &path, None) {
-        Ok((200, v)) => {
-            let items = v["items"].as_array().cloned().unwrap_or_default();
-            let one = a.name.is_some() && items.len() == 1;
-            let out = if a.output == "json" {
-                serde_json::to_string_pretty(if one { &items[0] } else { &v["items"] }).unwrap_or_default() + "\n"
-            } else if one {
-                serde_saphyr::to_string(&items[0]).unwrap_or_default()
-            } else {
-                items.iter().map(|i| format!("---\n{}", serde_saphyr::to_string(i).unwrap_or_default())).collect()
-            };
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        other => outcome(other, "get"),
-    }
+    let q = ResourceQuery { kind: Some(a.kind.clone()), name: a.name.clone(), namespace: a.namespace.clone() };
+    let items = match answer::<Listing<Value>>(call(&a.server.server, "GET", &format!("/v1/resources?{}", q.to_query()), None)) {
+        Ok(l) => l.items,
+        Err(code) => return code,
+    };
+    let one = a.name.is_some() && items.len() == 1;
+    let out = if a.output == "json" {
+        let v = if one { items[0].clone() } else { Value::Array(items) };
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    } else if one {
+        serde_saphyr::to_string(&items[0]).unwrap_or_default()
+    } else {
+        items.iter().map(|i| format!("---\n{}", serde_saphyr::to_string(i).unwrap_or_default())).collect()
+    };
+    print!("{out}");
+    ExitCode::SUCCESS
 }
 
 pub fn delete(a: DeleteArgs) -> ExitCode {
-    let mut path = format!("/v1/resources?kind={}&name={}", enc(&a.kind), enc(&a.name));
-    if let Some(ns) = &a.namespace {
-        path += &format!("&namespace={}", enc(ns));
-    }
-    outcome(call(&a.server.server, "DELETE", &path, None), "deleted")
+    let q = ResourceQuery { kind: Some(a.kind), name: Some(a.name), namespace: a.namespace };
+    outcome(call(&a.server.server, "DELETE", &format!("/v1/resources?{}", q.to_query()), None), "deleted")
 }
 
 pub fn history(s: ServerArg) -> ExitCode {
-    match call(&s.server, "GET", "/v1/history", None) {
-        Ok((200, v)) => {
-            println!("{:>8}  {:<24}  {:<24}  {:<28}  changes", "REVISION", "WHEN (UTC)", "CLIENT", "ACTION");
-            for r in v["items"].as_array().into_iter().flatten() {
-                let changes: Vec<String> = r["changes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| {
-                        format!(
-                            "{} {}",
-                            c["op"].as_str().unwrap_or(""),
-                            c["key"].as_str().unwrap_or("").split_once('/').map(|x| x.1).unwrap_or("")
-                        )
-                    })
-                    .collect();
-                println!(
-                    "{:>8}  {:<24}  {:<24}  {:<28}  {}",
-                    r["revision"].as_u64().unwrap_or(0),
-                    utc(r["atMs"].as_u64().unwrap_or(0)),
-                    r["client"].as_str().unwrap_or(""),
-                    r["action"].as_str().unwrap_or(""),
-                    changes.join(", ")
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        other => outcome(other, "history"),
+    let h = match answer::<Listing<HistoryEntry>>(call(&s.server, "GET", "/v1/history", None)) {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    println!("{:>8}  {:<24}  {:<24}  {:<28}  changes", "REVISION", "WHEN (UTC)", "CLIENT", "ACTION");
+    for r in h.items {
+        let changes: Vec<String> =
+            r.changes.iter().map(|c| format!("{} {}", c.op, c.key.split_once('/').map(|x| x.1).unwrap_or(""))).collect();
+        println!("{:>8}  {:<24}  {:<24}  {:<28}  {}", r.revision, utc(r.at_ms), r.client, r.action, changes.join(", "));
     }
+    ExitCode::SUCCESS
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` from unix milliseconds (civil-from-days, proleptic Gregorian).
@@ -271,51 +253,49 @@ fn utc(ms: u64) -> String {
 
 /// `weft status`: the proxies following the control plane, like `istioctl proxy-status`.
 pub fn status(s: ServerArg) -> ExitCode {
-    match call(&s.server, "GET", "/v1/status", None) {
-        Ok((200, v)) => {
-            println!("control plane revision {}", v["revision"]);
-            println!("{:<32}  {:>8}  {:>5}  {:<9}  {:>10}  NACK", "NODE", "ACKED", "LAG", "CONNECTED", "LAST SEEN");
-            for p in v["items"].as_array().into_iter().flatten() {
-                let nack = match (p["nacked"].as_u64(), p["nackReason"].as_str()) {
-                    (Some(r), Some(why)) => format!("revision {r}: {why}"),
-                    _ => String::new(),
-                };
-                println!(
-                    "{:<32}  {:>8}  {:>5}  {:<9}  {:>8.1} s  {nack}",
-                    p["node"].as_str().unwrap_or(""),
-                    p["acked"].as_u64().unwrap_or(0),
-                    p["lag"].as_u64().unwrap_or(0),
-                    if p["connected"].as_bool() == Some(true) { "yes" } else { "no" },
-                    p["lastSeenMsAgo"].as_u64().unwrap_or(0) as f64 / 1000.0,
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        other => outcome(other, "status"),
+    let st = match answer::<StatusAnswer>(call(&s.server, "GET", "/v1/status", None)) {
+        Ok(st) => st,
+        Err(code) => return code,
+    };
+    println!("control plane revision {}", st.revision);
+    println!("{:<32}  {:>8}  {:>5}  {:<9}  {:>10}  NACK", "NODE", "ACKED", "LAG", "CONNECTED", "LAST SEEN");
+    for p in st.items {
+        let nack = match (p.nacked, &p.nack_reason) {
+            (Some(r), Some(why)) => format!("revision {r}: {why}"),
+            _ => String::new(),
+        };
+        println!(
+            "{:<32}  {:>8}  {:>5}  {:<9}  {:>8.1} s  {nack}",
+            p.node,
+            p.acked,
+            p.lag,
+            if p.connected { "yes" } else { "no" },
+            p.last_seen_ms_ago as f64 / 1000.0,
+        );
     }
+    ExitCode::SUCCESS
 }
 
 pub fn rollback(a: RollbackArgs) -> ExitCode {
-    outcome(call(&a.server.server, "POST", &format!("/v1/rollback?to={}", a.revision), None), &format!("rolled back to {}", a.revision))
+    let q = Rollback { to: a.revision }.to_query();
+    outcome(call(&a.server.server, "POST", &format!("/v1/rollback?{q}"), None), &format!("rolled back to {}", a.revision))
 }
 
 pub fn register(a: RegisterArgs) -> ExitCode {
-    let body = json!({
-        "service": a.service,
-        "address": a.address,
-        "labels": a.labels.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "locality": a.locality,
-        "weight": a.weight,
-        "ttlMs": a.ttl.map(|t| t.as_millis() as u64),
-    });
-    outcome(call(&a.server.server, "POST", "/v1/registry", Some(&body)), "registered")
+    let reg = Registration {
+        service: a.service,
+        address: a.address,
+        labels: a.labels.into_iter().collect(),
+        locality: a.locality,
+        weight: a.weight,
+        ttl_ms: a.ttl.map(|t| t.as_millis() as u64),
+    };
+    outcome(call(&a.server.server, "POST", "/v1/registry", Some(reg.encode())), "registered")
 }
 
 pub fn deregister(a: DeregisterArgs) -> ExitCode {
-    outcome(
-        call(&a.server.server, "DELETE", &format!("/v1/registry?service={}&address={}", enc(&a.service), enc(&a.address)), None),
-        "deregistered",
-    )
+    let q = EndpointRef { service: a.service, address: a.address }.to_query();
+    outcome(call(&a.server.server, "DELETE", &format!("/v1/registry?{q}"), None), "deregistered")
 }
 
 #[cfg(test)]

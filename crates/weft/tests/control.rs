@@ -169,7 +169,7 @@ fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
     // Garbage instead of JSON.
     let (code, body) = post_body(&cp, "/v1/apply", b"\x00\xffnot json at all");
     assert_eq!(code, 400);
-    assert!(body.contains("body is not JSON"), "{body}");
+    assert!(body.contains("apply request: expected value at line 1 column 1"), "{body}");
     // A huge resource: over the 8 MiB limit.
     let huge = vec![b'x'; 9 << 20];
     let (code, body) = post_body(&cp, "/v1/apply", &huge);
@@ -202,12 +202,23 @@ fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
     // Still serving, nothing stored.
     assert!(cp.apply("mesh.yaml", SE).status.success());
     assert_eq!(cp.history_len(), 1);
-    // A watch with nonsense in every parameter: the whole mesh (since=0), and the ACK
-    // naming a nonce never sent is ignored.
-    let (code, body) = raw(&cp, "GET", "/v1/watch?node=junk&since=abc&wait=-5&nonce=999&ack=zzz&labels=%%%&namespace=", b"");
+    // Watches that are not watch requests: 400 naming what is wrong.
+    for (junk, want) in [
+        (&b"node=junk&since=abc&wait=-5&nonce=999&ack=zzz"[..], "watch request: expected"),
+        (br#"{"node":"junk","since":-1}"#, "watch request: invalid value: integer `-1`"),
+        (br#"{"node":"ju\nnk"}"#, "control characters"),
+    ] {
+        let (code, body) = post_body(&cp, "/v1/watch", junk);
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains(want), "{body}");
+    }
+    // The old query-string watch is gone, clearly.
+    assert_eq!(raw(&cp, "GET", "/v1/watch?node=junk&since=0", b"").0, 404);
+    // A watch from scratch: the whole mesh; an ACK naming a nonce never sent is ignored.
+    let (code, body) = post_body(&cp, "/v1/watch", br#"{"node":"junk","since":0}"#);
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("--- # ServiceEntry/default/reviews"), "{body}");
-    let (code, _) = raw(&cp, "GET", "/v1/watch?node=junk&since=0&nonce=999&ack=1", b"");
+    assert!(body.contains("\n\"ServiceEntry/default/reviews\":{"), "{body}");
+    let (code, _) = post_body(&cp, "/v1/watch", br#"{"node":"junk","since":0,"last":{"ack":{"nonce":999,"revision":1}}}"#);
     assert_eq!(code, 200);
     let st = text(&cp.weft(&["status"]));
     let line = st.lines().find(|l| l.starts_with("junk")).unwrap_or_default().to_owned();
@@ -352,13 +363,27 @@ fn a_mesh_the_proxy_cannot_compile_is_nacked_with_the_reason_and_the_last_good_o
     ]);
     let p = Proxy { p, cfg: std::path::PathBuf::new() };
     let acks = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until("two NACKs", || acks().lines().filter(|l| l.contains("error=")).count() >= 2);
-    let a = acks();
-    let nacks: Vec<&str> = a.lines().filter(|l| l.contains("error=")).collect();
+    let logged = || -> Vec<serde_json::Value> { acks().lines().filter_map(|l| serde_json::from_str(l).ok()).collect() };
+    let nacks = || -> Vec<serde_json::Value> { logged().into_iter().filter(|w| !w["last"]["nack"].is_null()).collect() };
+    wait_until("two NACKs", || nacks().iter().filter(|w| w["last"]["nack"]["revision"] == 3).count() >= 2);
+    let all = logged();
+    let nacks = nacks();
     // (Each outcome rides on the proxy's next watch, naming the answer's nonce.)
-    assert!(a.lines().any(|l| l.starts_with("/v1/watch?node=n1&since=1&") && l.contains("&ack=1")), "{a}");
-    assert!(nacks[0].contains("&nack=2&") && nacks[0].contains("weight"), "the reason names the field: {a}");
-    assert!(nacks[1].contains("&nack=3&") && nacks[1].contains("invalid%20YAML"), "{a}");
+    let first = &all[0];
+    assert_eq!(
+        (first["path"].as_str(), first["node"].as_str(), first["since"].as_u64()),
+        (Some("/v1/watch"), Some("n1"), Some(1)),
+        "{all:?}"
+    );
+    assert_eq!(first["last"]["ack"], serde_json::json!({"nonce": 1, "revision": 1}), "the fetch at start is ACKed by its nonce: {all:?}");
+    let (n0, n1) = (&nacks[0]["last"]["nack"], &nacks[1]["last"]["nack"]);
+    assert_eq!((n0["nonce"].as_u64(), n0["revision"].as_u64()), (Some(2), Some(2)), "{nacks:?}");
+    assert!(n0["reason"].as_str().unwrap_or_default().contains("weight"), "the reason names the field: {nacks:?}");
+    assert_eq!((n1["nonce"].as_u64(), n1["revision"].as_u64()), (Some(3), Some(3)), "{nacks:?}");
+    assert!(n1["reason"].as_str().unwrap_or_default().contains("spec.hosts"), "{nacks:?}");
+    // An answer that is not one (garbage bytes) is not NACKed (it has no nonce): the
+    // proxy logs it, backs off and asks again with its last outcome.
+    wait_until("the garbage answers are logged", || p.p.log_text().contains("the control plane's answer: mesh answer:"));
     // Still serving revision 1.
     for _ in 0..20 {
         assert_eq!(get(p.addr(), "reviews", "/", &[]).backend(), "good");
@@ -401,4 +426,62 @@ fn a_sidecar_scopes_what_a_proxy_receives_to_its_egress_hosts() {
     let out = cp.apply("bad-sidecar.yaml", &bad);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("spec.egress[0].hosts[0]: \"a\" is not namespace/host"), "{}", text(&out));
+}
+
+/// A proxy's first ACK: the mesh it fetches at start is ACKed on its first watch (by
+/// the fetch's nonce), so `weft status` shows it current without any further change.
+#[test]
+fn a_fresh_proxy_is_acked_at_the_current_revision_without_another_apply() {
+    let cp = plane();
+    let a = backend("a", &[]);
+    let se = SE.replace("9001", &a.addr.port().to_string());
+    assert!(cp.apply("mesh.yaml", &(se + &dr("ROUND_ROBIN"))).status.success());
+    assert!(cp.weft(&["register", "--service", "ratings", "--address", "127.0.0.1:9002"]).status.success());
+    let latest = cp.history_len();
+    let p = follower(&cp, "fresh-1");
+    assert_eq!(get(p.addr(), "reviews", "/", &[]).backend(), "a");
+    let line = || text(&cp.weft(&["status"])).lines().find(|l| l.starts_with("fresh-1 ")).map(str::to_owned).unwrap_or_default();
+    wait_until("weft status shows fresh-1 ACKed at the latest revision", || {
+        let l = line();
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.get(1) == Some(&latest.to_string().as_str()) && cols.get(2) == Some(&"0")
+    });
+    assert_eq!(cp.history_len(), latest, "nothing was applied meanwhile");
+    assert!(line().contains("yes"), "and it is watching: {}", line());
+}
+
+/// The old line framing (`--- # KEY`, `# remove KEY`) let a namespace holding a
+/// newline and `# remove ServiceEntry/default/x` make every following proxy drop `x`.
+/// Such names are refused at apply (naming the field), and the proxies keep `x`.
+#[test]
+fn a_namespace_or_name_holding_framing_text_is_refused_and_proxies_keep_routing() {
+    let cp = plane();
+    let x = backend("x", &[]);
+    let se = |name: &str, ns: &str, port: u16| {
+        format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{name}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]\n")
+    };
+    assert!(cp.apply("x.yaml", &se("x", "default", x.addr.port())).status.success());
+    let p = follower(&cp, "victim");
+    assert_eq!(get(p.addr(), "x", "/", &[]).backend(), "x");
+    let before = cp.history_len();
+
+    let evil = "\"evil\\n# remove ServiceEntry/default/x\\n--- # ServiceEntry/default/y\"";
+    let out = cp.apply("evil-ns.yaml", &se("evil", evil, 9));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("ServiceEntry evil: metadata.namespace: must be letters, digits"), "{}", text(&out));
+    let out = cp.apply("evil-name.yaml", &se(evil, "default", 9));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("metadata.name: must be letters, digits"), "{}", text(&out));
+    let out = cp.weft(&["register", "--service", "ok", "--address", "127.0.0.1\n# remove ServiceEntry/default/x:80"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("address \"127.0.0.1\\n# remove ServiceEntry/default/x:80\": the host must be"), "{}", text(&out));
+    assert_eq!(cp.history_len(), before, "nothing was stored");
+
+    // A change the proxy does get (a delta), then x still routes; a new proxy has it too.
+    let other = backend("other", &[]);
+    assert!(cp.weft(&["register", "--service", "other", "--address", &other.addr.to_string()]).status.success());
+    wait_until("the delta reached the proxy", || get(p.addr(), "other", "/", &[]).status == 200);
+    assert_eq!(get(p.addr(), "x", "/", &[]).backend(), "x");
+    let q = follower(&cp, "newcomer");
+    assert_eq!(get(q.addr(), "x", "/", &[]).backend(), "x");
 }

@@ -1,0 +1,107 @@
+//! Pushing the mesh to proxies: `POST /v1/watch` (a long poll that answers once the
+//! revision passes the proxy's, with a delta) and `POST /v1/mesh` (the whole mesh at
+//! once), both asked with a `weft_api::WatchRequest` and answered with a mesh answer
+//! whose nonce the proxy's next outcome names. Pushes are coalesced: the first change
+//! goes out at once, later ones at most every [`PUSH_WINDOW`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+use weft_api::{ErrorAnswer, Identity, MeshBody, Outcome, WatchRequest};
+
+use crate::api::{json_reply, Resp, Server};
+use crate::body::Chunks;
+
+/// At 1,000 changes a second a proxy gets 20 deltas, not 1,000 (Istio debounces for
+/// 100 ms).
+const PUSH_WINDOW: Duration = Duration::from_millis(50);
+
+/// The longest a watch may wait.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The Sidecar (its key and spec) that scopes a proxy, if any.
+pub type ChosenSidecar = Option<(String, weft_config::istio::Sidecar)>;
+
+impl Server {
+    /// Tells watching proxies of new revisions, coalescing them by [`PUSH_WINDOW`]; runs forever.
+    pub async fn push_loop(self: Arc<Self>) {
+        let mut rx = self.revision.subscribe();
+        loop {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            let r = *rx.borrow_and_update();
+            self.pushed.send_replace(r);
+            tokio::time::sleep(PUSH_WINDOW).await;
+        }
+    }
+
+    /// `POST /v1/watch`: takes the outcome the request carries, then answers once the
+    /// revision passes the proxy's `since` (or 304 after its wait).
+    pub(crate) async fn watch(&self, w: WatchRequest) -> Resp {
+        if let Some(n) = &w.node {
+            self.proxies.seen(n, true);
+            if let Some(o) = &w.last {
+                self.outcome(n, o);
+            }
+        }
+        let mut rx = self.pushed.subscribe();
+        let since = w.since;
+        let wait = Duration::from_millis(w.wait_ms).min(MAX_WAIT);
+        let passed = tokio::time::timeout(wait, async move { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
+        let r = match passed {
+            Ok(Ok(_)) => self.answer(&w).await,
+            _ => crate::api::reply(StatusCode::NOT_MODIFIED, "text/plain", bytes::Bytes::new()),
+        };
+        if let Some(n) = &w.node {
+            self.proxies.seen(n, false);
+        }
+        r
+    }
+
+    /// An ACK or NACK of the answer the proxy names by nonce, as xDS does.
+    fn outcome(&self, node: &str, o: &Outcome) {
+        if !self.proxies.current_nonce(node, o.nonce()) {
+            return;
+        }
+        if let Some(e) = o.reason() {
+            tracing::warn!("proxy {node} refused revision {}: {e}", o.revision());
+        }
+        self.proxies.ack(node, o.revision(), o.reason());
+    }
+
+    /// The mesh for `w` now: changed since `w.since` (0: all), scoped by its identity,
+    /// with a fresh nonce.
+    pub(crate) async fn answer(&self, w: &WatchRequest) -> Resp {
+        let Some(body) = self.mesh_body(w.identity.as_ref(), w.since).await else {
+            return json_reply(StatusCode::INTERNAL_SERVER_ERROR, &ErrorAnswer::one("mesh index poisoned"));
+        };
+        let enc = body.answer(self.proxies.next_nonce(w.node.as_deref()));
+        let mut r = Response::new(Chunks::new([enc.head, enc.body]));
+        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        r
+    }
+
+    /// The answer for a proxy at revision `since` (0: none) with `identity` (scoped by
+    /// its Sidecar), but its nonce: computed once per revision and scope.
+    async fn mesh_body(&self, identity: Option<&Identity>, since: u64) -> Option<MeshBody> {
+        let p = self.plane.lock().await;
+        let mut idx = self.index.lock().ok()?;
+        idx.sync(&p);
+        let sidecar = identity.and_then(|id| {
+            let config_rev = idx.config_revision();
+            let key = format!("{}?{:?}", id.namespace, id.labels);
+            let mut cache = self.sidecars.lock().ok()?;
+            if cache.0 != config_rev {
+                *cache = (config_rev, HashMap::new());
+            }
+            let chosen = cache.1.entry(key).or_insert_with(|| p.sidecar_for(&id.namespace, &id.labels)).clone();
+            chosen.map(|(k, sc)| (k, id.namespace.clone(), sc))
+        });
+        drop(p);
+        let scope = sidecar.map(|(k, ns, sc)| idx.scope(&k, &ns, sc)).unwrap_or_default();
+        Some(idx.answer(since, &scope))
+    }
+}
