@@ -113,6 +113,9 @@ enum Inner {
     Upstream(Incoming),
     Raw(crate::h1client::RawBody),
     Full(Option<Bytes>),
+    /// A body a response filter transformed (compressed, copied into the cache): the
+    /// original body inside, boxed only when such a filter is configured.
+    Filtered(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>),
 }
 
 impl RespBody {
@@ -142,6 +145,18 @@ impl RespBody {
             r.done();
         }
         r
+    }
+
+    /// Hands the body to a response filter's wrapper (`f`), keeping the record on the
+    /// outside, where it counts the bytes the client gets. The body inside keeps its
+    /// own end-of-stream duties (returning the upstream connection, the idle timeout).
+    pub fn wrap<B, F>(mut self, f: F) -> RespBody
+    where
+        F: FnOnce(RespBody) -> B,
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        let finish = self.finish.take();
+        RespBody { inner: Inner::Filtered(Box::pin(f(self))), finish, returner: None, idle_after: None, idle_timer: None, moved: false }
     }
 
     /// Attaches the request's record, which the body completes when its last byte has
@@ -192,6 +207,7 @@ impl Body for RespBody {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
             Inner::Raw(b) => b.poll_frame(cx).map_err(BoxError::from),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Filtered(b) => b.as_mut().poll_frame(cx),
         };
         match &r {
             Poll::Ready(Some(Ok(f))) => {
@@ -236,6 +252,7 @@ impl Body for RespBody {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Raw(b) => b.is_end(),
             Inner::Full(b) => b.is_none(),
+            Inner::Filtered(b) => b.is_end_stream(),
         }
     }
 
@@ -245,6 +262,7 @@ impl Body for RespBody {
             Inner::Raw(b) => b.size_hint(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Filtered(b) => b.size_hint(),
         }
     }
 }

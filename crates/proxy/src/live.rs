@@ -14,6 +14,8 @@ use weft_resilience::bucket::{LeakyBucket, TokenBucket};
 use weft_resilience::latency::LatencyWindow;
 
 use crate::cluster::Cluster;
+use crate::filters::cache::{CacheStore, Coalescer, ResponseCache};
+use crate::filters::compression::Compression;
 use crate::filters::rate_limit::{Limiter, RateLimit};
 use crate::filters::{fault, hash_cookie, header_ops, mirror, Chain, Filter};
 
@@ -37,16 +39,29 @@ impl Hedge {
 }
 
 /// Live state by owner: (virtual host, RateLimit) for limiters, virtual host for
-/// hedging windows.
+/// hedging windows, (virtual host, ResponseCache) for caches and their coalescing.
 #[derive(Default)]
 pub struct LiveState {
     limiters: HashMap<(String, String), (LimiterSpec, Limiter)>,
     hedges: HashMap<String, (HedgePolicy, Arc<LatencyWindow>)>,
+    caches: HashMap<(String, String), ResponseCache>,
+}
+
+impl LiveState {
+    /// The caches held, for the admin page: (virtual host, ResponseCache, bytes held).
+    pub fn caches(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.caches.iter().map(|((vh, name), c)| (vh.as_str(), name.as_str(), c.store.weighted_size()))
+    }
 }
 
 /// The chains of every route, indexed `[vhost][route]` as in `snap`, and the live
 /// state they use (taken from `prev` where the spec is unchanged).
-pub fn build(snap: &Snapshot, clusters: &[Arc<Cluster>], prev: Option<&LiveState>) -> (Vec<Vec<Arc<Chain>>>, LiveState) {
+pub fn build(
+    snap: &Snapshot,
+    clusters: &[Arc<Cluster>],
+    prev: Option<&LiveState>,
+    metrics: &'static weft_telemetry::Metrics,
+) -> (Vec<Vec<Arc<Chain>>>, LiveState) {
     let empty = LiveState::default();
     let prev = prev.unwrap_or(&empty);
     let mut live = LiveState::default();
@@ -54,7 +69,7 @@ pub fn build(snap: &Snapshot, clusters: &[Arc<Cluster>], prev: Option<&LiveState
         .vhosts
         .iter()
         .map(|vh| {
-            let host_filters = host_filters(vh, prev, &mut live);
+            let host_filters = host_filters(vh, prev, &mut live, metrics);
             let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, &mut live)));
             vh.routes
                 .iter()
@@ -69,8 +84,10 @@ pub fn build(snap: &Snapshot, clusters: &[Arc<Cluster>], prev: Option<&LiveState
     (chains, live)
 }
 
-/// Host-level filters: the host's RateLimits, in order.
-fn host_filters(vh: &VirtualHost, prev: &LiveState, live: &mut LiveState) -> Vec<Filter> {
+/// Host-level filters: the host's RateLimits in order, then its Compression and its
+/// ResponseCache (so that a cached response is compressed on the way out, and the
+/// cache keeps bodies as the upstream sent them).
+fn host_filters(vh: &VirtualHost, prev: &LiveState, live: &mut LiveState, metrics: &'static weft_telemetry::Metrics) -> Vec<Filter> {
     let mut out = Vec::new();
     for rule in &vh.rate_limits {
         let key = (vh.name.clone(), rule.name.clone());
@@ -80,6 +97,25 @@ fn host_filters(vh: &VirtualHost, prev: &LiveState, live: &mut LiveState) -> Vec
         };
         live.limiters.insert(key, (rule.limiter.clone(), limiter.clone()));
         out.push(Filter::RateLimit(RateLimit { name: rule.name.clone(), matches: rule.matches.clone(), limiter }));
+    }
+    // The first policy of each kind that applies acts; one filter per policy, each
+    // checking its own match, keeps that (a request matching an earlier one is
+    // compressed by it; a later one finds the coding already chosen).
+    for p in &vh.compression {
+        out.push(Filter::Compression(Compression { policy: Arc::new(p.clone()) }));
+    }
+    for p in &vh.response_cache {
+        let key = (vh.name.clone(), p.name.clone());
+        let cache = match prev.caches.get(&key) {
+            Some(old) if *old.policy == *p => old.clone(),
+            _ => ResponseCache {
+                policy: Arc::new(p.clone()),
+                store: Arc::new(CacheStore::counted(p, Some(&metrics.counters.cache_evictions))),
+                coalescer: Coalescer::new(),
+            },
+        };
+        live.caches.insert(key, cache.clone());
+        out.push(Filter::Cache(cache));
     }
     out
 }

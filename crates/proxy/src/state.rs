@@ -75,7 +75,7 @@ impl Runtime {
         }
         let clusters: Vec<Arc<Cluster>> =
             snap.clusters.iter().map(|s| Arc::new(Cluster::build(s, &old, breakers.get(&s.name), workers, metrics, node))).collect();
-        let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &p.live));
+        let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &p.live), metrics);
         Runtime { snap, clusters, chains, live, resources, revision }
     }
 }

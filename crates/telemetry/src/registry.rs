@@ -111,6 +111,12 @@ pub struct Counters {
     pub shed: AtomicU64,
     /// Requests answered 429 by a RateLimit (flag RL).
     pub rate_limited: AtomicU64,
+    /// ResponseCache: requests answered from the cache (fresh, or revalidated upstream).
+    pub cache_hits: AtomicU64,
+    /// ResponseCache: cacheable requests that went upstream for want of a usable entry.
+    pub cache_misses: AtomicU64,
+    /// ResponseCache: entries pushed out to make room.
+    pub cache_evictions: AtomicU64,
     /// Endpoints ejected by outlier detection.
     pub outlier_ejections: AtomicU64,
     pub mirrored: AtomicU64,

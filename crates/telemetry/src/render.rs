@@ -137,6 +137,9 @@ impl Metrics {
         );
         counter("weft_adaptive_concurrency_shed_total", "Requests shed by adaptive concurrency (503).", "counter", &c.shed);
         counter("weft_rate_limited_total", "Requests answered 429 by a RateLimit (flag RL).", "counter", &c.rate_limited);
+        counter("weft_cache_hits_total", "Requests answered by a ResponseCache (fresh or revalidated).", "counter", &c.cache_hits);
+        counter("weft_cache_misses_total", "Cacheable requests a ResponseCache sent upstream.", "counter", &c.cache_misses);
+        counter("weft_cache_evictions_total", "ResponseCache entries evicted for room.", "counter", &c.cache_evictions);
         counter("weft_outlier_ejections_total", "Endpoints ejected by outlier detection.", "counter", &c.outlier_ejections);
         counter("weft_mirrored_requests_total", "Requests copied to a mirror destination.", "counter", &c.mirrored);
         counter("weft_upgrades_total", "Connections upgraded (WebSocket) or tunnelled (CONNECT).", "counter", &c.upgrades);

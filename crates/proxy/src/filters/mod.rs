@@ -43,6 +43,8 @@ pub enum Filter {
     HeaderOps(header_ops::HeaderOps),
     Mirror(mirror::Mirror),
     HashCookie(hash_cookie::HashCookie),
+    Compression(compression::Compression),
+    Cache(cache::ResponseCache),
 }
 
 /// What a request hook decided.
@@ -86,6 +88,12 @@ pub struct PerRequest {
     pub mirror: Option<Arc<crate::cluster::Cluster>>,
     /// A generated consistent-hash cookie to set on the response.
     pub set_cookie: Option<http::HeaderValue>,
+    /// The coding the client gets if the response qualifies (Compression).
+    pub compress: Option<(compression::Encoding, Arc<compression::CompressionPolicy>)>,
+    /// A cache miss or revalidation on its way upstream (ResponseCache).
+    pub cache: Option<Box<cache::Outstanding>>,
+    /// A miss waiting for another request fetching the same response (ResponseCache).
+    pub cache_wait: Option<Box<cache::Waiting>>,
 }
 
 /// The filters of one route (its virtual host's first), and the host's hedging.
@@ -105,6 +113,8 @@ impl Filter {
             Filter::HeaderOps(f) => f.on_request(head),
             Filter::Mirror(f) => f.on_request(cx),
             Filter::HashCookie(_) => Flow::Next,
+            Filter::Compression(f) => f.on_request(cx, head, host),
+            Filter::Cache(f) => f.on_request(cx, head, host),
         }
     }
 
@@ -114,6 +124,8 @@ impl Filter {
         match self {
             Filter::HeaderOps(f) => f.on_response(resp),
             Filter::HashCookie(f) => f.on_response(cx, resp),
+            Filter::Compression(_) => compression::Compression::on_response(cx, resp),
+            Filter::Cache(_) => cache::ResponseCache::on_response(cx, resp),
             Filter::RateLimit(_) | Filter::Fault(_) | Filter::Mirror(_) => {}
         }
     }

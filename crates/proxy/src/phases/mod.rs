@@ -43,7 +43,14 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
         tokio::time::sleep(cx.filters.delay).await;
         cx.filters.queued.clear();
     }
-    let route::Routed { chain, ran, next } = routed;
+    let route::Routed { chain, ran, mut next } = routed;
+    if let Some(waiting) = cx.filters.cache_wait.take() {
+        // Another request is fetching this response for the cache: wait for it (boxed:
+        // rare, and it would grow every request's future).
+        if let Some(hit) = Box::pin(waiting.wait(&mut cx)).await {
+            next = route::Next::Answer(Box::new(hit));
+        }
+    }
     let resp = match next {
         route::Next::Answer(resp) => *resp,
         route::Next::Forward(fwd) => match forward::forward(&mut cx, fwd).await {

@@ -71,8 +71,8 @@ impl<B: Body<Data = Bytes>> Body for FillBody<B> {
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Pending => {}
             Poll::Ready(None) => complete(this.fill, None),
@@ -86,6 +86,11 @@ impl<B: Body<Data = Bytes>> Body for FillBody<B> {
                         } else if !chunk.is_empty() {
                             chunks.push(chunk.clone());
                         }
+                    }
+                    // A body that knows it has ended is not polled again (hyper stops at
+                    // `is_end_stream`): its last data frame completes it.
+                    if this.inner.as_ref().get_ref().is_end_stream() {
+                        complete(this.fill, None);
                     }
                 } else if let Some(t) = frame.trailers_ref() {
                     complete(this.fill, Some(t.clone()));

@@ -127,6 +127,12 @@ impl std::fmt::Debug for CacheStore {
 
 impl CacheStore {
     pub fn new(policy: &CachePolicy) -> CacheStore {
+        Self::counted(policy, None)
+    }
+
+    /// [`CacheStore::new`], its evictions also counted in `evictions` (the proxy's
+    /// `weft_cache_evictions_total`, which outlives any one store).
+    pub fn counted(policy: &CachePolicy, evictions: Option<&'static AtomicU64>) -> CacheStore {
         let stats = Arc::new(CacheStats::default());
         let counted = stats.clone();
         let map = moka::sync::Cache::builder()
@@ -138,6 +144,9 @@ impl CacheStore {
             .eviction_listener(move |_k, v: Arc<Vec<Arc<Entry>>>, cause| {
                 if cause == RemovalCause::Size {
                     counted.evictions.fetch_add(v.len() as u64, Ordering::Relaxed);
+                    if let Some(e) = evictions {
+                        e.fetch_add(v.len() as u64, Ordering::Relaxed);
+                    }
                 }
             })
             .build();

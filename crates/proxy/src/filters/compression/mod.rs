@@ -14,9 +14,11 @@
 
 mod body;
 mod decide;
+mod filter;
 mod negotiate;
 
 pub use body::CompressBody;
 pub use decide::{edit_response_head, should_compress};
+pub use filter::Compression;
 pub use negotiate::negotiate;
 pub use weft_config::{CompressionPolicy, Encoding};

@@ -1,0 +1,188 @@
+//! The ResponseCache filter. Request hook: a fresh entry answers at once (`304` when
+//! the client's validators match); a stale one sends the request upstream with the
+//! entry's validators; a miss goes upstream as the one request for its key while
+//! concurrent misses wait for it ([`Waiting`], in the request's wait phase). Response
+//! hook: a `304` to a revalidation freshens the entry and serves it; a storable
+//! response streams to the client through [`FillBody`], stored only if it ends whole.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use http::request::Parts;
+use http::{HeaderMap, Method, Response, StatusCode, Version};
+use weft_config::CachePolicy;
+
+use super::{add_validators, freshen, not_modified, request_cacheable, storable, Coalescer, Entry, FillBody, Freshness};
+use super::{CacheStore, LeaderGuard, Pending, PrimaryKey, Role};
+use crate::body::RespBody;
+use crate::filters::rate_limit::view;
+use crate::filters::Flow;
+use crate::request::RequestCtx;
+
+/// The longest a miss waits for another request fetching the same response before
+/// it goes upstream itself.
+const COALESCE_WAIT: Duration = Duration::from_secs(10);
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static HIT: HeaderValue = HeaderValue::from_static("HIT");
+static MISS: HeaderValue = HeaderValue::from_static("MISS");
+
+/// Fields a `304` carries from the stored response (RFC 9110 §15.4.5).
+const NOT_MODIFIED_FIELDS: [&str; 7] = ["cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"];
+
+#[derive(Clone)]
+pub struct ResponseCache {
+    pub policy: Arc<CachePolicy>,
+    pub store: Arc<CacheStore>,
+    pub coalescer: Arc<Coalescer>,
+}
+
+/// A request that went upstream for the cache: a miss, or a stale entry revalidating.
+pub struct Outstanding {
+    store: Arc<CacheStore>,
+    key: PrimaryKey,
+    request_time: SystemTime,
+    /// The client's request head's fields (the `Vary` values, `Authorization`).
+    req_headers: HeaderMap,
+    method: Method,
+    /// The stale entry being revalidated, and the client's own validators.
+    stale: Option<(Arc<Entry>, HeaderMap)>,
+    /// This request is the one fetching the key; the waiters wake when it drops.
+    leader: Option<LeaderGuard>,
+}
+
+/// A miss waiting for the request that fetches the same response.
+pub struct Waiting {
+    flight: super::Flight,
+    outstanding: Outstanding,
+}
+
+impl ResponseCache {
+    pub fn on_request(&self, cx: &mut RequestCtx, head: &mut Parts, host: &str) -> Flow {
+        // The first policy that applies acts.
+        let taken = cx.filters.cache.is_some() || cx.filters.cache_wait.is_some();
+        if taken || (!self.policy.matches.is_empty() && !self.policy.applies(&view(head, host, cx.port))) {
+            return Flow::Next;
+        }
+        if !request_cacheable(&head.method, &head.headers) {
+            return Flow::Next;
+        }
+        let authority = match cx.port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let key = PrimaryKey::new(&authority, &head.uri);
+        let now = SystemTime::now();
+        let counters = &cx.conn.shared.metrics.counters;
+        let mut out = Outstanding {
+            store: self.store.clone(),
+            key,
+            request_time: now,
+            req_headers: HeaderMap::new(),
+            method: head.method.clone(),
+            stale: None,
+            leader: None,
+        };
+        match self.store.lookup(&out.key, &head.headers) {
+            Some(e) if e.freshness(&head.headers, now) == Freshness::Fresh => {
+                counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Flow::Respond(Box::new(serve(&e, &head.headers, &head.method, now, cx.version)));
+            }
+            Some(e) => {
+                let mut client = HeaderMap::new();
+                for name in [IF_NONE_MATCH, IF_MODIFIED_SINCE] {
+                    for v in head.headers.get_all(&name) {
+                        client.append(name.clone(), v.clone());
+                    }
+                }
+                add_validators(&mut head.headers, &e);
+                out.stale = Some((e, client));
+            }
+            None => match self.coalescer.join(&out.key) {
+                Role::Leader(g) => {
+                    counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+                    out.leader = Some(g);
+                }
+                Role::Waiter(flight) => {
+                    out.req_headers = head.headers.clone();
+                    cx.filters.cache_wait = Some(Box::new(Waiting { flight, outstanding: out }));
+                    return Flow::Next;
+                }
+            },
+        }
+        out.req_headers = head.headers.clone();
+        cx.filters.cache = Some(Box::new(out));
+        Flow::Next
+    }
+
+    pub fn on_response(cx: &mut RequestCtx, resp: &mut Response<RespBody>) {
+        let Some(out) = cx.filters.cache.take() else { return };
+        let Outstanding { store, key, request_time, req_headers, method, stale, leader } = *out;
+        let counters = &cx.conn.shared.metrics.counters;
+        let now = SystemTime::now();
+        if let Some((entry, client)) = &stale {
+            if resp.status() == StatusCode::NOT_MODIFIED {
+                if let Some(fresh) = freshen(entry, resp.headers(), request_time, now) {
+                    counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    *resp = serve(&fresh, client, &method, now, cx.version);
+                    store.update(key, fresh);
+                    return;
+                }
+            }
+            counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let (status, headers) = (resp.status(), resp.headers());
+        if storable(&method, &req_headers, status, headers, now) {
+            if let Some(head) = Entry::new(status, headers.clone(), Bytes::new(), None, request_time, now, &req_headers) {
+                let pending = Pending { store, key, head, leader };
+                let body = std::mem::replace(resp.body_mut(), RespBody::full(Bytes::new(), None));
+                *resp.body_mut() = body.wrap(|b| FillBody::new(b, pending));
+            }
+        }
+        resp.headers_mut().insert(X_CACHE.clone(), MISS.clone());
+    }
+}
+
+impl Waiting {
+    /// Waits for the request fetching the same response; then answers from the cache,
+    /// or (it failed, or its answer could not be stored) sends this one upstream too.
+    pub async fn wait(self: Box<Self>, cx: &mut RequestCtx) -> Option<Response<RespBody>> {
+        let Waiting { flight, outstanding } = *self;
+        flight.wait(COALESCE_WAIT).await;
+        let now = SystemTime::now();
+        let counters = &cx.conn.shared.metrics.counters;
+        let req = &outstanding.req_headers;
+        if let Some(e) = outstanding.store.lookup(&outstanding.key, req).filter(|e| e.freshness(req, now) == Freshness::Fresh) {
+            counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(serve(&e, req, &outstanding.method, now, cx.version));
+        }
+        counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+        cx.filters.cache = Some(Box::new(Outstanding { request_time: now, ..outstanding }));
+        None
+    }
+}
+
+/// An answer from `entry` to a request with `req` headers: `304` when the client's
+/// validators match, else the stored response (its head only for HEAD).
+fn serve(entry: &Entry, req: &HeaderMap, method: &Method, now: SystemTime, version: Version) -> Response<RespBody> {
+    let (mut parts, body) = entry.response(now, *method == Method::HEAD).into_parts();
+    let mut body = RespBody::full(body, None);
+    if not_modified(req, &entry.headers) {
+        let mut kept = HeaderMap::new();
+        for name in NOT_MODIFIED_FIELDS {
+            for v in parts.headers.get_all(name) {
+                kept.append(HeaderName::from_static(name), v.clone());
+            }
+        }
+        kept.insert(http::header::AGE, parts.headers.get(http::header::AGE).cloned().unwrap_or(HeaderValue::from_static("0")));
+        parts.headers = kept;
+        parts.status = StatusCode::NOT_MODIFIED;
+        body = RespBody::full(Bytes::new(), None);
+    }
+    parts.version = version;
+    parts.headers.insert(X_CACHE.clone(), HIT.clone());
+    Response::from_parts(parts, body)
+}
