@@ -16,7 +16,7 @@ const CONFIG: &str = "config/";
 const REGISTRY: &str = "registry/";
 
 /// The kinds `weft get` and `weft delete` know, with their short names.
-const KINDS: [(&str, &[&str]); 7] = [
+const KINDS: [(&str, &[&str]); 9] = [
     ("Sidecar", &["sidecars"]),
     ("ServiceEntry", &["se", "serviceentries"]),
     ("DestinationRule", &["dr", "destinationrules"]),
@@ -24,6 +24,8 @@ const KINDS: [(&str, &[&str]); 7] = [
     ("RateLimit", &["rl", "ratelimits"]),
     ("HealthCheck", &["hc", "healthchecks"]),
     ("Hedging", &["hedgings"]),
+    ("Compression", &["compressions"]),
+    ("ResponseCache", &["rc", "responsecaches"]),
 ];
 
 /// `kind` as the store spells it (case-insensitive, short names and plurals too).
