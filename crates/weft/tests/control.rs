@@ -4,61 +4,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-struct Plane {
-    p: Proc,
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-fn start_plane(dir: &std::path::Path, addr: SocketAddr) -> Proc {
-    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()]);
-    let start = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "control plane did not start:\n{}", p.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    p
-}
-
-fn plane() -> Plane {
-    let dir = temp_dir().join("cp");
-    let addr = free_addr();
-    Plane { p: start_plane(&dir, addr), addr, dir }
-}
-
-impl Plane {
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn weft(&self, args: &[&str]) -> Output {
-        Command::new(weft()).args(args).env("WEFT_SERVER", self.url()).output().unwrap()
-    }
-
-    fn apply(&self, name: &str, yaml: &str) -> Output {
-        let f = temp_dir().join(name);
-        std::fs::write(&f, yaml).unwrap();
-        self.weft(&["apply", "-f", f.to_str().unwrap()])
-    }
-
-    fn history_len(&self) -> usize {
-        let out = self.weft(&["history"]);
-        String::from_utf8_lossy(&out.stdout).lines().count() - 1
-    }
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
 
 const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, ports: {http: 9001}}]\n";
 
@@ -252,21 +201,6 @@ fn post(cp: &Plane, path: &str) -> (u16, String) {
 
 fn post_body(cp: &Plane, path: &str, body: &[u8]) -> (u16, String) {
     raw(cp, "POST", path, body)
-}
-
-/// A proxy following `cp` (its admin on an ephemeral port).
-fn follower(cp: &Plane, node: &str) -> Proxy {
-    let p = spawn(&["proxy", "--control-plane", &cp.url(), "--node", node, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
-    Proxy { p, cfg: std::path::PathBuf::new() }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
 }
 
 #[test]

@@ -119,3 +119,70 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     }
     assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting after SIGTERM");
 }
+
+/// SIGHUP re-reads files only where files are the source. A proxy following a control
+/// plane has none: SIGHUP used to install an empty mesh, every host 404 until the next
+/// push. Its routes stay; a proxy reading files still re-reads them on SIGHUP.
+#[test]
+fn sighup_keeps_a_control_plane_proxys_routes_and_still_reloads_files() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let cp = plane();
+    let out = cp.apply("mesh.yaml", &service_entry("reviews", &[(a.addr, "v: a", 1)]));
+    assert!(out.status.success(), "{}", text(&out));
+    let mut p = follower(&cp, "n1");
+    wait_until("the proxy routes reviews", || get(p.addr(), "reviews", "/", &[]).status == 200);
+    // An admin answer: the admin runtime is up, so its signal handlers are installed.
+    let revision = p.metric("weft_control_plane_revision", &[]);
+    assert!(revision >= 1.0, "{revision}");
+    p.p.signal("HUP");
+    // The signal is handled on the admin thread; over the next second every request routes.
+    for i in 0..20 {
+        let r = get(p.addr(), "reviews", "/", &[]);
+        assert_eq!((r.status, r.backend()), (200, "a".to_string()), "request {i} after SIGHUP: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(p.p.log_text().contains("SIGHUP"), "the signal was handled:\n{}", p.p.log_text());
+    assert!(p.p.child.try_wait().unwrap().is_none(), "the proxy is still running");
+    assert_eq!(p.metric("weft_control_plane_revision", &[]), revision);
+
+    // A files-sourced proxy (file watching effectively off): SIGHUP re-reads its file.
+    let f = proxy_with(&service_entry("reviews", &[(a.addr, "v: a", 1)]), &["--watch-interval", "1h"]);
+    assert_eq!(get(f.addr(), "reviews", "/", &[]).backend(), "a");
+    assert_eq!(f.revision(), 1);
+    std::fs::write(&f.cfg, service_entry("reviews", &[(b.addr, "v: b", 1)])).unwrap();
+    f.p.signal("HUP");
+    wait_until("SIGHUP re-read the file", || get(f.addr(), "reviews", "/", &[]).backend() == "b");
+    assert_eq!(f.revision(), 2);
+}
+
+/// Files and a control plane are two sources of one config: asking for both is refused
+/// at start (it used to start, following the control plane and ignoring the files).
+#[test]
+fn config_files_and_a_control_plane_together_are_refused_at_start() {
+    let cp = plane();
+    let cfg = temp_dir().join("mesh.yaml");
+    std::fs::write(&cfg, service_entry("svc", &[("127.0.0.1:9".parse().unwrap(), "v: a", 1)])).unwrap();
+    let mut child = std::process::Command::new(weft())
+        .args(["proxy", "--config", cfg.to_str().unwrap(), "--control-plane", &cp.url(), "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`weft proxy --config F --control-plane URL` started instead of being refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains("--config") && err.contains("--control-plane"), "the message names both flags: {err}");
+}

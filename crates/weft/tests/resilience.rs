@@ -517,3 +517,170 @@ fn hedging_config_errors_name_the_field() {
         assert!(err.contains(&format!("hedge.yaml: Hedging h: {want}")), "{err}");
     }
 }
+
+/// Istio's default retries (a ServiceEntry without a VirtualService: 2 retries, on
+/// connect-failure among others) around a dead endpoint while the file is rewritten
+/// every 50 ms. A retry used to look its cluster up again in the live config and gave
+/// up when a reload had come in between (`503 UC "config changed during retries"`, ~47
+/// of 300); a request now holds its cluster for its whole life.
+#[test]
+fn default_retries_survive_config_reloads_between_tries() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let live = backend("live", &[]);
+    let base = service_entry("svc", &[(live.addr, "v: a", 1), (dead_addr(), "v: b", 1)]);
+    // Each rewrite flips a label of an unrelated ServiceEntry: a real change, none for svc.
+    let variant = move |k: usize| {
+        format!("{base}---\n{}", service_entry("other", &[("127.0.0.1:9".parse().unwrap(), &format!("gen: g{}", k % 2), 1)]))
+    };
+    let p = proxy_with(&variant(0), &["--watch-interval", "10ms"]);
+    let reloads_before = p.metric("weft_config_reloads_total", &[]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, cfg) = (stop.clone(), p.cfg.clone());
+        std::thread::spawn(move || {
+            let tmp = cfg.with_extension("tmp");
+            let end = Instant::now() + Duration::from_secs(20);
+            let mut k = 1;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                // Written whole, then renamed over: the proxy never reads half a file.
+                std::fs::write(&tmp, variant(k)).unwrap();
+                std::fs::rename(&tmp, &cfg).unwrap();
+                k += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    // 300 requests, one after another (about a second: some 20 reloads).
+    let mut failed = Vec::new();
+    let start = Instant::now();
+    let mut c = Client::connect(p.addr());
+    for i in 0..300 {
+        let r = c.get("svc", &format!("/{i}"), &[]);
+        if r.status != 200 {
+            failed.push(format!("{} {}", r.status, r.text().trim()));
+        }
+    }
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    assert!(failed.is_empty(), "{} of 300 requests failed, e.g. {:?}", failed.len(), failed.first());
+    // Not vacuous: the config really changed under the requests, and they really retried.
+    let reloads = p.metric("weft_config_reloads_total", &[]) - reloads_before;
+    eprintln!("{reloads} reloads in {took:?}, {} retries", p.metric("weft_upstream_retries_total", &[]));
+    assert!(reloads >= 10.0, "only {reloads} reloads in {took:?}");
+    assert_eq!(p.metric("weft_config_reload_failures_total", &[]), 0.0);
+    let retries = p.metric("weft_upstream_retries_total", &[]);
+    assert!(retries >= 60.0, "{retries} retries: the dead endpoint should take about half the first tries");
+    assert_eq!(p.metric("istio_requests_total", &["response_code=\"200\""]), 300.0);
+}
+
+/// Every endpoint's active-request count (`active_requests` in /clusters).
+fn active_requests(p: &Proxy) -> Vec<(String, String, u64)> {
+    let clusters: serde_json::Value = serde_json::from_str(&p.admin("/clusters")).unwrap();
+    let mut out = Vec::new();
+    for c in clusters["clusters"].as_array().unwrap() {
+        for e in c["endpoints"].as_array().unwrap() {
+            out.push((
+                c["name"].as_str().unwrap().to_owned(),
+                e["address"].as_str().unwrap().to_owned(),
+                e["active_requests"].as_u64().unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+/// Sends a streamed POST to /echo, reads the response head and the first echoed chunk,
+/// then goes away with the response (and the request) still streaming. False when the
+/// answer was not a 200 echo.
+fn abort_mid_response(addr: std::net::SocketAddr, host: &str) -> bool {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!("POST /echo HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if !head.starts_with("HTTP/1.1 200") {
+                return false;
+            }
+            if body.contains("hello") {
+                return true;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// An endpoint's share of the load (least request and peak EWMA balance on it) is a
+/// guard given back however a try ends. A hedge's share used to be taken and given back
+/// by hand at the end of its race, so a race cut short (a per-try timeout, the client
+/// gone) left it counted for ever. After retries, hedges, failed tries and client
+/// aborts, every endpoint's count is back at 0.
+#[test]
+fn endpoint_load_returns_to_zero_after_retries_hedges_aborts_and_failed_tries() {
+    use std::io::Write;
+
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let failing = backend("failing", &["--error-rate", "1"]);
+    let se = service_entry("svc", &[(a.addr, "v: a", 1), (b.addr, "v: b", 1), (failing.addr, "v: c", 1), (dead_addr(), "v: d", 1)]);
+    let hedging =
+        "---\napiVersion: policy.weft.dev/v1alpha1\nkind: Hedging\nmetadata: {name: svc}\nspec: {host: svc, delay: 20ms, maxAttempts: 3}\n";
+    let retries = "    timeout: 1s\n    retries: {attempts: 3, perTryTimeout: 150ms, retryOn: \"5xx,connect-failure,reset\"}\n";
+    // A second host for streamed bodies: one live endpoint, Istio's default retries.
+    let stream = format!("---\n{}", service_entry("stream", &[(a.addr, "v: a", 1)]));
+    let p = proxy(&(se + hedging + &vs("svc", retries) + &stream));
+    let addr = p.addr();
+
+    // Quick requests: failed tries (503, connect refused) retried on other endpoints.
+    let mut c = Client::connect(addr);
+    for i in 0..60 {
+        let r = c.get("svc", "/", &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    // Slow requests (every endpoint takes 400 ms): each try is hedged twice, then cut off
+    // by its per-try timeout with its hedges still out, retried, and ended by the route timeout.
+    let slow: Vec<_> = (0..4).map(|_| std::thread::spawn(move || get(addr, "svc", "/", &[("x-delay-ms", "400")]).status)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let busy: u64 = active_requests(&p).iter().map(|e| e.2).sum();
+    assert!(busy >= 4, "the count counts: {:?}", active_requests(&p));
+    // Clients that go away while their tries and hedges are out.
+    for _ in 0..4 {
+        let mut c = Client::connect(addr);
+        c.stream().write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nx-delay-ms: 400\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    // Clients that go away in the middle of a streamed response.
+    let aborted = (0..20).filter(|_| abort_mid_response(addr, "stream")).take(4).count();
+    assert_eq!(aborted, 4, "streamed responses to abort");
+    for s in slow {
+        let status = s.join().unwrap();
+        assert!(status == 504 || status == 503, "{status}");
+    }
+
+    // Not vacuous: retries, hedges and client aborts all happened.
+    assert!(p.metric("weft_upstream_retries_total", &[]) >= 10.0);
+    assert!(p.metric("weft_hedged_requests_total", &[]) >= 8.0);
+    let dc = p.wait_metric("istio_requests_total", &["DC\""], 8.0);
+    assert!(dc >= 8.0, "{dc} requests ended by their client (DC)");
+    // Every share given back (a client's departure is noticed when its connection ends).
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let eps = active_requests(&p);
+        if eps.iter().all(|e| e.2 == 0) {
+            break;
+        }
+        assert!(Instant::now() < end, "load left on endpoints after every request ended: {eps:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -356,3 +356,77 @@ pub fn curl(args: &[&str]) -> (i32, String, String) {
     let o = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl is installed");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
+
+/// A free loopback address (bound, then released).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A control plane (embedded store under `dir`) and where it listens.
+pub struct Plane {
+    pub p: Proc,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+/// Starts a control plane on `dir` and `addr`, waiting until it accepts connections.
+pub fn start_plane(dir: &std::path::Path, addr: SocketAddr) -> Proc {
+    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()]);
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "control plane did not start:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// A fresh control plane on a free port.
+pub fn plane() -> Plane {
+    let dir = temp_dir().join("cp");
+    let addr = free_addr();
+    Plane { p: start_plane(&dir, addr), addr, dir }
+}
+
+impl Plane {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs the `weft` CLI against this control plane.
+    pub fn weft(&self, args: &[&str]) -> std::process::Output {
+        Command::new(weft()).args(args).env("WEFT_SERVER", self.url()).output().unwrap()
+    }
+
+    /// `weft apply -f` of `yaml` (written to a file named `name`).
+    pub fn apply(&self, name: &str, yaml: &str) -> std::process::Output {
+        let f = temp_dir().join(name);
+        std::fs::write(&f, yaml).unwrap();
+        self.weft(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    pub fn history_len(&self) -> usize {
+        let out = self.weft(&["history"]);
+        String::from_utf8_lossy(&out.stdout).lines().count() - 1
+    }
+}
+
+/// A command's stdout then stderr.
+pub fn text(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// A proxy following `cp` (no files; its admin on an ephemeral port).
+pub fn follower(cp: &Plane, node: &str) -> Proxy {
+    let p = spawn(&["proxy", "--control-plane", &cp.url(), "--node", node, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    Proxy { p, cfg: PathBuf::new() }
+}
+
+/// Polls `f` every 10 ms until it holds; fails after 10 s.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
