@@ -42,7 +42,9 @@ fn retry_on_5xx_goes_to_another_endpoint_and_attempts_zero_disables() {
         let r = get(p.addr(), "svc", "/", &[]);
         assert_eq!((r.status, r.backend()), (200, "good".to_string()));
     }
-    assert!(p.metric("weft_upstream_retries_total", &[]) >= 15.0);
+    // Half the first tries land on the failing endpoint: Binomial(40, ½) ≥ 8 but for
+    // odds of ~1e-5 (≥ 15, as before, failed one run in 25).
+    assert!(p.metric("weft_upstream_retries_total", &[]) >= 8.0);
 
     let p = proxy(&(se + &vs("svc", "    retries: {attempts: 0}\n")));
     let failed = (0..40).filter(|_| get(p.addr(), "svc", "/", &[]).status == 503).count();
