@@ -168,3 +168,59 @@ fn route_filters(route: &Route, clusters: &[Arc<Cluster>], out: &mut Vec<Filter>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::filters::rate_limit::Limiter;
+    use crate::filters::Filter;
+    use crate::state::Runtime;
+
+    const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web}\nspec:\n  hosts: [web.mesh]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, ports: {http: 9}}]\n";
+
+    fn runtime(extra: &str, prev: Option<&Runtime>) -> Runtime {
+        let metrics = Box::leak(Box::new(weft_telemetry::Metrics::new("t", "default")));
+        let (resources, snap, diags) = weft_config::build_str("t", &format!("{SE}---\n{extra}"));
+        assert!(diags.is_ok(), "{:?}", diags.errors);
+        Runtime::build(resources, snap, prev, 1, metrics, 1, &Default::default())
+    }
+
+    fn filters(rt: &Runtime) -> &[Filter] {
+        &rt.chains[0][0].filters
+    }
+
+    fn bucket(rt: &Runtime) -> Arc<weft_resilience::bucket::TokenBucket> {
+        match filters(rt).iter().find_map(|f| if let Filter::RateLimit(r) = f { Some(&r.limiter) } else { None }) {
+            Some(Limiter::Token(b)) => b.clone(),
+            _ => panic!("no token bucket in the chain"),
+        }
+    }
+
+    fn cache(rt: &Runtime) -> Arc<crate::filters::cache::CacheStore> {
+        filters(rt).iter().find_map(|f| if let Filter::Cache(c) = f { Some(c.store.clone()) } else { None }).expect("a cache")
+    }
+
+    const RL: &str = "apiVersion: policy.weft.dev/v1alpha1\nkind: RateLimit\nmetadata: {name: rl}\nspec: {host: web.mesh, tokenBucket: {maxTokens: 5, fillInterval: 1s}}\n";
+    const RC: &str =
+        "apiVersion: policy.weft.dev/v1alpha1\nkind: ResponseCache\nmetadata: {name: rc}\nspec: {host: web.mesh, maxBytes: 100000}\n";
+
+    #[test]
+    fn live_state_is_kept_across_reloads_while_its_spec_is_unchanged() {
+        let a = runtime(&format!("{RL}---\n{RC}"), None);
+        let b = runtime(&format!("{RL}---\n{RC}"), Some(&a));
+        assert!(Arc::ptr_eq(&bucket(&a), &bucket(&b)), "an unchanged RateLimit keeps its bucket");
+        assert!(Arc::ptr_eq(&cache(&a), &cache(&b)), "an unchanged ResponseCache keeps its entries");
+        let c = runtime(&format!("{}---\n{}", RL.replace("maxTokens: 5", "maxTokens: 6"), RC.replace("100000", "200000")), Some(&b));
+        assert!(!Arc::ptr_eq(&bucket(&b), &bucket(&c)), "a changed RateLimit starts a new bucket");
+        assert!(!Arc::ptr_eq(&cache(&b), &cache(&c)), "a changed ResponseCache starts empty");
+    }
+
+    #[test]
+    fn unconfigured_filters_are_in_no_chain() {
+        let rt = runtime("", None);
+        assert!(filters(&rt).is_empty(), "a plain route has an empty chain");
+        let rt = runtime(RC, None);
+        assert_eq!(filters(&rt).len(), 1);
+    }
+}
