@@ -33,8 +33,10 @@ pub(crate) enum Forwarded {
     Done(Response<RespBody>),
 }
 
-pub(crate) async fn forward(cx: &mut RequestCtx, fwd: Box<Forward>) -> Forwarded {
-    let Forward { head, body, route, target, cluster, hash, hedge, new_pq, authority, upgrade, connect } = *fwd;
+pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwarded {
+    // Fields are taken from the box one by one (moving it out whole is a 400-byte copy).
+    let (cluster, hash, route) = (fwd.cluster.clone(), fwd.hash, fwd.route.clone());
+    let (upgrade, connect) = (fwd.upgrade.take(), fwd.connect.take());
     let metrics = cx.conn.shared.metrics;
     let Some(i) = cluster.pick(hash) else {
         metrics.counters.no_endpoint.fetch_add(1, Ordering::Relaxed);
@@ -61,7 +63,8 @@ pub(crate) async fn forward(cx: &mut RequestCtx, fwd: Box<Forward>) -> Forwarded
         let msg = "internal error: route does not forward\n";
         return Forwarded::Done(reject(cx, Local::new(StatusCode::INTERNAL_SERVER_ERROR, ResponseFlags::NONE, msg)));
     };
-    let dest = &wc.targets[target];
+    let dest = &wc.targets[fwd.target];
+    let (head, body, new_pq, authority, hedge) = (fwd.head, fwd.body, fwd.new_pq, fwd.authority, fwd.hedge);
     let up_req = match upstream_request(head, body, &route, &dest.request_headers, &authority, new_pq, up_proto, cx, upgrade.is_some()) {
         Ok(r) => r,
         Err(msg) => return Forwarded::Done(reject(cx, Local::new(StatusCode::BAD_REQUEST, ResponseFlags::DPE, msg))),

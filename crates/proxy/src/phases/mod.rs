@@ -51,14 +51,15 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
             next = route::Next::Answer(Box::new(hit));
         }
     }
-    let resp = match next {
+    let mut resp = match next {
         route::Next::Answer(resp) => *resp,
         route::Next::Forward(fwd) => match forward::forward(&mut cx, fwd).await {
             forward::Forwarded::Upstream(resp) => resp,
             forward::Forwarded::Done(resp) => return Ok(resp),
         },
     };
-    Ok(respond::finish(cx, &chain, ran, resp))
+    respond::finish(&mut cx, &chain, ran, &mut resp);
+    Ok(resp)
 }
 
 /// The accept phase: the request's context and its record, started now.

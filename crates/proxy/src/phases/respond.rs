@@ -31,9 +31,9 @@ pub(crate) fn from_upstream(cx: &RequestCtx, up: Upstream, ops: &weft_config::He
 
 /// Runs the response filters of the first `ran` filters of `chain` and attaches the
 /// request's record to the body.
-pub(crate) fn finish(mut cx: RequestCtx, chain: &Chain, ran: usize, mut resp: Response<RespBody>) -> Response<RespBody> {
+pub(crate) fn finish(cx: &mut RequestCtx, chain: &Chain, ran: usize, resp: &mut Response<RespBody>) {
     if ran > 0 {
-        filters::respond(chain, ran, &mut cx, &mut resp);
+        filters::respond(chain, ran, cx, resp);
     }
     let mut fin = cx.fin.take();
     fin.code = resp.status().as_u16();
@@ -41,5 +41,4 @@ pub(crate) fn finish(mut cx: RequestCtx, chain: &Chain, ran: usize, mut resp: Re
         fin.grpc_status_from(resp.headers());
     }
     resp.body_mut().attach(fin);
-    resp
 }
