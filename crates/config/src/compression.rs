@@ -4,7 +4,7 @@ use crate::compile::Ctx;
 use crate::load::Resource;
 use crate::ratelimit::served;
 use crate::snapshot::{CompressionPolicy, Encoding, Levels, Snapshot};
-use crate::vhost::compile_match;
+use crate::vhost::compile_spec_matches;
 use crate::weft_kinds::Compression;
 
 /// zstd first: at its default level it compresses text about as well as brotli 3 and
@@ -46,15 +46,8 @@ pub(crate) fn attach(r: &Resource, c: &Compression, snap: &mut Snapshot, ctx: &m
     let encodings = encodings(r, c.encodings.as_deref(), ctx);
     let content_types = content_types(r, c.content_types.as_deref(), ctx);
     let levels = levels(r, c.level.as_ref(), &encodings, ctx);
-    let mut matches = Vec::new();
-    for (i, m) in c.matches.iter().enumerate() {
-        if let Some(m) = compile_match(r, m, &format!("spec.match[{i}]"), ctx) {
-            matches.push(m);
-        }
-    }
-    if ctx.diags.errors.len() != before {
-        return;
-    }
+    let matches = compile_spec_matches(r, &c.matches, ctx);
+    let Some(matches) = matches.filter(|_| ctx.diags.errors.len() == before) else { return };
     let Some(idx) = served(r, &host, snap, ctx) else { return };
     snap.vhosts[idx].compression.push(CompressionPolicy {
         name: format!("Compression/{}", r.metadata.name),

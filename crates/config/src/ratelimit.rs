@@ -8,7 +8,7 @@ use crate::load::Resource;
 use weft_resilience::adaptive;
 
 use crate::snapshot::{HedgePolicy, LimiterSpec, RateLimitRule, Snapshot};
-use crate::vhost::compile_match;
+use crate::vhost::compile_spec_matches;
 use crate::weft_kinds::{AdaptiveConcurrencySpec, Hedging, LeakyBucketSpec, RateLimit, TokenBucketSpec};
 
 pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
@@ -31,13 +31,7 @@ pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mu
         }
     };
     let Some(limiter) = limiter else { return };
-    let mut matches = Vec::new();
-    for (i, m) in rl.matches.iter().enumerate() {
-        match compile_match(r, m, &format!("spec.match[{i}]"), ctx) {
-            Some(m) => matches.push(m),
-            None => return,
-        }
-    }
+    let Some(matches) = compile_spec_matches(r, &rl.matches, ctx) else { return };
     let Some(idx) = served(r, &host, snap, ctx) else { return };
     snap.vhosts[idx].rate_limits.push(RateLimitRule { name: format!("RateLimit/{}", r.metadata.name), matches, limiter });
 }

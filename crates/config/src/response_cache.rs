@@ -4,7 +4,7 @@ use crate::compile::Ctx;
 use crate::load::Resource;
 use crate::ratelimit::served;
 use crate::snapshot::{CachePolicy, Snapshot};
-use crate::vhost::compile_match;
+use crate::vhost::compile_spec_matches;
 use crate::weft_kinds::ResponseCache;
 
 /// 64 MiB: a sidecar's cache should not dwarf the proxy (a few MB of its own).
@@ -32,15 +32,8 @@ pub(crate) fn attach(r: &Resource, c: &ResponseCache, snap: &mut Snapshot, ctx: 
         // the store weighs entries in u32
         ctx.err(r, "spec.maxEntryBytes", format!("{max_entry_bytes} is more than {} (4 GiB)", u32::MAX));
     }
-    let mut matches = Vec::new();
-    for (i, m) in c.matches.iter().enumerate() {
-        if let Some(m) = compile_match(r, m, &format!("spec.match[{i}]"), ctx) {
-            matches.push(m);
-        }
-    }
-    if ctx.diags.errors.len() != before {
-        return;
-    }
+    let matches = compile_spec_matches(r, &c.matches, ctx);
+    let Some(matches) = matches.filter(|_| ctx.diags.errors.len() == before) else { return };
     let Some(idx) = served(r, &host, snap, ctx) else { return };
     snap.vhosts[idx].response_cache.push(CachePolicy {
         name: format!("ResponseCache/{}", r.metadata.name),

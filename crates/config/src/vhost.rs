@@ -310,6 +310,19 @@ fn compile_redirect(r: &Resource, rd: &HttpRedirect, path: &str, ctx: &mut Ctx<'
     })
 }
 
+/// A weft kind's `spec.match` list, compiled; `None` when an entry has errors (reported).
+pub(crate) fn compile_spec_matches(r: &Resource, ms: &[HttpMatchRequest], ctx: &mut Ctx<'_>) -> Option<Vec<RequestMatch>> {
+    let mut out = Vec::with_capacity(ms.len());
+    let mut ok = true;
+    for (i, m) in ms.iter().enumerate() {
+        match compile_match(r, m, &format!("spec.match[{i}]"), ctx) {
+            Some(m) => out.push(m),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
 pub(crate) fn compile_match(r: &Resource, m: &HttpMatchRequest, path: &str, ctx: &mut Ctx<'_>) -> Option<RequestMatch> {
     let mut out = RequestMatch { ignore_uri_case: m.ignore_uri_case, ..Default::default() };
     if let Some(u) = &m.uri {
