@@ -32,6 +32,9 @@ pub mod request;
 mod run;
 pub mod server;
 pub mod state;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+pub mod transport;
 pub mod tunnel;
 
-pub use run::{run, ProxyOptions};
+pub use run::{build_shared, run, ProxyOptions};
