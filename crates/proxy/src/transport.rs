@@ -46,27 +46,25 @@ impl Transport {
     /// Opens a connection to `target`, giving up after the cluster's `connectTimeout`.
     pub async fn connect(&self, target: &Target, s: &PoolSettings) -> Result<Conn, UpstreamError> {
         let conn = match self {
-            Transport::Tcp => tokio::time::timeout(s.connect_timeout, tcp(target)).await.map(|r| r.map(Conn::Tcp)),
+            Transport::Tcp => tokio::time::timeout(s.connect_timeout, tcp(target, s)).await,
             #[cfg(any(test, feature = "test-util"))]
             Transport::Memory(net) => tokio::time::timeout(s.connect_timeout, net.connect(target)).await.map(|r| r.map(Conn::Memory)),
         };
-        let conn = match conn {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-            Err(_) => return Err(UpstreamError::Connect(format!("connect timeout after {:?}", s.connect_timeout))),
-        };
-        if let Conn::Tcp(stream) = &conn {
-            tcp_options(stream, s);
+        match conn {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(UpstreamError::Connect(e.to_string())),
+            Err(_) => Err(UpstreamError::Connect(format!("connect timeout after {:?}", s.connect_timeout))),
         }
-        Ok(conn)
     }
 }
 
-async fn tcp(target: &Target) -> io::Result<TcpStream> {
-    match target {
-        Target::Addr(a) => TcpStream::connect(a).await,
-        Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
-    }
+async fn tcp(target: &Target, s: &PoolSettings) -> io::Result<Conn> {
+    let stream = match target {
+        Target::Addr(a) => TcpStream::connect(a).await?,
+        Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await?,
+    };
+    tcp_options(&stream, s);
+    Ok(Conn::Tcp(stream))
 }
 
 fn tcp_options(stream: &TcpStream, s: &PoolSettings) {
