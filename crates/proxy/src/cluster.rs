@@ -15,6 +15,7 @@ use weft_resilience::outlier;
 use weft_telemetry::{DestId, DestLabels, Metrics};
 
 use crate::pool::Pool;
+use crate::transport::Transport;
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,8 @@ pub struct Endpoint {
     /// One pool per worker thread.
     pub pools: Box<[Pool]>,
     pub pool_settings: PoolSettings,
+    /// How connections to it are opened (plain TCP outside tests).
+    pub transport: Transport,
     pub metrics: &'static Metrics,
     pub dest: DestId,
     /// The cluster's `outlierDetection`, and this endpoint's detector state.
@@ -130,6 +133,7 @@ impl Cluster {
         workers: usize,
         metrics: &'static Metrics,
         node: &Node,
+        transport: &Transport,
     ) -> Cluster {
         let namespace = spec.service.split('.').nth(1).unwrap_or("unknown").to_owned();
         let dest = metrics.dest_id(DestLabels {
@@ -160,6 +164,7 @@ impl Cluster {
                     errors: AtomicU64::new(0),
                     pools: (0..workers).map(|_| Pool::default()).collect(),
                     pool_settings: spec.pool.clone(),
+                    transport: transport.clone(),
                     metrics,
                     dest,
                     outlier: spec.outlier,

@@ -95,7 +95,7 @@ impl Finish {
             return;
         }
         self.done = true;
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let ms = crate::request::now().saturating_duration_since(self.start).as_secs_f64() * 1000.0;
         self.breaker = None;
         let mut req_bytes = 0;
         if let Some(b) = &self.request_body {

@@ -18,10 +18,10 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::Frame;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::cluster::Endpoint;
 use crate::error::UpstreamError;
+use crate::transport::Conn;
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -30,7 +30,7 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// An idle or busy upstream HTTP/1.1 connection owned by weft's own client.
 pub struct RawConn {
-    io: TcpStream,
+    io: Conn,
     buf: BytesMut,
     wbuf: Vec<u8>,
     pub(crate) uses: u32,
@@ -40,16 +40,15 @@ pub struct RawConn {
 
 impl RawConn {
     /// Boxed once per connection, so requests move a pointer, not the connection.
-    fn new(io: TcpStream) -> Box<Self> {
+    fn new(io: Conn) -> Box<Self> {
         let now = Instant::now();
         Box::new(RawConn { io, buf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::with_capacity(512), uses: 0, born: now, since: now })
     }
 
     /// An idle connection that became readable has been closed by the upstream (or
     /// sent something unasked for): either way it must not be reused.
-    pub(crate) fn looks_closed(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        matches!(self.io.poll_read_ready(&mut cx), Poll::Ready(_))
+    pub(crate) fn looks_closed(&mut self) -> bool {
+        self.io.closed_while_idle()
     }
 }
 
@@ -77,7 +76,7 @@ enum Chunk {
 pub async fn send(ep: &Arc<Endpoint>, worker: usize, parts: &http::request::Parts) -> Result<Response<RawBody>, UpstreamError> {
     let pool = &ep.pools[worker % ep.pools.len()];
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE);
-    while let Some(conn) = pool.raw.pop() {
+    while let Some(mut conn) = pool.raw.pop() {
         if crate::pool::expired_at(conn.since, conn.born, &ep.pool_settings) || conn.looks_closed() {
             continue;
         }
@@ -90,7 +89,7 @@ pub async fn send(ep: &Arc<Endpoint>, worker: usize, parts: &http::request::Part
             Err((e, _)) => return Err(UpstreamError::Reset(e.to_string())),
         }
     }
-    let io = crate::pool::connect(ep).await?.into_inner();
+    let io = crate::pool::connect(ep).await?;
     ep.metrics.tcp_connection(ep.dest, true);
     let conn = RawConn::new(io);
     match exchange(conn, parts).await {

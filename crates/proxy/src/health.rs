@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use weft_config::{HealthProbe, Probe};
 
-use crate::cluster::{Endpoint, Target};
+use crate::cluster::Endpoint;
 use crate::state::Shared;
+use crate::transport::Conn;
 
 /// How often the task looks for checks that are due.
 const TICK: Duration = Duration::from_millis(25);
@@ -38,7 +38,7 @@ pub async fn run(shared: &'static Shared) {
             for (_, eps) in by_address {
                 let hc = hc.clone();
                 tokio::spawn(async move {
-                    let ok = tokio::time::timeout(hc.timeout, probe(&eps[0].target, &hc)).await.unwrap_or(false);
+                    let ok = tokio::time::timeout(hc.timeout, probe(&eps[0], &hc)).await.unwrap_or(false);
                     for e in &eps {
                         if let Some(now_healthy) = e.checked.record(ok, hc.healthy_threshold, hc.unhealthy_threshold) {
                             let state = if now_healthy { "passes its health check again" } else { "fails its health check" };
@@ -51,12 +51,9 @@ pub async fn run(shared: &'static Shared) {
     }
 }
 
-async fn probe(target: &Target, hc: &HealthProbe) -> bool {
-    let stream = match target {
-        Target::Addr(a) => TcpStream::connect(a).await,
-        Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
-    };
-    let Ok(mut stream) = stream else { return false };
+/// One probe, over the endpoint's transport (as its traffic goes).
+async fn probe(ep: &Endpoint, hc: &HealthProbe) -> bool {
+    let Ok(mut stream) = ep.transport.connect(&ep.target, &ep.pool_settings).await else { return false };
     match &hc.probe {
         Probe::Tcp => true,
         Probe::Grpc { service } => grpc(stream, &hc.host, service).await,
@@ -91,7 +88,7 @@ async fn probe(target: &Target, hc: &HealthProbe) -> bool {
 
 /// One `grpc.health.v1.Health/Check` over a fresh h2c connection: healthy when the call
 /// ends with grpc-status 0 and the answer says SERVING.
-async fn grpc(stream: TcpStream, host: &str, service: &str) -> bool {
+async fn grpc(stream: Conn, host: &str, service: &str) -> bool {
     use http_body_util::{BodyExt, Full};
     let Ok((mut tx, conn)) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await else {
         return false;

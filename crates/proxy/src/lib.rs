@@ -2,9 +2,10 @@
 //!
 //! Layout: [`server`] accepts and speaks HTTP/1.1 and h2c; [`phases`] drive each
 //! request — route through the live [`state`] snapshot, the route's [`filters`], then
-//! forward to a [`cluster`] endpoint over a [`pool`]ed connection; [`admin`] serves
-//! metrics and state; [`run`] wires workers, the admin runtime, the config source,
-//! live reload and draining together.
+//! forward to a [`cluster`] endpoint over a [`pool`]ed connection (opened by the
+//! [`transport`]); [`admin`] serves metrics and state; [`run`] wires workers, the admin
+//! runtime, the config source, live reload and draining together. Tests run the proxy
+//! in-process on a simulated clock (`testing`, in test builds only).
 
 pub mod access_log;
 pub mod admin;
@@ -32,6 +33,9 @@ pub mod request;
 mod run;
 pub mod server;
 pub mod state;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+pub mod transport;
 pub mod tunnel;
 
-pub use run::{run, ProxyOptions};
+pub use run::{build_shared, run, ProxyOptions};

@@ -13,12 +13,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 use weft_config::PoolSettings;
 
 use crate::body::ReqBody;
-use crate::cluster::{Endpoint, Target};
+use crate::cluster::Endpoint;
 use crate::error::UpstreamError;
+use crate::transport::Conn;
 
 /// Most idle hyper HTTP/1.1 connections kept per endpoint per worker.
 const MAX_IDLE: usize = 256;
@@ -173,7 +173,7 @@ pub async fn send_h1(
             },
         }
     }
-    let io = connect(ep).await?;
+    let io = TokioIo::new(connect(ep).await?);
     let (mut tx, conn) = http1::handshake(io).await.map_err(UpstreamError::from_hyper)?;
     drive(ep, conn);
     let resp = tx.send_request(req).await.map_err(UpstreamError::from_hyper)?;
@@ -188,7 +188,7 @@ pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -
     let conn = match current {
         Some(c) if h2_usable(&c, s) => c,
         _ => {
-            let io = connect(ep).await?;
+            let io = TokioIo::new(connect(ep).await?);
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(hyper_util::rt::TokioTimer::new());
             b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
@@ -220,33 +220,8 @@ fn h2_usable(c: &H2Conn, s: &PoolSettings) -> bool {
     !c.tx.is_closed() && young && fresh
 }
 
-/// A new, unpooled connection (upgrades and CONNECT tunnels take theirs whole).
-pub async fn connect(ep: &Endpoint) -> Result<TokioIo<TcpStream>, UpstreamError> {
-    let s = &ep.pool_settings;
-    let fut = async {
-        match &ep.target {
-            Target::Addr(a) => TcpStream::connect(a).await,
-            Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
-        }
-    };
-    let stream = match tokio::time::timeout(s.connect_timeout, fut).await {
-        Ok(Ok(st)) => st,
-        Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-        Err(_) => return Err(UpstreamError::Connect(format!("connect timeout after {:?}", s.connect_timeout))),
-    };
-    let _ = stream.set_nodelay(true);
-    if let Some(k) = &s.keepalive {
-        let mut ka = socket2::TcpKeepalive::new();
-        if let Some(t) = k.time {
-            ka = ka.with_time(t);
-        }
-        if let Some(i) = k.interval {
-            ka = ka.with_interval(i);
-        }
-        if let Some(p) = k.probes {
-            ka = ka.with_retries(p);
-        }
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
-    }
-    Ok(TokioIo::new(stream))
+/// A new, unpooled connection (upgrades and CONNECT tunnels take theirs whole), over
+/// the endpoint's transport.
+pub async fn connect(ep: &Endpoint) -> Result<Conn, UpstreamError> {
+    ep.transport.connect(&ep.target, &ep.pool_settings).await
 }

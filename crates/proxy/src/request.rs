@@ -14,6 +14,14 @@ use crate::cluster::Endpoint;
 use crate::finish::Finish;
 use crate::state::Shared;
 
+/// The request clock: tokio's, so that a request's deadlines follow the simulated
+/// clock of a test under `tokio::time::pause` (the in-process harness). Built without
+/// tokio's `test-util` (every production build) this is `std::time::Instant::now()`.
+#[inline]
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// What a connection's requests share.
 #[derive(Clone, Copy)]
 pub struct ConnCtx {

@@ -12,7 +12,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use weft_telemetry::Metrics;
 
+use weft_config::{Resource, Snapshot};
+
 use crate::state::{ConfigSource, Runtime, Shared};
+use crate::transport::Transport;
 
 pub struct ProxyOptions {
     pub files: Vec<PathBuf>,
@@ -35,6 +38,57 @@ pub struct ProxyOptions {
     pub stream_idle_timeout: Option<Duration>,
     /// Follow this control plane (URL, node ID) instead of files.
     pub control_plane: Option<(String, String)>,
+}
+
+impl Default for ProxyOptions {
+    /// `weft proxy`'s defaults (no config files, no admin endpoint).
+    fn default() -> Self {
+        ProxyOptions {
+            files: Vec::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 15001)),
+            admin: None,
+            workers: 1,
+            service: "unknown".into(),
+            namespace: "default".into(),
+            access_log: false,
+            drain: Duration::from_secs(10),
+            header_read_timeout: None,
+            watch_interval: Duration::from_millis(500),
+            node: Default::default(),
+            stream_idle_timeout: Some(Duration::from_secs(300)),
+            control_plane: None,
+        }
+    }
+}
+
+/// The proxy's process-wide state, built from a config already compiled (and checked):
+/// no threads, no sockets, no runtime. [`run`] serves it on its workers; the in-process
+/// harness ([`crate::testing`]) serves it on the test's runtime. Leaked: it lives as
+/// long as the process, and every worker holds it as `&'static`.
+pub fn build_shared(
+    resources: Vec<Resource>,
+    snap: Snapshot,
+    source: ConfigSource,
+    opts: &ProxyOptions,
+    transport: Transport,
+) -> &'static Shared {
+    let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
+    metrics.counters.config_revision.store(1, Ordering::Relaxed);
+    let workers = opts.workers.max(1);
+    let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node, &transport);
+    Box::leak(Box::new(Shared {
+        current: ArcSwap::from_pointee(rt),
+        metrics,
+        source,
+        workers,
+        access_log: opts.access_log,
+        draining: AtomicBool::new(false),
+        drain: opts.drain,
+        header_read_timeout: opts.header_read_timeout,
+        node: opts.node.clone(),
+        stream_idle: opts.stream_idle_timeout,
+        transport,
+    }))
 }
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
@@ -79,25 +133,11 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
         Some((url, _)) => ConfigSource::ControlPlane(url.clone()),
         None => ConfigSource::Files(opts.files.clone()),
     };
-    let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
-    metrics.counters.config_revision.store(1, Ordering::Relaxed);
+    let shared = build_shared(resources, snap, source, &opts, Transport::Tcp);
     if let Some((_, rev, _)) = &followed {
-        metrics.counters.control_plane_revision.store(*rev, Ordering::Relaxed);
+        shared.metrics.counters.control_plane_revision.store(*rev, Ordering::Relaxed);
     }
-    let workers = opts.workers.max(1);
-    let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node);
-    let shared: &'static Shared = Box::leak(Box::new(Shared {
-        current: ArcSwap::from_pointee(rt),
-        metrics,
-        source,
-        workers,
-        access_log: opts.access_log,
-        draining: AtomicBool::new(false),
-        drain: opts.drain,
-        header_read_timeout: opts.header_read_timeout,
-        node: opts.node.clone(),
-        stream_idle: opts.stream_idle_timeout,
-    }));
+    let workers = shared.workers;
 
     let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let admin_listener = match opts.admin {

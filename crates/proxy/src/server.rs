@@ -55,33 +55,14 @@ pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::Tc
                 return;
             }
         };
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1().max_buf_size(MAX_HEADER_BYTES);
-        // Off by default, as Envoy's `request_headers_timeout`: hyper arms a timer for
-        // every request head, ~1.5 k instructions a request (6 %, callgrind).
-        if let Some(t) = shared.header_read_timeout {
-            b.http1().timer(TokioTimer::new()).header_read_timeout(t);
-        }
-        b.http2().timer(TokioTimer::new()).max_concurrent_streams(1024).enable_connect_protocol();
-        let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(b));
+        let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(builder(shared)));
         let graceful = GracefulShutdown::new();
-        let counters = &shared.metrics.counters;
         loop {
             tokio::select! {
                 acc = listener.accept() => {
                     let Ok((stream, remote)) = acc else { continue };
                     let _ = stream.set_nodelay(true);
-                    counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
-                    counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
-                    let ctx = ConnCtx { shared, remote, worker };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service_fn(move |req| handle(ctx, req)));
-                    let conn = graceful.watch(conn.into_owned());
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            classify(shared, &*e);
-                        }
-                        counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
-                    });
+                    tokio::spawn(connection(shared, builder, &graceful, stream, remote, worker));
                 }
                 _ = stop.changed() => break,
             }
@@ -89,6 +70,48 @@ pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::Tc
         drop(listener);
         let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
     });
+}
+
+/// The client-facing HTTP server as configured: h1 and h2c on one port (hyper-util's
+/// `auto`), made once per worker.
+pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().max_buf_size(MAX_HEADER_BYTES);
+    // Off by default, as Envoy's `request_headers_timeout`: hyper arms a timer for
+    // every request head, ~1.5 k instructions a request (6 %, callgrind).
+    if let Some(t) = shared.header_read_timeout {
+        b.http1().timer(TokioTimer::new()).header_read_timeout(t);
+    }
+    b.http2().timer(TokioTimer::new()).max_concurrent_streams(1024).enable_connect_protocol();
+    b
+}
+
+/// One client connection, served until it ends (or `graceful` shuts it down), its
+/// requests each through [`handle`]. Generic over the stream so that the in-process
+/// harness ([`crate::testing`]) serves an in-memory stream through this same code.
+pub fn connection<I>(
+    shared: &'static Shared,
+    builder: &'static auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    io: I,
+    remote: SocketAddr,
+    worker: usize,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let counters = &shared.metrics.counters;
+    counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
+    counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
+    let ctx = ConnCtx { shared, remote, worker };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service_fn(move |req| handle(ctx, req)));
+    let conn = graceful.watch(conn.into_owned());
+    async move {
+        if let Err(e) = conn.await {
+            classify(shared, &*e);
+        }
+        counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts why a client connection ended in error.

@@ -51,9 +51,12 @@ pub struct Shared {
     pub node: crate::cluster::Node,
     /// A stream with no activity this long ends (Envoy's stream_idle_timeout).
     pub stream_idle: Option<std::time::Duration>,
+    /// How upstream connections are opened (every endpoint holds a copy).
+    pub transport: crate::transport::Transport,
 }
 
 impl Runtime {
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         resources: Vec<Resource>,
         snap: Snapshot,
@@ -62,6 +65,7 @@ impl Runtime {
         metrics: &'static Metrics,
         revision: u64,
         node: &crate::cluster::Node,
+        transport: &crate::transport::Transport,
     ) -> Runtime {
         let mut old: HashMap<(String, String), Arc<Endpoint>> = HashMap::new();
         let mut breakers = HashMap::new();
@@ -73,8 +77,11 @@ impl Runtime {
                 }
             }
         }
-        let clusters: Vec<Arc<Cluster>> =
-            snap.clusters.iter().map(|s| Arc::new(Cluster::build(s, &old, breakers.get(&s.name), workers, metrics, node))).collect();
+        let clusters: Vec<Arc<Cluster>> = snap
+            .clusters
+            .iter()
+            .map(|s| Arc::new(Cluster::build(s, &old, breakers.get(&s.name), workers, metrics, node, transport)))
+            .collect();
         let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &p.live), metrics);
         Runtime { snap, clusters, chains, live, resources, revision }
     }
@@ -105,7 +112,7 @@ impl Shared {
         }
         let prev = self.current.load();
         let rev = prev.revision + 1;
-        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev, &self.node);
+        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev, &self.node, &self.transport);
         self.current.store(Arc::new(rt));
         c.reloads_ok.fetch_add(1, Ordering::Relaxed);
         c.config_revision.store(rev, Ordering::Relaxed);

@@ -34,7 +34,7 @@ pub async fn upgrade(
             return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
         }
     };
-    let (mut tx, conn) = match http1::handshake(io).await {
+    let (mut tx, conn) = match http1::handshake(TokioIo::new(io)).await {
         Ok(x) => x,
         Err(e) => {
             return local::reply(
@@ -92,7 +92,7 @@ pub async fn connect(down: OnUpgrade, ep: Arc<Endpoint>, fin: Finish, ctx: ConnC
     let dest = ep.dest;
     tokio::spawn(async move {
         if let Ok(d) = down.await {
-            splice(TokioIo::new(d), io.into_inner(), metrics, dest).await;
+            splice(TokioIo::new(d), io, metrics, dest).await;
         }
     });
     local::reply(fin, StatusCode::OK, ResponseFlags::NONE, bytes::Bytes::new(), version)

@@ -160,33 +160,12 @@ fn stalling_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
 }
 
 #[test]
-fn stream_idle_timeout_ends_silent_upstreams_before_and_during_the_response() {
-    use std::time::{Duration, Instant};
-    // Answers nothing at all: no route timeout is set, so the idle timeout answers 408 SI.
-    let silent = stalling_upstream(b"");
-    let p = proxy_with(&service_entry("svc", &[(silent, "v: a", 1)]), &["--stream-idle-timeout", "300ms", "--access-log"]);
-    let t = Instant::now();
-    let r = get(p.addr(), "svc", "/", &[]);
-    assert_eq!(r.status, 408, "{}", r.text());
-    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert_eq!(p.metric("istio_requests_total", &["response_code=\"408\"", "response_flags=\"SI\""]), 1.0);
-
-    // Sends the head and 10 of 100 bytes, then nothing: the response is cut off.
-    let stalls = stalling_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
-    let p = proxy_with(&service_entry("svc", &[(stalls, "v: a", 1)]), &["--stream-idle-timeout", "300ms"]);
-    let mut c = Client::connect(p.addr());
-    c.stream().set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let t = Instant::now();
+fn stream_idle_timeout_of_0s_turns_it_off() {
     use std::io::Write;
-    c.stream().write_all(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let _ = std::io::Read::read_to_end(c.stream(), &mut got);
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "{text}");
-    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(2), "closed after {:?}", t.elapsed());
-    assert_eq!(p.wait_metric("weft_stream_idle_timeouts_total", &[], 1.0), 1.0);
-
-    // 0s turns it off: the silent upstream keeps the request waiting.
+    use std::time::Duration;
+    // Before and during the response, on a simulated clock: weft-proxy's tests/timeouts.rs.
+    // Here, the flag: 0s turns it off, and the silent upstream keeps the request waiting.
+    let silent = stalling_upstream(b"");
     let p = proxy_with(&service_entry("svc", &[(silent, "v: a", 1)]), &["--stream-idle-timeout", "0s"]);
     let mut c = Client::connect(p.addr());
     c.stream().set_read_timeout(Some(Duration::from_millis(800))).unwrap();

@@ -128,7 +128,9 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
     // (Latency outlier detection already fed the same estimate.)
     if cluster.spec.lb == LbPolicy::PeakEwma {
         if let Some(f) = cx.fin.endpoint.as_ref().filter(|f| f.endpoint().outlier.is_none_or(|o| o.latency_mad_factor.is_none())) {
-            f.endpoint().load.observe(cx.start.elapsed().as_nanos() as u64, crate::cluster::now_ns());
+            f.endpoint()
+                .load
+                .observe(crate::request::now().saturating_duration_since(cx.start).as_nanos() as u64, crate::cluster::now_ns());
         }
     }
     Forwarded::Upstream(super::respond::from_upstream(cx, up, &dest.response_headers))

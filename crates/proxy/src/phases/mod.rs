@@ -20,7 +20,6 @@ pub(crate) mod route;
 pub(crate) mod send;
 
 use std::convert::Infallible;
-use std::time::Instant;
 
 use http::{header, Request, Response};
 use hyper::body::Incoming;
@@ -65,6 +64,6 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
 /// The accept phase: the request's context and its record, started now.
 fn accept(conn: ConnCtx, req: &Request<Incoming>) -> RequestCtx {
     let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let fin = Finish::new(conn.shared.metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, Instant::now());
+    let fin = Finish::new(conn.shared.metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, crate::request::now());
     RequestCtx::new(conn, fin, req.version(), grpc)
 }

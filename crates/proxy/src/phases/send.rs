@@ -10,6 +10,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::request::now as clock;
+
 use http::request::Parts;
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
@@ -96,7 +98,7 @@ pub(crate) async fn send(
             other => (other, None),
         };
         tries += 1;
-        let now = Instant::now();
+        let now = clock();
         let left = plan.deadline.map(|d| d.saturating_duration_since(now));
         let limit = match (plan.policy.and_then(|p| p.per_try_timeout), left) {
             (Some(p), Some(l)) => Some(p.min(l)),
@@ -110,7 +112,13 @@ pub(crate) async fn send(
             (None, Some(idle)) => crate::idle::bounded(idle, attempt).await.unwrap_or(Err(UpstreamError::Idle)),
             (None, None) => attempt.await,
         };
-        crate::outlier::report(shared, plan.cluster, &ep, crate::outlier::observed(&result), now.elapsed().as_nanos() as u64);
+        crate::outlier::report(
+            shared,
+            plan.cluster,
+            &ep,
+            crate::outlier::observed(&result),
+            clock().saturating_duration_since(now).as_nanos() as u64,
+        );
         let Some(policy) = plan.policy else { return result };
         let outcome = match &result {
             Ok(up) => {
@@ -127,7 +135,7 @@ pub(crate) async fn send(
             return result;
         }
         let wait = backoff(tries, BACKOFF_BASE, BACKOFF_MAX, fastrand::f64());
-        let out_of_time = plan.deadline.is_some_and(|d| Instant::now() + wait >= d);
+        let out_of_time = plan.deadline.is_some_and(|d| clock() + wait >= d);
         if tries > attempts || out_of_time {
             if tries > 1 {
                 cx.fin.flags.insert(ResponseFlags::URX);
@@ -202,7 +210,7 @@ async fn hedged(
 async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: &Plan<'_>, h: &Hedge) -> Result<Upstream, UpstreamError> {
     let worker = cx.conn.worker;
     // The first try's share of the load is the request's own (held by its record).
-    let mut launched: Vec<(Arc<Endpoint>, Instant, Option<InFlight>)> = vec![(ep.clone(), Instant::now(), None)];
+    let mut launched: Vec<(Arc<Endpoint>, Instant, Option<InFlight>)> = vec![(ep.clone(), clock(), None)];
     let mut racing: Vec<(usize, Try<'_>)> = vec![(0, Box::pin(once_owned(ep.clone(), worker, parts)))];
     let delay = h.current_delay();
     let mut timer = Box::pin(tokio::time::sleep(delay));
@@ -232,7 +240,7 @@ async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: 
                 if let Some(next) = pick_other(plan, &tried) {
                     cx.conn.shared.metrics.counters.hedges.fetch_add(1, Ordering::Relaxed);
                     racing.push((launched.len(), Box::pin(once_owned(next.clone(), worker, parts))));
-                    launched.push((next.clone(), Instant::now(), Some(InFlight::start(next))));
+                    launched.push((next.clone(), clock(), Some(InFlight::start(next))));
                 }
                 timer.as_mut().reset(tokio::time::Instant::now() + delay);
             }
@@ -241,14 +249,14 @@ async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: 
     drop(racing);
     // The answer's latency feeds delayPercentile.
     if let (Some(window), Ok(_)) = (&h.window, &result) {
-        window.record(launched[winner].1.elapsed(), crate::cluster::now_ns());
+        window.record(clock().saturating_duration_since(launched[winner].1), crate::cluster::now_ns());
     }
     // A cancelled try took at least this long: the latency-aware balancer learns so, or
     // it would keep trusting the slow endpoint whose tries are always cancelled.
     let now = crate::cluster::now_ns();
     for (i, (e, started, _)) in launched.iter().enumerate() {
         if i != winner {
-            e.load.observe(started.elapsed().as_nanos() as u64, now);
+            e.load.observe(clock().saturating_duration_since(*started).as_nanos() as u64, now);
         }
     }
     // The winner's share of the load moves to the request's record; the others' go

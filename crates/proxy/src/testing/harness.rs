@@ -1,0 +1,150 @@
+//! The proxy served in-process: [`Harness`] builds the state from YAML text and
+//! serves each client connection on an in-memory stream, on the test's own runtime.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+
+use super::Network;
+use crate::state::{ConfigSource, Shared};
+use crate::transport::Transport;
+use crate::ProxyOptions;
+
+/// Bytes either half of a client connection buffers.
+const PIPE: usize = 64 * 1024;
+
+/// A proxy whose upstreams are `net`'s endpoints and whose clients are the test's.
+pub struct Harness {
+    pub shared: &'static Shared,
+    pub net: Network,
+    builder: &'static auto::Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+}
+
+/// A response as the client saw it: the body read to its end, or to the error that
+/// cut it off.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Why the body ended early (the stream idle timeout, an upstream reset).
+    pub cut: Option<String>,
+}
+
+impl Answer {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap_or("<not UTF-8>")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An upstream's answer: `status` with `body` as text.
+pub fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+impl Harness {
+    /// The proxy with `weft proxy`'s defaults and `yaml` as its config (panics, with
+    /// the validation errors, if it does not compile).
+    pub fn new(net: &Network, yaml: &str) -> Harness {
+        Harness::with_options(net, yaml, ProxyOptions::default())
+    }
+
+    pub fn with_options(net: &Network, yaml: &str, opts: ProxyOptions) -> Harness {
+        let (resources, snap, diags) = weft_config::build_str("harness.yaml", yaml);
+        assert!(diags.is_ok(), "config rejected: {diags}");
+        let source = ConfigSource::Files(Vec::new());
+        let shared = crate::run::build_shared(resources, snap, source, &opts, Transport::Memory(net.clone()));
+        let builder = Box::leak(Box::new(crate::server::builder(shared)));
+        Harness { shared, net: net.clone(), builder, graceful: GracefulShutdown::new() }
+    }
+
+    /// Swaps in a new config, as a file reload or a control plane's push does.
+    pub fn install(&self, yaml: &str) {
+        let (resources, snap, diags) = weft_config::build_str("harness.yaml", yaml);
+        if let Err(d) = self.shared.install_built(resources, snap, diags) {
+            panic!("config rejected: {d}");
+        }
+    }
+
+    /// A new client connection (HTTP/1.1), served by [`crate::server::connection`] as a
+    /// worker serves an accepted socket.
+    pub async fn connect(&self) -> Client {
+        let (ours, theirs) = tokio::io::duplex(PIPE);
+        let remote = SocketAddr::from(([127, 0, 0, 1], 50000));
+        tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0));
+        let (tx, conn) = http1::handshake(TokioIo::new(ours)).await.expect("client handshake");
+        tokio::spawn(conn);
+        Client { tx }
+    }
+
+    /// `GET path` with `Host: host`, on a connection of its own.
+    pub async fn get(&self, host: &str, path: &str) -> Answer {
+        self.connect().await.get(host, path).await
+    }
+
+    /// `req` on a connection of its own.
+    pub async fn request(&self, req: Request<Full<Bytes>>) -> Answer {
+        self.connect().await.send(req).await
+    }
+
+    /// The sum of a metric's samples whose labels contain each of `labels` (as the
+    /// admin endpoint's `/metrics` shows them).
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        self.shared
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+            .filter(|l| labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// One client connection to the proxy.
+pub struct Client {
+    tx: http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn get(&mut self, host: &str, path: &str) -> Answer {
+        let req = Request::get(path).header(http::header::HOST, host).body(Full::default()).expect("a valid request");
+        self.send(req).await
+    }
+
+    /// Sends `req` and reads the response to its end.
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Answer {
+        let resp = self.tx.send_request(req).await.expect("the proxy answers");
+        let (parts, mut body) = resp.into_parts();
+        let mut data = BytesMut::new();
+        let mut cut = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        data.extend_from_slice(d);
+                    }
+                }
+                Err(e) => {
+                    cut = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        Answer { status: parts.status, headers: parts.headers, body: data.freeze(), cut }
+    }
+}
