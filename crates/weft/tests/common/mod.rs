@@ -45,7 +45,13 @@ impl Proc {
 
 /// Starts `weft ARGS`, waiting for the stderr line that says where it listens.
 pub fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(weft())
+    spawn_program(weft(), args)
+}
+
+/// Starts `program ARGS` (a `weft`, or a test server such as a python script), waiting
+/// for the stderr line that says where it listens ("listening on ADDR").
+pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new(program)
         .args(args)
         .env("WEFT_LOG", "info")
         .stdin(Stdio::null())
@@ -70,7 +76,7 @@ pub fn spawn(args: &[&str]) -> Proc {
         // Not left running behind the failed test.
         let _ = child.kill();
         let _ = child.wait();
-        panic!("weft {args:?} did not start: {}", log.lock().unwrap().join("\n"));
+        panic!("{program} {args:?} did not start: {}", log.lock().unwrap().join("\n"));
     };
     let clean = strip_ansi(&line);
     let addr = after(&clean, "listening on ").expect("address");

@@ -72,9 +72,15 @@ pub fn freshness_lifetime(resp: &HeaderMap, response_time: SystemTime) -> Durati
 
 /// §4.2.3: the age the origin and caches before weft gave it (`Age`, or `Date` apart
 /// from arrival), plus the request's round trip, plus the time it has been here.
-/// An unreadable `Age` is ignored.
+/// An unreadable `Age` is ignored. `Date` has whole seconds, so it is compared with the
+/// arrival time in whole seconds: a response dated 12 s that arrived at 12.95 s is 0 s
+/// old, not 0.95 s (which would leave a `max-age=1` response fresh for 50 ms).
 pub fn current_age(resp: &HeaderMap, request_time: SystemTime, response_time: SystemTime, now: SystemTime) -> Duration {
     let since = |later: SystemTime, earlier: SystemTime| later.duration_since(earlier).unwrap_or(Duration::ZERO);
+    let whole_secs = |t: SystemTime| {
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    };
     let age_value = resp
         .get(AGE)
         .and_then(|v| v.to_str().ok())
@@ -83,7 +89,7 @@ pub fn current_age(resp: &HeaderMap, request_time: SystemTime, response_time: Sy
             s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX))
         })
         .map_or(Duration::ZERO, Duration::from_secs);
-    let apparent = resp.get(DATE).and_then(date).map_or(Duration::ZERO, |d| since(response_time, d));
+    let apparent = resp.get(DATE).and_then(date).map_or(Duration::ZERO, |d| since(whole_secs(response_time), d));
     let corrected = age_value.saturating_add(since(response_time, request_time));
     apparent.max(corrected).saturating_add(since(now, response_time))
 }

@@ -79,6 +79,13 @@ fn ages() {
     assert_eq!(current_age(&resp, t(0), t(0), t(3)).as_secs(), 3);
     let resp = h(&[("age", "99999999999999999999999")]);
     assert_eq!(current_age(&resp, t(0), t(0), t(0)).as_secs(), DELTA_MAX);
+    // Dated in the second it arrived in, 0.95 s into it: 0 s old on arrival, not 0.95 s.
+    let ms = |m: u64| t(0) + Duration::from_millis(m);
+    let resp = h(&[("date", &http_date(0))]);
+    assert_eq!(current_age(&resp, ms(940), ms(950), ms(950)), Duration::from_millis(10));
+    assert_eq!(current_age(&resp, ms(940), ms(950), ms(1250)), Duration::from_millis(310));
+    // A Date a whole second behind still counts.
+    assert_eq!(current_age(&resp, ms(1940), ms(1950), ms(1950)), Duration::from_secs(1));
 }
 
 #[test]
