@@ -73,8 +73,14 @@ pub fn build(
             let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, &mut live)));
             vh.routes
                 .iter()
-                .map(|route| {
+                .enumerate()
+                .map(|(ri, route)| {
                     let mut filters = host_filters.clone();
+                    for f in &mut filters {
+                        if let Filter::Cache(c) = f {
+                            c.route = format!("{}#{ri}", vh.name).into();
+                        }
+                    }
                     route_filters(route, clusters, &mut filters);
                     Arc::new(Chain { filters: filters.into_boxed_slice(), hedge: hedge.clone() })
                 })
@@ -112,6 +118,7 @@ fn host_filters(vh: &VirtualHost, prev: &LiveState, live: &mut LiveState, metric
                 policy: Arc::new(p.clone()),
                 store: Arc::new(CacheStore::counted(p, Some(&metrics.counters.cache_evictions))),
                 coalescer: Coalescer::new(),
+                route: Arc::from(""),
             },
         };
         live.caches.insert(key, cache.clone());
@@ -147,10 +154,15 @@ fn route_filters(route: &Route, clusters: &[Arc<Cluster>], out: &mut Vec<Filter>
     if let Some(f) = &route.fault {
         out.push(Filter::Fault(fault::Fault(f.clone())));
     }
-    if !route.request_headers.is_empty() || !route.response_headers.is_empty() {
+    let destinations: Vec<weft_config::HeaderOps> = match &route.action {
+        Action::Forward(wc) => wc.targets.iter().map(|t| t.response_headers.clone()).collect(),
+        _ => Vec::new(),
+    };
+    if !route.request_headers.is_empty() || !route.response_headers.is_empty() || destinations.iter().any(|d| !d.is_empty()) {
         out.push(Filter::HeaderOps(header_ops::HeaderOps {
             request: route.request_headers.clone(),
             response: route.response_headers.clone(),
+            destinations,
         }));
     }
     if let Some((choice, fraction)) = &route.mirror {

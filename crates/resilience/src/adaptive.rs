@@ -142,6 +142,13 @@ impl Adaptive {
         }
     }
 
+    /// A request answered without reaching the upstream (a cache hit): its place is
+    /// given back and its latency, which says nothing of the upstream's, not sampled.
+    pub fn forget(&self, t: Ticket) {
+        let _ = t;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// A request done (its response head came back, or it failed) at `now_ns`.
     pub fn release(&self, t: Ticket, now_ns: u64) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);

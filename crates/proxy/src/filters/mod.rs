@@ -86,6 +86,8 @@ pub struct PerRequest {
     pub admitted: Vec<rate_limit::Admitted>,
     /// The cluster a copy of the request goes to (mirroring).
     pub mirror: Option<Arc<crate::cluster::Cluster>>,
+    /// The destination routing chose: its index in the route's weighted targets.
+    pub target: usize,
     /// A generated consistent-hash cookie to set on the response.
     pub set_cookie: Option<http::HeaderValue>,
     /// The coding the client gets if the response qualifies (Compression).
@@ -122,7 +124,7 @@ impl Filter {
     #[inline]
     pub fn on_response(&self, cx: &mut RequestCtx, resp: &mut Response<RespBody>) {
         match self {
-            Filter::HeaderOps(f) => f.on_response(resp),
+            Filter::HeaderOps(f) => f.on_response(cx.filters.target, resp),
             Filter::HashCookie(f) => f.on_response(cx, resp),
             Filter::Compression(_) => compression::Compression::on_response(cx, resp),
             Filter::Cache(_) => cache::ResponseCache::on_response(cx, resp),

@@ -37,6 +37,15 @@ pub struct RateLimit {
 /// A request admitted by an adaptive concurrency limit; reports its latency when dropped.
 pub struct Admitted(Arc<Adaptive>, Option<Ticket>);
 
+impl Admitted {
+    /// Gives the place back without a latency sample (the answer never reached the upstream).
+    pub fn forget(mut self) {
+        if let Some(t) = self.1.take() {
+            self.0.forget(t);
+        }
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some(t) = self.1.take() {

@@ -97,7 +97,10 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let body = match body {
         ReqBody::Empty => TryBody::None,
-        ReqBody::Stream { body, state, tee: None } if !mirrored => TryBody::Replay(crate::replay::Replaying::new(body, state)),
+        // Kept for replay only when a retry may need it.
+        ReqBody::Stream { body, state, tee: None } if !mirrored && route.retry.is_some() => {
+            TryBody::Replay(crate::replay::Replaying::new(body, state))
+        }
         other => TryBody::Once(other),
     };
     let plan = Plan {
@@ -133,7 +136,7 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
                 .observe(crate::request::now().saturating_duration_since(cx.start).as_nanos() as u64, crate::cluster::now_ns());
         }
     }
-    Forwarded::Upstream(super::respond::from_upstream(cx, up, &dest.response_headers))
+    Forwarded::Upstream(super::respond::from_upstream(cx, up))
 }
 
 /// Turns the client's request into the upstream one: hop-by-hop headers, the
@@ -151,13 +154,7 @@ fn upstream_request(
     cx: &mut RequestCtx,
     upgrade: bool,
 ) -> Result<Request<ReqBody>, &'static str> {
-    let upgrade_headers =
-        if upgrade { (parts.headers.get(header::CONNECTION).cloned(), parts.headers.get(header::UPGRADE).cloned()) } else { (None, None) };
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if let (Some(c), Some(u)) = upgrade_headers {
-        parts.headers.insert(header::CONNECTION, c);
-        parts.headers.insert(header::UPGRADE, u);
-    }
+    let _ = upgrade; // (hop-by-hop fields were removed when the request was routed)
     ops.apply(&mut parts.headers);
     if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
         parts.headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());

@@ -42,12 +42,17 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
         tokio::time::sleep(cx.filters.delay).await;
         cx.filters.queued.clear();
     }
-    let route::Routed { chain, ran, mut next } = routed;
+    let route::Routed { chain, mut ran, before_wait, mut next } = routed;
     if let Some(waiting) = cx.filters.cache_wait.take() {
         // Another request is fetching this response for the cache: wait for it (boxed:
-        // rare, and it would grow every request's future).
-        if let Some(hit) = Box::pin(waiting.wait(&mut cx)).await {
+        // rare, and it would grow every request's future), at most until the route's timeout.
+        let deadline = match &next {
+            route::Next::Forward(f) => f.route.timeout.map(|t| cx.start + t),
+            route::Next::Answer(_) => None,
+        };
+        if let Some(hit) = Box::pin(waiting.wait(&mut cx, deadline)).await {
             next = route::Next::Answer(Box::new(hit));
+            ran = before_wait;
         }
     }
     let mut resp = match next {

@@ -1,5 +1,5 @@
 //! The response phases: an upstream response made the client's (hop-by-hop headers,
-//! the destination's header operations, the client's version, a streamed body), then
+//! the client's version, a streamed body), then
 //! the response filters, then the record attached to the body, which records the
 //! request when its last byte has gone.
 
@@ -11,8 +11,9 @@ use crate::filters::{self, Chain};
 use crate::headers;
 use crate::request::RequestCtx;
 
-/// The client's response from the upstream's (its record not yet attached).
-pub(crate) fn from_upstream(cx: &RequestCtx, up: Upstream, ops: &weft_config::HeaderOps) -> Response<RespBody> {
+/// The client's response from the upstream's (its record not yet attached). The
+/// route's and the destination's header operations are the `header_ops` filter's.
+pub(crate) fn from_upstream(cx: &RequestCtx, up: Upstream) -> Response<RespBody> {
     let (mut parts, body) = match up {
         Upstream::Hyper(r, ret) => {
             let (p, b) = r.into_parts();
@@ -24,7 +25,6 @@ pub(crate) fn from_upstream(cx: &RequestCtx, up: Upstream, ops: &weft_config::He
         }
     };
     headers::strip_hop_by_hop(&mut parts.headers);
-    ops.apply(&mut parts.headers);
     parts.version = cx.version;
     Response::from_parts(parts, body.idle_after(cx.conn.shared.stream_idle))
 }

@@ -29,6 +29,9 @@ pub(crate) struct Routed {
     /// How many of the chain's filters ran their request hook (the response passes
     /// back through those).
     pub ran: usize,
+    /// How many ran before the one that made the request wait for a coalesced cache
+    /// fill: an answer from the cache after the wait passes back through those only.
+    pub before_wait: usize,
     pub next: Next,
 }
 
@@ -129,6 +132,7 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
         }
         Action::Forward(wc) => {
             let target = wc.pick_index(fastrand::u32(..));
+            cx.filters.target = target;
             let mut cluster = rt.clusters[wc.targets[target].cluster.resolve(port.unwrap_or(0))].clone();
             cx.fin.dest = cluster.dest;
             let hash = match &cluster.spec.lb {
@@ -155,21 +159,37 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     let connect = (req.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut req));
     let upgrade = (cx.version == Version::HTTP_11 && headers::is_upgrade(req.headers())).then(|| hyper::upgrade::on(&mut req));
     let (mut head, body) = req.into_parts();
+    // Hop-by-hop fields go before any filter sees the request: a client's `Connection:
+    // x-user` must not remove a header a filter (or a route's header operation) sets.
+    let upgrade_headers =
+        upgrade.as_ref().map(|_| (head.headers.get(header::CONNECTION).cloned(), head.headers.get(header::UPGRADE).cloned()));
+    headers::strip_hop_by_hop(&mut head.headers);
+    if let Some((Some(c), Some(u))) = upgrade_headers {
+        head.headers.insert(header::CONNECTION, c);
+        head.headers.insert(header::UPGRADE, u);
+    }
     let mut ran = 0;
+    let mut before_wait = None;
     for f in chain.filters.iter() {
         match f.on_request(cx, &mut head, host) {
-            Flow::Next => ran += 1,
+            Flow::Next => {
+                if before_wait.is_none() && cx.filters.cache_wait.is_some() {
+                    before_wait = Some(ran);
+                }
+                ran += 1;
+            }
             Flow::Reject(local) => return Err(crate::local::reject(cx, local)),
-            Flow::Respond(resp) => return Ok(Routed { chain, ran, next: Next::Answer(resp) }),
+            Flow::Respond(resp) => return Ok(Routed { chain, ran, before_wait: ran, next: Next::Answer(resp) }),
         }
     }
+    let before_wait = before_wait.unwrap_or(ran);
     let next = match planned {
         Planned::Answer(resp) => Next::Answer(resp),
         Planned::Forward { target, cluster, hash, new_pq, hedge } => {
             Next::Forward(Box::new(Forward { head, body, route, target, cluster, hash, hedge, new_pq, authority, upgrade, connect }))
         }
     };
-    Ok(Routed { chain, ran, next })
+    Ok(Routed { chain, ran, before_wait, next })
 }
 
 enum Planned {

@@ -85,8 +85,12 @@ pub fn freshen(entry: &Entry, not_modified_head: &HeaderMap, request_time: Syste
         }
     }
     let mut e = entry.clone();
+    // (A 304's Set-Cookie is for the client that asked, never for the shared entry.)
     let skip = |n: &http::HeaderName| {
-        n == CONTENT_LENGTH || n == CONNECTION || matches!(n.as_str(), "keep-alive" | "transfer-encoding" | "te" | "upgrade")
+        n == CONTENT_LENGTH
+            || n == CONNECTION
+            || n == http::header::SET_COOKIE
+            || matches!(n.as_str(), "keep-alive" | "transfer-encoding" | "te" | "upgrade" | "set-cookie2")
     };
     for name in not_modified_head.keys() {
         if skip(name) {

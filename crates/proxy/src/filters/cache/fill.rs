@@ -48,20 +48,18 @@ impl<B> FillBody<B> {
 
 fn complete(fill: &mut Option<(Pending, Vec<Bytes>, u64)>, trailers: Option<http::HeaderMap>) {
     let Some((pending, chunks, len)) = fill.take() else { return };
-    let body = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut b = BytesMut::with_capacity(len as usize);
-            for c in &chunks {
-                b.extend_from_slice(c);
-            }
-            b.freeze()
-        }
-    };
+    // A response with trailers is not stored (a cached answer could not send them).
+    if trailers.is_some() {
+        return;
+    }
+    // Copied whole, even one chunk: a chunk is a slice of the upstream read buffer, and
+    // kept it would pin that buffer (8 KiB or more) for a few bytes the store counted.
+    let mut b = BytesMut::with_capacity(len as usize);
+    for c in &chunks {
+        b.extend_from_slice(c);
+    }
     let Pending { store, key, mut head, leader } = pending;
-    head.body = body;
-    head.trailers = trailers;
+    head.body = b.freeze();
     store.insert(key, head);
     drop(leader); // after the insert: waiters must find the entry
 }

@@ -28,6 +28,7 @@ const COALESCE_WAIT: Duration = Duration::from_secs(10);
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 static HIT: HeaderValue = HeaderValue::from_static("HIT");
+static STALE: HeaderValue = HeaderValue::from_static("STALE");
 static MISS: HeaderValue = HeaderValue::from_static("MISS");
 
 /// Fields a `304` carries from the stored response (RFC 9110 §15.4.5).
@@ -38,6 +39,10 @@ pub struct ResponseCache {
     pub policy: Arc<CachePolicy>,
     pub store: Arc<CacheStore>,
     pub coalescer: Arc<Coalescer>,
+    /// The route this copy of the filter serves (`vhost#index`): part of the key, so
+    /// that routes chosen by header, query or method (tenants, canaries) never share
+    /// entries. (Envoy's cache key has the cluster for the same reason.)
+    pub route: Arc<str>,
 }
 
 /// A request that went upstream for the cache: a miss, or a stale entry revalidating.
@@ -67,12 +72,17 @@ impl ResponseCache {
         if taken || (!self.policy.matches.is_empty() && !self.policy.applies(&view(head, host, cx.port))) {
             return Flow::Next;
         }
-        if !request_cacheable(&head.method, &head.headers) {
+        // Upgrades are not HTTP exchanges to keep, and a GET with a body is keyed by more
+        // than its URL.
+        let has_body = head.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || head.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+        if !request_cacheable(&head.method, &head.headers) || crate::headers::is_upgrade(&head.headers) || has_body {
             return Flow::Next;
         }
+        // The route and destination first, then the authority the client named.
         let authority = match cx.port {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_owned(),
+            Some(p) => format!("{}|{}|{host}:{p}", self.route, cx.fin.dest.0),
+            None => format!("{}|{}|{host}", self.route, cx.fin.dest.0),
         };
         let key = PrimaryKey::new(&authority, &head.uri);
         let now = SystemTime::now();
@@ -89,7 +99,8 @@ impl ResponseCache {
         match self.store.lookup(&out.key, &head.headers) {
             Some(e) if e.freshness(&head.headers, now) == Freshness::Fresh => {
                 counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Flow::Respond(Box::new(serve(&e, &head.headers, &head.method, now, cx.version)));
+                forget_admissions(cx);
+                return Flow::Respond(Box::new(serve(&e, &head.headers, &head.method, now, cx.version, &HIT)));
             }
             Some(e) => {
                 let mut client = HeaderMap::new();
@@ -125,21 +136,40 @@ impl ResponseCache {
         let now = SystemTime::now();
         if let Some((entry, client)) = &stale {
             if resp.status() == StatusCode::NOT_MODIFIED {
-                if let Some(fresh) = freshen(entry, resp.headers(), request_time, now) {
-                    counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    *resp = serve(&fresh, client, &method, now, cx.version);
-                    store.update(key, fresh);
+                let Some(fresh) = freshen(entry, resp.headers(), request_time, now) else {
+                    // A 304 for another representation (its ETag differs): the entry is
+                    // dropped, and this client, who did not ask for a 304 of that one,
+                    // gets the stored body once more, marked stale (RFC 9111 §4.3.4 would
+                    // fetch again unconditionally; this request has had its try).
+                    store.invalidate(&key);
+                    *resp = serve(entry, client, &method, now, cx.version, &STALE);
                     return;
+                };
+                counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                *resp = serve(&fresh, client, &method, now, cx.version, &HIT);
+                // The 304 may have made the response one not to share (private, no-store).
+                if storable(&method, &req_headers, fresh.status, &fresh.headers, now) {
+                    store.update(key, fresh);
+                } else {
+                    store.invalidate(&key);
                 }
+                return;
             }
             counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let (status, headers) = (resp.status(), resp.headers());
         if storable(&method, &req_headers, status, headers, now) {
             if let Some(head) = Entry::new(status, headers.clone(), Bytes::new(), None, request_time, now, &req_headers) {
-                let pending = Pending { store, key, head, leader };
-                let body = std::mem::replace(resp.body_mut(), RespBody::full(Bytes::new(), None));
-                *resp.body_mut() = body.wrap(|b| FillBody::new(b, pending));
+                if http_body::Body::is_end_stream(resp.body()) {
+                    // Nothing to stream (a 204, an empty redirect): stored now, as the
+                    // body will not be polled.
+                    store.insert(key, head);
+                    drop(leader);
+                } else {
+                    let pending = Pending { store, key, head, leader };
+                    let body = std::mem::replace(resp.body_mut(), RespBody::full(Bytes::new(), None));
+                    *resp.body_mut() = body.wrap(|b| FillBody::new(b, pending));
+                }
             }
         }
         resp.headers_mut().insert(X_CACHE.clone(), MISS.clone());
@@ -149,15 +179,18 @@ impl ResponseCache {
 impl Waiting {
     /// Waits for the request fetching the same response; then answers from the cache,
     /// or (it failed, or its answer could not be stored) sends this one upstream too.
-    pub async fn wait(self: Box<Self>, cx: &mut RequestCtx) -> Option<Response<RespBody>> {
+    /// The wait is bounded by `deadline` (the route timeout's end) as well.
+    pub async fn wait(self: Box<Self>, cx: &mut RequestCtx, deadline: Option<std::time::Instant>) -> Option<Response<RespBody>> {
         let Waiting { flight, outstanding } = *self;
-        flight.wait(COALESCE_WAIT).await;
+        let bound = deadline.map_or(COALESCE_WAIT, |d| d.saturating_duration_since(crate::request::now()).min(COALESCE_WAIT));
+        flight.wait(bound).await;
         let now = SystemTime::now();
         let counters = &cx.conn.shared.metrics.counters;
         let req = &outstanding.req_headers;
         if let Some(e) = outstanding.store.lookup(&outstanding.key, req).filter(|e| e.freshness(req, now) == Freshness::Fresh) {
             counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(serve(&e, req, &outstanding.method, now, cx.version));
+            forget_admissions(cx);
+            return Some(serve(&e, req, &outstanding.method, now, cx.version, &HIT));
         }
         counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         cx.filters.cache = Some(Box::new(Outstanding { request_time: now, ..outstanding }));
@@ -165,9 +198,17 @@ impl Waiting {
     }
 }
 
+/// Adaptive concurrency learns the upstream's latency: an answer from the cache gives
+/// its place back without a sample.
+fn forget_admissions(cx: &mut RequestCtx) {
+    for a in cx.filters.admitted.drain(..) {
+        a.forget();
+    }
+}
+
 /// An answer from `entry` to a request with `req` headers: `304` when the client's
 /// validators match, else the stored response (its head only for HEAD).
-fn serve(entry: &Entry, req: &HeaderMap, method: &Method, now: SystemTime, version: Version) -> Response<RespBody> {
+fn serve(entry: &Entry, req: &HeaderMap, method: &Method, now: SystemTime, version: Version, x_cache: &HeaderValue) -> Response<RespBody> {
     let (mut parts, body) = entry.response(now, *method == Method::HEAD).into_parts();
     let mut body = RespBody::full(body, None);
     if not_modified(req, &entry.headers) {
@@ -183,6 +224,6 @@ fn serve(entry: &Entry, req: &HeaderMap, method: &Method, now: SystemTime, versi
         body = RespBody::full(Bytes::new(), None);
     }
     parts.version = version;
-    parts.headers.insert(X_CACHE.clone(), HIT.clone());
+    parts.headers.insert(X_CACHE.clone(), x_cache.clone());
     Response::from_parts(parts, body)
 }

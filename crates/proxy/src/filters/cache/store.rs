@@ -58,6 +58,16 @@ impl Entry {
         for name in listed.iter().map(String::as_str).chain(HOP_BY_HOP).chain(["connection"]) {
             headers.remove(name);
         }
+        // Values copied out: a received value is a slice of the read buffer it arrived in,
+        // which it would otherwise keep alive for as long as the entry lives.
+        let headers = headers
+            .iter()
+            .filter_map(|(n, v)| {
+                let mut copy = HeaderValue::from_bytes(v.as_bytes()).ok()?;
+                copy.set_sensitive(v.is_sensitive());
+                Some((n.clone(), copy))
+            })
+            .collect();
         let vary = VaryValues::capture(&names, req);
         Some(Entry { status, headers, body, trailers, request_time, response_time, vary })
     }
