@@ -87,7 +87,11 @@ pub fn run(a: DemoArgs) -> ExitCode {
     }
 }
 
-async fn demo(a: DemoArgs) -> Result<(), String> {
+async fn demo(mut a: DemoArgs) -> Result<(), String> {
+    // A default port someone else holds is not an error: the demo takes a free one.
+    a.listen = free_or_other(a.listen, "proxy")?;
+    a.admin = free_or_other(a.admin, "proxy admin")?;
+    a.control_plane = free_or_other(a.control_plane, "control plane")?;
     let backends = [("reviews-v1", "1ms", 0.0), ("reviews-v2", "5ms", 0.0), ("reviews-v3", "2ms", 0.1)];
     let mut ports = Vec::new();
     for (name, lat, err) in backends {
@@ -107,8 +111,7 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
 
     // The control plane: the backends registered, the routing config applied.
-    let cp = Command::new(&exe)
-        .args(["control-plane", "--listen", &a.control_plane.to_string(), "--data-dir"])
+    let cp = child_of_ours(Command::new(&exe).args(["control-plane", "--listen", &a.control_plane.to_string(), "--data-dir"]))
         .arg(dir.join("control-plane"))
         .stdin(Stdio::null())
         .spawn()
@@ -125,7 +128,7 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     std::fs::write(&cfg, CONFIG).map_err(|e| e.to_string())?;
     ctl_cmd(&exe, &server, &["apply", "-f", &cfg.display().to_string()])?;
 
-    let child = Command::new(&exe)
+    let child = child_of_ours(&mut Command::new(&exe))
         .args(["proxy", "--control-plane", &server, "--node", "demo-proxy"])
         .args(["--listen", &a.listen.to_string(), "--admin", &a.admin.to_string(), "--service", "demo-client"])
         .stdin(Stdio::null())
@@ -141,7 +144,12 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     let mut tasks = Vec::new();
     for c in 0..a.connections.max(1) {
         let addr = a.listen;
-        tasks.push(tokio::spawn(async move { client(addr, per, c).await }));
+        // Bounded: a demo never hangs, whatever the proxy does.
+        tasks.push(tokio::spawn(async move {
+            tokio::time::timeout(TRAFFIC_LIMIT, client(addr, per, c))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answers within {TRAFFIC_LIMIT:?}")))
+        }));
     }
     let mut by_backend: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
@@ -188,15 +196,61 @@ async fn demo(a: DemoArgs) -> Result<(), String> {
     if failures > 0 {
         println!("{failures} client connections failed");
     }
+    if failures == a.connections.max(1) {
+        return Err("no request went through the proxy".into());
+    }
     if a.once {
+        println!("\nRun `weft demo` without --once to keep the mesh running and try it yourself.");
         return Ok(());
     }
     println!(
-        "\nThe mesh keeps running. Try:\n  curl -s -H 'Host: reviews' http://{}/\n  curl -s http://{}/metrics | grep istio_requests_total\n  weft status --server {server}\n  weft get virtualservice reviews --server {server}\nCtrl-C stops everything.",
-        a.listen, a.admin
+        "\nThe mesh keeps running. Try:\n  weft bench http://{listen}/reviews/1 --host reviews -c 20 -z 10s     # load through the proxy\n  curl -s -H 'Host: reviews' http://{listen}/\n  curl -s http://{admin}/metrics | grep istio_requests_total\n  weft get endpoints --server {server}\n  weft get virtualservice reviews --server {server}\n  weft status --server {server}\nCtrl-C stops everything.",
+        listen = a.listen,
+        admin = a.admin,
     );
     let _ = tokio::signal::ctrl_c().await;
     Ok(())
+}
+
+/// How long the demo's traffic may take before it gives up.
+const TRAFFIC_LIMIT: Duration = Duration::from_secs(60);
+
+/// `addr` if nothing listens there, else a free port on the same address (said so).
+fn free_or_other(addr: SocketAddr, what: &str) -> Result<SocketAddr, String> {
+    if std::net::TcpListener::bind(addr).is_ok() {
+        return Ok(addr);
+    }
+    let other = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a free port for the {what} on {}: {e}", addr.ip()))?;
+    println!("weft demo: {addr} is taken; the {what} uses {other} instead");
+    Ok(other)
+}
+
+/// The demo's children die with it, even when it is killed with SIGKILL (Linux: the
+/// kernel sends them SIGTERM when the demo's thread goes; elsewhere they are stopped
+/// when the demo exits normally or fails).
+fn child_of_ours(cmd: &mut Command) -> &mut Command {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure calls only async-signal-safe
+        // functions (prctl, getppid) and allocates nothing.
+        let parent = std::process::id() as libc::pid_t;
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The demo may have died before the prctl: then do not start at all.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the demo is gone"));
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd
 }
 
 fn ms(d: Duration) -> f64 {
@@ -258,17 +312,23 @@ fn ctl_cmd(exe: &std::path::Path, server: &str, args: &[&str]) -> Result<(), Str
 }
 
 async fn wait_port(addr: SocketAddr, child: &mut ChildGuard, what: &str) -> Result<(), String> {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
+    let exited = |child: &mut ChildGuard| match child.0.as_mut().map(|c| c.try_wait()) {
+        Some(Ok(Some(st))) => {
+            child.0 = None;
+            Some(format!("the {what} exited ({st}); is {addr} already in use?"))
         }
-        if let Some(c) = child.0.as_mut() {
-            if let Ok(Some(st)) = c.try_wait() {
-                child.0 = None;
-                return Err(format!("the {what} exited ({st}); is {addr} already in use?"));
-            }
+        _ => None,
+    };
+    for _ in 0..200 {
+        if let Some(e) = exited(child) {
+            return Err(e);
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            // Listening — ours, not another process that took the port meanwhile.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return exited(child).map_or(Ok(()), Err);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("the {what} did not start listening on {addr}"))
+    Err(format!("the {what} did not start listening on {addr} within 10s"))
 }

@@ -24,3 +24,69 @@ fn demo_spreads_traffic_as_configured() {
     // The backends were registered with the control plane the proxy follows.
     assert!(out.contains("registered with the control plane on http://"), "{out}");
 }
+
+fn free() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+#[test]
+fn a_taken_port_is_replaced_by_a_free_one() {
+    // Someone else listens where the demo's proxy would: the demo says so, takes another
+    // port, and finishes (it used to send its traffic to the stranger and hang).
+    let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = stranger.local_addr().unwrap().to_string();
+    let mut child = std::process::Command::new(common::weft())
+        .args(["demo", "--once", "-n", "200", "--listen", &taken, "--admin", &free(), "--control-plane", &free()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the demo hung with its port taken");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains(&format!("{taken} is taken; the proxy uses")), "{out}");
+    assert!(out.contains("reviews-v1"), "{out}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn killing_the_demo_stops_its_control_plane_and_proxy() {
+    use std::io::BufRead;
+    let (listen, cp) = (free(), free());
+    let mut child = std::process::Command::new(common::weft())
+        .args(["demo", "-n", "100", "--listen", &listen, "--admin", &free(), "--control-plane", &cp])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let line = lines.next().expect("the demo ended early").unwrap();
+        if line.contains("The mesh keeps running") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no summary within 60 s");
+    }
+    let up = |a: &str| std::net::TcpStream::connect(a).is_ok();
+    assert!(up(&cp) && up(&listen), "the control plane and the proxy run while the demo does");
+    child.kill().unwrap(); // SIGKILL: the demo cannot clean up after itself
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while up(&cp) || up(&listen) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo's children outlived it (control plane {cp} or proxy {listen} still answers)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
