@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An origin for the Compression and ResponseCache end-to-end tests (filters.rs).
+"""An origin for the Compression and ResponseCache end-to-end tests (tests/filters/).
 
 Every response is shaped by the request's query:
   size=N        body length in bytes (default 2000); the body is text made from the path
