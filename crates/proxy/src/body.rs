@@ -19,8 +19,43 @@ use crate::pool::Returner;
 #[derive(Default)]
 pub struct BodyState {
     pub bytes: AtomicU64,
-    /// The client's body broke off (the client went away mid-request).
+    /// The client's body broke off (the client went away mid-request, or sent a
+    /// malformed body).
     pub aborted: AtomicBool,
+    /// It broke off because it was malformed (an invalid chunk size): a 400, flag DPE.
+    pub malformed: AtomicBool,
+}
+
+impl BodyState {
+    /// Records the client's body failing with `e`.
+    pub fn broke(&self, e: &hyper::Error) {
+        if is_malformed(e) {
+            self.malformed.store(true, Ordering::Relaxed);
+        }
+        self.aborted.store(true, Ordering::Relaxed);
+    }
+
+    /// The request failed because of the client's body: the client's fault, not the
+    /// endpoint's (no outlier detection, no retry).
+    pub fn client_fault(&self) -> Option<crate::error::UpstreamError> {
+        self.aborted
+            .load(Ordering::Relaxed)
+            .then(|| crate::error::UpstreamError::Client { malformed: self.malformed.load(Ordering::Relaxed) })
+    }
+}
+
+/// Whether a body error is a framing error (hyper's decoder reports an invalid chunk
+/// size and the like as `InvalidInput`/`InvalidData`; a body cut short is
+/// `UnexpectedEof`, an HTTP/2 reset an `h2` error).
+pub fn is_malformed(e: &hyper::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData);
+        }
+        src = s.source();
+    }
+    e.is_parse()
 }
 
 /// The body sent upstream.
@@ -56,8 +91,8 @@ impl Body for ReqBody {
                             }
                         }
                     }
-                    Poll::Ready(Some(Err(_))) => {
-                        state.aborted.store(true, Ordering::Relaxed);
+                    Poll::Ready(Some(Err(e))) => {
+                        state.broke(e);
                         *tee = None;
                     }
                     Poll::Ready(None) => *tee = None,

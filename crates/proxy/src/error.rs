@@ -14,6 +14,10 @@ pub enum UpstreamError {
     /// No response head within the stream idle timeout (no route or per-try timeout set).
     #[error("stream timeout")]
     Idle,
+    /// The client's request body failed: malformed (400, flag DPE) or cut short
+    /// (flag DC). Not the endpoint's fault: no outlier detection, no retry.
+    #[error("{}", if *malformed { "bad request: malformed request body" } else { "downstream disconnected during the request body" })]
+    Client { malformed: bool },
 }
 
 impl UpstreamError {
@@ -29,6 +33,8 @@ impl UpstreamError {
             UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, ResponseFlags::UT),
             // Envoy's answer when a stream idles out before its response starts.
             UpstreamError::Idle => (StatusCode::REQUEST_TIMEOUT, ResponseFlags::SI),
+            UpstreamError::Client { malformed: true } => (StatusCode::BAD_REQUEST, ResponseFlags::DPE),
+            UpstreamError::Client { malformed: false } => (StatusCode::BAD_REQUEST, ResponseFlags::DC),
         }
     }
 }

@@ -101,7 +101,8 @@ impl Finish {
         if let Some(b) = &self.request_body {
             req_bytes = b.bytes.load(Ordering::Relaxed);
             // The upstream broke because the client's body did: the client is at fault.
-            if b.aborted.load(Ordering::Relaxed) && !self.flags.contains(ResponseFlags::DC) {
+            let counted = self.flags.contains(ResponseFlags::DC) || self.flags.contains(ResponseFlags::DPE);
+            if b.aborted.load(Ordering::Relaxed) && !counted {
                 self.flags.0 &= !ResponseFlags::UC.0;
                 self.mid_body_reset = false;
                 self.downstream_reset();

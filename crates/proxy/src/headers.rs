@@ -123,6 +123,70 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
+/// What an HTTP/1.1 request's `Upgrade` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeKind {
+    /// `websocket` among the offered protocols (any case), with `Connection: upgrade`.
+    WebSocket,
+    /// `h2c` only, or an `Upgrade` that `Connection` does not name: the headers are
+    /// dropped and the request goes on as plain HTTP/1.1.
+    Stripped,
+    /// Any other protocol: refused.
+    Other,
+}
+
+/// Classifies a request that has an `Upgrade` header.
+pub fn upgrade_kind(h: &HeaderMap) -> UpgradeKind {
+    if !is_upgrade(h) {
+        return UpgradeKind::Stripped;
+    }
+    let tokens = || {
+        h.get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().split('/').next().unwrap_or("").trim())
+            .filter(|t| !t.is_empty())
+    };
+    if tokens().any(|t| t.eq_ignore_ascii_case("websocket")) {
+        UpgradeKind::WebSocket
+    } else if tokens().all(|t| t.eq_ignore_ascii_case("h2c")) {
+        UpgradeKind::Stripped
+    } else {
+        UpgradeKind::Other
+    }
+}
+
+/// Why a request's host is ambiguous (answered 400), if it is: more than one `Host`
+/// (RFC 9112 §3.2), or, over HTTP/2, a `Host` naming another authority than
+/// `:authority` (RFC 9113 §8.3.1). An HTTP/1.1 absolute-form request's `Host` is
+/// ignored and replaced by the URI's authority (RFC 9112 §3.2.2), as forwarding does.
+pub fn conflicting_host<B>(req: &Request<B>, version: http::Version) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next()?;
+    if hosts.next().is_some() {
+        return Some("bad request: more than one Host header\n");
+    }
+    match req.uri().authority() {
+        Some(a) if version == http::Version::HTTP_2 && !a.as_str().as_bytes().eq_ignore_ascii_case(first.as_bytes()) => {
+            Some("bad request: Host differs from :authority\n")
+        }
+        _ => None,
+    }
+}
+
+/// Replaces the request's path, keeping its query (and scheme and authority).
+pub fn set_path<B>(req: &mut Request<B>, path: &str) -> Option<()> {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    *req.uri_mut() = Uri::from_parts(parts).ok()?;
+    Some(())
+}
+
 /// Applies `rewrite.uri` / `uriRegexRewrite` to a path-and-query. A prefix match's
 /// prefix is replaced; an exact or regex match replaces the whole path (Envoy's
 /// `prefix_rewrite` and `regex_rewrite`).
@@ -182,6 +246,44 @@ mod tests {
         assert_eq!(split_host_port("[::1]:80"), Some(("::1", Some(80))));
         assert_eq!(split_host_port("a:xx"), None);
         assert_eq!(HostBuf::new("ReViews").unwrap().as_str(), "reviews");
+    }
+
+    #[test]
+    fn upgrades() {
+        let kind = |c: &str, u: &[&str]| {
+            let mut h = HeaderMap::new();
+            h.insert("connection", c.parse().unwrap());
+            for v in u {
+                h.append("upgrade", v.parse().unwrap());
+            }
+            upgrade_kind(&h)
+        };
+        assert_eq!(kind("Upgrade", &["WebSocket"]), UpgradeKind::WebSocket);
+        assert_eq!(kind("keep-alive, upgrade", &["h2c, websocket/13"]), UpgradeKind::WebSocket);
+        assert_eq!(kind("Upgrade, HTTP2-Settings", &["h2c"]), UpgradeKind::Stripped);
+        assert_eq!(kind("close", &["websocket"]), UpgradeKind::Stripped);
+        assert_eq!(kind("upgrade", &["foo"]), UpgradeKind::Other);
+        assert_eq!(kind("upgrade", &["h2c", "tls/1.3"]), UpgradeKind::Other);
+    }
+
+    #[test]
+    fn hosts() {
+        let req = |uri: &str, hosts: &[&str]| {
+            let mut r = Request::builder().uri(uri);
+            for h in hosts {
+                r = r.header("host", *h);
+            }
+            r.body(()).unwrap()
+        };
+        assert!(conflicting_host(&req("/", &["a", "b"]), http::Version::HTTP_11).is_some());
+        assert!(conflicting_host(&req("/", &["a", "a"]), http::Version::HTTP_11).is_some());
+        assert!(conflicting_host(&req("/", &["a"]), http::Version::HTTP_11).is_none());
+        assert!(conflicting_host(&req("http://a/", &["b"]), http::Version::HTTP_11).is_none());
+        assert!(conflicting_host(&req("http://a/", &["b"]), http::Version::HTTP_2).is_some());
+        assert!(conflicting_host(&req("http://A/", &["a"]), http::Version::HTTP_2).is_none());
+        let mut r = req("/a/../b?x=1", &["a"]);
+        set_path(&mut r, "/b").unwrap();
+        assert_eq!(r.uri().to_string(), "/b?x=1");
     }
 
     #[test]

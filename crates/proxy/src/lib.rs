@@ -25,6 +25,7 @@ pub mod idle;
 pub mod live;
 pub mod local;
 pub mod mirror;
+pub mod normalize;
 pub mod outlier;
 pub mod phases;
 pub mod pool;

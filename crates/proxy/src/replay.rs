@@ -128,7 +128,7 @@ impl Body for Replaying {
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.state.aborted.store(true, Ordering::Relaxed);
+                this.state.broke(&e);
                 this.spend();
                 this.rest = None;
                 Poll::Ready(Some(Err(e)))

@@ -38,6 +38,8 @@ pub struct ProxyOptions {
     pub stream_idle_timeout: Option<Duration>,
     /// Follow this control plane (URL, node ID) instead of files.
     pub control_plane: Option<(String, String)>,
+    /// Istio's path normalization; `base` by default.
+    pub path_normalization: crate::normalize::PathNormalization,
 }
 
 impl Default for ProxyOptions {
@@ -57,6 +59,7 @@ impl Default for ProxyOptions {
             node: Default::default(),
             stream_idle_timeout: Some(Duration::from_secs(300)),
             control_plane: None,
+            path_normalization: Default::default(),
         }
     }
 }
@@ -87,6 +90,7 @@ pub fn build_shared(
         header_read_timeout: opts.header_read_timeout,
         node: opts.node.clone(),
         stream_idle: opts.stream_idle_timeout,
+        path_normalization: opts.path_normalization,
         transport,
     }))
 }

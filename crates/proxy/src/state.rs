@@ -51,6 +51,8 @@ pub struct Shared {
     pub node: crate::cluster::Node,
     /// A stream with no activity this long ends (Envoy's stream_idle_timeout).
     pub stream_idle: Option<std::time::Duration>,
+    /// How request paths are normalized before routing (`--path-normalization`).
+    pub path_normalization: crate::normalize::PathNormalization,
     /// How upstream connections are opened (every endpoint holds a copy).
     pub transport: crate::transport::Transport,
 }

@@ -139,6 +139,32 @@ struct ProxyArgs {
     /// chunks (the response is cut off). Envoy's stream_idle_timeout; 0s disables.
     #[arg(long, default_value = "5m", value_parser = parse_dur)]
     stream_idle_timeout: Duration,
+    /// How request paths are normalized before routing and forwarding (Istio's
+    /// pathNormalization): base decodes unreserved escapes, turns \ into / and resolves
+    /// . and .. (encoded NUL or control characters: 400); merge-slashes also merges
+    /// runs of /; decode-and-merge-slashes also decodes %2F and %5C.
+    #[arg(long, value_enum, default_value = "base")]
+    path_normalization: PathNormalizationArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PathNormalizationArg {
+    None,
+    Base,
+    MergeSlashes,
+    DecodeAndMergeSlashes,
+}
+
+impl From<PathNormalizationArg> for weft_proxy::normalize::PathNormalization {
+    fn from(a: PathNormalizationArg) -> Self {
+        use weft_proxy::normalize::PathNormalization as P;
+        match a {
+            PathNormalizationArg::None => P::None,
+            PathNormalizationArg::Base => P::Base,
+            PathNormalizationArg::MergeSlashes => P::MergeSlashes,
+            PathNormalizationArg::DecodeAndMergeSlashes => P::DecodeAndMergeSlashes,
+        }
+    }
 }
 
 fn parse_locality(s: &str) -> Result<weft_balance::locality::Locality, String> {
@@ -173,6 +199,7 @@ impl ProxyArgs {
             watch_interval: self.watch_interval.max(Duration::from_millis(10)),
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
+            path_normalization: self.path_normalization.into(),
             control_plane: self.control_plane.map(|url| {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))

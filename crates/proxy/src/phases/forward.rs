@@ -123,11 +123,22 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
                 ResponseFlags::UF => c.upstream_connect_failure.fetch_add(1, Ordering::Relaxed),
                 ResponseFlags::UT => c.upstream_timeout.fetch_add(1, Ordering::Relaxed),
                 ResponseFlags::SI => c.stream_idle_timeouts.fetch_add(1, Ordering::Relaxed),
+                // The client's fault: the endpoint's counters are left alone.
+                ResponseFlags::DPE | ResponseFlags::DC => {
+                    cx.fin.endpoint = None;
+                    if flag == ResponseFlags::DPE { &c.bad_request } else { &c.downstream_reset }.fetch_add(1, Ordering::Relaxed)
+                }
                 _ => c.upstream_reset.fetch_add(1, Ordering::Relaxed),
             };
             return Forwarded::Done(reject(cx, Local::new(status, flag, format!("{e}\n"))));
         }
     };
+    // A 101 is an answer only to a WebSocket upgrade (a tunnel, above): anything else
+    // would turn the client's connection into one past every route.
+    if up.head().0 == 101 {
+        let msg = "upstream switched protocols without an upgrade\n";
+        return Forwarded::Done(reject(cx, Local::new(StatusCode::BAD_GATEWAY, ResponseFlags::NONE, msg)));
+    }
     // (Latency outlier detection already fed the same estimate.)
     if cluster.spec.lb == LbPolicy::PeakEwma {
         if let Some(f) = cx.fin.endpoint.as_ref().filter(|f| f.endpoint().outlier.is_none_or(|o| o.latency_mad_factor.is_none())) {

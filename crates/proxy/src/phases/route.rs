@@ -23,6 +23,8 @@ use crate::headers::{self, HostBuf};
 use crate::live::Hedge;
 use crate::request::RequestCtx;
 
+static HTTP2_SETTINGS: header::HeaderName = header::HeaderName::from_static("http2-settings");
+
 /// Where routing sent a request.
 pub(crate) struct Routed {
     pub chain: Arc<Chain>,
@@ -81,6 +83,20 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     let Some(authority) = headers::authority_value(&req) else {
         return Err(bad(cx, "invalid authority\n"));
     };
+    if let Some(msg) = headers::conflicting_host(&req, cx.version) {
+        return Err(bad(cx, msg));
+    }
+    // Routes match the normalized path, and it is the one forwarded.
+    let normalized = match crate::normalize::normalize(req.uri().path(), cx.conn.shared.path_normalization) {
+        Ok(std::borrow::Cow::Owned(p)) => Some(p),
+        Ok(std::borrow::Cow::Borrowed(_)) => None,
+        Err(e) => return Err(bad(cx, e.message())),
+    };
+    if let Some(p) = normalized {
+        if headers::set_path(&mut req, &p).is_none() {
+            return Err(bad(cx, "invalid path\n"));
+        }
+    }
     cx.port = port;
     if cx.conn.shared.access_log {
         cx.fin.log = Some(Box::new(crate::access_log::Entry {
@@ -157,16 +173,30 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     drop(rt);
 
     let connect = (req.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut req));
-    let upgrade = (cx.version == Version::HTTP_11 && headers::is_upgrade(req.headers())).then(|| hyper::upgrade::on(&mut req));
+    // Only WebSocket is tunnelled; `h2c` (and HTTP2-Settings) is dropped and the request
+    // goes on as HTTP/1.1, as Envoy does; any other protocol is refused (403, Envoy's
+    // `upgrade_failed`).
+    let upgrade = match cx.version == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE) {
+        false => None,
+        true => match headers::upgrade_kind(req.headers()) {
+            headers::UpgradeKind::WebSocket => Some(hyper::upgrade::on(&mut req)),
+            headers::UpgradeKind::Other => {
+                let local = Local::new(StatusCode::FORBIDDEN, ResponseFlags::NONE, "upgrade refused: only websocket is proxied\n");
+                return Err(crate::local::reject(cx, local));
+            }
+            headers::UpgradeKind::Stripped => {
+                req.headers_mut().remove(&HTTP2_SETTINGS);
+                None
+            }
+        },
+    };
     let (mut head, body) = req.into_parts();
     // Hop-by-hop fields go before any filter sees the request: a client's `Connection:
     // x-user` must not remove a header a filter (or a route's header operation) sets.
-    let upgrade_headers =
-        upgrade.as_ref().map(|_| (head.headers.get(header::CONNECTION).cloned(), head.headers.get(header::UPGRADE).cloned()));
     headers::strip_hop_by_hop(&mut head.headers);
-    if let Some((Some(c), Some(u))) = upgrade_headers {
-        head.headers.insert(header::CONNECTION, c);
-        head.headers.insert(header::UPGRADE, u);
+    if upgrade.is_some() {
+        head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        head.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     let mut ran = 0;
     let mut before_wait = None;

@@ -112,6 +112,13 @@ pub(crate) async fn send(
             (None, Some(idle)) => crate::idle::bounded(idle, attempt).await.unwrap_or(Err(UpstreamError::Idle)),
             (None, None) => attempt.await,
         };
+        // A try that failed because the client's body did is the client's fault: not
+        // reported to outlier detection, not retried.
+        if result.is_err() {
+            if let Some(fault) = cx.fin.request_body.as_ref().and_then(|b| b.client_fault()) {
+                return Err(fault);
+            }
+        }
         crate::outlier::report(
             shared,
             plan.cluster,
@@ -129,7 +136,7 @@ pub(crate) async fn send(
             Err(UpstreamError::Reset(_)) => Outcome::Reset,
             Err(UpstreamError::Timeout) => Outcome::Timeout,
             // The stream idled out: the request is over, not retried.
-            Err(UpstreamError::Idle) => return result,
+            Err(UpstreamError::Idle | UpstreamError::Client { .. }) => return result,
         };
         if !policy.retry_on.retries(outcome) {
             return result;
