@@ -34,6 +34,9 @@ pub struct Pool {
     /// weft's own client connections, for requests without bodies (the common case).
     pub(crate) raw: LazyQueue<Box<crate::h1client::RawConn>>,
     h2: ArcSwapOption<H2Conn>,
+    /// Held while an HTTP/2 connection is being opened: requests arriving meanwhile wait
+    /// for it instead of each opening their own (a burst of streams, one connection).
+    h2_opening: tokio::sync::Mutex<()>,
 }
 
 /// A bounded lock-free queue allocated when the first item is put in: an endpoint
@@ -80,7 +83,12 @@ struct H2Conn {
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { idle: LazyQueue::new(MAX_IDLE), raw: LazyQueue::new(MAX_IDLE_RAW), h2: ArcSwapOption::empty() }
+        Pool {
+            idle: LazyQueue::new(MAX_IDLE),
+            raw: LazyQueue::new(MAX_IDLE_RAW),
+            h2: ArcSwapOption::empty(),
+            h2_opening: tokio::sync::Mutex::const_new(()),
+        }
     }
 }
 
@@ -188,20 +196,29 @@ pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -
     let conn = match current {
         Some(c) if h2_usable(&c, s) => c,
         _ => {
-            let io = TokioIo::new(connect(ep).await?);
-            let mut b = http2::Builder::new(TokioExecutor::new());
-            b.timer(hyper_util::rt::TokioTimer::new());
-            b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
-            let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
-            drive(ep, conn);
-            let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });
-            pool.h2.store(Some(c.clone()));
-            c
+            let _opening = pool.h2_opening.lock().await;
+            match pool.h2.load_full() {
+                Some(c) if h2_usable(&c, s) => c,
+                _ => open_h2(ep, pool).await?,
+            }
         }
     };
     conn.streams.fetch_add(1, Ordering::Relaxed);
     let mut tx = conn.tx.clone();
     tx.send_request(req).await.map_err(UpstreamError::from_hyper)
+}
+
+/// Opens the worker's HTTP/2 connection to `ep` and makes it the shared one.
+async fn open_h2(ep: &Arc<Endpoint>, pool: &Pool) -> Result<Arc<H2Conn>, UpstreamError> {
+    let io = TokioIo::new(connect(ep).await?);
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(hyper_util::rt::TokioTimer::new());
+    b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
+    let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
+    drive(ep, conn);
+    let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });
+    pool.h2.store(Some(c.clone()));
+    Ok(c)
 }
 
 /// Runs a hyper connection on its own task, counting it opened and closed.

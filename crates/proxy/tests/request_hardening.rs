@@ -108,7 +108,12 @@ async fn h2c_upgrades_are_stripped_and_other_protocols_refused() {
         .body(Full::default())
         .unwrap();
     assert_eq!(h.request(req).await.status.as_u16(), 200);
-    let req = Request::get("/tls").header("host", "svc").header("connection", "upgrade").header("upgrade", "TLS/1.3").body(Full::default()).unwrap();
+    let req = Request::get("/tls")
+        .header("host", "svc")
+        .header("connection", "upgrade")
+        .header("upgrade", "TLS/1.3")
+        .body(Full::default())
+        .unwrap();
     assert_eq!(h.request(req).await.status.as_u16(), 403);
     assert_eq!(*seen.lock().unwrap(), ["/h2c host=svc"], "no upgrade header reached the upstream");
 }
@@ -144,7 +149,10 @@ async fn read_answer(io: &mut tokio::io::DuplexStream) -> String {
 fn outlier_config() -> String {
     service_entry("svc", &["10.0.0.1:80"])
         + &virtual_service("svc", "    retries: {attempts: 3, retryOn: 5xx,reset,connect-failure}\n")
-        + &destination_rule("svc", "{outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}")
+        + &destination_rule(
+            "svc",
+            "{outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}",
+        )
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,4 +178,54 @@ async fn malformed_and_aborted_bodies_are_the_clients_fault() {
     assert!(seen.lock().unwrap().len() <= 12, "{:?}", seen.lock().unwrap());
     let r = h.request(Request::post("/ok").header("host", "svc").body(Full::new(Bytes::from_static(b"fine"))).unwrap()).await;
     assert_eq!(r.status.as_u16(), 200, "the endpoint is still in service");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_first_requests_shares_one_h2_connection() {
+    let net = Network::new();
+    net.serve(addr("10.0.0.1:80"), |_| async { answer(200, "up") });
+    let config = service_entry("svc", &["10.0.0.1:80"])
+        + &virtual_service("svc", "")
+        + &destination_rule("svc", "{connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}");
+    let h = Harness::new(&net, &config);
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(h.connect().await);
+    }
+    let answers = futures_join(clients.iter_mut().map(|c| c.get("svc", "/"))).await;
+    assert!(answers.iter().all(|a| a.status.as_u16() == 200));
+    assert_eq!(net.connects(addr("10.0.0.1:80")).len(), 1, "one upstream connection for the burst");
+}
+
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut handles = Vec::new();
+    for f in fs {
+        handles.push(Box::pin(f));
+    }
+    let mut out = Vec::new();
+    // Polled together: each is started before any is awaited to its end.
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
 }
