@@ -86,8 +86,10 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     if let Some(msg) = headers::conflicting_host(&req, cx.version) {
         return Err(bad(cx, msg));
     }
-    // Routes match the normalized path, and it is the one forwarded.
-    let normalized = match crate::normalize::normalize(req.uri().path(), cx.conn.shared.path_normalization) {
+    // Routes match the normalized path, and it is the one forwarded. (A CONNECT names
+    // an authority, not a path.)
+    let mode = if req.method() == Method::CONNECT { crate::normalize::PathNormalization::None } else { cx.conn.shared.path_normalization };
+    let normalized = match crate::normalize::normalize(req.uri().path(), mode) {
         Ok(std::borrow::Cow::Owned(p)) => Some(p),
         Ok(std::borrow::Cow::Borrowed(_)) => None,
         Err(e) => return Err(bad(cx, e.message())),
