@@ -9,6 +9,7 @@ mod group;
 pub mod mesh;
 pub mod plane;
 pub mod proxies;
+pub mod registration;
 mod push;
 pub mod store;
 
