@@ -184,7 +184,10 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
     };
     // (Both become parts of the control plane's keys, `Kind/namespace/name`, and of
     // proxies' names for them: Kubernetes' rules, as Istio's API server applies them.)
-    let checks = [("metadata.name", Some(crate::rules::dns1123_subdomain(&meta.name))), ("metadata.namespace", meta.namespace.as_deref().map(crate::rules::dns1123_label))];
+    let checks = [
+        ("metadata.name", Some(crate::rules::dns1123_subdomain(&meta.name))),
+        ("metadata.namespace", meta.namespace.as_deref().map(crate::rules::dns1123_label)),
+    ];
     let mut bad = false;
     for (field, check) in checks {
         if let Some(Err(e)) = check {

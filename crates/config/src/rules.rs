@@ -51,7 +51,10 @@ fn label_chars(s: &str) -> bool {
 /// with a letter or digit.
 pub fn dns1123_label(s: &str) -> Result<(), String> {
     if s.len() > MAX_LABEL || !label_chars(s) {
-        return Err(format!("{} is not a DNS-1123 label (1 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit)", shown(s)));
+        return Err(format!(
+            "{} is not a DNS-1123 label (1 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit)",
+            shown(s)
+        ));
     }
     Ok(())
 }
@@ -87,7 +90,10 @@ pub fn label_key(k: &str) -> Result<(), String> {
         None => label_name_part(k),
     };
     if !ok {
-        return Err(format!("key {} is not a Kubernetes label key ([prefix/]name, the name 1 to 63 of letters, digits, '-', '_', '.')", shown(k)));
+        return Err(format!(
+            "key {} is not a Kubernetes label key ([prefix/]name, the name 1 to 63 of letters, digits, '-', '_', '.')",
+            shown(k)
+        ));
     }
     Ok(())
 }
@@ -120,7 +126,8 @@ pub fn labels<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> Ve
 /// control characters.
 pub fn locality(s: &str) -> Result<(), String> {
     let parts: Vec<&str> = s.split('/').collect();
-    let ok = s.len() <= MAX_SUBDOMAIN && parts.len() <= 3 && !parts[0].is_empty() && !s.chars().any(|c| c.is_control() || c.is_whitespace());
+    let ok =
+        s.len() <= MAX_SUBDOMAIN && parts.len() <= 3 && !parts[0].is_empty() && !s.chars().any(|c| c.is_control() || c.is_whitespace());
     if !ok {
         return Err(format!("{} is not region/zone/subzone (at most 253 bytes, no spaces)", shown(s)));
     }

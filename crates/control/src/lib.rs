@@ -9,8 +9,8 @@ mod group;
 pub mod mesh;
 pub mod plane;
 pub mod proxies;
-pub mod registration;
 mod push;
+pub mod registration;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -390,7 +390,7 @@ impl Plane {
             .objects()
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .find(|(_, v)| crate::mesh::hosts_of(v).iter().any(|h| *h == r.service));
+            .find(|(_, v)| crate::mesh::hosts_of(v).contains(&r.service));
         match declared {
             Some((_, v)) => {
                 let mut v = v.clone();

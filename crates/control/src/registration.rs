@@ -52,7 +52,8 @@ mod tests {
     #[test]
     fn hostile_registrations_are_refused_naming_the_field() {
         assert!(reg(|_| {}).is_empty());
-        let cases: [(&str, Box<dyn FnOnce(&mut Registration)>); 8] = [
+        type Edit = Box<dyn FnOnce(&mut Registration)>;
+        let cases: [(&str, Edit); 8] = [
             ("address:", Box::new(|r| r.address = "not an ip:80".into())),
             ("address:", Box::new(|r| r.address = "127.0.0.1:0".into())),
             ("service:", Box::new(|r| r.service = "../../x".into())),

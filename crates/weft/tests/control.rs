@@ -402,7 +402,11 @@ fn a_namespace_or_name_holding_framing_text_is_refused_and_proxies_keep_routing(
     let evil = "\"evil\\n# remove ServiceEntry/default/x\\n--- # ServiceEntry/default/y\"";
     let out = cp.apply("evil-ns.yaml", &se("evil", evil, 9));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("ServiceEntry evil: metadata.namespace: \"evil\\n# remove") && text(&out).contains("is not a DNS-1123 label"), "{}", text(&out));
+    assert!(
+        text(&out).contains("ServiceEntry evil: metadata.namespace: \"evil\\n# remove") && text(&out).contains("is not a DNS-1123 label"),
+        "{}",
+        text(&out)
+    );
     let out = cp.apply("evil-name.yaml", &se(evil, "default", 9));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("metadata.name: \"evil\\n# remove"), "{}", text(&out));

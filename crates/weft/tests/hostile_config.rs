@@ -58,7 +58,10 @@ fn validate_refuses_the_crash_configs_and_hostile_names() {
         (base.replace("{name: svc}", "{name: svc, namespace: ../../x}"), "metadata.namespace: \"../../x\" is not a DNS-1123 label"),
         (base.replace("{name: svc}", "{name: \"a\\nb\"}"), "metadata.name: \"a\\nb\" is not a DNS-1123 subdomain"),
         (base.replace("{name: svc}", &format!("{{name: svc, namespace: {}}}", "x".repeat(4 << 20))), "metadata.namespace: \"xxxx"),
-        (base.replace("weight: 1}", "weight: 1, labels: {app: \"a\\nb\"}}"), "spec.endpoints[0].labels[\"app\"]: value \"a\\nb\" is not a Kubernetes label value"),
+        (
+            base.replace("weight: 1}", "weight: 1, labels: {app: \"a\\nb\"}}"),
+            "spec.endpoints[0].labels[\"app\"]: value \"a\\nb\" is not a Kubernetes label value",
+        ),
         (base.replace("weight: 1", "weight: 4294967296"), "spec.endpoints[0].weight"),
     ];
     for (cfg, msg) in cases {
