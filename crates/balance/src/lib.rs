@@ -17,10 +17,10 @@ mod rr;
 
 pub use ewma::PeakEwma;
 pub use load::EndpointLoad;
-pub use maglev::Maglev;
+pub use maglev::{Maglev, MAX_TABLE as MAGLEV_MAX_TABLE};
 pub use p2c::LeastRequest;
 pub use random::WeightedRandom;
-pub use ring::RingHash;
+pub use ring::{RingHash, MAX_RING};
 pub use rr::RoundRobin;
 
 /// Anything that carries an endpoint's live load (the proxy's endpoint type does).

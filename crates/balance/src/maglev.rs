@@ -3,6 +3,10 @@ use crate::hash::{hash64, mix};
 /// Maglev (Google's consistent hash, Envoy's `MAGLEV`): a lookup table of prime size
 /// in which each endpoint fills slots along its own permutation, in turns
 /// proportional to its weight. A pick is one modulo and one load.
+/// Envoy's largest Maglev table (a prime) and its default.
+pub const MAX_TABLE: u64 = 5_000_011;
+pub const DEFAULT_TABLE: u64 = 65_537;
+
 #[derive(Debug)]
 pub struct Maglev {
     table: Vec<u32>,
@@ -12,7 +16,8 @@ impl Maglev {
     /// `table_size` must be prime (validated by the config compiler).
     pub fn new(ids: &[String], weights: &[u32], table_size: u64) -> Self {
         let n = ids.len();
-        let m = table_size.max(1) as usize;
+        // (Validation refuses a table over Envoy's largest; past it, the default.)
+        let m = if table_size > MAX_TABLE { DEFAULT_TABLE } else { table_size.max(1) } as usize;
         if n == 0 {
             return Maglev { table: Vec::new() };
         }
@@ -78,6 +83,14 @@ mod tests {
         assert!(m.table.iter().all(|&x| x < 3));
         let c2 = m.table.iter().filter(|&&x| x == 2).count() as f64 / 65537.0;
         assert!((c2 - 0.5).abs() < 0.01, "{c2}");
+    }
+
+    #[test]
+    fn huge_table_and_weights_are_bounded() {
+        let ids: Vec<String> = (0..2).map(|i| format!("10.0.0.{i}:80")).collect();
+        let m = Maglev::new(&ids, &[u32::MAX, 1], u64::MAX);
+        assert_eq!(m.table.len() as u64, DEFAULT_TABLE);
+        assert!(m.table.iter().all(|&x| x < 2));
     }
 
     #[test]

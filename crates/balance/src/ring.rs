@@ -10,8 +10,9 @@ pub struct RingHash {
     points: Vec<(u64, u32)>,
 }
 
-/// Envoy's cap on the ring size.
-const MAX_RING: u64 = 8 * 1024 * 1024;
+/// Envoy's cap on the ring size (`maximumRingSize`'s default, which Istio does not
+/// expose): the ring never holds more points, whatever `minimumRingSize` and the weights.
+pub const MAX_RING: u64 = 8 * 1024 * 1024;
 
 impl RingHash {
     /// `ids` identify the endpoints (e.g. "10.0.0.1:8080"); `weights` parallel them.
@@ -23,12 +24,23 @@ impl RingHash {
         // Points per unit of weight, rounded up to a power of two: the count an
         // endpoint gets then rarely changes when another joins or leaves, so only the
         // leaver's keys move (plain `size * w / total` would reshuffle ~10 % more).
-        let per_unit = minimum_ring_size.max(1).div_ceil(total).next_power_of_two();
+        let per_unit = minimum_ring_size.clamp(1, MAX_RING).div_ceil(total).next_power_of_two();
         let per_unit = per_unit.min((MAX_RING / total).max(1));
-        let mut points = Vec::with_capacity((per_unit * total) as usize);
+        // Past MAX_RING points of weight, Envoy's scaling: the ring is as large as
+        // gives the lightest endpoint its share of `minimumRingSize`, but at most
+        // MAX_RING, and each endpoint gets its share of it (at least one point): the
+        // ring stays within MAX_RING + endpoints whatever the weights (one weight of
+        // 4294967295 once asked for 64 GB).
+        let scaled = per_unit * total > MAX_RING;
+        let min_w = weights.iter().take(ids.len()).map(|w| (*w).max(1) as u128).min().unwrap_or(1);
+        let (t, min_ring) = (total as u128, minimum_ring_size.clamp(1, MAX_RING) as u128);
+        let target = ((min_w * min_ring).div_ceil(t) * t / min_w).min(MAX_RING as u128);
+        let count_of = |w: u64| if scaled { ((w as u128 * target / t) as u64).max(1) } else { per_unit * w };
+        let capacity: u64 = (0..ids.len()).map(|i| count_of(weights.get(i).copied().unwrap_or(1).max(1) as u64)).sum();
+        let mut points = Vec::with_capacity(capacity as usize);
         for (i, id) in ids.iter().enumerate() {
             let w = weights.get(i).copied().unwrap_or(1).max(1) as u64;
-            let count = per_unit * w;
+            let count = count_of(w);
             let base = hash64(id.as_bytes());
             for k in 0..count {
                 points.push((mix(base ^ mix(k.wrapping_add(1))), i as u32));
@@ -82,6 +94,19 @@ mod tests {
         }
         let frac = moved as f64 / 10_000.0;
         assert!(frac > 0.15 && frac < 0.3, "moved {frac}");
+    }
+
+    #[test]
+    fn huge_weights_keep_the_ring_bounded() {
+        let r = RingHash::new(&ids(3), &[u32::MAX, 1, u32::MAX / 2], u64::MAX);
+        assert!(r.len() as u64 <= MAX_RING + 3, "{}", r.len());
+        let mut c = [0u32; 3];
+        for k in 0..30_000u64 {
+            c[r.pick(mix(k)).unwrap()] += 1;
+        }
+        assert!(c[0] > c[2] && c[2] > c[1], "{c:?}");
+        let one = RingHash::new(&ids(1), &[u32::MAX], 1024);
+        assert!(one.len() == 1024 && one.pick(7) == Some(0), "{}", one.len());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Every check that fails names the resource and field path, in the same form as the
 //! loader's errors, so `weft validate` and a live reload report problems alike.
 
+use crate::rules;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -289,6 +290,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             }
         }
     }
+    let mut weights = 0u64;
     for (i, ep) in se.endpoints.iter().enumerate() {
         if ep.address.is_empty() {
             ctx.err(r, format!("spec.endpoints[{i}].address"), "missing field");
@@ -296,7 +298,22 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             ctx.err(
                 r,
                 format!("spec.endpoints[{i}].address"),
-                format!("{:?} is not an IP address (resolution STATIC needs IPs; use resolution DNS for names)", ep.address),
+                format!("{} is not an IP address (resolution STATIC needs IPs; use resolution DNS for names)", rules::shown(&ep.address)),
+            );
+        } else if let Err(e) = rules::host(&ep.address) {
+            ctx.err(r, format!("spec.endpoints[{i}].address"), e);
+        }
+        for (k, e) in rules::labels(&ep.labels) {
+            ctx.err(r, format!("spec.endpoints[{i}].labels[{k}]"), e);
+        }
+        // (Istio's range is uint32, 0 meaning 1; Envoy refuses a sum over uint32.)
+        let before = weights;
+        weights += u64::from(ep.weight.unwrap_or(1).max(1));
+        if weights > rules::MAX_WEIGHT_SUM && before <= rules::MAX_WEIGHT_SUM {
+            ctx.err(
+                r,
+                format!("spec.endpoints[{i}].weight"),
+                format!("the endpoints' weights add up to more than {} (Envoy's limit)", rules::MAX_WEIGHT_SUM),
             );
         }
         for (pname, port) in &ep.ports {
@@ -306,10 +323,8 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
                 ctx.warn(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("no service port is named {pname:?}"));
             }
         }
-        if let Some(loc) = &ep.locality {
-            if loc.split('/').count() > 3 {
-                ctx.err(r, format!("spec.endpoints[{i}].locality"), format!("{loc:?} is not region/zone/subzone"));
-            }
+        if let Some(Err(e)) = ep.locality.as_deref().map(rules::locality) {
+            ctx.err(r, format!("spec.endpoints[{i}].locality"), e);
         }
     }
     if se.resolution == Resolution::Static && se.endpoints.is_empty() {
@@ -408,7 +423,9 @@ fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'
         }
         if let Some(m) = &ch.maglev {
             if let Some(t) = m.table_size {
-                if !is_prime(t) {
+                if t > rules::MAX_MAGLEV_TABLE {
+                    ctx.err(r, format!("{p}.maglev.tableSize"), format!("{t} is over Envoy's largest table, {}", rules::MAX_MAGLEV_TABLE));
+                } else if !is_prime(t) {
                     ctx.err(
                         r,
                         format!("{p}.maglev.tableSize"),
@@ -418,9 +435,12 @@ fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'
             }
         }
         if let Some(rh) = &ch.ring_hash {
-            if rh.minimum_ring_size.is_some_and(|m| m > 8_388_608) {
-                ctx.err(r, format!("{p}.ringHash.minimumRingSize"), "must be at most 8388608");
+            if rh.minimum_ring_size.is_some_and(|m| m > rules::MAX_RING_SIZE) {
+                ctx.err(r, format!("{p}.ringHash.minimumRingSize"), format!("must be at most {}", rules::MAX_RING_SIZE));
             }
+        }
+        if ch.minimum_ring_size.is_some_and(|m| m > rules::MAX_RING_SIZE) {
+            ctx.err(r, format!("{p}.minimumRingSize"), format!("must be at most {}", rules::MAX_RING_SIZE));
         }
     }
 }

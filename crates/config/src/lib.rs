@@ -13,6 +13,7 @@ pub mod matcher;
 mod policy;
 mod ratelimit;
 mod response_cache;
+pub mod rules;
 pub mod snapshot;
 mod vhost;
 pub mod weft_kinds;

@@ -109,7 +109,8 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
     };
     let kind = obj.get("kind").and_then(|v| v.as_str()).map(str::to_owned);
     let api = obj.get("apiVersion").and_then(|v| v.as_str()).map(str::to_owned);
-    let name = obj.get("metadata").and_then(|m| m.get("name")).and_then(|v| v.as_str()).map(str::to_owned);
+    // (Only for error messages: a 4 MiB name is not echoed back whole.)
+    let name = obj.get("metadata").and_then(|m| m.get("name")).and_then(|v| v.as_str()).map(|n| crate::rules::cut(n, 64).to_owned());
     let Some(kind) = kind else {
         diags.errors.push(ConfigError::new(src, None, name.as_deref(), "kind", "missing field"));
         return None;
@@ -181,6 +182,22 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         "Sidecar" => typed::<crate::istio::Sidecar>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Sidecar(s)))?,
         _ => return None,
     };
+    // (Both become parts of the control plane's keys, `Kind/namespace/name`, and of
+    // proxies' names for them: Kubernetes' rules, as Istio's API server applies them.)
+    let checks = [
+        ("metadata.name", Some(crate::rules::dns1123_subdomain(&meta.name))),
+        ("metadata.namespace", meta.namespace.as_deref().map(crate::rules::dns1123_label)),
+    ];
+    let mut bad = false;
+    for (field, check) in checks {
+        if let Some(Err(e)) = check {
+            diags.errors.push(ConfigError::new(src, Some(&kind), name.as_deref(), field, e));
+            bad = true;
+        }
+    }
+    if bad {
+        return None;
+    }
     Some(Resource { api_version: api, kind, metadata: meta, spec, source: src.clone() })
 }
 

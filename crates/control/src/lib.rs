@@ -10,6 +10,7 @@ pub mod mesh;
 pub mod plane;
 pub mod proxies;
 mod push;
+pub mod registration;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -259,7 +259,7 @@ impl Index {
 }
 
 /// Appends the registered endpoints of a ServiceEntry's hosts to it.
-fn merge_endpoints<'a>(se: &mut Value, regs_of: impl Fn(&str) -> Vec<Registration> + 'a) {
+pub(crate) fn merge_endpoints<'a>(se: &mut Value, regs_of: impl Fn(&str) -> Vec<Registration> + 'a) {
     let port_name = se["spec"]["ports"][0]["name"].as_str().unwrap_or("http").to_owned();
     for h in hosts_of(se) {
         for r in regs_of(&h) {

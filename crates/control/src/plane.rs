@@ -64,11 +64,6 @@ fn registry_key(service: &str, address: &str) -> String {
     format!("{REGISTRY}{service}/{address}")
 }
 
-/// Service and registry names: DNS-like, so they are safe in keys, hosts and YAML.
-fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-}
-
 impl Plane {
     pub fn new(store: Store) -> Plane {
         let now = now_ms();
@@ -82,7 +77,7 @@ impl Plane {
             .objects()
             .range(REGISTRY.to_owned()..)
             .take_while(|(k, _)| k.starts_with(REGISTRY))
-            .filter_map(|(k, v)| Some((k.clone(), now + v.get("ttlMs")?.as_u64()?)))
+            .filter_map(|(k, v)| Some((k.clone(), now.saturating_add(v.get("ttlMs")?.as_u64()?))))
             .collect()
     }
 
@@ -145,19 +140,8 @@ impl Plane {
                     format!("{} {} is also defined in {} (document {})", r.kind, r.metadata.name, first.file, first.doc + 1),
                 ));
             }
-            // (Both become parts of keys: `Kind/namespace/name`.)
-            let fields = [("metadata.name", Some(&r.metadata.name)), ("metadata.namespace", r.metadata.namespace.as_ref())];
-            for (field, value) in fields {
-                if value.is_some_and(|v| !valid_name(v)) {
-                    diags.errors.push(weft_config::ConfigError::new(
-                        &r.source,
-                        Some(&r.kind),
-                        Some(&r.metadata.name),
-                        field,
-                        "must be letters, digits, '-', '.' or '_' (at most 253)",
-                    ));
-                }
-            }
+            // (Names and namespaces, parts of keys `Kind/namespace/name`, passed the
+            // loader's DNS-1123 rules.)
         }
         if !diags.is_ok() {
             return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
@@ -259,28 +243,26 @@ impl Plane {
     pub async fn register(&mut self, client: &str, r: Registration) -> Result<Option<Revision>, PlaneError> {
         // (Hosts are case-insensitive: a service is kept as its lower-case name.)
         let r = Registration { service: r.service.to_ascii_lowercase(), ..r };
-        let mut errors = Vec::new();
-        if !valid_name(&r.service) {
-            errors.push(format!("service {:?}: must be letters, digits, '-', '.' or '_' (at most 253)", r.service));
-        }
-        let port_ok = r.address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-        if !port_ok {
-            errors.push(format!("address {:?}: must be host:port", r.address));
-        } else if !r.address.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]%".contains(&b)) {
-            errors.push(format!("address {:?}: the host must be a name or an IP address", r.address));
-        }
-        if r.locality.as_deref().is_some_and(|l| weft_balance::locality::Locality::parse(l).is_none()) {
-            errors.push(format!("locality {:?}: must be region/zone/subzone", r.locality.as_deref().unwrap_or("")));
-        }
+        let errors = crate::registration::check(&r);
         if !errors.is_empty() {
             return Err(PlaneError::Invalid(errors));
+        }
+        // The document the mesh will hold for the service with `r` in it, compiled
+        // alone by the config's rules (e.g. the endpoints' weights add up to at most
+        // 4294967295; a STATIC ServiceEntry's endpoints are IPs): what a proxy would
+        // refuse is refused here, before it is stored.
+        let doc = self.service_doc_with(&r);
+        let mut diags = Diagnostics::default();
+        weft_config::compile(&parse_docs("registration", &[&doc])?, &mut diags);
+        if !diags.is_ok() {
+            return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
         }
         let key = registry_key(&r.service, &r.address);
         let value = serde_json::to_value(&r).unwrap_or(Value::Null);
         // (Name, address and locality are all a registration brings: checked above.)
         let shared = self.store.etcd().is_some();
         match r.ttl_ms {
-            Some(ttl) if !shared => self.expiry.insert(key.clone(), now_ms() + ttl),
+            Some(ttl) if !shared => self.expiry.insert(key.clone(), now_ms().saturating_add(ttl)),
             _ => self.expiry.remove(&key),
         };
         let rev = self.store.commit(client, &format!("register {} {}", r.service, r.address), vec![(key.clone(), Some(value))]).await?;
@@ -304,7 +286,7 @@ impl Plane {
         let Some(ttl) = self.store.get(&key).and_then(|v| v.get("ttlMs")).and_then(Value::as_u64) else {
             return self.store.get(&key).is_some();
         };
-        self.expiry.insert(key, now_ms() + ttl);
+        self.expiry.insert(key, now_ms().saturating_add(ttl));
         true
     }
 
@@ -394,6 +376,29 @@ impl Plane {
             .filter(|(s, _)| !declared.contains(*s))
             .map(|(s, regs)| crate::mesh::registration_doc(s, regs))
             .collect()
+    }
+
+    /// The ServiceEntry the mesh would hold for `r.service` with `r` registered: the
+    /// stored one declaring the host with the registrations merged in, else the
+    /// registry's own.
+    fn service_doc_with(&self, r: &Registration) -> Value {
+        let mut regs: Vec<Registration> = self.registrations_of(&r.service).into_iter().filter(|x| x.address != r.address).collect();
+        regs.push(r.clone());
+        let prefix = format!("{CONFIG}ServiceEntry/");
+        let declared = self
+            .store
+            .objects()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .find(|(_, v)| crate::mesh::hosts_of(v).contains(&r.service));
+        match declared {
+            Some((_, v)) => {
+                let mut v = v.clone();
+                crate::mesh::merge_endpoints(&mut v, |h| if h == r.service { regs.clone() } else { self.registrations_of(h) });
+                v
+            }
+            None => crate::mesh::registration_doc(&r.service, &regs),
+        }
     }
 
     /// Every registered endpoint, by service (lower case).

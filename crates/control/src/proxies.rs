@@ -2,19 +2,34 @@
 //! revisions and NACKs, the nonces of the answers they were sent, and the push latency
 //! histogram (change → ACK). In memory: a restarted control plane learns them again
 //! from their next watch, which repeats the last outcome.
+//!
+//! Bounded: at most [`MAX_PROXIES`] are tracked (a proxy past that is served but not
+//! listed), and a proxy not watching and not seen for [`FORGET_AFTER_MS`] (10 minutes
+//! after its last watch ended) is forgotten; node ids are at most 253 bytes (checked
+//! when the watch is decoded) and a NACK's reason is kept to [`MAX_REASON`] bytes.
 
 use std::sync::Mutex;
 
 use crate::store::{now_ms, Revision};
+
+/// The most proxies tracked at once.
+pub const MAX_PROXIES: usize = 10_000;
+/// How long after its last watch a proxy that stopped watching is forgotten.
+pub const FORGET_AFTER_MS: u64 = 10 * 60 * 1000;
+/// The longest NACK reason kept per proxy.
+pub const MAX_REASON: usize = 1024;
 
 #[derive(Default)]
 pub struct Tracker(Mutex<Proxies>);
 
 /// What the control plane knows of the proxies following it (in memory: a restarted
 /// control plane learns them again from their next watch).
-#[derive(Default)]
 struct Proxies {
     nodes: std::collections::BTreeMap<String, ProxyState>,
+    max_nodes: usize,
+    forget_after_ms: u64,
+    /// When the forgotten were last looked for.
+    pruned_ms: u64,
     /// When recent revisions were committed (unix ms), for push latency.
     committed_at: std::collections::BTreeMap<u64, u64>,
     nacks: u64,
@@ -27,14 +42,44 @@ struct Proxies {
 
 pub const PUSH_BUCKETS_MS: [u64; 16] = [1, 5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 100, 200, 500, 1000, 5000];
 
+impl Default for Proxies {
+    fn default() -> Proxies {
+        Proxies {
+            nodes: Default::default(),
+            max_nodes: MAX_PROXIES,
+            forget_after_ms: FORGET_AFTER_MS,
+            pruned_ms: 0,
+            committed_at: Default::default(),
+            nacks: 0,
+            nonces: 0,
+            push_ms: Default::default(),
+            push_sum_ms: 0,
+        }
+    }
+}
+
 impl Proxies {
     /// A proxy's state, made on first sight (its name copied only then: every watch
-    /// comes here three times).
-    fn node(&mut self, node: &str) -> &mut ProxyState {
-        if !self.nodes.contains_key(node) {
-            self.nodes.insert(node.to_owned(), ProxyState::default());
+    /// comes here three times); none when [`MAX_PROXIES`] are tracked already.
+    fn node(&mut self, node: &str, now: u64) -> Option<&mut ProxyState> {
+        // (Looked for at most once a second, or when full: a scan of every proxy.)
+        if now.saturating_sub(self.pruned_ms) >= 1000 || (self.nodes.len() >= self.max_nodes && self.pruned_ms != now) {
+            self.forget(now);
         }
-        self.nodes.get_mut(node).expect("inserted above")
+        if !self.nodes.contains_key(node) {
+            if self.nodes.len() >= self.max_nodes {
+                return None;
+            }
+            self.nodes.insert(node.to_owned(), ProxyState { last_seen_ms: now, ..ProxyState::default() });
+        }
+        self.nodes.get_mut(node)
+    }
+
+    /// Forgets the proxies that stopped watching more than `forget_after_ms` ago.
+    fn forget(&mut self, now: u64) {
+        self.pruned_ms = now;
+        let after = self.forget_after_ms;
+        self.nodes.retain(|_, s| s.watching || now.saturating_sub(s.last_seen_ms) < after);
     }
 }
 
@@ -60,11 +105,21 @@ impl Tracker {
         }
     }
 
+    /// A tracker with other bounds (tests).
+    pub fn with_limits(max_nodes: usize, forget_after_ms: u64) -> Tracker {
+        Tracker(Mutex::new(Proxies { max_nodes, forget_after_ms, ..Proxies::default() }))
+    }
+
     pub fn seen(&self, node: &str, watching: bool) {
+        self.seen_at(node, watching, now_ms());
+    }
+
+    fn seen_at(&self, node: &str, watching: bool, now: u64) {
         if let Ok(mut p) = self.0.lock() {
-            let s = p.node(node);
-            s.last_seen_ms = now_ms();
-            s.watching = watching;
+            if let Some(s) = p.node(node, now) {
+                s.last_seen_ms = now;
+                s.watching = watching;
+            }
         }
     }
 
@@ -75,8 +130,8 @@ impl Tracker {
         let Ok(mut p) = self.0.lock() else { return 0 };
         p.nonces += 1;
         let n = p.nonces;
-        if let Some(node) = node {
-            p.node(node).nonce = n;
+        if let Some(s) = node.and_then(|node| p.node(node, now_ms())) {
+            s.nonce = n;
         }
         n
     }
@@ -95,14 +150,14 @@ impl Tracker {
         let Ok(mut p) = self.0.lock() else { return };
         let now = now_ms();
         let committed = p.committed_at.get(&revision).copied();
-        let s = p.node(node);
+        let Some(s) = p.node(node, now) else { return };
         s.last_seen_ms = now;
         match reason {
             Some(e) => {
                 // (Every watch repeats the last outcome: a NACK counts once.)
                 let new = s.nacked != Some(revision);
                 s.nacked = Some(revision);
-                s.nack_reason = Some(e.to_owned());
+                s.nack_reason = Some(weft_api::truncate(e, MAX_REASON).to_owned());
                 p.nacks += u64::from(new);
             }
             None => {
@@ -153,5 +208,41 @@ impl Tracker {
         cum += px.push_ms[PUSH_BUCKETS_MS.len()];
         text += &format!("weft_control_push_latency_ms_bucket{{le=\"+Inf\"}} {cum}\nweft_control_push_latency_ms_sum {}\nweft_control_push_latency_ms_count {cum}\n", px.push_sum_ms);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(t: &Tracker) -> Vec<String> {
+        t.0.lock().unwrap().nodes.keys().cloned().collect()
+    }
+
+    #[test]
+    fn proxies_that_left_are_forgotten() {
+        let t = Tracker::with_limits(100, 10_000);
+        t.seen_at("gone", true, 1_000);
+        t.seen_at("gone", false, 2_000); // its watch ended
+        t.seen_at("stays", true, 2_000); // still watching (a long poll)
+        t.seen_at("other", false, 11_000);
+        assert_eq!(nodes(&t), ["gone", "other", "stays"]);
+        t.seen_at("other", false, 12_001);
+        assert_eq!(nodes(&t), ["other", "stays"]);
+    }
+
+    #[test]
+    fn at_most_max_proxies_are_tracked() {
+        let t = Tracker::with_limits(3, 10_000);
+        for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+            t.seen_at(n, true, 1_000 + i as u64);
+        }
+        assert_eq!(nodes(&t), ["a", "b", "c"]);
+        t.seen_at("a", false, 1_010);
+        t.seen_at("d", true, 20_000); // a left long ago: room for d
+        assert_eq!(nodes(&t), ["b", "c", "d"]);
+        let long = "x".repeat(1 << 20);
+        t.ack("b", 1, Some(&long));
+        assert!(t.status(1).iter().all(|s| s.nack_reason.as_ref().is_none_or(|r| r.len() <= MAX_REASON)));
     }
 }

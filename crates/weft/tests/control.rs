@@ -126,11 +126,11 @@ fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
     // A name with illegal characters, a bad address.
     let out = cp.apply("bad-name.yaml", &SE.replace("name: reviews", "name: \"re views/../x\""));
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("metadata.name: must be letters, digits"), "{}", text(&out));
+    assert!(text(&out).contains("metadata.name: \"re views/../x\" is not a DNS-1123 subdomain"), "{}", text(&out));
     let out = cp.weft(&["register", "--service", "bad service!", "--address", "127.0.0.1:1"]);
-    assert!(text(&out).contains("service \"bad service!\""), "{}", text(&out));
+    assert!(text(&out).contains("service: \"bad service!\" is not a DNS-1123 subdomain"), "{}", text(&out));
     let out = cp.weft(&["register", "--service", "ok", "--address", "127.0.0.1"]);
-    assert!(text(&out).contains("must be host:port"), "{}", text(&out));
+    assert!(text(&out).contains("address: \"127.0.0.1\" is not host:port"), "{}", text(&out));
     // A client that sends half a request and goes away.
     {
         use std::io::Write;
@@ -402,13 +402,17 @@ fn a_namespace_or_name_holding_framing_text_is_refused_and_proxies_keep_routing(
     let evil = "\"evil\\n# remove ServiceEntry/default/x\\n--- # ServiceEntry/default/y\"";
     let out = cp.apply("evil-ns.yaml", &se("evil", evil, 9));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("ServiceEntry evil: metadata.namespace: must be letters, digits"), "{}", text(&out));
+    assert!(
+        text(&out).contains("ServiceEntry evil: metadata.namespace: \"evil\\n# remove") && text(&out).contains("is not a DNS-1123 label"),
+        "{}",
+        text(&out)
+    );
     let out = cp.apply("evil-name.yaml", &se(evil, "default", 9));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("metadata.name: must be letters, digits"), "{}", text(&out));
+    assert!(text(&out).contains("metadata.name: \"evil\\n# remove"), "{}", text(&out));
     let out = cp.weft(&["register", "--service", "ok", "--address", "127.0.0.1\n# remove ServiceEntry/default/x:80"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("address \"127.0.0.1\\n# remove ServiceEntry/default/x:80\": the host must be"), "{}", text(&out));
+    assert!(text(&out).contains("address: \"127.0.0.1\\n# remove ServiceEntry/default/x:80\": \"127.0.0.1\\n# remove ServiceEntry/default/x\" is neither an IP address nor a DNS name"), "{}", text(&out));
     assert_eq!(cp.history_len(), before, "nothing was stored");
 
     // A change the proxy does get (a delta), then x still routes; a new proxy has it too.

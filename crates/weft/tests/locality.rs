@@ -14,7 +14,7 @@ fn se(eps: &[(SocketAddr, &str)]) -> String {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints:\n",
     );
     for (a, loc) in eps {
-        s.push_str(&format!("  - {{address: {}, ports: {{http: {}}}, locality: {loc}, labels: {{net: n-{loc}}}}}\n", a.ip(), a.port()));
+        s.push_str(&format!("  - {{address: {}, ports: {{http: {}}}, locality: {loc}, labels: {{net: n-{}}}}}\n", a.ip(), a.port(), loc.replace('/', ".")));
     }
     s
 }
@@ -76,7 +76,7 @@ fn a_healthy_local_endpoint_takes_everything_and_failover_rules_pick_the_region(
     let rule = ", localityLbSetting: {failoverPriority: [net]}";
     let p = proxy_with(
         &(se(&[(a.addr, "r1/z1/s1"), (r2.addr, "r2/z1/s1"), (r3.addr, "r3/z1/s1")]) + &dr(rule)),
-        &["--locality", "r1/z1/s1", "--label", "net=n-r2/z1/s1"],
+        &["--locality", "r1/z1/s1", "--label", "net=n-r2.z1.s1"],
     );
     assert_eq!(spread(p.addr(), "svc", 30, &[]).get("r2"), Some(&30));
 }

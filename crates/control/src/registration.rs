@@ -1,0 +1,71 @@
+//! The rules a registration passes before it is stored (`weft register`), so that the
+//! ServiceEntry the mesh makes of it compiles: each field by the config's own rules
+//! (`weft_config::rules`), then the service's whole document compiled (see
+//! `Plane::register`).
+
+use weft_api::Registration;
+use weft_config::rules;
+
+/// The shortest and longest TTL a registration may ask for (ms): without a heartbeat
+/// for this long it is removed. (A TTL of 2^64-1 ms once wrapped and expired at once.)
+pub const MIN_TTL_MS: u64 = 100;
+pub const MAX_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// Every rule `r` breaks, each naming its field.
+pub fn check(r: &Registration) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Err(e) = rules::dns1123_subdomain(&r.service) {
+        errors.push(format!("service: {e}"));
+    }
+    if let Err(e) = rules::host_port(&r.address) {
+        errors.push(format!("address: {e}"));
+    }
+    for (k, e) in rules::labels(&r.labels) {
+        errors.push(format!("labels[{k}]: {e}"));
+    }
+    if let Some(Err(e)) = r.locality.as_deref().map(rules::locality) {
+        errors.push(format!("locality: {e}"));
+    }
+    if let Some(t) = r.ttl_ms.filter(|t| !(MIN_TTL_MS..=MAX_TTL_MS).contains(t)) {
+        errors.push(format!("ttlMs: {t} is out of range {MIN_TTL_MS}..={MAX_TTL_MS} (100 ms to 24 h)"));
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(f: impl FnOnce(&mut Registration)) -> Vec<String> {
+        let mut r = Registration {
+            service: "ratings".into(),
+            address: "127.0.0.1:9000".into(),
+            labels: Default::default(),
+            locality: None,
+            weight: None,
+            ttl_ms: Some(1000),
+        };
+        f(&mut r);
+        check(&r)
+    }
+
+    #[test]
+    fn hostile_registrations_are_refused_naming_the_field() {
+        assert!(reg(|_| {}).is_empty());
+        type Edit = Box<dyn FnOnce(&mut Registration)>;
+        let cases: [(&str, Edit); 8] = [
+            ("address:", Box::new(|r| r.address = "not an ip:80".into())),
+            ("address:", Box::new(|r| r.address = "127.0.0.1:0".into())),
+            ("service:", Box::new(|r| r.service = "../../x".into())),
+            ("labels[", Box::new(|r| _ = r.labels.insert("app".into(), "a\nb".into()))),
+            ("labels[", Box::new(|r| _ = r.labels.insert("k".repeat(4 << 20), "v".into()))),
+            ("locality:", Box::new(|r| r.locality = Some("r1\n/z".into()))),
+            ("ttlMs:", Box::new(|r| r.ttl_ms = Some(u64::MAX))),
+            ("ttlMs:", Box::new(|r| r.ttl_ms = Some(0))),
+        ];
+        for (field, f) in cases {
+            let e = reg(f);
+            assert!(e.len() == 1 && e[0].starts_with(field) && e[0].len() < 400, "{field}: {e:?}");
+        }
+    }
+}
