@@ -14,7 +14,12 @@ fn se(eps: &[(SocketAddr, &str)]) -> String {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints:\n",
     );
     for (a, loc) in eps {
-        s.push_str(&format!("  - {{address: {}, ports: {{http: {}}}, locality: {loc}, labels: {{net: n-{}}}}}\n", a.ip(), a.port(), loc.replace('/', ".")));
+        s.push_str(&format!(
+            "  - {{address: {}, ports: {{http: {}}}, locality: {loc}, labels: {{net: n-{}}}}}\n",
+            a.ip(),
+            a.port(),
+            loc.replace('/', ".")
+        ));
     }
     s
 }
