@@ -5,10 +5,14 @@
 //! lock) and one task per worker sweeps the table every [`TICK`], waking the requests
 //! whose time is up. A timeout fires between its duration and one tick later. The
 //! worker runtimes are current-thread, so a request and its sweeper share a thread.
+//! The same sweep runs the client connections' idle and header timeouts
+//! ([`crate::watchdog`]); it runs while a request waits or a connection is open.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -22,6 +26,10 @@ struct Table {
     live: usize,
     /// Ticks since the sweeper started (the table's clock).
     now: u64,
+    /// `now`, for the connections' stamps.
+    clock: Arc<AtomicU64>,
+    /// Client connections (dropped from here once only the table holds them).
+    conns: Vec<Arc<crate::watchdog::ConnSlot>>,
     sweeping: bool,
 }
 
@@ -35,7 +43,7 @@ thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());
 }
 
-fn ticks(d: Duration) -> u64 {
+pub(crate) fn ticks(d: Duration) -> u64 {
     d.as_nanos().div_ceil(TICK.as_nanos()) as u64
 }
 
@@ -116,6 +124,20 @@ impl<F: Future> Future for Bounded<F> {
     }
 }
 
+/// Registers a client connection's slot, made by `make` on this worker's clock.
+pub(crate) fn watch_conn(make: impl FnOnce(Arc<AtomicU64>) -> Arc<crate::watchdog::ConnSlot>) -> Arc<crate::watchdog::ConnSlot> {
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let slot = make(t.clock.clone());
+        t.conns.push(slot.clone());
+        if !t.sweeping {
+            t.sweeping = true;
+            tokio::spawn(sweep());
+        }
+        slot
+    })
+}
+
 fn release(i: u32) {
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
@@ -135,19 +157,24 @@ async fn sweep() {
         let due: Vec<Waker> = TABLE.with(|t| {
             let mut t = t.borrow_mut();
             t.now += 1;
-            if t.live == 0 {
+            t.clock.store(t.now, Ordering::Relaxed);
+            t.conns.retain(|c| Arc::strong_count(c) > 1);
+            if t.live == 0 && t.conns.is_empty() {
                 t.sweeping = false;
                 return Vec::new();
             }
             let now = t.now;
-            t.slots
+            let mut due: Vec<Waker> = t
+                .slots
                 .iter_mut()
                 .filter(|s| s.waker.is_some() && !s.fired && s.deadline <= now)
                 .filter_map(|s| {
                     s.fired = true;
                     s.waker.take()
                 })
-                .collect()
+                .collect();
+            due.extend(t.conns.iter().filter_map(|c| c.check(now)));
+            due
         });
         // Woken outside the borrow: a wake may poll at once.
         let stop = due.is_empty() && TABLE.with(|t| !t.borrow().sweeping);

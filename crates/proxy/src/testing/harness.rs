@@ -90,6 +90,15 @@ impl Harness {
         Client { tx }
     }
 
+    /// A new client connection as raw bytes (for half-sent heads and the like), served
+    /// as [`Harness::connect`]'s.
+    pub fn connect_raw(&self) -> tokio::io::DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(PIPE);
+        let remote = SocketAddr::from(([127, 0, 0, 1], 50000));
+        tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0));
+        ours
+    }
+
     /// `GET path` with `Host: host`, on a connection of its own.
     pub async fn get(&self, host: &str, path: &str) -> Answer {
         self.connect().await.get(host, path).await
