@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::time::Duration;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::phases::{handle, ConnCtx};
@@ -112,7 +112,8 @@ pub fn accept_backoff(e: &std::io::Error) -> Option<Duration> {
 /// Whether the proxy already holds `--max-connections` client connections (across its
 /// workers; a race between workers may let a few more in).
 fn over_limit(shared: &Shared) -> bool {
-    shared.max_connections > 0 && shared.metrics.counters.downstream_connections_active.load(Ordering::Relaxed) >= shared.max_connections as u64
+    shared.max_connections > 0
+        && shared.metrics.counters.downstream_connections_active.load(Ordering::Relaxed) >= shared.max_connections as u64
 }
 
 /// The client-facing HTTP server as configured: h1 and h2c on one port (hyper-util's

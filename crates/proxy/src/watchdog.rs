@@ -49,9 +49,10 @@ pub struct ConnSlot {
 }
 
 impl ConnSlot {
-    /// A new connection's slot, on the calling worker's clock, swept by its sweep.
+    /// A new connection's slot, on the calling worker's clock, swept by its sweep
+    /// (not swept, with both timeouts off).
     pub fn watch(idle: Option<Duration>, header: Option<Duration>) -> Arc<ConnSlot> {
-        crate::idle::watch_conn(|clock| {
+        let make = |clock: Arc<AtomicU64>| {
             let now = clock.load(Relaxed) + 1;
             let header = header.map_or(0, ticks);
             Arc::new(ConnSlot {
@@ -65,7 +66,11 @@ impl ConnSlot {
                 idle: idle.map_or(0, ticks),
                 header,
             })
-        })
+        };
+        if idle.is_none() && header.is_none() {
+            return make(Arc::default());
+        }
+        crate::idle::watch_conn(make)
     }
 
     fn stamp(&self) -> u64 {

@@ -78,7 +78,11 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn each_request_restarts_the_idle_clock_and_a_late_head_gets_its_own_header_timeout() {
-    let opts = ProxyOptions { idle_timeout: Some(Duration::from_secs(10)), header_read_timeout: Some(Duration::from_secs(2)), ..Default::default() };
+    let opts = ProxyOptions {
+        idle_timeout: Some(Duration::from_secs(10)),
+        header_read_timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
     let h = harness(opts);
     let mut s = h.connect_raw();
     for _ in 0..5 {

@@ -99,7 +99,12 @@ impl Metrics {
             "counter",
             &c.downstream_overflow,
         );
-        counter("weft_downstream_idle_timeouts_total", "Client connections closed after --idle-timeout.", "counter", &c.downstream_idle_timeouts);
+        counter(
+            "weft_downstream_idle_timeouts_total",
+            "Client connections closed after --idle-timeout.",
+            "counter",
+            &c.downstream_idle_timeouts,
+        );
         counter(
             "weft_downstream_header_timeouts_total",
             "Client connections closed because a request head took longer than --header-read-timeout.",
