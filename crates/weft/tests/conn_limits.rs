@@ -41,6 +41,11 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
 
 /// GET until it answers 200 or `within` passes.
 fn served_again(addr: SocketAddr, within: Duration) -> bool {
+    answers_again(addr, within, b"HTTP/1.1 200")
+}
+
+/// GET until the answer starts with `want` or `within` passes.
+fn answers_again(addr: SocketAddr, within: Duration, want: &[u8]) -> bool {
     let end = Instant::now() + within;
     while Instant::now() < end {
         if let Ok(mut s) = TcpStream::connect(addr) {
@@ -48,7 +53,7 @@ fn served_again(addr: SocketAddr, within: Duration) -> bool {
             if s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n").is_ok() {
                 let mut got = Vec::new();
                 let _ = s.read_to_end(&mut got);
-                if got.starts_with(b"HTTP/1.1 200") {
+                if got.starts_with(want) {
                     return true;
                 }
             }
@@ -101,6 +106,33 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// `weft ARGS` with at most `fds` open files, waiting for its "listening on" line.
+fn spawn_limited(fds: u32, args: &[&str]) -> Proc {
+    let ulimit = format!("ulimit -n {fds} && exec \"$0\" \"$@\"");
+    let mut all = vec!["-c", &ulimit, weft()];
+    all.extend_from_slice(args);
+    spawn_program("sh", &all)
+}
+
+/// Holds `n` connections to `p` for 2 s and says how much CPU `p` spent meanwhile.
+fn cpu_while_flooded(p: &Proc, n: usize) -> (u64, Vec<TcpStream>) {
+    let held = flood(p.addr, n);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(p.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    (cpu_ticks(p.pid()) - before, held)
+}
+
+#[test]
+fn out_of_file_descriptors_the_control_plane_pauses_and_recovers() {
+    let dir = temp_dir().join("cp");
+    let p = spawn_limited(48, &["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let (spent, held) = cpu_while_flooded(&p, 100);
+    assert!(spent <= 30, "the control plane spent {spent} ticks of CPU in 2 s while out of descriptors");
+    drop(held);
+    assert!(answers_again(p.addr, Duration::from_secs(5), b"HTTP/1.1 "), "not answering again once descriptors were freed");
+}
+
 #[test]
 fn out_of_file_descriptors_the_accept_loop_pauses_and_recovers() {
     let b = backend("b", &[]);
@@ -108,9 +140,6 @@ fn out_of_file_descriptors_the_accept_loop_pauses_and_recovers() {
     let cfg = dir.join("mesh.yaml");
     std::fs::write(&cfg, service_entry("svc", &[(b.addr, "v: x", 1)])).unwrap();
     let args = [
-        "-c",
-        "ulimit -n 64 && exec \"$0\" \"$@\"",
-        weft(),
         "proxy",
         "--config",
         cfg.to_str().unwrap(),
@@ -124,14 +153,10 @@ fn out_of_file_descriptors_the_accept_loop_pauses_and_recovers() {
         "--max-connections",
         "0",
     ];
-    let p = Proxy { p: spawn_program("sh", &args), cfg };
+    let p = Proxy { p: spawn_limited(64, &args), cfg };
     assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200);
     // Past 64 descriptors: the last of these wait in the listen queue, unaccepted.
-    let held = flood(p.addr(), 100);
-    std::thread::sleep(Duration::from_millis(500));
-    let before = cpu_ticks(p.p.pid());
-    std::thread::sleep(Duration::from_secs(2));
-    let spent = cpu_ticks(p.p.pid()) - before;
+    let (spent, held) = cpu_while_flooded(&p.p, 100);
     // Clock ticks are 1/100 s: a spinning accept loop would spend ~200 here.
     assert!(spent <= 30, "the proxy spent {spent} ticks of CPU in 2 s while out of descriptors");
     drop(held);
