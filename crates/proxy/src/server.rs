@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::phases::{handle, ConnCtx};
 use crate::state::Shared;
-use crate::watchdog::{Closed, ConnSlot, Guarded, Watched};
+use crate::watchdog::{Closed, ConnSlot, Watched};
 
 /// Largest request head accepted; beyond it the client gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -149,20 +149,24 @@ where
     let slot = ConnSlot::watch(shared.idle_timeout, shared.header_read_timeout);
     let requests = slot.clone();
     let svc = service_fn(move |req| {
-        let active = requests.begin();
-        crate::watchdog::Tracked::new(handle(ctx, req), active)
+        requests.begin();
+        handle(ctx, req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(Watched::new(io, slot.clone())), svc);
-    let conn = Guarded::new(graceful.watch(conn.into_owned()), slot);
+    let conn = graceful.watch(conn.into_owned());
     async move {
-        match conn.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => classify(shared, &*e),
-            Err(Closed::Idle) => {
+        let r = conn.await;
+        match slot.fired() {
+            Some(Closed::Idle) => {
                 counters.downstream_idle_timeouts.fetch_add(1, Ordering::Relaxed);
             }
-            Err(Closed::HeaderTimeout) => {
+            Some(Closed::HeaderTimeout) => {
                 counters.downstream_header_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                if let Err(e) = r {
+                    classify(shared, &*e);
+                }
             }
         }
         counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);

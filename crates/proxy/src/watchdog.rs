@@ -1,23 +1,24 @@
 //! Client connections' idle and header timeouts on the worker's coarse clock (the
-//! sweep of [`crate::idle`], every [`crate::idle::TICK`]), not on a timer per request: hyper's
-//! `header_read_timeout` arms one for every request head (~1.5 k instructions a
-//! request). Here a connection's stream is wrapped in [`Watched`], which stamps read
-//! and write progress into the connection's [`ConnSlot`] (a relaxed load and store),
-//! and each request marks itself active ([`ConnSlot::begin`]). The sweep closes:
-//! - a connection whose request head has been arriving for longer than the header
-//!   timeout (a head starts with the connection, and with the first byte read while no
-//!   request is active; it ends when hyper hands the request to the proxy). HTTP/2
-//!   connections (their preface seen on the first read) have no head timeout: frames
-//!   between requests (PING, SETTINGS) are no head;
-//! - a connection with no active request and no byte read or written for the idle
-//!   timeout (Envoy's `idle_timeout`).
+//! sweep of [`crate::idle`], every [`crate::idle::TICK`]), not on a timer per request:
+//! hyper's `header_read_timeout` arms one for every request head (~1.5 k instructions
+//! a request). A connection's stream is wrapped in [`Watched`], which stamps read and
+//! write progress into the connection's [`ConnSlot`] (a relaxed load and store); a
+//! request marks the connection busy when hyper hands it over ([`ConnSlot::begin`]) and
+//! the response's first write marks it free. No per-request wrapper, allocation or
+//! reference count. The sweep fires:
+//! - the header timeout, when a request head has been arriving for longer (a head
+//!   starts with the connection, and with the first byte read while the connection is
+//!   free; it ends when hyper hands the request over). HTTP/2 connections (their
+//!   preface seen on the first read) have none: frames between requests are no head;
+//! - the idle timeout, when the connection is free and no byte was read or written for
+//!   that long (Envoy's `idle_timeout`).
 //!
-//! A timeout fires between its duration and one tick later.
+//! Fired, the stream's next read fails (the sweep wakes the task reading it), and hyper
+//! ends the connection. A timeout fires between its duration and one tick later.
 
-use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -25,6 +26,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::idle::ticks;
+
+/// hyper's interim answer to `Expect: 100-continue`, written alone: the request is
+/// still in progress.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +44,8 @@ pub struct ConnSlot {
     clock: Arc<AtomicU64>,
     last: AtomicU64,
     head_from: AtomicU64,
-    active: AtomicU32,
+    /// A request was handed over and its response has not started.
+    busy: AtomicBool,
     h2: AtomicBool,
     fired: AtomicU8,
     waker: Mutex<Option<Waker>>,
@@ -59,7 +65,7 @@ impl ConnSlot {
                 clock,
                 last: AtomicU64::new(now),
                 head_from: AtomicU64::new(if header > 0 { now } else { 0 }),
-                active: AtomicU32::new(0),
+                busy: AtomicBool::new(false),
                 h2: AtomicBool::new(false),
                 fired: AtomicU8::new(0),
                 waker: Mutex::new(None),
@@ -77,11 +83,19 @@ impl ConnSlot {
         self.clock.load(Relaxed) + 1
     }
 
-    /// A request head arrived whole: the request is active until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> Active {
+    /// A request head arrived whole and was handed over: busy until its response starts.
+    #[inline]
+    pub fn begin(&self) {
         self.head_from.store(0, Relaxed);
-        self.active.fetch_add(1, Relaxed);
-        Active(self.clone())
+        self.busy.store(true, Relaxed);
+    }
+
+    #[inline]
+    fn wrote(&self, first: &[u8], n: usize) {
+        self.last.store(self.stamp(), Relaxed);
+        if n != CONTINUE.len() || !first.starts_with(CONTINUE) {
+            self.busy.store(false, Relaxed);
+        }
     }
 
     fn read(&self, first: bool, bytes: &[u8]) {
@@ -90,7 +104,7 @@ impl ConnSlot {
         if first && bytes.starts_with(b"PRI ") {
             self.h2.store(true, Relaxed);
             self.head_from.store(0, Relaxed);
-        } else if self.header > 0 && self.head_from.load(Relaxed) == 0 && self.active.load(Relaxed) == 0 && !self.h2.load(Relaxed) {
+        } else if self.header > 0 && self.head_from.load(Relaxed) == 0 && !self.busy.load(Relaxed) && !self.h2.load(Relaxed) {
             self.head_from.store(now, Relaxed);
         }
     }
@@ -103,7 +117,7 @@ impl ConnSlot {
         let head = self.head_from.load(Relaxed);
         let why = if self.header > 0 && head != 0 && now >= head + self.header {
             Closed::HeaderTimeout
-        } else if self.idle > 0 && self.active.load(Relaxed) == 0 && now >= self.last.load(Relaxed) + self.idle {
+        } else if self.idle > 0 && !self.busy.load(Relaxed) && now >= self.last.load(Relaxed) + self.idle {
             Closed::Idle
         } else {
             return None;
@@ -112,22 +126,13 @@ impl ConnSlot {
         self.waker.lock().ok()?.take()
     }
 
-    fn fired(&self) -> Option<Closed> {
+    /// Whether (and why) the watchdog closed this connection.
+    pub fn fired(&self) -> Option<Closed> {
         match self.fired.load(Relaxed) {
             0 => None,
             1 => Some(Closed::Idle),
             _ => Some(Closed::HeaderTimeout),
         }
-    }
-}
-
-/// A request in progress on its connection (the connection is not idle meanwhile).
-pub struct Active(Arc<ConnSlot>);
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.last.store(self.0.stamp(), Relaxed);
-        self.0.active.fetch_sub(1, Relaxed);
     }
 }
 
@@ -138,25 +143,42 @@ pin_project_lite::pin_project! {
         io: I,
         slot: Arc<ConnSlot>,
         first: bool,
+        // The waker last given to the slot (replaced only when the task's changes).
+        seen: Option<Waker>,
     }
 }
 
 impl<I> Watched<I> {
     pub fn new(io: I, slot: Arc<ConnSlot>) -> Self {
-        Watched { io, slot, first: true }
+        Watched { io, slot, first: true, seen: None }
     }
 }
 
 impl<I: AsyncRead> AsyncRead for Watched<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
+        if let Some(why) = this.slot.fired() {
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{why:?}"))));
+        }
         let before = buf.filled().len();
         let r = this.io.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            if let Some(new) = buf.filled().get(before..).filter(|b| !b.is_empty()) {
-                this.slot.read(*this.first, new);
-                *this.first = false;
+        match r {
+            Poll::Ready(Ok(())) => {
+                if let Some(new) = buf.filled().get(before..).filter(|b| !b.is_empty()) {
+                    this.slot.read(*this.first, new);
+                    *this.first = false;
+                }
             }
+            Poll::Pending => {
+                // The sweep wakes this task to close the connection.
+                if !this.seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    if let Ok(mut w) = this.slot.waker.lock() {
+                        *w = Some(cx.waker().clone());
+                    }
+                    *this.seen = Some(cx.waker().clone());
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         r
     }
@@ -168,7 +190,7 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
         let r = this.io.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                this.slot.last.store(this.slot.stamp(), Relaxed);
+                this.slot.wrote(buf, n);
             }
         }
         r
@@ -179,7 +201,7 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
         let r = this.io.poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                this.slot.last.store(this.slot.stamp(), Relaxed);
+                this.slot.wrote(bufs.first().map_or(&[][..], |b| &b[..]), n);
             }
         }
         r
@@ -198,68 +220,3 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A request's future, active on its connection until it ends.
-    pub struct Tracked<F> {
-        #[pin]
-        inner: F,
-        active: Active,
-    }
-}
-
-impl<F> Tracked<F> {
-    pub fn new(inner: F, active: Active) -> Self {
-        Tracked { inner, active }
-    }
-}
-
-impl<F: Future> Future for Tracked<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection's future, ended (and so its socket closed) when the sweep says so.
-    pub struct Guarded<F> {
-        #[pin]
-        inner: F,
-        slot: Arc<ConnSlot>,
-        seen: Option<Waker>,
-    }
-}
-
-impl<F> Guarded<F> {
-    pub fn new(inner: F, slot: Arc<ConnSlot>) -> Self {
-        Guarded { inner, slot, seen: None }
-    }
-}
-
-impl<F: Future> Future for Guarded<F> {
-    /// `Err` when the watchdog closed the connection.
-    type Output = Result<F::Output, Closed>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Some(why) = this.slot.fired() {
-            return Poll::Ready(Err(why));
-        }
-        if let Poll::Ready(v) = this.inner.poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        // A task's waker rarely changes: the lock is taken once, not on every poll.
-        if !this.seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            if let Ok(mut w) = this.slot.waker.lock() {
-                *w = Some(cx.waker().clone());
-            }
-            *this.seen = Some(cx.waker().clone());
-            // Fired between the check above and the waker's registration.
-            if let Some(why) = this.slot.fired() {
-                return Poll::Ready(Err(why));
-            }
-        }
-        Poll::Pending
-    }
-}
