@@ -156,7 +156,9 @@ where
     let conn = graceful.watch(conn.into_owned());
     async move {
         let r = conn.await;
-        match slot.fired() {
+        let fired = slot.fired();
+        slot.retire();
+        match fired {
             Some(Closed::Idle) => {
                 counters.downstream_idle_timeouts.fetch_add(1, Ordering::Relaxed);
             }

@@ -27,6 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::idle::ticks;
 
+/// `fired` of a connection whose HTTP ended: never fired again.
+const RETIRED: u8 = 3;
+
 /// hyper's interim answer to `Expect: 100-continue`, written alone: the request is
 /// still in progress.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -129,10 +132,16 @@ impl ConnSlot {
     /// Whether (and why) the watchdog closed this connection.
     pub fn fired(&self) -> Option<Closed> {
         match self.fired.load(Relaxed) {
-            0 => None,
             1 => Some(Closed::Idle),
-            _ => Some(Closed::HeaderTimeout),
+            2 => Some(Closed::HeaderTimeout),
+            _ => None,
         }
+    }
+
+    /// The connection's HTTP ended (closed, or upgraded to a tunnel that carries the
+    /// stream on): the watchdog leaves it alone from now on.
+    pub fn retire(&self) {
+        let _ = self.fired.compare_exchange(0, RETIRED, Relaxed, Relaxed);
     }
 }
 
