@@ -73,6 +73,7 @@ pub fn bounded<F: Future>(after: Duration, inner: F) -> Bounded<F> {
 impl<F: Future> Future for Bounded<F> {
     type Output = Option<F::Output>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
         let this = self.project();
         if let Poll::Ready(v) = this.inner.poll(cx) {

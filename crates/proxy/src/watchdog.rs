@@ -101,14 +101,22 @@ impl ConnSlot {
         }
     }
 
-    fn read(&self, first: bool, bytes: &[u8]) {
+    /// Bytes were read: progress, and maybe the start of a request head.
+    #[inline]
+    fn read(&self) {
         let now = self.stamp();
         self.last.store(now, Relaxed);
-        if first && bytes.starts_with(b"PRI ") {
+        if self.head_from.load(Relaxed) == 0 && !self.busy.load(Relaxed) && self.header > 0 && !self.h2.load(Relaxed) {
+            self.head_from.store(now, Relaxed);
+        }
+    }
+
+    /// The connection's first bytes: HTTP/2's preface means no head timeout.
+    #[cold]
+    fn first_read(&self, bytes: &[u8]) {
+        if bytes.starts_with(b"PRI ") {
             self.h2.store(true, Relaxed);
             self.head_from.store(0, Relaxed);
-        } else if self.header > 0 && self.head_from.load(Relaxed) == 0 && !self.busy.load(Relaxed) && !self.h2.load(Relaxed) {
-            self.head_from.store(now, Relaxed);
         }
     }
 
@@ -166,31 +174,42 @@ impl<I> Watched<I> {
 impl<I: AsyncRead> AsyncRead for Watched<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
-        if let Some(why) = this.slot.fired() {
-            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{why:?}"))));
+        if this.slot.fired.load(Relaxed) != 0 {
+            if let Some(why) = this.slot.fired() {
+                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{why:?}"))));
+            }
         }
         let before = buf.filled().len();
         let r = this.io.poll_read(cx, buf);
         match r {
             Poll::Ready(Ok(())) => {
-                if let Some(new) = buf.filled().get(before..).filter(|b| !b.is_empty()) {
-                    this.slot.read(*this.first, new);
-                    *this.first = false;
+                if buf.filled().len() > before {
+                    if *this.first {
+                        *this.first = false;
+                        this.slot.first_read(buf.filled().get(before..).unwrap_or_default());
+                    }
+                    this.slot.read();
                 }
             }
             Poll::Pending => {
                 // The sweep wakes this task to close the connection.
                 if !this.seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    if let Ok(mut w) = this.slot.waker.lock() {
-                        *w = Some(cx.waker().clone());
-                    }
-                    *this.seen = Some(cx.waker().clone());
+                    register(this.slot, this.seen, cx.waker());
                 }
             }
             Poll::Ready(Err(_)) => {}
         }
         r
     }
+}
+
+/// Gives the slot the waker of the task reading the stream (once per task).
+#[cold]
+fn register(slot: &ConnSlot, seen: &mut Option<Waker>, waker: &Waker) {
+    if let Ok(mut w) = slot.waker.lock() {
+        *w = Some(waker.clone());
+    }
+    *seen = Some(waker.clone());
 }
 
 impl<I: AsyncWrite> AsyncWrite for Watched<I> {
