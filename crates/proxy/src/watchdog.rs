@@ -247,4 +247,3 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
         self.project().io.poll_shutdown(cx)
     }
 }
-
