@@ -87,13 +87,13 @@ impl ConnSlot {
     }
 
     /// A request head arrived whole and was handed over: busy until its response starts.
-    #[inline]
+    #[inline(always)]
     pub fn begin(&self) {
         self.head_from.store(0, Relaxed);
         self.busy.store(true, Relaxed);
     }
 
-    #[inline]
+    #[inline(always)]
     fn wrote(&self, first: &[u8], n: usize) {
         self.last.store(self.stamp(), Relaxed);
         if n != CONTINUE.len() || !first.starts_with(CONTINUE) {
@@ -102,7 +102,7 @@ impl ConnSlot {
     }
 
     /// Bytes were read: progress, and maybe the start of a request head.
-    #[inline]
+    #[inline(always)]
     fn read(&self) {
         let now = self.stamp();
         self.last.store(now, Relaxed);
@@ -176,7 +176,7 @@ impl<I: AsyncRead> AsyncRead for Watched<I> {
         let this = self.project();
         if this.slot.fired.load(Relaxed) != 0 {
             if let Some(why) = this.slot.fired() {
-                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{why:?}"))));
+                return Poll::Ready(Err(closed(why)));
             }
         }
         let before = buf.filled().len();
@@ -201,6 +201,11 @@ impl<I: AsyncRead> AsyncRead for Watched<I> {
         }
         r
     }
+}
+
+#[cold]
+fn closed(why: Closed) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{why:?}"))
 }
 
 /// Gives the slot the waker of the task reading the stream (once per task).
