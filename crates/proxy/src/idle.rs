@@ -26,11 +26,17 @@ struct Table {
     live: usize,
     /// Ticks since the sweeper started (the table's clock).
     now: u64,
-    /// `now`, for the connections' stamps.
-    clock: Arc<AtomicU64>,
-    /// Client connections (dropped from here once only the table holds them).
-    conns: Vec<Arc<crate::watchdog::ConnSlot>>,
     sweeping: bool,
+}
+
+/// The worker's client connections, apart from [`Table`] so that a request's bound
+/// touches no more than it did before connections were watched.
+#[derive(Default)]
+struct Conns {
+    /// The table's `now`, for the connections' stamps.
+    clock: Arc<AtomicU64>,
+    /// Dropped from here once only this list holds them.
+    list: Vec<Arc<crate::watchdog::ConnSlot>>,
 }
 
 struct Slot {
@@ -41,6 +47,7 @@ struct Slot {
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());
+    static CONNS: RefCell<Conns> = RefCell::new(Conns::default());
 }
 
 pub(crate) fn ticks(d: Duration) -> u64 {
@@ -73,7 +80,6 @@ pub fn bounded<F: Future>(after: Duration, inner: F) -> Bounded<F> {
 impl<F: Future> Future for Bounded<F> {
     type Output = Option<F::Output>;
 
-    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
         let this = self.project();
         if let Poll::Ready(v) = this.inner.poll(cx) {
@@ -127,16 +133,20 @@ impl<F: Future> Future for Bounded<F> {
 
 /// Registers a client connection's slot, made by `make` on this worker's clock.
 pub(crate) fn watch_conn(make: impl FnOnce(Arc<AtomicU64>) -> Arc<crate::watchdog::ConnSlot>) -> Arc<crate::watchdog::ConnSlot> {
+    let slot = CONNS.with(|c| {
+        let mut c = c.borrow_mut();
+        let slot = make(c.clock.clone());
+        c.list.push(slot.clone());
+        slot
+    });
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
-        let slot = make(t.clock.clone());
-        t.conns.push(slot.clone());
         if !t.sweeping {
             t.sweeping = true;
             tokio::spawn(sweep());
         }
-        slot
-    })
+    });
+    slot
 }
 
 fn release(i: u32) {
@@ -158,13 +168,18 @@ async fn sweep() {
         let due: Vec<Waker> = TABLE.with(|t| {
             let mut t = t.borrow_mut();
             t.now += 1;
-            t.clock.store(t.now, Ordering::Relaxed);
-            t.conns.retain(|c| Arc::strong_count(c) > 1);
-            if t.live == 0 && t.conns.is_empty() {
+            let now = t.now;
+            let (no_conns, conns_due) = CONNS.with(|c| {
+                let mut c = c.borrow_mut();
+                c.clock.store(now, Ordering::Relaxed);
+                c.list.retain(|c| Arc::strong_count(c) > 1);
+                let due: Vec<Waker> = c.list.iter().filter_map(|c| c.check(now)).collect();
+                (c.list.is_empty(), due)
+            });
+            if t.live == 0 && no_conns {
                 t.sweeping = false;
                 return Vec::new();
             }
-            let now = t.now;
             let mut due: Vec<Waker> = t
                 .slots
                 .iter_mut()
@@ -174,7 +189,7 @@ async fn sweep() {
                     s.waker.take()
                 })
                 .collect();
-            due.extend(t.conns.iter().filter_map(|c| c.check(now)));
+            due.extend(conns_due);
             due
         });
         // Woken outside the borrow: a wake may poll at once.
