@@ -67,10 +67,27 @@ pub fn run(opts: Options) -> Result<(), String> {
             tokio::spawn(server.clone().follow_remote(rx));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut exhausted = 0u64;
         loop {
             tokio::select! {
                 acc = listener.accept() => {
-                    let Ok((stream, _)) = acc else { continue };
+                    let stream = match acc {
+                        Ok((stream, _)) => {
+                            exhausted = 0;
+                            stream
+                        }
+                        Err(e) => {
+                            // Out of file descriptors: pause rather than spin on the queued connection.
+                            if let Some(pause) = accept_backoff(&e) {
+                                if exhausted == 0 {
+                                    tracing::warn!("accept: {e}; pausing {pause:?} between tries until it recovers");
+                                }
+                                exhausted += 1;
+                                tokio::time::sleep(pause).await;
+                            }
+                            continue;
+                        }
+                    };
                     let s = server.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| s.clone().handle(req));
@@ -83,4 +100,15 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// How long the accept loop pauses after `e`: out of file descriptors or memory
+/// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) the queued connection stays queued and
+/// `accept` fails again at once, spinning a core; other errors are one client's.
+fn accept_backoff(e: &std::io::Error) -> Option<std::time::Duration> {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOBUFS: i32 = 105;
+    const ENOMEM: i32 = 12;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)).then_some(std::time::Duration::from_millis(100))
 }

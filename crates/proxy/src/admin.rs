@@ -17,8 +17,16 @@ use crate::state::Shared;
 
 pub async fn serve(shared: &'static Shared, listener: tokio::net::TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors: pause rather than spin on the queued connection.
+                if let Some(pause) = crate::server::accept_backoff(&e) {
+                    shared.metrics.counters.accept_exhausted.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                }
+                continue;
+            }
         };
         tokio::spawn(async move {
             let svc = service_fn(move |req| async move { Ok::<_, Infallible>(route(shared, req)) });

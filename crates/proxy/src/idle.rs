@@ -5,10 +5,14 @@
 //! lock) and one task per worker sweeps the table every [`TICK`], waking the requests
 //! whose time is up. A timeout fires between its duration and one tick later. The
 //! worker runtimes are current-thread, so a request and its sweeper share a thread.
+//! The same sweep runs the client connections' idle and header timeouts
+//! ([`crate::watchdog`]); it runs while a request waits or a connection is open.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -25,6 +29,16 @@ struct Table {
     sweeping: bool,
 }
 
+/// The worker's client connections, apart from [`Table`] so that a request's bound
+/// touches no more than it did before connections were watched.
+#[derive(Default)]
+struct Conns {
+    /// The table's `now`, for the connections' stamps.
+    clock: Arc<AtomicU64>,
+    /// Dropped from here once only this list holds them.
+    list: Vec<Arc<crate::watchdog::ConnSlot>>,
+}
+
 struct Slot {
     deadline: u64,
     waker: Option<Waker>,
@@ -33,9 +47,10 @@ struct Slot {
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::default());
+    static CONNS: RefCell<Conns> = RefCell::new(Conns::default());
 }
 
-fn ticks(d: Duration) -> u64 {
+pub(crate) fn ticks(d: Duration) -> u64 {
     d.as_nanos().div_ceil(TICK.as_nanos()) as u64
 }
 
@@ -116,6 +131,24 @@ impl<F: Future> Future for Bounded<F> {
     }
 }
 
+/// Registers a client connection's slot, made by `make` on this worker's clock.
+pub(crate) fn watch_conn(make: impl FnOnce(Arc<AtomicU64>) -> Arc<crate::watchdog::ConnSlot>) -> Arc<crate::watchdog::ConnSlot> {
+    let slot = CONNS.with(|c| {
+        let mut c = c.borrow_mut();
+        let slot = make(c.clock.clone());
+        c.list.push(slot.clone());
+        slot
+    });
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        if !t.sweeping {
+            t.sweeping = true;
+            tokio::spawn(sweep());
+        }
+    });
+    slot
+}
+
 fn release(i: u32) {
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
@@ -135,19 +168,29 @@ async fn sweep() {
         let due: Vec<Waker> = TABLE.with(|t| {
             let mut t = t.borrow_mut();
             t.now += 1;
-            if t.live == 0 {
+            let now = t.now;
+            let (no_conns, conns_due) = CONNS.with(|c| {
+                let mut c = c.borrow_mut();
+                c.clock.store(now, Ordering::Relaxed);
+                c.list.retain(|c| Arc::strong_count(c) > 1);
+                let due: Vec<Waker> = c.list.iter().filter_map(|c| c.check(now)).collect();
+                (c.list.is_empty(), due)
+            });
+            if t.live == 0 && no_conns {
                 t.sweeping = false;
                 return Vec::new();
             }
-            let now = t.now;
-            t.slots
+            let mut due: Vec<Waker> = t
+                .slots
                 .iter_mut()
                 .filter(|s| s.waker.is_some() && !s.fired && s.deadline <= now)
                 .filter_map(|s| {
                     s.fired = true;
                     s.waker.take()
                 })
-                .collect()
+                .collect();
+            due.extend(conns_due);
+            due
         });
         // Woken outside the borrow: a wake may poll at once.
         let stop = due.is_empty() && TABLE.with(|t| !t.borrow().sweeping);

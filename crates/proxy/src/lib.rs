@@ -39,5 +39,6 @@ pub mod state;
 pub mod testing;
 pub mod transport;
 pub mod tunnel;
+pub mod watchdog;
 
-pub use run::{build_shared, run, ProxyOptions};
+pub use run::{build_shared, run, ProxyOptions, DEFAULT_MAX_CONNECTIONS};

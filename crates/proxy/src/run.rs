@@ -28,8 +28,14 @@ pub struct ProxyOptions {
     pub access_log: bool,
     /// How long SIGTERM waits for in-flight requests.
     pub drain: Duration,
-    /// Off (None) by default, as in Envoy.
+    /// A request head must arrive whole within this (nginx's `client_header_timeout`,
+    /// 60 s); None disables.
     pub header_read_timeout: Option<Duration>,
+    /// A client connection with no request and no traffic this long is closed (Envoy's
+    /// `idle_timeout`, 1 h); None disables.
+    pub idle_timeout: Option<Duration>,
+    /// Client connections the proxy holds at most (all workers together); 0: no limit.
+    pub max_connections: usize,
     /// How often config files are checked for changes.
     pub watch_interval: Duration,
     /// Locality and labels, for locality-aware balancing.
@@ -41,6 +47,16 @@ pub struct ProxyOptions {
     /// Istio's path normalization; `base` by default.
     pub path_normalization: crate::normalize::PathNormalization,
 }
+
+/// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
+/// lowers it to half the process's open-file limit when that is lower). A sidecar
+/// serves one workload whose callers keep a few pooled connections each, so honest
+/// load stays far below it; below the file descriptor limit, so that idle or
+/// half-sent connections cannot take every descriptor (a client connection costs one,
+/// often two with its upstream) and leave none for upstreams, config and admin while
+/// the header and idle timeouts reap them. Per proxy rather than per worker: the file
+/// descriptor limit is per process, and a sidecar has one worker anyway.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Default for ProxyOptions {
     /// `weft proxy`'s defaults (no config files, no admin endpoint).
@@ -54,7 +70,9 @@ impl Default for ProxyOptions {
             namespace: "default".into(),
             access_log: false,
             drain: Duration::from_secs(10),
-            header_read_timeout: None,
+            header_read_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: Some(Duration::from_secs(3600)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             watch_interval: Duration::from_millis(500),
             node: Default::default(),
             stream_idle_timeout: Some(Duration::from_secs(300)),
@@ -88,6 +106,8 @@ pub fn build_shared(
         draining: AtomicBool::new(false),
         drain: opts.drain,
         header_read_timeout: opts.header_read_timeout,
+        idle_timeout: opts.idle_timeout,
+        max_connections: opts.max_connections,
         node: opts.node.clone(),
         stream_idle: opts.stream_idle_timeout,
         path_normalization: opts.path_normalization,

@@ -10,10 +10,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::phases::{handle, ConnCtx};
 use crate::state::Shared;
+use crate::watchdog::{Closed, ConnSlot, Watched};
 
 /// Largest request head accepted; beyond it the client gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -57,10 +59,33 @@ pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::Tc
         };
         let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(builder(shared)));
         let graceful = GracefulShutdown::new();
+        let mut exhausted = false;
         loop {
             tokio::select! {
                 acc = listener.accept() => {
-                    let Ok((stream, remote)) = acc else { continue };
+                    let (stream, remote) = match acc {
+                        Ok(a) => {
+                            exhausted = false;
+                            a
+                        }
+                        Err(e) => {
+                            if let Some(pause) = accept_backoff(&e) {
+                                shared.metrics.counters.accept_exhausted.fetch_add(1, Ordering::Relaxed);
+                                if !std::mem::replace(&mut exhausted, true) {
+                                    tracing::warn!("worker {worker}: accept: {e}; pausing {pause:?} between tries until it recovers");
+                                }
+                                tokio::time::sleep(pause).await;
+                            }
+                            continue;
+                        }
+                    };
+                    if over_limit(shared) {
+                        // Accepted and closed at once: the client learns now (and may try
+                        // another proxy) while the connections already open are served.
+                        shared.metrics.counters.downstream_overflow.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(connection(shared, builder, &graceful, stream, remote, worker));
                 }
@@ -72,16 +97,33 @@ pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::Tc
     });
 }
 
+/// How long an accept loop pauses after `e`: out of file descriptors or memory
+/// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) the pending connection stays queued and
+/// `accept` would fail again at once, spinning a core; anything else (a client that
+/// reset before its accept) is that connection's own failure.
+pub fn accept_backoff(e: &std::io::Error) -> Option<Duration> {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOBUFS: i32 = 105;
+    const ENOMEM: i32 = 12;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)).then_some(Duration::from_millis(100))
+}
+
+/// Whether the proxy already holds `--max-connections` client connections (across its
+/// workers; a race between workers may let a few more in).
+fn over_limit(shared: &Shared) -> bool {
+    shared.max_connections > 0
+        && shared.metrics.counters.downstream_connections_active.load(Ordering::Relaxed) >= shared.max_connections as u64
+}
+
 /// The client-facing HTTP server as configured: h1 and h2c on one port (hyper-util's
 /// `auto`), made once per worker.
-pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
+pub fn builder(_shared: &Shared) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1().max_buf_size(MAX_HEADER_BYTES);
-    // Off by default, as Envoy's `request_headers_timeout`: hyper arms a timer for
-    // every request head, ~1.5 k instructions a request (6 %, callgrind).
-    if let Some(t) = shared.header_read_timeout {
-        b.http1().timer(TokioTimer::new()).header_read_timeout(t);
-    }
+    // The header timeout is the watchdog's ([`crate::watchdog`]), not hyper's: hyper
+    // arms a timer for every request head, ~1.5 k instructions a request (6 %).
+    b.http1().header_read_timeout(None);
     b.http2().timer(TokioTimer::new()).max_concurrent_streams(1024).enable_connect_protocol();
     b
 }
@@ -104,11 +146,30 @@ where
     counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
     counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
     let ctx = ConnCtx { shared, remote, worker };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service_fn(move |req| handle(ctx, req)));
+    let slot = ConnSlot::watch(shared.idle_timeout, shared.header_read_timeout);
+    let requests = slot.clone();
+    let svc = service_fn(move |req| {
+        requests.begin();
+        handle(ctx, req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Watched::new(io, slot.clone())), svc);
     let conn = graceful.watch(conn.into_owned());
     async move {
-        if let Err(e) = conn.await {
-            classify(shared, &*e);
+        let r = conn.await;
+        let fired = slot.fired();
+        slot.retire();
+        match fired {
+            Some(Closed::Idle) => {
+                counters.downstream_idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Closed::HeaderTimeout) => {
+                counters.downstream_header_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                if let Err(e) = r {
+                    classify(shared, &*e);
+                }
+            }
         }
         counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
     }

@@ -46,8 +46,13 @@ pub struct Shared {
     pub draining: std::sync::atomic::AtomicBool,
     /// How long SIGTERM waits for in-flight requests.
     pub drain: std::time::Duration,
-    /// Close client connections whose request head takes longer (slowloris guard).
+    /// Close client connections whose request head takes longer (slowloris guard;
+    /// the watchdog's, [`crate::watchdog`]).
     pub header_read_timeout: Option<std::time::Duration>,
+    /// Close client connections with no request and no traffic this long.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Client connections beyond this are closed at accept (0: no limit).
+    pub max_connections: usize,
     pub node: crate::cluster::Node,
     /// A stream with no activity this long ends (Envoy's stream_idle_timeout).
     pub stream_idle: Option<std::time::Duration>,

@@ -75,6 +75,14 @@ pub(crate) struct TcpSeries {
 pub struct Counters {
     pub downstream_connections: AtomicU64,
     pub downstream_connections_active: AtomicU64,
+    /// Client connections closed at accept: the proxy held --max-connections.
+    pub downstream_overflow: AtomicU64,
+    /// Client connections closed idle (--idle-timeout) or with their request head
+    /// overdue (--header-read-timeout).
+    pub downstream_idle_timeouts: AtomicU64,
+    pub downstream_header_timeouts: AtomicU64,
+    /// Accepts that failed for want of file descriptors or memory (each followed by a pause).
+    pub accept_exhausted: AtomicU64,
     /// Requests answered 404 because no route matched their host.
     pub no_route: AtomicU64,
     /// Requests answered 503 because their cluster had no endpoint.

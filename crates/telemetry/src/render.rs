@@ -93,6 +93,30 @@ impl Metrics {
         };
         counter("weft_downstream_connections_total", "Client connections accepted.", "counter", &c.downstream_connections);
         counter("weft_downstream_connections_active", "Client connections open now.", "gauge", &c.downstream_connections_active);
+        counter(
+            "weft_downstream_overflow_total",
+            "Client connections closed at accept because the proxy held --max-connections.",
+            "counter",
+            &c.downstream_overflow,
+        );
+        counter(
+            "weft_downstream_idle_timeouts_total",
+            "Client connections closed after --idle-timeout.",
+            "counter",
+            &c.downstream_idle_timeouts,
+        );
+        counter(
+            "weft_downstream_header_timeouts_total",
+            "Client connections closed because a request head took longer than --header-read-timeout.",
+            "counter",
+            &c.downstream_header_timeouts,
+        );
+        counter(
+            "weft_accept_exhausted_total",
+            "Accepts that failed for want of file descriptors or memory (EMFILE, ENFILE), each followed by a 100 ms pause.",
+            "counter",
+            &c.accept_exhausted,
+        );
         counter("weft_no_route_total", "Requests for a host no route serves (404, flag NR).", "counter", &c.no_route);
         counter("weft_no_healthy_upstream_total", "Requests whose destination had no endpoint (503, flag UH).", "counter", &c.no_endpoint);
         counter("weft_downstream_bad_request_total", "Malformed requests rejected (400).", "counter", &c.bad_request);

@@ -120,10 +120,18 @@ struct ProxyArgs {
     /// How long SIGTERM waits for in-flight requests, e.g. "10s".
     #[arg(long, default_value = "10s", value_parser = parse_dur)]
     drain_timeout: Duration,
-    /// Close client connections whose request head takes longer than this, e.g.
-    /// "30s" (off by default, as Envoy's request_headers_timeout; costs ~6 % CPU).
-    #[arg(long, value_parser = parse_dur)]
-    header_read_timeout: Option<Duration>,
+    /// Close client connections whose request head takes longer than this to arrive
+    /// whole (nginx's client_header_timeout); 0s disables.
+    #[arg(long, default_value = "60s", value_parser = parse_dur)]
+    header_read_timeout: Duration,
+    /// Close client connections with no request in flight and no traffic for this long
+    /// (Envoy's idle_timeout); 0s disables.
+    #[arg(long, default_value = "1h", value_parser = parse_dur)]
+    idle_timeout: Duration,
+    /// Client connections held at most (all workers together); past it new ones are
+    /// closed at once. Default 10000, or half the open-file limit if lower; 0: no limit.
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// How often config files are checked for changes (SIGHUP reloads at once).
     #[arg(long, default_value = "500ms", value_parser = parse_dur)]
     watch_interval: Duration,
@@ -195,7 +203,9 @@ impl ProxyArgs {
             namespace: self.namespace,
             access_log: self.access_log,
             drain: self.drain_timeout,
-            header_read_timeout: self.header_read_timeout,
+            header_read_timeout: Some(self.header_read_timeout).filter(|d| !d.is_zero()),
+            idle_timeout: Some(self.idle_timeout).filter(|d| !d.is_zero()),
+            max_connections: self.max_connections.unwrap_or_else(default_max_connections),
             watch_interval: self.watch_interval.max(Duration::from_millis(10)),
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
@@ -206,6 +216,16 @@ impl ProxyArgs {
             }),
         }
     }
+}
+
+/// 10,000, or half the soft open-file limit when that is lower (the other half is for
+/// upstream connections, config files and the admin endpoint).
+fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given, nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    let half = if ok && lim.rlim_cur != libc::RLIM_INFINITY { (lim.rlim_cur / 2) as usize } else { usize::MAX };
+    weft_proxy::DEFAULT_MAX_CONNECTIONS.min(half).max(1)
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {

@@ -90,10 +90,11 @@ impl Harness {
         Client { tx }
     }
 
-    /// A new client connection as raw bytes (for requests no HTTP client would send).
+    /// A new client connection as raw bytes (for half-sent heads and the like), served
+    /// as [`Harness::connect`]'s.
     pub fn connect_raw(&self) -> tokio::io::DuplexStream {
         let (ours, theirs) = tokio::io::duplex(PIPE);
-        let remote = SocketAddr::from(([127, 0, 0, 1], 50001));
+        let remote = SocketAddr::from(([127, 0, 0, 1], 50000));
         tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0));
         ours
     }

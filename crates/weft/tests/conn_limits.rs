@@ -1,0 +1,165 @@
+//! Client connection limits on a real proxy process: `--max-connections` turns a flood
+//! of idle and half-sent connections away while open clients are served, the header
+//! and idle timeouts reap what got in, and out of file descriptors the accept loop
+//! pauses instead of spinning. Loopback only; every loop is bounded.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Connects, and for every other connection sends half a request head.
+fn flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .filter_map(|i| {
+            let mut s = TcpStream::connect(addr).ok()?;
+            if i % 2 == 1 {
+                let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\n");
+            }
+            Some(s)
+        })
+        .collect()
+}
+
+/// Whether the proxy closed `s` within `wait` (EOF or a reset).
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    let end = Instant::now() + wait;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) if Instant::now() < end => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+            Err(_) => return true,
+            Ok(_) => return false,
+        }
+    }
+}
+
+/// GET until it answers 200 or `within` passes.
+fn served_again(addr: SocketAddr, within: Duration) -> bool {
+    answers_again(addr, within, b"HTTP/1.1 200")
+}
+
+/// GET until the answer starts with `want` or `within` passes.
+fn answers_again(addr: SocketAddr, within: Duration, want: &[u8]) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            if s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n").is_ok() {
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                if got.starts_with(want) {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_flood_past_max_connections_is_turned_away_while_open_clients_are_served() {
+    let b = backend("b", &[]);
+    let p = proxy_with(&service_entry("svc", &[(b.addr, "v: x", 1)]), &["--max-connections", "20", "--header-read-timeout", "1s"]);
+    let mut c = Client::connect(p.addr());
+    assert_eq!(c.get("svc", "/", &[]).status, 200);
+    let mut flooded = flood(p.addr(), 60);
+    // The open client is served throughout.
+    for _ in 0..10 {
+        assert_eq!(c.get("svc", "/", &[]).status, 200);
+    }
+    // Past the limit, connections are closed at once (not left hanging in the queue).
+    let turned_away = flooded.iter_mut().rev().take(20).map(|s| closed_within(s, Duration::from_millis(500))).filter(|c| *c).count();
+    assert!(turned_away >= 15, "only {turned_away} of the last 20 closed at once");
+    assert!(p.metric("weft_downstream_overflow_total", &[]) >= 30.0);
+    // Those that got in are cut off by the header timeout, and new clients get in again.
+    assert!(served_again(p.addr(), Duration::from_secs(5)), "not serving new connections again");
+    assert!(p.metric("weft_downstream_header_timeouts_total", &[]) >= 15.0);
+    assert_eq!(c.get("svc", "/", &[]).status, 200);
+}
+
+#[test]
+fn an_idle_client_connection_is_closed_after_idle_timeout() {
+    let b = backend("b", &[]);
+    let p = proxy_with(&service_entry("svc", &[(b.addr, "v: x", 1)]), &["--idle-timeout", "300ms"]);
+    let mut c = Client::connect(p.addr());
+    assert_eq!(c.get("svc", "/", &[]).status, 200);
+    let t = Instant::now();
+    assert!(closed_within(c.stream(), Duration::from_secs(3)));
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "closed after {took:?}");
+    assert_eq!(p.wait_metric("weft_downstream_idle_timeouts_total", &[], 1.0), 1.0);
+}
+
+/// The CPU time (user + system) of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// `weft ARGS` with at most `fds` open files, waiting for its "listening on" line.
+fn spawn_limited(fds: u32, args: &[&str]) -> Proc {
+    let ulimit = format!("ulimit -n {fds} && exec \"$0\" \"$@\"");
+    let mut all = vec!["-c", &ulimit, weft()];
+    all.extend_from_slice(args);
+    spawn_program("sh", &all)
+}
+
+/// Holds `n` connections to `p` for 2 s and says how much CPU `p` spent meanwhile.
+fn cpu_while_flooded(p: &Proc, n: usize) -> (u64, Vec<TcpStream>) {
+    let held = flood(p.addr, n);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(p.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    (cpu_ticks(p.pid()) - before, held)
+}
+
+#[test]
+fn out_of_file_descriptors_the_control_plane_pauses_and_recovers() {
+    let dir = temp_dir().join("cp");
+    let p = spawn_limited(48, &["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let (spent, held) = cpu_while_flooded(&p, 100);
+    assert!(spent <= 30, "the control plane spent {spent} ticks of CPU in 2 s while out of descriptors");
+    drop(held);
+    assert!(answers_again(p.addr, Duration::from_secs(5), b"HTTP/1.1 "), "not answering again once descriptors were freed");
+}
+
+#[test]
+fn out_of_file_descriptors_the_accept_loop_pauses_and_recovers() {
+    let b = backend("b", &[]);
+    let dir = temp_dir();
+    let cfg = dir.join("mesh.yaml");
+    std::fs::write(&cfg, service_entry("svc", &[(b.addr, "v: x", 1)])).unwrap();
+    let args = [
+        "proxy",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        // No connection limit: the descriptors run out first.
+        "--max-connections",
+        "0",
+    ];
+    let p = Proxy { p: spawn_limited(64, &args), cfg };
+    assert_eq!(get(p.addr(), "svc", "/", &[]).status, 200);
+    // Past 64 descriptors: the last of these wait in the listen queue, unaccepted.
+    let (spent, held) = cpu_while_flooded(&p.p, 100);
+    // Clock ticks are 1/100 s: a spinning accept loop would spend ~200 here.
+    assert!(spent <= 30, "the proxy spent {spent} ticks of CPU in 2 s while out of descriptors");
+    drop(held);
+    assert!(served_again(p.addr(), Duration::from_secs(5)), "not serving again once descriptors were freed");
+    assert!(p.metric("weft_accept_exhausted_total", &[]) >= 1.0);
+}
