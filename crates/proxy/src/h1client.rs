@@ -426,6 +426,9 @@ fn find_end_of_trailers(buf: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
