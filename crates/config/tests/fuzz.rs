@@ -225,6 +225,16 @@ fn seeds_compile_clean() {
     assert_eq!(resources.len(), SEEDS.len());
 }
 
+/// Regressions: inputs the fuzz targets found panicking, kept as plain tests.
+#[test]
+fn fuzz_regressions() {
+    // `from_secs_f64` panicked on a protobuf-style duration past `Duration::MAX`.
+    let text = SEEDS[2].replace("perTryTimeout: 500ms", "perTryTimeout: 18446744073709551615s");
+    let (_, _, d) = build_str("mesh.yaml", &text);
+    assert_eq!(d.errors.len(), 1, "{d}");
+    assert!(d.errors[0].to_string().contains("out of range"), "{d}");
+}
+
 proptest! {
     #![proptest_config(config(2000))]
 
