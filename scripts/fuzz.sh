@@ -50,17 +50,22 @@ declare -A BIN=()
 target_args() { # package binary -> cargo's selector
     if [ "$2" = lib ]; then echo "-p $1 --lib"; else echo "-p $1 --test $2"; fi
 }
+# Build every test binary first (so the runs below start no compiler).
+for t in "${TARGETS[@]}"; do
+    read -r pkg bin name <<<"$t"
+    [[ -n "$FILTER" && "$name" != *"$FILTER"* ]] && continue
+    key="$pkg/$bin"
+    [ -n "${BIN[$key]:-}" ] && continue
+    # shellcheck disable=SC2046
+    BIN[$key]=$("${CARGO[@]}" $(target_args "$pkg" "$bin") --no-run --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [ -x "${BIN[$key]}" ] || { echo "could not build $key" >&2; exit 2; }
+done
 failed=0
 for t in "${TARGETS[@]}"; do
     read -r pkg bin name <<<"$t"
     [[ -n "$FILTER" && "$name" != *"$FILTER"* ]] && continue
     key="$pkg/$bin"
-    if [ -z "${BIN[$key]:-}" ]; then
-        # shellcheck disable=SC2046
-        BIN[$key]=$("${CARGO[@]}" $(target_args "$pkg" "$bin") --no-run --message-format=json 2>/dev/null |
-            sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-        [ -x "${BIN[$key]}" ] || { echo "could not build $key" >&2; exit 2; }
-    fi
     start=$(date +%s%N)
     if PROPTEST_CASES="$CASES" nice -n "${FUZZ_NICE:-15}" "${BIN[$key]}" --exact "$name" --test-threads 1 -q >"/tmp/fuzz-$name.log" 2>&1; then
         status=ok
