@@ -55,14 +55,29 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 }
 
 fn watch_request() -> impl Strategy<Value = WatchRequest> {
-    let identity = ("[^\\p{Cc}]{0,40}", prop::collection::btree_map(id(), label_value(), 0..4)).prop_map(|(namespace, labels)| Identity { namespace, labels });
+    let identity = ("[^\\p{Cc}]{0,40}", prop::collection::btree_map(id(), label_value(), 0..4))
+        .prop_map(|(namespace, labels)| Identity { namespace, labels });
     (prop::option::of(id()), any::<u64>(), any::<u64>(), prop::option::of(identity), prop::option::of(outcome()))
         .prop_map(|(node, since, wait_ms, identity, last)| WatchRequest { node, since, wait_ms, identity, last })
 }
 
 fn registration() -> impl Strategy<Value = Registration> {
-    (text(), text(), prop::collection::btree_map(text(), text(), 0..4), prop::option::of(text()), prop::option::of(any::<u32>()), prop::option::of(any::<u64>()))
-        .prop_map(|(service, address, labels, locality, weight, ttl_ms)| Registration { service, address, labels, locality, weight, ttl_ms })
+    (
+        text(),
+        text(),
+        prop::collection::btree_map(text(), text(), 0..4),
+        prop::option::of(text()),
+        prop::option::of(any::<u32>()),
+        prop::option::of(any::<u64>()),
+    )
+        .prop_map(|(service, address, labels, locality, weight, ttl_ms)| Registration {
+            service,
+            address,
+            labels,
+            locality,
+            weight,
+            ttl_ms,
+        })
 }
 
 fn apply_request() -> impl Strategy<Value = ApplyRequest> {

@@ -84,10 +84,7 @@ fn hostile_bytes(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value =
 
 fn gen_chunked() -> impl Strategy<Value = Vec<u8>> {
     (
-        prop::collection::vec(
-            (1usize..300, 0usize..3, any::<bool>(), prop::option::of("[a-z]{1,5}(=[a-z0-9]{1,5})?"), any::<u8>()),
-            0..12,
-        ),
+        prop::collection::vec((1usize..300, 0usize..3, any::<bool>(), prop::option::of("[a-z]{1,5}(=[a-z0-9]{1,5})?"), any::<u8>()), 0..12),
         1usize..4,
         prop::collection::vec(("x-[a-z]{1,8}", "[!-~]{1,16}"), 0..3),
         any::<bool>(),
