@@ -31,6 +31,7 @@ TARGETS=(
     "weft-proxy lib h1client::fuzz::fuzz_h1client_chunked_round_trip"
     "weft-proxy lib h1client::fuzz::fuzz_h1client_chunked_hostile"
     "weft-proxy lib h1client::fuzz::fuzz_h1client_raw_body"
+    "weft-proxy lib h1client::fuzz::fuzz_h1client_numbers_strict"
     "weft-bench lib h1parse::fuzz::fuzz_bench_head_round_trip"
     "weft-bench lib h1parse::fuzz::fuzz_bench_head_hostile"
     "weft-bench lib h1parse::fuzz::fuzz_bench_chunked_round_trip"

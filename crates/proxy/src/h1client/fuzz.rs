@@ -356,3 +356,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config(4000))]
+
+    /// Content-Length is 1*DIGIT and a chunk size 1*HEXDIG (with optional whitespace
+    /// around): anything else (a sign, `0x`, an empty value) is an error, not a guess.
+    #[test]
+    fn fuzz_h1client_numbers_strict(v in "[ \t+\\-0-9a-fA-FxX]{0,10}|[0-9]{15,25}") {
+        let t = v.trim_matches([' ', '\t']);
+        let mut buf = BytesMut::from(format!("HTTP/1.1 200 OK\r\nContent-Length: {v}\r\n\r\n").as_bytes());
+        let want = (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse::<u64>().ok()).flatten();
+        match parse_head(&mut buf, false) {
+            Ok(Some((_, Framing::Length(n), _))) => prop_assert_eq!(Some(n), want),
+            Ok(other) => prop_assert!(false, "{:?}", other.map(|h| h.1)),
+            Err(_) => prop_assert_eq!(None, want),
+        }
+        let mut buf = BytesMut::from(format!("{v}\r\n").as_bytes());
+        let want = (!t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u64::from_str_radix(t, 16).ok()).flatten();
+        let mut st = Chunk::Size;
+        match step_chunked(&mut st, &mut buf) {
+            Ok(_) => match st {
+                Chunk::Trailers => prop_assert_eq!(want, Some(0)),
+                Chunk::Data(n) => prop_assert_eq!(want, Some(n)),
+                other => prop_assert!(false, "{:?}", other),
+            },
+            Err(_) => prop_assert_eq!(want, None),
+        }
+    }
+}
