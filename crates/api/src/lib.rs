@@ -104,4 +104,6 @@ pub fn truncate(s: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

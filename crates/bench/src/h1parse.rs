@@ -47,7 +47,10 @@ pub fn parse_head(buf: &[u8], request_was_head: bool) -> Result<Option<Head>, Ma
     let mut chunked = false;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            // 1*DIGIT (RFC 9110 §8.6): not `parse`'s `+5`.
+            let v = h.value.trim_ascii();
+            let digits = !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+            let n = std::str::from_utf8(v).ok().filter(|_| digits).and_then(|v| v.parse::<u64>().ok());
             match (n, length) {
                 (None, _) => return Err(Malformed("invalid content-length")),
                 (Some(a), Some(b)) if a != b => return Err(Malformed("conflicting content-length headers")),
@@ -156,6 +159,9 @@ impl Chunked {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -178,6 +184,7 @@ mod tests {
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true).unwrap().unwrap().framing, Framing::Empty);
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le", false), Ok(None));
         assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", false).is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n", false).is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", false).is_err());
         assert!(parse_head(b"garbage\r\n\r\n", false).is_err());
     }

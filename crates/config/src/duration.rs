@@ -20,7 +20,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Some(num) = t.strip_suffix('s') {
         if !num.is_empty() && num.chars().all(|c| c.is_ascii_digit() || c == '.') {
             let secs: f64 = num.parse().map_err(|_| format!("invalid duration {t:?}"))?;
-            return Ok(Duration::from_secs_f64(secs));
+            // Not `from_secs_f64`: it panics past `Duration::MAX` (found by fuzzing).
+            return Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {t:?} is out of range"));
         }
     }
     // Go style "1h30m" has no spaces; humantime wants them between units.
@@ -76,5 +77,15 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    /// Found by fuzzing: seconds past `Duration::MAX` panicked (and aborted `weft
+    /// validate`, the control plane's `apply` and every proxy loading the file).
+    #[test]
+    fn out_of_range_seconds_are_an_error() {
+        for s in ["18446744073709551616s", "18446744073709551615s", "1000000000000000000000000000.5s"] {
+            assert_eq!(parse_duration(s), Err(format!("duration {s:?} is out of range")));
+        }
+        assert_eq!(parse_duration("31536000000.5s").unwrap(), Duration::from_millis(31_536_000_000_500));
     }
 }

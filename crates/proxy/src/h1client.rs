@@ -212,9 +212,10 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> io::Result<Option<Head>
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "invalid upstream header value"))?;
         if name == http::header::CONTENT_LENGTH {
-            let l = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
+            // 1*DIGIT (RFC 9110 §8.6): not `parse`'s `+5`.
+            let l = Some(value.as_bytes().trim_ascii())
+                .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "invalid upstream content-length"))?;
             if length.is_some_and(|x| x != l) {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "conflicting upstream content-length"));
@@ -393,8 +394,10 @@ fn step_chunked(state: &mut Chunk, buf: &mut BytesMut) -> io::Result<Option<Byte
                 };
                 let line = &buf[..line_end];
                 let hex = line.split(|b| *b == b';').next().unwrap_or(&[]).trim_ascii();
-                let size = std::str::from_utf8(hex)
-                    .ok()
+                // 1*HEXDIG (RFC 9112 §7.1): not `from_str_radix`'s `+5`.
+                let size = Some(hex)
+                    .filter(|h| !h.is_empty() && h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u64::from_str_radix(h, 16).ok())
                     .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "invalid chunk size"))?;
                 buf.advance(line_end + 2);
@@ -436,6 +439,9 @@ fn find_end_of_trailers(buf: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -454,6 +460,12 @@ mod tests {
         assert!(parse_head(&mut b, false).unwrap().is_none());
         let mut b = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..]);
         assert!(parse_head(&mut b, false).is_err());
+        // Signs are not digits: Rust's integer parsing takes `+5`, HTTP does not.
+        let mut b = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"[..]);
+        assert!(parse_head(&mut b, false).is_err());
+        for bad in [&b"+5\r\nhello\r\n"[..], b"-0\r\n", b"\r\n", b" \r\n"] {
+            assert!(step_chunked(&mut Chunk::Size, &mut BytesMut::from(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
