@@ -15,11 +15,7 @@
 # with the file's `config(short)` helper (PROPTEST_CASES, else a short default), then add
 # a line to TARGETS below: "package test-binary test-name".
 #
-# TODO(path normalizer): the path normalizer (issue 12, being written in parallel) gets
-# its target here: properties `fuzz_path_*` next to it in crates/proxy (normalizing is
-# idempotent, the output has no `.`/`..` segments, no `\`, no percent-encoded unreserved
-# character, never escapes the root, and NUL/control encodings are rejected), then e.g.
-#   "weft-proxy lib path::fuzz::fuzz_path_normalize"
+# The path normalizer's properties sit beside it (crates/proxy/src/normalize_tests.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +39,8 @@ TARGETS=(
     "weft-api lib fuzz::fuzz_api_queries"
     "weft-config fuzz fuzz_config_mutated_resources"
     "weft-config fuzz fuzz_config_random_text"
-    # "weft-proxy lib path::fuzz::fuzz_path_normalize"   # TODO(path normalizer), see above
+    "weft-proxy lib normalize::tests::fuzz_path_idempotent_and_clean"
+    "weft-proxy lib normalize::tests::fuzz_path_never_panics"
 )
 
 CARGO=(nice -n "${FUZZ_NICE:-15}" cargo test --profile fuzz)

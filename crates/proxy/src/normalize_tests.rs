@@ -100,8 +100,11 @@ fn path_strategy() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    // The case count follows PROPTEST_CASES (scripts/fuzz.sh's long run).
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
-    fn idempotent_and_clean(p in path_strategy()) {
+    fn fuzz_path_idempotent_and_clean(p in path_strategy()) {
         for m in [Base, Merge, Decode] {
             let Ok(once) = normalize(&p, m) else { continue };
             let once = once.into_owned();
@@ -117,7 +120,7 @@ proptest! {
     }
 
     #[test]
-    fn never_panics(p in "\\PC{0,64}") {
+    fn fuzz_path_never_panics(p in "\\PC{0,64}") {
         for m in [NoNorm, Base, Merge, Decode] {
             let _ = normalize(&p, m);
         }
