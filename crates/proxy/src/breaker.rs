@@ -21,8 +21,6 @@ pub struct Breaker {
     pub retries: AtomicU32,
     /// HTTP/1.1 requests in flight, when `maxConnections` is set.
     connections: Option<Arc<Semaphore>>,
-    /// Upstream connections open, bounded even when no limit is set (Envoy's defaults).
-    pub conns: Arc<crate::conn_limit::ConnLimit>,
 }
 
 /// Why a request was not admitted.
@@ -57,8 +55,7 @@ impl Drop for RetryTicket {
 impl Breaker {
     pub fn new(limits: Limits) -> Breaker {
         let connections = (limits.max_connections != u32::MAX).then(|| Arc::new(Semaphore::new(limits.max_connections as usize)));
-        let conns = Arc::new(crate::conn_limit::ConnLimit::new(limits.max_connections, limits.max_pending));
-        Breaker { limits, active: AtomicU32::new(0), pending: AtomicU32::new(0), retries: AtomicU32::new(0), connections, conns }
+        Breaker { limits, active: AtomicU32::new(0), pending: AtomicU32::new(0), retries: AtomicU32::new(0), connections }
     }
 
     /// Whether any limit is set at all.

@@ -38,8 +38,6 @@ pub struct Endpoint {
     pub pool_settings: PoolSettings,
     /// How connections to it are opened (plain TCP outside tests).
     pub transport: Transport,
-    /// The cluster's limit on open upstream connections (shared by its endpoints).
-    pub conns: Arc<crate::conn_limit::ConnLimit>,
     pub metrics: &'static Metrics,
     pub dest: DestId,
     /// The cluster's `outlierDetection`, and this endpoint's detector state.
@@ -143,19 +141,13 @@ impl Cluster {
             namespace,
             version: spec.subset.clone().unwrap_or_else(|| "unknown".into()),
         });
-        let breaker = match prev_breaker {
-            Some(b) if b.limits == spec.limits => b.clone(),
-            _ => Arc::new(crate::breaker::Breaker::new(spec.limits)),
-        };
         let endpoints: Vec<Arc<Endpoint>> = spec
             .endpoints
             .iter()
             .map(|e| {
                 let id = e.authority();
                 if let Some(old) = prev.get(&(spec.name.clone(), id.clone())) {
-                    let same =
-                        old.pool_settings == spec.pool && old.spec == *e && old.pools.len() == workers && old.outlier == spec.outlier;
-                    if same && Arc::ptr_eq(&old.conns, &breaker.conns) {
+                    if old.pool_settings == spec.pool && old.spec == *e && old.pools.len() == workers && old.outlier == spec.outlier {
                         return old.clone();
                     }
                 }
@@ -173,7 +165,6 @@ impl Cluster {
                     pools: (0..workers).map(|_| Pool::default()).collect(),
                     pool_settings: spec.pool.clone(),
                     transport: transport.clone(),
-                    conns: breaker.conns.clone(),
                     metrics,
                     dest,
                     outlier: spec.outlier,
@@ -185,6 +176,10 @@ impl Cluster {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.spec.weight).collect();
         let balancer = balancer(&spec.lb, &endpoints, &weights);
         let levels = spec.locality.as_ref().and_then(|l| levels(l, &spec.lb, &endpoints, node));
+        let breaker = match prev_breaker {
+            Some(b) if b.limits == spec.limits => b.clone(),
+            _ => Arc::new(crate::breaker::Breaker::new(spec.limits)),
+        };
         Cluster { spec: spec.clone(), dest, endpoints, balancer, levels, breaker, interval_checked: AtomicU64::new(now_ns()) }
     }
 }

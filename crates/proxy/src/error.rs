@@ -18,10 +18,6 @@ pub enum UpstreamError {
     /// (flag DC). Not the endpoint's fault: no outlier detection, no retry.
     #[error("{}", if *malformed { "bad request: malformed request body" } else { "downstream disconnected during the request body" })]
     Client { malformed: bool },
-    /// The cluster has all the upstream connections it may open, and no room to wait
-    /// for one (or none closed in time): Envoy's circuit-breaker overflow (503 UO).
-    #[error("upstream overflow: {0}")]
-    Overflow(&'static str),
 }
 
 impl UpstreamError {
@@ -39,7 +35,6 @@ impl UpstreamError {
             UpstreamError::Idle => (StatusCode::REQUEST_TIMEOUT, ResponseFlags::SI),
             UpstreamError::Client { malformed: true } => (StatusCode::BAD_REQUEST, ResponseFlags::DPE),
             UpstreamError::Client { malformed: false } => (StatusCode::BAD_REQUEST, ResponseFlags::DC),
-            UpstreamError::Overflow(_) => (StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UO),
         }
     }
 }

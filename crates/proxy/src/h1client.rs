@@ -31,8 +31,6 @@ const READ_CHUNK: usize = 8 * 1024;
 /// An idle or busy upstream HTTP/1.1 connection owned by weft's own client.
 pub struct RawConn {
     io: Conn,
-    /// Its place in the cluster's connection limit, given back when it closes.
-    _slot: crate::conn_limit::Slot,
     buf: BytesMut,
     wbuf: Vec<u8>,
     pub(crate) uses: u32,
@@ -42,17 +40,9 @@ pub struct RawConn {
 
 impl RawConn {
     /// Boxed once per connection, so requests move a pointer, not the connection.
-    fn new(io: Conn, slot: crate::conn_limit::Slot) -> Box<Self> {
+    fn new(io: Conn) -> Box<Self> {
         let now = Instant::now();
-        Box::new(RawConn {
-            io,
-            _slot: slot,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: Vec::with_capacity(512),
-            uses: 0,
-            born: now,
-            since: now,
-        })
+        Box::new(RawConn { io, buf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::with_capacity(512), uses: 0, born: now, since: now })
     }
 
     /// An idle connection that became readable has been closed by the upstream (or
@@ -99,9 +89,9 @@ pub async fn send(ep: &Arc<Endpoint>, worker: usize, parts: &http::request::Part
             Err((e, _)) => return Err(UpstreamError::Reset(e.to_string())),
         }
     }
-    let (io, slot) = crate::pool::connect(ep).await?;
+    let io = crate::pool::connect(ep).await?;
     ep.metrics.tcp_connection(ep.dest, true);
-    let conn = RawConn::new(io, slot);
+    let conn = RawConn::new(io);
     match exchange(conn, parts).await {
         Ok((head, body)) => Ok(finish(head, body, ep, worker)),
         Err((e, _)) => Err(UpstreamError::Reset(e.to_string())),

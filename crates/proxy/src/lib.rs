@@ -12,7 +12,6 @@ pub mod admin;
 pub mod body;
 pub mod breaker;
 pub mod cluster;
-pub mod conn_limit;
 pub mod docs;
 pub mod error;
 pub mod filters;

@@ -17,7 +17,6 @@ use weft_config::PoolSettings;
 
 use crate::body::ReqBody;
 use crate::cluster::Endpoint;
-use crate::conn_limit::{Full, Slot};
 use crate::error::UpstreamError;
 use crate::transport::Conn;
 
@@ -182,9 +181,9 @@ pub async fn send_h1(
             },
         }
     }
-    let (io, slot) = connect(ep).await?;
-    let (mut tx, conn) = http1::handshake(TokioIo::new(io)).await.map_err(UpstreamError::from_hyper)?;
-    drive(ep, conn, slot);
+    let io = TokioIo::new(connect(ep).await?);
+    let (mut tx, conn) = http1::handshake(io).await.map_err(UpstreamError::from_hyper)?;
+    drive(ep, conn);
     let resp = tx.send_request(req).await.map_err(UpstreamError::from_hyper)?;
     Ok((resp, Returner { ep: ep.clone(), worker, tx, uses: 1, born: Instant::now() }))
 }
@@ -211,26 +210,23 @@ pub async fn send_h2(ep: &Arc<Endpoint>, worker: usize, req: Request<ReqBody>) -
 
 /// Opens the worker's HTTP/2 connection to `ep` and makes it the shared one.
 async fn open_h2(ep: &Arc<Endpoint>, pool: &Pool) -> Result<Arc<H2Conn>, UpstreamError> {
-    let (io, slot) = connect(ep).await?;
-    let io = TokioIo::new(io);
+    let io = TokioIo::new(connect(ep).await?);
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(hyper_util::rt::TokioTimer::new());
     b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
     let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
-    drive(ep, conn, slot);
+    drive(ep, conn);
     let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });
     pool.h2.store(Some(c.clone()));
     Ok(c)
 }
 
-/// Runs a hyper connection on its own task, counting it opened and closed (its place
-/// in the cluster's connection limit given back when it ends).
-fn drive<F: std::future::Future + Send + 'static>(ep: &Endpoint, conn: F, slot: Slot) {
+/// Runs a hyper connection on its own task, counting it opened and closed.
+fn drive<F: std::future::Future + Send + 'static>(ep: &Endpoint, conn: F) {
     let (metrics, dest) = (ep.metrics, ep.dest);
     metrics.tcp_connection(dest, true);
     tokio::spawn(async move {
         let _ = conn.await;
-        drop(slot);
         metrics.tcp_connection(dest, false);
     });
 }
@@ -243,16 +239,6 @@ fn h2_usable(c: &H2Conn, s: &PoolSettings) -> bool {
 
 /// A new, unpooled connection (upgrades and CONNECT tunnels take theirs whole), over
 /// the endpoint's transport.
-///
-/// The connection's place in the cluster's connection limit comes with it; it must live
-/// as long as the connection.
-pub async fn connect(ep: &Endpoint) -> Result<(Conn, Slot), UpstreamError> {
-    let wait = ep.pool_settings.connect_timeout;
-    let slot = ep.conns.acquire(wait).await.map_err(|full| {
-        UpstreamError::Overflow(match full {
-            Full::Pending => "the cluster's connections are all open and too many requests wait for one",
-            Full::Timeout => "the cluster's connections are all open and none closed in time",
-        })
-    })?;
-    Ok((ep.transport.connect(&ep.target, &ep.pool_settings).await?, slot))
+pub async fn connect(ep: &Endpoint) -> Result<Conn, UpstreamError> {
+    ep.transport.connect(&ep.target, &ep.pool_settings).await
 }

@@ -27,13 +27,11 @@ pub async fn upgrade(
     version: Version,
 ) -> Response<RespBody> {
     let metrics = ctx.shared.metrics;
-    let (io, slot) = match pool::connect(&ep).await {
-        Ok(x) => x,
+    let io = match pool::connect(&ep).await {
+        Ok(io) => io,
         Err(e) => {
-            let (status, flag) = e.status_and_flag();
-            let c = &metrics.counters;
-            (if flag == ResponseFlags::UO { &c.overflow } else { &c.upstream_connect_failure }).fetch_add(1, Ordering::Relaxed);
-            return local::reply(fin, status, flag, format!("{e}\n").into(), version);
+            metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);
+            return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
         }
     };
     let (mut tx, conn) = match http1::handshake(TokioIo::new(io)).await {
@@ -48,14 +46,7 @@ pub async fn upgrade(
             )
         }
     };
-    // The connection's place in the cluster's limit lasts while either the HTTP
-    // connection or the tunnel it becomes is alive.
-    let slot = Arc::new(slot);
-    let held = slot.clone();
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-        drop(held);
-    });
+    tokio::spawn(conn.with_upgrades());
     let mut resp = match tx.send_request(req).await {
         Ok(r) => r,
         Err(e) => {
@@ -80,7 +71,6 @@ pub async fn upgrade(
                     return;
                 };
                 splice(TokioIo::new(d), TokioIo::new(u), metrics, dest).await;
-                drop(slot);
             });
         }
     }
@@ -91,13 +81,11 @@ pub async fn upgrade(
 /// `CONNECT host:port`: a TCP tunnel to the chosen endpoint.
 pub async fn connect(down: OnUpgrade, ep: Arc<Endpoint>, fin: Finish, ctx: ConnCtx, version: Version) -> Response<RespBody> {
     let metrics = ctx.shared.metrics;
-    let (io, slot) = match pool::connect(&ep).await {
-        Ok(x) => x,
+    let io = match pool::connect(&ep).await {
+        Ok(io) => io,
         Err(e) => {
-            let (status, flag) = e.status_and_flag();
-            let c = &metrics.counters;
-            (if flag == ResponseFlags::UO { &c.overflow } else { &c.upstream_connect_failure }).fetch_add(1, Ordering::Relaxed);
-            return local::reply(fin, status, flag, format!("{e}\n").into(), version);
+            metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);
+            return local::reply(fin, StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UF, format!("{e}\n").into(), version);
         }
     };
     metrics.counters.upgrades.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +94,6 @@ pub async fn connect(down: OnUpgrade, ep: Arc<Endpoint>, fin: Finish, ctx: ConnC
         if let Ok(d) = down.await {
             splice(TokioIo::new(d), io, metrics, dest).await;
         }
-        drop(slot);
     });
     local::reply(fin, StatusCode::OK, ResponseFlags::NONE, bytes::Bytes::new(), version)
 }

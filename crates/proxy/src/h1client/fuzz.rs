@@ -191,7 +191,7 @@ fn decode_chunked(pieces: &[Vec<u8>]) -> io::Result<(Vec<u8>, bool, BytesMut)> {
 /// `eof`, the upstream closes after the last piece. Returns the data and how it ended.
 fn drive_body(framing: Framing, pieces: &[Vec<u8>], eof: bool) -> (Vec<u8>, Option<io::Error>) {
     let (client, server) = tokio::io::duplex(1 << 20);
-    let mut conn = RawConn::new(Conn::Memory(client), crate::conn_limit::Slot::uncounted());
+    let mut conn = RawConn::new(Conn::Memory(client));
     if let Some(first) = pieces.first() {
         conn.buf.extend_from_slice(first);
     }

@@ -119,11 +119,6 @@ pub(crate) async fn send(
                 return Err(fault);
             }
         }
-        // The proxy's own limit, not the endpoint's failure: not reported, not retried.
-        if let Err(UpstreamError::Overflow(_)) = result {
-            shared.metrics.counters.overflow.fetch_add(1, Ordering::Relaxed);
-            return result;
-        }
         crate::outlier::report(
             shared,
             plan.cluster,
@@ -141,7 +136,7 @@ pub(crate) async fn send(
             Err(UpstreamError::Reset(_)) => Outcome::Reset,
             Err(UpstreamError::Timeout) => Outcome::Timeout,
             // The stream idled out: the request is over, not retried.
-            Err(UpstreamError::Idle | UpstreamError::Client { .. } | UpstreamError::Overflow(_)) => return result,
+            Err(UpstreamError::Idle | UpstreamError::Client { .. }) => return result,
         };
         if !policy.retry_on.retries(outcome) {
             return result;
