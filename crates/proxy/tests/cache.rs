@@ -34,6 +34,23 @@ fn upstream(net: &Network, at: &str, body: &'static str, headers: &'static [(&'s
     hits
 }
 
+/// An upstream at `A` answering `200 doc` (or `304` to a conditional request) with
+/// `Cache-Control: max-age=0`, so every later request revalidates; `headers(k, conditional,
+/// head)` adds what the test needs to the `k`-th answer.
+fn revalidating(net: &Network, headers: fn(usize, bool, &mut http::HeaderMap)) {
+    let n = Arc::new(AtomicUsize::new(0));
+    net.serve(addr(A), move |req| {
+        let k = n.fetch_add(1, Ordering::Relaxed);
+        let conditional = req.headers().contains_key("if-none-match");
+        async move {
+            let mut r = if conditional { answer(304, "") } else { answer(200, "doc") };
+            r.headers_mut().insert("cache-control", "max-age=0".parse().expect("cc"));
+            headers(k, conditional, r.headers_mut());
+            r
+        }
+    });
+}
+
 fn get_with(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut b = Request::get(path).header("host", host);
     for (k, v) in headers {
@@ -68,19 +85,10 @@ async fn a_set_cookie_on_a_revalidation_304_is_not_shared() {
     // Stored without a cookie; revalidated (max-age=0) by an upstream that answers 304
     // with a session cookie for the client that asked: the next client must not get it.
     let net = Network::new();
-    let n = Arc::new(AtomicUsize::new(0));
-    let seen = n.clone();
-    net.serve(addr(A), move |req| {
-        let k = seen.fetch_add(1, Ordering::Relaxed);
-        let conditional = req.headers().contains_key("if-none-match");
-        async move {
-            let mut r = if conditional { answer(304, "") } else { answer(200, "doc") };
-            r.headers_mut().insert("etag", "\"v1\"".parse().expect("etag"));
-            r.headers_mut().insert("cache-control", "max-age=0".parse().expect("cc"));
-            if conditional {
-                r.headers_mut().insert("set-cookie", format!("session=user{k}").parse().expect("cookie"));
-            }
-            r
+    revalidating(&net, |k, conditional, h| {
+        h.insert("etag", "\"v1\"".parse().expect("etag"));
+        if conditional {
+            h.insert("set-cookie", format!("session=user{k}").parse().expect("cookie"));
         }
     });
     let h = Harness::new(&net, &(service_entry("web.mesh", &[A]) + &cache("web.mesh")));
@@ -98,17 +106,8 @@ async fn a_304_for_another_representation_drops_the_entry() {
     // The stored entry says ETag v1; the upstream, revalidating, answers 304 with v2:
     // the client (who asked for no 304) gets the body, and the entry is dropped.
     let net = Network::new();
-    let n = Arc::new(AtomicUsize::new(0));
-    let seen = n.clone();
-    net.serve(addr(A), move |req| {
-        let k = seen.fetch_add(1, Ordering::Relaxed);
-        let conditional = req.headers().contains_key("if-none-match");
-        async move {
-            let mut r = if conditional { answer(304, "") } else { answer(200, "doc") };
-            r.headers_mut().insert("etag", if k == 0 { "\"v1\"" } else { "\"v2\"" }.parse().expect("etag"));
-            r.headers_mut().insert("cache-control", "max-age=0".parse().expect("cc"));
-            r
-        }
+    revalidating(&net, |k, _, h| {
+        h.insert("etag", if k == 0 { "\"v1\"" } else { "\"v2\"" }.parse().expect("etag"));
     });
     let h = Harness::new(&net, &(service_entry("web.mesh", &[A]) + &cache("web.mesh")));
     assert_eq!(h.get("web.mesh", "/").await.header("x-cache"), Some("MISS"));
