@@ -162,7 +162,7 @@ fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
         assert!(body.contains(want), "{body}");
     }
     // The old query-string watch is gone, clearly.
-    assert_eq!(raw(&cp, "GET", "/v1/watch?node=junk&since=0", b"").0, 404);
+    assert_eq!(plane_raw(&cp, "GET", "/v1/watch?node=junk&since=0", b"").0, 404);
     // A watch from scratch: the whole mesh; an ACK naming a nonce never sent is ignored.
     let (code, body) = post_body(&cp, "/v1/watch", br#"{"node":"junk","since":0}"#);
     assert_eq!(code, 200, "{body}");
@@ -178,29 +178,16 @@ fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
     assert!(text(&out).contains("cannot reach the control plane"), "{}", text(&out));
 }
 
-fn raw(cp: &Plane, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
-    let head = format!("{method} {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\ncontent-length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let t = String::from_utf8_lossy(&out).into_owned();
-    let code = t.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, t.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default())
-}
-
 fn ureq(cp: &Plane, path: &str) -> String {
-    raw(cp, "GET", path, b"").1
+    plane_raw(cp, "GET", path, b"").1
 }
 
 fn post(cp: &Plane, path: &str) -> (u16, String) {
-    raw(cp, "POST", path, b"")
+    plane_raw(cp, "POST", path, b"")
 }
 
 fn post_body(cp: &Plane, path: &str, body: &[u8]) -> (u16, String) {
-    raw(cp, "POST", path, body)
+    plane_raw(cp, "POST", path, body)
 }
 
 #[test]

@@ -72,16 +72,7 @@ fn validate_refuses_the_crash_configs_and_hostile_names() {
 }
 
 fn post(cp: &Plane, path: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
-    let head = format!("POST {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\ncontent-length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let t = String::from_utf8_lossy(&out).into_owned();
-    let code = t.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, t.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default())
+    plane_raw(cp, "POST", path, body)
 }
 
 #[test]

@@ -436,3 +436,17 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
     }
     start.elapsed()
 }
+
+/// One raw HTTP/1.1 request to a control plane's API: (status, body).
+pub fn plane_raw(cp: &Plane, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\ncontent-length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let t = String::from_utf8_lossy(&out).into_owned();
+    let code = t.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, t.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default())
+}
