@@ -388,7 +388,14 @@ pub struct PoolSettings {
     pub protocol: UpstreamProtocol,
 }
 
-/// Circuit-breaker limits from `connectionPool`; unset means unlimited (Istio's 2^32 − 1).
+/// Connections (HTTP/1.1 requests in flight) and pending requests a cluster allows when its
+/// `connectionPool` does not say: Envoy's defaults. Istio raises them to 2^32 − 1; weft keeps
+/// Envoy's bound so that one client cannot make the proxy open thousands of connections.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+pub const DEFAULT_MAX_PENDING: u32 = 1024;
+
+/// Circuit-breaker limits from `connectionPool`; unset requests and retries are unlimited
+/// (Istio's 2^32 − 1), unset connections and pending requests are 1,024 (Envoy's defaults).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Limits {
     /// `http.http2MaxRequests`: requests in flight to the cluster, any protocol.
@@ -405,7 +412,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_requests: u32::MAX, max_connections: u32::MAX, max_pending: u32::MAX, max_retries: u32::MAX, retry_budget: None }
+        Limits {
+            max_requests: u32::MAX,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_retries: u32::MAX,
+            retry_budget: None,
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 //! waiting for one, and retries in flight (`maxRetries` and the `retryBudget`).
 //! Overflow answers 503 with flag UO; a retry over the limit is not made.
 //!
-//! With every limit unset (Istio's default) none of this runs. Counting is atomic; only a
-//! request that has to wait for a connection touches the semaphore's queue.
+//! Every cluster has the connection and pending limits (1,024 each unless `connectionPool`
+//! says otherwise, Envoy's defaults); the retry limits run only when set. Counting is
+//! atomic; only a request that has to wait for a connection touches the semaphore's queue.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -19,8 +20,8 @@ pub struct Breaker {
     pub active: AtomicU32,
     pub pending: AtomicU32,
     pub retries: AtomicU32,
-    /// HTTP/1.1 requests in flight, when `maxConnections` is set.
-    connections: Option<Arc<Semaphore>>,
+    /// HTTP/1.1 requests in flight (each holds a connection), at most `maxConnections`.
+    connections: Arc<Semaphore>,
 }
 
 /// Why a request was not admitted.
@@ -54,13 +55,14 @@ impl Drop for RetryTicket {
 
 impl Breaker {
     pub fn new(limits: Limits) -> Breaker {
-        let connections = (limits.max_connections != u32::MAX).then(|| Arc::new(Semaphore::new(limits.max_connections as usize)));
+        let permits = (limits.max_connections as usize).min(Semaphore::MAX_PERMITS);
+        let connections = Arc::new(Semaphore::new(permits));
         Breaker { limits, active: AtomicU32::new(0), pending: AtomicU32::new(0), retries: AtomicU32::new(0), connections }
     }
 
-    /// Whether any limit is set at all.
-    pub fn armed(&self) -> bool {
-        self.limits != Limits::default()
+    /// Whether retries are limited at all (`maxRetries` or a retry budget).
+    pub fn limits_retries(&self) -> bool {
+        self.limits.max_retries != u32::MAX || self.limits.retry_budget.is_some()
     }
 
     /// Admits a request, waiting up to `wait` for a connection slot when HTTP/1.1 ones are all busy.
@@ -70,7 +72,10 @@ impl Breaker {
             return Err(Overflow::Requests);
         }
         let mut ticket = Ticket { breaker: self.clone(), _connection: None };
-        let Some(sem) = self.connections.as_ref().filter(|_| h1) else { return Ok(ticket) };
+        if !h1 {
+            return Ok(ticket);
+        }
+        let sem = &self.connections;
         if let Ok(p) = sem.clone().try_acquire_owned() {
             ticket._connection = Some(p);
             return Ok(ticket);

@@ -74,15 +74,13 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
         Some(mc) => crate::mirror::send(up_req, &mc, cx.conn, authority.to_str().unwrap_or_default()),
         None => up_req,
     };
-    if cluster.breaker.armed() {
-        match cluster.breaker.admit(up_proto == Version::HTTP_11 && upgrade.is_none(), cluster.spec.pool.connect_timeout).await {
-            Ok(ticket) => cx.fin.breaker = Some(ticket),
-            Err(why) => {
-                metrics.counters.overflow.fetch_add(1, Ordering::Relaxed);
-                cx.fin.endpoint = None;
-                let msg = format!("upstream overflow: circuit breaker open ({why:?})\n");
-                return Forwarded::Done(reject(cx, Local::new(StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UO, msg)));
-            }
+    match cluster.breaker.admit(up_proto == Version::HTTP_11 && upgrade.is_none(), cluster.spec.pool.connect_timeout).await {
+        Ok(ticket) => cx.fin.breaker = Some(ticket),
+        Err(why) => {
+            metrics.counters.overflow.fetch_add(1, Ordering::Relaxed);
+            cx.fin.endpoint = None;
+            let msg = format!("upstream overflow: circuit breaker open ({why:?})\n");
+            return Forwarded::Done(reject(cx, Local::new(StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UO, msg)));
         }
     }
     if let Some(down) = upgrade {

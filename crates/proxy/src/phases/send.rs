@@ -151,7 +151,7 @@ pub(crate) async fn send(
             return result;
         }
         // maxRetries / retryBudget: a retry over the cluster's limit is not made (Envoy's retry overflow).
-        let _retry_ticket = if plan.cluster.breaker.armed() {
+        let _retry_ticket = if plan.cluster.breaker.limits_retries() {
             match plan.cluster.breaker.retry() {
                 Some(t) => Some(t),
                 None => {
