@@ -44,6 +44,8 @@ pub struct ProxyOptions {
     pub stream_idle_timeout: Option<Duration>,
     /// Follow this control plane (URL, node ID) instead of files.
     pub control_plane: Option<(String, String)>,
+    /// The token presented to the control plane.
+    pub control_plane_token: Option<String>,
     /// Istio's path normalization; `base` by default.
     pub path_normalization: crate::normalize::PathNormalization,
 }
@@ -77,6 +79,7 @@ impl Default for ProxyOptions {
             node: Default::default(),
             stream_idle_timeout: Some(Duration::from_secs(300)),
             control_plane: None,
+            control_plane_token: None,
             path_normalization: Default::default(),
         }
     }
@@ -123,7 +126,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     let mut followed = None;
     let (resources, snap, diags) = match &opts.control_plane {
         Some((url, _)) => {
-            let authority = crate::follow::authority(url)?;
+            let authority = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone())?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
