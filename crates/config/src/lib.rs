@@ -7,6 +7,7 @@ pub mod duration;
 pub mod error;
 mod filter_policy;
 mod healthcheck;
+pub mod inbound;
 pub mod istio;
 pub mod load;
 pub mod matcher;
@@ -20,6 +21,7 @@ pub mod weft_kinds;
 
 pub use compile::compile;
 pub use error::{ConfigError, Diagnostics, Source};
+pub use inbound::InboundSpec;
 pub use load::{load_files, load_str, Resource, Spec};
 pub use snapshot::*;
 

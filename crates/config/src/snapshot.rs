@@ -23,6 +23,9 @@ pub struct Snapshot {
     /// HealthCheck resources: probes of a host's endpoints.
     pub health_checks: Vec<HealthProbe>,
     pub clusters: Vec<ClusterSpec>,
+    /// The inbound side's virtual host (every request on the inbound listener goes to
+    /// it), when the proxy stands beside an app ([`crate::inbound`]).
+    pub inbound: Option<usize>,
 }
 
 impl Snapshot {

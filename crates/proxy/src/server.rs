@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::phases::{handle, ConnCtx};
+use crate::request::Side;
 use crate::state::Shared;
 use crate::watchdog::{Closed, ConnSlot, Watched};
 
@@ -39,8 +40,15 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, Ve
     Ok((addr, out))
 }
 
-/// Runs one worker until `stop` turns true, then drains for at most `drain`.
-pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+/// Runs one worker until `stop` turns true, then drains for at most `drain`: its
+/// outbound listener, and its inbound one when the proxy stands beside an app.
+pub fn run_worker(
+    shared: &'static Shared,
+    worker: usize,
+    listener: std::net::TcpListener,
+    inbound: Option<std::net::TcpListener>,
+    stop: watch::Receiver<bool>,
+) {
     let drain = shared.drain;
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -50,51 +58,69 @@ pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::Tc
         }
     };
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("worker {worker}: {e}");
-                return;
-            }
-        };
         let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(builder(shared)));
         let graceful = GracefulShutdown::new();
-        let mut exhausted = false;
-        loop {
-            tokio::select! {
-                acc = listener.accept() => {
-                    let (stream, remote) = match acc {
-                        Ok(a) => {
-                            exhausted = false;
-                            a
-                        }
-                        Err(e) => {
-                            if let Some(pause) = accept_backoff(&e) {
-                                shared.metrics.counters.accept_exhausted.fetch_add(1, Ordering::Relaxed);
-                                if !std::mem::replace(&mut exhausted, true) {
-                                    tracing::warn!("worker {worker}: accept: {e}; pausing {pause:?} between tries until it recovers");
-                                }
-                                tokio::time::sleep(pause).await;
-                            }
-                            continue;
-                        }
-                    };
-                    if over_limit(shared) {
-                        // Accepted and closed at once: the client learns now (and may try
-                        // another proxy) while the connections already open are served.
-                        shared.metrics.counters.downstream_overflow.fetch_add(1, Ordering::Relaxed);
-                        drop(stream);
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(shared, builder, &graceful, stream, remote, worker));
-                }
-                _ = stop.changed() => break,
+        let outbound = accept_loop(shared, worker, listener, Side::Outbound, builder, &graceful, stop.clone());
+        let inbound = async {
+            if let Some(l) = inbound {
+                accept_loop(shared, worker, l, Side::Inbound, builder, &graceful, stop.clone()).await;
             }
-        }
-        drop(listener);
+        };
+        tokio::join!(outbound, inbound);
         let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
     });
+}
+
+/// Accepts `listener`'s connections until `stop` turns true, serving each on its own task.
+async fn accept_loop(
+    shared: &'static Shared,
+    worker: usize,
+    listener: std::net::TcpListener,
+    side: Side,
+    builder: &'static auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("worker {worker}: {e}");
+            return;
+        }
+    };
+    let mut exhausted = false;
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let (stream, remote) = match acc {
+                    Ok(a) => {
+                        exhausted = false;
+                        a
+                    }
+                    Err(e) => {
+                        if let Some(pause) = accept_backoff(&e) {
+                            shared.metrics.counters.accept_exhausted.fetch_add(1, Ordering::Relaxed);
+                            if !std::mem::replace(&mut exhausted, true) {
+                                tracing::warn!("worker {worker}: accept: {e}; pausing {pause:?} between tries until it recovers");
+                            }
+                            tokio::time::sleep(pause).await;
+                        }
+                        continue;
+                    }
+                };
+                if over_limit(shared) {
+                    // Accepted and closed at once: the client learns now (and may try
+                    // another proxy) while the connections already open are served.
+                    shared.metrics.counters.downstream_overflow.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));
+            }
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 /// How long an accept loop pauses after `e`: out of file descriptors or memory
@@ -138,6 +164,7 @@ pub fn connection<I>(
     io: I,
     remote: SocketAddr,
     worker: usize,
+    side: Side,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -145,7 +172,7 @@ where
     let counters = &shared.metrics.counters;
     counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
     counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
-    let ctx = ConnCtx { shared, remote, worker };
+    let ctx = ConnCtx { shared, remote, worker, side };
     let slot = ConnSlot::watch(shared.idle_timeout, shared.header_read_timeout);
     let requests = slot.clone();
     let svc = service_fn(move |req| {

@@ -16,12 +16,15 @@ pub struct DestLabels {
     pub namespace: String,
     /// The subset, reported as `destination_version` like Istio's `version` label.
     pub version: String,
+    /// Requests that came in on the inbound side for this proxy's own app: reported
+    /// as Istio's `reporter="destination"`, the caller unknown (until peers are identified).
+    pub inbound: bool,
 }
 
 impl DestLabels {
     /// The labels for requests that reached no destination (no route).
     pub fn unknown() -> Self {
-        DestLabels { service: "unknown".into(), namespace: "unknown".into(), version: "unknown".into() }
+        DestLabels { service: "unknown".into(), namespace: "unknown".into(), version: "unknown".into(), inbound: false }
     }
 
     pub fn short_name(&self) -> &str {

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve traffic routed by Istio resources read from files.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Check config files without serving; exit 1 on any error.
     Validate {
         #[arg(short = 'f', long = "file", required = true)]
@@ -129,6 +129,13 @@ struct ProxyArgs {
     /// Address for /metrics, /ready, /config_dump, /clusters.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// The inbound listener (a sidecar's, e.g. 0.0.0.0:15006): every request on it goes
+    /// to --app. Needs --app.
+    #[arg(long, requires = "app")]
+    inbound: Option<SocketAddr>,
+    /// The local app behind the inbound listener (plaintext HTTP/1.1), e.g. 127.0.0.1:8080.
+    #[arg(long, requires = "inbound")]
+    app: Option<SocketAddr>,
     /// Worker threads (default 1, as a sidecar; 0 = one per core, for a per-host proxy).
     #[arg(long)]
     workers: Option<usize>,
@@ -222,6 +229,9 @@ impl ProxyArgs {
                 Some(n) => n,
                 None => 1,
             },
+            inbound: self.inbound.zip(self.app).map(|(listen, app)| {
+                (listen, weft_config::InboundSpec { app, service: self.service.clone(), namespace: self.namespace.clone() })
+            }),
             service: self.service,
             namespace: self.namespace,
             access_log: self.access_log,

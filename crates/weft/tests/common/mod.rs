@@ -41,6 +41,11 @@ impl Proc {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// Where a sidecar's inbound listener listens (from its start line).
+    pub fn inbound(&self) -> Option<SocketAddr> {
+        self.log.lock().unwrap().iter().find(|l| l.contains("listening on ")).and_then(|l| after(&strip_ansi(l), "inbound on "))
+    }
 }
 
 /// Starts `weft ARGS`, waiting for the stderr line that says where it listens.
