@@ -11,6 +11,7 @@ pub mod inbound;
 pub mod istio;
 pub mod load;
 pub mod matcher;
+pub mod mtls;
 mod policy;
 mod ratelimit;
 mod response_cache;

@@ -23,6 +23,8 @@ pub struct Snapshot {
     /// HealthCheck resources: probes of a host's endpoints.
     pub health_checks: Vec<HealthProbe>,
     pub clusters: Vec<ClusterSpec>,
+    /// PeerAuthentication policies ([`crate::mtls::mode_for`] resolves a workload's mode).
+    pub peer_authentication: Vec<crate::mtls::PeerAuthPolicy>,
     /// The inbound side's virtual host (every request on the inbound listener goes to
     /// it), when the proxy stands beside an app ([`crate::inbound`]).
     pub inbound: Option<usize>,

@@ -17,6 +17,7 @@ use crate::phases::{handle, ConnCtx};
 use crate::request::Side;
 use crate::state::Shared;
 use crate::watchdog::{Closed, ConnSlot, Watched};
+use weft_config::istio::MtlsMode;
 
 /// Largest request head accepted; beyond it the client gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -115,12 +116,27 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 }
+                if side == Side::Inbound && inbound_mode(shared) == MtlsMode::Strict {
+                    // Only mTLS may come in (and the inbound listener does not yet
+                    // terminate it): a plaintext peer is refused, never served.
+                    shared.metrics.counters.inbound_plaintext_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("inbound: plaintext connection from {remote} refused: PeerAuthentication STRICT");
+                    drop(stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));
             }
             _ = stop.changed() => break,
         }
     }
+}
+
+/// The mTLS mode PeerAuthentication gives this proxy's app port now.
+fn inbound_mode(shared: &Shared) -> MtlsMode {
+    let Some(spec) = &shared.inbound else { return MtlsMode::Permissive };
+    let rt = shared.current.load();
+    weft_config::mtls::mode_for(&rt.snap.peer_authentication, &spec.namespace, &shared.node.labels, spec.app.port())
 }
 
 /// How long an accept loop pauses after `e`: out of file descriptors or memory

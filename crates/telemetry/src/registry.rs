@@ -80,6 +80,8 @@ pub struct Counters {
     pub downstream_connections_active: AtomicU64,
     /// Client connections closed at accept: the proxy held --max-connections.
     pub downstream_overflow: AtomicU64,
+    /// Plaintext connections refused by the inbound listener: PeerAuthentication STRICT.
+    pub inbound_plaintext_refused: AtomicU64,
     /// Client connections closed idle (--idle-timeout) or with their request head
     /// overdue (--header-read-timeout).
     pub downstream_idle_timeouts: AtomicU64,

@@ -105,6 +105,12 @@ impl Metrics {
             &c.downstream_overflow,
         );
         counter(
+            "weft_inbound_plaintext_refused_total",
+            "Plaintext connections the inbound listener closed because PeerAuthentication requires mTLS (STRICT).",
+            "counter",
+            &c.inbound_plaintext_refused,
+        );
+        counter(
             "weft_downstream_idle_timeouts_total",
             "Client connections closed after --idle-timeout.",
             "counter",

@@ -40,3 +40,24 @@ fn inbound_needs_an_app_and_the_other_way_round() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     }
 }
+
+const STRICT: &str = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";
+
+#[test]
+fn under_strict_peer_authentication_plaintext_never_reaches_the_app() {
+    let app = backend("app", &[]);
+    let app_addr = app.addr.to_string();
+    let p = proxy_with(STRICT, &["--inbound", "127.0.0.1:0", "--app", &app_addr, "--service", "reviews", "--label", "app=reviews"]);
+    let inbound = p.p.inbound().unwrap();
+    let (code, _, err) = curl(&["-s", &format!("http://{inbound}/")]);
+    assert_ne!(code, 0, "plaintext was served under STRICT: {err}");
+    assert_eq!(metric_sum(&p.admin("/metrics"), "weft_inbound_plaintext_refused_total", &[]), 1.0);
+    // A workload-scoped PERMISSIVE for this app's port lets plaintext in again (after a reload).
+    let permissive = format!(
+        "{STRICT}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  portLevelMtls: {{\"{}\": {{mode: PERMISSIVE}}}}\n",
+        app.addr.port()
+    );
+    std::fs::write(&p.cfg, permissive).unwrap();
+    wait_until("the reload", || p.revision() >= 2);
+    assert_eq!(get(inbound, "reviews", "/", &[]).backend(), "app");
+}

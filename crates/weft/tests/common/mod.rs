@@ -71,10 +71,12 @@ pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            // (Logged before it is announced: the start line is in the log by the time
+            // spawn returns.)
+            log2.lock().unwrap().push(line.clone());
             if line.contains("listening on ") {
-                let _ = tx.send(line.clone());
+                let _ = tx.send(line);
             }
-            log2.lock().unwrap().push(line);
         }
     });
     let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
