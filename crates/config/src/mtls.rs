@@ -113,7 +113,7 @@ mod tests {
         let reviews = labels(&[("app", "reviews")]);
         assert_eq!(mode_for(&[], "default", &reviews, 9080), Permissive, "Istio's default");
         let mesh = policy("default", ROOT_NAMESPACE, None, Strict, &[]);
-        assert_eq!(mode_for(&[mesh.clone()], "default", &reviews, 9080), Strict);
+        assert_eq!(mode_for(std::slice::from_ref(&mesh), "default", &reviews, 9080), Strict);
         let ns = policy("ns", "default", None, Disable, &[]);
         assert_eq!(mode_for(&[mesh.clone(), ns.clone()], "default", &reviews, 9080), Disable);
         assert_eq!(mode_for(&[mesh.clone(), ns.clone()], "other", &reviews, 9080), Strict, "another namespace's policy does not apply");
