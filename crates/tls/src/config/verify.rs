@@ -19,12 +19,20 @@ use crate::spiffe::SpiffeId;
 use crate::x509::spiffe_id_of;
 
 /// A peer presented a valid chain but not an identity this side accepts.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum PeerIdentityError {
     #[error("peer certificate has no usable SPIFFE ID: {0}")]
     NoSpiffeId(#[from] crate::x509::CertError),
     #[error("peer is {found}, not one of the expected identities [{expected}]")]
     Unexpected { found: String, expected: String },
+}
+
+/// rustls prints a custom certificate error with `{:?}`; this makes that the message, so
+/// a refusal in a log line reads as a sentence.
+impl std::fmt::Debug for PeerIdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl From<PeerIdentityError> for rustls::Error {
