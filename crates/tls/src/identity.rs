@@ -62,38 +62,20 @@ pub struct WorkloadIdentity {
 
 impl std::fmt::Debug for WorkloadIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkloadIdentity")
-            .field("id", &self.id.to_string())
-            .field("serial", &self.current.load().summary.serial)
-            .finish()
+        f.debug_struct("WorkloadIdentity").field("id", &self.id.to_string()).field("serial", &self.current.load().summary.serial).finish()
     }
 }
 
 impl WorkloadIdentity {
     /// An identity for `id` from its first certificate (PEM leaf, intermediates, roots).
-    pub fn new(
-        id: SpiffeId,
-        key: &WorkloadKey,
-        leaf_pem: &str,
-        chain_pem: &str,
-        roots_pem: &str,
-    ) -> Result<Self, IdentityError> {
+    pub fn new(id: SpiffeId, key: &WorkloadKey, leaf_pem: &str, chain_pem: &str, roots_pem: &str) -> Result<Self, IdentityError> {
         let creds = credentials(&id, key.signing_key()?, &key.spki(), leaf_pem, chain_pem, roots_pem)?;
-        Ok(WorkloadIdentity {
-            id,
-            current: ArcSwap::from_pointee(creds),
-        })
+        Ok(WorkloadIdentity { id, current: ArcSwap::from_pointee(creds) })
     }
 
     /// Replaces the certificate (a renewal, usually with a new key) and the bundle after
     /// checking them; on error the current ones stay.
-    pub fn install(
-        &self,
-        key: &WorkloadKey,
-        leaf_pem: &str,
-        chain_pem: &str,
-        roots_pem: &str,
-    ) -> Result<(), IdentityError> {
+    pub fn install(&self, key: &WorkloadKey, leaf_pem: &str, chain_pem: &str, roots_pem: &str) -> Result<(), IdentityError> {
         let creds = credentials(&self.id, key.signing_key()?, &key.spki(), leaf_pem, chain_pem, roots_pem)?;
         self.current.store(Arc::new(creds));
         Ok(())
@@ -152,10 +134,7 @@ fn credentials(
     let info = CertInfo::parse(&certs[0], "workload certificate")?;
     let found = info.spiffe_id()?;
     if &found != id {
-        return Err(IdentityError::WrongIdentity {
-            expected: id.to_string(),
-            found: found.to_string(),
-        });
+        return Err(IdentityError::WrongIdentity { expected: id.to_string(), found: found.to_string() });
     }
     check_validity(&info.summary)?;
     if info.spki != key_spki {
@@ -167,47 +146,30 @@ fn credentials(
 
 /// Checks the chain against `roots` for both directions a sidecar uses it (as a server
 /// inbound, as a client outbound) and builds the per-bundle client verifier once.
-fn verified(
-    certified: Arc<CertifiedKey>,
-    roots: RootCertStore,
-    summary: CertSummary,
-) -> Result<Credentials, IdentityError> {
+fn verified(certified: Arc<CertifiedKey>, roots: RootCertStore, summary: CertSummary) -> Result<Credentials, IdentityError> {
     let untrusted = |e: rustls::Error| IdentityError::Untrusted(e.to_string());
     let roots = Arc::new(roots);
     let (leaf, chain): (&CertificateDer<'_>, &[CertificateDer<'_>]) = match certified.cert.split_first() {
         Some(split) => split,
         None => return Err(IdentityError::Untrusted("no certificate".into())),
     };
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
-        .build()
-        .map_err(|e| IdentityError::Tls(e.to_string()))?;
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider()).build().map_err(|e| IdentityError::Tls(e.to_string()))?;
     let now = UnixTime::now();
-    client_verifier
-        .verify_client_cert(leaf, chain, now)
-        .map_err(untrusted)?;
+    client_verifier.verify_client_cert(leaf, chain, now).map_err(untrusted)?;
     let parsed = ParsedCertificate::try_from(leaf).map_err(untrusted)?;
     let algs = provider().signature_verification_algorithms;
-    verify_server_cert_signed_by_trust_anchor(&parsed, &roots, chain, now, algs.all)
-        .map_err(untrusted)?;
-    Ok(Credentials {
-        certified,
-        roots,
-        client_verifier,
-        summary,
-    })
+    verify_server_cert_signed_by_trust_anchor(&parsed, &roots, chain, now, algs.all).map_err(untrusted)?;
+    Ok(Credentials { certified, roots, client_verifier, summary })
 }
 
 fn check_validity(summary: &CertSummary) -> Result<(), IdentityError> {
     let now = SystemTime::now();
     if summary.not_after <= now {
-        return Err(IdentityError::Expired {
-            not_after: summary.not_after,
-        });
+        return Err(IdentityError::Expired { not_after: summary.not_after });
     }
     if summary.not_before > now {
-        return Err(IdentityError::NotYetValid {
-            not_before: summary.not_before,
-        });
+        return Err(IdentityError::NotYetValid { not_before: summary.not_before });
     }
     Ok(())
 }
@@ -215,9 +177,7 @@ fn check_validity(summary: &CertSummary) -> Result<(), IdentityError> {
 pub(crate) fn root_store(roots: &[CertificateDer<'static>]) -> Result<RootCertStore, IdentityError> {
     let mut store = RootCertStore::empty();
     for root in roots {
-        store
-            .add(root.clone())
-            .map_err(|e| IdentityError::Untrusted(format!("trust bundle: {e}")))?;
+        store.add(root.clone()).map_err(|e| IdentityError::Untrusted(format!("trust bundle: {e}")))?;
     }
     Ok(store)
 }

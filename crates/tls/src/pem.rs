@@ -14,11 +14,7 @@ pub const MAX_CERTS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PemError {
     #[error("{what}: {len} bytes of PEM, over the limit of {max}")]
-    TooLarge {
-        what: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLarge { what: &'static str, len: usize, max: usize },
     #[error("{what}: no PEM block of the expected type")]
     Empty { what: &'static str },
     #[error("{what}: more than {MAX_CERTS} certificates")]
@@ -28,17 +24,11 @@ pub enum PemError {
 }
 
 /// Every `CERTIFICATE` block in `pem` (possibly none), in order.
-pub fn certs_from_pem(
-    pem: &str,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, PemError> {
     check_len(pem, what, MAX_PEM_LEN)?;
     let mut certs = Vec::new();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| PemError::Malformed {
-            what,
-            reason: e.to_string(),
-        })?;
+        let cert = cert.map_err(|e| PemError::Malformed { what, reason: e.to_string() })?;
         if certs.len() == MAX_CERTS {
             return Err(PemError::TooMany { what });
         }
@@ -48,10 +38,7 @@ pub fn certs_from_pem(
 }
 
 /// Like [`certs_from_pem`], but at least one certificate is required.
-pub fn nonempty_certs_from_pem(
-    pem: &str,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub fn nonempty_certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs = certs_from_pem(pem, what)?;
     if certs.is_empty() {
         return Err(PemError::Empty { what });
@@ -64,10 +51,7 @@ pub fn key_from_pem(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'stat
     check_len(pem, what, MAX_PEM_LEN)?;
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => PemError::Empty { what },
-        e => PemError::Malformed {
-            what,
-            reason: e.to_string(),
-        },
+        e => PemError::Malformed { what, reason: e.to_string() },
     })
 }
 
@@ -78,11 +62,7 @@ pub fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
 
 pub(crate) fn check_len(pem: &str, what: &'static str, max: usize) -> Result<(), PemError> {
     if pem.len() > max {
-        return Err(PemError::TooLarge {
-            what,
-            len: pem.len(),
-            max,
-        });
+        return Err(PemError::TooLarge { what, len: pem.len(), max });
     }
     Ok(())
 }

@@ -53,11 +53,7 @@ pub enum NameError {
 
 impl SpiffeId {
     /// Builds an ID from its parts, validating each as [`SpiffeId::parse`] would.
-    pub fn new(
-        trust_domain: &str,
-        namespace: &str,
-        service_account: &str,
-    ) -> Result<Self, SpiffeIdError> {
+    pub fn new(trust_domain: &str, namespace: &str, service_account: &str) -> Result<Self, SpiffeIdError> {
         validate_trust_domain(trust_domain)?;
         validate_dns_label(namespace, 63).map_err(SpiffeIdError::Namespace)?;
         validate_dns_subdomain(service_account).map_err(SpiffeIdError::ServiceAccount)?;
@@ -82,13 +78,8 @@ impl SpiffeId {
         let (trust_domain, path) = rest.split_once('/').ok_or(SpiffeIdError::BadPath)?;
         validate_trust_domain(trust_domain)?;
         let mut parts = path.split('/');
-        let (Some("ns"), Some(ns), Some("sa"), Some(sa), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some("ns"), Some(ns), Some("sa"), Some(sa), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(SpiffeIdError::BadPath);
         };
         SpiffeId::new(trust_domain, ns, sa)
@@ -112,11 +103,7 @@ impl SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{SCHEME}{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
-        )
+        write!(f, "{SCHEME}{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
     }
 }
 
@@ -153,10 +140,7 @@ fn validate_dns_label(s: &str, max: usize) -> Result<(), NameError> {
     let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
         return Err(NameError::Empty);
     };
-    if !bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
-    {
+    if !bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.') {
         return Err(NameError::BadCharacter);
     }
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();

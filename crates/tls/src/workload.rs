@@ -24,8 +24,7 @@ impl std::fmt::Debug for WorkloadKey {
 impl WorkloadKey {
     /// A fresh ECDSA P-256 key from the system's secure random source.
     pub fn generate() -> Result<Self, IdentityError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| IdentityError::Key(e.to_string()))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| IdentityError::Key(e.to_string()))?;
         Ok(WorkloadKey { key })
     }
 
@@ -34,13 +33,9 @@ impl WorkloadKey {
     pub fn csr(&self, id: &SpiffeId) -> Result<String, IdentityError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        let uri = rcgen::string::Ia5String::try_from(id.to_string())
-            .map_err(|e| IdentityError::Key(e.to_string()))?;
+        let uri = rcgen::string::Ia5String::try_from(id.to_string()).map_err(|e| IdentityError::Key(e.to_string()))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
-        params
-            .serialize_request(&self.key)
-            .and_then(|csr| csr.pem())
-            .map_err(|e| IdentityError::Key(e.to_string()))
+        params.serialize_request(&self.key).and_then(|csr| csr.pem()).map_err(|e| IdentityError::Key(e.to_string()))
     }
 
     /// The DER SubjectPublicKeyInfo, to check a certificate was issued for this key.
@@ -51,7 +46,6 @@ impl WorkloadKey {
     /// The key as rustls signs handshakes with it.
     pub(crate) fn signing_key(&self) -> Result<Arc<dyn SigningKey>, IdentityError> {
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()));
-        rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
-            .map_err(|e| IdentityError::Key(e.to_string()))
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&der).map_err(|e| IdentityError::Key(e.to_string()))
     }
 }

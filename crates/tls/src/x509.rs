@@ -84,13 +84,7 @@ impl CertInfo {
             not_before: to_system_time(validity.not_before.timestamp()),
             not_after: to_system_time(validity.not_after.timestamp()),
         };
-        Ok(CertInfo {
-            summary,
-            uri_sans,
-            spki: cert.public_key().raw.to_vec(),
-            is_ca,
-            key_usage_forbids_signing,
-        })
+        Ok(CertInfo { summary, uri_sans, spki: cert.public_key().raw.to_vec(), is_ca, key_usage_forbids_signing })
     }
 
     /// The certificate's SPIFFE ID: its one URI SAN, which must parse (X.509-SVID rules).

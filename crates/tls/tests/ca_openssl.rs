@@ -16,16 +16,8 @@ use weft_tls::config::{client_config, peer_identity, server_config, ClientAuth};
 use weft_tls::identity::WorkloadIdentity;
 
 fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("/usr/bin/openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("/usr/bin/openssl").args(args).current_dir(dir).output().expect("run openssl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "openssl {args:?} failed: {text}");
     text
 }
@@ -39,10 +31,7 @@ fn assert_openssl_accepts_leaf(dir: &Path) {
     for purpose in ["sslserver", "sslclient"] {
         let out = openssl(
             dir,
-            &[
-                "verify", "-x509_strict", "-purpose", purpose, "-CAfile", "root-cert.pem",
-                "-untrusted", "cert-chain.pem", "leaf.pem",
-            ],
+            &["verify", "-x509_strict", "-purpose", purpose, "-CAfile", "root-cert.pem", "-untrusted", "cert-chain.pem", "leaf.pem"],
         );
         assert!(out.contains("leaf.pem: OK"), "{out}");
     }
@@ -91,15 +80,46 @@ fn operator_ca(dir: &Path, offline: &Path) {
     fs::write(offline.join("openssl.cnf"), OPENSSL_CNF).unwrap();
     let o = |args: &[&str]| openssl(offline, args);
     o(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "root-key.pem"]);
-    o(&["req", "-x509", "-new", "-key", "root-key.pem", "-config", "openssl.cnf", "-extensions", "v3_root", "-days", "3650", "-out", "root-cert.pem"]);
+    o(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "root-key.pem",
+        "-config",
+        "openssl.cnf",
+        "-extensions",
+        "v3_root",
+        "-days",
+        "3650",
+        "-out",
+        "root-cert.pem",
+    ]);
     o(&["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", "ca-key.pem"]);
     o(&["req", "-new", "-key", "ca-key.pem", "-subj", "/O=example/CN=Intermediate CA cluster-1", "-out", "ca.csr"]);
-    o(&["x509", "-req", "-in", "ca.csr", "-CA", "root-cert.pem", "-CAkey", "root-key.pem", "-CAcreateserial", "-days", "730", "-extfile", "openssl.cnf", "-extensions", "v3_intermediate", "-out", "ca-cert.pem"]);
+    o(&[
+        "x509",
+        "-req",
+        "-in",
+        "ca.csr",
+        "-CA",
+        "root-cert.pem",
+        "-CAkey",
+        "root-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "730",
+        "-extfile",
+        "openssl.cnf",
+        "-extensions",
+        "v3_intermediate",
+        "-out",
+        "ca-cert.pem",
+    ]);
     for name in ["root-cert.pem", "ca-cert.pem", "ca-key.pem"] {
         fs::copy(offline.join(name), dir.join(name)).unwrap();
     }
-    let chain = fs::read_to_string(dir.join("ca-cert.pem")).unwrap()
-        + &fs::read_to_string(dir.join("root-cert.pem")).unwrap();
+    let chain = fs::read_to_string(dir.join("ca-cert.pem")).unwrap() + &fs::read_to_string(dir.join("root-cert.pem")).unwrap();
     fs::write(dir.join("cert-chain.pem"), chain).unwrap();
 }
 

@@ -58,8 +58,12 @@ fn a_csr_with_a_thousand_sans_is_refused_and_the_error_stays_short() {
 fn garbage_oversize_and_tampered_csrs_are_refused() {
     let (_dir, ca) = new_ca();
     let me = id("default", "reviews");
-    for garbage in ["", "hello", "-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n",
-        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"] {
+    for garbage in [
+        "",
+        "hello",
+        "-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    ] {
         assert!(matches!(ca.sign_csr(garbage, &me, DEFAULT_CERT_TTL), Err(CaError::BadCsr(_))), "{garbage:?}");
     }
     let huge = "A".repeat(1 << 20);
@@ -205,7 +209,6 @@ fn install_refuses_an_expired_certificate() {
     // The forged leaf has its own key; the identity check on expiry comes before the key's.
     let _ = key;
     let workload_key = WorkloadKey::generate().unwrap();
-    let err = WorkloadIdentity::new(id("default", "reviews"), &workload_key, &leaf_pem, "", ca.root_bundle())
-        .unwrap_err();
+    let err = WorkloadIdentity::new(id("default", "reviews"), &workload_key, &leaf_pem, "", ca.root_bundle()).unwrap_err();
     assert!(matches!(err, IdentityError::Expired { .. }), "{err}");
 }

@@ -11,14 +11,9 @@ use weft_tls::workload::WorkloadKey;
 fn the_summary_shows_the_certificate_and_never_the_key() {
     let (_dir, ca) = new_ca();
     let (key, cert) = issue_parts(&ca, "default", "reviews");
-    let identity = weft_tls::identity::WorkloadIdentity::new(
-        id("default", "reviews"),
-        &key,
-        &cert.leaf_pem,
-        &cert.chain_pem,
-        &cert.roots_pem,
-    )
-    .unwrap();
+    let identity =
+        weft_tls::identity::WorkloadIdentity::new(id("default", "reviews"), &key, &cert.leaf_pem, &cert.chain_pem, &cert.roots_pem)
+            .unwrap();
     let summary = identity.summary();
     assert_eq!(summary.sans, vec!["URI:spiffe://cluster.local/ns/default/sa/reviews"]);
     assert_eq!(summary.subject, "");
@@ -43,9 +38,7 @@ fn a_renewal_with_a_new_key_replaces_the_certificate() {
     let identity = issue(&ca, "default", "reviews");
     let before = identity.summary();
     let key = WorkloadKey::generate().unwrap();
-    let cert = ca
-        .sign_csr(&key.csr(identity.id()).unwrap(), identity.id(), Duration::from_secs(3600))
-        .unwrap();
+    let cert = ca.sign_csr(&key.csr(identity.id()).unwrap(), identity.id(), Duration::from_secs(3600)).unwrap();
     identity.install(&key, &cert.leaf_pem, &cert.chain_pem, &cert.roots_pem).unwrap();
     assert_ne!(identity.summary().serial, before.serial);
     assert!(identity.expires_at() < before.not_after, "the new one lives 1 h");

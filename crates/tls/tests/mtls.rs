@@ -17,10 +17,7 @@ fn configs(
     server: &Arc<weft_tls::identity::WorkloadIdentity>,
     expected: Option<Vec<weft_tls::spiffe::SpiffeId>>,
 ) -> (Arc<rustls::ClientConfig>, Arc<rustls::ServerConfig>) {
-    (
-        Arc::new(client_config(client.clone(), expected).unwrap()),
-        Arc::new(server_config(server.clone(), ClientAuth::Required).unwrap()),
-    )
+    (Arc::new(client_config(client.clone(), expected).unwrap()), Arc::new(server_config(server.clone(), ClientAuth::Required).unwrap()))
 }
 
 #[tokio::test]
@@ -102,8 +99,7 @@ async fn required_refuses_a_client_without_certificate_and_optional_lets_it_in()
 async fn optional_client_auth_still_refuses_a_bad_certificate() {
     let (_dir, ca) = new_ca();
     let (other_dir, _other) = new_ca();
-    let permissive =
-        Arc::new(server_config(issue(&ca, "default", "reviews"), ClientAuth::Optional).unwrap());
+    let permissive = Arc::new(server_config(issue(&ca, "default", "reviews"), ClientAuth::Optional).unwrap());
     let now = SystemTime::now();
     let stranger = raw_client(Some(forge_leaf(other_dir.path(), "x", now - HOUR, now + HOUR)));
     let (_, server) = handshake(&stranger, &permissive).await;

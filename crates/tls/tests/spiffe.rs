@@ -15,10 +15,7 @@ fn istio_shaped_ids_parse_and_print_back_unchanged() {
         assert_eq!(id.to_string(), s);
     }
     let id: SpiffeId = "spiffe://cluster.local/ns/default/sa/reviews".parse().unwrap();
-    assert_eq!(
-        (id.trust_domain(), id.namespace(), id.service_account()),
-        ("cluster.local", "default", "reviews")
-    );
+    assert_eq!((id.trust_domain(), id.namespace(), id.service_account()), ("cluster.local", "default", "reviews"));
 }
 
 #[test]
@@ -65,14 +62,8 @@ fn hostile_or_non_canonical_ids_are_refused() {
         assert!(SpiffeId::parse(s).is_err(), "accepted {s:?}");
     }
     let too_long_sa = format!("spiffe://cluster.local/ns/default/sa/{long_sa}");
-    assert!(matches!(
-        SpiffeId::parse(&too_long_sa),
-        Err(SpiffeIdError::ServiceAccount(_))
-    ));
-    assert!(matches!(
-        SpiffeId::parse(&huge),
-        Err(SpiffeIdError::TooLong { .. })
-    ));
+    assert!(matches!(SpiffeId::parse(&too_long_sa), Err(SpiffeIdError::ServiceAccount(_))));
+    assert!(matches!(SpiffeId::parse(&huge), Err(SpiffeIdError::TooLong { .. })));
     assert!(huge.len() > MAX_SPIFFE_ID_LEN);
     let long_ns = format!("spiffe://td/ns/{}/sa/x", "a".repeat(64));
     assert!(matches!(SpiffeId::parse(&long_ns), Err(SpiffeIdError::Namespace(_))));
@@ -81,10 +72,7 @@ fn hostile_or_non_canonical_ids_are_refused() {
 #[test]
 fn errors_name_the_part_that_is_wrong() {
     let err = SpiffeId::parse("spiffe://cluster.local/ns/Default/sa/reviews").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid namespace: only lowercase letters, digits, '-' and '.' are allowed"
-    );
+    assert_eq!(err.to_string(), "invalid namespace: only lowercase letters, digits, '-' and '.' are allowed");
     let err = SpiffeId::new("cluster.local", "default", "a..b").unwrap_err();
     assert!(err.to_string().starts_with("invalid service account"), "{err}");
 }

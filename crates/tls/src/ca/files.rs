@@ -29,21 +29,13 @@ pub(super) struct CaFiles {
 
 /// Whether `dir` holds any CA material (then it is loaded, never overwritten).
 pub(super) fn has_ca_material(dir: &Path) -> bool {
-    [ROOT_CERT, CA_CERT, CA_KEY, CERT_CHAIN]
-        .iter()
-        .any(|name| dir.join(name).exists())
+    [ROOT_CERT, CA_CERT, CA_KEY, CERT_CHAIN].iter().any(|name| dir.join(name).exists())
 }
 
 pub(super) fn read(dir: &Path) -> Result<CaFiles, CaError> {
-    let missing: Vec<&str> = [ROOT_CERT, CA_CERT, CA_KEY]
-        .into_iter()
-        .filter(|name| !dir.join(name).exists())
-        .collect();
+    let missing: Vec<&str> = [ROOT_CERT, CA_CERT, CA_KEY].into_iter().filter(|name| !dir.join(name).exists()).collect();
     if !missing.is_empty() {
-        return Err(CaError::Incomplete {
-            dir: dir.to_owned(),
-            missing: missing.join(", "),
-        });
+        return Err(CaError::Incomplete { dir: dir.to_owned(), missing: missing.join(", ") });
     }
     let chain_path = dir.join(CERT_CHAIN);
     Ok(CaFiles {
@@ -71,25 +63,13 @@ pub(super) fn write(dir: &Path, files: &CaFiles) -> Result<(), CaError> {
 }
 
 fn create_dir(dir: &Path) -> Result<(), CaError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_err(dir, e))
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| io_err(dir, e))
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
     let tmp = tmp_path(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, e))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_err(&tmp, e))?;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(|e| io_err(&tmp, e))?;
+    file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| io_err(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
@@ -102,17 +82,11 @@ fn tmp_path(path: &Path) -> PathBuf {
 fn read_text(path: &Path) -> Result<String, CaError> {
     let len = fs::metadata(path).map_err(|e| io_err(path, e))?.len();
     if len > MAX_PEM_LEN as u64 {
-        return Err(CaError::Io {
-            path: path.to_owned(),
-            reason: format!("{len} bytes, over the limit of {MAX_PEM_LEN}"),
-        });
+        return Err(CaError::Io { path: path.to_owned(), reason: format!("{len} bytes, over the limit of {MAX_PEM_LEN}") });
     }
     fs::read_to_string(path).map_err(|e| io_err(path, e))
 }
 
 fn io_err(path: &Path, e: io::Error) -> CaError {
-    CaError::Io {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    }
+    CaError::Io { path: path.to_owned(), reason: e.to_string() }
 }

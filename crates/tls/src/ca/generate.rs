@@ -2,10 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256};
 
 use super::files::CaFiles;
 use super::issue::{random_serial, to_offset};
@@ -25,21 +22,12 @@ pub(super) fn self_signed_root(trust_domain: &str) -> Result<CaFiles, CaError> {
     params.distinguished_name = dn;
     // Path length 0: this root signs workload certificates only, never another CA.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let now = SystemTime::now();
     params.not_before = to_offset(now - Duration::from_secs(60));
     params.not_after = to_offset(now + ROOT_TTL);
     params.serial_number = Some(random_serial()?);
     let cert = params.self_signed(&key)?;
     let pem = cert.pem();
-    Ok(CaFiles {
-        root_cert: pem.clone(),
-        ca_cert: pem.clone(),
-        ca_key: key.serialize_pem(),
-        cert_chain: Some(pem),
-    })
+    Ok(CaFiles { root_cert: pem.clone(), ca_cert: pem.clone(), ca_key: key.serialize_pem(), cert_chain: Some(pem) })
 }

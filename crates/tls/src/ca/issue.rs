@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use rcgen::{
-    CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber,
 };
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::server::ParsedCertificate;
@@ -50,12 +50,7 @@ impl Ca {
     /// certificate's own expiry). Refuses a CSR whose SANs are anything but exactly
     /// `expected` as a URI, whose signature does not verify, or that is over
     /// [`MAX_CSR_LEN`].
-    pub fn sign_csr(
-        &self,
-        csr_pem: &str,
-        expected: &SpiffeId,
-        ttl: Duration,
-    ) -> Result<IssuedCert, CaError> {
+    pub fn sign_csr(&self, csr_pem: &str, expected: &SpiffeId, ttl: Duration) -> Result<IssuedCert, CaError> {
         if csr_pem.len() > MAX_CSR_LEN {
             return Err(CaError::CsrTooLarge { len: csr_pem.len() });
         }
@@ -63,31 +58,21 @@ impl Ca {
             return Err(CaError::TtlOutOfRange { ttl });
         }
         if expected.trust_domain() != self.trust_domain {
-            return Err(CaError::ForeignTrustDomain {
-                ours: self.trust_domain.clone(),
-                requested: expected.trust_domain().to_owned(),
-            });
+            return Err(CaError::ForeignTrustDomain { ours: self.trust_domain.clone(), requested: expected.trust_domain().to_owned() });
         }
         let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
             .map_err(|e| CaError::BadCsr(format!("not a PEM CERTIFICATE REQUEST: {e}")))?;
         // Parses and verifies the CSR's self-signature (proof the requester holds the key).
-        let csr = CertificateSigningRequestParams::from_der(&der)
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let csr = CertificateSigningRequestParams::from_der(&der).map_err(|e| CaError::BadCsr(e.to_string()))?;
         check_requested_identity(&csr.params.subject_alt_names, expected)?;
         if !is_accepted_key_algorithm(&csr.public_key) {
-            return Err(CaError::BadCsr(
-                "key algorithm not accepted (ECDSA P-256/P-384 or Ed25519 only)".into(),
-            ));
+            return Err(CaError::BadCsr("key algorithm not accepted (ECDSA P-256/P-384 or Ed25519 only)".into()));
         }
         let now = SystemTime::now();
         let not_after = (now + ttl).min(self.issuer_not_after);
         let params = leaf_params(expected, now - BACKDATE, not_after)?;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        let serial = params
-            .serial_number
-            .as_ref()
-            .map(|s| hex(&s.to_bytes()))
-            .unwrap_or_default();
+        let serial = params.serial_number.as_ref().map(|s| hex(&s.to_bytes())).unwrap_or_default();
         Ok(IssuedCert {
             leaf_pem: cert.pem(),
             chain_pem: certs_to_pem(&self.intermediates),
@@ -106,17 +91,10 @@ impl Ca {
         let now = SystemTime::now();
         let params = leaf_params(&id, now - BACKDATE, now + MIN_CERT_TTL)?;
         let leaf = params.signed_by(&key, &self.issuer)?;
-        let parsed = ParsedCertificate::try_from(leaf.der())
-            .map_err(|e| CaError::Untrusted(e.to_string()))?;
+        let parsed = ParsedCertificate::try_from(leaf.der()).map_err(|e| CaError::Untrusted(e.to_string()))?;
         let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
-        verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            &self.intermediates,
-            UnixTime::now(),
-            algs.all,
-        )
-        .map_err(|e| CaError::Untrusted(e.to_string()))
+        verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, &self.intermediates, UnixTime::now(), algs.all)
+            .map_err(|e| CaError::Untrusted(e.to_string()))
     }
 }
 
@@ -125,10 +103,7 @@ fn check_requested_identity(sans: &[SanType], expected: &SpiffeId) -> Result<(),
     let expected_uri = expected.to_string();
     match sans {
         [SanType::URI(uri)] if uri.as_str() == expected_uri => Ok(()),
-        _ => Err(CaError::IdentityMismatch {
-            expected: expected_uri,
-            requested: sans.iter().take(8).map(describe_san).collect(),
-        }),
+        _ => Err(CaError::IdentityMismatch { expected: expected_uri, requested: sans.iter().take(8).map(describe_san).collect() }),
     }
 }
 
@@ -141,39 +116,24 @@ fn describe_san(san: &SanType) -> String {
         _ => "other".to_owned(),
     };
     // Bounded and printable, for logs: a hostile CSR chooses these bytes.
-    text.chars()
-        .take(200)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    text.chars().take(200).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn is_accepted_key_algorithm(key: &impl PublicKeyData) -> bool {
     let alg = key.algorithm();
-    alg == &rcgen::PKCS_ECDSA_P256_SHA256
-        || alg == &rcgen::PKCS_ECDSA_P384_SHA384
-        || alg == &rcgen::PKCS_ED25519
+    alg == &rcgen::PKCS_ECDSA_P256_SHA256 || alg == &rcgen::PKCS_ECDSA_P384_SHA384 || alg == &rcgen::PKCS_ED25519
 }
 
 /// A workload leaf: no subject, one critical URI SAN, signing and key agreement for TLS
 /// in both directions (a sidecar is a server inbound and a client outbound).
-fn leaf_params(
-    id: &SpiffeId,
-    not_before: SystemTime,
-    not_after: SystemTime,
-) -> Result<CertificateParams, CaError> {
+fn leaf_params(id: &SpiffeId, not_before: SystemTime, not_after: SystemTime) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     let uri = rcgen::string::Ia5String::try_from(id.to_string())?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     params.not_before = to_offset(not_before);
     params.not_after = to_offset(not_after);
@@ -184,9 +144,7 @@ fn leaf_params(
 /// 128 random bits, positive and never zero (RFC 5280: at most 20 octets, positive).
 pub(super) fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| CaError::Sign("no randomness for a serial number".into()))?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| CaError::Sign("no randomness for a serial number".into()))?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(SerialNumber::from_slice(&bytes))
 }
@@ -203,4 +161,3 @@ fn hex(bytes: &[u8]) -> String {
     let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
     parts.join(":")
 }
-

@@ -56,10 +56,7 @@ pub enum CaError {
     #[error("CSR refused: {0}")]
     BadCsr(String),
     #[error("CSR asks for {requested:?} but the authenticated identity is {expected}; a CSR must carry exactly one SAN, the caller's own SPIFFE ID")]
-    IdentityMismatch {
-        expected: String,
-        requested: Vec<String>,
-    },
+    IdentityMismatch { expected: String, requested: Vec<String> },
     #[error("certificate lifetime {ttl:?} is outside {MIN_CERT_TTL:?}..={MAX_CERT_TTL:?}")]
     TtlOutOfRange { ttl: Duration },
     #[error("signing failed: {0}")]
@@ -110,8 +107,7 @@ impl Ca {
         let ca_info = CertInfo::parse(&ca_cert, CA_CERT)?;
         require_ca(&ca_info, CA_CERT)?;
         require_current(&ca_info)?;
-        let key = KeyPair::try_from(&key_from_pem(&files.ca_key, CA_KEY)?)
-            .map_err(|e| CaError::Key(e.to_string()))?;
+        let key = KeyPair::try_from(&key_from_pem(&files.ca_key, CA_KEY)?).map_err(|e| CaError::Key(e.to_string()))?;
         if rcgen::PublicKeyData::subject_public_key_info(&key) != ca_info.spki {
             return Err(CaError::KeyMismatch);
         }
@@ -124,16 +120,10 @@ impl Ca {
         }
         let mut roots = RootCertStore::empty();
         for root in &roots_der {
-            roots
-                .add(root.clone())
-                .map_err(|e| CaError::Untrusted(e.to_string()))?;
+            roots.add(root.clone()).map_err(|e| CaError::Untrusted(e.to_string()))?;
         }
-        let intermediates = chain
-            .into_iter()
-            .filter(|c| !roots_der.contains(c))
-            .collect();
-        let issuer = Issuer::from_ca_cert_der(&ca_cert, key)
-            .map_err(|e| CaError::Key(format!("cannot issue with ca-cert.pem: {e}")))?;
+        let intermediates = chain.into_iter().filter(|c| !roots_der.contains(c)).collect();
+        let issuer = Issuer::from_ca_cert_der(&ca_cert, key).map_err(|e| CaError::Key(format!("cannot issue with ca-cert.pem: {e}")))?;
         let ca = Ca {
             trust_domain: trust_domain.to_owned(),
             issuer,
@@ -174,14 +164,10 @@ fn require_ca(info: &CertInfo, what: &'static str) -> Result<(), CaError> {
 fn require_current(info: &CertInfo) -> Result<(), CaError> {
     let now = SystemTime::now();
     if info.summary.not_after <= now {
-        return Err(CaError::Expired {
-            not_after: info.summary.not_after,
-        });
+        return Err(CaError::Expired { not_after: info.summary.not_after });
     }
     if info.summary.not_before > now {
-        return Err(CaError::NotYetValid {
-            not_before: info.summary.not_before,
-        });
+        return Err(CaError::NotYetValid { not_before: info.summary.not_before });
     }
     Ok(())
 }
@@ -191,4 +177,3 @@ impl From<rcgen::Error> for CaError {
         CaError::Sign(e.to_string())
     }
 }
-

@@ -43,15 +43,9 @@ pub enum ClientAuth {
 
 /// The inbound listener's config: presents the workload certificate, verifies clients
 /// against the mesh roots and requires a SPIFFE ID; TLS 1.3 tickets for resumption.
-pub fn server_config(
-    identity: Arc<WorkloadIdentity>,
-    client_auth: ClientAuth,
-) -> Result<ServerConfig, IdentityError> {
-    let verifier = Arc::new(MeshClientVerifier {
-        identity: identity.clone(),
-        mandatory: client_auth == ClientAuth::Required,
-        algs: algorithms(),
-    });
+pub fn server_config(identity: Arc<WorkloadIdentity>, client_auth: ClientAuth) -> Result<ServerConfig, IdentityError> {
+    let verifier =
+        Arc::new(MeshClientVerifier { identity: identity.clone(), mandatory: client_auth == ClientAuth::Required, algs: algorithms() });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -68,15 +62,8 @@ pub fn server_config(
 /// ID is one of `expected` (any mesh identity when `None`). The server name given to
 /// `connect` is only sent as SNI and keys the resumption cache; it is not verified.
 /// Use one config per `expected` set: its resumption cache is part of it.
-pub fn client_config(
-    identity: Arc<WorkloadIdentity>,
-    expected: Option<Vec<SpiffeId>>,
-) -> Result<ClientConfig, IdentityError> {
-    let verifier = Arc::new(MeshServerVerifier {
-        identity: identity.clone(),
-        expected,
-        algs: algorithms(),
-    });
+pub fn client_config(identity: Arc<WorkloadIdentity>, expected: Option<Vec<SpiffeId>>) -> Result<ClientConfig, IdentityError> {
+    let verifier = Arc::new(MeshServerVerifier { identity: identity.clone(), expected, algs: algorithms() });
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?

@@ -69,9 +69,7 @@ impl ClientCertVerifier for MeshClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let creds = self.identity.credentials();
-        creds
-            .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)?;
+        creds.client_verifier.verify_client_cert(end_entity, intermediates, now)?;
         spiffe_id_of(end_entity).map_err(PeerIdentityError::from)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -119,22 +117,12 @@ impl ServerCertVerifier for MeshServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let creds = self.identity.credentials();
         let parsed = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &creds.roots,
-            intermediates,
-            now,
-            self.algs.all,
-        )?;
+        verify_server_cert_signed_by_trust_anchor(&parsed, &creds.roots, intermediates, now, self.algs.all)?;
         let found = spiffe_id_of(end_entity).map_err(PeerIdentityError::from)?;
         if let Some(expected) = &self.expected {
             if !expected.contains(&found) {
                 let list: Vec<String> = expected.iter().map(ToString::to_string).collect();
-                return Err(PeerIdentityError::Unexpected {
-                    found: found.to_string(),
-                    expected: list.join(", "),
-                }
-                .into());
+                return Err(PeerIdentityError::Unexpected { found: found.to_string(), expected: list.join(", ") }.into());
             }
         }
         Ok(ServerCertVerified::assertion())

@@ -32,10 +32,7 @@ pub fn new_ca() -> (tempfile::TempDir, Ca) {
 /// The proxy side of issuance: a fresh key, a CSR, the CA's answer, installed.
 pub fn issue(ca: &Ca, ns: &str, sa: &str) -> Arc<WorkloadIdentity> {
     let (key, cert) = issue_parts(ca, ns, sa);
-    Arc::new(
-        WorkloadIdentity::new(id(ns, sa), &key, &cert.leaf_pem, &cert.chain_pem, &cert.roots_pem)
-            .unwrap(),
-    )
+    Arc::new(WorkloadIdentity::new(id(ns, sa), &key, &cert.leaf_pem, &cert.chain_pem, &cert.roots_pem).unwrap())
 }
 
 pub fn issue_parts(ca: &Ca, ns: &str, sa: &str) -> (WorkloadKey, weft_tls::ca::IssuedCert) {
@@ -45,10 +42,7 @@ pub fn issue_parts(ca: &Ca, ns: &str, sa: &str) -> (WorkloadKey, weft_tls::ca::I
     (key, cert)
 }
 
-pub type Handshake = (
-    std::io::Result<client::TlsStream<DuplexStream>>,
-    std::io::Result<server::TlsStream<DuplexStream>>,
-);
+pub type Handshake = (std::io::Result<client::TlsStream<DuplexStream>>, std::io::Result<server::TlsStream<DuplexStream>>);
 
 /// Runs one TLS handshake between a client and a server config, in process.
 pub async fn handshake(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> Handshake {
@@ -69,13 +63,7 @@ pub async fn connected(
     let (c, s) = handshake(client, server).await;
     let (mut c, mut s) = match (c, s) {
         (Ok(c), Ok(s)) => (c, s),
-        (c, s) => {
-            return Err(format!(
-                "client: {:?}; server: {:?}",
-                c.err().map(|e| e.to_string()),
-                s.err().map(|e| e.to_string())
-            ))
-        }
+        (c, s) => return Err(format!("client: {:?}; server: {:?}", c.err().map(|e| e.to_string()), s.err().map(|e| e.to_string()))),
     };
     let mut buf = [0u8; 1];
     let (a, b) = tokio::join!(
@@ -128,21 +116,17 @@ impl ServerCertVerifier for AcceptAnyServer {
         Ok(HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
 /// A plain rustls client that presents `cert` (or nothing) and trusts any server.
 pub fn raw_client(cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AcceptAnyServer));
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer));
     Arc::new(match cert {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
         None => builder.with_no_client_auth(),
@@ -163,13 +147,8 @@ pub fn forge_leaf(
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        id("default", sa).to_string().try_into().unwrap(),
-    )];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.subject_alt_names = vec![rcgen::SanType::URI(id("default", sa).to_string().try_into().unwrap())];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.not_before = to_offset(not_before);
     params.not_after = to_offset(not_after);
     let cert = params.signed_by(&key, &issuer).unwrap();
