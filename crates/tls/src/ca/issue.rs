@@ -29,7 +29,7 @@ pub const MAX_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Istio's default workload certificate lifetime.
 pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Leaves are valid from a minute back, so a peer whose clock lags a little accepts them.
-const BACKDATE: Duration = Duration::from_secs(60);
+pub(super) const BACKDATE: Duration = Duration::from_secs(60);
 
 /// A signed workload certificate and what a proxy needs with it.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ fn is_accepted_key_algorithm(key: &impl PublicKeyData) -> bool {
 
 /// A workload leaf: no subject, one critical URI SAN, signing and key agreement for TLS
 /// in both directions (a sidecar is a server inbound and a client outbound).
-fn leaf_params(id: &SpiffeId, not_before: SystemTime, not_after: SystemTime) -> Result<CertificateParams, CaError> {
+pub(super) fn leaf_params(id: &SpiffeId, not_before: SystemTime, not_after: SystemTime) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     let uri = rcgen::string::Ia5String::try_from(id.to_string())?;
@@ -157,7 +157,7 @@ pub(super) fn to_offset(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
     parts.join(":")
 }

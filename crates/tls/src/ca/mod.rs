@@ -7,6 +7,7 @@
 mod files;
 mod generate;
 mod issue;
+mod server_cert;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -17,6 +18,7 @@ use rustls_pki_types::CertificateDer;
 
 pub use files::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
 pub use issue::{IssuedCert, DEFAULT_CERT_TTL, MAX_CERT_TTL, MAX_CSR_LEN, MIN_CERT_TTL};
+pub use server_cert::ServerCert;
 
 use crate::pem::{certs_to_pem, key_from_pem, nonempty_certs_from_pem, PemError};
 use crate::spiffe::{validate_trust_domain, SpiffeIdError};
@@ -59,6 +61,8 @@ pub enum CaError {
     IdentityMismatch { expected: String, requested: Vec<String> },
     #[error("certificate lifetime {ttl:?} is outside {MIN_CERT_TTL:?}..={MAX_CERT_TTL:?}")]
     TtlOutOfRange { ttl: Duration },
+    #[error("invalid server certificate name {0:?}: expected a DNS name or an IP address")]
+    BadServerName(String),
     #[error("signing failed: {0}")]
     Sign(String),
 }
