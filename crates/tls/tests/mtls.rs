@@ -161,3 +161,21 @@ async fn a_second_connection_resumes_the_session_and_keeps_the_peer_identity() {
     assert_eq!(peer_identity(second_server.get_ref().1), Some(id("default", "productpage")));
     assert_eq!(peer_identity(second.get_ref().1), Some(id("default", "reviews")));
 }
+
+#[tokio::test]
+async fn a_root_added_to_the_bundle_is_trusted_by_the_next_handshake_without_a_new_config() {
+    let (_dir, ca) = new_ca();
+    let (_new_dir, new_ca) = new_ca();
+    let both = format!("{}{}", ca.root_bundle(), new_ca.root_bundle());
+    let reviews = issue(&ca, "default", "reviews");
+    // A proxy already on the new root, trusting both.
+    let (key, cert) = issue_parts(&new_ca, "default", "productpage");
+    let productpage =
+        Arc::new(weft_tls::identity::WorkloadIdentity::new(id("default", "productpage"), &key, &cert.leaf_pem, "", &both).unwrap());
+    let (c, s) = configs(&productpage, &reviews, None);
+    assert!(connected(&c, &s).await.is_err(), "reviews does not trust the new root yet");
+
+    reviews.update_roots(&both).unwrap();
+    let (_, server) = connected(&c, &s).await.unwrap();
+    assert_eq!(peer_identity(server.get_ref().1), Some(id("default", "productpage")));
+}
