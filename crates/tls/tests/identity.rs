@@ -51,3 +51,12 @@ fn installing_the_crypto_provider_twice_is_harmless() {
     assert!(rustls::crypto::CryptoProvider::get_default().is_some());
     let _ = rustls::ServerConfig::builder();
 }
+
+#[test]
+fn the_ca_and_identities_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<weft_tls::Ca>();
+    shared::<weft_tls::WorkloadIdentity>();
+    shared::<weft_tls::WorkloadKey>();
+    shared::<weft_tls::IssuedCert>();
+}
