@@ -28,7 +28,10 @@
 //! identity on every handshake, so rotation needs no rebuild. Mesh TLS is 1.3 only, with
 //! ALPN `h2` then `http/1.1`, session tickets and a bounded client session cache.
 //! [`config::peer_identity`] reads the peer's SPIFFE ID after a handshake. The control
-//! plane's own HTTPS certificate comes from [`ca::Ca::issue_server_cert`].
+//! plane's own HTTPS certificate comes from [`ca::Ca::issue_server_cert`], and its API's
+//! configs from [`config::control_plane_server_config`] (proxies known by their
+//! certificate, CLI users with none) and [`config::control_plane_client_config`] (server
+//! verified by name against the mesh root).
 //!
 //! aws-lc-rs is the one crypto provider: call [`install_crypto_provider`] at the start of
 //! `main`.

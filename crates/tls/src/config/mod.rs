@@ -6,6 +6,7 @@
 //! stateless on the server. ALPN offers `h2` first so two proxies multiplex one
 //! connection, with `http/1.1` for peers that do not speak HTTP/2.
 
+mod control;
 mod resolve;
 mod verify;
 
@@ -15,6 +16,7 @@ use rustls::client::Resumption;
 use rustls::server::ServerSessionMemoryCache;
 use rustls::{ClientConfig, CommonState, ServerConfig};
 
+pub use control::{control_plane_client_config, control_plane_server_config};
 pub use verify::PeerIdentityError;
 
 use crate::identity::{IdentityError, WorkloadIdentity};
@@ -22,7 +24,7 @@ use crate::provider::provider;
 use crate::spiffe::SpiffeId;
 use crate::x509::spiffe_id_of;
 use resolve::CurrentCert;
-use verify::{algorithms, MeshClientVerifier, MeshServerVerifier};
+use verify::{algorithms, MeshClientVerifier, MeshServerVerifier, RootsSource};
 
 /// ALPN protocol IDs, most preferred first.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -44,8 +46,11 @@ pub enum ClientAuth {
 /// The inbound listener's config: presents the workload certificate, verifies clients
 /// against the mesh roots and requires a SPIFFE ID; TLS 1.3 tickets for resumption.
 pub fn server_config(identity: Arc<WorkloadIdentity>, client_auth: ClientAuth) -> Result<ServerConfig, IdentityError> {
-    let verifier =
-        Arc::new(MeshClientVerifier { identity: identity.clone(), mandatory: client_auth == ClientAuth::Required, algs: algorithms() });
+    let verifier = Arc::new(MeshClientVerifier {
+        roots: RootsSource::Identity(identity.clone()),
+        mandatory: client_auth == ClientAuth::Required,
+        algs: algorithms(),
+    });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -83,6 +88,6 @@ pub fn peer_identity(conn: &CommonState) -> Option<SpiffeId> {
     spiffe_id_of(leaf).ok()
 }
 
-fn tls_err(e: rustls::Error) -> IdentityError {
+pub(crate) fn tls_err(e: rustls::Error) -> IdentityError {
     IdentityError::Tls(e.to_string())
 }

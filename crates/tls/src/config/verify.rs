@@ -46,9 +46,18 @@ impl From<PeerIdentityError> for rustls::Error {
 /// (PERMISSIVE); one that presents a certificate must still present a valid one.
 #[derive(Debug)]
 pub(crate) struct MeshClientVerifier {
-    pub identity: Arc<WorkloadIdentity>,
+    pub roots: RootsSource,
     pub mandatory: bool,
     pub algs: WebPkiSupportedAlgorithms,
+}
+
+/// Where the client-certificate verifier for a handshake comes from.
+#[derive(Debug)]
+pub(crate) enum RootsSource {
+    /// The workload's current bundle (a sidecar's inbound side).
+    Identity(Arc<WorkloadIdentity>),
+    /// A bundle fixed when the config was built (the control plane's API).
+    Fixed(Arc<dyn ClientCertVerifier>),
 }
 
 impl ClientCertVerifier for MeshClientVerifier {
@@ -68,8 +77,10 @@ impl ClientCertVerifier for MeshClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let creds = self.identity.credentials();
-        creds.client_verifier.verify_client_cert(end_entity, intermediates, now)?;
+        match &self.roots {
+            RootsSource::Identity(identity) => identity.credentials().client_verifier.verify_client_cert(end_entity, intermediates, now)?,
+            RootsSource::Fixed(verifier) => verifier.verify_client_cert(end_entity, intermediates, now)?,
+        };
         spiffe_id_of(end_entity).map_err(PeerIdentityError::from)?;
         Ok(ClientCertVerified::assertion())
     }
