@@ -84,11 +84,17 @@ impl WorkloadIdentity {
     /// Replaces the trust bundle alone (a root being added or retired). Refused if the
     /// current certificate would no longer verify against it.
     pub fn update_roots(&self, roots_pem: &str) -> Result<(), IdentityError> {
-        let now = self.current.load_full();
         let roots = root_store(&nonempty_certs_from_pem(roots_pem, "trust bundle")?)?;
-        let creds = verified(now.certified.clone(), roots, now.summary.clone())?;
-        self.current.store(Arc::new(creds));
-        Ok(())
+        // Compare-and-swap, so a renewal installed meanwhile is never replaced by the
+        // certificate it renewed.
+        loop {
+            let current = self.current.load_full();
+            let creds = Arc::new(verified(current.certified.clone(), roots.clone(), current.summary.clone())?);
+            let previous = self.current.compare_and_swap(&current, creds);
+            if Arc::ptr_eq(&previous, &current) {
+                return Ok(());
+            }
+        }
     }
 
     /// The SPIFFE ID this workload holds certificates for.
