@@ -48,6 +48,8 @@ pub struct ProxyOptions {
     pub control_plane_token: Option<String>,
     /// The inbound listener's address and the app behind it (a sidecar); none: outbound only.
     pub inbound: Option<(SocketAddr, weft_config::InboundSpec)>,
+    /// The mesh identity, obtained before serving (from the control plane's CA).
+    pub identity: Option<Arc<weft_tls::WorkloadIdentity>>,
     /// Istio's path normalization; `base` by default.
     pub path_normalization: crate::normalize::PathNormalization,
 }
@@ -83,6 +85,7 @@ impl Default for ProxyOptions {
             control_plane: None,
             control_plane_token: None,
             inbound: None,
+            identity: None,
             path_normalization: Default::default(),
         }
     }
@@ -124,6 +127,7 @@ pub fn build_shared(
         path_normalization: opts.path_normalization,
         transport,
         inbound,
+        identity: opts.identity.clone(),
     }))
 }
 
