@@ -92,6 +92,11 @@ pub struct Registration {
     /// Without a heartbeat for this long the endpoint is removed; none = until deregistered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// The SPIFFE ID of the workload that registered it, set by the control plane from
+    /// the caller's credentials (never taken from the client): the endpoint is in the
+    /// mesh and speaks mTLS as that identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl Message for Registration {

@@ -77,6 +77,7 @@ fn registration() -> impl Strategy<Value = Registration> {
             locality,
             weight,
             ttl_ms,
+            identity: None,
         })
 }
 

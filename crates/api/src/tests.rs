@@ -158,6 +158,7 @@ fn client_messages_round_trip() {
         locality: Some("r/z".into()),
         weight: Some(3),
         ttl_ms: Some(1000),
+        identity: None,
     };
     assert_eq!(Registration::decode(&reg.encode()).unwrap(), reg);
     // What older clients send: nulls for the options.

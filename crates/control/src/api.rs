@@ -340,10 +340,13 @@ impl Server {
                 self.finish(r, p.revision())
             }
             (Method::POST, "/v1/registry") => {
-                let reg = decode!(Registration, body);
+                let mut reg = decode!(Registration, body);
                 if let Err(e) = crate::auth::allow(who, Need::Registry, Some(&reg.service)) {
                     return self.refuse(e, method, path);
                 }
+                // In the mesh only when a workload registers itself: its identity is the one
+                // its token names, whatever the body says.
+                reg.identity = self.identity_of(who);
                 self.registry_change(client, RegistryOp::Register(reg)).await
             }
             (Method::POST, "/v1/registry/heartbeat") => {
@@ -443,6 +446,12 @@ impl Server {
             }
             _ => json_reply(StatusCode::NOT_FOUND, &ErrorAnswer::one(format!("no such endpoint: {method} {path}"))),
         }
+    }
+
+    /// The SPIFFE ID of a workload caller (with a CA to name its trust domain).
+    fn identity_of(&self, who: &Principal) -> Option<String> {
+        let (Some(ca), Principal::Workload { namespace, service_account, .. }) = (&self.ca, who) else { return None };
+        weft_tls::SpiffeId::new(ca.trust_domain(), namespace, service_account).ok().map(|id| id.to_string())
     }
 
     /// Signs a workload's CSR for the SPIFFE ID its token names, nothing else.

@@ -44,6 +44,7 @@ mod tests {
             locality: None,
             weight: None,
             ttl_ms: Some(1000),
+            identity: None,
         };
         f(&mut r);
         check(&r)

@@ -357,6 +357,7 @@ pub fn register(a: RegisterArgs) -> ExitCode {
         locality: a.locality,
         weight: a.weight,
         ttl_ms: a.ttl.map(|t| t.as_millis() as u64),
+        identity: None,
     };
     outcome(call(&a.server, "POST", "/v1/registry", Some(reg.encode())), "registered")
 }

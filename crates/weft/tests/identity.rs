@@ -115,3 +115,22 @@ fn a_token_gets_no_certificate_for_another_identity() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn an_endpoint_a_workload_registers_is_in_the_mesh_as_its_identity() {
+    let cp = plane();
+    let (reviews, _) = token(&cp, "default", "reviews");
+    let out = cp.weft_as(&reviews, &["register", "--service", "reviews", "--address", "127.0.0.1:15006"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // An admin's registration claiming an identity is not in the mesh: identities come
+    // from credentials, never from the body.
+    let forged = br#"{"service":"ratings","address":"127.0.0.1:15007","identity":"spiffe://cluster.local/ns/default/sa/ratings"}"#;
+    assert_eq!(plane_raw(&cp, "POST", "/v1/registry", forged).0, 200);
+    let mesh = plane_raw(&cp, "GET", "/v1/mesh", b"").1;
+    let line = |key: &str| mesh.lines().find(|l| l.contains(key)).unwrap_or_default().to_owned();
+    let reviews_doc = line("\"registry/reviews\"");
+    assert!(reviews_doc.contains(r#""labels":{"security.istio.io/tlsMode":"istio"}"#), "{reviews_doc}");
+    assert!(reviews_doc.contains(r#""subjectAltNames":["spiffe://cluster.local/ns/default/sa/reviews"]"#), "{reviews_doc}");
+    let ratings_doc = line("\"registry/ratings\"");
+    assert!(!ratings_doc.contains("tlsMode") && !ratings_doc.contains("spiffe"), "{ratings_doc}");
+}
