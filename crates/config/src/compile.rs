@@ -251,6 +251,7 @@ impl<'a> Ctx<'a> {
             locality,
             dns,
             endpoints,
+            subject_alt_names: service.map(|s| s.entry.subject_alt_names.clone()).unwrap_or_default(),
         };
         self.clusters.push(spec);
         self.cluster_index.insert(name, self.clusters.len() - 1);

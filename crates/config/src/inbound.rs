@@ -56,6 +56,7 @@ impl Snapshot {
                 labels: Default::default(),
                 locality: None,
             }],
+            subject_alt_names: Vec::new(),
         });
         let target = WeightedTarget {
             cluster: ClusterChoice { default: cluster, by_port: Vec::new() },

@@ -315,6 +315,9 @@ pub struct ClusterSpec {
     pub locality: Option<LocalityLb>,
     pub dns: bool,
     pub endpoints: Vec<EndpointSpec>,
+    /// The ServiceEntry's `subjectAltNames`: the identities its endpoints must prove over
+    /// mTLS (auto mTLS and `ISTIO_MUTUAL` verify the peer against them).
+    pub subject_alt_names: Vec<String>,
 }
 
 /// Locality-aware balancing. Istio turns failover on by default once the
