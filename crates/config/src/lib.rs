@@ -15,6 +15,7 @@ mod ratelimit;
 mod response_cache;
 pub mod rules;
 pub mod snapshot;
+pub mod tls;
 mod vhost;
 pub mod weft_kinds;
 
@@ -22,6 +23,7 @@ pub use compile::compile;
 pub use error::{ConfigError, Diagnostics, Source};
 pub use load::{load_files, load_str, Resource, Spec};
 pub use snapshot::*;
+pub use tls::{TlsMode, UpstreamTls};
 
 /// Loads and compiles files; the snapshot is usable only when `diags.is_ok()`.
 pub fn build(paths: &[impl AsRef<std::path::Path>]) -> (Vec<Resource>, Snapshot, Diagnostics) {

@@ -386,6 +386,9 @@ pub struct PoolSettings {
     pub max_connection_duration: Option<Duration>,
     pub keepalive: Option<Keepalive>,
     pub protocol: UpstreamProtocol,
+    /// DestinationRule `tls`: TLS originated on every connection (none for `DISABLE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 /// Connections (HTTP/1.1 requests in flight) and pending requests a cluster allows when its
@@ -438,6 +441,7 @@ impl Default for PoolSettings {
             max_connection_duration: None,
             keepalive: None,
             protocol: UpstreamProtocol::Http1,
+            tls: None,
         }
     }
 }

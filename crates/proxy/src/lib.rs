@@ -37,6 +37,7 @@ pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod transport;
+mod tls_origin;
 pub mod tunnel;
 pub mod watchdog;
 

@@ -233,6 +233,9 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // aws-lc-rs is the one crypto provider in the process (TLS origination, and anything
+    // that builds a rustls config from the process default). Already installed: fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
