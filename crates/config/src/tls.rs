@@ -103,7 +103,7 @@ pub fn compile(t: &ClientTlsSettings, host: &str, protocol: UpstreamProtocol) ->
     let sni = t.sni.as_deref().and_then(|s| match server_name(s) {
         Some(_) => Some(s.to_owned()),
         None => {
-            errs.push(("sni", format!("{:?} is not a valid DNS name or IP address", s.escape_debug().to_string())));
+            errs.push(("sni", format!("{s:?} is not a valid DNS name or IP address")));
             None
         }
     });

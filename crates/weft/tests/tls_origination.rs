@@ -32,10 +32,11 @@ fn pki() -> Pki {
     let dir = temp_dir();
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     for ca in ["ca", "other-ca"] {
+        let (key, crt, subj) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN={ca}"));
         let mut a = vec!["req", "-x509"];
         a.extend_from_slice(&ec);
-        a.extend_from_slice(&["-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.crt"), "-subj", &format!("/CN={ca}"), "-days", "2"]);
-        openssl(&dir, &a.iter().map(|s| s.as_ref()).collect::<Vec<&str>>());
+        a.extend_from_slice(&["-keyout", &key, "-out", &crt, "-subj", &subj, "-days", "2"]);
+        openssl(&dir, &a);
     }
     let leaf = |name: &str, subj: &str, ext: &str| {
         let mut a = vec!["req"];
@@ -79,7 +80,7 @@ events {{ worker_connections 64; }}
 http {{
   access_log off;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key;
+  ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key;
   server {{ listen {open} ssl; location / {{ return 200 \"tls=$ssl_protocol sni=$ssl_server_name client=$ssl_client_s_dn\"; }} }}
   server {{ listen {mtls} ssl; ssl_verify_client on; ssl_client_certificate {d}/ca.crt;
     location / {{ return 200 \"tls=$ssl_protocol client=$ssl_client_s_dn\"; }} }}
