@@ -62,6 +62,8 @@ struct Nginx {
     child: Child,
     open: SocketAddr,
     mtls: SocketAddr,
+    /// HTTP/2 over TLS (ALPN h2), answering with the protocol it spoke.
+    h2: SocketAddr,
 }
 
 impl Drop for Nginx {
@@ -72,7 +74,7 @@ impl Drop for Nginx {
 }
 
 fn nginx(pki: &Pki) -> Nginx {
-    let (open, mtls) = (free_addr(), free_addr());
+    let (open, mtls, h2) = (free_addr(), free_addr(), free_addr());
     let d = pki.dir.display();
     let conf = format!(
         "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log warn;
@@ -81,9 +83,10 @@ http {{
   access_log off;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate {d}/server.crt; ssl_certificate_key {d}/server.key;
-  server {{ listen {open} ssl; location / {{ return 200 \"tls=$ssl_protocol sni=$ssl_server_name client=$ssl_client_s_dn\"; }} }}
+  server {{ listen {open} ssl; add_header X-Session-Reused $ssl_session_reused; location / {{ return 200 \"tls=$ssl_protocol sni=$ssl_server_name client=$ssl_client_s_dn\"; }} }}
   server {{ listen {mtls} ssl; ssl_verify_client on; ssl_client_certificate {d}/ca.crt;
     location / {{ return 200 \"tls=$ssl_protocol client=$ssl_client_s_dn\"; }} }}
+  server {{ listen {h2} ssl http2; location / {{ return 200 \"tls=$ssl_protocol proto=$server_protocol\"; }} }}
 }}
 "
     );
@@ -97,9 +100,9 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("start nginx");
-    let n = Nginx { child, open, mtls };
+    let n = Nginx { child, open, mtls, h2 };
     let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(open).is_err() || std::net::TcpStream::connect(mtls).is_err() {
+    while [open, mtls, h2].iter().any(|a| std::net::TcpStream::connect(a).is_err()) {
         assert!(Instant::now() < end, "nginx did not start: {}", std::fs::read_to_string(pki.dir.join("error.log")).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -134,6 +137,12 @@ fn simple_origination_reaches_an_https_server_over_tls_with_sni() {
     let opened = p.metric("istio_tcp_connections_opened_total", &["destination_service=\"secure.test\""]);
     assert_eq!(opened, 1.0, "kept-alive requests reuse one TLS connection");
 
+    // A connection per request: the second and later resume the TLS session.
+    let p = proxy(&mesh(ng.open, &format!("{{mode: SIMPLE, caCertificates: {ca}}}, connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}")));
+    let mut c = Client::connect(p.addr());
+    let reused: Vec<String> = (0..4).map(|_| c.get("secure.test", "/", &[]).header("x-session-reused").unwrap_or("-").to_owned()).collect();
+    assert_eq!(reused, [".", "r", "r", "r"], "session resumption (nginx's $ssl_session_reused)");
+
     // `sni` is sent as configured (and verified against the certificate).
     let p = proxy(&mesh(ng.open, &format!("{{mode: SIMPLE, caCertificates: {ca}, sni: alt.test}}")));
     let r = get(p.addr(), "secure.test", "/", &[]);
@@ -142,6 +151,23 @@ fn simple_origination_reaches_an_https_server_over_tls_with_sni() {
     let r = Client::connect(p.addr()).request("POST", "secure.test", "/", &[], b"hello");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("tls=TLSv1.3"), "{}", r.text());
+}
+
+#[test]
+fn an_http2_cluster_negotiates_h2_over_tls() {
+    let pki = pki();
+    let ng = nginx(&pki);
+    let ca = pki.path("ca.crt");
+    let config = mesh(ng.h2, &format!("{{mode: SIMPLE, caCertificates: {ca}}}")).replace("protocol: HTTPS", "protocol: HTTP2");
+    let p = proxy(&config);
+    let mut c = Client::connect(p.addr());
+    for _ in 0..5 {
+        let r = c.get("secure.test", "/", &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "tls=TLSv1.3 proto=HTTP/2.0");
+    }
+    let opened = p.metric("istio_tcp_connections_opened_total", &["destination_service=\"secure.test\""]);
+    assert_eq!(opened, 1.0, "one multiplexed TLS connection");
 }
 
 #[test]
@@ -154,6 +180,7 @@ fn unverifiable_server_certificates_are_503_unless_insecure_skip_verify() {
     let p = proxy(&mesh(ng.open, &format!("{{mode: SIMPLE, caCertificates: {other}}}")));
     let r = get(p.addr(), "secure.test", "/", &[]);
     assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().starts_with("upstream connect error"), "a handshake failure is a connect failure: {}", r.text());
     assert!(r.text().contains("TLS handshake with secure.test failed") && r.text().contains("UnknownIssuer"), "{}", r.text());
     assert!(p.p.log_text().contains("UnknownIssuer"), "the failure is logged: {}", p.p.log_text());
 
