@@ -236,7 +236,10 @@ impl<'a> Ctx<'a> {
             // Errors were reported by `check_policy`; a failed one fails closed.
             pool.tls = crate::tls::compile(t, host, pool.protocol).unwrap_or_else(|e| {
                 let mode = if t.mode == TlsModeSetting::Mutual { crate::TlsMode::Mutual } else { crate::TlsMode::Simple };
-                Some(crate::UpstreamTls::failed(mode, format!("{path}: {}", e.iter().map(|(f, m)| format!("{f} {m}")).collect::<Vec<_>>().join("; "))))
+                Some(crate::UpstreamTls::failed(
+                    mode,
+                    format!("{path}: {}", e.iter().map(|(f, m)| format!("{f} {m}")).collect::<Vec<_>>().join("; ")),
+                ))
             });
         }
         let outlier = outlier_settings(policy.outlier_detection.as_ref());

@@ -95,7 +95,10 @@ pub fn compile(t: &ClientTlsSettings, host: &str, protocol: UpstreamProtocol) ->
         TlsModeSetting::IstioMutual => TlsMode::IstioMutual,
     };
     if t.credential_name.is_some() {
-        errs.push(("credentialName", "not supported: weft reads no Kubernetes secrets; give clientCertificate, privateKey and caCertificates as files".into()));
+        errs.push((
+            "credentialName",
+            "not supported: weft reads no Kubernetes secrets; give clientCertificate, privateKey and caCertificates as files".into(),
+        ));
     }
     if t.ca_crl.is_some() {
         errs.push(("caCrl", "not supported (certificate revocation lists)".into()));
@@ -115,7 +118,9 @@ pub fn compile(t: &ClientTlsSettings, host: &str, protocol: UpstreamProtocol) ->
     let mut fp = Fingerprint::default();
     fp.add(format!("{:?}|{:?}|{:?}|{:?}|{protocol:?}", t.mode, t.sni, t.subject_alt_names, t.insecure_skip_verify).as_bytes());
     if mode == TlsMode::IstioMutual {
-        for (field, set) in [("clientCertificate", &t.client_certificate), ("privateKey", &t.private_key), ("caCertificates", &t.ca_certificates)] {
+        for (field, set) in
+            [("clientCertificate", &t.client_certificate), ("privateKey", &t.private_key), ("caCertificates", &t.ca_certificates)]
+        {
             if set.is_some() {
                 errs.push((field, "must not be set for ISTIO_MUTUAL (the mesh's workload certificate and root are used)".into()));
             }
@@ -228,9 +233,8 @@ fn read_bounded(path: &str, fp: &mut Fingerprint) -> Result<Vec<u8>, String> {
 
 fn read_certs(path: &str, fp: &mut Fingerprint) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_bounded(path, fp)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{path:?} is not valid PEM: {e}"))?;
+    let certs: Vec<_> =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|e| format!("{path:?} is not valid PEM: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
@@ -340,7 +344,8 @@ impl ServerCertVerifier for SanVerifier {
         use rustls::{CertificateError, Error};
         // webpki checks the chain first and the name last: a name error means the chain is good.
         match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Ok(_) | Err(Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {}
+            Ok(_) | Err(Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
+            }
             Err(e) => return Err(e),
         }
         let names = cert_sans(end_entity);
@@ -351,11 +356,21 @@ impl ServerCertVerifier for SanVerifier {
         }
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls12_signature(m, c, d)
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls13_signature(m, c, d)
     }
 
@@ -401,11 +416,21 @@ impl ServerCertVerifier for NoVerify {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 

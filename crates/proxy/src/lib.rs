@@ -36,8 +36,8 @@ pub mod server;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
-pub mod transport;
 mod tls_origin;
+pub mod transport;
 pub mod tunnel;
 pub mod watchdog;
 

@@ -45,7 +45,26 @@ fn pki() -> Pki {
         std::fs::write(dir.join(&extf), ext).unwrap();
         a.extend_from_slice(&["-keyout", &key, "-out", &csr, "-subj", subj]);
         openssl(&dir, &a);
-        openssl(&dir, &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &extf]);
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ],
+        );
     };
     leaf(
         "server",
@@ -138,7 +157,10 @@ fn simple_origination_reaches_an_https_server_over_tls_with_sni() {
     assert_eq!(opened, 1.0, "kept-alive requests reuse one TLS connection");
 
     // A connection per request: the second and later resume the TLS session.
-    let p = proxy(&mesh(ng.open, &format!("{{mode: SIMPLE, caCertificates: {ca}}}, connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}")));
+    let p = proxy(&mesh(
+        ng.open,
+        &format!("{{mode: SIMPLE, caCertificates: {ca}}}, connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}"),
+    ));
     let mut c = Client::connect(p.addr());
     let reused: Vec<String> = (0..4).map(|_| c.get("secure.test", "/", &[]).header("x-session-reused").unwrap_or("-").to_owned()).collect();
     assert_eq!(reused, [".", "r", "r", "r"], "session resumption (nginx's $ssl_session_reused)");
@@ -195,7 +217,10 @@ fn unverifiable_server_certificates_are_503_unless_insecure_skip_verify() {
     let ca = pki.path("ca.crt");
     let p = proxy(&mesh(ng.open, &format!("{{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [alt.test]}}")));
     assert_eq!(get(p.addr(), "secure.test", "/", &[]).status, 200);
-    let p = proxy(&mesh(ng.open, &format!("{{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [spiffe://cluster.local/ns/default/sa/other]}}")));
+    let p = proxy(&mesh(
+        ng.open,
+        &format!("{{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [spiffe://cluster.local/ns/default/sa/other]}}"),
+    ));
     let r = get(p.addr(), "secure.test", "/", &[]);
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("include none of subjectAltNames"), "{}", r.text());
@@ -289,7 +314,10 @@ fn hostile_tls_settings_are_refused_by_validate_with_the_field() {
         ("{mode: MUTUAL, clientCertificate: missing.crt, privateKey: client.key}", "clientCertificate: cannot read \"missing.crt\""),
         ("{mode: SIMPLE, caCertificates: garbage.pem}", "caCertificates: \"garbage.pem\" is not valid PEM"),
         ("{mode: SIMPLE, caCertificates: client.key}", "caCertificates: \"client.key\" holds no PEM certificate"),
-        ("{mode: MUTUAL, clientCertificate: client.crt, privateKey: client.crt}", "privateKey: \"client.crt\" holds no usable PEM private key"),
+        (
+            "{mode: MUTUAL, clientCertificate: client.crt, privateKey: client.crt}",
+            "privateKey: \"client.crt\" holds no usable PEM private key",
+        ),
         ("{mode: MUTUAL, clientCertificate: client.crt, privateKey: server.key}", "privateKey: does not go with clientCertificate"),
         ("{mode: SIMPLE, caCertificates: big.pem}", "caCertificates: \"big.pem\" is larger than 1024 KiB"),
         ("{mode: SIMPLE, sni: \"a.test\\nHost: evil\"}", "sni: "),
@@ -304,11 +332,13 @@ fn hostile_tls_settings_are_refused_by_validate_with_the_field() {
         assert!(err.contains(&want), "{tls}:\n want {want}\n got {err}");
     }
     // Port-level and subset-level settings are checked at their own paths.
-    let port_level = mesh(at, "{mode: DISABLE}").replace("{tls: {mode: DISABLE}}", "{portLevelSettings: [{port: {number: 443}, tls: {mode: MUTUAL}}]}");
+    let port_level =
+        mesh(at, "{mode: DISABLE}").replace("{tls: {mode: DISABLE}}", "{portLevelSettings: [{port: {number: 443}, tls: {mode: MUTUAL}}]}");
     let (rc, err) = validate(dir, &port_level);
     assert_eq!(rc, 1);
     assert!(err.contains("spec.trafficPolicy.portLevelSettings[0].tls.clientCertificate: required for MUTUAL"), "{err}");
     // A good MUTUAL setting passes.
-    let (rc, err) = validate(dir, &mesh(at, "{mode: MUTUAL, caCertificates: ca.crt, clientCertificate: client.crt, privateKey: client.key}"));
+    let (rc, err) =
+        validate(dir, &mesh(at, "{mode: MUTUAL, caCertificates: ca.crt, clientCertificate: client.crt, privateKey: client.key}"));
     assert_eq!(rc, 0, "{err}");
 }
