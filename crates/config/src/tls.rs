@@ -221,6 +221,11 @@ impl Fingerprint {
 
 fn read_bounded(path: &str, fp: &mut Fingerprint) -> Result<Vec<u8>, String> {
     use std::io::Read;
+    // A FIFO or a device would block the compile (or never end): regular files only.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path:?} is not a regular file"));
+    }
     let f = std::fs::File::open(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
     let mut buf = Vec::new();
     f.take(MAX_PEM_BYTES + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read {path:?}: {e}"))?;

@@ -319,6 +319,7 @@ fn hostile_tls_settings_are_refused_by_validate_with_the_field() {
             "privateKey: \"client.crt\" holds no usable PEM private key",
         ),
         ("{mode: MUTUAL, clientCertificate: client.crt, privateKey: server.key}", "privateKey: does not go with clientCertificate"),
+        ("{mode: SIMPLE, caCertificates: /dev/zero}", "caCertificates: \"/dev/zero\" is not a regular file"),
         ("{mode: SIMPLE, caCertificates: big.pem}", "caCertificates: \"big.pem\" is larger than 1024 KiB"),
         ("{mode: SIMPLE, sni: \"a.test\\nHost: evil\"}", "sni: "),
         ("{mode: SIMPLE, credentialName: my-secret}", "credentialName: not supported"),
