@@ -90,6 +90,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
     let mut covered: HashMap<String, ()> = HashMap::new();
     for r in resources {
         if let Spec::VirtualService(vs) = &r.spec {
+            let tls_routes = crate::tls_route::compile(r, vs, &mut ctx);
+            snap.tls_routes.extend(tls_routes);
             let Some(vh) = compile_vs(r, vs, &mut ctx) else {
                 continue;
             };

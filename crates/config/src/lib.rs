@@ -16,6 +16,7 @@ mod response_cache;
 pub mod rules;
 pub mod snapshot;
 pub mod tls;
+pub mod tls_route;
 mod vhost;
 pub mod weft_kinds;
 

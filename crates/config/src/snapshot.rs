@@ -23,9 +23,16 @@ pub struct Snapshot {
     /// HealthCheck resources: probes of a host's endpoints.
     pub health_checks: Vec<HealthProbe>,
     pub clusters: Vec<ClusterSpec>,
+    /// VirtualService `tls[]` routes (TLS passthrough by SNI), in order.
+    pub tls_routes: Vec<crate::tls_route::TlsRouteSpec>,
 }
 
 impl Snapshot {
+    /// The first `tls[]` route for a ClientHello's SNI (lower case) on listener `port`.
+    pub fn tls_route(&self, sni: &str, port: u16) -> Option<&crate::tls_route::TlsRouteSpec> {
+        self.tls_routes.iter().find(|r| r.matches(sni, port))
+    }
+
     /// The virtual host for a request's host (lower-case, port stripped).
     pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
         self.vhost_index(host).map(|i| &self.vhosts[i])
