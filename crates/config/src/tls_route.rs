@@ -90,7 +90,11 @@ fn compile_route(r: &Resource, t: &TlsRoute, path: &str, ctx: &mut Ctx<'_>) -> O
         }
     }
     let targets = crate::vhost::compile_destinations(r, &t.route, &format!("{path}.route"), ctx)?;
-    (ctx.diags.errors.len() == before).then(|| TlsRouteSpec { name: format!("VirtualService/{} {path}", r.metadata.name), matches, targets })
+    (ctx.diags.errors.len() == before).then(|| TlsRouteSpec {
+        name: format!("VirtualService/{} {path}", r.metadata.name),
+        matches,
+        targets,
+    })
 }
 
 #[cfg(test)]

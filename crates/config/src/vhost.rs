@@ -234,7 +234,12 @@ fn compile_fault(r: &Resource, f: &HttpFaultInjection, path: &str, ctx: &mut Ctx
     Some(fault)
 }
 
-pub(crate) fn compile_destinations(r: &Resource, dests: &[HttpRouteDestination], path: &str, ctx: &mut Ctx<'_>) -> Option<WeightedClusters> {
+pub(crate) fn compile_destinations(
+    r: &Resource,
+    dests: &[HttpRouteDestination],
+    path: &str,
+    ctx: &mut Ctx<'_>,
+) -> Option<WeightedClusters> {
     let mut targets = Vec::with_capacity(dests.len());
     let mut cumulative = Vec::with_capacity(dests.len());
     let mut total = 0u32;

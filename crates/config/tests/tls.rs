@@ -97,3 +97,51 @@ fn recompiling_unchanged_tls_is_equal_and_a_changed_file_is_not() {
     assert!(tls(&a) != tls(&c), "a new CA file is a new TLS setting");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tls_routes_are_checked_with_their_paths() {
+    let vs = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: t}
+spec:
+  hosts: [a.example]
+  tls:
+  - match: [{sniHosts: []}]
+    route: [{destination: {host: reviews.example}}]
+  - match: [{sniHosts: [\"bad name\"], port: 70000, destinationSubnets: [10.0.0.0/8]}]
+    route: [{destination: {host: reviews.example, port: {number: 80}}}]
+  - route: [{destination: {host: reviews.example}}]
+  - match: [{sniHosts: [\"*.a.example\", a.example]}]
+    route: []
+";
+    let (_, _, d) = build_str("mesh.yaml", &format!("{SE}{vs}"));
+    let errs: Vec<String> = d.errors.iter().map(|e| e.to_string()).collect();
+    let p = "mesh.yaml: VirtualService t: spec.tls";
+    assert_eq!(
+        errs,
+        vec![
+            format!("{p}[0].match[0].sniHosts: at least one host is required"),
+            format!("{p}[1].match[0].sniHosts[0]: \"bad name\" is not a DNS name or *.suffix"),
+            format!("{p}[1].match[0].port: port 70000 out of range 1-65535"),
+            format!("{p}[1].match[0].destinationSubnets: not supported on tls routes (sniHosts and port are)"),
+            format!("{p}[2].match: at least one match with sniHosts is required"),
+            format!("{p}[3].route: at least one destination is required"),
+        ]
+    );
+    let ok = "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: t}
+spec:
+  hosts: [a.example]
+  tls:
+  - match: [{sniHosts: [\"*.a.example\"], port: 443}]
+    route: [{destination: {host: reviews.example, port: {number: 80}}}]
+";
+    let s = snap(&format!("{SE}{ok}"));
+    assert_eq!(s.tls_routes.len(), 1);
+    assert!(s.tls_route("x.a.example", 443).is_some());
+    assert!(s.tls_route("x.a.example", 444).is_none(), "another listener port");
+    assert!(s.tls_route("a.example", 443).is_none(), "*.a.example is below a.example only");
+}

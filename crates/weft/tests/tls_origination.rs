@@ -83,6 +83,9 @@ struct Nginx {
     mtls: SocketAddr,
     /// HTTP/2 over TLS (ALPN h2), answering with the protocol it spoke.
     h2: SocketAddr,
+    /// Two more TLS servers answering `server=a` / `server=b` (passthrough targets).
+    a: SocketAddr,
+    b: SocketAddr,
 }
 
 impl Drop for Nginx {
@@ -93,7 +96,7 @@ impl Drop for Nginx {
 }
 
 fn nginx(pki: &Pki) -> Nginx {
-    let (open, mtls, h2) = (free_addr(), free_addr(), free_addr());
+    let (open, mtls, h2, a, b) = (free_addr(), free_addr(), free_addr(), free_addr(), free_addr());
     let d = pki.dir.display();
     let conf = format!(
         "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log warn;
@@ -105,6 +108,8 @@ http {{
   server {{ listen {open} ssl; add_header X-Session-Reused $ssl_session_reused; location / {{ return 200 \"tls=$ssl_protocol sni=$ssl_server_name client=$ssl_client_s_dn\"; }} }}
   server {{ listen {mtls} ssl; ssl_verify_client on; ssl_client_certificate {d}/ca.crt;
     location / {{ return 200 \"tls=$ssl_protocol client=$ssl_client_s_dn\"; }} }}
+  server {{ listen {a} ssl; location / {{ return 200 \"server=a sni=$ssl_server_name\"; }} }}
+  server {{ listen {b} ssl; location / {{ return 200 \"server=b sni=$ssl_server_name\"; }} }}
   server {{ listen {h2} ssl http2; location / {{ return 200 \"tls=$ssl_protocol proto=$server_protocol\"; }} }}
 }}
 "
@@ -119,9 +124,9 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("start nginx");
-    let n = Nginx { child, open, mtls, h2 };
+    let n = Nginx { child, open, mtls, h2, a, b };
     let end = Instant::now() + Duration::from_secs(10);
-    while [open, mtls, h2].iter().any(|a| std::net::TcpStream::connect(a).is_err()) {
+    while [open, mtls, h2, a, b].iter().any(|a| std::net::TcpStream::connect(a).is_err()) {
         assert!(Instant::now() < end, "nginx did not start: {}", std::fs::read_to_string(pki.dir.join("error.log")).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -342,4 +347,67 @@ fn hostile_tls_settings_are_refused_by_validate_with_the_field() {
     let (rc, err) =
         validate(dir, &mesh(at, "{mode: MUTUAL, caCertificates: ca.crt, clientCertificate: client.crt, privateKey: client.key}"));
     assert_eq!(rc, 0, "{err}");
+}
+
+/// VirtualService `tls[]`: TLS passthrough by SNI. curl speaks TLS to the proxy's
+/// listener; the proxy reads only the ClientHello's SNI and tunnels the bytes, so the
+/// certificate curl verifies is nginx's own, and nginx sees curl's SNI.
+#[test]
+fn tls_routes_pass_tls_through_by_sni() {
+    let pki = pki();
+    let ng = nginx(&pki);
+    let plain = backend("plain", &[]);
+    let se = |name: &str, at: SocketAddr| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{name}.internal]\n  resolution: STATIC\n  ports: [{{number: 443, name: tls, protocol: TLS}}]\n  endpoints: [{{address: {}, ports: {{tls: {}}}}}]\n",
+            at.ip(),
+            at.port()
+        )
+    };
+    let config = format!(
+        "{}{}{}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: by-sni}}
+spec:
+  hosts: [secure.test, \"*.test\"]
+  tls:
+  - match: [{{sniHosts: [secure.test]}}]
+    route: [{{destination: {{host: a.internal}}}}]
+  - match: [{{sniHosts: [\"*.test\"]}}]
+    route: [{{destination: {{host: b.internal}}}}]
+",
+        service_entry("plain", &[(plain.addr, "v: x", 1)]),
+        se("a", ng.a),
+        se("b", ng.b)
+    );
+    let p = proxy(&config);
+    let port = p.addr().port();
+    let https = |name: &str| {
+        let resolve = format!("{name}:{port}:127.0.0.1");
+        curl(&["--cacert", &pki.path("ca.crt"), "--resolve", &resolve, &format!("https://{name}:{port}/")])
+    };
+    let (rc, out, err) = https("secure.test");
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out, "server=a sni=secure.test");
+    let (rc, out, err) = https("alt.test");
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out, "server=b sni=alt.test");
+    // No route for the SNI: the connection is closed, nothing is served.
+    let (rc, out, _) = https("other.example");
+    assert_ne!(rc, 0, "{out}");
+    assert!(p.p.log_text().contains("no tls route for this SNI"), "{}", p.p.log_text());
+    // Plain HTTP on the same listener is served as before.
+    assert_eq!(get(p.addr(), "plain", "/", &[]).status, 200);
+    // Hostile first records: not a ClientHello, or a cut one, are closed without a route.
+    for bytes in [&[0x16u8, 3, 1, 0, 5, 2, 0, 0, 1, 0][..], &[0x16, 3, 1, 0x40, 0x01][..]] {
+        let mut s = std::net::TcpStream::connect(p.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(&mut s, bytes).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut buf = Vec::new();
+        let n = std::io::Read::read_to_end(&mut s, &mut buf);
+        assert!(buf.is_empty(), "{n:?} {buf:?}");
+    }
+    assert_eq!(get(p.addr(), "plain", "/", &[]).status, 200, "still serving");
 }
