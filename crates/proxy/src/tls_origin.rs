@@ -45,7 +45,9 @@ pub(crate) async fn connect(transport: &Transport, target: &Target, s: &PoolSett
         Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
         Ok(Err(e)) => {
             let e = format!("TLS handshake with {} failed: {e}", show(&name));
-            tracing::warn!("{e}");
+            if log_now() {
+                tracing::warn!("{e}");
+            }
             Err(UpstreamError::Connect(e))
         }
         Err(_) => Err(UpstreamError::Connect(format!("TLS handshake with {} timed out after {:?}", show(&name), s.connect_timeout))),
@@ -58,6 +60,15 @@ async fn handshake(
     tcp: TcpStream,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await
+}
+
+/// At most one handshake-failure line a second per process: a server with a bad
+/// certificate fails every request, and the body and access log carry each one.
+fn log_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    LAST.swap(now, Ordering::Relaxed) != now
 }
 
 fn show(name: &ServerName<'_>) -> String {
@@ -85,6 +96,7 @@ fn server_name(tls: &UpstreamTls, target: &Target) -> ServerName<'static> {
     }
     match target {
         Target::Addr(a) => ServerName::IpAddress(a.ip().into()),
+        // A name rustls refuses (not DNS, not IP): nothing verifies for 0.0.0.0, so it fails closed.
         Target::Name(host, _) => parse(host).unwrap_or(ServerName::IpAddress(std::net::IpAddr::from([0, 0, 0, 0]).into())),
     }
 }
