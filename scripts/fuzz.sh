@@ -41,6 +41,10 @@ TARGETS=(
     "weft-config fuzz fuzz_config_random_text"
     "weft-proxy lib normalize::tests::fuzz_path_idempotent_and_clean"
     "weft-proxy lib normalize::tests::fuzz_path_never_panics"
+    "weft-tls fuzz fuzz_tls_spiffe_parse"
+    "weft-tls fuzz fuzz_tls_csr_mutated"
+    "weft-tls fuzz fuzz_tls_csr_text"
+    "weft-tls fuzz fuzz_tls_certificate_mutated"
 )
 
 CARGO=(nice -n "${FUZZ_NICE:-15}" cargo test --profile fuzz)

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod mesh;
 pub mod query;
+pub mod token;
 pub mod watch;
 
 pub use admin::{
@@ -26,6 +27,7 @@ pub use admin::{
 };
 pub use mesh::{EncodedAnswer, MeshAnswer, MeshBody, MeshEncoder, MeshKind};
 pub use serde_json::value::RawValue;
+pub use token::{Role, TokenAnswer, TokenRequest};
 pub use watch::{Identity, Outcome, WatchRequest};
 
 use serde::de::DeserializeOwned;

@@ -69,7 +69,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
             | Spec::HealthCheck(_)
             | Spec::Hedging(_)
             | Spec::Compression(_)
-            | Spec::ResponseCache(_) => {}
+            | Spec::ResponseCache(_)
+            | Spec::PeerAuthentication(_) => {}
         }
     }
     // Every service port and subset gets its cluster, so /clusters shows them all.
@@ -161,6 +162,11 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
             Spec::HealthCheck(hc) => {
                 if let Some(p) = crate::healthcheck::compile(r, hc, &mut ctx) {
                     snap.health_checks.push(p);
+                }
+            }
+            Spec::PeerAuthentication(pa) => {
+                if let Some(p) = crate::mtls::compile(r, pa, &mut ctx) {
+                    snap.peer_authentication.push(p);
                 }
             }
             _ => {}

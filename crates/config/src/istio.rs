@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::duration::Dur;
 
 mod destination_rule;
+mod peer_authentication;
 mod sidecar;
 
 pub use destination_rule::*;
+pub use peer_authentication::*;
 pub use sidecar::*;
 
 /// `metadata` of any resource.

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{humanize_serde, ConfigError, Diagnostics, Source};
 use crate::istio::{DestinationRule, Metadata, ServiceEntry, VirtualService};
 
+/// The API versions accepted for Istio's security kinds.
+pub const SECURITY_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
+
 /// The API versions accepted for Istio's networking kinds.
 pub const NETWORKING_VERSIONS: [&str; 3] = ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
 
@@ -35,6 +38,7 @@ pub enum Spec {
     Sidecar(crate::istio::Sidecar),
     Compression(crate::weft_kinds::Compression),
     ResponseCache(crate::weft_kinds::ResponseCache),
+    PeerAuthentication(crate::istio::PeerAuthentication),
 }
 
 #[derive(Deserialize)]
@@ -130,6 +134,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             | "Sidecar"
             | "Compression"
             | "ResponseCache"
+            | "PeerAuthentication"
     );
     if !known {
         diags.warnings.push(ConfigError::new(
@@ -143,6 +148,8 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
     }
     let versions: &[&str] = if matches!(kind.as_str(), "RateLimit" | "HealthCheck" | "Hedging" | "Compression" | "ResponseCache") {
         &crate::weft_kinds::POLICY_VERSIONS
+    } else if kind == "PeerAuthentication" {
+        &SECURITY_VERSIONS
     } else {
         &NETWORKING_VERSIONS
     };
@@ -180,6 +187,8 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             typed::<crate::weft_kinds::ResponseCache>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::ResponseCache(s)))?
         }
         "Sidecar" => typed::<crate::istio::Sidecar>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Sidecar(s)))?,
+        "PeerAuthentication" => typed::<crate::istio::PeerAuthentication>(src, &kind, name.as_deref(), doc, diags)
+            .map(|(m, s)| (m, Spec::PeerAuthentication(s)))?,
         _ => return None,
     };
     // (Both become parts of the control plane's keys, `Kind/namespace/name`, and of

@@ -25,6 +25,11 @@ pub struct Snapshot {
     pub clusters: Vec<ClusterSpec>,
     /// VirtualService `tls[]` routes (TLS passthrough by SNI), in order.
     pub tls_routes: Vec<crate::tls_route::TlsRouteSpec>,
+    /// PeerAuthentication policies ([`crate::mtls::mode_for`] resolves a workload's mode).
+    pub peer_authentication: Vec<crate::mtls::PeerAuthPolicy>,
+    /// The inbound side's virtual host (every request on the inbound listener goes to
+    /// it), when the proxy stands beside an app ([`crate::inbound`]).
+    pub inbound: Option<usize>,
 }
 
 impl Snapshot {

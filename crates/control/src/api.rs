@@ -17,7 +17,12 @@
 //! | `POST /v1/watch` | `WatchRequest` → the mesh's changes since its revision once there are some (a delta, see [`crate::mesh`]), else 304 after its wait; it carries the ACK or NACK of the last answer (see [`crate::push`]) |
 //! | `POST /v1/ack` | `AckReport`: an ACK (or NACK) on its own |
 //! | `GET /v1/status` | `StatusAnswer`: the proxies' acknowledged revisions, lag, NACKs |
+//! | `POST /v1/tokens` | `TokenRequest` → `TokenAnswer` (admin role) |
 //! | `GET /metrics` | revision, objects, registry size (Prometheus text) |
+//!
+//! Every call carries `Authorization: Bearer <token>` and is let in by [`crate::auth`]'s
+//! table (roles `read` < `write` < `admin`, or a workload acting for itself), unless the
+//! control plane runs `--insecure`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -31,8 +36,10 @@ use hyper::body::Incoming;
 use tokio::sync::{watch, Mutex};
 use weft_api::{
     AckReport, ApplyRequest, Committed, EndpointRef, ErrorAnswer, Listing, Message, Registration, ResourceQuery, Rollback, StatusAnswer,
-    WatchRequest,
+    TokenAnswer, TokenRequest, WatchRequest,
 };
+
+use crate::auth::{Auth, Need, Principal, Refused};
 
 use crate::body::Chunks;
 use crate::group::{Pending, RegistryOp};
@@ -74,6 +81,10 @@ pub struct Server {
     pub(crate) sidecars: std::sync::Mutex<(u64, HashMap<String, ChosenSidecar>)>,
     /// Registry changes queued for the next group commit.
     pub(crate) pending: std::sync::Mutex<Pending>,
+    /// Who may call what; none: `--insecure`, everyone may do everything.
+    pub(crate) auth: Option<Auth>,
+    /// Calls refused, by [`Refused::reason`]: no token, bad token, expired, forbidden.
+    refused: [std::sync::atomic::AtomicU64; 4],
 }
 
 pub(crate) type Resp = Response<Chunks>;
@@ -125,7 +136,12 @@ macro_rules! decode {
 }
 
 impl Server {
+    /// A server that lets everyone do everything (`--insecure`, and tests of other things).
     pub fn new(plane: Plane) -> Arc<Server> {
+        Server::with_auth(plane, None)
+    }
+
+    pub fn with_auth(plane: Plane, auth: Option<Auth>) -> Arc<Server> {
         let (revision, _) = watch::channel(plane.revision());
         let (pushed, _) = watch::channel(plane.revision());
         Arc::new(Server {
@@ -136,7 +152,49 @@ impl Server {
             index: Default::default(),
             sidecars: Default::default(),
             pending: Default::default(),
+            auth,
+            refused: Default::default(),
         })
+    }
+
+    /// The caller, or why it is not let in: 401 without valid credentials, 403 for a
+    /// call its role does not allow (registry calls are checked once their service is known).
+    fn admit(&self, req: &Request<Incoming>) -> Result<Principal, Refused> {
+        let Some(auth) = &self.auth else {
+            let client = req.headers().get("x-weft-client").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+            return Ok(Principal::Anonymous(weft_api::truncate(client, 253).to_owned()));
+        };
+        let (method, path) = (req.method(), req.uri().path());
+        let who = auth.authenticate(req.headers().get(http::header::AUTHORIZATION), crate::auth::now_s());
+        who.and_then(|who| match crate::auth::need(method, path) {
+            Need::Registry => Ok(who),
+            need => crate::auth::allow(&who, need, None).map(|_| who),
+        })
+    }
+
+    fn refuse(&self, e: Refused, method: &Method, path: &str) -> Resp {
+        let i = match e {
+            Refused::NoToken => 0,
+            Refused::BadToken(_) => 1,
+            Refused::Expired => 2,
+            Refused::Forbidden(_) => 3,
+        };
+        self.refused[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("refused {method} {}: {e}", weft_api::truncate(path, 128));
+        let status = if i == 3 { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        let mut r = json_reply(status, &ErrorAnswer::one(e.to_string()));
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"weft\""));
+        }
+        r
+    }
+
+    /// Whether `who` may watch or acknowledge as `node`.
+    fn node_allowed(&self, who: &Principal, node: &str) -> Result<(), Refused> {
+        if self.proxies.claim(node, &who.owner()) {
+            return Ok(());
+        }
+        Err(Refused::Forbidden(format!("node {:?} is followed by another identity", weft_api::truncate(node, 64))))
     }
 
     fn published(&self, rev: &Option<Revision>) {
@@ -193,7 +251,10 @@ impl Server {
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-        let client = req.headers().get("x-weft-client").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
+        let who = match self.admit(&req) {
+            Ok(who) => who,
+            Err(e) => return Ok(self.refuse(e, req.method(), req.uri().path())),
+        };
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -212,10 +273,11 @@ impl Server {
         } else {
             Bytes::new()
         };
-        Ok(self.route(&method, &path, &q, &client, body).await)
+        Ok(self.route(&method, &path, &q, &who, body).await)
     }
 
-    async fn route(&self, method: &Method, path: &str, q: &str, client: &str, body: Bytes) -> Resp {
+    async fn route(&self, method: &Method, path: &str, q: &str, who: &Principal, body: Bytes) -> Resp {
+        let client = &who.name();
         match (method.clone(), path) {
             (Method::POST, "/v1/apply") => {
                 let a = decode!(ApplyRequest, body);
@@ -267,6 +329,9 @@ impl Server {
             }
             (Method::POST, "/v1/registry") => {
                 let reg = decode!(Registration, body);
+                if let Err(e) = crate::auth::allow(who, Need::Registry, Some(&reg.service)) {
+                    return self.refuse(e, method, path);
+                }
                 self.registry_change(client, RegistryOp::Register(reg)).await
             }
             (Method::POST, "/v1/registry/heartbeat") => {
@@ -274,6 +339,9 @@ impl Server {
                     Ok(e) => e,
                     Err(e) => return bad(e.reason),
                 };
+                if let Err(e) = crate::auth::allow(who, Need::Registry, Some(&e.service)) {
+                    return self.refuse(e, method, path);
+                }
                 if self.plane.lock().await.heartbeat(&e.service, &e.address).await {
                     reply(StatusCode::OK, "application/json", "{}\n")
                 } else {
@@ -281,7 +349,10 @@ impl Server {
                 }
             }
             (Method::DELETE, "/v1/registry") => match EndpointRef::from_query(q) {
-                Ok(e) => self.registry_change(client, RegistryOp::Deregister(e.service, e.address)).await,
+                Ok(e) => match crate::auth::allow(who, Need::Registry, Some(&e.service)) {
+                    Ok(()) => self.registry_change(client, RegistryOp::Deregister(e.service, e.address)).await,
+                    Err(refused) => self.refuse(refused, method, path),
+                },
                 Err(e) => bad(e.reason),
             },
             (Method::GET, "/v1/registry") => {
@@ -292,16 +363,25 @@ impl Server {
             (Method::POST, "/v1/mesh") => {
                 let w = decode!(WatchRequest, body);
                 if let Some(n) = &w.node {
+                    if let Err(e) = self.node_allowed(who, n) {
+                        return self.refuse(e, method, path);
+                    }
                     self.proxies.seen(n, false);
                 }
                 self.answer(&WatchRequest { since: 0, ..w }).await
             }
             (Method::POST, "/v1/watch") => {
                 let w = decode!(WatchRequest, body);
+                if let Some(Err(e)) = w.node.as_deref().map(|n| self.node_allowed(who, n)) {
+                    return self.refuse(e, method, path);
+                }
                 self.watch(w).await
             }
             (Method::POST, "/v1/ack") => {
                 let a = decode!(AckReport, body);
+                if let Err(e) = self.node_allowed(who, &a.node) {
+                    return self.refuse(e, method, path);
+                }
                 if let Some(e) = &a.reason {
                     tracing::warn!("proxy {} refused revision {}: {e}", a.node, a.revision);
                 }
@@ -324,11 +404,40 @@ impl Server {
                     p.registrations().len(),
                     self.pushed.receiver_count(),
                 );
-                let text = text + &self.proxies.metrics();
+                let text = text + &self.proxies.metrics() + &self.auth_metrics();
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+            }
+            (Method::POST, "/v1/tokens") => {
+                let t = decode!(TokenRequest, body);
+                let Some(auth) = &self.auth else { return bad("this control plane runs --insecure: it issues no tokens") };
+                match auth.issue(&t, crate::auth::now_s()) {
+                    Ok((token, id, expires)) => {
+                        tracing::info!(
+                            "{client} created token {id} ({})",
+                            t.role.map(|r| r.as_str().to_owned()).unwrap_or_else(|| format!(
+                                "workload {}/{}",
+                                t.namespace.as_deref().unwrap_or(""),
+                                t.service_account.as_deref().unwrap_or("")
+                            ))
+                        );
+                        json_reply(StatusCode::OK, &TokenAnswer { token, id, expires })
+                    }
+                    Err(e) => bad(e),
+                }
             }
             _ => json_reply(StatusCode::NOT_FOUND, &ErrorAnswer::one(format!("no such endpoint: {method} {path}"))),
         }
+    }
+
+    fn auth_metrics(&self) -> String {
+        let mut t = String::from(
+            "# HELP weft_control_auth_refused_total API calls refused, by reason.\n# TYPE weft_control_auth_refused_total counter\n",
+        );
+        for (i, reason) in ["no_token", "bad_token", "expired", "forbidden"].iter().enumerate() {
+            let n = self.refused[i].load(std::sync::atomic::Ordering::Relaxed);
+            t += &format!("weft_control_auth_refused_total{{reason=\"{reason}\"}} {n}\n");
+        }
+        t
     }
 
     pub(crate) fn finish(&self, r: Result<Option<Revision>, PlaneError>, current: u64) -> Resp {

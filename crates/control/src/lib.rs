@@ -3,6 +3,7 @@
 //! `weft get`, `weft register` and the others speak ([`api`]).
 
 pub mod api;
+pub mod auth;
 mod body;
 pub mod etcd;
 mod group;
@@ -22,6 +23,16 @@ use hyper_util::rt::TokioIo;
 pub struct Options {
     pub store: StoreKind,
     pub listen: SocketAddr,
+    pub access: Access,
+}
+
+/// Who may call the API.
+pub enum Access {
+    /// Bearer tokens signed with the key in `key` (made on first start, with an admin
+    /// token written to `first_admin`).
+    Tokens { key: PathBuf, first_admin: Option<PathBuf> },
+    /// Everyone may do everything (local demos only).
+    Insecure,
 }
 
 pub enum StoreKind {
@@ -50,6 +61,21 @@ pub fn run(opts: Options) -> Result<(), String> {
                 (store::Store::on_etcd(e, snap), Some((rx, alive)), at)
             }
         };
+        let auth = match &opts.access {
+            Access::Tokens { key, first_admin } => {
+                let (auth, made) = auth::Auth::load_or_create(key, first_admin.as_deref())?;
+                match (made, first_admin) {
+                    (true, Some(admin)) => tracing::info!("new token key {}; an admin token is in {}", key.display(), admin.display()),
+                    (true, None) => tracing::info!("new token key {}", key.display()),
+                    (false, _) => {}
+                }
+                Some(auth)
+            }
+            Access::Insecure => {
+                tracing::warn!("--insecure: the API asks nobody for credentials; anyone who reaches {} can change the mesh", opts.listen);
+                None
+            }
+        };
         let mut plane = plane::Plane::new(store);
         if let Some((_, alive)) = &follow {
             // Leases that ran out while no control plane was watching.
@@ -60,7 +86,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("control plane listening on {addr} ({place}, revision {})", plane.revision());
-        let server = api::Server::new(plane);
+        let server = api::Server::with_auth(plane, auth);
         tokio::spawn(server.clone().expire_loop());
         tokio::spawn(server.clone().push_loop());
         if let Some((rx, _)) = follow {

@@ -225,6 +225,10 @@ impl Index {
 
     fn in_scope(&self, d: &Doc, scope: Option<&Scope>) -> bool {
         let Some(s) = scope else { return true };
+        // Workload policies name no host: every proxy gets them and picks what selects it.
+        if d.kind == "PeerAuthentication" {
+            return true;
+        }
         d.hosts.iter().any(|h| s.wanted.contains(h) || s.sidecar.admits(&s.namespace, &d.namespace, h))
     }
 
@@ -382,6 +386,12 @@ mod tests {
         let body = idx.answer(now, &scope);
         assert_eq!(body.kind(), MeshKind::Delta);
         assert_eq!(parts(&body), (vec!["registry/svc1".to_owned()], vec!["registry/svc0".to_owned()]), "svc0 is out of scope");
+
+        // A PeerAuthentication names no host: a scoped proxy gets it all the same.
+        let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";
+        plane.apply("t", &[("pa.yaml".into(), pa.into())]).await.unwrap();
+        idx.sync(&plane);
+        assert!(parts(&idx.answer(0, &scope)).0.contains(&"PeerAuthentication/istio-system/default".to_owned()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,7 +16,7 @@ const CONFIG: &str = "config/";
 const REGISTRY: &str = "registry/";
 
 /// The kinds `weft get` and `weft delete` know, with their short names.
-const KINDS: [(&str, &[&str]); 9] = [
+const KINDS: [(&str, &[&str]); 10] = [
     ("Sidecar", &["sidecars"]),
     ("ServiceEntry", &["se", "serviceentries"]),
     ("DestinationRule", &["dr", "destinationrules"]),
@@ -26,6 +26,7 @@ const KINDS: [(&str, &[&str]); 9] = [
     ("Hedging", &["hedgings"]),
     ("Compression", &["compressions"]),
     ("ResponseCache", &["rc", "responsecaches"]),
+    ("PeerAuthentication", &["pa", "peerauthentications"]),
 ];
 
 /// `kind` as the store spells it (case-insensitive, short names and plurals too).

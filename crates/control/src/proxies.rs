@@ -92,6 +92,9 @@ struct ProxyState {
     watching: bool,
     /// The nonce of the last answer sent to it (0: none yet).
     nonce: u64,
+    /// Who first followed under this node id (a workload or token); only they may
+    /// watch or acknowledge as it until it is forgotten. Empty: nobody checked (`--insecure`).
+    owner: String,
 }
 
 impl Tracker {
@@ -108,6 +111,24 @@ impl Tracker {
     /// A tracker with other bounds (tests).
     pub fn with_limits(max_nodes: usize, forget_after_ms: u64) -> Tracker {
         Tracker(Mutex::new(Proxies { max_nodes, forget_after_ms, ..Proxies::default() }))
+    }
+
+    /// Whether `owner` may speak for `node`: the first caller to name a node owns it
+    /// until the node is forgotten, so nobody can forge another proxy's ACK or NACK.
+    pub fn claim(&self, node: &str, owner: &str) -> bool {
+        if owner.is_empty() {
+            return true;
+        }
+        let Ok(mut p) = self.0.lock() else { return false };
+        match p.node(node, now_ms()) {
+            Some(s) if s.owner.is_empty() => {
+                s.owner = owner.to_owned();
+                true
+            }
+            Some(s) => s.owner == owner,
+            // The table is full of live proxies: nothing is tracked, nothing is forged.
+            None => true,
+        }
     }
 
     pub fn seen(&self, node: &str, watching: bool) {

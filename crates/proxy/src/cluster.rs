@@ -140,6 +140,7 @@ impl Cluster {
             service: spec.service.clone(),
             namespace,
             version: spec.subset.clone().unwrap_or_else(|| "unknown".into()),
+            inbound: spec.name.starts_with(weft_config::inbound::INBOUND_PREFIX),
         });
         let endpoints: Vec<Arc<Endpoint>> = spec
             .endpoints

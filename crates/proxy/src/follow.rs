@@ -25,6 +25,24 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const COMPILE_PAUSE_OVER: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The control plane a proxy follows: where, and the token it presents.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub authority: String,
+    pub token: Option<String>,
+}
+
+impl ControlPlane {
+    pub fn new(url: &str, token: Option<String>) -> Result<ControlPlane, String> {
+        if let Some(t) = &token {
+            if t.is_empty() || t.len() > 4096 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("the control plane token must be 1 to 4096 printable characters".into());
+            }
+        }
+        Ok(ControlPlane { authority: authority(url)?, token })
+    }
+}
+
 /// `http://host:port` → `host:port`.
 pub fn authority(url: &str) -> Result<String, String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("--control-plane {url:?}: an http:// URL is needed"))?;
@@ -37,19 +55,22 @@ pub fn authority(url: &str) -> Result<String, String> {
 
 /// One HTTP/1.1 POST to the control plane: (status, body). The body read is bounded
 /// by the largest mesh answer.
-async fn call(authority: &str, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
+async fn call(cp: &ControlPlane, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
+    let authority = cp.authority.as_str();
     let fut = async {
         let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = http::Request::builder()
+        let mut req = http::Request::builder()
             .method("POST")
             .uri(path)
             .header(http::header::HOST, authority)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header("x-weft-client", "proxy")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .header("x-weft-client", "proxy");
+        if let Some(t) = &cp.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
         let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -67,9 +88,9 @@ pub use crate::docs::Docs;
 
 /// Fetches the current mesh once (at start): (revision, documents). The documents keep
 /// the answer's nonce ([`Docs::nonce`]), which the first watch's ACK names.
-pub async fn fetch(authority: &str, identity: &Identity, timeout: Duration) -> Result<(u64, Docs), String> {
+pub async fn fetch(cp: &ControlPlane, identity: &Identity, timeout: Duration) -> Result<(u64, Docs), String> {
     let req = WatchRequest { identity: Some(identity.clone()), ..Default::default() };
-    let (status, body) = call(authority, "/v1/mesh", req.encode(), timeout).await?;
+    let (status, body) = call(cp, "/v1/mesh", req.encode(), timeout).await?;
     if status != 200 {
         return Err(format!("control plane answered {status}: {}", String::from_utf8_lossy(&body).trim()));
     }
@@ -98,7 +119,7 @@ pub fn install(shared: &'static Shared, revision: u64, docs: &Docs) -> Result<()
 /// Follows the control plane forever, starting from `revision`.
 pub async fn run(
     shared: &'static Shared,
-    authority: String,
+    cp: ControlPlane,
     node: String,
     mut revision: u64,
     mut docs: Docs,
@@ -128,7 +149,7 @@ pub async fn run(
             identity: Some(identity.clone()),
             last,
         };
-        match call(&authority, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5)).await {
+        match call(&cp, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5)).await {
             Ok((200, body)) => match MeshAnswer::decode(&body) {
                 Ok(answer) => {
                     backoff = BACKOFF_MIN;

@@ -22,12 +22,22 @@ pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Which listener a connection came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The app's own requests, routed by host to the mesh.
+    Outbound,
+    /// Requests for the app, from other proxies: every one goes to the app.
+    Inbound,
+}
+
 /// What a connection's requests share.
 #[derive(Clone, Copy)]
 pub struct ConnCtx {
     pub shared: &'static Shared,
     pub remote: SocketAddr,
     pub worker: usize,
+    pub side: Side,
 }
 
 /// One request's state from accept to record.

@@ -44,6 +44,10 @@ pub struct ProxyOptions {
     pub stream_idle_timeout: Option<Duration>,
     /// Follow this control plane (URL, node ID) instead of files.
     pub control_plane: Option<(String, String)>,
+    /// The token presented to the control plane.
+    pub control_plane_token: Option<String>,
+    /// The inbound listener's address and the app behind it (a sidecar); none: outbound only.
+    pub inbound: Option<(SocketAddr, weft_config::InboundSpec)>,
     /// Istio's path normalization; `base` by default.
     pub path_normalization: crate::normalize::PathNormalization,
 }
@@ -77,6 +81,8 @@ impl Default for ProxyOptions {
             node: Default::default(),
             stream_idle_timeout: Some(Duration::from_secs(300)),
             control_plane: None,
+            control_plane_token: None,
+            inbound: None,
             path_normalization: Default::default(),
         }
     }
@@ -96,6 +102,11 @@ pub fn build_shared(
     let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new(&opts.service, &opts.namespace)));
     metrics.counters.config_revision.store(1, Ordering::Relaxed);
     let workers = opts.workers.max(1);
+    let inbound = opts.inbound.as_ref().map(|(_, spec)| spec.clone());
+    let mut snap = snap;
+    if let Some(i) = &inbound {
+        snap.add_inbound(i);
+    }
     let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node, &transport);
     Box::leak(Box::new(Shared {
         current: ArcSwap::from_pointee(rt),
@@ -112,6 +123,7 @@ pub fn build_shared(
         stream_idle: opts.stream_idle_timeout,
         path_normalization: opts.path_normalization,
         transport,
+        inbound,
     }))
 }
 
@@ -123,7 +135,7 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     let mut followed = None;
     let (resources, snap, diags) = match &opts.control_plane {
         Some((url, _)) => {
-            let authority = crate::follow::authority(url)?;
+            let authority = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone())?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
@@ -164,6 +176,13 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     let workers = shared.workers;
 
     let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let (inbound_addr, mut inbound_listeners) = match &opts.inbound {
+        Some((a, _)) => {
+            let (addr, ls) = crate::server::bind(*a, workers).map_err(|e| format!("cannot listen on {a} (inbound): {e}"))?;
+            (Some(addr), ls.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
     let admin_listener = match opts.admin {
         Some(a) => Some(crate::admin::bind(a).map_err(|e| format!("cannot listen on {a} (admin): {e}"))?),
         None => None,
@@ -173,14 +192,16 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
     let mut threads = Vec::with_capacity(workers);
     for (i, l) in listeners.into_iter().enumerate() {
         let rx = stop_rx.clone();
+        let inbound = inbound_listeners.get_mut(i).and_then(Option::take);
         let t = std::thread::Builder::new()
             .name(format!("weft-worker-{i}"))
-            .spawn(move || crate::server::run_worker(shared, i, l, rx))
+            .spawn(move || crate::server::run_worker(shared, i, l, inbound, rx))
             .map_err(|e| format!("cannot start worker: {e}"))?;
         threads.push(t);
     }
     tracing::info!(
-        "weft proxy listening on {addr} with {workers} workers{}",
+        "weft proxy listening on {addr} with {workers} workers{}{}",
+        inbound_addr.zip(opts.inbound.as_ref()).map(|(a, (_, s))| format!(", inbound on {a} for {}", s.app)).unwrap_or_default(),
         admin_addr.map(|a| format!(", admin on {a}")).unwrap_or_default()
     );
 

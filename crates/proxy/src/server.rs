@@ -14,8 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::phases::{handle, ConnCtx};
+use crate::request::Side;
 use crate::state::Shared;
 use crate::watchdog::{Closed, ConnSlot, Watched};
+use weft_config::istio::MtlsMode;
 
 /// Largest request head accepted; beyond it the client gets 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -39,8 +41,15 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, Ve
     Ok((addr, out))
 }
 
-/// Runs one worker until `stop` turns true, then drains for at most `drain`.
-pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+/// Runs one worker until `stop` turns true, then drains for at most `drain`: its
+/// outbound listener, and its inbound one when the proxy stands beside an app.
+pub fn run_worker(
+    shared: &'static Shared,
+    worker: usize,
+    listener: std::net::TcpListener,
+    inbound: Option<std::net::TcpListener>,
+    stop: watch::Receiver<bool>,
+) {
     let drain = shared.drain;
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -50,63 +59,98 @@ pub fn run_worker(shared: &'static Shared, worker: usize, listener: std::net::Tc
         }
     };
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("worker {worker}: {e}");
-                return;
-            }
-        };
         let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(builder(shared)));
         let graceful = GracefulShutdown::new();
-        let mut exhausted = false;
-        loop {
-            tokio::select! {
-                acc = listener.accept() => {
-                    let (stream, remote) = match acc {
-                        Ok(a) => {
-                            exhausted = false;
-                            a
-                        }
-                        Err(e) => {
-                            if let Some(pause) = accept_backoff(&e) {
-                                shared.metrics.counters.accept_exhausted.fetch_add(1, Ordering::Relaxed);
-                                if !std::mem::replace(&mut exhausted, true) {
-                                    tracing::warn!("worker {worker}: accept: {e}; pausing {pause:?} between tries until it recovers");
-                                }
-                                tokio::time::sleep(pause).await;
-                            }
-                            continue;
-                        }
-                    };
-                    if over_limit(shared) {
-                        // Accepted and closed at once: the client learns now (and may try
-                        // another proxy) while the connections already open are served.
-                        shared.metrics.counters.downstream_overflow.fetch_add(1, Ordering::Relaxed);
-                        drop(stream);
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    if shared.current.load().snap.tls_routes.is_empty() {
-                        tokio::spawn(connection(shared, builder, &graceful, stream, remote, worker));
-                    } else {
-                        // VirtualService tls[] routes: a TLS ClientHello is passed through by SNI.
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            match crate::passthrough::first(&stream, shared).await {
-                                crate::passthrough::First::Tls => crate::passthrough::serve(shared, stream, remote).await,
-                                crate::passthrough::First::Other => connection_watched(shared, builder, watcher, stream, remote, worker).await,
-                                crate::passthrough::First::Nothing => {}
-                            }
-                        });
-                    }
-                }
-                _ = stop.changed() => break,
+        let outbound = accept_loop(shared, worker, listener, Side::Outbound, builder, &graceful, stop.clone());
+        let inbound = async {
+            if let Some(l) = inbound {
+                accept_loop(shared, worker, l, Side::Inbound, builder, &graceful, stop.clone()).await;
             }
-        }
-        drop(listener);
+        };
+        tokio::join!(outbound, inbound);
         let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
     });
+}
+
+/// Accepts `listener`'s connections until `stop` turns true, serving each on its own task.
+async fn accept_loop(
+    shared: &'static Shared,
+    worker: usize,
+    listener: std::net::TcpListener,
+    side: Side,
+    builder: &'static auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("worker {worker}: {e}");
+            return;
+        }
+    };
+    let mut exhausted = false;
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let (stream, remote) = match acc {
+                    Ok(a) => {
+                        exhausted = false;
+                        a
+                    }
+                    Err(e) => {
+                        if let Some(pause) = accept_backoff(&e) {
+                            shared.metrics.counters.accept_exhausted.fetch_add(1, Ordering::Relaxed);
+                            if !std::mem::replace(&mut exhausted, true) {
+                                tracing::warn!("worker {worker}: accept: {e}; pausing {pause:?} between tries until it recovers");
+                            }
+                            tokio::time::sleep(pause).await;
+                        }
+                        continue;
+                    }
+                };
+                if over_limit(shared) {
+                    // Accepted and closed at once: the client learns now (and may try
+                    // another proxy) while the connections already open are served.
+                    shared.metrics.counters.downstream_overflow.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
+                if side == Side::Inbound && inbound_mode(shared) == MtlsMode::Strict {
+                    // Only mTLS may come in (and the inbound listener does not yet
+                    // terminate it): a plaintext peer is refused, never served.
+                    shared.metrics.counters.inbound_plaintext_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("inbound: plaintext connection from {remote} refused: PeerAuthentication STRICT");
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                if side == Side::Inbound || shared.current.load().snap.tls_routes.is_empty() {
+                    tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));
+                } else {
+                    // VirtualService tls[] routes: a TLS ClientHello is passed through by SNI.
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        match crate::passthrough::first(&stream, shared).await {
+                            crate::passthrough::First::Tls => crate::passthrough::serve(shared, stream, remote).await,
+                            crate::passthrough::First::Other => {
+                                connection_watched(shared, builder, watcher, stream, remote, worker, side).await
+                            }
+                            crate::passthrough::First::Nothing => {}
+                        }
+                    });
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// The mTLS mode PeerAuthentication gives this proxy's app port now.
+fn inbound_mode(shared: &Shared) -> MtlsMode {
+    let Some(spec) = &shared.inbound else { return MtlsMode::Permissive };
+    let rt = shared.current.load();
+    weft_config::mtls::mode_for(&rt.snap.peer_authentication, &spec.namespace, &shared.node.labels, spec.app.port())
 }
 
 /// How long an accept loop pauses after `e`: out of file descriptors or memory
@@ -150,11 +194,12 @@ pub fn connection<I>(
     io: I,
     remote: SocketAddr,
     worker: usize,
+    side: Side,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    connection_watched(shared, builder, graceful.watcher(), io, remote, worker)
+    connection_watched(shared, builder, graceful.watcher(), io, remote, worker, side)
 }
 
 /// [`connection`] with the shutdown watcher taken beforehand (so that it can start
@@ -166,6 +211,7 @@ pub fn connection_watched<I>(
     io: I,
     remote: SocketAddr,
     worker: usize,
+    side: Side,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -173,7 +219,7 @@ where
     let counters = &shared.metrics.counters;
     counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
     counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
-    let ctx = ConnCtx { shared, remote, worker };
+    let ctx = ConnCtx { shared, remote, worker, side };
     let slot = ConnSlot::watch(shared.idle_timeout, shared.header_read_timeout);
     let requests = slot.clone();
     let svc = service_fn(move |req| {

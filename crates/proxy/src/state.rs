@@ -60,6 +60,8 @@ pub struct Shared {
     pub path_normalization: crate::normalize::PathNormalization,
     /// How upstream connections are opened (every endpoint holds a copy).
     pub transport: crate::transport::Transport,
+    /// The app this proxy stands beside: added to every snapshot installed.
+    pub inbound: Option<weft_config::InboundSpec>,
 }
 
 impl Runtime {
@@ -116,6 +118,10 @@ impl Shared {
         if !diags.is_ok() {
             c.reloads_failed.fetch_add(1, Ordering::Relaxed);
             return Err(diags);
+        }
+        let mut snap = snap;
+        if let Some(i) = &self.inbound {
+            snap.add_inbound(i);
         }
         let prev = self.current.load();
         let rev = prev.revision + 1;

@@ -39,7 +39,15 @@ fn the_request_future_does_not_grow() {
 #[test]
 fn the_connection_future_does_not_grow() {
     fn size<F: Future>(
-        _: impl Fn(&'static Shared, &'static auto::Builder<TokioExecutor>, &GracefulShutdown, TcpStream, SocketAddr, usize) -> F,
+        _: impl Fn(
+            &'static Shared,
+            &'static auto::Builder<TokioExecutor>,
+            &GracefulShutdown,
+            TcpStream,
+            SocketAddr,
+            usize,
+            weft_proxy::request::Side,
+        ) -> F,
     ) -> usize {
         std::mem::size_of::<F>()
     }

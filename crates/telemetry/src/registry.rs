@@ -16,12 +16,15 @@ pub struct DestLabels {
     pub namespace: String,
     /// The subset, reported as `destination_version` like Istio's `version` label.
     pub version: String,
+    /// Requests that came in on the inbound side for this proxy's own app: reported
+    /// as Istio's `reporter="destination"`, the caller unknown (until peers are identified).
+    pub inbound: bool,
 }
 
 impl DestLabels {
     /// The labels for requests that reached no destination (no route).
     pub fn unknown() -> Self {
-        DestLabels { service: "unknown".into(), namespace: "unknown".into(), version: "unknown".into() }
+        DestLabels { service: "unknown".into(), namespace: "unknown".into(), version: "unknown".into(), inbound: false }
     }
 
     pub fn short_name(&self) -> &str {
@@ -77,6 +80,8 @@ pub struct Counters {
     pub downstream_connections_active: AtomicU64,
     /// Client connections closed at accept: the proxy held --max-connections.
     pub downstream_overflow: AtomicU64,
+    /// Plaintext connections refused by the inbound listener: PeerAuthentication STRICT.
+    pub inbound_plaintext_refused: AtomicU64,
     /// Client connections closed idle (--idle-timeout) or with their request head
     /// overdue (--header-read-timeout).
     pub downstream_idle_timeouts: AtomicU64,

@@ -17,12 +17,17 @@ impl Metrics {
 
         let base = |out: &mut String, d: &DestLabels, code: u16, flags: &str, proto: &str, grpc: i16| {
             let grpc = if grpc < 0 { String::new() } else { grpc.to_string() };
+            let (reporter, source_workload, source_namespace) = match d.inbound {
+                true => ("destination", "unknown", "unknown"),
+                false => ("source", self.source_workload.as_str(), self.source_namespace.as_str()),
+            };
             let _ = write!(
                 out,
-                "reporter=\"source\",source_workload=\"{}\",source_workload_namespace=\"{}\",source_principal=\"unknown\",source_app=\"{}\",source_version=\"unknown\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_principal=\"unknown\",destination_app=\"{}\",destination_version=\"{}\",destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\",request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{}\",response_flags=\"{}\",connection_security_policy=\"none\"",
-                esc(&self.source_workload),
-                esc(&self.source_namespace),
-                esc(&self.source_workload),
+                "reporter=\"{}\",source_workload=\"{}\",source_workload_namespace=\"{}\",source_principal=\"unknown\",source_app=\"{}\",source_version=\"unknown\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_principal=\"unknown\",destination_app=\"{}\",destination_version=\"{}\",destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\",request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{}\",response_flags=\"{}\",connection_security_policy=\"none\"",
+                reporter,
+                esc(source_workload),
+                esc(source_namespace),
+                esc(source_workload),
                 esc(d.short_name()),
                 esc(&d.namespace),
                 esc(d.short_name()),
@@ -98,6 +103,12 @@ impl Metrics {
             "Client connections closed at accept because the proxy held --max-connections.",
             "counter",
             &c.downstream_overflow,
+        );
+        counter(
+            "weft_inbound_plaintext_refused_total",
+            "Plaintext connections the inbound listener closed because PeerAuthentication requires mTLS (STRICT).",
+            "counter",
+            &c.inbound_plaintext_refused,
         );
         counter(
             "weft_downstream_idle_timeouts_total",
@@ -210,7 +221,12 @@ mod tests {
     #[test]
     fn renders_istio_names_and_labels() {
         let m = Metrics::new("productpage", "default");
-        let d = m.dest_id(DestLabels { service: "reviews.default.svc".into(), namespace: "default".into(), version: "v2".into() });
+        let d = m.dest_id(DestLabels {
+            service: "reviews.default.svc".into(),
+            namespace: "default".into(),
+            version: "v2".into(),
+            inbound: false,
+        });
         m.record(SeriesKey { dest: d, code: 503, flags: ResponseFlags::UH, protocol: Protocol::Http, grpc_status: -1 }, 3.0, 0, 19);
         let t = m.render();
         assert!(t.contains("istio_requests_total{reporter=\"source\",source_workload=\"productpage\""), "{t}");

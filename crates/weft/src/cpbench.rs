@@ -49,7 +49,14 @@ pub struct CpBenchArgs {
     pub churn_pattern: String,
     #[arg(long, default_value_t = 100)]
     pub churn_services: usize,
+    /// A file holding a write (or admin) token for both control planes (default:
+    /// $WEFT_TOKEN_FILE, or the token itself in $WEFT_TOKEN).
+    #[arg(long, env = "WEFT_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
+
+/// The `Authorization` value every request of the run carries (set once at start).
+static AUTHORIZATION: std::sync::OnceLock<Option<http::HeaderValue>> = std::sync::OnceLock::new();
 
 pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
@@ -63,13 +70,11 @@ pub async fn connect(authority: &str) -> Result<Sender, String> {
 
 pub async fn send(tx: &mut Sender, method: &str, path: &str, body: Bytes) -> Result<(u16, http::HeaderMap, Bytes), String> {
     tx.ready().await.map_err(|e| e.to_string())?;
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cp")
-        .header("x-weft-client", "bench")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
+    let mut req = http::Request::builder().method(method).uri(path).header("host", "cp").header("x-weft-client", "bench");
+    if let Some(Some(auth)) = AUTHORIZATION.get() {
+        req = req.header(http::header::AUTHORIZATION, auth.clone());
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
     let (parts, b) = resp.into_parts();
     let b = b.collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -136,6 +141,21 @@ pub fn run(a: CpBenchArgs) -> ExitCode {
         eprintln!("error: --server and --watch-server must be http:// URLs");
         return ExitCode::FAILURE;
     };
+    let auth = match crate::ctl::read_token(a.token_file.as_deref()) {
+        Ok(t) => t.map(|t| http::HeaderValue::from_str(&format!("Bearer {t}"))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let auth = match auth.transpose() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("error: the token has characters no token has");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = AUTHORIZATION.set(auth);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

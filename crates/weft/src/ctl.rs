@@ -23,6 +23,47 @@ pub struct ServerArg {
     /// The control plane's URL (default: $WEFT_SERVER, else http://127.0.0.1:15010).
     #[arg(long, env = "WEFT_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// A file holding the API token to send (default: $WEFT_TOKEN_FILE; or the token
+    /// itself in $WEFT_TOKEN).
+    #[arg(long, env = "WEFT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ServerArg {
+    /// The token to send: `--token-file`'s, else `$WEFT_TOKEN`, else none.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        read_token(self.token_file.as_deref())
+    }
+}
+
+/// A token from `file` (first line, trimmed), else from `$WEFT_TOKEN`.
+pub fn read_token(file: Option<&Path>) -> Result<Option<String>, String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("--token-file {}: {e}", f.display()))?;
+        let t = text.lines().next().unwrap_or("").trim().to_owned();
+        if t.is_empty() {
+            return Err(format!("--token-file {}: empty", f.display()));
+        }
+        return Ok(Some(t));
+    }
+    Ok(std::env::var("WEFT_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// A user token with this role: read, write or admin.
+    #[arg(long, value_parser = ["read", "write", "admin"], conflicts_with_all = ["namespace", "service_account"])]
+    pub role: Option<String>,
+    /// A workload's token (with --service-account): what a proxy presents.
+    #[arg(long, short = 'n', requires = "service_account")]
+    pub namespace: Option<String>,
+    #[arg(long, requires = "namespace")]
+    pub service_account: Option<String>,
+    /// Valid for this long, e.g. "1h" (default: until the control plane's key changes).
+    #[arg(long, value_parser = crate::parse_dur)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 #[derive(clap::Args)]
@@ -97,7 +138,13 @@ pub struct DeregisterArgs {
 }
 
 /// One request: (status, body).
-fn call(server: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), String> {
+fn call(to: &ServerArg, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), String> {
+    let server = to.server.as_str();
+    let auth = match to.token()? {
+        Some(t) if t.bytes().all(|b| b.is_ascii_graphic()) => format!("authorization: Bearer {t}\r\n"),
+        Some(_) => return Err("the token has characters no token has (spaces, control characters)".into()),
+        None => String::new(),
+    };
     let rest = server.strip_prefix("http://").ok_or_else(|| format!("--server {server:?}: only http:// URLs are served"))?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let mut s = TcpStream::connect(authority).map_err(|e| format!("cannot reach the control plane at {server}: {e}"))?;
@@ -105,7 +152,7 @@ fn call(server: &str, method: &str, path: &str, body: Option<Vec<u8>>) -> Result
     let payload = body.unwrap_or_default();
     let client = format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "cli".into()), hostname());
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\nx-weft-client: {client}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n{auth}x-weft-client: {client}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         payload.len()
     );
     s.write_all(head.as_bytes()).and_then(|_| s.write_all(&payload)).map_err(|e| format!("sending to {server}: {e}"))?;
@@ -194,12 +241,12 @@ pub fn apply(a: ApplyArgs) -> ExitCode {
             }
         }
     }
-    outcome(call(&a.server.server, "POST", "/v1/apply", Some(ApplyRequest { files }.encode())), "applied")
+    outcome(call(&a.server, "POST", "/v1/apply", Some(ApplyRequest { files }.encode())), "applied")
 }
 
 pub fn get(a: GetArgs) -> ExitCode {
     let q = ResourceQuery { kind: Some(a.kind.clone()), name: a.name.clone(), namespace: a.namespace.clone() };
-    let items = match answer::<Listing<Value>>(call(&a.server.server, "GET", &format!("/v1/resources?{}", q.to_query()), None)) {
+    let items = match answer::<Listing<Value>>(call(&a.server, "GET", &format!("/v1/resources?{}", q.to_query()), None)) {
         Ok(l) => l.items,
         Err(code) => return code,
     };
@@ -218,11 +265,11 @@ pub fn get(a: GetArgs) -> ExitCode {
 
 pub fn delete(a: DeleteArgs) -> ExitCode {
     let q = ResourceQuery { kind: Some(a.kind), name: Some(a.name), namespace: a.namespace };
-    outcome(call(&a.server.server, "DELETE", &format!("/v1/resources?{}", q.to_query()), None), "deleted")
+    outcome(call(&a.server, "DELETE", &format!("/v1/resources?{}", q.to_query()), None), "deleted")
 }
 
 pub fn history(s: ServerArg) -> ExitCode {
-    let h = match answer::<Listing<HistoryEntry>>(call(&s.server, "GET", "/v1/history", None)) {
+    let h = match answer::<Listing<HistoryEntry>>(call(&s, "GET", "/v1/history", None)) {
         Ok(h) => h,
         Err(code) => return code,
     };
@@ -253,7 +300,7 @@ fn utc(ms: u64) -> String {
 
 /// `weft status`: the proxies following the control plane, like `istioctl proxy-status`.
 pub fn status(s: ServerArg) -> ExitCode {
-    let st = match answer::<StatusAnswer>(call(&s.server, "GET", "/v1/status", None)) {
+    let st = match answer::<StatusAnswer>(call(&s, "GET", "/v1/status", None)) {
         Ok(st) => st,
         Err(code) => return code,
     };
@@ -276,9 +323,30 @@ pub fn status(s: ServerArg) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `weft token create`: a new token from the control plane (needs an admin token).
+pub fn token_create(a: TokenArgs) -> ExitCode {
+    let req = weft_api::TokenRequest {
+        role: a.role.as_deref().and_then(weft_api::Role::parse),
+        namespace: a.namespace,
+        service_account: a.service_account,
+        ttl_ms: a.ttl.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+    };
+    if let Err(e) = req.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    match answer::<weft_api::TokenAnswer>(call(&a.server, "POST", "/v1/tokens", Some(req.encode()))) {
+        Ok(t) => {
+            println!("{}", t.token);
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
 pub fn rollback(a: RollbackArgs) -> ExitCode {
     let q = Rollback { to: a.revision }.to_query();
-    outcome(call(&a.server.server, "POST", &format!("/v1/rollback?{q}"), None), &format!("rolled back to {}", a.revision))
+    outcome(call(&a.server, "POST", &format!("/v1/rollback?{q}"), None), &format!("rolled back to {}", a.revision))
 }
 
 pub fn register(a: RegisterArgs) -> ExitCode {
@@ -290,12 +358,12 @@ pub fn register(a: RegisterArgs) -> ExitCode {
         weight: a.weight,
         ttl_ms: a.ttl.map(|t| t.as_millis() as u64),
     };
-    outcome(call(&a.server.server, "POST", "/v1/registry", Some(reg.encode())), "registered")
+    outcome(call(&a.server, "POST", "/v1/registry", Some(reg.encode())), "registered")
 }
 
 pub fn deregister(a: DeregisterArgs) -> ExitCode {
     let q = EndpointRef { service: a.service, address: a.address }.to_query();
-    outcome(call(&a.server.server, "DELETE", &format!("/v1/registry?{q}"), None), "deregistered")
+    outcome(call(&a.server, "DELETE", &format!("/v1/registry?{q}"), None), "deregistered")
 }
 
 #[cfg(test)]

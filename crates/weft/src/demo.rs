@@ -119,17 +119,24 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
     let mut cp_guard = ChildGuard(Some(cp));
     wait_port(a.control_plane, &mut cp_guard, "control plane").await?;
     let server = format!("http://{}", a.control_plane);
+    // The API asks for tokens: the admin token the control plane wrote on first start
+    // registers and applies; the proxy gets a workload token of its own.
+    let admin = dir.join("control-plane").join("admin-token");
     for (i, port) in ports.iter().enumerate() {
         let v = format!("version=v{}", i + 1);
         let address = format!("127.0.0.1:{port}");
-        ctl_cmd(&exe, &server, &["register", "--service", "reviews", "--address", &address, "--label", &v])?;
+        ctl_cmd(&exe, &server, &admin, &["register", "--service", "reviews", "--address", &address, "--label", &v])?;
     }
     let cfg = dir.join("routing.yaml");
     std::fs::write(&cfg, CONFIG).map_err(|e| e.to_string())?;
-    ctl_cmd(&exe, &server, &["apply", "-f", &cfg.display().to_string()])?;
+    ctl_cmd(&exe, &server, &admin, &["apply", "-f", &cfg.display().to_string()])?;
+    let proxy_token = dir.join("proxy-token");
+    let token = ctl_cmd(&exe, &server, &admin, &["token", "create", "--namespace", "default", "--service-account", "demo-client"])?;
+    std::fs::write(&proxy_token, token).map_err(|e| e.to_string())?;
 
     let child = child_of_ours(&mut Command::new(&exe))
-        .args(["proxy", "--control-plane", &server, "--node", "demo-proxy"])
+        .args(["proxy", "--control-plane", &server, "--node", "demo-proxy", "--token-file"])
+        .arg(&proxy_token)
         .args(["--listen", &a.listen.to_string(), "--admin", &a.admin.to_string(), "--service", "demo-client"])
         .stdin(Stdio::null())
         .spawn()
@@ -302,10 +309,11 @@ impl Drop for ChildGuard {
 }
 
 /// Runs a client command (`weft register …`, `weft apply …`) against the demo's control plane.
-fn ctl_cmd(exe: &std::path::Path, server: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(exe).args(args).args(["--server", server]).output().map_err(|e| e.to_string())?;
+/// Runs `weft ARGS --server SERVER` with the admin token in `token`; its stdout.
+fn ctl_cmd(exe: &std::path::Path, server: &str, token: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(exe).args(args).args(["--server", server]).env("WEFT_TOKEN_FILE", token).output().map_err(|e| e.to_string())?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!("weft {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }

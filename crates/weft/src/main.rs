@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve traffic routed by Istio resources read from files.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Check config files without serving; exit 1 on any error.
     Validate {
         #[arg(short = 'f', long = "file", required = true)]
@@ -64,6 +64,16 @@ enum Cmd {
     Status(ctl::ServerArg),
     /// Measure push propagation to many simulated proxy streams.
     BenchControlPlane(cpbench::CpBenchArgs),
+    /// API tokens: `weft token create --role read|write|admin`, or
+    /// `--namespace NS --service-account SA` for a workload (a proxy's bootstrap token).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Ask the control plane for a new token (needs an admin token) and print it.
+    Create(ctl::TokenArgs),
 }
 
 #[derive(clap::Args)]
@@ -87,6 +97,14 @@ struct ControlPlaneArgs {
     /// starts from the latest and replays the records after it).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     etcd_checkpoint_every: u64,
+    /// The key that signs API tokens (default <data-dir>/token-key; made on first start
+    /// with an admin token in <data-dir>/admin-token, or beside the key without a data
+    /// directory). Control planes sharing an etcd store must share this file.
+    #[arg(long)]
+    token_key: Option<PathBuf>,
+    /// Serve the API to anyone, asking no credentials (local demos only).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +115,11 @@ struct ProxyArgs {
     /// Follow this control plane (e.g. http://127.0.0.1:15010) for the mesh, instead of files.
     #[arg(long, conflicts_with = "config")]
     control_plane: Option<String>,
+    /// A file holding the token this proxy presents to the control plane (a workload
+    /// token from `weft token create --namespace NS --service-account SA`; default
+    /// $WEFT_TOKEN_FILE, or the token itself in $WEFT_TOKEN).
+    #[arg(long, env = "WEFT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// This proxy's ID at the control plane (default: hostname-pid).
     #[arg(long)]
     node: Option<String>,
@@ -106,6 +129,13 @@ struct ProxyArgs {
     /// Address for /metrics, /ready, /config_dump, /clusters.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// The inbound listener (a sidecar's, e.g. 0.0.0.0:15006): every request on it goes
+    /// to --app. Needs --app.
+    #[arg(long, requires = "app")]
+    inbound: Option<SocketAddr>,
+    /// The local app behind the inbound listener (plaintext HTTP/1.1), e.g. 127.0.0.1:8080.
+    #[arg(long, requires = "inbound")]
+    app: Option<SocketAddr>,
     /// Worker threads (default 1, as a sidecar; 0 = one per core, for a per-host proxy).
     #[arg(long)]
     workers: Option<usize>,
@@ -199,6 +229,9 @@ impl ProxyArgs {
                 Some(n) => n,
                 None => 1,
             },
+            inbound: self.inbound.zip(self.app).map(|(listen, app)| {
+                (listen, weft_config::InboundSpec { app, service: self.service.clone(), namespace: self.namespace.clone() })
+            }),
             service: self.service,
             namespace: self.namespace,
             access_log: self.access_log,
@@ -210,6 +243,7 @@ impl ProxyArgs {
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
             path_normalization: self.path_normalization.into(),
+            control_plane_token: None,
             control_plane: self.control_plane.map(|url| {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
@@ -241,7 +275,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Proxy(a) => {
-            let opts = a.into_options();
+            let token = match a.control_plane.as_ref().map(|_| ctl::read_token(a.token_file.as_deref())) {
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                Some(Ok(t)) => t,
+                None => None,
+            };
+            let opts = weft_proxy::ProxyOptions { control_plane_token: token, ..a.into_options() };
             match weft_proxy::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -265,10 +307,24 @@ fn main() -> ExitCode {
         Cmd::Deregister(a) => ctl::deregister(a),
         Cmd::Status(a) => ctl::status(a),
         Cmd::BenchControlPlane(a) => cpbench::run(a),
+        Cmd::Token(TokenCmd::Create(a)) => ctl::token_create(a),
     }
 }
 
 fn control_plane(a: ControlPlaneArgs) -> ExitCode {
+    let access = match (a.insecure, &a.token_key, &a.data_dir) {
+        (true, _, _) => weft_control::Access::Insecure,
+        (false, Some(key), dir) => {
+            // The first admin token goes to the data directory, else beside the key.
+            let first = dir.clone().or_else(|| key.parent().map(PathBuf::from)).unwrap_or_default().join("admin-token");
+            weft_control::Access::Tokens { key: key.clone(), first_admin: Some(first) }
+        }
+        (false, None, Some(dir)) => weft_control::Access::Tokens { key: dir.join("token-key"), first_admin: Some(dir.join("admin-token")) },
+        (false, None, None) => {
+            eprintln!("error: the API's tokens need a key: give --data-dir or --token-key (or --insecure for a local demo)");
+            return ExitCode::from(2);
+        }
+    };
     let store = match (a.store.as_str(), a.data_dir) {
         ("etcd", _) => {
             weft_control::StoreKind::Etcd { endpoints: a.etcd_endpoints, prefix: a.etcd_prefix, checkpoint_every: a.etcd_checkpoint_every }
@@ -279,7 +335,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match weft_control::run(weft_control::Options { store, listen: a.listen }) {
+    match weft_control::run(weft_control::Options { store, listen: a.listen, access }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -338,7 +338,20 @@ fn a_sidecar_scopes_what_a_proxy_receives_to_its_egress_hosts() {
     assert!(!hosts.contains("\"b\""), "the scoped proxy holds nothing of b");
 
     // A proxy in another namespace (no Sidecar there, none in the root namespace) gets everything.
-    let p = spawn(&["proxy", "--control-plane", &cp.url(), "--node", "elsewhere", "--namespace", "other", "--listen", "127.0.0.1:0"]);
+    let token = cp.admin_token_file();
+    let p = spawn(&[
+        "proxy",
+        "--control-plane",
+        &cp.url(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--node",
+        "elsewhere",
+        "--namespace",
+        "other",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let other = Proxy { p, cfg: std::path::PathBuf::new() };
     assert_eq!(get(other.addr(), "b", "/", &[]).backend(), "b");
 

@@ -65,11 +65,20 @@ impl Drop for Etcd {
 struct Plane {
     _p: Proc,
     url: String,
+    /// The admin token (the planes share one signing key, so any plane's tokens work at all).
+    token: std::path::PathBuf,
+}
+
+/// The token key every control plane of the test shares, and the admin token made with it.
+fn keys() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| temp_dir().join("keys")).clone()
 }
 
 impl Plane {
     fn start(etcd: &str, addr: SocketAddr) -> Plane {
         let l = addr.to_string();
+        let key = keys().join("token-key");
         // (A checkpoint every 10 revisions, so that a control plane starting later loads one.)
         let p = spawn(&[
             "control-plane",
@@ -83,16 +92,26 @@ impl Plane {
             "10",
             "--listen",
             &l,
+            "--token-key",
+            key.to_str().unwrap(),
         ]);
-        Plane { _p: p, url: format!("http://{addr}") }
+        let token = keys().join("admin-token");
+        wait_until("the admin token is written", Duration::from_secs(10), || token.exists());
+        Plane { _p: p, url: format!("http://{addr}"), token }
     }
 
     fn weft(&self, args: &[&str]) -> Output {
-        Command::new(weft()).args(args).env("WEFT_SERVER", &self.url).output().unwrap()
+        Command::new(weft()).args(args).env("WEFT_SERVER", &self.url).env("WEFT_TOKEN_FILE", &self.token).output().unwrap()
+    }
+
+    /// curl with the admin token.
+    fn curl(&self, args: &[&str]) -> (i32, String, String) {
+        let auth = format!("authorization: Bearer {}", std::fs::read_to_string(&self.token).unwrap().trim());
+        curl(&[&["-H", auth.as_str()], args].concat())
     }
 
     fn registry(&self) -> Vec<String> {
-        let (_, body, _) = curl(&["-s", &format!("{}/v1/registry", self.url)]);
+        let (_, body, _) = self.curl(&["-s", &format!("{}/v1/registry", self.url)]);
         let mut v: Vec<String> = body.split("\"address\":\"").skip(1).filter_map(|s| s.split('"').next()).map(str::to_owned).collect();
         v.sort();
         v
@@ -120,7 +139,20 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Durat
 fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restart() {
     let etcd = Etcd::start(&temp_dir().join("etcd"), free_addr(), free_addr());
     let (cp1, cp2) = (Plane::start(&etcd.url(), free_addr()), Plane::start(&etcd.url(), free_addr()));
-    let p = spawn(&["proxy", "--control-plane", &cp2.url, "--node", "n2", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let token = cp2.token.to_str().unwrap();
+    let p = spawn(&[
+        "proxy",
+        "--control-plane",
+        &cp2.url,
+        "--token-file",
+        token,
+        "--node",
+        "n2",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let p = Proxy { p, cfg: std::path::PathBuf::new() };
 
     // A registration through one reaches the proxy following the other.
@@ -160,7 +192,7 @@ fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restar
     let out = cp1.weft(&["apply", "-f", f.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until("cp2 has the 300", Duration::from_secs(10), || {
-        let (_, body, _) = curl(&["-s", &format!("{}/v1/resources?kind=ServiceEntry", cp2.url)]);
+        let (_, body, _) = cp2.curl(&["-s", &format!("{}/v1/resources?kind=ServiceEntry", cp2.url)]);
         body.matches("\"name\":\"bulk-").count() == 300
     });
 
@@ -169,7 +201,7 @@ fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restar
     assert!(cp1.weft(&["register", "--service", "leased", "--address", ttl_addr, "--ttl", "2s"]).status.success());
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(4) {
-        let (_, code, _) = curl(&[
+        let (_, code, _) = cp2.curl(&[
             "-s",
             "-o",
             "/dev/null",
@@ -219,6 +251,6 @@ fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restar
     assert_eq!(cp3.registry(), cp1.registry());
     assert_eq!(cp3.history(), cp1.history());
     assert!(cp3.history().starts_with(before_apply.trim_end()), "the history is kept whole");
-    let (_, body, _) = curl(&["-s", &format!("{}/v1/resources?kind=ServiceEntry", cp3.url)]);
+    let (_, body, _) = cp3.curl(&["-s", &format!("{}/v1/resources?kind=ServiceEntry", cp3.url)]);
     assert_eq!(body.matches("\"name\":\"bulk-").count(), 300, "from the checkpoint and the records after it");
 }

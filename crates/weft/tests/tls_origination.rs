@@ -209,14 +209,14 @@ fn unverifiable_server_certificates_are_503_unless_insecure_skip_verify() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().starts_with("upstream connect error"), "a handshake failure is a connect failure: {}", r.text());
     assert!(r.text().contains("TLS handshake with secure.test failed") && r.text().contains("UnknownIssuer"), "{}", r.text());
-    assert!(p.p.log_text().contains("UnknownIssuer"), "the failure is logged: {}", p.p.log_text());
+    wait_until("the failure is logged", || p.p.log_text().contains("UnknownIssuer"));
 
     // The same server with insecureSkipVerify: served, and the proxy warned about it.
     let p = proxy(&mesh(ng.open, &format!("{{mode: SIMPLE, caCertificates: {other}, insecureSkipVerify: true}}")));
     let r = get(p.addr(), "secure.test", "/", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("tls=TLSv1.3 sni=secure.test"), "{}", r.text());
-    assert!(p.p.log_text().contains("insecureSkipVerify"), "{}", p.p.log_text());
+    wait_until("the warning is logged", || p.p.log_text().contains("insecureSkipVerify"));
 
     // subjectAltNames: a name the certificate has passes, one it lacks is 503.
     let ca = pki.path("ca.crt");
@@ -396,7 +396,7 @@ spec:
     // No route for the SNI: the connection is closed, nothing is served.
     let (rc, out, _) = https("other.example");
     assert_ne!(rc, 0, "{out}");
-    assert!(p.p.log_text().contains("no tls route for this SNI"), "{}", p.p.log_text());
+    wait_until("the refusal is logged", || p.p.log_text().contains("no tls route for this SNI"));
     // Plain HTTP on the same listener is served as before.
     assert_eq!(get(p.addr(), "plain", "/", &[]).status, 200);
     // Hostile first records: not a ClientHello, or a cut one, are closed without a route.

@@ -21,7 +21,7 @@ use crate::cluster::{Cluster, Endpoint};
 use crate::filters::{Chain, Flow, Local};
 use crate::headers::{self, HostBuf};
 use crate::live::Hedge;
-use crate::request::RequestCtx;
+use crate::request::{RequestCtx, Side};
 
 static HTTP2_SETTINGS: header::HeaderName = header::HeaderName::from_static("http2-settings");
 
@@ -110,7 +110,11 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
         }));
     }
     let rt = cx.conn.shared.current.load();
-    let Some(vi) = rt.snap.vhost_index(host) else {
+    let vi = match cx.conn.side {
+        Side::Outbound => rt.snap.vhost_index(host),
+        Side::Inbound => rt.snap.inbound,
+    };
+    let Some(vi) = vi else {
         metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
         let msg = format!("no route: weft knows no service for host \"{host}\"\n");
         return Err(crate::local::reject(cx, Local::new(StatusCode::NOT_FOUND, ResponseFlags::NR, msg)));

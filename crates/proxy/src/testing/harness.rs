@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 
 use super::Network;
+use crate::request::Side;
 use crate::state::{ConfigSource, Shared};
 use crate::transport::Transport;
 use crate::ProxyOptions;
@@ -82,9 +83,18 @@ impl Harness {
     /// A new client connection (HTTP/1.1), served by [`crate::server::connection`] as a
     /// worker serves an accepted socket.
     pub async fn connect(&self) -> Client {
+        self.connect_to(Side::Outbound).await
+    }
+
+    /// A new client connection to the inbound listener (the proxy needs `inbound` in its options).
+    pub async fn connect_inbound(&self) -> Client {
+        self.connect_to(Side::Inbound).await
+    }
+
+    async fn connect_to(&self, side: Side) -> Client {
         let (ours, theirs) = tokio::io::duplex(PIPE);
         let remote = SocketAddr::from(([127, 0, 0, 1], 50000));
-        tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0));
+        tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0, side));
         let (tx, conn) = http1::handshake(TokioIo::new(ours)).await.expect("client handshake");
         tokio::spawn(conn);
         Client { tx }
@@ -95,7 +105,7 @@ impl Harness {
     pub fn connect_raw(&self) -> tokio::io::DuplexStream {
         let (ours, theirs) = tokio::io::duplex(PIPE);
         let remote = SocketAddr::from(([127, 0, 0, 1], 50000));
-        tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0));
+        tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0, Side::Outbound));
         ours
     }
 

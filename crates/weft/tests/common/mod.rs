@@ -41,6 +41,11 @@ impl Proc {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// Where a sidecar's inbound listener listens (from its start line).
+    pub fn inbound(&self) -> Option<SocketAddr> {
+        self.log.lock().unwrap().iter().find(|l| l.contains("listening on ")).and_then(|l| after(&strip_ansi(l), "inbound on "))
+    }
 }
 
 /// Starts `weft ARGS`, waiting for the stderr line that says where it listens.
@@ -66,10 +71,12 @@ pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            // (Logged before it is announced: the start line is in the log by the time
+            // spawn returns.)
+            log2.lock().unwrap().push(line.clone());
             if line.contains("listening on ") {
-                let _ = tx.send(line.clone());
+                let _ = tx.send(line);
             }
-            log2.lock().unwrap().push(line);
         }
     });
     let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
@@ -398,9 +405,29 @@ impl Plane {
         format!("http://{}", self.addr)
     }
 
-    /// Runs the `weft` CLI against this control plane.
+    /// The admin token the control plane wrote on first start.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.dir.join("admin-token")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.admin_token_file()).expect("the control plane wrote an admin token").trim().to_owned()
+    }
+
+    /// Runs the `weft` CLI against this control plane, as its admin.
     pub fn weft(&self, args: &[&str]) -> std::process::Output {
-        Command::new(weft()).args(args).env("WEFT_SERVER", self.url()).output().unwrap()
+        self.weft_as(&self.admin_token_file(), args)
+    }
+
+    /// Runs the `weft` CLI against this control plane with the token in `token_file`.
+    pub fn weft_as(&self, token_file: &std::path::Path, args: &[&str]) -> std::process::Output {
+        Command::new(weft())
+            .args(args)
+            .env("WEFT_SERVER", self.url())
+            .env("WEFT_TOKEN_FILE", token_file)
+            .env_remove("WEFT_TOKEN")
+            .output()
+            .unwrap()
     }
 
     /// `weft apply -f` of `yaml` (written to a file named `name`).
@@ -423,7 +450,21 @@ pub fn text(o: &std::process::Output) -> String {
 
 /// A proxy following `cp` (no files; its admin on an ephemeral port).
 pub fn follower(cp: &Plane, node: &str) -> Proxy {
-    let p = spawn(&["proxy", "--control-plane", &cp.url(), "--node", node, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let token = cp.admin_token_file();
+    let token = token.to_str().unwrap();
+    let p = spawn(&[
+        "proxy",
+        "--control-plane",
+        &cp.url(),
+        "--token-file",
+        token,
+        "--node",
+        node,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     Proxy { p, cfg: PathBuf::new() }
 }
 
@@ -437,11 +478,17 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
     start.elapsed()
 }
 
-/// One raw HTTP/1.1 request to a control plane's API: (status, body).
+/// One raw HTTP/1.1 request to a control plane's API, as its admin: (status, body).
 pub fn plane_raw(cp: &Plane, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    plane_raw_as(cp, Some(&cp.admin_token()), method, path, body)
+}
+
+/// One raw HTTP/1.1 request with `token` (none: no `Authorization`): (status, body).
+pub fn plane_raw_as(cp: &Plane, token: Option<&str>, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
-    let head = format!("{method} {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\ncontent-length: {}\r\n\r\n", body.len());
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!("{method} {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\n{auth}content-length: {}\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).unwrap();
     let _ = s.write_all(body);
     let mut out = Vec::new();

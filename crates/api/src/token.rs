@@ -1,0 +1,88 @@
+//! `POST /v1/tokens` (admin role): a new API token, for a user with a role or for a
+//! workload bound to its namespace and service account (the bootstrap token a proxy
+//! presents, as Istio's proxies present Kubernetes service-account tokens).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{check_id, Message};
+
+/// What a token lets its holder do. A workload token has no role: it acts as its
+/// workload (follow the mesh, register and heartbeat its own service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read resources, history, registry, status, metrics; follow the mesh.
+    Read,
+    /// And apply, delete, roll back, register and deregister any service.
+    Write,
+    /// And create tokens.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "read" => Some(Role::Read),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `POST /v1/tokens`: either a `role` or a workload (`namespace` and
+/// `service_account`), never both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// Valid for this long; none: until the signing key changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+impl Message for TokenRequest {
+    const WHAT: &'static str = "token request";
+    const MAX_BYTES: usize = 4 << 10;
+
+    fn check(&self) -> Result<(), String> {
+        match (&self.role, &self.namespace, &self.service_account) {
+            (Some(_), None, None) => {}
+            (None, Some(ns), Some(sa)) => {
+                check_id("namespace", ns)?;
+                check_id("service account", sa)?;
+            }
+            (Some(_), _, _) => return Err("a token has a role or a workload (namespace and service account), not both".into()),
+            (None, _, _) => return Err("a token needs a role, or a namespace and a service account".into()),
+        }
+        Ok(())
+    }
+}
+
+/// The new token (shown once; the control plane keeps only its signing key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenAnswer {
+    pub token: String,
+    /// Its id, as the history and logs name it.
+    pub id: String,
+    /// Unix seconds; none: no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
+impl Message for TokenAnswer {
+    const WHAT: &'static str = "token";
+    const MAX_BYTES: usize = 16 << 10;
+}
