@@ -411,3 +411,31 @@ spec:
     }
     assert_eq!(get(p.addr(), "plain", "/", &[]).status, 200, "still serving");
 }
+
+/// A failed handshake is a connect failure: retried on another endpoint, and counted
+/// by outlier detection until the endpoint is ejected. The third endpoint speaks plain
+/// HTTP, so every handshake with it fails.
+#[test]
+fn handshake_failures_are_retried_and_eject_the_endpoint() {
+    let pki = pki();
+    let ng = nginx(&pki);
+    let plain = backend("plain", &[]);
+    let ca = pki.path("ca.crt");
+    let eps: String =
+        [ng.a, ng.b, plain.addr].iter().map(|a| format!("  - {{address: {}, ports: {{https: {}}}}}\n", a.ip(), a.port())).collect();
+    let config = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: secure}}\nspec:\n  hosts: [secure.test]\n  resolution: STATIC\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  endpoints:\n{eps}{}",
+        destination_rule(
+            "secure.test",
+            &format!("{{tls: {{mode: SIMPLE, caCertificates: {ca}}}, loadBalancer: {{simple: ROUND_ROBIN}}, outlierDetection: {{consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}}}}")
+        )
+    );
+    let p = proxy(&config);
+    for i in 0..30 {
+        let r = get(p.addr(), "secure.test", "/", &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert!(r.text().starts_with("server="), "{}", r.text());
+    }
+    assert_eq!(p.metric("weft_outlier_ejections_total", &[]), 1.0);
+    assert_eq!(p.metric("weft_upstream_retries_total", &[]), 2.0, "two failed handshakes, each retried once");
+}
