@@ -27,7 +27,7 @@ pub use admin::{
 };
 pub use mesh::{EncodedAnswer, MeshAnswer, MeshBody, MeshEncoder, MeshKind};
 pub use serde_json::value::RawValue;
-pub use token::{Role, TokenAnswer, TokenRequest};
+pub use token::{CertificateAnswer, CertificateRequest, Role, TokenAnswer, TokenRequest};
 pub use watch::{Identity, Outcome, WatchRequest};
 
 use serde::de::DeserializeOwned;

@@ -86,3 +86,47 @@ impl Message for TokenAnswer {
     const WHAT: &'static str = "token";
     const MAX_BYTES: usize = 16 << 10;
 }
+
+/// `POST /v1/certificate` (a workload's token): a CSR for the workload's own SPIFFE ID,
+/// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`. The private key
+/// stays with the proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    /// The CSR, PEM.
+    pub csr: String,
+    /// Valid for this long (10 min to 30 days); none: 24 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+impl Message for CertificateRequest {
+    const WHAT: &'static str = "certificate request";
+    const MAX_BYTES: usize = 80 << 10;
+
+    fn check(&self) -> Result<(), String> {
+        if self.csr.is_empty() || self.csr.len() > 64 << 10 {
+            return Err("csr: a PEM certificate signing request of at most 64 KiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// The signed certificate, and what to verify peers with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateAnswer {
+    /// The SPIFFE ID it names.
+    pub identity: String,
+    /// The leaf (PEM).
+    pub cert_pem: String,
+    /// Intermediates between the leaf and a root (PEM; may be empty).
+    pub chain_pem: String,
+    /// The mesh's root bundle (PEM; may hold several roots while they rotate).
+    pub roots_pem: String,
+    /// Unix seconds.
+    pub not_after: u64,
+}
+
+impl Message for CertificateAnswer {
+    const WHAT: &'static str = "certificate";
+    const MAX_BYTES: usize = 1 << 20;
+}

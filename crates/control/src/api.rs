@@ -18,6 +18,7 @@
 //! | `POST /v1/ack` | `AckReport`: an ACK (or NACK) on its own |
 //! | `GET /v1/status` | `StatusAnswer`: the proxies' acknowledged revisions, lag, NACKs |
 //! | `POST /v1/tokens` | `TokenRequest` → `TokenAnswer` (admin role) |
+//! | `POST /v1/certificate` | `CertificateRequest` (a CSR) → `CertificateAnswer` (a workload token: its own SPIFFE ID) |
 //! | `GET /metrics` | revision, objects, registry size (Prometheus text) |
 //!
 //! Every call carries `Authorization: Bearer <token>` and is let in by [`crate::auth`]'s
@@ -35,8 +36,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::{watch, Mutex};
 use weft_api::{
-    AckReport, ApplyRequest, Committed, EndpointRef, ErrorAnswer, Listing, Message, Registration, ResourceQuery, Rollback, StatusAnswer,
-    TokenAnswer, TokenRequest, WatchRequest,
+    AckReport, ApplyRequest, CertificateAnswer, CertificateRequest, Committed, EndpointRef, ErrorAnswer, Listing, Message, Registration,
+    ResourceQuery, Rollback, StatusAnswer, TokenAnswer, TokenRequest, WatchRequest,
 };
 
 use crate::auth::{Auth, Need, Principal, Refused};
@@ -83,8 +84,12 @@ pub struct Server {
     pub(crate) pending: std::sync::Mutex<Pending>,
     /// Who may call what; none: `--insecure`, everyone may do everything.
     pub(crate) auth: Option<Auth>,
+    /// The mesh CA: signs workloads' CSRs for the identity their token names.
+    pub(crate) ca: Option<weft_tls::Ca>,
     /// Calls refused, by [`Refused::reason`]: no token, bad token, expired, forbidden.
     refused: [std::sync::atomic::AtomicU64; 4],
+    issued: std::sync::atomic::AtomicU64,
+    refused_csrs: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) type Resp = Response<Chunks>;
@@ -142,6 +147,10 @@ impl Server {
     }
 
     pub fn with_auth(plane: Plane, auth: Option<Auth>) -> Arc<Server> {
+        Server::with_security(plane, auth, None)
+    }
+
+    pub fn with_security(plane: Plane, auth: Option<Auth>, ca: Option<weft_tls::Ca>) -> Arc<Server> {
         let (revision, _) = watch::channel(plane.revision());
         let (pushed, _) = watch::channel(plane.revision());
         Arc::new(Server {
@@ -153,7 +162,10 @@ impl Server {
             sidecars: Default::default(),
             pending: Default::default(),
             auth,
+            ca,
             refused: Default::default(),
+            issued: Default::default(),
+            refused_csrs: Default::default(),
         })
     }
 
@@ -407,6 +419,10 @@ impl Server {
                 let text = text + &self.proxies.metrics() + &self.auth_metrics();
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text)
             }
+            (Method::POST, "/v1/certificate") => {
+                let req = decode!(CertificateRequest, body);
+                self.certificate(who, &req)
+            }
             (Method::POST, "/v1/tokens") => {
                 let t = decode!(TokenRequest, body);
                 let Some(auth) = &self.auth else { return bad("this control plane runs --insecure: it issues no tokens") };
@@ -429,6 +445,38 @@ impl Server {
         }
     }
 
+    /// Signs a workload's CSR for the SPIFFE ID its token names, nothing else.
+    fn certificate(&self, who: &Principal, req: &CertificateRequest) -> Resp {
+        let (Some(ca), Principal::Workload { namespace, service_account, id }) = (&self.ca, who) else {
+            return bad("this control plane issues no certificates (it runs --insecure, or the caller is no workload)");
+        };
+        let expected = match weft_tls::SpiffeId::new(ca.trust_domain(), namespace, service_account) {
+            Ok(e) => e,
+            Err(e) => return bad(format!("the token's workload is no SPIFFE identity: {e}")),
+        };
+        let ttl = req.ttl_ms.map(std::time::Duration::from_millis).unwrap_or(weft_tls::ca::DEFAULT_CERT_TTL);
+        match ca.sign_csr(&req.csr, &expected, ttl) {
+            Ok(c) => {
+                let not_after = c.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                tracing::info!("issued {expected} (serial {}, token {id}) until unix {not_after}", c.serial);
+                self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let answer = CertificateAnswer {
+                    identity: expected.to_string(),
+                    cert_pem: c.leaf_pem,
+                    chain_pem: c.chain_pem,
+                    roots_pem: c.roots_pem,
+                    not_after,
+                };
+                json_reply(StatusCode::OK, &answer)
+            }
+            Err(e) => {
+                tracing::warn!("refused a CSR from workload {namespace}/{service_account} (token {id}): {e}");
+                self.refused_csrs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                bad(format!("certificate refused: {e}"))
+            }
+        }
+    }
+
     fn auth_metrics(&self) -> String {
         let mut t = String::from(
             "# HELP weft_control_auth_refused_total API calls refused, by reason.\n# TYPE weft_control_auth_refused_total counter\n",
@@ -437,6 +485,10 @@ impl Server {
             let n = self.refused[i].load(std::sync::atomic::Ordering::Relaxed);
             t += &format!("weft_control_auth_refused_total{{reason=\"{reason}\"}} {n}\n");
         }
+        let (issued, refused) =
+            (self.issued.load(std::sync::atomic::Ordering::Relaxed), self.refused_csrs.load(std::sync::atomic::Ordering::Relaxed));
+        t += &format!("# HELP weft_control_certificates_issued_total Workload certificates signed.\n# TYPE weft_control_certificates_issued_total counter\nweft_control_certificates_issued_total {issued}\n");
+        t += &format!("# HELP weft_control_csr_refused_total CSRs refused (another identity, malformed, out-of-range TTL).\n# TYPE weft_control_csr_refused_total counter\nweft_control_csr_refused_total {refused}\n");
         t
     }
 

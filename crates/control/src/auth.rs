@@ -195,6 +195,8 @@ pub enum Need {
     Follow,
     /// A workload for its own service, or a user who may write.
     Registry,
+    /// A workload only (a certificate for its own identity).
+    Workload,
 }
 
 /// The table of who may call what; anything not listed is a read (and then a 404).
@@ -203,6 +205,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         ("POST", "/v1/apply" | "/v1/rollback") | ("DELETE", "/v1/resources") => Need::Role(Role::Write),
         ("POST", "/v1/tokens") => Need::Role(Role::Admin),
         ("POST", "/v1/mesh" | "/v1/watch" | "/v1/ack") => Need::Follow,
+        ("POST", "/v1/certificate") => Need::Workload,
         ("POST" | "DELETE", "/v1/registry") | ("POST", "/v1/registry/heartbeat") => Need::Registry,
         _ => Need::Role(Role::Read),
     }
@@ -218,7 +221,7 @@ pub fn allow(who: &Principal, need: Need, service: Option<&str>) -> Result<(), R
         (Principal::User { role, .. }, Need::Follow) if role >= &Role::Read => Ok(()),
         (Principal::User { role, .. }, Need::Registry) if role >= &Role::Write => Ok(()),
         (Principal::User { role, .. }, want) => refuse(format!("a {} token may not do this (needs {})", role.as_str(), needs(want))),
-        (Principal::Workload { .. }, Need::Follow) => Ok(()),
+        (Principal::Workload { .. }, Need::Follow | Need::Workload) => Ok(()),
         (Principal::Workload { service_account, namespace, .. }, Need::Registry) => match service {
             Some(s) if s == service_account => Ok(()),
             _ => refuse(format!(
@@ -239,6 +242,7 @@ fn needs(n: Need) -> &'static str {
         },
         Need::Follow => "a workload or read token",
         Need::Registry => "the service's workload token or a write token",
+        Need::Workload => "a workload token: certificates are for workloads",
     }
 }
 

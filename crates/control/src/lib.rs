@@ -24,6 +24,9 @@ pub struct Options {
     pub store: StoreKind,
     pub listen: SocketAddr,
     pub access: Access,
+    /// The mesh CA's directory and trust domain (with tokens only: under `--insecure`
+    /// nobody could be told apart, so no identities are issued).
+    pub ca: Option<(PathBuf, String)>,
 }
 
 /// Who may call the API.
@@ -76,6 +79,14 @@ pub fn run(opts: Options) -> Result<(), String> {
                 None
             }
         };
+        let ca = match (&opts.ca, &auth) {
+            (Some((dir, td)), Some(_)) => {
+                let ca = weft_tls::Ca::load_or_create(dir, td).map_err(|e| format!("the mesh CA in {}: {e}", dir.display()))?;
+                tracing::info!("mesh CA for trust domain {td} in {} (roots in {})", dir.display(), dir.join("root-cert.pem").display());
+                Some(ca)
+            }
+            _ => None,
+        };
         let mut plane = plane::Plane::new(store);
         if let Some((_, alive)) = &follow {
             // Leases that ran out while no control plane was watching.
@@ -86,7 +97,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("control plane listening on {addr} ({place}, revision {})", plane.revision());
-        let server = api::Server::with_auth(plane, auth);
+        let server = api::Server::with_security(plane, auth, ca);
         tokio::spawn(server.clone().expire_loop());
         tokio::spawn(server.clone().push_loop());
         if let Some((rx, _)) = follow {

@@ -63,6 +63,7 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                     crate::state::ConfigSource::ControlPlane(url) => Some(url.as_str()),
                     crate::state::ConfigSource::Files(_) => None,
                 },
+                "identity": shared.identity.as_ref().map(|i| identity_json(i)),
                 "resources": rt.resources,
                 "clusters": rt.snap.clusters,
             });
@@ -121,4 +122,20 @@ fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
     r
+}
+
+/// The workload certificate as `/config_dump` shows it: never the key.
+fn identity_json(i: &weft_tls::WorkloadIdentity) -> serde_json::Value {
+    let s = i.summary();
+    let unix = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    json!({
+        "spiffe_id": i.id().to_string(),
+        "subject": s.subject,
+        "issuer": s.issuer,
+        "sans": s.sans,
+        "serial": s.serial,
+        "not_before": unix(s.not_before),
+        "not_after": unix(s.not_after),
+        "renew_at": unix(i.renew_at()),
+    })
 }

@@ -55,7 +55,7 @@ pub fn authority(url: &str) -> Result<String, String> {
 
 /// One HTTP/1.1 POST to the control plane: (status, body). The body read is bounded
 /// by the largest mesh answer.
-async fn call(cp: &ControlPlane, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
+pub(crate) async fn call(cp: &ControlPlane, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
     let authority = cp.authority.as_str();
     let fut = async {
         let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;

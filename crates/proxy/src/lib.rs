@@ -21,6 +21,7 @@ pub mod h1client;
 pub mod hashkey;
 pub mod headers;
 pub mod health;
+pub mod identity;
 pub mod idle;
 pub mod live;
 pub mod local;

@@ -48,6 +48,10 @@ pub struct ProxyOptions {
     pub control_plane_token: Option<String>,
     /// The inbound listener's address and the app behind it (a sidecar); none: outbound only.
     pub inbound: Option<(SocketAddr, weft_config::InboundSpec)>,
+    /// The mesh identity (set by [`run`] from the control plane's CA, or by tests).
+    pub identity: Option<Arc<weft_tls::WorkloadIdentity>>,
+    /// The SPIFFE ID to ask the control plane's CA for, before serving (a sidecar's).
+    pub want_identity: Option<weft_tls::SpiffeId>,
     /// Istio's path normalization; `base` by default.
     pub path_normalization: crate::normalize::PathNormalization,
 }
@@ -83,6 +87,8 @@ impl Default for ProxyOptions {
             control_plane: None,
             control_plane_token: None,
             inbound: None,
+            identity: None,
+            want_identity: None,
             path_normalization: Default::default(),
         }
     }
@@ -124,13 +130,27 @@ pub fn build_shared(
         path_normalization: opts.path_normalization,
         transport,
         inbound,
+        identity: opts.identity.clone(),
     }))
 }
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
-pub fn run(opts: ProxyOptions) -> Result<(), String> {
+pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     // Stamped before reading, so a change made while we load is not missed.
     let initial_stamps = stamps(&opts.files);
+    // A sidecar's identity first: without it, it could not take part in mTLS.
+    let mut renew = None;
+    if let (Some(id), Some((url, _))) = (opts.want_identity.clone(), &opts.control_plane) {
+        let cp = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone())?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let identity = rt
+            .block_on(crate::identity::obtain(&cp, &id, Duration::from_secs(10)))
+            .map_err(|e| format!("no mesh identity for {id}: {e}"))?;
+        let s = identity.summary();
+        tracing::info!("mesh identity {id} (serial {}), valid until {:?}", s.serial, s.not_after);
+        opts.identity = Some(identity.clone());
+        renew = Some((cp, identity));
+    }
     // From a control plane: its mesh now if it answers soon, else start empty and follow.
     let mut followed = None;
     let (resources, snap, diags) = match &opts.control_plane {
@@ -221,6 +241,9 @@ pub fn run(opts: ProxyOptions) -> Result<(), String> {
             tokio::spawn(crate::follow::run(shared, authority, node, rev, docs, ack));
         }
         tokio::spawn(crate::health::run(shared));
+        if let Some((cp, identity)) = renew {
+            tokio::spawn(crate::identity::renew(cp, identity, shared.metrics));
+        }
         let mut hup = signal(SignalKind::hangup()).ok();
         let mut term = signal(SignalKind::terminate()).ok();
         let mut int = signal(SignalKind::interrupt()).ok();

@@ -62,6 +62,9 @@ pub struct Shared {
     pub transport: crate::transport::Transport,
     /// The app this proxy stands beside: added to every snapshot installed.
     pub inbound: Option<weft_config::InboundSpec>,
+    /// This proxy's mesh identity (SPIFFE certificate, rotated in place), when it has one:
+    /// the inbound listener terminates mTLS with it, ISTIO_MUTUAL clusters originate it.
+    pub identity: Option<Arc<weft_tls::WorkloadIdentity>>,
 }
 
 impl Runtime {

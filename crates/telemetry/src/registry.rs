@@ -82,6 +82,9 @@ pub struct Counters {
     pub downstream_overflow: AtomicU64,
     /// Plaintext connections refused by the inbound listener: PeerAuthentication STRICT.
     pub inbound_plaintext_refused: AtomicU64,
+    /// Workload certificates renewed, and when the current one expires (unix seconds; 0: none).
+    pub identity_renewals: AtomicU64,
+    pub identity_expiry: AtomicU64,
     /// Client connections closed idle (--idle-timeout) or with their request head
     /// overdue (--header-read-timeout).
     pub downstream_idle_timeouts: AtomicU64,

@@ -104,6 +104,13 @@ impl Metrics {
             "counter",
             &c.downstream_overflow,
         );
+        counter("weft_identity_renewals_total", "Workload certificates renewed (at half-life).", "counter", &c.identity_renewals);
+        counter(
+            "weft_identity_cert_expiry_timestamp_seconds",
+            "When the workload certificate in use expires (unix seconds; 0 without a mesh identity).",
+            "gauge",
+            &c.identity_expiry,
+        );
         counter(
             "weft_inbound_plaintext_refused_total",
             "Plaintext connections the inbound listener closed because PeerAuthentication requires mTLS (STRICT).",

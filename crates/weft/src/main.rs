@@ -105,6 +105,14 @@ struct ControlPlaneArgs {
     /// Serve the API to anyone, asking no credentials (local demos only).
     #[arg(long)]
     insecure: bool,
+    /// The mesh CA's files (Istio's layout: root-cert.pem, ca-cert.pem, ca-key.pem,
+    /// cert-chain.pem): an operator's root/intermediate, or generated here on first
+    /// start. Default <data-dir>/ca.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// The trust domain of the SPIFFE identities issued.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +144,14 @@ struct ProxyArgs {
     /// The local app behind the inbound listener (plaintext HTTP/1.1), e.g. 127.0.0.1:8080.
     #[arg(long, requires = "inbound")]
     app: Option<SocketAddr>,
+    /// The service account of the workload (its SPIFFE identity's `sa`; default: --service).
+    /// Following a control plane with --inbound or this flag, the proxy gets a certificate
+    /// for spiffe://<trust-domain>/ns/<namespace>/sa/<service-account> before it serves.
+    #[arg(long)]
+    service_account: Option<String>,
+    /// The mesh's trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
     /// Worker threads (default 1, as a sidecar; 0 = one per core, for a per-host proxy).
     #[arg(long)]
     workers: Option<usize>,
@@ -229,6 +245,8 @@ impl ProxyArgs {
                 Some(n) => n,
                 None => 1,
             },
+            want_identity: None,
+            identity: None,
             inbound: self.inbound.zip(self.app).map(|(listen, app)| {
                 (listen, weft_config::InboundSpec { app, service: self.service.clone(), namespace: self.namespace.clone() })
             }),
@@ -267,9 +285,7 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    // aws-lc-rs is the one crypto provider in the process (TLS origination, and anything
-    // that builds a rustls config from the process default). Already installed: fine.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    weft_tls::install_crypto_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
@@ -283,7 +299,19 @@ fn main() -> ExitCode {
                 Some(Ok(t)) => t,
                 None => None,
             };
-            let opts = weft_proxy::ProxyOptions { control_plane_token: token, ..a.into_options() };
+            // Following a control plane, a sidecar (or a proxy given its service account)
+            // gets a mesh identity.
+            let want_identity = match a.control_plane.is_some() && (a.inbound.is_some() || a.service_account.is_some()) {
+                false => None,
+                true => match weft_tls::SpiffeId::new(&a.trust_domain, &a.namespace, a.service_account.as_deref().unwrap_or(&a.service)) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        eprintln!("error: no SPIFFE identity from --trust-domain, --namespace and --service-account/--service: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let opts = weft_proxy::ProxyOptions { control_plane_token: token, want_identity, ..a.into_options() };
             match weft_proxy::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -325,6 +353,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let ca = a.ca_dir.clone().or_else(|| a.data_dir.as_ref().map(|d| d.join("ca"))).map(|d| (d, a.trust_domain.clone()));
     let store = match (a.store.as_str(), a.data_dir) {
         ("etcd", _) => {
             weft_control::StoreKind::Etcd { endpoints: a.etcd_endpoints, prefix: a.etcd_prefix, checkpoint_every: a.etcd_checkpoint_every }
@@ -335,7 +364,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match weft_control::run(weft_control::Options { store, listen: a.listen, access }) {
+    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,0 +1,117 @@
+//! Mesh identity from the control plane's CA: a sidecar with a workload token gets a
+//! certificate for exactly its SPIFFE ID before it serves (the key never leaves it), and
+//! nobody gets a certificate for an identity their token does not name.
+
+mod common;
+
+use common::*;
+
+fn token(cp: &Plane, ns: &str, sa: &str) -> (std::path::PathBuf, String) {
+    let out = cp.weft(&["token", "create", "--namespace", ns, "--service-account", sa]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let f = temp_dir().join(format!("{ns}-{sa}.token"));
+    std::fs::write(&f, &t).unwrap();
+    (f, t)
+}
+
+fn sidecar(cp: &Plane, token: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(weft())
+        .args(["proxy", "--control-plane", &cp.url(), "--token-file", token.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_sidecar_gets_a_certificate_for_its_own_identity_before_it_serves() {
+    let cp = plane();
+    assert!(cp.dir.join("ca/root-cert.pem").exists(), "the CA is made on first start, in Istio's layout");
+    let (reviews, _) = token(&cp, "default", "reviews");
+    let p = spawn(&[
+        "proxy",
+        "--control-plane",
+        &cp.url(),
+        "--token-file",
+        reviews.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--inbound",
+        "127.0.0.1:0",
+        "--app",
+        "127.0.0.1:9",
+        "--service",
+        "reviews",
+    ]);
+    let p = Proxy { p, cfg: std::path::PathBuf::new() };
+    let dump: serde_json::Value = serde_json::from_str(&p.admin("/config_dump")).unwrap();
+    let id = &dump["identity"];
+    assert_eq!(id["spiffe_id"], "spiffe://cluster.local/ns/default/sa/reviews", "{dump:#}");
+    assert_eq!(id["sans"], serde_json::json!(["URI:spiffe://cluster.local/ns/default/sa/reviews"]));
+    let (nb, na) = (id["not_before"].as_u64().unwrap(), id["not_after"].as_u64().unwrap());
+    assert!((na - nb).abs_diff(24 * 3600 + 60) <= 120, "24 h (+ the minute back-dated): {nb} {na}");
+    assert!(!dump.to_string().contains("PRIVATE KEY"), "never the key");
+    let metrics = p.admin("/metrics");
+    assert_eq!(metric_sum(&metrics, "weft_identity_cert_expiry_timestamp_seconds", &[]), na as f64);
+    let cp_metrics = plane_raw(&cp, "GET", "/metrics", b"").1;
+    assert_eq!(metric_sum(&cp_metrics, "weft_control_certificates_issued_total", &[]), 1.0);
+}
+
+#[test]
+fn a_token_gets_no_certificate_for_another_identity() {
+    let cp = plane();
+    let (reviews, reviews_token) = token(&cp, "default", "reviews");
+    // A sidecar that says it is ratings, with reviews' token: refused, it does not start.
+    let mut child = sidecar(&cp, &reviews, &["--service", "ratings"]);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("no mesh identity for spiffe://cluster.local/ns/default/sa/ratings") && err.contains("certificate refused"),
+        "{err}"
+    );
+    // By hand: a CSR for another identity, garbage, a user's token, no token.
+    let key = weft_tls::WorkloadKey::generate().unwrap();
+    let other = weft_tls::SpiffeId::new("cluster.local", "default", "ratings").unwrap();
+    let body = serde_json::json!({"csr": key.csr(&other).unwrap()}).to_string();
+    let (code, answer) = plane_raw_as(&cp, Some(&reviews_token), "POST", "/v1/certificate", body.as_bytes());
+    assert_eq!(code, 400, "{answer}");
+    let other_td = weft_tls::SpiffeId::new("evil.example", "default", "reviews").unwrap();
+    let body = serde_json::json!({"csr": key.csr(&other_td).unwrap()}).to_string();
+    assert_eq!(plane_raw_as(&cp, Some(&reviews_token), "POST", "/v1/certificate", body.as_bytes()).0, 400);
+    for junk in [
+        &br#"{"csr":"-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n-----END CERTIFICATE REQUEST-----\n"}"#[..],
+        br#"{"csr":""}"#,
+        b"not json",
+    ] {
+        assert_eq!(plane_raw_as(&cp, Some(&reviews_token), "POST", "/v1/certificate", junk).0, 400);
+    }
+    let huge = serde_json::json!({"csr": "A".repeat(100 << 10)}).to_string();
+    assert_eq!(plane_raw_as(&cp, Some(&reviews_token), "POST", "/v1/certificate", huge.as_bytes()).0, 400);
+    let mine = weft_tls::SpiffeId::new("cluster.local", "default", "reviews").unwrap();
+    let body = serde_json::json!({"csr": key.csr(&mine).unwrap()}).to_string();
+    assert_eq!(plane_raw(&cp, "POST", "/v1/certificate", body.as_bytes()).0, 403, "an admin token is no workload");
+    assert_eq!(plane_raw_as(&cp, None, "POST", "/v1/certificate", body.as_bytes()).0, 401);
+    let (code, answer) = plane_raw_as(&cp, Some(&reviews_token), "POST", "/v1/certificate", body.as_bytes());
+    assert_eq!(code, 200, "{answer}");
+    let cp_metrics = plane_raw(&cp, "GET", "/metrics", b"").1;
+    assert_eq!(metric_sum(&cp_metrics, "weft_control_certificates_issued_total", &[]), 1.0);
+    assert!(metric_sum(&cp_metrics, "weft_control_csr_refused_total", &[]) >= 3.0, "{cp_metrics}");
+    // The answer verifies with openssl against the CA's root, and names only the SPIFFE ID.
+    let a: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let dir = temp_dir();
+    std::fs::write(dir.join("leaf.pem"), a["cert_pem"].as_str().unwrap()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(cp.dir.join("ca/root-cert.pem"))
+        .arg(dir.join("leaf.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
