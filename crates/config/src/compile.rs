@@ -91,6 +91,8 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
     let mut covered: HashMap<String, ()> = HashMap::new();
     for r in resources {
         if let Spec::VirtualService(vs) = &r.spec {
+            let tls_routes = crate::tls_route::compile(r, vs, &mut ctx);
+            snap.tls_routes.extend(tls_routes);
             let Some(vh) = compile_vs(r, vs, &mut ctx) else {
                 continue;
             };
@@ -202,8 +204,10 @@ impl<'a> Ctx<'a> {
             return i;
         }
         let rule = self.rule_for(host);
-        let subset_def = subset.and_then(|s| rule.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
-        let policy = merge_policy(rule.and_then(|d| d.traffic_policy.as_ref()), subset_def.and_then(|s| s.traffic_policy.as_ref()), port);
+        let subset_at = subset.and_then(|s| rule.and_then(|d| d.subsets.iter().enumerate().find(|(_, x)| x.name == s)));
+        let subset_def = subset_at.map(|(_, s)| s);
+        let subset_policy = subset_at.and_then(|(i, s)| Some((i, s.traffic_policy.as_ref()?)));
+        let policy = merge_policy(rule.and_then(|d| d.traffic_policy.as_ref()), subset_policy, port);
         let service = self.services.get(host);
         let mut endpoints = Vec::new();
         let mut dns = false;
@@ -235,7 +239,17 @@ impl<'a> Ctx<'a> {
             }
         }
         let lb = lb_policy(policy.load_balancer.as_ref());
-        let pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
+        let mut pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
+        if let Some((t, path)) = &policy.tls {
+            // Errors were reported by `check_policy`; a failed one fails closed.
+            pool.tls = crate::tls::compile(t, host, pool.protocol).unwrap_or_else(|e| {
+                let mode = if t.mode == TlsModeSetting::Mutual { crate::TlsMode::Mutual } else { crate::TlsMode::Simple };
+                Some(crate::UpstreamTls::failed(
+                    mode,
+                    format!("{path}: {}", e.iter().map(|(f, m)| format!("{f} {m}")).collect::<Vec<_>>().join("; ")),
+                ))
+            });
+        }
         let outlier = outlier_settings(policy.outlier_detection.as_ref());
         let limits = limits(policy.connection_pool.as_ref(), policy.retry_budget.as_ref());
         let locality = locality_lb(policy.load_balancer.as_ref(), outlier.is_some());
@@ -369,8 +383,14 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
     if let Some(lb) = &tp.load_balancer {
         check_lb(r, lb, &format!("{path}.loadBalancer"), ctx);
     }
+    if let Some(t) = &tp.tls {
+        check_tls(r, t, &format!("{path}.tls"), ctx);
+    }
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let p = format!("{path}.portLevelSettings[{i}]");
+        if let Some(t) = &pl.tls {
+            check_tls(r, t, &format!("{p}.tls"), ctx);
+        }
         match pl.port {
             Some(PortSelector { number }) if (1..=65535).contains(&number) => {}
             _ => ctx.err(r, format!("{p}.port.number"), "a port number 1-65535 is required"),
@@ -396,6 +416,16 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
             if tcp.connect_timeout.is_some_and(|d| d.0 == Duration::ZERO) {
                 ctx.err(r, format!("{path}.connectionPool.tcp.connectTimeout"), "must be greater than 0");
             }
+        }
+    }
+}
+
+/// Compiles `tls` once to report its problems (files included) with their field paths.
+fn check_tls(r: &Resource, t: &ClientTlsSettings, path: &str, ctx: &mut Ctx<'_>) {
+    if let Err(errs) = crate::tls::compile(t, "", UpstreamProtocol::Http1) {
+        for (field, msg) in errs {
+            let p = if field.is_empty() { path.to_owned() } else { format!("{path}.{field}") };
+            ctx.err(r, p, msg);
         }
     }
 }

@@ -17,6 +17,8 @@ mod ratelimit;
 mod response_cache;
 pub mod rules;
 pub mod snapshot;
+pub mod tls;
+pub mod tls_route;
 mod vhost;
 pub mod weft_kinds;
 
@@ -25,6 +27,7 @@ pub use error::{ConfigError, Diagnostics, Source};
 pub use inbound::InboundSpec;
 pub use load::{load_files, load_str, Resource, Spec};
 pub use snapshot::*;
+pub use tls::{TlsMode, UpstreamTls};
 
 /// Loads and compiles files; the snapshot is usable only when `diags.is_ok()`.
 pub fn build(paths: &[impl AsRef<std::path::Path>]) -> (Vec<Resource>, Snapshot, Diagnostics) {

@@ -15,9 +15,14 @@ pub(crate) struct Effective {
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
     pub retry_budget: Option<RetryBudget>,
+    /// `tls`, with the path of the field it came from (for errors).
+    pub tls: Option<(ClientTlsSettings, String)>,
 }
 
-fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
+fn apply(eff: &mut Effective, tp: &TrafficPolicy, path: &str, port: u16) {
+    if let Some(t) = &tp.tls {
+        eff.tls = Some((t.clone(), format!("{path}.tls")));
+    }
     if tp.load_balancer.is_some() {
         eff.load_balancer = tp.load_balancer.clone();
     }
@@ -30,7 +35,10 @@ fn apply(eff: &mut Effective, tp: &TrafficPolicy, port: u16) {
     if tp.retry_budget.is_some() {
         eff.retry_budget = tp.retry_budget.clone();
     }
-    if let Some(pl) = tp.port_level_settings.iter().find(|p| p.port.map(|s| s.number) == Some(port as u32)) {
+    if let Some((i, pl)) = tp.port_level_settings.iter().enumerate().find(|(_, p)| p.port.map(|s| s.number) == Some(port as u32)) {
+        if let Some(t) = &pl.tls {
+            eff.tls = Some((t.clone(), format!("{path}.portLevelSettings[{i}].tls")));
+        }
         if pl.load_balancer.is_some() {
             eff.load_balancer = pl.load_balancer.clone();
         }
@@ -93,13 +101,15 @@ pub(crate) fn locality_lb(lb: Option<&LoadBalancerSettings>, outlier: bool) -> O
     })
 }
 
-pub(crate) fn merge_policy(top: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> Effective {
+/// `subset` is the subset's index and its policy; the most specific setting wins
+/// (subset port level > subset > port level > top level), as in Istio.
+pub(crate) fn merge_policy(top: Option<&TrafficPolicy>, subset: Option<(usize, &TrafficPolicy)>, port: u16) -> Effective {
     let mut eff = Effective::default();
     if let Some(t) = top {
-        apply(&mut eff, t, port);
+        apply(&mut eff, t, "spec.trafficPolicy", port);
     }
-    if let Some(s) = subset {
-        apply(&mut eff, s, port);
+    if let Some((i, s)) = subset {
+        apply(&mut eff, s, &format!("spec.subsets[{i}].trafficPolicy"), port);
     }
     eff
 }

@@ -23,6 +23,8 @@ pub struct Snapshot {
     /// HealthCheck resources: probes of a host's endpoints.
     pub health_checks: Vec<HealthProbe>,
     pub clusters: Vec<ClusterSpec>,
+    /// VirtualService `tls[]` routes (TLS passthrough by SNI), in order.
+    pub tls_routes: Vec<crate::tls_route::TlsRouteSpec>,
     /// PeerAuthentication policies ([`crate::mtls::mode_for`] resolves a workload's mode).
     pub peer_authentication: Vec<crate::mtls::PeerAuthPolicy>,
     /// The inbound side's virtual host (every request on the inbound listener goes to
@@ -31,6 +33,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The first `tls[]` route for a ClientHello's SNI (lower case) on listener `port`.
+    pub fn tls_route(&self, sni: &str, port: u16) -> Option<&crate::tls_route::TlsRouteSpec> {
+        self.tls_routes.iter().find(|r| r.matches(sni, port))
+    }
+
     /// The virtual host for a request's host (lower-case, port stripped).
     pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
         self.vhost_index(host).map(|i| &self.vhosts[i])
@@ -394,6 +401,9 @@ pub struct PoolSettings {
     pub max_connection_duration: Option<Duration>,
     pub keepalive: Option<Keepalive>,
     pub protocol: UpstreamProtocol,
+    /// DestinationRule `tls`: TLS originated on every connection (none for `DISABLE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 /// Connections (HTTP/1.1 requests in flight) and pending requests a cluster allows when its
@@ -446,6 +456,7 @@ impl Default for PoolSettings {
             max_connection_duration: None,
             keepalive: None,
             protocol: UpstreamProtocol::Http1,
+            tls: None,
         }
     }
 }

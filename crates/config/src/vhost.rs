@@ -20,7 +20,7 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
             routes.push(std::sync::Arc::new(rt));
         }
     }
-    if vs.http.is_empty() && vs.tcp.is_none() && vs.tls.is_none() {
+    if vs.http.is_empty() && vs.tcp.is_none() && vs.tls.is_empty() {
         ctx.warn(r, "spec.http", "no http routes: requests for these hosts get 404");
     }
     (ctx.diags.errors.len() == errors_before).then(|| VirtualHost {
@@ -234,7 +234,12 @@ fn compile_fault(r: &Resource, f: &HttpFaultInjection, path: &str, ctx: &mut Ctx
     Some(fault)
 }
 
-fn compile_destinations(r: &Resource, dests: &[HttpRouteDestination], path: &str, ctx: &mut Ctx<'_>) -> Option<WeightedClusters> {
+pub(crate) fn compile_destinations(
+    r: &Resource,
+    dests: &[HttpRouteDestination],
+    path: &str,
+    ctx: &mut Ctx<'_>,
+) -> Option<WeightedClusters> {
     let mut targets = Vec::with_capacity(dests.len());
     let mut cumulative = Vec::with_capacity(dests.len());
     let mut total = 0u32;

@@ -174,6 +174,13 @@ impl Cluster {
                 })
             })
             .collect();
+        if let Some(t) = spec.pool.tls.as_ref().filter(|t| t.insecure_skip_verify) {
+            // Once per cluster and config that set it (a reload that keeps it stays quiet).
+            let kept = endpoints.iter().any(|e| prev.get(&(spec.name.clone(), e.id.clone())).is_some_and(|o| Arc::ptr_eq(o, e)));
+            if !kept {
+                tracing::warn!(cluster = %spec.name, mode = ?t.mode, "tls.insecureSkipVerify: the upstream's certificate is not verified");
+            }
+        }
         let weights: Vec<u32> = endpoints.iter().map(|e| e.spec.weight).collect();
         let balancer = balancer(&spec.lb, &endpoints, &weights);
         let levels = spec.locality.as_ref().and_then(|l| levels(l, &spec.lb, &endpoints, node));

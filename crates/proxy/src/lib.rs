@@ -28,15 +28,18 @@ pub mod local;
 pub mod mirror;
 pub mod normalize;
 pub mod outlier;
+pub mod passthrough;
 pub mod phases;
 pub mod pool;
 pub mod replay;
 pub mod request;
 mod run;
 pub mod server;
+pub mod sni;
 pub mod state;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+mod tls_origin;
 pub mod transport;
 pub mod tunnel;
 pub mod watchdog;

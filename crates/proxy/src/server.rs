@@ -125,7 +125,21 @@ async fn accept_loop(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));
+                if side == Side::Inbound || shared.current.load().snap.tls_routes.is_empty() {
+                    tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));
+                } else {
+                    // VirtualService tls[] routes: a TLS ClientHello is passed through by SNI.
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        match crate::passthrough::first(&stream, shared).await {
+                            crate::passthrough::First::Tls => crate::passthrough::serve(shared, stream, remote).await,
+                            crate::passthrough::First::Other => {
+                                connection_watched(shared, builder, watcher, stream, remote, worker, side).await
+                            }
+                            crate::passthrough::First::Nothing => {}
+                        }
+                    });
+                }
             }
             _ = stop.changed() => break,
         }
@@ -185,6 +199,23 @@ pub fn connection<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    connection_watched(shared, builder, graceful.watcher(), io, remote, worker, side)
+}
+
+/// [`connection`] with the shutdown watcher taken beforehand (so that it can start
+/// on another task, after the passthrough check).
+pub fn connection_watched<I>(
+    shared: &'static Shared,
+    builder: &'static auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    remote: SocketAddr,
+    worker: usize,
+    side: Side,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let counters = &shared.metrics.counters;
     counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
     counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +227,7 @@ where
         handle(ctx, req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(Watched::new(io, slot.clone())), svc);
-    let conn = graceful.watch(conn.into_owned());
+    let conn = watcher.watch(conn.into_owned());
     async move {
         let r = conn.await;
         let fired = slot.fired();

@@ -2,7 +2,11 @@
 //! connection it yields. Both upstream clients (weft's own bodyless HTTP/1.1 client,
 //! [`crate::h1client`], and hyper's, [`crate::pool`]) and the tunnels
 //! ([`crate::tunnel`]) read and write an [`Conn`], so a new way to reach an upstream
-//! (TLS, next) is one variant here and nothing else changes.
+//! is one variant here and nothing else changes. TLS origination (DestinationRule
+//! `tls`) is such a variant: a cluster whose [`PoolSettings::tls`] is set opens TCP and
+//! then runs a rustls client handshake with the `ClientConfig` its config compiled
+//! once ([`weft_config::tls`]); the stream is [`Conn::Tls`]. A failed handshake is a
+//! connect failure (503, flag UF, retried and counted by outlier detection as one).
 //!
 //! Both types are enums, not trait objects: a read or write is one `match` (which the
 //! compiler removes while plain TCP is the only variant in a build), and opening a
@@ -22,14 +26,13 @@ use crate::cluster::Target;
 use crate::error::UpstreamError;
 
 /// How upstream connections are opened. Fixed for the proxy's life and held by every
-/// endpoint (cheap to clone); where TLS comes in, a cluster's `tls` settings will pick
-/// a `Tls` variant that wraps what `Tcp` opens.
+/// endpoint (cheap to clone); a cluster's `tls` settings (in its [`PoolSettings`]) add
+/// a TLS handshake over what `Tcp` opens.
 #[derive(Clone, Default)]
 pub enum Transport {
     /// Plain TCP: `TCP_NODELAY`, and keep-alive probes as the cluster's `tcpKeepalive` says.
     #[default]
     Tcp,
-    // Tls(..): the next issue — a rustls client config, the stream a `Conn::Tls`.
     /// Endpoints served in this process over in-memory streams ([`crate::testing`]).
     #[cfg(any(test, feature = "test-util"))]
     Memory(crate::testing::Network),
@@ -38,6 +41,9 @@ pub enum Transport {
 /// An open upstream connection.
 pub enum Conn {
     Tcp(TcpStream),
+    /// TLS originated to the upstream. Boxed: a rustls session is over a kilobyte and
+    /// would otherwise grow every `Conn`, plain TCP included.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     #[cfg(any(test, feature = "test-util"))]
     Memory(tokio::io::DuplexStream),
 }
@@ -45,6 +51,9 @@ pub enum Conn {
 impl Transport {
     /// Opens a connection to `target`, giving up after the cluster's `connectTimeout`.
     pub async fn connect(&self, target: &Target, s: &PoolSettings) -> Result<Conn, UpstreamError> {
+        if let Some(tls) = &s.tls {
+            return crate::tls_origin::connect(self, target, s, tls).await;
+        }
         let conn = match self {
             Transport::Tcp => tokio::time::timeout(s.connect_timeout, tcp(target, s)).await,
             #[cfg(any(test, feature = "test-util"))]
@@ -55,6 +64,14 @@ impl Transport {
             Ok(Err(e)) => Err(UpstreamError::Connect(e.to_string())),
             Err(_) => Err(UpstreamError::Connect(format!("connect timeout after {:?}", s.connect_timeout))),
         }
+    }
+}
+
+/// Plain TCP, whatever the transport (TLS origination runs over TCP only).
+pub(crate) async fn tcp_only(target: &Target, s: &PoolSettings) -> io::Result<TcpStream> {
+    match tcp(target, s).await? {
+        Conn::Tcp(t) => Ok(t),
+        _ => Err(io::Error::other("not a TCP connection")),
     }
 }
 
@@ -92,6 +109,13 @@ impl Conn {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match self {
             Conn::Tcp(s) => s.poll_read_ready(&mut cx).is_ready(),
+            // A read, not the socket's readiness: a session ticket that arrived while
+            // idle is consumed by rustls (no plaintext: pending); an alert or EOF is ready.
+            Conn::Tls(s) => {
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf).is_ready()
+            }
             #[cfg(any(test, feature = "test-util"))]
             Conn::Memory(s) => {
                 let mut byte = [0u8; 1];
@@ -107,6 +131,7 @@ impl AsyncRead for Conn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             #[cfg(any(test, feature = "test-util"))]
             Conn::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -118,6 +143,7 @@ impl AsyncWrite for Conn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             #[cfg(any(test, feature = "test-util"))]
             Conn::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -127,6 +153,7 @@ impl AsyncWrite for Conn {
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             #[cfg(any(test, feature = "test-util"))]
             Conn::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
@@ -137,6 +164,7 @@ impl AsyncWrite for Conn {
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
             #[cfg(any(test, feature = "test-util"))]
             Conn::Memory(s) => s.is_write_vectored(),
         }
@@ -146,6 +174,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             #[cfg(any(test, feature = "test-util"))]
             Conn::Memory(s) => Pin::new(s).poll_flush(cx),
         }
@@ -155,6 +184,7 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             #[cfg(any(test, feature = "test-util"))]
             Conn::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }

@@ -1,0 +1,97 @@
+//! TLS passthrough (VirtualService `tls[]`): a listener connection whose first byte
+//! starts a TLS handshake record is routed by its ClientHello's SNI and the listener
+//! port, and tunnelled byte for byte to an endpoint of the route's destination. No
+//! termination: weft never holds the keys or sees the requests. Only listeners whose
+//! config has `tls[]` routes look at the first byte (one `peek`); others go straight
+//! to the HTTP server. A ClientHello with no SNI, or none that a route takes, is closed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::sni::{client_hello_sni, handshake_record_len, RECORD_HEADER};
+use crate::state::Shared;
+
+/// What a new connection starts with.
+pub enum First {
+    Tls,
+    Other,
+    /// Nothing arrived within the header timeout, or the connection failed.
+    Nothing,
+}
+
+/// Peeks at the first byte (it stays in the socket for whoever reads next).
+pub async fn first(stream: &TcpStream, shared: &Shared) -> First {
+    let mut b = [0u8; 1];
+    let wait = shared.header_read_timeout.unwrap_or(Duration::from_secs(60));
+    match tokio::time::timeout(wait, stream.peek(&mut b)).await {
+        Ok(Ok(1)) if b[0] == 0x16 => First::Tls,
+        Ok(Ok(1)) => First::Other,
+        _ => First::Nothing,
+    }
+}
+
+/// Serves one TLS connection: read the ClientHello record, route by SNI, tunnel.
+pub async fn serve(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr) {
+    let counters = &shared.metrics.counters;
+    counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
+    counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
+    let port = down.local_addr().map(|a| a.port()).unwrap_or(0);
+    let wait = shared.header_read_timeout.unwrap_or(Duration::from_secs(60));
+    match tokio::time::timeout(wait, hello(&mut down)).await {
+        Ok(Some(rec)) => tunnel(shared, down, remote, port, &rec).await,
+        Ok(None) => tracing::debug!(%remote, "tls passthrough: not a ClientHello in one record; closed"),
+        Err(_) => {
+            counters.downstream_header_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The first record, whole (header included), when it is a handshake record.
+async fn hello(down: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = [0u8; RECORD_HEADER];
+    down.read_exact(&mut head).await.ok()?;
+    let len = handshake_record_len(&head)?;
+    let mut rec = vec![0u8; RECORD_HEADER + len];
+    rec[..RECORD_HEADER].copy_from_slice(&head);
+    down.read_exact(&mut rec[RECORD_HEADER..]).await.ok()?;
+    Some(rec)
+}
+
+async fn tunnel(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr, port: u16, rec: &[u8]) {
+    let Some(sni) = client_hello_sni(rec).map(str::to_ascii_lowercase) else {
+        tracing::info!(%remote, "tls passthrough: ClientHello without SNI; closed");
+        return;
+    };
+    let ep = {
+        let rt = shared.current.load();
+        let Some(route) = rt.snap.tls_route(&sni, port) else {
+            tracing::info!(%remote, sni, port, "tls passthrough: no tls route for this SNI; closed");
+            return;
+        };
+        let target = route.targets.pick(fastrand::u32(..));
+        let Some(cluster) = rt.clusters.get(target.cluster.resolve(port)) else { return };
+        let Some(i) = cluster.pick(None) else {
+            tracing::info!(%remote, sni, cluster = %cluster.spec.name, "tls passthrough: no healthy endpoint; closed");
+            return;
+        };
+        cluster.endpoints[i].clone()
+    };
+    let mut up = match crate::pool::connect(&ep).await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, sni, endpoint = %ep.id, "tls passthrough: {e}");
+            return;
+        }
+    };
+    ep.metrics.tcp_connection(ep.dest, true);
+    if up.write_all(rec).await.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    }
+    ep.metrics.tcp_connection(ep.dest, false);
+}
