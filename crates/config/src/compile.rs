@@ -241,6 +241,7 @@ impl<'a> Ctx<'a> {
         let lb = lb_policy(policy.load_balancer.as_ref());
         let mut pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
         if let Some((t, path)) = &policy.tls {
+            pool.tls_set = true;
             // Errors were reported by `check_policy`; a failed one fails closed.
             pool.tls = crate::tls::compile(t, host, pool.protocol).unwrap_or_else(|e| {
                 let mode = if t.mode == TlsModeSetting::Mutual { crate::TlsMode::Mutual } else { crate::TlsMode::Simple };

@@ -404,6 +404,9 @@ pub struct PoolSettings {
     /// DestinationRule `tls`: TLS originated on every connection (none for `DISABLE`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::UpstreamTls>,
+    /// Whether a DestinationRule said anything about `tls` (`DISABLE` included): then auto
+    /// mTLS keeps out, as in Istio.
+    pub tls_set: bool,
 }
 
 /// Connections (HTTP/1.1 requests in flight) and pending requests a cluster allows when its
@@ -457,6 +460,7 @@ impl Default for PoolSettings {
             keepalive: None,
             protocol: UpstreamProtocol::Http1,
             tls: None,
+            tls_set: false,
         }
     }
 }

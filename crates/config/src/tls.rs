@@ -75,6 +75,28 @@ impl std::fmt::Debug for UpstreamTls {
     }
 }
 
+impl UpstreamTls {
+    /// The mesh's mTLS to a peer sidecar (auto mTLS, or `ISTIO_MUTUAL` filled in): the
+    /// peer must prove one of `subject_alt_names` (any mesh identity when empty); the
+    /// proxy adds the client config built from its workload certificate.
+    pub fn istio_mutual(subject_alt_names: Vec<String>, protocol: UpstreamProtocol) -> UpstreamTls {
+        let mut fp = Fingerprint::default();
+        fp.add(format!("ISTIO_MUTUAL|{subject_alt_names:?}|{protocol:?}").as_bytes());
+        UpstreamTls {
+            mode: TlsMode::IstioMutual,
+            sni: None,
+            subject_alt_names,
+            insecure_skip_verify: false,
+            ca_certificates: None,
+            client_certificate: None,
+            host_name: None,
+            client_config: None,
+            error: None,
+            fingerprint: fp.0,
+        }
+    }
+}
+
 impl PartialEq for UpstreamTls {
     fn eq(&self, o: &Self) -> bool {
         self.fingerprint == o.fingerprint && self.mode == o.mode && self.error == o.error && self.host_name == o.host_name

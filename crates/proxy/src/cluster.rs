@@ -126,6 +126,7 @@ pub fn now_ns() -> u64 {
 impl Cluster {
     /// Builds a cluster, keeping the live state of endpoints that `prev` already had
     /// (same cluster, address and pool settings), so a reload keeps warm connections.
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         spec: &ClusterSpec,
         prev: &HashMap<(String, String), Arc<Endpoint>>,
@@ -134,6 +135,7 @@ impl Cluster {
         metrics: &'static Metrics,
         node: &Node,
         transport: &Transport,
+        mesh: Option<&crate::mesh_tls::MeshTls>,
     ) -> Cluster {
         let namespace = spec.service.split('.').nth(1).unwrap_or("unknown").to_owned();
         let dest = metrics.dest_id(DestLabels {
@@ -147,8 +149,9 @@ impl Cluster {
             .iter()
             .map(|e| {
                 let id = e.authority();
+                let pool = mesh.and_then(|m| m.endpoint(spec, e)).unwrap_or_else(|| spec.pool.clone());
                 if let Some(old) = prev.get(&(spec.name.clone(), id.clone())) {
-                    if old.pool_settings == spec.pool && old.spec == *e && old.pools.len() == workers && old.outlier == spec.outlier {
+                    if old.pool_settings == pool && old.spec == *e && old.pools.len() == workers && old.outlier == spec.outlier {
                         return old.clone();
                     }
                 }
@@ -164,7 +167,7 @@ impl Cluster {
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
                     pools: (0..workers).map(|_| Pool::default()).collect(),
-                    pool_settings: spec.pool.clone(),
+                    pool_settings: pool,
                     transport: transport.clone(),
                     metrics,
                     dest,

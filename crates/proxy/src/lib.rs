@@ -25,6 +25,7 @@ pub mod identity;
 pub mod idle;
 pub mod live;
 pub mod local;
+pub mod mesh_tls;
 pub mod mirror;
 pub mod normalize;
 pub mod outlier;

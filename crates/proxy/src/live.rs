@@ -195,7 +195,7 @@ mod tests {
         let metrics = Box::leak(Box::new(weft_telemetry::Metrics::new("t", "default")));
         let (resources, snap, diags) = weft_config::build_str("t", &format!("{SE}---\n{extra}"));
         assert!(diags.is_ok(), "{:?}", diags.errors);
-        Runtime::build(resources, snap, prev, 1, metrics, 1, &Default::default(), &crate::transport::Transport::Tcp)
+        Runtime::build(resources, snap, prev, 1, metrics, 1, &Default::default(), &crate::transport::Transport::Tcp, None)
     }
 
     fn filters(rt: &Runtime) -> &[Filter] {

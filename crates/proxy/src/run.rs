@@ -113,7 +113,8 @@ pub fn build_shared(
     if let Some(i) = &inbound {
         snap.add_inbound(i);
     }
-    let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node, &transport);
+    let mesh_tls = opts.identity.clone().map(crate::mesh_tls::MeshTls::new);
+    let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node, &transport, mesh_tls.as_ref());
     Box::leak(Box::new(Shared {
         current: ArcSwap::from_pointee(rt),
         metrics,
@@ -131,6 +132,7 @@ pub fn build_shared(
         transport,
         inbound,
         identity: opts.identity.clone(),
+        mesh_tls,
     }))
 }
 

@@ -65,6 +65,8 @@ pub struct Shared {
     /// This proxy's mesh identity (SPIFFE certificate, rotated in place), when it has one:
     /// the inbound listener terminates mTLS with it, ISTIO_MUTUAL clusters originate it.
     pub identity: Option<Arc<weft_tls::WorkloadIdentity>>,
+    /// The outbound side's mesh mTLS (ISTIO_MUTUAL, auto mTLS), with that identity.
+    pub mesh_tls: Option<crate::mesh_tls::MeshTls>,
 }
 
 impl Runtime {
@@ -78,6 +80,7 @@ impl Runtime {
         revision: u64,
         node: &crate::cluster::Node,
         transport: &crate::transport::Transport,
+        mesh: Option<&crate::mesh_tls::MeshTls>,
     ) -> Runtime {
         let mut old: HashMap<(String, String), Arc<Endpoint>> = HashMap::new();
         let mut breakers = HashMap::new();
@@ -92,7 +95,11 @@ impl Runtime {
         let clusters: Vec<Arc<Cluster>> = snap
             .clusters
             .iter()
-            .map(|s| Arc::new(Cluster::build(s, &old, breakers.get(&s.name), workers, metrics, node, transport)))
+            .map(|s| match mesh {
+                Some(m) => m.cluster(s),
+                None => s.clone(),
+            })
+            .map(|s| Arc::new(Cluster::build(&s, &old, breakers.get(&s.name), workers, metrics, node, transport, mesh)))
             .collect();
         let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &p.live), metrics);
         Runtime { snap, clusters, chains, live, resources, revision }
@@ -128,7 +135,17 @@ impl Shared {
         }
         let prev = self.current.load();
         let rev = prev.revision + 1;
-        let rt = Runtime::build(resources, snap, Some(&prev), self.workers, self.metrics, rev, &self.node, &self.transport);
+        let rt = Runtime::build(
+            resources,
+            snap,
+            Some(&prev),
+            self.workers,
+            self.metrics,
+            rev,
+            &self.node,
+            &self.transport,
+            self.mesh_tls.as_ref(),
+        );
         self.current.store(Arc::new(rt));
         c.reloads_ok.fetch_add(1, Ordering::Relaxed);
         c.config_revision.store(rev, Ordering::Relaxed);

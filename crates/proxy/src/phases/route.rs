@@ -251,5 +251,5 @@ fn passthrough(cluster: &Cluster, host: &str, port: u16, cx: &RequestCtx) -> Clu
     let mut s = cluster.spec.clone();
     s.endpoints = vec![spec];
     let none: std::collections::HashMap<(String, String), Arc<Endpoint>> = Default::default();
-    Cluster::build(&s, &none, None, 1, cx.conn.shared.metrics, &Default::default(), &cx.conn.shared.transport)
+    Cluster::build(&s, &none, None, 1, cx.conn.shared.metrics, &Default::default(), &cx.conn.shared.transport, None)
 }
