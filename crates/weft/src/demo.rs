@@ -1,8 +1,11 @@
-//! `weft demo`: a local mesh in one command. Three `reviews` backends (v1 fast, v2
-//! slower, v3 flaky) run in-process; a real `weft control-plane` child gets them
-//! registered and an Istio config applied (VirtualService 80/20 split, a header route
-//! to v3, a DestinationRule with subsets); a real `weft proxy` child follows it;
-//! traffic goes through the proxy and the spread and speed are printed.
+//! `weft demo`: a local mesh in one command, identities and mTLS on. Three `reviews`
+//! backends (v1 fast, v2 slower, v3 flaky) run in-process, each behind a sidecar (a real
+//! `weft proxy --inbound` child with its own certificate from the control plane's CA,
+//! registering its inbound address with its workload token: in the mesh); a real `weft
+//! control-plane` child gets an Istio config applied (VirtualService 80/20 split, a header
+//! route to v3, a DestinationRule with subsets, PeerAuthentication STRICT); the client's
+//! `weft proxy` (identity `demo-client`) follows it and calls the sidecars over mTLS;
+//! the spread, speed and how many answers came over mutual TLS are printed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,7 +42,13 @@ pub struct DemoArgs {
 
 /// Applied to the control plane once the three backends are registered as `reviews`
 /// (each with its `version` label).
-const CONFIG: &str = r#"# weft demo: three versions of "reviews" behind one host.
+const CONFIG: &str = r#"# weft demo: three versions of "reviews" behind one host, mTLS required.
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
@@ -122,29 +131,56 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
     // The API asks for tokens: the admin token the control plane wrote on first start
     // registers and applies; the proxy gets a workload token of its own.
     let admin = dir.join("control-plane").join("admin-token");
-    for (i, port) in ports.iter().enumerate() {
-        let v = format!("version=v{}", i + 1);
-        let address = format!("127.0.0.1:{port}");
-        ctl_cmd(&exe, &server, &admin, &["register", "--service", "reviews", "--address", &address, "--label", &v])?;
-    }
     let cfg = dir.join("routing.yaml");
     std::fs::write(&cfg, CONFIG).map_err(|e| e.to_string())?;
     ctl_cmd(&exe, &server, &admin, &["apply", "-f", &cfg.display().to_string()])?;
-    let proxy_token = dir.join("proxy-token");
-    let token = ctl_cmd(&exe, &server, &admin, &["token", "create", "--namespace", "default", "--service-account", "demo-client"])?;
-    std::fs::write(&proxy_token, token).map_err(|e| e.to_string())?;
+    let workload_token = |sa: &str| -> Result<std::path::PathBuf, String> {
+        let f = dir.join(format!("{sa}.token"));
+        let token = ctl_cmd(&exe, &server, &admin, &["token", "create", "--namespace", "default", "--service-account", sa])?;
+        std::fs::write(&f, token).map_err(|e| e.to_string())?;
+        Ok(f)
+    };
+    // Each backend behind its sidecar, which gets its certificate, then registers its
+    // inbound address with the workload's own token (so it is in the mesh).
+    let reviews_token = workload_token("reviews")?;
+    let mut sidecars = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let inbound = free_port()?;
+        let version = format!("version=v{}", i + 1);
+        let child = child_of_ours(&mut Command::new(&exe))
+            .args(["proxy", "--control-plane", &server, "--node", &format!("reviews-v{}", i + 1), "--token-file"])
+            .arg(&reviews_token)
+            .args(["--listen", &free_port()?.to_string(), "--inbound", &inbound.to_string(), "--app", &format!("127.0.0.1:{port}")])
+            .args(["--service", "reviews", "--label", &version])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a sidecar: {e}"))?;
+        let mut guard = ChildGuard(Some(child));
+        wait_port(inbound, &mut guard, "sidecar").await?;
+        sidecars.push(guard);
+        let args = ["register", "--service", "reviews", "--address", &inbound.to_string(), "--label", &version];
+        ctl_cmd(&exe, &server, &reviews_token, &args)?;
+    }
+    let proxy_token = workload_token("demo-client")?;
 
     let child = child_of_ours(&mut Command::new(&exe))
         .args(["proxy", "--control-plane", &server, "--node", "demo-proxy", "--token-file"])
         .arg(&proxy_token)
         .args(["--listen", &a.listen.to_string(), "--admin", &a.admin.to_string(), "--service", "demo-client"])
+        .args(["--service-account", "demo-client"])
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
     let mut guard = ChildGuard(Some(child));
     wait_port(a.listen, &mut guard, "proxy").await?;
-    println!("weft demo: 3 backends (reviews v1 1ms, v2 5ms, v3 2ms with 10% errors) registered with the control plane on {server}");
-    println!("proxy on {} following it (admin {}); routing applied from {}\n", a.listen, a.admin, cfg.display());
+    println!("weft demo: 3 backends (reviews v1 1ms, v2 5ms, v3 2ms with 10% errors), each behind a sidecar with its own certificate");
+    println!("and registered in the mesh with the control plane on {server}; PeerAuthentication STRICT: mTLS only");
+    println!(
+        "proxy on {} following it as spiffe://cluster.local/ns/default/sa/demo-client (admin {}); config from {}\n",
+        a.listen,
+        a.admin,
+        cfg.display()
+    );
 
     let started = Instant::now();
     let per = a.requests.div_ceil(a.connections.max(1));
@@ -162,10 +198,12 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
     let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
     let mut lat = Vec::with_capacity(a.requests);
     let mut failures = 0;
+    let mut mutual_tls = 0;
     for t in tasks {
         match t.await {
             Ok(Ok(rows)) => {
-                for (b, s, d) in rows {
+                for (b, s, d, mtls) in rows {
+                    mutual_tls += usize::from(mtls);
                     *by_backend.entry(b).or_default() += 1;
                     *by_status.entry(s).or_default() += 1;
                     lat.push(d);
@@ -200,6 +238,7 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         ms(lat.last().copied().unwrap_or_default())
     );
     println!("(the split follows the VirtualService: 80/20 between v1 and v2; requests with end-user: jason go to v3)");
+    println!("\nmTLS: {mutual_tls} of {n} answers came from an app whose sidecar saw the caller as {CLIENT_ID} (x-forwarded-client-cert)");
     if failures > 0 {
         println!("{failures} client connections failed");
     }
@@ -264,8 +303,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The demo client's identity, as the callee's sidecar reports it to the app.
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/demo-client";
+
+/// One answer: (backend, status, latency, whether the app saw the caller's mTLS identity).
+type Row = (String, u16, Duration, bool);
+
 /// Sends `n` requests on one keep-alive connection; every tenth says `end-user: jason`.
-async fn client(addr: SocketAddr, n: usize, id: usize) -> Result<Vec<(String, u16, Duration)>, String> {
+async fn client(addr: SocketAddr, n: usize, id: usize) -> Result<Vec<Row>, String> {
     let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
     let (mut tx, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
@@ -282,8 +327,11 @@ async fn client(addr: SocketAddr, n: usize, id: usize) -> Result<Vec<(String, u1
         let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let backend = resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("(proxy)").to_owned();
-        let _ = resp.into_body().collect().await;
-        out.push((backend, status, t.elapsed()));
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let latency = t.elapsed();
+        // The backend echoes the request's headers: the sidecar's XFCC names the caller.
+        let mtls = body.windows(CLIENT_ID.len()).any(|w| w == CLIENT_ID.as_bytes());
+        out.push((backend, status, latency, mtls));
     }
     Ok(out)
 }
@@ -309,7 +357,12 @@ impl Drop for ChildGuard {
 }
 
 /// Runs a client command (`weft register …`, `weft apply …`) against the demo's control plane.
-/// Runs `weft ARGS --server SERVER` with the admin token in `token`; its stdout.
+/// A free loopback port (bound, then released).
+fn free_port() -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("no free port: {e}"))
+}
+
+/// Runs `weft ARGS --server SERVER` with the token in `token`; its stdout.
 fn ctl_cmd(exe: &std::path::Path, server: &str, token: &std::path::Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new(exe).args(args).args(["--server", server]).env("WEFT_TOKEN_FILE", token).output().map_err(|e| e.to_string())?;
     if out.status.success() {

@@ -21,8 +21,17 @@ fn demo_spreads_traffic_as_configured() {
     assert!((share("reviews-v2") - 18.0).abs() < 6.0, "{out}");
     assert!((share("reviews-v3") - 10.0).abs() < 1.0, "{out}");
     assert!(out.contains("latency through the proxy: p50"), "{out}");
-    // The backends were registered with the control plane the proxy follows.
-    assert!(out.contains("registered with the control plane on http://"), "{out}");
+    // The backends were registered in the mesh with the control plane the proxy follows.
+    assert!(out.contains("registered in the mesh with the control plane on http://"), "{out}");
+    // Every answer came over mTLS: the callee's sidecar saw the client's identity.
+    let n: usize =
+        out.lines().find(|l| l.starts_with("sent ")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap();
+    assert!(
+        out.contains(&format!(
+            "mTLS: {n} of {n} answers came from an app whose sidecar saw the caller as spiffe://cluster.local/ns/default/sa/demo-client"
+        )),
+        "{out}"
+    );
 }
 
 fn free() -> String {

@@ -31,9 +31,25 @@ fn mesh() -> Mesh {
     let (reviews_token, productpage_token) = (token(&cp, "default", "reviews"), token(&cp, "default", "productpage"));
     let url = cp.url();
     let p = spawn(&[
-        "proxy", "--control-plane", &url, "--token-file", reviews_token.to_str().unwrap(), "--node", "reviews-1",
-        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--app", &app.addr.to_string(),
-        "--service", "reviews", "--label", "app=reviews",
+        "proxy",
+        "--control-plane",
+        &url,
+        "--token-file",
+        reviews_token.to_str().unwrap(),
+        "--node",
+        "reviews-1",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--inbound",
+        "127.0.0.1:0",
+        "--app",
+        &app.addr.to_string(),
+        "--service",
+        "reviews",
+        "--label",
+        "app=reviews",
     ]);
     let reviews = Proxy { p, cfg: std::path::PathBuf::new() };
     let inbound = reviews.p.inbound().unwrap().to_string();
@@ -41,8 +57,21 @@ fn mesh() -> Mesh {
     let out = cp.weft_as(&reviews_token, &["register", "--service", "reviews", "--address", &inbound]);
     assert!(out.status.success(), "{}", text(&out));
     let p = spawn(&[
-        "proxy", "--control-plane", &url, "--token-file", productpage_token.to_str().unwrap(), "--node", "productpage-1",
-        "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--service", "productpage", "--service-account", "productpage",
+        "proxy",
+        "--control-plane",
+        &url,
+        "--token-file",
+        productpage_token.to_str().unwrap(),
+        "--node",
+        "productpage-1",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--service",
+        "productpage",
+        "--service-account",
+        "productpage",
     ]);
     let productpage = Proxy { p, cfg: std::path::PathBuf::new() };
     wait_until("the caller routes to reviews", || get(productpage.addr(), "reviews", "/", &[]).status == 200);
@@ -52,7 +81,12 @@ fn mesh() -> Mesh {
 #[test]
 fn a_call_between_sidecars_is_mutual_tls_and_the_callee_knows_the_caller() {
     let m = mesh();
-    let r = get(m.productpage.addr(), "reviews", "/", &[("x-forwarded-client-cert", "By=spiffe://forged;URI=spiffe://cluster.local/ns/default/sa/admin")]);
+    let r = get(
+        m.productpage.addr(),
+        "reviews",
+        "/",
+        &[("x-forwarded-client-cert", "By=spiffe://forged;URI=spiffe://cluster.local/ns/default/sa/admin")],
+    );
     assert_eq!((r.status, r.backend()), (200, "reviews-app".to_owned()), "{}", r.text());
     let echo = r.json();
     let xfcc = echo["headers"]["x-forwarded-client-cert"].as_str().unwrap_or_default().to_owned();
@@ -60,7 +94,15 @@ fn a_call_between_sidecars_is_mutual_tls_and_the_callee_knows_the_caller() {
     assert!(!xfcc.contains("forged") && !xfcc.contains("sa/admin"), "a client's XFCC is replaced: {xfcc}");
     // The callee reports the caller's principal and mutual_tls.
     let callee = m.reviews.admin("/metrics");
-    let inbound = metric_sum(&callee, "istio_requests_total", &["reporter=\"destination\"", "connection_security_policy=\"mutual_tls\"", "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\""]);
+    let inbound = metric_sum(
+        &callee,
+        "istio_requests_total",
+        &[
+            "reporter=\"destination\"",
+            "connection_security_policy=\"mutual_tls\"",
+            "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
+        ],
+    );
     assert!(inbound >= 1.0, "{callee}");
     // One HTTP/2 connection between the two proxies carries the calls.
     for _ in 0..20 {
