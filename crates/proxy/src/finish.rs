@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::HeaderMap;
-use weft_telemetry::{DestId, Metrics, Protocol, ResponseFlags, SeriesKey};
+use weft_telemetry::{DestId, Metrics, PeerId, Protocol, ResponseFlags, SeriesKey};
 
 use crate::body::BodyState;
 use crate::request::InFlight;
@@ -19,6 +19,8 @@ pub struct Finish {
     pub flags: ResponseFlags,
     pub protocol: Protocol,
     pub grpc_status: i16,
+    /// The mTLS peer's interned principals (0: plaintext).
+    pub peer: PeerId,
     pub start: Instant,
     /// The client's request body as it streamed (bytes, whether it broke off).
     pub request_body: Option<Arc<BodyState>>,
@@ -41,6 +43,7 @@ impl Finish {
             flags: ResponseFlags::NONE,
             protocol,
             grpc_status: -1,
+            peer: PeerId(0),
             start,
             request_body: None,
             response_bytes: 0,
@@ -111,7 +114,14 @@ impl Finish {
         if self.mid_body_reset {
             self.metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
         }
-        let key = SeriesKey { dest: self.dest, code: self.code, flags: self.flags, protocol: self.protocol, grpc_status: self.grpc_status };
+        let key = SeriesKey {
+            dest: self.dest,
+            code: self.code,
+            flags: self.flags,
+            protocol: self.protocol,
+            grpc_status: self.grpc_status,
+            peer: self.peer,
+        };
         self.metrics.record(key, ms, req_bytes, self.response_bytes);
         if let Some(ep) = self.endpoint.take() {
             let ep = ep.endpoint();

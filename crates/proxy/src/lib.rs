@@ -3,7 +3,8 @@
 //! Layout: [`server`] accepts and speaks HTTP/1.1 and h2c; [`phases`] drive each
 //! request — route through the live [`state`] snapshot, the route's [`filters`], then
 //! forward to a [`cluster`] endpoint over a [`pool`]ed connection (opened by the
-//! [`transport`]); [`admin`] serves metrics and state; [`run`] wires workers, the admin
+//! [`transport`]); the inbound listener terminates mTLS ([`inbound_tls`]) and passes the
+//! [`peer`]'s identity to the app; [`admin`] serves metrics and state; [`run`] wires workers, the admin
 //! runtime, the config source, live reload and draining together. Tests run the proxy
 //! in-process on a simulated clock (`testing`, in test builds only).
 
@@ -23,6 +24,7 @@ pub mod headers;
 pub mod health;
 pub mod identity;
 pub mod idle;
+pub mod inbound_tls;
 pub mod live;
 pub mod local;
 pub mod mesh_tls;
@@ -30,10 +32,12 @@ pub mod mirror;
 pub mod normalize;
 pub mod outlier;
 pub mod passthrough;
+pub mod peer;
 pub mod phases;
 pub mod pool;
 pub mod replay;
 pub mod request;
+pub mod rewind;
 mod run;
 pub mod server;
 pub mod sni;

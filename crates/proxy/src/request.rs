@@ -31,13 +31,15 @@ pub enum Side {
     Inbound,
 }
 
-/// What a connection's requests share.
-#[derive(Clone, Copy)]
+/// What a connection's requests share (cloned per request: an `Arc` count at most).
+#[derive(Clone)]
 pub struct ConnCtx {
     pub shared: &'static Shared,
     pub remote: SocketAddr,
     pub worker: usize,
     pub side: Side,
+    /// The peer's verified SPIFFE ID when the connection came over mTLS (inbound).
+    pub peer: Option<Arc<crate::peer::Peer>>,
 }
 
 /// One request's state from accept to record.

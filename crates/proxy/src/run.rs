@@ -133,6 +133,7 @@ pub fn build_shared(
         inbound,
         identity: opts.identity.clone(),
         mesh_tls,
+        inbound_tls: crate::inbound_tls::server_config(opts.identity.as_ref()),
     }))
 }
 

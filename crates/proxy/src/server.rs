@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -116,29 +116,29 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 }
-                if side == Side::Inbound && inbound_mode(shared) == MtlsMode::Strict {
-                    // Only mTLS may come in (and the inbound listener does not yet
-                    // terminate it): a plaintext peer is refused, never served.
-                    shared.metrics.counters.inbound_plaintext_refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("inbound: plaintext connection from {remote} refused: PeerAuthentication STRICT");
-                    drop(stream);
-                    continue;
-                }
                 let _ = stream.set_nodelay(true);
-                if side == Side::Inbound || shared.current.load().snap.tls_routes.is_empty() {
-                    tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));
-                } else {
-                    // VirtualService tls[] routes: a TLS ClientHello is passed through by SNI.
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        match crate::passthrough::first(&stream, shared).await {
-                            crate::passthrough::First::Tls => crate::passthrough::serve(shared, stream, remote).await,
-                            crate::passthrough::First::Other => {
-                                connection_watched(shared, builder, watcher, stream, remote, worker, side).await
+                match side {
+                    // PeerAuthentication decides, per connection and in its own task:
+                    // mTLS, plaintext, or either (detected from the first byte).
+                    Side::Inbound => {
+                        tokio::spawn(crate::inbound_tls::serve(shared, builder, graceful.watcher(), stream, remote, worker));
+                    }
+                    Side::Outbound if shared.current.load().snap.tls_routes.is_empty() => {
+                        tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));
+                    }
+                    Side::Outbound => {
+                        // VirtualService tls[] routes: a TLS ClientHello is passed through by SNI.
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            match crate::passthrough::first(&stream, shared).await {
+                                crate::passthrough::First::Tls => crate::passthrough::serve(shared, stream, remote).await,
+                                crate::passthrough::First::Other => {
+                                    connection_watched(shared, builder, watcher, stream, remote, worker, side).await
+                                }
+                                crate::passthrough::First::Nothing => {}
                             }
-                            crate::passthrough::First::Nothing => {}
-                        }
-                    });
+                        });
+                    }
                 }
             }
             _ = stop.changed() => break,
@@ -147,7 +147,7 @@ async fn accept_loop(
 }
 
 /// The mTLS mode PeerAuthentication gives this proxy's app port now.
-fn inbound_mode(shared: &Shared) -> MtlsMode {
+pub(crate) fn inbound_mode(shared: &Shared) -> MtlsMode {
     let Some(spec) = &shared.inbound else { return MtlsMode::Permissive };
     let rt = shared.current.load();
     weft_config::mtls::mode_for(&rt.snap.peer_authentication, &spec.namespace, &shared.node.labels, spec.app.port())
@@ -207,7 +207,7 @@ where
 pub fn connection_watched<I>(
     shared: &'static Shared,
     builder: &'static auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: Watcher,
     io: I,
     remote: SocketAddr,
     worker: usize,
@@ -216,15 +216,47 @@ pub fn connection_watched<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let ctx = ConnCtx { shared, remote, worker, side, peer: None };
+    serve(builder, watcher, io, ctx, Accepted::count(shared))
+}
+
+/// A client connection, counted from accept (TLS handshake included) to close.
+pub(crate) struct Accepted(&'static Shared);
+
+impl Accepted {
+    pub(crate) fn count(shared: &'static Shared) -> Accepted {
+        let counters = &shared.metrics.counters;
+        counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
+        counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
+        Accepted(shared)
+    }
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        self.0.metrics.counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves HTTP on an accepted connection (plaintext, or TLS already terminated) with
+/// `ctx` as what its requests share.
+pub(crate) fn serve<I>(
+    builder: &'static auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    ctx: ConnCtx,
+    accepted: Accepted,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = ctx.shared;
     let counters = &shared.metrics.counters;
-    counters.downstream_connections.fetch_add(1, Ordering::Relaxed);
-    counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
-    let ctx = ConnCtx { shared, remote, worker, side };
     let slot = ConnSlot::watch(shared.idle_timeout, shared.header_read_timeout);
     let requests = slot.clone();
     let svc = service_fn(move |req| {
         requests.begin();
-        handle(ctx, req)
+        handle(ctx.clone(), req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(Watched::new(io, slot.clone())), svc);
     let conn = watcher.watch(conn.into_owned());
@@ -245,7 +277,7 @@ where
                 }
             }
         }
-        counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
+        drop(accepted);
     }
 }
 

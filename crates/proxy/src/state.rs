@@ -67,6 +67,9 @@ pub struct Shared {
     pub identity: Option<Arc<weft_tls::WorkloadIdentity>>,
     /// The outbound side's mesh mTLS (ISTIO_MUTUAL, auto mTLS), with that identity.
     pub mesh_tls: Option<crate::mesh_tls::MeshTls>,
+    /// The inbound listener's TLS config, built once from `identity` (which it reads
+    /// per handshake, so rotation needs no rebuild); none without an identity.
+    pub inbound_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Runtime {

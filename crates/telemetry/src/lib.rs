@@ -12,4 +12,4 @@ mod render;
 
 pub use flags::ResponseFlags;
 pub use histogram::{Histogram, BYTES_BUCKETS, DURATION_BUCKETS_MS};
-pub use registry::{Counters, DestId, DestLabels, Metrics, Protocol, SeriesKey};
+pub use registry::{Counters, DestId, DestLabels, HandshakeFailure, Metrics, PeerId, PeerLabels, Protocol, SeriesKey};

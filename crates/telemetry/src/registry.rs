@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::histogram::{Histogram, BYTES_BUCKETS, DURATION_BUCKETS_MS};
 use crate::ResponseFlags;
@@ -32,6 +32,65 @@ impl DestLabels {
     }
 }
 
+/// An interned pair of principals for requests that came over mTLS (the peer's SPIFFE
+/// ID, this proxy's); 0 (the default) is a plaintext request. Small and `Copy` like
+/// [`DestId`], so that it costs a request's series key 4 bytes and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PeerId(pub u32);
+
+/// The security labels of Istio's standard metrics for an mTLS connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerLabels {
+    /// The client's SPIFFE ID (`spiffe://cluster.local/ns/default/sa/productpage`).
+    pub source_principal: String,
+    /// This proxy's own SPIFFE ID.
+    pub destination_principal: String,
+}
+
+/// Why the inbound listener refused a TLS connection: the `reason` label of
+/// `weft_inbound_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client's certificate does not chain to the mesh roots.
+    UnknownCa,
+    /// The client's certificate has expired (or is not valid yet).
+    Expired,
+    /// The client presented no certificate (mTLS requires one).
+    NoClientCert,
+    /// Any other certificate problem (no SPIFFE ID, bad usage, revoked).
+    BadCertificate,
+    /// The handshake (or its first byte) did not arrive in time.
+    Timeout,
+    /// This proxy has no mesh identity, so it cannot terminate TLS.
+    NoIdentity,
+    /// A protocol error, or the client went away mid-handshake.
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 7] = [
+        HandshakeFailure::UnknownCa,
+        HandshakeFailure::Expired,
+        HandshakeFailure::NoClientCert,
+        HandshakeFailure::BadCertificate,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::NoIdentity,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::UnknownCa => "unknown_ca",
+            HandshakeFailure::Expired => "expired",
+            HandshakeFailure::NoClientCert => "no_client_cert",
+            HandshakeFailure::BadCertificate => "bad_certificate",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::NoIdentity => "no_identity",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http,
@@ -56,6 +115,8 @@ pub struct SeriesKey {
     pub protocol: Protocol,
     /// `grpc-status`, or -1 when the response carried none.
     pub grpc_status: i16,
+    /// Who called over mTLS (inbound); 0: plaintext.
+    pub peer: PeerId,
 }
 
 pub(crate) struct Series {
@@ -85,6 +146,10 @@ pub struct Counters {
     /// Workload certificates renewed, and when the current one expires (unix seconds; 0: none).
     pub identity_renewals: AtomicU64,
     pub identity_expiry: AtomicU64,
+    /// TLS connections the inbound listener refused, by [`HandshakeFailure`] (its index).
+    pub inbound_tls_handshake_failures: [AtomicU64; 7],
+    /// mTLS handshakes the inbound listener completed: full, then resumed (tickets).
+    pub inbound_tls_handshakes: [AtomicU64; 2],
     /// Client connections closed idle (--idle-timeout) or with their request head
     /// overdue (--header-read-timeout).
     pub downstream_idle_timeouts: AtomicU64,
@@ -160,6 +225,9 @@ pub struct Metrics {
     pub(crate) tcp: papaya::HashMap<DestId, TcpSeries>,
     pub(crate) dests: papaya::HashMap<DestLabels, DestId>,
     pub(crate) dest_labels: papaya::HashMap<DestId, DestLabels>,
+    pub(crate) peers: papaya::HashMap<PeerLabels, PeerId>,
+    pub(crate) peer_labels: papaya::HashMap<PeerId, PeerLabels>,
+    next_peer: AtomicU32,
     pub counters: Counters,
 }
 
@@ -178,6 +246,9 @@ impl Metrics {
             tcp: papaya::HashMap::new(),
             dests: papaya::HashMap::new(),
             dest_labels: papaya::HashMap::new(),
+            peers: papaya::HashMap::new(),
+            peer_labels: papaya::HashMap::new(),
+            next_peer: AtomicU32::new(1),
             counters: Counters::default(),
         };
         m.dest_id(DestLabels::unknown());
@@ -194,6 +265,30 @@ impl Metrics {
         let id = *dests.get_or_insert(labels.clone(), id);
         self.dest_labels.pin().insert(id, labels);
         id
+    }
+
+    /// Interns the principals of an mTLS connection (once per connection, from any
+    /// worker; never per request). Ids start at 1: [`PeerId`] 0 is plaintext.
+    pub fn peer_id(&self, labels: PeerLabels) -> PeerId {
+        let peers = self.peers.pin();
+        if let Some(id) = peers.get(&labels) {
+            return *id;
+        }
+        // Labels go in first, so a series recorded under the id always finds them; a
+        // worker that loses the race to intern the same pair drops its own id.
+        let mine = PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed));
+        let table = self.peer_labels.pin();
+        table.insert(mine, labels.clone());
+        let id = *peers.get_or_insert(labels, mine);
+        if id != mine {
+            table.remove(&mine);
+        }
+        id
+    }
+
+    /// A failed inbound TLS handshake, by reason.
+    pub fn handshake_failed(&self, why: HandshakeFailure) {
+        self.counters.inbound_tls_handshake_failures[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records one finished request.

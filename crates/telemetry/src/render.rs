@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::registry::{DestLabels, Metrics};
+use crate::registry::{DestLabels, HandshakeFailure, Metrics, PeerId, PeerLabels};
 
 impl Metrics {
     /// Renders every metric; called by the admin endpoint on each scrape.
@@ -11,25 +11,35 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         let labels = self.dest_labels.pin();
         let unknown = DestLabels::unknown();
+        let peers = self.peer_labels.pin();
         let series = self.series.pin();
         let mut rows: Vec<_> = series.iter().collect();
-        rows.sort_by_key(|(k, _)| (k.dest.0, k.code, k.flags.0, k.grpc_status));
+        rows.sort_by_key(|(k, _)| (k.dest.0, k.peer.0, k.code, k.flags.0, k.grpc_status));
 
-        let base = |out: &mut String, d: &DestLabels, code: u16, flags: &str, proto: &str, grpc: i16| {
+        let base = |out: &mut String, d: &DestLabels, peer: PeerId, code: u16, flags: &str, proto: &str, grpc: i16| {
             let grpc = if grpc < 0 { String::new() } else { grpc.to_string() };
+            // mTLS (an interned peer): Istio's principals and `mutual_tls`; plaintext: none.
+            let (source_principal, destination_principal, security) = match peers.get(&peer) {
+                Some(PeerLabels { source_principal, destination_principal }) => {
+                    (source_principal.as_str(), destination_principal.as_str(), "mutual_tls")
+                }
+                None => ("unknown", "unknown", "none"),
+            };
             let (reporter, source_workload, source_namespace) = match d.inbound {
                 true => ("destination", "unknown", "unknown"),
                 false => ("source", self.source_workload.as_str(), self.source_namespace.as_str()),
             };
             let _ = write!(
                 out,
-                "reporter=\"{}\",source_workload=\"{}\",source_workload_namespace=\"{}\",source_principal=\"unknown\",source_app=\"{}\",source_version=\"unknown\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_principal=\"unknown\",destination_app=\"{}\",destination_version=\"{}\",destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\",request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{}\",response_flags=\"{}\",connection_security_policy=\"none\"",
+                "reporter=\"{}\",source_workload=\"{}\",source_workload_namespace=\"{}\",source_principal=\"{}\",source_app=\"{}\",source_version=\"unknown\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_principal=\"{}\",destination_app=\"{}\",destination_version=\"{}\",destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\",request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{}\",response_flags=\"{}\",connection_security_policy=\"{}\"",
                 reporter,
                 esc(source_workload),
                 esc(source_namespace),
+                esc(source_principal),
                 esc(source_workload),
                 esc(d.short_name()),
                 esc(&d.namespace),
+                esc(destination_principal),
                 esc(d.short_name()),
                 esc(&d.version),
                 esc(&d.service),
@@ -39,6 +49,7 @@ impl Metrics {
                 code,
                 grpc,
                 flags,
+                security,
             );
         };
 
@@ -46,7 +57,7 @@ impl Metrics {
         for (k, s) in &rows {
             let d = labels.get(&k.dest).unwrap_or(&unknown);
             out.push_str("istio_requests_total{");
-            base(&mut out, d, k.code, &k.flags.to_string(), k.protocol.as_str(), k.grpc_status);
+            base(&mut out, d, k.peer, k.code, &k.flags.to_string(), k.protocol.as_str(), k.grpc_status);
             let _ = writeln!(out, "}} {}", s.requests.load(Ordering::Relaxed));
         }
         for (name, help, pick) in [
@@ -58,7 +69,7 @@ impl Metrics {
             for (k, s) in &rows {
                 let d = labels.get(&k.dest).unwrap_or(&unknown);
                 let mut lbl = String::with_capacity(512);
-                base(&mut lbl, d, k.code, &k.flags.to_string(), k.protocol.as_str(), k.grpc_status);
+                base(&mut lbl, d, k.peer, k.code, &k.flags.to_string(), k.protocol.as_str(), k.grpc_status);
                 let (buckets, count, sum) = match pick {
                     0 => s.duration_ms.snapshot(),
                     1 => s.request_bytes.snapshot(),
@@ -87,7 +98,7 @@ impl Metrics {
                 let d = labels.get(*k).unwrap_or(&unknown);
                 let v = [&s.opened, &s.closed, &s.sent, &s.received][f].load(Ordering::Relaxed);
                 let _ = write!(out, "{name}{{");
-                base(&mut out, d, 0, "-", "tcp", -1);
+                base(&mut out, d, PeerId(0), 0, "-", "tcp", -1);
                 let _ = writeln!(out, "}} {v}");
             }
         }
@@ -117,6 +128,23 @@ impl Metrics {
             "counter",
             &c.inbound_plaintext_refused,
         );
+        let name = "weft_inbound_tls_handshake_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} TLS connections the inbound listener refused (unknown CA, expired or missing client certificate, timeout, no identity).\n# TYPE {name} counter"
+        );
+        for why in HandshakeFailure::ALL {
+            let v = c.inbound_tls_handshake_failures[why as usize].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {v}", why.as_str());
+        }
+        let name = "weft_inbound_tls_handshakes_total";
+        let _ = writeln!(out, "# HELP {name} mTLS handshakes the inbound listener completed, full or resumed.\n# TYPE {name} counter");
+        for (kind, v) in [("full", &c.inbound_tls_handshakes[0]), ("resumed", &c.inbound_tls_handshakes[1])] {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", v.load(Ordering::Relaxed));
+        }
+        let mut counter = |name: &str, help: &str, kind: &str, v: &std::sync::atomic::AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+        };
         counter(
             "weft_downstream_idle_timeouts_total",
             "Client connections closed after --idle-timeout.",
@@ -234,12 +262,44 @@ mod tests {
             version: "v2".into(),
             inbound: false,
         });
-        m.record(SeriesKey { dest: d, code: 503, flags: ResponseFlags::UH, protocol: Protocol::Http, grpc_status: -1 }, 3.0, 0, 19);
+        let key = SeriesKey { dest: d, code: 503, flags: ResponseFlags::UH, protocol: Protocol::Http, grpc_status: -1, peer: PeerId(0) };
+        m.record(key, 3.0, 0, 19);
         let t = m.render();
         assert!(t.contains("istio_requests_total{reporter=\"source\",source_workload=\"productpage\""), "{t}");
         assert!(t.contains("destination_service=\"reviews.default.svc\",destination_service_name=\"reviews\""));
         assert!(t.contains("response_code=\"503\",grpc_response_status=\"\",response_flags=\"UH\""));
         assert!(t.contains("istio_request_duration_milliseconds_bucket{") && t.contains(",le=\"5\"} 1"));
+        assert!(t.contains("source_principal=\"unknown\"") && t.contains("connection_security_policy=\"none\""), "{t}");
         assert_eq!(m.requests_to("reviews.default.svc"), 1);
+    }
+
+    #[test]
+    fn an_mtls_request_carries_its_principals_and_mutual_tls() {
+        let m = Metrics::new("reviews", "default");
+        let d = m.dest_id(DestLabels {
+            service: "reviews.default.svc.cluster.local".into(),
+            namespace: "default".into(),
+            version: "unknown".into(),
+            inbound: true,
+        });
+        let labels = |src: &str| PeerLabels {
+            source_principal: format!("spiffe://cluster.local/ns/default/sa/{src}"),
+            destination_principal: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+        };
+        let peer = m.peer_id(labels("productpage"));
+        assert_eq!(m.peer_id(labels("productpage")), peer, "interned once");
+        assert_ne!(m.peer_id(labels("ratings")), peer);
+        assert_ne!(peer, PeerId(0));
+        let key = SeriesKey { dest: d, code: 200, flags: ResponseFlags::NONE, protocol: Protocol::Http, grpc_status: -1, peer };
+        m.record(key, 1.0, 0, 2);
+        m.record(SeriesKey { peer: PeerId(0), ..key }, 1.0, 0, 2);
+        let t = m.render();
+        let mtls: Vec<_> = t.lines().filter(|l| l.starts_with("istio_requests_total{") && l.contains("mutual_tls")).collect();
+        assert_eq!(mtls.len(), 1, "{t}");
+        assert!(mtls[0].contains("source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\""), "{}", mtls[0]);
+        assert!(mtls[0].contains("destination_principal=\"spiffe://cluster.local/ns/default/sa/reviews\""), "{}", mtls[0]);
+        assert!(mtls[0].contains("connection_security_policy=\"mutual_tls\""));
+        let plain = t.lines().filter(|l| l.starts_with("istio_requests_total{") && l.contains("connection_security_policy=\"none\"")).count();
+        assert_eq!(plain, 1, "{t}");
     }
 }

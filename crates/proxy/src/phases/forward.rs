@@ -50,7 +50,7 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
     }
     if let Some(down) = connect {
         // Rare paths are boxed: their futures would otherwise grow every request's.
-        return Forwarded::Done(Box::pin(crate::tunnel::connect(down, ep, cx.fin.take(), cx.conn, cx.version)).await);
+        return Forwarded::Done(Box::pin(crate::tunnel::connect(down, ep, cx.fin.take(), cx.conn.clone(), cx.version)).await);
     }
     let up_proto = match cluster.spec.pool.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -71,7 +71,7 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
     };
     let mirrored = cx.filters.mirror.is_some();
     let up_req = match cx.filters.mirror.take() {
-        Some(mc) => crate::mirror::send(up_req, &mc, cx.conn, authority.to_str().unwrap_or_default()),
+        Some(mc) => crate::mirror::send(up_req, &mc, cx.conn.clone(), authority.to_str().unwrap_or_default()),
         None => up_req,
     };
     match cluster.breaker.admit(up_proto == Version::HTTP_11 && upgrade.is_none(), cluster.spec.pool.connect_timeout).await {
@@ -85,7 +85,7 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
     }
     if let Some(down) = upgrade {
         let fin = cx.fin.take();
-        return Forwarded::Done(Box::pin(crate::tunnel::upgrade(up_req, Some(down), ep, fin, cx.conn, cx.version)).await);
+        return Forwarded::Done(Box::pin(crate::tunnel::upgrade(up_req, Some(down), ep, fin, cx.conn.clone(), cx.version)).await);
     }
 
     // A body is kept for replay while it fits the buffer (a mirrored body streams to

@@ -69,6 +69,9 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
 /// The accept phase: the request's context and its record, started now.
 fn accept(conn: ConnCtx, req: &Request<Incoming>) -> RequestCtx {
     let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let fin = Finish::new(conn.shared.metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, crate::request::now());
+    let mut fin = Finish::new(conn.shared.metrics, if grpc { Protocol::Grpc } else { Protocol::Http }, crate::request::now());
+    if let Some(p) = &conn.peer {
+        fin.peer = p.metrics;
+    }
     RequestCtx::new(conn, fin, req.version(), grpc)
 }

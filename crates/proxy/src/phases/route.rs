@@ -200,6 +200,9 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     // Hop-by-hop fields go before any filter sees the request: a client's `Connection:
     // x-user` must not remove a header a filter (or a route's header operation) sets.
     headers::strip_hop_by_hop(&mut head.headers);
+    if cx.conn.side == Side::Inbound {
+        crate::peer::set_forwarded_client_cert(&mut head.headers, cx.conn.peer.as_deref());
+    }
     if upgrade.is_some() {
         head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         head.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -92,12 +92,29 @@ impl Harness {
     }
 
     async fn connect_to(&self, side: Side) -> Client {
+        let ours = match side {
+            Side::Outbound => self.connect_raw(),
+            Side::Inbound => self.connect_inbound_raw(),
+        };
+        Client::over(ours).await.expect("client handshake")
+    }
+
+    /// A new raw client connection to the inbound listener, served as an accepted
+    /// socket is: PeerAuthentication's mode, TLS detection and termination, then HTTP.
+    pub fn connect_inbound_raw(&self) -> tokio::io::DuplexStream {
         let (ours, theirs) = tokio::io::duplex(PIPE);
         let remote = SocketAddr::from(([127, 0, 0, 1], 50000));
-        tokio::spawn(crate::server::connection(self.shared, self.builder, &self.graceful, theirs, remote, 0, side));
-        let (tx, conn) = http1::handshake(TokioIo::new(ours)).await.expect("client handshake");
-        tokio::spawn(conn);
-        Client { tx }
+        tokio::spawn(crate::inbound_tls::serve(self.shared, self.builder, self.graceful.watcher(), theirs, remote, 0));
+        ours
+    }
+
+    /// A new client connection to the inbound listener over TLS with `config` (the
+    /// proxy needs an identity in its options): the client's handshake error if it
+    /// failed on its side. A refusal of the client's certificate shows on its first request.
+    pub async fn connect_inbound_tls(&self, config: std::sync::Arc<rustls::ClientConfig>) -> std::io::Result<Client> {
+        let name = rustls::pki_types::ServerName::try_from("reviews.default.svc").map_err(std::io::Error::other)?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, self.connect_inbound_raw()).await?;
+        Client::over(tls).await.map_err(std::io::Error::other)
     }
 
     /// A new client connection as raw bytes (for half-sent heads and the like), served
@@ -140,6 +157,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// An HTTP/1.1 client on `io` (its connection driven by a task of its own).
+    async fn over<I>(io: I) -> Result<Client, hyper::Error>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, conn) = http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(conn);
+        Ok(Client { tx })
+    }
+
     pub async fn get(&mut self, host: &str, path: &str) -> Answer {
         let req = Request::get(path).header(http::header::HOST, host).body(Full::default()).expect("a valid request");
         self.send(req).await
@@ -147,7 +174,13 @@ impl Client {
 
     /// Sends `req` and reads the response to its end.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Answer {
-        let resp = self.tx.send_request(req).await.expect("the proxy answers");
+        self.try_send(req).await.expect("the proxy answers")
+    }
+
+    /// Sends `req`: the response read to its end, or why none came (the proxy closed
+    /// the connection).
+    pub async fn try_send(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, hyper::Error> {
+        let resp = self.tx.send_request(req).await?;
         let (parts, mut body) = resp.into_parts();
         let mut data = BytesMut::new();
         let mut cut = None;
@@ -164,6 +197,6 @@ impl Client {
                 }
             }
         }
-        Answer { status: parts.status, headers: parts.headers, body: data.freeze(), cut }
+        Ok(Answer { status: parts.status, headers: parts.headers, body: data.freeze(), cut })
     }
 }
