@@ -18,7 +18,7 @@
 //! hands the peer's SPIFFE ID ([`Peer`]) to every request on the connection.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,8 +90,7 @@ pub async fn serve<I>(
         }
         return serve_http(builder, graceful, io, ctx(None), accepted).await;
     }
-    let Some(peer) = handshake(shared, io, remote, deadline).await else { return };
-    let (tls, peer) = peer;
+    let Some((tls, peer)) = handshake(shared, io, remote, deadline).await else { return };
     serve_http(builder, graceful, tls, ctx(Some(peer)), accepted).await
 }
 
@@ -123,9 +122,12 @@ where
         Ok(Err(e)) => {
             let why = failure_of(&e);
             metrics.handshake_failed(why);
-            match why {
-                HandshakeFailure::Other => tracing::debug!("inbound: TLS handshake with {remote} failed: {e}"),
-                _ => tracing::info!("inbound: mTLS refused to {remote} ({}): {e}", why.as_str()),
+            // A refused certificate is worth a line, but a flood of them is not worth
+            // a flood of lines: at most one a second at info, the rest at debug.
+            if why != HandshakeFailure::Other && first_this_second() {
+                tracing::info!("inbound: mTLS refused to {remote} ({}): {e}", why.as_str());
+            } else {
+                tracing::debug!("inbound: TLS handshake with {remote} failed ({}): {e}", why.as_str());
             }
             return None;
         }
@@ -149,6 +151,14 @@ where
 
 /// Whether the no-identity refusal was logged (once per process).
 static NO_IDENTITY_LOGGED: AtomicBool = AtomicBool::new(false);
+/// The second (since the epoch) of the last refusal logged at info.
+static LAST_LOGGED_SECOND: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this is the first refusal logged this second.
+fn first_this_second() -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST_LOGGED_SECOND.swap(now, Ordering::Relaxed) != now
+}
 
 /// The first byte and the handshake together: [`HANDSHAKE_TIMEOUT`], or the
 /// header-read timeout when that is shorter.
@@ -174,5 +184,33 @@ fn failure_of(e: &std::io::Error) -> HandshakeFailure {
             _ => HandshakeFailure::BadCertificate,
         },
         _ => HandshakeFailure::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{Error, OtherError};
+
+    fn io(e: Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn refusals_are_named_by_what_was_wrong_with_the_client() {
+        let cert = |c: CertificateError| io(Error::InvalidCertificate(c));
+        let other = Arc::new(std::io::Error::other("no SPIFFE ID"));
+        for (e, why) in [
+            (io(Error::NoCertificatesPresented), HandshakeFailure::NoClientCert),
+            (cert(CertificateError::UnknownIssuer), HandshakeFailure::UnknownCa),
+            (cert(CertificateError::BadSignature), HandshakeFailure::UnknownCa),
+            (cert(CertificateError::Expired), HandshakeFailure::Expired),
+            (cert(CertificateError::NotValidYet), HandshakeFailure::Expired),
+            (cert(CertificateError::Other(OtherError(other))), HandshakeFailure::BadCertificate),
+            (io(Error::DecryptError), HandshakeFailure::Other),
+            (std::io::Error::from(std::io::ErrorKind::UnexpectedEof), HandshakeFailure::Other),
+        ] {
+            assert_eq!(failure_of(&e), why, "{e}");
+        }
     }
 }

@@ -90,6 +90,14 @@ async fn strict_lets_a_mesh_client_in_and_the_app_sees_who_called() {
     let r = c.send(get_with_xfcc(Some("By=x;URI=spiffe://cluster.local/ns/default/sa/admin"))).await;
     assert_eq!(r.text(), format!("xfcc=By={REVIEWS};URI={PRODUCTPAGE}"));
     assert_eq!(h.metric("weft_inbound_tls_handshakes_total", &["kind=\"full\""]), 1.0);
+    // A second connection resumes the session (a ticket from the first) and keeps the
+    // caller's identity.
+    let client = mesh_client(&issue(&ca, "ratings", ""));
+    let mut first = h.connect_inbound_tls(client.clone()).await.expect("handshake");
+    assert_eq!(first.get("reviews", "/").await.status, 200);
+    let mut second = h.connect_inbound_tls(client).await.expect("resumed handshake");
+    assert!(second.get("reviews", "/").await.text().ends_with("URI=spiffe://cluster.local/ns/default/sa/ratings"));
+    assert_eq!(h.metric("weft_inbound_tls_handshakes_total", &["kind=\"resumed\""]), 1.0);
     // Metrics: the caller's principal, ours, and mutual_tls.
     let labels = [
         "reporter=\"destination\"",
@@ -98,7 +106,27 @@ async fn strict_lets_a_mesh_client_in_and_the_app_sees_who_called() {
         "connection_security_policy=\"mutual_tls\"",
     ];
     assert_eq!(h.metric("istio_requests_total", &labels), 2.0);
+    assert_eq!(h.metric("istio_requests_total", &["source_principal=\"spiffe://cluster.local/ns/default/sa/ratings\""]), 2.0);
     assert_eq!(h.metric("istio_requests_total", &["connection_security_policy=\"none\""]), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_proxies_speak_http2_over_mtls_when_alpn_says_so() {
+    let (_dir, ca) = new_ca();
+    let net = Network::new();
+    let h = sidecar(&net, "STRICT", Some(issue(&ca, "reviews", "")));
+    let config = Arc::new(weft_tls::client_config(issue(&ca, "productpage", ""), None).unwrap());
+    let name = ServerName::try_from("reviews").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, h.connect_inbound_raw()).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = tx.send_request(Request::get("http://reviews/").body(Full::<Bytes>::default()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    assert_eq!(body, format!("xfcc=By={REVIEWS};URI={PRODUCTPAGE}"));
 }
 
 #[tokio::test(start_paused = true)]
