@@ -65,10 +65,7 @@ mod tests {
         forged(&mut h);
         set_forwarded_client_cert(&mut h, Some(&peer));
         let all: Vec<_> = h.get_all(&X_FORWARDED_CLIENT_CERT).iter().collect();
-        assert_eq!(
-            all,
-            ["By=spiffe://cluster.local/ns/default/sa/reviews;URI=spiffe://cluster.local/ns/default/sa/productpage"]
-        );
+        assert_eq!(all, ["By=spiffe://cluster.local/ns/default/sa/reviews;URI=spiffe://cluster.local/ns/default/sa/productpage"]);
         let mut h = HeaderMap::new();
         forged(&mut h);
         set_forwarded_client_cert(&mut h, None);

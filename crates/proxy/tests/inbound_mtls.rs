@@ -119,9 +119,8 @@ async fn two_proxies_speak_http2_over_mtls_when_alpn_says_so() {
     let name = ServerName::try_from("reviews").unwrap();
     let tls = tokio_rustls::TlsConnector::from(config).connect(name, h.connect_inbound_raw()).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let resp = tx.send_request(Request::get("http://reviews/").body(Full::<Bytes>::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -187,7 +186,10 @@ async fn permissive_serves_mtls_and_plaintext_on_one_listener() {
     assert_eq!((r.status.as_u16(), r.text()), (200, "xfcc="));
     assert_eq!(h.metric("istio_requests_total", &["connection_security_policy=\"mutual_tls\""]), 1.0);
     assert_eq!(
-        h.metric("istio_requests_total", &["reporter=\"destination\"", "source_principal=\"unknown\"", "connection_security_policy=\"none\""]),
+        h.metric(
+            "istio_requests_total",
+            &["reporter=\"destination\"", "source_principal=\"unknown\"", "connection_security_policy=\"none\""]
+        ),
         1.0
     );
     assert_eq!(h.metric("weft_inbound_plaintext_refused_total", &[]), 0.0);
@@ -253,11 +255,21 @@ impl ServerCertVerifier for AnyServer {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Ok(HandshakeSignatureValid::assertion())
     }
 
-    fn verify_tls13_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Ok(HandshakeSignatureValid::assertion())
     }
 

@@ -299,7 +299,8 @@ mod tests {
         assert!(mtls[0].contains("source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\""), "{}", mtls[0]);
         assert!(mtls[0].contains("destination_principal=\"spiffe://cluster.local/ns/default/sa/reviews\""), "{}", mtls[0]);
         assert!(mtls[0].contains("connection_security_policy=\"mutual_tls\""));
-        let plain = t.lines().filter(|l| l.starts_with("istio_requests_total{") && l.contains("connection_security_policy=\"none\"")).count();
+        let plain =
+            t.lines().filter(|l| l.starts_with("istio_requests_total{") && l.contains("connection_security_policy=\"none\"")).count();
         assert_eq!(plain, 1, "{t}");
     }
 }
