@@ -150,7 +150,7 @@ async fn strict_refuses_a_client_certificate_from_another_ca() {
     let h = sidecar(&net, "STRICT", Some(issue(&ca, "reviews", "")));
     // Another mesh's workload that trusts our root (so its side of the handshake goes
     // through) but whose certificate our root did not sign.
-    let stranger = issue(&other, "productpage", &ca.root_bundle());
+    let stranger = issue(&other, "productpage", ca.root_bundle());
     let refused = match h.connect_inbound_tls(mesh_client(&stranger)).await {
         Err(_) => true,
         Ok(mut c) => c.try_send(get_with_xfcc(None)).await.is_err(),
