@@ -262,7 +262,6 @@ impl ProxyArgs {
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
             path_normalization: self.path_normalization.into(),
             control_plane_token: None,
-            identity: None,
             control_plane: self.control_plane.map(|url| {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
