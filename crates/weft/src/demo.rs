@@ -238,7 +238,8 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         ms(lat.last().copied().unwrap_or_default())
     );
     println!("(the split follows the VirtualService: 80/20 between v1 and v2; requests with end-user: jason go to v3)");
-    println!("\nmTLS: {mutual_tls} of {n} answers came from an app whose sidecar saw the caller as {CLIENT_ID} (x-forwarded-client-cert)");
+    let ok = by_status.get(&200).copied().unwrap_or(0);
+    println!("\nmTLS: {mutual_tls} of the {ok} successful answers came from an app whose sidecar saw the caller as {CLIENT_ID} (x-forwarded-client-cert)");
     if failures > 0 {
         println!("{failures} client connections failed");
     }
