@@ -238,6 +238,12 @@ pub struct ProxyStatus {
     pub last_seen_ms_ago: u64,
     /// Waiting on a watch now.
     pub connected: bool,
+    /// Who follows as this node: a workload's SPIFFE ID, or a token's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// When its workload certificate expires (unix seconds), as it last said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<u64>,
 }
 
 /// Resources as stored (JSON), for `weft get`.

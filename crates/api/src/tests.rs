@@ -107,6 +107,7 @@ fn watch() -> WatchRequest {
             labels: BTreeMap::from([("app".into(), "a=b,c".into())]),
         }),
         last: Some(Outcome::Ack { nonce: 3, revision: 12 }),
+        cert_not_after: Some(1_800_000_000),
     }
 }
 

@@ -81,6 +81,9 @@ pub struct WatchRequest {
     /// The outcome of the last answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Outcome>,
+    /// When the proxy's workload certificate expires (unix seconds), for `weft status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<u64>,
 }
 
 impl Message for WatchRequest {

@@ -405,7 +405,13 @@ impl Server {
             }
             (Method::GET, "/v1/status") => {
                 let latest = self.plane.lock().await.revision();
-                json_reply(StatusCode::OK, &StatusAnswer { revision: latest, items: self.proxies.status(latest) })
+                let td = self.ca.as_ref().map(|ca| ca.trust_domain().to_owned());
+                // A workload's owner is `namespace/service-account`: shown as its SPIFFE ID.
+                let identity = |owner: &str| match (owner.split_once('/'), &td) {
+                    (Some((ns, sa)), Some(td)) if !owner.starts_with("token ") => format!("spiffe://{td}/ns/{ns}/sa/{sa}"),
+                    _ => owner.to_owned(),
+                };
+                json_reply(StatusCode::OK, &StatusAnswer { revision: latest, items: self.proxies.status(latest, identity) })
             }
             (Method::GET, "/metrics") => {
                 let p = self.plane.lock().await;

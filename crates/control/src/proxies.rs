@@ -95,6 +95,8 @@ struct ProxyState {
     /// Who first followed under this node id (a workload or token); only they may
     /// watch or acknowledge as it until it is forgotten. Empty: nobody checked (`--insecure`).
     owner: String,
+    /// Its workload certificate's expiry (unix seconds), as its last watch said.
+    cert_not_after: Option<u64>,
 }
 
 impl Tracker {
@@ -128,6 +130,15 @@ impl Tracker {
             Some(s) => s.owner == owner,
             // The table is full of live proxies: nothing is tracked, nothing is forged.
             None => true,
+        }
+    }
+
+    /// Notes the expiry of `node`'s workload certificate.
+    pub fn certificate(&self, node: &str, not_after: Option<u64>) {
+        if let Ok(mut p) = self.0.lock() {
+            if let Some(s) = p.node(node, now_ms()) {
+                s.cert_not_after = not_after;
+            }
         }
     }
 
@@ -197,7 +208,8 @@ impl Tracker {
     }
 
     /// `weft status`: every proxy with its acknowledged revision and lag behind `latest`.
-    pub fn status(&self, latest: u64) -> Vec<weft_api::ProxyStatus> {
+    /// `identity` names an owner as `weft status` shows it.
+    pub fn status(&self, latest: u64, identity: impl Fn(&str) -> String) -> Vec<weft_api::ProxyStatus> {
         let nodes = self.0.lock().map(|p| p.nodes.clone()).unwrap_or_default();
         let now = now_ms();
         nodes
@@ -211,6 +223,8 @@ impl Tracker {
                 nack_reason: s.nack_reason,
                 last_seen_ms_ago: now.saturating_sub(s.last_seen_ms),
                 connected: s.watching,
+                identity: (!s.owner.is_empty()).then(|| identity(&s.owner)),
+                cert_not_after: s.cert_not_after,
             })
             .collect()
     }

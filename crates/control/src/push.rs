@@ -43,6 +43,7 @@ impl Server {
     pub(crate) async fn watch(&self, w: WatchRequest) -> Resp {
         if let Some(n) = &w.node {
             self.proxies.seen(n, true);
+            self.proxies.certificate(n, w.cert_not_after);
             if let Some(o) = &w.last {
                 self.outcome(n, o);
             }

@@ -148,6 +148,11 @@ pub async fn run(
             wait_ms: WATCH_WAIT.as_millis() as u64,
             identity: Some(identity.clone()),
             last,
+            cert_not_after: shared
+                .identity
+                .as_ref()
+                .and_then(|i| i.expires_at().duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
         };
         match call(&cp, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5)).await {
             Ok((200, body)) => match MeshAnswer::decode(&body) {

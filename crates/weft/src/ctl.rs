@@ -305,19 +305,26 @@ pub fn status(s: ServerArg) -> ExitCode {
         Err(code) => return code,
     };
     println!("control plane revision {}", st.revision);
-    println!("{:<32}  {:>8}  {:>5}  {:<9}  {:>10}  NACK", "NODE", "ACKED", "LAG", "CONNECTED", "LAST SEEN");
+    println!(
+        "{:<32}  {:>8}  {:>5}  {:<9}  {:>10}  {:<48}  {:<20}  NACK",
+        "NODE", "ACKED", "LAG", "CONNECTED", "LAST SEEN", "IDENTITY", "CERT EXPIRES (UTC)"
+    );
     for p in st.items {
         let nack = match (p.nacked, &p.nack_reason) {
             (Some(r), Some(why)) => format!("revision {r}: {why}"),
             _ => String::new(),
         };
+        let expires =
+            p.cert_not_after.map(|t| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string());
         println!(
-            "{:<32}  {:>8}  {:>5}  {:<9}  {:>8.1} s  {nack}",
+            "{:<32}  {:>8}  {:>5}  {:<9}  {:>8.1} s  {:<48}  {:<20}  {nack}",
             p.node,
             p.acked,
             p.lag,
             if p.connected { "yes" } else { "no" },
             p.last_seen_ms_ago as f64 / 1000.0,
+            p.identity.as_deref().unwrap_or("-"),
+            expires.as_deref().unwrap_or("-"),
         );
     }
     ExitCode::SUCCESS

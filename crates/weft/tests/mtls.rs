@@ -108,6 +108,12 @@ fn a_call_between_sidecars_is_mutual_tls_and_the_callee_knows_the_caller() {
     for _ in 0..20 {
         assert_eq!(get(m.productpage.addr(), "reviews", "/", &[]).status, 200);
     }
+    // `weft status` shows each proxy's identity and certificate expiry.
+    let status = text(&m.cp.weft(&["status"]));
+    let row = status.lines().find(|l| l.starts_with("reviews-1")).unwrap_or_default().to_owned();
+    assert!(row.contains("spiffe://cluster.local/ns/default/sa/reviews"), "{status}");
+    let year = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600)).to_string();
+    assert!(row.contains(&year[..10]), "expires in 24 h ({}): {status}", &year[..10]);
     let caller = m.productpage.admin("/metrics");
     assert_eq!(metric_sum(&caller, "istio_tcp_connections_opened_total", &["destination_service=\"reviews\""]), 1.0, "{caller}");
 }
