@@ -103,6 +103,8 @@ fn status() -> impl Strategy<Value = StatusAnswer> {
             nack_reason,
             last_seen_ms_ago,
             connected,
+            identity: Some(format!("spiffe://cluster.local/ns/default/sa/{acked}")),
+            cert_not_after: Some(latest),
         },
     );
     (any::<u64>(), prop::collection::vec(p, 0..3)).prop_map(|(revision, items)| StatusAnswer { revision, items })

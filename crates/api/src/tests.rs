@@ -184,6 +184,8 @@ fn client_messages_round_trip() {
             nack_reason: None,
             last_seen_ms_ago: 1,
             connected: true,
+            identity: Some("spiffe://cluster.local/ns/default/sa/reviews".into()),
+            cert_not_after: Some(1_800_000_000),
         }],
     };
     assert_eq!(StatusAnswer::decode(&s.encode()).unwrap(), s);
