@@ -278,6 +278,6 @@ mod tests {
         assert_eq!(nodes(&t), ["b", "c", "d"]);
         let long = "x".repeat(1 << 20);
         t.ack("b", 1, Some(&long));
-        assert!(t.status(1).iter().all(|s| s.nack_reason.as_ref().is_none_or(|r| r.len() <= MAX_REASON)));
+        assert!(t.status(1, str::to_owned).iter().all(|s| s.nack_reason.as_ref().is_none_or(|r| r.len() <= MAX_REASON)));
     }
 }
