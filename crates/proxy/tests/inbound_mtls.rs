@@ -277,3 +277,74 @@ impl ServerCertVerifier for AnyServer {
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Renews `identity` in place with a fresh key and certificate from `ca`; the new serial.
+fn renew(ca: &Ca, identity: &WorkloadIdentity) -> String {
+    let key = WorkloadKey::generate().unwrap();
+    let cert = ca.sign_csr(&key.csr(identity.id()).unwrap(), identity.id(), weft_tls::ca::DEFAULT_CERT_TTL).unwrap();
+    identity.install(&key, &cert.leaf_pem, &cert.chain_pem, &cert.roots_pem).unwrap();
+    identity.summary().serial
+}
+
+/// The serial of the certificate the sidecar presents on a new handshake.
+async fn served_serial(h: &Harness, client: Arc<ClientConfig>) -> String {
+    let name = ServerName::try_from("reviews.default.svc").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client).connect(name, h.connect_inbound_raw()).await.unwrap();
+    let certs = tls.get_ref().1.peer_certificates().unwrap();
+    weft_tls::x509::summarize(&certs[0]).unwrap().serial
+}
+
+#[tokio::test(start_paused = true)]
+async fn certificates_rotate_under_constant_load_with_no_failed_request() {
+    let (_dir, ca) = new_ca();
+    let net = Network::new();
+    let server = issue(&ca, "reviews", "");
+    let client = issue(&ca, "productpage", "");
+    let h = Arc::new(sidecar(&net, "STRICT", Some(server.clone())));
+    let old_serial = server.summary().serial;
+    // Eight callers: each keeps a connection and opens a new one every tenth request.
+    let mut callers = Vec::new();
+    for _ in 0..8 {
+        let (h, config) = (h.clone(), mesh_client(&client));
+        callers.push(tokio::spawn(async move {
+            let mut failed = 0;
+            let mut c = h.connect_inbound_tls(config.clone()).await.expect("handshake");
+            for i in 0..200 {
+                if i % 10 == 9 {
+                    c = match h.connect_inbound_tls(config.clone()).await {
+                        Ok(c) => c,
+                        Err(_) => {
+                            failed += 1;
+                            continue;
+                        }
+                    };
+                }
+                match c.try_send(get_with_xfcc(None)).await {
+                    Ok(r) if r.status == 200 && r.text().ends_with(PRODUCTPAGE) => {}
+                    _ => failed += 1,
+                }
+                tokio::task::yield_now().await;
+            }
+            failed
+        }));
+    }
+    // Both sides renew while the load runs.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let before = h.metric("istio_requests_total", &["connection_security_policy=\"mutual_tls\""]);
+    assert!(before > 0.0 && before < 1000.0, "the renewal comes mid-load ({before} of 1,600 requests done)");
+    let new_server = renew(&ca, &server);
+    let new_client = renew(&ca, &client);
+    assert_ne!(new_server, old_serial);
+    let mut failed = 0;
+    for c in callers {
+        failed += c.await.unwrap();
+    }
+    assert_eq!(failed, 0, "requests failed across the rotation");
+    // A new full handshake presents the renewed certificate (a resumed one would keep the
+    // session's, so this client has no session yet).
+    assert_eq!(served_serial(&h, mesh_client(&client)).await, new_server);
+    assert_ne!(new_client, "");
+    assert_eq!(h.metric("istio_requests_total", &["connection_security_policy=\"mutual_tls\""]), 1600.0);
+}
