@@ -39,7 +39,11 @@ impl ServerArg {
 /// A token from `file` (first line, trimmed), else from `$WEFT_TOKEN`.
 pub fn read_token(file: Option<&Path>) -> Result<Option<String>, String> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("--token-file {}: {e}", f.display()))?;
+        // A token is ~200 bytes: read at most 8 KiB of whatever the file is.
+        let mut text = String::new();
+        std::fs::File::open(f)
+            .and_then(|file| file.take(8 << 10).read_to_string(&mut text))
+            .map_err(|e| format!("--token-file {}: {e}", f.display()))?;
         let t = text.lines().next().unwrap_or("").trim().to_owned();
         if t.is_empty() {
             return Err(format!("--token-file {}: empty", f.display()));

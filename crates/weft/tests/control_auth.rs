@@ -68,6 +68,10 @@ fn every_api_call_without_valid_credentials_is_refused_and_changes_nothing() {
     let metrics = plane_raw(&cp, "GET", "/metrics", b"").1;
     assert!(metric_sum(&metrics, "weft_control_auth_refused_total", &["reason=\"no_token\""]) >= calls().len() as f64, "{metrics}");
     assert!(metric_sum(&metrics, "weft_control_auth_refused_total", &["reason=\"bad_token\""]) >= 2.0 * calls().len() as f64);
+    // A token file that never ends is read no further than a token could be.
+    let out = cp.weft_as(std::path::Path::new("/dev/zero"), &["history"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("the token has characters no token has"), "{}", text(&out));
     // The CLI without a token says what to do.
     let out = cp.weft_as(std::path::Path::new("/dev/null/none"), &["history"]);
     assert!(!out.status.success());
