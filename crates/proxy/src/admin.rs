@@ -15,7 +15,15 @@ use serde_json::json;
 
 use crate::state::Shared;
 
+/// Admin connections open at once; past it new ones are closed at accept (a scraper or
+/// an operator needs a handful; the cap keeps idle or half-sent ones from piling up).
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// An admin request head must arrive within this (nginx's `client_header_timeout`), and a
+/// connection idle this long between requests is closed.
+pub const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn serve(shared: &'static Shared, listener: tokio::net::TcpListener) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -28,9 +36,17 @@ pub async fn serve(shared: &'static Shared, listener: tokio::net::TcpListener) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         tokio::spawn(async move {
             let svc = service_fn(move |req| async move { Ok::<_, Infallible>(route(shared, req)) });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let mut b = hyper::server::conn::http1::Builder::new();
+            // hyper's header timeout also bounds the wait for the next request's head.
+            b.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(ADMIN_HEADER_TIMEOUT);
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            drop(slot);
         });
     }
 }

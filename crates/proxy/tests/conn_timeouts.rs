@@ -140,3 +140,31 @@ async fn an_h2_connection_has_no_head_timeout_between_requests() {
     within_a_tick(closed_after(&mut s).await, Duration::from_secs(600));
     assert_eq!(h.metric("weft_downstream_idle_timeouts_total", &[]), 1.0);
 }
+
+/// The admin endpoint: a request head must come within 60 s, and so must the next one on
+/// a kept-alive connection (hyper's header timeout, on tokio's clock).
+#[tokio::test(start_paused = true)]
+async fn admin_connections_without_a_request_are_closed_after_60_s() {
+    let h = harness(ProxyOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    tokio::spawn(weft_proxy::admin::serve(h.shared, listener));
+    // Silent from the start.
+    let start = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = silent.read(&mut buf).await.unwrap_or(0);
+    assert!(n == 0 || buf.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(60) && took < Duration::from_secs(61), "{took:?}");
+    // One request, then idle.
+    let mut kept = tokio::net::TcpStream::connect(admin).await.unwrap();
+    kept.write_all(b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let _ = kept.read_to_end(&mut rest).await;
+    let took = idle.elapsed();
+    assert!(took >= Duration::from_secs(60) && took < Duration::from_secs(61), "idle keep-alive closed after {took:?}");
+}

@@ -163,3 +163,17 @@ fn out_of_file_descriptors_the_accept_loop_pauses_and_recovers() {
     assert!(served_again(p.addr(), Duration::from_secs(5)), "not serving again once descriptors were freed");
     assert!(p.metric("weft_accept_exhausted_total", &[]) >= 1.0);
 }
+
+#[test]
+fn the_admin_endpoint_holds_at_most_64_connections_and_serves_again_when_they_go() {
+    let b = backend("b", &[]);
+    let p = proxy(&service_entry("svc", &[(b.addr, "v: x", 1)]));
+    let admin = p.p.admin.unwrap();
+    // 64 idle connections take every slot: the next one is closed at accept.
+    let held: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(admin).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, _, _) = curl(&["-s", "--max-time", "2", &format!("http://{admin}/ready")]);
+    assert_ne!(code, 0, "a 65th admin connection was served");
+    drop(held);
+    wait_until("the admin endpoint serves again", || curl(&["-s", "--max-time", "2", &format!("http://{admin}/ready")]).1 == "ready\n");
+}
