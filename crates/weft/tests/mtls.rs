@@ -130,3 +130,19 @@ fn under_strict_plaintext_never_reaches_the_app_while_the_mesh_keeps_working() {
     let (code, _, _) = curl(&["-sk", &format!("https://{inbound}/")]);
     assert_ne!(code, 0, "a client without a certificate got in");
 }
+
+#[test]
+fn a_peer_that_is_not_the_identity_the_destination_rule_names_is_refused() {
+    let m = mesh();
+    let dr = |sa: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL, subjectAltNames: [\"spiffe://cluster.local/ns/default/sa/{sa}\"]}}}}\n")
+    };
+    // The callee proves it is reviews; the rule asks for ratings: no request reaches it.
+    assert!(m.cp.apply("dr.yaml", &dr("ratings")).status.success());
+    wait_until("the caller refuses the callee", || get(m.productpage.addr(), "reviews", "/", &[]).status == 503);
+    let r = get(m.productpage.addr(), "reviews", "/", &[]);
+    assert!(r.text().contains("TLS handshake") || r.text().contains("upstream connect error"), "{}", r.text());
+    // Naming the right identity lets it through.
+    assert!(m.cp.apply("dr.yaml", &dr("reviews")).status.success());
+    wait_until("the caller accepts the callee", || get(m.productpage.addr(), "reviews", "/", &[]).status == 200);
+}
