@@ -19,8 +19,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn acceptor(ca: &weft_tls::Ca, listen: SocketAddr, extra: &[String]) -> Result<TlsAcceptor, String> {
     let names = names(listen, hostname().as_deref(), extra);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let cert = ca.issue_server_cert(&refs, CERT_TTL).map_err(|e| format!("the API's certificate for {}: {e} (check --api-name)", names.join(", ")))?;
-    let config = weft_tls::config::control_plane_server_config(&cert, ca.root_bundle()).map_err(|e| format!("the API's TLS config: {e}"))?;
+    let cert = ca
+        .issue_server_cert(&refs, CERT_TTL)
+        .map_err(|e| format!("the API's certificate for {}: {e} (check --api-name)", names.join(", ")))?;
+    let config =
+        weft_tls::config::control_plane_server_config(&cert, ca.root_bundle()).map_err(|e| format!("the API's TLS config: {e}"))?;
     tracing::info!("API certificate (serial {}) for {}, valid until {:?}", cert.serial, names.join(", "), cert.not_after);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -66,7 +69,11 @@ fn hostname() -> Option<String> {
 fn is_dns_name(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use weft_api::mesh::MAX_ANSWER_BYTES;
 use rustls::pki_types::ServerName;
+use weft_api::mesh::MAX_ANSWER_BYTES;
 use weft_api::{Identity, MeshAnswer, Message, Outcome, WatchRequest};
 use weft_tls::WorkloadIdentity;
 
@@ -55,7 +55,9 @@ impl ControlPlane {
         let target = ApiUrl::parse(url)?;
         let tls = match (target.https, roots_pem) {
             (false, _) => None,
-            (true, None) => return Err(format!("--control-plane {url}: an https:// control plane needs its CA: --ca-file (or $WEFT_CA_FILE)")),
+            (true, None) => {
+                return Err(format!("--control-plane {url}: an https:// control plane needs its CA: --ca-file (or $WEFT_CA_FILE)"))
+            }
             (true, Some(roots)) => {
                 let config = weft_tls::config::control_plane_client_config(roots, identity).map_err(|e| format!("--ca-file: {e}"))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), target.server_name()?))
@@ -83,7 +85,9 @@ impl ApiUrl {
         };
         let a = rest.split('/').next().unwrap_or("");
         let (host, port) = match a.rsplit_once(':') {
-            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => (h, Some(p)),
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => {
+                (h, Some(p))
+            }
             _ => (a, None),
         };
         if host.is_empty() {

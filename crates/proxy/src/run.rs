@@ -156,7 +156,12 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         tracing::info!("mesh identity {id} (serial {}), valid until {:?}", s.serial, s.not_after);
         opts.identity = Some(identity.clone());
         // From now on the proxy presents its certificate to the control plane too.
-        let cp = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone(), opts.control_plane_ca.as_deref(), Some(identity.clone()))?;
+        let cp = crate::follow::ControlPlane::new(
+            url,
+            opts.control_plane_token.clone(),
+            opts.control_plane_ca.as_deref(),
+            Some(identity.clone()),
+        )?;
         renew = Some((cp, identity));
     }
     // From a control plane: its mesh now if it answers soon, else start empty and follow.

@@ -162,7 +162,10 @@ fn call(to: &ServerArg, method: &str, path: &str, body: Option<Vec<u8>>) -> Resu
         "{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n{auth}x-weft-client: {client}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         payload.len()
     );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(&payload)).and_then(|_| s.flush()).map_err(|e| tls_hint(format!("sending to {server}: {e}"), &url))?;
+    s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(&payload))
+        .and_then(|_| s.flush())
+        .map_err(|e| tls_hint(format!("sending to {server}: {e}"), &url))?;
     let mut raw = Vec::new();
     match s.read_to_end(&mut raw) {
         Ok(_) => {}
@@ -186,9 +189,12 @@ fn stream(url: &weft_proxy::follow::ApiUrl, ca_file: Option<&Path>, tcp: TcpStre
     if !url.https {
         return Ok(Box::new(tcp));
     }
-    let ca_file = ca_file.ok_or("an https:// control plane is verified with the mesh root: give --ca-file (or $WEFT_CA_FILE), e.g. <ca-dir>/root-cert.pem")?;
+    let ca_file = ca_file.ok_or(
+        "an https:// control plane is verified with the mesh root: give --ca-file (or $WEFT_CA_FILE), e.g. <ca-dir>/root-cert.pem",
+    )?;
     let roots = std::fs::read_to_string(ca_file).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
-    let config = weft_tls::config::control_plane_client_config(&roots, None).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+    let config =
+        weft_tls::config::control_plane_client_config(&roots, None).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), url.server_name()?).map_err(|e| e.to_string())?;
     Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
 }

@@ -43,7 +43,9 @@ fn a_client_with_another_meshs_root_is_refused_with_a_clear_error() {
     let err = text(&out);
     assert!(err.contains("certificate") && err.contains("--ca-file"), "{err}");
     // In process: the handshake fails on the certificate.
-    let e = tls_to(cp.addr, &std::fs::read_to_string(other.ca_file()).unwrap()).err().expect("verified with another CA");
+    let Err(e) = tls_to(cp.addr, &std::fs::read_to_string(other.ca_file()).unwrap()) else {
+        panic!("verified with another CA");
+    };
     assert!(e.contains("certificate"), "{e}");
     // A proxy with the wrong root does not follow, and says why.
     let p = spawn(&[

@@ -12,8 +12,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use super::resolve::CurrentCert;
-use super::verify::{algorithms, MeshClientVerifier, RootsSource};
 use super::tls_err;
+use super::verify::{algorithms, MeshClientVerifier, RootsSource};
 use crate::ca::ServerCert;
 use crate::identity::{root_store, IdentityError, WorkloadIdentity};
 use crate::pem::{nonempty_certs_from_pem, PemError};
