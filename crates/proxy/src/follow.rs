@@ -279,3 +279,32 @@ async fn sleep_backoff(backoff: &mut Duration) {
     tokio::time::sleep(jittered).await;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
 }
+
+#[cfg(test)]
+mod url_tests {
+    use super::ApiUrl;
+
+    #[test]
+    fn api_urls_give_scheme_authority_and_the_name_to_verify() {
+        let u = ApiUrl::parse("https://cp.example:15010/").unwrap();
+        assert!(u.https);
+        assert_eq!((u.authority.as_str(), u.host.as_str()), ("cp.example:15010", "cp.example"));
+        let u = ApiUrl::parse("https://[::1]:15010").unwrap();
+        assert_eq!((u.authority.as_str(), u.host.as_str()), ("[::1]:15010", "::1"));
+        assert!(u.server_name().is_ok());
+        assert_eq!(ApiUrl::parse("https://10.0.0.5").unwrap().authority, "10.0.0.5:443");
+        let u = ApiUrl::parse("http://127.0.0.1:15010").unwrap();
+        assert!(!u.https);
+        assert_eq!(u.authority, "127.0.0.1:15010");
+        assert!(ApiUrl::parse("ftp://x").is_err());
+        assert!(ApiUrl::parse("https://").is_err());
+        assert!(ApiUrl::parse("https://:443").is_err());
+    }
+
+    #[test]
+    fn an_https_control_plane_needs_a_ca_file() {
+        let e = super::ControlPlane::new("https://127.0.0.1:15010", None, None, None).err().unwrap_or_default();
+        assert!(e.contains("--ca-file"), "{e}");
+        assert!(super::ControlPlane::new("http://127.0.0.1:15010", None, None, None).is_ok());
+    }
+}

@@ -134,7 +134,7 @@ struct ProxyArgs {
     token_file: Option<PathBuf>,
     /// The mesh root bundle (PEM) an https:// control plane is verified with: its
     /// <ca-dir>/root-cert.pem (default: $WEFT_CA_FILE).
-    #[arg(long, env = "WEFT_CA_FILE", requires = "control_plane")]
+    #[arg(long, env = "WEFT_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// This proxy's ID at the control plane (default: hostname-pid).
     #[arg(long)]
