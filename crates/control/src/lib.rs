@@ -89,6 +89,10 @@ pub fn run(opts: Options) -> Result<(), String> {
                 tracing::info!("mesh CA for trust domain {td} in {} (roots in {})", dir.display(), dir.join("root-cert.pem").display());
                 Some(ca)
             }
+            (None, Some(_)) => {
+                tracing::warn!("no mesh CA (give --ca-dir): the API is plain HTTP and tokens cross the network in clear text");
+                None
+            }
             _ => None,
         };
         let mut plane = plane::Plane::new(store);

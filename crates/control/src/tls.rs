@@ -24,7 +24,8 @@ pub(crate) fn acceptor(ca: &weft_tls::Ca, listen: SocketAddr, extra: &[String]) 
         .map_err(|e| format!("the API's certificate for {}: {e} (check --api-name)", names.join(", ")))?;
     let config =
         weft_tls::config::control_plane_server_config(&cert, ca.root_bundle()).map_err(|e| format!("the API's TLS config: {e}"))?;
-    tracing::info!("API certificate (serial {}) for {}, valid until {:?}", cert.serial, names.join(", "), cert.not_after);
+    let days = cert.not_after.duration_since(std::time::SystemTime::now()).map(|d| d.as_secs() / 86_400).unwrap_or(0);
+    tracing::info!("API certificate (serial {}) for {}, valid {days} days", cert.serial, names.join(", "));
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
