@@ -10,6 +10,9 @@ RATE endpoint registrations and deregistrations a second into those services whi
 --churn-proxies simulated proxy streams follow, and how long each change takes to
 reach every stream.
 
+The control plane runs with --insecure (plain HTTP, no tokens): `weft bench-control-plane`
+speaks no TLS, and the API's TLS and tokens are not what this measures.
+
 Needs a release build (`cargo build --release`).
 """
 import argparse
@@ -60,7 +63,7 @@ def main():
     a = ap.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
-        cp = subprocess.Popen([WEFT, "control-plane", "--data-dir", d, "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+        cp = subprocess.Popen([WEFT, "control-plane", "--data-dir", d, "--listen", f"127.0.0.1:{port}", "--insecure"], stderr=subprocess.DEVNULL)
         wait_port(port)
         env = dict(os.environ, WEFT_SERVER=f"http://127.0.0.1:{port}")
         # In files of 1,000 services (a request body is capped at 8 MiB), one apply each.

@@ -123,9 +123,10 @@ http {{ access_log off; keepalive_requests 1000000;
     cpdir = os.path.join(tmp, "cp")
     run.start([weft, "control-plane", "--data-dir", cpdir, "--listen", f"127.0.0.1:{cpp}"], "control-plane")
     wait_port(cpp, "control plane")
-    url = f"http://127.0.0.1:{cpp}"
+    url = f"https://127.0.0.1:{cpp}"  # the API is HTTPS, verified with the mesh root
     admin = os.path.join(cpdir, "admin-token")
-    env = dict(os.environ, WEFT_SERVER=url, WEFT_TOKEN_FILE=admin)
+    root = os.path.join(cpdir, "ca", "root-cert.pem")
+    env = dict(os.environ, WEFT_SERVER=url, WEFT_TOKEN_FILE=admin, WEFT_CA_FILE=root)
 
     def weft_cli(args, token=admin):
         e = dict(env, WEFT_TOKEN_FILE=token)
@@ -142,7 +143,7 @@ http {{ access_log off; keepalive_requests 1000000;
     for svc in ["echo", "plain"]:
         tok = workload_token(svc)
         inbound, listen = free_port(), free_port()
-        p = run.start([weft, "proxy", "--control-plane", url, "--token-file", tok, "--node", svc, "--listen", f"127.0.0.1:{listen}",
+        p = run.start([weft, "proxy", "--control-plane", url, "--ca-file", root, "--token-file", tok, "--node", svc, "--listen", f"127.0.0.1:{listen}",
                        "--inbound", f"127.0.0.1:{inbound}", "--app", f"127.0.0.1:{np}", "--service", svc], "sidecar-" + svc)
         wait_port(inbound, "sidecar " + svc, p)
         sidecars[svc] = (p, inbound, tok)
@@ -151,7 +152,7 @@ http {{ access_log off; keepalive_requests 1000000;
     weft_cli(["register", "--service", "plain", "--address", f"127.0.0.1:{sidecars['plain'][1]}"])
     client_tok = workload_token("client")
     cl = free_port()
-    client = run.start([weft, "proxy", "--control-plane", url, "--token-file", client_tok, "--node", "client", "--listen", f"127.0.0.1:{cl}",
+    client = run.start([weft, "proxy", "--control-plane", url, "--ca-file", root, "--token-file", client_tok, "--node", "client", "--listen", f"127.0.0.1:{cl}",
                         "--service", "client", "--service-account", "client"], "client")
     wait_port(cl, "client proxy", client)
     for host in ["echo", "plain"]:

@@ -13,6 +13,7 @@ pub mod proxies;
 mod push;
 pub mod registration;
 pub mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ pub struct Options {
     /// The mesh CA's directory and trust domain (with tokens only: under `--insecure`
     /// nobody could be told apart, so no identities are issued).
     pub ca: Option<(PathBuf, String)>,
+    /// Extra names (DNS names or addresses) the API's certificate is valid for, beside
+    /// the listen address, `localhost` and the machine's hostname (`--api-name`).
+    pub api_names: Vec<String>,
 }
 
 /// Who may call the API.
@@ -85,6 +89,10 @@ pub fn run(opts: Options) -> Result<(), String> {
                 tracing::info!("mesh CA for trust domain {td} in {} (roots in {})", dir.display(), dir.join("root-cert.pem").display());
                 Some(ca)
             }
+            (None, Some(_)) => {
+                tracing::warn!("no mesh CA (give --ca-dir): the API is plain HTTP and tokens cross the network in clear text");
+                None
+            }
             _ => None,
         };
         let mut plane = plane::Plane::new(store);
@@ -96,7 +104,13 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!("control plane listening on {addr} ({place}, revision {})", plane.revision());
+        // With a CA the API is HTTPS, its certificate re-issued at each start.
+        let acceptor = match &ca {
+            Some(ca) => Some(tls::acceptor(ca, addr, &opts.api_names)?),
+            None => None,
+        };
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        tracing::info!("control plane listening on {scheme}://{addr} ({place}, revision {})", plane.revision());
         let server = api::Server::with_security(plane, auth, ca);
         tokio::spawn(server.clone().expire_loop());
         tokio::spawn(server.clone().push_loop());
@@ -125,11 +139,7 @@ pub fn run(opts: Options) -> Result<(), String> {
                             continue;
                         }
                     };
-                    let s = server.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| s.clone().handle(req));
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                    });
+                    tokio::spawn(serve(server.clone(), acceptor.clone(), stream));
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
@@ -137,6 +147,23 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// Serves one connection: the TLS handshake first when the API is HTTPS (bounded, in
+/// this connection's task, so a slow or silent client holds up nobody), then HTTP/1.1.
+async fn serve(server: std::sync::Arc<api::Server>, acceptor: Option<tokio_rustls::TlsAcceptor>, stream: tokio::net::TcpStream) {
+    let svc = service_fn(move |req| server.clone().handle(req));
+    let http = hyper::server::conn::http1::Builder::new();
+    match acceptor {
+        None => {
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+        }
+        Some(acceptor) => {
+            if let Some(tls) = tls::handshake(&acceptor, stream).await {
+                let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+            }
+        }
+    }
 }
 
 /// How long the accept loop pauses after `e`: out of file descriptors or memory

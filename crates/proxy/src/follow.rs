@@ -5,16 +5,20 @@
 //! (a mesh it cannot compile; the last good one stays) — on its next watch, naming the
 //! answer by its nonce. When the control plane is away the proxy keeps serving what it
 //! has and retries with a jittered back-off, then resyncs. The messages are
-//! `weft_api`'s: nothing here frames them by hand.
+//! `weft_api`'s: nothing here frames them by hand. An `https://` control plane is
+//! verified with the mesh root (`--ca-file`); a proxy with an identity presents it.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use weft_api::mesh::MAX_ANSWER_BYTES;
 use weft_api::{Identity, MeshAnswer, Message, Outcome, WatchRequest};
+use weft_tls::WorkloadIdentity;
 
 use crate::state::Shared;
 
@@ -25,32 +29,95 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const COMPILE_PAUSE_OVER: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// The control plane a proxy follows: where, and the token it presents.
+/// The control plane a proxy follows: where, the token it presents, and for an
+/// `https://` URL the TLS it speaks (the server verified with the mesh root).
 #[derive(Clone)]
 pub struct ControlPlane {
     pub authority: String,
     pub token: Option<String>,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 impl ControlPlane {
-    pub fn new(url: &str, token: Option<String>) -> Result<ControlPlane, String> {
+    /// `roots_pem`: the CA file's bundle, needed for an `https://` URL; `identity`: the
+    /// workload certificate presented in the handshake, once the proxy has one.
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        roots_pem: Option<&str>,
+        identity: Option<Arc<WorkloadIdentity>>,
+    ) -> Result<ControlPlane, String> {
         if let Some(t) = &token {
             if t.is_empty() || t.len() > 4096 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err("the control plane token must be 1 to 4096 printable characters".into());
             }
         }
-        Ok(ControlPlane { authority: authority(url)?, token })
+        let target = ApiUrl::parse(url)?;
+        let tls = match (target.https, roots_pem) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(format!("--control-plane {url}: an https:// control plane needs its CA: --ca-file (or $WEFT_CA_FILE)"))
+            }
+            (true, Some(roots)) => {
+                let config = weft_tls::config::control_plane_client_config(roots, identity).map_err(|e| format!("--ca-file: {e}"))?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(config)), target.server_name()?))
+            }
+        };
+        Ok(ControlPlane { authority: target.authority, token, tls })
     }
 }
 
-/// `http://host:port` → `host:port`.
-pub fn authority(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("--control-plane {url:?}: an http:// URL is needed"))?;
-    let a = rest.split('/').next().unwrap_or("");
-    if a.is_empty() {
-        return Err(format!("--control-plane {url:?}: no host"));
+/// A control plane's URL: `http://host[:port]` (a `--insecure` one) or `https://host[:port]`.
+pub struct ApiUrl {
+    pub https: bool,
+    /// host:port (port 80 or 443 when the URL has none).
+    pub authority: String,
+    /// The host, without an IPv6 address's brackets: what the certificate must name.
+    pub host: String,
+}
+
+impl ApiUrl {
+    pub fn parse(url: &str) -> Result<ApiUrl, String> {
+        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(format!("{url:?}: an https:// (or http://) URL is needed")),
+        };
+        let a = rest.split('/').next().unwrap_or("");
+        let (host, port) = match a.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => {
+                (h, Some(p))
+            }
+            _ => (a, None),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?}: no host"));
+        }
+        let port = port.unwrap_or(if https { "443" } else { "80" });
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        Ok(ApiUrl { https, authority: format!("{host}:{port}"), host: bare.to_owned() })
     }
-    Ok(if a.contains(':') { a.to_owned() } else { format!("{a}:80") })
+
+    /// The name the server's certificate is checked against.
+    pub fn server_name(&self) -> Result<ServerName<'static>, String> {
+        ServerName::try_from(self.host.clone()).map_err(|e| format!("{:?} cannot name a TLS server: {e}", self.host))
+    }
+}
+
+/// A connection to the control plane, with TLS when it serves HTTPS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+async fn connect(cp: &ControlPlane) -> Result<Box<dyn Io>, String> {
+    let authority = cp.authority.as_str();
+    let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+    match &cp.tls {
+        None => Ok(Box::new(stream)),
+        Some((connector, name)) => {
+            let tls = connector.connect(name.clone(), stream).await.map_err(|e| format!("TLS with {authority}: {e}"))?;
+            Ok(Box::new(tls))
+        }
+    }
 }
 
 /// One HTTP/1.1 POST to the control plane: (status, body). The body read is bounded
@@ -58,7 +125,7 @@ pub fn authority(url: &str) -> Result<String, String> {
 pub(crate) async fn call(cp: &ControlPlane, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
     let authority = cp.authority.as_str();
     let fut = async {
-        let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+        let stream = connect(cp).await?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut req = http::Request::builder()
@@ -211,4 +278,33 @@ async fn sleep_backoff(backoff: &mut Duration) {
     let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
     tokio::time::sleep(jittered).await;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::ApiUrl;
+
+    #[test]
+    fn api_urls_give_scheme_authority_and_the_name_to_verify() {
+        let u = ApiUrl::parse("https://cp.example:15010/").unwrap();
+        assert!(u.https);
+        assert_eq!((u.authority.as_str(), u.host.as_str()), ("cp.example:15010", "cp.example"));
+        let u = ApiUrl::parse("https://[::1]:15010").unwrap();
+        assert_eq!((u.authority.as_str(), u.host.as_str()), ("[::1]:15010", "::1"));
+        assert!(u.server_name().is_ok());
+        assert_eq!(ApiUrl::parse("https://10.0.0.5").unwrap().authority, "10.0.0.5:443");
+        let u = ApiUrl::parse("http://127.0.0.1:15010").unwrap();
+        assert!(!u.https);
+        assert_eq!(u.authority, "127.0.0.1:15010");
+        assert!(ApiUrl::parse("ftp://x").is_err());
+        assert!(ApiUrl::parse("https://").is_err());
+        assert!(ApiUrl::parse("https://:443").is_err());
+    }
+
+    #[test]
+    fn an_https_control_plane_needs_a_ca_file() {
+        let e = super::ControlPlane::new("https://127.0.0.1:15010", None, None, None).err().unwrap_or_default();
+        assert!(e.contains("--ca-file"), "{e}");
+        assert!(super::ControlPlane::new("http://127.0.0.1:15010", None, None, None).is_ok());
+    }
 }

@@ -46,6 +46,8 @@ pub struct ProxyOptions {
     pub control_plane: Option<(String, String)>,
     /// The token presented to the control plane.
     pub control_plane_token: Option<String>,
+    /// The mesh root bundle (PEM) an `https://` control plane is verified with (`--ca-file`).
+    pub control_plane_ca: Option<String>,
     /// The inbound listener's address and the app behind it (a sidecar); none: outbound only.
     pub inbound: Option<(SocketAddr, weft_config::InboundSpec)>,
     /// The mesh identity (set by [`run`] from the control plane's CA, or by tests).
@@ -86,6 +88,7 @@ impl Default for ProxyOptions {
             stream_idle_timeout: Some(Duration::from_secs(300)),
             control_plane: None,
             control_plane_token: None,
+            control_plane_ca: None,
             inbound: None,
             identity: None,
             want_identity: None,
@@ -144,7 +147,7 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     // A sidecar's identity first: without it, it could not take part in mTLS.
     let mut renew = None;
     if let (Some(id), Some((url, _))) = (opts.want_identity.clone(), &opts.control_plane) {
-        let cp = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone())?;
+        let cp = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone(), opts.control_plane_ca.as_deref(), None)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         let identity = rt
             .block_on(crate::identity::obtain(&cp, &id, Duration::from_secs(10)))
@@ -152,13 +155,21 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         let s = identity.summary();
         tracing::info!("mesh identity {id} (serial {}), valid until {:?}", s.serial, s.not_after);
         opts.identity = Some(identity.clone());
+        // From now on the proxy presents its certificate to the control plane too.
+        let cp = crate::follow::ControlPlane::new(
+            url,
+            opts.control_plane_token.clone(),
+            opts.control_plane_ca.as_deref(),
+            Some(identity.clone()),
+        )?;
         renew = Some((cp, identity));
     }
     // From a control plane: its mesh now if it answers soon, else start empty and follow.
     let mut followed = None;
     let (resources, snap, diags) = match &opts.control_plane {
         Some((url, _)) => {
-            let authority = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone())?;
+            let ca = opts.control_plane_ca.as_deref();
+            let authority = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone(), ca, opts.identity.clone())?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {

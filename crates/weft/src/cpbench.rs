@@ -26,7 +26,8 @@ use weft_api::{ApplyRequest, Committed, FileText, HistoryEntry, Listing, MeshAns
 
 #[derive(clap::Args)]
 pub struct CpBenchArgs {
-    /// The control plane (its store gets a ServiceEntry and DestinationRule `bench-propagation`).
+    /// The control plane (its store gets a ServiceEntry and DestinationRule
+    /// `bench-propagation`): an http:// URL, i.e. one started with --insecure (no TLS here).
     #[arg(long, default_value = crate::ctl::DEFAULT_SERVER)]
     pub server: String,
     /// Simulated proxy streams.
@@ -138,7 +139,9 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
 pub fn run(a: CpBenchArgs) -> ExitCode {
     let url = |u: &str| u.strip_prefix("http://").map(|s| s.trim_end_matches('/').to_owned());
     let (Some(authority), Some(watched)) = (url(&a.server), url(a.watch_server.as_deref().unwrap_or(&a.server))) else {
-        eprintln!("error: --server and --watch-server must be http:// URLs");
+        eprintln!(
+            "error: --server and --watch-server must be http:// URLs: bench-control-plane does not speak TLS yet, so measure a control plane started with --insecure"
+        );
         return ExitCode::FAILURE;
     };
     let auth = match crate::ctl::read_token(a.token_file.as_deref()) {

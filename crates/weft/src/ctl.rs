@@ -2,7 +2,8 @@
 //! `rollback`, `register`, `deregister`, `status`. Each sends one message of
 //! `weft_api` over HTTP/1.1 to `--server` (default `$WEFT_SERVER`, else
 //! `http://127.0.0.1:15010`) with a small blocking client (one request, one
-//! connection) and decodes the typed answer.
+//! connection) and decodes the typed answer. An https:// control plane is verified
+//! with the mesh root (`--ca-file`, `$WEFT_CA_FILE`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -20,13 +21,18 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:15010";
 
 #[derive(clap::Args, Clone)]
 pub struct ServerArg {
-    /// The control plane's URL (default: $WEFT_SERVER, else http://127.0.0.1:15010).
+    /// The control plane's URL: https://HOST:PORT (with --ca-file), or http:// for an
+    /// --insecure one (default: $WEFT_SERVER, else http://127.0.0.1:15010).
     #[arg(long, env = "WEFT_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
     /// A file holding the API token to send (default: $WEFT_TOKEN_FILE; or the token
     /// itself in $WEFT_TOKEN).
     #[arg(long, env = "WEFT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The mesh root bundle (PEM) an https:// control plane is verified with: its
+    /// <ca-dir>/root-cert.pem (default: $WEFT_CA_FILE).
+    #[arg(long, env = "WEFT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ServerArg {
@@ -149,24 +155,60 @@ fn call(to: &ServerArg, method: &str, path: &str, body: Option<Vec<u8>>) -> Resu
         Some(_) => return Err("the token has characters no token has (spaces, control characters)".into()),
         None => String::new(),
     };
-    let rest = server.strip_prefix("http://").ok_or_else(|| format!("--server {server:?}: only http:// URLs are served"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let mut s = TcpStream::connect(authority).map_err(|e| format!("cannot reach the control plane at {server}: {e}"))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let url = weft_proxy::follow::ApiUrl::parse(server).map_err(|e| format!("--server {e}"))?;
+    let authority = url.authority.as_str();
+    let tcp = TcpStream::connect(authority).map_err(|e| format!("cannot reach the control plane at {server}: {e}"))?;
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut s = stream(&url, to.ca_file.as_deref(), tcp)?;
     let payload = body.unwrap_or_default();
     let client = format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "cli".into()), hostname());
     let head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n{auth}x-weft-client: {client}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         payload.len()
     );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(&payload)).map_err(|e| format!("sending to {server}: {e}"))?;
+    s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(&payload))
+        .and_then(|_| s.flush())
+        .map_err(|e| tls_hint(format!("sending to {server}: {e}"), &url))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("reading from {server}: {e}"))?;
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A server that closes without TLS's close_notify after a whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(tls_hint(format!("reading from {server}: {e}"), &url)),
+    }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("{server} sent no HTTP response"))?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let status =
         head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("{server} sent a malformed status line"))?;
     Ok((status, raw[split + 4..].to_vec()))
+}
+
+/// A byte stream to the control plane: TLS verified with the root in `ca_file` for an
+/// https:// URL, plain TCP for http://.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+fn stream(url: &weft_proxy::follow::ApiUrl, ca_file: Option<&Path>, tcp: TcpStream) -> Result<Box<dyn Stream>, String> {
+    if !url.https {
+        return Ok(Box::new(tcp));
+    }
+    let ca_file = ca_file.ok_or(
+        "an https:// control plane is verified with the mesh root: give --ca-file (or $WEFT_CA_FILE), e.g. <ca-dir>/root-cert.pem",
+    )?;
+    let roots = std::fs::read_to_string(ca_file).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+    let config =
+        weft_tls::config::control_plane_client_config(&roots, None).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), url.server_name()?).map_err(|e| e.to_string())?;
+    Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
+}
+
+/// Says what a failed TLS handshake most likely means.
+fn tls_hint(e: String, url: &weft_proxy::follow::ApiUrl) -> String {
+    match url.https && (e.contains("certificate") || e.contains("InvalidCertificate")) {
+        true => format!("{e} (is --ca-file the root of this control plane's mesh CA, and does its certificate name {}?)", url.host),
+        false => e,
+    }
 }
 
 /// `T` from a 200 answer; anything else is printed (the server's errors) and is `Err`.

@@ -127,16 +127,18 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the control plane: {e}"))?;
     let mut cp_guard = ChildGuard(Some(cp));
     wait_port(a.control_plane, &mut cp_guard, "control plane").await?;
-    let server = format!("http://{}", a.control_plane);
+    // Its API is HTTPS, verified with the mesh root it made on first start.
+    let server = format!("https://{}", a.control_plane);
+    let ca = dir.join("control-plane").join("ca").join("root-cert.pem");
     // The API asks for tokens: the admin token the control plane wrote on first start
     // registers and applies; the proxy gets a workload token of its own.
     let admin = dir.join("control-plane").join("admin-token");
     let cfg = dir.join("routing.yaml");
     std::fs::write(&cfg, CONFIG).map_err(|e| e.to_string())?;
-    ctl_cmd(&exe, &server, &admin, &["apply", "-f", &cfg.display().to_string()])?;
+    ctl_cmd(&exe, &server, &ca, &admin, &["apply", "-f", &cfg.display().to_string()])?;
     let workload_token = |sa: &str| -> Result<std::path::PathBuf, String> {
         let f = dir.join(format!("{sa}.token"));
-        let token = ctl_cmd(&exe, &server, &admin, &["token", "create", "--namespace", "default", "--service-account", sa])?;
+        let token = ctl_cmd(&exe, &server, &ca, &admin, &["token", "create", "--namespace", "default", "--service-account", sa])?;
         std::fs::write(&f, token).map_err(|e| e.to_string())?;
         Ok(f)
     };
@@ -150,6 +152,8 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         let child = child_of_ours(&mut Command::new(&exe))
             .args(["proxy", "--control-plane", &server, "--node", &format!("reviews-v{}", i + 1), "--token-file"])
             .arg(&reviews_token)
+            .arg("--ca-file")
+            .arg(&ca)
             .args(["--listen", &free_port()?.to_string(), "--inbound", &inbound.to_string(), "--app", &format!("127.0.0.1:{port}")])
             .args(["--service", "reviews", "--label", &version])
             .stdin(Stdio::null())
@@ -159,13 +163,15 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         wait_port(inbound, &mut guard, "sidecar").await?;
         sidecars.push(guard);
         let args = ["register", "--service", "reviews", "--address", &inbound.to_string(), "--label", &version];
-        ctl_cmd(&exe, &server, &reviews_token, &args)?;
+        ctl_cmd(&exe, &server, &ca, &reviews_token, &args)?;
     }
     let proxy_token = workload_token("demo-client")?;
 
     let child = child_of_ours(&mut Command::new(&exe))
         .args(["proxy", "--control-plane", &server, "--node", "demo-proxy", "--token-file"])
         .arg(&proxy_token)
+        .arg("--ca-file")
+        .arg(&ca)
         .args(["--listen", &a.listen.to_string(), "--admin", &a.admin.to_string(), "--service", "demo-client"])
         .args(["--service-account", "demo-client"])
         .stdin(Stdio::null())
@@ -251,9 +257,11 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "\nThe mesh keeps running. Try:\n  weft bench http://{listen}/reviews/1 --host reviews -c 20 -z 10s     # load through the proxy\n  curl -s -H 'Host: reviews' http://{listen}/\n  curl -s http://{admin}/metrics | grep istio_requests_total\n  weft get endpoints --server {server}\n  weft get virtualservice reviews --server {server}\n  weft status --server {server}\nCtrl-C stops everything.",
+        "\nThe mesh keeps running. Try:\n  weft bench http://{listen}/reviews/1 --host reviews -c 20 -z 10s     # load through the proxy\n  curl -s -H 'Host: reviews' http://{listen}/\n  curl -s http://{admin}/metrics | grep istio_requests_total\n  export WEFT_SERVER={server} WEFT_CA_FILE={ca} WEFT_TOKEN_FILE={admin_token}\n  weft get endpoints\n  weft get virtualservice reviews\n  weft status\nCtrl-C stops everything.",
         listen = a.listen,
         admin = a.admin,
+        ca = ca.display(),
+        admin_token = admin.display(),
     );
     let _ = tokio::signal::ctrl_c().await;
     Ok(())
@@ -363,9 +371,15 @@ fn free_port() -> Result<SocketAddr, String> {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("no free port: {e}"))
 }
 
-/// Runs `weft ARGS --server SERVER` with the token in `token`; its stdout.
-fn ctl_cmd(exe: &std::path::Path, server: &str, token: &std::path::Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(exe).args(args).args(["--server", server]).env("WEFT_TOKEN_FILE", token).output().map_err(|e| e.to_string())?;
+/// Runs `weft ARGS --server SERVER` with the token in `token` and the mesh root in `ca`; its stdout.
+fn ctl_cmd(exe: &std::path::Path, server: &str, ca: &std::path::Path, token: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(exe)
+        .args(args)
+        .args(["--server", server])
+        .env("WEFT_TOKEN_FILE", token)
+        .env("WEFT_CA_FILE", ca)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

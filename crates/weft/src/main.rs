@@ -113,6 +113,10 @@ struct ControlPlaneArgs {
     /// The trust domain of the SPIFFE identities issued.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
+    /// Another name (DNS name or address) the API's certificate is valid for, beside the
+    /// listen address, localhost and the hostname (repeatable).
+    #[arg(long = "api-name")]
+    api_names: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -128,6 +132,10 @@ struct ProxyArgs {
     /// $WEFT_TOKEN_FILE, or the token itself in $WEFT_TOKEN).
     #[arg(long, env = "WEFT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The mesh root bundle (PEM) an https:// control plane is verified with: its
+    /// <ca-dir>/root-cert.pem (default: $WEFT_CA_FILE).
+    #[arg(long, env = "WEFT_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// This proxy's ID at the control plane (default: hostname-pid).
     #[arg(long)]
     node: Option<String>,
@@ -262,6 +270,7 @@ impl ProxyArgs {
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
             path_normalization: self.path_normalization.into(),
             control_plane_token: None,
+            control_plane_ca: None,
             control_plane: self.control_plane.map(|url| {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
@@ -311,7 +320,15 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            let opts = weft_proxy::ProxyOptions { control_plane_token: token, want_identity, ..a.into_options() };
+            let ca = match a.ca_file.as_ref().map(|f| std::fs::read_to_string(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))) {
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                Some(Ok(pem)) => Some(pem),
+                None => None,
+            };
+            let opts = weft_proxy::ProxyOptions { control_plane_token: token, control_plane_ca: ca, want_identity, ..a.into_options() };
             match weft_proxy::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -364,7 +381,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca }) {
+    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca, api_names: a.api_names }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

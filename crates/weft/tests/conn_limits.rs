@@ -130,7 +130,27 @@ fn out_of_file_descriptors_the_control_plane_pauses_and_recovers() {
     let (spent, held) = cpu_while_flooded(&p, 100);
     assert!(spent <= 30, "the control plane spent {spent} ticks of CPU in 2 s while out of descriptors");
     drop(held);
-    assert!(answers_again(p.addr, Duration::from_secs(5), b"HTTP/1.1 "), "not answering again once descriptors were freed");
+    // Its API is HTTPS: answered again over TLS, the handshake included.
+    let roots = std::fs::read_to_string(dir.join("ca").join("root-cert.pem")).unwrap();
+    assert!(tls_answers_again(p.addr, &roots, Duration::from_secs(5)), "not answering again once descriptors were freed");
+}
+
+/// A GET over TLS (verified with `roots`) until an HTTP answer comes or `within` passes.
+fn tls_answers_again(addr: SocketAddr, roots: &str, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(mut s) = tls_to(addr, roots) {
+            if s.write_all(b"GET /v1/status HTTP/1.1\r\nhost: cp\r\nconnection: close\r\n\r\n").is_ok() {
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                if got.starts_with(b"HTTP/1.1 ") {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 #[test]

@@ -134,18 +134,13 @@ fn bad_input_gets_a_clear_error_and_the_control_plane_keeps_serving() {
     // A client that sends half a request and goes away.
     {
         use std::io::Write;
-        let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
+        let mut s = plane_tls(&cp);
         s.write_all(b"POST /v1/apply HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"files\"").unwrap();
     }
     // A fake proxy streaming garbage: 400 or a closed connection, nothing else.
     {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
         let junk: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        let _ = s.write_all(&junk);
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let t = String::from_utf8_lossy(&out);
+        let t = plane_send(&cp, &junk);
         assert!(t.is_empty() || t.starts_with("HTTP/1.1 400"), "{t}");
     }
     // Still serving, nothing stored.
@@ -343,6 +338,8 @@ fn a_sidecar_scopes_what_a_proxy_receives_to_its_egress_hosts() {
         "proxy",
         "--control-plane",
         &cp.url(),
+        "--ca-file",
+        cp.ca_file().to_str().unwrap(),
         "--token-file",
         token.to_str().unwrap(),
         "--node",

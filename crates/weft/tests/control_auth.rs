@@ -78,6 +78,7 @@ fn every_api_call_without_valid_credentials_is_refused_and_changes_nothing() {
     let out = std::process::Command::new(weft())
         .args(["history"])
         .env("WEFT_SERVER", cp.url())
+        .env("WEFT_CA_FILE", cp.ca_file())
         .env_remove("WEFT_TOKEN")
         .env_remove("WEFT_TOKEN_FILE")
         .output()
@@ -112,12 +113,8 @@ fn a_role_gets_what_it_allows_and_the_history_names_the_caller() {
     // The history names the token, whatever the client claims to be.
     let (code, _) = plane_raw_as(&cp, Some(&write_token), "POST", "/v1/rollback?to=1", b"");
     assert_eq!(code, 200);
-    let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
-    use std::io::{Read, Write};
     let head = format!("DELETE /v1/resources?kind=ServiceEntry&name=reviews HTTP/1.1\r\nhost: cp\r\nconnection: close\r\nx-weft-client: alice@trusted\r\nauthorization: Bearer {write_token}\r\n\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
+    let out = plane_send(&cp, head.as_bytes());
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let history = text(&cp.weft(&["history"]));
     assert!(!history.contains("alice"), "{history}");
@@ -170,6 +167,8 @@ fn a_workload_registers_only_its_own_service_and_speaks_only_for_its_own_proxies
         "proxy",
         "--control-plane",
         &cp.url(),
+        "--ca-file",
+        cp.ca_file().to_str().unwrap(),
         "--token-file",
         reviews_file.to_str().unwrap(),
         "--node",

@@ -22,7 +22,7 @@ fn demo_spreads_traffic_as_configured() {
     assert!((share("reviews-v3") - 10.0).abs() < 1.0, "{out}");
     assert!(out.contains("latency through the proxy: p50"), "{out}");
     // The backends were registered in the mesh with the control plane the proxy follows.
-    assert!(out.contains("registered in the mesh with the control plane on http://"), "{out}");
+    assert!(out.contains("registered in the mesh with the control plane on https://"), "{out}");
     // Every successful answer came over mTLS: the callee's sidecar saw the client's identity.
     let ok: usize =
         out.lines().find(|l| l.starts_with("200 ")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap();

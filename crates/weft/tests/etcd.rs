@@ -69,6 +69,15 @@ struct Plane {
     token: std::path::PathBuf,
 }
 
+/// The mesh CA every control plane of the test shares.
+fn ca_dir() -> std::path::PathBuf {
+    keys().join("ca")
+}
+
+fn root() -> std::path::PathBuf {
+    ca_dir().join("root-cert.pem")
+}
+
 /// The token key every control plane of the test shares, and the admin token made with it.
 fn keys() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -94,20 +103,33 @@ impl Plane {
             &l,
             "--token-key",
             key.to_str().unwrap(),
+            // One mesh CA for all of them, as one token key: each serves its API with its
+            // own certificate from it, and clients verify any of them with its root.
+            "--ca-dir",
+            ca_dir().to_str().unwrap(),
         ]);
         let token = keys().join("admin-token");
         wait_until("the admin token is written", Duration::from_secs(10), || token.exists());
-        Plane { _p: p, url: format!("http://{addr}"), token }
+        // Listening: the CA is made (by the first) before the next plane starts.
+        wait_until("it listens", Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_ok());
+        Plane { _p: p, url: format!("https://{addr}"), token }
     }
 
     fn weft(&self, args: &[&str]) -> Output {
-        Command::new(weft()).args(args).env("WEFT_SERVER", &self.url).env("WEFT_TOKEN_FILE", &self.token).output().unwrap()
+        Command::new(weft())
+            .args(args)
+            .env("WEFT_SERVER", &self.url)
+            .env("WEFT_CA_FILE", root())
+            .env("WEFT_TOKEN_FILE", &self.token)
+            .output()
+            .unwrap()
     }
 
     /// curl with the admin token.
     fn curl(&self, args: &[&str]) -> (i32, String, String) {
         let auth = format!("authorization: Bearer {}", std::fs::read_to_string(&self.token).unwrap().trim());
-        curl(&[&["-H", auth.as_str()], args].concat())
+        let root = root();
+        curl(&[&["-H", auth.as_str(), "--cacert", root.to_str().unwrap()], args].concat())
     }
 
     fn registry(&self) -> Vec<String> {
@@ -144,6 +166,8 @@ fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restar
         "proxy",
         "--control-plane",
         &cp2.url,
+        "--ca-file",
+        root().to_str().unwrap(),
         "--token-file",
         token,
         "--node",

@@ -18,6 +18,7 @@ fn token(cp: &Plane, ns: &str, sa: &str) -> (std::path::PathBuf, String) {
 fn sidecar(cp: &Plane, token: &std::path::Path, extra: &[&str]) -> std::process::Child {
     std::process::Command::new(weft())
         .args(["proxy", "--control-plane", &cp.url(), "--token-file", token.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(cp.ca_args())
         .args(["--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9"])
         .args(extra)
         .stdout(std::process::Stdio::null())
@@ -35,6 +36,8 @@ fn a_sidecar_gets_a_certificate_for_its_own_identity_before_it_serves() {
         "proxy",
         "--control-plane",
         &cp.url(),
+        "--ca-file",
+        cp.ca_file().to_str().unwrap(),
         "--token-file",
         reviews.to_str().unwrap(),
         "--listen",

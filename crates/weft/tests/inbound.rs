@@ -105,6 +105,8 @@ fn sidecar_with_identity(cp: &Plane, app: &Proc) -> Proxy {
         "proxy",
         "--control-plane",
         &cp.url(),
+        "--ca-file",
+        cp.ca_file().to_str().unwrap(),
         "--token-file",
         reviews_token.to_str().unwrap(),
         "--listen",

@@ -29,11 +29,13 @@ fn mesh() -> Mesh {
     let cp = plane();
     let app = backend("reviews-app", &[]);
     let (reviews_token, productpage_token) = (token(&cp, "default", "reviews"), token(&cp, "default", "productpage"));
-    let url = cp.url();
+    let (url, ca) = (cp.url(), cp.ca_file().to_str().unwrap().to_owned());
     let p = spawn(&[
         "proxy",
         "--control-plane",
         &url,
+        "--ca-file",
+        &ca,
         "--token-file",
         reviews_token.to_str().unwrap(),
         "--node",
@@ -60,6 +62,8 @@ fn mesh() -> Mesh {
         "proxy",
         "--control-plane",
         &url,
+        "--ca-file",
+        &ca,
         "--token-file",
         productpage_token.to_str().unwrap(),
         "--node",

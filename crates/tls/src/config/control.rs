@@ -12,12 +12,16 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
 use super::resolve::CurrentCert;
+use super::tls_err;
 use super::verify::{algorithms, MeshClientVerifier, RootsSource};
-use super::{tls_err, ALPN_PROTOCOLS};
 use crate::ca::ServerCert;
 use crate::identity::{root_store, IdentityError, WorkloadIdentity};
 use crate::pem::{nonempty_certs_from_pem, PemError};
 use crate::provider::provider;
+
+/// The API speaks HTTP/1.1 only (one request per connection from the CLI, long polls
+/// from proxies): offered alone so that no client negotiates h2 with it.
+const API_ALPN: &[u8] = b"http/1.1";
 
 /// The control plane's HTTPS config: presents `cert`; a client certificate is optional,
 /// but one that is presented must chain to `roots_pem` and carry a SPIFFE ID (read it
@@ -35,7 +39,7 @@ pub fn control_plane_server_config(cert: &ServerCert, roots_pem: &str) -> Result
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(tls_err)?;
-    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = vec![API_ALPN.to_vec()];
     Ok(config)
 }
 
@@ -52,6 +56,6 @@ pub fn control_plane_client_config(roots_pem: &str, identity: Option<Arc<Workloa
         Some(identity) => builder.with_client_cert_resolver(Arc::new(CurrentCert(identity))),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = vec![API_ALPN.to_vec()];
     Ok(config)
 }

@@ -110,6 +110,8 @@ fn strip_ansi(s: &str) -> String {
 
 fn after(line: &str, key: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(key)? + key.len()..];
+    // (The control plane logs a URL: https://ADDR, or http://ADDR when insecure.)
+    let rest = rest.strip_prefix("https://").or_else(|| rest.strip_prefix("http://")).unwrap_or(rest);
     let tok: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != ',').collect();
     tok.parse().ok()
 }
@@ -401,8 +403,25 @@ pub fn plane() -> Plane {
 }
 
 impl Plane {
+    /// Whether its API is HTTPS: it is whenever the control plane has a CA (not under
+    /// `--insecure`).
+    pub fn tls(&self) -> bool {
+        self.ca_file().exists()
+    }
+
+    /// Its API's URL: HTTPS, with a certificate from its mesh CA (http:// when insecure).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls() { "https" } else { "http" }, self.addr)
+    }
+
+    /// The mesh root its API is verified with.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca").join("root-cert.pem")
+    }
+
+    /// `--ca-file PATH` as `weft proxy` arguments.
+    pub fn ca_args(&self) -> [String; 2] {
+        ["--ca-file".into(), self.ca_file().to_str().unwrap().to_owned()]
     }
 
     /// The admin token the control plane wrote on first start.
@@ -424,6 +443,7 @@ impl Plane {
         Command::new(weft())
             .args(args)
             .env("WEFT_SERVER", self.url())
+            .env("WEFT_CA_FILE", self.ca_file())
             .env("WEFT_TOKEN_FILE", token_file)
             .env_remove("WEFT_TOKEN")
             .output()
@@ -452,10 +472,13 @@ pub fn text(o: &std::process::Output) -> String {
 pub fn follower(cp: &Plane, node: &str) -> Proxy {
     let token = cp.admin_token_file();
     let token = token.to_str().unwrap();
+    let ca = cp.ca_file();
     let p = spawn(&[
         "proxy",
         "--control-plane",
         &cp.url(),
+        "--ca-file",
+        ca.to_str().unwrap(),
         "--token-file",
         token,
         "--node",
@@ -485,15 +508,44 @@ pub fn plane_raw(cp: &Plane, method: &str, path: &str, body: &[u8]) -> (u16, Str
 
 /// One raw HTTP/1.1 request with `token` (none: no `Authorization`): (status, body).
 pub fn plane_raw_as(cp: &Plane, token: Option<&str>, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(cp.addr).unwrap();
     let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
     let head = format!("{method} {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\n{auth}content-length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let t = String::from_utf8_lossy(&out).into_owned();
+    let t = plane_send(cp, &[head.as_bytes(), body].concat());
     let code = t.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, t.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default())
 }
+
+/// A TLS connection to `cp`'s API, verified with its mesh root, as the CLI makes one.
+pub fn plane_tls(cp: &Plane) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    tls_to(cp.addr, &std::fs::read_to_string(cp.ca_file()).unwrap()).expect("a TLS connection to the control plane")
+}
+
+/// A TLS connection to `addr` verified with `roots_pem`: Err(the handshake's error).
+pub fn tls_to(addr: SocketAddr, roots_pem: &str) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    let config = weft_tls::config::control_plane_client_config(roots_pem, None).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::from(addr.ip());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| e.to_string())?;
+    }
+    Ok(s)
+}
+
+/// Sends `raw` bytes to `cp` (over TLS unless it is insecure) and reads until it
+/// closes: the answer's text.
+pub fn plane_send(cp: &Plane, raw: &[u8]) -> String {
+    let mut s: Box<dyn ReadWrite> = match cp.tls() {
+        true => Box::new(plane_tls(cp)),
+        false => Box::new(TcpStream::connect(cp.addr).unwrap()),
+    };
+    let _ = s.write_all(raw).and_then(|_| s.flush());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
