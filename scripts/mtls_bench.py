@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -214,7 +215,8 @@ def handshakes(weft_cli, tmp, inbound, cpdir, url):
     token = weft_cli(["token", "create", "--namespace", "default", "--service-account", "bench"])
     req = urllib.request.Request(f"{url}/v1/certificate",
                                  data=json.dumps({"csr": open(csr).read()}).encode(), headers={"authorization": f"Bearer {token}"})
-    answer = json.load(urllib.request.urlopen(req, timeout=10))
+    ctx = ssl.create_default_context(cafile=os.path.join(cpdir, "ca", "root-cert.pem")) if url.startswith("https") else None
+    answer = json.load(urllib.request.urlopen(req, timeout=10, context=ctx))
     with open(cert, "w") as f:
         f.write(answer["cert_pem"] + answer["chain_pem"])
     root = os.path.join(cpdir, "ca", "root-cert.pem")
