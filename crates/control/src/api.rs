@@ -171,13 +171,27 @@ impl Server {
 
     /// The caller, or why it is not let in: 401 without valid credentials, 403 for a
     /// call its role does not allow (registry calls are checked once their service is known).
-    fn admit(&self, req: &Request<Incoming>) -> Result<Principal, Refused> {
+    fn admit(&self, req: &Request<Incoming>, peer: Option<weft_tls::SpiffeId>) -> Result<Principal, Refused> {
         let Some(auth) = &self.auth else {
             let client = req.headers().get("x-weft-client").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
             return Ok(Principal::Anonymous(weft_api::truncate(client, 253).to_owned()));
         };
         let (method, path) = (req.method(), req.uri().path());
-        let who = auth.authenticate(req.headers().get(http::header::AUTHORIZATION), crate::auth::now_s());
+        let header = req.headers().get(http::header::AUTHORIZATION);
+        // Without a token, a workload certificate of this mesh's trust domain names the
+        // caller (a proxy after its first certificate: its bootstrap token may have expired).
+        let from_cert = match (&peer, &self.ca) {
+            (Some(id), Some(ca)) if header.is_none() && id.trust_domain() == ca.trust_domain() => Some(Principal::Workload {
+                id: "certificate".into(),
+                namespace: id.namespace().to_owned(),
+                service_account: id.service_account().to_owned(),
+            }),
+            _ => None,
+        };
+        let who = match from_cert {
+            Some(p) => Ok(p),
+            None => auth.authenticate(header, crate::auth::now_s()),
+        };
         who.and_then(|who| match crate::auth::need(method, path) {
             Need::Registry => Ok(who),
             need => crate::auth::allow(&who, need, None).map(|_| who),
@@ -262,8 +276,9 @@ impl Server {
         }
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-        let who = match self.admit(&req) {
+    /// One API call; `peer` is the workload certificate the client presented, if any.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Option<weft_tls::SpiffeId>) -> Result<Resp, Infallible> {
+        let who = match self.admit(&req, peer) {
             Ok(who) => who,
             Err(e) => return Ok(self.refuse(e, req.method(), req.uri().path())),
         };

@@ -152,14 +152,18 @@ pub fn run(opts: Options) -> Result<(), String> {
 /// Serves one connection: the TLS handshake first when the API is HTTPS (bounded, in
 /// this connection's task, so a slow or silent client holds up nobody), then HTTP/1.1.
 async fn serve(server: std::sync::Arc<api::Server>, acceptor: Option<tokio_rustls::TlsAcceptor>, stream: tokio::net::TcpStream) {
-    let svc = service_fn(move |req| server.clone().handle(req));
     let http = hyper::server::conn::http1::Builder::new();
     match acceptor {
         None => {
+            let svc = service_fn(move |req| server.clone().handle(req, None));
             let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         }
         Some(acceptor) => {
             if let Some(tls) = tls::handshake(&acceptor, stream).await {
+                // A proxy presents its workload certificate (verified against the mesh root
+                // in the handshake): it may then call as that workload without a token.
+                let peer = std::sync::Arc::new(weft_tls::peer_identity(tls.get_ref().1));
+                let svc = service_fn(move |req| server.clone().handle(req, (*peer).clone()));
                 let _ = http.serve_connection(TokioIo::new(tls), svc).await;
             }
         }

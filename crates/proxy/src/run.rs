@@ -155,13 +155,9 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         let s = identity.summary();
         tracing::info!("mesh identity {id} (serial {}), valid until {:?}", s.serial, s.not_after);
         opts.identity = Some(identity.clone());
-        // From now on the proxy presents its certificate to the control plane too.
-        let cp = crate::follow::ControlPlane::new(
-            url,
-            opts.control_plane_token.clone(),
-            opts.control_plane_ca.as_deref(),
-            Some(identity.clone()),
-        )?;
+        // From now on the proxy is known by its certificate, not its bootstrap token (which
+        // may expire): renewals and the follower present the certificate alone.
+        let cp = crate::follow::ControlPlane::new(url, None, opts.control_plane_ca.as_deref(), Some(identity.clone()))?;
         renew = Some((cp, identity));
     }
     // From a control plane: its mesh now if it answers soon, else start empty and follow.
@@ -169,7 +165,9 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     let (resources, snap, diags) = match &opts.control_plane {
         Some((url, _)) => {
             let ca = opts.control_plane_ca.as_deref();
-            let authority = crate::follow::ControlPlane::new(url, opts.control_plane_token.clone(), ca, opts.identity.clone())?;
+            // (With a certificate, the proxy calls as its workload without the token.)
+            let token = if opts.identity.is_some() { None } else { opts.control_plane_token.clone() };
+            let authority = crate::follow::ControlPlane::new(url, token, ca, opts.identity.clone())?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {

@@ -137,3 +137,45 @@ fn an_endpoint_a_workload_registers_is_in_the_mesh_as_its_identity() {
     let ratings_doc = line("\"registry/ratings\"");
     assert!(!ratings_doc.contains("tlsMode") && !ratings_doc.contains("spiffe"), "{ratings_doc}");
 }
+
+#[test]
+fn after_its_first_certificate_a_sidecar_is_known_by_it_and_outlives_its_bootstrap_token() {
+    let cp = plane();
+    let out = cp.weft(&["token", "create", "--namespace", "default", "--service-account", "reviews", "--ttl", "2s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let short = temp_dir().join("short.token");
+    std::fs::write(&short, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let ca = cp.ca_file();
+    let p = spawn(&[
+        "proxy",
+        "--control-plane",
+        &cp.url(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--token-file",
+        short.to_str().unwrap(),
+        "--node",
+        "reviews-1",
+        "--listen",
+        "127.0.0.1:0",
+        "--inbound",
+        "127.0.0.1:0",
+        "--app",
+        "127.0.0.1:9",
+        "--service",
+        "reviews",
+    ]);
+    let p = Proxy { p, cfg: std::path::PathBuf::new() };
+    // The token is past its expiry: it opens nothing any more...
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (code, _) =
+        plane_raw_as(&cp, Some(std::fs::read_to_string(&short).unwrap().trim()), "POST", "/v1/watch", br#"{"node":"x","wait_ms":1}"#);
+    assert_eq!(code, 401, "the bootstrap token expired");
+    // ...yet the sidecar keeps following as its certificate's workload.
+    let b = backend("echo", &[]);
+    assert!(cp.weft(&["register", "--service", "echo", "--address", &b.addr.to_string()]).status.success());
+    wait_until("the sidecar follows a change made after its token expired", || get(p.addr(), "echo", "/", &[]).status == 200);
+    let status = text(&cp.weft(&["status"]));
+    let row = status.lines().find(|l| l.starts_with("reviews-1")).unwrap_or_default().to_owned();
+    assert!(row.contains("spiffe://cluster.local/ns/default/sa/reviews") && row.contains(" yes "), "{status}");
+}
