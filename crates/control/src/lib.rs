@@ -49,6 +49,11 @@ pub enum StoreKind {
     Etcd { endpoints: Vec<String>, prefix: String, checkpoint_every: u64 },
 }
 
+/// API connections held at once (1,000 proxies each keep one, plus the CLI's).
+pub const MAX_API_CONNECTIONS: usize = 4096;
+/// A request head must arrive within this (nginx's `client_header_timeout`).
+pub const API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the control plane until SIGTERM or SIGINT.
 pub fn run(opts: Options) -> Result<(), String> {
     // One thread: measured with 1,000 streams, two threads pushed no faster on two cores.
@@ -119,6 +124,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut exhausted = 0u64;
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
         loop {
             tokio::select! {
                 acc = listener.accept() => {
@@ -139,7 +145,17 @@ pub fn run(opts: Options) -> Result<(), String> {
                             continue;
                         }
                     };
-                    tokio::spawn(serve(server.clone(), acceptor.clone(), stream));
+                    // At most MAX_API_CONNECTIONS at once: past it a connection is closed at
+                    // accept, so idle or half-sent ones cannot take every descriptor.
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        drop(stream);
+                        continue;
+                    };
+                    let (server, acceptor) = (server.clone(), acceptor.clone());
+                    tokio::spawn(async move {
+                        serve(server, acceptor, stream).await;
+                        drop(slot);
+                    });
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
@@ -152,7 +168,10 @@ pub fn run(opts: Options) -> Result<(), String> {
 /// Serves one connection: the TLS handshake first when the API is HTTPS (bounded, in
 /// this connection's task, so a slow or silent client holds up nobody), then HTTP/1.1.
 async fn serve(server: std::sync::Arc<api::Server>, acceptor: Option<tokio_rustls::TlsAcceptor>, stream: tokio::net::TcpStream) {
-    let http = hyper::server::conn::http1::Builder::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // A request head — the first, or the next on a kept-alive connection — within 60 s.
+    // (A watch's long poll is the server's wait, not the client's: it is not cut.)
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(API_HEADER_TIMEOUT);
     match acceptor {
         None => {
             let svc = service_fn(move |req| server.clone().handle(req, None));
@@ -179,4 +198,44 @@ fn accept_backoff(e: &std::io::Error) -> Option<std::time::Duration> {
     const ENOBUFS: i32 = 105;
     const ENOMEM: i32 = 12;
     matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)).then_some(std::time::Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connection that sends no request head — at first, or after an answered request
+    /// — is closed after 60 s (tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn an_api_connection_without_a_request_head_is_closed_after_60_s() {
+        let dir = std::env::temp_dir().join(format!("weft-cp-idle-{}", std::process::id()));
+        let plane = crate::plane::Plane::new(crate::store::Store::open(&dir).unwrap());
+        let server = crate::api::Server::new(plane);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(super::serve(server.clone(), None, stream));
+            }
+        });
+        let start = tokio::time::Instant::now();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = silent.read(&mut buf).await.unwrap_or(0);
+        assert!(n == 0 || buf.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_secs(60) && took < Duration::from_secs(61), "{took:?}");
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /v1/status HTTP/1.1\r\nhost: cp\r\n\r\n").await.unwrap();
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+        let idle = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        let _ = kept.read_to_end(&mut rest).await;
+        let took = idle.elapsed();
+        assert!(took >= Duration::from_secs(60) && took < Duration::from_secs(61), "{took:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
