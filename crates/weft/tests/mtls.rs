@@ -150,3 +150,28 @@ fn a_peer_that_is_not_the_identity_the_destination_rule_names_is_refused() {
     assert!(m.cp.apply("dr.yaml", &dr("reviews")).status.success());
     wait_until("the caller accepts the callee", || get(m.productpage.addr(), "reviews", "/", &[]).status == 200);
 }
+
+#[test]
+fn a_service_half_in_the_mesh_gets_mtls_to_the_sidecar_and_plaintext_to_the_rest() {
+    let m = mesh();
+    // A second reviews endpoint outside the mesh: a plain backend the admin registered.
+    let plain = backend("reviews-plain", &[]);
+    assert!(m.cp.weft(&["register", "--service", "reviews", "--address", &plain.addr.to_string()]).status.success());
+    wait_until("both endpoints answer", || spread(m.productpage.addr(), "reviews", 20, &[]).len() == 2);
+    let mut through_sidecar = 0;
+    for _ in 0..40 {
+        let r = get(m.productpage.addr(), "reviews", "/", &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let xfcc = r.json()["headers"]["x-forwarded-client-cert"].as_str().map(str::to_owned);
+        match r.backend().as_str() {
+            // The sidecar's app: over mTLS, it knows the caller.
+            "reviews-app" => {
+                through_sidecar += 1;
+                assert!(xfcc.unwrap_or_default().contains("sa/productpage"));
+            }
+            // The plain endpoint: plaintext, no client certificate in the story.
+            _ => assert_eq!(xfcc, None),
+        }
+    }
+    assert!(through_sidecar > 0 && through_sidecar < 40, "{through_sidecar} of 40 through the sidecar");
+}
