@@ -51,6 +51,10 @@ pub struct TokenRequest {
     /// Valid for this long; none: until the signing key changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// A workload token good for at most this many certificates (1: single-use, a replay
+    /// is refused); none: as many as asked while it is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
 }
 
 impl Message for TokenRequest {
@@ -59,10 +63,14 @@ impl Message for TokenRequest {
 
     fn check(&self) -> Result<(), String> {
         match (&self.role, &self.namespace, &self.service_account) {
+            (Some(_), None, None) if self.uses.is_some() => return Err("uses: only workload tokens are counted".into()),
             (Some(_), None, None) => {}
             (None, Some(ns), Some(sa)) => {
                 check_id("namespace", ns)?;
                 check_id("service account", sa)?;
+                if self.uses.is_some_and(|u| !(1..=10_000).contains(&u)) {
+                    return Err("uses: 1 to 10,000 certificates".into());
+                }
             }
             (Some(_), _, _) => return Err("a token has a role or a workload (namespace and service account), not both".into()),
             (None, _, _) => return Err("a token needs a role, or a namespace and a service account".into()),

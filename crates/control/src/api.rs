@@ -185,6 +185,8 @@ impl Server {
                 id: "certificate".into(),
                 namespace: id.namespace().to_owned(),
                 service_account: id.service_account().to_owned(),
+                uses: None,
+                exp: None,
             }),
             _ => None,
         };
@@ -477,7 +479,7 @@ impl Server {
 
     /// Signs a workload's CSR for the SPIFFE ID its token names, nothing else.
     fn certificate(&self, who: &Principal, req: &CertificateRequest) -> Resp {
-        let (Some(ca), Principal::Workload { namespace, service_account, id }) = (&self.ca, who) else {
+        let (Some(ca), Principal::Workload { namespace, service_account, id, uses, exp }) = (&self.ca, who) else {
             return bad("this control plane issues no certificates (it runs --insecure, or the caller is no workload)");
         };
         let expected = match weft_tls::SpiffeId::new(ca.trust_domain(), namespace, service_account) {
@@ -485,7 +487,15 @@ impl Server {
             Err(e) => return bad(format!("the token's workload is no SPIFFE identity: {e}")),
         };
         let ttl = req.ttl_ms.map(std::time::Duration::from_millis).unwrap_or(weft_tls::ca::DEFAULT_CERT_TTL);
-        match ca.sign_csr(&req.csr, &expected, ttl) {
+        let signed = ca.sign_csr(&req.csr, &expected, ttl);
+        // A counted (bootstrap) token pays for a certificate only once the CSR was good.
+        if let (Ok(_), Some(uses), Some(auth)) = (&signed, uses, &self.auth) {
+            if let Err(e) = auth.spend(id, *uses, *exp, crate::auth::now_s()) {
+                self.refused_csrs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return self.refuse(e, &Method::POST, "/v1/certificate");
+            }
+        }
+        match signed {
             Ok(c) => {
                 let not_after = c.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 tracing::info!("issued {expected} (serial {}, token {id}) until unix {not_after}", c.serial);

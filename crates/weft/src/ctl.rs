@@ -72,6 +72,10 @@ pub struct TokenArgs {
     /// Valid for this long, e.g. "1h" (default: until the control plane's key changes).
     #[arg(long, value_parser = crate::parse_dur)]
     pub ttl: Option<Duration>,
+    /// A workload token good for at most this many certificates (1: single-use — a
+    /// replayed token gets none). Default: any number while it is valid.
+    #[arg(long, requires = "namespace")]
+    pub uses: Option<u32>,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -383,6 +387,7 @@ pub fn token_create(a: TokenArgs) -> ExitCode {
         namespace: a.namespace,
         service_account: a.service_account,
         ttl_ms: a.ttl.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+        uses: a.uses,
     };
     if let Err(e) = req.check() {
         eprintln!("error: {e}");

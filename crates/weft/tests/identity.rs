@@ -179,3 +179,32 @@ fn after_its_first_certificate_a_sidecar_is_known_by_it_and_outlives_its_bootstr
     let row = status.lines().find(|l| l.starts_with("reviews-1")).unwrap_or_default().to_owned();
     assert!(row.contains("spiffe://cluster.local/ns/default/sa/reviews") && row.contains(" yes "), "{status}");
 }
+
+#[test]
+fn a_single_use_bootstrap_token_is_not_replayed() {
+    let cp = plane();
+    let out = cp.weft(&["token", "create", "--namespace", "default", "--service-account", "reviews", "--uses", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let once = temp_dir().join("once.token");
+    std::fs::write(&once, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let ca = cp.ca_file();
+    let args = |node: &'static str| -> Vec<String> {
+        ["proxy", "--control-plane", &cp.url(), "--ca-file", ca.to_str().unwrap(), "--token-file", once.to_str().unwrap(), "--node", node]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(
+                ["--listen", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9", "--service", "reviews"].map(String::from),
+            )
+            .collect()
+    };
+    let first: Vec<String> = args("reviews-1");
+    let _first = spawn(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    // The same token again: no second certificate, the proxy does not start.
+    let second = std::process::Command::new(weft()).args(args("reviews-2")).output().unwrap();
+    assert!(!second.status.success());
+    let err = text(&second);
+    assert!(err.contains("has had its 1 certificate(s): a bootstrap token is not replayed"), "{err}");
+    // Out-of-range counts are refused when the token is made.
+    let out = cp.weft(&["token", "create", "--namespace", "default", "--service-account", "reviews", "--uses", "0"]);
+    assert!(!out.status.success() && text(&out).contains("uses: 1 to 10,000"), "{}", text(&out));
+}

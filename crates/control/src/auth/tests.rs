@@ -17,7 +17,10 @@ fn a_token_names_who_it_was_issued_to() {
     assert_eq!(exp, None);
     assert_eq!(a.verify(&t, NOW), Ok(Principal::User { id, role: Role::Write }));
     let (t, id, _) = a.issue(&workload("default", "reviews"), NOW).unwrap();
-    assert_eq!(a.verify(&t, NOW), Ok(Principal::Workload { id, namespace: "default".into(), service_account: "reviews".into() }));
+    assert_eq!(
+        a.verify(&t, NOW),
+        Ok(Principal::Workload { id, namespace: "default".into(), service_account: "reviews".into(), uses: None, exp: None })
+    );
 }
 
 #[test]
@@ -74,7 +77,8 @@ fn roles_and_workloads_get_what_they_need_and_no_more() {
     let reader = Principal::User { id: "r".into(), role: Role::Read };
     let writer = Principal::User { id: "w".into(), role: Role::Write };
     let admin = Principal::User { id: "a".into(), role: Role::Admin };
-    let reviews = Principal::Workload { id: "p".into(), namespace: "default".into(), service_account: "reviews".into() };
+    let reviews =
+        Principal::Workload { id: "p".into(), namespace: "default".into(), service_account: "reviews".into(), uses: None, exp: None };
     let apply = need(&Method::POST, "/v1/apply");
     let tokens = need(&Method::POST, "/v1/tokens");
     let register = need(&Method::POST, "/v1/registry");
@@ -117,5 +121,25 @@ fn the_key_and_first_admin_token_are_made_once_and_private() {
     assert!(b.verify(token.trim(), now_s()).is_ok(), "the same key after a restart");
     std::fs::write(&key, b"short").unwrap();
     assert!(Auth::load_or_create(&key, None).unwrap_err().contains("32 bytes"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_counted_token_pays_for_each_certificate_and_is_remembered_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("weft-auth-uses-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = dir.join("token-key");
+    let (a, _) = Auth::load_or_create(&key, None).unwrap();
+    let (t, id, _) = a.issue(&TokenRequest { uses: Some(1), ..workload("default", "reviews") }, NOW).unwrap();
+    assert!(matches!(a.verify(&t, NOW), Ok(Principal::Workload { uses: Some(1), .. })));
+    assert_eq!(a.spend(&id, 1, None, NOW), Ok(()));
+    let e = a.spend(&id, 1, None, NOW).unwrap_err();
+    assert!(e.to_string().contains("is not replayed"), "{e}");
+    // A restart reads the ledger back.
+    let (b, made) = Auth::load_or_create(&key, None).unwrap();
+    assert!(!made);
+    assert!(b.spend(&id, 1, None, NOW).is_err(), "replayed after a restart");
+    let (_, other, _) = b.issue(&TokenRequest { uses: Some(2), ..workload("default", "ratings") }, NOW).unwrap();
+    assert!(b.spend(&other, 2, None, NOW).is_ok() && b.spend(&other, 2, None, NOW).is_ok() && b.spend(&other, 2, None, NOW).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
