@@ -364,8 +364,7 @@ pub fn status(s: ServerArg) -> ExitCode {
             (Some(r), Some(why)) => format!("revision {r}: {why}"),
             _ => String::new(),
         };
-        let expires =
-            p.cert_not_after.map(|t| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string());
+        let expires = p.cert_not_after.and_then(expiry_text);
         println!(
             "{:<32}  {:>8}  {:>5}  {:<9}  {:>8.1} s  {:<48}  {:<20}  {nack}",
             p.node,
@@ -378,6 +377,15 @@ pub fn status(s: ServerArg) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// A proxy's reported certificate expiry (unix seconds) as RFC 3339; none for a time
+/// past what the clock can hold (a proxy's claim is not trusted to be sane).
+fn expiry_text(t: u64) -> Option<String> {
+    let at = std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(t))
+        .filter(|at| *at < std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799))?;
+    Some(humantime::format_rfc3339_seconds(at).to_string())
 }
 
 /// `weft token create`: a new token from the control plane (needs an admin token).
@@ -432,5 +440,15 @@ mod tests {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");
         assert_eq!(super::utc(1_795_000_000_123), "2026-11-18 11:06:40.123");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    #[test]
+    fn a_hostile_certificate_expiry_shows_as_nothing_instead_of_panicking() {
+        assert_eq!(super::expiry_text(1_800_000_000).as_deref(), Some("2027-01-15T08:00:00Z"));
+        assert_eq!(super::expiry_text(u64::MAX), None);
+        assert_eq!(super::expiry_text(253_402_300_800), None, "past year 9999");
     }
 }
