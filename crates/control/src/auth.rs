@@ -5,8 +5,9 @@
 //! A token is `weft1.<claims>.<tag>`: the claims as base64url JSON, the tag an
 //! HMAC-SHA256 of everything before it under the control plane's key (32 random bytes
 //! in `<data-dir>/token-key`, mode 0600, made on first start together with the first
-//! admin token in `<data-dir>/admin-token`). Nothing but the key is stored: a token is
-//! valid until it expires or the key is replaced (which revokes every token). Tags are
+//! admin token in `<data-dir>/admin-token`). Nothing but the key is stored (and, for a
+//! workload token made with `uses`, how many certificates it has had): a token is valid
+//! until it expires or the key is replaced (which revokes every token). Tags are
 //! compared in constant time; a token is at most 2 KiB, its claims are parsed only
 //! after the tag checks out.
 
