@@ -47,6 +47,7 @@ use crate::group::{Pending, RegistryOp};
 use crate::plane::{canonical_kind, Plane, PlaneError};
 use crate::push::ChosenSidecar;
 use crate::store::{Revision, StoreError};
+use crate::token_uses::SpendError;
 
 /// Tries of an operation while other control planes sharing the store commit first.
 pub(crate) const TRIES: u32 = 10;
@@ -58,7 +59,7 @@ macro_rules! retrying {
         let mut tries = 1;
         loop {
             match $call {
-                Err(PlaneError::Store(StoreError::Conflict)) if tries < TRIES => tries += 1,
+                Err(e) if e.is_conflict() && tries < TRIES => tries += 1,
                 r => break r,
             }
         }
@@ -447,7 +448,7 @@ impl Server {
             }
             (Method::POST, "/v1/certificate") => {
                 let req = decode!(CertificateRequest, body);
-                self.certificate(who, &req)
+                self.certificate(who, &req).await
             }
             (Method::POST, "/v1/tokens") => {
                 let t = decode!(TokenRequest, body);
@@ -478,7 +479,7 @@ impl Server {
     }
 
     /// Signs a workload's CSR for the SPIFFE ID its token names, nothing else.
-    fn certificate(&self, who: &Principal, req: &CertificateRequest) -> Resp {
+    async fn certificate(&self, who: &Principal, req: &CertificateRequest) -> Resp {
         let (Some(ca), Principal::Workload { namespace, service_account, id, uses, exp }) = (&self.ca, who) else {
             return bad("this control plane issues no certificates (it runs --insecure, or the caller is no workload)");
         };
@@ -488,11 +489,21 @@ impl Server {
         };
         let ttl = req.ttl_ms.map(std::time::Duration::from_millis).unwrap_or(weft_tls::ca::DEFAULT_CERT_TTL);
         let signed = ca.sign_csr(&req.csr, &expected, ttl);
-        // A counted (bootstrap) token pays for a certificate only once the CSR was good.
-        if let (Ok(_), Some(uses), Some(auth)) = (&signed, uses, &self.auth) {
-            if let Err(e) = auth.spend(id, *uses, *exp, crate::auth::now_s()) {
-                self.refused_csrs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return self.refuse(e, &Method::POST, "/v1/certificate");
+        // A counted (bootstrap) token pays for a certificate only once the CSR was good,
+        // in the store, so that control planes sharing it count the same uses.
+        if let (Ok(_), Some(uses)) = (&signed, uses) {
+            let mut p = self.plane.lock().await;
+            let spent = retrying!(p.spend_token(&who.name(), id, *uses, *exp, crate::auth::now_s()).await);
+            let current = p.revision();
+            drop(p);
+            self.revision.send_if_modified(|r| std::mem::replace(r, current) != current);
+            match spent {
+                Ok(rev) => self.published(&Some(rev)),
+                Err(SpendError::Refused(m)) => {
+                    self.refused_csrs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return self.refuse(Refused::Forbidden(m), &Method::POST, "/v1/certificate");
+                }
+                Err(SpendError::Plane(e)) => return error(e),
             }
         }
         match signed {

@@ -30,20 +30,7 @@ pub const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 /// The signing key, and where it and the first admin token live.
 pub struct Auth {
     key: hmac::Key,
-    /// Certificates issued per counted token (`uses`), kept beside the key.
-    ledger: std::sync::Mutex<Ledger>,
 }
-
-/// How many certificates each counted workload token has had: (count, expiry), written
-/// to a file (atomically, on each use) so a restart does not forget a spent token.
-#[derive(Default)]
-struct Ledger {
-    path: Option<PathBuf>,
-    spent: std::collections::HashMap<String, (u32, Option<u64>)>,
-}
-
-/// Counted tokens remembered at most (an expired one is forgotten first).
-const MAX_LEDGER: usize = 100_000;
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +51,7 @@ pub enum Principal {
         namespace: String,
         service_account: String,
         uses: Option<u32>,
-        /// The token's expiry (unix seconds), for the ledger of counted tokens.
+        /// The token's expiry (unix seconds), kept with a counted token's uses.
         exp: Option<u64>,
     },
     /// `--insecure`: nobody is asked; the client names itself (`x-weft-client`).
@@ -135,46 +122,14 @@ impl Refused {
 
 impl Auth {
     pub fn from_key(bytes: &[u8]) -> Auth {
-        Auth { key: hmac::Key::new(hmac::HMAC_SHA256, bytes), ledger: Default::default() }
-    }
-
-    /// Keeps the ledger of counted tokens in `path` (read now if it exists).
-    fn with_ledger(self, path: PathBuf) -> Auth {
-        let spent = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Auth { ledger: std::sync::Mutex::new(Ledger { path: Some(path), spent }), ..self }
-    }
-
-    /// Counts one certificate against token `id` (good for `uses`, valid until `exp`):
-    /// refused once it has had them all, so a replayed single-use token gets nothing.
-    pub fn spend(&self, id: &str, uses: u32, exp: Option<u64>, now: u64) -> Result<(), Refused> {
-        let mut l = self.ledger.lock().map_err(|_| Refused::Forbidden("token ledger unavailable".into()))?;
-        let used = l.spent.get(id).map(|(n, _)| *n).unwrap_or(0);
-        if used >= uses {
-            return Err(Refused::Forbidden(format!("token {id} has had its {uses} certificate(s): a bootstrap token is not replayed")));
-        }
-        if !l.spent.contains_key(id) && l.spent.len() >= MAX_LEDGER {
-            l.spent.retain(|_, (_, e)| e.is_none_or(|e| e > now));
-            if l.spent.len() >= MAX_LEDGER {
-                return Err(Refused::Forbidden("too many counted tokens outstanding".into()));
-            }
-        }
-        l.spent.insert(id.to_owned(), (used + 1, exp));
-        if let Some(path) = l.path.clone() {
-            let bytes = serde_json::to_vec(&l.spent).map_err(|e| Refused::Forbidden(e.to_string()))?;
-            if let Err(e) = write_secret(&path, &bytes) {
-                // Not remembered: refuse rather than let the token be replayed after a restart.
-                l.spent.insert(id.to_owned(), (used, exp));
-                return Err(Refused::Forbidden(format!("cannot record the token's use: {e}")));
-            }
-        }
-        Ok(())
+        Auth { key: hmac::Key::new(hmac::HMAC_SHA256, bytes) }
     }
 
     /// Reads the key at `path`, or makes one (and, when `first_admin` is given, writes an
     /// admin token there). Returns whether the key was made now.
     pub fn load_or_create(path: &Path, first_admin: Option<&Path>) -> Result<(Auth, bool), String> {
         match std::fs::read(path) {
-            Ok(bytes) if bytes.len() == 32 => return Ok((Auth::from_key(&bytes).with_ledger(ledger_path(path)), false)),
+            Ok(bytes) if bytes.len() == 32 => return Ok((Auth::from_key(&bytes), false)),
             Ok(bytes) => return Err(format!("{}: a token key is 32 bytes, this file has {}", path.display(), bytes.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -184,7 +139,7 @@ impl Auth {
             // Another control plane sharing the file made it first: use theirs.
             return Auth::load_or_create(path, None);
         }
-        let auth = Auth::from_key(&key).with_ledger(ledger_path(path));
+        let auth = Auth::from_key(&key);
         if let Some(admin) = first_admin {
             let (token, _, _) = auth.issue(&TokenRequest { role: Some(Role::Admin), ..TokenRequest::default() }, now_s())?;
             write_secret(admin, format!("{token}\n").as_bytes())?;
@@ -306,11 +261,6 @@ fn needs(n: Need) -> &'static str {
         Need::Registry => "the service's workload token or a write token",
         Need::Workload => "a workload token: certificates are for workloads",
     }
-}
-
-/// The ledger of counted tokens, beside the key it belongs to.
-fn ledger_path(key: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.uses.json", key.display()))
 }
 
 pub fn now_s() -> u64 {

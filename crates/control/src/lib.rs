@@ -14,6 +14,7 @@ mod push;
 pub mod registration;
 pub mod store;
 mod tls;
+pub mod token_uses;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -98,8 +98,14 @@ impl Index {
         }
         let keys = if self.built { plane.changed_since(self.revision) } else { None };
         match keys {
-            Some(keys) if keys.iter().all(|k| k.starts_with("registry/")) => {
-                let services: BTreeSet<String> = keys.iter().filter_map(|k| k.split('/').nth(1)).map(str::to_ascii_lowercase).collect();
+            // (Token counts are no part of the mesh.)
+            Some(keys) if keys.iter().all(|k| k.starts_with("registry/") || k.starts_with(crate::token_uses::TOKENS)) => {
+                let services: BTreeSet<String> = keys
+                    .iter()
+                    .filter_map(|k| k.strip_prefix("registry/"))
+                    .filter_map(|k| k.split('/').next())
+                    .map(str::to_ascii_lowercase)
+                    .collect();
                 self.update_services(plane, rev, services);
             }
             _ => self.rebuild(plane, rev),

@@ -48,6 +48,13 @@ pub enum PlaneError {
     Store(#[from] StoreError),
 }
 
+impl PlaneError {
+    /// Another control plane sharing the store committed first (the store caught up): try again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, PlaneError::Store(StoreError::Conflict))
+    }
+}
+
 pub struct Plane {
     store: Store,
     /// The config resources parsed, as of a revision (see [`Plane::resources`]).
@@ -349,6 +356,10 @@ impl Plane {
             .map(|(k, _)| k.clone())
             .collect();
         self.expire_leases(keys, Some(alive)).await
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The store, for following a shared one.

@@ -206,6 +206,38 @@ fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restar
     assert!(cp1.history().lines().any(|l| l.trim_start().starts_with("17 ")), "{}", cp1.history());
     let before_apply = cp1.history();
 
+    // A single-use bootstrap token offered to both control planes at once gets one
+    // certificate, not one from each: the count is in the shared store.
+    let mine = weft_tls::SpiffeId::new("cluster.local", "default", "reviews").unwrap();
+    let csr = weft_tls::WorkloadKey::generate().unwrap().csr(&mine).unwrap();
+    let body = serde_json::json!({"csr": csr}).to_string();
+    for _ in 0..5 {
+        let out = cp1.weft(&["token", "create", "--namespace", "default", "--service-account", "reviews", "--uses", "1"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let once = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let codes: Vec<String> = std::thread::scope(|s| {
+            let tries: Vec<_> = [&cp1, &cp2]
+                .map(|cp| {
+                    let (once, body) = (&once, &body);
+                    s.spawn(move || {
+                        let auth = format!("authorization: Bearer {once}");
+                        let url = format!("{}/v1/certificate", cp.url);
+                        let root = root();
+                        let args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", root.to_str().unwrap(), "-H", &auth];
+                        curl(&[&args[..], &["--data-binary", body, &url]].concat()).1
+                    })
+                })
+                .into_iter()
+                .collect();
+            tries.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut sorted = codes.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["200", "403"], "one certificate per single-use token across control planes: {codes:?}");
+    }
+    assert!(cp2.history().contains("certificate for token"), "{}", cp2.history());
+    let before_apply = cp1.history();
+
     // One apply of 300 resources (etcd allows 128 operations in a transaction; one
     // revision is two, whatever its size).
     let many: String = (0..300)
