@@ -12,7 +12,7 @@ use weft_balance::locality::{self, Locality};
 use weft_balance::{Balancer, EndpointLoad, HasLoad, LeastRequest, Maglev, PeakEwma, PickCtx, RingHash, RoundRobin, WeightedRandom};
 use weft_config::{ClusterSpec, EndpointSpec, HashAlgorithm, LbPolicy, LocalityLb, PoolSettings};
 use weft_resilience::outlier;
-use weft_telemetry::{DestId, DestLabels, Metrics};
+use weft_telemetry::{DestId, DestLabels, Metrics, PeerId};
 
 use crate::pool::Pool;
 use crate::transport::Transport;
@@ -40,6 +40,9 @@ pub struct Endpoint {
     pub transport: Transport,
     pub metrics: &'static Metrics,
     pub dest: DestId,
+    /// The principals of this proxy's mTLS to it (`ISTIO_MUTUAL`, auto or explicit),
+    /// for the `reporter="source"` metrics; 0 when it is not reached over the mesh's mTLS.
+    pub peer: PeerId,
     /// The cluster's `outlierDetection`, and this endpoint's detector state.
     pub outlier: Option<outlier::Settings>,
     pub health: outlier::State,
@@ -167,6 +170,7 @@ impl Cluster {
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
                     pools: (0..workers).map(|_| Pool::default()).collect(),
+                    peer: mesh.map(|m| m.principals(&pool, metrics)).unwrap_or_default(),
                     pool_settings: pool,
                     transport: transport.clone(),
                     metrics,

@@ -114,14 +114,13 @@ impl Finish {
         if self.mid_body_reset {
             self.metrics.counters.upstream_reset.fetch_add(1, Ordering::Relaxed);
         }
-        let key = SeriesKey {
-            dest: self.dest,
-            code: self.code,
-            flags: self.flags,
-            protocol: self.protocol,
-            grpc_status: self.grpc_status,
-            peer: self.peer,
+        // Outbound over the mesh's mTLS: the endpoint's principals, once it answered.
+        let peer = match &self.endpoint {
+            Some(ep) if self.peer == PeerId(0) && !self.flags.contains(ResponseFlags::UF) => ep.endpoint().peer,
+            _ => self.peer,
         };
+        let key =
+            SeriesKey { dest: self.dest, code: self.code, flags: self.flags, protocol: self.protocol, grpc_status: self.grpc_status, peer };
         self.metrics.record(key, ms, req_bytes, self.response_bytes);
         if let Some(ep) = self.endpoint.take() {
             let ep = ep.endpoint();

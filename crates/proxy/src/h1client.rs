@@ -90,7 +90,7 @@ pub async fn send(ep: &Arc<Endpoint>, worker: usize, parts: &http::request::Part
         }
     }
     let io = crate::pool::connect(ep).await?;
-    ep.metrics.tcp_connection(ep.dest, true);
+    ep.metrics.tcp_connection(ep.dest, ep.peer, true);
     let conn = RawConn::new(io);
     match exchange(conn, parts).await {
         Ok((head, body)) => Ok(finish(head, body, ep, worker)),
@@ -286,10 +286,10 @@ impl RawBody {
             conn.buf = BytesMut::new();
             if let Err(conn) = ep.pools[worker % ep.pools.len()].raw.push(conn) {
                 drop(conn);
-                ep.metrics.tcp_connection(ep.dest, false);
+                ep.metrics.tcp_connection(ep.dest, ep.peer, false);
             }
         } else {
-            ep.metrics.tcp_connection(ep.dest, false);
+            ep.metrics.tcp_connection(ep.dest, ep.peer, false);
         }
     }
 
@@ -345,7 +345,7 @@ impl RawBody {
                         self.conn = None;
                         self.done = true;
                         if let Some((ep, _)) = self.home.take() {
-                            ep.metrics.tcp_connection(ep.dest, false);
+                            ep.metrics.tcp_connection(ep.dest, ep.peer, false);
                         }
                         return Poll::Ready(None);
                     }
@@ -364,7 +364,7 @@ impl Drop for RawBody {
         // Dropped before its end: the connection is mid-response and cannot be reused.
         if self.conn.is_some() {
             if let Some((ep, _)) = &self.home {
-                ep.metrics.tcp_connection(ep.dest, false);
+                ep.metrics.tcp_connection(ep.dest, ep.peer, false);
             }
         }
     }

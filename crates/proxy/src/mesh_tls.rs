@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use rustls::ClientConfig;
 use weft_config::{ClusterSpec, EndpointSpec, PoolSettings, TlsMode, UpstreamProtocol, UpstreamTls};
+use weft_telemetry::{Metrics, PeerId, PeerLabels};
 use weft_tls::{SpiffeId, WorkloadIdentity};
 
 /// Istio's endpoint label for an endpoint that speaks mTLS.
@@ -86,6 +87,25 @@ impl MeshTls {
         let mut tls = UpstreamTls::istio_mutual(sans.clone(), spec.pool.protocol);
         tls.client_config = self.config(&sans, h2);
         Some(PoolSettings { tls: Some(tls), ..spec.pool.clone() })
+    }
+}
+
+impl MeshTls {
+    /// The principals of this proxy's connections made with `pool` for the metrics, as
+    /// Istio's `reporter="source"` series label them: this proxy's identity as the
+    /// source, and the identity the peer must prove as the destination (`unknown` when
+    /// several are allowed). 0 unless `pool` is the mesh's mTLS.
+    pub fn principals(&self, pool: &PoolSettings, metrics: &Metrics) -> PeerId {
+        match &pool.tls {
+            Some(t) if t.mode == TlsMode::IstioMutual && t.client_config.is_some() => {
+                let destination_principal = match t.subject_alt_names.as_slice() {
+                    [one] => one.clone(),
+                    _ => "unknown".to_owned(),
+                };
+                metrics.peer_id(PeerLabels { source_principal: self.identity.id().to_string(), destination_principal })
+            }
+            _ => PeerId::default(),
+        }
     }
 }
 

@@ -89,9 +89,9 @@ async fn tunnel(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr
             return;
         }
     };
-    ep.metrics.tcp_connection(ep.dest, true);
+    ep.metrics.tcp_connection(ep.dest, ep.peer, true);
     if up.write_all(rec).await.is_ok() {
         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
     }
-    ep.metrics.tcp_connection(ep.dest, false);
+    ep.metrics.tcp_connection(ep.dest, ep.peer, false);
 }

@@ -223,11 +223,11 @@ async fn open_h2(ep: &Arc<Endpoint>, pool: &Pool) -> Result<Arc<H2Conn>, Upstrea
 
 /// Runs a hyper connection on its own task, counting it opened and closed.
 fn drive<F: std::future::Future + Send + 'static>(ep: &Endpoint, conn: F) {
-    let (metrics, dest) = (ep.metrics, ep.dest);
-    metrics.tcp_connection(dest, true);
+    let (metrics, dest, peer) = (ep.metrics, ep.dest, ep.peer);
+    metrics.tcp_connection(dest, peer, true);
     tokio::spawn(async move {
         let _ = conn.await;
-        metrics.tcp_connection(dest, false);
+        metrics.tcp_connection(dest, peer, false);
     });
 }
 

@@ -328,7 +328,7 @@ async fn reap(shared: &'static Shared) {
             for e in &c.endpoints {
                 for p in e.pools.iter() {
                     for _ in 0..p.reap(&e.pool_settings) {
-                        e.metrics.tcp_connection(e.dest, false);
+                        e.metrics.tcp_connection(e.dest, e.peer, false);
                     }
                 }
             }

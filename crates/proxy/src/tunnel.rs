@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use weft_telemetry::ResponseFlags;
+use weft_telemetry::{PeerId, ResponseFlags};
 
 use crate::body::{ReqBody, RespBody};
 use crate::cluster::Endpoint;
@@ -65,7 +65,7 @@ pub async fn upgrade(
         if let Some(down) = down {
             let up = hyper::upgrade::on(&mut resp);
             metrics.counters.upgrades.fetch_add(1, Ordering::Relaxed);
-            let dest = ep.dest;
+            let dest = (ep.dest, tunnel_peer(&fin, &ep));
             tokio::spawn(async move {
                 let (Ok(d), Ok(u)) = tokio::join!(down, up) else {
                     return;
@@ -89,7 +89,7 @@ pub async fn connect(down: OnUpgrade, ep: Arc<Endpoint>, fin: Finish, ctx: ConnC
         }
     };
     metrics.counters.upgrades.fetch_add(1, Ordering::Relaxed);
-    let dest = ep.dest;
+    let dest = (ep.dest, tunnel_peer(&fin, &ep));
     tokio::spawn(async move {
         if let Ok(d) = down.await {
             splice(TokioIo::new(d), io, metrics, dest).await;
@@ -98,12 +98,22 @@ pub async fn connect(down: OnUpgrade, ep: Arc<Endpoint>, fin: Finish, ctx: ConnC
     local::reply(fin, StatusCode::OK, ResponseFlags::NONE, bytes::Bytes::new(), version)
 }
 
-async fn splice<A, B>(mut a: A, mut b: B, metrics: &'static weft_telemetry::Metrics, dest: weft_telemetry::DestId)
+/// A tunnel's mTLS principals: the caller's on the inbound side, else this proxy's to
+/// the upstream (0: plaintext both ways).
+fn tunnel_peer(fin: &Finish, ep: &Endpoint) -> PeerId {
+    if fin.peer != PeerId(0) {
+        fin.peer
+    } else {
+        ep.peer
+    }
+}
+
+async fn splice<A, B>(mut a: A, mut b: B, metrics: &'static weft_telemetry::Metrics, (dest, peer): (weft_telemetry::DestId, PeerId))
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if let Ok((sent, received)) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
-        metrics.tcp_bytes(dest, sent, received);
+        metrics.tcp_bytes(dest, peer, sent, received);
     }
 }

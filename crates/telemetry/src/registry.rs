@@ -43,7 +43,8 @@ pub struct PeerId(pub u32);
 pub struct PeerLabels {
     /// The client's SPIFFE ID (`spiffe://cluster.local/ns/default/sa/productpage`).
     pub source_principal: String,
-    /// This proxy's own SPIFFE ID.
+    /// The server's SPIFFE ID: this proxy's own on the inbound side; on the outbound
+    /// side the one the upstream must prove (`unknown` when several may).
     pub destination_principal: String,
 }
 
@@ -222,7 +223,7 @@ pub struct Metrics {
     pub(crate) source_namespace: String,
     /// Looked up once per request: foldhash instead of SipHash.
     pub(crate) series: papaya::HashMap<SeriesKey, Series, foldhash::fast::RandomState>,
-    pub(crate) tcp: papaya::HashMap<DestId, TcpSeries>,
+    pub(crate) tcp: papaya::HashMap<(DestId, PeerId), TcpSeries>,
     pub(crate) dests: papaya::HashMap<DestLabels, DestId>,
     pub(crate) dest_labels: papaya::HashMap<DestId, DestLabels>,
     pub(crate) peers: papaya::HashMap<PeerLabels, PeerId>,
@@ -307,17 +308,19 @@ impl Metrics {
         s.response_bytes.observe(response_bytes as f64);
     }
 
-    /// An upstream connection to `dest` opened (`true`) or closed.
-    pub fn tcp_connection(&self, dest: DestId, opened: bool) {
+    /// An upstream connection to `dest` opened (`true`) or closed; `peer`: its mTLS
+    /// principals (0: plaintext).
+    pub fn tcp_connection(&self, dest: DestId, peer: PeerId, opened: bool) {
         let map = self.tcp.pin();
-        let s = map.get_or_insert_with(dest, TcpSeries::default);
+        let s = map.get_or_insert_with((dest, peer), TcpSeries::default);
         if opened { &s.opened } else { &s.closed }.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Bytes carried by a tunnel (WebSocket upgrade, CONNECT) to `dest`.
-    pub fn tcp_bytes(&self, dest: DestId, sent: u64, received: u64) {
+    /// Bytes carried by a tunnel (WebSocket upgrade, CONNECT) to `dest`; `peer`: the
+    /// tunnel's mTLS principals (the caller's on the inbound side, 0: plaintext).
+    pub fn tcp_bytes(&self, dest: DestId, peer: PeerId, sent: u64, received: u64) {
         let map = self.tcp.pin();
-        let s = map.get_or_insert_with(dest, TcpSeries::default);
+        let s = map.get_or_insert_with((dest, peer), TcpSeries::default);
         s.sent.fetch_add(sent, Ordering::Relaxed);
         s.received.fetch_add(received, Ordering::Relaxed);
     }

@@ -86,7 +86,7 @@ impl Metrics {
 
         let tcp = self.tcp.pin();
         let mut trows: Vec<_> = tcp.iter().collect();
-        trows.sort_by_key(|(k, _)| k.0);
+        trows.sort_by_key(|(k, _)| (k.0 .0, k.1 .0));
         for (name, help, kind, f) in [
             ("istio_tcp_connections_opened_total", "Upstream connections opened.", "counter", 0),
             ("istio_tcp_connections_closed_total", "Upstream connections closed.", "counter", 1),
@@ -95,10 +95,10 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (k, s) in &trows {
-                let d = labels.get(*k).unwrap_or(&unknown);
+                let d = labels.get(&k.0).unwrap_or(&unknown);
                 let v = [&s.opened, &s.closed, &s.sent, &s.received][f].load(Ordering::Relaxed);
                 let _ = write!(out, "{name}{{");
-                base(&mut out, d, PeerId(0), 0, "-", "tcp", -1);
+                base(&mut out, d, k.1, 0, "-", "tcp", -1);
                 let _ = writeln!(out, "}} {v}");
             }
         }

@@ -120,6 +120,17 @@ fn a_call_between_sidecars_is_mutual_tls_and_the_callee_knows_the_caller() {
     assert!(row.contains(&year[..10]), "expires in 24 h ({}): {status}", &year[..10]);
     let caller = m.productpage.admin("/metrics");
     assert_eq!(metric_sum(&caller, "istio_tcp_connections_opened_total", &["destination_service=\"reviews\""]), 1.0, "{caller}");
+    // The caller reports its side (reporter="source") with both principals too.
+    let principals = [
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
+        "destination_principal=\"spiffe://cluster.local/ns/default/sa/reviews\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ];
+    let outbound = metric_sum(&caller, "istio_requests_total", &[&["reporter=\"source\""][..], &principals].concat());
+    assert!(outbound >= 21.0, "{caller}");
+    let opened =
+        metric_sum(&caller, "istio_tcp_connections_opened_total", &[&["destination_service=\"reviews\""][..], &principals].concat());
+    assert_eq!(opened, 1.0, "{caller}");
 }
 
 #[test]
