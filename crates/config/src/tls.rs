@@ -56,6 +56,10 @@ pub struct UpstreamTls {
     /// (already reported as an error): connections then fail closed with `error`.
     #[serde(skip)]
     pub client_config: Option<Arc<ClientConfig>>,
+    /// For the mesh's mTLS over HTTP/2: the same config offering only `http/1.1`, for
+    /// upgrades (WebSocket), which HTTP/1.1 carries and an h2 connection cannot.
+    #[serde(skip)]
+    pub upgrade_client_config: Option<Arc<ClientConfig>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// A hash of the settings and the files' contents: two `UpstreamTls` are equal
@@ -91,6 +95,7 @@ impl UpstreamTls {
             client_certificate: None,
             host_name: None,
             client_config: None,
+            upgrade_client_config: None,
             error: None,
             fingerprint: fp.0,
         }
@@ -196,6 +201,7 @@ pub fn compile(t: &ClientTlsSettings, host: &str, protocol: UpstreamProtocol) ->
         client_certificate: t.client_certificate.clone(),
         host_name: server_name(host).filter(|n| matches!(n, ServerName::DnsName(_))).map(|_| host.to_owned()),
         client_config,
+        upgrade_client_config: None,
         error: None,
         fingerprint: fp.0,
     }))
@@ -214,6 +220,7 @@ impl UpstreamTls {
             client_certificate: None,
             host_name: None,
             client_config: None,
+            upgrade_client_config: None,
             fingerprint: 0,
             error: Some(error),
         }

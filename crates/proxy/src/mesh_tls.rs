@@ -6,8 +6,11 @@
 //! ServiceEntry's; any identity of the mesh when neither names one).
 //!
 //! A cluster whose endpoints are all in the mesh speaks HTTP/2 to them (ALPN `h2`): the
-//! peer is a weft sidecar, and one multiplexed connection replaces a pool. A mixed
-//! cluster keeps its protocol, and the ALPN offered matches it.
+//! peer is a weft sidecar, and one multiplexed connection replaces a pool. An upgrade
+//! (WebSocket) to such a cluster takes its own mTLS connection offering only `http/1.1`
+//! (speaking HTTP/1.1 after agreeing on `h2` would work with a weft peer, which sniffs
+//! the preface, but not with a strict one). A mixed cluster keeps its protocol, and the
+//! ALPN offered matches it.
 //!
 //! Client configs are built at config install, one per (expected identities, ALPN), and
 //! kept across reloads with their session caches; the certificate inside rotates on its
@@ -71,6 +74,7 @@ impl MeshTls {
             let sans = expected(&spec);
             let mut tls = UpstreamTls::istio_mutual(sans.clone(), UpstreamProtocol::Http2);
             tls.client_config = self.config(&sans, true);
+            tls.upgrade_client_config = self.config(&sans, false);
             spec.pool.tls = Some(tls);
         }
         spec
@@ -119,5 +123,44 @@ fn expected(spec: &ClusterSpec) -> Vec<String> {
     match spec.pool.tls.as_ref().filter(|t| !t.subject_alt_names.is_empty()) {
         Some(t) => t.subject_alt_names.clone(),
         None => spec.subject_alt_names.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.mesh]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  subjectAltNames: [spiffe://cluster.local/ns/default/sa/reviews]\n  endpoints:\n  - {address: 10.0.0.1, labels: {security.istio.io/tlsMode: istio}}\n";
+
+    fn identity() -> (tempfile::TempDir, Arc<WorkloadIdentity>) {
+        weft_tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = weft_tls::Ca::load_or_create(dir.path(), "cluster.local").unwrap();
+        let id = SpiffeId::new("cluster.local", "default", "productpage").unwrap();
+        let key = weft_tls::WorkloadKey::generate().unwrap();
+        let c = ca.sign_csr(&key.csr(&id).unwrap(), &id, weft_tls::ca::DEFAULT_CERT_TTL).unwrap();
+        (dir, Arc::new(WorkloadIdentity::new(id, &key, &c.leaf_pem, &c.chain_pem, &c.roots_pem).unwrap()))
+    }
+
+    #[test]
+    fn a_cluster_wholly_in_the_mesh_offers_h2_and_http1_for_upgrades_and_names_both_principals() {
+        let (_dir, id) = identity();
+        let (_, snap, diags) = weft_config::build_str("se.yaml", SE);
+        assert!(diags.is_ok(), "{diags:?}");
+        let mesh = MeshTls::new(id);
+        let spec = mesh.cluster(&snap.clusters[0]);
+        let tls = spec.pool.tls.as_ref().expect("auto mTLS");
+        assert_eq!(spec.pool.protocol, UpstreamProtocol::Http2);
+        assert_eq!(tls.client_config.as_ref().unwrap().alpn_protocols, [b"h2".to_vec()]);
+        assert_eq!(tls.upgrade_client_config.as_ref().unwrap().alpn_protocols, [b"http/1.1".to_vec()]);
+        let metrics = Box::leak(Box::new(Metrics::new("productpage", "default")));
+        let peer = mesh.principals(&spec.pool, metrics);
+        assert_ne!(peer, PeerId(0));
+        let labels = PeerLabels {
+            source_principal: "spiffe://cluster.local/ns/default/sa/productpage".into(),
+            destination_principal: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+        };
+        assert_eq!(metrics.peer_id(labels), peer, "interned with these labels");
+        assert_eq!(mesh.principals(&snap.clusters[0].pool, metrics), PeerId(0), "plaintext has none");
     }
 }

@@ -242,3 +242,16 @@ fn h2_usable(c: &H2Conn, s: &PoolSettings) -> bool {
 pub async fn connect(ep: &Endpoint) -> Result<Conn, UpstreamError> {
     ep.transport.connect(&ep.target, &ep.pool_settings).await
 }
+
+/// A fresh connection to `ep` for an HTTP/1.1 upgrade: over the mesh's mTLS to an h2
+/// cluster it offers ALPN `http/1.1` instead of `h2`.
+pub async fn connect_for_upgrade(ep: &Endpoint) -> Result<Conn, UpstreamError> {
+    let Some(h1) = ep.pool_settings.tls.as_ref().and_then(|t| t.upgrade_client_config.clone()) else {
+        return connect(ep).await;
+    };
+    let mut s = ep.pool_settings.clone();
+    if let Some(t) = s.tls.as_mut() {
+        t.client_config = Some(h1);
+    }
+    ep.transport.connect(&ep.target, &s).await
+}

@@ -27,7 +27,7 @@ pub async fn upgrade(
     version: Version,
 ) -> Response<RespBody> {
     let metrics = ctx.shared.metrics;
-    let io = match pool::connect(&ep).await {
+    let io = match pool::connect_for_upgrade(&ep).await {
         Ok(io) => io,
         Err(e) => {
             metrics.counters.upstream_connect_failure.fetch_add(1, Ordering::Relaxed);

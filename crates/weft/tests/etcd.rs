@@ -204,7 +204,6 @@ fn two_control_planes_on_one_etcd_serve_one_mesh_and_recover_from_an_etcd_restar
     });
     assert_eq!(cp1.history(), cp2.history());
     assert!(cp1.history().lines().any(|l| l.trim_start().starts_with("17 ")), "{}", cp1.history());
-    let before_apply = cp1.history();
 
     // A single-use bootstrap token offered to both control planes at once gets one
     // certificate, not one from each: the count is in the shared store.

@@ -134,6 +134,37 @@ fn a_call_between_sidecars_is_mutual_tls_and_the_callee_knows_the_caller() {
 }
 
 #[test]
+fn a_websocket_between_sidecars_runs_over_mutual_tls_under_strict() {
+    use std::io::{Read, Write};
+    let m = mesh();
+    let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";
+    assert!(m.cp.apply("strict.yaml", strict).status.success());
+    let inbound = m.reviews.p.inbound().unwrap();
+    wait_until("the callee refuses plaintext", || curl(&["-s", &format!("http://{inbound}/")]).0 != 0);
+    // The cluster speaks h2 between the sidecars; the upgrade takes its own mTLS
+    // connection offering http/1.1, and the callee tunnels it to the app.
+    let mut c = Client::connect(m.productpage.addr());
+    let r = c.raw(b"GET /ws HTTP/1.1\r\nhost: reviews\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", false);
+    assert_eq!(r.status, 101, "{}", r.text());
+    let s = c.stream();
+    s.write_all(b"hello over mutual tls").unwrap();
+    let mut buf = [0u8; 21];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello over mutual tls");
+    drop(c);
+    // Both ends count the tunnel's bytes under the mTLS principals.
+    let caller = "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"";
+    wait_until("the callee counts the tunnel", || {
+        metric_sum(&m.reviews.admin("/metrics"), "istio_tcp_sent_bytes_total", &[caller, "connection_security_policy=\"mutual_tls\""])
+            >= 21.0
+    });
+    let out = m.productpage.admin("/metrics");
+    let sent =
+        metric_sum(&out, "istio_tcp_sent_bytes_total", &[caller, "destination_principal=\"spiffe://cluster.local/ns/default/sa/reviews\""]);
+    assert!(sent >= 21.0, "{out}");
+}
+
+#[test]
 fn under_strict_plaintext_never_reaches_the_app_while_the_mesh_keeps_working() {
     let m = mesh();
     let strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";
