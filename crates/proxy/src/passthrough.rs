@@ -4,6 +4,8 @@
 //! termination: weft never holds the keys or sees the requests. Only listeners whose
 //! config has `tls[]` routes look at the first byte (one `peek`); others go straight
 //! to the HTTP server. A ClientHello with no SNI, or none that a route takes, is closed.
+//! The records that carry it (one, or several for a large or fragmented one) are
+//! forwarded as they came.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::sni::{client_hello_sni, handshake_record_len, RECORD_HEADER};
+use crate::sni::{client_hello_sni, handshake_record_len, HelloAssembler, Progress, RECORD_HEADER};
 use crate::state::Shared;
 
 /// What a new connection starts with.
@@ -43,7 +45,7 @@ pub async fn serve(shared: &'static Shared, mut down: TcpStream, remote: SocketA
     let wait = shared.header_read_timeout.unwrap_or(Duration::from_secs(60));
     match tokio::time::timeout(wait, hello(&mut down)).await {
         Ok(Some(rec)) => tunnel(shared, down, remote, port, &rec).await,
-        Ok(None) => tracing::debug!(%remote, "tls passthrough: not a ClientHello in one record; closed"),
+        Ok(None) => tracing::debug!(%remote, "tls passthrough: not a ClientHello (or over 64 KiB, or in over 16 records); closed"),
         Err(_) => {
             counters.downstream_header_timeouts.fetch_add(1, Ordering::Relaxed);
         }
@@ -51,19 +53,36 @@ pub async fn serve(shared: &'static Shared, mut down: TcpStream, remote: SocketA
     counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The first record, whole (header included), when it is a handshake record.
-async fn hello(down: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut head = [0u8; RECORD_HEADER];
-    down.read_exact(&mut head).await.ok()?;
-    let len = handshake_record_len(&head)?;
-    let mut rec = vec![0u8; RECORD_HEADER + len];
-    rec[..RECORD_HEADER].copy_from_slice(&head);
-    down.read_exact(&mut rec[RECORD_HEADER..]).await.ok()?;
-    Some(rec)
+/// A ClientHello, read: the records as they came (to forward unchanged) and the
+/// handshake message they carry.
+struct Hello {
+    records: Vec<u8>,
+    message: HelloAssembler,
 }
 
-async fn tunnel(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr, port: u16, rec: &[u8]) {
-    let Some(sni) = client_hello_sni(rec).map(str::to_ascii_lowercase) else {
+/// The handshake records that carry the ClientHello (one, or a few for a large or
+/// fragmented one; bounded by [`crate::sni`]'s limits).
+async fn hello(down: &mut TcpStream) -> Option<Hello> {
+    let mut h = Hello { records: Vec::with_capacity(512), message: HelloAssembler::default() };
+    loop {
+        let mut head = [0u8; RECORD_HEADER];
+        down.read_exact(&mut head).await.ok()?;
+        let len = handshake_record_len(&head)?;
+        let start = h.records.len();
+        h.records.extend_from_slice(&head);
+        h.records.resize(start + RECORD_HEADER + len, 0);
+        down.read_exact(&mut h.records[start + RECORD_HEADER..]).await.ok()?;
+        match h.message.push(&h.records[start + RECORD_HEADER..]) {
+            Progress::Done => return Some(h),
+            Progress::More => continue,
+            Progress::Invalid => return None,
+        }
+    }
+}
+
+async fn tunnel(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr, port: u16, hello: &Hello) {
+    let rec = &hello.records;
+    let Some(sni) = client_hello_sni(hello.message.message()).map(str::to_ascii_lowercase) else {
         tracing::info!(%remote, "tls passthrough: ClientHello without SNI; closed");
         return;
     };

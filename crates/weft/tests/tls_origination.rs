@@ -410,6 +410,52 @@ spec:
         assert!(buf.is_empty(), "{n:?} {buf:?}");
     }
     assert_eq!(get(p.addr(), "plain", "/", &[]).status, 200, "still serving");
+    // A ClientHello fragmented over several handshake records is joined, routed by its
+    // SNI and forwarded as it came: nginx completes the handshake with the client.
+    let out = fragmented_hello_get(p.addr(), &pki.path("ca.crt"), "secure.test", 200);
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("server=a sni=secure.test"), "{out}");
+    // In records of 8 bytes it takes more than 16: closed, nothing served.
+    let out = fragmented_hello_get(p.addr(), &pki.path("ca.crt"), "secure.test", 8);
+    assert!(out.is_empty(), "{out}");
+}
+
+/// A GET over TLS (rustls) to `name` through `addr`, the ClientHello cut into
+/// handshake records of `size` bytes; the answer, or nothing when the handshake fails.
+fn fragmented_hello_get(addr: SocketAddr, ca: &str, name: &str, size: usize) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    weft_tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let server = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), server).unwrap();
+    let mut first = Vec::new();
+    conn.write_tls(&mut first).unwrap();
+    let mut split = Vec::new();
+    let mut rest = &first[..];
+    while rest.len() >= 5 {
+        let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
+        let (rec, r) = rest.split_at(5 + len);
+        rest = r;
+        for c in rec[5..].chunks(size) {
+            split.extend_from_slice(&rec[..3]);
+            split.extend_from_slice(&(c.len() as u16).to_be_bytes());
+            split.extend_from_slice(c);
+        }
+    }
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.write_all(&split).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    if tls.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A failed handshake is a connect failure: retried on another endpoint, and counted
