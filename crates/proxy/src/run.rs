@@ -126,6 +126,7 @@ pub fn build_shared(
         access_log: opts.access_log,
         draining: AtomicBool::new(false),
         drain: opts.drain,
+        tunnels: tokio_util::task::TaskTracker::new(),
         header_read_timeout: opts.header_read_timeout,
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,
@@ -287,6 +288,8 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         }
         tracing::info!("draining: finishing in-flight requests (at most {:?})", opts.drain);
         shared.draining.store(true, Ordering::Relaxed);
+        // (Closed: the workers' wait ends once the open tunnels have.)
+        shared.tunnels.close();
     });
     let _ = stop_tx.send(true);
     for t in threads {

@@ -68,7 +68,13 @@ pub fn run_worker(
             }
         };
         tokio::join!(outbound, inbound);
-        let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+        // HTTP connections finish their requests; tunnels run on until they end. Both
+        // within `drain`.
+        let _ = tokio::time::timeout(drain, async {
+            graceful.shutdown().await;
+            shared.tunnels.wait().await;
+        })
+        .await;
     });
 }
 
@@ -129,7 +135,7 @@ async fn accept_loop(
                     Side::Outbound => {
                         // VirtualService tls[] routes: a TLS ClientHello is passed through by SNI.
                         let watcher = graceful.watcher();
-                        tokio::spawn(async move {
+                        shared.tunnels.spawn(async move {
                             match crate::passthrough::first(&stream, shared).await {
                                 crate::passthrough::First::Tls => crate::passthrough::serve(shared, stream, remote).await,
                                 crate::passthrough::First::Other => {

@@ -44,8 +44,11 @@ pub struct Shared {
     pub workers: usize,
     pub access_log: bool,
     pub draining: std::sync::atomic::AtomicBool,
-    /// How long SIGTERM waits for in-flight requests.
+    /// How long SIGTERM waits for in-flight requests and open tunnels.
     pub drain: std::time::Duration,
+    /// The tunnels (TLS passthrough, WebSocket, CONNECT): a drain waits for them too,
+    /// up to `drain`, as it does for HTTP connections.
+    pub tunnels: tokio_util::task::TaskTracker,
     /// Close client connections whose request head takes longer (slowloris guard;
     /// the watchdog's, [`crate::watchdog`]).
     pub header_read_timeout: Option<std::time::Duration>,

@@ -66,7 +66,7 @@ pub async fn upgrade(
             let up = hyper::upgrade::on(&mut resp);
             metrics.counters.upgrades.fetch_add(1, Ordering::Relaxed);
             let dest = (ep.dest, tunnel_peer(&fin, &ep));
-            tokio::spawn(async move {
+            ctx.shared.tunnels.spawn(async move {
                 let (Ok(d), Ok(u)) = tokio::join!(down, up) else {
                     return;
                 };
@@ -90,7 +90,7 @@ pub async fn connect(down: OnUpgrade, ep: Arc<Endpoint>, fin: Finish, ctx: ConnC
     };
     metrics.counters.upgrades.fetch_add(1, Ordering::Relaxed);
     let dest = (ep.dest, tunnel_peer(&fin, &ep));
-    tokio::spawn(async move {
+    ctx.shared.tunnels.spawn(async move {
         if let Ok(d) = down.await {
             splice(TokioIo::new(d), io, metrics, dest).await;
         }

@@ -171,7 +171,8 @@ struct ProxyArgs {
     /// Print an access log line per request on stdout.
     #[arg(long)]
     access_log: bool,
-    /// How long SIGTERM waits for in-flight requests, e.g. "10s".
+    /// How long SIGTERM waits for in-flight requests and open tunnels (WebSocket, CONNECT,
+    /// TLS passthrough), e.g. "10s".
     #[arg(long, default_value = "10s", value_parser = parse_dur)]
     drain_timeout: Duration,
     /// Close client connections whose request head takes longer than this to arrive

@@ -120,6 +120,54 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting after SIGTERM");
 }
 
+/// A WebSocket open at SIGTERM keeps carrying bytes while the proxy drains (it stops
+/// accepting at once), and the proxy exits as soon as the tunnel closes; a tunnel that
+/// never closes is cut at `--drain-timeout`.
+#[test]
+fn sigterm_drains_open_tunnels_then_exits() {
+    use std::io::{Read, Write};
+    let b = backend("ws", &[]);
+    let upgrade = b"GET /ws HTTP/1.1\r\nhost: svc\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let echo = |c: &mut Client, msg: &[u8]| {
+        let s = c.stream();
+        s.write_all(msg).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg);
+    };
+    let exited = |p: &mut Proxy, within: Duration| {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(st) = p.p.child.try_wait().unwrap() {
+                assert!(st.success(), "exit status {st}");
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    let mut p = proxy_with(&service_entry("svc", &[(b.addr, "v: x", 1)]), &["--drain-timeout", "30s"]);
+    let mut c = Client::connect(p.addr());
+    assert_eq!(c.raw(upgrade, false).status, 101);
+    echo(&mut c, b"before");
+    p.p.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::net::TcpStream::connect(p.addr()).is_err(), "still accepting after SIGTERM");
+    echo(&mut c, b"while draining");
+    assert!(!exited(&mut p, Duration::from_millis(500)), "the proxy cut an open tunnel");
+    drop(c);
+    assert!(exited(&mut p, Duration::from_secs(5)), "the proxy did not exit once the tunnel closed");
+
+    let mut p = proxy_with(&service_entry("svc", &[(b.addr, "v: x", 1)]), &["--drain-timeout", "1s"]);
+    let mut c = Client::connect(p.addr());
+    assert_eq!(c.raw(upgrade, false).status, 101);
+    echo(&mut c, b"open");
+    let start = Instant::now();
+    p.p.signal("TERM");
+    assert!(exited(&mut p, Duration::from_secs(5)), "the proxy waited past its drain timeout");
+    assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
+}
+
 /// SIGHUP re-reads files only where files are the source. A proxy following a control
 /// plane has none: SIGHUP used to install an empty mesh, every host 404 until the next
 /// push. Its routes stay; a proxy reading files still re-reads them on SIGHUP.
