@@ -70,7 +70,10 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
             | Spec::Hedging(_)
             | Spec::Compression(_)
             | Spec::ResponseCache(_)
-            | Spec::PeerAuthentication(_) => {}
+            | Spec::PeerAuthentication(_)
+            | Spec::AuthorizationPolicy(_)
+            | Spec::RequestAuthentication(_)
+            | Spec::ExtensionProvider(_) => {}
         }
     }
     // Every service port and subset gets its cluster, so /clusters shows them all.
@@ -169,9 +172,25 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                     snap.peer_authentication.push(p);
                 }
             }
+            Spec::AuthorizationPolicy(p) => {
+                if let Some(p) = crate::authz::compile_policy(r, p, &mut ctx) {
+                    snap.authorization.push(p);
+                }
+            }
+            Spec::RequestAuthentication(ra) => {
+                if let Some(ra) = crate::authz::compile_request_authn(r, ra, &mut ctx) {
+                    snap.request_authentication.push(ra);
+                }
+            }
+            Spec::ExtensionProvider(p) => {
+                if let Some((name, p)) = crate::authz::compile_provider(r, p, &mut ctx) {
+                    snap.extension_providers.insert(name, p);
+                }
+            }
             _ => {}
         }
     }
+    crate::authz::check_providers(resources, &snap.extension_providers, &mut ctx);
     snap.clusters = ctx.clusters;
     snap
 }

@@ -5,6 +5,7 @@
 //! endpoint, and one virtual host whose one route forwards everything to it. The
 //! filters and policies a route can carry plug in here like on the outbound side.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -36,7 +37,14 @@ impl InboundSpec {}
 
 impl Snapshot {
     /// Adds the inbound cluster and virtual host; `inbound` then names the virtual host.
-    pub fn add_inbound(&mut self, spec: &InboundSpec) {
+    /// The AuthorizationPolicies that apply to the workload (its namespace, service and
+    /// `labels`) become `inbound_authorization`.
+    pub fn add_inbound(&mut self, spec: &InboundSpec, labels: &BTreeMap<String, String>) {
+        let workload = weft_authz::scope::Workload { namespace: &spec.namespace, service: &spec.service, labels };
+        let mine = self.authorization.iter().filter(|p| p.scope.applies_to(&workload)).map(|p| p.policy.clone());
+        let policies = weft_authz::Policies::from_compiled(mine);
+        self.inbound_authorization = (!policies.is_empty()).then(|| Arc::new(policies));
+        self.inbound_app = Some(spec.app);
         let cluster = self.clusters.len();
         self.clusters.push(ClusterSpec {
             name: spec.cluster_name(),

@@ -1,6 +1,7 @@
 //! weft's configuration: Istio resources as users write them, validated with field
 //! paths, and compiled into the immutable [`Snapshot`] the proxy reads per request.
 
+pub mod authz;
 mod compile;
 mod compression;
 pub mod duration;

@@ -39,6 +39,9 @@ pub enum Spec {
     Compression(crate::weft_kinds::Compression),
     ResponseCache(crate::weft_kinds::ResponseCache),
     PeerAuthentication(crate::istio::PeerAuthentication),
+    AuthorizationPolicy(weft_authz::spec::AuthorizationPolicy),
+    RequestAuthentication(weft_authz::spec::RequestAuthentication),
+    ExtensionProvider(weft_authz::spec::ExtensionProvider),
 }
 
 #[derive(Deserialize)]
@@ -135,6 +138,9 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             | "Compression"
             | "ResponseCache"
             | "PeerAuthentication"
+            | "AuthorizationPolicy"
+            | "RequestAuthentication"
+            | "ExtensionProvider"
     );
     if !known {
         diags.warnings.push(ConfigError::new(
@@ -146,13 +152,14 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         ));
         return None;
     }
-    let versions: &[&str] = if matches!(kind.as_str(), "RateLimit" | "HealthCheck" | "Hedging" | "Compression" | "ResponseCache") {
-        &crate::weft_kinds::POLICY_VERSIONS
-    } else if kind == "PeerAuthentication" {
-        &SECURITY_VERSIONS
-    } else {
-        &NETWORKING_VERSIONS
-    };
+    let versions: &[&str] =
+        if matches!(kind.as_str(), "RateLimit" | "HealthCheck" | "Hedging" | "Compression" | "ResponseCache" | "ExtensionProvider") {
+            &crate::weft_kinds::POLICY_VERSIONS
+        } else if matches!(kind.as_str(), "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication") {
+            &SECURITY_VERSIONS
+        } else {
+            &NETWORKING_VERSIONS
+        };
     if !versions.contains(&api.as_str()) {
         diags.errors.push(ConfigError::new(
             src,
@@ -189,6 +196,12 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         "Sidecar" => typed::<crate::istio::Sidecar>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Sidecar(s)))?,
         "PeerAuthentication" => typed::<crate::istio::PeerAuthentication>(src, &kind, name.as_deref(), doc, diags)
             .map(|(m, s)| (m, Spec::PeerAuthentication(s)))?,
+        "AuthorizationPolicy" => typed::<weft_authz::spec::AuthorizationPolicy>(src, &kind, name.as_deref(), doc, diags)
+            .map(|(m, s)| (m, Spec::AuthorizationPolicy(s)))?,
+        "RequestAuthentication" => typed::<weft_authz::spec::RequestAuthentication>(src, &kind, name.as_deref(), doc, diags)
+            .map(|(m, s)| (m, Spec::RequestAuthentication(s)))?,
+        "ExtensionProvider" => typed::<weft_authz::spec::ExtensionProvider>(src, &kind, name.as_deref(), doc, diags)
+            .map(|(m, s)| (m, Spec::ExtensionProvider(s)))?,
         _ => return None,
     };
     // (Both become parts of the control plane's keys, `Kind/namespace/name`, and of

@@ -30,6 +30,17 @@ pub struct Snapshot {
     /// The inbound side's virtual host (every request on the inbound listener goes to
     /// it), when the proxy stands beside an app ([`crate::inbound`]).
     pub inbound: Option<usize>,
+    /// AuthorizationPolicies, compiled, with the workloads each applies to.
+    pub authorization: Vec<crate::authz::ScopedPolicy>,
+    /// RequestAuthentications, with the workloads each applies to.
+    pub request_authentication: Vec<crate::authz::ScopedRequestAuthn>,
+    /// ExtensionProviders (CUSTOM policies' external authorizers) by name.
+    pub extension_providers: BTreeMap<String, weft_authz::spec::ExtAuthzHttp>,
+    /// The policies of the proxy's own workload, enforced on its inbound side: set by
+    /// [`Snapshot::add_inbound`] when any applies.
+    pub inbound_authorization: Option<std::sync::Arc<weft_authz::Policies>>,
+    /// The local app's address (`destination.ip` / `destination.port` of inbound requests).
+    pub inbound_app: Option<std::net::SocketAddr>,
 }
 
 impl Snapshot {

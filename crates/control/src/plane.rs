@@ -16,7 +16,7 @@ const CONFIG: &str = "config/";
 const REGISTRY: &str = "registry/";
 
 /// The kinds `weft get` and `weft delete` know, with their short names.
-const KINDS: [(&str, &[&str]); 10] = [
+const KINDS: [(&str, &[&str]); 13] = [
     ("Sidecar", &["sidecars"]),
     ("ServiceEntry", &["se", "serviceentries"]),
     ("DestinationRule", &["dr", "destinationrules"]),
@@ -27,6 +27,9 @@ const KINDS: [(&str, &[&str]); 10] = [
     ("Compression", &["compressions"]),
     ("ResponseCache", &["rc", "responsecaches"]),
     ("PeerAuthentication", &["pa", "peerauthentications"]),
+    ("AuthorizationPolicy", &["ap", "authorizationpolicies"]),
+    ("RequestAuthentication", &["ra", "requestauthentications"]),
+    ("ExtensionProvider", &["extensionproviders"]),
 ];
 
 /// `kind` as the store spells it (case-insensitive, short names and plurals too).

@@ -68,8 +68,15 @@ pub fn build(
     let chains = snap
         .vhosts
         .iter()
-        .map(|vh| {
-            let host_filters = host_filters(vh, prev, &mut live, metrics);
+        .enumerate()
+        .map(|(vi, vh)| {
+            let mut host_filters = host_filters(vh, prev, &mut live, metrics);
+            if snap.inbound == Some(vi) {
+                // Authorization first: a denied request costs nothing else.
+                if let (Some(policies), Some(app)) = (&snap.inbound_authorization, snap.inbound_app) {
+                    host_filters.insert(0, Filter::Authz(crate::filters::authz::Authz { policies: policies.clone(), destination: app }));
+                }
+            }
             let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, &mut live)));
             vh.routes
                 .iter()

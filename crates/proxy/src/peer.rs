@@ -22,6 +22,9 @@ pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forw
 #[derive(Debug)]
 pub struct Peer {
     pub id: SpiffeId,
+    /// The identity as Istio's policies write principals: the SPIFFE ID without
+    /// `spiffe://` (`cluster.local/ns/default/sa/sleep`).
+    pub principal: Box<str>,
     /// `By=<own>;URI=<peer>`, made once per connection.
     pub xfcc: HeaderValue,
     /// The principals as interned for the metrics.
@@ -34,7 +37,8 @@ impl Peer {
         // SPIFFE IDs are validated DNS names and path segments: always a valid header value.
         let xfcc = HeaderValue::try_from(format!("By={own};URI={id}")).ok()?;
         let labels = PeerLabels { source_principal: id.to_string(), destination_principal: own.to_string() };
-        Some(Arc::new(Peer { id, xfcc, metrics: metrics.peer_id(labels) }))
+        let principal = id.to_string().trim_start_matches("spiffe://").into();
+        Some(Arc::new(Peer { id, principal, xfcc, metrics: metrics.peer_id(labels) }))
     }
 }
 

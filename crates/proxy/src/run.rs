@@ -26,8 +26,11 @@ pub struct ProxyOptions {
     pub service: String,
     pub namespace: String,
     pub access_log: bool,
-    /// How long SIGTERM waits for in-flight requests.
+    /// How long SIGTERM waits for in-flight requests and open tunnels.
     pub drain: Duration,
+    /// `X-Forwarded-For` hops trusted for the client's address in AuthorizationPolicy
+    /// (`remoteIpBlocks`, `remote.ip`); 0 (Istio's default): the peer's address.
+    pub xff_trusted_hops: u32,
     /// A request head must arrive whole within this (nginx's `client_header_timeout`,
     /// 60 s); None disables.
     pub header_read_timeout: Option<Duration>,
@@ -80,6 +83,7 @@ impl Default for ProxyOptions {
             namespace: "default".into(),
             access_log: false,
             drain: Duration::from_secs(10),
+            xff_trusted_hops: 0,
             header_read_timeout: Some(Duration::from_secs(60)),
             idle_timeout: Some(Duration::from_secs(3600)),
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -114,7 +118,7 @@ pub fn build_shared(
     let inbound = opts.inbound.as_ref().map(|(_, spec)| spec.clone());
     let mut snap = snap;
     if let Some(i) = &inbound {
-        snap.add_inbound(i);
+        snap.add_inbound(i, &opts.node.labels);
     }
     let mesh_tls = opts.identity.clone().map(crate::mesh_tls::MeshTls::new);
     let rt = Runtime::build(resources, snap, None, workers, metrics, 1, &opts.node, &transport, mesh_tls.as_ref());
@@ -127,6 +131,7 @@ pub fn build_shared(
         draining: AtomicBool::new(false),
         drain: opts.drain,
         tunnels: tokio_util::task::TaskTracker::new(),
+        xff_trusted_hops: opts.xff_trusted_hops,
         header_read_timeout: opts.header_read_timeout,
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,

@@ -44,6 +44,9 @@ pub struct Shared {
     pub workers: usize,
     pub access_log: bool,
     pub draining: std::sync::atomic::AtomicBool,
+    /// `X-Forwarded-For` hops trusted for the client's address (`remoteIpBlocks`,
+    /// `remote.ip`); 0: the peer's address (Istio's `numTrustedProxies` default).
+    pub xff_trusted_hops: u32,
     /// How long SIGTERM waits for in-flight requests and open tunnels.
     pub drain: std::time::Duration,
     /// The tunnels (TLS passthrough, WebSocket, CONNECT): a drain waits for them too,
@@ -137,7 +140,7 @@ impl Shared {
         }
         let mut snap = snap;
         if let Some(i) = &self.inbound {
-            snap.add_inbound(i);
+            snap.add_inbound(i, &self.node.labels);
         }
         let prev = self.current.load();
         let rev = prev.revision + 1;

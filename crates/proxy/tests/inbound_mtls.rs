@@ -11,33 +11,15 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+mod common;
+use common::*;
 use weft_proxy::testing::*;
 use weft_proxy::ProxyOptions;
-use weft_tls::{Ca, SpiffeId, WorkloadIdentity, WorkloadKey};
+use weft_tls::{Ca, WorkloadIdentity, WorkloadKey};
 
 const APP: &str = "127.0.0.1:8080";
-const TD: &str = "cluster.local";
 const REVIEWS: &str = "spiffe://cluster.local/ns/default/sa/reviews";
 const PRODUCTPAGE: &str = "spiffe://cluster.local/ns/default/sa/productpage";
-
-fn id(sa: &str) -> SpiffeId {
-    SpiffeId::new(TD, "default", sa).unwrap()
-}
-
-fn new_ca() -> (tempfile::TempDir, Ca) {
-    weft_tls::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::load_or_create(dir.path(), TD).unwrap();
-    (dir, ca)
-}
-
-/// An identity for `sa` from `ca`, trusting `extra_roots` besides `ca`'s own.
-fn issue(ca: &Ca, sa: &str, extra_roots: &str) -> Arc<WorkloadIdentity> {
-    let key = WorkloadKey::generate().unwrap();
-    let cert = ca.sign_csr(&key.csr(&id(sa)).unwrap(), &id(sa), weft_tls::ca::DEFAULT_CERT_TTL).unwrap();
-    let roots = format!("{}{extra_roots}", cert.roots_pem);
-    Arc::new(WorkloadIdentity::new(id(sa), &key, &cert.leaf_pem, &cert.chain_pem, &roots).unwrap())
-}
 
 fn peer_authentication(mode: &str) -> String {
     format!("---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: istio-system}}\nspec: {{mtls: {{mode: {mode}}}}}\n")
@@ -53,14 +35,6 @@ fn sidecar(net: &Network, mode: &str, identity: Option<Arc<WorkloadIdentity>>) -
     let spec = weft_config::InboundSpec { app: addr(APP), service: "reviews".into(), namespace: "default".into() };
     let opts = ProxyOptions { inbound: Some((addr("127.0.0.1:15006"), spec)), identity, ..ProxyOptions::default() };
     Harness::with_options(net, &peer_authentication(mode), opts)
-}
-
-/// A mesh client (productpage's outbound side): its certificate, and the server must
-/// be a mesh workload.
-fn mesh_client(identity: &Arc<WorkloadIdentity>) -> Arc<ClientConfig> {
-    let mut c = weft_tls::client_config(identity.clone(), None).unwrap();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(c)
 }
 
 /// A TLS client with no certificate, that trusts any server.

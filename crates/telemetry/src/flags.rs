@@ -32,8 +32,12 @@ impl ResponseFlags {
     pub const DPE: Self = Self(1 << 11);
     /// Stream idle timeout.
     pub const SI: Self = Self(1 << 12);
+    /// Denied by an AuthorizationPolicy (Envoy's RBAC filter).
+    pub const RBAC: Self = Self(1 << 13);
+    /// Denied by an external authorizer (CUSTOM; Envoy's ext_authz).
+    pub const UAEX: Self = Self(1 << 14);
 
-    const NAMES: [(Self, &'static str); 13] = [
+    const NAMES: [(Self, &'static str); 15] = [
         (Self::UH, "UH"),
         (Self::UF, "UF"),
         (Self::UO, "UO"),
@@ -47,6 +51,8 @@ impl ResponseFlags {
         (Self::DC, "DC"),
         (Self::DPE, "DPE"),
         (Self::SI, "SI"),
+        (Self::RBAC, "RBAC"),
+        (Self::UAEX, "UAEX"),
     ];
 
     #[inline]

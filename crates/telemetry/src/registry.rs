@@ -193,6 +193,10 @@ pub struct Counters {
     pub shed: AtomicU64,
     /// Requests answered 429 by a RateLimit (flag RL).
     pub rate_limited: AtomicU64,
+    /// Requests denied by an AuthorizationPolicy (403, flag RBAC), and those an AUDIT
+    /// policy matched.
+    pub authz_denied: AtomicU64,
+    pub authz_audited: AtomicU64,
     /// ResponseCache: requests answered from the cache (fresh, or revalidated upstream).
     pub cache_hits: AtomicU64,
     /// ResponseCache: cacheable requests that went upstream for want of a usable entry.

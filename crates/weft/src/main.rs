@@ -175,6 +175,10 @@ struct ProxyArgs {
     /// TLS passthrough), e.g. "10s".
     #[arg(long, default_value = "10s", value_parser = parse_dur)]
     drain_timeout: Duration,
+    /// X-Forwarded-For hops to trust for the client's address in AuthorizationPolicy
+    /// (remoteIpBlocks, remote.ip; Istio's numTrustedProxies); 0: the peer's address.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=32))]
+    xff_trusted_hops: u32,
     /// Close client connections whose request head takes longer than this to arrive
     /// whole (nginx's client_header_timeout); 0s disables.
     #[arg(long, default_value = "60s", value_parser = parse_dur)]
@@ -263,6 +267,7 @@ impl ProxyArgs {
             namespace: self.namespace,
             access_log: self.access_log,
             drain: self.drain_timeout,
+            xff_trusted_hops: self.xff_trusted_hops,
             header_read_timeout: Some(self.header_read_timeout).filter(|d| !d.is_zero()),
             idle_timeout: Some(self.idle_timeout).filter(|d| !d.is_zero()),
             max_connections: self.max_connections.unwrap_or_else(default_max_connections),

@@ -13,6 +13,7 @@
 //! state, an arm in [`Filter`] dispatching to its `on_request` / `on_response`, and a
 //! line in [`build`] that puts it in the chains it applies to.
 
+pub mod authz;
 pub mod cache;
 pub mod compression;
 pub mod fault;
@@ -38,6 +39,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One filter of a chain.
 #[derive(Clone)]
 pub enum Filter {
+    Authz(authz::Authz),
     RateLimit(rate_limit::RateLimit),
     Fault(fault::Fault),
     HeaderOps(header_ops::HeaderOps),
@@ -96,6 +98,8 @@ pub struct PerRequest {
     pub cache: Option<Box<cache::Outstanding>>,
     /// A miss waiting for another request fetching the same response (ResponseCache).
     pub cache_wait: Option<Box<cache::Waiting>>,
+    /// The JWT a RequestAuthentication verified (AuthorizationPolicy reads it).
+    pub request_auth: Option<Box<weft_authz::VerifiedJwt>>,
 }
 
 /// The filters of one route (its virtual host's first), and the host's hedging.
@@ -110,6 +114,7 @@ impl Filter {
     #[inline]
     pub fn on_request(&self, cx: &mut RequestCtx, head: &mut Parts, host: &str) -> Flow {
         match self {
+            Filter::Authz(f) => f.on_request(cx, head, host),
             Filter::RateLimit(f) => f.on_request(cx, head, host),
             Filter::Fault(f) => f.on_request(cx),
             Filter::HeaderOps(f) => f.on_request(head),
@@ -128,7 +133,7 @@ impl Filter {
             Filter::HashCookie(f) => f.on_response(cx, resp),
             Filter::Compression(_) => compression::Compression::on_response(cx, resp),
             Filter::Cache(_) => cache::ResponseCache::on_response(cx, resp),
-            Filter::RateLimit(_) | Filter::Fault(_) | Filter::Mirror(_) => {}
+            Filter::Authz(_) | Filter::RateLimit(_) | Filter::Fault(_) | Filter::Mirror(_) => {}
         }
     }
 }

@@ -1,0 +1,238 @@
+//! The value matchers a policy compiles into: Istio's string forms (exact, `prefix*`,
+//! `*suffix`, `*` for any non-empty value), path templates (`{*}` one segment, `{**}`
+//! any number, last), CIDR blocks and ports. Matching allocates nothing.
+
+use std::net::IpAddr;
+
+/// Istio's string match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    /// `*`: present and not empty.
+    Any,
+}
+
+impl StrMatch {
+    /// Parses `v` (an error names what is wrong with it).
+    pub fn parse(v: &str) -> Result<StrMatch, String> {
+        if v == "*" {
+            return Ok(StrMatch::Any);
+        }
+        let m = if let Some(p) = v.strip_suffix('*') {
+            StrMatch::Prefix(p.to_owned())
+        } else if let Some(s) = v.strip_prefix('*') {
+            StrMatch::Suffix(s.to_owned())
+        } else {
+            StrMatch::Exact(v.to_owned())
+        };
+        match &m {
+            StrMatch::Exact(s) | StrMatch::Prefix(s) | StrMatch::Suffix(s) if s.contains('*') => {
+                Err(format!("{v:?}: `*` may only start or end a value (prefix*, *suffix, or * alone)"))
+            }
+            _ if v.is_empty() => Err("empty value".into()),
+            _ => Ok(m),
+        }
+    }
+
+    #[inline]
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            StrMatch::Exact(s) => v == s,
+            StrMatch::Prefix(p) => v.starts_with(p.as_str()),
+            StrMatch::Suffix(s) => v.ends_with(s.as_str()),
+            StrMatch::Any => !v.is_empty(),
+        }
+    }
+
+    /// The same, ASCII case-insensitively (hosts).
+    #[inline]
+    pub fn matches_ignore_case(&self, v: &str) -> bool {
+        let (v, b) = (v.as_bytes(), |s: &str| s.len());
+        match self {
+            StrMatch::Exact(s) => v.eq_ignore_ascii_case(s.as_bytes()),
+            StrMatch::Prefix(p) => v.len() >= b(p) && v[..b(p)].eq_ignore_ascii_case(p.as_bytes()),
+            StrMatch::Suffix(s) => v.len() >= b(s) && v[v.len() - b(s)..].eq_ignore_ascii_case(s.as_bytes()),
+            StrMatch::Any => !v.is_empty(),
+        }
+    }
+}
+
+/// A path value: a string match, or a template of whole segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Str(StrMatch),
+    Template(Vec<Segment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    /// `{*}`: exactly one segment.
+    One,
+    /// `{**}`: any number of segments (the last operator).
+    Rest,
+}
+
+impl PathMatch {
+    pub fn parse(v: &str) -> Result<PathMatch, String> {
+        if !v.contains('{') && !v.contains('}') {
+            return StrMatch::parse(v).map(PathMatch::Str);
+        }
+        if !v.starts_with('/') {
+            return Err(format!("{v:?}: a path template starts with /"));
+        }
+        if v.contains('*') && (v.starts_with('*') || v.ends_with('*') && !v.ends_with("}")) {
+            return Err(format!("{v:?}: a path template cannot be combined with prefix* or *suffix"));
+        }
+        let mut segs = Vec::new();
+        let parts: Vec<&str> = v[1..].split('/').collect();
+        for (i, s) in parts.iter().enumerate() {
+            let seg = match *s {
+                "{*}" => Segment::One,
+                "{**}" if i + 1 == parts.len() => Segment::Rest,
+                "{**}" => return Err(format!("{v:?}: {{**}} must be the last operator")),
+                s if s.contains('{') || s.contains('}') || s.contains('*') => {
+                    return Err(format!("{v:?}: {{*}} and {{**}} must each be a whole segment"))
+                }
+                s => Segment::Literal(s.to_owned()),
+            };
+            segs.push(seg);
+        }
+        Ok(PathMatch::Template(segs))
+    }
+
+    #[inline]
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Str(m) => m.matches(path),
+            PathMatch::Template(segs) => {
+                let Some(rest) = path.strip_prefix('/') else { return false };
+                let mut parts = rest.split('/');
+                for s in segs {
+                    match s {
+                        Segment::Rest => return true,
+                        Segment::One => match parts.next() {
+                            Some(p) if !p.is_empty() => {}
+                            _ => return false,
+                        },
+                        Segment::Literal(l) => {
+                            if parts.next() != Some(l.as_str()) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                parts.next().is_none()
+            }
+        }
+    }
+}
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(v: &str) -> Result<Cidr, String> {
+        let (a, p) = match v.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (v, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("{v:?} is no IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max && !p.starts_with('+') => n,
+                _ => return Err(format!("{v:?}: the prefix length is 0 to {max}")),
+            },
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    #[inline]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // (An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.)
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A port value (`"8080"`).
+pub fn parse_port(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(p) if !v.starts_with('+') => Ok(p),
+        _ => Err(format!("{v:?} is no port (0 to 65535)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_string_forms() {
+        let m = |p: &str, v: &str| StrMatch::parse(p).unwrap().matches(v);
+        assert!(m("/info", "/info") && !m("/info", "/info/"));
+        assert!(m("/api/*", "/api/x") && m("/api/*", "/api/") && !m("/api/*", "/ap"));
+        assert!(m("*.html", "/a.html") && !m("*.html", "/a.htm"));
+        assert!(m("*", "x") && !m("*", ""));
+        assert!(StrMatch::parse("/a*b").is_err() && StrMatch::parse("").is_err() && StrMatch::parse("**").is_err());
+        assert!(StrMatch::parse("*.EXAMPLE.com").unwrap().matches_ignore_case("www.example.COM"));
+        assert!(!StrMatch::parse("example.com").unwrap().matches_ignore_case("example.co"));
+    }
+
+    #[test]
+    fn path_templates() {
+        let m = |p: &str, v: &str| PathMatch::parse(p).unwrap().matches(v);
+        assert!(m("/foo/{*}/bar", "/foo/x/bar") && !m("/foo/{*}/bar", "/foo/x/y/bar") && !m("/foo/{*}/bar", "/foo//bar"));
+        assert!(m("/foo/{**}", "/foo/a/b/c") && m("/foo/{**}", "/foo") && !m("/foo/{**}", "/food"));
+        assert!(m("/{*}", "/x") && !m("/{*}", "/x/y"));
+        for bad in ["/foo/{**}/bar", "/foo/x{*}", "foo/{*}", "/foo/{*}*", "/{*}.txt", "*/{*}"] {
+            assert!(PathMatch::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidr_blocks() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(c("10.0.0.0/8").contains(ip("10.1.2.3")) && !c("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(c("1.2.3.4").contains(ip("1.2.3.4")) && !c("1.2.3.4").contains(ip("1.2.3.5")));
+        assert!(c("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(c("127.0.0.1").contains(ip("::ffff:127.0.0.1")), "mapped IPv4");
+        assert!(c("2001:db8::/32").contains(ip("2001:db8::1")) && !c("2001:db8::/32").contains(ip("10.0.0.1")));
+        for bad in ["10.0.0.0/33", "10.0.0/8", "x", "10.0.0.0/+8", "::/129", ""] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse_port("8080").is_ok() && parse_port("65536").is_err() && parse_port("+1").is_err() && parse_port("-1").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,40}") {
+            let _ = StrMatch::parse(&s);
+            let _ = PathMatch::parse(&s).map(|m| m.matches(&s));
+            let _ = Cidr::parse(&s);
+            let _ = parse_port(&s);
+        }
+    }
+}

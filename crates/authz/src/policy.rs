@@ -1,0 +1,522 @@
+//! An AuthorizationPolicy compiled into matchers, checked as Istio's validation checks
+//! it (every problem with its field path), and a workload's policies evaluated per
+//! request as Istio documents it:
+//!
+//! 1. a `CUSTOM` policy that matches sends the request to its external authorizer
+//!    (the proxy's part: [`Check::custom`]);
+//! 2. a matching `DENY` policy denies;
+//! 3. with no `ALLOW` policy the request is allowed; with some, one must match;
+//! 4. a matching `AUDIT` policy is reported, whatever the outcome.
+//!
+//! An `ALLOW` policy without rules (`spec: {}`) matches nothing, so it denies every
+//! request; `rules: [{}]` matches every request.
+//!
+//! **Fail safe where weft cannot know.** A plaintext request has no peer principal:
+//! a rule on `principals`, `namespaces` (or their `not` forms, or `source.principal` /
+//! `source.namespace` conditions) cannot be evaluated. Such a field matches nothing in
+//! an `ALLOW` or `AUDIT` policy and everything in a `DENY` or `CUSTOM` one — stricter
+//! than Istio, where a plaintext request in PERMISSIVE mode slips past a `DENY` on
+//! `principals`. A JWT's absence is known, not unknown: `requestPrincipals: ["*"]`
+//! does not match a request without a token (Istio's way to require one).
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use serde_json::Value;
+
+use crate::attrs::Attrs;
+use crate::matchers::{parse_port, Cidr, PathMatch, StrMatch};
+use crate::spec::{self, AuthorizationPolicy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Deny,
+    Audit,
+    Custom,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "ALLOW",
+            Action::Deny => "DENY",
+            Action::Audit => "AUDIT",
+            Action::Custom => "CUSTOM",
+        }
+    }
+}
+
+/// One AuthorizationPolicy, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledPolicy {
+    /// `namespace/name`, for logs, metrics and the answer's reason.
+    pub name: Arc<str>,
+    pub action: Action,
+    /// For `CUSTOM`: the extension provider's name.
+    pub provider: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rule {
+    from: Vec<Source>,
+    to: Vec<Operation>,
+    when: Vec<Condition>,
+}
+
+/// A list of values and its `not` form for one attribute.
+#[derive(Debug, Clone, PartialEq)]
+struct Field<M> {
+    any: Vec<M>,
+    not: Vec<M>,
+}
+
+impl<M> Default for Field<M> {
+    fn default() -> Self {
+        Field { any: Vec::new(), not: Vec::new() }
+    }
+}
+
+impl<M> Field<M> {
+    fn is_empty(&self) -> bool {
+        self.any.is_empty() && self.not.is_empty()
+    }
+
+    /// Whether a value (`None`: unknown) passes: one of `any` (when given) and none of
+    /// `not`. An unknown value gives `unknown`.
+    #[inline]
+    fn check<T: Copy>(&self, v: Option<T>, unknown: bool, hit: impl Fn(&M, T) -> bool) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Some(v) = v else { return unknown };
+        (self.any.is_empty() || self.any.iter().any(|m| hit(m, v))) && !self.not.iter().any(|m| hit(m, v))
+    }
+
+    /// The same for an attribute whose absence is known (a request without a token):
+    /// nothing in `any` matches it, nothing in `not` excludes it.
+    #[inline]
+    fn check_known<T: Copy>(&self, v: Option<T>, hit: impl Fn(&M, T) -> bool) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        match v {
+            Some(v) => (self.any.is_empty() || self.any.iter().any(|m| hit(m, v))) && !self.not.iter().any(|m| hit(m, v)),
+            None => self.any.is_empty(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Source {
+    principals: Field<StrMatch>,
+    request_principals: Field<StrMatch>,
+    namespaces: Field<StrMatch>,
+    ip_blocks: Field<Cidr>,
+    remote_ip_blocks: Field<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Operation {
+    hosts: Field<StrMatch>,
+    ports: Field<u16>,
+    methods: Field<StrMatch>,
+    paths: Field<PathMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Condition {
+    key: Key,
+    values: Field<Value_>,
+}
+
+/// A `when` value, parsed for its key.
+#[derive(Debug, Clone, PartialEq)]
+enum Value_ {
+    Str(StrMatch),
+    Ip(Cidr),
+    Port(u16),
+}
+
+/// Istio's condition keys.
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Header(HeaderName),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    RequestPrincipal,
+    Audiences,
+    Presenter,
+    Claim(Vec<String>),
+    DestinationIp,
+    DestinationPort,
+    Sni,
+}
+
+/// A problem found compiling: the field path under the resource and the message.
+pub type PolicyError = (String, String);
+
+/// Compiles `p` (named `namespace/name`); `Err` lists every problem.
+pub fn compile(name: &str, p: &AuthorizationPolicy) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    let mut errs: Vec<PolicyError> = Vec::new();
+    let mut err = |path: String, msg: String| errs.push((path, msg));
+    let action = match p.action.as_deref().unwrap_or("ALLOW") {
+        "ALLOW" => Action::Allow,
+        "DENY" => Action::Deny,
+        "AUDIT" => Action::Audit,
+        "CUSTOM" => Action::Custom,
+        other => {
+            err("spec.action".into(), format!("unknown value {:?} (expected ALLOW, DENY, AUDIT or CUSTOM)", cut(other)));
+            Action::Allow
+        }
+    };
+    if p.selector.is_some() && (p.target_ref.is_some() || !p.target_refs.is_empty()) {
+        err("spec.selector".into(), "only one of selector and targetRef(s) may be set".into());
+    }
+    if p.target_ref.is_some() && !p.target_refs.is_empty() {
+        err("spec.targetRef".into(), "only one of targetRef and targetRefs may be set".into());
+    }
+    if let Some(s) = &p.selector {
+        if s.match_labels.is_empty() {
+            err("spec.selector.matchLabels".into(), "at least one label (or no selector, for the whole namespace)".into());
+        }
+    }
+    let provider = match (action, &p.provider) {
+        (Action::Custom, Some(pr)) if !pr.name.is_empty() => Some(pr.name.clone()),
+        (Action::Custom, _) => {
+            err("spec.provider.name".into(), "a CUSTOM policy names its extension provider".into());
+            None
+        }
+        (_, Some(_)) => {
+            err("spec.provider".into(), format!("only a CUSTOM policy has a provider (this one is {})", action.as_str()));
+            None
+        }
+        (_, None) => None,
+    };
+    let mut rules = Vec::new();
+    for (i, r) in p.rules.iter().flatten().enumerate() {
+        rules.push(rule(&format!("spec.rules[{i}]"), r, &mut err));
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(CompiledPolicy { name: name.into(), action, provider, rules })
+}
+
+/// A value as shown in a message (a hostile one is cut).
+fn cut(s: &str) -> String {
+    let end = s.char_indices().nth(64).map(|(i, _)| i).unwrap_or(s.len());
+    s[..end].to_owned()
+}
+
+fn rule(at: &str, r: &spec::Rule, err: &mut impl FnMut(String, String)) -> Rule {
+    let mut out = Rule::default();
+    for (i, f) in r.from.iter().enumerate() {
+        let at = format!("{at}.from[{i}].source");
+        match &f.source {
+            None => err(at, "must be set".into()),
+            Some(s) => out.from.push(source(&at, s, err)),
+        }
+    }
+    for (i, t) in r.to.iter().enumerate() {
+        let at = format!("{at}.to[{i}].operation");
+        match &t.operation {
+            None => err(at, "must be set".into()),
+            Some(o) => out.to.push(operation(&at, o, err)),
+        }
+    }
+    for (i, c) in r.when.iter().enumerate() {
+        if let Some(c) = condition(&format!("{at}.when[{i}]"), c, err) {
+            out.when.push(c);
+        }
+    }
+    out
+}
+
+/// Parses the values of one field; errors name `at.<field>[i]`.
+fn field<M>(
+    at: &str,
+    name: &str,
+    any: &[String],
+    not: &[String],
+    parse: impl Fn(&str) -> Result<M, String>,
+    err: &mut impl FnMut(String, String),
+) -> Field<M> {
+    let not_name = format!("not{}{}", name[..1].to_ascii_uppercase(), &name[1..]);
+    let mut f = Field::default();
+    for (list, out, n) in [(any, &mut f.any, name), (not, &mut f.not, not_name.as_str())] {
+        for (i, v) in list.iter().enumerate() {
+            match parse(v) {
+                Ok(m) => out.push(m),
+                Err(e) => err(format!("{at}.{n}[{i}]"), e),
+            }
+        }
+    }
+    f
+}
+
+fn source(at: &str, s: &spec::Source, err: &mut impl FnMut(String, String)) -> Source {
+    let out = Source {
+        principals: field(at, "principals", &s.principals, &s.not_principals, StrMatch::parse, err),
+        request_principals: field(at, "requestPrincipals", &s.request_principals, &s.not_request_principals, StrMatch::parse, err),
+        namespaces: field(at, "namespaces", &s.namespaces, &s.not_namespaces, StrMatch::parse, err),
+        ip_blocks: field(at, "ipBlocks", &s.ip_blocks, &s.not_ip_blocks, Cidr::parse, err),
+        remote_ip_blocks: field(at, "remoteIpBlocks", &s.remote_ip_blocks, &s.not_remote_ip_blocks, Cidr::parse, err),
+    };
+    if out == Source::default() {
+        err(at.to_owned(), "must not be empty".into());
+    }
+    out
+}
+
+fn operation(at: &str, o: &spec::Operation, err: &mut impl FnMut(String, String)) -> Operation {
+    let out = Operation {
+        hosts: field(at, "hosts", &o.hosts, &o.not_hosts, StrMatch::parse, err),
+        ports: field(at, "ports", &o.ports, &o.not_ports, parse_port, err),
+        methods: field(at, "methods", &o.methods, &o.not_methods, StrMatch::parse, err),
+        paths: field(at, "paths", &o.paths, &o.not_paths, PathMatch::parse, err),
+    };
+    if out == Operation::default() {
+        err(at.to_owned(), "must not be empty".into());
+    }
+    out
+}
+
+fn condition(at: &str, c: &spec::Condition, err: &mut impl FnMut(String, String)) -> Option<Condition> {
+    let key = match parse_key(&c.key) {
+        Ok(k) => k,
+        Err(e) => {
+            err(format!("{at}.key"), e);
+            return None;
+        }
+    };
+    if c.values.is_empty() && c.not_values.is_empty() {
+        err(at.to_owned(), "values or notValues must be set".into());
+        return None;
+    }
+    let parse = |v: &str| match key {
+        Key::SourceIp | Key::RemoteIp | Key::DestinationIp => Cidr::parse(v).map(Value_::Ip),
+        Key::DestinationPort => parse_port(v).map(Value_::Port),
+        _ => StrMatch::parse(v).map(Value_::Str),
+    };
+    let values = field(at, "values", &c.values, &c.not_values, parse, err);
+    Some(Condition { key, values })
+}
+
+fn parse_key(k: &str) -> Result<Key, String> {
+    let bracketed = |rest: &str| -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut r = rest;
+        while !r.is_empty() {
+            let inner = r.strip_prefix('[')?;
+            let end = inner.find(']')?;
+            let name = &inner[..end];
+            if name.is_empty() {
+                return None;
+            }
+            out.push(name.to_owned());
+            r = &inner[end + 1..];
+        }
+        (!out.is_empty()).then_some(out)
+    };
+    let key = match k {
+        "source.ip" => Key::SourceIp,
+        "remote.ip" => Key::RemoteIp,
+        "source.namespace" => Key::SourceNamespace,
+        "source.principal" => Key::SourcePrincipal,
+        "request.auth.principal" => Key::RequestPrincipal,
+        "request.auth.audiences" => Key::Audiences,
+        "request.auth.presenter" => Key::Presenter,
+        "destination.ip" => Key::DestinationIp,
+        "destination.port" => Key::DestinationPort,
+        "connection.sni" => Key::Sni,
+        _ => {
+            if let Some(rest) = k.strip_prefix("request.headers") {
+                match bracketed(rest).as_deref() {
+                    Some([name]) => match HeaderName::from_bytes(name.as_bytes()) {
+                        Ok(h) => Key::Header(h),
+                        Err(_) => return Err(format!("{:?} is no header name", cut(name))),
+                    },
+                    _ => return Err("request.headers[<name>] names one header".into()),
+                }
+            } else if let Some(rest) = k.strip_prefix("request.auth.claims") {
+                match bracketed(rest) {
+                    Some(path) => Key::Claim(path),
+                    None => return Err("request.auth.claims[<name>] (nested: [a][b])".into()),
+                }
+            } else if k.is_empty() {
+                return Err("must be set".into());
+            } else {
+                return Err(format!("unknown key {:?}", cut(k)));
+            }
+        }
+    };
+    Ok(key)
+}
+
+impl Rule {
+    /// Whether the rule matches; `unknown` is what an attribute weft cannot know makes
+    /// of a field that needs it.
+    #[inline]
+    fn matches(&self, a: &Attrs<'_>, unknown: bool) -> bool {
+        (self.from.is_empty() || self.from.iter().any(|s| s.matches(a, unknown)))
+            && (self.to.is_empty() || self.to.iter().any(|o| o.matches(a)))
+            && self.when.iter().all(|c| c.matches(a, unknown))
+    }
+}
+
+impl Source {
+    fn matches(&self, a: &Attrs<'_>, unknown: bool) -> bool {
+        self.principals.check(a.principal, unknown, |m, v| m.matches(v))
+            && self.namespaces.check(a.principal.map(|_| a.source_namespace().unwrap_or("")), unknown, |m, v| m.matches(v))
+            && self.request_principals.check_known(a.request_principal, |m, v| m.matches(v))
+            && self.ip_blocks.check(a.source_ip, unknown, |c, ip| c.contains(ip))
+            && self.remote_ip_blocks.check(a.remote_ip.or(a.source_ip), unknown, |c, ip| c.contains(ip))
+    }
+}
+
+impl Operation {
+    fn matches(&self, a: &Attrs<'_>) -> bool {
+        self.hosts.check_known(Some(a.host), |m, v| m.matches_ignore_case(v))
+            && self.ports.check_known(Some(a.destination_port), |p, v| *p == v)
+            && self.methods.check_known(Some(a.method), |m, v| m.matches(v))
+            && self.paths.check_known(Some(a.path), |m, v| m.matches(v))
+    }
+}
+
+impl Condition {
+    fn matches(&self, a: &Attrs<'_>, unknown: bool) -> bool {
+        let s = |m: &Value_, v: &str| matches!(m, Value_::Str(m) if m.matches(v));
+        let ip = |m: &Value_, v: std::net::IpAddr| matches!(m, Value_::Ip(c) if c.contains(v));
+        let f = &self.values;
+        match &self.key {
+            Key::Header(h) => {
+                let mut all = a.headers.get_all(h).iter().filter_map(|v| v.to_str().ok()).peekable();
+                if all.peek().is_none() {
+                    return f.any.is_empty();
+                }
+                all.any(|v| f.check_known(Some(v), s))
+            }
+            Key::SourceIp => f.check(a.source_ip, unknown, ip),
+            Key::RemoteIp => f.check(a.remote_ip.or(a.source_ip), unknown, ip),
+            Key::DestinationIp => f.check(a.destination_ip, unknown, ip),
+            Key::DestinationPort => f.check_known(Some(a.destination_port), |m, v| matches!(m, Value_::Port(p) if *p == v)),
+            Key::SourceNamespace => f.check(a.principal.map(|_| a.source_namespace().unwrap_or("")), unknown, s),
+            Key::SourcePrincipal => f.check(a.principal, unknown, s),
+            Key::RequestPrincipal => f.check_known(a.request_principal, s),
+            Key::Sni => f.check_known(a.sni, s),
+            Key::Audiences => claim_check(f, a.claim(&["aud".to_owned()]), s),
+            Key::Presenter => f.check_known(a.claim(&["azp".to_owned()]).and_then(Value::as_str), s),
+            Key::Claim(path) => claim_check(f, a.claim(path), s),
+        }
+    }
+}
+
+/// A claim that is a string, or a list of strings (any of which may match; `not`
+/// excludes when any does), as Istio treats `aud` and list claims such as `groups`.
+fn claim_check(f: &Field<Value_>, v: Option<&Value>, s: impl Fn(&Value_, &str) -> bool + Copy) -> bool {
+    match v {
+        Some(Value::String(one)) => f.check_known(Some(one.as_str()), s),
+        Some(Value::Array(list)) => {
+            let strs = || list.iter().filter_map(Value::as_str);
+            (f.any.is_empty() || strs().any(|v| f.any.iter().any(|m| s(m, v)))) && !strs().any(|v| f.not.iter().any(|m| s(m, v)))
+        }
+        Some(Value::Bool(b)) => f.check_known(Some(if *b { "true" } else { "false" }), s),
+        _ => f.any.is_empty(),
+    }
+}
+
+impl CompiledPolicy {
+    /// Whether any rule matches (no rules: none does).
+    #[inline]
+    pub fn matches(&self, a: &Attrs<'_>) -> bool {
+        let unknown = matches!(self.action, Action::Deny | Action::Custom);
+        self.rules.iter().any(|r| r.matches(a, unknown))
+    }
+
+    /// Whether a rule depends on the peer's identity (principals, namespaces), which a
+    /// plaintext request under PERMISSIVE cannot prove (`weft validate` warns).
+    pub fn needs_peer_identity(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.from.iter().any(|s| !s.principals.is_empty() || !s.namespaces.is_empty())
+                || r.when.iter().any(|c| matches!(c.key, Key::SourcePrincipal | Key::SourceNamespace))
+        })
+    }
+
+    /// Whether a rule reads the request's JWT (`requestPrincipals`, `request.auth.*`).
+    pub fn needs_request_auth(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.from.iter().any(|s| !s.request_principals.is_empty())
+                || r.when.iter().any(|c| matches!(c.key, Key::RequestPrincipal | Key::Audiences | Key::Presenter | Key::Claim(_)))
+        })
+    }
+}
+
+/// A workload's policies, by action (each list in the order given).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policies {
+    pub custom: Vec<Arc<CompiledPolicy>>,
+    pub deny: Vec<Arc<CompiledPolicy>>,
+    pub allow: Vec<Arc<CompiledPolicy>>,
+    pub audit: Vec<Arc<CompiledPolicy>>,
+}
+
+/// What the policies make of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'p> {
+    Allow,
+    /// Denied by this DENY policy.
+    DeniedBy(&'p str),
+    /// ALLOW policies apply and none matched.
+    NotAllowed,
+}
+
+/// The outcome of [`Policies::check`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Check<'p> {
+    /// The first matching CUSTOM policy: the request goes to its provider first, and
+    /// is denied if the provider denies, whatever `decision` says.
+    pub custom: Option<&'p CompiledPolicy>,
+    pub decision: Decision<'p>,
+    /// The first matching AUDIT policy.
+    pub audit: Option<&'p str>,
+}
+
+impl Policies {
+    pub fn from_compiled(all: impl IntoIterator<Item = Arc<CompiledPolicy>>) -> Policies {
+        let mut p = Policies::default();
+        for c in all {
+            match c.action {
+                Action::Custom => p.custom.push(c),
+                Action::Deny => p.deny.push(c),
+                Action::Allow => p.allow.push(c),
+                Action::Audit => p.audit.push(c),
+            }
+        }
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+    }
+
+    /// Evaluates the request (allocates nothing).
+    pub fn check<'p>(&'p self, a: &Attrs<'_>) -> Check<'p> {
+        let custom = self.custom.iter().find(|p| p.matches(a)).map(|p| &**p);
+        let decision = if let Some(d) = self.deny.iter().find(|p| p.matches(a)) {
+            Decision::DeniedBy(&d.name)
+        } else if self.allow.is_empty() || self.allow.iter().any(|p| p.matches(a)) {
+            Decision::Allow
+        } else {
+            Decision::NotAllowed
+        };
+        let audit = self.audit.iter().find(|p| p.matches(a)).map(|p| &*p.name);
+        Check { custom, decision, audit }
+    }
+}
+
+#[cfg(test)]
+mod tests;

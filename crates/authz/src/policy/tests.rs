@@ -1,0 +1,236 @@
+use serde_json::json;
+
+use super::*;
+
+fn policy(name: &str, spec: serde_json::Value) -> Arc<CompiledPolicy> {
+    let p: AuthorizationPolicy = serde_json::from_value(spec).unwrap();
+    Arc::new(compile(name, &p).unwrap_or_else(|e| panic!("{e:?}")))
+}
+
+fn errors(spec: serde_json::Value) -> Vec<PolicyError> {
+    let p: AuthorizationPolicy = serde_json::from_value(spec).unwrap();
+    compile("ns/p", &p).unwrap_err()
+}
+
+struct Req {
+    headers: http::HeaderMap,
+    claims: Option<Value>,
+    principal: Option<&'static str>,
+    request_principal: Option<&'static str>,
+    method: &'static str,
+    path: &'static str,
+    source_ip: &'static str,
+}
+
+impl Req {
+    fn new(method: &'static str, path: &'static str) -> Req {
+        Req {
+            headers: http::HeaderMap::new(),
+            claims: None,
+            principal: Some("cluster.local/ns/foo/sa/sleep"),
+            request_principal: None,
+            method,
+            path,
+            source_ip: "10.1.2.3",
+        }
+    }
+    fn attrs(&self) -> Attrs<'_> {
+        Attrs {
+            source_ip: self.source_ip.parse().ok(),
+            remote_ip: None,
+            principal: self.principal,
+            request_principal: self.request_principal,
+            claims: self.claims.as_ref(),
+            method: self.method,
+            path: self.path,
+            host: "httpbin.foo",
+            headers: &self.headers,
+            destination_ip: "10.0.0.9".parse().ok(),
+            destination_port: 8000,
+            sni: None,
+        }
+    }
+}
+
+fn decide(p: &Policies, r: &Req) -> bool {
+    p.check(&r.attrs()).decision == Decision::Allow
+}
+
+#[test]
+fn no_policy_allows_an_empty_allow_denies_and_an_empty_rule_allows() {
+    let r = Req::new("GET", "/");
+    assert!(decide(&Policies::default(), &r));
+    let deny_all = Policies::from_compiled([policy("foo/allow-nothing", json!({}))]);
+    assert_eq!(deny_all.check(&r.attrs()).decision, Decision::NotAllowed);
+    let allow_all = Policies::from_compiled([policy("foo/allow-all", json!({"rules": [{}]}))]);
+    assert!(decide(&allow_all, &r));
+    // An empty DENY denies nothing.
+    let deny_none = Policies::from_compiled([policy("foo/deny-none", json!({"action": "DENY"}))]);
+    assert!(decide(&deny_none, &r));
+}
+
+/// Istio's "Authorization for HTTP traffic" task: productpage GETs from the bookinfo
+/// namespace's service account only.
+#[test]
+fn allow_get_from_one_principal() {
+    let p = Policies::from_compiled([policy(
+        "default/get-productpage",
+        json!({"selector": {"matchLabels": {"app": "productpage"}}, "action": "ALLOW", "rules": [{
+            "from": [{"source": {"principals": ["cluster.local/ns/foo/sa/sleep"]}}],
+            "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*"]}}]
+        }]}),
+    )]);
+    assert!(decide(&p, &Req::new("GET", "/api/v1")));
+    assert!(!decide(&p, &Req::new("POST", "/api/v1")));
+    assert!(!decide(&p, &Req::new("GET", "/admin")));
+    let mut other = Req::new("GET", "/api/v1");
+    other.principal = Some("cluster.local/ns/bar/sa/sleep");
+    assert!(!decide(&p, &other));
+}
+
+/// DENY wins over ALLOW; the deny names its policy.
+#[test]
+fn deny_before_allow() {
+    let p = Policies::from_compiled([
+        policy("foo/allow-all", json!({"rules": [{}]})),
+        policy(
+            "foo/deny-post",
+            json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["POST"], "notPaths": ["/public/*"]}}]}]}),
+        ),
+    ]);
+    assert!(decide(&p, &Req::new("GET", "/x")));
+    assert_eq!(p.check(&Req::new("POST", "/x").attrs()).decision, Decision::DeniedBy("foo/deny-post"));
+    assert!(decide(&p, &Req::new("POST", "/public/form")));
+}
+
+/// Plaintext (no principal): a principal rule matches nothing for ALLOW and everything
+/// for DENY.
+#[test]
+fn unknown_principals_fail_safe() {
+    let mut plain = Req::new("GET", "/admin");
+    plain.principal = None;
+    let allow = Policies::from_compiled([policy("foo/allow-ns", json!({"rules": [{"from": [{"source": {"namespaces": ["foo"]}}]}]}))]);
+    assert!(!decide(&allow, &plain));
+    assert!(decide(&allow, &Req::new("GET", "/admin")));
+    let deny = Policies::from_compiled([policy(
+        "foo/deny-bar",
+        json!({"action": "DENY", "rules": [{"from": [{"source": {"notNamespaces": ["foo"]}}], "to": [{"operation": {"paths": ["/admin"]}}]}]}),
+    )]);
+    assert_eq!(deny.check(&plain.attrs()).decision, Decision::DeniedBy("foo/deny-bar"));
+    assert!(decide(&deny, &Req::new("GET", "/admin")), "from foo: not denied");
+    let mut elsewhere = Req::new("GET", "/other");
+    elsewhere.principal = None;
+    assert!(decide(&deny, &elsewhere), "the rule's other fields still have to match");
+}
+
+/// `requestPrincipals: ["*"]` requires a token; no token is known, not unknown.
+#[test]
+fn request_principals_require_a_token() {
+    let p = Policies::from_compiled([policy("foo/require-jwt", json!({"rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}))]);
+    let mut r = Req::new("GET", "/");
+    assert!(!decide(&p, &r));
+    r.request_principal = Some("testing@secure.istio.io/testing@secure.istio.io");
+    assert!(decide(&p, &r));
+    // Istio's DENY form of the same: notRequestPrincipals ["*"] denies requests without one.
+    let d = Policies::from_compiled([policy(
+        "foo/deny-no-jwt",
+        json!({"action": "DENY", "rules": [{"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]}),
+    )]);
+    assert!(decide(&d, &r));
+    r.request_principal = None;
+    assert!(!decide(&d, &r));
+}
+
+/// `when` on claims (nested, lists), headers, IPs and ports.
+#[test]
+fn conditions() {
+    let p = Policies::from_compiled([policy(
+        "foo/when",
+        json!({"rules": [{"when": [
+            {"key": "request.auth.claims[groups]", "values": ["group1"]},
+            {"key": "request.auth.claims[org][team]", "values": ["mesh"]},
+            {"key": "request.headers[x-env]", "notValues": ["prod*"]},
+            {"key": "source.ip", "values": ["10.0.0.0/8"]},
+            {"key": "destination.port", "values": ["8000"]}
+        ]}]}),
+    )]);
+    let mut r = Req::new("GET", "/");
+    assert!(!decide(&p, &r), "no claims");
+    r.claims = Some(json!({"groups": ["group2", "group1"], "org": {"team": "mesh"}}));
+    assert!(decide(&p, &r));
+    r.headers.insert("x-env", http::HeaderValue::from_static("production"));
+    assert!(!decide(&p, &r), "notValues");
+    r.headers.insert("x-env", http::HeaderValue::from_static("dev"));
+    assert!(decide(&p, &r));
+    r.source_ip = "192.168.0.1";
+    assert!(!decide(&p, &r));
+    r.source_ip = "10.9.9.9";
+    r.claims = Some(json!({"groups": "group1", "org": {"team": "other"}}));
+    assert!(!decide(&p, &r), "nested claim differs");
+}
+
+#[test]
+fn audit_is_reported_whatever_the_decision() {
+    let p = Policies::from_compiled([
+        policy("foo/audit-admin", json!({"action": "AUDIT", "rules": [{"to": [{"operation": {"paths": ["/admin/{**}"]}}]}]})),
+        policy("foo/deny-admin-delete", json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["DELETE"]}}]}]})),
+    ]);
+    let c = p.check(&Req::new("GET", "/admin/users").attrs());
+    assert_eq!((c.decision, c.audit), (Decision::Allow, Some("foo/audit-admin")));
+    let c = p.check(&Req::new("DELETE", "/admin/users").attrs());
+    assert_eq!((c.decision, c.audit), (Decision::DeniedBy("foo/deny-admin-delete"), Some("foo/audit-admin")));
+    assert_eq!(p.check(&Req::new("GET", "/x").attrs()).audit, None);
+}
+
+#[test]
+fn custom_matches_fail_safe_and_names_its_provider() {
+    let p = Policies::from_compiled([policy(
+        "foo/ext",
+        json!({"action": "CUSTOM", "provider": {"name": "my-authz"}, "rules": [{"to": [{"operation": {"paths": ["/headers"]}}]}]}),
+    )]);
+    let c = p.check(&Req::new("GET", "/headers").attrs());
+    assert_eq!(c.custom.and_then(|p| p.provider.as_deref()), Some("my-authz"));
+    assert!(p.check(&Req::new("GET", "/ip").attrs()).custom.is_none());
+}
+
+#[test]
+fn validation_names_each_field() {
+    let e = errors(json!({"action": "DENY", "provider": {"name": "x"}}));
+    assert_eq!(e[0].0, "spec.provider");
+    let e = errors(json!({"action": "CUSTOM"}));
+    assert_eq!(e[0].0, "spec.provider.name");
+    let e = errors(json!({"action": "REJECT"}));
+    assert!(e[0].1.contains("REJECT"), "{e:?}");
+    let e = errors(json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Service", "name": "x"}]}));
+    assert_eq!(e[0].0, "spec.selector");
+    let e = errors(json!({"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/33"]}}]}]}));
+    assert_eq!(e[0].0, "spec.rules[0].from[0].source.ipBlocks[0]");
+    let e = errors(json!({"rules": [{"from": [{"source": {"notIpBlocks": ["nope"]}}]}]}));
+    assert_eq!(e[0].0, "spec.rules[0].from[0].source.notIpBlocks[0]");
+    let e = errors(json!({"rules": [{"to": [{"operation": {"paths": ["/a/{**}/b"]}}]}]}));
+    assert_eq!(e[0].0, "spec.rules[0].to[0].operation.paths[0]");
+    let e = errors(json!({"rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}));
+    assert_eq!(e[0].0, "spec.rules[0].to[0].operation.ports[0]");
+    let e = errors(json!({"rules": [{"from": [{}], "to": [{"operation": {}}]}]}));
+    assert_eq!(e.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["spec.rules[0].from[0].source", "spec.rules[0].to[0].operation"]);
+    let e = errors(
+        json!({"rules": [{"when": [{"key": "request.headers", "values": ["x"]}, {"key": "bogus", "values": ["x"]}, {"key": "source.ip"}]}]}),
+    );
+    assert_eq!(
+        e.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        ["spec.rules[0].when[0].key", "spec.rules[0].when[1].key", "spec.rules[0].when[2]"]
+    );
+    let e = errors(json!({"rules": [{"when": [{"key": "request.headers[bad header]", "values": ["x"]}]}]}));
+    assert_eq!(e[0].0, "spec.rules[0].when[0].key");
+    let long = "x".repeat(10_000);
+    let e = errors(json!({"action": long}));
+    assert!(e[0].1.len() < 200, "a hostile value is cut in the message");
+}
+
+#[test]
+fn needs_peer_identity_and_request_auth() {
+    let p = policy("a/b", json!({"rules": [{"from": [{"source": {"principals": ["x"]}}]}]}));
+    assert!(p.needs_peer_identity() && !p.needs_request_auth());
+    let p = policy("a/b", json!({"rules": [{"when": [{"key": "request.auth.claims[iss]", "values": ["x"]}]}]}));
+    assert!(!p.needs_peer_identity() && p.needs_request_auth());
+}
