@@ -8,11 +8,14 @@
 //!   with field paths), and [`policy::Policies`], a workload's policies evaluated per
 //!   request in Istio's order (CUSTOM, DENY, ALLOW; AUDIT aside) against
 //!   [`attrs::Attrs`], a borrowed view of the request;
+//! - [`jwt`]: a RequestAuthentication's `jwtRules` compiled and a request's JWT
+//!   verified into the [`VerifiedJwt`] the policies read;
 //!
 //! Nothing here does I/O: fetching a `jwksUri` and calling an external authorizer are
 //! the proxy's.
 
 pub mod attrs;
+pub mod jwt;
 pub mod matchers;
 pub mod policy;
 pub mod scope;
