@@ -26,6 +26,8 @@ pub struct ScopedRequestAuthn {
     pub name: String,
     pub scope: Scope,
     pub spec: Arc<RequestAuthentication>,
+    /// Its `jwtRules`, compiled.
+    pub authn: Arc<weft_authz::jwt::Authenticator>,
 }
 
 fn namespace(r: &Resource) -> String {
@@ -102,8 +104,14 @@ pub(crate) fn compile_request_authn(r: &Resource, ra: &RequestAuthentication, ct
         ctx.err(r, "spec.selector", "only one of selector and targetRef(s) may be set");
         return None;
     }
+    let authn = weft_authz::jwt::compile(ra).map_err(|errors| {
+        for (path, msg) in errors {
+            ctx.err(r, path, msg);
+        }
+    });
     let scope = scope(r, ra.selector.as_ref(), ra.target_ref.as_ref(), &ra.target_refs, ctx)?;
-    Some(ScopedRequestAuthn { name: format!("{}/{}", namespace(r), r.metadata.name), scope, spec: Arc::new(ra.clone()) })
+    let authn = Arc::new(authn.ok()?);
+    Some(ScopedRequestAuthn { name: format!("{}/{}", namespace(r), r.metadata.name), scope, spec: Arc::new(ra.clone()), authn })
 }
 
 pub(crate) fn compile_provider(r: &Resource, p: &ExtensionProvider, ctx: &mut Ctx) -> Option<(String, ExtAuthzHttp)> {

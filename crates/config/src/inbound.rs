@@ -38,12 +38,16 @@ impl InboundSpec {}
 impl Snapshot {
     /// Adds the inbound cluster and virtual host; `inbound` then names the virtual host.
     /// The AuthorizationPolicies that apply to the workload (its namespace, service and
-    /// `labels`) become `inbound_authorization`.
+    /// `labels`) become `inbound_authorization`, and the rules of the
+    /// RequestAuthentications that apply, merged, `inbound_request_authn`.
     pub fn add_inbound(&mut self, spec: &InboundSpec, labels: &BTreeMap<String, String>) {
         let workload = weft_authz::scope::Workload { namespace: &spec.namespace, service: &spec.service, labels };
         let mine = self.authorization.iter().filter(|p| p.scope.applies_to(&workload)).map(|p| p.policy.clone());
         let policies = weft_authz::Policies::from_compiled(mine);
         self.inbound_authorization = (!policies.is_empty()).then(|| Arc::new(policies));
+        let authns = self.request_authentication.iter().filter(|ra| ra.scope.applies_to(&workload));
+        let authn = weft_authz::jwt::Authenticator::merged(authns.map(|ra| &*ra.authn));
+        self.inbound_request_authn = (!authn.is_empty()).then(|| Arc::new(authn));
         self.inbound_app = Some(spec.app);
         let cluster = self.clusters.len();
         self.clusters.push(ClusterSpec {

@@ -39,6 +39,9 @@ pub struct Snapshot {
     /// The policies of the proxy's own workload, enforced on its inbound side: set by
     /// [`Snapshot::add_inbound`] when any applies.
     pub inbound_authorization: Option<std::sync::Arc<weft_authz::Policies>>,
+    /// The JWT rules of the proxy's own workload (every RequestAuthentication that
+    /// applies, merged): set by [`Snapshot::add_inbound`] when any applies.
+    pub inbound_request_authn: Option<std::sync::Arc<weft_authz::jwt::Authenticator>>,
     /// The local app's address (`destination.ip` / `destination.port` of inbound requests).
     pub inbound_app: Option<std::net::SocketAddr>,
 }
