@@ -25,6 +25,7 @@ pub mod health;
 pub mod identity;
 pub mod idle;
 pub mod inbound_tls;
+pub mod jwks;
 pub mod live;
 pub mod local;
 pub mod mesh_tls;

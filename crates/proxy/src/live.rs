@@ -45,6 +45,8 @@ pub struct LiveState {
     limiters: HashMap<(String, String), (LimiterSpec, Limiter)>,
     hedges: HashMap<String, (HedgePolicy, Arc<LatencyWindow>)>,
     caches: HashMap<(String, String), ResponseCache>,
+    /// `jwksUri` fetchers by URI (RequestAuthentication on the inbound side).
+    jwks: HashMap<String, Arc<crate::jwks::JwksFetcher>>,
 }
 
 impl LiveState {
@@ -76,6 +78,10 @@ pub fn build(
                 if let (Some(policies), Some(app)) = (&snap.inbound_authorization, snap.inbound_app) {
                     host_filters.insert(0, Filter::Authz(crate::filters::authz::Authz { policies: policies.clone(), destination: app }));
                 }
+                // JWT before authorization: the policies read the verified token.
+                if let Some(authn) = &snap.inbound_request_authn {
+                    host_filters.insert(0, Filter::Jwt(jwt_filter(authn, prev, &mut live)));
+                }
             }
             let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, &mut live)));
             vh.routes
@@ -95,6 +101,22 @@ pub fn build(
         })
         .collect();
     (chains, live)
+}
+
+/// The inbound side's RequestAuthentication, with the fetchers of its `jwksUri`s (taken
+/// from `prev` where the URI and timeout are unchanged, so the keys held carry over).
+fn jwt_filter(authn: &Arc<weft_authz::jwt::Authenticator>, prev: &LiveState, live: &mut LiveState) -> crate::filters::jwt::Jwt {
+    let mut remote = crate::jwks::RemoteJwks::default();
+    for (uri, timeout) in authn.remote_uris() {
+        let fetcher = match (live.jwks.get(uri), prev.jwks.get(uri)) {
+            (Some(f), _) => f.clone(),
+            (None, Some(f)) if f.timeout == timeout => f.clone(),
+            _ => crate::jwks::JwksFetcher::start(uri, timeout),
+        };
+        remote.0.insert(uri.to_owned(), fetcher.cache.clone());
+        live.jwks.insert(uri.to_owned(), fetcher);
+    }
+    crate::filters::jwt::Jwt { authn: authn.clone(), remote: Arc::new(remote) }
 }
 
 /// Host-level filters: the host's RateLimits in order, then its Compression and its

@@ -197,6 +197,9 @@ pub struct Counters {
     /// policy matched.
     pub authz_denied: AtomicU64,
     pub authz_audited: AtomicU64,
+    /// RequestAuthentication: JWTs verified, and those refused (401).
+    pub jwt_verified: AtomicU64,
+    pub jwt_refused: AtomicU64,
     /// ResponseCache: requests answered from the cache (fresh, or revalidated upstream).
     pub cache_hits: AtomicU64,
     /// ResponseCache: cacheable requests that went upstream for want of a usable entry.

@@ -19,6 +19,7 @@ pub mod compression;
 pub mod fault;
 pub mod hash_cookie;
 pub mod header_ops;
+pub mod jwt;
 pub mod mirror;
 pub mod rate_limit;
 
@@ -39,6 +40,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One filter of a chain.
 #[derive(Clone)]
 pub enum Filter {
+    Jwt(jwt::Jwt),
     Authz(authz::Authz),
     RateLimit(rate_limit::RateLimit),
     Fault(fault::Fault),
@@ -114,6 +116,7 @@ impl Filter {
     #[inline]
     pub fn on_request(&self, cx: &mut RequestCtx, head: &mut Parts, host: &str) -> Flow {
         match self {
+            Filter::Jwt(f) => f.on_request(cx, head),
             Filter::Authz(f) => f.on_request(cx, head, host),
             Filter::RateLimit(f) => f.on_request(cx, head, host),
             Filter::Fault(f) => f.on_request(cx),
@@ -133,7 +136,7 @@ impl Filter {
             Filter::HashCookie(f) => f.on_response(cx, resp),
             Filter::Compression(_) => compression::Compression::on_response(cx, resp),
             Filter::Cache(_) => cache::ResponseCache::on_response(cx, resp),
-            Filter::Authz(_) | Filter::RateLimit(_) | Filter::Fault(_) | Filter::Mirror(_) => {}
+            Filter::Jwt(_) | Filter::Authz(_) | Filter::RateLimit(_) | Filter::Fault(_) | Filter::Mirror(_) => {}
         }
     }
 }

@@ -1,0 +1,169 @@
+//! `jwksUri`: a RequestAuthentication's keys fetched in the background, as Istio's
+//! proxies do: at start, then every 20 minutes; plain HTTP or HTTPS (the system's
+//! trust store); at most 1 MiB within the rule's `timeout` (default 5 s). A failed
+//! fetch, or a JWKS that does not parse, keeps the keys already held (and is logged)
+//! and is tried again after a backoff of 1 s doubling to 1 min. Until a first fetch
+//! succeeds, tokens of that issuer fail verification (401).
+//!
+//! A [`JwksFetcher`] belongs to the live state of the config that asked for it
+//! ([`crate::live::LiveState`]): a reload that keeps the URI keeps the fetcher and its
+//! keys; one without it drops the fetcher, which stops its task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use weft_authz::jwt::{JwksCache, KeySet, RemoteKeys};
+
+/// How often keys are fetched again (Istio's default refresh).
+pub const REFRESH: Duration = Duration::from_secs(20 * 60);
+/// The largest JWKS read.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// One `jwksUri`'s keys and the task that keeps them fresh (stopped on drop).
+pub struct JwksFetcher {
+    pub timeout: Duration,
+    pub cache: Arc<JwksCache>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for JwksFetcher {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+impl JwksFetcher {
+    /// Starts fetching `uri` on the current runtime (outside one, nothing is fetched
+    /// and the issuer's tokens are refused).
+    pub fn start(uri: &str, timeout: Duration) -> Arc<JwksFetcher> {
+        let cache = Arc::new(JwksCache::default());
+        let task = match (uri.parse::<Uri>(), tokio::runtime::Handle::try_current()) {
+            (Ok(parsed), Ok(rt)) => Some(rt.spawn(keep_fresh(parsed, timeout, cache.clone())).abort_handle()),
+            _ => {
+                tracing::warn!(uri, "jwksUri cannot be fetched here: tokens of its issuer will be refused");
+                None
+            }
+        };
+        Arc::new(JwksFetcher { timeout, cache, task })
+    }
+}
+
+/// The fetched keys a Jwt filter reads, by URI.
+#[derive(Default)]
+pub struct RemoteJwks(pub HashMap<String, Arc<JwksCache>>);
+
+impl RemoteKeys for RemoteJwks {
+    fn keys(&self, uri: &str) -> Option<Arc<KeySet>> {
+        self.0.get(uri).map(|c| c.load())
+    }
+}
+
+async fn keep_fresh(uri: Uri, timeout: Duration, cache: Arc<JwksCache>) {
+    let mut retry = FIRST_RETRY;
+    loop {
+        let fetched = match tokio::time::timeout(timeout, fetch(&uri)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        let outcome = fetched.and_then(|body| cache.update(&body).map_err(|e| format!("{e}; the previous keys stay")));
+        let wait = match outcome {
+            Ok(keys) => {
+                tracing::info!(%uri, keys, "jwksUri fetched");
+                retry = FIRST_RETRY;
+                REFRESH
+            }
+            Err(e) => {
+                tracing::warn!(%uri, "jwksUri fetch failed: {e}");
+                let wait = retry;
+                retry = (retry * 2).min(MAX_RETRY);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One GET of `uri`: the body of a 2xx answer, at most [`MAX_JWKS_BYTES`].
+async fn fetch(uri: &Uri) -> Result<String, String> {
+    let host = uri.host().ok_or("no host")?.trim_start_matches('[').trim_end_matches(']');
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = TcpStream::connect((host, port)).await.map_err(|e| format!("connect: {e}"))?;
+    let authority = uri.authority().map_or(host, |a| a.as_str());
+    let req = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(header::HOST, authority)
+        .header(header::ACCEPT, "application/json")
+        .header(header::USER_AGENT, "weft")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    if !https {
+        return get(TokioIo::new(tcp), req).await;
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("server name: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    get(TokioIo::new(tls), req).await
+}
+
+async fn get<I>(io: I, req: Request<Empty<Bytes>>) -> Result<String, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP: {e}"))?;
+    let exchange = async move {
+        let resp = tx.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("answered {}", resp.status()));
+        }
+        let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("body (at most {MAX_JWKS_BYTES} bytes): {e}"))?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_owned())
+    };
+    // The connection is driven here, not by a task of its own: when the fetcher is
+    // stopped, the socket closes with it.
+    let drive = async move {
+        let _ = conn.await;
+        std::future::pending::<Result<String, String>>().await
+    };
+    tokio::select! {
+        r = exchange => r,
+        r = drive => r,
+    }
+}
+
+/// HTTPS with the system's trust store, built once.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if added == 0 {
+                tracing::warn!("no system CA certificates found: an https jwksUri will not verify");
+            }
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+            Arc::new(config.unwrap_or_else(|_| unreachable_tls()))
+        })
+        .clone()
+}
+
+/// aws-lc-rs supports rustls' default protocol versions; should that ever fail, a
+/// config with no roots refuses every server instead of panicking.
+fn unreachable_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+}
