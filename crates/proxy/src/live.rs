@@ -116,7 +116,7 @@ fn jwt_filter(authn: &Arc<weft_authz::jwt::Authenticator>, prev: &LiveState, liv
         remote.0.insert(uri.to_owned(), fetcher.cache.clone());
         live.jwks.insert(uri.to_owned(), fetcher);
     }
-    crate::filters::jwt::Jwt { authn: authn.clone(), remote: Arc::new(remote) }
+    crate::filters::jwt::Jwt::new(authn.clone(), Arc::new(remote))
 }
 
 /// Host-level filters: the host's RateLimits in order, then its Compression and its

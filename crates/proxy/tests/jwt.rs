@@ -62,6 +62,7 @@ spec:
   rules:
   - from: [{source: {requestPrincipals: ["*"]}}]
     to: [{operation: {paths: ["/headers"]}}]
+  - to: [{operation: {paths: ["/public"]}}]
 "#;
 
 fn now() -> u64 {
@@ -104,7 +105,11 @@ async fn a_policy_requiring_a_token_sees_who_presented_one() {
     assert_eq!(r.status.as_u16(), 200);
     assert_eq!(r.text(), format!("sub={ISS} groups=group1,group2 auth=- payload={payload}"), "claims copied, the token removed");
     // A bad token is refused even where no policy asks for one.
-    assert_eq!(c.send(get("/ip", Some("a.b.c"))).await.status.as_u16(), 401);
+    assert_eq!(c.send(get("/public", Some("a.b.c"))).await.status.as_u16(), 401);
+    // A client's own claim headers never reach the app as if a token had said so.
+    let spoofed = Request::get("/public").header("host", "httpbin").header("x-jwt-sub", "admin").header("x-jwt-payload", "e30");
+    let r = c.send(spoofed.body(Full::default()).unwrap()).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "sub=- groups=- auth=- payload=-"));
 
     assert_eq!(h.metric("weft_jwt_verified_total", &[]), 1.0);
     assert_eq!(h.metric("weft_jwt_refused_total", &[]), 4.0);

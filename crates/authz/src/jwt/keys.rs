@@ -52,11 +52,12 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// The keys that may verify `alg`: those with `kid` when the token names one.
+    /// The keys that may verify `alg`: when the token names a `kid`, those with that
+    /// `kid` or none (as Envoy's jwt_verify_lib).
     pub fn candidates<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> impl Iterator<Item = &'a Key> + 'a {
-        self.keys
-            .iter()
-            .filter(move |k| k.algorithms.contains(&alg) && (kid.is_none() || k.kid.as_deref() == kid))
+        self.keys.iter().filter(move |k| {
+            k.algorithms.contains(&alg) && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
+        })
     }
 }
 

@@ -60,6 +60,11 @@ fn without_kid_every_key_of_the_algorithms_type_is_tried() {
     assert_eq!(verify(&a, &t), Err(JwtError::BadSignature));
     let t = signer.sign_with(&json!({"alg": "RS256", "kid": "nope"}), &claims());
     assert_eq!(verify(&a, &t), Err(JwtError::NoMatchingKey));
+    // A key without a kid is tried whatever kid the token names.
+    let mut anonymous = signer.jwk();
+    anonymous.as_object_mut().unwrap().remove("kid");
+    let a = authn(vec![rule(&json!({"keys": [other.jwk(), anonymous]}).to_string())]);
+    assert!(verify(&a, &t).is_ok());
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn check_audience(claims: &Value, audiences: &[String]) -> Result<(), JwtError> 
     }
     let accepted = |a: &Value| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a));
     match claims.get("aud") {
-        Some(Value::String(_)) => claims.get("aud").filter(|a| accepted(a)).map(|_| ()).ok_or(JwtError::Audience),
+        Some(aud @ Value::String(_)) => accepted(aud).then_some(()).ok_or(JwtError::Audience),
         Some(Value::Array(list)) => list.iter().any(accepted).then_some(()).ok_or(JwtError::Audience),
         None => Err(JwtError::Audience),
         Some(_) => Err(JwtError::BadClaim),

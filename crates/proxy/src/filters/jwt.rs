@@ -29,10 +29,28 @@ pub struct Jwt {
     pub authn: Arc<Authenticator>,
     /// The keys fetched for the rules' `jwksUri`s.
     pub remote: Arc<RemoteJwks>,
+    /// The headers the rules write (`outputPayloadToHeader`, `outputClaimToHeaders`):
+    /// removed from every request first, so that the app never takes a client's own
+    /// for a verified claim.
+    output_headers: Arc<[HeaderName]>,
 }
 
 impl Jwt {
+    pub fn new(authn: Arc<Authenticator>, remote: Arc<RemoteJwks>) -> Jwt {
+        let mut output_headers: Vec<HeaderName> = Vec::new();
+        for rule in &authn.rules {
+            let written = rule.output_payload_to_header.iter().chain(rule.output_claim_to_headers.iter().map(|c| &c.header));
+            output_headers.extend(written.cloned());
+        }
+        output_headers.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        output_headers.dedup();
+        Jwt { authn, remote, output_headers: output_headers.into() }
+    }
+
     pub fn on_request(&self, cx: &mut RequestCtx, head: &mut Parts) -> Flow {
+        for name in self.output_headers.iter() {
+            head.headers.remove(name);
+        }
         let req = TokenSources { headers: &head.headers, query: head.uri.query() };
         let counters = &cx.conn.shared.metrics.counters;
         let (jwt, edits) = match self.authn.authenticate(&req, unix_now(), &*self.remote) {
