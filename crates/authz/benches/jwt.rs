@@ -13,12 +13,7 @@ const ISS: &str = "testing@secure.istio.io";
 const NOW: u64 = 1_795_900_000;
 
 fn authenticator(key: &TestKey) -> Authenticator {
-    let rule = JwtRule {
-        issuer: ISS.into(),
-        audiences: vec!["httpbin".into()],
-        jwks: Some(jwks(&[key])),
-        ..Default::default()
-    };
+    let rule = JwtRule { issuer: ISS.into(), audiences: vec!["httpbin".into()], jwks: Some(jwks(&[key])), ..Default::default() };
     compile(&RequestAuthentication { jwt_rules: vec![rule], ..Default::default() }).expect("compiles")
 }
 

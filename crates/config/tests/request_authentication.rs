@@ -56,7 +56,8 @@ fn the_rules_that_apply_to_the_workload_are_merged() {
     let issuers: Vec<&str> = authn.rules.iter().map(|r| r.issuer.as_str()).collect();
     assert_eq!(issuers, ["one", "two"]);
 
-    let (_, mut snap, _) = build_str("mesh.yaml", &ra("theirs", "  selector: {matchLabels: {app: other}}\n", &format!("  - {{issuer: x, jwks: '{JWKS}'}}\n")));
+    let (_, mut snap, _) =
+        build_str("mesh.yaml", &ra("theirs", "  selector: {matchLabels: {app: other}}\n", &format!("  - {{issuer: x, jwks: '{JWKS}'}}\n")));
     snap.add_inbound(&spec, &BTreeMap::new());
     assert!(snap.inbound_request_authn.is_none());
 }

@@ -25,7 +25,8 @@ const ISS: &str = "testing@secure.istio.io";
 fn httpbin(net: &Network, yaml: &str) -> Harness {
     net.serve(addr(APP), |req| async move {
         let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-        let body = format!("sub={} groups={} auth={} payload={}", h("x-jwt-sub"), h("x-jwt-groups"), h("authorization"), h("x-jwt-payload"));
+        let body =
+            format!("sub={} groups={} auth={} payload={}", h("x-jwt-sub"), h("x-jwt-groups"), h("authorization"), h("x-jwt-payload"));
         answer(200, &body)
     });
     let spec = weft_config::InboundSpec { app: addr(APP), service: "httpbin".into(), namespace: "default".into() };
@@ -91,11 +92,9 @@ async fn a_policy_requiring_a_token_sees_who_presented_one() {
 
     let r = c.send(get("/headers", None)).await;
     assert_eq!((r.status.as_u16(), r.text()), (403, "RBAC: access denied"), "no token: authentication passes, the policy denies");
-    for (why, bad) in [
-        ("garbage", "not-a-jwt".to_owned()),
-        ("expired", token(&key, now() - 3600)),
-        ("another key", token(&stranger, now() + 3600)),
-    ] {
+    for (why, bad) in
+        [("garbage", "not-a-jwt".to_owned()), ("expired", token(&key, now() - 3600)), ("another key", token(&stranger, now() + 3600))]
+    {
         let r = c.send(get("/headers", Some(&bad))).await;
         assert_eq!((r.status.as_u16(), r.text()), (401, "Jwt verification fails"), "{why}");
     }

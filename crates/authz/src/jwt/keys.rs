@@ -36,12 +36,8 @@ impl KeySet {
     pub fn parse(json: &str) -> Result<KeySet, String> {
         // Key by key, so that one key of a type weft does not know leaves the others usable.
         let set: RawSet = serde_json::from_str(json).map_err(|e| format!("not a JSON Web Key Set: {e}"))?;
-        let keys: Vec<Key> = set
-            .keys
-            .into_iter()
-            .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
-            .filter_map(|jwk| usable_key(&jwk))
-            .collect();
+        let keys: Vec<Key> =
+            set.keys.into_iter().filter_map(|v| serde_json::from_value::<Jwk>(v).ok()).filter_map(|jwk| usable_key(&jwk)).collect();
         if keys.is_empty() {
             return Err("no usable key (weft verifies RSA, EC P-256/P-384 and Ed25519 keys)".into());
         }
@@ -55,9 +51,7 @@ impl KeySet {
     /// The keys that may verify `alg`: when the token names a `kid`, those with that
     /// `kid` or none (as Envoy's jwt_verify_lib).
     pub fn candidates<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> impl Iterator<Item = &'a Key> + 'a {
-        self.keys.iter().filter(move |k| {
-            k.algorithms.contains(&alg) && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
-        })
+        self.keys.iter().filter(move |k| k.algorithms.contains(&alg) && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid))
     }
 }
 

@@ -22,10 +22,7 @@ pub struct TokenSources<'a> {
 impl Location {
     /// Istio's default locations.
     pub fn defaults() -> Vec<Location> {
-        vec![
-            Location::Header { name: http::header::AUTHORIZATION, prefix: "Bearer ".into() },
-            Location::Param("access_token".into()),
-        ]
+        vec![Location::Header { name: http::header::AUTHORIZATION, prefix: "Bearer ".into() }, Location::Param("access_token".into())]
     }
 
     /// The token at this location, if the request carries one.

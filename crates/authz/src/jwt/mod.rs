@@ -20,10 +20,10 @@ mod keys;
 mod locate;
 mod verify;
 
-#[cfg(test)]
-mod tests;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use compile::{compile, Authenticator, ClaimHeader, CompiledRule, KeySource};
 pub use keys::{JwksCache, Key, KeySet};

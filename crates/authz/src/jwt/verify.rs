@@ -21,10 +21,8 @@ pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 const CLOCK_SKEW_SECS: u64 = 60;
 
 /// base64url, with or without padding (JWTs have none; some encoders add it).
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+const B64URL: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::URL_SAFE, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
 
 /// The keys fetched for `jwksUri`s (the proxy's cache); `None`: not fetched yet.
 pub trait RemoteKeys {
@@ -45,7 +43,12 @@ pub enum Outcome<'r, 'q> {
     NoToken,
     /// Verified by `rule`, found at `location`; `payload` is the token's payload
     /// segment as sent (base64url), for `outputPayloadToHeader`.
-    Verified { jwt: VerifiedJwt, rule: &'r CompiledRule, location: &'r Location, payload: &'q str },
+    Verified {
+        jwt: VerifiedJwt,
+        rule: &'r CompiledRule,
+        location: &'r Location,
+        payload: &'q str,
+    },
     Refused(JwtError),
 }
 
@@ -166,9 +169,7 @@ fn check_times(claims: &Value, now: u64) -> Result<(), JwtError> {
 fn numeric_claim(claims: &Value, name: &str) -> Result<Option<u64>, JwtError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            Ok(Some(n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)).unwrap_or_default()))
-        }
+        Some(Value::Number(n)) => Ok(Some(n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)).unwrap_or_default())),
         Some(_) => Err(JwtError::BadClaim),
     }
 }
