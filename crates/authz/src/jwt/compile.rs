@@ -131,30 +131,42 @@ fn compile_rule(rule: &JwtRule, err: &mut impl FnMut(&str, String)) -> Option<Co
 }
 
 fn key_source(rule: &JwtRule, fail: &mut impl FnMut(&str, String)) -> Option<KeySource> {
-    if let Some(jwks) = &rule.jwks {
-        // Istio: an inline `jwks` wins over `jwksUri`.
-        return KeySet::parse(jwks).map(KeySource::Inline).map_err(|e| fail("jwks", e)).ok();
-    }
-    let Some(uri) = &rule.jwks_uri else {
-        fail("jwksUri", "one of jwks and jwksUri is needed (weft does not discover keys through OpenID Connect)".into());
-        return None;
-    };
-    let timeout = match rule.timeout.as_deref().map(humantime::parse_duration) {
-        None => DEFAULT_FETCH_TIMEOUT,
-        Some(Ok(t)) if !t.is_zero() => t,
-        Some(_) => {
-            fail("timeout", "a duration above zero, such as \"5s\"".into());
-            return None;
-        }
-    };
-    match uri.parse::<http::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty()) => {
-            Some(KeySource::Remote { uri: uri.clone(), timeout })
-        }
-        _ => {
-            fail("jwksUri", format!("an http:// or https:// URL, not {:?}", cut(uri)));
+    // Both checked when both are given, as Istio's validation does; the inline `jwks`
+    // is the one used.
+    let remote = rule.jwks_uri.as_deref().and_then(|uri| remote_source(uri, rule.timeout.as_deref(), fail));
+    match (&rule.jwks, &rule.jwks_uri) {
+        (Some(jwks), _) => KeySet::parse(jwks).map(KeySource::Inline).map_err(|e| fail("jwks", e)).ok(),
+        (None, Some(_)) => remote,
+        (None, None) => {
+            fail("jwksUri", "one of jwks and jwksUri is needed (weft does not discover keys through OpenID Connect)".into());
             None
         }
+    }
+}
+
+fn remote_source(uri: &str, timeout: Option<&str>, fail: &mut impl FnMut(&str, String)) -> Option<KeySource> {
+    let timeout = match timeout.map(parse_timeout) {
+        None => Some(DEFAULT_FETCH_TIMEOUT),
+        Some(Some(t)) if !t.is_zero() => Some(t),
+        Some(_) => {
+            fail("timeout", "a duration above zero, such as \"5s\"".into());
+            None
+        }
+    };
+    let uri_ok =
+        uri.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty()));
+    if !uri_ok {
+        fail("jwksUri", format!("an http:// or https:// URL, not {:?}", cut(uri)));
+    }
+    Some(KeySource::Remote { uri: uri.to_owned(), timeout: timeout? }).filter(|_| uri_ok)
+}
+
+/// A protobuf duration (`"5s"`, `"0.5s"`) or a humantime one (`"500ms"`).
+fn parse_timeout(s: &str) -> Option<Duration> {
+    let seconds = s.strip_suffix('s').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    match seconds {
+        Some(n) => Duration::try_from_secs_f64(n.parse().ok()?).ok(),
+        None => humantime::parse_duration(s).ok(),
     }
 }
 

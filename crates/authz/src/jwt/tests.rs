@@ -275,6 +275,12 @@ fn rules_are_checked_with_field_paths() {
             "spec.jwtRules[0].outputClaimToHeaders[0].header"
         ]
     );
+    // jwksUri is checked even beside an inline jwks (which is the one used).
+    assert_eq!(fixed(JwtRule { jwks_uri: Some("keys.json".into()), ..ok.clone() }), ["spec.jwtRules[0].jwksUri"]);
+    let both = authn(vec![JwtRule { jwks_uri: Some("https://x/keys".into()), ..ok.clone() }]);
+    assert_eq!(both.remote_uris().count(), 0);
+    let half_second = authn(vec![JwtRule { jwks: None, jwks_uri: Some("https://x/k".into()), timeout: Some("0.5s".into()), ..ok.clone() }]);
+    assert_eq!(half_second.remote_uris().next().unwrap().1, std::time::Duration::from_millis(500));
     // A jwksUri that is fine compiles, to be fetched.
     let remote = authn(vec![JwtRule { jwks: None, jwks_uri: Some("http://keys.example:8080/jwks".into()), ..ok }]);
     assert_eq!(remote.remote_uris().collect::<Vec<_>>(), [("http://keys.example:8080/jwks", std::time::Duration::from_secs(5))]);
