@@ -45,6 +45,8 @@ TARGETS=(
     "weft-tls fuzz fuzz_tls_csr_mutated"
     "weft-tls fuzz fuzz_tls_csr_text"
     "weft-tls fuzz fuzz_tls_certificate_mutated"
+    "weft-authz lib jwt::tests::fuzz_jwt_verify_hostile"
+    "weft-authz lib jwt::tests::fuzz_jwt_verify_mutated"
 )
 
 CARGO=(nice -n "${FUZZ_NICE:-15}" cargo test --profile fuzz)

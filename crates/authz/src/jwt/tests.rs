@@ -300,19 +300,45 @@ fn a_jwks_keeps_its_usable_keys() {
     assert!(KeySet::parse("[]").is_err());
 }
 
+/// `PROPTEST_CASES` (the long run, `scripts/fuzz.sh`), else `short`.
+fn config(short: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(short);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// One key, its authenticator and a valid token, made once for every case.
+fn fixture() -> &'static (Authenticator, String) {
+    static F: std::sync::OnceLock<(Authenticator, String)> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        let k = TestKey::es256("k");
+        (authn(vec![rule(&jwks(&[&k]))]), k.sign(&claims()))
+    })
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(config(512))]
 
     #[test]
-    fn verify_never_panics(token in "[A-Za-z0-9_.=+/-]{0,300}", raw in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let k = TestKey::es256("k");
-        let a = authn(vec![rule(&jwks(&[&k]))]);
-        prop_assert!(verify(&a, &token).is_err());
+    fn fuzz_jwt_verify_hostile(token in "[A-Za-z0-9_.=+/-]{0,300}", raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let (a, _) = fixture();
+        prop_assert!(verify(a, &token).is_err());
         let lossy = String::from_utf8_lossy(&raw);
-        prop_assert!(verify(&a, &lossy).is_err());
-        // Valid base64url parts around arbitrary JSON-ish bytes.
+        prop_assert!(verify(a, &lossy).is_err());
+        // Valid base64url parts around arbitrary bytes.
         let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
         let crafted = format!("{}.{}.{}", b64(&raw), b64(token.as_bytes()), b64(&raw));
-        prop_assert!(verify(&a, &crafted).is_err());
+        prop_assert!(verify(a, &crafted).is_err());
+    }
+
+    /// A valid token with characters replaced: refused unless nothing changed.
+    #[test]
+    fn fuzz_jwt_verify_mutated(edits in proptest::collection::vec((any::<usize>(), "[A-Za-z0-9_.=-]"), 1..4)) {
+        let (a, good) = fixture();
+        let mut t = good.clone();
+        for (at, with) in &edits {
+            let i = at % t.len();
+            t.replace_range(i..i + 1, with);
+        }
+        prop_assert_eq!(verify(a, &t).is_ok(), t == *good);
     }
 }
