@@ -135,9 +135,9 @@ async fn forward_original_token_keeps_it_and_grpc_gets_unauthenticated() {
     assert_eq!((r.status.as_u16(), r.header("grpc-status")), (200, Some("16")));
 }
 
-/// A JWKS server on a real local socket: `/jwks` answers `state` (status, body);
-/// `/hang` reads the request and answers nothing, counting the connections the
-/// client closes.
+/// A JWKS server on a real local socket (over TLS with `tls`): `/jwks` answers
+/// `state` (status, body); `/hang` reads the request and answers nothing, counting the
+/// connections the client closes.
 struct JwksServer {
     port: u16,
     state: Arc<Mutex<(u16, String)>>,
@@ -146,34 +146,37 @@ struct JwksServer {
     hangs_closed: Arc<AtomicUsize>,
 }
 
+#[derive(Clone, Default)]
+struct Counts {
+    fetches: Arc<AtomicUsize>,
+    hangs_open: Arc<AtomicUsize>,
+    hangs_closed: Arc<AtomicUsize>,
+}
+
 impl JwksServer {
-    async fn start() -> JwksServer {
+    async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let state = Arc::new(Mutex::new((500, String::new())));
+        let counts = Counts::default();
         let s = JwksServer {
             port: listener.local_addr().unwrap().port(),
-            state: Arc::new(Mutex::new((500, String::new()))),
-            fetches: Default::default(),
-            hangs_open: Default::default(),
-            hangs_closed: Default::default(),
+            state: state.clone(),
+            fetches: counts.fetches.clone(),
+            hangs_open: counts.hangs_open.clone(),
+            hangs_closed: counts.hangs_closed.clone(),
         };
-        let (state, fetches, open, closed) = (s.state.clone(), s.fetches.clone(), s.hangs_open.clone(), s.hangs_closed.clone());
         tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let (state, fetches, open, closed) = (state.clone(), fetches.clone(), open.clone(), closed.clone());
+            while let Ok((sock, _)) = listener.accept().await {
+                let (state, counts, tls) = (state.clone(), counts.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut buf = vec![0; 4096];
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    if head.starts_with("GET /hang ") {
-                        open.fetch_add(1, Ordering::SeqCst);
-                        while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-                        closed.fetch_add(1, Ordering::SeqCst);
-                        return;
+                    match tls {
+                        None => answer_jwks(sock, state, counts).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(sock).await {
+                                answer_jwks(stream, state, counts).await;
+                            }
+                        }
                     }
-                    fetches.fetch_add(1, Ordering::SeqCst);
-                    let (status, body) = state.lock().unwrap().clone();
-                    let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-                    let _ = sock.write_all(resp.as_bytes()).await;
                 });
             }
         });
@@ -183,6 +186,27 @@ impl JwksServer {
     fn uri(&self, path: &str) -> String {
         format!("jwksUri: http://127.0.0.1:{}{path}", self.port)
     }
+}
+
+async fn answer_jwks<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut sock: S,
+    state: Arc<Mutex<(u16, String)>>,
+    counts: Counts,
+) {
+    let mut buf = vec![0; 4096];
+    let n = sock.read(&mut buf).await.unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if head.starts_with("GET /hang ") {
+        counts.hangs_open.fetch_add(1, Ordering::SeqCst);
+        while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        counts.hangs_closed.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    counts.fetches.fetch_add(1, Ordering::SeqCst);
+    let (status, body) = state.lock().unwrap().clone();
+    let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+    let _ = sock.write_all(resp.as_bytes()).await;
+    let _ = sock.shutdown().await;
 }
 
 /// The status of `GET /headers` with `token`, on a connection of its own.
@@ -204,7 +228,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: im
 #[tokio::test]
 async fn keys_from_a_jwks_uri_are_fetched_retried_and_dropped_with_the_config() {
     let key = TestKey::es256("ec-1");
-    let server = JwksServer::start().await;
+    let server = JwksServer::start(None).await;
     let net = Network::new();
     let h = httpbin(&net, &config(&server.uri("/jwks"), ""));
     let good = token(&key, now() + 3600);
@@ -225,4 +249,62 @@ async fn keys_from_a_jwks_uri_are_fetched_retried_and_dropped_with_the_config() 
     h.install(POLICY);
     eventually("the hanging fetch closed", || async { server.hangs_closed.load(Ordering::SeqCst) == 1 }).await;
     assert_eq!(status(&h, &good).await, 403, "no RequestAuthentication: the token is not read, the policy denies");
+}
+
+/// A CA, and a server certificate for 127.0.0.1 it signed, as a TLS acceptor.
+fn tls_server() -> (String, tokio_rustls::TlsAcceptor) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[tokio::test]
+async fn an_https_jwks_uri_is_trusted_through_the_system_store() {
+    let (trusted_ca, trusted) = tls_server();
+    let (_, untrusted) = tls_server();
+    // The system store, as rustls-native-certs reads it: SSL_CERT_FILE holds the one
+    // trusted CA (read once, at the first https fetch of this process).
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, trusted_ca).unwrap();
+    std::env::set_var("SSL_CERT_FILE", &ca_file);
+
+    let (key, other_key) = (TestKey::es256("ec-1"), TestKey::rsa("rsa-1"));
+    let good_server = JwksServer::start(Some(trusted)).await;
+    *good_server.state.lock().unwrap() = (200, jwks(&[&key]));
+    let bad_server = JwksServer::start(Some(untrusted)).await;
+    *bad_server.state.lock().unwrap() = (200, jwks(&[&other_key]));
+    let yaml = format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: two-issuers, namespace: default}}
+spec:
+  jwtRules:
+  - {{issuer: "{ISS}", jwksUri: "https://127.0.0.1:{}/jwks"}}
+  - {{issuer: "https://other.example", jwksUri: "https://127.0.0.1:{}/jwks"}}
+---
+{POLICY}"#,
+        good_server.port, bad_server.port
+    );
+    let net = Network::new();
+    let h = httpbin(&net, &yaml);
+    let good = token(&key, now() + 3600);
+    eventually("keys fetched over https", || async { status(&h, &good).await == 200 }).await;
+    // The other issuer's server presents a certificate the store does not trust: no
+    // keys, so its tokens are refused, and it never got a request.
+    let other = other_key.sign(&json!({"iss": "https://other.example", "sub": "bob", "exp": now() + 3600}));
+    assert_eq!(status(&h, &other).await, 401);
+    assert_eq!(bad_server.fetches.load(Ordering::SeqCst), 0);
+    assert_eq!(good_server.fetches.load(Ordering::SeqCst), 1);
 }
