@@ -308,3 +308,32 @@ spec:
     assert_eq!(bad_server.fetches.load(Ordering::SeqCst), 0);
     assert_eq!(good_server.fetches.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_policy_reads_the_verified_claims() {
+    let key = TestKey::es256("ec-1");
+    let net = Network::new();
+    let yaml = format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: default}}
+spec:
+  jwtRules: [{{issuer: "{ISS}", jwks: '{}'}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: group1-only, namespace: default}}
+spec:
+  rules:
+  - from: [{{source: {{requestPrincipals: ["{ISS}/*"]}}}}]
+    when: [{{key: "request.auth.claims[groups]", values: ["group1"]}}]
+"#,
+        jwks(&[&key])
+    );
+    let h = httpbin(&net, &yaml);
+    let in_group = |g: &str| key.sign(&json!({"iss": ISS, "sub": "alice", "exp": now() + 60, "groups": [g, "other"]}));
+    assert_eq!(status(&h, &in_group("group1")).await, 200);
+    assert_eq!(status(&h, &in_group("group2")).await, 403);
+    let stranger = key.sign(&json!({"iss": "someone-else", "sub": "alice", "groups": ["group1"]}));
+    assert_eq!(status(&h, &stranger).await, 401, "an issuer no rule trusts");
+}
