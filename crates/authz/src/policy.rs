@@ -266,7 +266,7 @@ fn source(at: &str, s: &spec::Source, err: &mut impl FnMut(String, String)) -> S
         ip_blocks: field(at, "ipBlocks", &s.ip_blocks, &s.not_ip_blocks, Cidr::parse, err),
         remote_ip_blocks: field(at, "remoteIpBlocks", &s.remote_ip_blocks, &s.not_remote_ip_blocks, Cidr::parse, err),
     };
-    if out == Source::default() {
+    if *s == spec::Source::default() {
         err(at.to_owned(), "must not be empty".into());
     }
     out
@@ -279,7 +279,7 @@ fn operation(at: &str, o: &spec::Operation, err: &mut impl FnMut(String, String)
         methods: field(at, "methods", &o.methods, &o.not_methods, StrMatch::parse, err),
         paths: field(at, "paths", &o.paths, &o.not_paths, PathMatch::parse, err),
     };
-    if out == Operation::default() {
+    if *o == spec::Operation::default() {
         err(at.to_owned(), "must not be empty".into());
     }
     out

@@ -127,8 +127,11 @@ pub(crate) fn compile_provider(r: &Resource, p: &ExtensionProvider, ctx: &mut Ct
 pub(crate) fn check_providers(resources: &[Resource], providers: &BTreeMap<String, ExtAuthzHttp>, ctx: &mut Ctx) {
     for r in resources {
         if let crate::Spec::AuthorizationPolicy(p) = &r.spec {
+            if p.action.as_deref() != Some("CUSTOM") {
+                continue;
+            }
             if let Some(name) = p.provider.as_ref().map(|p| &p.name).filter(|n| !n.is_empty() && !providers.contains_key(*n)) {
-                ctx.err(r, "spec.provider.name", format!("no ExtensionProvider named {:?}", crate::rules::shown(name)));
+                ctx.err(r, "spec.provider.name", format!("no ExtensionProvider named {}", crate::rules::shown(name)));
             }
         }
     }
