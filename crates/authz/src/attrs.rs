@@ -52,10 +52,10 @@ impl<'a> Attrs<'a> {
     }
 
     /// A claim by path (`["groups"]`, or nested `["a", "b"]`).
-    pub fn claim(&self, path: &[String]) -> Option<&'a Value> {
+    pub fn claim<S: AsRef<str>>(&self, path: &[S]) -> Option<&'a Value> {
         let mut v = self.claims?;
         for key in path {
-            v = v.get(key.as_str())?;
+            v = v.get(key.as_ref())?;
         }
         Some(v)
     }
