@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
     // Callers named exactly (as Istio's examples write them): the request's principal
     // is named by a rule of 4 of the 100 policies, whose header then does not match.
     let named = |p: usize, r: usize| {
-        if r == 3 && p % 25 == 0 {
+        if r == 3 && p.is_multiple_of(25) {
             "cluster.local/ns/shop/sa/frontend".to_owned()
         } else {
             format!("cluster.local/ns/x/sa/{p}")
