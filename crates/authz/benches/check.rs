@@ -48,6 +48,7 @@ fn bench(c: &mut Criterion) {
         method: "GET",
         path: "/checkout",
         host: "cart.shop.svc.cluster.local",
+        port: None,
         headers: &headers,
         destination_ip: "10.0.0.9".parse().ok(),
         destination_port: 8080,

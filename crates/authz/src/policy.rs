@@ -25,7 +25,7 @@ use http::HeaderName;
 use serde_json::Value;
 
 use crate::attrs::Attrs;
-use crate::matchers::{parse_port, Cidr, PathMatch, StrMatch};
+use crate::matchers::{parse_port, Cidr, HostMatch, PathMatch, StrMatch};
 use crate::spec::{self, AuthorizationPolicy};
 use index::ActionSet;
 
@@ -120,7 +120,7 @@ struct Source {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Operation {
-    hosts: Field<StrMatch>,
+    hosts: Field<HostMatch>,
     ports: Field<u16>,
     methods: Field<StrMatch>,
     paths: Field<PathMatch>,
@@ -275,7 +275,7 @@ fn source(at: &str, s: &spec::Source, err: &mut impl FnMut(String, String)) -> S
 
 fn operation(at: &str, o: &spec::Operation, err: &mut impl FnMut(String, String)) -> Operation {
     let out = Operation {
-        hosts: field(at, "hosts", &o.hosts, &o.not_hosts, StrMatch::parse, err),
+        hosts: field(at, "hosts", &o.hosts, &o.not_hosts, HostMatch::parse, err),
         ports: field(at, "ports", &o.ports, &o.not_ports, parse_port, err),
         methods: field(at, "methods", &o.methods, &o.not_methods, StrMatch::parse, err),
         paths: field(at, "paths", &o.paths, &o.not_paths, PathMatch::parse, err),
@@ -407,7 +407,7 @@ impl Source {
 
 impl Operation {
     fn matches(&self, a: &Attrs<'_>) -> bool {
-        self.hosts.check_known(Some(a.host), |m, v| m.matches_ignore_case(v))
+        self.hosts.check_known(Some(a.host), |m, v| m.matches(v, a.port))
             && self.ports.check_known(Some(a.destination_port), |p, v| *p == v)
             && self.methods.check_known(Some(a.method), |m, v| m.matches(v))
             && self.paths.check_known(Some(a.path), |m, v| m.matches(v))

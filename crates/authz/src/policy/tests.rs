@@ -44,6 +44,7 @@ impl Req {
             method: self.method,
             path: self.path,
             host: "httpbin.foo",
+            port: Some(8000),
             headers: &self.headers,
             destination_ip: "10.0.0.9".parse().ok(),
             destination_port: 8000,

@@ -48,6 +48,7 @@ impl Authz {
             method: head.method.as_str(),
             path: head.uri.path(),
             host,
+            port: cx.port,
             headers: &head.headers,
             destination_ip: Some(self.destination.ip()),
             destination_port: self.destination.port(),
