@@ -33,8 +33,10 @@ pub struct Attrs<'a> {
     pub method: &'a str,
     /// The path as routed (normalized), without the query.
     pub path: &'a str,
-    /// The request's host (`:authority` / `Host`), without the port.
+    /// The request's host (`:authority` / `Host`), lower case, without the port.
     pub host: &'a str,
+    /// The port the client named in `:authority` / `Host`, if any.
+    pub port: Option<u16>,
     pub headers: &'a HeaderMap,
     /// The address and port the request arrived at (`destination.ip`, `destination.port`).
     pub destination_ip: Option<IpAddr>,
@@ -52,10 +54,10 @@ impl<'a> Attrs<'a> {
     }
 
     /// A claim by path (`["groups"]`, or nested `["a", "b"]`).
-    pub fn claim(&self, path: &[String]) -> Option<&'a Value> {
+    pub fn claim<S: AsRef<str>>(&self, path: &[S]) -> Option<&'a Value> {
         let mut v = self.claims?;
         for key in path {
-            v = v.get(key.as_str())?;
+            v = v.get(key.as_ref())?;
         }
         Some(v)
     }
@@ -77,6 +79,7 @@ mod tests {
             method: "GET",
             path: "/",
             host: "h",
+            port: None,
             headers: &h,
             destination_ip: None,
             destination_port: 80,

@@ -59,6 +59,33 @@ impl StrMatch {
     }
 }
 
+/// A `hosts` value: the host (case-insensitive string match) and, after a `:`, the port
+/// the client named (`*`: any). Without a port the host matches whatever port the
+/// client named — unlike Envoy, where `example.com` misses `example.com:8080`, so that a
+/// DENY on a host cannot be dodged by spelling the port out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMatch {
+    host: StrMatch,
+    port: Option<u16>,
+}
+
+impl HostMatch {
+    pub fn parse(v: &str) -> Result<HostMatch, String> {
+        let (h, port) = match v.rsplit_once(':') {
+            Some((h, "*")) if !h.is_empty() => (h, None),
+            Some((h, p)) if !h.is_empty() => (h, Some(parse_port(p)?)),
+            _ => (v, None),
+        };
+        Ok(HostMatch { host: StrMatch::parse(h)?, port })
+    }
+
+    /// `host` (lower case, no port) and the port the client named (`None`: none).
+    #[inline]
+    pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
+        self.host.matches_ignore_case(host) && self.port.is_none_or(|p| port == Some(p))
+    }
+}
+
 /// A path value: a string match, or a template of whole segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
@@ -226,12 +253,23 @@ mod tests {
         assert!(parse_port("8080").is_ok() && parse_port("65536").is_err() && parse_port("+1").is_err() && parse_port("-1").is_err());
     }
 
+    #[test]
+    fn hosts_with_and_without_ports() {
+        let m = |p: &str, h: &str, port: Option<u16>| HostMatch::parse(p).unwrap().matches(h, port);
+        assert!(m("httpbin.foo", "httpbin.foo", Some(8000)) && m("httpbin.foo", "HTTPBIN.foo", None));
+        assert!(m("httpbin.foo:8000", "httpbin.foo", Some(8000)) && !m("httpbin.foo:8000", "httpbin.foo", Some(80)));
+        assert!(!m("httpbin.foo:8000", "httpbin.foo", None));
+        assert!(m("httpbin.foo:*", "httpbin.foo", Some(1)) && m("*.foo", "a.foo", None));
+        assert!(HostMatch::parse("a:99999").is_err() && HostMatch::parse("a:x").is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn parsing_never_panics(s in "\\PC{0,40}") {
             let _ = StrMatch::parse(&s);
             let _ = PathMatch::parse(&s).map(|m| m.matches(&s));
             let _ = Cidr::parse(&s);
+            let _ = HostMatch::parse(&s).map(|m| m.matches(&s, Some(1)));
             let _ = parse_port(&s);
         }
     }

@@ -25,8 +25,9 @@ use http::HeaderName;
 use serde_json::Value;
 
 use crate::attrs::Attrs;
-use crate::matchers::{parse_port, Cidr, PathMatch, StrMatch};
+use crate::matchers::{parse_port, Cidr, HostMatch, PathMatch, StrMatch};
 use crate::spec::{self, AuthorizationPolicy};
+use index::ActionSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -119,7 +120,7 @@ struct Source {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Operation {
-    hosts: Field<StrMatch>,
+    hosts: Field<HostMatch>,
     ports: Field<u16>,
     methods: Field<StrMatch>,
     paths: Field<PathMatch>,
@@ -266,7 +267,7 @@ fn source(at: &str, s: &spec::Source, err: &mut impl FnMut(String, String)) -> S
         ip_blocks: field(at, "ipBlocks", &s.ip_blocks, &s.not_ip_blocks, Cidr::parse, err),
         remote_ip_blocks: field(at, "remoteIpBlocks", &s.remote_ip_blocks, &s.not_remote_ip_blocks, Cidr::parse, err),
     };
-    if out == Source::default() {
+    if *s == spec::Source::default() {
         err(at.to_owned(), "must not be empty".into());
     }
     out
@@ -274,12 +275,12 @@ fn source(at: &str, s: &spec::Source, err: &mut impl FnMut(String, String)) -> S
 
 fn operation(at: &str, o: &spec::Operation, err: &mut impl FnMut(String, String)) -> Operation {
     let out = Operation {
-        hosts: field(at, "hosts", &o.hosts, &o.not_hosts, StrMatch::parse, err),
+        hosts: field(at, "hosts", &o.hosts, &o.not_hosts, HostMatch::parse, err),
         ports: field(at, "ports", &o.ports, &o.not_ports, parse_port, err),
         methods: field(at, "methods", &o.methods, &o.not_methods, StrMatch::parse, err),
         paths: field(at, "paths", &o.paths, &o.not_paths, PathMatch::parse, err),
     };
-    if out == Operation::default() {
+    if *o == spec::Operation::default() {
         err(at.to_owned(), "must not be empty".into());
     }
     out
@@ -357,14 +358,40 @@ fn parse_key(k: &str) -> Result<Key, String> {
     Ok(key)
 }
 
+/// One check's view of the request: its attributes, and the headers that conditions
+/// looked up so far (a workload's policies usually test a few headers in many rules:
+/// each is looked up once per check, not once per rule).
+pub struct Eval<'e, 'a> {
+    a: &'e Attrs<'a>,
+    headers: [std::cell::OnceCell<(&'e str, http::header::GetAll<'a, http::HeaderValue>)>; 4],
+}
+
+impl<'e, 'a> Eval<'e, 'a> {
+    pub fn new(a: &'e Attrs<'a>) -> Self {
+        Eval { a, headers: Default::default() }
+    }
+
+    /// The values of header `h`, looked up once per check (for the first four names).
+    fn header<'s>(&'s self, h: &'e HeaderName) -> http::header::ValueIter<'a, http::HeaderValue> {
+        for slot in &self.headers {
+            let (name, all) = slot.get_or_init(|| (h.as_str(), self.a.headers.get_all(h)));
+            if *name == h.as_str() {
+                return all.iter();
+            }
+        }
+        self.a.headers.get_all(h).iter()
+    }
+}
+
 impl Rule {
     /// Whether the rule matches; `unknown` is what an attribute weft cannot know makes
     /// of a field that needs it.
     #[inline]
-    fn matches(&self, a: &Attrs<'_>, unknown: bool) -> bool {
+    fn matches<'e>(&'e self, e: &Eval<'e, '_>, unknown: bool) -> bool {
+        let a = e.a;
         (self.from.is_empty() || self.from.iter().any(|s| s.matches(a, unknown)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(a)))
-            && self.when.iter().all(|c| c.matches(a, unknown))
+            && self.when.iter().all(|c| c.matches(e, unknown))
     }
 }
 
@@ -380,7 +407,7 @@ impl Source {
 
 impl Operation {
     fn matches(&self, a: &Attrs<'_>) -> bool {
-        self.hosts.check_known(Some(a.host), |m, v| m.matches_ignore_case(v))
+        self.hosts.check_known(Some(a.host), |m, v| m.matches(v, a.port))
             && self.ports.check_known(Some(a.destination_port), |p, v| *p == v)
             && self.methods.check_known(Some(a.method), |m, v| m.matches(v))
             && self.paths.check_known(Some(a.path), |m, v| m.matches(v))
@@ -388,13 +415,14 @@ impl Operation {
 }
 
 impl Condition {
-    fn matches(&self, a: &Attrs<'_>, unknown: bool) -> bool {
+    fn matches<'e>(&'e self, e: &Eval<'e, '_>, unknown: bool) -> bool {
+        let a = e.a;
         let s = |m: &Value_, v: &str| matches!(m, Value_::Str(m) if m.matches(v));
         let ip = |m: &Value_, v: std::net::IpAddr| matches!(m, Value_::Ip(c) if c.contains(v));
         let f = &self.values;
         match &self.key {
             Key::Header(h) => {
-                let mut all = a.headers.get_all(h).iter().filter_map(|v| v.to_str().ok()).peekable();
+                let mut all = e.header(h).filter_map(|v| v.to_str().ok()).peekable();
                 if all.peek().is_none() {
                     return f.any.is_empty();
                 }
@@ -408,8 +436,8 @@ impl Condition {
             Key::SourcePrincipal => f.check(a.principal, unknown, s),
             Key::RequestPrincipal => f.check_known(a.request_principal, s),
             Key::Sni => f.check_known(a.sni, s),
-            Key::Audiences => claim_check(f, a.claim(&["aud".to_owned()]), s),
-            Key::Presenter => f.check_known(a.claim(&["azp".to_owned()]).and_then(Value::as_str), s),
+            Key::Audiences => claim_check(f, a.claim(&["aud"]), s),
+            Key::Presenter => f.check_known(a.claim(&["azp"]).and_then(Value::as_str), s),
             Key::Claim(path) => claim_check(f, a.claim(path), s),
         }
     }
@@ -432,9 +460,9 @@ fn claim_check(f: &Field<Value_>, v: Option<&Value>, s: impl Fn(&Value_, &str) -
 impl CompiledPolicy {
     /// Whether any rule matches (no rules: none does).
     #[inline]
-    pub fn matches(&self, a: &Attrs<'_>) -> bool {
+    pub fn matches<'e>(&'e self, e: &Eval<'e, '_>) -> bool {
         let unknown = matches!(self.action, Action::Deny | Action::Custom);
-        self.rules.iter().any(|r| r.matches(a, unknown))
+        self.rules.iter().any(|r| r.matches(e, unknown))
     }
 
     /// Whether a rule depends on the peer's identity (principals, namespaces), which a
@@ -455,13 +483,14 @@ impl CompiledPolicy {
     }
 }
 
-/// A workload's policies, by action (each list in the order given).
+/// A workload's policies, by action (each in the order given), indexed by principal
+/// ([`index::ActionSet`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policies {
-    pub custom: Vec<Arc<CompiledPolicy>>,
-    pub deny: Vec<Arc<CompiledPolicy>>,
-    pub allow: Vec<Arc<CompiledPolicy>>,
-    pub audit: Vec<Arc<CompiledPolicy>>,
+    custom: ActionSet,
+    deny: ActionSet,
+    allow: ActionSet,
+    audit: ActionSet,
 }
 
 /// What the policies make of a request.
@@ -487,36 +516,45 @@ pub struct Check<'p> {
 
 impl Policies {
     pub fn from_compiled(all: impl IntoIterator<Item = Arc<CompiledPolicy>>) -> Policies {
-        let mut p = Policies::default();
+        let (mut custom, mut deny, mut allow, mut audit) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for c in all {
             match c.action {
-                Action::Custom => p.custom.push(c),
-                Action::Deny => p.deny.push(c),
-                Action::Allow => p.allow.push(c),
-                Action::Audit => p.audit.push(c),
+                Action::Custom => custom.push(c),
+                Action::Deny => deny.push(c),
+                Action::Allow => allow.push(c),
+                Action::Audit => audit.push(c),
             }
         }
-        p
+        Policies { custom: ActionSet::new(custom), deny: ActionSet::new(deny), allow: ActionSet::new(allow), audit: ActionSet::new(audit) }
     }
 
     pub fn is_empty(&self) -> bool {
         self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
     }
 
+    /// Every policy, CUSTOM, DENY, ALLOW, then AUDIT.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<CompiledPolicy>> {
+        [&self.custom, &self.deny, &self.allow, &self.audit].into_iter().flat_map(|s| s.all())
+    }
+
     /// Evaluates the request (allocates nothing).
     pub fn check<'p>(&'p self, a: &Attrs<'_>) -> Check<'p> {
-        let custom = self.custom.iter().find(|p| p.matches(a)).map(|p| &**p);
-        let decision = if let Some(d) = self.deny.iter().find(|p| p.matches(a)) {
+        let e = Eval::new(a);
+        let m = |p: &'p CompiledPolicy| p.matches(&e);
+        let custom = self.custom.first(a.principal, true, m);
+        let decision = if let Some(d) = self.deny.first(a.principal, true, m) {
             Decision::DeniedBy(&d.name)
-        } else if self.allow.is_empty() || self.allow.iter().any(|p| p.matches(a)) {
+        } else if self.allow.is_empty() || self.allow.first(a.principal, false, m).is_some() {
             Decision::Allow
         } else {
             Decision::NotAllowed
         };
-        let audit = self.audit.iter().find(|p| p.matches(a)).map(|p| &*p.name);
+        let audit = self.audit.first(a.principal, false, m).map(|p| &*p.name);
         Check { custom, decision, audit }
     }
 }
+
+mod index;
 
 #[cfg(test)]
 mod tests;

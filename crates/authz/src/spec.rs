@@ -211,7 +211,8 @@ pub struct ExtAuthzHttp {
     /// The authorizer's host (a service of the mesh, or `host` of a ServiceEntry).
     #[serde(default)]
     pub service: String,
-    #[serde(default)]
+    /// A number, or a string holding one (Istio's docs write `port: "8000"`).
+    #[serde(default, deserialize_with = "number_or_string")]
     pub port: u32,
     /// Istio's default 600 s is Envoy's; weft's is the same unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,4 +234,20 @@ pub struct ExtAuthzHttp {
     pub headers_to_downstream_on_deny: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// A `u32` written as a number or as a string of digits (protobuf JSON takes both).
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(u32),
+        Str(String),
+    }
+    match N::deserialize(d)? {
+        N::Num(n) => Ok(n),
+        N::Str(s) => {
+            s.parse().map_err(|_| serde::de::Error::custom(format!("{:?} is not a number", s.chars().take(32).collect::<String>())))
+        }
+    }
 }

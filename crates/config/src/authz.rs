@@ -88,15 +88,32 @@ pub(crate) fn compile_policy(r: &Resource, p: &weft_authz::spec::AuthorizationPo
     };
     let scope = scope(r, p.selector.as_ref(), p.target_ref.as_ref(), &p.target_refs, ctx)?;
     let policy = Arc::new(compiled?);
-    if policy.needs_peer_identity() {
-        ctx.warn(
-            r,
-            "spec.rules",
-            "depends on the caller's mTLS identity (principals, namespaces): under PERMISSIVE a plaintext caller has none; \
-             such a rule matches nothing in ALLOW and everything in DENY — make the workload STRICT with a PeerAuthentication",
-        );
-    }
     Some(ScopedPolicy { scope, policy })
+}
+
+/// Warns of each policy that depends on the caller's mTLS identity where mTLS is not
+/// required: no STRICT PeerAuthentication for the whole mesh or the policy's namespace.
+pub(crate) fn warn_permissive(resources: &[Resource], snap: &crate::Snapshot, ctx: &mut Ctx) {
+    use crate::istio::MtlsMode;
+    let strict = |ns: &str| {
+        snap.peer_authentication
+            .iter()
+            .filter(|p| p.selector.is_none() && (p.namespace == crate::mtls::ROOT_NAMESPACE || p.namespace == ns))
+            .any(|p| p.mode == MtlsMode::Strict)
+    };
+    for r in resources.iter().filter(|r| matches!(r.spec, crate::Spec::AuthorizationPolicy(_))) {
+        let name = format!("{}/{}", namespace(r), r.metadata.name);
+        let needs = snap.authorization.iter().any(|p| *p.policy.name == *name && p.policy.needs_peer_identity());
+        if needs && !strict(&namespace(r)) {
+            ctx.warn(
+                r,
+                "spec.rules",
+                "depends on the caller's mTLS identity (principals, namespaces), but mTLS is not STRICT for the mesh or this \
+                 namespace: a plaintext caller has no identity, and such a rule then matches nothing in ALLOW and everything \
+                 in DENY — add a STRICT PeerAuthentication",
+            );
+        }
+    }
 }
 
 pub(crate) fn compile_request_authn(r: &Resource, ra: &RequestAuthentication, ctx: &mut Ctx) -> Option<ScopedRequestAuthn> {
@@ -135,8 +152,11 @@ pub(crate) fn compile_provider(r: &Resource, p: &ExtensionProvider, ctx: &mut Ct
 pub(crate) fn check_providers(resources: &[Resource], providers: &BTreeMap<String, ExtAuthzHttp>, ctx: &mut Ctx) {
     for r in resources {
         if let crate::Spec::AuthorizationPolicy(p) = &r.spec {
+            if p.action.as_deref() != Some("CUSTOM") {
+                continue;
+            }
             if let Some(name) = p.provider.as_ref().map(|p| &p.name).filter(|n| !n.is_empty() && !providers.contains_key(*n)) {
-                ctx.err(r, "spec.provider.name", format!("no ExtensionProvider named {:?}", crate::rules::shown(name)));
+                ctx.err(r, "spec.provider.name", format!("no ExtensionProvider named {}", crate::rules::shown(name)));
             }
         }
     }

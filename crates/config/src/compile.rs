@@ -191,6 +191,7 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
         }
     }
     crate::authz::check_providers(resources, &snap.extension_providers, &mut ctx);
+    crate::authz::warn_permissive(resources, &snap, &mut ctx);
     snap.clusters = ctx.clusters;
     snap
 }

@@ -108,6 +108,42 @@ spec:
   maxBytes: 67108864
   maxEntryBytes: 1048576
 "#,
+    r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/productpage"], ipBlocks: [10.0.0.0/8], notRequestPrincipals: ["*"]}}]
+    to: [{operation: {methods: [GET], paths: ["/api/*", "/items/{*}/reviews", "/v2/{**}"], ports: ["9080"]}}]
+    when: [{key: "request.auth.claims[groups]", values: [admins]}, {key: "request.headers[x-env]", notValues: ["prod*"]}, {key: source.ip, values: [10.1.0.0/16]}]
+"#,
+    r#"apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: default}
+spec:
+  action: CUSTOM
+  provider: {name: authz}
+  rules: [{to: [{operation: {paths: [/headers]}}]}]
+---
+apiVersion: policy.weft.dev/v1alpha1
+kind: ExtensionProvider
+metadata: {name: authz}
+spec:
+  envoyExtAuthzHttp: {service: ext-authz.default.svc.cluster.local, port: "8000", includeRequestHeadersInCheck: [x-ext-authz], timeout: 1s}
+"#,
+    r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwksUri: https://example.com/jwks.json
+    fromHeaders: [{name: x-jwt, prefix: "Bearer "}]
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+"#,
 ];
 
 /// Values that broke or could break a loader: limits of every integer type, floats
@@ -285,7 +321,8 @@ fn seeds_compile_clean() {
     let all = SEEDS.join("---\n");
     let (resources, _, d) = build_str("mesh.yaml", &all);
     assert!(d.is_ok(), "{d}");
-    assert_eq!(resources.len(), SEEDS.len());
+    // (One seed holds two documents: a CUSTOM policy and its provider.)
+    assert_eq!(resources.len(), SEEDS.iter().map(|s| s.matches("\nkind: ").count() + usize::from(s.starts_with("kind: "))).sum::<usize>());
 }
 
 /// Regressions: inputs the fuzz targets found panicking, kept as plain tests.

@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod cluster;
 pub mod docs;
 pub mod error;
+pub mod ext_authz;
 pub mod filters;
 pub mod finish;
 pub mod follow;

@@ -76,7 +76,9 @@ pub fn build(
             if snap.inbound == Some(vi) {
                 // Authorization first: a denied request costs nothing else.
                 if let (Some(policies), Some(app)) = (&snap.inbound_authorization, snap.inbound_app) {
-                    host_filters.insert(0, Filter::Authz(crate::filters::authz::Authz { policies: policies.clone(), destination: app }));
+                    let providers = Arc::new(snap.extension_providers.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect());
+                    let authz = crate::filters::authz::Authz { policies: policies.clone(), destination: app, providers };
+                    host_filters.insert(0, Filter::Authz(authz));
                 }
                 // JWT before authorization: the policies read the verified token.
                 if let Some(authn) = &snap.inbound_request_authn {

@@ -164,6 +164,46 @@ fn a_websocket_between_sidecars_runs_over_mutual_tls_under_strict() {
     assert!(sent >= 21.0, "{out}");
 }
 
+/// An AuthorizationPolicy applied at the control plane reaches the callee's sidecar,
+/// which lets in only the caller it names (by the identity its certificate proves),
+/// only for what it allows; deleting it opens the service again.
+#[test]
+fn an_authorization_policy_from_the_control_plane_lets_in_only_its_caller() {
+    let m = mesh();
+    let policy = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewer, namespace: default}
+spec:
+  selector:
+    matchLabels: {app: reviews}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/productpage"]
+    to:
+    - operation:
+        methods: ["GET"]
+        paths: ["/api/*"]
+"#;
+    let out = m.cp.apply("policy.yaml", policy);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut c = Client::connect(m.productpage.addr());
+    wait_until("the policy reaches the callee", || c.get("reviews", "/other", &[]).status == 403);
+    let r = c.get("reviews", "/api/ratings", &[]);
+    assert_eq!((r.status, r.backend()), (200, "reviews-app".to_owned()), "{}", r.text());
+    let r = c.request("POST", "reviews", "/api/ratings", &[], b"x");
+    assert_eq!((r.status, r.text()), (403, "RBAC: access denied".to_owned()));
+    // A plaintext caller straight to the callee's inbound port has no principal.
+    let inbound = m.reviews.p.inbound().unwrap();
+    let (_, code, _) = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{inbound}/api/ratings")]);
+    assert_eq!(code, "403");
+    let listed = text(&m.cp.weft(&["get", "authorizationpolicies", "-n", "default"]));
+    assert!(listed.contains("reviews-viewer"), "{listed}");
+    assert!(m.cp.weft(&["delete", "ap", "reviews-viewer", "-n", "default"]).status.success());
+    wait_until("the service is open again", || c.get("reviews", "/other", &[]).status == 200);
+}
+
 #[test]
 fn under_strict_plaintext_never_reaches_the_app_while_the_mesh_keeps_working() {
     let m = mesh();

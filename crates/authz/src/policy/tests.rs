@@ -44,6 +44,7 @@ impl Req {
             method: self.method,
             path: self.path,
             host: "httpbin.foo",
+            port: Some(8000),
             headers: &self.headers,
             destination_ip: "10.0.0.9".parse().ok(),
             destination_port: 8000,
@@ -233,4 +234,41 @@ fn needs_peer_identity_and_request_auth() {
     assert!(p.needs_peer_identity() && !p.needs_request_auth());
     let p = policy("a/b", json!({"rules": [{"when": [{"key": "request.auth.claims[iss]", "values": ["x"]}]}]}));
     assert!(!p.needs_peer_identity() && p.needs_request_auth());
+}
+
+/// The principal index: a request finds the policies naming its principal, the others
+/// are skipped; a plaintext request under a DENY naming principals is still denied
+/// (fail safe), and the first matching policy in the order given is the one reported.
+#[test]
+fn the_principal_index_keeps_every_outcome() {
+    let many: Vec<_> = (0..50)
+        .map(|i| {
+            policy(
+                &format!("foo/deny-{i}"),
+                json!({"action": "DENY", "rules": [{"from": [{"source": {"principals": [format!("cluster.local/ns/foo/sa/sa{i}")]}}], "to": [{"operation": {"methods": ["DELETE"]}}]}]}),
+            )
+        })
+        .chain([policy("foo/deny-any-delete-admin", json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["DELETE"], "paths": ["/admin"]}}]}]}))])
+        .collect();
+    let p = Policies::from_compiled(many);
+    let mut r = Req::new("DELETE", "/admin");
+    r.principal = Some("cluster.local/ns/foo/sa/sa7");
+    assert_eq!(p.check(&r.attrs()).decision, Decision::DeniedBy("foo/deny-7"), "the first in order");
+    r.principal = Some("cluster.local/ns/foo/sa/nobody");
+    assert_eq!(p.check(&r.attrs()).decision, Decision::DeniedBy("foo/deny-any-delete-admin"));
+    r.path = "/other";
+    assert!(decide(&p, &r));
+    r.principal = None;
+    assert_eq!(p.check(&r.attrs()).decision, Decision::DeniedBy("foo/deny-0"), "plaintext: an unknown principal matches in DENY");
+    // ALLOW: only the named principal gets in; plaintext does not.
+    let allow = Policies::from_compiled([policy(
+        "foo/allow-sleep",
+        json!({"rules": [{"from": [{"source": {"principals": ["cluster.local/ns/foo/sa/sleep"]}}]}]}),
+    )]);
+    let mut r = Req::new("GET", "/");
+    assert!(decide(&allow, &r));
+    r.principal = Some("cluster.local/ns/foo/sa/other");
+    assert!(!decide(&allow, &r));
+    r.principal = None;
+    assert!(!decide(&allow, &r));
 }

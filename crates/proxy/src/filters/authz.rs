@@ -3,7 +3,8 @@
 //! address, the request's method, normalized path, host, port and headers, and the
 //! JWT a RequestAuthentication verified before. A denied request gets Envoy's answer,
 //! `403 RBAC: access denied` (gRPC: `PERMISSION_DENIED`), flag `RBAC`; an AUDIT policy
-//! that matches is logged and counted. Evaluation allocates nothing.
+//! that matches is logged and counted; a CUSTOM one sends the request to its external
+//! authorizer first ([`crate::ext_authz`]). Evaluation allocates nothing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -11,11 +12,15 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::StatusCode;
+use std::collections::BTreeMap;
+
 use weft_authz::policy::Decision;
+use weft_authz::spec::ExtAuthzHttp;
 use weft_authz::{Attrs, Policies};
 use weft_telemetry::ResponseFlags;
 
 use super::{Flow, Local};
+use crate::ext_authz;
 use crate::request::RequestCtx;
 
 /// gRPC's PERMISSION_DENIED.
@@ -26,6 +31,8 @@ pub struct Authz {
     pub policies: Arc<Policies>,
     /// The workload's address (`destination.ip`, `destination.port`).
     pub destination: SocketAddr,
+    /// The external authorizers CUSTOM policies name.
+    pub providers: Arc<BTreeMap<String, Arc<ExtAuthzHttp>>>,
 }
 
 impl Authz {
@@ -41,6 +48,7 @@ impl Authz {
             method: head.method.as_str(),
             path: head.uri.path(),
             host,
+            port: cx.port,
             headers: &head.headers,
             destination_ip: Some(self.destination.ip()),
             destination_port: self.destination.port(),
@@ -53,10 +61,18 @@ impl Authz {
             tracing::info!(policy = audit, method = %head.method, path = head.uri.path(), peer = attrs.principal, "authorization audit");
         }
         if let Some(custom) = check.custom {
-            // (The external authorizer is not wired yet: fail closed.)
-            tracing::warn!(policy = %custom.name, "CUSTOM authorization is not available yet: denied");
-            counters.authz_denied.fetch_add(1, Ordering::Relaxed);
-            return Flow::Reject(Local::new(StatusCode::FORBIDDEN, ResponseFlags::UAEX, "RBAC: access denied"));
+            // Checked by the provider before the request goes on (config validation
+            // makes sure the provider exists; a reload racing it fails closed).
+            match custom.provider.as_deref().and_then(|n| self.providers.get(n)) {
+                Some(p) => {
+                    let pq = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                    cx.filters.ext_authz = Some(Box::new(ext_authz::Call::new(p.clone(), &head.method, pq, &head.headers)));
+                }
+                None => {
+                    counters.authz_denied.fetch_add(1, Ordering::Relaxed);
+                    return Flow::Reject(Local::new(StatusCode::FORBIDDEN, ResponseFlags::UAEX, "RBAC: access denied"));
+                }
+            }
         }
         match check.decision {
             Decision::Allow => Flow::Next,

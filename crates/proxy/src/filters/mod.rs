@@ -102,6 +102,9 @@ pub struct PerRequest {
     pub cache_wait: Option<Box<cache::Waiting>>,
     /// The JWT a RequestAuthentication verified (AuthorizationPolicy reads it).
     pub request_auth: Option<Box<weft_authz::VerifiedJwt>>,
+    /// A CUSTOM AuthorizationPolicy matched: the external authorizer's check, made
+    /// before the request goes anywhere ([`crate::ext_authz`]).
+    pub ext_authz: Option<Box<crate::ext_authz::Call>>,
 }
 
 /// The filters of one route (its virtual host's first), and the host's hedging.
