@@ -5,6 +5,7 @@
 //! and is tried again after a backoff of 1 s doubling to 1 min. Until a first fetch
 //! succeeds, tokens of that issuer fail verification (401).
 //!
+//! The fetches run on a thread of their own (`weft-jwks`), apart from the workers.
 //! A [`JwksFetcher`] belongs to the live state of the config that asked for it
 //! ([`crate::live::LiveState`]): a reload that keeps the URI keeps the fetcher and its
 //! keys; one without it drops the fetcher, which stops its task.
@@ -43,19 +44,35 @@ impl Drop for JwksFetcher {
 }
 
 impl JwksFetcher {
-    /// Starts fetching `uri` on the current runtime (outside one, nothing is fetched
-    /// and the issuer's tokens are refused).
+    /// Starts fetching `uri` on the fetchers' own runtime ([`background`]), whatever
+    /// runtime, if any, the caller runs on: `weft proxy` compiles its first config
+    /// before it starts one.
     pub fn start(uri: &str, timeout: Duration) -> Arc<JwksFetcher> {
         let cache = Arc::new(JwksCache::default());
-        let task = match (uri.parse::<Uri>(), tokio::runtime::Handle::try_current()) {
-            (Ok(parsed), Ok(rt)) => Some(rt.spawn(keep_fresh(parsed, timeout, cache.clone())).abort_handle()),
+        let task = match (uri.parse::<Uri>(), background()) {
+            (Ok(parsed), Some(rt)) => Some(rt.spawn(keep_fresh(parsed, timeout, cache.clone())).abort_handle()),
             _ => {
-                tracing::warn!(uri, "jwksUri cannot be fetched here: tokens of its issuer will be refused");
+                tracing::error!(uri, "jwksUri cannot be fetched: tokens of its issuer will be refused");
                 None
             }
         };
         Arc::new(JwksFetcher { timeout, cache, task })
     }
+}
+
+/// One small runtime on a thread of its own (`weft-jwks`) for every fetcher of the
+/// process, started at the first `jwksUri`: fetches never run on, or wait for, the
+/// workers that serve requests.
+fn background() -> Option<&'static tokio::runtime::Handle> {
+    static RT: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    RT.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let handle = rt.handle().clone();
+        let run = move || rt.block_on(std::future::pending::<()>());
+        std::thread::Builder::new().name("weft-jwks".into()).spawn(run).ok()?;
+        Some(handle)
+    })
+    .as_ref()
 }
 
 /// The fetched keys a Jwt filter reads, by URI.

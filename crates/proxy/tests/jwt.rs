@@ -337,3 +337,17 @@ spec:
     let stranger = key.sign(&json!({"iss": "someone-else", "sub": "alice", "groups": ["group1"]}));
     assert_eq!(status(&h, &stranger).await, 401, "an issuer no rule trusts");
 }
+
+/// `weft proxy` compiles its first config before any tokio runtime exists: the
+/// jwksUri fetchers must start all the same.
+#[test]
+fn keys_are_fetched_for_a_config_built_outside_any_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let key = TestKey::es256("ec-1");
+    let server = rt.block_on(JwksServer::start(None));
+    *server.state.lock().unwrap() = (200, jwks(&[&key]));
+    let net = Network::new();
+    let h = httpbin(&net, &config(&server.uri("/jwks"), ""));
+    let good = token(&key, now() + 3600);
+    rt.block_on(eventually("the keys fetched", || async { status(&h, &good).await == 200 }));
+}
