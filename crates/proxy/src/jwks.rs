@@ -11,6 +11,7 @@
 //! keys; one without it drops the fetcher, which stops its task.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -47,10 +48,10 @@ impl JwksFetcher {
     /// Starts fetching `uri` on the fetchers' own runtime ([`background`]), whatever
     /// runtime, if any, the caller runs on: `weft proxy` compiles its first config
     /// before it starts one.
-    pub fn start(uri: &str, timeout: Duration) -> Arc<JwksFetcher> {
+    pub fn start(uri: &str, timeout: Duration, metrics: &'static weft_telemetry::Metrics) -> Arc<JwksFetcher> {
         let cache = Arc::new(JwksCache::default());
         let task = match (uri.parse::<Uri>(), background()) {
-            (Ok(parsed), Some(rt)) => Some(rt.spawn(keep_fresh(parsed, timeout, cache.clone())).abort_handle()),
+            (Ok(parsed), Some(rt)) => Some(rt.spawn(keep_fresh(parsed, timeout, cache.clone(), metrics)).abort_handle()),
             _ => {
                 tracing::error!(uri, "jwksUri cannot be fetched: tokens of its issuer will be refused");
                 None
@@ -85,7 +86,7 @@ impl RemoteKeys for RemoteJwks {
     }
 }
 
-async fn keep_fresh(uri: Uri, timeout: Duration, cache: Arc<JwksCache>) {
+async fn keep_fresh(uri: Uri, timeout: Duration, cache: Arc<JwksCache>, metrics: &'static weft_telemetry::Metrics) {
     let mut retry = FIRST_RETRY;
     loop {
         let fetched = match tokio::time::timeout(timeout, fetch(&uri)).await {
@@ -95,11 +96,13 @@ async fn keep_fresh(uri: Uri, timeout: Duration, cache: Arc<JwksCache>) {
         let outcome = fetched.and_then(|body| cache.update(&body).map_err(|e| format!("{e}; the previous keys stay")));
         let wait = match outcome {
             Ok(keys) => {
+                metrics.counters.jwks_fetched.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%uri, keys, "jwksUri fetched");
                 retry = FIRST_RETRY;
                 REFRESH
             }
             Err(e) => {
+                metrics.counters.jwks_fetch_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%uri, "jwksUri fetch failed: {e}");
                 let wait = retry;
                 retry = (retry * 2).min(MAX_RETRY);

@@ -82,7 +82,7 @@ pub fn build(
                 }
                 // JWT before authorization: the policies read the verified token.
                 if let Some(authn) = &snap.inbound_request_authn {
-                    host_filters.insert(0, Filter::Jwt(jwt_filter(authn, prev, &mut live)));
+                    host_filters.insert(0, Filter::Jwt(jwt_filter(authn, prev, &mut live, metrics)));
                 }
             }
             let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, &mut live)));
@@ -107,13 +107,18 @@ pub fn build(
 
 /// The inbound side's RequestAuthentication, with the fetchers of its `jwksUri`s (taken
 /// from `prev` where the URI and timeout are unchanged, so the keys held carry over).
-fn jwt_filter(authn: &Arc<weft_authz::jwt::Authenticator>, prev: &LiveState, live: &mut LiveState) -> crate::filters::jwt::Jwt {
+fn jwt_filter(
+    authn: &Arc<weft_authz::jwt::Authenticator>,
+    prev: &LiveState,
+    live: &mut LiveState,
+    metrics: &'static weft_telemetry::Metrics,
+) -> crate::filters::jwt::Jwt {
     let mut remote = crate::jwks::RemoteJwks::default();
     for (uri, timeout) in authn.remote_uris() {
         let fetcher = match (live.jwks.get(uri), prev.jwks.get(uri)) {
             (Some(f), _) => f.clone(),
             (None, Some(f)) if f.timeout == timeout => f.clone(),
-            _ => crate::jwks::JwksFetcher::start(uri, timeout),
+            _ => crate::jwks::JwksFetcher::start(uri, timeout, metrics),
         };
         remote.0.insert(uri.to_owned(), fetcher.cache.clone());
         live.jwks.insert(uri.to_owned(), fetcher);

@@ -239,6 +239,8 @@ async fn keys_from_a_jwks_uri_are_fetched_retried_and_dropped_with_the_config() 
     // It recovers: the fetcher's retry brings the keys.
     *server.state.lock().unwrap() = (200, jwks(&[&key]));
     eventually("the token accepted once the keys are fetched", || async { status(&h, &good).await == 200 }).await;
+    assert!(h.metric("weft_jwks_fetch_failed_total", &[]) >= 1.0);
+    assert_eq!(h.metric("weft_jwks_fetched_total", &[]), 1.0);
 
     // A reload with another jwksUri: a fetcher for it, whose fetch hangs; its issuer's
     // tokens are refused meanwhile (the old URI's keys are not used for it).

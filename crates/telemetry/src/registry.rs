@@ -200,6 +200,9 @@ pub struct Counters {
     /// RequestAuthentication: JWTs verified, and those refused (401).
     pub jwt_verified: AtomicU64,
     pub jwt_refused: AtomicU64,
+    /// jwksUri fetches that brought keys, and those that failed (keys kept, retried).
+    pub jwks_fetched: AtomicU64,
+    pub jwks_fetch_failed: AtomicU64,
     /// ResponseCache: requests answered from the cache (fresh, or revalidated upstream).
     pub cache_hits: AtomicU64,
     /// ResponseCache: cacheable requests that went upstream for want of a usable entry.

@@ -211,6 +211,8 @@ impl Metrics {
         counter("weft_authz_audited_total", "Requests an AUDIT AuthorizationPolicy matched.", "counter", &c.authz_audited);
         counter("weft_jwt_verified_total", "Requests whose JWT a RequestAuthentication verified.", "counter", &c.jwt_verified);
         counter("weft_jwt_refused_total", "Requests refused for a JWT that failed verification (401).", "counter", &c.jwt_refused);
+        counter("weft_jwks_fetched_total", "jwksUri fetches that brought keys.", "counter", &c.jwks_fetched);
+        counter("weft_jwks_fetch_failed_total", "jwksUri fetches that failed (the keys held are kept).", "counter", &c.jwks_fetch_failed);
         counter("weft_cache_hits_total", "Requests answered by a ResponseCache (fresh or revalidated).", "counter", &c.cache_hits);
         counter("weft_cache_misses_total", "Cacheable requests a ResponseCache sent upstream.", "counter", &c.cache_misses);
         counter("weft_cache_evictions_total", "ResponseCache entries evicted for room.", "counter", &c.cache_evictions);
