@@ -7,7 +7,8 @@
 //! - [`Authenticator::authenticate`]: the token located per its rule (by default
 //!   `Authorization: Bearer <token>` or the query parameter `access_token`), its
 //!   `iss` picking the rule, its signature checked with a key of the rule's JWKS
-//!   (`kid` picks the key; without one, every key of the algorithm's type is tried),
+//!   (`kid` picks the key, keys without a `kid` tried too; a token without one tries
+//!   every key of the algorithm's type),
 //!   then `exp`/`nbf` (60 s of clock skew, against a time passed in) and `aud`.
 //! - [`KeySet`]: a JWKS's usable keys (RSA, EC P-256/P-384, OKP Ed25519); a
 //!   [`JwksCache`] holds a fetched one so that a refresh swaps it without a lock.
