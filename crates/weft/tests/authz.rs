@@ -171,3 +171,112 @@ spec:
     }
     assert!(text.contains("no ExtensionProvider named \"nobody\""), "{text}");
 }
+
+fn workload_token(cp: &Plane, ns: &str, sa: &str) -> std::path::PathBuf {
+    let out = cp.weft(&["token", "create", "--namespace", ns, "--service-account", sa]);
+    assert!(out.status.success(), "{}", text(&out));
+    let f = temp_dir().join(format!("{ns}-{sa}.token"));
+    std::fs::write(&f, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    f
+}
+
+/// A sidecar following `cp` as `sa` in namespace foo; with `app`, in front of it.
+fn sidecar(cp: &Plane, sa: &str, app: Option<&Proc>) -> Proxy {
+    let token = workload_token(cp, "foo", sa);
+    let (url, ca, app_addr) = (cp.url(), cp.ca_file().to_str().unwrap().to_owned(), app.map(|a| a.addr.to_string()));
+    let node = format!("{sa}-1");
+    let label = format!("app={sa}");
+    let mut args = vec!["proxy", "--control-plane", &url, "--ca-file", &ca, "--token-file", token.to_str().unwrap(), "--node", &node];
+    args.extend([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--service",
+        sa,
+        "--service-account",
+        sa,
+        "--namespace",
+        "foo",
+        "--label",
+        &label,
+    ]);
+    if let Some(a) = &app_addr {
+        args.extend(["--inbound", "127.0.0.1:0", "--app", a]);
+    }
+    let p = Proxy { p: spawn(&args), cfg: std::path::PathBuf::new() };
+    if app.is_some() {
+        let inbound = p.p.inbound().unwrap().to_string();
+        let out = cp.weft_as(&token, &["register", "--service", sa, "--address", &inbound]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    p
+}
+
+/// README's worked example, unchanged but for the jwksUri (served here): sleep may GET
+/// httpbin's /api/* with a JWT from testing@secure.istio.io, and nobody may do anything
+/// else — through real sidecars with mTLS identities from the control plane.
+#[test]
+fn the_readme_example_lets_sleep_get_the_api_with_a_jwt_and_nobody_else() {
+    use weft_authz::jwt::testing::{jwks, TestKey};
+    let key = TestKey::rsa("readme");
+    let jwks_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = jwks(&[&key]);
+        std::thread::spawn(move || {
+            for mut sock in listener.incoming().flatten() {
+                let mut buf = [0; 4096];
+                let _ = std::io::Read::read(&mut sock, &mut buf);
+                let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = std::io::Write::write_all(&mut sock, resp.as_bytes());
+            }
+        });
+        port
+    };
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme.find("kind: RequestAuthentication\nmetadata: {name: httpbin-jwt").expect("the example in README");
+    let yaml = &readme[readme[..start].rfind("```yaml\n").unwrap() + 8..];
+    let yaml = &yaml[..yaml.find("```").unwrap()];
+    let yaml = yaml.replace(
+        "https://raw.githubusercontent.com/istio/istio/release-1.24/security/tools/jwt/samples/jwks.json",
+        &format!("http://127.0.0.1:{jwks_port}/jwks.json"),
+    );
+    let strict = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";
+    let cp = plane();
+    let out = cp.apply("example.yaml", &format!("{yaml}{strict}"));
+    assert!(out.status.success(), "{}", text(&out));
+    let app = backend("httpbin", &[]);
+    let httpbin = sidecar(&cp, "httpbin", Some(&app));
+    let sleep = sidecar(&cp, "sleep", None);
+    let other = sidecar(&cp, "other", None);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token = key.sign(&serde_json::json!({"iss": "testing@secure.istio.io", "sub": "testing@secure.istio.io", "exp": now + 3600}));
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    let mut c = Client::connect(sleep.addr());
+    let mut last = String::new();
+    let reached = (0..100).any(|_| {
+        let r = c.get("httpbin", "/api/status", &auth);
+        last = format!("{} {}", r.status, r.text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        r.status == 200
+    });
+    assert!(reached, "sleep never reached httpbin's /api/ with its token: {last}\n{}", httpbin.p.log_text());
+    assert_eq!(c.get("httpbin", "/api/status", &auth).backend(), "httpbin");
+    let r = c.get("httpbin", "/api/status", &[]);
+    assert_eq!((r.status, r.text()), (403, "RBAC: access denied".to_owned()), "no token");
+    let r = c.get("httpbin", "/api/status", &[("authorization", "Bearer a.b.c")]);
+    assert_eq!((r.status, r.text()), (401, "Jwt verification fails".to_owned()));
+    let stranger = TestKey::rsa("readme").sign(&serde_json::json!({"iss": "testing@secure.istio.io", "sub": "x", "exp": now + 3600}));
+    let r = c.get("httpbin", "/api/status", &[("authorization", &format!("Bearer {stranger}"))]);
+    assert_eq!(r.status, 401, "a token signed by another key with the same kid");
+    assert_eq!(c.request("POST", "httpbin", "/api/status", &auth, b"x").status, 403);
+    assert_eq!(c.get("httpbin", "/headers", &auth).status, 403);
+    // Another workload with the same token: its identity is not sleep's.
+    let mut o = Client::connect(other.addr());
+    assert_eq!(o.get("httpbin", "/api/status", &auth).status, 403);
+    // Plaintext straight to httpbin's inbound port: refused under STRICT.
+    let inbound = httpbin.p.inbound().unwrap();
+    assert_ne!(curl(&["-s", "-H", &format!("authorization: {bearer}"), &format!("http://{inbound}/api/status")]).0, 0);
+}
