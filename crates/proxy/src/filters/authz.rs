@@ -38,7 +38,7 @@ pub struct Authz {
 impl Authz {
     pub fn on_request(&self, cx: &mut RequestCtx, head: &Parts, host: &str) -> Flow {
         let source_ip = cx.conn.remote.ip();
-        let jwt = cx.filters.request_auth.as_deref();
+        let jwt = cx.filters.auth.as_ref().and_then(|a| a.jwt.as_ref());
         let attrs = Attrs {
             source_ip: Some(source_ip),
             remote_ip: remote_ip(&head.headers, cx.conn.shared.xff_trusted_hops),
@@ -66,7 +66,8 @@ impl Authz {
             match custom.provider.as_deref().and_then(|n| self.providers.get(n)) {
                 Some(p) => {
                     let pq = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                    cx.filters.ext_authz = Some(Box::new(ext_authz::Call::new(p.clone(), &head.method, pq, &head.headers)));
+                    let call = ext_authz::Call::new(p.clone(), &head.method, pq, &head.headers);
+                    cx.filters.auth.get_or_insert_with(Default::default).ext_authz = Some(call);
                 }
                 None => {
                     counters.authz_denied.fetch_add(1, Ordering::Relaxed);

@@ -69,7 +69,7 @@ impl Jwt {
         };
         counters.jwt_verified.fetch_add(1, Ordering::Relaxed);
         edits.apply(&mut head.headers);
-        cx.filters.request_auth = Some(Box::new(jwt));
+        cx.filters.auth.get_or_insert_with(Default::default).jwt = Some(jwt);
         Flow::Next
     }
 }

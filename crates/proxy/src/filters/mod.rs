@@ -100,11 +100,19 @@ pub struct PerRequest {
     pub cache: Option<Box<cache::Outstanding>>,
     /// A miss waiting for another request fetching the same response (ResponseCache).
     pub cache_wait: Option<Box<cache::Waiting>>,
+    /// What the inbound authentication and authorization filters found (boxed, one
+    /// pointer for both: most requests have neither).
+    pub auth: Option<Box<AuthState>>,
+}
+
+/// A request's JWT and external authorization state.
+#[derive(Default)]
+pub struct AuthState {
     /// The JWT a RequestAuthentication verified (AuthorizationPolicy reads it).
-    pub request_auth: Option<Box<weft_authz::VerifiedJwt>>,
+    pub jwt: Option<weft_authz::VerifiedJwt>,
     /// A CUSTOM AuthorizationPolicy matched: the external authorizer's check, made
     /// before the request goes anywhere ([`crate::ext_authz`]).
-    pub ext_authz: Option<Box<crate::ext_authz::Call>>,
+    pub ext_authz: Option<crate::ext_authz::Call>,
 }
 
 /// The filters of one route (its virtual host's first), and the host's hedging.

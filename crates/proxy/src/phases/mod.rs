@@ -44,10 +44,10 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
     }
     let route::Routed { chain, mut ran, before_wait, mut next } = routed;
     let mut allowed = None;
-    if let Some(call) = cx.filters.ext_authz.take() {
+    if let Some(call) = cx.filters.auth.as_mut().and_then(|a| a.ext_authz.take()) {
         // A CUSTOM policy matched: its external authorizer decides before anything else.
         // (Boxed: rare, and it would grow every request's future.)
-        match Box::pin(external(&mut cx, *call, &mut next)).await {
+        match Box::pin(external(&mut cx, call, &mut next)).await {
             Ok(a) => allowed = Some(a),
             Err(denied) => return Ok(denied),
         }
