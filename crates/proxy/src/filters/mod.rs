@@ -113,6 +113,8 @@ pub struct AuthState {
     /// A CUSTOM AuthorizationPolicy matched: the external authorizer's check, made
     /// before the request goes anywhere ([`crate::ext_authz`]).
     pub ext_authz: Option<crate::ext_authz::Call>,
+    /// Headers the external authorizer allowed with, for the response.
+    pub to_downstream: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The filters of one route (its virtual host's first), and the host's hedging.

@@ -43,13 +43,11 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
         cx.filters.queued.clear();
     }
     let route::Routed { chain, mut ran, before_wait, mut next } = routed;
-    let mut allowed = None;
     if let Some(call) = cx.filters.auth.as_mut().and_then(|a| a.ext_authz.take()) {
         // A CUSTOM policy matched: its external authorizer decides before anything else.
         // (Boxed: rare, and it would grow every request's future.)
-        match Box::pin(external(&mut cx, call, &mut next)).await {
-            Ok(a) => allowed = Some(a),
-            Err(denied) => return Ok(denied),
+        if let Err(denied) = Box::pin(external(&mut cx, call, &mut next)).await {
+            return Ok(denied);
         }
     }
     if let Some(waiting) = cx.filters.cache_wait.take() {
@@ -72,28 +70,25 @@ pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<Re
         },
     };
     respond::finish(&mut cx, &chain, ran, &mut resp);
-    if let Some(a) = allowed {
-        for (n, v) in a.to_downstream {
+    if let Some(auth) = cx.filters.auth.as_mut() {
+        for (n, v) in auth.to_downstream.drain(..) {
             resp.headers_mut().append(n, v);
         }
     }
     Ok(resp)
 }
 
-/// The external authorizer's check: the headers it adds to the response when it
-/// allowed (those for the upstream are on the request now), or its denial.
-async fn external(
-    cx: &mut RequestCtx,
-    call: crate::ext_authz::Call,
-    next: &mut route::Next,
-) -> Result<Box<crate::ext_authz::Allowed>, Response<RespBody>> {
-    let mut a = crate::ext_authz::check(cx, call).await?;
+/// The external authorizer's check: when it allows, the headers it adds go onto the
+/// request (and, kept in the request's auth state, onto the response); else its denial.
+async fn external(cx: &mut RequestCtx, call: crate::ext_authz::Call, next: &mut route::Next) -> Result<(), Response<RespBody>> {
+    let a = crate::ext_authz::check(cx, call).await?;
     if let route::Next::Forward(f) = next {
-        for (n, v) in a.to_upstream.drain(..) {
+        for (n, v) in a.to_upstream {
             f.head.headers.insert(n, v);
         }
     }
-    Ok(Box::new(a))
+    cx.filters.auth.get_or_insert_with(Default::default).to_downstream = a.to_downstream;
+    Ok(())
 }
 
 /// The accept phase: the request's context and its record, started now.
