@@ -1,6 +1,7 @@
 //! CPU cost of verifying a JWT with its key already held (an inline `jwks`, or a
 //! `jwksUri` fetched before): RS256 (RSA 2048) and ES256 (P-256), the whole of
-//! `Authenticator::verify` — parse, rule by `iss`, signature, `exp`, `aud`.
+//! `Authenticator::verify` — parse, rule by `iss`, signature, `exp`, `aud` — for a
+//! token seen before (its signature remembered by the key set) and one seen first.
 //! `cargo bench -p weft-authz --bench jwt`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -23,7 +24,12 @@ fn verify(c: &mut Criterion) {
         let claims = json!({"iss": ISS, "sub": ISS, "aud": "httpbin", "exp": NOW + 3600, "groups": ["group1", "group2"]});
         let token = key.sign(&claims);
         assert!(authn.verify(&token, NOW, &()).is_ok());
-        c.bench_function(&format!("verify {}", key.default_alg()), |b| b.iter(|| authn.verify(&token, NOW, &()).is_ok()));
+        // A token seen before: its signature is remembered by the key set.
+        c.bench_function(&format!("verify {} (seen before)", key.default_alg()), |b| b.iter(|| authn.verify(&token, NOW, &()).is_ok()));
+        // A token never seen: the signature is verified (fresh keys each batch of one).
+        c.bench_function(&format!("verify {} (first time)", key.default_alg()), |b| {
+            b.iter_batched(|| authenticator(&key), |a| a.verify(&token, NOW, &()).is_ok(), criterion::BatchSize::LargeInput)
+        });
     }
 }
 

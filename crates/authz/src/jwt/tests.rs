@@ -205,6 +205,40 @@ fn remote_keys_are_used_once_fetched() {
     assert!(a.verify(&t, NOW, &Fetched(cache.load())).is_ok());
 }
 
+/// A verified token's signature is remembered by its key set: presented again, it
+/// passes without a new verification — but its times and audiences are checked every
+/// time, a token one byte different is verified afresh, and new keys remember nothing.
+#[test]
+fn a_verified_signature_is_remembered_by_its_keys_only() {
+    struct Fetched(Arc<KeySet>);
+    impl RemoteKeys for Fetched {
+        fn keys(&self, _: &str) -> Option<Arc<KeySet>> {
+            Some(self.0.clone())
+        }
+    }
+    let (k, other) = (TestKey::rsa("k"), TestKey::rsa("other"));
+    let r = JwtRule { issuer: ISS.into(), jwks_uri: Some("https://example.com/jwks".into()), ..Default::default() };
+    let a = authn(vec![r]);
+    let cache = JwksCache::default();
+    cache.update(&jwks(&[&k])).unwrap();
+    let t = k.sign(&claims());
+    assert!(a.verify(&t, NOW, &Fetched(cache.load())).is_ok());
+    assert!(cache.load().verified.contains(&t), "remembered");
+    assert!(a.verify(&t, NOW, &Fetched(cache.load())).is_ok(), "again, from memory");
+    assert_eq!(a.verify(&t, NOW + 7200, &Fetched(cache.load())), Err(JwtError::Expired), "exp still checked");
+    // The same claims and header with another signature: not the remembered token.
+    let (signed, _) = t.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{}", other.sign(&claims()).rsplit_once('.').unwrap().1);
+    assert_eq!(a.verify(&forged, NOW, &Fetched(cache.load())), Err(JwtError::BadSignature));
+    // The key rotated away: the token is checked against the new keys, and fails.
+    cache.update(&jwks(&[&other])).unwrap();
+    assert!(!cache.load().verified.contains(&t));
+    assert!(a.verify(&t, NOW, &Fetched(cache.load())).is_err());
+    // Audiences are per rule and checked every time.
+    let strict = authn(vec![JwtRule { audiences: vec!["bookinfo".into()], ..rule(&jwks(&[&k])) }]);
+    assert_eq!(strict.verify(&t, NOW, &()), Err(JwtError::Audience));
+}
+
 #[test]
 fn the_token_is_found_where_the_rule_says() {
     let k = TestKey::es256("k");

@@ -76,6 +76,8 @@ impl Authenticator {
 
 /// The parts of a compact JWS, decoded as far as choosing a rule needs.
 struct Parsed<'t> {
+    /// The whole compact token.
+    token: &'t str,
     signed: &'t str,
     signature: &'t str,
     alg: Algorithm,
@@ -101,7 +103,7 @@ fn parse(token: &str) -> Result<Parsed<'_>, JwtError> {
     if !claims.is_object() {
         return Err(JwtError::BadPayload);
     }
-    Ok(Parsed { signed, signature, alg: header.alg, kid: header.kid, claims })
+    Ok(Parsed { token, signed, signature, alg: header.alg, kid: header.kid, claims })
 }
 
 fn verify_any<'r>(
@@ -141,10 +143,14 @@ fn verify_with(t: &Parsed<'_>, rule: &CompiledRule, now: u64, remote: &dyn Remot
 }
 
 fn check_signature(t: &Parsed<'_>, keys: &KeySet) -> Result<(), JwtError> {
+    if keys.verified.contains(t.token) {
+        return Ok(());
+    }
     let mut any = false;
     for key in keys.candidates(t.kid.as_deref(), t.alg) {
         any = true;
         if let Ok(true) = jsonwebtoken::crypto::verify(t.signature, t.signed.as_bytes(), &key.key, t.alg) {
+            keys.verified.insert(t.token);
             return Ok(());
         }
     }
