@@ -25,6 +25,9 @@ pub fn reject(cx: &mut RequestCtx, local: Local) -> Response<RespBody> {
     if let Some(secs) = local.retry_after {
         resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(v) = local.www_authenticate {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
     resp
 }
 

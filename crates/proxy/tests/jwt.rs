@@ -97,6 +97,11 @@ async fn a_policy_requiring_a_token_sees_who_presented_one() {
     {
         let r = c.send(get("/headers", Some(&bad))).await;
         assert_eq!((r.status.as_u16(), r.text()), (401, "Jwt verification fails"), "{why}");
+        let challenge = r.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer realm=\"http://") && challenge.ends_with("/headers\", error=\"invalid_token\""),
+            "{challenge}"
+        );
     }
     let good = token(&key, now() + 3600);
     let r = c.send(get("/headers", Some(&good))).await;

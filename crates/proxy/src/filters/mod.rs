@@ -70,11 +70,13 @@ pub struct Local {
     pub grpc: Option<u8>,
     /// `Retry-After` seconds.
     pub retry_after: Option<u64>,
+    /// `WWW-Authenticate` (a refused JWT, as Envoy's jwt_authn answers).
+    pub www_authenticate: Option<http::HeaderValue>,
 }
 
 impl Local {
     pub fn new(status: StatusCode, flags: ResponseFlags, body: impl Into<Bytes>) -> Local {
-        Local { status, flags, body: body.into(), grpc: None, retry_after: None }
+        Local { status, flags, body: body.into(), grpc: None, retry_after: None, www_authenticate: None }
     }
 }
 
