@@ -136,6 +136,17 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Envoy's challenge for a refused token: `Bearer realm="http://<host><path>",
+/// error="invalid_token"` (without the realm when the request's host and path do not
+/// make a header value).
+fn www_authenticate(head: &Parts) -> HeaderValue {
+    let host = head.uri.authority().map(|a| a.as_str()).or_else(|| head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
+    let realm = host.map(|h| format!("http://{h}{}", head.uri.path())).filter(|r| !r.contains(['"', '\\']));
+    realm
+        .and_then(|r| HeaderValue::from_str(&format!("Bearer realm=\"{r}\", error=\"invalid_token\"")).ok())
+        .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,15 +163,4 @@ mod tests {
         assert!(at("obj").is_none());
         assert!(at("missing").is_none());
     }
-}
-
-/// Envoy's challenge for a refused token: `Bearer realm="http://<host><path>",
-/// error="invalid_token"` (without the realm when the request's host and path do not
-/// make a header value).
-fn www_authenticate(head: &Parts) -> HeaderValue {
-    let host = head.uri.authority().map(|a| a.as_str()).or_else(|| head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
-    let realm = host.map(|h| format!("http://{h}{}", head.uri.path())).filter(|r| !r.contains(['"', '\\']));
-    realm
-        .and_then(|r| HeaderValue::from_str(&format!("Bearer realm=\"{r}\", error=\"invalid_token\"")).ok())
-        .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""))
 }
