@@ -57,6 +57,9 @@ pub struct CompiledPolicy {
     /// For `CUSTOM`: the extension provider's name.
     pub provider: Option<String>,
     pub rules: Vec<Rule>,
+    /// Istio's `istio.io/dry-run: "true"` annotation: evaluated and reported, never
+    /// enforced.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -204,7 +207,7 @@ pub fn compile(name: &str, p: &AuthorizationPolicy) -> Result<CompiledPolicy, Ve
     if !errs.is_empty() {
         return Err(errs);
     }
-    Ok(CompiledPolicy { name: name.into(), action, provider, rules })
+    Ok(CompiledPolicy { name: name.into(), action, provider, rules, dry_run: false })
 }
 
 /// A value as shown in a message (a hostile one is cut).
@@ -491,6 +494,8 @@ pub struct Policies {
     deny: ActionSet,
     allow: ActionSet,
     audit: ActionSet,
+    /// The dry-run ALLOW and DENY policies, evaluated apart (Envoy's shadow rules).
+    dry_run: Option<Box<Policies>>,
 }
 
 /// What the policies make of a request.
@@ -512,12 +517,18 @@ pub struct Check<'p> {
     pub decision: Decision<'p>,
     /// The first matching AUDIT policy.
     pub audit: Option<&'p str>,
+    /// What the dry-run policies alone would have decided, when there are any.
+    pub dry_run: Option<Decision<'p>>,
 }
 
 impl Policies {
     pub fn from_compiled(all: impl IntoIterator<Item = Arc<CompiledPolicy>>) -> Policies {
-        let (mut custom, mut deny, mut allow, mut audit) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut custom, mut deny, mut allow, mut audit, mut dry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for c in all {
+            if c.dry_run && matches!(c.action, Action::Allow | Action::Deny) {
+                dry.push(Arc::new(CompiledPolicy { dry_run: false, ..(*c).clone() }));
+                continue;
+            }
             match c.action {
                 Action::Custom => custom.push(c),
                 Action::Deny => deny.push(c),
@@ -525,16 +536,23 @@ impl Policies {
                 Action::Audit => audit.push(c),
             }
         }
-        Policies { custom: ActionSet::new(custom), deny: ActionSet::new(deny), allow: ActionSet::new(allow), audit: ActionSet::new(audit) }
+        Policies {
+            custom: ActionSet::new(custom),
+            deny: ActionSet::new(deny),
+            allow: ActionSet::new(allow),
+            audit: ActionSet::new(audit),
+            dry_run: (!dry.is_empty()).then(|| Box::new(Policies::from_compiled(dry))),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty() && self.dry_run.is_none()
     }
 
-    /// Every policy, CUSTOM, DENY, ALLOW, then AUDIT.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<CompiledPolicy>> {
-        [&self.custom, &self.deny, &self.allow, &self.audit].into_iter().flat_map(|s| s.all())
+    /// Every policy, CUSTOM, DENY, ALLOW, AUDIT, then the dry-run ones.
+    pub fn all(&self) -> Box<dyn Iterator<Item = &Arc<CompiledPolicy>> + '_> {
+        let enforced = [&self.custom, &self.deny, &self.allow, &self.audit].into_iter().flat_map(|s| s.all());
+        Box::new(enforced.chain(self.dry_run.iter().flat_map(|d| d.all())))
     }
 
     /// Evaluates the request (allocates nothing).
@@ -550,7 +568,8 @@ impl Policies {
             Decision::NotAllowed
         };
         let audit = self.audit.first(a.principal, false, m).map(|p| &*p.name);
-        Check { custom, decision, audit }
+        let dry_run = self.dry_run.as_ref().map(|d| d.check(a).decision);
+        Check { custom, decision, audit, dry_run }
     }
 }
 

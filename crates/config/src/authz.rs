@@ -87,8 +87,26 @@ pub(crate) fn compile_policy(r: &Resource, p: &weft_authz::spec::AuthorizationPo
         }
     };
     let scope = scope(r, p.selector.as_ref(), p.target_ref.as_ref(), &p.target_refs, ctx)?;
-    let policy = Arc::new(compiled?);
-    Some(ScopedPolicy { scope, policy })
+    let mut policy = compiled?;
+    policy.dry_run = dry_run(r, &policy, ctx);
+    Some(ScopedPolicy { scope, policy: Arc::new(policy) })
+}
+
+/// Istio's `istio.io/dry-run` annotation (`"true"` or `"false"`), for ALLOW and DENY.
+fn dry_run(r: &Resource, p: &CompiledPolicy, ctx: &mut Ctx) -> bool {
+    const KEY: &str = "istio.io/dry-run";
+    match r.metadata.annotations.get(KEY).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") if matches!(p.action, weft_authz::Action::Allow | weft_authz::Action::Deny) => true,
+        Some("true") => {
+            ctx.err(r, format!("metadata.annotations[{KEY}]"), "dry-run applies to ALLOW and DENY policies only");
+            false
+        }
+        Some(v) => {
+            ctx.err(r, format!("metadata.annotations[{KEY}]"), format!("{} is not \"true\" or \"false\"", crate::rules::shown(v)));
+            false
+        }
+    }
 }
 
 /// Warns of each policy that depends on the caller's mTLS identity where mTLS is not

@@ -122,6 +122,15 @@ fn hostile_specs_are_refused_naming_the_field() {
         let (_, _, diags) = weft_config::build_str("p.yaml", &yaml);
         assert!(diags.errors.iter().any(|e| e.to_string().contains(path)), "{spec}: want {path} in {diags:?}");
     }
+    let dry = |action: &str, value: &str| {
+        format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: foo, annotations: {{istio.io/dry-run: \"{value}\"}}}}\nspec: {{action: {action}}}\n")
+    };
+    for (action, value) in [("DENY", "yes"), ("AUDIT", "true")] {
+        let (_, _, diags) = weft_config::build_str("p.yaml", &dry(action, value));
+        assert!(diags.errors.iter().any(|e| e.to_string().contains("metadata.annotations[istio.io/dry-run]")), "{diags:?}");
+    }
+    let (_, snap, diags) = weft_config::build_str("p.yaml", &dry("DENY", "true"));
+    assert!(diags.is_ok() && snap.authorization[0].policy.dry_run, "{diags:?}");
     let provider = "apiVersion: policy.weft.dev/v1alpha1\nkind: ExtensionProvider\nmetadata: {name: x}\nspec: {envoyExtAuthzHttp: {service: \"\", port: 70000}}\n";
     let (_, _, diags) = weft_config::build_str("p.yaml", provider);
     for path in ["spec.envoyExtAuthzHttp.service", "spec.envoyExtAuthzHttp.port"] {

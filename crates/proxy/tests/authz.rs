@@ -171,3 +171,30 @@ async fn a_grpc_caller_gets_permission_denied() {
     assert_eq!(r.status.as_u16(), 200, "gRPC answers in grpc-status");
     assert_eq!(r.header("grpc-status"), Some("7"));
 }
+
+/// istio.io "Dry run": an annotated DENY is evaluated, logged and counted, not enforced.
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_policy_counts_what_it_would_deny_and_denies_nothing() {
+    let (_dir, ca) = new_ca();
+    let net = Network::new();
+    let policy = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-path-headers
+  namespace: default
+  annotations:
+    "istio.io/dry-run": "true"
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/headers"]}}]}]
+"#;
+    let h = httpbin(&net, "PERMISSIVE", policy, issue(&ca, "httpbin", ""));
+    let mut sleep = h.connect_inbound_tls(mesh_client(&issue(&ca, "sleep", ""))).await.unwrap();
+    assert_eq!(sleep.send(req("GET", "/headers")).await.status.as_u16(), 200);
+    assert_eq!(sleep.send(req("GET", "/ip")).await.status.as_u16(), 200);
+    assert_eq!(h.metric("weft_authz_dry_run_denied_total", &[]), 1.0);
+    assert_eq!(h.metric("weft_authz_denied_total", &[]), 0.0);
+}

@@ -197,6 +197,8 @@ pub struct Counters {
     /// policy matched.
     pub authz_denied: AtomicU64,
     pub authz_audited: AtomicU64,
+    /// Requests the dry-run (`istio.io/dry-run`) policies would have denied.
+    pub authz_dry_run_denied: AtomicU64,
     /// RequestAuthentication: JWTs verified, and those refused (401).
     pub jwt_verified: AtomicU64,
     pub jwt_refused: AtomicU64,

@@ -209,6 +209,12 @@ impl Metrics {
         counter("weft_rate_limited_total", "Requests answered 429 by a RateLimit (flag RL).", "counter", &c.rate_limited);
         counter("weft_authz_denied_total", "Requests denied by an AuthorizationPolicy (403, flag RBAC).", "counter", &c.authz_denied);
         counter("weft_authz_audited_total", "Requests an AUDIT AuthorizationPolicy matched.", "counter", &c.authz_audited);
+        counter(
+            "weft_authz_dry_run_denied_total",
+            "Requests the dry-run (istio.io/dry-run) AuthorizationPolicies would have denied; not enforced.",
+            "counter",
+            &c.authz_dry_run_denied,
+        );
         counter("weft_jwt_verified_total", "Requests whose JWT a RequestAuthentication verified.", "counter", &c.jwt_verified);
         counter("weft_jwt_refused_total", "Requests refused for a JWT that failed verification (401).", "counter", &c.jwt_refused);
         counter("weft_jwks_fetched_total", "jwksUri fetches that brought keys.", "counter", &c.jwks_fetched);

@@ -272,3 +272,25 @@ fn the_principal_index_keeps_every_outcome() {
     r.principal = None;
     assert!(!decide(&allow, &r));
 }
+
+/// Dry-run policies (`istio.io/dry-run: "true"`) are evaluated apart and never enforced.
+#[test]
+fn dry_run_policies_report_what_they_would_decide() {
+    let dry = |name: &str, spec: serde_json::Value| {
+        let mut p = (*policy(name, spec)).clone();
+        p.dry_run = true;
+        Arc::new(p)
+    };
+    let p = Policies::from_compiled([dry(
+        "foo/deny-admin",
+        json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}),
+    )]);
+    let c = p.check(&Req::new("GET", "/admin").attrs());
+    assert_eq!((c.decision, c.dry_run), (Decision::Allow, Some(Decision::DeniedBy("foo/deny-admin"))));
+    assert_eq!(p.check(&Req::new("GET", "/x").attrs()).dry_run, Some(Decision::Allow));
+    // A dry-run ALLOW: the enforced decision stays allow; the dry run says not allowed.
+    let p = Policies::from_compiled([dry("foo/allow-get", json!({"rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}))]);
+    let c = p.check(&Req::new("POST", "/x").attrs());
+    assert_eq!((c.decision, c.dry_run), (Decision::Allow, Some(Decision::NotAllowed)));
+    assert_eq!(Policies::default().check(&Req::new("GET", "/").attrs()).dry_run, None);
+}

@@ -56,6 +56,14 @@ impl Authz {
         };
         let check = self.policies.check(&attrs);
         let counters = &cx.conn.shared.metrics.counters;
+        if let Some(d) = check.dry_run.filter(|d| *d != Decision::Allow) {
+            counters.authz_dry_run_denied.fetch_add(1, Ordering::Relaxed);
+            let by = match d {
+                Decision::DeniedBy(p) => p,
+                _ => "no dry-run ALLOW policy matched",
+            };
+            tracing::info!(by, method = %head.method, path = head.uri.path(), peer = attrs.principal, "authorization dry run: would be denied");
+        }
         if let Some(audit) = check.audit {
             counters.authz_audited.fetch_add(1, Ordering::Relaxed);
             tracing::info!(policy = audit, method = %head.method, path = head.uri.path(), peer = attrs.principal, "authorization audit");
