@@ -95,10 +95,15 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
     for r in resources {
         if let Spec::VirtualService(vs) = &r.spec {
             let tls_routes = crate::tls_route::compile(r, vs, &mut ctx);
-            snap.tls_routes.extend(tls_routes);
             let Some(vh) = compile_vs(r, vs, &mut ctx) else {
                 continue;
             };
+            // Bound to gateways only (no reserved `mesh` among them): checked like any
+            // VirtualService, applied by those gateways, never by sidecars (Istio's rule).
+            if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
+                continue;
+            }
+            snap.tls_routes.extend(tls_routes);
             let idx = snap.vhosts.len();
             snap.vhosts.push(vh);
             for (i, h) in vs.hosts.iter().enumerate() {
