@@ -18,6 +18,8 @@ use crate::vhost::compile_vs;
 pub(crate) struct Service<'a> {
     pub entry: &'a ServiceEntry,
     pub name: &'a str,
+    /// The ServiceEntry's namespace.
+    pub namespace: &'a str,
 }
 
 pub(crate) struct Ctx<'a> {
@@ -201,6 +203,18 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
     snap
 }
 
+/// The namespace a service's metrics name (`destination_service_namespace`): the one in
+/// a Kubernetes service name (`<name>.<namespace>.svc…`), else the namespace of the
+/// ServiceEntry that declares the host, else `unknown` — never a piece of an external
+/// host name (`www.googleapis.com` is not in namespace `googleapis`).
+fn service_namespace(host: &str, declared_in: Option<&str>) -> String {
+    let mut parts = host.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(ns), Some("svc")) if !ns.is_empty() => ns.to_owned(),
+        _ => declared_in.unwrap_or("unknown").to_owned(),
+    }
+}
+
 impl<'a> Ctx<'a> {
     pub fn err(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
         self.diags.errors.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
@@ -282,6 +296,7 @@ impl<'a> Ctx<'a> {
         let spec = ClusterSpec {
             name: name.clone(),
             service: host.to_owned(),
+            namespace: service_namespace(host, service.map(|s| s.namespace)),
             port,
             subset: subset.map(str::to_owned),
             lb,
@@ -384,7 +399,8 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             ctx.warn(r, "spec.hosts", msg);
             continue;
         }
-        ctx.services.insert(key, Service { entry: se, name: &r.metadata.name });
+        let namespace = r.metadata.namespace.as_deref().unwrap_or("default");
+        ctx.services.insert(key, Service { entry: se, name: &r.metadata.name, namespace });
     }
 }
 

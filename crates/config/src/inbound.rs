@@ -53,6 +53,7 @@ impl Snapshot {
         self.clusters.push(ClusterSpec {
             name: spec.cluster_name(),
             service: format!("{}.{}.svc.cluster.local", spec.service, spec.namespace),
+            namespace: spec.namespace.clone(),
             port: spec.app.port(),
             subset: None,
             lb: LbPolicy::RoundRobin,

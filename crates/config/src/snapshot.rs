@@ -324,6 +324,8 @@ pub struct Redirect {
 pub struct ClusterSpec {
     pub name: String,
     pub service: String,
+    /// The service's namespace, as its metrics name it.
+    pub namespace: String,
     pub port: u16,
     pub subset: Option<String>,
     pub lb: LbPolicy,

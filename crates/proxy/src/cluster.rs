@@ -140,10 +140,9 @@ impl Cluster {
         transport: &Transport,
         mesh: Option<&crate::mesh_tls::MeshTls>,
     ) -> Cluster {
-        let namespace = spec.service.split('.').nth(1).unwrap_or("unknown").to_owned();
         let dest = metrics.dest_id(DestLabels {
             service: spec.service.clone(),
-            namespace,
+            namespace: spec.namespace.clone(),
             version: spec.subset.clone().unwrap_or_else(|| "unknown".into()),
             inbound: spec.name.starts_with(weft_config::inbound::INBOUND_PREFIX),
         });

@@ -35,6 +35,11 @@ async fn every_inbound_request_goes_to_the_app_whatever_its_host() {
         4.0
     );
     assert_eq!(h.metric("istio_requests_total", &["reporter=\"source\"", "destination_service=\"other\""]), 1.0);
+    // Namespaces: the workload's, and the ServiceEntry's (it has none: `default`), not a
+    // piece of the host name.
+    let ns = ["destination_service_namespace=\"default\""];
+    assert_eq!(h.metric("istio_requests_total", &[&["destination_service=\"reviews.default.svc.cluster.local\""][..], &ns].concat()), 4.0);
+    assert_eq!(h.metric("istio_requests_total", &[&["destination_service=\"other\""][..], &ns].concat()), 1.0);
 }
 
 #[tokio::test(start_paused = true)]
