@@ -198,6 +198,11 @@ fn fraction(r: &Resource, p: Option<&Percent>, legacy: Option<u32>, path: &str, 
 }
 
 fn compile_fault(r: &Resource, f: &HttpFaultInjection, path: &str, ctx: &mut Ctx<'_>) -> Option<Fault> {
+    if f.delay.is_none() && f.abort.is_none() {
+        // (Istio's validation: "HTTP fault injection must have an abort and/or a delay".)
+        ctx.err(r, path.to_owned(), "a fault injects an abort, a delay or both: neither is set");
+        return None;
+    }
     let mut fault = Fault::default();
     if let Some(d) = &f.delay {
         let p = format!("{path}.delay");

@@ -131,3 +131,17 @@ fn a_mesh_of_thousands_of_documents_loads() {
     assert_eq!(resources.len(), 3000);
     assert_eq!(snap.clusters.iter().map(|c| c.endpoints.len()).sum::<usize>(), 30_000);
 }
+
+/// Istio's validation: a fault injects an abort, a delay or both (`fault: {}` is refused).
+#[test]
+fn an_empty_fault_is_an_error_and_either_half_is_fine() {
+    let vs = |fault: &str| {
+        format!("{SE}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - fault: {fault}\n    route: [{{destination: {{host: reviews}}}}]\n")
+    };
+    assert_eq!(
+        errors(&vs("{}")),
+        vec!["mesh.yaml: VirtualService reviews: spec.http[0].fault: a fault injects an abort, a delay or both: neither is set"]
+    );
+    assert!(errors(&vs("{abort: {httpStatus: 503, percentage: {value: 10}}}")).is_empty());
+    assert!(errors(&vs("{delay: {fixedDelay: 1s, percentage: {value: 10}}}")).is_empty());
+}
