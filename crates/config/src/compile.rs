@@ -412,6 +412,10 @@ fn check_rule(r: &Resource, dr: &DestinationRule, ctx: &mut Ctx<'_>) {
     for (i, s) in dr.subsets.iter().enumerate() {
         if s.name.is_empty() {
             ctx.err(r, format!("spec.subsets[{i}].name"), "missing field");
+        } else if let Err(e) = crate::rules::dns1123_label(&s.name) {
+            // (Istio's validation: a subset name is a DNS-1123 label; it becomes part of
+            // the cluster's name.)
+            ctx.err(r, format!("spec.subsets[{i}].name"), e);
         } else if names.insert(s.name.clone(), i).is_some() {
             ctx.err(r, format!("spec.subsets[{i}].name"), format!("duplicate subset {:?}", s.name));
         }

@@ -145,3 +145,17 @@ fn an_empty_fault_is_an_error_and_either_half_is_fine() {
     assert!(errors(&vs("{abort: {httpStatus: 503, percentage: {value: 10}}}")).is_empty());
     assert!(errors(&vs("{delay: {fixedDelay: 1s, percentage: {value: 10}}}")).is_empty());
 }
+
+/// Istio's validation: a subset's name is a DNS-1123 label.
+#[test]
+fn a_subset_name_is_a_dns_label() {
+    let dr = |name: &str| {
+        format!("{SE}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  subsets: [{{name: \"{name}\", labels: {{version: v1}}}}]\n")
+    };
+    assert!(errors(&dr("v1")).is_empty());
+    assert!(errors(&dr("canary-2")).is_empty());
+    for bad in ["V1", "v_1", "-v1", "a|b", "v1.2"] {
+        let e = errors(&dr(bad));
+        assert!(e.len() == 1 && e[0].contains("spec.subsets[0].name") && e[0].contains("DNS-1123"), "{bad}: {e:?}");
+    }
+}
