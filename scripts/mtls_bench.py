@@ -90,6 +90,9 @@ def main():
     ap.add_argument("--rate", type=int, default=1000, help="requests/s (open loop)")
     ap.add_argument("--body", type=int, default=1024, help="response body bytes")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--plain-h2", action="store_true",
+                    help="also a plaintext pair speaking HTTP/2 between the proxies (a DestinationRule with "
+                         "h2UpgradePolicy: UPGRADE), to tell TLS's cost from HTTP/2's")
     a = ap.parse_args()
     weft = os.path.abspath(a.weft)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -141,7 +144,8 @@ http {{ access_log off; keepalive_requests 1000000;
 
     # The two callees' sidecars, in front of the same nginx.
     sidecars = {}
-    for svc in ["echo", "plain"]:
+    svcs = ["echo", "plain"] + (["plainh2"] if a.plain_h2 else [])
+    for svc in svcs:
         tok = workload_token(svc)
         inbound, listen = free_port(), free_port()
         p = run.start([weft, "proxy", "--control-plane", url, "--ca-file", root, "--token-file", tok, "--node", svc, "--listen", f"127.0.0.1:{listen}",
@@ -151,12 +155,19 @@ http {{ access_log off; keepalive_requests 1000000;
     # In the mesh: registered by its own workload. Not in the mesh: registered by the admin.
     weft_cli(["register", "--service", "echo", "--address", f"127.0.0.1:{sidecars['echo'][1]}"], token=sidecars["echo"][2])
     weft_cli(["register", "--service", "plain", "--address", f"127.0.0.1:{sidecars['plain'][1]}"])
+    if a.plain_h2:
+        weft_cli(["register", "--service", "plainh2", "--address", f"127.0.0.1:{sidecars['plainh2'][1]}"])
+        dr = os.path.join(tmp, "h2.yaml")
+        with open(dr, "w") as f:
+            f.write("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: plainh2}\n"
+                    "spec: {host: plainh2, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}}\n")
+        weft_cli(["apply", "-f", dr])
     client_tok = workload_token("client")
     cl = free_port()
     client = run.start([weft, "proxy", "--control-plane", url, "--ca-file", root, "--token-file", client_tok, "--node", "client", "--listen", f"127.0.0.1:{cl}",
                         "--service", "client", "--service-account", "client"], "client")
     wait_port(cl, "client proxy", client)
-    for host in ["echo", "plain"]:
+    for host in svcs:
         deadline = time.time() + 15
         while time.time() < deadline:
             r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Host: {host}", f"http://127.0.0.1:{cl}/"],
@@ -172,6 +183,8 @@ http {{ access_log off; keepalive_requests 1000000;
         "plain": (f"http://127.0.0.1:{cl}/", "plain", [client.pid, sidecars["plain"][0].pid]),
         "mtls": (f"http://127.0.0.1:{cl}/", "echo", [client.pid, sidecars["echo"][0].pid]),
     }
+    if a.plain_h2:
+        targets["plainh2"] = (f"http://127.0.0.1:{cl}/", "plainh2", [client.pid, sidecars["plainh2"][0].pid])
     rows = {k: [] for k in targets}
     for rnd in range(a.rounds):
         for name, (u, host, pids) in targets.items():
@@ -200,6 +213,9 @@ http {{ access_log off; keepalive_requests 1000000;
     print(f"  added p99 over direct: plaintext pair {added['plain']:+.3f} ms, mTLS pair {added['mtls']:+.3f} ms")
     ratio = med["mtls"]["cpu_us"] / max(med["plain"]["cpu_us"], 1e-9)
     print(f"  CPU per request, mTLS pair / plaintext pair: {ratio:.2f}x")
+    if a.plain_h2:
+        print(f"  CPU per request, plaintext h2 pair / plaintext pair: {med['plainh2']['cpu_us'] / max(med['plain']['cpu_us'], 1e-9):.2f}x, "
+              f"mTLS pair / plaintext h2 pair: {med['mtls']['cpu_us'] / max(med['plainh2']['cpu_us'], 1e-9):.2f}x")
 
     hs = handshakes(weft_cli, tmp, sidecars["echo"][1], cpdir, url)
     return {"medians": med, "added_p99_ms": added, "cpu_ratio_mtls_over_plain": ratio, "rounds": rows, "handshakes_per_s": hs}
