@@ -332,7 +332,15 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
     if se.ports.is_empty() {
         ctx.err(r, "spec.ports", "at least one port is required");
     }
+    let (mut numbers, mut names) = (HashMap::new(), HashMap::new());
     for (i, p) in se.ports.iter().enumerate() {
+        // (Istio's validation: port numbers and names are unique within a ServiceEntry.)
+        if numbers.insert(p.number, i).is_some() {
+            ctx.err(r, format!("spec.ports[{i}].number"), format!("port number {} is not unique", p.number));
+        }
+        if !p.name.is_empty() && names.insert(p.name.as_str(), i).is_some() {
+            ctx.err(r, format!("spec.ports[{i}].name"), format!("port name {} is not unique", crate::rules::shown(&p.name)));
+        }
         if p.number == 0 || p.number > 65535 {
             ctx.err(r, format!("spec.ports[{i}].number"), format!("port {} out of range 1-65535", p.number));
         }
@@ -351,6 +359,10 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
                 );
             }
         }
+    }
+    if se.resolution == Resolution::DnsRoundRobin && se.endpoints.len() > 1 {
+        // (Istio's validation: one endpoint at most, resolved round-robin by DNS.)
+        ctx.err(r, "spec.endpoints", "resolution DNS_ROUND_ROBIN takes at most one endpoint");
     }
     let mut weights = 0u64;
     for (i, ep) in se.endpoints.iter().enumerate() {

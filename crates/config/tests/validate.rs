@@ -159,3 +159,31 @@ fn a_subset_name_is_a_dns_label() {
         assert!(e.len() == 1 && e[0].contains("spec.subsets[0].name") && e[0].contains("DNS-1123"), "{bad}: {e:?}");
     }
 }
+
+/// Istio's ServiceEntry rules: port numbers and names are unique; DNS_ROUND_ROBIN takes
+/// at most one endpoint.
+#[test]
+fn service_entry_ports_are_unique_and_dns_round_robin_takes_one_endpoint() {
+    let se = |ports: &str, resolution: &str, endpoints: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext}}\nspec:\n  hosts: [ext.example.com]\n  resolution: {resolution}\n  ports: {ports}\n  endpoints: {endpoints}\n")
+    };
+    let two = "[{number: 80, name: http, protocol: HTTP}, {number: 8080, name: alt, protocol: HTTP}]";
+    assert!(errors(&se(two, "DNS", "[]")).is_empty());
+    let same_number = "[{number: 80, name: http, protocol: HTTP}, {number: 80, name: alt, protocol: HTTP}]";
+    assert_eq!(
+        errors(&se(same_number, "DNS", "[]")),
+        vec!["mesh.yaml: ServiceEntry ext: spec.ports[1].number: port number 80 is not unique"]
+    );
+    let same_name = "[{number: 80, name: http, protocol: HTTP}, {number: 81, name: http, protocol: HTTP}]";
+    assert_eq!(
+        errors(&se(same_name, "DNS", "[]")),
+        vec!["mesh.yaml: ServiceEntry ext: spec.ports[1].name: port name \"http\" is not unique"]
+    );
+    let one = "[{address: a.example.com}]";
+    assert!(errors(&se(two, "DNS_ROUND_ROBIN", one)).is_empty());
+    let both = "[{address: a.example.com}, {address: b.example.com}]";
+    assert_eq!(
+        errors(&se(two, "DNS_ROUND_ROBIN", both)),
+        vec!["mesh.yaml: ServiceEntry ext: spec.endpoints: resolution DNS_ROUND_ROBIN takes at most one endpoint"]
+    );
+}
