@@ -103,6 +103,10 @@ fn a_custom_policy_asks_the_external_authorizer() {
     assert_eq!(echo["headers"]["x-ext-authz-check-result"], "allowed", "{echo:#}");
     let seen = echo["headers"]["x-ext-authz-seen"].as_str().unwrap_or_default();
     assert!(seen.contains("x-ext-authz") && !seen.contains("cookie"), "{seen}");
+    // An answer far past 64 KiB is not read whole: the check fails, closed, and none of
+    // it reaches the client.
+    let (_, out, _) = call("/headers", "x-ext-authz: huge");
+    assert!(out.starts_with("HTTP/1.1 403") && out.len() < 4096, "{} bytes: {}", out.len(), &out[..out.len().min(300)]);
     // Paths the policy does not name are not checked.
     let (_, out, _) = call("/ip", "x-ext-authz: deny");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -124,6 +128,13 @@ fn fail_open_lets_requests_through_when_the_authorizer_is_gone() {
     let inbound = p.p.inbound().unwrap();
     let (_, out, _) = curl(&["-s", "-i", &format!("http://{inbound}/headers")]);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[test]
+fn xff_trusted_hops_out_of_range_is_refused_at_start() {
+    let out = Command::new(weft()).args(["proxy", "--listen", "127.0.0.1:0", "--xff-trusted-hops", "33"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && text.contains("--xff-trusted-hops"), "{text}");
 }
 
 #[test]

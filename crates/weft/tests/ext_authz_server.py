@@ -15,6 +15,9 @@ class Check(http.server.BaseHTTPRequestHandler):
         seen = ",".join(sorted(k.lower() for k in self.headers.keys()))
         allowed = self.headers.get("x-ext-authz") == "allow"
         body = b"" if allowed else b"denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+        if self.headers.get("x-ext-authz") == "huge":
+            # A hostile answer: far past what the proxy reads of one.
+            body = b"x" * (1 << 20)
         self.send_response(200 if allowed else 403)
         self.send_header("x-ext-authz-check-result", "allowed" if allowed else "denied")
         self.send_header("x-ext-authz-seen", seen)
