@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::error::{ConfigError, Diagnostics, Source};
+use crate::gateway::Binding;
 use crate::istio::*;
 use crate::load::{Resource, Spec};
 use crate::policy::{lb_policy, limits, locality_lb, merge_policy, outlier_settings, pool_settings};
@@ -32,6 +33,12 @@ pub(crate) struct Ctx<'a> {
 
 /// Compiles resources into a snapshot; errors and warnings go to `diags`.
 pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
+    compile_bound(resources, &Binding::Sidecar, diags)
+}
+
+/// [`compile`] for whoever `binding` says applies the VirtualServices (a sidecar, or an
+/// ingress gateway's Gateways: [`crate::gateway::compile_for`]).
+pub(crate) fn compile_bound(resources: &[Resource], binding: &Binding, diags: &mut Diagnostics) -> Snapshot {
     let mut ctx = Ctx { services: HashMap::new(), rules: HashMap::new(), clusters: Vec::new(), cluster_index: HashMap::new(), diags };
     for r in resources {
         match &r.spec {
@@ -66,6 +73,7 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
                     }
                 }
             }
+            Spec::Gateway(gw) => crate::gateway::check(r, gw, &mut ctx),
             Spec::VirtualService(_)
             | Spec::RateLimit(_)
             | Spec::HealthCheck(_)
@@ -100,9 +108,9 @@ pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
             let Some(vh) = compile_vs(r, vs, &mut ctx) else {
                 continue;
             };
-            // Bound to gateways only (no reserved `mesh` among them): checked like any
-            // VirtualService, applied by those gateways, never by sidecars (Istio's rule).
-            if !vs.gateways.is_empty() && !vs.gateways.iter().any(|g| g == "mesh") {
+            // Checked like any VirtualService; applied only where its `gateways` say
+            // (sidecars: none or `mesh`; a gateway: one of its Gateways).
+            if !binding.applies(r, vs) {
                 continue;
             }
             snap.tls_routes.extend(tls_routes);

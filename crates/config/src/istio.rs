@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::duration::Dur;
 
 mod destination_rule;
+mod gateway;
 mod peer_authentication;
 mod sidecar;
 
 pub use destination_rule::*;
+pub use gateway::*;
 pub use peer_authentication::*;
 pub use sidecar::*;
 

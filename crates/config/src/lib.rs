@@ -7,6 +7,7 @@ mod compression;
 pub mod duration;
 pub mod error;
 mod filter_policy;
+pub mod gateway;
 mod healthcheck;
 pub mod inbound;
 pub mod istio;
@@ -25,6 +26,7 @@ pub mod weft_kinds;
 
 pub use compile::compile;
 pub use error::{ConfigError, Diagnostics, Source};
+pub use gateway::{compile_for, GatewayRole, Role};
 pub use inbound::InboundSpec;
 pub use load::{load_files, load_str, Resource, Spec};
 pub use snapshot::*;
@@ -34,6 +36,22 @@ pub use tls::{TlsMode, UpstreamTls};
 pub fn build(paths: &[impl AsRef<std::path::Path>]) -> (Vec<Resource>, Snapshot, Diagnostics) {
     let (resources, mut diags) = load_files(paths);
     let snap = compile(&resources, &mut diags);
+    (resources, snap, diags)
+}
+
+/// [`build`] for `role`: a sidecar's snapshot, or an ingress gateway's ([`gateway`]).
+pub fn build_for(paths: &[impl AsRef<std::path::Path>], role: &Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    let (resources, mut diags) = load_files(paths);
+    let snap = compile_for(&resources, role, &mut diags);
+    (resources, snap, diags)
+}
+
+/// [`build_str`] for `role`.
+pub fn build_str_for(file: &str, text: &str, role: &Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    let mut resources = Vec::new();
+    let mut diags = Diagnostics::default();
+    load_str(file, text, &mut resources, &mut diags);
+    let snap = compile_for(&resources, role, &mut diags);
     (resources, snap, diags)
 }
 

@@ -44,6 +44,9 @@ pub struct Snapshot {
     pub inbound_request_authn: Option<std::sync::Arc<weft_authz::jwt::Authenticator>>,
     /// The local app's address (`destination.ip` / `destination.port` of inbound requests).
     pub inbound_app: Option<std::net::SocketAddr>,
+    /// An ingress gateway's TLS listener (`weft gateway --https`); for a gateway the
+    /// host tables above are its plain listener's ([`crate::gateway`]).
+    pub gateway: Option<crate::gateway::GatewayListeners>,
 }
 
 impl Snapshot {

@@ -236,7 +236,7 @@ pub fn server_name(s: &str) -> Option<ServerName<'static>> {
 }
 
 #[derive(Default)]
-struct Fingerprint(u64);
+pub(crate) struct Fingerprint(u64);
 
 impl Fingerprint {
     fn add(&mut self, bytes: &[u8]) {
@@ -265,7 +265,7 @@ fn read_bounded(path: &str, fp: &mut Fingerprint) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-fn read_certs(path: &str, fp: &mut Fingerprint) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(path: &str, fp: &mut Fingerprint) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_bounded(path, fp)?;
     let certs: Vec<_> =
         CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|e| format!("{path:?} is not valid PEM: {e}"))?;
@@ -278,12 +278,12 @@ fn read_certs(path: &str, fp: &mut Fingerprint) -> Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
-fn read_key(path: &str, fp: &mut Fingerprint) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn read_key(path: &str, fp: &mut Fingerprint) -> Result<PrivateKeyDer<'static>, String> {
     let pem = read_bounded(path, fp)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("{path:?} holds no usable PEM private key: {e}"))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())).clone()
 }

@@ -58,6 +58,11 @@ impl Docs {
 
     /// Every resource held, compiled: what the proxy would run.
     pub fn build(&self) -> (Vec<Resource>, Snapshot, Diagnostics) {
+        self.build_for(&weft_config::Role::Sidecar)
+    }
+
+    /// [`Docs::build`] for `role` (an ingress gateway compiles its own snapshot).
+    pub fn build_for(&self, role: &weft_config::Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
         let mut diags = Diagnostics::default();
         let mut resources = Vec::new();
         for p in self.docs.values() {
@@ -65,7 +70,7 @@ impl Docs {
             diags.errors.extend(p.errors.iter().cloned());
             diags.warnings.extend(p.warnings.iter().cloned());
         }
-        let snap = weft_config::compile(&resources, &mut diags);
+        let snap = weft_config::compile_for(&resources, role, &mut diags);
         (resources, snap, diags)
     }
 }

@@ -167,7 +167,7 @@ fn handshake_timeout(shared: &Shared) -> Duration {
 }
 
 /// Why rustls refused a handshake (tokio-rustls carries its error inside the `io::Error`).
-fn failure_of(e: &std::io::Error) -> HandshakeFailure {
+pub(crate) fn failure_of(e: &std::io::Error) -> HandshakeFailure {
     let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
         return HandshakeFailure::Other;
     };

@@ -4,7 +4,8 @@
 //! request — route through the live [`state`] snapshot, the route's [`filters`], then
 //! forward to a [`cluster`] endpoint over a [`pool`]ed connection (opened by the
 //! [`transport`]); the inbound listener terminates mTLS ([`inbound_tls`]) and passes the
-//! [`peer`]'s identity to the app; [`admin`] serves metrics and state; [`run`] wires workers, the admin
+//! [`peer`]'s identity to the app; an ingress gateway (`weft gateway`) adds a TLS
+//! listener whose SNI picks the Gateway server ([`gateway_tls`]); [`admin`] serves metrics and state; [`run`] wires workers, the admin
 //! runtime, the config source, live reload and draining together. Tests run the proxy
 //! in-process on a simulated clock (`testing`, in test builds only).
 
@@ -19,6 +20,7 @@ pub mod ext_authz;
 pub mod filters;
 pub mod finish;
 pub mod follow;
+pub mod gateway_tls;
 pub mod h1client;
 pub mod hashkey;
 pub mod headers;

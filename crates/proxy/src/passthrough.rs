@@ -55,14 +55,21 @@ pub async fn serve(shared: &'static Shared, mut down: TcpStream, remote: SocketA
 
 /// A ClientHello, read: the records as they came (to forward unchanged) and the
 /// handshake message they carry.
-struct Hello {
-    records: Vec<u8>,
-    message: HelloAssembler,
+pub(crate) struct Hello {
+    pub records: Vec<u8>,
+    pub message: HelloAssembler,
+}
+
+impl Hello {
+    /// Its SNI, lower case.
+    pub fn sni(&self) -> Option<String> {
+        client_hello_sni(self.message.message()).map(str::to_ascii_lowercase)
+    }
 }
 
 /// The handshake records that carry the ClientHello (one, or a few for a large or
 /// fragmented one; bounded by [`crate::sni`]'s limits).
-async fn hello(down: &mut TcpStream) -> Option<Hello> {
+pub(crate) async fn hello<S: tokio::io::AsyncRead + Unpin>(down: &mut S) -> Option<Hello> {
     let mut h = Hello { records: Vec::with_capacity(512), message: HelloAssembler::default() };
     loop {
         let mut head = [0u8; RECORD_HEADER];
@@ -80,9 +87,8 @@ async fn hello(down: &mut TcpStream) -> Option<Hello> {
     }
 }
 
-async fn tunnel(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr, port: u16, hello: &Hello) {
-    let rec = &hello.records;
-    let Some(sni) = client_hello_sni(hello.message.message()).map(str::to_ascii_lowercase) else {
+async fn tunnel(shared: &'static Shared, down: TcpStream, remote: SocketAddr, port: u16, hello: &Hello) {
+    let Some(sni) = hello.sni() else {
         tracing::info!(%remote, "tls passthrough: ClientHello without SNI; closed");
         return;
     };
@@ -92,14 +98,40 @@ async fn tunnel(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr
             tracing::info!(%remote, sni, port, "tls passthrough: no tls route for this SNI; closed");
             return;
         };
-        let target = route.targets.pick(fastrand::u32(..));
-        let Some(cluster) = rt.clusters.get(target.cluster.resolve(port)) else { return };
-        let Some(i) = cluster.pick(None) else {
-            tracing::info!(%remote, sni, cluster = %cluster.spec.name, "tls passthrough: no healthy endpoint; closed");
-            return;
-        };
-        cluster.endpoints[i].clone()
+        let Some(ep) = endpoint(&rt, route, port, remote, &sni) else { return };
+        ep
     };
+    forward(shared, down, ep, &hello.records, remote, &sni).await;
+}
+
+/// An endpoint of a destination `route` picks (`port`: the listener's, choosing among
+/// a destination's ports); none (logged) when the cluster has no healthy one.
+pub(crate) fn endpoint(
+    rt: &crate::state::Runtime,
+    route: &weft_config::tls_route::TlsRouteSpec,
+    port: u16,
+    remote: SocketAddr,
+    sni: &str,
+) -> Option<std::sync::Arc<crate::cluster::Endpoint>> {
+    let target = route.targets.pick(fastrand::u32(..));
+    let cluster = rt.clusters.get(target.cluster.resolve(port))?;
+    let Some(i) = cluster.pick(None) else {
+        tracing::info!(%remote, sni, cluster = %cluster.spec.name, "tls passthrough: no healthy endpoint; closed");
+        return None;
+    };
+    Some(cluster.endpoints[i].clone())
+}
+
+/// Connects to `ep`, sends the ClientHello's records as they came, then copies bytes
+/// both ways until either side ends.
+pub(crate) async fn forward(
+    shared: &'static Shared,
+    mut down: TcpStream,
+    ep: std::sync::Arc<crate::cluster::Endpoint>,
+    rec: &[u8],
+    remote: SocketAddr,
+    sni: &str,
+) {
     let mut up = match crate::pool::connect(&ep).await {
         Ok(c) => c,
         Err(e) => {

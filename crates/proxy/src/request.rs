@@ -29,6 +29,10 @@ pub enum Side {
     Outbound,
     /// Requests for the app, from other proxies: every one goes to the app.
     Inbound,
+    /// An ingress gateway's TLS listener, TLS terminated for the server (by its key,
+    /// [`weft_config::gateway::TlsServer::key`]) the ClientHello's SNI chose: routed by
+    /// that server's hosts only.
+    GatewayTls(u64),
 }
 
 /// What a connection's requests share (cloned per request: an `Arc` count at most).

@@ -59,6 +59,10 @@ pub struct ProxyOptions {
     pub want_identity: Option<weft_tls::SpiffeId>,
     /// Istio's path normalization; `base` by default.
     pub path_normalization: crate::normalize::PathNormalization,
+    /// A sidecar, or an ingress gateway (`weft gateway`: the Gateways its labels select).
+    pub role: weft_config::Role,
+    /// An ingress gateway's TLS listener (`--https`): its Gateways' HTTPS and TLS servers.
+    pub gateway_tls: Option<SocketAddr>,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -97,6 +101,8 @@ impl Default for ProxyOptions {
             identity: None,
             want_identity: None,
             path_normalization: Default::default(),
+            role: weft_config::Role::Sidecar,
+            gateway_tls: None,
         }
     }
 }
@@ -143,6 +149,7 @@ pub fn build_shared(
         identity: opts.identity.clone(),
         mesh_tls,
         inbound_tls: crate::inbound_tls::server_config(opts.identity.as_ref()),
+        role: opts.role.clone(),
     }))
 }
 
@@ -178,7 +185,7 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
                 Ok((rev, docs)) => {
-                    let built = docs.build();
+                    let built = docs.build_for(&opts.role);
                     if built.2.is_ok() {
                         followed = Some((authority, rev, docs));
                         built
@@ -195,7 +202,7 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
                 }
             }
         }
-        None => weft_config::build(&opts.files),
+        None => weft_config::build_for(&opts.files, &opts.role),
     };
     for w in &diags.warnings {
         tracing::warn!("{w}");
@@ -221,6 +228,13 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         }
         None => (None, Vec::new()),
     };
+    let (gateway_tls_addr, mut gateway_tls_listeners) = match &opts.gateway_tls {
+        Some(a) => {
+            let (addr, ls) = crate::server::bind(*a, workers).map_err(|e| format!("cannot listen on {a} (https): {e}"))?;
+            (Some(addr), ls.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
     let admin_listener = match opts.admin {
         Some(a) => Some(crate::admin::bind(a).map_err(|e| format!("cannot listen on {a} (admin): {e}"))?),
         None => None,
@@ -231,15 +245,18 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     for (i, l) in listeners.into_iter().enumerate() {
         let rx = stop_rx.clone();
         let inbound = inbound_listeners.get_mut(i).and_then(Option::take);
+        let gateway_tls = gateway_tls_listeners.get_mut(i).and_then(Option::take);
         let t = std::thread::Builder::new()
             .name(format!("weft-worker-{i}"))
-            .spawn(move || crate::server::run_worker(shared, i, l, inbound, rx))
+            .spawn(move || crate::server::run_worker(shared, i, l, inbound, gateway_tls, rx))
             .map_err(|e| format!("cannot start worker: {e}"))?;
         threads.push(t);
     }
+    let what = if matches!(opts.role, weft_config::Role::Gateway(_)) { "gateway" } else { "proxy" };
     tracing::info!(
-        "weft proxy listening on {addr} with {workers} workers{}{}",
+        "weft {what} listening on {addr} with {workers} workers{}{}{}",
         inbound_addr.zip(opts.inbound.as_ref()).map(|(a, (_, s))| format!(", inbound on {a} for {}", s.app)).unwrap_or_default(),
+        gateway_tls_addr.map(|a| format!(", https on {a}")).unwrap_or_default(),
         admin_addr.map(|a| format!(", admin on {a}")).unwrap_or_default()
     );
 

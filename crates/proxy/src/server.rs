@@ -42,12 +42,14 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, Ve
 }
 
 /// Runs one worker until `stop` turns true, then drains for at most `drain`: its
-/// outbound listener, and its inbound one when the proxy stands beside an app.
+/// outbound listener, its inbound one when the proxy stands beside an app, and an
+/// ingress gateway's TLS listener (`weft gateway --https`).
 pub fn run_worker(
     shared: &'static Shared,
     worker: usize,
     listener: std::net::TcpListener,
     inbound: Option<std::net::TcpListener>,
+    gateway_tls: Option<std::net::TcpListener>,
     stop: watch::Receiver<bool>,
 ) {
     let drain = shared.drain;
@@ -67,7 +69,12 @@ pub fn run_worker(
                 accept_loop(shared, worker, l, Side::Inbound, builder, &graceful, stop.clone()).await;
             }
         };
-        tokio::join!(outbound, inbound);
+        let gateway_tls = async {
+            if let Some(l) = gateway_tls {
+                accept_loop(shared, worker, l, Side::GatewayTls(0), builder, &graceful, stop.clone()).await;
+            }
+        };
+        tokio::join!(outbound, inbound, gateway_tls);
         // HTTP connections finish their requests; tunnels run on until they end. Both
         // within `drain`.
         let _ = tokio::time::timeout(drain, async {
@@ -128,6 +135,11 @@ async fn accept_loop(
                     // mTLS, plaintext, or either (detected from the first byte).
                     Side::Inbound => {
                         tokio::spawn(crate::inbound_tls::serve(shared, builder, graceful.watcher(), stream, remote, worker));
+                    }
+                    // An ingress gateway's TLS listener: the SNI picks the Gateway server.
+                    Side::GatewayTls(_) => {
+                        let watcher = graceful.watcher();
+                        shared.tunnels.spawn(crate::gateway_tls::serve(shared, builder, watcher, stream, remote, worker));
                     }
                     Side::Outbound if shared.current.load().snap.tls_routes.is_empty() => {
                         tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));

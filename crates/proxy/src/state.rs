@@ -76,6 +76,9 @@ pub struct Shared {
     /// The inbound listener's TLS config, built once from `identity` (which it reads
     /// per handshake, so rotation needs no rebuild); none without an identity.
     pub inbound_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whom the config is compiled for: a sidecar, or an ingress gateway (its labels
+    /// select the Gateways it serves).
+    pub role: weft_config::Role,
 }
 
 impl Runtime {
@@ -122,7 +125,7 @@ impl Shared {
     /// `None`.
     pub fn reload_files(&self) -> Option<Result<Diagnostics, Diagnostics>> {
         let ConfigSource::Files(files) = &self.source else { return None };
-        let (resources, snap, diags) = weft_config::build(files);
+        let (resources, snap, diags) = weft_config::build_for(files, &self.role);
         Some(self.install(resources, snap, diags))
     }
 

@@ -1,7 +1,8 @@
 //! `weft backend`: a small HTTP server for demos and tests. Every response carries
 //! `x-backend: NAME`; the body is a JSON echo of the request (or, on `/echo`, the
 //! request body streamed back). Latency and an error rate can be configured, and a
-//! request may ask for its own delay with `x-delay-ms` and its status with `x-status`.
+//! request may ask for its own delay with `x-delay-ms` and its status with `x-status`
+//! (or, as httpbin, with the path `/status/N`).
 //! `Upgrade` requests get `101` and an echo of the raw bytes. `GET /_served` tells how
 //! many requests it has served. `--capacity` makes it saturate. Speaks HTTP/1.1 and h2c.
 
@@ -136,6 +137,8 @@ async fn handle(a: &'static BackendArgs, served: &'static AtomicU64, mut req: Re
             .headers()
             .get("x-status")
             .and_then(|v| v.to_str().ok())
+            // (`/status/N` as httpbin answers it, for Istio's tasks that call httpbin.)
+            .or_else(|| req.uri().path().strip_prefix("/status/"))
             .and_then(|s| s.parse::<u16>().ok())
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK);

@@ -31,10 +31,20 @@ struct Cli {
 enum Cmd {
     /// Serve traffic routed by Istio resources read from files.
     Proxy(Box<ProxyArgs>),
+    /// An Istio ingress gateway: serve the Gateways whose selector --gateway-labels match,
+    /// with the VirtualServices bound to them (HTTP servers on --listen, HTTPS/TLS on --https).
+    Gateway(Box<GatewayArgs>),
     /// Check config files without serving; exit 1 on any error.
     Validate {
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
+        /// Check as an ingress gateway with these labels would (its Gateways' servers,
+        /// credentials read from --credentials-dir), "key=value[,key=value]" (repeatable).
+        #[arg(long = "gateway-labels", value_parser = parse_labels)]
+        gateway_labels: Vec<Vec<(String, String)>>,
+        /// Where a gateway reads credentialName NAME: DIR/NAME/tls.crt, tls.key, ca.crt.
+        #[arg(long, requires = "gateway_labels")]
+        credentials_dir: Option<PathBuf>,
     },
     /// Start demo backends and a proxy in front of them, send traffic, show the result.
     Demo(demo::DemoArgs),
@@ -214,6 +224,32 @@ struct ProxyArgs {
     path_normalization: PathNormalizationArg,
 }
 
+#[derive(clap::Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    proxy: ProxyArgs,
+    /// The TLS listener: the Gateways' HTTPS servers (TLS terminated with the server's
+    /// certificate, chosen by SNI) and TLS PASSTHROUGH servers (e.g. 0.0.0.0:8443).
+    #[arg(long)]
+    https: Option<SocketAddr>,
+    /// This gateway's labels, "key=value[,key=value]" (repeatable): it serves every
+    /// Gateway whose selector they all satisfy (e.g. istio=ingressgateway).
+    #[arg(long = "gateway-labels", value_parser = parse_labels, required = true)]
+    gateway_labels: Vec<Vec<(String, String)>>,
+    /// Where credentialName NAME is read: DIR/NAME/tls.crt, DIR/NAME/tls.key and, for
+    /// MUTUAL, DIR/NAME/ca.crt (or DIR/NAME-cacert/ca.crt): a Kubernetes TLS secret's keys.
+    #[arg(long)]
+    credentials_dir: Option<PathBuf>,
+}
+
+fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',').map(parse_label).collect()
+}
+
+fn gateway_role(labels: Vec<Vec<(String, String)>>, credentials_dir: Option<PathBuf>) -> weft_config::Role {
+    weft_config::Role::Gateway(weft_config::GatewayRole { labels: labels.into_iter().flatten().collect(), credentials_dir })
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PathNormalizationArg {
     None,
@@ -277,6 +313,8 @@ impl ProxyArgs {
             path_normalization: self.path_normalization.into(),
             control_plane_token: None,
             control_plane_ca: None,
+            role: weft_config::Role::Sidecar,
+            gateway_tls: None,
             control_plane: self.control_plane.map(|url| {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
@@ -305,45 +343,22 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Proxy(a) => {
-            let token = match a.control_plane.as_ref().map(|_| ctl::read_token(a.token_file.as_deref())) {
-                Some(Err(e)) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-                Some(Ok(t)) => t,
-                None => None,
-            };
-            // Following a control plane, a sidecar (or a proxy given its service account)
-            // gets a mesh identity.
-            let want_identity = match a.control_plane.is_some() && (a.inbound.is_some() || a.service_account.is_some()) {
-                false => None,
-                true => match weft_tls::SpiffeId::new(&a.trust_domain, &a.namespace, a.service_account.as_deref().unwrap_or(&a.service)) {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        eprintln!("error: no SPIFFE identity from --trust-domain, --namespace and --service-account/--service: {e}");
-                        return ExitCode::from(2);
-                    }
-                },
-            };
-            let ca = match a.ca_file.as_ref().map(|f| std::fs::read_to_string(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))) {
-                Some(Err(e)) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-                Some(Ok(pem)) => Some(pem),
-                None => None,
-            };
-            let opts = weft_proxy::ProxyOptions { control_plane_token: token, control_plane_ca: ca, want_identity, ..a.into_options() };
-            match weft_proxy::run(opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
+        Cmd::Proxy(a) => run_proxy(*a, weft_config::Role::Sidecar, None),
+        Cmd::Gateway(g) => {
+            let g = *g;
+            if g.proxy.inbound.is_some() {
+                eprintln!("error: a gateway has no inbound listener (--inbound, --app are a sidecar's)");
+                return ExitCode::from(2);
             }
+            run_proxy(g.proxy, gateway_role(g.gateway_labels, g.credentials_dir), g.https)
         }
-        Cmd::Validate { files } => validate(&files),
+        Cmd::Validate { files, gateway_labels, credentials_dir } => {
+            let role = match gateway_labels.is_empty() {
+                true => weft_config::Role::Sidecar,
+                false => gateway_role(gateway_labels, credentials_dir),
+            };
+            validate(&files, &role)
+        }
         Cmd::Demo(a) => demo::run(a),
         Cmd::Backend(a) => backend::run(a),
         Cmd::Bench(a) => bench::bench(a),
@@ -359,6 +374,47 @@ fn main() -> ExitCode {
         Cmd::Status(a) => ctl::status(a),
         Cmd::BenchControlPlane(a) => cpbench::run(a),
         Cmd::Token(TokenCmd::Create(a)) => ctl::token_create(a),
+    }
+}
+
+/// `weft proxy` and `weft gateway`: the same proxy, its config compiled for `role`.
+fn run_proxy(a: ProxyArgs, role: weft_config::Role, gateway_tls: Option<SocketAddr>) -> ExitCode {
+    let token = match a.control_plane.as_ref().map(|_| ctl::read_token(a.token_file.as_deref())) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(t)) => t,
+        None => None,
+    };
+    // Following a control plane, a sidecar (or a proxy given its service account)
+    // gets a mesh identity.
+    let want_identity = match a.control_plane.is_some() && (a.inbound.is_some() || a.service_account.is_some()) {
+        false => None,
+        true => match weft_tls::SpiffeId::new(&a.trust_domain, &a.namespace, a.service_account.as_deref().unwrap_or(&a.service)) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                eprintln!("error: no SPIFFE identity from --trust-domain, --namespace and --service-account/--service: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let ca = match a.ca_file.as_ref().map(|f| std::fs::read_to_string(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(pem)) => Some(pem),
+        None => None,
+    };
+    let opts =
+        weft_proxy::ProxyOptions { control_plane_token: token, control_plane_ca: ca, want_identity, role, gateway_tls, ..a.into_options() };
+    match weft_proxy::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -396,8 +452,8 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
     }
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
-    let (resources, snap, diags) = weft_config::build(files);
+fn validate(files: &[PathBuf], role: &weft_config::Role) -> ExitCode {
+    let (resources, snap, diags) = weft_config::build_for(files, role);
     for w in &diags.warnings {
         eprintln!("warning: {w}");
     }

@@ -113,6 +113,7 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     let vi = match cx.conn.side {
         Side::Outbound => rt.snap.vhost_index(host),
         Side::Inbound => rt.snap.inbound,
+        Side::GatewayTls(key) => crate::gateway_tls::vhost_index(&rt.snap, key, host),
     };
     let Some(vi) = vi else {
         metrics.counters.no_route.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +128,7 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
         path,
         query,
         authority: host,
-        scheme: "http",
+        scheme: if matches!(cx.conn.side, Side::GatewayTls(_)) { "https" } else { "http" },
         port: port.unwrap_or(80),
         headers: req.headers(),
     };

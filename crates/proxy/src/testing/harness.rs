@@ -93,7 +93,8 @@ impl Harness {
 
     async fn connect_to(&self, side: Side) -> Client {
         let ours = match side {
-            Side::Outbound => self.connect_raw(),
+            // (The gateway's TLS listener is served on sockets only.)
+            Side::Outbound | Side::GatewayTls(_) => self.connect_raw(),
             Side::Inbound => self.connect_inbound_raw(),
         };
         Client::over(ours).await.expect("client handshake")

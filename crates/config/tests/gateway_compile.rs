@@ -1,0 +1,190 @@
+//! An ingress gateway's compile (`weft_config::compile_for` with `Role::Gateway`): which
+//! Gateways it serves, which VirtualServices apply there and on which hosts, and
+//! Istio's validation of a Gateway, with field paths.
+
+use weft_config::{build_str, build_str_for, GatewayRole, Role};
+
+fn role(labels: &[(&str, &str)]) -> Role {
+    Role::Gateway(GatewayRole { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), credentials_dir: None })
+}
+
+fn ingress() -> Role {
+    role(&[("istio", "ingressgateway")])
+}
+
+const SERVICES: &str = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin}
+spec:
+  hosts: [httpbin]
+  resolution: STATIC
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.2}]
+"#;
+
+fn gateway(selector: &str, servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: httpbin-gateway}}\nspec:\n  selector: {selector}\n  servers:\n{servers}\n"
+    )
+}
+
+fn vs(hosts: &str, gateways: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: httpbin}}\nspec:\n  hosts: {hosts}\n  gateways: {gateways}\n  http:\n  - route:\n    - destination: {{host: httpbin, port: {{number: 8000}}}}\n"
+    )
+}
+
+const HTTP_SERVER: &str = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"httpbin.example.com\"]";
+
+#[test]
+fn a_gateway_serves_only_the_virtual_services_bound_to_its_gateways_on_their_common_hosts() {
+    let yaml = format!("{}{}{SERVICES}", gateway("{istio: ingressgateway}", HTTP_SERVER), vs("[\"*\"]", "[httpbin-gateway]"));
+    let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    assert!(diags.is_ok(), "{diags}");
+    assert_eq!(snap.vhost("httpbin.example.com").map(|v| v.name.as_str()), Some("VirtualService/httpbin"));
+    assert!(snap.vhost("other.example.com").is_none(), "the server admits httpbin.example.com only");
+    assert!(snap.vhost("reviews").is_none(), "no default routes to ServiceEntries on a gateway");
+    assert!(snap.gateway.as_ref().is_some_and(|g| g.tls_servers.is_empty()));
+
+    // The sidecar's compile of the same files leaves the VirtualService out.
+    let (_, snap, diags) = build_str("gw.yaml", &yaml);
+    assert!(diags.is_ok(), "{diags}");
+    assert!(snap.vhost("httpbin.example.com").is_none() && snap.catch_all.is_none());
+    assert!(snap.gateway.is_none());
+}
+
+#[test]
+fn selectors_and_gateway_names_decide() {
+    for (selector, gateways, served) in [
+        ("{istio: ingressgateway}", "[httpbin-gateway]", true),
+        ("{istio: ingressgateway}", "[default/httpbin-gateway]", true),
+        ("{istio: ingressgateway}", "[other/httpbin-gateway]", false),
+        ("{istio: ingressgateway}", "[mesh]", false),
+        ("{istio: egressgateway}", "[httpbin-gateway]", false),
+        ("{istio: ingressgateway, app: x}", "[httpbin-gateway]", false),
+        ("{}", "[httpbin-gateway]", true),
+    ] {
+        let yaml = format!("{}{}{SERVICES}", gateway(selector, HTTP_SERVER), vs("[httpbin.example.com]", gateways));
+        let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+        assert!(diags.is_ok(), "{diags}");
+        assert_eq!(snap.vhost("httpbin.example.com").is_some(), served, "{selector} {gateways}");
+    }
+    // No `gateways` at all means the mesh: not the gateway's.
+    let yaml = format!("{}{SERVICES}", gateway("{istio: ingressgateway}", HTTP_SERVER))
+        + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: m}\nspec:\n  hosts: [httpbin.example.com]\n  http:\n  - route:\n    - destination: {host: httpbin}\n";
+    let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    assert!(diags.is_ok(), "{diags}");
+    assert!(snap.vhost("httpbin.example.com").is_none());
+}
+
+#[test]
+fn server_host_namespaces_admit_virtual_services_by_namespace() {
+    for (host, served) in
+        [("\"*/httpbin.example.com\"", true), ("\"./httpbin.example.com\"", true), ("\"prod/httpbin.example.com\"", false)]
+    {
+        let server = format!("  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [{host}]");
+        let yaml = format!("{}{}{SERVICES}", gateway("{istio: ingressgateway}", &server), vs("[\"*\"]", "[httpbin-gateway]"));
+        let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+        assert!(diags.is_ok(), "{diags}");
+        assert_eq!(snap.vhost("httpbin.example.com").is_some(), served, "{host}");
+    }
+}
+
+#[test]
+fn https_redirect_maps_the_server_hosts_to_a_301() {
+    let server = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [httpbin.example.com]\n    tls: {httpsRedirect: true}";
+    let yaml = format!("{}{}{SERVICES}", gateway("{istio: ingressgateway}", server), vs("[httpbin.example.com]", "[httpbin-gateway]"));
+    let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    assert!(diags.is_ok(), "{diags}");
+    let vh = snap.vhost("httpbin.example.com").expect("served");
+    match &vh.routes[0].action {
+        weft_config::Action::Redirect(r) => {
+            assert_eq!((r.scheme.as_deref(), r.status.as_u16()), (Some("https"), 301));
+        }
+        a => panic!("{a:?}"),
+    }
+}
+
+/// Each invalid Gateway: its error names the field (Istio's validation).
+#[test]
+fn invalid_gateways_are_refused_naming_the_field() {
+    for (servers, path, words) in [
+        ("    []", "spec.servers", "at least one server"),
+        ("  - port: {number: 0, name: http, protocol: HTTP}\n    hosts: [\"*\"]", "spec.servers[0].port.number", "out of range"),
+        ("  - port: {number: 70000, name: http, protocol: HTTP}\n    hosts: [\"*\"]", "spec.servers[0].port.number", "out of range"),
+        ("  - port: {number: 80, name: http, protocol: HTTQ}\n    hosts: [\"*\"]", "spec.servers[0].port.protocol", "unknown value"),
+        ("  - port: {number: 80, protocol: HTTP}\n    hosts: [\"*\"]", "spec.servers[0].port.name", "missing"),
+        ("  - hosts: [\"*\"]", "spec.servers[0].port", "missing field"),
+        ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: []", "spec.servers[0].hosts", "at least one host"),
+        ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"a b\"]", "spec.servers[0].hosts[0]", "is not a host"),
+        ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"Bad_NS/x.com\"]", "spec.servers[0].hosts[0]", "namespace"),
+        ("  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]", "spec.servers[0].tls", "required"),
+        (
+            "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE}",
+            "spec.servers[0].tls.serverCertificate",
+            "credentialName",
+        ),
+        (
+            "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: MUTUAL, serverCertificate: a, privateKey: b}",
+            "spec.servers[0].tls.caCertificates",
+            "MUTUAL",
+        ),
+        (
+            "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: x}",
+            "spec.servers[0].tls",
+            "plain-text",
+        ),
+        (
+            "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n  - port: {number: 81, name: http, protocol: HTTP}\n    hosts: [\"*\"]",
+            "spec.servers[1].port.name",
+            "already",
+        ),
+    ] {
+        let yaml = gateway("{istio: ingressgateway}", servers);
+        let (_, _, diags) = build_str("gw.yaml", &yaml);
+        let e = diags.errors.iter().find(|e| e.path == path).unwrap_or_else(|| panic!("{path}: {diags}"));
+        assert!(e.message.contains(words), "{path}: {e}");
+        assert!(e.to_string().contains("Gateway httpbin-gateway"), "{e}");
+    }
+}
+
+#[test]
+fn credentials_are_resolved_only_where_a_gateway_serves_them() {
+    let server = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [httpbin.example.com]\n    tls: {mode: SIMPLE, credentialName: httpbin-credential}";
+    let yaml = format!("{}{}{SERVICES}", gateway("{istio: ingressgateway}", server), vs("[httpbin.example.com]", "[mygateway]"));
+    // Valid Istio: a sidecar's validation has nothing to read.
+    assert!(build_str("gw.yaml", &yaml).2.is_ok());
+    // The gateway needs the credential.
+    let (_, _, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    let e = diags.errors.iter().find(|e| e.path == "spec.servers[0].tls.credentialName").unwrap_or_else(|| panic!("{diags}"));
+    assert!(e.message.contains("--credentials-dir"), "{e}");
+    let dir = std::env::temp_dir().join(format!("weft-gw-creds-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("httpbin-credential")).unwrap();
+    std::fs::write(dir.join("httpbin-credential/tls.crt"), "not a certificate").unwrap();
+    let r = Role::Gateway(GatewayRole { labels: [("istio".into(), "ingressgateway".into())].into(), credentials_dir: Some(dir.clone()) });
+    let (_, _, diags) = build_str_for("gw.yaml", &yaml, &r);
+    let e = diags.errors.iter().find(|e| e.path == "spec.servers[0].tls.credentialName").unwrap_or_else(|| panic!("{diags}"));
+    assert!(e.message.contains("tls.crt"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn istio_mutual_on_a_gateway_server_is_refused_clearly() {
+    let server = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: ISTIO_MUTUAL}";
+    let yaml = gateway("{istio: ingressgateway}", server);
+    assert!(build_str("gw.yaml", &yaml).2.is_ok(), "valid Istio");
+    let (_, _, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    let e = diags.errors.iter().find(|e| e.path == "spec.servers[0].tls.mode").unwrap_or_else(|| panic!("{diags}"));
+    assert!(e.message.contains("ISTIO_MUTUAL"), "{e}");
+}
