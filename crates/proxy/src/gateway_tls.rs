@@ -34,6 +34,9 @@ use crate::request::{ConnCtx, Side};
 use crate::server::{serve as serve_http, Accepted};
 use crate::state::Shared;
 
+/// The longest DNS name; a longer SNI is closed before it is looked up or logged.
+const MAX_SNI: usize = 253;
+
 /// The vhost a request on a connection of TLS server `key` is routed to: one of that
 /// server's hosts, in the snapshot the request loaded (none once the server is gone).
 pub fn vhost_index(snap: &Snapshot, key: u64, host: &str) -> Option<usize> {
@@ -68,6 +71,11 @@ pub async fn serve(
         }
     };
     let sni = hello.sni();
+    if sni.as_ref().is_some_and(|n| n.len() > MAX_SNI) {
+        shared.metrics.handshake_failed(HandshakeFailure::Other);
+        tracing::debug!(%remote, "gateway: an SNI over {MAX_SNI} bytes is no DNS name; closed");
+        return;
+    }
     let (key, config, passthrough) = {
         let rt = shared.current.load();
         let server = rt.snap.gateway.as_ref().and_then(|g| g.tls_server(sni.as_deref()));

@@ -1,0 +1,524 @@
+//! `weft gateway`, Istio's ingress gateway, with Istio's own YAML unchanged (in
+//! `tests/istio/`, sources in its README): bookinfo's gateway, httpbin's, the ingress
+//! task's host-restricted one and the secure ingress task (SIMPLE, several hosts by
+//! SNI, MUTUAL) with certificates made by the openssl CLI as the task makes them;
+//! curl as the client. Also `httpsRedirect`, hostile ClientHellos, and the errors a
+//! bad Gateway or credential gets from `weft validate` and at start.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const BOOKINFO_GATEWAY: &str = include_str!("istio/bookinfo-gateway.yaml");
+const HTTPBIN_GATEWAY: &str = include_str!("istio/httpbin-gateway.yaml");
+const INGRESS_CONTROL: &str = include_str!("istio/ingress-control-httpbin.yaml");
+const SECURE_SIMPLE: &str = include_str!("istio/secure-ingress-simple.yaml");
+const SECURE_MULTIPLE: &str = include_str!("istio/secure-ingress-multiple-hosts.yaml");
+const SECURE_MUTUAL: &str = include_str!("istio/secure-ingress-mutual.yaml");
+
+/// A ServiceEntry for `host` (port `port`, named http) at a local backend.
+fn service(host: &str, port: u16, backend: SocketAddr) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: {port}, name: http, protocol: HTTP}}]\n  endpoints: [{{address: {}, ports: {{http: {}}}}}]\n",
+        backend.ip(),
+        backend.port()
+    )
+}
+
+/// A running `weft gateway` and its listeners.
+struct Gw {
+    p: Proc,
+    https: SocketAddr,
+}
+
+impl Gw {
+    fn http(&self) -> SocketAddr {
+        self.p.addr
+    }
+
+    /// A metric's sum once it reaches `want` (recorded as the response's last byte
+    /// goes out: just after the client has it), or what it is after 5 s.
+    fn metric(&self, name: &str, labels: &[&str], want: f64) -> f64 {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut c = Client::connect(self.p.admin.expect("admin"));
+            let v = metric_sum(&c.get("admin", "/metrics", &[]).text(), name, labels);
+            if v >= want || std::time::Instant::now() >= end {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `weft gateway` over `docs` (one file each), labels istio=ingressgateway.
+fn gateway(docs: &[&str], creds: Option<&Path>) -> Gw {
+    let dir = temp_dir();
+    let mut args: Vec<String> = vec!["gateway".into()];
+    for (i, d) in docs.iter().enumerate() {
+        let f = dir.join(format!("{i}.yaml"));
+        std::fs::write(&f, d).unwrap();
+        args.extend(["--config".into(), f.display().to_string()]);
+    }
+    args.extend(
+        ["--listen", "127.0.0.1:0", "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--gateway-labels", "istio=ingressgateway"]
+            .map(String::from),
+    );
+    if let Some(c) = creds {
+        args.extend(["--credentials-dir".into(), c.display().to_string()]);
+    }
+    let p = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let line = p.log_text();
+    let https = line
+        .split("https on ")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ']).next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no https address: {line}"));
+    Gw { p, https }
+}
+
+/// curl's exit code, the status it got (`000` when none) and its stderr.
+fn curl_status(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    curl(&all)
+}
+
+#[test]
+fn bookinfo_through_the_gateway_and_not_through_a_sidecar() {
+    let productpage = backend("productpage", &[]);
+    let se = service("productpage", 9080, productpage.addr);
+    let gw = gateway(&[BOOKINFO_GATEWAY, &se], None);
+    let url = |p: &str| format!("http://{}{p}", gw.http());
+    let (_, out, _) = curl(&["-i", &url("/productpage")]);
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains("x-backend: productpage"), "{out}");
+    for (path, want) in [("/static/app.js", "200"), ("/api/v1/products/1", "200"), ("/login", "200"), ("/other", "404"), ("/", "404")] {
+        assert_eq!(curl_status(&[&url(path)]).1, want, "{path}");
+    }
+    // Any Host: the server admits "*" and so does the VirtualService.
+    assert_eq!(curl_status(&["-H", "Host: bookinfo.example.com", &url("/productpage")]).1, "200");
+    // No ServiceEntry default routes on a gateway: only bound VirtualServices route.
+    assert_eq!(curl_status(&["-H", "Host: productpage:9080", &url("/other")]).1, "404");
+    let ok = ["response_code=\"200\"", "destination_service=\"productpage\""];
+    assert_eq!(gw.metric("istio_requests_total", &ok, 5.0), 5.0, "the proxy's metrics, for the gateway's requests");
+
+    // A sidecar given the same files does not take "*" for productpage.
+    let sidecar = proxy(&format!("{BOOKINFO_GATEWAY}\n---\n{se}"));
+    assert_eq!(get(sidecar.addr(), "bookinfo.example.com", "/productpage", &[]).status, 404);
+    let r = get(sidecar.addr(), "productpage:9080", "/other", &[]);
+    assert_eq!((r.status, r.backend()), (200, "productpage".into()), "the sidecar's own route to the ServiceEntry");
+}
+
+#[test]
+fn httpbin_gateways_the_sample_and_the_ingress_task_restricted_to_its_host() {
+    let httpbin = backend("httpbin", &[]);
+    let se = service("httpbin", 8000, httpbin.addr);
+    // samples/httpbin/httpbin-gateway.yaml: hosts "*", every path.
+    let gw = gateway(&[HTTPBIN_GATEWAY, &se], None);
+    let url = format!("http://{}/headers", gw.http());
+    assert_eq!(curl_status(&["-H", "Host: anything.example.com", &url]).1, "200");
+    drop(gw);
+
+    // The ingress task: httpbin.example.com only, /status and /delay only.
+    let gw = gateway(&[INGRESS_CONTROL, &se], None);
+    let at = |host: &str, path: &str| curl_status(&["-s", "-I", "-H", &format!("Host:{host}"), &format!("http://{}{path}", gw.http())]).1;
+    assert_eq!(at("httpbin.example.com", "/status/200"), "200");
+    assert_eq!(at("httpbin.example.com", "/status/418"), "418", "httpbin's answer, passed through");
+    assert_eq!(at("httpbin.example.com", "/headers"), "404", "the task's own 404");
+    assert_eq!(at("other.example.com", "/status/200"), "404", "a host the Gateway server does not admit");
+    // The HTTPS listener has no servers here: nothing is served on it.
+    let (code, _, _) = curl_status(&[
+        "-k",
+        "--resolve",
+        &format!("httpbin.example.com:{0}:127.0.0.1", gw.https.port()),
+        &format!("https://httpbin.example.com:{}/status/200", gw.https.port()),
+    ]);
+    assert_ne!(code, 0);
+}
+
+/// The secure ingress task's certificates, made as the task makes them: a CA
+/// (`example.com`), server certificates for httpbin and helloworld, and a client
+/// certificate. The client's gets `-extfile` (X.509 v3, `clientAuth`): the task's
+/// command makes a v1 certificate, which rustls (webpki) refuses from a client.
+struct Certs {
+    dir: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl CLI");
+    assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let dir = temp_dir();
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-sha256",
+                "-nodes",
+                "-days",
+                "365",
+                "-newkey",
+                "rsa:2048",
+                "-subj",
+                "/O=example Inc./CN=example.com",
+                "-keyout",
+                "example.com.key",
+                "-out",
+                "example.com.crt",
+            ],
+        );
+        for name in ["httpbin", "helloworld"] {
+            let subj = format!("/CN={name}.example.com/O={name} organization");
+            openssl(
+                &dir,
+                &[
+                    "req",
+                    "-out",
+                    &format!("{name}.example.com.csr"),
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.example.com.key"),
+                    "-subj",
+                    &subj,
+                ],
+            );
+            openssl(
+                &dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-sha256",
+                    "-days",
+                    "365",
+                    "-CA",
+                    "example.com.crt",
+                    "-CAkey",
+                    "example.com.key",
+                    "-set_serial",
+                    "0",
+                    "-in",
+                    &format!("{name}.example.com.csr"),
+                    "-out",
+                    &format!("{name}.example.com.crt"),
+                ],
+            );
+        }
+        std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n").unwrap();
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-out",
+                "client.example.com.csr",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "client.example.com.key",
+                "-subj",
+                "/CN=client.example.com/O=client organization",
+            ],
+        );
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-sha256",
+                "-days",
+                "365",
+                "-CA",
+                "example.com.crt",
+                "-CAkey",
+                "example.com.key",
+                "-set_serial",
+                "1",
+                "-in",
+                "client.example.com.csr",
+                "-out",
+                "client.example.com.crt",
+                "-extfile",
+                "client.ext",
+            ],
+        );
+        Certs { dir }
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+
+    /// A credentials directory laid out as `kubectl create secret tls NAME` mounted:
+    /// `NAME/tls.crt`, `NAME/tls.key` (and `ca.crt` for MUTUAL's `secret generic`).
+    fn credentials(&self, secrets: &[(&str, &str, bool)]) -> PathBuf {
+        let d = temp_dir();
+        for (secret, host, ca) in secrets {
+            let s = d.join(secret);
+            std::fs::create_dir_all(&s).unwrap();
+            std::fs::copy(self.dir.join(format!("{host}.crt")), s.join("tls.crt")).unwrap();
+            std::fs::copy(self.dir.join(format!("{host}.key")), s.join("tls.key")).unwrap();
+            if *ca {
+                std::fs::copy(self.dir.join("example.com.crt"), s.join("ca.crt")).unwrap();
+            }
+        }
+        d
+    }
+}
+
+/// `curl -v -HHost:HOST --resolve HOST:PORT:127.0.0.1 --cacert example.com.crt https://HOST:PORT/PATH`, as the task.
+fn secure(certs: &Certs, gw: &Gw, host: &str, path: &str, extra: &[&str]) -> (i32, String, String) {
+    let port = gw.https.port();
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let url = format!("https://{host}:{port}{path}");
+    let ca = certs.path("example.com.crt");
+    let hh = format!("-HHost:{host}");
+    let mut args = vec![hh.as_str(), "--resolve", &resolve, "--cacert", &ca];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl_status(&args)
+}
+
+#[test]
+fn secure_ingress_simple_several_hosts_by_sni_and_mutual() {
+    let certs = Certs::make();
+    let httpbin = backend("httpbin", &[]);
+    let helloworld = backend("helloworld", &[]);
+    let services = format!("{}---\n{}", service("httpbin", 8000, httpbin.addr), service("helloworld", 5000, helloworld.addr));
+
+    // SIMPLE, one host.
+    let creds = certs.credentials(&[("httpbin-credential", "httpbin.example.com", false)]);
+    let gw = gateway(&[SECURE_SIMPLE, &services], Some(&creds));
+    let (code, status, err) = secure(&certs, &gw, "httpbin.example.com", "/status/418", &[]);
+    assert_eq!((code, status.as_str()), (0, "418"), "{err}");
+    assert_eq!(gw.metric("istio_requests_total", &["response_code=\"418\"", "destination_service=\"httpbin\""], 1.0), 1.0);
+    // Over HTTP/2 (ALPN h2, as the task's curl shows) and HTTP/1.1 alike.
+    let (_, _, verbose) = secure(&certs, &gw, "httpbin.example.com", "/status/418", &["-v"]);
+    assert!(verbose.contains("HTTP/2 418"), "{verbose}");
+    assert_eq!(secure(&certs, &gw, "httpbin.example.com", "/status/200", &["--http1.1"]).1, "200");
+    // Routes of the VirtualService only; the HTTP listener serves no server here.
+    assert_eq!(secure(&certs, &gw, "httpbin.example.com", "/headers", &[]).1, "404");
+    assert_eq!(curl_status(&["-H", "Host: httpbin.example.com", &format!("http://{}/status/200", gw.http())]).1, "404");
+    drop(gw);
+
+    // Two servers on one port, each its own credential, chosen by SNI.
+    let creds = certs
+        .credentials(&[("httpbin-credential", "httpbin.example.com", false), ("helloworld-credential", "helloworld.example.com", false)]);
+    // (The task applies the two-server Gateway over the first; httpbin's VirtualService stays.)
+    let gw = gateway(&[SECURE_MULTIPLE, SECURE_SIMPLE.split("---").nth(1).unwrap_or(""), &services], Some(&creds));
+    let (code, status, err) = secure(&certs, &gw, "helloworld.example.com", "/hello", &[]);
+    assert_eq!((code, status.as_str()), (0, "200"), "{err}");
+    assert_eq!(secure(&certs, &gw, "httpbin.example.com", "/status/418", &[]).1, "418");
+    let (_, _, verbose) = secure(&certs, &gw, "helloworld.example.com", "/hello", &["-v"]);
+    assert!(verbose.contains("CN=helloworld.example.com") || verbose.contains("CN = helloworld.example.com"), "{verbose}");
+    // A connection whose SNI chose httpbin's server cannot reach helloworld's hosts.
+    let port = gw.https.port();
+    let (_, status, _) = curl_status(&[
+        "--resolve",
+        &format!("httpbin.example.com:{port}:127.0.0.1"),
+        "--cacert",
+        &certs.path("example.com.crt"),
+        "-H",
+        "Host: helloworld.example.com",
+        &format!("https://httpbin.example.com:{port}/hello"),
+    ]);
+    assert_eq!(status, "404");
+    // No SNI (an IP address in the URL) or an unknown one: no server, closed.
+    let (code, _, _) = curl_status(&["-k", &format!("https://127.0.0.1:{port}/hello")]);
+    assert_ne!(code, 0);
+    let (code, _, _) = curl_status(&[
+        "-k",
+        "--resolve",
+        &format!("other.example.com:{port}:127.0.0.1"),
+        &format!("https://other.example.com:{port}/hello"),
+    ]);
+    assert_ne!(code, 0);
+    drop(gw);
+
+    // MUTUAL: the client must present a certificate the credential's ca.crt signed.
+    let creds = certs.credentials(&[("httpbin-credential", "httpbin.example.com", true)]);
+    let gw = gateway(&[SECURE_MUTUAL, SECURE_SIMPLE.split("---").nth(1).unwrap_or(""), &services], Some(&creds));
+    let (code, _, err) = secure(&certs, &gw, "httpbin.example.com", "/status/418", &[]);
+    assert_ne!(code, 0, "no client certificate: refused ({err})");
+    let (cert, key) = (certs.path("client.example.com.crt"), certs.path("client.example.com.key"));
+    let (code, status, err) = secure(&certs, &gw, "httpbin.example.com", "/status/418", &["--cert", &cert, "--key", &key]);
+    assert_eq!((code, status.as_str()), (0, "418"), "{err}");
+    // A client certificate from another CA is refused too.
+    let other = Certs::make();
+    let (cert, key) = (other.path("client.example.com.crt"), other.path("client.example.com.key"));
+    let (code, _, _) = secure(&certs, &gw, "httpbin.example.com", "/status/418", &["--cert", &cert, "--key", &key]);
+    assert_ne!(code, 0);
+}
+
+/// `tls.httpsRedirect` as the Gateway reference documents it (istio/api
+/// `networking/v1alpha3/gateway.proto`'s example): the HTTP server answers 301 to https.
+#[test]
+fn https_redirect_answers_301_to_https() {
+    let certs = Certs::make();
+    let httpbin = backend("httpbin", &[]);
+    let gateway_yaml = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: mygateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - httpbin.example.com
+    tls:
+      httpsRedirect: true # sends 301 redirect for http requests
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    tls:
+      mode: SIMPLE
+      credentialName: httpbin-credential
+    hosts:
+    - httpbin.example.com
+"#;
+    let vs = SECURE_SIMPLE.split("---").nth(1).unwrap_or("");
+    let creds = certs.credentials(&[("httpbin-credential", "httpbin.example.com", false)]);
+    let gw = gateway(&[gateway_yaml, vs, &service("httpbin", 8000, httpbin.addr)], Some(&creds));
+    let (_, out, _) = curl(&["-i", "-H", "Host: httpbin.example.com", &format!("http://{}/status/418?x=1", gw.http())]);
+    assert!(out.starts_with("HTTP/1.1 301"), "{out}");
+    assert!(out.contains("location: https://httpbin.example.com/status/418?x=1"), "{out}");
+    assert_eq!(curl_status(&["-H", "Host: other.example.com", &format!("http://{}/status/418", gw.http())]).1, "404");
+    assert_eq!(secure(&certs, &gw, "httpbin.example.com", "/status/418", &[]).1, "418");
+}
+
+/// A ClientHello with an SNI of `len` bytes, over as many records as it takes.
+fn client_hello(sni_len: usize) -> Vec<u8> {
+    let name = vec![b'a'; sni_len];
+    let mut sni = vec![0u8];
+    sni.extend((name.len() as u16).to_be_bytes());
+    sni.extend(&name);
+    let mut ext = vec![0, 0];
+    ext.extend(((sni.len() + 2) as u16).to_be_bytes());
+    ext.extend((sni.len() as u16).to_be_bytes());
+    ext.extend(&sni);
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(&ext);
+    let mut msg = vec![1];
+    msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend(&body);
+    let mut out = Vec::new();
+    for chunk in msg.chunks(16 * 1024) {
+        out.extend([0x16, 3, 1]);
+        out.extend((chunk.len() as u16).to_be_bytes());
+        out.extend(chunk);
+    }
+    out
+}
+
+/// Whether the gateway closed the connection after `bytes` (rather than hanging or answering).
+fn closed_after(addr: SocketAddr, bytes: &[u8]) -> bool {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut buf = [0u8; 512];
+    matches!(s.read(&mut buf), Ok(0) | Err(_)) || buf[0] == 0x15
+}
+
+#[test]
+fn hostile_client_hellos_are_closed_and_the_gateway_goes_on() {
+    let certs = Certs::make();
+    let httpbin = backend("httpbin", &[]);
+    let creds = certs.credentials(&[("httpbin-credential", "httpbin.example.com", false)]);
+    let gw = gateway(&[SECURE_SIMPLE, &service("httpbin", 8000, httpbin.addr)], Some(&creds));
+    for (what, bytes) in [
+        ("a 40 KiB SNI over three records", client_hello(40 * 1024)),
+        ("a 300-byte SNI", client_hello(300)),
+        ("an SNI no server takes", client_hello(10)),
+        ("plain HTTP on the TLS port", b"GET / HTTP/1.1\r\nHost: httpbin.example.com\r\n\r\n".to_vec()),
+        ("a record header claiming 64 KiB", vec![0x16, 3, 1, 0xff, 0xff]),
+    ] {
+        assert!(closed_after(gw.https, &bytes), "{what}");
+    }
+    assert_eq!(secure(&certs, &gw, "httpbin.example.com", "/status/418", &[]).1, "418", "still serving");
+}
+
+/// `weft validate` (as a sidecar, and as a gateway with --gateway-labels) and `weft
+/// gateway`'s start refuse bad Gateways and credentials, naming the field.
+#[test]
+fn bad_gateways_and_credentials_are_refused_naming_the_field() {
+    let dir = temp_dir();
+    let run = |args: &[&str]| {
+        let o = Command::new(weft()).args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let file = |name: &str, text: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        f.display().to_string()
+    };
+    let no_servers = file("none.yaml", "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  selector: {istio: ingressgateway}\n  servers: []\n");
+    let (code, err) = run(&["validate", "-f", &no_servers]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Gateway gw: spec.servers: at least one server is required"), "{err}");
+    let bad_port = file("port.yaml", &BOOKINFO_GATEWAY.replace("number: 8080", "number: 80800"));
+    let (code, err) = run(&["validate", "-f", &bad_port]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Gateway bookinfo-gateway: spec.servers[0].port.number: port 80800 out of range"), "{err}");
+
+    // The secure task's Gateway is valid Istio; a gateway must find its credential.
+    let simple = file("simple.yaml", SECURE_SIMPLE);
+    assert_eq!(run(&["validate", "-f", &simple]).0, Some(0));
+    let empty = temp_dir();
+    let creds = empty.display().to_string();
+    let labels = ["--gateway-labels", "istio=ingressgateway", "--credentials-dir", &creds];
+    let (code, err) = run(&[&["validate", "-f", &simple][..], &labels].concat());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Gateway mygateway: spec.servers[0].tls.credentialName: no credential \"httpbin-credential\""), "{err}");
+    let start = |extra: &[&str]| {
+        run(&[&["gateway", "--config", &simple, "--listen", "127.0.0.1:0", "--https", "127.0.0.1:0"][..], &labels, extra].concat())
+    };
+    let (code, err) = start(&[]);
+    assert_eq!(code, Some(1), "the gateway does not start: {err}");
+    assert!(err.contains("spec.servers[0].tls.credentialName"), "{err}");
+    // Malformed: a certificate that is not PEM, then a key that is not this certificate's.
+    let secret = empty.join("httpbin-credential");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("tls.crt"), "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(secret.join("tls.key"), "garbage").unwrap();
+    let (code, err) = start(&[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("spec.servers[0].tls.credentialName") && err.contains("tls.crt"), "{err}");
+    let certs = Certs::make();
+    std::fs::copy(certs.dir.join("httpbin.example.com.crt"), secret.join("tls.crt")).unwrap();
+    std::fs::copy(certs.dir.join("helloworld.example.com.key"), secret.join("tls.key")).unwrap();
+    let (code, err) = start(&[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("spec.servers[0].tls.credentialName") && err.contains("does not go with the certificate"), "{err}");
+    // ISTIO_MUTUAL is valid Istio but not served by weft's gateway: said so.
+    let mesh = file(
+        "mesh.yaml",
+        &SECURE_MUTUAL
+            .replace("mode: MUTUAL", "mode: ISTIO_MUTUAL")
+            .replace("credentialName: httpbin-credential # must be the same as secret", ""),
+    );
+    assert_eq!(run(&["validate", "-f", &mesh]).0, Some(0));
+    let (code, err) = run(&["validate", "-f", &mesh, "--gateway-labels", "istio=ingressgateway"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("spec.servers[0].tls.mode: ISTIO_MUTUAL is not served"), "{err}");
+}
