@@ -21,6 +21,7 @@ const INGRESS_CONTROL: &str = include_str!("istio/ingress-control-httpbin.yaml")
 const SECURE_SIMPLE: &str = include_str!("istio/secure-ingress-simple.yaml");
 const SECURE_MULTIPLE: &str = include_str!("istio/secure-ingress-multiple-hosts.yaml");
 const SECURE_MUTUAL: &str = include_str!("istio/secure-ingress-mutual.yaml");
+const SNI_PASSTHROUGH: &str = include_str!("istio/ingress-sni-passthrough.yaml");
 
 /// A ServiceEntry for `host` (port `port`, named http) at a local backend.
 fn service(host: &str, port: u16, backend: SocketAddr) -> String {
@@ -360,6 +361,103 @@ fn secure_ingress_simple_several_hosts_by_sni_and_mutual() {
     let (cert, key) = (other.path("client.example.com.crt"), other.path("client.example.com.key"));
     let (code, _, _) = secure(&certs, &gw, "httpbin.example.com", "/status/418", &["--cert", &cert, "--key", &key]);
     assert_ne!(code, 0);
+}
+
+/// The secure ingress task's rotation: the secret replaced by one from another CA; the
+/// gateway reads the credential files again on SIGHUP (as on any reload).
+#[test]
+fn a_credential_replaced_is_served_after_sighup() {
+    let (first, second) = (Certs::make(), Certs::make());
+    let httpbin = backend("httpbin", &[]);
+    let creds = first.credentials(&[("httpbin-credential", "httpbin.example.com", false)]);
+    let gw = gateway(&[SECURE_SIMPLE, &service("httpbin", 8000, httpbin.addr)], Some(&creds));
+    assert_eq!(secure(&first, &gw, "httpbin.example.com", "/status/418", &[]).1, "418");
+    for f in ["crt", "key"] {
+        std::fs::copy(second.dir.join(format!("httpbin.example.com.{f}")), creds.join(format!("httpbin-credential/tls.{f}"))).unwrap();
+    }
+    let before = gw.metric("weft_config_revision", &[], 0.0);
+    gw.p.signal("HUP");
+    assert_eq!(gw.metric("weft_config_revision", &[], before + 1.0), before + 1.0, "{}", gw.p.log_text());
+    assert_eq!(secure(&second, &gw, "httpbin.example.com", "/status/418", &[]).1, "418");
+    let (code, _, _) = secure(&first, &gw, "httpbin.example.com", "/status/418", &[]);
+    assert_ne!(code, 0, "the old CA no longer verifies the gateway");
+}
+
+/// The SNI passthrough task: the gateway never terminates; the TLS server behind it
+/// (`openssl s_server`, for the task's nginx) presents its own certificate.
+#[test]
+fn sni_passthrough_reaches_the_tls_server_behind_the_gateway() {
+    let certs = Certs::make();
+    let dir = &certs.dir;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-out",
+            "nginx.example.com.csr",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "nginx.example.com.key",
+            "-subj",
+            "/CN=nginx.example.com/O=some organization",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            "example.com.crt",
+            "-CAkey",
+            "example.com.key",
+            "-set_serial",
+            "0",
+            "-in",
+            "nginx.example.com.csr",
+            "-out",
+            "nginx.example.com.crt",
+        ],
+    );
+    let nginx = free_addr();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &nginx.to_string(),
+            "-cert",
+            "nginx.example.com.crt",
+            "-key",
+            "nginx.example.com.key",
+            "-www",
+            "-quiet",
+        ])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    wait_until("openssl s_server listening", || TcpStream::connect(nginx).is_ok());
+    let se = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: my-nginx}}\nspec:\n  hosts: [my-nginx]\n  resolution: STATIC\n  ports: [{{number: 443, name: https, protocol: TLS}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{https: {}}}}}]\n",
+        nginx.port()
+    );
+    let gw = gateway(&[SNI_PASSTHROUGH, &se], None);
+    let port = gw.https.port();
+    let resolve = format!("nginx.example.com:{port}:127.0.0.1");
+    let (code, out, err) =
+        curl(&["-v", "--resolve", &resolve, "--cacert", &certs.path("example.com.crt"), &format!("https://nginx.example.com:{port}")]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("CN=nginx.example.com"), "the backend's own certificate: {err}");
+    assert!(out.contains("s_server"), "{out}");
 }
 
 /// `tls.httpsRedirect` as the Gateway reference documents it (istio/api
