@@ -231,8 +231,12 @@ impl Index {
 
     fn in_scope(&self, d: &Doc, scope: Option<&Scope>) -> bool {
         let Some(s) = scope else { return true };
-        // Workload policies name no host: every proxy gets them and picks what selects it.
-        if matches!(d.kind.as_str(), "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" | "ExtensionProvider") {
+        // Workload policies and Gateways name no service host: every proxy gets them and
+        // picks what selects it (a gateway, its Gateways; a sidecar, none).
+        if matches!(
+            d.kind.as_str(),
+            "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" | "ExtensionProvider" | "Gateway"
+        ) {
             return true;
         }
         d.hosts.iter().any(|h| s.wanted.contains(h) || s.sidecar.admits(&s.namespace, &d.namespace, h))

@@ -363,6 +363,38 @@ fn secure_ingress_simple_several_hosts_by_sni_and_mutual() {
     assert_ne!(code, 0);
 }
 
+/// A gateway following a control plane compiles what it receives for its role, as
+/// from files: the bookinfo gateway applied to the control plane is served, also when
+/// a Sidecar scopes the namespace (Gateways name no host; every proxy gets them).
+#[test]
+fn a_gateway_follows_a_control_plane() {
+    let productpage = backend("productpage", &[]);
+    let cp = plane();
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  egress:\n  - hosts: [\"./*\"]\n";
+    let out = cp.apply("bookinfo.yaml", &format!("{sidecar}---\n{BOOKINFO_GATEWAY}\n---\n{}", service("productpage", 9080, productpage.addr)));
+    assert!(out.status.success(), "{}", text(&out));
+    let (token, ca) = (cp.admin_token_file(), cp.ca_file());
+    let url = cp.url();
+    let p = spawn(&[
+        "gateway",
+        "--control-plane",
+        &url,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--node",
+        "ingress",
+        "--listen",
+        "127.0.0.1:0",
+        "--gateway-labels",
+        "istio=ingressgateway",
+    ]);
+    let url = format!("http://{}/productpage", p.addr);
+    wait_until("the gateway serves /productpage", || curl_status(&["-H", "Host: bookinfo.example.com", &url]).1 == "200");
+    assert_eq!(curl_status(&[&format!("http://{}/other", p.addr)]).1, "404");
+}
+
 /// The secure ingress task's rotation: the secret replaced by one from another CA; the
 /// gateway reads the credential files again on SIGHUP (as on any reload).
 #[test]
