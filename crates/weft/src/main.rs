@@ -460,7 +460,16 @@ fn validate(files: &[PathBuf], role: &weft_config::Role) -> ExitCode {
     for e in &diags.errors {
         eprintln!("{e}");
     }
-    if diags.is_ok() {
+    if let (true, Some(g)) = (diags.is_ok(), &snap.gateway) {
+        let http = snap.exact_hosts.len() + snap.wildcard_hosts.len() + usize::from(snap.catch_all.is_some());
+        println!(
+            "{} resources OK: a gateway with {http} HTTP hosts, {} TLS servers, {} clusters",
+            resources.len(),
+            g.tls_servers.len(),
+            snap.clusters.len()
+        );
+        ExitCode::SUCCESS
+    } else if diags.is_ok() {
         println!(
             "{} resources OK: {} hosts, {} clusters",
             resources.len(),

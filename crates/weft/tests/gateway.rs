@@ -371,7 +371,8 @@ fn a_gateway_follows_a_control_plane() {
     let productpage = backend("productpage", &[]);
     let cp = plane();
     let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  egress:\n  - hosts: [\"./*\"]\n";
-    let out = cp.apply("bookinfo.yaml", &format!("{sidecar}---\n{BOOKINFO_GATEWAY}\n---\n{}", service("productpage", 9080, productpage.addr)));
+    let out =
+        cp.apply("bookinfo.yaml", &format!("{sidecar}---\n{BOOKINFO_GATEWAY}\n---\n{}", service("productpage", 9080, productpage.addr)));
     assert!(out.status.success(), "{}", text(&out));
     let (token, ca) = (cp.admin_token_file(), cp.ca_file());
     let url = cp.url();
@@ -610,6 +611,10 @@ fn bad_gateways_and_credentials_are_refused_naming_the_field() {
     let (code, err) = run(&["validate", "-f", &bad_port]);
     assert_eq!(code, Some(1));
     assert!(err.contains("Gateway bookinfo-gateway: spec.servers[0].port.number: port 80800 out of range"), "{err}");
+
+    let good = file("bookinfo.yaml", BOOKINFO_GATEWAY);
+    let o = Command::new(weft()).args(["validate", "-f", &good, "--gateway-labels", "istio=ingressgateway"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2 resources OK: a gateway with 1 HTTP hosts, 0 TLS servers"), "{}", text(&o));
 
     // The secure task's Gateway is valid Istio; a gateway must find its credential.
     let simple = file("simple.yaml", SECURE_SIMPLE);
