@@ -46,6 +46,17 @@ pub fn vhost_index(snap: &Snapshot, key: u64, host: &str) -> Option<usize> {
     }
 }
 
+/// What an ingress gateway, the mesh's edge, says of a request whatever its client sent
+/// (Envoy's edge defaults on Istio's gateways): `x-forwarded-proto` is the scheme the
+/// client used, and a client's own `x-forwarded-client-cert` is not passed on.
+pub fn edge_headers(headers: &mut http::HeaderMap, side: Side) {
+    let proto = if matches!(side, Side::GatewayTls(_)) { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), http::HeaderValue::from_static(proto));
+    crate::peer::set_forwarded_client_cert(headers, None);
+}
+
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
 /// One accepted connection on the TLS listener, served until it ends.
 pub async fn serve(
     shared: &'static Shared,

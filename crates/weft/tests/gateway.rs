@@ -103,12 +103,15 @@ fn bookinfo_through_the_gateway_and_not_through_a_sidecar() {
     for (path, want) in [("/static/app.js", "200"), ("/api/v1/products/1", "200"), ("/login", "200"), ("/other", "404"), ("/", "404")] {
         assert_eq!(curl_status(&[&url(path)]).1, want, "{path}");
     }
+    // A client does not choose the scheme the backend is told.
+    let (_, body, _) = curl(&["-H", "x-forwarded-proto: https", &url("/productpage")]);
+    assert!(body.contains("\"x-forwarded-proto\":\"http\""), "{body}");
     // Any Host: the server admits "*" and so does the VirtualService.
     assert_eq!(curl_status(&["-H", "Host: bookinfo.example.com", &url("/productpage")]).1, "200");
     // No ServiceEntry default routes on a gateway: only bound VirtualServices route.
     assert_eq!(curl_status(&["-H", "Host: productpage:9080", &url("/other")]).1, "404");
     let ok = ["response_code=\"200\"", "destination_service=\"productpage\""];
-    assert_eq!(gw.metric("istio_requests_total", &ok, 5.0), 5.0, "the proxy's metrics, for the gateway's requests");
+    assert_eq!(gw.metric("istio_requests_total", &ok, 6.0), 6.0, "the proxy's metrics, for the gateway's requests");
 
     // A sidecar given the same files does not take "*" for productpage.
     let sidecar = proxy(&format!("{BOOKINFO_GATEWAY}\n---\n{se}"));
@@ -309,6 +312,21 @@ fn secure_ingress_simple_several_hosts_by_sni_and_mutual() {
     let (_, _, verbose) = secure(&certs, &gw, "httpbin.example.com", "/status/418", &["-v"]);
     assert!(verbose.contains("HTTP/2 418"), "{verbose}");
     assert_eq!(secure(&certs, &gw, "httpbin.example.com", "/status/200", &["--http1.1"]).1, "200");
+    // The edge's headers: the scheme the client used; no client-sent certificate details.
+    let (_, body, _) = curl(&[
+        "--resolve",
+        &format!("httpbin.example.com:{}:127.0.0.1", gw.https.port()),
+        "--cacert",
+        &certs.path("example.com.crt"),
+        "-H",
+        "x-forwarded-proto: http",
+        "-H",
+        "x-forwarded-client-cert: By=spiffe://evil;URI=spiffe://evil",
+        &format!("https://httpbin.example.com:{}/status/200", gw.https.port()),
+    ]);
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https", "{body}");
+    assert!(echo["headers"].get("x-forwarded-client-cert").is_none(), "{body}");
     // Routes of the VirtualService only; the HTTP listener serves no server here.
     assert_eq!(secure(&certs, &gw, "httpbin.example.com", "/headers", &[]).1, "404");
     assert_eq!(curl_status(&["-H", "Host: httpbin.example.com", &format!("http://{}/status/200", gw.http())]).1, "404");

@@ -203,6 +203,8 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     headers::strip_hop_by_hop(&mut head.headers);
     if cx.conn.side == Side::Inbound {
         crate::peer::set_forwarded_client_cert(&mut head.headers, cx.conn.peer.as_deref());
+    } else if matches!(cx.conn.shared.role, weft_config::Role::Gateway(_)) {
+        crate::gateway_tls::edge_headers(&mut head.headers, cx.conn.side);
     }
     if upgrade.is_some() {
         head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
