@@ -81,13 +81,9 @@ pub fn compile_for(resources: &[Resource], role: &Role, diags: &mut Diagnostics)
         .collect();
     if selected.is_empty() && !resources.is_empty() {
         let labels: Vec<String> = gateway.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        diags.warnings.push(ConfigError::new(
-            &Default::default(),
-            None,
-            None,
-            "",
-            format!("no Gateway selects this gateway's labels ({}): nothing is served", labels.join(",")),
-        ));
+        let source = crate::error::Source { file: "--gateway-labels".into(), doc: 0 };
+        let msg = format!("no Gateway selects this gateway's labels ({}): nothing is served", labels.join(","));
+        diags.warnings.push(ConfigError::new(&source, Some("Gateway"), Some("*"), "spec.selector", msg));
     }
     let binding = Binding::Gateways(selected.iter().map(|(r, _)| key(r)).collect());
     let mut snap = compile_bound(resources, &binding, diags);

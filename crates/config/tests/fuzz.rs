@@ -144,6 +144,22 @@ spec:
     fromHeaders: [{name: x-jwt, prefix: "Bearer "}]
     outputClaimToHeaders: [{header: x-sub, claim: sub}]
 "#,
+    r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: mygateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["./httpbin.example.com", "*/*.example.com"]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [httpbin.example.com]
+    tls: {mode: MUTUAL, credentialName: httpbin-credential, minProtocolVersion: TLSV1_2}
+  - port: {number: 8443, name: tls, protocol: TLS}
+    hosts: [nginx.example.com]
+    tls: {mode: PASSTHROUGH}
+"#,
 ];
 
 /// Values that broke or could break a loader: limits of every integer type, floats

@@ -188,3 +188,34 @@ fn istio_mutual_on_a_gateway_server_is_refused_clearly() {
     let e = diags.errors.iter().find(|e| e.path == "spec.servers[0].tls.mode").unwrap_or_else(|| panic!("{diags}"));
     assert!(e.message.contains("ISTIO_MUTUAL"), "{e}");
 }
+
+#[test]
+fn mesh_and_a_gateway_both_apply() {
+    let yaml =
+        format!("{}{}{SERVICES}", gateway("{istio: ingressgateway}", HTTP_SERVER), vs("[httpbin.example.com]", "[mesh, httpbin-gateway]"));
+    let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    assert!(diags.is_ok(), "{diags}");
+    assert!(snap.vhost("httpbin.example.com").is_some(), "the gateway");
+    let (_, snap, _) = build_str("gw.yaml", &yaml);
+    assert!(snap.vhost("httpbin.example.com").is_some(), "the sidecars");
+}
+
+/// A `tls[]` match's port names a Gateway server's: kept (matched by SNI alone on the
+/// TLS listener) for a PASSTHROUGH server's port, dropped for any other.
+#[test]
+fn passthrough_routes_match_the_passthrough_servers_ports() {
+    let server = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [nginx.example.com]\n    tls: {mode: PASSTHROUGH}";
+    for (port, kept) in [("443", true), ("8443", false)] {
+        let vs = format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: nginx}}\nspec:\n  hosts: [nginx.example.com]\n  gateways: [httpbin-gateway]\n  tls:\n  - match:\n    - port: {port}\n      sniHosts: [nginx.example.com]\n    route:\n    - destination: {{host: httpbin, port: {{number: 8000}}}}\n"
+        );
+        let yaml = format!("{}{vs}{SERVICES}", gateway("{istio: ingressgateway}", server));
+        let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+        assert!(diags.is_ok(), "{diags}");
+        assert!(snap.tls_routes.is_empty(), "the plain listener passes nothing through");
+        let g = snap.gateway.as_ref().unwrap();
+        assert!(g.tls_server(Some("nginx.example.com")).is_some());
+        assert!(g.tls_server(None).is_none(), "no SNI: no server takes it");
+        assert_eq!(g.passthrough_route("nginx.example.com").is_some(), kept, "port {port}");
+    }
+}
