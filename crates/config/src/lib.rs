@@ -13,6 +13,7 @@ pub mod istio;
 pub mod load;
 pub mod matcher;
 pub mod mtls;
+pub mod names;
 mod policy;
 mod ratelimit;
 mod response_cache;
@@ -23,7 +24,7 @@ pub mod tls_route;
 mod vhost;
 pub mod weft_kinds;
 
-pub use compile::compile;
+pub use compile::{compile, compile_in, View};
 pub use error::{ConfigError, Diagnostics, Source};
 pub use inbound::InboundSpec;
 pub use load::{load_files, load_str, Resource, Spec};
@@ -32,16 +33,26 @@ pub use tls::{TlsMode, UpstreamTls};
 
 /// Loads and compiles files; the snapshot is usable only when `diags.is_ok()`.
 pub fn build(paths: &[impl AsRef<std::path::Path>]) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    build_in(paths, &View::default())
+}
+
+/// Loads and compiles files as `view` sees them.
+pub fn build_in(paths: &[impl AsRef<std::path::Path>], view: &View) -> (Vec<Resource>, Snapshot, Diagnostics) {
     let (resources, mut diags) = load_files(paths);
-    let snap = compile(&resources, &mut diags);
+    let snap = compile_in(&resources, view, &mut diags);
     (resources, snap, diags)
 }
 
 /// The same from in-memory text (tests, the control plane later).
 pub fn build_str(file: &str, text: &str) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    build_str_in(file, text, &View::default())
+}
+
+/// In-memory text compiled as `view` sees it.
+pub fn build_str_in(file: &str, text: &str, view: &View) -> (Vec<Resource>, Snapshot, Diagnostics) {
     let mut resources = Vec::new();
     let mut diags = Diagnostics::default();
     load_str(file, text, &mut resources, &mut diags);
-    let snap = compile(&resources, &mut diags);
+    let snap = compile_in(&resources, view, &mut diags);
     (resources, snap, diags)
 }

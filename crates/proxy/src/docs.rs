@@ -56,8 +56,8 @@ impl Docs {
         self.received
     }
 
-    /// Every resource held, compiled: what the proxy would run.
-    pub fn build(&self) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    /// Every resource held, compiled as `view` sees them: what the proxy would run.
+    pub fn build(&self, view: &weft_config::View) -> (Vec<Resource>, Snapshot, Diagnostics) {
         let mut diags = Diagnostics::default();
         let mut resources = Vec::new();
         for p in self.docs.values() {
@@ -65,7 +65,7 @@ impl Docs {
             diags.errors.extend(p.errors.iter().cloned());
             diags.warnings.extend(p.warnings.iter().cloned());
         }
-        let snap = weft_config::compile(&resources, &mut diags);
+        let snap = weft_config::compile_in(&resources, view, &mut diags);
         (resources, snap, diags)
     }
 }
@@ -98,7 +98,7 @@ mod tests {
     }
 
     fn names(d: &Docs) -> Vec<String> {
-        let (r, _, diags) = d.build();
+        let (r, _, diags) = d.build(&weft_config::View::default());
         assert!(diags.is_ok(), "{:?}", diags.errors);
         r.iter().map(|r| r.metadata.name.clone()).collect()
     }
@@ -125,7 +125,7 @@ mod tests {
         let bad =
             RawValue::from_string(r#"{"kind":"ServiceEntry","apiVersion":"networking.istio.io/v1","spec":{"hosts":"x"}}"#.into()).unwrap();
         apply(&mut d, Delta, &[("bad", &bad)], &[]);
-        let (_, _, diags) = d.build();
+        let (_, _, diags) = d.build(&weft_config::View::default());
         assert!(diags.errors.iter().any(|e| e.to_string().contains("control-plane bad")), "{:?}", diags.errors);
         apply(&mut d, Delta, &[], &["bad"]);
         assert_eq!(names(&d), ["z"]);

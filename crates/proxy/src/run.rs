@@ -136,6 +136,7 @@ pub fn build_shared(
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,
         node: opts.node.clone(),
+        view: weft_config::View::proxy(&opts.namespace),
         stream_idle: opts.stream_idle_timeout,
         path_normalization: opts.path_normalization,
         transport,
@@ -178,7 +179,7 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
                 Ok((rev, docs)) => {
-                    let built = docs.build();
+                    let built = docs.build(&weft_config::View::proxy(&opts.namespace));
                     if built.2.is_ok() {
                         followed = Some((authority, rev, docs));
                         built
@@ -195,7 +196,7 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
                 }
             }
         }
-        None => weft_config::build(&opts.files),
+        None => weft_config::build_in(&opts.files, &weft_config::View::proxy(&opts.namespace)),
     };
     for w in &diags.warnings {
         tracing::warn!("{w}");
