@@ -80,7 +80,13 @@ impl Message for ErrorAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Registration {
+    /// A service name: a short one (`reviews`, no dot) is the Kubernetes-style service of
+    /// `namespace`, stored as its FQDN (`reviews.default.svc.cluster.local`); one with
+    /// dots is a host, taken literally.
     pub service: String,
+    /// The service's namespace (default: a workload token's own, else `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// `host:port`.
     pub address: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -110,16 +116,18 @@ impl Message for Registration {
 pub struct EndpointRef {
     pub service: String,
     pub address: String,
+    /// The namespace a short service name is in (as [`Registration::namespace`]).
+    pub namespace: Option<String>,
 }
 
 impl EndpointRef {
     pub fn to_query(&self) -> String {
-        query::build(&[("service", Some(&self.service)), ("address", Some(&self.address))])
+        query::build(&[("service", Some(&self.service)), ("address", Some(&self.address)), ("namespace", self.namespace.as_deref())])
     }
 
     pub fn from_query(q: &str) -> Result<EndpointRef, DecodeError> {
         match (query::get(q, "service"), query::get(q, "address")) {
-            (Some(service), Some(address)) => Ok(EndpointRef { service, address }),
+            (Some(service), Some(address)) => Ok(EndpointRef { service, address, namespace: query::get(q, "namespace") }),
             _ => Err(DecodeError::new("endpoint", "service and address are required")),
         }
     }

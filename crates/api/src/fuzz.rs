@@ -78,6 +78,7 @@ fn registration() -> impl Strategy<Value = Registration> {
             weight,
             ttl_ms,
             identity: None,
+            namespace: None,
         })
 }
 
@@ -262,7 +263,7 @@ proptest! {
         raw in prop_oneof![".{0,64}", "[a-z=&%+0-9A-F\\u{e9}]{0,64}"],
         cut in 0usize..80,
     ) {
-        let e = EndpointRef { service, address };
+        let e = EndpointRef { service, address, namespace: namespace.clone() };
         prop_assert_eq!(EndpointRef::from_query(&e.to_query()).unwrap(), e);
         let q = ResourceQuery { kind, name, namespace };
         prop_assert_eq!(ResourceQuery::from_query(&q.to_query()), q);

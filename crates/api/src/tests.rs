@@ -160,6 +160,7 @@ fn client_messages_round_trip() {
         weight: Some(3),
         ttl_ms: Some(1000),
         identity: None,
+        namespace: Some("prod".into()),
     };
     assert_eq!(Registration::decode(&reg.encode()).unwrap(), reg);
     // What older clients send: nulls for the options.
@@ -198,7 +199,7 @@ fn client_messages_round_trip() {
 
 #[test]
 fn queries_round_trip_any_text() {
-    let e = EndpointRef { service: "a&b=c".into(), address: "[::1]:80 %zz+".into() };
+    let e = EndpointRef { service: "a&b=c".into(), address: "[::1]:80 %zz+".into(), namespace: Some("n&s".into()) };
     assert_eq!(EndpointRef::from_query(&e.to_query()).unwrap(), e);
     assert!(EndpointRef::from_query("service=a").is_err());
     let q = ResourceQuery { kind: Some("se".into()), name: None, namespace: Some("a\n# remove x".into()) };

@@ -25,35 +25,98 @@ pub(crate) struct Service<'a> {
 
 pub(crate) struct Ctx<'a> {
     pub services: HashMap<String, Service<'a>>,
-    pub rules: HashMap<String, (&'a DestinationRule, &'a Source, &'a str)>,
+    /// Resolved host → its DestinationRule, where it came from, its name and its
+    /// precedence rank ([`Ctx::rule_rank`]).
+    pub rules: HashMap<String, (&'a DestinationRule, &'a Source, &'a str, u8)>,
     pub clusters: Vec<ClusterSpec>,
     pub cluster_index: HashMap<String, usize>,
     pub diags: &'a mut Diagnostics,
+    /// The namespace of the proxy the snapshot is for.
+    pub viewer: String,
 }
 
-/// Compiles resources into a snapshot; errors and warnings go to `diags`.
+/// Whose view of the mesh a snapshot is compiled for.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The proxy's namespace: short request hosts (`reviews`) resolve in it, and a
+    /// DestinationRule in it is preferred.
+    pub namespace: String,
+    /// Apply `exportTo`: only what is exported to `namespace` is seen. Off for
+    /// validation (`weft validate`, the control plane's checks), which sees everything.
+    pub scoped: bool,
+}
+
+impl Default for View {
+    /// Everything, from namespace `default`.
+    fn default() -> Self {
+        View { namespace: "default".into(), scoped: false }
+    }
+}
+
+impl View {
+    /// A proxy's view: what is exported to its namespace.
+    pub fn proxy(namespace: &str) -> Self {
+        View { namespace: namespace.to_owned(), scoped: true }
+    }
+
+    pub(crate) fn sees(&self, r: &Resource) -> bool {
+        !self.scoped || crate::names::exported_to(r, &self.namespace)
+    }
+}
+
+/// Compiles resources into a snapshot, as seen from namespace `default` with every
+/// resource visible; errors and warnings go to `diags`.
 pub fn compile(resources: &[Resource], diags: &mut Diagnostics) -> Snapshot {
-    compile_bound(resources, &Binding::Sidecar, diags)
+    compile_in(resources, &View::default(), diags)
 }
 
-/// [`compile`] for whoever `binding` says applies the VirtualServices (a sidecar, or an
-/// ingress gateway's Gateways: [`crate::gateway::compile_for`]).
-pub(crate) fn compile_bound(resources: &[Resource], binding: &Binding, diags: &mut Diagnostics) -> Snapshot {
-    let mut ctx = Ctx { services: HashMap::new(), rules: HashMap::new(), clusters: Vec::new(), cluster_index: HashMap::new(), diags };
+/// Compiles the resources `view` sees into a snapshot.
+pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) -> Snapshot {
+    compile_bound(resources, view, &Binding::Sidecar, diags)
+}
+
+/// [`compile_in`] for whoever `binding` says applies the VirtualServices (a sidecar, or
+/// an ingress gateway's Gateways: [`crate::gateway::compile_for`]).
+pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Binding, diags: &mut Diagnostics) -> Snapshot {
+    let mut ctx = Ctx {
+        services: HashMap::new(),
+        rules: HashMap::new(),
+        clusters: Vec::new(),
+        cluster_index: HashMap::new(),
+        diags,
+        viewer: view.namespace.clone(),
+    };
     for r in resources {
+        check_export_to(r, &mut ctx);
+    }
+    let seen = || resources.iter().filter(|r| view.sees(r));
+    for r in seen() {
+        if let Spec::ServiceEntry(se) = &r.spec {
+            check_service_entry(r, se, &mut ctx);
+        }
+    }
+    for r in seen() {
         match &r.spec {
-            Spec::ServiceEntry(se) => check_service_entry(r, se, &mut ctx),
             Spec::DestinationRule(dr) => {
                 if dr.host.is_empty() {
                     ctx.err(r, "spec.host", "missing field");
-                } else if let Some((_, src, other)) = ctx.rules.get(&dr.host.to_ascii_lowercase()) {
-                    let msg = format!(
-                        "host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one",
-                        dr.host, src.file, src.doc
-                    );
-                    ctx.warn(r, "spec.host", msg);
                 } else {
-                    ctx.rules.insert(dr.host.to_ascii_lowercase(), (dr, &r.source, &r.metadata.name));
+                    let host = ctx.resolve(r, &dr.host);
+                    let rank = ctx.rule_rank(r, &host);
+                    match ctx.rules.get(&host) {
+                        Some((_, src, other, held)) if *held <= rank => {
+                            if *held == rank {
+                                let msg = format!(
+                                    "host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one",
+                                    dr.host, src.file, src.doc
+                                );
+                                ctx.warn(r, "spec.host", msg);
+                            }
+                        }
+                        _ => {
+                            ctx.rules.insert(host, (dr, &r.source, &r.metadata.name, rank));
+                        }
+                    }
                 }
                 check_rule(r, dr, &mut ctx);
             }
@@ -74,16 +137,7 @@ pub(crate) fn compile_bound(resources: &[Resource], binding: &Binding, diags: &m
                 }
             }
             Spec::Gateway(gw) => crate::gateway::check(r, gw, &mut ctx),
-            Spec::VirtualService(_)
-            | Spec::RateLimit(_)
-            | Spec::HealthCheck(_)
-            | Spec::Hedging(_)
-            | Spec::Compression(_)
-            | Spec::ResponseCache(_)
-            | Spec::PeerAuthentication(_)
-            | Spec::AuthorizationPolicy(_)
-            | Spec::RequestAuthentication(_)
-            | Spec::ExtensionProvider(_) => {}
+            _ => {}
         }
     }
     // Every service port and subset gets its cluster, so /clusters shows them all.
@@ -102,7 +156,7 @@ pub(crate) fn compile_bound(resources: &[Resource], binding: &Binding, diags: &m
 
     let mut snap = Snapshot::default();
     let mut covered: HashMap<String, ()> = HashMap::new();
-    for r in resources {
+    for r in seen() {
         if let Spec::VirtualService(vs) = &r.spec {
             let tls_routes = crate::tls_route::compile(r, vs, &mut ctx);
             let Some(vh) = compile_vs(r, vs, &mut ctx) else {
@@ -117,7 +171,7 @@ pub(crate) fn compile_bound(resources: &[Resource], binding: &Binding, diags: &m
             let idx = snap.vhosts.len();
             snap.vhosts.push(vh);
             for (i, h) in vs.hosts.iter().enumerate() {
-                let h = h.to_ascii_lowercase();
+                let h = ctx.resolve(r, h);
                 if h == "*" {
                     snap.catch_all = Some(idx);
                 } else if let Some(suffix) = h.strip_prefix('*') {
@@ -133,7 +187,6 @@ pub(crate) fn compile_bound(resources: &[Resource], binding: &Binding, diags: &m
             }
         }
     }
-    snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     // A ServiceEntry host with no VirtualService gets a default route to itself.
     for host in &hosts {
         if covered.contains_key(host) {
@@ -171,7 +224,9 @@ pub(crate) fn compile_bound(resources: &[Resource], binding: &Binding, diags: &m
         });
         snap.exact_hosts.insert(host.clone(), idx);
     }
-    for r in resources {
+    snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    add_alternate_names(&mut snap, &view.namespace);
+    for r in seen() {
         match &r.spec {
             Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),
             Spec::Hedging(h) => crate::ratelimit::attach_hedging(r, h, &mut snap, &mut ctx),
@@ -233,7 +288,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn rule_for(&self, host: &str) -> Option<&'a DestinationRule> {
-        if let Some((d, _, _)) = self.rules.get(host) {
+        if let Some((d, _, _, _)) = self.rules.get(host) {
             return Some(d);
         }
         // A wildcard DestinationRule host (`*.example.com`) applies to its subdomains.
@@ -241,7 +296,35 @@ impl<'a> Ctx<'a> {
             .iter()
             .filter(|(h, _)| h.starts_with('*') && host.ends_with(&h[1..]))
             .max_by_key(|(h, _)| h.len())
-            .map(|(_, (d, _, _))| *d)
+            .map(|(_, (d, _, _, _))| *d)
+    }
+
+    /// A host named in resource `r` (a VirtualService's, a DestinationRule's, a
+    /// destination), lower case, as Istio resolves it ([`crate::names`]): a short name is
+    /// the Kubernetes service of `r`'s namespace — unless a ServiceEntry the proxy sees
+    /// declares that short name literally.
+    pub fn resolve(&self, r: &Resource, host: &str) -> String {
+        let lower = host.to_ascii_lowercase();
+        if self.services.contains_key(&lower) {
+            return lower;
+        }
+        crate::names::resolve(&lower, crate::names::namespace_of(r))
+    }
+
+    /// Istio's precedence among DestinationRules for one host, lower first: the one in
+    /// the proxy's namespace, then the service's, then the root namespace's, then others.
+    fn rule_rank(&self, r: &Resource, host: &str) -> u8 {
+        let ns = crate::names::namespace_of(r);
+        let service_ns = self.services.get(host).map(|s| s.namespace).or_else(|| crate::names::service_parts(host).map(|(_, ns)| ns));
+        if ns == self.viewer {
+            0
+        } else if service_ns == Some(ns) {
+            1
+        } else if ns == crate::names::ROOT_NAMESPACE {
+            2
+        } else {
+            3
+        }
     }
 
     /// The cluster for (host, port, subset), created on first use.
@@ -333,6 +416,33 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Istio's `exportTo` rules on the kinds that have one.
+fn check_export_to(r: &Resource, ctx: &mut Ctx<'_>) {
+    for (i, msg) in crate::names::check_export_to(crate::names::export_to(r)) {
+        match i {
+            Some(i) => ctx.err(r, format!("spec.exportTo[{i}]"), msg),
+            None => ctx.err(r, "spec.exportTo", msg),
+        }
+    }
+}
+
+/// Every Kubernetes-style service host (`name.ns.svc.cluster.local`) also answers to its
+/// alternate names as a client in `viewer` writes them (`name.ns.svc`, `name.ns`, and
+/// `name` from the same namespace); a host declared literally keeps its own.
+fn add_alternate_names(snap: &mut Snapshot, viewer: &str) {
+    let mut extra = Vec::new();
+    for (host, &idx) in &snap.exact_hosts {
+        for alt in crate::names::alternates(host, viewer) {
+            extra.push((alt, idx));
+        }
+    }
+    // (Sorted, so that which of two services claiming one alternate wins is stable.)
+    extra.sort();
+    for (alt, idx) in extra {
+        snap.exact_hosts.entry(alt).or_insert(idx);
+    }
+}
+
 fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<'a>) {
     if se.hosts.is_empty() {
         ctx.err(r, "spec.hosts", "at least one host is required");
@@ -412,14 +522,22 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
     if se.resolution == Resolution::Static && se.endpoints.is_empty() {
         ctx.warn(r, "spec.endpoints", "resolution STATIC with no endpoints: requests will get 503");
     }
+    let namespace = crate::names::namespace_of(r);
     for h in &se.hosts {
         let key = h.to_ascii_lowercase();
         if let Some(prev) = ctx.services.get(&key) {
+            // Two namespaces may each declare a host: the proxy's own namespace's
+            // declaration wins, else the first (Istio's choice).
+            if prev.namespace != namespace {
+                if namespace == ctx.viewer && prev.namespace != ctx.viewer {
+                    ctx.services.insert(key, Service { entry: se, name: &r.metadata.name, namespace });
+                }
+                continue;
+            }
             let msg = format!("host {h:?} is already declared by ServiceEntry {}", prev.name);
             ctx.warn(r, "spec.hosts", msg);
             continue;
         }
-        let namespace = r.metadata.namespace.as_deref().unwrap_or("default");
         ctx.services.insert(key, Service { entry: se, name: &r.metadata.name, namespace });
     }
 }

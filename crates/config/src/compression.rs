@@ -37,7 +37,7 @@ pub const DEFAULT_CONTENT_TYPES: [&str; 14] = [
 const MAX_CONTENT_TYPES: usize = 256;
 
 pub(crate) fn attach(r: &Resource, c: &Compression, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
-    let host = c.host.to_ascii_lowercase();
+    let host = ctx.resolve(r, &c.host);
     if host.is_empty() {
         ctx.err(r, "spec.host", "missing field");
         return;

@@ -13,7 +13,7 @@ mod server_tls;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::compile::{compile_bound, Ctx};
+use crate::compile::{compile_bound, Ctx, View};
 use crate::error::{ConfigError, Diagnostics};
 use crate::istio::{Gateway, Server, ServerTlsMode, VirtualService};
 use crate::load::{Resource, Spec};
@@ -66,11 +66,12 @@ pub struct GatewayRole {
     pub credentials_dir: Option<PathBuf>,
 }
 
-/// Compiles `resources` for `role`: a sidecar's snapshot as [`crate::compile`] makes it,
-/// or an ingress gateway's (its Gateways' servers, the VirtualServices bound to them).
-pub fn compile_for(resources: &[Resource], role: &Role, diags: &mut Diagnostics) -> Snapshot {
+/// Compiles the resources `view` sees for `role`: a sidecar's snapshot as
+/// [`crate::compile_in`] makes it, or an ingress gateway's (its Gateways' servers, the
+/// VirtualServices bound to them).
+pub fn compile_for(resources: &[Resource], view: &View, role: &Role, diags: &mut Diagnostics) -> Snapshot {
     let Role::Gateway(gateway) = role else {
-        return crate::compile(resources, diags);
+        return crate::compile_in(resources, view, diags);
     };
     let selected: Vec<(&Resource, &Gateway)> = resources
         .iter()
@@ -86,9 +87,9 @@ pub fn compile_for(resources: &[Resource], role: &Role, diags: &mut Diagnostics)
         diags.warnings.push(ConfigError::new(&source, Some("Gateway"), Some("*"), "spec.selector", msg));
     }
     let binding = Binding::Gateways(selected.iter().map(|(r, _)| key(r)).collect());
-    let mut snap = compile_bound(resources, &binding, diags);
+    let mut snap = compile_bound(resources, view, &binding, diags);
     if diags.is_ok() {
-        listeners::build(resources, &selected, &binding, gateway, &mut snap, diags);
+        listeners::build(resources, view, &selected, &binding, gateway, &mut snap, diags);
     }
     snap
 }

@@ -8,7 +8,7 @@ use crate::snapshot::{HealthProbe, Probe};
 use crate::weft_kinds::HealthCheck;
 
 pub(crate) fn compile(r: &Resource, hc: &HealthCheck, ctx: &mut Ctx<'_>) -> Option<HealthProbe> {
-    let host = hc.host.to_ascii_lowercase();
+    let host = ctx.resolve(r, &hc.host);
     if host.is_empty() {
         ctx.err(r, "spec.host", "missing field");
         return None;

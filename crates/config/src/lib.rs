@@ -14,6 +14,7 @@ pub mod istio;
 pub mod load;
 pub mod matcher;
 pub mod mtls;
+pub mod names;
 mod policy;
 mod ratelimit;
 mod response_cache;
@@ -24,7 +25,7 @@ pub mod tls_route;
 mod vhost;
 pub mod weft_kinds;
 
-pub use compile::compile;
+pub use compile::{compile, compile_in, View};
 pub use error::{ConfigError, Diagnostics, Source};
 pub use gateway::{compile_for, GatewayRole, Role};
 pub use inbound::InboundSpec;
@@ -34,32 +35,42 @@ pub use tls::{TlsMode, UpstreamTls};
 
 /// Loads and compiles files; the snapshot is usable only when `diags.is_ok()`.
 pub fn build(paths: &[impl AsRef<std::path::Path>]) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    build_in(paths, &View::default())
+}
+
+/// Loads and compiles files as `view` sees them.
+pub fn build_in(paths: &[impl AsRef<std::path::Path>], view: &View) -> (Vec<Resource>, Snapshot, Diagnostics) {
     let (resources, mut diags) = load_files(paths);
-    let snap = compile(&resources, &mut diags);
+    let snap = compile_in(&resources, view, &mut diags);
     (resources, snap, diags)
 }
 
-/// [`build`] for `role`: a sidecar's snapshot, or an ingress gateway's ([`gateway`]).
-pub fn build_for(paths: &[impl AsRef<std::path::Path>], role: &Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
+/// [`build_in`] for `role`: a sidecar's snapshot, or an ingress gateway's ([`gateway`]).
+pub fn build_for(paths: &[impl AsRef<std::path::Path>], view: &View, role: &Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
     let (resources, mut diags) = load_files(paths);
-    let snap = compile_for(&resources, role, &mut diags);
+    let snap = compile_for(&resources, view, role, &mut diags);
     (resources, snap, diags)
 }
 
-/// [`build_str`] for `role`.
+/// [`build_str`] for `role` (everything visible, from namespace `default`).
 pub fn build_str_for(file: &str, text: &str, role: &Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
     let mut resources = Vec::new();
     let mut diags = Diagnostics::default();
     load_str(file, text, &mut resources, &mut diags);
-    let snap = compile_for(&resources, role, &mut diags);
+    let snap = compile_for(&resources, &View::default(), role, &mut diags);
     (resources, snap, diags)
 }
 
 /// The same from in-memory text (tests, the control plane later).
 pub fn build_str(file: &str, text: &str) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    build_str_in(file, text, &View::default())
+}
+
+/// In-memory text compiled as `view` sees it.
+pub fn build_str_in(file: &str, text: &str, view: &View) -> (Vec<Resource>, Snapshot, Diagnostics) {
     let mut resources = Vec::new();
     let mut diags = Diagnostics::default();
     load_str(file, text, &mut resources, &mut diags);
-    let snap = compile(&resources, &mut diags);
+    let snap = compile_in(&resources, view, &mut diags);
     (resources, snap, diags)
 }

@@ -12,7 +12,7 @@ use crate::vhost::compile_spec_matches;
 use crate::weft_kinds::{AdaptiveConcurrencySpec, Hedging, LeakyBucketSpec, RateLimit, TokenBucketSpec};
 
 pub(crate) fn attach(r: &Resource, rl: &RateLimit, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
-    let host = rl.host.to_ascii_lowercase();
+    let host = ctx.resolve(r, &rl.host);
     if host.is_empty() {
         ctx.err(r, "spec.host", "missing field");
         return;
@@ -97,7 +97,7 @@ fn adaptive(r: &Resource, ac: &AdaptiveConcurrencySpec, ctx: &mut Ctx<'_>) -> Op
 }
 
 pub(crate) fn attach_hedging(r: &Resource, h: &Hedging, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
-    let host = h.host.to_ascii_lowercase();
+    let host = ctx.resolve(r, &h.host);
     if host.is_empty() {
         ctx.err(r, "spec.host", "missing field");
         return;

@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1 << 20;
 
 pub(crate) fn attach(r: &Resource, c: &ResponseCache, snap: &mut Snapshot, ctx: &mut Ctx<'_>) {
-    let host = c.host.to_ascii_lowercase();
+    let host = ctx.resolve(r, &c.host);
     if host.is_empty() {
         ctx.err(r, "spec.host", "missing field");
         return;

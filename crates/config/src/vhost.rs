@@ -270,7 +270,7 @@ pub(crate) fn compile_destinations(
 }
 
 fn destination(r: &Resource, d: &Destination, path: &str, ctx: &mut Ctx<'_>) -> ClusterChoice {
-    let host = d.host.to_ascii_lowercase();
+    let host = ctx.resolve(r, &d.host);
     if !ctx.services.contains_key(&host) {
         ctx.warn(r, format!("{path}.host"), format!("no ServiceEntry declares host {:?}: requests routed there get 503", d.host));
     }

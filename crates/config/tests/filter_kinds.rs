@@ -66,7 +66,7 @@ fn compression_bad_values_name_the_field() {
         ("  host: web\n  level: fast\n", "spec.level: must be a number"),
         ("  host: web\n  contentTypes: [json]\n", "spec.contentTypes[0]: \"json\" is not a media type"),
         ("  host: web\n  match: [{uri: {regex: \"/v(\"}}]\n", "spec.match[0].uri.regex: invalid regex"),
-        ("  host: nowhere\n", "spec.host: no ServiceEntry or VirtualService serves host \"nowhere\""),
+        ("  host: nowhere\n", "spec.host: no ServiceEntry or VirtualService serves host \"nowhere.default.svc.cluster.local\""),
         ("  match: []\n", "spec.host: missing field"),
         ("  host: web\n  minContentLength: -1\n", "spec.minContentLength: invalid value"),
     ];
@@ -116,7 +116,7 @@ fn response_cache_bad_values_name_the_field() {
         ),
         ("  host: web\n  maxBytes: lots\n", "spec.maxBytes: invalid type"),
         ("  host: web\n  match: [{headers: {x: {regex: \"(\"}}}]\n", "spec.match[0].headers.x.regex: invalid regex"),
-        ("  host: elsewhere\n", "spec.host: no ServiceEntry or VirtualService serves host \"elsewhere\""),
+        ("  host: elsewhere\n", "spec.host: no ServiceEntry or VirtualService serves host \"elsewhere.default.svc.cluster.local\""),
     ];
     for (spec, want) in cases {
         let e = errors(&doc("ResponseCache", spec));

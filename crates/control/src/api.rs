@@ -359,6 +359,10 @@ impl Server {
             }
             (Method::POST, "/v1/registry") => {
                 let mut reg = decode!(Registration, body);
+                match crate::registration::canonical(&reg.service, reg.namespace.as_deref(), who.namespace()) {
+                    Ok((service, ns)) => (reg.service, reg.namespace) = (service, Some(ns)),
+                    Err(e) => return json_reply(StatusCode::BAD_REQUEST, &ErrorAnswer::one(e)),
+                }
                 if let Err(e) = crate::auth::allow(who, Need::Registry, Some(&reg.service)) {
                     return self.refuse(e, method, path);
                 }
@@ -368,9 +372,9 @@ impl Server {
                 self.registry_change(client, RegistryOp::Register(reg)).await
             }
             (Method::POST, "/v1/registry/heartbeat") => {
-                let e = match EndpointRef::from_query(q) {
+                let e = match EndpointRef::from_query(q).map_err(|e| e.reason).and_then(|e| canonical_ref(e, who)) {
                     Ok(e) => e,
-                    Err(e) => return bad(e.reason),
+                    Err(e) => return bad(e),
                 };
                 if let Err(e) = crate::auth::allow(who, Need::Registry, Some(&e.service)) {
                     return self.refuse(e, method, path);
@@ -381,13 +385,15 @@ impl Server {
                     json_reply(StatusCode::NOT_FOUND, &ErrorAnswer::one(format!("{} {} is not registered", e.service, e.address)))
                 }
             }
-            (Method::DELETE, "/v1/registry") => match EndpointRef::from_query(q) {
-                Ok(e) => match crate::auth::allow(who, Need::Registry, Some(&e.service)) {
-                    Ok(()) => self.registry_change(client, RegistryOp::Deregister(e.service, e.address)).await,
-                    Err(refused) => self.refuse(refused, method, path),
-                },
-                Err(e) => bad(e.reason),
-            },
+            (Method::DELETE, "/v1/registry") => {
+                match EndpointRef::from_query(q).map_err(|e| e.reason).and_then(|e| canonical_ref(e, who)) {
+                    Ok(e) => match crate::auth::allow(who, Need::Registry, Some(&e.service)) {
+                        Ok(()) => self.registry_change(client, RegistryOp::Deregister(e.service, e.address)).await,
+                        Err(refused) => self.refuse(refused, method, path),
+                    },
+                    Err(e) => bad(e),
+                }
+            }
             (Method::GET, "/v1/registry") => {
                 let p = self.plane.lock().await;
                 json_reply(StatusCode::OK, &Listing { revision: p.revision(), items: p.registrations() })
@@ -554,4 +560,10 @@ impl Server {
             Err(e) => error(e),
         }
     }
+}
+
+/// A registry call's endpoint with its service as stored ([`crate::registration::canonical`]).
+fn canonical_ref(e: EndpointRef, who: &Principal) -> Result<EndpointRef, String> {
+    let (service, ns) = crate::registration::canonical(&e.service, e.namespace.as_deref(), who.namespace())?;
+    Ok(EndpointRef { service, address: e.address, namespace: Some(ns) })
 }

@@ -230,6 +230,16 @@ pub fn need(method: &Method, path: &str) -> Need {
 
 /// Whether `who` may make a call that needs `need`; `service` is the registry entry a
 /// registry call names.
+impl Principal {
+    /// A workload's namespace.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Principal::Workload { namespace, .. } => Some(namespace),
+            _ => None,
+        }
+    }
+}
+
 pub fn allow(who: &Principal, need: Need, service: Option<&str>) -> Result<(), Refused> {
     let refuse = |m: String| Err(Refused::Forbidden(m));
     match (who, need) {
@@ -240,7 +250,8 @@ pub fn allow(who: &Principal, need: Need, service: Option<&str>) -> Result<(), R
         (Principal::User { role, .. }, want) => refuse(format!("a {} token may not do this (needs {})", role.as_str(), needs(want))),
         (Principal::Workload { .. }, Need::Follow | Need::Workload) => Ok(()),
         (Principal::Workload { service_account, namespace, .. }, Need::Registry) => match service {
-            Some(s) if s == service_account => Ok(()),
+            // (Its service as registered: the FQDN of a short name, in its namespace.)
+            Some(s) if s == service_account || s == weft_config::names::resolve(service_account, namespace) => Ok(()),
             _ => refuse(format!(
                 "workload {namespace}/{service_account} may register only its own service {service_account:?}, not {:?}",
                 weft_api::truncate(service.unwrap_or(""), 64)

@@ -69,6 +69,23 @@ pub fn hosts_of(d: &Value) -> Vec<String> {
     }
 }
 
+/// The hosts a ServiceEntry document declares for the registry: its hosts, and for a
+/// short one (`ratings`) also the FQDN a registration of that name in the entry's
+/// namespace is stored as (`ratings.<ns>.svc.cluster.local`), so that it joins the entry.
+pub fn declared_hosts(se: &Value) -> Vec<String> {
+    let ns = se["metadata"]["namespace"].as_str().unwrap_or("default");
+    let mut out = hosts_of(se);
+    for h in out.clone() {
+        if weft_config::names::is_short(&h) {
+            let fqdn = weft_config::names::resolve(&h, ns);
+            if !out.contains(&fqdn) {
+                out.push(fqdn);
+            }
+        }
+    }
+    out
+}
+
 fn doc(v: &Value) -> Doc {
     // (A `Value` always serialises: its map keys are strings.)
     let json = serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned());
@@ -134,7 +151,7 @@ impl Index {
             let key = key.trim_start_matches("config/").to_owned();
             let mut v = v.clone();
             if v["kind"] == "ServiceEntry" {
-                for h in hosts_of(&v) {
+                for h in declared_hosts(&v) {
                     declared.entry(h).or_insert_with(|| key.clone());
                 }
                 merge_endpoints(&mut v, |h| regs.get(h).cloned().unwrap_or_default());
@@ -275,7 +292,7 @@ impl Index {
 /// Appends the registered endpoints of a ServiceEntry's hosts to it.
 pub(crate) fn merge_endpoints<'a>(se: &mut Value, regs_of: impl Fn(&str) -> Vec<Registration> + 'a) {
     let port_name = se["spec"]["ports"][0]["name"].as_str().unwrap_or("http").to_owned();
-    for h in hosts_of(se) {
+    for h in declared_hosts(se) {
         let regs = regs_of(&h);
         let mut sans: BTreeSet<String> =
             se["spec"]["subjectAltNames"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
@@ -316,10 +333,16 @@ fn endpoint_doc(r: &Registration, port_name: &str) -> Value {
 
 /// A ServiceEntry for a registered service: port 80 `http`, the endpoints' own ports.
 pub fn registration_doc(service: &str, regs: &[Registration]) -> Value {
+    // (A short name's registrations are stored by FQDN; a literal host's namespace is
+    // the one it was registered in.)
+    let namespace = weft_config::names::service_parts(service)
+        .map(|(_, ns)| ns)
+        .or_else(|| regs.iter().find_map(|r| r.namespace.as_deref()))
+        .unwrap_or("default");
     let mut doc = json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
-        "metadata": {"name": format!("registry.{service}"), "namespace": "default"},
+        "metadata": {"name": format!("registry.{service}"), "namespace": namespace},
         "spec": {
             "hosts": [service],
             "resolution": "STATIC",
@@ -358,6 +381,7 @@ mod tests {
             weight: None,
             ttl_ms: None,
             identity: None,
+            namespace: None,
         }
     }
 

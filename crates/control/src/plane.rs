@@ -381,7 +381,16 @@ impl Plane {
         let declared: std::collections::HashSet<String> = resources
             .iter()
             .filter_map(|r| match &r.spec {
-                weft_config::Spec::ServiceEntry(se) => Some(se.hosts.iter().map(|h| h.to_ascii_lowercase()).collect::<Vec<_>>()),
+                weft_config::Spec::ServiceEntry(se) => Some(
+                    se.hosts
+                        .iter()
+                        .flat_map(|h| {
+                            // (A short host also declares its FQDN: see `mesh::declared_hosts`.)
+                            let fqdn = weft_config::names::resolve(h, weft_config::names::namespace_of(r));
+                            [h.to_ascii_lowercase(), fqdn]
+                        })
+                        .collect::<Vec<_>>(),
+                ),
                 _ => None,
             })
             .flatten()
@@ -405,7 +414,7 @@ impl Plane {
             .objects()
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .find(|(_, v)| crate::mesh::hosts_of(v).contains(&r.service));
+            .find(|(_, v)| crate::mesh::declared_hosts(v).contains(&r.service));
         match declared {
             Some((_, v)) => {
                 let mut v = v.clone();

@@ -11,6 +11,31 @@ use weft_config::rules;
 pub const MIN_TTL_MS: u64 = 100;
 pub const MAX_TTL_MS: u64 = 24 * 3600 * 1000;
 
+/// The service a registry call names, as stored, and its namespace: a short name
+/// (`reviews`) is the Kubernetes-style service of its namespace, stored as the FQDN
+/// `reviews.<ns>.svc.cluster.local`; a name with dots is a host, taken literally. The
+/// namespace is a workload's own (asking for another is refused), else the one asked,
+/// else `default`.
+pub fn canonical(service: &str, asked: Option<&str>, workload: Option<&str>) -> Result<(String, String), String> {
+    let ns = match (asked, workload) {
+        (Some(a), Some(w)) if a != w => {
+            return Err(format!("namespace: workload of namespace {w:?} may not register in {:?}", weft_api::truncate(a, 64)))
+        }
+        (_, Some(w)) => w,
+        (Some(a), None) => a,
+        (None, None) => "default",
+    };
+    if let Err(e) = rules::dns1123_label(ns) {
+        return Err(format!("namespace: {e}"));
+    }
+    // (Hosts are case-insensitive: a service is kept as its lower-case name.)
+    let service = service.to_ascii_lowercase();
+    if let Err(e) = rules::dns1123_subdomain(&service) {
+        return Err(format!("service: {e}"));
+    }
+    Ok((weft_config::names::resolve(&service, ns), ns.to_owned()))
+}
+
 /// Every rule `r` breaks, each naming its field.
 pub fn check(r: &Registration) -> Vec<String> {
     let mut errors = Vec::new();
@@ -45,6 +70,7 @@ mod tests {
             weight: None,
             ttl_ms: Some(1000),
             identity: None,
+            namespace: None,
         };
         f(&mut r);
         check(&r)

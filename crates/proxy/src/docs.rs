@@ -56,13 +56,13 @@ impl Docs {
         self.received
     }
 
-    /// Every resource held, compiled: what the proxy would run.
-    pub fn build(&self) -> (Vec<Resource>, Snapshot, Diagnostics) {
-        self.build_for(&weft_config::Role::Sidecar)
+    /// Every resource held, compiled as `view` sees them: what the proxy would run.
+    pub fn build(&self, view: &weft_config::View) -> (Vec<Resource>, Snapshot, Diagnostics) {
+        self.build_for(view, &weft_config::Role::Sidecar)
     }
 
     /// [`Docs::build`] for `role` (an ingress gateway compiles its own snapshot).
-    pub fn build_for(&self, role: &weft_config::Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
+    pub fn build_for(&self, view: &weft_config::View, role: &weft_config::Role) -> (Vec<Resource>, Snapshot, Diagnostics) {
         let mut diags = Diagnostics::default();
         let mut resources = Vec::new();
         for p in self.docs.values() {
@@ -70,7 +70,7 @@ impl Docs {
             diags.errors.extend(p.errors.iter().cloned());
             diags.warnings.extend(p.warnings.iter().cloned());
         }
-        let snap = weft_config::compile_for(&resources, role, &mut diags);
+        let snap = weft_config::compile_for(&resources, view, role, &mut diags);
         (resources, snap, diags)
     }
 }
@@ -103,7 +103,7 @@ mod tests {
     }
 
     fn names(d: &Docs) -> Vec<String> {
-        let (r, _, diags) = d.build();
+        let (r, _, diags) = d.build(&weft_config::View::default());
         assert!(diags.is_ok(), "{:?}", diags.errors);
         r.iter().map(|r| r.metadata.name.clone()).collect()
     }
@@ -130,7 +130,7 @@ mod tests {
         let bad =
             RawValue::from_string(r#"{"kind":"ServiceEntry","apiVersion":"networking.istio.io/v1","spec":{"hosts":"x"}}"#.into()).unwrap();
         apply(&mut d, Delta, &[("bad", &bad)], &[]);
-        let (_, _, diags) = d.build();
+        let (_, _, diags) = d.build(&weft_config::View::default());
         assert!(diags.errors.iter().any(|e| e.to_string().contains("control-plane bad")), "{:?}", diags.errors);
         apply(&mut d, Delta, &[], &["bad"]);
         assert_eq!(names(&d), ["z"]);

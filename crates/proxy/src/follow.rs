@@ -169,7 +169,7 @@ pub async fn fetch(cp: &ControlPlane, identity: &Identity, timeout: Duration) ->
 
 /// Compiles and swaps in a mesh from the control plane; Err(reason) keeps the running one.
 pub fn install(shared: &'static Shared, revision: u64, docs: &Docs) -> Result<(), String> {
-    let (resources, snap, diags) = docs.build_for(&shared.role);
+    let (resources, snap, diags) = docs.build_for(&shared.view, &shared.role);
     match shared.install_built(resources, snap, diags) {
         Ok(d) => {
             for w in &d.warnings {

@@ -60,6 +60,8 @@ pub struct Shared {
     /// Client connections beyond this are closed at accept (0: no limit).
     pub max_connections: usize,
     pub node: crate::cluster::Node,
+    /// Whose view of the mesh the proxy compiles: its namespace's.
+    pub view: weft_config::View,
     /// A stream with no activity this long ends (Envoy's stream_idle_timeout).
     pub stream_idle: Option<std::time::Duration>,
     /// How request paths are normalized before routing (`--path-normalization`).
@@ -125,7 +127,7 @@ impl Shared {
     /// `None`.
     pub fn reload_files(&self) -> Option<Result<Diagnostics, Diagnostics>> {
         let ConfigSource::Files(files) = &self.source else { return None };
-        let (resources, snap, diags) = weft_config::build_for(files, &self.role);
+        let (resources, snap, diags) = weft_config::build_for(files, &self.view, &self.role);
         Some(self.install(resources, snap, diags))
     }
 

@@ -27,10 +27,19 @@ fn change(k: usize, a: &CpBenchArgs) -> (&'static str, String, Bytes) {
     let service = a.churn_pattern.replace("{}", &(n % a.churn_services.max(1)).to_string());
     let address = format!("10.{}.{}.{}:9000", (n >> 16) & 255, (n >> 8) & 255, n & 255);
     if register {
-        let reg = Registration { service, address, labels: Default::default(), locality: None, weight: None, ttl_ms: None, identity: None };
+        let reg = Registration {
+            service,
+            address,
+            labels: Default::default(),
+            locality: None,
+            weight: None,
+            ttl_ms: None,
+            identity: None,
+            namespace: None,
+        };
         ("POST", "/v1/registry".to_owned(), Bytes::from(reg.encode()))
     } else {
-        ("DELETE", format!("/v1/registry?{}", EndpointRef { service, address }.to_query()), Bytes::new())
+        ("DELETE", format!("/v1/registry?{}", EndpointRef { service, address, namespace: None }.to_query()), Bytes::new())
     }
 }
 

@@ -127,6 +127,10 @@ pub struct RegisterArgs {
     /// host:port of the endpoint.
     #[arg(long)]
     pub address: String,
+    /// The service's namespace: a short name (`reviews`) is the service
+    /// reviews.<namespace>.svc.cluster.local (default: the workload token's, else default).
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// key=value (repeatable).
     #[arg(long = "label", value_parser = crate::parse_label)]
     pub labels: Vec<(String, String)>,
@@ -147,6 +151,9 @@ pub struct DeregisterArgs {
     pub service: String,
     #[arg(long)]
     pub address: String,
+    /// The namespace of a short service name (default: the workload token's, else default).
+    #[arg(long)]
+    pub namespace: Option<String>,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -424,12 +431,13 @@ pub fn register(a: RegisterArgs) -> ExitCode {
         weight: a.weight,
         ttl_ms: a.ttl.map(|t| t.as_millis() as u64),
         identity: None,
+        namespace: a.namespace,
     };
     outcome(call(&a.server, "POST", "/v1/registry", Some(reg.encode())), "registered")
 }
 
 pub fn deregister(a: DeregisterArgs) -> ExitCode {
-    let q = EndpointRef { service: a.service, address: a.address }.to_query();
+    let q = EndpointRef { service: a.service, address: a.address, namespace: a.namespace }.to_query();
     outcome(call(&a.server, "DELETE", &format!("/v1/registry?{q}"), None), "deregistered")
 }
 

@@ -453,7 +453,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
 }
 
 fn validate(files: &[PathBuf], role: &weft_config::Role) -> ExitCode {
-    let (resources, snap, diags) = weft_config::build_for(files, role);
+    let (resources, snap, diags) = weft_config::build_for(files, &weft_config::View::default(), role);
     for w in &diags.warnings {
         eprintln!("warning: {w}");
     }

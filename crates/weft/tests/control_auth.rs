@@ -145,7 +145,17 @@ fn a_workload_registers_only_its_own_service_and_speaks_only_for_its_own_proxies
     // Another's: no — registering the attacker's address, heartbeating, or removing it.
     let out = cp.weft_as(&reviews_file, &["register", "--service", "ratings", "--address", "127.0.0.1:6666"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("may register only its own service \"reviews\", not \"ratings\""), "{}", text(&out));
+    assert!(
+        text(&out).contains("may register only its own service \"reviews\", not \"ratings.default.svc.cluster.local\""),
+        "{}",
+        text(&out)
+    );
+    // Nor its own name in another namespace (another service), nor another's FQDN.
+    let out = cp.weft_as(&reviews_file, &["register", "--service", "reviews", "--namespace", "prod", "--address", "127.0.0.1:6666"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("namespace: workload of namespace \"default\" may not register in \"prod\""), "{}", text(&out));
+    let out = cp.weft_as(&reviews_file, &["register", "--service", "reviews.prod.svc.cluster.local", "--address", "127.0.0.1:6666"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     for (method, path) in [
         ("DELETE", "/v1/registry?service=ratings&address=127.0.0.1:7"),
         ("POST", "/v1/registry/heartbeat?service=ratings&address=127.0.0.1:7"),

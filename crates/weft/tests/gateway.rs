@@ -95,7 +95,8 @@ fn curl_status(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn bookinfo_through_the_gateway_and_not_through_a_sidecar() {
     let productpage = backend("productpage", &[]);
-    let se = service("productpage", 9080, productpage.addr);
+    // productpage as Kubernetes names it; bookinfo's `host: productpage` resolves to it.
+    let se = service("productpage.default.svc.cluster.local", 9080, productpage.addr);
     let gw = gateway(&[BOOKINFO_GATEWAY, &se], None);
     let url = |p: &str| format!("http://{}{p}", gw.http());
     let (_, out, _) = curl(&["-i", &url("/productpage")]);
@@ -110,7 +111,7 @@ fn bookinfo_through_the_gateway_and_not_through_a_sidecar() {
     assert_eq!(curl_status(&["-H", "Host: bookinfo.example.com", &url("/productpage")]).1, "200");
     // No ServiceEntry default routes on a gateway: only bound VirtualServices route.
     assert_eq!(curl_status(&["-H", "Host: productpage:9080", &url("/other")]).1, "404");
-    let ok = ["response_code=\"200\"", "destination_service=\"productpage\""];
+    let ok = ["response_code=\"200\"", "destination_service=\"productpage.default.svc.cluster.local\""];
     assert_eq!(gw.metric("istio_requests_total", &ok, 6.0), 6.0, "the proxy's metrics, for the gateway's requests");
 
     // A sidecar given the same files does not take "*" for productpage.

@@ -131,10 +131,10 @@ fn an_endpoint_a_workload_registers_is_in_the_mesh_as_its_identity() {
     assert_eq!(plane_raw(&cp, "POST", "/v1/registry", forged).0, 200);
     let mesh = plane_raw(&cp, "GET", "/v1/mesh", b"").1;
     let line = |key: &str| mesh.lines().find(|l| l.contains(key)).unwrap_or_default().to_owned();
-    let reviews_doc = line("\"registry/reviews\"");
+    let reviews_doc = line("\"registry/reviews.default.svc.cluster.local\"");
     assert!(reviews_doc.contains(r#""labels":{"security.istio.io/tlsMode":"istio"}"#), "{reviews_doc}");
     assert!(reviews_doc.contains(r#""subjectAltNames":["spiffe://cluster.local/ns/default/sa/reviews"]"#), "{reviews_doc}");
-    let ratings_doc = line("\"registry/ratings\"");
+    let ratings_doc = line("\"registry/ratings.default.svc.cluster.local\"");
     assert!(!ratings_doc.contains("tlsMode") && !ratings_doc.contains("spiffe"), "{ratings_doc}");
 }
 

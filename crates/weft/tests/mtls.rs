@@ -119,7 +119,11 @@ fn a_call_between_sidecars_is_mutual_tls_and_the_callee_knows_the_caller() {
     let year = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600)).to_string();
     assert!(row.contains(&year[..10]), "expires in 24 h ({}): {status}", &year[..10]);
     let caller = m.productpage.admin("/metrics");
-    assert_eq!(metric_sum(&caller, "istio_tcp_connections_opened_total", &["destination_service=\"reviews\""]), 1.0, "{caller}");
+    assert_eq!(
+        metric_sum(&caller, "istio_tcp_connections_opened_total", &["destination_service=\"reviews.default.svc.cluster.local\""]),
+        1.0,
+        "{caller}"
+    );
     // The caller reports its side (reporter="source") with both principals too.
     let principals = [
         "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
@@ -128,8 +132,11 @@ fn a_call_between_sidecars_is_mutual_tls_and_the_callee_knows_the_caller() {
     ];
     let outbound = metric_sum(&caller, "istio_requests_total", &[&["reporter=\"source\""][..], &principals].concat());
     assert!(outbound >= 21.0, "{caller}");
-    let opened =
-        metric_sum(&caller, "istio_tcp_connections_opened_total", &[&["destination_service=\"reviews\""][..], &principals].concat());
+    let opened = metric_sum(
+        &caller,
+        "istio_tcp_connections_opened_total",
+        &[&["destination_service=\"reviews.default.svc.cluster.local\""][..], &principals].concat(),
+    );
     assert_eq!(opened, 1.0, "{caller}");
 }
 

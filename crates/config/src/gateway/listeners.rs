@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use super::server_tls;
 use super::{intersect, key, namespace_of, Binding, GatewayRole, ServerHost};
+use crate::compile::View;
 use crate::error::{ConfigError, Diagnostics};
 use crate::istio::{Gateway, ServerTlsMode};
 use crate::load::{Resource, Spec};
@@ -143,18 +144,19 @@ enum Class {
 /// Replaces `snap`'s host tables by the plain listener's and sets `snap.gateway`.
 pub(super) fn build(
     resources: &[Resource],
+    view: &View,
     selected: &[(&Resource, &Gateway)],
     binding: &Binding,
     role: &GatewayRole,
     snap: &mut Snapshot,
     diags: &mut Diagnostics,
 ) {
-    // The compile pushes one vhost per VirtualService that applies, first and in
+    // The compile pushes one vhost per VirtualService it sees that applies, first and in
     // resource order (with no errors, every one that applies compiled).
     let bound: Vec<(&Resource, &crate::istio::VirtualService, usize)> = resources
         .iter()
         .filter_map(|r| match &r.spec {
-            Spec::VirtualService(vs) if binding.applies(r, vs) => Some((r, vs)),
+            Spec::VirtualService(vs) if view.sees(r) && binding.applies(r, vs) => Some((r, vs)),
             _ => None,
         })
         .enumerate()
@@ -217,7 +219,7 @@ pub(super) fn build(
                 }
                 for sh in hosts.iter().filter(|h| h.admits(namespace_of(vr), gw_ns)) {
                     for vh in &vs.hosts {
-                        if let Some(h) = intersect(&vh.to_ascii_lowercase(), &sh.host) {
+                        if let Some(h) = intersect(&resolve(snap, vr, vh), &sh.host) {
                             served.push((h, *vhost));
                         }
                     }
@@ -270,6 +272,16 @@ pub(super) fn build(
     snap.wildcard_hosts = plain.wildcard;
     snap.catch_all = plain.any;
     snap.gateway = Some(listeners);
+}
+
+/// A VirtualService host as the compile resolved it: literal when a ServiceEntry declares
+/// it, else a short name is the service of the VirtualService's namespace.
+fn resolve(snap: &Snapshot, r: &Resource, host: &str) -> String {
+    let lower = host.to_ascii_lowercase();
+    if snap.clusters.iter().any(|c| c.service == lower) {
+        return lower;
+    }
+    crate::names::resolve(&lower, crate::names::namespace_of(r))
 }
 
 fn tls_server(name: String, gw_key: &str, hosts: &[ServerHost], mode: TlsServerMode) -> TlsServer {

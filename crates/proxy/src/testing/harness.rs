@@ -64,7 +64,8 @@ impl Harness {
     }
 
     pub fn with_options(net: &Network, yaml: &str, opts: ProxyOptions) -> Harness {
-        let (resources, snap, diags) = weft_config::build_str("harness.yaml", yaml);
+        let view = weft_config::View::proxy(&opts.namespace);
+        let (resources, snap, diags) = weft_config::build_str_in("harness.yaml", yaml, &view);
         assert!(diags.is_ok(), "config rejected: {diags}");
         let source = ConfigSource::Files(Vec::new());
         let shared = crate::run::build_shared(resources, snap, source, &opts, Transport::Memory(net.clone()));
@@ -74,7 +75,7 @@ impl Harness {
 
     /// Swaps in a new config, as a file reload or a control plane's push does.
     pub fn install(&self, yaml: &str) {
-        let (resources, snap, diags) = weft_config::build_str("harness.yaml", yaml);
+        let (resources, snap, diags) = weft_config::build_str_in("harness.yaml", yaml, &self.shared.view);
         if let Err(d) = self.shared.install_built(resources, snap, diags) {
             panic!("config rejected: {d}");
         }
