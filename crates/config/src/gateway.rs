@@ -17,6 +17,7 @@ use crate::compile::{compile_bound, Ctx, View};
 use crate::error::{ConfigError, Diagnostics};
 use crate::istio::{Gateway, Server, ServerTlsMode, VirtualService};
 use crate::load::{Resource, Spec};
+use crate::names::namespace_of;
 use crate::snapshot::Snapshot;
 
 pub use listeners::{GatewayListeners, HostTable, TlsServer, TlsServerMode};
@@ -92,11 +93,6 @@ pub fn compile_for(resources: &[Resource], view: &View, role: &Role, diags: &mut
         listeners::build(resources, view, &selected, &binding, gateway, &mut snap, diags);
     }
     snap
-}
-
-/// A resource's namespace (`default` when it names none).
-pub(crate) fn namespace_of(r: &Resource) -> &str {
-    r.metadata.namespace.as_deref().unwrap_or("default")
 }
 
 /// A Gateway's key: `namespace/name`.

@@ -219,3 +219,19 @@ fn passthrough_routes_match_the_passthrough_servers_ports() {
         assert_eq!(g.passthrough_route("nginx.example.com").is_some(), kept, "port {port}");
     }
 }
+
+/// A gateway sees what `exportTo` exports to its namespace, as a sidecar does.
+#[test]
+fn export_to_applies_to_the_gateway_namespace() {
+    for (export, served) in [("[\"*\"]", true), ("[\".\"]", false), ("[istio-system]", true)] {
+        let vs = vs("[httpbin.example.com]", "[default/httpbin-gateway]").replace("  http:\n", &format!("  exportTo: {export}\n  http:\n"));
+        let vs = vs.replace("metadata: {name: httpbin}", "metadata: {name: httpbin, namespace: prod}");
+        let yaml = format!("{}{vs}{SERVICES}", gateway("{istio: ingressgateway}", HTTP_SERVER));
+        let mut resources = Vec::new();
+        let mut diags = weft_config::Diagnostics::default();
+        weft_config::load_str("gw.yaml", &yaml, &mut resources, &mut diags);
+        let snap = weft_config::compile_for(&resources, &weft_config::View::proxy("istio-system"), &ingress(), &mut diags);
+        assert!(diags.is_ok(), "{diags}");
+        assert_eq!(snap.vhost("httpbin.example.com").is_some(), served, "exportTo {export}");
+    }
+}

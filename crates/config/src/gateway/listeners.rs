@@ -20,11 +20,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::server_tls;
-use super::{intersect, key, namespace_of, Binding, GatewayRole, ServerHost};
+use super::{intersect, key, Binding, GatewayRole, ServerHost};
 use crate::compile::View;
 use crate::error::{ConfigError, Diagnostics};
 use crate::istio::{Gateway, ServerTlsMode};
 use crate::load::{Resource, Spec};
+use crate::names::namespace_of;
 use crate::snapshot::{Action, HeaderOps, Redirect, Route, Snapshot, VirtualHost};
 use crate::tls_route::TlsRouteSpec;
 
