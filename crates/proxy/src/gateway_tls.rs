@@ -39,7 +39,7 @@ const MAX_SNI: usize = 253;
 
 /// The vhost a request on a connection of TLS server `key` is routed to: one of that
 /// server's hosts, in the snapshot the request loaded (none once the server is gone).
-pub fn vhost_index(snap: &Snapshot, key: u64, host: &str) -> Option<usize> {
+pub fn vhost_index(snap: &Snapshot, key: u32, host: &str) -> Option<usize> {
     match &snap.gateway.as_ref()?.tls_server_by_key(key)?.mode {
         TlsServerMode::Terminate { routes, .. } => routes.index(host),
         TlsServerMode::Passthrough => None,

@@ -32,7 +32,7 @@ pub enum Side {
     /// An ingress gateway's TLS listener, TLS terminated for the server (by its key,
     /// [`weft_config::gateway::TlsServer::key`]) the ClientHello's SNI chose: routed by
     /// that server's hosts only.
-    GatewayTls(u64),
+    GatewayTls(u32),
 }
 
 /// What a connection's requests share (cloned per request: an `Arc` count at most).

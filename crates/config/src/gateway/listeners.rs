@@ -88,7 +88,9 @@ pub struct TlsServer {
     pub name: String,
     /// Stable across reloads while the Gateway and the server's hosts are unchanged:
     /// a connection keeps it and finds its server again in the snapshot of each request.
-    pub key: u64,
+    /// (32 bits: it rides in every request's connection context, which it keeps at its
+    /// size; unique among the servers, see [`tls_server`].)
+    pub key: u32,
     /// SNI patterns (lower case: exact, `*.suffix`, `*`).
     pub hosts: Vec<String>,
     pub mode: TlsServerMode,
@@ -125,7 +127,7 @@ impl GatewayListeners {
     }
 
     /// The server a connection was accepted under, by its key.
-    pub fn tls_server_by_key(&self, key: u64) -> Option<&TlsServer> {
+    pub fn tls_server_by_key(&self, key: u32) -> Option<&TlsServer> {
         self.tls_servers.iter().find(|s| s.key == key)
     }
 
@@ -249,11 +251,13 @@ pub(super) fn build(
                         routes.insert(&h, vhost);
                     }
                     let mutual = matches!(mode, ServerTlsMode::Mutual);
-                    listeners.tls_servers.push(tls_server(name, &gw_key, &hosts, TlsServerMode::Terminate { config, mutual, routes }));
+                    let server = tls_server(&listeners, name, &gw_key, &hosts, TlsServerMode::Terminate { config, mutual, routes });
+                    listeners.tls_servers.push(server);
                 }
                 Class::Passthrough => {
                     passthrough_ports.push(port.number);
-                    listeners.tls_servers.push(tls_server(name, &gw_key, &hosts, TlsServerMode::Passthrough));
+                    let server = tls_server(&listeners, name, &gw_key, &hosts, TlsServerMode::Passthrough);
+                    listeners.tls_servers.push(server);
                 }
             }
         }
@@ -285,12 +289,19 @@ fn resolve(snap: &Snapshot, r: &Resource, host: &str) -> String {
     crate::names::resolve(&lower, crate::names::namespace_of(r))
 }
 
-fn tls_server(name: String, gw_key: &str, hosts: &[ServerHost], mode: TlsServerMode) -> TlsServer {
+/// A server with its key: a hash of its Gateway and hosts (so it stays across reloads),
+/// moved on past any key an earlier server has (so a connection never finds another
+/// server's hosts by it).
+fn tls_server(others: &GatewayListeners, name: String, gw_key: &str, hosts: &[ServerHost], mode: TlsServerMode) -> TlsServer {
     use std::hash::{Hash, Hasher};
     let patterns: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
     let mut hasher = std::hash::DefaultHasher::new();
     (gw_key, &patterns).hash(&mut hasher);
-    TlsServer { name, key: hasher.finish(), hosts: patterns, mode }
+    let mut key = hasher.finish() as u32;
+    while others.tls_servers.iter().any(|s| s.key == key) {
+        key = key.wrapping_add(1);
+    }
+    TlsServer { name, key, hosts: patterns, mode }
 }
 
 /// A vhost answering every request with a 301 to `https://` the same host and path
