@@ -44,16 +44,33 @@ pub struct ServiceEntry {
     pub ports: Vec<ServicePort>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
-    #[serde(default)]
-    pub resolution: Resolution,
+    /// As written: `None` when omitted (read as [`Resolution::None`], see
+    /// [`ServiceEntry::resolution`]), so that Istio's rules on an explicit NONE apply.
+    #[serde(default, rename = "resolution", skip_serializing_if = "Option::is_none")]
+    pub resolution_written: Option<Resolution>,
     #[serde(default)]
     pub endpoints: Vec<WorkloadEntry>,
+    /// The `WorkloadEntry` resources (of the entry's namespace) whose labels hold all of
+    /// these are its endpoints (instead of `endpoints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workload_selector: Option<serde_json::Value>,
+    pub workload_selector: Option<WorkloadSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct WorkloadSelector {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ServiceEntry {
+    /// The resolution (NONE when omitted).
+    pub fn resolution(&self) -> Resolution {
+        self.resolution_written.unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -85,7 +102,8 @@ pub struct ServicePort {
     pub target_port: Option<u32>,
 }
 
-/// An endpoint of a ServiceEntry (Istio's `WorkloadEntry` message).
+/// An endpoint of a ServiceEntry (Istio's `WorkloadEntry` message), and the spec of the
+/// `WorkloadEntry` kind (a workload a ServiceEntry's `workloadSelector` picks).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadEntry {

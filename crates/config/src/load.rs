@@ -42,6 +42,7 @@ pub enum Spec {
     AuthorizationPolicy(weft_authz::spec::AuthorizationPolicy),
     RequestAuthentication(weft_authz::spec::RequestAuthentication),
     ExtensionProvider(weft_authz::spec::ExtensionProvider),
+    WorkloadEntry(crate::istio::WorkloadEntry),
 }
 
 #[derive(Deserialize)]
@@ -141,6 +142,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             | "AuthorizationPolicy"
             | "RequestAuthentication"
             | "ExtensionProvider"
+            | "WorkloadEntry"
     );
     if !known {
         diags.warnings.push(ConfigError::new(
@@ -202,6 +204,9 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             .map(|(m, s)| (m, Spec::RequestAuthentication(s)))?,
         "ExtensionProvider" => typed::<weft_authz::spec::ExtensionProvider>(src, &kind, name.as_deref(), doc, diags)
             .map(|(m, s)| (m, Spec::ExtensionProvider(s)))?,
+        "WorkloadEntry" => {
+            typed::<crate::istio::WorkloadEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::WorkloadEntry(s)))?
+        }
         _ => return None,
     };
     // (Both become parts of the control plane's keys, `Kind/namespace/name`, and of

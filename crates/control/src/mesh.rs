@@ -248,8 +248,12 @@ impl Index {
 
     fn in_scope(&self, d: &Doc, scope: Option<&Scope>) -> bool {
         let Some(s) = scope else { return true };
-        // Workload policies name no host: every proxy gets them and picks what selects it.
-        if matches!(d.kind.as_str(), "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" | "ExtensionProvider") {
+        // Workload policies and WorkloadEntries name no host: every proxy gets them and
+        // picks what selects it.
+        if matches!(
+            d.kind.as_str(),
+            "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" | "ExtensionProvider" | "WorkloadEntry"
+        ) {
             return true;
         }
         d.hosts.iter().any(|h| s.wanted.contains(h) || s.sidecar.admits(&s.namespace, &d.namespace, h))
