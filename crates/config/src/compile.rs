@@ -34,6 +34,8 @@ pub(crate) struct Ctx<'a> {
     pub viewer: String,
     /// WorkloadEntry resources with their namespaces (ServiceEntries' `workloadSelector`).
     pub workloads: Vec<(&'a WorkloadEntry, &'a str)>,
+    /// Delegate VirtualServices (no hosts) by (namespace, name).
+    pub delegates: HashMap<(String, String), (&'a Resource, &'a VirtualService)>,
 }
 
 /// Whose view of the mesh a snapshot is compiled for.
@@ -81,6 +83,7 @@ pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) 
         diags,
         viewer: view.namespace.clone(),
         workloads: Vec::new(),
+        delegates: HashMap::new(),
     };
     for r in resources {
         check_export_to(r, &mut ctx);
@@ -91,6 +94,10 @@ pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) 
             Spec::ServiceEntry(se) => check_service_entry(r, se, &mut ctx),
             Spec::WorkloadEntry(we) if check_workload_entry(r, we, &mut ctx) => {
                 ctx.workloads.push((we, crate::names::namespace_of(r)));
+            }
+            Spec::VirtualService(vs) if vs.hosts.is_empty() => {
+                let key = (crate::names::namespace_of(r).to_owned(), r.metadata.name.clone());
+                ctx.delegates.insert(key, (r, vs));
             }
             _ => {}
         }
@@ -157,6 +164,10 @@ pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) 
     let mut covered: HashMap<String, ()> = HashMap::new();
     for r in seen() {
         if let Spec::VirtualService(vs) = &r.spec {
+            if vs.hosts.is_empty() {
+                crate::delegate::check_delegate(r, vs, &mut ctx);
+                continue;
+            }
             let tls_routes = crate::tls_route::compile(r, vs, &mut ctx);
             let Some(vh) = compile_vs(r, vs, &mut ctx) else {
                 continue;

@@ -202,6 +202,19 @@ pub struct HttpRoute {
     pub fault: Option<HttpFaultInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<serde_json::Value>,
+    /// The routes of another VirtualService (a delegate: one without hosts) stand here,
+    /// under this route's match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Delegate {
+    #[serde(default)]
+    pub name: String,
+    /// Default: the root VirtualService's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -280,7 +293,7 @@ pub struct HttpMatchRequest {
 
 /// Istio's `StringMatch`: exactly one of exact, prefix, regex. An empty object
 /// (`{}`) matches presence only, as Envoy's `present_match` does for headers.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct StringMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,

@@ -4,6 +4,7 @@
 pub mod authz;
 mod compile;
 mod compression;
+mod delegate;
 pub mod duration;
 pub mod error;
 mod filter_policy;

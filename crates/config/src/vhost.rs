@@ -17,7 +17,14 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
     check_hosts(r, vs, ctx);
     let mut routes = Vec::with_capacity(vs.http.len());
     for (i, h) in vs.http.iter().enumerate() {
-        if let Some(rt) = compile_route(r, h, &format!("spec.http[{i}]"), i, ctx) {
+        let path = format!("spec.http[{i}]");
+        if let Some(d) = &h.delegate {
+            for (dr, dh, dpath, k) in crate::delegate::expand(r, h, d, &path, ctx) {
+                if let Some(rt) = compile_route(dr, &dh, &dpath, k, ctx) {
+                    routes.push(std::sync::Arc::new(rt));
+                }
+            }
+        } else if let Some(rt) = compile_route(r, h, &path, i, ctx) {
             routes.push(std::sync::Arc::new(rt));
         }
     }

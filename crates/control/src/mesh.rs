@@ -256,6 +256,10 @@ impl Index {
         ) {
             return true;
         }
+        // A delegate VirtualService (no hosts) is used through its root's hosts.
+        if d.kind == "VirtualService" && d.hosts.is_empty() {
+            return true;
+        }
         d.hosts.iter().any(|h| s.wanted.contains(h) || s.sidecar.admits(&s.namespace, &d.namespace, h))
     }
 
