@@ -17,6 +17,7 @@ use crate::vhost::compile_vs;
 /// A service known from a ServiceEntry: one host of its `hosts`.
 pub(crate) struct Service<'a> {
     pub entry: &'a ServiceEntry,
+    pub resource: &'a Resource,
     pub name: &'a str,
     /// The ServiceEntry's namespace.
     pub namespace: &'a str,
@@ -162,6 +163,7 @@ pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) 
 
     let mut snap = Snapshot::default();
     let mut covered: HashMap<String, ()> = HashMap::new();
+    let mut tcp_vss = Vec::new();
     for r in seen() {
         if let Spec::VirtualService(vs) = &r.spec {
             if vs.hosts.is_empty() {
@@ -178,6 +180,7 @@ pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) 
                 continue;
             }
             snap.tls_routes.extend(tls_routes);
+            tcp_vss.push((r, vs));
             let idx = snap.vhosts.len();
             snap.vhosts.push(vh);
             for (i, h) in vs.hosts.iter().enumerate() {
@@ -236,6 +239,7 @@ pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) 
     }
     snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     add_alternate_names(&mut snap, &view.namespace);
+    snap.tcp_listeners = crate::tcp_route::listeners(&tcp_vss, &mut ctx);
     for r in seen() {
         match &r.spec {
             Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),
@@ -533,7 +537,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             }
         }
         if let Some(proto) = &p.protocol {
-            const KNOWN: [&str; 9] = ["HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "UDP"];
+            const KNOWN: [&str; 11] = ["HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP"];
             if !KNOWN.contains(&proto.to_ascii_uppercase().as_str()) {
                 ctx.err(
                     r,
@@ -600,7 +604,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             // declaration wins, else the first (Istio's choice).
             if prev.namespace != namespace {
                 if namespace == ctx.viewer && prev.namespace != ctx.viewer {
-                    ctx.services.insert(key, Service { entry: se, name: &r.metadata.name, namespace });
+                    ctx.services.insert(key, Service { entry: se, resource: r, name: &r.metadata.name, namespace });
                 }
                 continue;
             }
@@ -608,7 +612,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             ctx.warn(r, "spec.hosts", msg);
             continue;
         }
-        ctx.services.insert(key, Service { entry: se, name: &r.metadata.name, namespace });
+        ctx.services.insert(key, Service { entry: se, resource: r, name: &r.metadata.name, namespace });
     }
 }
 

@@ -66,7 +66,7 @@ pub(crate) fn check_delegate(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_
     if !vs.gateways.is_empty() {
         ctx.err(r, "spec.gateways", "a delegate VirtualService (no hosts) has no gateways: its root's apply");
     }
-    if vs.tcp.is_some() || !vs.tls.is_empty() {
+    if !vs.tcp.is_empty() || !vs.tls.is_empty() {
         ctx.err(r, "spec", "a delegate VirtualService (no hosts) has only http routes");
     }
     if vs.http.is_empty() {

@@ -134,13 +134,42 @@ pub struct VirtualService {
     pub gateways: Vec<String>,
     #[serde(default)]
     pub http: Vec<HttpRoute>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<serde_json::Value>,
+    /// Routes for opaque TCP connections: see [`crate::tcp_route`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<TcpRoute>,
     /// TLS passthrough routes by SNI (no termination): see [`crate::tls_route`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+}
+
+/// `tcp[]`: a route for opaque TCP connections.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct TcpRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4MatchAttributes>,
+    #[serde(default)]
+    pub route: Vec<HttpRouteDestination>,
+}
+
+/// Istio's `L4MatchAttributes`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4MatchAttributes {
+    /// The connection's destination address in one of these (the service's VIP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_subnets: Vec<String>,
+    /// The service port the connection is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// The client workload's labels (the proxy's own `--label`s).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
 }
 
 /// `tls[]`: a route for TLS connections, chosen by the ClientHello's SNI.

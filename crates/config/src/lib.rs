@@ -20,6 +20,7 @@ mod ratelimit;
 mod response_cache;
 pub mod rules;
 pub mod snapshot;
+pub mod tcp_route;
 pub mod tls;
 pub mod tls_route;
 mod vhost;

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub clusters: Vec<ClusterSpec>,
     /// VirtualService `tls[]` routes (TLS passthrough by SNI), in order.
     pub tls_routes: Vec<crate::tls_route::TlsRouteSpec>,
+    /// The listeners for opaque TCP service ports, with their `tcp[]` routes.
+    pub tcp_listeners: Vec<crate::tcp_route::TcpListenerSpec>,
     /// PeerAuthentication policies ([`crate::mtls::mode_for`] resolves a workload's mode).
     pub peer_authentication: Vec<crate::mtls::PeerAuthPolicy>,
     /// The inbound side's virtual host (every request on the inbound listener goes to
@@ -226,7 +228,7 @@ pub enum Action {
     Direct { status: StatusCode, body: bytes::Bytes },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WeightedClusters {
     pub targets: Vec<WeightedTarget>,
     /// Running sums of weights, for a pick by one random number.
@@ -253,7 +255,7 @@ impl WeightedClusters {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WeightedTarget {
     pub cluster: ClusterChoice,
     pub weight: u32,

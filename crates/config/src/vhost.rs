@@ -28,7 +28,7 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
             routes.push(std::sync::Arc::new(rt));
         }
     }
-    if vs.http.is_empty() && vs.tcp.is_none() && vs.tls.is_empty() {
+    if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         ctx.warn(r, "spec.http", "no http routes: requests for these hosts get 404");
     }
     (ctx.diags.errors.len() == errors_before).then(|| VirtualHost {
