@@ -20,6 +20,9 @@ use crate::istio::{TcpRoute, VirtualService};
 use crate::load::Resource;
 use crate::snapshot::{ClusterChoice, HeaderOps, WeightedClusters, WeightedTarget};
 
+/// The most TCP listeners one config opens (each is a socket of the proxy's).
+pub const MAX_LISTENERS: usize = 1024;
+
 /// The port protocols weft proxies as opaque TCP.
 pub const OPAQUE: [&str; 4] = ["TCP", "MONGO", "MYSQL", "REDIS"];
 
@@ -89,6 +92,10 @@ pub(crate) fn listeners<'a>(virtual_services: &[(&'a Resource, &'a VirtualServic
             }
             let port = p.number as u16;
             for ip in &vips {
+                if by_key.len() >= MAX_LISTENERS {
+                    ctx.warn(resource, format!("spec.ports[{i}]"), format!("over {MAX_LISTENERS} TCP listeners: this port gets none"));
+                    continue;
+                }
                 if let Some(other) = by_key.get(&(*ip, port)) {
                     let at = ip.map_or("the proxy's listen address".to_owned(), |ip| ip.to_string());
                     let msg =

@@ -54,3 +54,13 @@ fn two_services_on_one_port_without_vips_are_reported() {
     assert!(d.is_ok() && d.warnings.is_empty(), "{d} {:?}", d.warnings);
     assert_eq!(snap.tcp_listeners.len(), 2);
 }
+
+#[test]
+fn tcp_listeners_are_bounded() {
+    let ports: String = (0..1100).map(|i| format!("{{number: {}, name: t{i}, protocol: TCP}}, ", 20000 + i)).collect();
+    let se = SE.replace("[{number: 9000, name: tcp, protocol: TCP}]", &format!("[{}]", ports.trim_end_matches(", ")));
+    let (_, snap, d) = weft_config::build_str("t.yaml", &se);
+    assert!(d.is_ok(), "{d}");
+    assert_eq!(snap.tcp_listeners.len(), weft_config::tcp_route::MAX_LISTENERS);
+    assert!(d.warnings.iter().any(|w| w.to_string().contains("TCP listeners: this port gets none")));
+}

@@ -35,8 +35,19 @@ pub async fn manage(shared: &'static Shared, listen_ip: IpAddr, mut stop: watch:
         let rt = shared.current.load();
         if rt.revision != seen_revision {
             seen_revision = rt.revision;
-            let wanted: Vec<SocketAddr> =
-                rt.snap.tcp_listeners.iter().map(|l| SocketAddr::new(l.ip.unwrap_or(listen_ip), l.port)).collect();
+            // A VIP is listened on only when it is a loopback address (or the listen
+            // address itself): config never makes a proxy listen on other interfaces.
+            let (wanted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = rt
+                .snap
+                .tcp_listeners
+                .iter()
+                .map(|l| SocketAddr::new(l.ip.unwrap_or(listen_ip), l.port))
+                .partition(|a| a.ip() == listen_ip || a.ip().is_loopback());
+            for addr in refused {
+                if failed.insert(addr, "not loopback".into()).is_none() {
+                    tracing::warn!(%addr, "tcp listener not opened: a VIP is listened on only when it is a loopback address");
+                }
+            }
             open.retain(|addr, task| {
                 let keep = wanted.contains(addr);
                 if !keep {
@@ -45,7 +56,7 @@ pub async fn manage(shared: &'static Shared, listen_ip: IpAddr, mut stop: watch:
                 }
                 keep
             });
-            failed.retain(|addr, _| wanted.contains(addr));
+            failed.retain(|addr, why| wanted.contains(addr) || why == "not loopback");
             for addr in wanted {
                 if open.contains_key(&addr) {
                     continue;

@@ -102,7 +102,17 @@ fn tcp_service_ports_are_listeners_that_follow_the_config() {
         metric_sum(&m, "istio_tcp_connections_opened_total", &["destination_service=\"tcp-echo.default.svc.cluster.local\""]) >= 21.0,
         "{m}"
     );
-    assert!(metric_sum(&m, "istio_tcp_received_bytes_total", &["destination_service=\"db.example\""]) >= 4.0, "{m}");
+    // (Bytes are counted when a connection closes.)
+    until("db's bytes counted", || {
+        metric_sum(&p.admin("/metrics"), "istio_tcp_received_bytes_total", &["destination_service=\"db.example\""]) >= 4.0
+    });
+
+    // A VIP that is not a loopback address is never listened on (config cannot open
+    // the proxy's other interfaces).
+    let outside = config(port, a, b, vip_port, db).replace("127.1.0.7", "10.9.8.7");
+    p.rewrite(&outside);
+    until("the refusal is logged", || p.p.log_text().contains("a VIP is listened on only when it is a loopback address"));
+    assert!(!call(listener, "still").is_empty(), "the listen address's listener stays");
 
     // A reload without the TCP service: its listener closes.
     p.rewrite(&service_entry("web", &[(a, "v: a", 1)]));
