@@ -98,7 +98,8 @@ pub enum Segment {
     Literal(String),
     /// `{*}`: exactly one segment.
     One,
-    /// `{**}`: any number of segments (the last operator).
+    /// `{**}`: any number of segments (the last operator: only literal segments may
+    /// follow it, matched at the path's end).
     Rest,
 }
 
@@ -114,12 +115,15 @@ impl PathMatch {
             return Err(format!("{v:?}: a path template cannot be combined with prefix* or *suffix"));
         }
         let mut segs = Vec::new();
-        let parts: Vec<&str> = v[1..].split('/').collect();
-        for (i, s) in parts.iter().enumerate() {
-            let seg = match *s {
+        let mut rest_seen = false;
+        for s in v[1..].split('/') {
+            let seg = match s {
+                "{*}" | "{**}" if rest_seen => return Err(format!("{v:?}: {{**}} must be the last operator")),
                 "{*}" => Segment::One,
-                "{**}" if i + 1 == parts.len() => Segment::Rest,
-                "{**}" => return Err(format!("{v:?}: {{**}} must be the last operator")),
+                "{**}" => {
+                    rest_seen = true;
+                    Segment::Rest
+                }
                 s if s.contains('{') || s.contains('}') || s.contains('*') => {
                     return Err(format!("{v:?}: {{*}} and {{**}} must each be a whole segment"))
                 }
@@ -136,6 +140,9 @@ impl PathMatch {
             PathMatch::Str(m) => m.matches(path),
             PathMatch::Template(segs) => {
                 let Some(rest) = path.strip_prefix('/') else { return false };
+                if let Some(k) = segs.iter().position(|s| *s == Segment::Rest) {
+                    return matches_around_rest(&segs[..k], &segs[k + 1..], rest);
+                }
                 let mut parts = rest.split('/');
                 for s in segs {
                     match s {
@@ -155,6 +162,41 @@ impl PathMatch {
             }
         }
     }
+}
+
+/// A template with `{**}` against a path (its leading `/` cut): `head` matched from the
+/// start, the literal `tail` from the end, and `{**}` takes what is between (zero or
+/// more segments). Allocation-free.
+fn matches_around_rest(head: &[Segment], tail: &[Segment], path: &str) -> bool {
+    let mut rest = Some(path);
+    for s in head {
+        let Some(r) = rest else { return false };
+        let (seg, next) = match r.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (r, None),
+        };
+        let ok = match s {
+            Segment::One => !seg.is_empty(),
+            Segment::Literal(l) => seg == l,
+            Segment::Rest => false,
+        };
+        if !ok {
+            return false;
+        }
+        rest = next;
+    }
+    for s in tail.iter().rev() {
+        let (Some(r), Segment::Literal(l)) = (rest, s) else { return false };
+        let (before, seg) = match r.rsplit_once('/') {
+            Some((a, b)) => (Some(a), b),
+            None => (None, r),
+        };
+        if seg != l {
+            return false;
+        }
+        rest = before;
+    }
+    true
 }
 
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -233,7 +275,11 @@ mod tests {
         assert!(m("/foo/{*}/bar", "/foo/x/bar") && !m("/foo/{*}/bar", "/foo/x/y/bar") && !m("/foo/{*}/bar", "/foo//bar"));
         assert!(m("/foo/{**}", "/foo/a/b/c") && m("/foo/{**}", "/foo") && !m("/foo/{**}", "/food"));
         assert!(m("/{*}", "/x") && !m("/{*}", "/x/y"));
-        for bad in ["/foo/{**}/bar", "/foo/x{*}", "foo/{*}", "/foo/{*}*", "/{*}.txt", "*/{*}"] {
+        // Literal segments may follow {**} (Istio's rule: no operator after it).
+        assert!(m("/foo/{**}/bar", "/foo/a/b/bar") && m("/foo/{**}/bar", "/foo/bar") && !m("/foo/{**}/bar", "/foo/a/baz"));
+        assert!(m("/{**}/path/template", "/x/y/path/template") && !m("/{**}/path/template", "/path/templates"));
+        assert!(m("/{*}/foo/{**}/bar", "/a/foo/b/bar") && !m("/{*}/foo/{**}/bar", "/a/fo/b/bar") && !m("/{*}/foo/{**}/bar", "/foo"));
+        for bad in ["/{**}/foo/{*}/bar", "/{**}/{**}", "/foo/{**}buzz/bar", "/foo/x{*}", "foo/{*}", "/foo/{*}*", "/{*}.txt", "*/{*}"] {
             assert!(PathMatch::parse(bad).is_err(), "{bad}");
         }
     }

@@ -117,6 +117,9 @@ struct Source {
     principals: Field<StrMatch>,
     request_principals: Field<StrMatch>,
     namespaces: Field<StrMatch>,
+    /// (namespace, service account).
+    service_accounts: Field<(String, String)>,
+    trust_domains: Field<StrMatch>,
     ip_blocks: Field<Cidr>,
     remote_ip_blocks: Field<Cidr>,
 }
@@ -158,6 +161,11 @@ enum Key {
     DestinationIp,
     DestinationPort,
     Sni,
+    /// `source.trustDomain`: the trust domain of the peer's SPIFFE identity.
+    SourceTrustDomain,
+    /// `experimental.envoy.filters.*`: Envoy filter metadata, which weft does not have:
+    /// an attribute weft cannot know (matches nothing in ALLOW, everything in DENY).
+    Unknowable,
 }
 
 /// A problem found compiling: the field path under the resource and the message.
@@ -201,8 +209,9 @@ pub fn compile(name: &str, p: &AuthorizationPolicy) -> Result<CompiledPolicy, Ve
         (_, None) => None,
     };
     let mut rules = Vec::new();
+    let namespace = name.split_once('/').map_or("default", |(ns, _)| ns);
     for (i, r) in p.rules.iter().flatten().enumerate() {
-        rules.push(rule(&format!("spec.rules[{i}]"), r, &mut err));
+        rules.push(rule(&format!("spec.rules[{i}]"), r, namespace, &mut err));
     }
     if !errs.is_empty() {
         return Err(errs);
@@ -216,13 +225,13 @@ fn cut(s: &str) -> String {
     s[..end].to_owned()
 }
 
-fn rule(at: &str, r: &spec::Rule, err: &mut impl FnMut(String, String)) -> Rule {
+fn rule(at: &str, r: &spec::Rule, policy_ns: &str, err: &mut impl FnMut(String, String)) -> Rule {
     let mut out = Rule::default();
     for (i, f) in r.from.iter().enumerate() {
         let at = format!("{at}.from[{i}].source");
         match &f.source {
             None => err(at, "must be set".into()),
-            Some(s) => out.from.push(source(&at, s, err)),
+            Some(s) => out.from.push(source(&at, s, policy_ns, err)),
         }
     }
     for (i, t) in r.to.iter().enumerate() {
@@ -262,11 +271,39 @@ fn field<M>(
     f
 }
 
-fn source(at: &str, s: &spec::Source, err: &mut impl FnMut(String, String)) -> Source {
+/// The (namespace, service account) of a principal (`td/ns/<ns>/sa/<sa>`).
+fn service_account_of(p: &str) -> Option<(&str, &str)> {
+    let rest = &p[p.find("/ns/")? + 4..];
+    let (ns, rest) = rest.split_once('/')?;
+    let sa = &rest[rest.find("sa/")? + 3..];
+    Some((ns, sa.split('/').next().unwrap_or(sa)))
+}
+
+/// A `serviceAccounts` entry: `namespace/name`, or `name` in the policy's namespace.
+fn parse_service_account(v: &str, policy_ns: &str) -> Result<(String, String), String> {
+    let (ns, sa) = v.split_once('/').unwrap_or((policy_ns, v));
+    if v.len() > 320 || ns.is_empty() || sa.is_empty() || sa.contains('/') || v.contains('*') {
+        return Err(format!("{v:?} is not namespace/serviceAccount (at most 320 bytes, no wildcard)"));
+    }
+    Ok((ns.to_owned(), sa.to_owned()))
+}
+
+fn source(at: &str, s: &spec::Source, policy_ns: &str, err: &mut impl FnMut(String, String)) -> Source {
+    let sa = |v: &str| parse_service_account(v, policy_ns);
+    let has_accounts = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
+    let has_peers = !s.principals.is_empty() || !s.not_principals.is_empty() || !s.namespaces.is_empty() || !s.not_namespaces.is_empty();
+    if has_accounts && has_peers {
+        err(at.to_owned(), "cannot set serviceAccounts with namespaces or principals".into());
+    }
+    if s.service_accounts.len() > 16 || s.not_service_accounts.len() > 16 {
+        err(format!("{at}.serviceAccounts"), "at most 16 service accounts".into());
+    }
     let out = Source {
         principals: field(at, "principals", &s.principals, &s.not_principals, StrMatch::parse, err),
         request_principals: field(at, "requestPrincipals", &s.request_principals, &s.not_request_principals, StrMatch::parse, err),
         namespaces: field(at, "namespaces", &s.namespaces, &s.not_namespaces, StrMatch::parse, err),
+        service_accounts: field(at, "serviceAccounts", &s.service_accounts, &s.not_service_accounts, sa, err),
+        trust_domains: field(at, "trustDomains", &s.trust_domains, &s.not_trust_domains, StrMatch::parse, err),
         ip_blocks: field(at, "ipBlocks", &s.ip_blocks, &s.not_ip_blocks, Cidr::parse, err),
         remote_ip_blocks: field(at, "remoteIpBlocks", &s.remote_ip_blocks, &s.not_remote_ip_blocks, Cidr::parse, err),
     };
@@ -337,6 +374,8 @@ fn parse_key(k: &str) -> Result<Key, String> {
         "destination.ip" => Key::DestinationIp,
         "destination.port" => Key::DestinationPort,
         "connection.sni" => Key::Sni,
+        "source.trustDomain" => Key::SourceTrustDomain,
+        k if k.starts_with("experimental.envoy.filters.") => Key::Unknowable,
         _ => {
             if let Some(rest) = k.strip_prefix("request.headers") {
                 match bracketed(rest).as_deref() {
@@ -402,6 +441,8 @@ impl Source {
     fn matches(&self, a: &Attrs<'_>, unknown: bool) -> bool {
         self.principals.check(a.principal, unknown, |m, v| m.matches(v))
             && self.namespaces.check(a.principal.map(|_| a.source_namespace().unwrap_or("")), unknown, |m, v| m.matches(v))
+            && self.service_accounts.check(a.principal, unknown, |(ns, sa), p| service_account_of(p) == Some((ns, sa)))
+            && self.trust_domains.check(a.principal.map(|p| p.split('/').next().unwrap_or("")), unknown, |m, v| m.matches(v))
             && self.request_principals.check_known(a.request_principal, |m, v| m.matches(v))
             && self.ip_blocks.check(a.source_ip, unknown, |c, ip| c.contains(ip))
             && self.remote_ip_blocks.check(a.remote_ip.or(a.source_ip), unknown, |c, ip| c.contains(ip))
@@ -439,6 +480,8 @@ impl Condition {
             Key::SourcePrincipal => f.check(a.principal, unknown, s),
             Key::RequestPrincipal => f.check_known(a.request_principal, s),
             Key::Sni => f.check_known(a.sni, s),
+            Key::SourceTrustDomain => f.check(a.principal.map(|p| p.split('/').next().unwrap_or("")), unknown, s),
+            Key::Unknowable => f.check(None, unknown, s),
             Key::Audiences => claim_check(f, a.claim(&["aud"]), s),
             Key::Presenter => f.check_known(a.claim(&["azp"]).and_then(Value::as_str), s),
             Key::Claim(path) => claim_check(f, a.claim(path), s),
@@ -472,8 +515,9 @@ impl CompiledPolicy {
     /// plaintext request under PERMISSIVE cannot prove (`weft validate` warns).
     pub fn needs_peer_identity(&self) -> bool {
         self.rules.iter().any(|r| {
-            r.from.iter().any(|s| !s.principals.is_empty() || !s.namespaces.is_empty())
-                || r.when.iter().any(|c| matches!(c.key, Key::SourcePrincipal | Key::SourceNamespace))
+            r.from.iter().any(|s| {
+                !s.principals.is_empty() || !s.namespaces.is_empty() || !s.service_accounts.is_empty() || !s.trust_domains.is_empty()
+            }) || r.when.iter().any(|c| matches!(c.key, Key::SourcePrincipal | Key::SourceNamespace))
         })
     }
 

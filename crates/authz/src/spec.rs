@@ -102,6 +102,17 @@ pub struct Source {
     pub remote_ip_blocks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_remote_ip_blocks: Vec<String>,
+    /// `namespace/serviceAccount` (or `serviceAccount`, in the policy's namespace) of the
+    /// peer's SPIFFE identity, whatever its trust domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_service_accounts: Vec<String>,
+    /// The trust domain of the peer's SPIFFE identity (`*`, exact, `prefix*`, `*suffix`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_domains: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_trust_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -177,6 +188,15 @@ pub struct JwtRule {
     /// How long fetching `jwksUri` may take (Istio's default 5 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Claims whose string value is a space-delimited list (`scope`): split into a list
+    /// for AuthorizationPolicy conditions. `a.b` is claim `b` in object claim `a` (or a
+    /// claim named `a.b`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
+    /// `REQUIRED`: a request without a token is refused (401); `OPTIONAL` (default):
+    /// it goes on, unauthenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -11,13 +11,14 @@ use crate::error::{ConfigError, Diagnostics, Source};
 use crate::gateway::Binding;
 use crate::istio::*;
 use crate::load::{Resource, Spec};
-use crate::policy::{lb_policy, limits, locality_lb, merge_policy, outlier_settings, pool_settings};
+use crate::policy::{lb_policy, limits, locality_lb, merge_policy, outlier_settings, pool_settings, warmup};
 use crate::snapshot::*;
 use crate::vhost::compile_vs;
 
 /// A service known from a ServiceEntry: one host of its `hosts`.
 pub(crate) struct Service<'a> {
     pub entry: &'a ServiceEntry,
+    pub resource: &'a Resource,
     pub name: &'a str,
     /// The ServiceEntry's namespace.
     pub namespace: &'a str,
@@ -33,6 +34,10 @@ pub(crate) struct Ctx<'a> {
     pub diags: &'a mut Diagnostics,
     /// The namespace of the proxy the snapshot is for.
     pub viewer: String,
+    /// WorkloadEntry resources with their namespaces (ServiceEntries' `workloadSelector`).
+    pub workloads: Vec<(&'a WorkloadEntry, &'a str)>,
+    /// Delegate VirtualServices (no hosts) by (namespace, name).
+    pub delegates: HashMap<(String, String), (&'a Resource, &'a VirtualService)>,
 }
 
 /// Whose view of the mesh a snapshot is compiled for.
@@ -85,14 +90,24 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         cluster_index: HashMap::new(),
         diags,
         viewer: view.namespace.clone(),
+        workloads: Vec::new(),
+        delegates: HashMap::new(),
     };
     for r in resources {
         check_export_to(r, &mut ctx);
     }
     let seen = || resources.iter().filter(|r| view.sees(r));
     for r in seen() {
-        if let Spec::ServiceEntry(se) = &r.spec {
-            check_service_entry(r, se, &mut ctx);
+        match &r.spec {
+            Spec::ServiceEntry(se) => check_service_entry(r, se, &mut ctx),
+            Spec::WorkloadEntry(we) if check_workload_entry(r, we, &mut ctx) => {
+                ctx.workloads.push((we, crate::names::namespace_of(r)));
+            }
+            Spec::VirtualService(vs) if vs.hosts.is_empty() => {
+                let key = (crate::names::namespace_of(r).to_owned(), r.metadata.name.clone());
+                ctx.delegates.insert(key, (r, vs));
+            }
+            _ => {}
         }
     }
     for r in seen() {
@@ -156,8 +171,13 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
 
     let mut snap = Snapshot::default();
     let mut covered: HashMap<String, ()> = HashMap::new();
+    let mut tcp_vss = Vec::new();
     for r in seen() {
         if let Spec::VirtualService(vs) = &r.spec {
+            if vs.hosts.is_empty() {
+                crate::delegate::check_delegate(r, vs, &mut ctx);
+                continue;
+            }
             let tls_routes = crate::tls_route::compile(r, vs, &mut ctx);
             let Some(vh) = compile_vs(r, vs, &mut ctx) else {
                 continue;
@@ -168,6 +188,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
                 continue;
             }
             snap.tls_routes.extend(tls_routes);
+            tcp_vss.push((r, vs));
             let idx = snap.vhosts.len();
             snap.vhosts.push(vh);
             for (i, h) in vs.hosts.iter().enumerate() {
@@ -189,7 +210,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
     }
     // A ServiceEntry host with no VirtualService gets a default route to itself.
     for host in &hosts {
-        if covered.contains_key(host) {
+        if covered.contains_key(host) || ctx.services[host].entry.ports.is_empty() {
             continue;
         }
         let choice = ctx.default_choice(host, None);
@@ -226,6 +247,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
     }
     snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     add_alternate_names(&mut snap, &view.namespace);
+    snap.tcp_listeners = crate::tcp_route::listeners(&tcp_vss, &mut ctx);
     for r in seen() {
         match &r.spec {
             Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),
@@ -344,14 +366,21 @@ impl<'a> Ctx<'a> {
         let mut protocol = None;
         if let Some(svc) = service {
             let se = svc.entry;
-            dns = matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin);
+            dns = matches!(se.resolution(), Resolution::Dns | Resolution::DnsRoundRobin);
             if let Some(sp) = se.ports.iter().find(|p| p.number as u16 == port) {
                 protocol = sp.protocol.clone();
                 if se.endpoints.is_empty() && dns {
                     let p = sp.target_port.unwrap_or(sp.number) as u16;
                     endpoints.push(EndpointSpec { address: host.to_owned(), port: p, weight: 1, labels: BTreeMap::new(), locality: None });
                 }
-                for ep in &se.endpoints {
+                let selected = se.workload_selector.as_ref().map(|sel| {
+                    self.workloads
+                        .iter()
+                        .filter(|(we, ns)| *ns == svc.namespace && sel.labels.iter().all(|(k, v)| we.labels.get(k) == Some(v)))
+                        .map(|(we, _)| *we)
+                        .collect::<Vec<_>>()
+                });
+                for ep in selected.unwrap_or_else(|| se.endpoints.iter().collect()) {
                     if let Some(sub) = subset_def {
                         if !sub.labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
                             continue;
@@ -398,6 +427,7 @@ impl<'a> Ctx<'a> {
             dns,
             endpoints,
             subject_alt_names: service.map(|s| s.entry.subject_alt_names.clone()).unwrap_or_default(),
+            warmup: warmup(policy.load_balancer.as_ref()),
         };
         self.clusters.push(spec);
         self.cluster_index.insert(name, self.clusters.len() - 1);
@@ -448,13 +478,60 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
         ctx.err(r, "spec.hosts", "at least one host is required");
     }
     if se.ports.is_empty() {
-        ctx.err(r, "spec.ports", "at least one port is required");
+        // (Valid in Istio, which then makes no cluster of it either.)
+        ctx.warn(r, "spec.ports", "no ports: weft makes no cluster for this entry and routes no traffic to it");
+    }
+    for (i, h) in se.hosts.iter().enumerate() {
+        let p = format!("spec.hosts[{i}]");
+        if h == "*" {
+            ctx.err(r, p, "a ServiceEntry's host may not be the wildcard \"*\"");
+        } else if let Some(rest) = h.strip_prefix("*.") {
+            if let Err(e) = rules::dns_name(rest) {
+                ctx.err(r, p, e);
+            }
+        } else if let Some(rest) = h.strip_prefix('*') {
+            // (Istio accepts a partial wildcard with a warning.)
+            match rules::dns_name(rest) {
+                Ok(()) => ctx.warn(r, p, format!("{} is a partial wildcard: only `*.` prefixes match as wildcards", rules::shown(h))),
+                Err(e) => ctx.err(r, p, e),
+            }
+        } else if let Err(e) = rules::dns_name(h) {
+            ctx.err(r, p, e);
+        }
+    }
+    let mut cidr = false;
+    for (i, a) in se.addresses.iter().enumerate() {
+        cidr |= a.contains('/');
+        if let Err(e) = rules::ip_or_cidr(a) {
+            ctx.err(r, format!("spec.addresses[{i}]"), e);
+        }
+    }
+    if cidr && matches!(se.resolution(), Resolution::Dns | Resolution::DnsRoundRobin) {
+        ctx.err(r, "spec.addresses", "CIDR addresses are allowed only with resolution NONE or STATIC");
+    }
+    if let Some(sel) = &se.workload_selector {
+        if !se.endpoints.is_empty() {
+            ctx.err(r, "spec.workloadSelector", "only one of workloadSelector or endpoints may be set");
+        }
+        for (k, v) in &sel.labels {
+            if k.contains('*') || v.contains('*') {
+                ctx.err(r, format!("spec.workloadSelector.labels[{k}]"), "a wildcard is not supported in a selector");
+            }
+        }
+        for (k, e) in rules::labels(&sel.labels) {
+            ctx.err(r, format!("spec.workloadSelector.labels[{k}]"), e);
+        }
     }
     let (mut numbers, mut names) = (HashMap::new(), HashMap::new());
     for (i, p) in se.ports.iter().enumerate() {
         // (Istio's validation: port numbers and names are unique within a ServiceEntry.)
         if numbers.insert(p.number, i).is_some() {
             ctx.err(r, format!("spec.ports[{i}].number"), format!("port number {} is not unique", p.number));
+        }
+        if !p.name.is_empty() {
+            if let Err(e) = rules::port_name(&p.name) {
+                ctx.err(r, format!("spec.ports[{i}].name"), e);
+            }
         }
         if !p.name.is_empty() && names.insert(p.name.as_str(), i).is_some() {
             ctx.err(r, format!("spec.ports[{i}].name"), format!("port name {} is not unique", crate::rules::shown(&p.name)));
@@ -468,7 +545,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             }
         }
         if let Some(proto) = &p.protocol {
-            const KNOWN: [&str; 9] = ["HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "UDP"];
+            const KNOWN: [&str; 11] = ["HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP"];
             if !KNOWN.contains(&proto.to_ascii_uppercase().as_str()) {
                 ctx.err(
                     r,
@@ -478,7 +555,12 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             }
         }
     }
-    if se.resolution == Resolution::DnsRoundRobin && se.endpoints.len() > 1 {
+    if se.resolution_written == Some(Resolution::None) && !se.endpoints.is_empty() {
+        // (Istio's rule on an explicit NONE; an omitted resolution with endpoints is read
+        // as their addresses, as weft always has.)
+        ctx.err(r, "spec.endpoints", "resolution NONE takes no endpoints (use STATIC or DNS)");
+    }
+    if se.resolution() == Resolution::DnsRoundRobin && se.endpoints.len() > 1 {
         // (Istio's validation: one endpoint at most, resolved round-robin by DNS.)
         ctx.err(r, "spec.endpoints", "resolution DNS_ROUND_ROBIN takes at most one endpoint");
     }
@@ -486,7 +568,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
     for (i, ep) in se.endpoints.iter().enumerate() {
         if ep.address.is_empty() {
             ctx.err(r, format!("spec.endpoints[{i}].address"), "missing field");
-        } else if se.resolution == Resolution::Static && ep.address.parse::<std::net::IpAddr>().is_err() {
+        } else if se.resolution() == Resolution::Static && ep.address.parse::<std::net::IpAddr>().is_err() {
             ctx.err(
                 r,
                 format!("spec.endpoints[{i}].address"),
@@ -519,7 +601,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             ctx.err(r, format!("spec.endpoints[{i}].locality"), e);
         }
     }
-    if se.resolution == Resolution::Static && se.endpoints.is_empty() {
+    if se.resolution() == Resolution::Static && se.endpoints.is_empty() {
         ctx.warn(r, "spec.endpoints", "resolution STATIC with no endpoints: requests will get 503");
     }
     let namespace = crate::names::namespace_of(r);
@@ -530,7 +612,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             // declaration wins, else the first (Istio's choice).
             if prev.namespace != namespace {
                 if namespace == ctx.viewer && prev.namespace != ctx.viewer {
-                    ctx.services.insert(key, Service { entry: se, name: &r.metadata.name, namespace });
+                    ctx.services.insert(key, Service { entry: se, resource: r, name: &r.metadata.name, namespace });
                 }
                 continue;
             }
@@ -538,8 +620,55 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             ctx.warn(r, "spec.hosts", msg);
             continue;
         }
-        ctx.services.insert(key, Service { entry: se, name: &r.metadata.name, namespace });
+        ctx.services.insert(key, Service { entry: se, resource: r, name: &r.metadata.name, namespace });
     }
+}
+
+/// A WorkloadEntry's fields by Istio's rules; whether weft can send to it (Istio also
+/// accepts entries weft cannot reach: a Unix socket, or no address behind a network's
+/// gateway — those are valid, warned and left out of clusters).
+fn check_workload_entry(r: &Resource, we: &WorkloadEntry, ctx: &mut Ctx<'_>) -> bool {
+    let before = ctx.diags.errors.len();
+    let mut reachable = true;
+    if let Some(path) = we.address.strip_prefix("unix://") {
+        if !we.ports.is_empty() {
+            ctx.err(r, "spec.ports", "a Unix socket address takes no ports");
+        }
+        if path.ends_with('/') {
+            ctx.err(r, "spec.address", "a Unix socket may not be a directory");
+        } else if !path.starts_with('/') && !path.starts_with('@') {
+            ctx.err(r, "spec.address", "a Unix socket is an absolute path or an abstract socket (@name)");
+        }
+        ctx.warn(r, "spec.address", "weft does not send to Unix sockets: this entry is no endpoint");
+        reachable = false;
+    } else if we.address.is_empty() {
+        match &we.network {
+            Some(_) => {
+                ctx.warn(r, "spec.address", "no address (reached through its network's gateway): weft does not send to it");
+                reachable = false;
+            }
+            None => ctx.err(r, "spec.address", "missing field"),
+        }
+    } else if let Err(e) = rules::host(&we.address) {
+        ctx.err(r, "spec.address", e);
+    }
+    for name in we.ports.keys() {
+        if let Err(e) = rules::port_name(name) {
+            ctx.err(r, format!("spec.ports.{}", rules::shown(name)), e);
+        }
+    }
+    for (k, e) in rules::labels(&we.labels) {
+        ctx.err(r, format!("spec.labels[{k}]"), e);
+    }
+    for (name, port) in &we.ports {
+        if *port == 0 || *port > 65535 {
+            ctx.err(r, format!("spec.ports.{name}"), format!("port {port} out of range 1-65535"));
+        }
+    }
+    if let Some(Err(e)) = we.locality.as_deref().map(rules::locality) {
+        ctx.err(r, "spec.locality", e);
+    }
+    ctx.diags.errors.len() == before && reachable
 }
 
 fn check_rule(r: &Resource, dr: &DestinationRule, ctx: &mut Ctx<'_>) {
@@ -596,6 +725,15 @@ fn check_policy(r: &Resource, tp: &TrafficPolicy, path: &str, ctx: &mut Ctx<'_>)
         }
     }
     if let Some(cp) = &tp.connection_pool {
+        if let Some(k) = cp.http.as_ref().and_then(|h| h.http2_keep_alive.as_ref()) {
+            let p = format!("{path}.connectionPool.http.http2KeepAlive");
+            for (field, d) in [("interval", k.interval), ("timeout", k.timeout)] {
+                match d {
+                    None => ctx.err(r, format!("{p}.{field}"), "missing field"),
+                    Some(d) => check_ms(r, d.0, format!("{p}.{field}"), ctx),
+                }
+            }
+        }
         if let Some(tcp) = &cp.tcp {
             if tcp.connect_timeout.is_some_and(|d| d.0 == Duration::ZERO) {
                 ctx.err(r, format!("{path}.connectionPool.tcp.connectTimeout"), "must be greater than 0");
@@ -614,7 +752,32 @@ fn check_tls(r: &Resource, t: &ClientTlsSettings, path: &str, ctx: &mut Ctx<'_>)
     }
 }
 
+/// Istio's rule for a duration: at least 1 ms, whole milliseconds.
+fn check_ms(r: &Resource, d: Duration, path: String, ctx: &mut Ctx<'_>) {
+    if d < Duration::from_millis(1) {
+        ctx.err(r, path, "must be at least 1ms");
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        ctx.err(r, path, "only whole milliseconds are supported");
+    }
+}
+
 fn check_lb(r: &Resource, lb: &LoadBalancerSettings, path: &str, ctx: &mut Ctx<'_>) {
+    if let Some(w) = &lb.warmup {
+        let p = format!("{path}.warmup");
+        match w.duration {
+            None => ctx.err(r, format!("{p}.duration"), "missing field (the slow start window)"),
+            Some(d) => check_ms(r, d.0, format!("{p}.duration"), ctx),
+        }
+        if let Some(m) = w.minimum_percent.filter(|m| !(0.0..=100.0).contains(m)) {
+            ctx.err(r, format!("{p}.minimumPercent"), format!("{m} is not a percentage 0-100"));
+        }
+        if let Some(a) = w.aggression.filter(|a| !a.is_finite() || *a <= 0.0) {
+            ctx.err(r, format!("{p}.aggression"), format!("{a} must be greater than 0"));
+        }
+    }
+    if let Some(d) = lb.warmup_duration_secs {
+        check_ms(r, d.0, format!("{path}.warmupDurationSecs"), ctx);
+    }
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         ctx.err(r, path.to_owned(), "only one of simple or consistentHash may be set");
     }

@@ -70,6 +70,7 @@ impl Snapshot {
                 locality: None,
             }],
             subject_alt_names: Vec::new(),
+            warmup: None,
         });
         let target = WeightedTarget {
             cluster: ClusterChoice { default: cluster, by_port: Vec::new() },

@@ -46,16 +46,33 @@ pub struct ServiceEntry {
     pub ports: Vec<ServicePort>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
-    #[serde(default)]
-    pub resolution: Resolution,
+    /// As written: `None` when omitted (read as [`Resolution::None`], see
+    /// [`ServiceEntry::resolution`]), so that Istio's rules on an explicit NONE apply.
+    #[serde(default, rename = "resolution", skip_serializing_if = "Option::is_none")]
+    pub resolution_written: Option<Resolution>,
     #[serde(default)]
     pub endpoints: Vec<WorkloadEntry>,
+    /// The `WorkloadEntry` resources (of the entry's namespace) whose labels hold all of
+    /// these are its endpoints (instead of `endpoints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workload_selector: Option<serde_json::Value>,
+    pub workload_selector: Option<WorkloadSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct WorkloadSelector {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ServiceEntry {
+    /// The resolution (NONE when omitted).
+    pub fn resolution(&self) -> Resolution {
+        self.resolution_written.unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -87,7 +104,8 @@ pub struct ServicePort {
     pub target_port: Option<u32>,
 }
 
-/// An endpoint of a ServiceEntry (Istio's `WorkloadEntry` message).
+/// An endpoint of a ServiceEntry (Istio's `WorkloadEntry` message), and the spec of the
+/// `WorkloadEntry` kind (a workload a ServiceEntry's `workloadSelector` picks).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadEntry {
@@ -118,13 +136,42 @@ pub struct VirtualService {
     pub gateways: Vec<String>,
     #[serde(default)]
     pub http: Vec<HttpRoute>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<serde_json::Value>,
+    /// Routes for opaque TCP connections: see [`crate::tcp_route`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<TcpRoute>,
     /// TLS passthrough routes by SNI (no termination): see [`crate::tls_route`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+}
+
+/// `tcp[]`: a route for opaque TCP connections.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct TcpRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4MatchAttributes>,
+    #[serde(default)]
+    pub route: Vec<HttpRouteDestination>,
+}
+
+/// Istio's `L4MatchAttributes`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4MatchAttributes {
+    /// The connection's destination address in one of these (the service's VIP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_subnets: Vec<String>,
+    /// The service port the connection is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// The client workload's labels (the proxy's own `--label`s).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
 }
 
 /// `tls[]`: a route for TLS connections, chosen by the ClientHello's SNI.
@@ -186,6 +233,19 @@ pub struct HttpRoute {
     pub fault: Option<HttpFaultInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<serde_json::Value>,
+    /// The routes of another VirtualService (a delegate: one without hosts) stand here,
+    /// under this route's match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Delegate {
+    #[serde(default)]
+    pub name: String,
+    /// Default: the root VirtualService's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -264,7 +324,7 @@ pub struct HttpMatchRequest {
 
 /// Istio's `StringMatch`: exactly one of exact, prefix, regex. An empty object
 /// (`{}`) matches presence only, as Envoy's `present_match` does for headers.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct StringMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,

@@ -4,6 +4,7 @@
 pub mod authz;
 mod compile;
 mod compression;
+mod delegate;
 pub mod duration;
 pub mod error;
 mod filter_policy;
@@ -20,6 +21,7 @@ mod ratelimit;
 mod response_cache;
 pub mod rules;
 pub mod snapshot;
+pub mod tcp_route;
 pub mod tls;
 pub mod tls_route;
 mod vhost;

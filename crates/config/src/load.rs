@@ -42,6 +42,7 @@ pub enum Spec {
     AuthorizationPolicy(weft_authz::spec::AuthorizationPolicy),
     RequestAuthentication(weft_authz::spec::RequestAuthentication),
     ExtensionProvider(weft_authz::spec::ExtensionProvider),
+    WorkloadEntry(crate::istio::WorkloadEntry),
     Gateway(crate::istio::Gateway),
 }
 
@@ -142,6 +143,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             | "AuthorizationPolicy"
             | "RequestAuthentication"
             | "ExtensionProvider"
+            | "WorkloadEntry"
             | "Gateway"
     );
     if !known {
@@ -204,6 +206,9 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             .map(|(m, s)| (m, Spec::RequestAuthentication(s)))?,
         "ExtensionProvider" => typed::<weft_authz::spec::ExtensionProvider>(src, &kind, name.as_deref(), doc, diags)
             .map(|(m, s)| (m, Spec::ExtensionProvider(s)))?,
+        "WorkloadEntry" => {
+            typed::<crate::istio::WorkloadEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::WorkloadEntry(s)))?
+        }
         "Gateway" => typed::<crate::istio::Gateway>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Gateway(s)))?,
         _ => return None,
     };

@@ -34,11 +34,8 @@ impl PeerAuthPolicy {
 pub(crate) fn compile(r: &Resource, pa: &PeerAuthentication, ctx: &mut Ctx) -> Option<PeerAuthPolicy> {
     let mut ok = true;
     let selector = match &pa.selector {
-        Some(s) if s.match_labels.is_empty() => {
-            ctx.err(r, "spec.selector.matchLabels", "at least one label (or no selector, for the whole namespace)");
-            ok = false;
-            None
-        }
+        // (`selector: {}` is valid in Istio: a workload-level policy every workload of
+        // the namespace matches.)
         Some(s) => {
             for (k, e) in crate::rules::labels(&s.match_labels) {
                 ctx.err(r, format!("spec.selector.matchLabels[{k}]"), e);
@@ -48,12 +45,17 @@ pub(crate) fn compile(r: &Resource, pa: &PeerAuthentication, ctx: &mut Ctx) -> O
         }
         None => None,
     };
-    if !pa.port_level_mtls.is_empty() && selector.is_none() {
+    let port_level = pa.port_level_mtls.as_ref();
+    if port_level.is_some_and(|p| p.is_empty()) {
+        ctx.err(r, "spec.portLevelMtls", "at least one port (or no portLevelMtls)");
+        ok = false;
+    }
+    if port_level.is_some_and(|p| !p.is_empty()) && selector.is_none() {
         ctx.err(r, "spec.portLevelMtls", "port-level mTLS needs a workload selector (Istio's rule)");
         ok = false;
     }
     let mut ports = Vec::new();
-    for (key, m) in &pa.port_level_mtls {
+    for (key, m) in port_level.into_iter().flatten() {
         match key.parse::<u16>() {
             Ok(p) if p > 0 => ports.push((p, m.mode)),
             _ => {

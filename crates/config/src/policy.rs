@@ -6,7 +6,7 @@ use std::time::Duration;
 use weft_resilience::outlier;
 
 use crate::istio::*;
-use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, Limits, LocalityLb, PoolSettings, UpstreamProtocol};
+use crate::snapshot::{HashAlgorithm, HashKey, Keepalive, LbPolicy, Limits, LocalityLb, PoolSettings, UpstreamProtocol, Warmup};
 
 /// The policy that applies to one (port, subset).
 #[derive(Debug, Default)]
@@ -115,6 +115,23 @@ pub(crate) fn merge_policy(top: Option<&TrafficPolicy>, subset: Option<(usize, &
 }
 
 /// Istio's default is LEAST_REQUEST; LEAST_CONN is its deprecated alias.
+/// `loadBalancer.warmup` (or the older `warmupDurationSecs`) as it applies: only to
+/// ROUND_ROBIN and LEAST_REQUEST (Istio's default), as in Envoy.
+pub(crate) fn warmup(lb: Option<&LoadBalancerSettings>) -> Option<Warmup> {
+    let lb = lb?;
+    let applies = lb.consistent_hash.is_none()
+        && matches!(lb.simple, None | Some(SimpleLb::RoundRobin | SimpleLb::LeastRequest | SimpleLb::LeastConn));
+    if !applies {
+        return None;
+    }
+    let (window, minimum, aggression) = match (&lb.warmup, lb.warmup_duration_secs) {
+        (Some(w), _) => (w.duration?.0, w.minimum_percent.unwrap_or(10.0) / 100.0, w.aggression.unwrap_or(1.0)),
+        (None, Some(d)) => (d.0, 0.1, 1.0),
+        (None, None) => return None,
+    };
+    (!window.is_zero() && aggression > 0.0).then_some(Warmup { window, minimum: minimum.clamp(0.0, 1.0), aggression })
+}
+
 pub(crate) fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
     let Some(lb) = lb else {
         return LbPolicy::LeastRequest;
@@ -192,6 +209,12 @@ pub(crate) fn pool_settings(cp: Option<&ConnectionPoolSettings>, port_protocol: 
             p.idle_timeout = d.0;
         }
         p.max_requests_per_connection = h.max_requests_per_connection.unwrap_or(0);
+        if let Some(k) = &h.http2_keep_alive {
+            // (Both are required by validation; the fallbacks are hyper's defaults.)
+            let interval = k.interval.map(|d| d.0).unwrap_or(Duration::from_secs(30));
+            let timeout = k.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(20));
+            p.h2_keepalive = Some((interval, timeout));
+        }
         if h.use_client_protocol == Some(true) {
             p.protocol = UpstreamProtocol::Client;
         } else {

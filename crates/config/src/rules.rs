@@ -142,6 +142,28 @@ pub fn host(s: &str) -> Result<(), String> {
     dns_name(s)
 }
 
+/// A port name: a DNS-1123 label (Istio's rule).
+pub fn port_name(s: &str) -> Result<(), String> {
+    dns1123_label(s).map_err(|_| format!("{} is not a port name (a DNS-1123 label: 1 to 63 of a-z, 0-9 and '-')", shown(s)))
+}
+
+/// An IP address or a CIDR block (`10.0.0.0/8`, `fd00::/64`).
+pub fn ip_or_cidr(s: &str) -> Result<(), String> {
+    let (ip, bits) = match s.split_once('/') {
+        Some((ip, bits)) => (ip, Some(bits)),
+        None => (s, None),
+    };
+    let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
+        return Err(format!("{} is not an IP address or CIDR block", shown(s)));
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match bits.map(|b| b.parse::<u8>()) {
+        None => Ok(()),
+        Some(Ok(b)) if b <= max => Ok(()),
+        _ => Err(format!("{}: the prefix length must be 0 to {max}", shown(s))),
+    }
+}
+
 /// `host:port` (`[v6]:port` for IPv6): the host by [`host`], the port 1 to 65535.
 pub fn host_port(s: &str) -> Result<(String, u16), String> {
     let Some((h, p)) = s.rsplit_once(':') else {

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub clusters: Vec<ClusterSpec>,
     /// VirtualService `tls[]` routes (TLS passthrough by SNI), in order.
     pub tls_routes: Vec<crate::tls_route::TlsRouteSpec>,
+    /// The listeners for opaque TCP service ports, with their `tcp[]` routes.
+    pub tcp_listeners: Vec<crate::tcp_route::TcpListenerSpec>,
     /// PeerAuthentication policies ([`crate::mtls::mode_for`] resolves a workload's mode).
     pub peer_authentication: Vec<crate::mtls::PeerAuthPolicy>,
     /// The inbound side's virtual host (every request on the inbound listener goes to
@@ -229,7 +231,7 @@ pub enum Action {
     Direct { status: StatusCode, body: bytes::Bytes },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WeightedClusters {
     pub targets: Vec<WeightedTarget>,
     /// Running sums of weights, for a pick by one random number.
@@ -256,7 +258,7 @@ impl WeightedClusters {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WeightedTarget {
     pub cluster: ClusterChoice,
     pub weight: u32,
@@ -344,6 +346,31 @@ pub struct ClusterSpec {
     /// The ServiceEntry's `subjectAltNames`: the identities its endpoints must prove over
     /// mTLS (auto mTLS and `ISTIO_MUTUAL` verify the peer against them).
     pub subject_alt_names: Vec<String>,
+    /// Slow start for endpoints added to the cluster (`loadBalancer.warmup`).
+    pub warmup: Option<Warmup>,
+}
+
+/// Slow start, Envoy's: an endpoint added to a running cluster gets, `t` after it was
+/// added, the share `weight × max(minimum, (t / window)^(1 / aggression))` until `window`
+/// has passed. Applies to ROUND_ROBIN and LEAST_REQUEST (as in Envoy).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Warmup {
+    pub window: Duration,
+    /// 0 to 1.
+    pub minimum: f64,
+    /// Greater than 0.
+    pub aggression: f64,
+}
+
+impl Warmup {
+    /// The share of its weight an endpoint added `age` ago gets (1: warmed up).
+    pub fn factor(&self, age: Duration) -> f64 {
+        if age >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let t = age.as_secs_f64() / self.window.as_secs_f64();
+        t.powf(1.0 / self.aggression).max(self.minimum).min(1.0)
+    }
 }
 
 /// Locality-aware balancing. Istio turns failover on by default once the
@@ -419,6 +446,9 @@ pub struct PoolSettings {
     pub max_requests_per_connection: u32,
     pub max_connection_duration: Option<Duration>,
     pub keepalive: Option<Keepalive>,
+    /// HTTP/2 PINGs on upstream connections (`http2KeepAlive`): (interval, timeout);
+    /// none: a PING every 30 s while streams are open, 20 s to answer (hyper's default).
+    pub h2_keepalive: Option<(Duration, Duration)>,
     pub protocol: UpstreamProtocol,
     /// DestinationRule `tls`: TLS originated on every connection (none for `DISABLE`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -477,6 +507,7 @@ impl Default for PoolSettings {
             max_requests_per_connection: 0,
             max_connection_duration: None,
             keepalive: None,
+            h2_keepalive: None,
             protocol: UpstreamProtocol::Http1,
             tls: None,
             tls_set: false,

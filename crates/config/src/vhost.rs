@@ -14,13 +14,21 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
     if vs.hosts.is_empty() {
         ctx.err(r, "spec.hosts", "at least one host is required");
     }
+    check_hosts(r, vs, ctx);
     let mut routes = Vec::with_capacity(vs.http.len());
     for (i, h) in vs.http.iter().enumerate() {
-        if let Some(rt) = compile_route(r, h, &format!("spec.http[{i}]"), i, ctx) {
+        let path = format!("spec.http[{i}]");
+        if let Some(d) = &h.delegate {
+            for (dr, dh, dpath, k) in crate::delegate::expand(r, h, d, &path, ctx) {
+                if let Some(rt) = compile_route(dr, &dh, &dpath, k, ctx) {
+                    routes.push(std::sync::Arc::new(rt));
+                }
+            }
+        } else if let Some(rt) = compile_route(r, h, &path, i, ctx) {
             routes.push(std::sync::Arc::new(rt));
         }
     }
-    if vs.http.is_empty() && vs.tcp.is_none() && vs.tls.is_empty() {
+    if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         ctx.warn(r, "spec.http", "no http routes: requests for these hosts get 404");
     }
     (ctx.diags.errors.len() == errors_before).then(|| VirtualHost {
@@ -31,6 +39,33 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
         compression: Vec::new(),
         response_cache: Vec::new(),
     })
+}
+
+/// Istio's rules on a VirtualService's hosts: `*` only for one bound to gateways alone
+/// (never the sidecars' `mesh`), and no two hosts that overlap (`a.com` twice, or
+/// `*.com` beside `*.foo.com`).
+fn check_hosts(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) {
+    let for_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+    for (i, h) in vs.hosts.iter().enumerate() {
+        if h == "*" && for_mesh {
+            ctx.err(
+                r,
+                format!("spec.hosts[{i}]"),
+                "the wildcard host * is not allowed for a VirtualService bound to the mesh (sidecars): name the hosts, or bind it to gateways",
+            );
+        }
+        for (j, other) in vs.hosts.iter().enumerate().skip(i + 1) {
+            if hosts_overlap(&h.to_ascii_lowercase(), &other.to_ascii_lowercase()) {
+                ctx.err(r, format!("spec.hosts[{j}]"), format!("duplicate hosts in the VirtualService: {h:?} and {other:?}"));
+            }
+        }
+    }
+}
+
+/// Whether two host patterns overlap (one equals or covers the other).
+fn hosts_overlap(a: &str, b: &str) -> bool {
+    let covers = |w: &str, h: &str| w.strip_prefix('*').is_some_and(|suffix| h.ends_with(suffix));
+    a == b || covers(a, b) || covers(b, a)
 }
 
 fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mut Ctx<'_>) -> Option<Route> {

@@ -110,7 +110,7 @@ fn hostile_specs_are_refused_naming_the_field() {
     let cases = [
         ("spec: {action: DENY, provider: {name: x}}", "spec.provider"),
         ("spec: {rules: [{from: [{source: {ipBlocks: [\"1.2.3.4/99\"]}}]}]}", "spec.rules[0].from[0].source.ipBlocks[0]"),
-        ("spec: {rules: [{to: [{operation: {paths: [\"/a/{**}/b\"]}}]}]}", "spec.rules[0].to[0].operation.paths[0]"),
+        ("spec: {rules: [{to: [{operation: {paths: [\"/a/{**}/{*}\"]}}]}]}", "spec.rules[0].to[0].operation.paths[0]"),
         ("spec: {rules: [{when: [{key: \"request.auth.claims[]\", values: [x]}]}]}", "spec.rules[0].when[0].key"),
         ("spec: {selector: {matchLabels: {app: x}}, targetRef: {kind: Service, name: x}}", "spec.selector"),
         ("spec: {targetRefs: [{kind: Gateway, name: gw}]}", "spec.targetRefs[0].kind"),

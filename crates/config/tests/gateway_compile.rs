@@ -235,3 +235,18 @@ fn export_to_applies_to_the_gateway_namespace() {
         assert_eq!(snap.vhost("httpbin.example.com").is_some(), served, "exportTo {export}");
     }
 }
+
+/// A gateway listens where its Gateways say: no listener for a ServiceEntry's opaque TCP
+/// port, as a sidecar has.
+#[test]
+fn a_gateway_opens_no_sidecar_tcp_listeners() {
+    let tcp = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db}\nspec:\n  hosts: [db.example.com]\n  resolution: STATIC\n  ports: [{number: 27017, name: mongo, protocol: MONGO}]\n  endpoints: [{address: 10.0.0.9}]\n";
+    let yaml =
+        format!("{}{}{SERVICES}{tcp}", gateway("{istio: ingressgateway}", HTTP_SERVER), vs("[httpbin.example.com]", "[httpbin-gateway]"));
+    let (_, sidecar, diags) = build_str("gw.yaml", &yaml);
+    assert!(diags.is_ok(), "{diags}");
+    assert!(!sidecar.tcp_listeners.is_empty(), "the sidecar's");
+    let (_, gw, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    assert!(diags.is_ok(), "{diags}");
+    assert!(gw.tcp_listeners.is_empty());
+}

@@ -71,12 +71,21 @@ fn hostile_peer_authentications_are_refused_naming_the_field() {
         ),
         ("  selector: {matchLabels: {app: x}}\n  portLevelMtls: {\"99999\": {mode: DISABLE}}\n", "spec.portLevelMtls[\"99999\"]"),
         ("  selector: {matchLabels: {app: x}}\n  portLevelMtls: {\"http\": {mode: DISABLE}}\n", "spec.portLevelMtls[\"http\"]"),
-        ("  selector: {matchLabels: {}}\n", "spec.selector.matchLabels: at least one label"),
+        ("  selector: {matchLabels: {app: x}}\n  portLevelMtls: {}\n", "spec.portLevelMtls: at least one port"),
         ("  selector: {matchLabels: {\"bad key!\": x}}\n", "spec.selector.matchLabels[\"bad key!\"]"),
     ] {
         let (_, _, diags) = weft_config::build_str("pa.yaml", &format!("{head}{spec}"));
         let text = diags.to_string();
         assert!(!diags.is_ok() && text.contains(want), "{spec:?}: {text}");
+    }
+    // Istio's "weird but valid" empty selector: a workload-level policy for every
+    // workload of the namespace.
+    let (_, snap, diags) = weft_config::build_str("pa.yaml", &format!("{head}  selector: {{}}\n  mtls: {{mode: DISABLE}}\n"));
+    assert!(diags.is_ok(), "{diags}");
+    let ns_wide = format!("---\n{head}  mtls: {{mode: STRICT}}\n").replace("name: p,", "name: q,");
+    let (_, snap2, _) = weft_config::build_str("pa.yaml", &format!("{head}  selector: {{}}\n  mtls: {{mode: DISABLE}}\n{ns_wide}"));
+    for s in [&snap, &snap2] {
+        assert_eq!(mode_for(&s.peer_authentication, "bar", &labels(&[("app", "any")]), 80), MtlsMode::Disable);
     }
     let (_, _, diags) = weft_config::build_str(
         "pa.yaml",

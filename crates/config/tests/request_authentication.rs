@@ -21,7 +21,7 @@ fn bad_jwt_rules_are_errors_with_field_paths() {
     let text = ra(
         "jwt",
         "",
-        "  - {jwks: '{\"keys\": 1}'}\n  - {issuer: a, jwksUri: 'file:///etc/keys'}\n  - {issuer: b, jwksUri: 'https://keys.example/jwks', fromHeaders: [{name: 'bad name'}], outputClaimToHeaders: [{header: '', claim: sub}]}\n  - {issuer: c}\n",
+        "  - {jwks: '{\"keys\": 1}'}\n  - {issuer: a, jwksUri: 'file:///etc/keys'}\n  - {issuer: b, jwksUri: 'https://keys.example/jwks', fromHeaders: [{name: 'bad name'}], outputClaimToHeaders: [{header: '', claim: sub}]}\n  - {issuer: c@example}\n  - {issuer: d, audiences: [''], presence: MANDATORY, spaceDelimitedClaims: ['', a..b]}\n",
     );
     let errs = errors(&text);
     let paths: Vec<&str> = errs.iter().map(|e| e.split(": ").nth(2).unwrap_or_default()).collect();
@@ -34,10 +34,16 @@ fn bad_jwt_rules_are_errors_with_field_paths() {
             "spec.jwtRules[2].fromHeaders[0].name",
             "spec.jwtRules[2].outputClaimToHeaders[0].header",
             "spec.jwtRules[3].jwksUri",
+            "spec.jwtRules[4].audiences[0]",
+            "spec.jwtRules[4].spaceDelimitedClaims[0]",
+            "spec.jwtRules[4].spaceDelimitedClaims[1]",
+            "spec.jwtRules[4].presence",
         ],
         "{errs:#?}"
     );
-    assert!(errs[5].contains("OpenID Connect"), "{}", errs[5]);
+    assert!(errs[5].contains("discover its keys"), "{}", errs[5]);
+    // An issuer alone is fine: its keys are discovered (OpenID Connect), as Istio does.
+    assert!(errors(&ra("ok", "", "  - {issuer: example.com}\n  - {issuer: 'https://accounts.example'}\n")).is_empty());
 }
 
 #[test]

@@ -248,12 +248,16 @@ impl Index {
 
     fn in_scope(&self, d: &Doc, scope: Option<&Scope>) -> bool {
         let Some(s) = scope else { return true };
-        // Workload policies and Gateways name no service host: every proxy gets them and
-        // picks what selects it (a gateway, its Gateways; a sidecar, none).
+        // Workload policies, WorkloadEntries and Gateways name no service host: every
+        // proxy gets them and picks what selects it (a gateway, its Gateways).
         if matches!(
             d.kind.as_str(),
-            "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" | "ExtensionProvider" | "Gateway"
+            "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" | "ExtensionProvider" | "WorkloadEntry" | "Gateway"
         ) {
+            return true;
+        }
+        // A delegate VirtualService (no hosts) is used through its root's hosts.
+        if d.kind == "VirtualService" && d.hosts.is_empty() {
             return true;
         }
         d.hosts.iter().any(|h| s.wanted.contains(h) || s.sidecar.admits(&s.namespace, &d.namespace, h))

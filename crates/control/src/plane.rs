@@ -16,7 +16,7 @@ const CONFIG: &str = "config/";
 const REGISTRY: &str = "registry/";
 
 /// The kinds `weft get` and `weft delete` know, with their short names.
-const KINDS: [(&str, &[&str]); 13] = [
+const KINDS: [(&str, &[&str]); 14] = [
     ("Sidecar", &["sidecars"]),
     ("ServiceEntry", &["se", "serviceentries"]),
     ("DestinationRule", &["dr", "destinationrules"]),
@@ -30,6 +30,7 @@ const KINDS: [(&str, &[&str]); 13] = [
     ("AuthorizationPolicy", &["ap", "authorizationpolicies"]),
     ("RequestAuthentication", &["ra", "requestauthentications"]),
     ("ExtensionProvider", &["extensionproviders"]),
+    ("WorkloadEntry", &["we", "workloadentries"]),
 ];
 
 /// `kind` as the store spells it (case-insensitive, short names and plurals too).

@@ -60,6 +60,12 @@ impl Breaker {
         Breaker { limits, active: AtomicU32::new(0), pending: AtomicU32::new(0), retries: AtomicU32::new(0), connections }
     }
 
+    /// A slot for one TCP connection (`maxConnections`), held while it is open; `None`
+    /// when all are taken.
+    pub fn tcp_connection(&self) -> Option<OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
+    }
+
     /// Whether retries are limited at all (`maxRetries` or a retry budget).
     pub fn limits_retries(&self) -> bool {
         self.limits.max_retries != u32::MAX || self.limits.retry_budget.is_some()

@@ -48,6 +48,9 @@ pub struct Endpoint {
     pub health: outlier::State,
     /// Active health checking (HealthCheck); healthy until a check says otherwise.
     pub checked: weft_resilience::health::Checked,
+    /// When it joined a running cluster ([`now_ns`]), for slow start; 0: it was there
+    /// when the cluster was made (no slow start, as in Envoy).
+    pub added_ns: u64,
 }
 
 impl HasLoad for Endpoint {
@@ -126,6 +129,26 @@ pub fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
+/// A pick under slow start: an endpoint still warming up is kept with the probability
+/// of its warm-up factor, else the balancer picks again (twice at most; the last pick
+/// stands). With random picks this gives each endpoint its weight × factor share.
+fn slow_start(w: &weft_config::Warmup, eps: &[Arc<Endpoint>], pick: impl Fn() -> Option<usize>) -> Option<usize> {
+    let now = now_ns();
+    let mut i = pick()?;
+    for _ in 0..2 {
+        let added = eps[i].added_ns;
+        if added == 0 {
+            return Some(i);
+        }
+        let factor = w.factor(std::time::Duration::from_nanos(now.saturating_sub(added)));
+        if factor >= 1.0 || fastrand::f64() < factor {
+            return Some(i);
+        }
+        i = pick()?;
+    }
+    Some(i)
+}
+
 impl Cluster {
     /// Builds a cluster, keeping the live state of endpoints that `prev` already had
     /// (same cluster, address and pool settings), so a reload keeps warm connections.
@@ -146,11 +169,18 @@ impl Cluster {
             version: spec.subset.clone().unwrap_or_else(|| "unknown".into()),
             inbound: spec.name.starts_with(weft_config::inbound::INBOUND_PREFIX),
         });
+        // A cluster the previous config had: endpoints new to it are in slow start.
+        let running = prev.keys().any(|(c, _)| *c == spec.name);
         let endpoints: Vec<Arc<Endpoint>> = spec
             .endpoints
             .iter()
             .map(|e| {
                 let id = e.authority();
+                let added_ns = match prev.get(&(spec.name.clone(), id.clone())) {
+                    Some(old) => old.added_ns,
+                    None if running => now_ns(),
+                    None => 0,
+                };
                 let pool = mesh.and_then(|m| m.endpoint(spec, e)).unwrap_or_else(|| spec.pool.clone());
                 if let Some(old) = prev.get(&(spec.name.clone(), id.clone())) {
                     if old.pool_settings == pool && old.spec == *e && old.pools.len() == workers && old.outlier == spec.outlier {
@@ -177,6 +207,7 @@ impl Cluster {
                     outlier: spec.outlier,
                     health: outlier::State::default(),
                     checked: Default::default(),
+                    added_ns,
                 })
             })
             .collect();
@@ -354,7 +385,10 @@ impl Cluster {
     fn pick_in(&self, balancer: &Balancer, eps: &[Arc<Endpoint>], map: Option<&[usize]>, hash: Option<u64>, panic: bool) -> Option<usize> {
         let idx = |k: usize| map.map_or(k, |m| m[k]);
         let pick = || balancer.pick(&PickCtx { hash, loads: eps });
-        let i = pick()?;
+        let i = match &self.spec.warmup {
+            None => pick()?,
+            Some(w) => slow_start(w, eps, pick)?,
+        };
         if panic || (self.spec.outlier.is_none() && eps[i].checked.is_healthy()) {
             return Some(idx(i));
         }

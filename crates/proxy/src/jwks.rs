@@ -89,7 +89,7 @@ impl RemoteKeys for RemoteJwks {
 async fn keep_fresh(uri: Uri, timeout: Duration, cache: Arc<JwksCache>, metrics: &'static weft_telemetry::Metrics) {
     let mut retry = FIRST_RETRY;
     loop {
-        let fetched = match tokio::time::timeout(timeout, fetch(&uri)).await {
+        let fetched = match tokio::time::timeout(timeout, fetch_keys(&uri)).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {timeout:?}")),
         };
@@ -111,6 +111,22 @@ async fn keep_fresh(uri: Uri, timeout: Duration, cache: Arc<JwksCache>, metrics:
         };
         tokio::time::sleep(wait).await;
     }
+}
+
+/// The JWKS `uri` names: itself, or, for an issuer's OpenID configuration (a rule
+/// without `jwks` or `jwksUri`), the `jwks_uri` it names.
+async fn fetch_keys(uri: &Uri) -> Result<String, String> {
+    if !uri.path().ends_with(weft_authz::jwt::OPENID_CONFIGURATION) {
+        return fetch(uri).await;
+    }
+    let doc = fetch(uri).await.map_err(|e| format!("OpenID configuration: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&doc).map_err(|e| format!("OpenID configuration: {e}"))?;
+    let jwks = v.get("jwks_uri").and_then(|j| j.as_str()).ok_or("the OpenID configuration names no jwks_uri")?;
+    let parsed: Uri = jwks.parse().map_err(|_| format!("jwks_uri {:?} is not a URL", weft_api::truncate(jwks, 128)))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+        return Err(format!("jwks_uri {:?} is not an http(s) URL", weft_api::truncate(jwks, 128)));
+    }
+    fetch(&parsed).await.map_err(|e| format!("{jwks}: {e}"))
 }
 
 /// One GET of `uri`: the body of a 2xx answer, at most [`MAX_JWKS_BYTES`].

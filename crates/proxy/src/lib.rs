@@ -46,6 +46,7 @@ mod run;
 pub mod server;
 pub mod sni;
 pub mod state;
+pub mod tcp;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tls_origin;

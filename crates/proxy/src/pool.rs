@@ -213,7 +213,12 @@ async fn open_h2(ep: &Arc<Endpoint>, pool: &Pool) -> Result<Arc<H2Conn>, Upstrea
     let io = TokioIo::new(connect(ep).await?);
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(hyper_util::rt::TokioTimer::new());
-    b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false);
+    match ep.pool_settings.h2_keepalive {
+        // `http2KeepAlive`: PINGs on the connection, idle or not; no answer in `timeout`
+        // closes it (its requests fail and are retried by policy).
+        Some((interval, timeout)) => b.keep_alive_interval(interval).keep_alive_timeout(timeout).keep_alive_while_idle(true),
+        None => b.keep_alive_interval(Duration::from_secs(30)).keep_alive_while_idle(false),
+    };
     let (tx, conn) = b.handshake(io).await.map_err(UpstreamError::from_hyper)?;
     drive(ep, conn);
     let c = Arc::new(H2Conn { tx, streams: AtomicU32::new(0), born: Instant::now() });

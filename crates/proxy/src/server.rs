@@ -63,6 +63,13 @@ pub fn run_worker(
     rt.block_on(async move {
         let builder: &'static auto::Builder<TokioExecutor> = Box::leak(Box::new(builder(shared)));
         let graceful = GracefulShutdown::new();
+        // Worker 0 also keeps the listeners of opaque TCP service ports (crate::tcp).
+        let listen_ip = listener.local_addr().map(|a| a.ip());
+        let tcp = async {
+            if let (0, Ok(ip)) = (worker, listen_ip) {
+                crate::tcp::manage(shared, ip, stop.clone()).await;
+            }
+        };
         let outbound = accept_loop(shared, worker, listener, Side::Outbound, builder, &graceful, stop.clone());
         let inbound = async {
             if let Some(l) = inbound {
@@ -74,7 +81,7 @@ pub fn run_worker(
                 accept_loop(shared, worker, l, Side::GatewayTls(0), builder, &graceful, stop.clone()).await;
             }
         };
-        tokio::join!(outbound, inbound, gateway_tls);
+        tokio::join!(outbound, inbound, tcp, gateway_tls);
         // HTTP connections finish their requests; tunnels run on until they end. Both
         // within `drain`.
         let _ = tokio::time::timeout(drain, async {
@@ -185,7 +192,7 @@ pub fn accept_backoff(e: &std::io::Error) -> Option<Duration> {
 
 /// Whether the proxy already holds `--max-connections` client connections (across its
 /// workers; a race between workers may let a few more in).
-fn over_limit(shared: &Shared) -> bool {
+pub(crate) fn over_limit(shared: &Shared) -> bool {
     shared.max_connections > 0
         && shared.metrics.counters.downstream_connections_active.load(Ordering::Relaxed) >= shared.max_connections as u64
 }

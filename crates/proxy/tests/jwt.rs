@@ -121,6 +121,19 @@ async fn a_policy_requiring_a_token_sees_who_presented_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn presence_required_refuses_requests_without_a_token() {
+    let key = TestKey::rsa("rsa-1");
+    let net = Network::new();
+    let h = httpbin(&net, &config(&format!("jwks: '{}'", jwks(&[&key])), "    presence: REQUIRED\n"));
+    let mut c = h.connect_inbound().await;
+    // Even where the policy asks for none: Istio's `presence: REQUIRED`.
+    let r = c.send(get("/public", None)).await;
+    assert_eq!(r.status.as_u16(), 401);
+    assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+    assert_eq!(c.send(get("/public", Some(&token(&key, now() + 3600)))).await.status.as_u16(), 200);
+}
+
+#[tokio::test(start_paused = true)]
 async fn forward_original_token_keeps_it_and_grpc_gets_unauthenticated() {
     let key = TestKey::es256("ec-1");
     let net = Network::new();
@@ -208,7 +221,12 @@ async fn answer_jwks<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         return;
     }
     counts.fetches.fetch_add(1, Ordering::SeqCst);
-    let (status, body) = state.lock().unwrap().clone();
+    let (status, mut body) = state.lock().unwrap().clone();
+    if head.starts_with("GET /.well-known/openid-configuration ") {
+        // The issuer's OpenID configuration names its keys' URL on this server.
+        let host = head.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("").trim();
+        body = format!(r#"{{"issuer":"http://{host}","jwks_uri":"http://{host}/keys"}}"#);
+    }
     let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
     let _ = sock.write_all(resp.as_bytes()).await;
     let _ = sock.shutdown().await;
@@ -357,4 +375,21 @@ fn keys_are_fetched_for_a_config_built_outside_any_runtime() {
     let h = httpbin(&net, &config(&server.uri("/jwks"), ""));
     let good = token(&key, now() + 3600);
     rt.block_on(eventually("the keys fetched", || async { status(&h, &good).await == 200 }));
+}
+
+#[tokio::test]
+async fn without_jwks_or_jwks_uri_the_keys_are_discovered_from_the_issuer() {
+    // Istio's behaviour for a rule with only an issuer: OpenID Connect discovery.
+    let key = TestKey::es256("ec-1");
+    let server = JwksServer::start(None).await;
+    *server.state.lock().unwrap() = (200, jwks(&[&key]));
+    let issuer = format!("http://127.0.0.1:{}", server.port);
+    let yaml = config("", "").replace(&format!("issuer: \"{ISS}\""), &format!("issuer: \"{issuer}\""));
+    let net = Network::new();
+    let h = httpbin(&net, &yaml);
+    let good = key.sign(&json!({"iss": issuer, "sub": "me", "exp": now() + 3600}));
+    eventually("the discovered keys verify the token", || async { status(&h, &good).await == 200 }).await;
+    assert_eq!(server.fetches.load(Ordering::SeqCst), 2, "the configuration, then the keys it names");
+    let forged = TestKey::es256("ec-1").sign(&json!({"iss": issuer, "sub": "me", "exp": now() + 3600}));
+    assert_eq!(status(&h, &forged).await, 401);
 }

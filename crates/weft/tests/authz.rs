@@ -147,7 +147,7 @@ spec:
   provider: {name: sample-ext-authz-http}
   rules:
   - from: [{source: {ipBlocks: ["10.0.0.0/33"]}}]
-    to: [{operation: {paths: ["/a/{**}/b"]}}]
+    to: [{operation: {paths: ["/a/{**}/{*}"]}}]
     when: [{key: "request.headers[x\ny]", values: ["v"]}]
 ---
 apiVersion: security.istio.io/v1

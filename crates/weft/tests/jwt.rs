@@ -112,7 +112,7 @@ spec:
   jwtRules:
   - jwks: "{not json"
     fromHeaders: [{name: "x y"}]
-  - issuer: b
+  - issuer: b@example
   - issuer: c
     jwksUri: "ftp://keys.example/jwks"
 "#;

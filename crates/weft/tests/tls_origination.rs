@@ -370,7 +370,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: by-sni}}
 spec:
-  hosts: [secure.test, \"*.test\"]
+  hosts: [\"*.test\"]
   tls:
   - match: [{{sniHosts: [secure.test]}}]
     route: [{{destination: {{host: a.internal}}}}]

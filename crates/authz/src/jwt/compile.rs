@@ -9,6 +9,10 @@ use super::keys::KeySet;
 use super::locate::Location;
 use crate::spec::{JwtRule, RequestAuthentication};
 
+/// The path, under the issuer, of its OpenID Connect configuration: a remote key source
+/// ending with it is discovered (its `jwks_uri` fetched), not read as a JWKS.
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+
 /// Istio's default for fetching a `jwksUri`.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,6 +43,10 @@ pub struct CompiledRule {
     pub output_payload_to_header: Option<HeaderName>,
     pub output_claim_to_headers: Vec<ClaimHeader>,
     pub forward_original_token: bool,
+    /// `spaceDelimitedClaims`, each as a path.
+    pub space_delimited: Vec<Vec<String>>,
+    /// `presence: REQUIRED`.
+    pub required: bool,
     /// The rule as written (two compiled rules are the same when these are).
     pub source: JwtRule,
 }
@@ -117,8 +125,31 @@ fn compile_rule(rule: &JwtRule, err: &mut impl FnMut(&str, String)) -> Option<Co
             output_claim_to_headers.push(ClaimHeader { header, claim: c.claim.split('.').map(str::to_owned).collect() });
         }
     }
+    for (j, a) in rule.audiences.iter().enumerate() {
+        if a.is_empty() {
+            fail(&format!("audiences[{j}]"), "must not be empty".into());
+        }
+    }
+    for (j, c) in rule.space_delimited_claims.iter().enumerate() {
+        if c.is_empty() || c.split('.').any(str::is_empty) {
+            fail(&format!("spaceDelimitedClaims[{j}]"), format!("{:?} is no claim name", cut(c)));
+        }
+    }
+    if rule.space_delimited_claims.len() > 64 {
+        fail("spaceDelimitedClaims", "at most 64 claims".into());
+    }
+    let required = match rule.presence.as_deref() {
+        None | Some("OPTIONAL") => false,
+        Some("REQUIRED") => true,
+        Some(other) => {
+            fail("presence", format!("unknown value {:?} (expected OPTIONAL or REQUIRED)", cut(other)));
+            false
+        }
+    };
     let keys = keys?;
     ok.then(|| CompiledRule {
+        space_delimited: rule.space_delimited_claims.iter().map(|c| c.split('.').map(str::to_owned).collect()).collect(),
+        required,
         issuer: rule.issuer.clone(),
         audiences: rule.audiences.clone(),
         keys,
@@ -137,9 +168,28 @@ fn key_source(rule: &JwtRule, fail: &mut impl FnMut(&str, String)) -> Option<Key
     match (&rule.jwks, &rule.jwks_uri) {
         (Some(jwks), _) => KeySet::parse(jwks).map(KeySource::Inline).map_err(|e| fail("jwks", e)).ok(),
         (None, Some(_)) => remote,
+        // OpenID Connect discovery, as Istio does: the issuer's
+        // `/.well-known/openid-configuration` names the `jwks_uri` (an issuer written
+        // without a scheme is taken as https://).
         (None, None) => {
-            fail("jwksUri", "one of jwks and jwksUri is needed (weft does not discover keys through OpenID Connect)".into());
-            None
+            let base = match rule.issuer.starts_with("http://") || rule.issuer.starts_with("https://") {
+                true => rule.issuer.trim_end_matches('/').to_owned(),
+                false => format!("https://{}", rule.issuer.trim_end_matches('/')),
+            };
+            let uri = format!("{base}{OPENID_CONFIGURATION}");
+            // (An issuer with user info, `testing@secure.istio.io`, names no server.)
+            let mut bad = rule.issuer.contains('@');
+            let source = remote_source(&uri, rule.timeout.as_deref(), &mut |f, m| {
+                bad |= f == "jwksUri";
+                if f != "jwksUri" {
+                    fail(f, m)
+                }
+            });
+            if bad {
+                fail("jwksUri", format!("needed: the issuer {:?} gives no URL to discover its keys from", cut(&rule.issuer)));
+                return None;
+            }
+            source
         }
     }
 }

@@ -26,7 +26,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use compile::{compile, Authenticator, ClaimHeader, CompiledRule, KeySource};
+pub use compile::{compile, Authenticator, ClaimHeader, CompiledRule, KeySource, OPENID_CONFIGURATION};
 pub use keys::{JwksCache, Key, KeySet};
 pub use locate::{Location, TokenSources};
 pub use verify::{Outcome, RemoteKeys, MAX_TOKEN_BYTES};
@@ -51,6 +51,8 @@ pub enum JwtError {
     NoMatchingKey,
     #[error("the token's signature does not verify")]
     BadSignature,
+    #[error("a token is required (presence: REQUIRED)")]
+    Missing,
     #[error("the token has expired")]
     Expired,
     #[error("the token is not valid yet (nbf)")]

@@ -376,3 +376,36 @@ proptest! {
         prop_assert_eq!(verify(a, &t).is_ok(), t == *good);
     }
 }
+
+#[test]
+fn presence_required_refuses_a_request_without_a_token() {
+    let k = TestKey::es256("k");
+    let no_token = HeaderMap::new();
+    let req = TokenSources { headers: &no_token, query: None };
+    let optional = authn(vec![rule(&jwks(&[&k]))]);
+    assert!(matches!(optional.authenticate(&req, NOW, &()), Outcome::NoToken));
+    let required = authn(vec![JwtRule { presence: Some("REQUIRED".into()), ..rule(&jwks(&[&k])) }]);
+    assert!(matches!(required.authenticate(&req, NOW, &()), Outcome::Refused(JwtError::Missing)));
+    // With a good token it verifies as before.
+    let mut h = HeaderMap::new();
+    h.insert("authorization", HeaderValue::from_str(&format!("Bearer {}", k.sign(&claims()))).unwrap());
+    assert!(matches!(required.authenticate(&TokenSources { headers: &h, query: None }, NOW, &()), Outcome::Verified { .. }));
+}
+
+#[test]
+fn space_delimited_claims_become_lists() {
+    let k = TestKey::es256("k");
+    let r =
+        JwtRule { space_delimited_claims: vec!["scope".into(), "provider.login.scope".into(), "dotted.name".into()], ..rule(&jwks(&[&k])) };
+    let a = authn(vec![r]);
+    let mut c = claims();
+    c["scope"] = json!("read  write admin");
+    c["provider"] = json!({"login": {"scope": "openid email"}});
+    c["dotted.name"] = json!("a b");
+    c["other"] = json!("x y");
+    let jwt = verify(&a, &k.sign(&c)).unwrap();
+    assert_eq!(jwt.claims["scope"], json!(["read", "write", "admin"]));
+    assert_eq!(jwt.claims["provider"]["login"]["scope"], json!(["openid", "email"]));
+    assert_eq!(jwt.claims["dotted.name"], json!(["a", "b"]));
+    assert_eq!(jwt.claims["other"], json!("x y"), "only the claims named are split");
+}

@@ -57,7 +57,13 @@ impl Authenticator {
     /// (seconds since the Unix epoch).
     pub fn authenticate<'r, 'q>(&'r self, req: &TokenSources<'q>, now: u64, remote: &dyn RemoteKeys) -> Outcome<'r, 'q> {
         let found = self.rules.iter().flat_map(|r| r.locations.iter()).find_map(|loc| Some((loc, loc.find(req)?)));
-        let Some((location, token)) = found else { return Outcome::NoToken };
+        let Some((location, token)) = found else {
+            // (Istio's `presence: REQUIRED` on any rule: no token is a 401.)
+            if self.rules.iter().any(|r| r.required) {
+                return Outcome::Refused(JwtError::Missing);
+            }
+            return Outcome::NoToken;
+        };
         let candidates = self.rules.iter().filter(|r| r.locations.contains(location));
         match verify_any(token, candidates.map(|r| &**r), now, remote) {
             Ok((jwt, rule)) => {
@@ -120,7 +126,9 @@ fn verify_any<'r>(
             Ok(()) => {
                 let sub = parsed.claims.get("sub").and_then(Value::as_str).unwrap_or_default();
                 let principal = format!("{iss}/{sub}");
-                return Ok((VerifiedJwt { principal, claims: parsed.claims }, rule));
+                let mut claims = parsed.claims;
+                split_space_delimited(&mut claims, &rule.space_delimited);
+                return Ok((VerifiedJwt { principal, claims }, rule));
             }
             Err(e) => last = e,
         }
@@ -191,5 +199,22 @@ fn check_audience(claims: &Value, audiences: &[String]) -> Result<(), JwtError> 
         Some(Value::Array(list)) => list.iter().any(accepted).then_some(()).ok_or(JwtError::Audience),
         None => Err(JwtError::Audience),
         Some(_) => Err(JwtError::BadClaim),
+    }
+}
+
+/// `spaceDelimitedClaims`: each named claim holding a string becomes the list of its
+/// space-separated words (a claim literally named `a.b` first, else `b` inside `a`).
+fn split_space_delimited(claims: &mut Value, paths: &[Vec<String>]) {
+    for path in paths {
+        let literal = path.join(".");
+        let slot = match claims.get(&literal) {
+            Some(_) => claims.get_mut(&literal),
+            None => path.iter().try_fold(&mut *claims, |v, k| v.get_mut(k)),
+        };
+        if let Some(v) = slot {
+            if let Some(s) = v.as_str() {
+                *v = Value::Array(s.split_whitespace().map(|w| Value::String(w.to_owned())).collect());
+            }
+        }
     }
 }

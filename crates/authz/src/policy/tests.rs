@@ -208,7 +208,7 @@ fn validation_names_each_field() {
     assert_eq!(e[0].0, "spec.rules[0].from[0].source.ipBlocks[0]");
     let e = errors(json!({"rules": [{"from": [{"source": {"notIpBlocks": ["nope"]}}]}]}));
     assert_eq!(e[0].0, "spec.rules[0].from[0].source.notIpBlocks[0]");
-    let e = errors(json!({"rules": [{"to": [{"operation": {"paths": ["/a/{**}/b"]}}]}]}));
+    let e = errors(json!({"rules": [{"to": [{"operation": {"paths": ["/a/{**}/{*}"]}}]}]}));
     assert_eq!(e[0].0, "spec.rules[0].to[0].operation.paths[0]");
     let e = errors(json!({"rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}));
     assert_eq!(e[0].0, "spec.rules[0].to[0].operation.ports[0]");
@@ -293,4 +293,46 @@ fn dry_run_policies_report_what_they_would_decide() {
     let c = p.check(&Req::new("POST", "/x").attrs());
     assert_eq!((c.decision, c.dry_run), (Decision::Allow, Some(Decision::NotAllowed)));
     assert_eq!(Policies::default().check(&Req::new("GET", "/").attrs()).dry_run, None);
+}
+
+#[test]
+fn service_accounts_and_trust_domains_of_the_peer() {
+    // Istio's newer Source fields: `ns/sa` (or `sa` in the policy's namespace) whatever
+    // the trust domain; the trust domain on its own.
+    let by_sa = policy("foo/p", json!({"action": "ALLOW", "rules": [{"from": [{"source": {"serviceAccounts": ["sleep", "bar/curl"]}}]}]}));
+    let set = Policies::from_compiled([by_sa]);
+    let mut r = Req::new("GET", "/");
+    assert!(decide(&set, &r), "foo/sleep, the policy's namespace");
+    r.principal = Some("other.domain/ns/bar/sa/curl");
+    assert!(decide(&set, &r), "bar/curl in another trust domain");
+    for p in ["cluster.local/ns/bar/sa/sleep", "cluster.local/ns/foo/sa/sleepy", "cluster.local/ns/foo/sa/sleep/extra"] {
+        r.principal = Some(p);
+        assert_eq!(decide(&set, &r), p.ends_with("/extra"), "{p}");
+    }
+    r.principal = None;
+    assert!(!decide(&set, &r), "plaintext: no service account, not allowed");
+
+    let by_td =
+        policy("foo/p", json!({"action": "DENY", "rules": [{"from": [{"source": {"notTrustDomains": ["cluster.local", "corp-*"]}}]}]}));
+    let set = Policies::from_compiled([by_td]);
+    let mut r = Req::new("GET", "/");
+    assert!(decide(&set, &r));
+    r.principal = Some("corp-eu/ns/foo/sa/sleep");
+    assert!(decide(&set, &r));
+    r.principal = Some("evil.example/ns/foo/sa/sleep");
+    assert!(!decide(&set, &r), "a foreign trust domain is denied");
+}
+
+#[test]
+fn service_accounts_are_not_set_with_principals_or_namespaces() {
+    for other in [json!({"principals": ["x"]}), json!({"namespaces": ["bar"]}), json!({"notNamespaces": ["bar"]})] {
+        let mut source = json!({"serviceAccounts": ["bar/sa"]});
+        source.as_object_mut().unwrap().extend(other.as_object().unwrap().clone());
+        let e = errors(json!({"rules": [{"from": [{"source": source}]}]}));
+        assert!(e.iter().any(|(p, m)| p == "spec.rules[0].from[0].source" && m.contains("serviceAccounts")), "{e:?}");
+    }
+    for bad in ["a/b/c", "", "/sa", "ns/", "*", &"x".repeat(400)] {
+        let e = errors(json!({"rules": [{"from": [{"source": {"serviceAccounts": [bad]}}]}]}));
+        assert!(e.iter().any(|(p, _)| p == "spec.rules[0].from[0].source.serviceAccounts[0]"), "{bad:?}: {e:?}");
+    }
 }

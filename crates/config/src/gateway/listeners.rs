@@ -159,7 +159,8 @@ pub(super) fn build(
     let bound: Vec<(&Resource, &crate::istio::VirtualService, usize)> = resources
         .iter()
         .filter_map(|r| match &r.spec {
-            Spec::VirtualService(vs) if view.sees(r) && binding.applies(r, vs) => Some((r, vs)),
+            // (A delegate, with no hosts, is used through its root: no vhost of its own.)
+            Spec::VirtualService(vs) if view.sees(r) && !vs.hosts.is_empty() && binding.applies(r, vs) => Some((r, vs)),
             _ => None,
         })
         .enumerate()
@@ -273,6 +274,9 @@ pub(super) fn build(
             listeners.passthrough.push(r);
         }
     }
+    // A gateway listens where its Gateways' servers say, not on the ServiceEntries'
+    // opaque TCP ports as a sidecar does.
+    snap.tcp_listeners.clear();
     snap.exact_hosts = plain.exact;
     snap.wildcard_hosts = plain.wildcard;
     snap.catch_all = plain.any;

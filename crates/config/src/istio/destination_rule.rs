@@ -149,10 +149,36 @@ pub struct LoadBalancerSettings {
     pub consistent_hash: Option<ConsistentHashLb>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLbSetting>,
+    /// Slow start (older form): the window only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_duration_secs: Option<serde_json::Value>,
+    pub warmup_duration_secs: Option<Dur>,
+    /// Slow start: a new endpoint's share grows over `duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup: Option<serde_json::Value>,
+    pub warmup: Option<WarmupSettings>,
+}
+
+/// `loadBalancer.warmup` (Envoy's slow start).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+    /// The share (percent of its weight) a new endpoint starts with (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_percent: Option<f64>,
+    /// How fast the share grows: (t / duration)^(1 / aggression) (default 1, linear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggression: Option<f64>,
+}
+
+/// `connectionPool.http.http2KeepAlive`: HTTP/2 PINGs on upstream connections.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Http2KeepAlive {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -296,6 +322,8 @@ pub struct HttpSettings {
     pub use_client_protocol: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_streams: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_keep_alive: Option<Http2KeepAlive>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

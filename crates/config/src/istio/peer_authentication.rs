@@ -15,8 +15,9 @@ pub struct PeerAuthentication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<PeerMtls>,
     /// Per workload port (the app's port, as a string key in YAML): overrides `mtls`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub port_level_mtls: BTreeMap<String, PeerMtls>,
+    /// (`None` when omitted: Istio refuses an empty map written out.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_level_mtls: Option<BTreeMap<String, PeerMtls>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -119,6 +119,15 @@ impl Harness {
         Client::over(tls).await.map_err(std::io::Error::other)
     }
 
+    /// A new client connection to the proxy's TCP listener on `local` (a service's TCP
+    /// port, or its VIP and port), served as an accepted socket there is ([`crate::tcp`]).
+    pub fn connect_tcp(&self, local: &str) -> tokio::io::DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(PIPE);
+        let remote = SocketAddr::from(([127, 0, 0, 1], 50000));
+        tokio::spawn(crate::tcp::serve(self.shared, theirs, crate::testing::addr(local), remote));
+        ours
+    }
+
     /// A new client connection as raw bytes (for half-sent heads and the like), served
     /// as [`Harness::connect`]'s.
     pub fn connect_raw(&self) -> tokio::io::DuplexStream {
