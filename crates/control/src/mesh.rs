@@ -89,12 +89,17 @@ pub fn declared_hosts(se: &Value) -> Vec<String> {
 fn doc(v: &Value) -> Doc {
     // (A `Value` always serialises: its map keys are strings.)
     let json = serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned());
-    Doc {
-        json,
-        hosts: hosts_of(v),
-        namespace: v["metadata"]["namespace"].as_str().unwrap_or("default").to_owned(),
-        kind: v["kind"].as_str().unwrap_or("").to_owned(),
+    let namespace = v["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+    let kind = v["kind"].as_str().unwrap_or("").to_owned();
+    let mut hosts = hosts_of(v);
+    if matches!(kind.as_str(), "VirtualService" | "DestinationRule") {
+        // Their short hosts are services of their namespace: a Sidecar naming the FQDN
+        // admits them (the literal form stays, for a ServiceEntry's short host).
+        let resolved: Vec<String> =
+            hosts.iter().filter(|h| weft_config::names::is_short(h)).map(|h| weft_config::names::resolve(h, &namespace)).collect();
+        hosts.extend(resolved);
     }
+    Doc { json, hosts, namespace, kind }
 }
 
 impl Index {
@@ -235,10 +240,14 @@ impl Index {
                 continue;
             }
             let Ok(v) = serde_json::from_str::<Value>(d.json.get()) else { continue };
-            for route in v["spec"]["http"].as_array().into_iter().flatten() {
+            let routes = ["http", "tcp", "tls"].into_iter().flat_map(|k| v["spec"][k].as_array().into_iter().flatten());
+            for route in routes {
                 for dest in route["route"].as_array().into_iter().flatten().chain(std::iter::once(&route["mirror"])) {
                     if let Some(h) = dest["destination"]["host"].as_str().or(dest["host"].as_str()) {
+                        // A short host is the service of the VirtualService's namespace
+                        // (or, literally, a ServiceEntry's short host).
                         wanted.insert(h.to_ascii_lowercase());
+                        wanted.insert(weft_config::names::resolve(h, &d.namespace));
                     }
                 }
             }

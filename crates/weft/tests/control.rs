@@ -429,3 +429,27 @@ fn a_namespace_or_name_holding_framing_text_is_refused_and_proxies_keep_routing(
     let q = follower(&cp, "newcomer");
     assert_eq!(get(q.addr(), "x", "/", &[]).backend(), "x");
 }
+
+#[test]
+fn a_sidecar_scope_takes_in_rules_written_with_short_names() {
+    // Kubernetes-style services, a VirtualService and DestinationRule naming them short
+    // (bookinfo's way), a Sidecar naming the FQDN: the scoped proxy gets all three.
+    let cp = plane();
+    let (v1, v2, other) = (backend("v1", &[]), backend("v2", &[]), backend("other", &[]));
+    let se = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: v1}}}}\n  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: v2}}}}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ratings, namespace: default}}\nspec:\n  hosts: [ratings.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
+        v1.addr.port(),
+        v2.addr.port(),
+        other.addr.port()
+    );
+    let rules = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  subsets: [{name: v2, labels: {version: v2}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews, subset: v2}}]}]\n";
+    let sidecar = "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress: [{hosts: [\"./reviews.default.svc.cluster.local\"]}]\n";
+    let out = cp.apply("mesh.yaml", &(se + rules + sidecar));
+    assert!(out.status.success(), "{}", text(&out));
+    let scoped = follower(&cp, "in-default");
+    wait_until("the scoped proxy routes reviews", || get(scoped.addr(), "reviews", "/", &[]).status == 200);
+    for _ in 0..10 {
+        assert_eq!(get(scoped.addr(), "reviews", "/", &[]).backend(), "v2", "the VirtualService and DestinationRule came with it");
+    }
+    assert_eq!(get(scoped.addr(), "ratings", "/", &[]).status, 404, "ratings is outside the scope");
+}
