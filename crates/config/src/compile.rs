@@ -38,6 +38,8 @@ pub(crate) struct Ctx<'a> {
     pub workloads: Vec<(&'a WorkloadEntry, &'a str)>,
     /// Delegate VirtualServices (no hosts) by (namespace, name).
     pub delegates: HashMap<(String, String), (&'a Resource, &'a VirtualService)>,
+    /// Who applies the routes: a route match's `gateways` are checked against it.
+    pub binding: Binding,
 }
 
 /// Whose view of the mesh a snapshot is compiled for.
@@ -92,6 +94,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         viewer: view.namespace.clone(),
         workloads: Vec::new(),
         delegates: HashMap::new(),
+        binding: binding.clone(),
     };
     for r in resources {
         check_export_to(r, &mut ctx);
@@ -247,7 +250,10 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
     }
     snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     add_alternate_names(&mut snap, &view.namespace);
-    snap.tcp_listeners = crate::tcp_route::listeners(&tcp_vss, &mut ctx);
+    match binding {
+        Binding::Sidecar => snap.tcp_listeners = crate::tcp_route::listeners(&tcp_vss, &mut ctx),
+        Binding::Gateways(_) => snap.gateway_tcp = crate::tcp_route::gateway_routes(&tcp_vss, &mut ctx),
+    }
     for r in seen() {
         match &r.spec {
             Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),

@@ -42,6 +42,16 @@ impl Binding {
         }
     }
 
+    /// Whether a route match's `gateways` (of resource `r`; none: the VirtualService's)
+    /// include this proxy: `mesh` for a sidecar, one of its Gateways for a gateway.
+    pub fn in_match(&self, r: &Resource, gateways: &[String]) -> bool {
+        gateways.is_empty()
+            || match self {
+                Binding::Sidecar => gateways.iter().any(|g| g == "mesh"),
+                Binding::Gateways(names) => gateways.iter().any(|g| names.contains(&qualified(g, namespace_of(r)))),
+            }
+    }
+
     /// Whether `vs` is bound to the Gateway `key` (`namespace/name`).
     pub(crate) fn binds_to(r: &Resource, vs: &VirtualService, key: &str) -> bool {
         vs.gateways.iter().any(|g| qualified(g, namespace_of(r)) == key)

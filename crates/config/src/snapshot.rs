@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub tls_routes: Vec<crate::tls_route::TlsRouteSpec>,
     /// The listeners for opaque TCP service ports, with their `tcp[]` routes.
     pub tcp_listeners: Vec<crate::tcp_route::TcpListenerSpec>,
+    /// A gateway's `tcp[]` routes, until its Gateway servers place them on listeners.
+    pub gateway_tcp: Vec<crate::tcp_route::GatewayTcpRoute>,
     /// PeerAuthentication policies ([`crate::mtls::mode_for`] resolves a workload's mode).
     pub peer_authentication: Vec<crate::mtls::PeerAuthPolicy>,
     /// The inbound side's virtual host (every request on the inbound listener goes to

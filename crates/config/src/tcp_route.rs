@@ -43,7 +43,7 @@ pub struct TcpListenerSpec {
     pub routes: Vec<TcpRouteSpec>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TcpRouteSpec {
     /// `VirtualService/<name> tcp[i]`, or `ServiceEntry/<name>`.
     pub name: String,
@@ -52,7 +52,7 @@ pub struct TcpRouteSpec {
     pub targets: WeightedClusters,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct L4Match {
     pub port: Option<u16>,
     pub subnets: Vec<Cidr>,
@@ -144,6 +144,33 @@ pub(crate) fn listeners<'a>(virtual_services: &[(&'a Resource, &'a VirtualServic
     by_key.into_values().collect()
 }
 
+/// A gateway's `tcp[]` route, before a Gateway server gives it a port to listen on.
+#[derive(Debug, Clone)]
+pub struct GatewayTcpRoute {
+    /// The VirtualService's `namespace/name` and its hosts, resolved.
+    pub virtual_service: (String, String),
+    pub hosts: Vec<String>,
+    pub route: TcpRouteSpec,
+}
+
+/// The `tcp[]` routes of the VirtualServices bound to a gateway, in order.
+pub(crate) fn gateway_routes<'a>(virtual_services: &[(&'a Resource, &'a VirtualService)], ctx: &mut Ctx<'a>) -> Vec<GatewayTcpRoute> {
+    let mut out = Vec::new();
+    for (r, vs) in virtual_services {
+        let hosts: Vec<String> = vs.hosts.iter().map(|h| ctx.resolve(r, h)).collect();
+        for (i, t) in vs.tcp.iter().enumerate() {
+            let Some((matches, targets)) = compile_route(r, t, &format!("spec.tcp[{i}]"), ctx) else { continue };
+            let name = format!("VirtualService/{} tcp[{i}]", r.metadata.name);
+            out.push(GatewayTcpRoute {
+                virtual_service: (crate::names::namespace_of(r).to_owned(), r.metadata.name.clone()),
+                hosts: hosts.clone(),
+                route: TcpRouteSpec { name, matches, targets },
+            });
+        }
+    }
+    out
+}
+
 fn single(cluster: usize) -> WeightedClusters {
     WeightedClusters {
         targets: vec![WeightedTarget {
@@ -185,9 +212,9 @@ fn compile_route(r: &Resource, t: &TcpRoute, path: &str, ctx: &mut Ctx<'_>) -> O
             ctx.err(r, format!("{p}.sourceLabels[{k}]"), e);
         }
         // Matches that cannot hold for a sidecar of this namespace are left out.
-        let for_sidecars = m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh");
+        let for_us = ctx.binding.in_match(r, &m.gateways);
         let same_ns = m.source_namespace.as_ref().is_none_or(|ns| *ns == ctx.viewer);
-        if for_sidecars && same_ns {
+        if for_us && same_ns {
             matches.push(L4Match { port, subnets, source_labels: m.source_labels.clone() });
         } else {
             dropped += 1;

@@ -70,8 +70,18 @@ fn hosts_overlap(a: &str, b: &str) -> bool {
 
 fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mut Ctx<'_>) -> Option<Route> {
     let mut matches = Vec::with_capacity(h.matches.len());
+    let mut elsewhere = 0;
     for (j, m) in h.matches.iter().enumerate() {
-        matches.push(compile_match(r, m, &format!("{path}.match[{j}]"), ctx)?);
+        let compiled = compile_match(r, m, &format!("{path}.match[{j}]"), ctx)?;
+        // A match naming `gateways` is for those only (`mesh`: the sidecars).
+        if ctx.binding.in_match(r, &m.gateways) {
+            matches.push(compiled);
+        } else {
+            elsewhere += 1;
+        }
+    }
+    if elsewhere > 0 && matches.is_empty() {
+        return None;
     }
     let actions = [!h.route.is_empty(), h.redirect.is_some(), h.direct_response.is_some()];
     let action = match actions.iter().filter(|a| **a).count() {
@@ -408,8 +418,8 @@ pub(crate) fn compile_match(r: &Resource, m: &HttpMatchRequest, path: &str, ctx:
         }
         out.port = Some(p as u16);
     }
-    if !m.source_labels.is_empty() || !m.gateways.is_empty() {
-        ctx.warn(r, path.to_owned(), "sourceLabels and gateways are not evaluated by a file-configured proxy; the match ignores them");
+    if !m.source_labels.is_empty() {
+        ctx.warn(r, path.to_owned(), "sourceLabels are not evaluated on HTTP routes; the match ignores them");
     }
     Some(out)
 }

@@ -250,3 +250,61 @@ fn a_gateway_opens_no_sidecar_tcp_listeners() {
     assert!(diags.is_ok(), "{diags}");
     assert!(gw.tcp_listeners.is_empty());
 }
+
+/// Istio's egress gateway task's shape: one VirtualService for the sidecars (`mesh`) and
+/// the egress gateway, each route's `match.gateways` saying whose it is.
+const EGRESS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-egressgateway}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [edition.cnn.com]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn}
+spec:
+  hosts: [edition.cnn.com]
+  ports: [{number: 80, name: http-port, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: egressgateway, namespace: istio-system}
+spec:
+  hosts: [istio-egressgateway.istio-system.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.9}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: direct-cnn-through-egress-gateway}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match: [{gateways: [mesh], port: 80}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 80}}}]
+  - match: [{gateways: [istio-egressgateway], port: 80}]
+    route: [{destination: {host: edition.cnn.com, port: {number: 80}}, weight: 100}]
+"#;
+
+#[test]
+fn route_match_gateways_split_one_virtual_service_between_sidecars_and_a_gateway() {
+    let first_cluster = |snap: &weft_config::Snapshot| {
+        let vh = snap.vhost("edition.cnn.com").expect("served");
+        assert_eq!(vh.routes.len(), 1, "only the route whose match names this proxy");
+        let weft_config::Action::Forward(w) = &vh.routes[0].action else { panic!("forward") };
+        snap.clusters[w.targets[0].cluster.default].name.clone()
+    };
+    let (_, sidecar, d) = build_str("egress.yaml", EGRESS);
+    assert!(d.is_ok(), "{d}");
+    assert_eq!(first_cluster(&sidecar), "outbound|80||istio-egressgateway.istio-system.svc.cluster.local");
+    let (_, egress, d) = build_str_for("egress.yaml", EGRESS, &role(&[("istio", "egressgateway")]));
+    assert!(d.is_ok(), "{d}");
+    assert_eq!(first_cluster(&egress), "outbound|80||edition.cnn.com");
+}

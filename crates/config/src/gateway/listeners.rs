@@ -139,7 +139,11 @@ impl GatewayListeners {
 
 /// What a server is on this gateway.
 enum Class {
-    Plain { redirect: bool },
+    Plain {
+        redirect: bool,
+    },
+    /// Opaque TCP: a listener on the server's port, the bound VirtualServices' `tcp[]`.
+    Tcp,
     Terminate(ServerTlsMode),
     Passthrough,
 }
@@ -179,6 +183,7 @@ pub(super) fn build(
             let tls_mode = s.tls.as_ref().map(|t| t.mode);
             let class = match (port.protocol.to_ascii_uppercase().as_str(), tls_mode) {
                 ("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB", _) => Class::Plain { redirect: s.tls.as_ref().is_some_and(|t| t.https_redirect) },
+                ("TCP" | "MONGO" | "MYSQL" | "REDIS", None) => Class::Tcp,
                 ("HTTPS", Some(m @ (ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual))) => Class::Terminate(m),
                 ("HTTPS" | "TLS", Some(ServerTlsMode::Passthrough)) => Class::Passthrough,
                 (_, Some(ServerTlsMode::IstioMutual)) => {
@@ -230,6 +235,31 @@ pub(super) fn build(
                 }
             }
             match class {
+                Class::Tcp => {
+                    let Ok(number) = u16::try_from(port.number) else { continue };
+                    let routes: Vec<crate::tcp_route::TcpRouteSpec> = snap
+                        .gateway_tcp
+                        .iter()
+                        .filter(|t| {
+                            bound.iter().any(|(vr, vs, _)| {
+                                (namespace_of(vr), vr.metadata.name.as_str())
+                                    == (t.virtual_service.0.as_str(), t.virtual_service.1.as_str())
+                                    && Binding::binds_to(vr, vs, &gw_key)
+                                    && hosts
+                                        .iter()
+                                        .filter(|h| h.admits(namespace_of(vr), gw_ns))
+                                        .any(|sh| t.hosts.iter().any(|vh| intersect(vh, &sh.host).is_some()))
+                            })
+                        })
+                        .map(|t| t.route.clone())
+                        .collect();
+                    match snap.tcp_listeners.iter_mut().find(|l| l.port == number) {
+                        Some(l) => l.routes.extend(routes),
+                        None => {
+                            snap.tcp_listeners.push(crate::tcp_route::TcpListenerSpec { ip: None, port: number, service: name, routes })
+                        }
+                    }
+                }
                 Class::Plain { redirect } => {
                     let target = redirect.then(|| https_redirect(snap, &name));
                     for (h, vhost) in served {
@@ -274,9 +304,9 @@ pub(super) fn build(
             listeners.passthrough.push(r);
         }
     }
-    // A gateway listens where its Gateways' servers say, not on the ServiceEntries'
-    // opaque TCP ports as a sidecar does.
-    snap.tcp_listeners.clear();
+    // A gateway listens where its Gateways' servers say (TCP servers above), not on the
+    // ServiceEntries' opaque TCP ports as a sidecar does.
+    snap.gateway_tcp.clear();
     snap.exact_hosts = plain.exact;
     snap.wildcard_hosts = plain.wildcard;
     snap.catch_all = plain.any;
