@@ -40,6 +40,8 @@ pub(crate) struct Ctx<'a> {
     pub delegates: HashMap<(String, String), (&'a Resource, &'a VirtualService)>,
     /// Who applies the routes: a route match's `gateways` are checked against it.
     pub binding: Binding,
+    /// The proxy's labels, for route matches' `sourceLabels` ([`View::labels`]).
+    pub source_labels: Option<BTreeMap<String, String>>,
 }
 
 /// Whose view of the mesh a snapshot is compiled for.
@@ -51,19 +53,28 @@ pub struct View {
     /// Apply `exportTo`: only what is exported to `namespace` is seen. Off for
     /// validation (`weft validate`, the control plane's checks), which sees everything.
     pub scoped: bool,
+    /// The proxy's workload labels (`--label`), for route matches' `sourceLabels`;
+    /// `None` (validation): such matches are kept as if they held.
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 impl Default for View {
     /// Everything, from namespace `default`.
     fn default() -> Self {
-        View { namespace: "default".into(), scoped: false }
+        View { namespace: "default".into(), scoped: false, labels: None }
     }
 }
 
 impl View {
     /// A proxy's view: what is exported to its namespace.
     pub fn proxy(namespace: &str) -> Self {
-        View { namespace: namespace.to_owned(), scoped: true }
+        View { namespace: namespace.to_owned(), scoped: true, labels: None }
+    }
+
+    /// The same, for a workload with these labels.
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = Some(labels);
+        self
     }
 
     pub(crate) fn sees(&self, r: &Resource) -> bool {
@@ -95,6 +106,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         workloads: Vec::new(),
         delegates: HashMap::new(),
         binding: binding.clone(),
+        source_labels: view.labels.clone(),
     };
     for r in resources {
         check_export_to(r, &mut ctx);

@@ -73,8 +73,10 @@ fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mu
     let mut elsewhere = 0;
     for (j, m) in h.matches.iter().enumerate() {
         let compiled = compile_match(r, m, &format!("{path}.match[{j}]"), ctx)?;
-        // A match naming `gateways` is for those only (`mesh`: the sidecars).
-        if ctx.binding.in_match(r, &m.gateways) {
+        // A match naming `gateways` is for those only (`mesh`: the sidecars); one with
+        // `sourceLabels`, for the workloads that have them (this proxy's `--label`s).
+        let labels_hold = ctx.source_labels.as_ref().is_none_or(|l| m.source_labels.iter().all(|(k, v)| l.get(k) == Some(v)));
+        if ctx.binding.in_match(r, &m.gateways) && labels_hold {
             matches.push(compiled);
         } else {
             elsewhere += 1;
@@ -418,8 +420,8 @@ pub(crate) fn compile_match(r: &Resource, m: &HttpMatchRequest, path: &str, ctx:
         }
         out.port = Some(p as u16);
     }
-    if !m.source_labels.is_empty() {
-        ctx.warn(r, path.to_owned(), "sourceLabels are not evaluated on HTTP routes; the match ignores them");
+    for (k, e) in crate::rules::labels(&m.source_labels) {
+        ctx.err(r, format!("{path}.sourceLabels[{k}]"), e);
     }
     Some(out)
 }

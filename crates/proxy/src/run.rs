@@ -142,7 +142,7 @@ pub fn build_shared(
         idle_timeout: opts.idle_timeout,
         max_connections: opts.max_connections,
         node: opts.node.clone(),
-        view: weft_config::View::proxy(&opts.namespace),
+        view: weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone()),
         stream_idle: opts.stream_idle_timeout,
         path_normalization: opts.path_normalization,
         transport,
@@ -186,7 +186,8 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
             match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
                 Ok((rev, docs)) => {
-                    let built = docs.build_for(&weft_config::View::proxy(&opts.namespace), &opts.role);
+                    let built =
+                        docs.build_for(&weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone()), &opts.role);
                     if built.2.is_ok() {
                         followed = Some((authority, rev, docs));
                         built
@@ -203,7 +204,11 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
                 }
             }
         }
-        None => weft_config::build_for(&opts.files, &weft_config::View::proxy(&opts.namespace), &opts.role),
+        None => weft_config::build_for(
+            &opts.files,
+            &weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone()),
+            &opts.role,
+        ),
     };
     for w in &diags.warnings {
         tracing::warn!("{w}");

@@ -71,3 +71,27 @@ async fn reviews_80_20_splits_by_its_weights() {
     let share = v1 as f64 / N as f64;
     assert!((0.75..=0.85).contains(&share), "v1 got {share}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn source_labels_pick_routes_by_the_proxys_own_workload() {
+    // Istio's "route by source": calls from productpage go to v2, others to v1.
+    let by_source = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: productpage}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let net = Network::new();
+    let svc = reviews(&net);
+    for (labels, want) in [(vec![("app", "productpage"), ("version", "v1")], "v2"), (vec![("app", "ratings")], "v1"), (vec![], "v1")] {
+        let node = weft_proxy::cluster::Node::new(None, labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let opts = ProxyOptions { node, ..ProxyOptions::default() };
+        let h = Harness::with_options(&net, &[svc.as_str(), DR_ALL, by_source].join("\n---\n"), opts);
+        assert_eq!(h.get("reviews", "/").await.text(), want, "{labels:?}");
+    }
+}

@@ -64,7 +64,7 @@ impl Harness {
     }
 
     pub fn with_options(net: &Network, yaml: &str, opts: ProxyOptions) -> Harness {
-        let view = weft_config::View::proxy(&opts.namespace);
+        let view = weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone());
         let (resources, snap, diags) = weft_config::build_str_in("harness.yaml", yaml, &view);
         assert!(diags.is_ok(), "config rejected: {diags}");
         let source = ConfigSource::Files(Vec::new());
