@@ -180,13 +180,17 @@ fn credentials_are_resolved_only_where_a_gateway_serves_them() {
 }
 
 #[test]
-fn istio_mutual_on_a_gateway_server_is_refused_clearly() {
+fn istio_mutual_servers_terminate_with_the_mesh_identity() {
     let server = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: ISTIO_MUTUAL}";
-    let yaml = gateway("{istio: ingressgateway}", server);
-    assert!(build_str("gw.yaml", &yaml).2.is_ok(), "valid Istio");
-    let (_, _, diags) = build_str_for("gw.yaml", &yaml, &ingress());
-    let e = diags.errors.iter().find(|e| e.path == "spec.servers[0].tls.mode").unwrap_or_else(|| panic!("{diags}"));
-    assert!(e.message.contains("ISTIO_MUTUAL"), "{e}");
+    let yaml = format!("{}{}{SERVICES}", gateway("{istio: ingressgateway}", server), vs("[httpbin.example.com]", "[httpbin-gateway]"));
+    let (_, snap, diags) = build_str_for("gw.yaml", &yaml, &ingress());
+    assert!(diags.is_ok(), "{diags}");
+    let servers = &snap.gateway.as_ref().unwrap().tls_servers;
+    assert!(matches!(servers[0].mode, weft_config::gateway::TlsServerMode::Mesh { .. }));
+    // It takes no files: the mesh's certificates are used.
+    let files = yaml.replace("tls: {mode: ISTIO_MUTUAL}", "tls: {mode: ISTIO_MUTUAL, credentialName: x}");
+    let (_, _, diags) = build_str_for("gw.yaml", &files, &ingress());
+    assert!(diags.to_string().contains("ISTIO_MUTUAL takes no credentialName"), "{diags}");
 }
 
 #[test]

@@ -41,7 +41,7 @@ const MAX_SNI: usize = 253;
 /// server's hosts, in the snapshot the request loaded (none once the server is gone).
 pub fn vhost_index(snap: &Snapshot, key: u32, host: &str) -> Option<usize> {
     match &snap.gateway.as_ref()?.tls_server_by_key(key)?.mode {
-        TlsServerMode::Terminate { routes, .. } => routes.index(host),
+        TlsServerMode::Terminate { routes, .. } | TlsServerMode::Mesh { routes } => routes.index(host),
         TlsServerMode::Passthrough => None,
     }
 }
@@ -97,6 +97,14 @@ pub async fn serve(
         };
         match &server.mode {
             TlsServerMode::Terminate { config, .. } => (server.key, Some(config.clone()), None),
+            TlsServerMode::Mesh { .. } => match &shared.inbound_tls {
+                Some(config) => (server.key, Some(config.clone()), None),
+                None => {
+                    shared.metrics.handshake_failed(HandshakeFailure::NoIdentity);
+                    tracing::warn!(%remote, "gateway: an ISTIO_MUTUAL server needs the gateway's mesh identity (follow a control plane with a workload token); closed");
+                    return;
+                }
+            },
             TlsServerMode::Passthrough => {
                 let sni = sni.clone().unwrap_or_default();
                 let route = rt.snap.gateway.as_ref().and_then(|g| g.passthrough_route(&sni));
@@ -130,7 +138,18 @@ pub async fn serve(
             return;
         }
     };
-    let ctx = ConnCtx { shared, remote, worker, side: Side::GatewayTls(key), peer: None };
+    // Over mesh mTLS the client is a mesh workload: its verified identity goes with its
+    // requests (metrics' source principal), as on a sidecar's inbound side.
+    // (Only there: a MUTUAL server's client CA is the operator's, not the mesh's.)
+    let is_mesh = {
+        let rt = shared.current.load();
+        rt.snap.gateway.as_ref().and_then(|g| g.tls_server_by_key(key)).is_some_and(|s| matches!(s.mode, TlsServerMode::Mesh { .. }))
+    };
+    let peer = match (&shared.identity, is_mesh.then(|| weft_tls::peer_identity(tls.get_ref().1)).flatten()) {
+        (Some(own), Some(id)) => crate::peer::Peer::new(id, own.id(), shared.metrics),
+        _ => None,
+    };
+    let ctx = ConnCtx { shared, remote, worker, side: Side::GatewayTls(key), peer };
     serve_http(builder, watcher, tls, ctx, accepted).await
 }
 

@@ -103,6 +103,10 @@ pub enum TlsServerMode {
     Terminate { config: Arc<rustls::ServerConfig>, mutual: bool, routes: HostTable },
     /// Bytes tunnelled to the `tls[]` route the SNI takes.
     Passthrough,
+    /// `ISTIO_MUTUAL`: mesh mTLS terminated with the gateway's own workload certificate
+    /// (from the control plane's CA), the client's verified against the mesh root; HTTP
+    /// routed by this server's own hosts. Without an identity the gateway refuses it.
+    Mesh { routes: HostTable },
 }
 
 impl GatewayListeners {
@@ -146,6 +150,8 @@ enum Class {
     Tcp,
     Terminate(ServerTlsMode),
     Passthrough,
+    /// ISTIO_MUTUAL: terminated with the gateway's mesh identity.
+    Mesh,
 }
 
 /// Replaces `snap`'s host tables by the plain listener's and sets `snap.gateway`.
@@ -186,10 +192,7 @@ pub(super) fn build(
                 ("TCP" | "MONGO" | "MYSQL" | "REDIS", None) => Class::Tcp,
                 ("HTTPS", Some(m @ (ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual))) => Class::Terminate(m),
                 ("HTTPS" | "TLS", Some(ServerTlsMode::Passthrough)) => Class::Passthrough,
-                (_, Some(ServerTlsMode::IstioMutual)) => {
-                    err(diags, gr, format!("{path}.tls.mode"), "ISTIO_MUTUAL is not served by weft's gateway: it has no mesh identity to terminate mesh mTLS with (use SIMPLE or MUTUAL with a credential)");
-                    continue;
-                }
+                ("HTTPS", Some(ServerTlsMode::IstioMutual)) => Class::Mesh,
                 (_, Some(ServerTlsMode::AutoPassthrough)) => {
                     err(
                         diags,
@@ -283,6 +286,14 @@ pub(super) fn build(
                     }
                     let mutual = matches!(mode, ServerTlsMode::Mutual);
                     let server = tls_server(&listeners, name, &gw_key, &hosts, TlsServerMode::Terminate { config, mutual, routes });
+                    listeners.tls_servers.push(server);
+                }
+                Class::Mesh => {
+                    let mut routes = HostTable::default();
+                    for (h, vhost) in served {
+                        routes.insert(&h, vhost);
+                    }
+                    let server = tls_server(&listeners, name, &gw_key, &hosts, TlsServerMode::Mesh { routes });
                     listeners.tls_servers.push(server);
                 }
                 Class::Passthrough => {
