@@ -30,6 +30,8 @@ pub struct Finish {
     /// The cluster's circuit-breaker slot, released when the request ends.
     pub breaker: Option<crate::breaker::Ticket>,
     pub log: Option<Box<crate::access_log::Entry>>,
+    /// This proxy's span of the request, when its trace is sampled ([`crate::trace`]).
+    pub span: Option<Box<crate::trace::SpanState>>,
     done: bool,
     mid_body_reset: bool,
 }
@@ -50,6 +52,7 @@ impl Finish {
             endpoint: None,
             breaker: None,
             log: None,
+            span: None,
             done: false,
             mid_body_reset: false,
         }
@@ -131,6 +134,9 @@ impl Finish {
         }
         if let Some(log) = &self.log {
             log.write(self, ms, req_bytes);
+        }
+        if let Some(span) = self.span.take() {
+            span.end(self.code, &self.flags.to_string());
         }
     }
 }

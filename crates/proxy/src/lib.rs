@@ -50,6 +50,7 @@ pub mod tcp;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tls_origin;
+pub mod trace;
 pub mod transport;
 pub mod tunnel;
 pub mod watchdog;

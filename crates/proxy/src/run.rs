@@ -63,6 +63,10 @@ pub struct ProxyOptions {
     pub role: weft_config::Role,
     /// An ingress gateway's TLS listener (`--https`): its Gateways' HTTPS and TLS servers.
     pub gateway_tls: Option<SocketAddr>,
+    /// Where spans go (OTLP over HTTP/protobuf, e.g. http://collector:4318/v1/traces).
+    pub otlp_endpoint: Option<String>,
+    /// Percent of new traces sampled (Istio's default: 1).
+    pub trace_sampling: f64,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -103,6 +107,8 @@ impl Default for ProxyOptions {
             path_normalization: Default::default(),
             role: weft_config::Role::Sidecar,
             gateway_tls: None,
+            otlp_endpoint: None,
+            trace_sampling: 1.0,
         }
     }
 }
@@ -143,6 +149,19 @@ pub fn build_shared(
         max_connections: opts.max_connections,
         node: opts.node.clone(),
         view: weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone()),
+        tracer: opts.otlp_endpoint.as_deref().and_then(|e| {
+            match crate::trace::export::Exporter::start(e, &opts.service, &opts.namespace, metrics) {
+                Ok(exporter) => {
+                    let node =
+                        opts.control_plane.as_ref().map_or_else(|| format!("{}.{}", opts.service, opts.namespace), |(_, n)| n.clone());
+                    Some(crate::trace::Tracer { sampling: opts.trace_sampling.clamp(0.0, 100.0), exporter, node })
+                }
+                Err(e) => {
+                    tracing::error!("tracing off: {e}");
+                    None
+                }
+            }
+        }),
         stream_idle: opts.stream_idle_timeout,
         path_normalization: opts.path_normalization,
         transport,
@@ -156,6 +175,9 @@ pub fn build_shared(
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
 pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
+    if let Some(e) = &opts.otlp_endpoint {
+        crate::trace::export::check_endpoint(e)?;
+    }
     // Stamped before reading, so a change made while we load is not missed.
     let initial_stamps = stamps(&opts.files);
     // A sidecar's identity first: without it, it could not take part in mTLS.

@@ -60,6 +60,8 @@ pub struct Shared {
     /// Client connections beyond this are closed at accept (0: no limit).
     pub max_connections: usize,
     pub node: crate::cluster::Node,
+    /// Tracing, when a collector is configured (`--otlp-endpoint`).
+    pub tracer: Option<crate::trace::Tracer>,
     /// Whose view of the mesh the proxy compiles: its namespace's.
     pub view: weft_config::View,
     /// A stream with no activity this long ends (Envoy's stream_idle_timeout).

@@ -205,6 +205,10 @@ pub struct Counters {
     /// jwksUri fetches that brought keys, and those that failed (keys kept, retried).
     pub jwks_fetched: AtomicU64,
     pub jwks_fetch_failed: AtomicU64,
+    /// Tracing: spans sent to the OTLP collector, and those dropped (queue full, or the
+    /// collector failed or refused them).
+    pub spans_exported: AtomicU64,
+    pub spans_dropped: AtomicU64,
     /// ResponseCache: requests answered from the cache (fresh, or revalidated upstream).
     pub cache_hits: AtomicU64,
     /// ResponseCache: cacheable requests that went upstream for want of a usable entry.

@@ -218,6 +218,13 @@ impl Metrics {
         counter("weft_jwt_verified_total", "Requests whose JWT a RequestAuthentication verified.", "counter", &c.jwt_verified);
         counter("weft_jwt_refused_total", "Requests refused for a JWT that failed verification (401).", "counter", &c.jwt_refused);
         counter("weft_jwks_fetched_total", "jwksUri fetches that brought keys.", "counter", &c.jwks_fetched);
+        counter("weft_trace_spans_exported_total", "Spans the OTLP collector accepted.", "counter", &c.spans_exported);
+        counter(
+            "weft_trace_spans_dropped_total",
+            "Spans dropped: the export queue was full, or the collector failed or refused them.",
+            "counter",
+            &c.spans_dropped,
+        );
         counter("weft_jwks_fetch_failed_total", "jwksUri fetches that failed (the keys held are kept).", "counter", &c.jwks_fetch_failed);
         counter("weft_cache_hits_total", "Requests answered by a ResponseCache (fresh or revalidated).", "counter", &c.cache_hits);
         counter("weft_cache_misses_total", "Cacheable requests a ResponseCache sent upstream.", "counter", &c.cache_misses);

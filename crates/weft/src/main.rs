@@ -222,6 +222,30 @@ struct ProxyArgs {
     /// runs of /; decode-and-merge-slashes also decodes %2F and %5C.
     #[arg(long, value_enum, default_value = "base")]
     path_normalization: PathNormalizationArg,
+    /// Export spans to this OTLP collector (HTTP/protobuf), e.g.
+    /// http://127.0.0.1:4318/v1/traces; default $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
+    /// $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. Without it no spans are made (the
+    /// x-request-id is still generated).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Percent (0-100) of the traces this proxy starts that are sampled (a caller's
+    /// decision, in traceparent or B3, is followed). Istio's default: 1.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
+    trace_sampling: f64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage 0-100")),
+    }
+}
+
+/// The OTLP traces endpoint: the flag, else the standard OpenTelemetry variables.
+fn otlp_endpoint(flag: Option<String>) -> Option<String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    flag.or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| format!("{}/v1/traces", e.trim_end_matches('/'))))
 }
 
 #[derive(clap::Args)]
@@ -311,6 +335,8 @@ impl ProxyArgs {
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
             path_normalization: self.path_normalization.into(),
+            otlp_endpoint: otlp_endpoint(self.otlp_endpoint),
+            trace_sampling: self.trace_sampling,
             control_plane_token: None,
             control_plane_ca: None,
             role: weft_config::Role::Sidecar,
