@@ -133,7 +133,11 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
                 } else {
                     let host = ctx.resolve(r, &dr.host);
                     let rank = ctx.rule_rank(r, &host);
+                    // (Istio consults the client's namespace, the service's and the root
+                    // one: a third namespace's rule never applies to a proxy.)
+                    let unrelated = rank == 3 && ctx.source_labels.is_some();
                     match ctx.rules.get(&host) {
+                        _ if unrelated => {}
                         Some((_, src, other, held)) if *held <= rank => {
                             if *held == rank {
                                 let msg = format!(
@@ -187,6 +191,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
     let mut snap = Snapshot::default();
     let mut covered: HashMap<String, ()> = HashMap::new();
     let mut tcp_vss = Vec::new();
+    let mut vs_ranks: HashMap<String, (u8, String)> = HashMap::new();
     for r in seen() {
         if let Spec::VirtualService(vs) = &r.spec {
             if vs.hosts.is_empty() {
@@ -212,12 +217,29 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
                     snap.catch_all = Some(idx);
                 } else if let Some(suffix) = h.strip_prefix('*') {
                     snap.wildcard_hosts.push((suffix.to_owned(), idx));
-                } else if snap.exact_hosts.insert(h.clone(), idx).is_some() {
-                    ctx.warn(
-                        r,
-                        format!("spec.hosts[{i}]"),
-                        format!("host {h:?} is already served by another VirtualService; the later one wins"),
-                    );
+                } else {
+                    // Two VirtualServices for one host: the one in the proxy's namespace,
+                    // else the service's, else the first (Istio keeps the oldest) — never
+                    // the later one from anywhere.
+                    let rank = ctx.vs_rank(r, &h);
+                    match vs_ranks.get(&h) {
+                        None => {
+                            snap.exact_hosts.insert(h.clone(), idx);
+                            vs_ranks.insert(h.clone(), (rank, r.metadata.name.clone()));
+                        }
+                        Some((held, name)) if rank < *held => {
+                            let msg = format!(
+                                "host {h:?} was served by VirtualService {name}; this one, nearer the client or the service, serves it"
+                            );
+                            snap.exact_hosts.insert(h.clone(), idx);
+                            vs_ranks.insert(h.clone(), (rank, r.metadata.name.clone()));
+                            ctx.warn(r, format!("spec.hosts[{i}]"), msg);
+                        }
+                        Some((_, name)) => {
+                            let msg = format!("host {h:?} is already served by VirtualService {name}, which is kept");
+                            ctx.warn(r, format!("spec.hosts[{i}]"), msg);
+                        }
+                    }
                 }
                 covered.insert(h, ());
             }
@@ -261,7 +283,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         snap.exact_hosts.insert(host.clone(), idx);
     }
     snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-    add_alternate_names(&mut snap, &view.namespace);
+    add_alternate_names(&mut snap, &view.namespace, &ctx);
     match binding {
         Binding::Sidecar => snap.tcp_listeners = crate::tcp_route::listeners(&tcp_vss, &mut ctx),
         Binding::Gateways(_) => snap.gateway_tcp = crate::tcp_route::gateway_routes(&tcp_vss, &mut ctx),
@@ -345,10 +367,23 @@ impl<'a> Ctx<'a> {
     /// declares that short name literally.
     pub fn resolve(&self, r: &Resource, host: &str) -> String {
         let lower = host.to_ascii_lowercase();
-        if self.services.contains_key(&lower) {
+        let ns = crate::names::namespace_of(r);
+        // (Only a ServiceEntry of the resource's own namespace: another namespace's
+        // literal `reviews` must not capture this namespace's rules for its reviews.)
+        if self.services.get(&lower).is_some_and(|s| !crate::names::is_short(&lower) || s.namespace == ns) {
             return lower;
         }
-        crate::names::resolve(&lower, crate::names::namespace_of(r))
+        crate::names::resolve(&lower, ns)
+    }
+
+    /// Precedence among VirtualServices for one host, lower first: the one in the
+    /// proxy's namespace, then the service's, then others.
+    fn vs_rank(&self, r: &Resource, host: &str) -> u8 {
+        match self.rule_rank(r, host) {
+            0 => 0,
+            1 => 1,
+            _ => 2,
+        }
     }
 
     /// Istio's precedence among DestinationRules for one host, lower first: the one in
@@ -477,7 +512,7 @@ fn check_export_to(r: &Resource, ctx: &mut Ctx<'_>) {
 /// Every Kubernetes-style service host (`name.ns.svc.cluster.local`) also answers to its
 /// alternate names as a client in `viewer` writes them (`name.ns.svc`, `name.ns`, and
 /// `name` from the same namespace); a host declared literally keeps its own.
-fn add_alternate_names(snap: &mut Snapshot, viewer: &str) {
+fn add_alternate_names(snap: &mut Snapshot, viewer: &str, ctx: &Ctx<'_>) {
     let mut extra = Vec::new();
     for (host, &idx) in &snap.exact_hosts {
         for alt in crate::names::alternates(host, viewer) {
@@ -487,7 +522,18 @@ fn add_alternate_names(snap: &mut Snapshot, viewer: &str) {
     // (Sorted, so that which of two services claiming one alternate wins is stable.)
     extra.sort();
     for (alt, idx) in extra {
-        snap.exact_hosts.entry(alt).or_insert(idx);
+        // A host declared literally keeps it — unless it is a short name another
+        // namespace's ServiceEntry declares: the proxy's own namespace's service wins.
+        let foreign = ctx.services.get(&alt).is_some_and(|s| crate::names::is_short(&alt) && s.namespace != viewer);
+        match snap.exact_hosts.entry(alt) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) if foreign => {
+                o.insert(idx);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -619,7 +665,7 @@ fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<
             ctx.err(r, format!("spec.endpoints[{i}].locality"), e);
         }
     }
-    if se.resolution() == Resolution::Static && se.endpoints.is_empty() {
+    if se.resolution() == Resolution::Static && se.endpoints.is_empty() && se.workload_selector.is_none() {
         ctx.warn(r, "spec.endpoints", "resolution STATIC with no endpoints: requests will get 503");
     }
     let namespace = crate::names::namespace_of(r);

@@ -42,6 +42,15 @@ pub(crate) fn expand<'a>(
             ctx.err(dr, format!("{dpath}.delegate"), "a delegate VirtualService may not delegate again");
             continue;
         }
+        if h.matches.len().saturating_mul(dh.matches.len()) > MAX_MERGED {
+            let n = h.matches.len() * dh.matches.len();
+            ctx.err(
+                dr,
+                format!("{dpath}.match"),
+                format!("{n} matches merged with {}'s route {path}: over {MAX_MERGED}", root.metadata.name),
+            );
+            continue;
+        }
         let merged = match (h.matches.is_empty(), dh.matches.is_empty()) {
             (true, _) => dh.matches.clone(),
             (false, true) => h.matches.clone(),
@@ -55,7 +64,7 @@ pub(crate) fn expand<'a>(
             );
             continue;
         }
-        out.push((dr, HttpRoute { matches: merged, ..dh.clone() }, dpath, k));
+        out.push((dr, inherit(h, HttpRoute { matches: merged, ..dh.clone() }), dpath, k));
     }
     out
 }
@@ -74,9 +83,47 @@ pub(crate) fn check_delegate(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_
     }
 }
 
-/// A root match and a delegate match, both required; `None` when they conflict.
+/// The most routes one VirtualService may have once its delegates are expanded.
+pub(crate) const MAX_ROUTES: usize = 4096;
+
+/// The most matches one delegate route may stand for (root matches × its own).
+const MAX_MERGED: usize = 256;
+
+/// What a delegate route takes from its root route when it sets none of its own
+/// (Istio's merge): rewrite, timeout, retries, fault, mirror, CORS and header operations
+/// — a root owner's header clean-up, say, is not bypassed by delegating.
+fn inherit(root: &HttpRoute, mut d: HttpRoute) -> HttpRoute {
+    d.rewrite = d.rewrite.or_else(|| root.rewrite.clone());
+    d.timeout = d.timeout.or(root.timeout);
+    d.retries = d.retries.or_else(|| root.retries.clone());
+    d.fault = d.fault.or_else(|| root.fault.clone());
+    if d.mirror.is_none() {
+        d.mirror = root.mirror.clone();
+        d.mirror_percentage = root.mirror_percentage.clone();
+        d.mirror_percent = root.mirror_percent;
+    }
+    d.cors_policy = d.cors_policy.or_else(|| root.cors_policy.clone());
+    d.headers = d.headers.or_else(|| root.headers.clone());
+    d
+}
+
+/// A root match and a delegate match, both required; `None` when they conflict. The
+/// root's `gateways` (and name) go with it: a root match for `mesh` only stays mesh-only.
 fn merge(root: &HttpMatchRequest, del: &HttpMatchRequest) -> Option<HttpMatchRequest> {
     let mut m = del.clone();
+    if !root.gateways.is_empty() {
+        if !del.gateways.is_empty() && !del.gateways.iter().all(|g| root.gateways.contains(g)) {
+            return None;
+        }
+        m.gateways = root.gateways.clone();
+    }
+    if m.name.is_none() {
+        m.name = root.name.clone();
+    }
+    m.source_namespace = match (&root.source_namespace, &del.source_namespace) {
+        (Some(a), Some(b)) if a != b => return None,
+        (a, b) => a.clone().or_else(|| b.clone()),
+    };
     m.uri = match (&root.uri, &del.uri) {
         (None, u) | (u, None) => u.clone(),
         (Some(r), Some(d)) => Some(uri_within(r, d)?),

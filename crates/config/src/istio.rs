@@ -320,6 +320,9 @@ pub struct HttpMatchRequest {
     pub source_labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    /// The calling workload's namespace (the proxy's own `--namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
 }
 
 /// Istio's `StringMatch`: exactly one of exact, prefix, regex. An empty object

@@ -77,11 +77,19 @@ impl TcpListenerSpec {
 /// `tcp[]` routes of `virtual_services` (those that apply to sidecars).
 pub(crate) fn listeners<'a>(virtual_services: &[(&'a Resource, &'a VirtualService)], ctx: &mut Ctx<'a>) -> Vec<TcpListenerSpec> {
     let mut by_key: BTreeMap<(Option<IpAddr>, u16), TcpListenerSpec> = BTreeMap::new();
+    let mut warned = std::collections::HashSet::new();
     let mut hosts: Vec<String> = ctx.services.keys().cloned().collect();
     hosts.sort();
-    for host in &hosts {
+    'services: for host in &hosts {
         let svc = &ctx.services[host];
         let (entry, resource) = (svc.entry, svc.resource);
+        // A proxy listens for its own namespace's TCP services and the mesh-wide ones
+        // (the root namespace's): another namespace's ServiceEntry must not make every
+        // sidecar take ports beside its app. (Validation sees them all.)
+        let proxy_view = ctx.source_labels.is_some();
+        if proxy_view && svc.namespace != ctx.viewer && svc.namespace != crate::names::ROOT_NAMESPACE {
+            continue;
+        }
         let vips: Vec<Option<IpAddr>> = match entry.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()).collect::<Vec<_>>() {
             v if v.is_empty() => vec![None],
             v => v.into_iter().map(Some).collect(),
@@ -90,17 +98,35 @@ pub(crate) fn listeners<'a>(virtual_services: &[(&'a Resource, &'a VirtualServic
             if !is_opaque(p.protocol.as_deref()) || p.number == 0 || p.number > 65535 {
                 continue;
             }
+            if p.number < 1024 {
+                ctx.warn(
+                    resource,
+                    format!("spec.ports[{i}]"),
+                    format!("TCP port {} is privileged: the proxy opens no listener for it", p.number),
+                );
+                continue;
+            }
             let port = p.number as u16;
             for ip in &vips {
                 if by_key.len() >= MAX_LISTENERS {
-                    ctx.warn(resource, format!("spec.ports[{i}]"), format!("over {MAX_LISTENERS} TCP listeners: this port gets none"));
-                    continue;
+                    // (Once, and no further work: a small config must not cost much.)
+                    ctx.warn(
+                        resource,
+                        format!("spec.ports[{i}]"),
+                        format!("over {MAX_LISTENERS} TCP listeners: this port and later ones get none"),
+                    );
+                    break 'services;
                 }
                 if let Some(other) = by_key.get(&(*ip, port)) {
-                    let at = ip.map_or("the proxy's listen address".to_owned(), |ip| ip.to_string());
-                    let msg =
-                        format!("TCP port {port} on {at} is already {}'s: give this service an address (a VIP) of its own", other.service);
-                    ctx.warn(resource, format!("spec.ports[{i}]"), msg);
+                    // (One warning per ServiceEntry, however many of its ports collide.)
+                    if warned.insert(resource.metadata.name.as_str()) {
+                        let at = ip.map_or("the proxy's listen address".to_owned(), |ip| ip.to_string());
+                        let msg = format!(
+                            "TCP port {port} on {at} is already {}'s: give this service an address (a VIP) of its own",
+                            other.service
+                        );
+                        ctx.warn(resource, format!("spec.ports[{i}]"), msg);
+                    }
                     continue;
                 }
                 let cluster = ctx.cluster(host, port, None);

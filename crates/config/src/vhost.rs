@@ -19,7 +19,12 @@ pub(crate) fn compile_vs(r: &Resource, vs: &VirtualService, ctx: &mut Ctx<'_>) -
     for (i, h) in vs.http.iter().enumerate() {
         let path = format!("spec.http[{i}]");
         if let Some(d) = &h.delegate {
-            for (dr, dh, dpath, k) in crate::delegate::expand(r, h, d, &path, ctx) {
+            let expanded = crate::delegate::expand(r, h, d, &path, ctx);
+            if routes.len() + expanded.len() > crate::delegate::MAX_ROUTES {
+                ctx.err(r, format!("{path}.delegate"), format!("the delegates make over {} routes", crate::delegate::MAX_ROUTES));
+                continue;
+            }
+            for (dr, dh, dpath, k) in expanded {
                 if let Some(rt) = compile_route(dr, &dh, &dpath, k, ctx) {
                     routes.push(std::sync::Arc::new(rt));
                 }
@@ -76,7 +81,9 @@ fn compile_route(r: &Resource, h: &HttpRoute, path: &str, index: usize, ctx: &mu
         // A match naming `gateways` is for those only (`mesh`: the sidecars); one with
         // `sourceLabels`, for the workloads that have them (this proxy's `--label`s).
         let labels_hold = ctx.source_labels.as_ref().is_none_or(|l| m.source_labels.iter().all(|(k, v)| l.get(k) == Some(v)));
-        if ctx.binding.in_match(r, &m.gateways) && labels_hold {
+        // `sourceNamespace`: the proxy's own namespace (validation keeps the match).
+        let namespace_holds = ctx.source_labels.is_none() || m.source_namespace.as_ref().is_none_or(|ns| *ns == ctx.viewer);
+        if ctx.binding.in_match(r, &m.gateways) && labels_hold && namespace_holds {
             matches.push(compiled);
         } else {
             elsewhere += 1;

@@ -220,3 +220,86 @@ fn hostile_export_to_values_are_refused_by_field_path() {
         assert!(errs.iter().any(|e| e.contains(want)), "{list}: {errs:?}");
     }
 }
+
+// ---------------------------------------------------------------- what another namespace cannot do
+
+fn routed(snap: &weft_config::Snapshot, host: &str) -> (String, String) {
+    let vh = snap.vhost(host).unwrap_or_else(|| panic!("{host} not served"));
+    let weft_config::Action::Forward(w) = &vh.routes.last().unwrap().action else { panic!("forward") };
+    (vh.name.clone(), snap.clusters[w.targets[0].cluster.default].name.clone())
+}
+
+fn default_reviews() -> String {
+    [
+        doc("ServiceEntry", "reviews", "default", "  hosts: [reviews.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: 10.0.0.1}]\n"),
+        doc("VirtualService", "reviews", "default", "  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews}}], timeout: 3s}]\n"),
+    ]
+    .concat()
+}
+
+#[test]
+fn another_namespaces_literal_short_host_captures_nothing_of_this_namespace() {
+    let evil = doc(
+        "ServiceEntry",
+        "squat",
+        "evil",
+        "  hosts: [reviews]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n  endpoints: [{address: 10.6.6.6}]\n",
+    );
+    let yaml = format!("{}{evil}", default_reviews());
+    let (_, snap, d) = weft_config::build_str_in("x.yaml", &yaml, &weft_config::View::proxy("default").with_labels(Default::default()));
+    assert!(d.is_ok(), "{d}");
+    for host in ["reviews", "reviews.default", "reviews.default.svc.cluster.local"] {
+        assert_eq!(
+            routed(&snap, host),
+            ("VirtualService/reviews".to_owned(), "outbound|80||reviews.default.svc.cluster.local".to_owned()),
+            "{host}"
+        );
+    }
+}
+
+#[test]
+fn a_virtual_service_from_another_namespace_does_not_take_over() {
+    // Applied later, from namespace zzz, for default's service: the owner's stays.
+    let evil = doc(
+        "VirtualService",
+        "takeover",
+        "zzz",
+        "  hosts: [reviews.default.svc.cluster.local]\n  http: [{route: [{destination: {host: evil.example}}]}]\n",
+    );
+    let yaml = format!("{}{evil}", default_reviews());
+    let (_, snap, d) = weft_config::build_str_in("x.yaml", &yaml, &weft_config::View::proxy("default").with_labels(Default::default()));
+    assert!(d.is_ok(), "{d}");
+    assert_eq!(routed(&snap, "reviews.default.svc.cluster.local").0, "VirtualService/reviews");
+    assert!(
+        d.warnings.iter().any(|w| w.to_string().contains("already served by VirtualService reviews, which is kept")),
+        "{:?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn a_destination_rule_from_an_unrelated_namespace_does_not_apply() {
+    let evil =
+        doc("DestinationRule", "break", "evil", "  host: reviews.default.svc.cluster.local\n  trafficPolicy: {tls: {mode: SIMPLE}}\n");
+    let yaml = format!("{}{evil}", default_reviews());
+    let (_, snap, d) = weft_config::build_str_in("x.yaml", &yaml, &weft_config::View::proxy("default").with_labels(Default::default()));
+    assert!(d.is_ok(), "{d}");
+    let c = snap.clusters.iter().find(|c| c.name == "outbound|80||reviews.default.svc.cluster.local").unwrap();
+    assert!(c.pool.tls.is_none(), "evil's tls setting is not default's");
+}
+
+#[test]
+fn source_namespace_matches_the_proxys_namespace() {
+    let vs = doc(
+        "VirtualService",
+        "reviews",
+        "default",
+        "  hosts: [reviews]\n  http:\n  - match: [{sourceNamespace: trusted}]\n    route: [{destination: {host: reviews}}]\n    timeout: 1s\n  - route: [{destination: {host: reviews}}]\n",
+    );
+    let yaml = format!("{}{vs}", default_reviews().split("---\napiVersion: networking.istio.io/v1\nkind: VirtualService").next().unwrap());
+    for (ns, routes) in [("trusted", 2), ("other", 1)] {
+        let (_, snap, d) = weft_config::build_str_in("x.yaml", &yaml, &weft_config::View::proxy(ns).with_labels(Default::default()));
+        assert!(d.is_ok(), "{d}");
+        assert_eq!(snap.vhost("reviews.default").unwrap().routes.len(), routes, "{ns}");
+    }
+}

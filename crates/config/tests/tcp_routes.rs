@@ -57,10 +57,31 @@ fn two_services_on_one_port_without_vips_are_reported() {
 
 #[test]
 fn tcp_listeners_are_bounded() {
+    // (And a small config costs little: one warning, not one per port.)
     let ports: String = (0..1100).map(|i| format!("{{number: {}, name: t{i}, protocol: TCP}}, ", 20000 + i)).collect();
     let se = SE.replace("[{number: 9000, name: tcp, protocol: TCP}]", &format!("[{}]", ports.trim_end_matches(", ")));
     let (_, snap, d) = weft_config::build_str("t.yaml", &se);
     assert!(d.is_ok(), "{d}");
     assert_eq!(snap.tcp_listeners.len(), weft_config::tcp_route::MAX_LISTENERS);
-    assert!(d.warnings.iter().any(|w| w.to_string().contains("TCP listeners: this port gets none")));
+    assert_eq!(d.warnings.iter().filter(|w| w.to_string().contains("TCP listeners: this port and later ones get none")).count(), 1);
+}
+
+#[test]
+fn a_proxy_listens_only_for_its_own_namespace_and_unprivileged_ports() {
+    let other = SE
+        .replace("metadata: {name: echo}", "metadata: {name: echo, namespace: evil}")
+        .replace("echo.example", "squat.example")
+        .replace("9000", "18500");
+    let low = SE
+        .replace("metadata: {name: echo}", "metadata: {name: low}")
+        .replace("echo.example", "dns.example")
+        .replace("number: 9000", "number: 53");
+    let yaml = format!("{SE}---\n{other}---\n{low}");
+    let (_, snap, d) = weft_config::build_str_in("t.yaml", &yaml, &weft_config::View::proxy("default").with_labels(Default::default()));
+    assert!(d.is_ok(), "{d}");
+    let ports: Vec<u16> = snap.tcp_listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [9000], "not evil's 18500, not the privileged 53");
+    assert!(d.warnings.iter().any(|w| w.to_string().contains("TCP port 53 is privileged")));
+    let (_, evil, _) = weft_config::build_str_in("t.yaml", &yaml, &weft_config::View::proxy("evil").with_labels(Default::default()));
+    assert_eq!(evil.tcp_listeners.iter().map(|l| l.port).collect::<Vec<_>>(), [18500], "evil's own, for evil's proxies");
 }

@@ -58,6 +58,11 @@ pub enum Principal {
     Anonymous(String),
 }
 
+/// A workload's own service as the registry stores it.
+pub fn own_service(service_account: &str, namespace: &str) -> String {
+    format!("{}.{namespace}.svc.{}", service_account.to_ascii_lowercase(), weft_config::names::CLUSTER_DOMAIN)
+}
+
 impl Principal {
     /// What a proxy's node id is bound to (empty: nothing, under `--insecure`).
     pub fn owner(&self) -> String {
@@ -250,8 +255,10 @@ pub fn allow(who: &Principal, need: Need, service: Option<&str>) -> Result<(), R
         (Principal::User { role, .. }, want) => refuse(format!("a {} token may not do this (needs {})", role.as_str(), needs(want))),
         (Principal::Workload { .. }, Need::Follow | Need::Workload) => Ok(()),
         (Principal::Workload { service_account, namespace, .. }, Need::Registry) => match service {
-            // (Its service as registered: the FQDN of a short name, in its namespace.)
-            Some(s) if s == service_account || s == weft_config::names::resolve(service_account, namespace) => Ok(()),
+            // Only its own service, as registered: `<sa>.<namespace>.svc.cluster.local`. (A
+            // dotted service-account name is no host of its own: a workload of namespace
+            // evil named `reviews.default.svc.cluster.local` registers nothing of default's.)
+            Some(s) if s == own_service(service_account, namespace) => Ok(()),
             _ => refuse(format!(
                 "workload {namespace}/{service_account} may register only its own service {service_account:?}, not {:?}",
                 weft_api::truncate(service.unwrap_or(""), 64)

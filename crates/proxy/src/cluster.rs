@@ -129,24 +129,29 @@ pub fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
-/// A pick under slow start: an endpoint still warming up is kept with the probability
-/// of its warm-up factor, else the balancer picks again (twice at most; the last pick
-/// stands). With random picks this gives each endpoint its weight × factor share.
+/// A pick under slow start: while an endpoint is warming up, endpoints are picked at
+/// random by `weight × factor` (Envoy's effective weights: a new endpoint's share grows
+/// from its minimum to its weight over the window); otherwise the balancer picks as
+/// usual. O(endpoints) per pick, during a warm-up only.
 fn slow_start(w: &weft_config::Warmup, eps: &[Arc<Endpoint>], pick: impl Fn() -> Option<usize>) -> Option<usize> {
     let now = now_ns();
-    let mut i = pick()?;
-    for _ in 0..2 {
-        let added = eps[i].added_ns;
-        if added == 0 {
-            return Some(i);
-        }
-        let factor = w.factor(std::time::Duration::from_nanos(now.saturating_sub(added)));
-        if factor >= 1.0 || fastrand::f64() < factor {
-            return Some(i);
-        }
-        i = pick()?;
+    let factor = |e: &Endpoint| match e.added_ns {
+        0 => 1.0,
+        added => w.factor(std::time::Duration::from_nanos(now.saturating_sub(added))),
+    };
+    if eps.iter().all(|e| factor(e) >= 1.0) {
+        return pick();
     }
-    Some(i)
+    let effective = |e: &Arc<Endpoint>| f64::from(e.spec.weight) * factor(e);
+    let total: f64 = eps.iter().map(effective).sum();
+    let mut r = fastrand::f64() * total;
+    for (i, e) in eps.iter().enumerate() {
+        r -= effective(e);
+        if r < 0.0 {
+            return Some(i);
+        }
+    }
+    eps.len().checked_sub(1)
 }
 
 impl Cluster {

@@ -121,6 +121,14 @@ async fn fetch_keys(uri: &Uri) -> Result<String, String> {
     }
     let doc = fetch(uri).await.map_err(|e| format!("OpenID configuration: {e}"))?;
     let v: serde_json::Value = serde_json::from_str(&doc).map_err(|e| format!("OpenID configuration: {e}"))?;
+    // OpenID Connect Discovery: the document is the issuer's own (its `issuer` is the URL
+    // it was fetched under, less the well-known path).
+    let base = uri.to_string();
+    let base = base.strip_suffix(weft_authz::jwt::OPENID_CONFIGURATION).unwrap_or(&base).trim_end_matches('/').to_owned();
+    let issuer = v.get("issuer").and_then(|i| i.as_str()).unwrap_or("").trim_end_matches('/');
+    if issuer != base && Some(issuer) != base.strip_prefix("https://") {
+        return Err(format!("the OpenID configuration names issuer {:?}, not {base:?}", weft_api::truncate(issuer, 128)));
+    }
     let jwks = v.get("jwks_uri").and_then(|j| j.as_str()).ok_or("the OpenID configuration names no jwks_uri")?;
     let parsed: Uri = jwks.parse().map_err(|_| format!("jwks_uri {:?} is not a URL", weft_api::truncate(jwks, 128)))?;
     if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {

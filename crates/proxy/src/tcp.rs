@@ -31,6 +31,8 @@ pub async fn manage(shared: &'static Shared, listen_ip: IpAddr, mut stop: watch:
     let mut open: HashMap<SocketAddr, tokio::task::AbortHandle> = HashMap::new();
     let mut failed: HashMap<SocketAddr, String> = HashMap::new();
     let mut seen_revision = u64::MAX;
+    // The app's own port is never taken from it.
+    let app_port = shared.inbound.as_ref().map(|i| i.app.port());
     loop {
         let rt = shared.current.load();
         if rt.revision != seen_revision {
@@ -42,10 +44,10 @@ pub async fn manage(shared: &'static Shared, listen_ip: IpAddr, mut stop: watch:
                 .tcp_listeners
                 .iter()
                 .map(|l| SocketAddr::new(l.ip.unwrap_or(listen_ip), l.port))
-                .partition(|a| a.ip() == listen_ip || a.ip().is_loopback());
+                .partition(|a| (a.ip() == listen_ip || a.ip().is_loopback()) && Some(a.port()) != app_port);
             for addr in refused {
                 if failed.insert(addr, "not loopback".into()).is_none() {
-                    tracing::warn!(%addr, "tcp listener not opened: a VIP is listened on only when it is a loopback address");
+                    tracing::warn!(%addr, "tcp listener not opened: a VIP is listened on only when it is a loopback address, and never on the app's port");
                 }
             }
             open.retain(|addr, task| {

@@ -96,3 +96,58 @@ fn delegation_is_one_level_and_a_delegate_has_no_gateways() {
     let (_, _, d) = weft_config::build_str("d.yaml", &both);
     assert!(d.to_string().contains("spec.http[0].delegate: a route with delegate"), "{d}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delegate_inherits_the_roots_route_settings_and_gateways() {
+    // The root's header clean-up and the mesh-only match go with its delegate.
+    let root = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [app.example]
+  gateways: [gw, mesh]
+  http:
+  - match: [{uri: {prefix: /admin}, gateways: [mesh]}]
+    headers: {request: {remove: [x-user]}}
+    delegate: {name: admin}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: admin, namespace: default}
+spec:
+  http: [{route: [{destination: {host: app.example}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#;
+    let net = Network::new();
+    net.serve(addr("10.0.0.1:80"), |req| async move {
+        answer(200, &format!("x-user={}", req.headers().get("x-user").map_or("-", |v| v.to_str().unwrap_or("?"))))
+    });
+    let yaml = format!("{root}{}", se("app", "default", "10.0.0.1").replace("app.default.svc.cluster.local", "app.example"));
+    let h = Harness::new(&net, &yaml);
+    let req = http::Request::get("/admin/panel").header("host", "app.example").header("x-user", "admin").body(Default::default()).unwrap();
+    assert_eq!(h.request(req).await.text(), "x-user=-", "the root's remove applies to its delegate's route");
+    // The ingress gateway does not get the mesh-only delegated route.
+    let role = weft_config::Role::Gateway(weft_config::GatewayRole {
+        labels: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
+        credentials_dir: None,
+    });
+    let (_, gw, d) = weft_config::build_str_for("d.yaml", &yaml, &role);
+    assert!(d.is_ok(), "{d}");
+    assert!(gw.vhost("app.example").is_none_or(|v| v.routes.is_empty()), "no route through the gateway");
+}
+
+#[test]
+fn merged_matches_are_bounded() {
+    let matches = |n: usize, p: &str| (0..n).map(|i| format!("{{uri: {{prefix: {p}{i}}}}}")).collect::<Vec<_>>().join(", ");
+    let root = format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [a.example]\n  http:\n  - match: [{}]\n    delegate: {{name: d}}\n", matches(90, "/a"));
+    let del = format!("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: d}}\nspec:\n  http:\n  - match: [{}]\n    route: [{{destination: {{host: a.example}}}}]\n", matches(90, "/a1"));
+    let (_, _, d) = weft_config::build_str("d.yaml", &format!("{root}{del}"));
+    assert!(d.to_string().contains("matches merged") && d.to_string().contains("over 256"), "{d}");
+}

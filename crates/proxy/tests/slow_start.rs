@@ -57,3 +57,35 @@ async fn without_warmup_a_new_endpoint_gets_its_share_at_once() {
     let share = share_of_b(&h, 400).await;
     assert!((0.45..=0.55).contains(&share), "{share}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn nine_new_endpoints_share_as_envoys_formula_says() {
+    // One endpoint, then nine more at a 10 % floor: the old one keeps 1 / (1 + 9 × 0.1)
+    // ≈ 52.6 % of the traffic (the review's case: re-picking let the new ones take 3/4).
+    let net = Network::new();
+    let eps: Vec<String> = (1..=10).map(|i| format!("10.0.1.{i}:80")).collect();
+    for (i, e) in eps.iter().enumerate() {
+        let name = if i == 0 { "old" } else { "new" };
+        net.serve(addr(e), move |_| async move { answer(200, name) });
+    }
+    for lb in ["ROUND_ROBIN", "LEAST_REQUEST"] {
+        let cfg = |n: usize| {
+            let refs: Vec<&str> = eps[..n].iter().map(String::as_str).collect();
+            service_entry("web", &refs)
+                + &destination_rule(
+                    "web",
+                    &format!("{{loadBalancer: {{simple: {lb}, warmup: {{duration: 600s, minimumPercent: 10, aggression: 1}}}}}}"),
+                )
+        };
+        let h = Harness::new(&net, &cfg(1));
+        h.install(&cfg(10));
+        let mut old = 0;
+        for _ in 0..2000 {
+            if h.get("web", "/").await.text() == "old" {
+                old += 1;
+            }
+        }
+        let share = old as f64 / 2000.0;
+        assert!((0.47..=0.58).contains(&share), "{lb}: the old endpoint got {share}, Envoy's formula 0.526");
+    }
+}

@@ -156,6 +156,11 @@ fn a_workload_registers_only_its_own_service_and_speaks_only_for_its_own_proxies
     assert!(text(&out).contains("namespace: workload of namespace \"default\" may not register in \"prod\""), "{}", text(&out));
     let out = cp.weft_as(&reviews_file, &["register", "--service", "reviews.prod.svc.cluster.local", "--address", "127.0.0.1:6666"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // A service account named like another namespace's service registers nothing of it.
+    let (dotted, _) = token(&cp, &["--namespace", "evil", "--service-account", "reviews.default.svc.cluster.local"]);
+    let out = cp.weft_as(&dotted, &["register", "--service", "reviews.default.svc.cluster.local", "--address", "127.0.0.1:6666"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!plane_raw(&cp, "GET", "/v1/registry", b"").1.contains("6666"));
     for (method, path) in [
         ("DELETE", "/v1/registry?service=ratings&address=127.0.0.1:7"),
         ("POST", "/v1/registry/heartbeat?service=ratings&address=127.0.0.1:7"),

@@ -203,8 +203,16 @@ fn remote_source(uri: &str, timeout: Option<&str>, fail: &mut impl FnMut(&str, S
             None
         }
     };
-    let uri_ok =
-        uri.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty()));
+    let uri_ok = uri.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https"))
+            && u.host().is_some_and(|h| !h.is_empty())
+            // (A port written must be one: `host:99999` is no URL, not host:443.)
+            && {
+                let auth = u.authority().map_or("", |a| a.as_str());
+                let after_host = auth.rsplit(']').next().unwrap_or(auth);
+                !after_host.contains(':') || u.port_u16().is_some_and(|n| n > 0)
+            }
+    });
     if !uri_ok {
         fail("jwksUri", format!("an http:// or https:// URL, not {:?}", cut(uri)));
     }

@@ -409,3 +409,15 @@ fn space_delimited_claims_become_lists() {
     assert_eq!(jwt.claims["dotted.name"], json!(["a", "b"]));
     assert_eq!(jwt.claims["other"], json!("x y"), "only the claims named are split");
 }
+
+#[test]
+fn an_issuer_or_uri_with_a_port_out_of_range_is_refused() {
+    for r in [
+        JwtRule { issuer: "idp.example.com:99999".into(), ..Default::default() },
+        JwtRule { issuer: "x".into(), jwks_uri: Some("https://idp.example.com:0/keys".into()), ..Default::default() },
+        JwtRule { issuer: "x".into(), jwks_uri: Some("https://idp.example.com:70000/keys".into()), ..Default::default() },
+    ] {
+        let e = compile(&RequestAuthentication { jwt_rules: vec![r.clone()], ..Default::default() }).unwrap_err();
+        assert!(e.iter().any(|(p, _)| p == "spec.jwtRules[0].jwksUri"), "{r:?}: {e:?}");
+    }
+}

@@ -257,7 +257,13 @@ pub(super) fn build(
                         .map(|t| t.route.clone())
                         .collect();
                     match snap.tcp_listeners.iter_mut().find(|l| l.port == number) {
-                        Some(l) => l.routes.extend(routes),
+                        Some(l) => {
+                            // (Two servers on one TCP port: a connection carries no host to
+                            // tell them apart; the first server's routes are tried first.)
+                            let msg = format!("TCP port {number} is also {}'s: its routes are tried first", l.service);
+                            warn(diags, gr, format!("{path}.port.number"), msg);
+                            l.routes.extend(routes)
+                        }
                         None => {
                             snap.tcp_listeners.push(crate::tcp_route::TcpListenerSpec { ip: None, port: number, service: name, routes })
                         }
