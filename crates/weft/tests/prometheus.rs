@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::grafana::{self, repo};
 
 /// Runs `promtool ARGS` in the repository root: (success, stdout + stderr).
 fn promtool(args: &[&str]) -> (bool, String) {
@@ -100,65 +97,21 @@ fn every_alert_fires_and_stays_silent_in_its_unit_tests() {
     }
 }
 
-/// Every PromQL expression of a dashboard: panel targets (rows' panels too) and the
-/// series selectors inside its `label_values(…)` variable queries.
-fn expressions(dash: &serde_json::Value) -> Vec<String> {
-    fn panels(list: &serde_json::Value, out: &mut Vec<String>) {
-        for p in list.as_array().into_iter().flatten() {
-            for t in p["targets"].as_array().into_iter().flatten() {
-                out.push(t["expr"].as_str().unwrap_or_else(|| panic!("target without expr: {t}")).to_owned());
-            }
-            panels(&p["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    panels(&dash["panels"], &mut out);
-    for v in dash["templating"]["list"].as_array().into_iter().flatten().filter(|v| v["type"] == "query") {
-        let q = v["query"]["query"].as_str().or(v["query"].as_str()).unwrap_or_default();
-        if let Some(inner) = q.strip_prefix("label_values(").and_then(|r| r.rsplit_once(',')).map(|(sel, _)| sel) {
-            out.push(inner.to_owned());
-        }
-    }
-    out
-}
-
-/// Grafana's interval variables as 5m and the dashboard's own variables as a value.
-fn substitute(expr: &str, vars: &[String]) -> String {
-    let mut e = expr.to_owned();
-    for iv in ["$__rate_interval", "$__interval", "$interval", "$__range"] {
-        e = e.replace(iv, "5m");
-    }
-    for v in vars {
-        e = e.replace(&format!("${{{v}}}"), "value").replace(&format!("${v}"), "value");
-    }
-    e
-}
-
 #[test]
 fn dashboards_are_json_and_every_query_parses() {
-    let dir = repo().join("deploy/grafana");
     let mut exprs = Vec::new();
     let mut uids = Vec::new();
-    for f in std::fs::read_dir(&dir).unwrap() {
-        let f = f.unwrap().path();
-        if f.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&f).unwrap();
-        let dash: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", f.display()));
-        assert!(dash["title"].is_string() && dash["panels"].is_array(), "{}: no title or panels", f.display());
+    for (file, dash) in grafana::dashboards() {
+        assert!(dash["title"].is_string() && dash["panels"].is_array(), "{file}: no title or panels");
         uids.push(dash["uid"].as_str().unwrap_or_default().to_owned());
-        // Longest first, so that $srcns is never taken for $s followed by "rcns".
-        let mut vars: Vec<String> =
-            dash["templating"]["list"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str().map(str::to_owned)).collect();
-        vars.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        let found = expressions(&dash);
-        assert!(found.len() >= 5, "{}: only {} queries", f.display(), found.len());
-        for e in found {
-            let s = substitute(&e, &vars);
-            assert!(!s.contains('$'), "{}: a variable the dashboard does not define in {e}", f.display());
-            assert_all_exported(&f.display().to_string(), &s);
-            exprs.push((f.file_name().unwrap().to_string_lossy().into_owned(), s));
+        let vars = grafana::variables(&dash);
+        let found = grafana::queries(&file, &dash);
+        assert!(found.len() >= 5, "{file}: only {} queries", found.len());
+        for q in found {
+            let e = grafana::substitute(&q.expr, &vars, |_| "value".into());
+            assert!(!e.contains('$'), "{file}: {}: a variable the dashboard does not define in {}", q.panel, q.expr);
+            assert_all_exported(&file, &e);
+            exprs.push((format!("{file}: {}", q.panel), e));
         }
     }
     uids.sort();
@@ -170,7 +123,7 @@ fn dashboards_are_json_and_every_query_parses() {
     let file = common::temp_dir().join("dashboards.rules.json");
     std::fs::write(&file, serde_json::json!({"groups": [{"name": "dashboards", "rules": rules}]}).to_string()).unwrap();
     let (ok, out) = promtool(&["check", "rules", file.to_str().unwrap()]);
-    let named: Vec<_> = exprs.iter().enumerate().map(|(i, (f, e))| format!("check_{i} ({f}): {e}")).collect();
+    let named: Vec<_> = exprs.iter().enumerate().map(|(i, (w, e))| format!("check_{i} ({w}): {e}")).collect();
     assert!(ok, "{out}\n{}", named.join("\n"));
     assert!(out.contains(&format!("SUCCESS: {} rules found", exprs.len())), "{out}");
 }

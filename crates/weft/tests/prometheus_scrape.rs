@@ -3,7 +3,8 @@
 //! processes and its commented HTTPS/token lines for the control plane turned on, as the
 //! README says — and scrapes two proxies following a control plane. Its
 //! `histogram_quantile(0.95, …istio_request_duration_milliseconds_bucket…)` for each proxy
-//! falls within one bucket of the p95 that `weft bench` measured through that proxy.
+//! falls within one bucket of the p95 that `weft bench` measured through that proxy, and
+//! every query of the Grafana dashboards answers with data.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::grafana;
 use common::*;
 
 /// Istio's duration buckets, as weft's histogram has them (ms).
@@ -158,9 +160,6 @@ fn prometheus_p95_per_proxy_within_one_bucket_of_bench() {
     let mesh = service_entry("fast", &[(fast.addr, "", 1)]) + "---\n" + &service_entry("slow", &[(slow.addr, "", 1)]);
     assert!(cp.apply("mesh.yaml", &mesh).status.success());
     let (a, b) = (follower(&cp, "proxy-a"), follower(&cp, "proxy-b"));
-    for (p, host) in [(&a, "fast"), (&b, "slow")] {
-        wait_until("the proxy routes", || get(p.addr(), host, "/", &[]).status == 200);
-    }
     let token = cp.dir.join("prometheus.token");
     let o = cp.weft(&["token", "create", "--role", "read"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -171,6 +170,13 @@ fn prometheus_p95_per_proxy_within_one_bucket_of_bench() {
     let (admin_a, admin_b) = (a.p.admin.unwrap(), b.p.admin.unwrap());
     std::fs::write(&cfg, config([admin_a, admin_b], &cp, &token)).unwrap();
     let prom = Prometheus::start(&cfg, &dir);
+    for (p, host) in [(&a, "fast"), (&b, "slow")] {
+        wait_until("the proxy routes", || get(p.addr(), host, "/", &[]).status == 200);
+    }
+    // Every target up: the two proxies' admin /metrics and the control plane over HTTPS
+    // with a read token. (Prometheus scrapes first ~5 s after its start.) This scrape,
+    // before the load, lets rate() see the load.
+    prom.wait("up", |s| s.len() == 3 && s.iter().all(|(_, v)| *v == 1.0));
 
     let (pa, pb) = std::thread::scope(|s| {
         let ta = s.spawn(|| bench(a.addr(), "fast"));
@@ -179,9 +185,6 @@ fn prometheus_p95_per_proxy_within_one_bucket_of_bench() {
     });
     eprintln!("weft bench p95: through proxy-a {pa:.1} ms, through proxy-b {pb:.1} ms");
 
-    // Every target up: the two proxies' admin /metrics and the control plane over HTTPS
-    // with a read token.
-    prom.wait("up", |s| s.len() == 3 && s.iter().all(|(_, v)| *v == 1.0));
     // Until Prometheus has scraped the counts the proxies hold now.
     let (na, nb) = (a.metric("istio_requests_total", &[]), b.metric("istio_requests_total", &[]));
     let want = {
@@ -206,6 +209,41 @@ fn prometheus_p95_per_proxy_within_one_bucket_of_bench() {
     let latest = cp.history_len() as f64;
     prom.wait("weft_control_revision", |s| s.len() == 1 && s[0].1 == latest);
     prom.wait("scalar(max(weft_control_revision)) - weft_control_plane_revision", |s| s.len() == 2 && s.iter().all(|(_, v)| *v == 0.0));
+
+    // Every dashboard query runs on what was scraped, its variables set as a user picking
+    // proxy-a's service would set them.
+    let fast = prom.get("/api/v1/query", Some("istio_requests_total{reporter=\"source\",destination_service=~\"fast.*\"}"));
+    let labels = fast["result"][0]["metric"].clone();
+    let label = |l: &str| labels[l].as_str().unwrap_or_else(|| panic!("no {l} in {labels}")).to_owned();
+    let value = |var: &str| match var {
+        "service" => label("destination_service"),
+        "reporter" => "source".into(),
+        "srcns" => label("source_workload_namespace"),
+        "srcwl" => label("source_workload"),
+        "namespace" | "dstns" => label("destination_workload_namespace"),
+        "workload" | "dstwl" => label("destination_workload"),
+        "instance" => admin_a.to_string(),
+        other => panic!("a dashboard variable this test does not know: {other}"),
+    };
+    // Each answers (no query error), and with data unless this test makes none for it: no
+    // workload certificates, no 5xx, no alert firing, and the workload "fast" calls nothing.
+    let no_data_here = |panel: &str| {
+        ["Workload certificate time left, by proxy", "5xx responses by service and response flags", "Firing alerts"].contains(&panel)
+            || panel.starts_with("Outgoing")
+            || panel.starts_with("Response size by destination")
+            || panel.starts_with("Bytes sent on outgoing")
+    };
+    let mut empty = Vec::new();
+    for (file, dash) in grafana::dashboards() {
+        let vars = grafana::variables(&dash);
+        for q in grafana::queries(&file, &dash) {
+            let e = grafana::substitute(&q.expr, &vars, value);
+            if prom.get("/api/v1/query", Some(&e))["result"].as_array().is_none_or(|r| r.is_empty()) && !no_data_here(&q.panel) {
+                empty.push(format!("{file}: {}: {e}", q.panel));
+            }
+        }
+    }
+    assert!(empty.is_empty(), "dashboard queries with no data:\n{}", empty.join("\n"));
 
     // The shipped rules loaded in a real Prometheus, none failing.
     let rules = prom.get("/api/v1/rules", None);
