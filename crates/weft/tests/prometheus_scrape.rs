@@ -58,7 +58,7 @@ impl Prometheus {
         };
         let p = Prometheus { child, addr, log };
         let start = Instant::now();
-        while curl(&[&format!("http://{addr}/-/ready")]).0 != 0 {
+        while curl(&["-f", &format!("http://{addr}/-/ready")]).0 != 0 {
             assert!(start.elapsed() < Duration::from_secs(15), "prometheus did not start:\n{}", p.log());
             std::thread::sleep(Duration::from_millis(100));
         }
