@@ -18,7 +18,7 @@ fn config(short: u32) -> ProptestConfig {
 const SEEDS: &[&str] = &[
     r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {name: reviews, namespace: shop}
+metadata: {name: reviews}
 spec:
   hosts: [reviews]
   resolution: STATIC

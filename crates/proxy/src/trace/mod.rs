@@ -88,15 +88,25 @@ fn random_id<const N: usize>() -> [u8; N] {
     }
 }
 
-/// A UUID v4, as Envoy makes `x-request-id`s.
+/// A UUID v4, as Envoy makes `x-request-id`s (formatted on the stack: one allocation).
 fn request_id() -> HeaderValue {
+    const D: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = random_id();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = propagation::to_hex(&b);
-    let s = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+    let mut out = [0u8; 36];
+    let mut j = 0;
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = D[(x >> 4) as usize];
+        out[j + 1] = D[(x & 15) as usize];
+        j += 2;
+    }
     // (Hex and dashes: always a valid header value.)
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The request phase's part: `x-request-id` when absent; with a tracer, this proxy's
@@ -140,4 +150,17 @@ pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, au
         start_unix_ns: unix_ns(),
         attributes,
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let a = super::request_id();
+        let s = a.to_str().unwrap();
+        let parts: Vec<&str> = s.split('-').collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{s}");
+        assert!(parts[2].starts_with('4') && matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{s}");
+        assert_ne!(super::request_id(), a);
+    }
 }
