@@ -93,14 +93,17 @@ fn roles_and_workloads_get_what_they_need_and_no_more() {
     assert!(allow(&writer, tokens, None).is_err());
     assert!(allow(&admin, tokens, None).is_ok());
     assert!(allow(&reviews, watch, None).is_ok());
-    assert!(allow(&reviews, register, Some("reviews")).is_ok());
+    // (The API hands `allow` the service as stored: a short name's FQDN.)
+    assert!(allow(&reviews, register, Some("reviews.default.svc.cluster.local")).is_ok());
+    assert!(allow(&reviews, register, Some("reviews")).is_err(), "a literal short host is no service of its");
+    assert!(allow(&reviews, register, Some("reviews.other.svc.cluster.local")).is_err());
     let e = allow(&reviews, register, Some("ratings")).unwrap_err();
     assert!(e.to_string().contains("only its own service"), "{e}");
     assert!(allow(&reviews, apply, None).is_err());
     assert!(allow(&reviews, list, None).is_err());
     assert!(allow(&reviews, need(&Method::POST, "/v1/rollback"), None).is_err());
     assert!(allow(&reviews, need(&Method::DELETE, "/v1/registry"), Some("ratings")).is_err());
-    assert!(allow(&reviews, need(&Method::POST, "/v1/registry/heartbeat"), Some("reviews")).is_ok());
+    assert!(allow(&reviews, need(&Method::POST, "/v1/registry/heartbeat"), Some("reviews.default.svc.cluster.local")).is_ok());
 }
 
 #[test]
