@@ -67,6 +67,8 @@ pub struct ProxyOptions {
     pub otlp_endpoint: Option<String>,
     /// Percent of new traces sampled (Istio's default: 1).
     pub trace_sampling: f64,
+    /// Generate `x-request-id` for requests without one even with tracing off.
+    pub request_id: bool,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -109,6 +111,7 @@ impl Default for ProxyOptions {
             gateway_tls: None,
             otlp_endpoint: None,
             trace_sampling: 1.0,
+            request_id: false,
         }
     }
 }
@@ -149,6 +152,7 @@ pub fn build_shared(
         max_connections: opts.max_connections,
         node: opts.node.clone(),
         view: weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone()),
+        request_id: opts.request_id || opts.otlp_endpoint.is_some(),
         tracer: opts.otlp_endpoint.as_deref().and_then(|e| {
             match crate::trace::export::Exporter::start(e, &opts.service, &opts.namespace, metrics) {
                 Ok(exporter) => {

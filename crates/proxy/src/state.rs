@@ -62,6 +62,8 @@ pub struct Shared {
     pub node: crate::cluster::Node,
     /// Tracing, when a collector is configured (`--otlp-endpoint`).
     pub tracer: Option<crate::trace::Tracer>,
+    /// Give requests without one an `x-request-id` (with tracing, or `--request-id`).
+    pub request_id: bool,
     /// Whose view of the mesh the proxy compiles: its namespace's.
     pub view: weft_config::View,
     /// A stream with no activity this long ends (Envoy's stream_idle_timeout).

@@ -232,6 +232,10 @@ struct ProxyArgs {
     /// decision, in traceparent or B3, is followed). Istio's default: 1.
     #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
     trace_sampling: f64,
+    /// Give every request without one an x-request-id (a UUID v4), as Envoy does, even
+    /// with tracing off (with tracing on it is always done).
+    #[arg(long)]
+    request_id: bool,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -337,6 +341,7 @@ impl ProxyArgs {
             path_normalization: self.path_normalization.into(),
             otlp_endpoint: otlp_endpoint(self.otlp_endpoint),
             trace_sampling: self.trace_sampling,
+            request_id: self.request_id,
             control_plane_token: None,
             control_plane_ca: None,
             role: weft_config::Role::Sidecar,

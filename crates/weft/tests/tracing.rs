@@ -169,3 +169,14 @@ fn a_collector_away_costs_requests_nothing() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--otlp-endpoint"), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn without_tracing_a_request_id_is_made_only_when_asked() {
+    let app = backend("app", &[]);
+    let plain = proxy(&se("app", app.addr));
+    assert!(get(plain.addr(), "app", "/", &[]).json()["headers"]["x-request-id"].is_null(), "not by default: it costs every request");
+    let with = proxy_with(&se("app", app.addr), &["--request-id"]);
+    let seen = get(with.addr(), "app", "/", &[]).json();
+    assert_eq!(seen["headers"]["x-request-id"].as_str().map(str::len), Some(36));
+    assert_eq!(get(with.addr(), "app", "/", &[("x-request-id", "mine")]).json()["headers"]["x-request-id"], "mine");
+}
