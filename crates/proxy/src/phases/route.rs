@@ -206,10 +206,13 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     } else if matches!(cx.conn.shared.role, weft_config::Role::Gateway(_)) {
         crate::gateway_tls::edge_headers(&mut head.headers, cx.conn.side);
     }
-    let pq = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    crate::trace::on_request(cx, &mut head.headers, head.method.as_str(), authority.to_str().unwrap_or(host), pq);
-    if let (Some(span), Planned::Forward { cluster, .. }) = (cx.fin.span.as_mut(), &planned) {
-        span.cluster(&cluster.spec.name);
+    // (Nothing is looked at when neither tracing nor request ids are on.)
+    if cx.conn.shared.tracer.is_some() || cx.conn.shared.request_id {
+        let pq = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        crate::trace::on_request(cx, &mut head.headers, head.method.as_str(), authority.to_str().unwrap_or(host), pq);
+        if let (Some(span), Planned::Forward { cluster, .. }) = (cx.fin.span.as_mut(), &planned) {
+            span.cluster(&cluster.spec.name);
+        }
     }
     if upgrade.is_some() {
         head.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
