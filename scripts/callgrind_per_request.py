@@ -43,7 +43,7 @@ def total_ir(outdir):
     raise SystemExit("no totals in callgrind output")
 
 
-def measure(weft, bench, extra, n1, n2):
+def measure(weft, bench, extra, n1, n2, args=()):
     d = tempfile.mkdtemp(prefix="cg-")
     bport, pport = free_port(), free_port()
     cfg = os.path.join(d, "mesh.yaml")
@@ -62,7 +62,7 @@ spec:
     backend = subprocess.Popen([bench, "backend", "--listen", f"127.0.0.1:{bport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proxy = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/callgrind.out.%p", "--dump-instr=no",
-         weft, "proxy", "--config", cfg, "--listen", f"127.0.0.1:{pport}"],
+         weft, "proxy", "--config", cfg, "--listen", f"127.0.0.1:{pport}", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(bport)
@@ -89,23 +89,29 @@ def main():
     ap.add_argument("--weft", action="append", required=True, help="proxy binary (repeatable)")
     ap.add_argument("--bench", default=None, help="binary for `backend` and `bench` (default: the first --weft)")
     ap.add_argument("--extra", default=None, help="more YAML appended to the generated config (e.g. filters)")
+    ap.add_argument("--args", action="append", default=None,
+                    help="proxy flags for one --weft, in order (repeatable; e.g. '--otlp-endpoint http://127.0.0.1:9/v1/traces')")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n1", type=int, default=2000)
     ap.add_argument("-n2", type=int, default=10000)
     a = ap.parse_args()
     bench = a.bench or a.weft[0]
-    res = {w: [] for w in a.weft}
+    if a.args is not None and len(a.args) != len(a.weft):
+        raise SystemExit("give one --args per --weft (an empty string for none)")
+    variants = [(w, (a.args[i].split() if a.args else [])) for i, w in enumerate(a.weft)]
+    labels = [w + (f" {' '.join(args)}" if args else "") for w, args in variants]
+    res = {label: [] for label in labels}
     for r in range(a.rounds):
-        for w in a.weft:
-            v = measure(w, bench, a.extra, a.n1, a.n2)
-            res[w].append(v)
-            print(f"round {r + 1}: {w}: {v:,.0f} instructions/request", flush=True)
+        for (w, args), label in zip(variants, labels):
+            v = measure(w, bench, a.extra, a.n1, a.n2, args)
+            res[label].append(v)
+            print(f"round {r + 1}: {label}: {v:,.0f} instructions/request", flush=True)
     base = None
-    for w, vs in res.items():
+    for label, vs in res.items():
         med = sorted(vs)[len(vs) // 2]
-        note = "" if base is None else f"  ({(med / base - 1) * 100:+.2f} % vs {a.weft[0]})"
+        note = "" if base is None else f"  ({(med / base - 1) * 100:+.2f} % vs {labels[0]})"
         base = base or med
-        print(f"median {w}: {med:,.0f}{note}")
+        print(f"median {label}: {med:,.0f}{note}")
 
 
 if __name__ == "__main__":

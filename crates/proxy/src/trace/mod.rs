@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::request::{RequestCtx, Side};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A proxy's tracing: where spans go and how many traces it starts sampled.
 pub struct Tracer {
@@ -147,7 +148,7 @@ pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, au
         trace_id,
         span_id,
         parent,
-        trace_state: headers.get("tracestate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
+        trace_state: headers.get(&TRACESTATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
         kind: if server { otlp::KIND_SERVER } else { otlp::KIND_CLIENT },
         // Envoy's span name: the authority and the path's first part.
         name: format!("{authority}{}", path.split('?').next().unwrap_or("")),

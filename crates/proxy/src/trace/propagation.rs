@@ -18,20 +18,20 @@ pub struct Incoming {
 
 /// The trace context of `h`: W3C first, then B3 single, then B3 multi-header.
 pub fn extract(h: &HeaderMap) -> Option<Incoming> {
-    if let Some(v) = h.get("traceparent").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = h.get(&TRACEPARENT).and_then(|v| v.to_str().ok()) {
         if let Some(t) = traceparent(v) {
             return Some(t);
         }
     }
-    if let Some(v) = h.get("b3").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = h.get(&B3).and_then(|v| v.to_str().ok()) {
         if let Some(t) = b3_single(v) {
             return Some(t);
         }
     }
-    let trace = h.get("x-b3-traceid").and_then(|v| v.to_str().ok()).and_then(trace_id)?;
-    let span = h.get("x-b3-spanid").and_then(|v| v.to_str().ok()).and_then(hex::<8>)?;
-    let debug = h.get("x-b3-flags").is_some_and(|v| v.as_bytes() == b"1");
-    let sampled = match h.get("x-b3-sampled").map(|v| v.as_bytes()) {
+    let trace = h.get(&B3_TRACE).and_then(|v| v.to_str().ok()).and_then(trace_id)?;
+    let span = h.get(&B3_SPAN).and_then(|v| v.to_str().ok()).and_then(hex::<8>)?;
+    let debug = h.get(&B3_FLAGS).is_some_and(|v| v.as_bytes() == b"1");
+    let sampled = match h.get(&B3_SAMPLED).map(|v| v.as_bytes()) {
         _ if debug => Some(true),
         Some(b"1" | b"true") => Some(true),
         Some(b"0" | b"false") => Some(false),
@@ -97,6 +97,22 @@ fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static B3: http::HeaderName = http::HeaderName::from_static("b3");
+static B3_TRACE: http::HeaderName = http::HeaderName::from_static("x-b3-traceid");
+static B3_SPAN: http::HeaderName = http::HeaderName::from_static("x-b3-spanid");
+static B3_FLAGS: http::HeaderName = http::HeaderName::from_static("x-b3-flags");
+static B3_SAMPLED: http::HeaderName = http::HeaderName::from_static("x-b3-sampled");
+
+/// Lower-case hex of `b` into `out` (twice its length).
+fn hex_into(out: &mut [u8], b: &[u8]) {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    for (i, x) in b.iter().enumerate() {
+        out[2 * i] = D[(x >> 4) as usize];
+        out[2 * i + 1] = D[(x & 15) as usize];
+    }
+}
+
 /// Lower-case hex of `b`.
 pub fn to_hex(b: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
@@ -111,12 +127,18 @@ pub fn to_hex(b: &[u8]) -> String {
 /// Sets the context the upstream sees: this proxy's span as the parent, in W3C (and in
 /// B3 when the request came in B3).
 pub fn inject(h: &mut HeaderMap, trace_id: &[u8; 16], span_id: &[u8; 8], parent: Option<&[u8; 8]>, sampled: bool, b3: bool) {
-    let (t, s) = (to_hex(trace_id), to_hex(span_id));
-    let flags = if sampled { "01" } else { "00" };
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{t}-{s}-{flags}")) {
-        h.insert("traceparent", v);
+    // `00-<32 hex>-<16 hex>-<2 hex>`, formatted on the stack (one allocation, the value's).
+    let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&mut tp[3..35], trace_id);
+    hex_into(&mut tp[36..52], span_id);
+    if sampled {
+        tp[54] = b'1';
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&tp) {
+        h.insert(TRACEPARENT.clone(), v);
     }
     if b3 {
+        let (t, s) = (to_hex(trace_id), to_hex(span_id));
         h.remove("b3");
         let pairs = [("x-b3-traceid", t), ("x-b3-spanid", s), ("x-b3-sampled", if sampled { "1" } else { "0" }.to_owned())];
         for (k, v) in pairs {
