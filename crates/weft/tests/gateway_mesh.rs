@@ -8,14 +8,6 @@ mod common;
 
 use common::*;
 
-fn token(cp: &Plane, ns: &str, sa: &str) -> std::path::PathBuf {
-    let out = cp.weft(&["token", "create", "--namespace", ns, "--service-account", sa]);
-    assert!(out.status.success(), "{}", text(&out));
-    let f = temp_dir().join(format!("{ns}-{sa}.token"));
-    std::fs::write(&f, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    f
-}
-
 fn config(app: std::net::SocketAddr) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
@@ -54,7 +46,7 @@ fn istio_mutual_servers_terminate_mesh_mtls_with_the_gateways_identity() {
     let cp = plane();
     let app = backend("app", &[]);
     assert!(cp.apply("mesh.yaml", &config(app.addr)).status.success());
-    let (gw_token, sleep_token) = (token(&cp, "istio-system", "istio-ingressgateway"), token(&cp, "default", "sleep"));
+    let (gw_token, sleep_token) = (workload_token(&cp, "istio-system", "istio-ingressgateway"), workload_token(&cp, "default", "sleep"));
     let (url, ca) = (cp.url(), cp.ca_file().to_str().unwrap().to_owned());
     let gw = spawn(&[
         "gateway",

@@ -5,34 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const ALL_V1: &str = include_str!("istio/tcp-echo-all-v1.yaml");
 const SHIFT_20: &str = include_str!("istio/tcp-echo-20-v2.yaml");
-
-/// The task's tcp-echo: "<version> <line>" back for each line.
-fn tcp_echo(version: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 512];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(format!("{version} {}", String::from_utf8_lossy(&buf[..n])).as_bytes()).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    a
-}
 
 /// tcp-echo as the task's Kubernetes Service and Deployments make it.
 fn service(v1: SocketAddr, v2: SocketAddr) -> String {
@@ -41,17 +20,6 @@ fn service(v1: SocketAddr, v2: SocketAddr) -> String {
         v1.port(),
         v2.port()
     )
-}
-
-fn send(to: SocketAddr, line: &str) -> String {
-    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else { return String::new() };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    if s.write_all(line.as_bytes()).is_err() {
-        return String::new();
-    }
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[test]
@@ -78,25 +46,25 @@ fn tcp_traffic_shifting_task_through_the_gateway() {
     ]);
     let ingress = SocketAddr::from(([127, 0, 0, 1], 31400));
     let start = Instant::now();
-    while send(ingress, "hello").is_empty() {
+    while tcp_call(ingress, "hello").is_empty() {
         assert!(start.elapsed() < Duration::from_secs(10), "the gateway's TCP server never answered: {}", p.log_text());
         std::thread::sleep(Duration::from_millis(50));
     }
     for i in 0..20 {
-        assert_eq!(send(ingress, &format!("m{i}")), format!("one m{i}"), "tcp-echo-all-v1: every connection to v1");
+        assert_eq!(tcp_call(ingress, &format!("m{i}")), format!("one m{i}"), "tcp-echo-all-v1: every connection to v1");
     }
     // The task's second step: `kubectl apply -f tcp-echo-20-v2.yaml` (a reload here).
     // (It replaces the VirtualService of the same name; the Gateway and DestinationRule stay.)
     let kept = ALL_V1.split("---\napiVersion: networking.istio.io/v1\nkind: VirtualService").next().unwrap();
     std::fs::write(&mesh, format!("{kept}---\n{SHIFT_20}")).unwrap();
     let start = Instant::now();
-    while !send(ingress, "x").starts_with("two") {
+    while !tcp_call(ingress, "x").starts_with("two") {
         assert!(start.elapsed() < Duration::from_secs(10), "the 80/20 routes never applied");
     }
     const N: usize = 1000;
     let mut one = 0;
     for i in 0..N {
-        match send(ingress, &format!("{i}")) {
+        match tcp_call(ingress, &format!("{i}")) {
             s if s == format!("one {i}") => one += 1,
             s if s == format!("two {i}") => {}
             other => panic!("{other:?}"),

@@ -8,14 +8,6 @@ mod common;
 
 use common::*;
 
-fn token(cp: &Plane, ns: &str, sa: &str) -> std::path::PathBuf {
-    let out = cp.weft(&["token", "create", "--namespace", ns, "--service-account", sa]);
-    assert!(out.status.success(), "{}", text(&out));
-    let f = temp_dir().join(format!("{ns}-{sa}.token"));
-    std::fs::write(&f, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    f
-}
-
 struct Mesh {
     cp: Plane,
     /// The callee's sidecar (its inbound listener in front of the app).
@@ -28,7 +20,7 @@ struct Mesh {
 fn mesh() -> Mesh {
     let cp = plane();
     let app = backend("reviews-app", &[]);
-    let (reviews_token, productpage_token) = (token(&cp, "default", "reviews"), token(&cp, "default", "productpage"));
+    let (reviews_token, productpage_token) = (workload_token(&cp, "default", "reviews"), workload_token(&cp, "default", "productpage"));
     let (url, ca) = (cp.url(), cp.ca_file().to_str().unwrap().to_owned());
     let p = spawn(&[
         "proxy",

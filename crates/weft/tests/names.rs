@@ -8,29 +8,6 @@ mod common;
 
 use common::*;
 
-fn follower_in(cp: &Plane, node: &str, namespace: &str) -> Proxy {
-    let token = cp.admin_token_file();
-    let ca = cp.ca_file();
-    let p = spawn(&[
-        "proxy",
-        "--control-plane",
-        &cp.url(),
-        "--ca-file",
-        ca.to_str().unwrap(),
-        "--token-file",
-        token.to_str().unwrap(),
-        "--node",
-        node,
-        "--namespace",
-        namespace,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    Proxy { p, cfg: std::path::PathBuf::new() }
-}
-
 #[test]
 fn registered_names_are_services_of_their_namespace() {
     let cp = plane();

@@ -5,31 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use common::*;
-
-/// A TCP echo server answering "<name> <what it read>".
-fn echo(name: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(format!("{name} {}", String::from_utf8_lossy(&buf[..n])).as_bytes()).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    a
-}
 
 fn config(port: u16, a: SocketAddr, b: SocketAddr, vip_port: u16, db: SocketAddr) -> String {
     format!(
@@ -60,50 +39,30 @@ spec:
     )
 }
 
-/// One connection: sends `msg`, returns the answer ("" when the proxy closed it).
-fn call(to: SocketAddr, msg: &str) -> String {
-    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else { return String::new() };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    if s.write_all(msg.as_bytes()).is_err() {
-        return String::new();
-    }
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "not within 10 s: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn tcp_service_ports_are_listeners_that_follow_the_config() {
-    let (a, b, db) = (echo("v1"), echo("v2"), echo("db"));
+    let (a, b, db) = (tcp_echo("v1"), tcp_echo("v2"), tcp_echo("db"));
     let port = free_addr().port();
     let vip_port = free_addr().port();
     let p = proxy(&config(port, a, b, vip_port, db));
     let listener = SocketAddr::from(([127, 0, 0, 1], port));
-    until("the tcp listener opens", || !call(listener, "hello").is_empty());
+    wait_until("the tcp listener opens", || !tcp_call(listener, "hello").is_empty());
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..20 {
-        let got = call(listener, &format!("m{i}"));
+        let got = tcp_call(listener, &format!("m{i}"));
         assert!(got == format!("v1 m{i}") || got == format!("v2 m{i}"), "{got:?}");
         seen.insert(got[..2].to_owned());
     }
     assert_eq!(seen.len(), 2, "both endpoints serve");
     // The VIP's listener, on a loopback address of its own.
-    assert_eq!(call(SocketAddr::from(([127, 1, 0, 7], vip_port)), "q"), "db q");
+    assert_eq!(tcp_call(SocketAddr::from(([127, 1, 0, 7], vip_port)), "q"), "db q");
     let m = p.admin("/metrics");
     assert!(
         metric_sum(&m, "istio_tcp_connections_opened_total", &["destination_service=\"tcp-echo.default.svc.cluster.local\""]) >= 21.0,
         "{m}"
     );
     // (Bytes are counted when a connection closes.)
-    until("db's bytes counted", || {
+    wait_until("db's bytes counted", || {
         metric_sum(&p.admin("/metrics"), "istio_tcp_received_bytes_total", &["destination_service=\"db.example\""]) >= 4.0
     });
 
@@ -111,10 +70,10 @@ fn tcp_service_ports_are_listeners_that_follow_the_config() {
     // the proxy's other interfaces).
     let outside = config(port, a, b, vip_port, db).replace("127.1.0.7", "10.9.8.7");
     p.rewrite(&outside);
-    until("the refusal is logged", || p.p.log_text().contains("a VIP is listened on only when it is a loopback address"));
-    assert!(!call(listener, "still").is_empty(), "the listen address's listener stays");
+    wait_until("the refusal is logged", || p.p.log_text().contains("a VIP is listened on only when it is a loopback address"));
+    assert!(!tcp_call(listener, "still").is_empty(), "the listen address's listener stays");
 
     // A reload without the TCP service: its listener closes.
     p.rewrite(&service_entry("web", &[(a, "v: a", 1)]));
-    until("the tcp listener closes", || TcpStream::connect_timeout(&listener, Duration::from_millis(200)).is_err());
+    wait_until("the tcp listener closes", || TcpStream::connect_timeout(&listener, Duration::from_millis(200)).is_err());
 }

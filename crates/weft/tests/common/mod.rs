@@ -471,9 +471,9 @@ pub fn text(o: &std::process::Output) -> String {
 }
 
 /// A proxy following `cp` (no files; its admin on an ephemeral port).
-pub fn follower(cp: &Plane, node: &str) -> Proxy {
+/// A proxy following `cp` (admin token) as `node`, in `namespace`.
+pub fn follower_in(cp: &Plane, node: &str, namespace: &str) -> Proxy {
     let token = cp.admin_token_file();
-    let token = token.to_str().unwrap();
     let ca = cp.ca_file();
     let p = spawn(&[
         "proxy",
@@ -482,15 +482,21 @@ pub fn follower(cp: &Plane, node: &str) -> Proxy {
         "--ca-file",
         ca.to_str().unwrap(),
         "--token-file",
-        token,
+        token.to_str().unwrap(),
         "--node",
         node,
+        "--namespace",
+        namespace,
         "--listen",
         "127.0.0.1:0",
         "--admin",
         "127.0.0.1:0",
     ]);
-    Proxy { p, cfg: PathBuf::new() }
+    Proxy { p, cfg: std::path::PathBuf::new() }
+}
+
+pub fn follower(cp: &Plane, node: &str) -> Proxy {
+    follower_in(cp, node, "default")
 }
 
 /// Polls `f` every 10 ms until it holds; fails after 10 s.
@@ -551,3 +557,45 @@ pub fn plane_send(cp: &Plane, raw: &[u8]) -> String {
 
 pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
+
+/// A workload token for `ns/sa` from the control plane, in a file (for `--token-file`).
+pub fn workload_token(cp: &Plane, ns: &str, sa: &str) -> PathBuf {
+    let out = cp.weft(&["token", "create", "--namespace", ns, "--service-account", sa]);
+    assert!(out.status.success(), "{}", text(&out));
+    let f = temp_dir().join(format!("{ns}-{sa}.token"));
+    std::fs::write(&f, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    f
+}
+
+/// A TCP echo server on loopback answering "<name> <what it read>" for each read.
+pub fn tcp_echo(name: &'static str) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(format!("{name} {}", String::from_utf8_lossy(&buf[..n])).as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
+/// One TCP connection to `to`: sends `msg`, returns the first answer ("" when the
+/// connection was refused or closed without one).
+pub fn tcp_call(to: SocketAddr, msg: &str) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else { return String::new() };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if s.write_all(msg.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
