@@ -288,6 +288,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         Binding::Sidecar => snap.tcp_listeners = crate::tcp_route::listeners(&tcp_vss, &mut ctx),
         Binding::Gateways(_) => snap.gateway_tcp = crate::tcp_route::gateway_routes(&tcp_vss, &mut ctx),
     }
+    let mut telemetry = Vec::new();
     for r in seen() {
         match &r.spec {
             Spec::RateLimit(rl) => crate::ratelimit::attach(r, rl, &mut snap, &mut ctx),
@@ -302,6 +303,11 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
             Spec::PeerAuthentication(pa) => {
                 if let Some(p) = crate::mtls::compile(r, pa, &mut ctx) {
                     snap.peer_authentication.push(p);
+                }
+            }
+            Spec::Telemetry(t) => {
+                if let Some(p) = crate::telemetry::compile(r, t, &mut ctx) {
+                    telemetry.push(p);
                 }
             }
             Spec::AuthorizationPolicy(p) => {
@@ -322,6 +328,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
             _ => {}
         }
     }
+    snap.tracing = crate::telemetry::resolve(&telemetry, view);
     crate::authz::check_providers(resources, &snap.extension_providers, &mut ctx);
     crate::authz::warn_permissive(resources, &snap, &mut ctx);
     snap.clusters = ctx.clusters;

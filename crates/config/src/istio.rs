@@ -14,11 +14,13 @@ mod destination_rule;
 mod gateway;
 mod peer_authentication;
 mod sidecar;
+mod telemetry;
 
 pub use destination_rule::*;
 pub use gateway::*;
 pub use peer_authentication::*;
 pub use sidecar::*;
+pub use telemetry::*;
 
 /// `metadata` of any resource.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

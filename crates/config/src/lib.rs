@@ -24,6 +24,7 @@ pub mod rules;
 mod service_entry;
 pub mod snapshot;
 pub mod tcp_route;
+pub mod telemetry;
 pub mod tls;
 pub mod tls_route;
 mod vhost;

@@ -9,6 +9,7 @@ use crate::istio::{DestinationRule, Metadata, ServiceEntry, VirtualService};
 
 /// The API versions accepted for Istio's security kinds.
 pub const SECURITY_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
+pub const TELEMETRY_VERSIONS: [&str; 2] = ["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
 
 /// The API versions accepted for Istio's networking kinds.
 pub const NETWORKING_VERSIONS: [&str; 3] = ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
@@ -44,6 +45,7 @@ pub enum Spec {
     ExtensionProvider(weft_authz::spec::ExtensionProvider),
     WorkloadEntry(crate::istio::WorkloadEntry),
     Gateway(crate::istio::Gateway),
+    Telemetry(crate::istio::Telemetry),
 }
 
 #[derive(Deserialize)]
@@ -145,6 +147,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             | "ExtensionProvider"
             | "WorkloadEntry"
             | "Gateway"
+            | "Telemetry"
     );
     if !known {
         diags.warnings.push(ConfigError::new(
@@ -161,6 +164,8 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             &crate::weft_kinds::POLICY_VERSIONS
         } else if matches!(kind.as_str(), "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication") {
             &SECURITY_VERSIONS
+        } else if kind == "Telemetry" {
+            &TELEMETRY_VERSIONS
         } else {
             &NETWORKING_VERSIONS
         };
@@ -210,6 +215,7 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
             typed::<crate::istio::WorkloadEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::WorkloadEntry(s)))?
         }
         "Gateway" => typed::<crate::istio::Gateway>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Gateway(s)))?,
+        "Telemetry" => typed::<crate::istio::Telemetry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::Telemetry(s)))?,
         _ => return None,
     };
     // (Both become parts of the control plane's keys, `Kind/namespace/name`, and of

@@ -51,6 +51,8 @@ pub struct Snapshot {
     /// An ingress gateway's TLS listener (`weft gateway --https`); for a gateway the
     /// host tables above are its plain listener's ([`crate::gateway`]).
     pub gateway: Option<crate::gateway::GatewayListeners>,
+    /// Tracing by side, from the Telemetry resources that apply to this proxy.
+    pub tracing: crate::telemetry::ProxyTracing,
 }
 
 impl Snapshot {

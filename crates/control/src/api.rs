@@ -91,6 +91,8 @@ pub struct Server {
     refused: [std::sync::atomic::AtomicU64; 4],
     issued: std::sync::atomic::AtomicU64,
     refused_csrs: std::sync::atomic::AtomicU64,
+    /// The API's tracing (`--otlp-endpoint`), set once at start.
+    pub(crate) tracer: std::sync::OnceLock<crate::api_trace::ApiTracer>,
 }
 
 pub(crate) type Resp = Response<Chunks>;
@@ -167,6 +169,7 @@ impl Server {
             refused: Default::default(),
             issued: Default::default(),
             refused_csrs: Default::default(),
+            tracer: Default::default(),
         })
     }
 
@@ -281,9 +284,18 @@ impl Server {
 
     /// One API call; `peer` is the workload certificate the client presented, if any.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Option<weft_tls::SpiffeId>) -> Result<Resp, Infallible> {
+        let span = self.tracer.get().and_then(|t| t.start_span(req.method(), req.uri().path(), req.headers()));
+        let resp = self.serve(req, peer).await;
+        if let Some(span) = span {
+            span.end(resp.status().as_u16());
+        }
+        Ok(resp)
+    }
+
+    async fn serve(self: Arc<Self>, req: Request<Incoming>, peer: Option<weft_tls::SpiffeId>) -> Resp {
         let who = match self.admit(&req, peer) {
             Ok(who) => who,
-            Err(e) => return Ok(self.refuse(e, req.method(), req.uri().path())),
+            Err(e) => return self.refuse(e, req.method(), req.uri().path()),
         };
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
@@ -293,17 +305,17 @@ impl Server {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
                     let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-                    return Ok(if too_big {
+                    return if too_big {
                         json_reply(StatusCode::PAYLOAD_TOO_LARGE, &ErrorAnswer::one(format!("request body over {} MiB", MAX_BODY >> 20)))
                     } else {
                         bad(format!("reading the request: {e}"))
-                    });
+                    };
                 }
             }
         } else {
             Bytes::new()
         };
-        Ok(self.route(&method, &path, &q, &who, body).await)
+        self.route(&method, &path, &q, &who, body).await
     }
 
     async fn route(&self, method: &Method, path: &str, q: &str, who: &Principal, body: Bytes) -> Resp {
@@ -449,7 +461,7 @@ impl Server {
                     p.registrations().len(),
                     self.pushed.receiver_count(),
                 );
-                let text = text + &self.proxies.metrics() + &self.auth_metrics();
+                let text = text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics();
                 reply(StatusCode::OK, "text/plain; version=0.0.4", text)
             }
             (Method::POST, "/v1/certificate") => {
@@ -532,6 +544,17 @@ impl Server {
                 bad(format!("certificate refused: {e}"))
             }
         }
+    }
+
+    fn trace_metrics(&self) -> String {
+        let Some(t) = self.tracer.get() else { return String::new() };
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "# HELP weft_trace_spans_exported_total Spans the OTLP collector accepted.\n# TYPE weft_trace_spans_exported_total counter\nweft_trace_spans_exported_total {}\n\
+             # HELP weft_trace_spans_dropped_total Spans dropped: queue full, or the collector failed or refused them.\n# TYPE weft_trace_spans_dropped_total counter\nweft_trace_spans_dropped_total {}\n",
+            load(t.exported),
+            load(t.dropped)
+        )
     }
 
     fn auth_metrics(&self) -> String {

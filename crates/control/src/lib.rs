@@ -3,6 +3,7 @@
 //! `weft get`, `weft register` and the others speak ([`api`]).
 
 pub mod api;
+pub mod api_trace;
 pub mod auth;
 mod body;
 pub mod etcd;
@@ -32,6 +33,8 @@ pub struct Options {
     /// Extra names (DNS names or addresses) the API's certificate is valid for, beside
     /// the listen address, `localhost` and the machine's hostname (`--api-name`).
     pub api_names: Vec<String>,
+    /// Spans of the API's calls to an OTLP collector (`--otlp-endpoint`).
+    pub tracing: Option<api_trace::TraceOptions>,
 }
 
 /// Who may call the API.
@@ -118,6 +121,9 @@ pub fn run(opts: Options) -> Result<(), String> {
         let scheme = if acceptor.is_some() { "https" } else { "http" };
         tracing::info!("control plane listening on {scheme}://{addr} ({place}, revision {})", plane.revision());
         let server = api::Server::with_security(plane, auth, ca);
+        if let Some(t) = &opts.tracing {
+            let _ = server.tracer.set(api_trace::ApiTracer::start(t)?);
+        }
         tokio::spawn(server.clone().expire_loop());
         tokio::spawn(server.clone().push_loop());
         if let Some((rx, _)) = follow {

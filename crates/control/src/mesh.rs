@@ -261,7 +261,13 @@ impl Index {
         // proxy gets them and picks what selects it (a gateway, its Gateways).
         if matches!(
             d.kind.as_str(),
-            "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" | "ExtensionProvider" | "WorkloadEntry" | "Gateway"
+            "PeerAuthentication"
+                | "AuthorizationPolicy"
+                | "RequestAuthentication"
+                | "ExtensionProvider"
+                | "WorkloadEntry"
+                | "Gateway"
+                | "Telemetry"
         ) {
             return true;
         }

@@ -16,7 +16,7 @@ const CONFIG: &str = "config/";
 const REGISTRY: &str = "registry/";
 
 /// The kinds `weft get` and `weft delete` know, with their short names.
-const KINDS: [(&str, &[&str]); 14] = [
+const KINDS: [(&str, &[&str]); 16] = [
     ("Sidecar", &["sidecars"]),
     ("ServiceEntry", &["se", "serviceentries"]),
     ("DestinationRule", &["dr", "destinationrules"]),
@@ -31,6 +31,8 @@ const KINDS: [(&str, &[&str]); 14] = [
     ("RequestAuthentication", &["ra", "requestauthentications"]),
     ("ExtensionProvider", &["extensionproviders"]),
     ("WorkloadEntry", &["we", "workloadentries"]),
+    ("Telemetry", &["telemetries"]),
+    ("Gateway", &["gw", "gateways"]),
 ];
 
 /// `kind` as the store spells it (case-insensitive, short names and plurals too).

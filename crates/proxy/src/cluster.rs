@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use weft_balance::locality::{self, Locality};
 use weft_balance::{Balancer, EndpointLoad, HasLoad, LeastRequest, Maglev, PeakEwma, PickCtx, RingHash, RoundRobin, WeightedRandom};
@@ -123,10 +122,12 @@ pub struct Cluster {
     pub interval_checked: AtomicU64,
 }
 
-/// Monotonic nanoseconds since the process started (the peak-EWMA clock).
+/// Monotonic nanoseconds since the process started (the peak-EWMA and slow-start
+/// clock). tokio's `Instant`: the same as std's in a build, and paused with the runtime's
+/// clock in tests (`test-util`), so that time-dependent balancing is tested without sleeping.
 pub fn now_ns() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    START.get_or_init(tokio::time::Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
 /// A pick under slow start: while an endpoint is warming up, endpoints are picked at

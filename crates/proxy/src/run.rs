@@ -63,8 +63,9 @@ pub struct ProxyOptions {
     pub role: weft_config::Role,
     /// An ingress gateway's TLS listener (`--https`): its Gateways' HTTPS and TLS servers.
     pub gateway_tls: Option<SocketAddr>,
-    /// Where spans go (OTLP over HTTP/protobuf, e.g. http://collector:4318/v1/traces).
-    pub otlp_endpoint: Option<String>,
+    /// Where spans go (an OTLP collector's URL, e.g. http://collector:4318/v1/traces)
+    /// and how (HTTP/protobuf or gRPC).
+    pub otlp: Option<(String, weft_telemetry::trace::Protocol)>,
     /// Percent of new traces sampled (Istio's default: 1).
     pub trace_sampling: f64,
     /// Generate `x-request-id` for requests without one even with tracing off.
@@ -109,7 +110,7 @@ impl Default for ProxyOptions {
             path_normalization: Default::default(),
             role: weft_config::Role::Sidecar,
             gateway_tls: None,
-            otlp_endpoint: None,
+            otlp: None,
             trace_sampling: 1.0,
             request_id: false,
         }
@@ -152,9 +153,14 @@ pub fn build_shared(
         max_connections: opts.max_connections,
         node: opts.node.clone(),
         view: weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone()),
-        request_id: opts.request_id || opts.otlp_endpoint.is_some(),
-        tracer: opts.otlp_endpoint.as_deref().and_then(|e| {
-            match crate::trace::export::Exporter::start(e, &opts.service, &opts.namespace, metrics) {
+        request_id: opts.request_id || opts.otlp.is_some(),
+        tracer: opts.otlp.as_ref().and_then(|(e, protocol)| {
+            let c = &metrics.counters;
+            let started = weft_telemetry::trace::Target::parse(e, *protocol).and_then(|target| {
+                let resource = crate::trace::resource(&opts.service, &opts.namespace);
+                weft_telemetry::trace::Exporter::start(target, resource, &c.spans_exported, &c.spans_dropped)
+            });
+            match started {
                 Ok(exporter) => {
                     let node =
                         opts.control_plane.as_ref().map_or_else(|| format!("{}.{}", opts.service, opts.namespace), |(_, n)| n.clone());
@@ -179,8 +185,8 @@ pub fn build_shared(
 
 /// Runs the proxy until SIGTERM or SIGINT; returns an error message if it cannot start.
 pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
-    if let Some(e) = &opts.otlp_endpoint {
-        crate::trace::export::check_endpoint(e)?;
+    if let Some((e, protocol)) = &opts.otlp {
+        weft_telemetry::trace::Target::parse(e, *protocol)?;
     }
     // Stamped before reading, so a change made while we load is not missed.
     let initial_stamps = stamps(&opts.files);

@@ -40,8 +40,8 @@ async fn a_new_endpoint_warms_up_over_the_window() {
     h.install(&config(&[A, B], "1s"));
     let warming = share_of_b(&h, 1000).await;
     assert!(warming < 0.15, "B got {warming} of the traffic right after joining");
-    // (The window is wall-clock time, as Envoy's.)
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // (The window is the runtime's clock: paused here, it moves only when told.)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let warm = share_of_b(&h, 400).await;
     assert!((0.45..=0.55).contains(&warm), "B got {warm} once warmed up");
 }

@@ -9,6 +9,7 @@ mod flags;
 mod histogram;
 mod registry;
 mod render;
+pub mod trace;
 
 pub use flags::ResponseFlags;
 pub use histogram::{Histogram, BYTES_BUCKETS, DURATION_BUCKETS_MS};

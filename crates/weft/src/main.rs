@@ -6,6 +6,7 @@ mod cpbench;
 mod cpchurn;
 mod ctl;
 mod demo;
+mod tracing_args;
 
 /// mimalloc: measured ~10 % more requests/s than glibc malloc through the proxy.
 /// Built with `MI_DEFAULT_ARENA_EAGER_COMMIT=0` (.cargo/config.toml) so memory is
@@ -127,6 +128,8 @@ struct ControlPlaneArgs {
     /// listen address, localhost and the hostname (repeatable).
     #[arg(long = "api-name")]
     api_names: Vec<String>,
+    #[command(flatten)]
+    tracing: tracing_args::TracingArgs,
 }
 
 #[derive(clap::Args)]
@@ -222,34 +225,12 @@ struct ProxyArgs {
     /// runs of /; decode-and-merge-slashes also decodes %2F and %5C.
     #[arg(long, value_enum, default_value = "base")]
     path_normalization: PathNormalizationArg,
-    /// Export spans to this OTLP collector (HTTP/protobuf), e.g.
-    /// http://127.0.0.1:4318/v1/traces; default $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
-    /// $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. Without it no spans are made (the
-    /// x-request-id is still generated).
-    #[arg(long)]
-    otlp_endpoint: Option<String>,
-    /// Percent (0-100) of the traces this proxy starts that are sampled (a caller's
-    /// decision, in traceparent or B3, is followed). Istio's default: 1.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
-    trace_sampling: f64,
+    #[command(flatten)]
+    tracing: tracing_args::TracingArgs,
     /// Give every request without one an x-request-id (a UUID v4), as Envoy does, even
     /// with tracing off (with tracing on it is always done).
     #[arg(long)]
     request_id: bool,
-}
-
-fn parse_percent(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        _ => Err(format!("{s:?} is not a percentage 0-100")),
-    }
-}
-
-/// The OTLP traces endpoint: the flag, else the standard OpenTelemetry variables.
-fn otlp_endpoint(flag: Option<String>) -> Option<String> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    flag.or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| format!("{}/v1/traces", e.trim_end_matches('/'))))
 }
 
 #[derive(clap::Args)]
@@ -310,9 +291,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 impl ProxyArgs {
-    fn into_options(self) -> weft_proxy::ProxyOptions {
+    fn into_options(self) -> Result<weft_proxy::ProxyOptions, String> {
+        let tracing = self.tracing.resolve()?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        weft_proxy::ProxyOptions {
+        Ok(weft_proxy::ProxyOptions {
             files: self.config,
             listen: self.listen,
             admin: self.admin,
@@ -339,8 +321,8 @@ impl ProxyArgs {
             node: weft_proxy::cluster::Node::new(self.locality, self.labels.into_iter().collect()),
             stream_idle_timeout: Some(self.stream_idle_timeout).filter(|d| !d.is_zero()),
             path_normalization: self.path_normalization.into(),
-            otlp_endpoint: otlp_endpoint(self.otlp_endpoint),
-            trace_sampling: self.trace_sampling,
+            otlp: tracing,
+            trace_sampling: self.tracing.trace_sampling,
             request_id: self.request_id,
             control_plane_token: None,
             control_plane_ca: None,
@@ -350,7 +332,7 @@ impl ProxyArgs {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
             }),
-        }
+        })
     }
 }
 
@@ -438,8 +420,14 @@ fn run_proxy(a: ProxyArgs, role: weft_config::Role, gateway_tls: Option<SocketAd
         Some(Ok(pem)) => Some(pem),
         None => None,
     };
-    let opts =
-        weft_proxy::ProxyOptions { control_plane_token: token, control_plane_ca: ca, want_identity, role, gateway_tls, ..a.into_options() };
+    let base = match a.into_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = weft_proxy::ProxyOptions { control_plane_token: token, control_plane_ca: ca, want_identity, role, gateway_tls, ..base };
     match weft_proxy::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -464,6 +452,15 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
         }
     };
     let ca = a.ca_dir.clone().or_else(|| a.data_dir.as_ref().map(|d| d.join("ca"))).map(|d| (d, a.trust_domain.clone()));
+    let tracing = match a.tracing.resolve() {
+        Ok(t) => {
+            t.map(|(endpoint, protocol)| weft_control::api_trace::TraceOptions { endpoint, protocol, sampling: a.tracing.trace_sampling })
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let store = match (a.store.as_str(), a.data_dir) {
         ("etcd", _) => {
             weft_control::StoreKind::Etcd { endpoints: a.etcd_endpoints, prefix: a.etcd_prefix, checkpoint_every: a.etcd_checkpoint_every }
@@ -474,7 +471,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca, api_names: a.api_names }) {
+    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca, api_names: a.api_names, tracing }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -5,54 +5,12 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::otlp::Receiver;
 use common::*;
-
-struct Receiver {
-    child: std::process::Child,
-    port: u16,
-    out: std::path::PathBuf,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let out = temp_dir().join("spans.jsonl");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py");
-        let mut child = Command::new("python3").arg(script).arg(&out).stdout(Stdio::piped()).spawn().expect("python3");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("receiver port, got {line:?} (pip install opentelemetry-proto)"));
-        Receiver { child, port, out }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/traces", self.port)
-    }
-
-    /// The spans received so far, waiting (≤ 10 s) until there are at least `n`.
-    fn spans(&self, n: usize) -> Vec<serde_json::Value> {
-        let start = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-            let spans: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-            if spans.len() >= n || start.elapsed() > Duration::from_secs(10) {
-                return spans;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 fn se(host: &str, to: SocketAddr) -> String {
     format!(

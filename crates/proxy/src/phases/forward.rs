@@ -101,14 +101,17 @@ pub(crate) async fn forward(cx: &mut RequestCtx, mut fwd: Box<Forward>) -> Forwa
         }
         other => TryBody::Once(other),
     };
+    let hedge = hedge.filter(|_| idempotent && bodyless);
+    let trace = cx.fin.span.as_ref().filter(|_| route.retry.is_some() || hedge.is_some()).map(|s| Box::new(s.try_parent()));
     let plan = Plan {
         policy: route.retry.as_ref(),
-        hedge: hedge.filter(|_| idempotent && bodyless),
+        hedge,
         cluster: &cluster,
         hash,
         passthrough: cluster.spec.lb == LbPolicy::Passthrough,
         deadline: route.timeout.map(|t| cx.start + t),
         grpc: cx.grpc,
+        trace,
     };
     let result = send::send(cx, ep, &parts, &plan, body).await;
     cx.filters.admitted.clear();

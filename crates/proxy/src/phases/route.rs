@@ -177,6 +177,12 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
             Planned::Forward { target, cluster, hash, new_pq, hedge: chain.hedge.clone() }
         }
     };
+    // (Looked at only with tracing on; None unless a Telemetry resource applies.)
+    let telemetry = match cx.conn.shared.tracer.is_some() {
+        false => None,
+        true if cx.conn.side == Side::Inbound => rt.snap.tracing.inbound.clone(),
+        true => rt.snap.tracing.outbound.clone(),
+    };
     drop(rt);
 
     let connect = (req.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut req));
@@ -209,7 +215,8 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     // (Nothing is looked at when neither tracing nor request ids are on.)
     if cx.conn.shared.tracer.is_some() || cx.conn.shared.request_id {
         let pq = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        crate::trace::on_request(cx, &mut head.headers, head.method.as_str(), authority.to_str().unwrap_or(host), pq);
+        let authority = authority.to_str().unwrap_or(host);
+        crate::trace::on_request(cx, &mut head.headers, head.method.as_str(), authority, pq, telemetry.as_deref());
         if let (Some(span), Planned::Forward { cluster, .. }) = (cx.fin.span.as_mut(), &planned) {
             span.cluster(&cluster.spec.name);
         }

@@ -25,6 +25,7 @@ use crate::error::UpstreamError;
 use crate::live::Hedge;
 use crate::replay::Replaying;
 use crate::request::{InFlight, RequestCtx};
+use crate::trace::{TryOutcome, TryParent, TrySpan};
 use crate::{h1client, pool};
 
 /// Envoy's back-off: base 25 ms, at most 10 × base.
@@ -73,6 +74,9 @@ pub(crate) struct Plan<'a> {
     pub deadline: Option<Instant>,
     /// A gRPC request: its answers' grpc-status counts.
     pub grpc: bool,
+    /// A sampled request that may be tried more than once: each try gets a span.
+    /// (Boxed: the request's future carries the plan, and most requests are not traced.)
+    pub trace: Option<Box<TryParent>>,
 }
 
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
@@ -104,14 +108,25 @@ pub(crate) async fn send(
             (Some(p), Some(l)) => Some(p.min(l)),
             (p, l) => p.or(l),
         };
+        // A hedge race makes its tries' spans itself; the first try's span is made if a
+        // second one starts (see `crate::trace::tries`).
+        let racing = matches!(try_body, TryBody::None) && plan.hedge.is_some();
+        // (Boxed: these live across the try's await, in every request's future.)
+        let traced: Option<Box<(TrySpan, Parts)>> = plan.trace.as_deref().filter(|_| !racing && tries > 1).map(|t| {
+            let span = t.child(&plan.cluster.spec.name, &ep.id, tries, false);
+            let own = span.parts(parts);
+            Box::new((span, own))
+        });
+        let parts_now = traced.as_ref().map_or(parts, |t| &t.1);
         // Boxed: the timeout wrappers below would each move the try's future (and this
         // future would carry it), a memcpy of its size per wrapper; one allocation is cheaper.
-        let attempt = Box::pin(hedged(cx, &mut ep, parts, plan, try_body));
+        let attempt = Box::pin(hedged(cx, &mut ep, parts_now, plan, try_body, tries));
         let result = match (limit, shared.stream_idle) {
             (Some(t), _) => tokio::time::timeout(t, attempt).await.unwrap_or(Err(UpstreamError::Timeout)),
             (None, Some(idle)) => crate::idle::bounded(idle, attempt).await.unwrap_or(Err(UpstreamError::Idle)),
             (None, None) => attempt.await,
         };
+        end_try(traced.map(|t| t.0), &result);
         // A try that failed because the client's body did is the client's fault: not
         // reported to outlier detection, not retried.
         if result.is_err() {
@@ -175,6 +190,11 @@ pub(crate) async fn send(
             counters.retry_body_unreplayable.fetch_add(1, Ordering::Relaxed);
             return result;
         }
+        if let Some(t) = plan.trace.as_deref().filter(|_| tries == 1 && !racing) {
+            // (When it started, from how long ago: no clock reading kept for it in every request.)
+            let start = weft_telemetry::trace::unix_ns().saturating_sub(clock().saturating_duration_since(now).as_nanos() as u64);
+            end_try(Some(t.child_from(&plan.cluster.spec.name, &ep.id, 1, false, start)), &result);
+        }
         drop(result);
         counters.retries.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;
@@ -199,6 +219,7 @@ async fn hedged(
     parts: &Parts,
     plan: &Plan<'_>,
     body: TryBody,
+    attempt: u32,
 ) -> Result<Upstream, UpstreamError> {
     let worker = cx.conn.worker;
     match body {
@@ -208,17 +229,43 @@ async fn hedged(
         TryBody::None => match &plan.hedge {
             None => once(ep, worker, parts).await,
             // Boxed: the race's state would otherwise make every try's future larger.
-            Some(h) => Box::pin(race(cx, ep, parts, plan, h)).await,
+            Some(h) => Box::pin(race(cx, ep, parts, plan, h, attempt)).await,
         },
     }
 }
 
 /// The hedge race: see [`hedged`].
-async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: &Plan<'_>, h: &Hedge) -> Result<Upstream, UpstreamError> {
+async fn race(
+    cx: &mut RequestCtx,
+    ep: &mut Arc<Endpoint>,
+    parts: &Parts,
+    plan: &Plan<'_>,
+    h: &Hedge,
+    attempt: u32,
+) -> Result<Upstream, UpstreamError> {
     let worker = cx.conn.worker;
+    // With tracing, each try carries its own span (and sends its own copy of the head).
+    let start = |e: &Arc<Endpoint>, hedge: bool| -> (Option<TrySpan>, Try<'_>) {
+        match plan.trace.as_deref().map(|t| t.child(&plan.cluster.spec.name, &e.id, attempt, hedge)) {
+            Some(span) => {
+                let own = span.parts(parts);
+                (Some(span), Box::pin(once_with(e.clone(), worker, own)))
+            }
+            None => (None, Box::pin(once_owned(e.clone(), worker, parts))),
+        }
+    };
     // The first try's share of the load is the request's own (held by its record).
     let mut launched: Vec<(Arc<Endpoint>, Instant, Option<InFlight>)> = vec![(ep.clone(), clock(), None)];
-    let mut racing: Vec<(usize, Try<'_>)> = vec![(0, Box::pin(once_owned(ep.clone(), worker, parts)))];
+    // A first try (attempt 1) goes out without a span of its own: one is made for it
+    // if a hedge starts (from when it started: `first_open`).
+    let (span, first) = match attempt {
+        1 => (None, Box::pin(once_owned(ep.clone(), worker, parts)) as Try<'_>),
+        _ => start(ep, false),
+    };
+    let mut first_open = plan.trace.as_ref().filter(|_| attempt == 1).map(|_| weft_telemetry::trace::unix_ns());
+    let first_span = |start_ns: u64| plan.trace.as_deref().map(|t| t.child_from(&plan.cluster.spec.name, &ep.id, attempt, false, start_ns));
+    let mut spans = vec![span];
+    let mut racing: Vec<(usize, Try<'_>)> = vec![(0, first)];
     let delay = h.current_delay();
     let mut timer = Box::pin(tokio::time::sleep(delay));
     let (winner, result) = loop {
@@ -239,14 +286,20 @@ async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: 
             // An answer, or the last try failing: done.
             Some((k, r)) if r.is_ok() || racing.len() == 1 => break (racing[k].0, r),
             // A failure while others are still out: wait for them.
-            Some((k, _)) => {
-                drop(racing.swap_remove(k));
+            Some((k, r)) => {
+                let (i, _) = racing.swap_remove(k);
+                end_try(spans[i].take(), &r);
+                if let Some(start_ns) = first_open.take_if(|_| i == 0) {
+                    end_try(first_span(start_ns), &r);
+                }
             }
             None => {
                 let tried: Vec<Arc<Endpoint>> = launched.iter().map(|(e, _, _)| e.clone()).collect();
                 if let Some(next) = pick_other(plan, &tried) {
                     cx.conn.shared.metrics.counters.hedges.fetch_add(1, Ordering::Relaxed);
-                    racing.push((launched.len(), Box::pin(once_owned(next.clone(), worker, parts))));
+                    let (span, fut) = start(&next, true);
+                    spans.push(span);
+                    racing.push((launched.len(), fut));
                     launched.push((next.clone(), clock(), Some(InFlight::start(next))));
                 }
                 timer.as_mut().reset(tokio::time::Instant::now() + delay);
@@ -254,6 +307,16 @@ async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: 
         }
     };
     drop(racing);
+    end_try(spans[winner].take(), &result);
+    for span in spans.into_iter().flatten() {
+        span.end(TryOutcome::Cancelled);
+    }
+    if let Some(start_ns) = first_open.filter(|_| launched.len() > 1) {
+        match winner {
+            0 => end_try(first_span(start_ns), &result),
+            _ => first_span(start_ns).map_or((), |s| s.end(TryOutcome::Cancelled)),
+        }
+    }
     // The answer's latency feeds delayPercentile.
     if let (Some(window), Ok(_)) = (&h.window, &result) {
         window.record(clock().saturating_duration_since(launched[winner].1), crate::cluster::now_ns());
@@ -278,6 +341,20 @@ async fn race(cx: &mut RequestCtx, ep: &mut Arc<Endpoint>, parts: &Parts, plan: 
 
 async fn once_owned(ep: Arc<Endpoint>, worker: usize, parts: &Parts) -> Result<Upstream, UpstreamError> {
     once(&ep, worker, parts).await
+}
+
+/// A try that sends its own head (a traced hedge: its span is the upstream's parent).
+async fn once_with(ep: Arc<Endpoint>, worker: usize, parts: Parts) -> Result<Upstream, UpstreamError> {
+    once(&ep, worker, &parts).await
+}
+
+/// Ends a try's span (if it has one) with what the try came to.
+fn end_try(span: Option<TrySpan>, result: &Result<Upstream, UpstreamError>) {
+    let Some(span) = span else { return };
+    match result {
+        Ok(up) => span.end(TryOutcome::Response(up.head().0)),
+        Err(e) => span.end(TryOutcome::Failed(&e.to_string())),
+    }
 }
 
 /// One try on one endpoint.

@@ -9,14 +9,13 @@
 //! (`--trace-sampling`, percent; Istio's default 1 %). Sampled spans are exported over
 //! OTLP ([`export`]); unsampled ones cost the headers only.
 
-pub mod export;
-pub mod otlp;
-pub mod propagation;
+mod tries;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use weft_config::telemetry::{Tag, Tracing};
+use weft_telemetry::trace::{export, otlp, propagation, random_id, unix_ns};
 
 use crate::request::{RequestCtx, Side};
 
@@ -43,7 +42,11 @@ pub struct SpanState {
     name: String,
     start_unix_ns: u64,
     attributes: Vec<otlp::KeyValue>,
+    /// The request came with B3 headers (its tries' context goes out in B3 too).
+    b3: bool,
 }
+
+pub use tries::{TryOutcome, TryParent, TrySpan};
 
 impl SpanState {
     /// The upstream cluster the request went to (`upstream_cluster`).
@@ -73,22 +76,22 @@ impl SpanState {
     }
 }
 
-fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+/// A custom tag's value for a request with `headers`.
+fn tag_value(tag: &Tag, headers: &HeaderMap) -> String {
+    match tag {
+        Tag::Literal(v) => v.clone(),
+        Tag::Environment { name, default } => std::env::var(name).unwrap_or_else(|_| default.clone()),
+        Tag::Header { name, default } => headers.get(name).and_then(|v| v.to_str().ok()).map_or_else(|| default.clone(), str::to_owned),
+    }
 }
 
-/// A random, non-zero id.
-fn random_id<const N: usize>() -> [u8; N] {
-    loop {
-        let mut out = [0u8; N];
-        for chunk in out.chunks_mut(8) {
-            let r = fastrand::u64(..).to_le_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-        if out != [0u8; N] {
-            return out;
-        }
-    }
+/// What the proxy's spans come from: its service and namespace.
+pub fn resource(service: &str, namespace: &str) -> Vec<otlp::KeyValue> {
+    vec![
+        otlp::kv("service.name", format!("{service}.{namespace}")),
+        otlp::kv("k8s.namespace.name", namespace),
+        otlp::kv("telemetry.sdk.name", "weft"),
+    ]
 }
 
 /// A UUID v4, as Envoy makes `x-request-id`s (formatted on the stack: one allocation).
@@ -114,7 +117,10 @@ fn request_id() -> HeaderValue {
 
 /// The request phase's part: `x-request-id` when absent; with a tracer, this proxy's
 /// span in the caller's trace (or a new one) and the context the upstream sees.
-pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, authority: &str, path: &str) {
+///
+/// `telemetry`: what the Telemetry resources that apply to this proxy's side say
+/// (sampling, reporting, custom tags), when any does.
+pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, authority: &str, path: &str, telemetry: Option<&Tracing>) {
     if cx.conn.shared.request_id {
         if let http::header::Entry::Vacant(v) = headers.entry(&X_REQUEST_ID) {
             v.insert(request_id());
@@ -124,18 +130,19 @@ pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, au
     let incoming = propagation::extract(headers);
     let sampled = match incoming.and_then(|i| i.sampled) {
         Some(s) => s,
-        None => fastrand::f64() * 100.0 < tracer.sampling,
+        None => fastrand::f64() * 100.0 < telemetry.and_then(|t| t.sampling).unwrap_or(tracer.sampling),
     };
     let trace_id = incoming.map_or_else(random_id, |i| i.trace_id);
     let parent = incoming.map(|i| i.span_id);
     let span_id: [u8; 8] = random_id();
-    propagation::inject(headers, &trace_id, &span_id, parent.as_ref(), sampled, incoming.is_some_and(|i| i.b3));
-    if !sampled {
+    let b3 = incoming.is_some_and(|i| i.b3);
+    propagation::inject(headers, &trace_id, &span_id, parent.as_ref(), sampled, b3);
+    if !sampled || telemetry.is_some_and(|t| t.disable_reporting) {
         return;
     }
     let server = cx.conn.side == Side::Inbound;
     let request_id = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let attributes = vec![
+    let mut attributes = vec![
         otlp::kv("guid:x-request-id", request_id),
         otlp::kv("http.method", method),
         otlp::kv("http.url", format!("http://{authority}{path}")),
@@ -143,6 +150,9 @@ pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, au
         otlp::kv("component", "proxy"),
         otlp::kv("istio.namespace", cx.conn.shared.metrics.source_namespace()),
     ];
+    for (name, tag) in telemetry.map_or(&[][..], |t| &t.tags[..]) {
+        attributes.push(otlp::kv(name, tag_value(tag, headers)));
+    }
     cx.fin.span = Some(Box::new(SpanState {
         tracer,
         trace_id,
@@ -154,6 +164,7 @@ pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, au
         name: format!("{authority}{}", path.split('?').next().unwrap_or("")),
         start_unix_ns: unix_ns(),
         attributes,
+        b3,
     }));
 }
 

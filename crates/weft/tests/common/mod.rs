@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod grafana;
+pub mod otlp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -16,22 +16,51 @@ pub struct Incoming {
     pub b3: bool,
 }
 
+/// The trace-context headers of a request, found in one pass over its headers (a
+/// request without them costs a length comparison per header, not six hash lookups).
+#[derive(Default)]
+struct Found<'a> {
+    traceparent: Option<&'a HeaderValue>,
+    b3: Option<&'a HeaderValue>,
+    b3_trace: Option<&'a HeaderValue>,
+    b3_span: Option<&'a HeaderValue>,
+    b3_sampled: Option<&'a HeaderValue>,
+    b3_flags: Option<&'a HeaderValue>,
+}
+
+impl<'a> Found<'a> {
+    fn scan(h: &'a HeaderMap) -> Found<'a> {
+        let mut f = Found::default();
+        for (name, value) in h {
+            let slot = match name.as_str() {
+                "traceparent" => &mut f.traceparent,
+                "b3" => &mut f.b3,
+                "x-b3-traceid" => &mut f.b3_trace,
+                "x-b3-spanid" => &mut f.b3_span,
+                "x-b3-sampled" => &mut f.b3_sampled,
+                "x-b3-flags" => &mut f.b3_flags,
+                _ => continue,
+            };
+            // The first of repeated values, as `HeaderMap::get` would.
+            slot.get_or_insert(value);
+        }
+        f
+    }
+}
+
 /// The trace context of `h`: W3C first, then B3 single, then B3 multi-header.
 pub fn extract(h: &HeaderMap) -> Option<Incoming> {
-    if let Some(v) = h.get(&TRACEPARENT).and_then(|v| v.to_str().ok()) {
-        if let Some(t) = traceparent(v) {
-            return Some(t);
-        }
+    let f = Found::scan(h);
+    if let Some(t) = f.traceparent.and_then(|v| v.to_str().ok()).and_then(traceparent) {
+        return Some(t);
     }
-    if let Some(v) = h.get(&B3).and_then(|v| v.to_str().ok()) {
-        if let Some(t) = b3_single(v) {
-            return Some(t);
-        }
+    if let Some(t) = f.b3.and_then(|v| v.to_str().ok()).and_then(b3_single) {
+        return Some(t);
     }
-    let trace = h.get(&B3_TRACE).and_then(|v| v.to_str().ok()).and_then(trace_id)?;
-    let span = h.get(&B3_SPAN).and_then(|v| v.to_str().ok()).and_then(hex::<8>)?;
-    let debug = h.get(&B3_FLAGS).is_some_and(|v| v.as_bytes() == b"1");
-    let sampled = match h.get(&B3_SAMPLED).map(|v| v.as_bytes()) {
+    let trace = f.b3_trace.and_then(|v| v.to_str().ok()).and_then(trace_id)?;
+    let span = f.b3_span.and_then(|v| v.to_str().ok()).and_then(hex::<8>)?;
+    let debug = f.b3_flags.is_some_and(|v| v.as_bytes() == b"1");
+    let sampled = match f.b3_sampled.map(|v| v.as_bytes()) {
         _ if debug => Some(true),
         Some(b"1" | b"true") => Some(true),
         Some(b"0" | b"false") => Some(false),
@@ -98,11 +127,6 @@ fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-static B3: http::HeaderName = http::HeaderName::from_static("b3");
-static B3_TRACE: http::HeaderName = http::HeaderName::from_static("x-b3-traceid");
-static B3_SPAN: http::HeaderName = http::HeaderName::from_static("x-b3-spanid");
-static B3_FLAGS: http::HeaderName = http::HeaderName::from_static("x-b3-flags");
-static B3_SAMPLED: http::HeaderName = http::HeaderName::from_static("x-b3-sampled");
 
 /// Lower-case hex of `b` into `out` (twice its length).
 fn hex_into(out: &mut [u8], b: &[u8]) {
