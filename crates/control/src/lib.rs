@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 mod body;
+pub mod console;
 pub mod etcd;
 mod group;
 pub mod mesh;
