@@ -46,7 +46,8 @@ pub fn svg(services: &[String], edges: &[Edge]) -> String {
         let _ = write!(
             out,
             "<g class=\"service\"><title>{full}</title><circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"26\" fill=\"#e8f0fe\" stroke=\"#36c\"/>\
-<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" dominant-baseline=\"middle\">{name}</text></g>",
+<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{name}</text></g>",
+            y + 42.0,
             full = esc(s),
             name = esc(short(s)),
         );
