@@ -121,14 +121,24 @@ mod tests {
     use super::*;
 
     fn report(dests: usize) -> Report {
-        let d = |i: usize| DestinationCounts { service: format!("s{i}.default.svc.cluster.local"), requests: 10, errors: 1, buckets: vec![5; 13] };
+        let d = |i: usize| DestinationCounts {
+            service: format!("s{i}.default.svc.cluster.local"),
+            requests: 10,
+            errors: 1,
+            buckets: vec![5; 13],
+        };
         Report {
             node: "p-1".into(),
             started_ms: 1,
             service: "productpage".into(),
             namespace: "default".into(),
             destinations: (0..dests).map(d).collect(),
-            ejected: vec![Ejected { service: "s0".into(), address: "10.0.0.1:80".into(), reason: "consecutive_5xx".into(), remaining_ms: 9 }],
+            ejected: vec![Ejected {
+                service: "s0".into(),
+                address: "10.0.0.1:80".into(),
+                reason: "consecutive_5xx".into(),
+                remaining_ms: 9,
+            }],
         }
     }
 

@@ -13,5 +13,5 @@ mod summary;
 
 pub use flags::ResponseFlags;
 pub use histogram::{Histogram, BYTES_BUCKETS, DURATION_BUCKETS_MS};
-pub use summary::DestinationTotals;
 pub use registry::{Counters, DestId, DestLabels, HandshakeFailure, Metrics, PeerId, PeerLabels, Protocol, SeriesKey};
+pub use summary::DestinationTotals;

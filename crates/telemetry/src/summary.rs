@@ -60,14 +60,27 @@ mod tests {
     fn totals_add_up_codes_and_subsets_per_service() {
         let m = Metrics::new("productpage", "default");
         let dest = |version: &str| {
-            let labels = DestLabels { service: "reviews.default.svc.cluster.local".into(), namespace: "default".into(), version: version.into(), inbound: false };
+            let labels = DestLabels {
+                service: "reviews.default.svc.cluster.local".into(),
+                namespace: "default".into(),
+                version: version.into(),
+                inbound: false,
+            };
             m.dest_id(labels)
         };
-        let key = |dest, code| SeriesKey { dest, code, flags: ResponseFlags::default(), protocol: Protocol::Http, grpc_status: -1, peer: Default::default() };
+        let key = |dest, code| SeriesKey {
+            dest,
+            code,
+            flags: ResponseFlags::default(),
+            protocol: Protocol::Http,
+            grpc_status: -1,
+            peer: Default::default(),
+        };
         m.record(key(dest("v1"), 200), 3.0, 0, 0);
         m.record(key(dest("v2"), 200), 30.0, 0, 0);
         m.record(key(dest("v2"), 503), 300.0, 0, 0);
-        let inbound = m.dest_id(DestLabels { service: "productpage".into(), namespace: "default".into(), version: "".into(), inbound: true });
+        let inbound =
+            m.dest_id(DestLabels { service: "productpage".into(), namespace: "default".into(), version: "".into(), inbound: true });
         m.record(key(inbound, 200), 1.0, 0, 0);
         let totals = m.outbound_totals(10);
         assert_eq!(totals.len(), 1);

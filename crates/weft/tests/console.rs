@@ -24,8 +24,21 @@ fn rule(subset: &str) -> String {
 fn reporting_proxy(cp: &Plane, node: &str, service: &str) -> Proc {
     let (token, ca) = (cp.admin_token_file(), cp.ca_file());
     let args = [
-        "proxy", "--control-plane", &cp.url(), "--ca-file", ca.to_str().unwrap(), "--token-file", token.to_str().unwrap(), "--node", node,
-        "--service", service, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+        "proxy",
+        "--control-plane",
+        &cp.url(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--node",
+        node,
+        "--service",
+        service,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
     ];
     spawn(&args)
 }
@@ -154,7 +167,10 @@ fn hostile_reports_are_refused_clearly_and_cost_bounded_memory() {
         (report_json("p-1", 1, &destination("a\\nb", 1)), "control characters"),
         (report_json("bad\\nnode", 1, ""), "control characters"),
         ("{\"node\":".to_owned(), "EOF"),
-        (report_json("p-2", 1, &(0..10_000).map(|i| destination(&format!("s{i}"), 1)).collect::<Vec<_>>().join(",")), "over the 1024 allowed"),
+        (
+            report_json("p-2", 1, &(0..10_000).map(|i| destination(&format!("s{i}"), 1)).collect::<Vec<_>>().join(",")),
+            "over the 1024 allowed",
+        ),
         (report_json("p-2", 1, &destination(&"x".repeat(2 << 20), 1)), "allowed"),
     ];
     let before = rss_kb(cp.p.pid());

@@ -24,7 +24,8 @@ pub fn lines<'a>(before: &'a str, after: &'a str) -> Vec<Line<'a>> {
     let mut common = vec![0u32; (a.len() + 1) * w];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            common[i * w + j] = if a[i] == b[j] { common[(i + 1) * w + j + 1] + 1 } else { common[(i + 1) * w + j].max(common[i * w + j + 1]) };
+            common[i * w + j] =
+                if a[i] == b[j] { common[(i + 1) * w + j + 1] + 1 } else { common[(i + 1) * w + j].max(common[i * w + j + 1]) };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(a.len() + b.len()));

@@ -64,7 +64,8 @@ fn edge(out: &mut String, a: (f64, f64), b: (f64, f64), e: &Edge) {
     let title = format!("{} → {}: {}", e.source, e.destination, label(e));
     if len < 1.0 {
         // A service calling itself: the label beside its node.
-        let _ = write!(out, "<text x=\"{:.1}\" y=\"{:.1}\"><title>{}</title>{}</text>", a.0 + 30.0, a.1 - 30.0, esc(&title), esc(&label(e)));
+        let _ =
+            write!(out, "<text x=\"{:.1}\" y=\"{:.1}\"><title>{}</title>{}</text>", a.0 + 30.0, a.1 - 30.0, esc(&title), esc(&label(e)));
         return;
     }
     let (ux, uy) = (dx / len, dy / len);
@@ -82,7 +83,8 @@ stroke-width=\"2\" marker-end=\"url(#arrow)\"/><text x=\"{mx:.1}\" y=\"{my:.1}\"
 /// The edges as a table: source, destination, rate, errors, p99.
 pub fn table(edges: &[Edge]) -> String {
     if edges.is_empty() {
-        return "<p class=\"muted\" id=\"no-edges\">No traffic reported yet: proxies report every 10 s, and an edge needs two reports.</p>".into();
+        return "<p class=\"muted\" id=\"no-edges\">No traffic reported yet: proxies report every 10 s, and an edge needs two reports.</p>"
+            .into();
     }
     let mut t = String::from("<table id=\"edges\"><tr><th>source</th><th>destination</th><th>req/s</th><th>errors</th><th>p99</th></tr>");
     for e in edges {

@@ -34,7 +34,9 @@ pub async fn show(server: &Server, rev: Option<u64>) -> Resp {
 
 /// The revisions, newest first, with their rollback buttons.
 fn list(revisions: &[Revision], latest: u64) -> String {
-    let mut t = String::from("<table id=\"revisions\"><tr><th>revision</th><th>when (UTC)</th><th>by</th><th>action</th><th>changes</th><th></th></tr>");
+    let mut t = String::from(
+        "<table id=\"revisions\"><tr><th>revision</th><th>when (UTC)</th><th>by</th><th>action</th><th>changes</th><th></th></tr>",
+    );
     for r in revisions.iter().rev().take(LISTED) {
         let button = if r.revision == latest {
             "current".to_owned()
@@ -60,12 +62,7 @@ fn list(revisions: &[Revision], latest: u64) -> String {
 
 /// What one revision changed, object by object.
 fn changes(r: &Revision) -> String {
-    let mut out = format!(
-        "<h2 id=\"diff\">Revision {} — {} by {}</h2>",
-        r.revision,
-        esc(&r.action),
-        esc(&r.client)
-    );
+    let mut out = format!("<h2 id=\"diff\">Revision {} — {} by {}</h2>", r.revision, esc(&r.action), esc(&r.client));
     for c in &r.changes {
         let _ = write!(out, "<h3>{}</h3><pre class=\"change\">{}</pre>", esc(&c.key), change_diff(c));
     }

@@ -128,7 +128,11 @@ fn logout(server: &Server, headers: &HeaderMap) -> Resp {
 /// revision it made.
 async fn rollback(server: &Server, who: &Principal, headers: &HeaderMap, form: &str) -> Resp {
     if !session::same_origin(headers) {
-        return problem(StatusCode::FORBIDDEN, "rollback", "refused: the request did not come from this console (Origin does not match Host)");
+        return problem(
+            StatusCode::FORBIDDEN,
+            "rollback",
+            "refused: the request did not come from this console (Origin does not match Host)",
+        );
     }
     let Some(to) = query::get(form, "to").and_then(|t| t.parse::<u64>().ok()) else {
         return problem(StatusCode::BAD_REQUEST, "rollback", "to=REVISION is required");

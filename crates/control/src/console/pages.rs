@@ -48,7 +48,14 @@ pub async fn services(server: &Server) -> Resp {
             let ejections: Vec<String> = ejected
                 .iter()
                 .filter(|(_, e)| e.address == r.address && e.service.eq_ignore_ascii_case(&service))
-                .map(|(node, e)| format!("<span class=\"bad\">ejected by {} ({}, {:.1} s left)</span>", esc(node), esc(&e.reason), e.remaining_ms as f64 / 1000.0))
+                .map(|(node, e)| {
+                    format!(
+                        "<span class=\"bad\">ejected by {} ({}, {:.1} s left)</span>",
+                        esc(node),
+                        esc(&e.reason),
+                        e.remaining_ms as f64 / 1000.0
+                    )
+                })
                 .collect();
             let _ = write!(
                 body,
