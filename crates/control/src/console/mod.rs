@@ -49,6 +49,7 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Resp {
     }
     let who = match session::who(server, &parts.headers) {
         Ok(who) => who,
+        Err(Refused::NoToken) if method == Method::GET => return login_page(server, "Log in to see this page."),
         Err(e) if method == Method::GET => return login_page(server, &e.to_string()),
         Err(e) => return problem(StatusCode::UNAUTHORIZED, "not logged in", &e.to_string()),
     };
@@ -151,3 +152,6 @@ async fn rollback(server: &Server, who: &Principal, headers: &HeaderMap, form: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
