@@ -191,3 +191,35 @@ fn hostile_reports_are_refused_clearly_and_cost_bounded_memory() {
     assert_eq!(code, 403, "{page}");
     assert!(page.contains("Origin"), "{page}");
 }
+
+/// One request with the console's cookie holding `token` (and an `Origin` naming the
+/// control plane): the status line and the rest.
+fn with_cookie(cp: &Plane, token: &str, method: &str, path: &str, body: &str) -> String {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: cp\r\norigin: https://cp\r\ncookie: weft_console={token}\r\n\
+         content-type: application/x-www-form-urlencoded\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    plane_send(cp, head.as_bytes())
+}
+
+/// The cookie opens the console's pages, never the API; a read token may read but not
+/// roll back; logging in sets the cookie HttpOnly and SameSite=Strict.
+#[test]
+fn the_console_cookie_opens_its_pages_only_and_roles_hold() {
+    let cp = &plane();
+    let admin = cp.admin_token();
+    assert!(with_cookie(cp, &admin, "GET", "/ui/proxies", "").starts_with("HTTP/1.1 200"));
+    assert!(with_cookie(cp, &admin, "GET", "/v1/status", "").starts_with("HTTP/1.1 401"), "the API takes no cookie");
+    let out = cp.weft(&["token", "create", "--role", "read"]);
+    let read = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(with_cookie(cp, &read, "GET", "/ui/history", "").starts_with("HTTP/1.1 200"));
+    let answer = with_cookie(cp, &read, "POST", "/ui/rollback", "to=1");
+    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("a read token may not do this"), "{answer}");
+    let answer = with_cookie(cp, "", "POST", "/ui/login", &format!("token={read}"));
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let cookie = format!("set-cookie: weft_console={read}; Path=/ui; HttpOnly; SameSite=Strict; Secure");
+    assert!(answer.to_ascii_lowercase().contains(&cookie.to_ascii_lowercase()), "{answer}");
+    let answer = with_cookie(cp, "", "POST", "/ui/login", "token=weft1.forged.token");
+    assert!(answer.starts_with("HTTP/1.1 401") && !answer.contains("set-cookie"), "{answer}");
+}
