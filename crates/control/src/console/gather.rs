@@ -8,12 +8,12 @@
 //! reporting is forgotten [`FORGET_AFTER_MS`] after its last report. Within one start
 //! of a proxy its counters only grow: a report whose counters went down is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weft_api::report::{Ejected, Report};
+use weft_api::report::{DestinationCounts, Ejected, Report};
 
 use super::stats::Window;
 use crate::proxies::{FORGET_AFTER_MS, MAX_PROXIES};
@@ -107,9 +107,9 @@ impl Reports {
             let Some(prev) = &pair.previous else { continue };
             let seconds = pair.last.at.saturating_duration_since(prev.at).as_secs_f64();
             let source = source_service(&pair.last.report);
+            let earlier = by_service(&prev.report);
             for d in &pair.last.report.destinations {
-                let earlier = prev.report.destinations.iter().find(|e| e.service == d.service);
-                if let Some(w) = Window::between(earlier, d, seconds) {
+                if let Some(w) = Window::between(earlier.get(d.service.as_str()).copied(), d, seconds) {
                     edges.entry((source.clone(), d.service.clone())).or_default().add(&w);
                 }
             }
@@ -145,8 +145,9 @@ impl Held {
 
 /// A later report of the same start must not count less than the one before.
 fn check_grew(last: &Report, r: &Report) -> Result<(), Refusal> {
+    let last = by_service(last);
     for d in &r.destinations {
-        if let Some(before) = last.destinations.iter().find(|b| b.service == d.service) {
+        if let Some(before) = last.get(d.service.as_str()) {
             if !d.grew_from(before) {
                 let name = weft_api::truncate(&d.service, 64);
                 return Err(Refusal::Invalid(format!("destination {name:?}: counters went down since the last report of this start")));
@@ -154,6 +155,11 @@ fn check_grew(last: &Report, r: &Report) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// A report's destinations by service (each is there once: checked when decoded).
+fn by_service(r: &Report) -> HashMap<&str, &DestinationCounts> {
+    r.destinations.iter().map(|d| (d.service.as_str(), d)).collect()
 }
 
 /// The service a proxy stands beside, as a host (`reviews` in `default`:
