@@ -91,4 +91,38 @@ mod tests {
         assert_eq!(t.buckets[5], 2); // ≤ 50 ms
         assert_eq!((t.buckets[7], t.buckets[8]), (2, 3)); // 300 ms: ≤ 500, not ≤ 250
     }
+
+    /// What building a report's totals costs with 1,024 destination services, each with
+    /// four series (`cargo test -p weft-telemetry --release -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn cost_of_the_totals_of_1024_destinations() {
+        let m = Metrics::new("productpage", "default");
+        for i in 0..1024 {
+            let labels = DestLabels {
+                service: format!("s{i}.default.svc.cluster.local"),
+                namespace: "default".into(),
+                version: "v1".into(),
+                inbound: false,
+            };
+            let dest = m.dest_id(labels);
+            for code in [200, 404, 500, 503] {
+                let key = SeriesKey {
+                    dest,
+                    code,
+                    flags: ResponseFlags::default(),
+                    protocol: Protocol::Http,
+                    grpc_status: -1,
+                    peer: Default::default(),
+                };
+                m.record(key, 12.0, 100, 1000);
+            }
+        }
+        let rounds = 100;
+        let t = std::time::Instant::now();
+        for _ in 0..rounds {
+            assert_eq!(std::hint::black_box(m.outbound_totals(1024)).len(), 1024);
+        }
+        eprintln!("1,024 destinations, 4,096 series: {:?} per report", t.elapsed() / rounds);
+    }
 }
