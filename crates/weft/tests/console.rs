@@ -186,6 +186,11 @@ fn hostile_reports_are_refused_clearly_and_cost_bounded_memory() {
     // A workload may report only as a node it follows as; the API's tokens rule.
     let (code, _) = plane_raw_as(&cp, None, "POST", "/v1/report", report_json("p-3", 1, "").as_bytes());
     assert_eq!(code, 401);
+    let workload = std::fs::read_to_string(workload_token(&cp, "default", "ratings")).unwrap();
+    let (code, answer) = plane_raw_as(&cp, Some(&workload), "POST", "/v1/report", report_json("p-1", 1, "").as_bytes());
+    assert_eq!(code, 403, "p-1 is another identity's node: {answer}");
+    let (code, answer) = plane_raw_as(&cp, Some(&workload), "POST", "/v1/report", report_json("ratings-1", 1, "").as_bytes());
+    assert_eq!(code, 200, "{answer}");
     // A cross-site form cannot roll back: no Origin naming the console, no rollback.
     let (code, page) = plane_raw(&cp, "POST", "/ui/rollback", b"to=1");
     assert_eq!(code, 403, "{page}");
@@ -222,4 +227,27 @@ fn the_console_cookie_opens_its_pages_only_and_roles_hold() {
     assert!(answer.to_ascii_lowercase().contains(&cookie.to_ascii_lowercase()), "{answer}");
     let answer = with_cookie(cp, "", "POST", "/ui/login", "token=weft1.forged.token");
     assert!(answer.starts_with("HTTP/1.1 401") && !answer.contains("set-cookie"), "{answer}");
+}
+
+/// Under `--insecure` the console is open, as the API is; changes still need an Origin.
+#[test]
+fn an_insecure_control_plane_serves_an_open_console() {
+    let dir = temp_dir().join("cp");
+    let addr = free_addr();
+    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--insecure"]);
+    wait_until("it listens", || std::net::TcpStream::connect(addr).is_ok());
+    let cp = Plane { p, addr, dir };
+    let (code, page) = plane_raw_as(&cp, None, "GET", "/ui", b"");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<svg id=\"mesh\"") && page.contains("No traffic reported yet"), "{page}");
+    let (_, page) = plane_raw_as(&cp, None, "GET", "/ui/login", b"");
+    assert!(page.contains("--insecure"), "{page}");
+    let yaml = service_entry("reviews", &[("10.0.0.1:80".parse().unwrap(), "version: v1", 1)]);
+    let apply = serde_json::json!({ "files": [{ "name": "se.yaml", "text": yaml }] }).to_string();
+    let (code, answer) = plane_raw_as(&cp, None, "POST", "/v1/apply", apply.as_bytes());
+    assert_eq!(code, 200, "{answer}");
+    let (code, _) = plane_raw_as(&cp, None, "POST", "/ui/rollback", b"to=1");
+    assert_eq!(code, 403, "no Origin: refused even when open");
+    let answer = with_cookie(&cp, "", "POST", "/ui/rollback", "to=1");
+    assert!(answer.starts_with("HTTP/1.1 303") && answer.contains("location: /ui/history?rev=1"), "unchanged: {answer}");
 }
