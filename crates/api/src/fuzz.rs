@@ -61,6 +61,33 @@ fn watch_request() -> impl Strategy<Value = WatchRequest> {
         .prop_map(|(node, since, wait_ms, identity, last)| WatchRequest { node, since, wait_ms, identity, last, cert_not_after: None })
 }
 
+/// A proxy's traffic report: counters consistent (buckets sorted, at most the
+/// requests; errors at most the requests), names any text.
+fn report() -> impl Strategy<Value = Report> {
+    let destination = (text(), prop::collection::vec(any::<u32>(), 13), any::<u32>()).prop_map(|(service, mut b, extra)| {
+        b.sort_unstable();
+        let buckets: Vec<u64> = b.into_iter().map(u64::from).collect();
+        let requests = buckets[12] + u64::from(extra);
+        DestinationCounts { service, requests, errors: requests / 2, buckets }
+    });
+    let ejected = (text(), text(), id(), any::<u64>()).prop_map(|(service, address, reason, remaining_ms)| Ejected {
+        service,
+        address,
+        reason,
+        remaining_ms,
+    });
+    (id(), any::<u64>(), id(), id(), prop::collection::vec(destination, 0..4), prop::collection::vec(ejected, 0..3)).prop_map(
+        |(node, started_ms, service, namespace, destinations, ejected)| Report {
+            node,
+            started_ms,
+            service,
+            namespace,
+            destinations,
+            ejected,
+        },
+    )
+}
+
 fn registration() -> impl Strategy<Value = Registration> {
     (
         text(),
@@ -194,7 +221,9 @@ proptest! {
         errors in prop::collection::vec(text(), 0..4),
         committed in (any::<u64>(), prop::collection::vec(text(), 0..4)).prop_map(|(revision, changed)| Committed { revision, changed }),
         res in (any::<u64>(), prop::collection::vec(json_value(), 0..3)).prop_map(|(revision, items)| Resources { revision, items }),
+        rep in report(),
     ) {
+        round_trips(rep)?;
         round_trips(w)?;
         round_trips(r)?;
         round_trips(a)?;
@@ -216,8 +245,10 @@ proptest! {
             apply_request().prop_map(|m| m.encode()),
             history().prop_map(|m| m.encode()),
             status().prop_map(|m| m.encode()),
+            report().prop_map(|m| m.encode()),
         ]),
     ) {
+        decodes_sanely::<Report>(&bytes)?;
         decodes_sanely::<WatchRequest>(&bytes)?;
         decodes_sanely::<Registration>(&bytes)?;
         decodes_sanely::<ApplyRequest>(&bytes)?;

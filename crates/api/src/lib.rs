@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod mesh;
 pub mod query;
+pub mod report;
 pub mod token;
 pub mod watch;
 
@@ -26,6 +27,7 @@ pub use admin::{
     ResourceQuery, Rollback, StatusAnswer,
 };
 pub use mesh::{EncodedAnswer, MeshAnswer, MeshBody, MeshEncoder, MeshKind};
+pub use report::{DestinationCounts, Ejected, Report};
 pub use serde_json::value::RawValue;
 pub use token::{CertificateAnswer, CertificateRequest, Role, TokenAnswer, TokenRequest};
 pub use watch::{Identity, Outcome, WatchRequest};

@@ -17,6 +17,8 @@
 //! | `POST /v1/watch` | `WatchRequest` → the mesh's changes since its revision once there are some (a delta, see [`crate::mesh`]), else 304 after its wait; it carries the ACK or NACK of the last answer (see [`crate::push`]) |
 //! | `POST /v1/ack` | `AckReport`: an ACK (or NACK) on its own |
 //! | `GET /v1/status` | `StatusAnswer`: the proxies' acknowledged revisions, lag, NACKs |
+//! | `POST /v1/report` | `Report`: a proxy's traffic counters, for the console (as a watch is authorized) |
+//! | `GET /ui`, `/ui/…` | the web console (HTML, see [`crate::console`]) |
 //! | `POST /v1/tokens` | `TokenRequest` → `TokenAnswer` (admin role) |
 //! | `POST /v1/certificate` | `CertificateRequest` (a CSR) → `CertificateAnswer` (a workload token: its own SPIFFE ID) |
 //! | `GET /metrics` | revision, objects, registry size (Prometheus text) |
@@ -37,7 +39,7 @@ use hyper::body::Incoming;
 use tokio::sync::{watch, Mutex};
 use weft_api::{
     AckReport, ApplyRequest, CertificateAnswer, CertificateRequest, Committed, EndpointRef, ErrorAnswer, Listing, Message, Registration,
-    ResourceQuery, Rollback, StatusAnswer, TokenAnswer, TokenRequest, WatchRequest,
+    Report, ResourceQuery, Rollback, StatusAnswer, TokenAnswer, TokenRequest, WatchRequest,
 };
 
 use crate::auth::{Auth, Need, Principal, Refused};
@@ -87,6 +89,8 @@ pub struct Server {
     pub(crate) auth: Option<Auth>,
     /// The mesh CA: signs workloads' CSRs for the identity their token names.
     pub(crate) ca: Option<weft_tls::Ca>,
+    /// The proxies' traffic reports, for the console.
+    pub(crate) reports: crate::console::Reports,
     /// Calls refused, by [`Refused::reason`]: no token, bad token, expired, forbidden.
     refused: [std::sync::atomic::AtomicU64; 4],
     issued: std::sync::atomic::AtomicU64,
@@ -166,6 +170,7 @@ impl Server {
             pending: Default::default(),
             auth,
             ca,
+            reports: Default::default(),
             refused: Default::default(),
             issued: Default::default(),
             refused_csrs: Default::default(),
@@ -293,6 +298,9 @@ impl Server {
     }
 
     async fn serve(self: Arc<Self>, req: Request<Incoming>, peer: Option<weft_tls::SpiffeId>) -> Resp {
+        if crate::console::is_console(req.uri().path()) {
+            return crate::console::handle(&self, req).await;
+        }
         let who = match self.admit(&req, peer) {
             Ok(who) => who,
             Err(e) => return self.refuse(e, req.method(), req.uri().path()),
@@ -365,9 +373,8 @@ impl Server {
                     Ok(r) => r.to,
                     Err(e) => return bad(e.reason),
                 };
-                let mut p = self.plane.lock().await;
-                let r = retrying!(p.rollback(client, to).await);
-                self.finish(r, p.revision())
+                let (r, current) = self.rollback(client, to).await;
+                self.finish(r, current)
             }
             (Method::POST, "/v1/registry") => {
                 let mut reg = decode!(Registration, body);
@@ -439,6 +446,17 @@ impl Server {
                 self.proxies.ack(&a.node, a.revision, a.reason.as_deref());
                 reply(StatusCode::OK, "application/json", "{}\n")
             }
+            (Method::POST, "/v1/report") => {
+                let r = decode!(Report, body);
+                if let Err(e) = self.node_allowed(who, &r.node) {
+                    return self.refuse(e, method, path);
+                }
+                match self.reports.ingest(r, tokio::time::Instant::now()) {
+                    Ok(()) => reply(StatusCode::OK, "application/json", "{}\n"),
+                    Err(crate::console::gather::Refusal::Invalid(m)) => bad(m),
+                    Err(e) => json_reply(StatusCode::SERVICE_UNAVAILABLE, &ErrorAnswer::one(e.to_string())),
+                }
+            }
             (Method::GET, "/v1/status") => {
                 let latest = self.plane.lock().await.revision();
                 let td = self.ca.as_ref().map(|ca| ca.trust_domain().to_owned());
@@ -488,6 +506,14 @@ impl Server {
             }
             _ => json_reply(StatusCode::NOT_FOUND, &ErrorAnswer::one(format!("no such endpoint: {method} {path}"))),
         }
+    }
+
+    /// `POST /v1/rollback`'s rollback (the console's button too): its outcome and the
+    /// store's revision after it.
+    pub(crate) async fn rollback(&self, client: &str, to: u64) -> (Result<Option<Revision>, PlaneError>, u64) {
+        let mut p = self.plane.lock().await;
+        let r = retrying!(p.rollback(client, to).await);
+        (r, p.revision())
     }
 
     /// The SPIFFE ID of a workload caller (with a CA to name its trust domain).

@@ -6,6 +6,7 @@ pub mod api;
 pub mod api_trace;
 pub mod auth;
 mod body;
+pub mod console;
 pub mod etcd;
 mod group;
 pub mod mesh;

@@ -373,6 +373,11 @@ impl Plane {
         &mut self.store
     }
 
+    /// How long a TTL registration has left (embedded store; on etcd, leases are etcd's).
+    pub fn ttl_left(&self, service: &str, address: &str) -> Option<Duration> {
+        self.expiry.get(&registry_key(service, address)).map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+    }
+
     /// When the next TTL runs out, if any.
     pub fn next_expiry(&self) -> Option<Duration> {
         self.expiry.values().min().map(|at| Duration::from_millis(at.saturating_sub(now_ms())))

@@ -40,6 +40,7 @@ pub mod peer;
 pub mod phases;
 pub mod pool;
 pub mod replay;
+pub mod report;
 pub mod request;
 pub mod rewind;
 mod run;

@@ -311,6 +311,7 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         tokio::spawn(reap(shared));
         if let (Some((authority, rev, docs)), Some((_, node))) = (followed, opts.control_plane.clone()) {
             let ack = (rev > 0).then_some(Ok(rev));
+            tokio::spawn(crate::report::run(shared, authority.clone(), node.clone()));
             tokio::spawn(crate::follow::run(shared, authority, node, rev, docs, ack));
         }
         tokio::spawn(crate::health::run(shared));

@@ -9,8 +9,10 @@ mod flags;
 mod histogram;
 mod registry;
 mod render;
+mod summary;
 pub mod trace;
 
 pub use flags::ResponseFlags;
 pub use histogram::{Histogram, BYTES_BUCKETS, DURATION_BUCKETS_MS};
 pub use registry::{Counters, DestId, DestLabels, HandshakeFailure, Metrics, PeerId, PeerLabels, Protocol, SeriesKey};
+pub use summary::DestinationTotals;

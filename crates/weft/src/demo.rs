@@ -187,6 +187,7 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         a.admin,
         cfg.display()
     );
+    println!("console: {server}/ui (log in with the token in {}; the certificate is the mesh CA's, {})\n", admin.display(), ca.display());
 
     let started = Instant::now();
     let per = a.requests.div_ceil(a.connections.max(1));
@@ -256,8 +257,10 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
         println!("\nRun `weft demo` without --once to keep the mesh running and try it yourself.");
         return Ok(());
     }
+    // A light load while the mesh runs, so that the console's graph has traffic to show.
+    tokio::spawn(trickle(a.listen));
     println!(
-        "\nThe mesh keeps running. Try:\n  weft bench http://{listen}/reviews/1 --host reviews -c 20 -z 10s     # load through the proxy\n  curl -s -H 'Host: reviews' http://{listen}/\n  curl -s http://{admin}/metrics | grep istio_requests_total\n  export WEFT_SERVER={server} WEFT_CA_FILE={ca} WEFT_TOKEN_FILE={admin_token}\n  weft get endpoints\n  weft get virtualservice reviews\n  weft status\nCtrl-C stops everything.",
+        "\nThe mesh keeps running. Try:\n  weft bench http://{listen}/reviews/1 --host reviews -c 20 -z 10s     # load through the proxy\n  curl -s -H 'Host: reviews' http://{listen}/\n  curl -s http://{admin}/metrics | grep istio_requests_total\n  export WEFT_SERVER={server} WEFT_CA_FILE={ca} WEFT_TOKEN_FILE={admin_token}\n  weft get endpoints\n  weft get virtualservice reviews\n  weft status\n  open {server}/ui                  # the console: the mesh graph, services, proxies, history\nCtrl-C stops everything.",
         listen = a.listen,
         admin = a.admin,
         ca = ca.display(),
@@ -265,6 +268,14 @@ async fn demo(mut a: DemoArgs) -> Result<(), String> {
     );
     let _ = tokio::signal::ctrl_c().await;
     Ok(())
+}
+
+/// About 5 requests a second through the demo's proxy, until the demo ends.
+async fn trickle(addr: SocketAddr) {
+    loop {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client(addr, 10, 0)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// How long the demo's traffic may take before it gives up.

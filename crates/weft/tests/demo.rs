@@ -69,6 +69,7 @@ fn killing_the_demo_stops_its_control_plane_and_proxy() {
     let (listen, cp) = (free(), free());
     let mut child = std::process::Command::new(common::weft())
         .args(["demo", "-n", "100", "--listen", &listen, "--admin", &free(), "--control-plane", &cp])
+        .env("WEFT_REPORT_INTERVAL_MS", "500")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -76,8 +77,12 @@ fn killing_the_demo_stops_its_control_plane_and_proxy() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = std::io::BufReader::new(stdout).lines();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut console = String::new();
     loop {
         let line = lines.next().expect("the demo ended early").unwrap();
+        if line.starts_with("console: ") {
+            console = line.clone();
+        }
         if line.contains("The mesh keeps running") {
             break;
         }
@@ -85,6 +90,7 @@ fn killing_the_demo_stops_its_control_plane_and_proxy() {
     }
     let up = |a: &str| std::net::TcpStream::connect(a).is_ok();
     assert!(up(&cp) && up(&listen), "the control plane and the proxy run while the demo does");
+    console_shows_the_demo(&console, &cp);
     child.kill().unwrap(); // SIGKILL: the demo cannot clean up after itself
     child.wait().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -94,5 +100,26 @@ fn killing_the_demo_stops_its_control_plane_and_proxy() {
             "the demo's children outlived it (control plane {cp} or proxy {listen} still answers)"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The console the demo names (`console: URL (log in with the token in FILE; the
+/// certificate is the mesh CA's, CA)`) shows the demo proxy's traffic to reviews.
+#[cfg(target_os = "linux")]
+fn console_shows_the_demo(line: &str, cp: &str) {
+    let url = format!("https://{cp}/ui");
+    assert!(line.starts_with(&format!("console: {url} ")), "{line}");
+    let token_file = line.split("the token in ").nth(1).and_then(|r| r.split(';').next()).expect("the token file");
+    let ca = line.split("mesh CA's, ").nth(1).and_then(|r| r.strip_suffix(')')).expect("the CA file");
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let auth = format!("authorization: Bearer {}", token.trim());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, page, _) = common::curl(&["--cacert", ca, "-H", &auth, &url]);
+        if page.contains("demo-client.default.svc.cluster.local</td><td class=\"destination\">reviews.default.svc.cluster.local") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the console shows no demo traffic after 20 s:\n{page}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }

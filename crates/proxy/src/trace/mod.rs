@@ -94,10 +94,10 @@ pub fn resource(service: &str, namespace: &str) -> Vec<otlp::KeyValue> {
     ]
 }
 
-/// A UUID v4, as Envoy makes `x-request-id`s (formatted on the stack: one allocation).
-fn request_id() -> HeaderValue {
+/// A UUID v4 from 16 random bytes, as Envoy makes `x-request-id`s (formatted on the
+/// stack: one allocation).
+fn request_id_of(mut b: [u8; 16]) -> HeaderValue {
     const D: &[u8; 16] = b"0123456789abcdef";
-    let mut b: [u8; 16] = random_id();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let mut out = [0u8; 36];
@@ -121,23 +121,37 @@ fn request_id() -> HeaderValue {
 /// `telemetry`: what the Telemetry resources that apply to this proxy's side say
 /// (sampling, reporting, custom tags), when any does.
 pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, authority: &str, path: &str, telemetry: Option<&Tracing>) {
-    if cx.conn.shared.request_id {
-        if let http::header::Entry::Vacant(v) = headers.entry(&X_REQUEST_ID) {
-            v.insert(request_id());
-        }
-    }
+    // The request id's sampling key, when there is one (see `propagation::sampled_by_key`).
+    let key = match cx.conn.shared.request_id {
+        false => None,
+        true => Some(match headers.entry(&X_REQUEST_ID) {
+            http::header::Entry::Vacant(v) => {
+                let b: [u8; 16] = random_id();
+                v.insert(request_id_of(b));
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+            }
+            http::header::Entry::Occupied(o) => propagation::sampling_key(o.get().as_bytes()),
+        }),
+    };
     let Some(tracer) = cx.conn.shared.tracer.as_ref() else { return };
     let incoming = propagation::extract(headers);
-    let sampled = match incoming.and_then(|i| i.sampled) {
-        Some(s) => s,
-        None => fastrand::f64() * 100.0 < telemetry.and_then(|t| t.sampling).unwrap_or(tracer.sampling),
+    let percent = telemetry.and_then(|t| t.sampling).unwrap_or(tracer.sampling);
+    let sampled = match (incoming.and_then(|i| i.sampled), key) {
+        (Some(s), _) => s,
+        (None, Some(key)) => propagation::sampled_by_key(key, percent),
+        (None, None) => fastrand::f64() * 100.0 < percent,
     };
+    // Not sampled: nothing is added. The next proxy makes the same decision from the same
+    // x-request-id (or follows the caller's context, passed on as it came).
+    if !sampled {
+        return;
+    }
     let trace_id = incoming.map_or_else(random_id, |i| i.trace_id);
     let parent = incoming.map(|i| i.span_id);
     let span_id: [u8; 8] = random_id();
     let b3 = incoming.is_some_and(|i| i.b3);
     propagation::inject(headers, &trace_id, &span_id, parent.as_ref(), sampled, b3);
-    if !sampled || telemetry.is_some_and(|t| t.disable_reporting) {
+    if telemetry.is_some_and(|t| t.disable_reporting) {
         return;
     }
     let server = cx.conn.side == Side::Inbound;
@@ -172,11 +186,11 @@ pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, au
 mod tests {
     #[test]
     fn request_ids_are_uuid_v4() {
-        let a = super::request_id();
+        let a = super::request_id_of(super::random_id());
         let s = a.to_str().unwrap();
         let parts: Vec<&str> = s.split('-').collect();
         assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{s}");
         assert!(parts[2].starts_with('4') && matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{s}");
-        assert_ne!(super::request_id(), a);
+        assert_ne!(super::request_id_of(super::random_id()), a);
     }
 }

@@ -69,6 +69,27 @@ pub fn extract(h: &HeaderMap) -> Option<Incoming> {
     Some(Incoming { trace_id: trace, span_id: span, sampled, b3: true })
 }
 
+/// The sampling key of a request id: its first 8 hex digits as a number (a UUID's first
+/// 32 bits, random), else (an id of the caller's own making) a hash of its bytes. Every
+/// proxy computes the same key from the same id, as Envoy does with
+/// `useRequestIdForTraceSampling`.
+pub fn sampling_key(request_id: &[u8]) -> u32 {
+    if let Some(first) = request_id.get(..8) {
+        if let Some(k) = std::str::from_utf8(first).ok().and_then(|s| u32::from_str_radix(s, 16).ok()) {
+            return k;
+        }
+    }
+    // FNV-1a.
+    request_id.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+}
+
+/// Whether a trace whose request id has `key` is sampled at `percent` (0–100, in
+/// hundredths of a percent): the same answer at every proxy with the same percentage,
+/// so a trace is sampled whole or not at all without a context sent along.
+pub fn sampled_by_key(key: u32, percent: f64) -> bool {
+    f64::from(key % 10_000) < percent * 100.0
+}
+
 /// `00-<32 hex trace>-<16 hex span>-<2 hex flags>` (a later version's extra fields are
 /// allowed after, as the spec says; version `ff` and all-zero ids are invalid).
 fn traceparent(v: &str) -> Option<Incoming> {
@@ -253,5 +274,21 @@ mod tests {
         assert_eq!((back.trace_id, back.span_id, back.sampled), (t, s, Some(true)));
         assert_eq!(h["x-b3-parentspanid"], "0303030303030303");
         assert_eq!(h["x-b3-spanid"], "0909090909090909");
+    }
+
+    #[test]
+    fn request_ids_decide_sampling_alike_everywhere() {
+        assert_eq!(sampling_key(b"0000270f-aaaa-4bbb-8ccc-dddddddddddd"), 9999);
+        assert_eq!(sampling_key(b"00000000-0000"), 0);
+        // Not hex, or short: a hash, the same each time.
+        assert_eq!(sampling_key(b"mine"), sampling_key(b"mine"));
+        assert_ne!(sampling_key(b"mine"), sampling_key(b"yours"));
+        assert_eq!(sampling_key(b""), 0x811c_9dc5);
+        assert!(sampled_by_key(99, 1.0) && !sampled_by_key(100, 1.0));
+        assert!(!sampled_by_key(0, 0.0) && sampled_by_key(9_999, 100.0));
+        assert!(sampled_by_key(4, 0.05) && !sampled_by_key(5, 0.05), "hundredths of a percent");
+        // About 1 % of random keys.
+        let n = (0..100_000u32).filter(|i| sampled_by_key(i.wrapping_mul(2_654_435_761), 1.0)).count();
+        assert!((800..=1_200).contains(&n), "{n}");
     }
 }
