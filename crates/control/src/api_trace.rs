@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method};
-use weft_telemetry::trace::{otlp, propagation, random_id, unix_ns, Exporter, Protocol, Target};
+use weft_telemetry::trace::Target;
+use weft_telemetry::trace::{method_value, propagation, random_id, unix_ns, Exporter, Protocol, SpanRecord, Value, KIND_SERVER};
 
 /// What the control plane's tracing is told at start.
 #[derive(Debug, Clone)]
@@ -30,12 +31,7 @@ pub struct ApiTracer {
 /// One sampled call's span, until its answer.
 pub struct ApiSpan {
     exporter: Arc<Exporter>,
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
-    name: String,
-    start_unix_ns: u64,
-    attributes: Vec<otlp::KeyValue>,
+    record: SpanRecord,
 }
 
 impl ApiTracer {
@@ -44,7 +40,7 @@ impl ApiTracer {
         let target = Target::parse(&o.endpoint, o.protocol)?;
         let exported: &'static AtomicU64 = Box::leak(Box::default());
         let dropped: &'static AtomicU64 = Box::leak(Box::default());
-        let resource = vec![otlp::kv("service.name", "weft-control-plane"), otlp::kv("telemetry.sdk.name", "weft")];
+        let resource = vec![("service.name", Value::Static("weft-control-plane")), ("telemetry.sdk.name", Value::Static("weft"))];
         let exporter = Exporter::start(target, resource, exported, dropped)?;
         Ok(ApiTracer { exporter, sampling: o.sampling.clamp(0.0, 100.0), exported, dropped })
     }
@@ -61,35 +57,32 @@ impl ApiTracer {
         }
         // (The path only: a query may hold a token-like value; it is not recorded.)
         let path = shown(path);
-        Some(ApiSpan {
-            exporter: self.exporter.clone(),
+        let target = format!("{method} {path}");
+        let mut record = SpanRecord {
             trace_id: incoming.map_or_else(random_id, |i| i.trace_id),
             span_id: random_id(),
             parent: incoming.map(|i| i.span_id),
-            name: format!("{method} {path}"),
+            name_len: target.len(),
+            target,
+            kind: KIND_SERVER,
             start_unix_ns: unix_ns(),
-            attributes: vec![otlp::kv("http.method", method.as_str()), otlp::kv("http.url", path), otlp::kv("component", "control-plane")],
-        })
+            ..SpanRecord::default()
+        };
+        record.set("http.method", method_value(method));
+        record.set("http.url", Value::Text(path.to_owned()));
+        record.set("component", Value::Static("control-plane"));
+        Some(ApiSpan { exporter: self.exporter.clone(), record })
     }
 }
 
 impl ApiSpan {
     /// Ends the span with the answer's status and queues it.
     pub fn end(self, status: u16) {
-        let mut attributes = self.attributes;
-        attributes.push(otlp::kv_int("http.status_code", i64::from(status)));
-        self.exporter.send(otlp::Span {
-            trace_id: self.trace_id.to_vec(),
-            span_id: self.span_id.to_vec(),
-            trace_state: String::new(),
-            parent_span_id: self.parent.map(|p| p.to_vec()).unwrap_or_default(),
-            name: self.name,
-            kind: otlp::KIND_SERVER,
-            start_time_unix_nano: self.start_unix_ns,
-            end_time_unix_nano: unix_ns().max(self.start_unix_ns),
-            attributes,
-            status: Some(otlp::Status { message: String::new(), code: if status >= 500 { 2 } else { 0 } }),
-        });
+        let mut r = self.record;
+        r.set("http.status_code", Value::Int(i64::from(status)));
+        r.error = status >= 500;
+        r.end_unix_ns = unix_ns();
+        self.exporter.send(r);
     }
 }
 

@@ -136,7 +136,7 @@ impl Finish {
             log.write(self, ms, req_bytes);
         }
         if let Some(span) = self.span.take() {
-            span.end(self.code, &self.flags.to_string());
+            span.end(self.code, self.flags);
         }
     }
 }

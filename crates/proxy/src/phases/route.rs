@@ -216,7 +216,7 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
     if cx.conn.shared.tracer.is_some() || cx.conn.shared.request_id {
         let pq = head.uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = authority.to_str().unwrap_or(host);
-        crate::trace::on_request(cx, &mut head.headers, head.method.as_str(), authority, pq, telemetry.as_deref());
+        crate::trace::on_request(cx, &mut head.headers, &head.method, authority, pq, telemetry.as_deref());
         if let (Some(span), Planned::Forward { cluster, .. }) = (cx.fin.span.as_mut(), &planned) {
             span.cluster(&cluster.spec.name);
         }

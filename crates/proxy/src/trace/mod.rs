@@ -1,13 +1,14 @@
 //! Distributed tracing, as Envoy does it in a mesh: with tracing on (or `--request-id`)
 //! every request gets an `x-request-id` when it has none (a header added to every
 //! request costs ~7 % of the plain path's instructions, so not by default); with a
-//! collector configured (`--otlp-endpoint`),
-//! each request is a span of this proxy's — a client span on the outbound side, a server
-//! span on a sidecar's inbound side — in the trace its caller started (W3C
-//! `traceparent`, or B3) or in a new one, and the upstream is told this span is its
-//! parent. A trace is sampled by the caller's decision when it made one, else at random
-//! (`--trace-sampling`, percent; Istio's default 1 %). Sampled spans are exported over
-//! OTLP ([`export`]); unsampled ones cost the headers only.
+//! collector configured (`--otlp-endpoint`), a sampled request is a span of this
+//! proxy's — a client span on the outbound side, a server span on a sidecar's inbound
+//! side — in the trace its caller started (W3C `traceparent`, or B3) or in a new one,
+//! and the upstream is told this span is its parent. A trace is sampled by the caller's
+//! decision when it made one, else by its `x-request-id` (the same answer at every
+//! proxy: `--trace-sampling` percent, or a Telemetry resource's; Istio's default 1 %).
+//! An unsampled request gains nothing but its request id. Spans are exported over OTLP
+//! ([`export`]); a retried or hedged request has a child span per try ([`tries`]).
 
 mod tries;
 
@@ -15,9 +16,11 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use weft_config::telemetry::{Tag, Tracing};
-use weft_telemetry::trace::{export, otlp, propagation, random_id, unix_ns};
+use weft_telemetry::trace::{export, method_value, propagation, random_id, unix_ns, SpanRecord, Value, KIND_CLIENT, KIND_SERVER};
 
 use crate::request::{RequestCtx, Side};
+
+pub use tries::{TryOutcome, TryParent, TrySpan};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -34,63 +37,43 @@ pub struct Tracer {
 /// A sampled request's span, until its response ends ([`crate::finish::Finish`]).
 pub struct SpanState {
     tracer: &'static Tracer,
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
-    trace_state: String,
-    kind: i32,
-    name: String,
-    start_unix_ns: u64,
-    attributes: Vec<otlp::KeyValue>,
+    record: SpanRecord,
     /// The request came with B3 headers (its tries' context goes out in B3 too).
     b3: bool,
 }
 
-pub use tries::{TryOutcome, TryParent, TrySpan};
-
 impl SpanState {
     /// The upstream cluster the request went to (`upstream_cluster`).
     pub fn cluster(&mut self, name: &str) {
-        self.attributes.push(otlp::kv("upstream_cluster", name));
+        self.record.set("upstream_cluster", Value::Text(name.to_owned()));
     }
 
     /// Ends the span with the response's status and flags and queues it for export.
-    pub fn end(self, code: u16, flags: &str) {
-        let mut attributes = self.attributes;
-        attributes.push(otlp::kv_int("http.status_code", i64::from(code)));
-        attributes.push(otlp::kv("response_flags", if flags.is_empty() { "-" } else { flags }));
-        let error = code >= 500 || code == 0;
-        let span = otlp::Span {
-            trace_id: self.trace_id.to_vec(),
-            span_id: self.span_id.to_vec(),
-            trace_state: self.trace_state,
-            parent_span_id: self.parent.map(|p| p.to_vec()).unwrap_or_default(),
-            name: self.name,
-            kind: self.kind,
-            start_time_unix_nano: self.start_unix_ns,
-            end_time_unix_nano: unix_ns().max(self.start_unix_ns),
-            attributes,
-            status: Some(otlp::Status { message: String::new(), code: if error { 2 } else { 0 } }),
-        };
-        self.tracer.exporter.send(span);
+    pub fn end(self, code: u16, flags: weft_telemetry::ResponseFlags) {
+        let mut r = self.record;
+        r.set("http.status_code", Value::Int(i64::from(code)));
+        r.set("response_flags", if flags.is_empty() { Value::Static("-") } else { Value::Text(flags.to_string()) });
+        r.error = code >= 500 || code == 0;
+        r.end_unix_ns = unix_ns();
+        self.tracer.exporter.send(r);
     }
 }
 
 /// A custom tag's value for a request with `headers`.
-fn tag_value(tag: &Tag, headers: &HeaderMap) -> String {
+fn tag_value(tag: &Tag, headers: &HeaderMap) -> Value {
     match tag {
-        Tag::Literal(v) => v.clone(),
-        Tag::Environment { name, default } => std::env::var(name).unwrap_or_else(|_| default.clone()),
-        Tag::Header { name, default } => headers.get(name).and_then(|v| v.to_str().ok()).map_or_else(|| default.clone(), str::to_owned),
+        Tag::Literal(v) => Value::Text(v.clone()),
+        Tag::Environment { name, default } => Value::Text(std::env::var(name).unwrap_or_else(|_| default.clone())),
+        Tag::Header { name, default } => headers.get(name).map_or_else(|| Value::Text(default.clone()), |v| Value::Header(v.clone())),
     }
 }
 
 /// What the proxy's spans come from: its service and namespace.
-pub fn resource(service: &str, namespace: &str) -> Vec<otlp::KeyValue> {
+pub fn resource(service: &str, namespace: &str) -> Vec<(&'static str, Value)> {
     vec![
-        otlp::kv("service.name", format!("{service}.{namespace}")),
-        otlp::kv("k8s.namespace.name", namespace),
-        otlp::kv("telemetry.sdk.name", "weft"),
+        ("service.name", Value::Text(format!("{service}.{namespace}"))),
+        ("k8s.namespace.name", Value::Text(namespace.to_owned())),
+        ("telemetry.sdk.name", Value::Static("weft")),
     ]
 }
 
@@ -115,12 +98,20 @@ fn request_id_of(mut b: [u8; 16]) -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// The request phase's part: `x-request-id` when absent; with a tracer, this proxy's
-/// span in the caller's trace (or a new one) and the context the upstream sees.
+/// The request phase's part: `x-request-id` when absent; with a tracer and a sampled
+/// trace, this proxy's span in the caller's trace (or a new one) and the context the
+/// upstream sees.
 ///
 /// `telemetry`: what the Telemetry resources that apply to this proxy's side say
 /// (sampling, reporting, custom tags), when any does.
-pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, authority: &str, path: &str, telemetry: Option<&Tracing>) {
+pub fn on_request(
+    cx: &mut RequestCtx,
+    headers: &mut HeaderMap,
+    method: &http::Method,
+    authority: &str,
+    path: &str,
+    telemetry: Option<&Tracing>,
+) {
     // The request id's sampling key, when there is one (see `propagation::sampled_by_key`).
     let key = match cx.conn.shared.request_id {
         false => None,
@@ -150,36 +141,41 @@ pub fn on_request(cx: &mut RequestCtx, headers: &mut HeaderMap, method: &str, au
     let parent = incoming.map(|i| i.span_id);
     let span_id: [u8; 8] = random_id();
     let b3 = incoming.is_some_and(|i| i.b3);
-    propagation::inject(headers, &trace_id, &span_id, parent.as_ref(), sampled, b3);
+    propagation::inject(headers, &trace_id, &span_id, parent.as_ref(), true, b3);
     if telemetry.is_some_and(|t| t.disable_reporting) {
         return;
     }
-    let server = cx.conn.side == Side::Inbound;
-    let request_id = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mut attributes = vec![
-        otlp::kv("guid:x-request-id", request_id),
-        otlp::kv("http.method", method),
-        otlp::kv("http.url", format!("http://{authority}{path}")),
-        otlp::kv("node_id", tracer.node.as_str()),
-        otlp::kv("component", "proxy"),
-        otlp::kv("istio.namespace", cx.conn.shared.metrics.source_namespace()),
-    ];
-    for (name, tag) in telemetry.map_or(&[][..], |t| &t.tags[..]) {
-        attributes.push(otlp::kv(name, tag_value(tag, headers)));
-    }
-    cx.fin.span = Some(Box::new(SpanState {
-        tracer,
+    // One string for the name (Envoy's: the authority and the path without its query)
+    // and `http.url`.
+    let mut target = String::with_capacity(authority.len() + path.len());
+    target.push_str(authority);
+    target.push_str(path);
+    let name_len = authority.len() + path.find('?').unwrap_or(path.len());
+    let mut record = SpanRecord {
         trace_id,
         span_id,
         parent,
-        trace_state: headers.get(&TRACESTATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
-        kind: if server { otlp::KIND_SERVER } else { otlp::KIND_CLIENT },
-        // Envoy's span name: the authority and the path's first part.
-        name: format!("{authority}{}", path.split('?').next().unwrap_or("")),
+        trace_state: headers.get(&TRACESTATE).cloned(),
+        target,
+        name_len,
+        url: true,
+        kind: if cx.conn.side == Side::Inbound { KIND_SERVER } else { KIND_CLIENT },
         start_unix_ns: unix_ns(),
-        attributes,
-        b3,
-    }));
+        attributes: Vec::with_capacity(10 + telemetry.map_or(0, |t| t.tags.len())),
+        ..SpanRecord::default()
+    };
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        record.set("guid:x-request-id", Value::Header(id.clone()));
+    }
+    record.set("http.method", method_value(method));
+    // ('static: the tracer and the metrics live as long as the process.)
+    record.set("node_id", Value::Static(tracer.node.as_str()));
+    record.set("component", Value::Static("proxy"));
+    record.set("istio.namespace", Value::Static(cx.conn.shared.metrics.source_namespace()));
+    for (name, tag) in telemetry.map_or(&[][..], |t| &t.tags[..]) {
+        record.set_named(name.clone(), tag_value(tag, headers));
+    }
+    cx.fin.span = Some(Box::new(SpanState { tracer, record, b3 }));
 }
 
 #[cfg(test)]

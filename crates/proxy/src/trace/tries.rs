@@ -10,7 +10,7 @@
 
 use http::request::Parts;
 use http::Request;
-use weft_telemetry::trace::{otlp, propagation, random_id, unix_ns};
+use weft_telemetry::trace::{propagation, random_id, unix_ns, SpanRecord, Value, KIND_CLIENT};
 
 use super::{SpanState, Tracer};
 
@@ -27,16 +27,13 @@ pub struct TryParent {
 /// One try's span, from its start to its outcome.
 pub struct TrySpan {
     parent: TryParent,
-    span_id: [u8; 8],
-    name: String,
-    start_unix_ns: u64,
-    attributes: Vec<otlp::KeyValue>,
+    record: SpanRecord,
 }
 
 impl SpanState {
     /// The parent of this request's try spans.
     pub fn try_parent(&self) -> TryParent {
-        TryParent { tracer: self.tracer, trace_id: self.trace_id, span_id: self.span_id, b3: self.b3 }
+        TryParent { tracer: self.tracer, trace_id: self.record.trace_id, span_id: self.record.span_id, b3: self.b3 }
     }
 }
 
@@ -49,18 +46,23 @@ impl TryParent {
     /// A try's span that started at `start_unix_ns` (the first try, known to be one of
     /// several only once the next starts).
     pub fn child_from(&self, cluster: &str, endpoint: &str, attempt: u32, hedge: bool, start_unix_ns: u64) -> TrySpan {
-        TrySpan {
-            parent: *self,
+        let target = format!("{cluster} try {attempt}");
+        let mut record = SpanRecord {
+            trace_id: self.trace_id,
             span_id: random_id(),
-            name: format!("{cluster} try {attempt}"),
+            parent: Some(self.span_id),
+            name_len: target.len(),
+            target,
+            kind: KIND_CLIENT,
             start_unix_ns,
-            attributes: vec![
-                otlp::kv("upstream_cluster", cluster),
-                otlp::kv("upstream_address", endpoint),
-                otlp::kv_int("retry.attempt", i64::from(attempt)),
-                otlp::kv("hedge", if hedge { "true" } else { "false" }),
-            ],
-        }
+            attributes: Vec::with_capacity(5),
+            ..SpanRecord::default()
+        };
+        record.set("upstream_cluster", Value::Text(cluster.to_owned()));
+        record.set("upstream_address", Value::Text(endpoint.to_owned()));
+        record.set("retry.attempt", Value::Int(i64::from(attempt)));
+        record.set("hedge", Value::Static(if hedge { "true" } else { "false" }));
+        TrySpan { parent: *self, record }
     }
 }
 
@@ -84,34 +86,25 @@ impl TrySpan {
         p.version = parts.version;
         p.headers = parts.headers.clone();
         let t = &self.parent;
-        propagation::inject(&mut p.headers, &t.trace_id, &self.span_id, Some(&t.span_id), true, t.b3);
+        propagation::inject(&mut p.headers, &t.trace_id, &self.record.span_id, Some(&t.span_id), true, t.b3);
         p
     }
 
     /// Ends the span with the try's outcome and queues it for export.
     pub fn end(self, outcome: TryOutcome<'_>) {
-        let mut attributes = self.attributes;
-        let (error, message) = match outcome {
+        let mut r = self.record;
+        match outcome {
             TryOutcome::Response(code) => {
-                attributes.push(otlp::kv_int("http.status_code", i64::from(code)));
-                (code >= 500, String::new())
+                r.set("http.status_code", Value::Int(i64::from(code)));
+                r.error = code >= 500;
             }
-            TryOutcome::Failed(e) => (true, e.to_owned()),
-            TryOutcome::Cancelled => (false, "cancelled: another try answered first".to_owned()),
-        };
-        let p = self.parent;
-        let span = otlp::Span {
-            trace_id: p.trace_id.to_vec(),
-            span_id: self.span_id.to_vec(),
-            trace_state: String::new(),
-            parent_span_id: p.span_id.to_vec(),
-            name: self.name,
-            kind: otlp::KIND_CLIENT,
-            start_time_unix_nano: self.start_unix_ns,
-            end_time_unix_nano: unix_ns().max(self.start_unix_ns),
-            attributes,
-            status: Some(otlp::Status { message, code: if error { 2 } else { 0 } }),
-        };
-        p.tracer.exporter.send(span);
+            TryOutcome::Failed(e) => {
+                r.error = true;
+                r.message = e.to_owned();
+            }
+            TryOutcome::Cancelled => r.message = "cancelled: another try answered first".to_owned(),
+        }
+        r.end_unix_ns = unix_ns();
+        self.parent.tracer.exporter.send(r);
     }
 }

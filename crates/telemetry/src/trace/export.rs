@@ -13,11 +13,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prost::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{otlp, truncate};
+use super::record::{SpanRecord, Value};
+use super::{truncate, wire};
 
 /// Spans waiting for export, at most.
 pub const QUEUE: usize = 4096;
@@ -84,7 +84,7 @@ impl Target {
 
 /// The sending end (cheap to share); the export runs until the process ends.
 pub struct Exporter {
-    tx: mpsc::Sender<otlp::Span>,
+    tx: mpsc::Sender<SpanRecord>,
     dropped: &'static AtomicU64,
 }
 
@@ -93,18 +93,18 @@ impl Exporter {
     /// and the like); `exported` and `dropped` count the spans' fates.
     pub fn start(
         target: Target,
-        resource: Vec<otlp::KeyValue>,
+        resource: Vec<(&'static str, Value)>,
         exported: &'static AtomicU64,
         dropped: &'static AtomicU64,
     ) -> Result<Arc<Exporter>, String> {
         let rt = background().ok_or("cannot start the trace export thread")?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        rt.spawn(run(rx, target, otlp::Resource { attributes: resource }, exported, dropped));
+        rt.spawn(run(rx, target, resource, exported, dropped));
         Ok(Arc::new(Exporter { tx, dropped }))
     }
 
     /// Queues a finished span; dropped (and counted) when the queue is full.
-    pub fn send(&self, span: otlp::Span) {
+    pub fn send(&self, span: SpanRecord) {
         if self.tx.try_send(span).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -112,9 +112,9 @@ impl Exporter {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<otlp::Span>,
+    mut rx: mpsc::Receiver<SpanRecord>,
     target: Target,
-    resource: otlp::Resource,
+    resource: Vec<(&'static str, Value)>,
     exported: &'static AtomicU64,
     dropped: &'static AtomicU64,
 ) {
@@ -129,7 +129,8 @@ async fn run(
             }
         }
         let n = batch.len() as u64;
-        let body = encode(&resource, std::mem::take(&mut batch));
+        let body = wire::export_request(&resource, env!("CARGO_PKG_VERSION"), &batch);
+        batch.clear();
         let sent = match target.protocol {
             Protocol::HttpProtobuf => tokio::time::timeout(EXPORT_TIMEOUT, post(&target, body)).await,
             Protocol::Grpc => tokio::time::timeout(EXPORT_TIMEOUT, grpc_export(&target, body)).await,
@@ -146,20 +147,6 @@ async fn run(
             }
         }
     }
-}
-
-/// One `ExportTraceServiceRequest` of `spans`.
-fn encode(resource: &otlp::Resource, spans: Vec<otlp::Span>) -> Vec<u8> {
-    otlp::ExportTraceServiceRequest {
-        resource_spans: vec![otlp::ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![otlp::ScopeSpans {
-                scope: Some(otlp::InstrumentationScope { name: "weft".into(), version: env!("CARGO_PKG_VERSION").into() }),
-                spans,
-            }],
-        }],
-    }
-    .encode_to_vec()
 }
 
 /// One POST of an encoded batch; Ok on a 2xx answer.

@@ -1,15 +1,19 @@
 //! Distributed tracing's parts that know nothing of a proxy's requests: the trace
-//! context in headers ([`propagation`]: W3C and B3), the OTLP messages ([`otlp`]) and
+//! context in headers ([`propagation`]: W3C and B3), finished spans ([`record`]) and
 //! their export in batches from a bounded queue ([`export`]: OTLP over HTTP/protobuf or
 //! gRPC). The proxy makes its spans from requests; the control plane from its API calls.
 
 pub mod export;
-pub mod otlp;
+#[cfg(test)]
+mod otlp;
 pub mod propagation;
+pub mod record;
+mod wire;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use export::{Exporter, Protocol, Target};
+pub use record::{method_value, SpanRecord, Value, KIND_CLIENT, KIND_SERVER};
 
 /// Now, in nanoseconds since the Unix epoch (a span's clock).
 pub fn unix_ns() -> u64 {

@@ -1,6 +1,6 @@
 //! The OTLP/protobuf messages weft sends (`opentelemetry/proto/collector/trace/v1`,
-//! `trace/v1`, `common/v1`, `resource/v1`): only the fields it fills, with the proto's
-//! field numbers, so a collector decodes them as the full messages.
+//! `trace/v1`, `common/v1`, `resource/v1`) as prost types, with the proto's field
+//! numbers: the tests decode what [`super::wire`] writes with them.
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExportTraceServiceRequest {
