@@ -11,45 +11,78 @@ const LEN: u8 = 2;
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 
+#[inline(always)]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
     }
-    out.push(v as u8);
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    out.extend_from_slice(&buf[..=n]);
 }
 
+#[inline(always)]
 fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// A field's key: every field weft writes is numbered below 16, so one byte.
+#[inline(always)]
 fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, u64::from(field << 3 | u32::from(wire)));
+    out.push((field << 3) as u8 | wire);
 }
 
+#[inline(always)]
 fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     key(out, field, LEN);
     varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
-/// A length-delimited field of `len` bytes (one-byte tag).
+/// A length-delimited field of `len` bytes (one-byte key).
+#[inline(always)]
 fn bytes_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-/// `KeyValue { key = 1; AnyValue value = 2 { string_value = 1 | int_value = 3 } }`.
-fn attribute(out: &mut Vec<u8>, field: u32, k: &str, v: &Value) {
-    let any = match v.text() {
+#[inline(always)]
+fn int(v: &Value) -> u64 {
+    match v {
+        Value::Int(i) => *i as u64,
+        _ => 0,
+    }
+}
+
+/// `AnyValue { string_value = 1 | int_value = 3 }`'s length.
+#[inline(always)]
+fn any_len(v: &Value) -> usize {
+    match v.text() {
         Some(t) => bytes_len(t.len()),
         None => 1 + varint_len(int(v)),
-    };
+    }
+}
+
+/// `KeyValue { key = 1; AnyValue value = 2 }`'s length.
+#[inline(always)]
+fn attribute_len(k: &str, v: &Value) -> usize {
+    bytes_len(k.len()) + bytes_len(any_len(v))
+}
+
+#[inline(always)]
+fn attribute(out: &mut Vec<u8>, field: u32, k: &str, v: &Value) {
     key(out, field, LEN);
-    varint(out, (bytes_len(k.len()) + bytes_len(any)) as u64);
+    varint(out, attribute_len(k, v) as u64);
     bytes(out, 1, k.as_bytes());
     key(out, 2, LEN);
-    varint(out, any as u64);
+    varint(out, any_len(v) as u64);
     match v.text() {
         Some(t) => bytes(out, 1, t),
         None => {
@@ -59,19 +92,39 @@ fn attribute(out: &mut Vec<u8>, field: u32, k: &str, v: &Value) {
     }
 }
 
-fn int(v: &Value) -> u64 {
-    match v {
-        Value::Int(i) => *i as u64,
-        _ => 0,
-    }
-}
-
+#[inline(always)]
 fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     key(out, field, FIXED64);
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// One `Span`'s fields (without its own tag and length), appended to `out`.
+const HTTP: &[u8] = b"http://";
+const URL_KEY: &[u8] = b"http.url";
+const ERROR: u64 = 2;
+
+fn url_len(s: &SpanRecord) -> usize {
+    HTTP.len() + s.target.len()
+}
+
+/// `Status { message = 2; code = 3 }`'s length.
+fn status_len(s: &SpanRecord) -> usize {
+    (if s.message.is_empty() { 0 } else { bytes_len(s.message.len()) }) + if s.error { 2 } else { 0 }
+}
+
+/// A `Span`'s length, without its own key and length.
+fn span_len(s: &SpanRecord) -> usize {
+    let mut n = bytes_len(16) + bytes_len(8) + bytes_len(s.name().len());
+    n += s.trace_state.as_ref().map_or(0, |t| bytes_len(t.len()));
+    n += s.parent.map_or(0, |_| bytes_len(8));
+    n += 1 + varint_len(s.kind as u64) + 2 * 9;
+    if s.url {
+        n += bytes_len(bytes_len(URL_KEY.len()) + bytes_len(bytes_len(url_len(s))));
+    }
+    n += s.attributes.iter().map(|(k, v)| bytes_len(attribute_len(k, v))).sum::<usize>();
+    n + bytes_len(status_len(s))
+}
+
+/// One `Span`'s fields (without its own key and length), appended to `out`.
 fn span(out: &mut Vec<u8>, s: &SpanRecord) {
     bytes(out, 1, &s.trace_id);
     bytes(out, 2, &s.span_id);
@@ -87,61 +140,62 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord) {
     fixed64(out, 7, s.start_unix_ns);
     fixed64(out, 8, s.end_unix_ns.max(s.start_unix_ns));
     if s.url {
-        let url_len = "http://".len() + s.target.len();
+        let url = url_len(s);
         key(out, 9, LEN);
-        varint(out, (bytes_len("http.url".len()) + bytes_len(bytes_len(url_len))) as u64);
-        bytes(out, 1, b"http.url");
+        varint(out, (bytes_len(URL_KEY.len()) + bytes_len(bytes_len(url))) as u64);
+        bytes(out, 1, URL_KEY);
         key(out, 2, LEN);
-        varint(out, bytes_len(url_len) as u64);
+        varint(out, bytes_len(url) as u64);
         key(out, 1, LEN);
-        varint(out, url_len as u64);
-        out.extend_from_slice(b"http://");
+        varint(out, url as u64);
+        out.extend_from_slice(HTTP);
         out.extend_from_slice(s.target.as_bytes());
     }
     for (k, v) in &s.attributes {
         attribute(out, 9, k, v);
     }
-    // Status { message = 2; code = 3 }.
-    let code: u64 = if s.error { 2 } else { 0 };
-    let status_len = if s.message.is_empty() { 0 } else { bytes_len(s.message.len()) } + if code != 0 { 2 } else { 0 };
     key(out, 15, LEN);
-    varint(out, status_len as u64);
+    varint(out, status_len(s) as u64);
     if !s.message.is_empty() {
         bytes(out, 2, s.message.as_bytes());
     }
-    if code != 0 {
+    if s.error {
         key(out, 3, VARINT);
-        varint(out, code);
+        varint(out, ERROR);
     }
 }
 
 /// The export request for `spans` of the resource described by `resource` (its
-/// attributes), from scope `weft` `version`.
+/// attributes), from scope `weft` `version`: every length computed from the fields,
+/// every byte written once, into one buffer of the right size.
 pub fn export_request(resource: &[(&'static str, Value)], version: &str, spans: &[SpanRecord]) -> Vec<u8> {
+    let lens: Vec<usize> = spans.iter().map(span_len).collect();
     // ScopeSpans { scope = 1 { name = 1; version = 2 }; spans = 2 (repeated) }.
-    let mut scope_spans = Vec::with_capacity(512 * spans.len().max(1));
     let scope_len = bytes_len(4) + bytes_len(version.len());
-    key(&mut scope_spans, 1, LEN);
-    varint(&mut scope_spans, scope_len as u64);
-    bytes(&mut scope_spans, 1, b"weft");
-    bytes(&mut scope_spans, 2, version.as_bytes());
-    let mut one = Vec::with_capacity(512);
-    for s in spans {
-        one.clear();
-        span(&mut one, s);
-        bytes(&mut scope_spans, 2, &one);
-    }
+    let scope_spans_len = bytes_len(scope_len) + lens.iter().map(|l| bytes_len(*l)).sum::<usize>();
     // ResourceSpans { resource = 1 { attributes = 1 }; scope_spans = 2 }.
-    let mut res = Vec::with_capacity(128);
-    for (k, v) in resource {
-        attribute(&mut res, 1, k, v);
-    }
-    let rs_len = bytes_len(res.len()) + bytes_len(scope_spans.len());
+    let resource_len: usize = resource.iter().map(|(k, v)| bytes_len(attribute_len(k, v))).sum();
+    let rs_len = bytes_len(resource_len) + bytes_len(scope_spans_len);
     let mut out = Vec::with_capacity(bytes_len(rs_len));
     key(&mut out, 1, LEN);
     varint(&mut out, rs_len as u64);
-    bytes(&mut out, 1, &res);
-    bytes(&mut out, 2, &scope_spans);
+    key(&mut out, 1, LEN);
+    varint(&mut out, resource_len as u64);
+    for (k, v) in resource {
+        attribute(&mut out, 1, k, v);
+    }
+    key(&mut out, 2, LEN);
+    varint(&mut out, scope_spans_len as u64);
+    key(&mut out, 1, LEN);
+    varint(&mut out, scope_len as u64);
+    bytes(&mut out, 1, b"weft");
+    bytes(&mut out, 2, version.as_bytes());
+    for (s, len) in spans.iter().zip(&lens) {
+        key(&mut out, 2, LEN);
+        varint(&mut out, *len as u64);
+        span(&mut out, s);
+    }
+    debug_assert_eq!(out.len(), bytes_len(rs_len));
     out
 }
 
