@@ -63,8 +63,6 @@ pub struct Span {
     pub status: Option<Status>,
 }
 
-pub const KIND_SERVER: i32 = 2;
-pub const KIND_CLIENT: i32 = 3;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Status {
