@@ -218,7 +218,7 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
         let authority = authority.to_str().unwrap_or(host);
         crate::trace::on_request(cx, &mut head.headers, &head.method, authority, pq, telemetry.as_deref());
         if let (Some(span), Planned::Forward { cluster, .. }) = (cx.fin.span.as_mut(), &planned) {
-            span.cluster(&cluster.spec.name);
+            span.cluster(&cluster.spec);
         }
     }
     if upgrade.is_some() {

@@ -43,9 +43,13 @@ pub struct SpanState {
 }
 
 impl SpanState {
-    /// The upstream cluster the request went to (`upstream_cluster`).
-    pub fn cluster(&mut self, name: &str) {
-        self.record.set("upstream_cluster", Value::Text(name.to_owned()));
+    /// The upstream cluster the request went to (`upstream_cluster`) and, on the
+    /// outbound side, the service it is for (`peer.service`).
+    pub fn cluster(&mut self, spec: &weft_config::ClusterSpec) {
+        self.record.set("upstream_cluster", Value::Text(spec.name.clone()));
+        if self.record.kind == KIND_CLIENT {
+            self.record.set("peer.service", Value::Text(spec.service.clone()));
+        }
     }
 
     /// Ends the span with the response's status and flags and queues it for export.
@@ -172,6 +176,13 @@ pub fn on_request(
     record.set("node_id", Value::Static(tracer.node.as_str()));
     record.set("component", Value::Static("proxy"));
     record.set("istio.namespace", Value::Static(cx.conn.shared.metrics.source_namespace()));
+    if cx.conn.side == Side::Inbound {
+        // Who called: its address, and over mTLS its SPIFFE ID.
+        record.set("peer.address", Value::Text(cx.conn.remote.ip().to_string()));
+        if let Some(peer) = &cx.conn.peer {
+            record.set("peer.principal", Value::Text(peer.principal.to_string()));
+        }
+    }
     for (name, tag) in telemetry.map_or(&[][..], |t| &t.tags[..]) {
         record.set_named(name.clone(), tag_value(tag, headers));
     }
