@@ -1,9 +1,11 @@
 use super::*;
 use crate::{DestLabels, Metrics, PeerId, Protocol, ResponseFlags, SeriesKey};
 
+type Pairs = Vec<(String, String)>;
+
 /// A strict reading of one line, as InfluxDB splits it: measurement, tags, fields,
 /// timestamp, with `\x` read as the character x (and `\n`/`\r` as the control character).
-fn split_line(line: &str) -> (String, Vec<(String, String)>, Vec<(String, String)>, String) {
+fn split_line(line: &str) -> (String, Pairs, Pairs, String) {
     assert!(!line.contains('\n') && !line.contains('\r'), "one line: {line:?}");
     // Cut at unescaped separators: a backslash always takes the next character with it.
     let mut parts: Vec<Vec<String>> = vec![vec![String::new()]];
