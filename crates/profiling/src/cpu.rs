@@ -95,12 +95,30 @@ fn profile(length: Duration) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot start the CPU profiler: {e}"))?;
     std::thread::sleep(length);
     // (The sampler skips its samples while the report holds its data to symbolize them.)
-    let report = guard.report().build().map_err(|e| format!("reading the samples: {e}"))?;
+    let report = guard.report().frames_post_processor(strip_sampler).build().map_err(|e| format!("reading the samples: {e}"))?;
     drop(guard);
     let profile = report.pprof().map_err(|e| format!("encoding the profile: {e}"))?;
     let mut body = Vec::with_capacity(profile.encoded_len());
     profile.encode(&mut body).map_err(|e| format!("encoding the profile: {e}"))?;
     Ok(body)
+}
+
+/// Drops the sampler's own frames from the top of a stack, so that each sample's leaf is
+/// the code it interrupted. framehop (x86_64 and aarch64) unwinds from the interrupted
+/// registers and has none; backtrace-rs (pprof's unwinder elsewhere) starts in the
+/// SIGPROF handler.
+fn strip_sampler(frames: &mut pprof::Frames) {
+    let own = |f: &Vec<pprof::Symbol>| {
+        !f.is_empty()
+            && f.iter().all(|s| {
+                let n = s.name();
+                ["backtrace::", "pprof::", "<pprof::"].iter().any(|p| n.starts_with(p))
+                    || n.contains("perf_signal_handler")
+                    || n == "__restore_rt"
+            })
+    };
+    let keep = frames.frames.iter().position(|f| !own(f)).unwrap_or(frames.frames.len());
+    frames.frames.drain(..keep);
 }
 
 #[cfg(test)]
@@ -137,6 +155,27 @@ mod tests {
         }
         let long = format!("seconds={}", "9".repeat(10_000));
         assert!(parse_seconds(Some(&long)).unwrap_err().len() < 200, "the echoed input is cut short");
+    }
+
+    #[test]
+    fn the_samplers_frames_are_dropped() {
+        let sym = |name: &str| pprof::Symbol { name: Some(name.as_bytes().to_vec()), addr: None, lineno: None, filename: None };
+        let mut f = pprof::Frames {
+            frames: vec![
+                vec![sym("backtrace::backtrace::trace_unsynchronized")],
+                vec![sym("<pprof::backtrace::backtrace_rs::Trace as pprof::backtrace::Trace>::trace")],
+                vec![sym("pprof::profiler::perf_signal_handler")],
+                vec![sym("__restore_rt")],
+                vec![sym("weft_proxy::server::serve"), sym("pprof::inlined_here")],
+                vec![sym("main")],
+            ],
+            thread_name: "weft-worker-0".into(),
+            thread_id: 1,
+            sample_timestamp: std::time::SystemTime::now(),
+        };
+        strip_sampler(&mut f);
+        let names: Vec<String> = f.frames.iter().map(|f| f[0].name()).collect();
+        assert_eq!(names, ["weft_proxy::server::serve", "main"]);
     }
 
     #[test]

@@ -146,3 +146,36 @@ fn a_bad_influxdb_url_stops_the_start() {
         assert!(text(&out).contains("--influxdb-"), "{}", text(&out));
     }
 }
+
+/// One request to a loopback listener standing in for InfluxDB 2 (which this machine
+/// lacks): its head and body; answered 204.
+fn receive_one(l: &std::net::TcpListener) -> (String, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(r.read_line(&mut head).unwrap() > 0, "the request ended early: {head}");
+    }
+    let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>()));
+    let mut body = vec![0; len.expect("a content-length").unwrap()];
+    r.read_exact(&mut body).unwrap();
+    r.get_mut().write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn a_token_file_is_sent_as_influxdb_2_wants_it() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let token = temp_dir().join("influx.token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let url = format!("http://{}/write?db=weft", l.local_addr().unwrap());
+    let cfg = service_entry("reviews.default.svc", &[(free_addr(), "version: v1", 1)]);
+    let args = ["--influxdb-url", &url, "--influxdb-interval", "1s", "--influxdb-token-file", token.to_str().unwrap()];
+    let _p = proxy_with(&cfg, &args);
+    let (head, body) = receive_one(&l);
+    assert!(head.starts_with("POST /write?db=weft HTTP/1.1\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("\r\nauthorization: token s3cret-token\r\n"), "{head}");
+    assert!(body.lines().any(|l| l.starts_with("weft_config_revision value=1 ")), "{body}");
+}

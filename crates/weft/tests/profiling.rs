@@ -74,14 +74,33 @@ fn decode_cpu_profile(body: &[u8], idle: bool) -> (pprof::Profile, Vec<String>) 
     assert!(idle || !p.sample.is_empty(), "no samples");
     assert_eq!(p.period, 1_000_000_000 / 99, "99 Hz");
     let names: Vec<String> = p.function.iter().map(|f| s(f.name)).collect();
+    let name_of = |id: u64| p.function.iter().find(|f| f.id == id).map(|f| s(f.name)).unwrap_or_default();
     // Every sample's locations and functions are in the tables.
     for smp in &p.sample {
         for id in &smp.location_id {
             let loc = p.location.iter().find(|l| l.id == *id).expect("sample location in the table");
             assert!(loc.line.iter().all(|l| p.function.iter().any(|f| f.id == l.function_id)));
         }
+        // Each leaf is the code interrupted, not the sampler's own unwinding.
+        let leaf = smp.location_id.first().and_then(|id| p.location.iter().find(|l| l.id == *id));
+        let leaf = leaf.and_then(|l| l.line.first()).map(|l| name_of(l.function_id)).unwrap_or_default();
+        assert!(!["backtrace::", "pprof::", "<pprof::"].iter().any(|x| leaf.starts_with(x)), "the sampler's frame {leaf:?} on top");
     }
     (p, names)
+}
+
+/// `go tool pprof -top` reads the profile, when Go is installed (it is not in the
+/// tests' requirements: Debian's golang-go is 335 MB).
+fn go_pprof_reads(body: &[u8]) {
+    if !std::process::Command::new("go").arg("version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("go is not installed: the go tool pprof check is skipped");
+        return;
+    }
+    let f = temp_dir().join("cpu.pprof");
+    std::fs::write(&f, body).unwrap();
+    let out = std::process::Command::new("go").args(["tool", "pprof", "-top", f.to_str().unwrap()]).output().unwrap();
+    let top = text(&out);
+    assert!(out.status.success() && top.contains("Type: cpu") && top.contains("weft_proxy::"), "{top}");
 }
 
 fn admin_get(admin: std::net::SocketAddr, path: &str) -> Resp {
@@ -139,6 +158,8 @@ fn a_profile_under_load_has_weft_functions_and_one_runs_at_a_time() {
         total / 1_000_000,
         names.len()
     );
+
+    go_pprof_reads(&r.body);
 
     // Once it ended, the next one may run (on a proxy now idle: maybe no sample at all).
     let again = admin_get(admin, "/debug/pprof/profile?seconds=1");
