@@ -75,18 +75,24 @@ pub(crate) async fn serve(query: Option<&str>) -> Answer {
         let m = "a CPU profile is already running in this process (one at a time); ask again when it ends";
         return Answer::text(StatusCode::CONFLICT, m);
     };
+    // A thread of its own that ends with the profile: the symbolizer's memory goes back
+    // with its heap at once (a pooled blocking thread would keep it until it idles out).
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let run = move || {
         let _slot = slot;
-        profile(Duration::from_secs(seconds))
+        let _ = tx.send(profile(Duration::from_secs(seconds)));
     };
-    match tokio::task::spawn_blocking(run).await {
+    if let Err(e) = std::thread::Builder::new().name("weft-pprof".into()).spawn(run) {
+        return Answer::text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start the profiling thread: {e}"));
+    }
+    match rx.await {
         Ok(Ok(body)) => Answer { status: StatusCode::OK, content_type: "application/octet-stream", body: Bytes::from(body) },
         Ok(Err(e)) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, format!("the profiling thread failed: {e}")),
+        Err(_) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, "the profiling thread failed"),
     }
 }
 
-/// Samples for `length`, then symbolizes and encodes (on the calling, blocking thread).
+/// Samples for `length`, then symbolizes and encodes (on the calling thread, which it blocks).
 fn profile(length: Duration) -> Result<Vec<u8>, String> {
     let guard = pprof::ProfilerGuardBuilder::default()
         .frequency(FREQUENCY_HZ)
@@ -97,6 +103,9 @@ fn profile(length: Duration) -> Result<Vec<u8>, String> {
     // (The sampler skips its samples while the report holds its data to symbolize them.)
     let report = guard.report().frames_post_processor(strip_sampler).build().map_err(|e| format!("reading the samples: {e}"))?;
     drop(guard);
+    // The names are in the report: the symbolizer's cache (the binary's symbol and line
+    // tables, tens of MB) need not outlive it.
+    backtrace::clear_symbol_cache();
     let profile = report.pprof().map_err(|e| format!("encoding the profile: {e}"))?;
     let mut body = Vec::with_capacity(profile.encoded_len());
     profile.encode(&mut body).map_err(|e| format!("encoding the profile: {e}"))?;

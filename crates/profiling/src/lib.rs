@@ -37,7 +37,8 @@ pub fn is_profiling_path(path: &str) -> bool {
 }
 
 /// Answers a `/debug/pprof…` request (`query`: the URL's query string). A CPU profile
-/// answers after its `seconds`; the sampling runs on a blocking thread, not the caller's.
+/// answers after its `seconds`; the sampling runs on a thread of its own (`weft-pprof`),
+/// not the caller's.
 pub async fn serve(path: &str, query: Option<&str>) -> Answer {
     match path.strip_prefix(PREFIX).unwrap_or(path) {
         "/profile" => cpu::serve(query).await,
