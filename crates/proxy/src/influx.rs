@@ -122,13 +122,23 @@ pub fn check_url(url: &str) -> Result<Uri, String> {
 fn render(metrics: &Metrics, timestamp_ns: u64) -> String {
     let mut body = String::with_capacity(64 * 1024);
     weft_telemetry::line_protocol::from_prometheus(&metrics.render(), timestamp_ns, &mut body);
-    if body.len() > MAX_BODY {
-        let cut = body[..MAX_BODY].rfind('\n').map_or(0, |i| i + 1);
-        let left_out = body[cut..].lines().count();
+    let left_out = cap_at_line(&mut body, MAX_BODY);
+    if left_out > 0 {
         tracing::warn!("InfluxDB push: {left_out} points left out, over the {} MiB cap", MAX_BODY >> 20);
-        body.truncate(cut);
     }
     body
+}
+
+/// Cuts `body` after its last whole line within `max` bytes; returns the lines left out.
+fn cap_at_line(body: &mut String, max: usize) -> usize {
+    if body.len() <= max {
+        return 0;
+    }
+    // (Bytes, not chars: the cap may fall inside a character; a newline never does.)
+    let cut = body.as_bytes()[..max].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let left_out = body[cut..].lines().count();
+    body.truncate(cut);
+    left_out
 }
 
 fn unix_ns() -> u64 {
@@ -178,6 +188,19 @@ mod tests {
         assert!(Pusher::new(&o(Duration::from_secs(10), None)).is_ok());
         assert!(Pusher::new(&o(Duration::from_millis(10), None)).is_err());
         assert!(Pusher::new(&o(Duration::from_secs(10), Some("/nonexistent/token".into()))).is_err());
+    }
+
+    #[test]
+    fn the_cap_cuts_after_a_whole_line_even_inside_a_character() {
+        let mut body = "ab\nçç\nxyz\n".to_owned();
+        assert_eq!(cap_at_line(&mut body, 5), 2, "the cap falls inside the second ç");
+        assert_eq!(body, "ab\n");
+        let mut body = "ab\n".to_owned();
+        assert_eq!(cap_at_line(&mut body, 3), 0);
+        assert_eq!(body, "ab\n");
+        let mut body = "a long first line\n".to_owned();
+        assert_eq!(cap_at_line(&mut body, 4), 1);
+        assert_eq!(body, "");
     }
 
     #[test]
