@@ -22,6 +22,7 @@
 //! | `POST /v1/tokens` | `TokenRequest` → `TokenAnswer` (admin role) |
 //! | `POST /v1/certificate` | `CertificateRequest` (a CSR) → `CertificateAnswer` (a workload token: its own SPIFFE ID) |
 //! | `GET /metrics` | revision, objects, registry size (Prometheus text) |
+//! | `GET /debug/pprof/profile?seconds=N`, `GET /debug/pprof/heap` | a CPU profile (pprof), a memory summary ([`weft_profiling`]; admin role) |
 //!
 //! Every call carries `Authorization: Bearer <token>` and is let in by [`crate::auth`]'s
 //! table (roles `read` < `write` < `admin`, or a workload acting for itself), unless the
@@ -503,6 +504,10 @@ impl Server {
                     }
                     Err(e) => bad(e),
                 }
+            }
+            (Method::GET, p) if weft_profiling::is_profiling_path(p) => {
+                let a = weft_profiling::serve(p, Some(q)).await;
+                reply(a.status, a.content_type, a.body)
             }
             _ => json_reply(StatusCode::NOT_FOUND, &ErrorAnswer::one(format!("no such endpoint: {method} {path}"))),
         }

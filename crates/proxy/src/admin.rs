@@ -1,5 +1,6 @@
-//! The admin endpoint: `/metrics`, `/ready`, `/config_dump`, `/clusters`. It runs on
-//! its own small runtime (the main thread's), so scrapes never compete with traffic.
+//! The admin endpoint: `/metrics`, `/ready`, `/config_dump`, `/clusters`, and
+//! `/debug/pprof/{profile,heap}` ([`weft_profiling`]). It runs on its own small runtime
+//! (the main thread's), so scrapes never compete with traffic.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ pub async fn serve(shared: &'static Shared, listener: tokio::net::TcpListener) {
             continue;
         };
         tokio::spawn(async move {
-            let svc = service_fn(move |req| async move { Ok::<_, Infallible>(route(shared, req)) });
+            let svc = service_fn(move |req| async move { Ok::<_, Infallible>(answer(shared, req).await) });
             let mut b = hyper::server::conn::http1::Builder::new();
             // hyper's header timeout also bounds the wait for the next request's head.
             b.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(ADMIN_HEADER_TIMEOUT);
@@ -55,6 +56,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
     Ok(l)
+}
+
+/// A profile (which answers after its seconds), or one of the routes below.
+async fn answer(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let uri = req.uri();
+    if !weft_profiling::is_profiling_path(uri.path()) {
+        return route(shared, req);
+    }
+    let a = weft_profiling::serve(uri.path(), uri.query()).await;
+    let mut r = Response::new(Full::new(a.body));
+    *r.status_mut() = a.status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(a.content_type));
+    r
 }
 
 fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -5,7 +5,7 @@
 //! forward to a [`cluster`] endpoint over a [`pool`]ed connection (opened by the
 //! [`transport`]); the inbound listener terminates mTLS ([`inbound_tls`]) and passes the
 //! [`peer`]'s identity to the app; an ingress gateway (`weft gateway`) adds a TLS
-//! listener whose SNI picks the Gateway server ([`gateway_tls`]); [`admin`] serves metrics and state; [`run`] wires workers, the admin
+//! listener whose SNI picks the Gateway server ([`gateway_tls`]); [`admin`] serves metrics and state ([`influx`] pushes them); [`run`] wires workers, the admin
 //! runtime, the config source, live reload and draining together. Tests run the proxy
 //! in-process on a simulated clock (`testing`, in test builds only).
 
@@ -28,6 +28,7 @@ pub mod health;
 pub mod identity;
 pub mod idle;
 pub mod inbound_tls;
+pub mod influx;
 pub mod jwks;
 pub mod live;
 pub mod local;

@@ -70,6 +70,8 @@ pub struct ProxyOptions {
     pub trace_sampling: f64,
     /// Generate `x-request-id` for requests without one even with tracing off.
     pub request_id: bool,
+    /// Push the metrics to InfluxDB (`--influxdb-url`).
+    pub influxdb: Option<crate::influx::InfluxOptions>,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -113,6 +115,7 @@ impl Default for ProxyOptions {
             otlp: None,
             trace_sampling: 1.0,
             request_id: false,
+            influxdb: None,
         }
     }
 }
@@ -188,6 +191,7 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     if let Some((e, protocol)) = &opts.otlp {
         weft_telemetry::trace::Target::parse(e, *protocol)?;
     }
+    let influx = opts.influxdb.as_ref().map(crate::influx::Pusher::new).transpose()?;
     // Stamped before reading, so a change made while we load is not missed.
     let initial_stamps = stamps(&opts.files);
     // A sidecar's identity first: without it, it could not take part in mTLS.
@@ -309,6 +313,9 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
             }
         }
         tokio::spawn(reap(shared));
+        if let Some(p) = influx {
+            tokio::spawn(p.run(shared.metrics));
+        }
         if let (Some((authority, rev, docs)), Some((_, node))) = (followed, opts.control_plane.clone()) {
             let ack = (rev > 0).then_some(Ok(rev));
             tokio::spawn(crate::report::run(shared, authority.clone(), node.clone()));

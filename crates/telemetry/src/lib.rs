@@ -7,6 +7,7 @@
 
 mod flags;
 mod histogram;
+pub mod line_protocol;
 mod registry;
 mod render;
 mod summary;

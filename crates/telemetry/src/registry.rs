@@ -209,6 +209,9 @@ pub struct Counters {
     /// collector failed or refused them).
     pub spans_exported: AtomicU64,
     pub spans_dropped: AtomicU64,
+    /// `--influxdb-url`: pushes InfluxDB took, and those that failed (or timed out).
+    pub influxdb_pushes: AtomicU64,
+    pub influxdb_push_failures: AtomicU64,
     /// ResponseCache: requests answered from the cache (fresh, or revalidated upstream).
     pub cache_hits: AtomicU64,
     /// ResponseCache: cacheable requests that went upstream for want of a usable entry.

@@ -225,6 +225,13 @@ impl Metrics {
             "counter",
             &c.spans_dropped,
         );
+        counter("weft_influxdb_pushes_total", "Metrics pushes InfluxDB accepted (--influxdb-url).", "counter", &c.influxdb_pushes);
+        counter(
+            "weft_influxdb_push_failed_total",
+            "Metrics pushes to InfluxDB that failed, were refused or timed out.",
+            "counter",
+            &c.influxdb_push_failures,
+        );
         counter("weft_jwks_fetch_failed_total", "jwksUri fetches that failed (the keys held are kept).", "counter", &c.jwks_fetch_failed);
         counter("weft_cache_hits_total", "Requests answered by a ResponseCache (fresh or revalidated).", "counter", &c.cache_hits);
         counter("weft_cache_misses_total", "Cacheable requests a ResponseCache sent upstream.", "counter", &c.cache_misses);

@@ -231,6 +231,16 @@ struct ProxyArgs {
     /// with tracing off (with tracing on it is always done).
     #[arg(long)]
     request_id: bool,
+    /// Push the metrics (those of /metrics) to InfluxDB in line protocol, e.g.
+    /// http://127.0.0.1:8086/write?db=weft (its v1 write API).
+    #[arg(long)]
+    influxdb_url: Option<String>,
+    /// How often the metrics are pushed to --influxdb-url (at least 1s).
+    #[arg(long, default_value = "10s", value_parser = parse_dur)]
+    influxdb_interval: Duration,
+    /// A file holding an InfluxDB token, sent as `Authorization: Token …` (InfluxDB 2).
+    #[arg(long)]
+    influxdb_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -324,6 +334,11 @@ impl ProxyArgs {
             otlp: tracing,
             trace_sampling: self.tracing.trace_sampling,
             request_id: self.request_id,
+            influxdb: self.influxdb_url.map(|url| weft_proxy::influx::InfluxOptions {
+                url,
+                interval: self.influxdb_interval,
+                token_file: self.influxdb_token_file,
+            }),
             control_plane_token: None,
             control_plane_ca: None,
             role: weft_config::Role::Sidecar,
