@@ -39,8 +39,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::{watch, Mutex};
 use weft_api::{
-    AckReport, ApplyRequest, CertificateAnswer, CertificateRequest, Committed, EndpointRef, ErrorAnswer, Listing, Message, Registration,
-    Report, ResourceQuery, Rollback, StatusAnswer, TokenAnswer, TokenRequest, WatchRequest,
+    AckReport, ApplyRequest, CertificateRequest, Committed, EndpointRef, ErrorAnswer, Listing, Message, Registration, Report,
+    ResourceQuery, Rollback, StatusAnswer, TokenAnswer, TokenRequest, WatchRequest,
 };
 
 use crate::auth::{Auth, Need, Principal, Refused};
@@ -50,7 +50,6 @@ use crate::group::{Pending, RegistryOp};
 use crate::plane::{canonical_kind, Plane, PlaneError};
 use crate::push::ChosenSidecar;
 use crate::store::{Revision, StoreError};
-use crate::token_uses::SpendError;
 
 /// Tries of an operation while other control planes sharing the store commit first.
 pub(crate) const TRIES: u32 = 10;
@@ -62,7 +61,7 @@ macro_rules! retrying {
         let mut tries = 1;
         loop {
             match $call {
-                Err(e) if e.is_conflict() && tries < TRIES => tries += 1,
+                Err(e) if e.is_conflict() && tries < $crate::api::TRIES => tries += 1,
                 r => break r,
             }
         }
@@ -147,6 +146,10 @@ macro_rules! decode {
         }
     };
 }
+
+// (After the macros: the submodules use `retrying!`.)
+mod certificate;
+mod metrics;
 
 impl Server {
     /// A server that lets everyone do everything (`--insecure`, and tests of other things).
@@ -468,21 +471,7 @@ impl Server {
                 };
                 json_reply(StatusCode::OK, &StatusAnswer { revision: latest, items: self.proxies.status(latest, identity) })
             }
-            (Method::GET, "/metrics") => {
-                let p = self.plane.lock().await;
-                let text = format!(
-                    "# HELP weft_control_revision The store's latest revision.\n# TYPE weft_control_revision gauge\nweft_control_revision {}\n\
-                     # HELP weft_control_resources Config resources stored.\n# TYPE weft_control_resources gauge\nweft_control_resources {}\n\
-                     # HELP weft_control_registered_endpoints Endpoints in the registry.\n# TYPE weft_control_registered_endpoints gauge\nweft_control_registered_endpoints {}\n\
-                     # HELP weft_control_proxies_connected Proxies waiting on /v1/watch.\n# TYPE weft_control_proxies_connected gauge\nweft_control_proxies_connected {}\n",
-                    p.revision(),
-                    p.list(None, None, None).len(),
-                    p.registrations().len(),
-                    self.pushed.receiver_count(),
-                );
-                let text = text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics();
-                reply(StatusCode::OK, "text/plain; version=0.0.4", text)
-            }
+            (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics_text().await),
             (Method::POST, "/v1/certificate") => {
                 let req = decode!(CertificateRequest, body);
                 self.certificate(who, &req).await
@@ -519,88 +508,6 @@ impl Server {
         let mut p = self.plane.lock().await;
         let r = retrying!(p.rollback(client, to).await);
         (r, p.revision())
-    }
-
-    /// The SPIFFE ID of a workload caller (with a CA to name its trust domain).
-    fn identity_of(&self, who: &Principal) -> Option<String> {
-        let (Some(ca), Principal::Workload { namespace, service_account, .. }) = (&self.ca, who) else { return None };
-        weft_tls::SpiffeId::new(ca.trust_domain(), namespace, service_account).ok().map(|id| id.to_string())
-    }
-
-    /// Signs a workload's CSR for the SPIFFE ID its token names, nothing else.
-    async fn certificate(&self, who: &Principal, req: &CertificateRequest) -> Resp {
-        let (Some(ca), Principal::Workload { namespace, service_account, id, uses, exp }) = (&self.ca, who) else {
-            return bad("this control plane issues no certificates (it runs --insecure, or the caller is no workload)");
-        };
-        let expected = match weft_tls::SpiffeId::new(ca.trust_domain(), namespace, service_account) {
-            Ok(e) => e,
-            Err(e) => return bad(format!("the token's workload is no SPIFFE identity: {e}")),
-        };
-        let ttl = req.ttl_ms.map(std::time::Duration::from_millis).unwrap_or(weft_tls::ca::DEFAULT_CERT_TTL);
-        let signed = ca.sign_csr(&req.csr, &expected, ttl);
-        // A counted (bootstrap) token pays for a certificate only once the CSR was good,
-        // in the store, so that control planes sharing it count the same uses.
-        if let (Ok(_), Some(uses)) = (&signed, uses) {
-            let mut p = self.plane.lock().await;
-            let spent = retrying!(p.spend_token(&who.name(), id, *uses, *exp, crate::auth::now_s()).await);
-            let current = p.revision();
-            drop(p);
-            self.revision.send_if_modified(|r| std::mem::replace(r, current) != current);
-            match spent {
-                Ok(rev) => self.published(&Some(rev)),
-                Err(SpendError::Refused(m)) => {
-                    self.refused_csrs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return self.refuse(Refused::Forbidden(m), &Method::POST, "/v1/certificate");
-                }
-                Err(SpendError::Plane(e)) => return error(e),
-            }
-        }
-        match signed {
-            Ok(c) => {
-                let not_after = c.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                tracing::info!("issued {expected} (serial {}, token {id}) until unix {not_after}", c.serial);
-                self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let answer = CertificateAnswer {
-                    identity: expected.to_string(),
-                    cert_pem: c.leaf_pem,
-                    chain_pem: c.chain_pem,
-                    roots_pem: c.roots_pem,
-                    not_after,
-                };
-                json_reply(StatusCode::OK, &answer)
-            }
-            Err(e) => {
-                tracing::warn!("refused a CSR from workload {namespace}/{service_account} (token {id}): {e}");
-                self.refused_csrs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                bad(format!("certificate refused: {e}"))
-            }
-        }
-    }
-
-    fn trace_metrics(&self) -> String {
-        let Some(t) = self.tracer.get() else { return String::new() };
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        format!(
-            "# HELP weft_trace_spans_exported_total Spans the OTLP collector accepted.\n# TYPE weft_trace_spans_exported_total counter\nweft_trace_spans_exported_total {}\n\
-             # HELP weft_trace_spans_dropped_total Spans dropped: queue full, or the collector failed or refused them.\n# TYPE weft_trace_spans_dropped_total counter\nweft_trace_spans_dropped_total {}\n",
-            load(t.exported),
-            load(t.dropped)
-        )
-    }
-
-    fn auth_metrics(&self) -> String {
-        let mut t = String::from(
-            "# HELP weft_control_auth_refused_total API calls refused, by reason.\n# TYPE weft_control_auth_refused_total counter\n",
-        );
-        for (i, reason) in ["no_token", "bad_token", "expired", "forbidden"].iter().enumerate() {
-            let n = self.refused[i].load(std::sync::atomic::Ordering::Relaxed);
-            t += &format!("weft_control_auth_refused_total{{reason=\"{reason}\"}} {n}\n");
-        }
-        let (issued, refused) =
-            (self.issued.load(std::sync::atomic::Ordering::Relaxed), self.refused_csrs.load(std::sync::atomic::Ordering::Relaxed));
-        t += &format!("# HELP weft_control_certificates_issued_total Workload certificates signed.\n# TYPE weft_control_certificates_issued_total counter\nweft_control_certificates_issued_total {issued}\n");
-        t += &format!("# HELP weft_control_csr_refused_total CSRs refused (another identity, malformed, out-of-range TTL).\n# TYPE weft_control_csr_refused_total counter\nweft_control_csr_refused_total {refused}\n");
-        t
     }
 
     pub(crate) fn finish(&self, r: Result<Option<Revision>, PlaneError>, current: u64) -> Resp {

@@ -63,7 +63,6 @@ pub struct Span {
     pub status: Option<Status>,
 }
 
-
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Status {
     #[prost(string, tag = "2")]
