@@ -17,8 +17,7 @@ impl Server {
                     p.registrations().len(),
                     self.pushed.receiver_count(),
                 );
-        let text = text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics();
-        text
+        text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics()
     }
 
     fn trace_metrics(&self) -> String {
