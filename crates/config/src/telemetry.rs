@@ -12,10 +12,32 @@ use crate::istio::{CustomTag, Telemetry, WorkloadMode};
 use crate::load::Resource;
 use crate::mtls::ROOT_NAMESPACE;
 
-/// The most custom tags one rule may set.
+/// The most custom tags one Telemetry may set, all its rules together (a span carries at
+/// most three levels' worth: mesh, namespace, workload).
 const MAX_TAGS: usize = 64;
+/// The most tracing rules one Telemetry may have.
+const MAX_RULES: usize = 8;
 /// The longest tag name, literal value, variable or header name.
 const MAX_TAG_TEXT: usize = 1024;
+/// The attributes weft sets itself: a custom tag may not take their names (a span with
+/// two `http.status_code`s, one of the client's choosing, would be a lie).
+const RESERVED: [&str; 15] = [
+    "http.method",
+    "http.url",
+    "http.status_code",
+    "upstream_cluster",
+    "upstream_address",
+    "response_flags",
+    "node_id",
+    "component",
+    "istio.namespace",
+    "guid:x-request-id",
+    "peer.service",
+    "peer.address",
+    "peer.principal",
+    "retry.attempt",
+    "hedge",
+];
 
 /// One Telemetry's tracing, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,17 +60,12 @@ pub struct TracingRule {
 /// A custom tag's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tag {
-    Literal(String),
+    /// (Shared: every span carries the same value without a copy.)
+    Literal(Arc<str>),
     /// The proxy's environment variable, or the default when unset.
-    Environment {
-        name: String,
-        default: String,
-    },
+    Environment { name: String, default: String },
     /// The request header (its first value), or the default when absent.
-    Header {
-        name: http::HeaderName,
-        default: String,
-    },
+    Header { name: http::HeaderName, default: String },
 }
 
 /// What one side of a proxy's spans follow (from the Telemetry resources that apply to it).
@@ -92,6 +109,15 @@ pub(crate) fn compile(r: &Resource, t: &Telemetry, ctx: &mut Ctx) -> Option<Tele
     if t.access_logging.is_some() {
         ctx.warn(r, "spec.accessLogging", "not applied: weft's access log is `weft proxy --access-log`");
     }
+    if t.tracing.len() > MAX_RULES {
+        ctx.err(r, "spec.tracing", format!("at most {MAX_RULES} tracing rules"));
+        return None;
+    }
+    let total: usize = t.tracing.iter().map(|s| s.custom_tags.len()).sum();
+    if total > MAX_TAGS {
+        ctx.err(r, "spec.tracing", format!("at most {MAX_TAGS} custom tags in all ({total} here)"));
+        return None;
+    }
     let mut rules = Vec::new();
     for (i, spec) in t.tracing.iter().enumerate() {
         let at = format!("spec.tracing[{i}]");
@@ -107,11 +133,6 @@ pub(crate) fn compile(r: &Resource, t: &Telemetry, ctx: &mut Ctx) -> Option<Tele
         }
         if spec.use_request_id_for_trace_sampling == Some(false) {
             ctx.warn(r, format!("{at}.useRequestIdForTraceSampling"), "not applied: weft decides at random either way");
-        }
-        if spec.custom_tags.len() > MAX_TAGS {
-            ctx.err(r, format!("{at}.customTags"), format!("at most {MAX_TAGS} tags"));
-            ok = false;
-            continue;
         }
         let mut tags = Vec::new();
         for (name, tag) in &spec.custom_tags {
@@ -136,8 +157,15 @@ fn custom_tag(name: &str, tag: &CustomTag) -> Result<Tag, String> {
     if name.is_empty() || long(name) || name.chars().any(char::is_control) {
         return Err(format!("a tag name is 1 to {MAX_TAG_TEXT} characters, none of them control characters"));
     }
+    if RESERVED.contains(&name) {
+        return Err(format!("{name} is an attribute weft sets itself"));
+    }
+    // The proxy's own credentials live in WEFT_* variables: never exported as a tag.
+    if tag.environment.as_ref().is_some_and(|e| e.name.starts_with("WEFT_")) {
+        return Err("WEFT_* variables (the proxy's own settings and credentials) cannot be tags".into());
+    }
     match (&tag.literal, &tag.environment, &tag.header) {
-        (Some(l), None, None) if !long(&l.value) => Ok(Tag::Literal(l.value.clone())),
+        (Some(l), None, None) if !long(&l.value) => Ok(Tag::Literal(l.value.as_str().into())),
         (None, Some(e), None) if !e.name.is_empty() && !long(&e.name) && !long(&e.default_value) => {
             Ok(Tag::Environment { name: e.name.clone(), default: e.default_value.clone() })
         }
@@ -276,7 +304,33 @@ mod tests {
         assert!(errs.iter().any(|e| e.contains("at most 1024 bytes")), "{errs:?}");
         let many: String = (0..65).map(|i| format!("t{i}: {{literal: {{value: v}}}}, ")).collect();
         let (_, errs) = tracing_in(&doc("t", "default", &format!("  tracing:\n  - customTags: {{{many}}}\n")), "default", &[]);
-        assert!(errs.iter().any(|e| e.contains("at most 64 tags")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("at most 64 custom tags in all (65 here)")), "{errs:?}");
+        // Spread over rules, counted together; too many rules; names weft sets; WEFT_* variables.
+        let spread: String = (0..9)
+            .map(|r| {
+                format!("  - customTags: {{{}}}\n", (0..8).map(|i| format!("t{r}x{i}: {{literal: {{value: v}}}}, ")).collect::<String>())
+            })
+            .collect();
+        let (_, errs) = tracing_in(&doc("t", "default", &format!("  tracing:\n{spread}")), "default", &[]);
+        assert!(errs.iter().any(|e| e.contains("at most 8 tracing rules")), "{errs:?}");
+        let spread: String = (0..5)
+            .map(|r| {
+                format!("  - customTags: {{{}}}\n", (0..13).map(|i| format!("t{r}x{i}: {{literal: {{value: v}}}}, ")).collect::<String>())
+            })
+            .collect();
+        let (_, errs) = tracing_in(&doc("t", "default", &format!("  tracing:\n{spread}")), "default", &[]);
+        assert!(errs.iter().any(|e| e.contains("at most 64 custom tags in all (65 here)")), "{errs:?}");
+        for (spec, want) in [
+            (
+                "  tracing:\n  - customTags: {http.status_code: {header: {name: x-status}}}\n",
+                "http.status_code is an attribute weft sets itself",
+            ),
+            ("  tracing:\n  - customTags: {\"guid:x-request-id\": {literal: {value: x}}}\n", "an attribute weft sets itself"),
+            ("  tracing:\n  - customTags: {tok: {environment: {name: WEFT_TOKEN}}}\n", "WEFT_* variables"),
+        ] {
+            let (_, errs) = tracing_in(&doc("t", "default", spec), "default", &[]);
+            assert!(errs.iter().any(|e| e.contains(want)), "{spec}: {errs:?}");
+        }
         // Istio's other parts load, warned, not applied.
         let (_, snap, diags) = crate::build_str("t.yaml", &doc("t", "default", "  metrics: [{providers: [{name: prometheus}]}]\n"));
         assert!(diags.errors.is_empty() && diags.warnings.iter().any(|w| w.to_string().contains("spec.metrics")));

@@ -451,9 +451,14 @@ impl Server {
                 reply(StatusCode::OK, "application/json", "{}\n")
             }
             (Method::POST, "/v1/report") => {
-                let r = decode!(Report, body);
+                let mut r = decode!(Report, body);
                 if let Err(e) = self.node_allowed(who, &r.node) {
                     return self.refuse(e, method, path);
+                }
+                // A workload reports as itself: the source its token names (as a
+                // workload token registers only its own service), whatever the body says.
+                if let Principal::Workload { namespace, service_account, .. } = who {
+                    (r.namespace, r.service) = (namespace.clone(), service_account.clone());
                 }
                 match self.reports.ingest(r, tokio::time::Instant::now()) {
                     Ok(()) => reply(StatusCode::OK, "application/json", "{}\n"),

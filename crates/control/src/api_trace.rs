@@ -57,7 +57,8 @@ impl ApiTracer {
         }
         // (The path only: a query may hold a token-like value; it is not recorded.)
         let path = shown(path);
-        let target = format!("{method} {path}");
+        // (An extension method is the caller's token: kept to 32 bytes, as its attribute.)
+        let target = format!("{} {path}", weft_telemetry::trace::record::client_text(method.as_str().as_bytes(), 32));
         let mut record = SpanRecord {
             trace_id: incoming.map_or_else(random_id, |i| i.trace_id),
             span_id: random_id(),

@@ -191,6 +191,16 @@ fn hostile_reports_are_refused_clearly_and_cost_bounded_memory() {
     assert_eq!(code, 403, "p-1 is another identity's node: {answer}");
     let (code, answer) = plane_raw_as(&cp, Some(&workload), "POST", "/v1/report", report_json("ratings-1", 1, "").as_bytes());
     assert_eq!(code, 200, "{answer}");
+    // It reports as itself whatever its body says (`productpage` here): another service's
+    // edges cannot be made up.
+    for n in [1, 100] {
+        let body = report_json("ratings-1", 1, &destination("payments.default.svc.cluster.local", n));
+        assert_eq!(plane_raw_as(&cp, Some(&workload), "POST", "/v1/report", body.as_bytes()).0, 200);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, page) = plane_raw(&cp, "GET", "/ui", b"");
+    assert!(page.contains("<td class=\"source\">ratings.default.svc.cluster.local</td>"), "{page}");
+    assert!(!page.contains("<td class=\"source\">productpage"), "{page}");
     // A cross-site form cannot roll back: no Origin naming the console, no rollback.
     let (code, page) = plane_raw(&cp, "POST", "/ui/rollback", b"to=1");
     assert_eq!(code, 403, "{page}");

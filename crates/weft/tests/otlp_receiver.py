@@ -43,6 +43,11 @@ def record(req, content_type):
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path != "/v1/traces":
+            self.send_response(404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         req = trace_service_pb2.ExportTraceServiceRequest()
         req.ParseFromString(body)
         record(req, self.headers.get("content-type"))

@@ -122,7 +122,7 @@ fn telemetry_resources_set_sampling_tags_and_reporting() {
     // The mesh: every trace sampled, with tags; the flag says 0 %.
     let mesh = telemetry(
         "istio-system",
-        "  tracing:\n  - randomSamplingPercentage: 100\n    customTags:\n      env: {literal: {value: prod}}\n      user: {header: {name: x-user, defaultValue: anon}}\n      home: {environment: {name: WEFT_TEST_UNSET_VAR, defaultValue: none}}\n",
+        "  tracing:\n  - randomSamplingPercentage: 100\n    customTags:\n      env: {literal: {value: prod}}\n      user: {header: {name: x-user, defaultValue: anon}}\n      home: {environment: {name: UNSET_IN_WEFT_TESTS, defaultValue: none}}\n",
     );
     // A workload of namespace `quiet` that reports nothing (the trace still goes on).
     let quiet = telemetry("quiet", "  selector: {matchLabels: {app: hush}}\n  tracing:\n  - disableSpanReporting: true\n");
@@ -208,4 +208,51 @@ fn the_control_plane_traces_its_api() {
     assert_eq!(apply["service"], "weft-control-plane");
     assert_eq!(apply["kind"], 2, "a server span");
     assert_eq!(apply["attributes"]["http.status_code"], 200);
+}
+
+/// What a client sends never makes a batch a collector refuses, nor stays pinned in the
+/// queue: non-UTF-8 ids and tracestate are replaced, long values cut; a gateway replaces
+/// an outside client's request id.
+#[test]
+fn hostile_trace_headers_make_valid_spans() {
+    let rx = Receiver::start_grpc();
+    let app = backend("app", &[]);
+    let p = proxy_with(
+        &service_entry("app", &[(app.addr, "v: a", 1)]),
+        &["--otlp-endpoint", &rx.endpoint(), "--otlp-protocol", "grpc", "--trace-sampling", "100"],
+    );
+    let mut c = Client::connect(p.addr());
+    let mut bytes = b"GET /bad HTTP/1.1\r\nhost: app\r\nx-request-id: abc\xff\r\ntracestate: k=\xfe\r\nx-long: ".to_vec();
+    bytes.extend(std::iter::repeat_n(b'k', 6000));
+    bytes.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(c.raw(&bytes, false).status, 200);
+    for _ in 0..3 {
+        assert_eq!(get(p.addr(), "app", "/ok", &[("tracestate", &format!("k={}", "v".repeat(2000)))]).status, 200);
+    }
+    let spans = rx.spans(4);
+    assert_eq!(spans.len(), 4, "the batch with the bad bytes was taken: {spans:?}");
+    let bad = spans.iter().find(|s| s["name"] == "app/bad").expect("the hostile request's span");
+    assert_eq!(bad["attributes"]["guid:x-request-id"], "abc\u{fffd}");
+    assert_eq!(p.metric("weft_trace_spans_dropped_total", &[]), 0.0);
+}
+
+#[test]
+fn bad_collector_urls_are_refused_at_start() {
+    for bad in ["http://127.0.0.1:99999/v1/traces", "http://user:pw@127.0.0.1:4318/v1/traces", "http://127.0.0.1:0"] {
+        let out = std::process::Command::new(weft())
+            .args(["proxy", "--config", "/dev/null", "--listen", "127.0.0.1:0", "--otlp-endpoint", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--otlp-endpoint"), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // No path: OTLP's /v1/traces (the receiver answers only there).
+    let rx = Receiver::start();
+    let app = backend("app", &[]);
+    let p = proxy_with(
+        &service_entry("app", &[(app.addr, "v: a", 1)]),
+        &["--otlp-endpoint", &format!("http://127.0.0.1:{}", rx.port), "--trace-sampling", "100"],
+    );
+    assert_eq!(get(p.addr(), "app", "/", &[]).status, 200);
+    assert_eq!(rx.spans(1).len(), 1);
 }

@@ -3,8 +3,9 @@
 //! gets its request rate, error share and p99.
 //!
 //! Bounded like the proxy table ([`crate::proxies`]): reports from at most
-//! [`MAX_PROXIES`] proxies, at most [`MAX_HELD_DESTINATIONS`] destination entries in
-//! all (each report ≤ 1,024, checked when it is decoded), and a proxy that stopped
+//! [`MAX_PROXIES`] proxies, at most [`MAX_HELD_DESTINATIONS`] entries in all —
+//! destinations and ejected endpoints alike (each report ≤ 1,024 of each, checked when it
+//! is decoded; ~1 KB an entry at most, so ~100 MB held at worst) — and a proxy that stopped
 //! reporting is forgotten [`FORGET_AFTER_MS`] after its last report. Within one start
 //! of a proxy its counters only grow: a report whose counters went down is refused.
 
@@ -18,8 +19,8 @@ use weft_api::report::{DestinationCounts, Ejected, Report};
 use super::stats::Window;
 use crate::proxies::{FORGET_AFTER_MS, MAX_PROXIES};
 
-/// Destination entries held across all proxies' reports (two reports each).
-pub const MAX_HELD_DESTINATIONS: usize = 200_000;
+/// Entries (destinations and ejections) held across all proxies' reports (two reports each).
+pub const MAX_HELD_DESTINATIONS: usize = 100_000;
 /// A proxy whose last report is older than this adds nothing to the edges' rates.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 
@@ -58,8 +59,13 @@ struct Received {
 
 impl Pair {
     fn destinations(&self) -> usize {
-        self.last.report.destinations.len() + self.previous.as_ref().map_or(0, |p| p.report.destinations.len())
+        entries(&self.last.report) + self.previous.as_ref().map_or(0, |p| entries(&p.report))
     }
+}
+
+/// What a report holds that counts against [`MAX_HELD_DESTINATIONS`].
+fn entries(r: &Report) -> usize {
+    r.destinations.len() + r.ejected.len()
 }
 
 /// One edge of the mesh graph, over the proxies' last windows.
@@ -82,9 +88,9 @@ impl Reports {
         if old.is_none() && held.proxies.len() >= MAX_PROXIES {
             return Err(Refusal::Full(format!("reports from {MAX_PROXIES} proxies are held already")));
         }
-        let freed = old.map_or(0, |p| p.previous.as_ref().map_or(0, |x| x.report.destinations.len()));
-        if held.destinations - freed + r.destinations.len() > MAX_HELD_DESTINATIONS {
-            return Err(Refusal::Full(format!("reports of {MAX_HELD_DESTINATIONS} destinations are held already")));
+        let freed = old.map_or(0, |p| p.previous.as_ref().map_or(0, |x| entries(&x.report)));
+        if held.destinations - freed + entries(&r) > MAX_HELD_DESTINATIONS {
+            return Err(Refusal::Full(format!("reports of {MAX_HELD_DESTINATIONS} destinations and ejections are held already")));
         }
         let node = r.node.clone();
         let received = Received { at: now, report: r };

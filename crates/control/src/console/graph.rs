@@ -30,7 +30,8 @@ fn position(i: usize, n: usize) -> (f64, f64) {
 
 /// The SVG of `services` (the nodes, in order) and `edges` between them.
 pub fn svg(services: &[String], edges: &[Edge]) -> String {
-    let at = |s: &str| services.iter().position(|x| x == s).map(|i| position(i, services.len()));
+    let index: std::collections::HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let at = |s: &str| index.get(s).map(|&i| position(i, services.len()));
     let mut out = format!(
         "<svg id=\"mesh\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{SIZE}\" height=\"{SIZE}\" viewBox=\"0 0 {SIZE} {SIZE}\">\
 <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\">\

@@ -12,15 +12,40 @@ use super::graph;
 use super::html::{esc, html, page};
 use crate::api::{Resp, Server};
 
-/// `/ui`: every service the registry or the reports know, and the reported edges.
+/// Edges drawn in the picture, and listed in the table, at most (the busiest first): the
+/// page stays small and quick however many edges the reports hold (the control plane
+/// serves everything on one thread).
+const MAX_DRAWN: usize = 100;
+const MAX_LISTED: usize = 1_000;
+/// Services drawn on the circle, at most.
+const MAX_NODES: usize = 100;
+
+/// `/ui`: the busiest reported edges, drawn between their services (and registered
+/// services while there is room), then listed.
 pub async fn mesh(server: &Server) -> Resp {
-    let edges = server.reports.edges(Instant::now());
-    let mut services: BTreeSet<String> = server.plane.lock().await.registrations_by_service().into_keys().collect();
-    services.extend(edges.iter().flat_map(|e| [e.source.clone(), e.destination.clone()]));
+    let mut edges = server.reports.edges(Instant::now());
+    edges.sort_by(|a, b| b.window.rate.total_cmp(&a.window.rate));
+    let more = edges.len().saturating_sub(MAX_LISTED);
+    edges.truncate(MAX_LISTED);
+    let drawn = &edges[..edges.len().min(MAX_DRAWN)];
+    let mut services: BTreeSet<String> = drawn.iter().flat_map(|e| [e.source.clone(), e.destination.clone()]).collect();
+    for s in server.plane.lock().await.registrations_by_service().into_keys() {
+        if services.len() >= MAX_NODES {
+            break;
+        }
+        services.insert(s);
+    }
     let services: Vec<String> = services.into_iter().collect();
+    let note = match (edges.len() > MAX_DRAWN, more) {
+        (false, _) => String::new(),
+        (true, 0) => format!("<p class=\"muted\">The {MAX_DRAWN} busiest of {} edges are drawn; all are listed.</p>", edges.len()),
+        (true, n) => format!(
+            "<p class=\"muted\">The {MAX_DRAWN} busiest edges are drawn and the {MAX_LISTED} busiest listed; {n} more are not shown.</p>"
+        ),
+    };
     let body = format!(
-        "<p>Services and the traffic between them over the proxies' last two reports (each proxy reports every ~10 s).</p>{}{}",
-        graph::svg(&services, &edges),
+        "<p>Services and the traffic between them over the proxies' last two reports (each proxy reports every ~10 s).</p>{}{note}{}",
+        graph::svg(&services, drawn),
         graph::table(&edges)
     );
     html(StatusCode::OK, page("mesh", &body))

@@ -37,14 +37,15 @@ impl Window {
 
     /// Adds another proxy's window on the same edge: counts and rates add up.
     pub fn add(&mut self, other: &Window) {
-        self.requests += other.requests;
-        self.errors += other.errors;
+        // (Saturating: one proxy's absurd counts must not wrap an edge's sum to nothing.)
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
         self.rate += other.rate;
         if self.buckets.len() < other.buckets.len() {
             self.buckets.resize(other.buckets.len(), 0);
         }
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 
@@ -114,5 +115,14 @@ mod tests {
         // A counter that went down (a restart) is no window.
         assert_eq!(Window::between(Some(&after), &before, 10.0), None);
         assert_eq!(Window::between(Some(&before), &after, 0.0), None);
+    }
+
+    #[test]
+    fn windows_of_absurd_counts_saturate_instead_of_wrapping() {
+        let mut edge = Window { requests: 1000, errors: 500, buckets: vec![1000; 13], rate: 1.0 };
+        edge.add(&Window { requests: u64::MAX, errors: u64::MAX, buckets: vec![u64::MAX; 13], rate: 1.0 });
+        assert_eq!((edge.requests, edge.errors), (u64::MAX, u64::MAX));
+        assert_eq!(edge.buckets, vec![u64::MAX; 13]);
+        assert_eq!(edge.error_share(), Some(1.0));
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use weft_config::telemetry::{Tag, Tracing};
+use weft_telemetry::trace::record::client_text;
 use weft_telemetry::trace::{export, method_value, propagation, random_id, unix_ns, SpanRecord, Value, KIND_CLIENT, KIND_SERVER};
 
 use crate::request::{RequestCtx, Side};
@@ -66,9 +67,12 @@ impl SpanState {
 /// A custom tag's value for a request with `headers`.
 fn tag_value(tag: &Tag, headers: &HeaderMap) -> Value {
     match tag {
-        Tag::Literal(v) => Value::Text(v.clone()),
-        Tag::Environment { name, default } => Value::Text(std::env::var(name).unwrap_or_else(|_| default.clone())),
-        Tag::Header { name, default } => headers.get(name).map_or_else(|| Value::Text(default.clone()), |v| Value::Header(v.clone())),
+        Tag::Literal(v) => Value::Shared(v.clone()),
+        Tag::Environment { name, default } => match std::env::var_os(name) {
+            Some(v) => Value::client(v.as_encoded_bytes()),
+            None => Value::Text(default.clone()),
+        },
+        Tag::Header { name, default } => headers.get(name).map_or_else(|| Value::Text(default.clone()), |v| Value::client(v.as_bytes())),
     }
 }
 
@@ -117,15 +121,24 @@ pub fn on_request(
     telemetry: Option<&Tracing>,
 ) {
     // The request id's sampling key, when there is one (see `propagation::sampled_by_key`).
+    // A gateway replaces an outside client's id (Envoy's edge default): a client must not
+    // choose its trace's sampling, nor collide with another's ids.
+    let edge = matches!(cx.conn.shared.role, weft_config::Role::Gateway(_));
+    let mut made = None;
     let key = match cx.conn.shared.request_id {
         false => None,
         true => Some(match headers.entry(&X_REQUEST_ID) {
-            http::header::Entry::Vacant(v) => {
+            http::header::Entry::Occupied(o) if !edge => propagation::sampling_key(o.get().as_bytes()),
+            entry => {
                 let b: [u8; 16] = random_id();
-                v.insert(request_id_of(b));
+                let id = request_id_of(b);
+                made = Some(id.clone());
+                match entry {
+                    http::header::Entry::Vacant(v) => _ = v.insert(id),
+                    http::header::Entry::Occupied(mut o) => _ = o.insert(id),
+                }
                 u32::from_be_bytes([b[0], b[1], b[2], b[3]])
             }
-            http::header::Entry::Occupied(o) => propagation::sampling_key(o.get().as_bytes()),
         }),
     };
     let Some(tracer) = cx.conn.shared.tracer.as_ref() else { return };
@@ -159,7 +172,8 @@ pub fn on_request(
         trace_id,
         span_id,
         parent,
-        trace_state: headers.get(&TRACESTATE).cloned(),
+        // (W3C: a tracestate of 512 characters is enough to pass on; the span keeps that much.)
+        trace_state: headers.get(&TRACESTATE).map(|v| client_text(v.as_bytes(), 512)),
         target,
         name_len,
         url: true,
@@ -168,8 +182,14 @@ pub fn on_request(
         attributes: Vec::with_capacity(10 + telemetry.map_or(0, |t| t.tags.len())),
         ..SpanRecord::default()
     };
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        record.set("guid:x-request-id", Value::Header(id.clone()));
+    // Our own id is shared; a client's is copied (see `Value::Own`).
+    match made {
+        Some(id) => record.set("guid:x-request-id", Value::Own(id)),
+        None => {
+            if let Some(id) = headers.get(&X_REQUEST_ID) {
+                record.set("guid:x-request-id", Value::client(id.as_bytes()));
+            }
+        }
     }
     record.set("http.method", method_value(method));
     // ('static: the tracer and the metrics live as long as the process.)

@@ -67,7 +67,24 @@ impl Target {
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(format!("--otlp-endpoint {shown:?}: an http://host:port[/path] URL (https is not supported)"));
         }
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        if authority.contains('@') {
+            return Err(format!("--otlp-endpoint {shown:?}: no user or password in the URL (they would be sent as the Host)"));
+        }
+        // A port that is there but no port (`:99999`, `:x`) must not mean the default one.
+        let after_host = &authority[uri.host().map_or(0, str::len)..];
+        if !after_host.is_empty() && uri.port_u16().is_none_or(|p| p == 0) {
+            return Err(format!("--otlp-endpoint {shown:?}: the port is 1 to 65535"));
+        }
         Ok(Target { uri, protocol })
+    }
+
+    /// The HTTP/protobuf endpoint's path: the URL's, or `/v1/traces` when it has none.
+    fn path(&self) -> &str {
+        match self.uri.path_and_query().map(|p| p.as_str()) {
+            None | Some("" | "/") => "/v1/traces",
+            Some(p) => p,
+        }
     }
 
     fn host(&self) -> &str {
@@ -154,7 +171,7 @@ async fn post(target: &Target, body: Vec<u8>) -> Result<(), String> {
     let tcp = TcpStream::connect((target.host(), target.port())).await.map_err(|e| format!("connect: {e}"))?;
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| format!("HTTP: {e}"))?;
     tokio::spawn(conn);
-    let req = Request::post(target.uri.path_and_query().map_or("/v1/traces", |p| p.as_str()))
+    let req = Request::post(target.path())
         .header(header::HOST, target.uri.authority().map_or(target.host(), |a| a.as_str()))
         .header(header::CONTENT_TYPE, "application/x-protobuf")
         .body(Full::new(Bytes::from(body)))
@@ -195,7 +212,10 @@ async fn grpc_export(target: &Target, message: Vec<u8>) -> Result<(), String> {
     // A "trailers-only" answer carries grpc-status in its headers; else in trailers.
     let collected = http_body_util::Limited::new(body, 64 * 1024).collect().await.map_err(|e| format!("gRPC answer: {e}"))?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    grpc_ok(&parts.headers).or_else(|_| grpc_ok(&trailers))
+    match parts.headers.contains_key("grpc-status") {
+        true => grpc_ok(&parts.headers),
+        false => grpc_ok(&trailers),
+    }
 }
 
 /// `grpc-status: 0`, else the status and message as an error.
@@ -233,9 +253,13 @@ mod tests {
         assert_eq!((t.host(), t.port()), ("127.0.0.1", 4318));
         let g = Target::parse("http://[::1]", Protocol::Grpc).unwrap();
         assert_eq!((g.host(), g.port()), ("::1", 4317));
-        for bad in ["https://c:4317", "c:4317", "", "http://", "ftp://x/"] {
+        for bad in ["https://c:4317", "c:4317", "", "http://", "ftp://x/", "http://c:99999/v1/traces", "http://c:0", "http://u:p@c:4318/"] {
             assert!(Target::parse(bad, Protocol::Grpc).is_err(), "{bad:?}");
         }
+        let bare = Target::parse("http://c:4318", Protocol::HttpProtobuf).unwrap();
+        assert_eq!(bare.path(), "/v1/traces", "no path: OTLP's");
+        assert_eq!(Target::parse("http://c:4318/otlp/v1/traces?x=1", Protocol::HttpProtobuf).unwrap().path(), "/otlp/v1/traces?x=1");
+        assert_eq!(Target::parse("http://[::1]:4318", Protocol::HttpProtobuf).unwrap().port(), 4318);
         assert_eq!("grpc".parse::<Protocol>(), Ok(Protocol::Grpc));
         assert!("http/json".parse::<Protocol>().unwrap_err().contains("not supported"));
         assert!("x".repeat(10_000).parse::<Protocol>().unwrap_err().len() < 200);

@@ -8,14 +8,36 @@ use std::borrow::Cow;
 
 use http::HeaderValue;
 
-/// One attribute value.
+/// One attribute value. Every string one is valid UTF-8 (protobuf's `string`: a single
+/// bad byte makes a collector refuse the whole batch): what a client sent is copied
+/// through [`Value::client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     Static(&'static str),
     Text(String),
-    /// A header's value, as received (its bytes; not always UTF-8).
-    Header(HeaderValue),
+    /// A value many spans share (a Telemetry literal).
+    Shared(std::sync::Arc<str>),
+    /// A header value weft made itself (its own buffer, ASCII): shared, not copied. Never
+    /// a client's: that would keep the client's whole request head alive in the queue.
+    Own(HeaderValue),
     Int(i64),
+}
+
+/// The most bytes of a client's value a span keeps.
+pub const MAX_CLIENT_VALUE: usize = 1024;
+
+impl Value {
+    /// A value a client sent (a header): copied, at most [`MAX_CLIENT_VALUE`] bytes,
+    /// invalid UTF-8 replaced.
+    pub fn client(bytes: &[u8]) -> Value {
+        Value::Text(client_text(bytes, MAX_CLIENT_VALUE))
+    }
+}
+
+/// `bytes` as UTF-8 text (invalid sequences replaced), cut to at most `max` bytes.
+pub fn client_text(bytes: &[u8], max: usize) -> String {
+    // (A cut in the middle of a character becomes a replacement character: fine.)
+    String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
 }
 
 impl Value {
@@ -24,7 +46,8 @@ impl Value {
         match self {
             Value::Static(s) => Some(s.as_bytes()),
             Value::Text(s) => Some(s.as_bytes()),
-            Value::Header(h) => Some(h.as_bytes()),
+            Value::Shared(s) => Some(s.as_bytes()),
+            Value::Own(h) => Some(h.as_bytes()),
             Value::Int(_) => None,
         }
     }
@@ -46,8 +69,8 @@ pub struct SpanRecord {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent: Option<[u8; 8]>,
-    /// The W3C `tracestate` the span was made in, passed on as it came.
-    pub trace_state: Option<HeaderValue>,
+    /// The W3C `tracestate` the span was made in (a copy: see [`Value::Own`]).
+    pub trace_state: Option<String>,
     /// The span's name is `target[..name_len]`; its `http.url` (when `url` is set) is
     /// `http://` + the whole target: one string for both.
     pub target: String,
@@ -92,7 +115,8 @@ pub fn method_value(m: &http::Method) -> Value {
         Method::PATCH => "PATCH",
         Method::CONNECT => "CONNECT",
         Method::TRACE => "TRACE",
-        _ => return Value::Text(m.as_str().to_owned()),
+        // (An extension method is a client's token: kept to 32 bytes.)
+        _ => return Value::Text(client_text(m.as_str().as_bytes(), 32)),
     };
     Value::Static(s)
 }

@@ -211,7 +211,7 @@ mod tests {
             trace_id: [7; 16],
             span_id: [9; 8],
             parent: Some([3; 8]),
-            trace_state: Some(http::HeaderValue::from_static("k=v")),
+            trace_state: Some("k=v".into()),
             target: "reviews:9080/a?b=c".into(),
             name_len: "reviews:9080/a".len(),
             url: true,
@@ -223,7 +223,9 @@ mod tests {
             attributes: Vec::new(),
         };
         s.set("http.method", Value::Static("GET"));
-        s.set("guid:x-request-id", Value::Header(http::HeaderValue::from_static("0b2c")));
+        s.set("guid:x-request-id", Value::Own(http::HeaderValue::from_static("0b2c")));
+        s.set("shared", Value::Shared("lit".into()));
+        s.set("client", Value::client(b"ok\xff\xfe"));
         s.set("http.status_code", Value::Int(503));
         s.set("big", Value::Text("x".repeat(300)));
         s.set("negative", Value::Int(-1));
@@ -250,6 +252,8 @@ mod tests {
             otlp::kv("http.url", "http://reviews:9080/a?b=c"),
             otlp::kv("http.method", "GET"),
             otlp::kv("guid:x-request-id", "0b2c"),
+            otlp::kv("shared", "lit"),
+            otlp::kv("client", "ok\u{fffd}\u{fffd}"),
             otlp::kv_int("http.status_code", 503),
             otlp::kv("big", "x".repeat(300)),
             otlp::kv_int("negative", -1),
