@@ -47,8 +47,8 @@ impl ApiTracer {
 
     /// The span of a call, if its trace is sampled.
     pub fn start_span(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<ApiSpan> {
-        let incoming = propagation::extract(headers);
-        let sampled = match incoming.and_then(|i| i.sampled) {
+        let (incoming, decision) = propagation::extract_with_decision(headers);
+        let sampled = match decision {
             Some(s) => s,
             None => fastrand::f64() * 100.0 < self.sampling,
         };

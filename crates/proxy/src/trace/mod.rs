@@ -142,9 +142,9 @@ pub fn on_request(
         }),
     };
     let Some(tracer) = cx.conn.shared.tracer.as_ref() else { return };
-    let incoming = propagation::extract(headers);
+    let (incoming, decision) = propagation::extract_with_decision(headers);
     let percent = telemetry.and_then(|t| t.sampling).unwrap_or(tracer.sampling);
-    let sampled = match (incoming.and_then(|i| i.sampled), key) {
+    let sampled = match (decision, key) {
         (Some(s), _) => s,
         (None, Some(key)) => propagation::sampled_by_key(key, percent),
         (None, None) => fastrand::f64() * 100.0 < percent,

@@ -50,7 +50,37 @@ impl<'a> Found<'a> {
 
 /// The trace context of `h`: W3C first, then B3 single, then B3 multi-header.
 pub fn extract(h: &HeaderMap) -> Option<Incoming> {
+    extract_with_decision(h).0
+}
+
+/// The trace context of `h`, and the caller's sampling decision: the context's, else a
+/// decision B3 sends alone (`b3: 0`, `1` or `d`; `x-b3-sampled` or `x-b3-flags: 1`
+/// without ids) — to be followed in a new trace.
+pub fn extract_with_decision(h: &HeaderMap) -> (Option<Incoming>, Option<bool>) {
     let f = Found::scan(h);
+    match context(&f) {
+        Some(i) => (Some(i), i.sampled),
+        None => (None, decision_alone(&f)),
+    }
+}
+
+fn decision_alone(f: &Found<'_>) -> Option<bool> {
+    match f.b3.map(|v| v.as_bytes()) {
+        Some(b"0") => return Some(false),
+        Some(b"1" | b"d") => return Some(true),
+        _ => {}
+    }
+    if f.b3_flags.is_some_and(|v| v.as_bytes() == b"1") {
+        return Some(true);
+    }
+    match f.b3_sampled.map(|v| v.as_bytes()) {
+        Some(b"1" | b"true") => Some(true),
+        Some(b"0" | b"false") => Some(false),
+        _ => None,
+    }
+}
+
+fn context(f: &Found<'_>) -> Option<Incoming> {
     if let Some(t) = f.traceparent.and_then(|v| v.to_str().ok()).and_then(traceparent) {
         return Some(t);
     }
@@ -263,6 +293,13 @@ mod tests {
         assert_eq!(t.sampled, Some(true), "debug means sampled");
         assert_eq!(extract(&headers(&[("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7")])), None, "no span id");
         assert_eq!(extract(&headers(&[("b3", "1")])), None, "a decision alone is no context");
+        // ... but a decision to follow.
+        assert_eq!(extract_with_decision(&headers(&[("b3", "0")])), (None, Some(false)));
+        assert_eq!(extract_with_decision(&headers(&[("b3", "d")])), (None, Some(true)));
+        assert_eq!(extract_with_decision(&headers(&[("x-b3-sampled", "1")])), (None, Some(true)));
+        assert_eq!(extract_with_decision(&headers(&[("x-b3-flags", "1")])), (None, Some(true)));
+        assert_eq!(extract_with_decision(&headers(&[("b3", "junk")])), (None, None));
+        assert_eq!(extract_with_decision(&headers(&[])), (None, None));
     }
 
     #[test]
