@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod grafana;
+pub mod ingress;
 pub mod otlp;
 mod tcp;
 
