@@ -474,7 +474,14 @@ impl Server {
                     (Some((ns, sa)), Some(td)) if !owner.starts_with("token ") => format!("spiffe://{td}/ns/{ns}/sa/{sa}"),
                     _ => owner.to_owned(),
                 };
-                json_reply(StatusCode::OK, &StatusAnswer { revision: latest, items: self.proxies.status(latest, identity) })
+                let mut items = self.proxies.status(latest, identity);
+                // A workload learns whether the proxies caught up, not who they are or why they refused.
+                if matches!(who, Principal::Workload { .. }) {
+                    for p in &mut items {
+                        (p.node, p.identity, p.nack_reason) = (String::new(), None, None);
+                    }
+                }
+                json_reply(StatusCode::OK, &StatusAnswer { revision: latest, items })
             }
             (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics_text().await),
             (Method::POST, "/v1/certificate") => {

@@ -227,7 +227,9 @@ pub fn need(method: &Method, path: &str) -> Need {
         ("POST", "/v1/apply" | "/v1/rollback") | ("DELETE", "/v1/resources") => Need::Role(Role::Write),
         ("POST", "/v1/tokens") => Need::Role(Role::Admin),
         ("GET", p) if weft_profiling::is_profiling_path(p) => Need::Role(Role::Admin),
-        ("POST", "/v1/mesh" | "/v1/watch" | "/v1/ack" | "/v1/report") => Need::Follow,
+        // (`/v1/status` for a workload: the proxies' revisions without their names, so that
+        // `weft run` can wait for its deregistration to be acknowledged.)
+        ("POST", "/v1/mesh" | "/v1/watch" | "/v1/ack" | "/v1/report") | ("GET", "/v1/status") => Need::Follow,
         ("POST", "/v1/certificate") => Need::Workload,
         ("POST" | "DELETE", "/v1/registry") | ("POST", "/v1/registry/heartbeat") => Need::Registry,
         _ => Need::Role(Role::Read),

@@ -159,7 +159,7 @@ pub struct DeregisterArgs {
 }
 
 /// One request: (status, body).
-fn call(to: &ServerArg, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), String> {
+pub(crate) fn call(to: &ServerArg, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), String> {
     let server = to.server.as_str();
     let auth = match to.token()? {
         Some(t) if t.bytes().all(|b| b.is_ascii_graphic()) => format!("authorization: Bearer {t}\r\n"),

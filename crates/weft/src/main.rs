@@ -6,6 +6,7 @@ mod cpbench;
 mod cpchurn;
 mod ctl;
 mod demo;
+mod run;
 mod tracing_args;
 
 /// mimalloc: measured ~10 % more requests/s than glibc malloc through the proxy.
@@ -47,6 +48,9 @@ enum Cmd {
         #[arg(long, requires = "gateway_labels")]
         credentials_dir: Option<PathBuf>,
     },
+    /// Run an app with its sidecar: started, registered when ready, restarted when it
+    /// crashes, deregistered and drained on SIGTERM (`weft run --service S --port P -- CMD…`).
+    Run(Box<run::RunArgs>),
     /// Start demo backends and a proxy in front of them, send traffic, show the result.
     Demo(demo::DemoArgs),
     /// A demo backend: answers every request with its name, with optional latency and errors.
@@ -388,6 +392,7 @@ fn main() -> ExitCode {
             validate(&files, &role)
         }
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Run(a) => run::run(*a),
         Cmd::Backend(a) => backend::run(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Ab(a) => bench::ab(a),

@@ -1,0 +1,151 @@
+//! `weft run` with real processes: a Python app and its sidecar under one supervisor,
+//! registered with a real control plane (workload tokens, mTLS), called through a
+//! proxy following it. A crashed app is restarted; SIGTERM deregisters, waits for the
+//! proxies, drains and stops — without a failed request while another instance serves;
+//! a crash loop, a missing command, a taken port, a refused token end it with a message.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const HOST: &str = "hello.default.svc.cluster.local";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run_args(cp: &Plane, token: &Path, port: u16) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["run", "--service", "hello", "--port", &port.to_string(), "--ttl", "3s", "--control-plane", &cp.url()].map(String::from).to_vec();
+    args.extend(["--ca-file".into(), cp.ca_file().display().to_string(), "--token-file".into(), token.display().to_string()]);
+    args
+}
+
+/// `weft run` of a Python HTTP server on `port` (returns once its sidecar listens).
+fn run_app(cp: &Plane, token: &Path, port: u16) -> Proc {
+    let mut args = run_args(cp, token, port);
+    args.extend(["--", "python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"].map(String::from));
+    spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The app's pid: the supervisor's python3 child.
+fn app_pid(run: &Proc) -> Option<String> {
+    let out = Command::new("pgrep").args(["-P", &run.pid().to_string(), "python3"]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned)
+}
+
+/// How many endpoints of hello the registry holds.
+fn registered(cp: &Plane) -> usize {
+    let (code, body) = plane_raw(cp, "GET", "/v1/registry", b"");
+    assert_eq!(code, 200, "{body}");
+    body.matches(HOST).count()
+}
+
+fn status(client: &Proxy) -> u16 {
+    get(client.addr(), HOST, "/", &[]).status
+}
+
+#[test]
+fn a_crashed_app_comes_back_and_sigterm_leaves_cleanly() {
+    let cp = plane();
+    let token = workload_token(&cp, "default", "hello");
+    let client = follower(&cp, "client");
+    let mut run = run_app(&cp, &token, free_port());
+    wait_until("the app reachable through the mesh", || status(&client) == 200);
+    let pid = app_pid(&run).expect("the app runs under the supervisor");
+    Command::new("kill").args(["-9", &pid]).status().unwrap();
+    wait_until("the crash seen", || run.log_text().contains("deregistered, starting it again in 1s"));
+    wait_until("the app back", || status(&client) == 200);
+    assert_ne!(app_pid(&run).as_deref(), Some(pid.as_str()), "a new process");
+    run.signal("TERM");
+    let exit = wait_exit(&mut run.child);
+    assert!(exit.success(), "{exit}: {}", run.log_text());
+    let log = run.log_text();
+    assert!(log.contains("acknowledged by the proxies"), "{log}");
+    assert_eq!(registered(&cp), 0);
+    assert_eq!(status(&client), 404, "deregistered: the mesh has no such service left");
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    for _ in 0..300 {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("weft run did not exit within 30 s");
+}
+
+/// Two instances under constant load; one stopped with SIGTERM: not one request fails.
+#[test]
+fn sigterm_under_load_loses_no_request() {
+    let cp = plane();
+    let token = workload_token(&cp, "default", "hello");
+    let client = follower(&cp, "client");
+    let mut first = run_app(&cp, &token, free_port());
+    let _second = run_app(&cp, &token, free_port());
+    wait_until("both instances registered", || registered(&cp) == 2);
+    wait_until("serving", || status(&client) == 200);
+    let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), client.addr());
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match c.get(HOST, "/", &[]).status {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    first.signal("TERM");
+    assert!(wait_exit(&mut first.child).success(), "{}", first.log_text());
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 50, "{ok} requests served");
+    assert_eq!(failed, 0, "{failed} of {} failed while an instance left", ok + failed);
+}
+
+/// What ends `weft run` with a message and a failure exit.
+#[test]
+fn bad_runs_end_with_a_message() {
+    let cp = plane();
+    let token = workload_token(&cp, "default", "hello");
+    let run = |port: u16, token: &Path, tail: &[&str]| {
+        let mut args = run_args(&cp, token, port);
+        args.extend(["--max-restarts", "1", "--ready-timeout", "10s", "--"].map(String::from));
+        args.extend(tail.iter().map(|s| s.to_string()));
+        let out = Command::new(weft()).args(&args).output().unwrap();
+        (out.status.code(), text(&out))
+    };
+    let (code, out) = run(free_port(), &token, &["sh", "-c", "exit 3"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("crashed 2 times within a minute") && out.contains("a crash loop, not started again"), "{out}");
+    let (code, out) = run(free_port(), &token, &["/nonexistent/app"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot start \"/nonexistent/app\""), "{out}");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (code, out) = run(taken.local_addr().unwrap().port(), &token, &["true"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is already taken"), "{out}");
+    let forged = temp_dir().join("forged.token");
+    std::fs::write(&forged, "weft1.forged").unwrap();
+    let (code, out) = run(free_port(), &forged, &["true"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("the sidecar did not start"), "{out}");
+    assert_eq!(registered(&cp), 0, "nothing registered");
+}
