@@ -157,8 +157,8 @@ fn zookeeper_services_reach_proxies_and_stay_while_zookeeper_is_away() {
     owner.create("/services/reviews/6b2c-1", curator_instance("reviews", reviews.addr).as_bytes(), CreateMode::Ephemeral);
     let took = wait_until("reviews routes", || get(p.addr(), "reviews", "/", &[]).backend() == "reviews");
     eprintln!("ZooKeeper node → routed in {took:?}");
-    let listed = text(&cp.weft(&["get", "endpoints"]));
-    assert!(listed.contains(&reviews.addr.to_string()) && listed.contains("zookeeper"), "{listed}");
+    let listed = plane_raw(&cp, "GET", "/v1/registry", b"").1;
+    assert!(listed.contains(&reviews.addr.to_string()) && listed.contains(r#""weft.io/source":"zookeeper""#), "{listed}");
 
     // ZooKeeper's endpoint is not the CLI's to remove.
     let out = cp.weft(&["deregister", "--service", "reviews", "--address", &reviews.addr.to_string()]);

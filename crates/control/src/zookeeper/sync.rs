@@ -39,13 +39,17 @@ impl Plane {
         let services: BTreeSet<&String> = wanted.keys().chain(stored.keys()).collect();
         for service in services {
             let new = wanted.get(service);
-            let old = stored.get(service);
+            let change = changes(self, stored.get(service), new);
+            if change.is_empty() {
+                continue;
+            }
+            // (Only a changed service is compiled: a rescan of 10,000 unchanged ones is cheap.)
             if let Some(new) = new.filter(|n| !compiles(self, service, n)) {
                 tracing::warn!("zookeeper: service {service}: its endpoints do not compile; keeping the ones it had");
                 synced.skipped += new.len() as u64;
                 continue;
             }
-            puts.extend(changes(self, old, new));
+            puts.extend(change);
         }
         if puts.is_empty() {
             return Ok((None, synced));
@@ -113,3 +117,6 @@ impl Plane {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
