@@ -86,7 +86,7 @@ fn changes(p: &Plane, old: Option<&BTreeSet<String>>, new: Option<&BTreeMap<Stri
 /// (and the service's other registered endpoints) compiles.
 fn compiles(p: &Plane, service: &str, new: &BTreeMap<String, Registration>) -> bool {
     let mut regs: Vec<Registration> =
-        p.registrations_of(service).into_iter().filter(|r| r.labels.get(super::SOURCE_LABEL).is_none()).collect();
+        p.registrations_of(service).into_iter().filter(|r| !r.labels.contains_key(super::SOURCE_LABEL)).collect();
     regs.extend(new.values().cloned());
     let doc = crate::mesh::registration_doc(service, &regs);
     let Ok(resources) = crate::plane::parse_docs("zookeeper", &[&doc]) else { return false };
