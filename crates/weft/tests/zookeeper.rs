@@ -22,6 +22,7 @@ const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 struct ZooKeeper {
     child: Child,
     addr: SocketAddr,
+    dir: std::path::PathBuf,
 }
 
 impl ZooKeeper {
@@ -32,7 +33,11 @@ impl ZooKeeper {
         );
         let dir = temp_dir().join("zookeeper");
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let addr = free_addr();
+        ZooKeeper::run(dir, free_addr())
+    }
+
+    /// ZooKeeper on `dir` (its data kept there) at `addr`, once it accepts connections.
+    fn run(dir: std::path::PathBuf, addr: SocketAddr) -> ZooKeeper {
         let cfg = dir.join("zoo.cfg");
         std::fs::write(
             &cfg,
@@ -51,7 +56,7 @@ impl ZooKeeper {
             .stderr(Stdio::null())
             .spawn()
             .expect("java (ZooKeeper's JRE) must be installed");
-        let zk = ZooKeeper { child, addr };
+        let zk = ZooKeeper { child, addr, dir };
         let mut ok = false;
         for _ in 0..300 {
             if std::net::TcpStream::connect(addr).is_ok() {
@@ -62,6 +67,11 @@ impl ZooKeeper {
         }
         assert!(ok, "ZooKeeper did not listen on {addr} within 30 s");
         zk
+    }
+
+    /// Stops it (kill -9); returns where to start it again.
+    fn stop(self) -> (std::path::PathBuf, SocketAddr) {
+        (self.dir.clone(), self.addr)
     }
 }
 
@@ -75,15 +85,16 @@ impl Drop for ZooKeeper {
 /// A ZooKeeper session of the test's, on its own runtime (the session's pings run in
 /// the background between calls).
 struct Session {
-    rt: tokio::runtime::Runtime,
+    // (The client first: it is dropped before its runtime.)
     zk: Option<Zk>,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Session {
     fn open(addr: SocketAddr) -> Session {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let zk = rt.block_on(Zk::connector().with_session_timeout(Duration::from_secs(2)).connect(&addr.to_string())).unwrap();
-        Session { rt, zk: Some(zk) }
+        Session { zk: Some(zk), rt }
     }
 
     fn zk(&self) -> &Zk {
@@ -175,7 +186,9 @@ fn zookeeper_services_reach_proxies_and_stay_while_zookeeper_is_away() {
         demo.addr.ip(),
         demo.addr.port()
     );
-    tools.create(&format!("/dubbo/com.foo.DemoService/providers/{url}"), b"", CreateMode::Ephemeral);
+    // (Persistent, so that it outlives the ZooKeeper restart below; ephemeral nodes are
+    // the Curator instance's part.)
+    tools.create(&format!("/dubbo/com.foo.DemoService/providers/{url}"), b"", CreateMode::Persistent);
     wait_until("the Dubbo provider routes", || get(p.addr(), "com-foo-demoservice", "/", &[]).backend() == "demo");
 
     // Malformed nodes are skipped and counted; what is stored stays.
@@ -191,7 +204,7 @@ fn zookeeper_services_reach_proxies_and_stay_while_zookeeper_is_away() {
     tools.create("/services/reviews/6b2c-2", curator_instance("reviews", reviews.addr).as_bytes(), CreateMode::Persistent);
     wait_until("reviews routes again", || get(p.addr(), "reviews", "/", &[]).backend() == "reviews");
     drop(tools);
-    drop(zk);
+    let (dir, addr) = zk.stop();
     wait_until("ZooKeeper is away", || cp_metric(&cp, "weft_zookeeper_connected") == 0.0);
     std::thread::sleep(Duration::from_secs(3));
     for _ in 0..20 {
@@ -199,4 +212,13 @@ fn zookeeper_services_reach_proxies_and_stay_while_zookeeper_is_away() {
         assert_eq!(get(p.addr(), "com-foo-demoservice", "/", &[]).backend(), "demo");
     }
     assert!(cp.p.log_text().contains("serving the last known endpoints"), "{}", cp.p.log_text());
+
+    // ZooKeeper back (its data kept): the control plane reconnects, rescans, and
+    // follows changes again.
+    let zk = ZooKeeper::run(dir, addr);
+    let tools = Session::open(zk.addr);
+    wait_until("connected again", || cp_metric(&cp, "weft_zookeeper_connected") == 1.0);
+    tools.delete("/services/reviews/6b2c-2");
+    wait_until("reviews has no route again", || matches!(get(p.addr(), "reviews", "/", &[]).status, 404 | 503));
+    assert_eq!(get(p.addr(), "com-foo-demoservice", "/", &[]).backend(), "demo", "{}", cp.p.log_text());
 }
