@@ -171,7 +171,9 @@ fn zookeeper_services_reach_proxies_and_stay_while_zookeeper_is_away() {
     let listed = plane_raw(&cp, "GET", "/v1/registry", b"").1;
     assert!(listed.contains(&reviews.addr.to_string()) && listed.contains(r#""weft.io/source":"zookeeper""#), "{listed}");
 
-    // ZooKeeper's endpoint is not the CLI's to remove.
+    // ZooKeeper's endpoint is not the CLI's to replace or remove.
+    let out = cp.weft(&["register", "--service", "reviews", "--address", &reviews.addr.to_string(), "--label", "v=cli"]);
+    assert!(!out.status.success() && text(&out).contains("ZooKeeper"), "{}", text(&out));
     let out = cp.weft(&["deregister", "--service", "reviews", "--address", &reviews.addr.to_string()]);
     assert!(!out.status.success() && text(&out).contains("ZooKeeper"), "{}", text(&out));
 
