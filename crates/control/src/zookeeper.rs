@@ -11,6 +11,7 @@
 pub mod layouts;
 mod sync;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,17 +46,20 @@ pub struct Stats {
     pub connected: AtomicBool,
     pub skipped: AtomicU64,
     pub endpoints: AtomicU64,
+    pub over_bounds: AtomicU64,
 }
 
 impl Stats {
     pub fn metrics(&self) -> String {
         format!(
             "# HELP weft_zookeeper_connected 1 while a ZooKeeper session is up.\n# TYPE weft_zookeeper_connected gauge\nweft_zookeeper_connected {}\n\
-             # HELP weft_zookeeper_nodes_skipped_total ZooKeeper nodes skipped: malformed, refused by weft's rules, over the bounds, or in conflict.\n# TYPE weft_zookeeper_nodes_skipped_total counter\nweft_zookeeper_nodes_skipped_total {}\n\
-             # HELP weft_zookeeper_endpoints Endpoints found in ZooKeeper's last scan.\n# TYPE weft_zookeeper_endpoints gauge\nweft_zookeeper_endpoints {}\n",
+             # HELP weft_zookeeper_nodes_skipped_total ZooKeeper nodes skipped (each once): malformed, refused by weft's rules, or in conflict with a weft register.\n# TYPE weft_zookeeper_nodes_skipped_total counter\nweft_zookeeper_nodes_skipped_total {}\n\
+             # HELP weft_zookeeper_endpoints Endpoints found in ZooKeeper's last scan.\n# TYPE weft_zookeeper_endpoints gauge\nweft_zookeeper_endpoints {}\n\
+             # HELP weft_zookeeper_nodes_over_bounds Nodes past the bounds (services, endpoints) at the last scan, not read.\n# TYPE weft_zookeeper_nodes_over_bounds gauge\nweft_zookeeper_nodes_over_bounds {}\n",
             u8::from(self.connected.load(Ordering::Relaxed)),
             self.skipped.load(Ordering::Relaxed),
             self.endpoints.load(Ordering::Relaxed),
+            self.over_bounds.load(Ordering::Relaxed),
         )
     }
 }
@@ -90,8 +94,10 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats) -> Result<
     let mut dubbo = watch(DUBBO).await.map_err(|e| format!("watch {DUBBO}: {e}"))?;
     stats.connected.store(true, Ordering::Relaxed);
     tracing::info!("zookeeper {}: connected, following {} and {DUBBO}", opts.servers, opts.root);
+    // The nodes skipped at the last scan: each is logged and counted once, not at every rescan.
+    let mut reported = HashSet::new();
     loop {
-        rescan(server, &client, opts, stats).await?;
+        reported = rescan(server, &client, opts, stats, reported).await?;
         // Wait for a node event (or a reconnection, after which events may be lost).
         loop {
             let ev = tokio::select! { e = roots.changed() => e, e = dubbo.changed() => e };
@@ -125,23 +131,50 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats) -> Result<
     }
 }
 
-/// Reads both trees and syncs the registry to them.
-async fn rescan(server: &Arc<Server>, client: &Client, opts: &Options, stats: &Stats) -> Result<(), String> {
+/// Reads both trees and syncs the registry to them; logs and counts the nodes skipped
+/// that `reported` (the last scan's) does not hold, and returns this scan's.
+async fn rescan(
+    server: &Arc<Server>,
+    client: &Client,
+    opts: &Options,
+    stats: &Stats,
+    reported: HashSet<String>,
+) -> Result<HashSet<String>, String> {
     let mut scan = Scan::default();
     scan.curator(client, &opts.root).await.map_err(|e| format!("reading {}: {e}", opts.root))?;
     scan.dubbo(client).await.map_err(|e| format!("reading {DUBBO}: {e}"))?;
     stats.endpoints.store(scan.found.len() as u64, Ordering::Relaxed);
-    let skipped = scan.skipped + server.sync_zookeeper(scan.found).await;
-    stats.skipped.fetch_add(skipped, Ordering::Relaxed);
-    Ok(())
+    let over = stats.over_bounds.swap(scan.over_bounds, Ordering::Relaxed);
+    if scan.over_bounds > 0 && over != scan.over_bounds {
+        tracing::warn!(
+            "zookeeper: {} nodes over the bounds ({MAX_SERVICES} services, {MAX_ENDPOINTS} endpoints) not read",
+            scan.over_bounds
+        );
+    }
+    let mut skipped = scan.skipped;
+    skipped.extend(server.sync_zookeeper(scan.found).await);
+    let mut now = HashSet::with_capacity(skipped.len());
+    for (what, why) in skipped {
+        if !reported.contains(&what) {
+            stats.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("zookeeper: skipping {}: {why}", weft_config::rules::cut(&what, 200));
+        }
+        now.insert(what);
+    }
+    Ok(now)
 }
 
 /// What one scan found.
 #[derive(Default)]
 struct Scan {
     found: Vec<Registration>,
-    services: std::collections::HashSet<String>,
-    skipped: u64,
+    services: HashSet<String>,
+    /// The same services as ZooKeeper names them (a Curator name, a Dubbo interface's service).
+    names: HashSet<String>,
+    /// What was skipped (a node's path, with its version for data) and why.
+    skipped: Vec<(String, String)>,
+    /// Nodes past the bounds, not read.
+    over_bounds: u64,
 }
 
 type ZkResult<T> = Result<T, zookeeper_client::Error>;
@@ -163,9 +196,12 @@ impl Scan {
         for name in children(client, root).await? {
             let dir = join(root, &name);
             for id in children(client, &dir).await? {
+                if self.full(&name) {
+                    continue;
+                }
                 let path = join(&dir, &id);
-                let data = match client.get_data(&path).await {
-                    Ok((data, _)) => data,
+                let (data, version) = match client.get_data(&path).await {
+                    Ok((data, stat)) => (data, stat.mzxid),
                     Err(zookeeper_client::Error::NoNode) => continue,
                     Err(e) => return Err(e),
                 };
@@ -173,7 +209,8 @@ impl Scan {
                     n if n > MAX_DATA => Err(format!("{n} bytes of data (at most {MAX_DATA})")),
                     _ => layouts::curator(&name, &data),
                 };
-                self.add(&path, r);
+                // (Its version too: a node fixed in place is new, and reported if bad again.)
+                self.add(&name, format!("{path}@{version}"), r);
             }
         }
         Ok(())
@@ -183,37 +220,42 @@ impl Scan {
         for iface in children(client, DUBBO).await? {
             let dir = join(&join(DUBBO, &iface), "providers");
             for url in children(client, &dir).await? {
+                if self.full(&layouts::dubbo_service(&iface)) {
+                    continue;
+                }
                 let r = layouts::dubbo(&iface, &url);
-                self.add(&join(&dir, &url), r);
+                self.add(&layouts::dubbo_service(&iface), join(&dir, &url), r);
             }
         }
         Ok(())
     }
 
-    /// Keeps `r`, or counts it skipped (with a log line) when it is bad or over the bounds.
-    fn add(&mut self, path: &str, r: Result<Registration, String>) {
-        let r = r.and_then(|r| match (self.found.len(), self.services.contains(&r.service), self.services.len()) {
-            (n, _, _) if n >= MAX_ENDPOINTS => Err(format!("more than {MAX_ENDPOINTS} endpoints")),
-            (_, false, n) if n >= MAX_SERVICES => Err(format!("more than {MAX_SERVICES} services")),
-            _ => Ok(r),
-        });
+    /// Whether a node of service `name` (as ZooKeeper names it) is past the bounds; it
+    /// is counted then, and not read.
+    fn full(&mut self, name: &str) -> bool {
+        let new_service = self.services.len() >= MAX_SERVICES && !self.names.contains(name);
+        let full = self.found.len() + self.skipped.len() >= MAX_ENDPOINTS || new_service;
+        self.over_bounds += u64::from(full);
+        full
+    }
+
+    /// Keeps `r`, or notes node `what` skipped (and why).
+    fn add(&mut self, name: &str, what: String, r: Result<Registration, String>) {
         match r {
             Ok(r) => {
+                self.names.insert(name.to_owned());
                 self.services.insert(r.service.clone());
                 self.found.push(r);
             }
-            Err(e) => {
-                self.skipped += 1;
-                tracing::warn!("zookeeper: skipping {}: {e}", weft_config::rules::cut(path, 200));
-            }
+            Err(e) => self.skipped.push((what, e)),
         }
     }
 }
 
 impl Server {
     /// Syncs the registry to ZooKeeper's endpoints and pushes the change; returns the
-    /// endpoints skipped.
-    async fn sync_zookeeper(&self, found: Vec<Registration>) -> u64 {
+    /// endpoints skipped (by registry key) and why.
+    async fn sync_zookeeper(&self, found: Vec<Registration>) -> Vec<(String, String)> {
         let mut p = self.plane.lock().await;
         let mut tries = 1;
         // (Another control plane sharing the store committed first: try again.)
@@ -231,8 +273,39 @@ impl Server {
             }
             Err(e) => {
                 tracing::warn!("zookeeper: storing endpoints: {e}");
-                0
+                Vec::new()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(service: &str, i: usize) -> Result<Registration, String> {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
+        layouts::curator(service, format!(r#"{{"address":"{ip}","port":80}}"#).as_bytes())
+    }
+
+    #[test]
+    fn a_scan_stops_reading_at_the_bounds_and_counts_the_rest() {
+        let mut scan = Scan::default();
+        for i in 0..MAX_SERVICES {
+            let name = format!("s{i}");
+            assert!(!scan.full(&name));
+            scan.add(&name, format!("/services/{name}/1"), reg(&name, i));
+        }
+        // A new service is past the bounds; more endpoints of a known one are not.
+        assert!(scan.full("new"));
+        assert!(!scan.full("s1"));
+        scan.add("s1", "/services/s1/bad".into(), Err("malformed".into()));
+        let mut i = MAX_SERVICES;
+        while !scan.full("s2") {
+            scan.add("s2", format!("/services/s2/{i}"), reg("s2", i));
+            i += 1;
+        }
+        assert_eq!(scan.found.len() + scan.skipped.len(), MAX_ENDPOINTS);
+        assert_eq!((scan.over_bounds, scan.skipped.len()), (2, 1));
     }
 }

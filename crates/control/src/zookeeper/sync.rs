@@ -16,9 +16,9 @@ use crate::store::Revision;
 /// What a sync did besides its revision.
 #[derive(Default, Debug, PartialEq)]
 pub struct Synced {
-    /// Endpoints skipped: a `weft register`ed one holds the key, or the service's
-    /// document does not compile.
-    pub skipped: u64,
+    /// Endpoints skipped, with why: a `weft register`ed one holds the key, or the
+    /// service's document does not compile.
+    pub skipped: Vec<(String, String)>,
 }
 
 impl Plane {
@@ -30,7 +30,7 @@ impl Plane {
         for r in found {
             let key = crate::plane::registry_key(&r.service, &r.address);
             if self.store().get(&key).is_some_and(|v| !is_zookeeper(v)) {
-                synced.skipped += 1;
+                synced.skipped.push((key, "registered through weft register: the registration stays".into()));
                 continue;
             }
             wanted.entry(r.service.clone()).or_default().insert(key, r);
@@ -45,8 +45,8 @@ impl Plane {
             }
             // (Only a changed service is compiled: a rescan of 10,000 unchanged ones is cheap.)
             if let Some(new) = new.filter(|n| !compiles(self, service, n)) {
-                tracing::warn!("zookeeper: service {service}: its endpoints do not compile; keeping the ones it had");
-                synced.skipped += new.len() as u64;
+                let why = || format!("service {service}'s ServiceEntry would not compile: keeping the endpoints it had");
+                synced.skipped.extend(new.keys().map(|k| (k.clone(), why())));
                 continue;
             }
             puts.extend(change);
