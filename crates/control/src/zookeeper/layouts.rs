@@ -50,6 +50,7 @@ fn payload_labels(payload: Option<&serde_json::Value>) -> BTreeMap<String, Strin
 }
 
 /// A Dubbo provider: `child` is the URL-encoded URL under `/dubbo/<interface>/providers`.
+/// A `version`, `group` or `application` that is no label value (a `*` group) is dropped.
 pub fn dubbo(interface: &str, child: &str) -> Result<Registration, String> {
     let url = percent_decode(child).ok_or("not a URL-encoded URL")?;
     let (_, rest) = url.split_once("://").ok_or("no scheme")?;
@@ -63,12 +64,9 @@ pub fn dubbo(interface: &str, child: &str) -> Result<Registration, String> {
     let mut labels: BTreeMap<String, String> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, v)| matches!(*k, "version" | "group" | "application") && !v.is_empty())
+        .filter(|(k, v)| matches!(*k, "version" | "group" | "application") && rules::label_value(v).is_ok())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    if let Some((k, e)) = rules::labels(&labels).into_iter().next() {
-        return Err(format!("label {k}: {e}"));
-    }
     labels.insert(SOURCE_LABEL.into(), SOURCE.into());
     registration(&dubbo_service(interface), host, port, labels)
 }

@@ -58,13 +58,15 @@ fn bad_dubbo_providers_are_refused_with_a_reason() {
         ("com.Foo", "dubbo%3A%2F%2F10.0.0.1%2Fcom.Foo", "no host:port"),
         ("com.Foo", "dubbo%ZZ", "URL-encoded"),
         ("com.Foo", "dubbo%3A%2F%2Fhost.example%3A80", "not an IP"),
-        ("com.Foo", "dubbo%3A%2F%2F10.0.0.1%3A80%3Fversion%3Da%2520b", "label \"version\""),
         ("...", "dubbo%3A%2F%2F10.0.0.1%3A80", "service"),
     ];
     for (iface, child, why) in cases {
         let e = dubbo(iface, child).unwrap_err();
         assert!(e.contains(why) && e.len() < 300, "{child}: {e}");
     }
+    // A parameter that is no label value is dropped, the provider kept.
+    let r = dubbo("com.Foo", "dubbo%3A%2F%2F10.0.0.1%3A80%3Fversion%3Da%2520b%26group%3D*%26application%3Dok").unwrap();
+    assert_eq!(r.labels.keys().map(String::as_str).collect::<Vec<_>>(), ["application", SOURCE_LABEL]);
     let long = format!("com.{}", "x".repeat(80));
     assert!(dubbo(&long, "dubbo%3A%2F%2F10.0.0.1%3A80").unwrap_err().contains("service"));
 }
