@@ -97,6 +97,8 @@ pub struct Server {
     refused_csrs: std::sync::atomic::AtomicU64,
     /// The API's tracing (`--otlp-endpoint`), set once at start.
     pub(crate) tracer: std::sync::OnceLock<crate::api_trace::ApiTracer>,
+    /// ZooKeeper's state, for `/metrics` (`--zookeeper`), set once at start.
+    pub zookeeper: std::sync::OnceLock<Arc<crate::zookeeper::Stats>>,
 }
 
 pub(crate) type Resp = Response<Chunks>;
@@ -179,6 +181,7 @@ impl Server {
             issued: Default::default(),
             refused_csrs: Default::default(),
             tracer: Default::default(),
+            zookeeper: Default::default(),
         })
     }
 
@@ -238,7 +241,7 @@ impl Server {
         Err(Refused::Forbidden(format!("node {:?} is followed by another identity", weft_api::truncate(node, 64))))
     }
 
-    fn published(&self, rev: &Option<Revision>) {
+    pub(crate) fn published(&self, rev: &Option<Revision>) {
         if let Some(r) = rev {
             self.proxies.committed(r);
             self.revision.send_replace(r.revision);

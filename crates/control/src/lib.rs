@@ -17,6 +17,7 @@ pub mod registration;
 pub mod store;
 mod tls;
 pub mod token_uses;
+pub mod zookeeper;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct Options {
     pub api_names: Vec<String>,
     /// Spans of the API's calls to an OTLP collector (`--otlp-endpoint`).
     pub tracing: Option<api_trace::TraceOptions>,
+    /// ZooKeeper as a discovery source (`--zookeeper`).
+    pub zookeeper: Option<zookeeper::Options>,
 }
 
 /// Who may call the API.
@@ -127,6 +130,11 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         tokio::spawn(server.clone().expire_loop());
         tokio::spawn(server.clone().push_loop());
+        if let Some(zk) = opts.zookeeper {
+            let stats = std::sync::Arc::new(zookeeper::Stats::default());
+            let _ = server.zookeeper.set(stats.clone());
+            tokio::spawn(zookeeper::follow(server.clone(), zk, stats));
+        }
         if let Some((rx, _)) = follow {
             tokio::spawn(server.clone().follow_remote(rx));
         }

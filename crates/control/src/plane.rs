@@ -74,7 +74,7 @@ fn config_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
     format!("{CONFIG}{kind}/{}/{name}", namespace.unwrap_or("default"))
 }
 
-fn registry_key(service: &str, address: &str) -> String {
+pub(crate) fn registry_key(service: &str, address: &str) -> String {
     format!("{REGISTRY}{service}/{address}")
 }
 
@@ -261,6 +261,7 @@ impl Plane {
         if !errors.is_empty() {
             return Err(PlaneError::Invalid(errors));
         }
+        self.zookeeper_guard(&r.service, &r.address, Some(&r.labels))?;
         // The document the mesh will hold for the service with `r` in it, compiled
         // alone by the config's rules (e.g. the endpoints' weights add up to at most
         // 4294967295; a STATIC ServiceEntry's endpoints are IPs): what a proxy would
@@ -309,6 +310,7 @@ impl Plane {
         if self.store.get(&key).is_none() {
             return Err(PlaneError::NotFound(format!("{service} {address} is not registered")));
         }
+        self.zookeeper_guard(&service.to_ascii_lowercase(), address, None)?;
         self.expiry.remove(&key);
         Ok(self.store.commit(client, &format!("deregister {service} {address}"), vec![(key, None)]).await?)
     }
@@ -491,7 +493,7 @@ pub async fn history(p: &Plane) -> Result<Vec<weft_api::HistoryEntry>, PlaneErro
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// Parses stored JSON documents back into resources.
-fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, PlaneError> {
+pub(crate) fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, PlaneError> {
     let text: String = docs.iter().map(|d| format!("---\n{d}\n")).collect();
     let mut out = Vec::new();
     let mut diags = Diagnostics::default();

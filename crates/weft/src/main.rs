@@ -132,6 +132,14 @@ struct ControlPlaneArgs {
     /// listen address, localhost and the hostname (repeatable).
     #[arg(long = "api-name")]
     api_names: Vec<String>,
+    /// ZooKeeper servers to discover services from (`host:2181[,host:2181…]`): Curator
+    /// instances under --zookeeper-root and Dubbo providers under /dubbo become
+    /// registered endpoints.
+    #[arg(long)]
+    zookeeper: Option<String>,
+    /// Curator's service-discovery root path (with --zookeeper).
+    #[arg(long, default_value = "/services", requires = "zookeeper")]
+    zookeeper_root: String,
     #[command(flatten)]
     tracing: tracing_args::TracingArgs,
 }
@@ -491,7 +499,8 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca, api_names: a.api_names, tracing }) {
+    let zookeeper = a.zookeeper.map(|servers| weft_control::zookeeper::Options { servers, root: a.zookeeper_root });
+    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca, api_names: a.api_names, tracing, zookeeper }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -17,7 +17,8 @@ impl Server {
                     p.registrations().len(),
                     self.pushed.receiver_count(),
                 );
-        text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics()
+        let zk = self.zookeeper.get().map(|z| z.metrics()).unwrap_or_default();
+        text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics() + &zk
     }
 
     fn trace_metrics(&self) -> String {
