@@ -1,0 +1,16 @@
+//! `GET /v1/endpoints`: the registry as `weft get endpoints` shows it, each
+//! registration with the time its TTL has left.
+
+use http::StatusCode;
+use weft_api::{EndpointInfo, Listing};
+
+use super::{json_reply, Resp, Server};
+
+impl Server {
+    pub(super) async fn endpoints(&self) -> Resp {
+        let p = self.plane.lock().await;
+        let items: Vec<EndpointInfo> =
+            p.registrations().into_iter().map(|r| EndpointInfo { ttl_left_ms: p.ttl_left_ms(&r), registration: r }).collect();
+        json_reply(StatusCode::OK, &Listing { revision: p.revision(), items })
+    }
+}
