@@ -4,10 +4,11 @@
 //! come from `/v1/resources`; `endpoints`, `services` and `proxies` are views of the
 //! registry and the proxies following the control plane (see [`crate::views`]).
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use serde_json::Value;
-use weft_api::{Listing, ResourceQuery};
+use weft_api::{HistoryEntry, Listing, ResourceQuery};
 
 use crate::ctl::{answer, call, ServerArg};
 use crate::table::{render, Output, Row, View};
@@ -114,7 +115,7 @@ fn run(a: &GetArgs) -> Result<ExitCode, String> {
     }
     let target = resolve(&a.kind)?;
     let view = match target {
-        Ok(kind) => resources(&a.server, kind, a.name.as_deref(), &scope),
+        Ok(kind) => resources(&a.server, kind, a.name.as_deref(), &scope, a.output == Output::Wide),
         Err(v) => crate::views::view(&a.server, v, a.name.as_deref(), &scope),
     };
     let Ok(view) = view else { return Ok(ExitCode::FAILURE) };
@@ -137,17 +138,29 @@ fn run(a: &GetArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stored resources of `kind`: NAME, NAMESPACE, and HOSTS where the kind has them.
-fn resources(s: &ServerArg, kind: &str, name: Option<&str>, scope: &Scope) -> Result<View, ExitCode> {
+/// Stored resources of `kind`: NAME, NAMESPACE, and HOSTS where the kind has them;
+/// `wide` adds the revision that last changed each and its age, from the history.
+fn resources(s: &ServerArg, kind: &str, name: Option<&str>, scope: &Scope, wide: bool) -> Result<View, ExitCode> {
     let q = ResourceQuery { kind: Some(kind.to_owned()), name: name.map(str::to_owned), namespace: scope.namespace().map(str::to_owned) };
     let items = answer::<Listing<Value>>(call(s, "GET", &format!("/v1/resources?{}", q.to_query()), None))?.items;
+    let changed = if wide && !items.is_empty() { last_changes(s)? } else { HashMap::new() };
     let hosts = items.iter().any(|i| i["spec"].get("hosts").or(i["spec"].get("host")).is_some());
     let mut headers = vec!["NAME", "NAMESPACE"];
     if hosts {
         headers.push("HOSTS");
     }
-    let rows = items.into_iter().map(|i| resource_row(kind, i, hosts)).collect();
-    Ok(View { headers, wide_headers: vec!["GATEWAYS", "SELECTOR", "LABELS"], rows })
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let rows = items
+        .into_iter()
+        .map(|i| {
+            let key = format!("{kind}/{}/{}", i["metadata"]["namespace"].as_str().unwrap_or("default"), text(&i["metadata"]["name"]));
+            let (rev, age) = changed.get(&key).map_or(("-".into(), "-".into()), |(r, at)| (r.to_string(), age(now.saturating_sub(*at))));
+            let mut row = resource_row(kind, i, hosts);
+            row.wide.extend([rev, age]);
+            row
+        })
+        .collect();
+    Ok(View { headers, wide_headers: vec!["GATEWAYS", "SELECTOR", "LABELS", "REVISION", "AGE"], rows })
 }
 
 fn resource_row(kind: &str, v: Value, hosts: bool) -> Row {
@@ -164,6 +177,34 @@ fn resource_row(kind: &str, v: Value, hosts: bool) -> Row {
         .unwrap_or_default();
     let wide = vec![text(&spec["gateways"]), selector, pairs(&v["metadata"]["labels"])];
     Row { name: format!("{}/{name}", kind.to_ascii_lowercase()), value: v, cells, wide }
+}
+
+/// When each resource (`Kind/namespace/name`) last changed: (revision, unix ms). The
+/// whole history is read, so only `-o wide` asks.
+fn last_changes(s: &ServerArg) -> Result<HashMap<String, (u64, u64)>, ExitCode> {
+    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+    for e in answer::<Listing<HistoryEntry>>(call(s, "GET", "/v1/history", None))?.items {
+        for c in e.changes {
+            if let Some(k) = c.key.strip_prefix("config/") {
+                let at = last.entry(k.to_owned()).or_insert((e.revision, e.at_ms));
+                if e.revision >= at.0 {
+                    *at = (e.revision, e.at_ms);
+                }
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// An age as kubectl writes it: 42s, 7m, 3h, 12d.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7_199 => format!("{}m", s / 60),
+        7_200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 /// A cell from JSON: a string as it is, a list joined with ',', nothing as '-'... or
@@ -191,6 +232,12 @@ mod tests {
         assert!(e.contains("\\n") && !e.contains('\n') && e.len() < 200, "{e}");
         assert!(super::check_name("-n", "prod-1", 63, false).is_ok());
         assert!(super::check_name("NAME", "reviews.v1", 253, true).is_ok());
+    }
+
+    #[test]
+    fn ages_read_as_kubectl_writes_them() {
+        let got: Vec<String> = [0, 119_000, 120_000, 7_199_000, 7_200_000, 172_800_000].map(super::age).to_vec();
+        assert_eq!(got, ["0s", "119s", "2m", "119m", "2h", "2d"]);
     }
 
     #[test]

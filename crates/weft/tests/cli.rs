@@ -76,7 +76,11 @@ fn get_prints_tables_per_namespace_with_every_output_format() {
     assert_eq!(v["spec"]["hosts"][0], "ratings.example.com");
     assert!(stdout(&cp.weft(&["get", "vs", "-o", "yaml"])).contains("reviews-route"));
     let wide = cells(&stdout(&cp.weft(&["get", "vs", "-o", "wide"])));
-    assert_eq!(wide[0], vec!["NAME", "NAMESPACE", "HOSTS", "GATEWAYS", "SELECTOR", "LABELS"]);
+    assert_eq!(wide[0], vec!["NAME", "NAMESPACE", "HOSTS", "GATEWAYS", "SELECTOR", "LABELS", "REVISION", "AGE"]);
+    // (No gateways, selector or labels: those cells are empty; applied in revision 1, seconds ago.)
+    assert_eq!(&wide[1][..3], ["reviews-route", "default", "reviews"], "{wide:?}");
+    assert_eq!(wide[1][3], "1", "{wide:?}");
+    assert!(wide[1][4].ends_with('s'), "{wide:?}");
 
     // Nothing there: kubectl's words on stderr, exit 0, nothing on stdout.
     let out = cp.weft(&["get", "dr"]);
