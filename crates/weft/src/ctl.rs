@@ -284,11 +284,13 @@ pub fn apply(a: ApplyArgs) -> ExitCode {
 }
 
 pub fn delete(a: DeleteArgs) -> ExitCode {
-    let (Some(kind), Some(name)) = (a.kind, a.name) else { return crate::manifest::delete_files(&a.files, &a.server) };
     if let Some(e) = a.namespace.as_deref().and_then(|ns| crate::get::check_name("-n", ns, 63, false).err()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    let (Some(kind), Some(name)) = (a.kind, a.name) else {
+        return crate::manifest::delete_files(&a.files, a.namespace.as_deref(), &a.server);
+    };
     let q = ResourceQuery { kind: Some(kind), name: Some(name), namespace: a.namespace };
     outcome(call(&a.server, "DELETE", &format!("/v1/resources?{}", q.to_query()), None), "deleted")
 }

@@ -63,9 +63,10 @@ fn one(file: &str, doc: usize, d: &Value) -> Result<Declared, String> {
     Ok((kind, namespace, name.to_owned()))
 }
 
-/// `weft delete -f`: deletes each resource the files declare, saying what became of
-/// each; fails if any could not be read, named or deleted.
-pub fn delete_files(paths: &[PathBuf], s: &ServerArg) -> ExitCode {
+/// `weft delete -f`: deletes each resource the files declare (in `namespace` when a
+/// document names none, as kubectl's -n), saying what became of each; fails if any
+/// could not be read, named or deleted.
+pub fn delete_files(paths: &[PathBuf], namespace: Option<&str>, s: &ServerArg) -> ExitCode {
     let files = match read_all(paths) {
         Ok(f) => f,
         Err(e) => {
@@ -76,7 +77,7 @@ pub fn delete_files(paths: &[PathBuf], s: &ServerArg) -> ExitCode {
     let mut failed = false;
     for d in files.iter().flat_map(declared) {
         let ok = match d {
-            Ok(d) => delete_one(s, d),
+            Ok((kind, ns, name)) => delete_one(s, (kind, ns.or(namespace.map(str::to_owned)), name)),
             Err(e) => {
                 eprintln!("error: {e}");
                 false

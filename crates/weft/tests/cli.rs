@@ -179,6 +179,12 @@ fn apply_from_stdin_and_delete_what_a_file_declares() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stderr(&out).contains("ServiceEntry/prod/ratings: ServiceEntry ratings not found"), "{}", text(&out));
 
+    // -n for the documents that name no namespace, from stdin.
+    assert!(weft_stdin(&cp, &["apply", "-f", "-"], se("ratings", "prod", 9002).as_bytes()).status.success());
+    let out =
+        weft_stdin(&cp, &["delete", "-n", "prod", "-f", "-"], se("ratings", "prod", 9002).replace(", namespace: prod", "").as_bytes());
+    assert!(stdout(&out).contains("ServiceEntry/prod/ratings deleted"), "{}", text(&out));
+
     // KIND NAME still works.
     assert!(weft_stdin(&cp, &["apply", "-f", "-"], VS.as_bytes()).status.success());
     assert!(cp.weft(&["delete", "vs", "reviews-route"]).status.success());
