@@ -110,10 +110,14 @@ pub fn get(a: GetArgs) -> ExitCode {
 
 fn run(a: &GetArgs) -> Result<ExitCode, String> {
     let scope = Scope::of(a.namespace.as_deref(), a.all_namespaces)?;
-    if let Some(n) = &a.name {
-        check_name("NAME", n, 253, true)?;
-    }
     let target = resolve(&a.kind)?;
+    // (A resource's name is a DNS name; a proxy's node id is any text without control
+    // characters, as the control plane takes it.)
+    match (&a.name, target) {
+        (Some(n), Ok(_)) => check_name("NAME", n, 253, true)?,
+        (Some(n), Err(_)) => weft_api::check_id("NAME", n)?,
+        (None, _) => {}
+    }
     let view = match target {
         Ok(kind) => resources(&a.server, kind, a.name.as_deref(), &scope, a.output == Output::Wide),
         Err(v) => crate::views::view(&a.server, v, a.name.as_deref(), &scope),

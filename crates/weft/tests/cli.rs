@@ -201,6 +201,8 @@ fn hostile_input_is_refused_with_a_clear_message() {
     refused(&cp.weft(&["get", "se", "-n", "bad\nns"]), r#"-n "bad\nns": not a name"#);
     refused(&cp.weft(&["get", "se", "-n", &"x".repeat(10 << 10)]), "(10240 bytes)");
     refused(&cp.weft(&["get", "se", "a\nb"]), "not a name");
+    refused(&cp.weft(&["get", "proxies", "a\nb"]), r#"NAME "a\nb": must be 1 to 253 bytes without control characters"#);
+    refused(&cp.weft(&["get", "proxies", "Node_1"]), "error: proxies Node_1 not found");
     refused(&cp.weft(&["get", "se", "-o", "garbage"]), "invalid value 'garbage'");
     refused(&cp.weft(&["get", "widgets"]), "unknown kind \"widgets\"");
     refused(&cp.weft(&["delete", "se", "x", "-n", "Bad NS"]), "not a name");
