@@ -122,6 +122,10 @@ pub struct EndpointInfo {
     /// where an etcd lease keeps the time instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_left_ms: Option<u64>,
+    /// The proxies whose outlier detection keeps it out now, as their last reports
+    /// (`POST /v1/report`) say: `node: reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ejected_by: Vec<String>,
 }
 
 /// One registered endpoint, named in a query: `DELETE /v1/registry?service=&address=`

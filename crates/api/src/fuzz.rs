@@ -111,8 +111,8 @@ fn registration() -> impl Strategy<Value = Registration> {
 
 /// `GET /v1/endpoints`: registrations (flattened) with their TTL left.
 fn endpoints() -> impl Strategy<Value = Listing<EndpointInfo>> {
-    let e =
-        (registration(), prop::option::of(any::<u64>())).prop_map(|(registration, ttl_left_ms)| EndpointInfo { registration, ttl_left_ms });
+    let e = (registration(), prop::option::of(any::<u64>()), prop::collection::vec(text(), 0..2))
+        .prop_map(|(registration, ttl_left_ms, ejected_by)| EndpointInfo { registration, ttl_left_ms, ejected_by });
     (any::<u64>(), prop::collection::vec(e, 0..3)).prop_map(|(revision, items)| Listing { revision, items })
 }
 

@@ -34,6 +34,7 @@ struct Endpoint {
     address: String,
     labels: Value,
     ttl_left_ms: Option<u64>,
+    ejected_by: Vec<String>,
     identity: Option<String>,
     locality: Option<String>,
     weight: Option<u32>,
@@ -50,6 +51,7 @@ fn registered(s: &ServerArg) -> Result<Vec<Endpoint>, ExitCode> {
                 namespace: r.namespace.unwrap_or_else(|| "default".into()),
                 labels: json!(r.labels),
                 ttl_left_ms: e.ttl_left_ms,
+                ejected_by: e.ejected_by,
                 identity: r.identity,
                 locality: r.locality,
                 weight: r.weight,
@@ -82,6 +84,7 @@ fn entry_endpoints(se: &Value) -> Vec<Endpoint> {
                 address: if at.is_empty() { text(&e["address"]) } else { format!("{}:{at}", text(&e["address"])) },
                 labels: e["labels"].clone(),
                 ttl_left_ms: None,
+                ejected_by: Vec::new(),
                 identity: e["serviceAccount"].as_str().map(str::to_owned),
                 locality: e["locality"].as_str().map(str::to_owned),
                 weight: e["weight"].as_u64().map(|w| w as u32),
@@ -101,26 +104,35 @@ fn all_endpoints(s: &ServerArg, scope: &Scope) -> Result<Vec<Endpoint>, ExitCode
 fn endpoints(s: &ServerArg, scope: &Scope) -> Result<View, ExitCode> {
     let rows = all_endpoints(s, scope)?.into_iter().map(endpoint_row).collect();
     Ok(View {
-        headers: vec!["SERVICE", "NAMESPACE", "ADDRESS", "LABELS", "TTL LEFT", "SOURCE"],
-        wide_headers: vec!["IDENTITY", "LOCALITY", "WEIGHT"],
+        headers: vec!["SERVICE", "NAMESPACE", "ADDRESS", "LABELS", "HEALTH", "TTL LEFT", "SOURCE"],
+        wide_headers: vec!["IDENTITY", "LOCALITY", "WEIGHT", "EJECTED BY"],
         rows,
     })
 }
 
 fn endpoint_row(e: Endpoint) -> Row {
     let ttl = e.ttl_left_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into());
+    // (Health is what the proxies' outlier detection says; none of them ejecting it
+    // is no evidence that it is up.)
+    let health = match e.ejected_by.len() {
+        0 => "-".to_owned(),
+        1 => "ejected by 1 proxy".to_owned(),
+        n => format!("ejected by {n} proxies"),
+    };
     let value = json!({
         "service": e.service, "namespace": e.namespace, "address": e.address, "labels": e.labels,
-        "ttlLeftMs": e.ttl_left_ms, "identity": e.identity, "locality": e.locality, "weight": e.weight, "source": e.source,
+        "ttlLeftMs": e.ttl_left_ms, "ejectedBy": e.ejected_by, "identity": e.identity, "locality": e.locality, "weight": e.weight,
+        "source": e.source,
     });
     let wide = vec![
         e.identity.clone().unwrap_or_else(|| "-".into()),
         e.locality.clone().unwrap_or_else(|| "-".into()),
         e.weight.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+        if e.ejected_by.is_empty() { "-".into() } else { e.ejected_by.join("; ") },
     ];
     Row {
         name: format!("endpoint/{}/{}", e.service, e.address),
-        cells: vec![e.service, e.namespace, e.address, pairs(&e.labels), ttl, e.source],
+        cells: vec![e.service, e.namespace, e.address, pairs(&e.labels), health, ttl, e.source],
         value,
         wide,
     }

@@ -38,6 +38,14 @@ fn weft_stdin(cp: &Plane, args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// POSTs `body` to the control plane's `path` as its admin (what a proxy sends).
+fn post(cp: &Plane, path: &str, body: &str) {
+    let auth = format!("authorization: Bearer {}", cp.admin_token());
+    let ca = cp.ca_file();
+    let (code, _, err) = curl(&["-sf", "--cacert", ca.to_str().unwrap(), "-H", &auth, "-d", body, &format!("{}{path}", cp.url())]);
+    assert_eq!(code, 0, "{path}: {err}");
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -99,22 +107,30 @@ fn endpoints_services_and_proxies_are_tables_from_the_control_plane() {
     let out = cp.weft(&["register", "--service", "ratings", "--address", "127.0.0.1:9081", "--label", "note=b"]);
     assert!(out.status.success(), "{}", text(&out));
 
+    assert_eq!(stderr(&cp.weft(&["get", "proxies"])).trim(), "No resources found");
+
+    // A proxy reports that its outlier detection ejected one of them (as proxies do).
+    let report = r#"{"node":"lb-1","startedMs":1,"service":"reviews","namespace":"default","ejected":[{"service":"ratings.default.svc.cluster.local","address":"127.0.0.1:9080","reason":"5xx","remainingMs":30000}]}"#;
+    post(&cp, "/v1/report", report);
+
     let eps = stdout(&cp.weft(&["get", "endpoints"]));
     let rows = cells(&eps);
-    assert_eq!(rows[0], vec!["SERVICE", "NAMESPACE", "ADDRESS", "LABELS", "TTL LEFT", "SOURCE"], "{eps}");
+    assert_eq!(rows[0], vec!["SERVICE", "NAMESPACE", "ADDRESS", "LABELS", "HEALTH", "TTL LEFT", "SOURCE"], "{eps}");
     assert_eq!(rows.len(), 4, "{eps}");
     let r = rows.iter().find(|r| r[2] == "127.0.0.1:9080").unwrap();
     assert_eq!(
-        (r[0].as_str(), r[1].as_str(), r[3].as_str(), r[5].as_str()),
-        ("ratings.default.svc.cluster.local", "default", "version=v2", "registry")
+        (r[0].as_str(), r[1].as_str(), r[3].as_str(), r[4].as_str(), r[6].as_str()),
+        ("ratings.default.svc.cluster.local", "default", "version=v2", "ejected by 1 proxy", "registry")
     );
-    let ttl: f64 = r[4].trim_end_matches('s').parse().unwrap();
+    let ttl: f64 = r[5].trim_end_matches('s').parse().unwrap();
     assert!(ttl > 50.0 && ttl <= 60.0, "{eps}");
     let r = rows.iter().find(|r| r[2] == "127.0.0.1:9081").unwrap();
-    assert_eq!((r[3].as_str(), r[4].as_str()), ("note=b", "-"), "{eps}");
+    assert_eq!((r[3].as_str(), r[4].as_str(), r[5].as_str()), ("note=b", "-", "-"), "{eps}");
     let r = rows.iter().find(|r| r[2] == "127.0.0.1:9001").unwrap();
-    assert_eq!((r[0].as_str(), r[3].as_str(), r[5].as_str()), ("reviews.example.com", "version=v1", "ServiceEntry/reviews"));
-    assert!(stdout(&cp.weft(&["get", "ep", "-o", "wide"])).lines().next().unwrap().contains("IDENTITY"));
+    assert_eq!((r[0].as_str(), r[3].as_str(), r[6].as_str()), ("reviews.example.com", "version=v1", "ServiceEntry/reviews"));
+    let wide = stdout(&cp.weft(&["get", "ep", "-o", "wide"]));
+    assert!(wide.lines().next().unwrap().ends_with("IDENTITY   LOCALITY   WEIGHT   EJECTED BY"), "{wide}");
+    assert!(wide.lines().any(|l| l.contains("127.0.0.1:9080") && l.ends_with("lb-1: 5xx")), "{wide}");
 
     let svcs = cells(&stdout(&cp.weft(&["get", "svc"])));
     assert_eq!(svcs[0], vec!["NAME", "NAMESPACE", "ENDPOINTS", "PORTS", "SOURCE"]);
@@ -135,22 +151,19 @@ fn endpoints_services_and_proxies_are_tables_from_the_control_plane() {
     assert_eq!(stdout(&cp.weft(&["get", "services", "ratings", "-o", "name"])), "service/ratings.default.svc.cluster.local\n");
     assert_eq!(stderr(&cp.weft(&["get", "svc", "-n", "prod"])).trim(), "No resources found in prod namespace.");
 
-    assert_eq!(stderr(&cp.weft(&["get", "proxies"])).trim(), "No resources found");
     let _p = follower(&cp, "reviews-1");
-    wait_until("the proxy acknowledges", || stdout(&cp.weft(&["get", "proxies"])).contains("reviews-1"));
+    let acked = |rows: &[Vec<String>]| rows.iter().any(|r| r[0] == "reviews-1" && r[2] == "0" && r[3] == "-");
+    wait_until("the proxy acknowledges", || acked(&cells(&stdout(&cp.weft(&["get", "proxies"])))));
     let rows = cells(&stdout(&cp.weft(&["get", "proxies"])));
     assert_eq!(rows[0], vec!["NODE", "ACKED", "LAG", "LAST NACK"]);
-    assert_eq!((rows[1][0].as_str(), rows[1][3].as_str()), ("reviews-1", "-"), "{rows:?}");
+    // (lb-1, known from its report, has acknowledged nothing.)
+    assert_eq!(rows[1][..3], ["lb-1", "0", "3"], "{rows:?}");
 
     // A proxy's NACK reason is a peer's text: a newline and an escape sequence in it
     // are escaped, the table keeps one line per proxy.
-    let ack = r#"{"node":"evil-1","revision":1,"reason":"bad\nFAKE-ROW   1   0   -\u001b[2J"}"#;
-    let auth = format!("authorization: Bearer {}", cp.admin_token());
-    let ca = cp.ca_file();
-    let (code, _, err) = curl(&["-sf", "--cacert", ca.to_str().unwrap(), "-H", &auth, "-d", ack, &format!("{}/v1/ack", cp.url())]);
-    assert_eq!(code, 0, "{err}");
+    post(&cp, "/v1/ack", r#"{"node":"evil-1","revision":1,"reason":"bad\nFAKE-ROW   1   0   -\u001b[2J"}"#);
     let table = stdout(&cp.weft(&["get", "proxies"]));
-    assert_eq!(table.lines().count(), 3, "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
     assert!(table.contains("revision 1: bad\\nFAKE-ROW   1   0   -\\u{1b}[2J"), "{table}");
     assert!(!table.contains('\x1b'), "{table}");
 }
