@@ -211,7 +211,7 @@ fn age(ms: u64) -> String {
     }
 }
 
-/// A cell from JSON: a string as it is, a list joined with ',', nothing as '-'... or
+/// A cell from JSON: a string as it is, a list joined with ',', null as nothing, else
 /// the JSON itself.
 pub fn text(v: &Value) -> String {
     match v {
