@@ -110,6 +110,24 @@ impl Message for Registration {
     const MAX_BYTES: usize = 64 << 10;
 }
 
+/// A registered endpoint as `GET /v1/endpoints` shows it (`weft get endpoints`): the
+/// registration and how long its TTL has left, which only the control plane's memory
+/// holds (a heartbeat costs no store write, so `/v1/registry`'s stored form lacks it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointInfo {
+    #[serde(flatten)]
+    pub registration: Registration,
+    /// Milliseconds until it is removed without a heartbeat; none without a TTL, or
+    /// where an etcd lease keeps the time instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_left_ms: Option<u64>,
+    /// The proxies whose outlier detection keeps it out now, as their last reports
+    /// (`POST /v1/report`) say: `node: reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ejected_by: Vec<String>,
+}
+
 /// One registered endpoint, named in a query: `DELETE /v1/registry?service=&address=`
 /// and `POST /v1/registry/heartbeat?service=&address=`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -109,6 +109,13 @@ fn registration() -> impl Strategy<Value = Registration> {
         })
 }
 
+/// `GET /v1/endpoints`: registrations (flattened) with their TTL left.
+fn endpoints() -> impl Strategy<Value = Listing<EndpointInfo>> {
+    let e = (registration(), prop::option::of(any::<u64>()), prop::collection::vec(text(), 0..2))
+        .prop_map(|(registration, ttl_left_ms, ejected_by)| EndpointInfo { registration, ttl_left_ms, ejected_by });
+    (any::<u64>(), prop::collection::vec(e, 0..3)).prop_map(|(revision, items)| Listing { revision, items })
+}
+
 fn apply_request() -> impl Strategy<Value = ApplyRequest> {
     prop::collection::vec((text(), text()).prop_map(|(name, text)| FileText { name, text }), 1..4).prop_map(|files| ApplyRequest { files })
 }
@@ -222,8 +229,10 @@ proptest! {
         committed in (any::<u64>(), prop::collection::vec(text(), 0..4)).prop_map(|(revision, changed)| Committed { revision, changed }),
         res in (any::<u64>(), prop::collection::vec(json_value(), 0..3)).prop_map(|(revision, items)| Resources { revision, items }),
         rep in report(),
+        eps in endpoints(),
     ) {
         round_trips(rep)?;
+        round_trips(eps)?;
         round_trips(w)?;
         round_trips(r)?;
         round_trips(a)?;
@@ -246,6 +255,7 @@ proptest! {
             history().prop_map(|m| m.encode()),
             status().prop_map(|m| m.encode()),
             report().prop_map(|m| m.encode()),
+            endpoints().prop_map(|m| m.encode()),
         ]),
     ) {
         decodes_sanely::<Report>(&bytes)?;
@@ -258,6 +268,7 @@ proptest! {
         decodes_sanely::<ErrorAnswer>(&bytes)?;
         decodes_sanely::<Committed>(&bytes)?;
         decodes_sanely::<Resources>(&bytes)?;
+        decodes_sanely::<Listing<EndpointInfo>>(&bytes)?;
     }
 
     /// The mesh answer decodes to what was encoded, whatever its keys hold.

@@ -23,8 +23,8 @@ pub mod token;
 pub mod watch;
 
 pub use admin::{
-    AckReport, ApplyRequest, ChangeEntry, Committed, EndpointRef, ErrorAnswer, FileText, HistoryEntry, Listing, ProxyStatus, Registration,
-    ResourceQuery, Rollback, StatusAnswer,
+    AckReport, ApplyRequest, ChangeEntry, Committed, EndpointInfo, EndpointRef, ErrorAnswer, FileText, HistoryEntry, Listing, ProxyStatus,
+    Registration, ResourceQuery, Rollback, StatusAnswer,
 };
 pub use mesh::{EncodedAnswer, MeshAnswer, MeshBody, MeshEncoder, MeshKind};
 pub use report::{DestinationCounts, Ejected, Report};

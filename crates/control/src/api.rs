@@ -12,6 +12,7 @@
 //! | `POST /v1/registry` (`Registration`), `DELETE /v1/registry?service=&address=` | register / deregister |
 //! | `POST /v1/registry/heartbeat?service=&address=` | keeps a TTL registration alive |
 //! | `GET /v1/registry` | registered endpoints |
+//! | `GET /v1/endpoints` | registered endpoints with their TTL left and who ejects them (`Listing` of `EndpointInfo`) |
 //! | `GET /v1/mesh` | the whole mesh, unscoped (a mesh answer: readable with curl) |
 //! | `POST /v1/mesh` | `WatchRequest` → the whole mesh for that proxy at once (a proxy's start) |
 //! | `POST /v1/watch` | `WatchRequest` → the mesh's changes since its revision once there are some (a delta, see [`crate::mesh`]), else 304 after its wait; it carries the ACK or NACK of the last answer (see [`crate::push`]) |
@@ -151,6 +152,7 @@ macro_rules! decode {
 
 // (After the macros: the submodules use `retrying!`.)
 mod certificate;
+mod endpoints;
 mod metrics;
 
 impl Server {
@@ -424,6 +426,7 @@ impl Server {
                 let p = self.plane.lock().await;
                 json_reply(StatusCode::OK, &Listing { revision: p.revision(), items: p.registrations() })
             }
+            (Method::GET, "/v1/endpoints") => self.endpoints().await,
             (Method::GET, "/v1/mesh") => self.answer(&WatchRequest::default()).await,
             (Method::POST, "/v1/mesh") => {
                 let w = decode!(WatchRequest, body);

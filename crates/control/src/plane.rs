@@ -16,7 +16,9 @@ const CONFIG: &str = "config/";
 const REGISTRY: &str = "registry/";
 
 /// The kinds `weft get` and `weft delete` know, with their short names.
-const KINDS: [(&str, &[&str]); 16] = [
+/// Every config kind the store holds, with its short names and plurals (`weft get`'s
+/// help is written from it).
+pub const KINDS: [(&str, &[&str]); 16] = [
     ("Sidecar", &["sidecars"]),
     ("ServiceEntry", &["se", "serviceentries"]),
     ("DestinationRule", &["dr", "destinationrules"]),
@@ -286,6 +288,13 @@ impl Plane {
             self.heartbeat(&r.service, &r.address).await;
         }
         Ok(rev)
+    }
+
+    /// How long `r` has before its TTL runs out (ms); none without one (or on etcd,
+    /// where a lease keeps the time).
+    pub fn ttl_left_ms(&self, r: &Registration) -> Option<u64> {
+        let at = self.expiry.get(&registry_key(&r.service.to_ascii_lowercase(), &r.address))?;
+        Some(at.saturating_sub(now_ms()))
     }
 
     /// Extends a registration's TTL; false when it is not registered (any more).

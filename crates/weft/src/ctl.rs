@@ -11,10 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::Value;
 use weft_api::{
-    ApplyRequest, Committed, EndpointRef, ErrorAnswer, FileText, HistoryEntry, Listing, Message, Registration, ResourceQuery, Rollback,
-    StatusAnswer,
+    ApplyRequest, Committed, EndpointRef, ErrorAnswer, HistoryEntry, Listing, Message, Registration, ResourceQuery, Rollback, StatusAnswer,
 };
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:15010";
@@ -82,7 +80,7 @@ pub struct TokenArgs {
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
-    /// A YAML file, or a directory of them (*.yaml, *.yml), applied together.
+    /// A YAML file, or a directory of them (*.yaml, *.yml), or `-` for stdin, applied together.
     #[arg(short = 'f', long = "file", required = true)]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -90,24 +88,18 @@ pub struct ApplyArgs {
 }
 
 #[derive(clap::Args)]
-pub struct GetArgs {
-    /// ServiceEntry, DestinationRule, VirtualService, RateLimit, HealthCheck, Hedging (or se, dr, vs, …).
-    pub kind: String,
+pub struct DeleteArgs {
+    /// The kind of the one to delete (with NAME), or -f.
+    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    pub kind: Option<String>,
+    #[arg(required_unless_present = "files")]
     pub name: Option<String>,
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    #[arg(short = 'o', long, default_value = "yaml", value_parser = ["yaml", "json"])]
-    pub output: String,
-    #[command(flatten)]
-    pub server: ServerArg,
-}
-
-#[derive(clap::Args)]
-pub struct DeleteArgs {
-    pub kind: String,
-    pub name: String,
-    #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
+    /// Delete every resource these YAML files (or directories, or `-` for stdin)
+    /// declare, by kind, namespace and name.
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -223,7 +215,7 @@ fn tls_hint(e: String, url: &weft_proxy::follow::ApiUrl) -> String {
 }
 
 /// `T` from a 200 answer; anything else is printed (the server's errors) and is `Err`.
-fn answer<T: Message>(r: Result<(u16, Vec<u8>), String>) -> Result<T, ExitCode> {
+pub(crate) fn answer<T: Message>(r: Result<(u16, Vec<u8>), String>) -> Result<T, ExitCode> {
     match r {
         Ok((200, body)) => T::decode(&body).map_err(|e| {
             eprintln!("error: {e}");
@@ -248,7 +240,7 @@ pub fn hostname() -> String {
 }
 
 /// Prints the outcome of a change; exit 1 with the server's errors.
-fn outcome(r: Result<(u16, Vec<u8>), String>, what: &str) -> ExitCode {
+pub(crate) fn outcome(r: Result<(u16, Vec<u8>), String>, what: &str) -> ExitCode {
     let c: Committed = match answer(r) {
         Ok(c) => c,
         Err(code) => return code,
@@ -264,7 +256,7 @@ fn outcome(r: Result<(u16, Vec<u8>), String>, what: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn yaml_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+pub(crate) fn yaml_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     if p.is_dir() {
         let mut entries: Vec<PathBuf> =
             std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -281,47 +273,25 @@ fn yaml_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
 }
 
 pub fn apply(a: ApplyArgs) -> ExitCode {
-    let mut paths = Vec::new();
-    for f in &a.files {
-        if let Err(e) = yaml_files(f, &mut paths) {
+    let files = match crate::manifest::read_all(&a.files) {
+        Ok(f) => f,
+        Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
-    }
-    let mut files = Vec::new();
-    for p in &paths {
-        match std::fs::read_to_string(p) {
-            Ok(text) => files.push(FileText { name: p.display().to_string(), text }),
-            Err(e) => {
-                eprintln!("error: {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    };
     outcome(call(&a.server, "POST", "/v1/apply", Some(ApplyRequest { files }.encode())), "applied")
 }
 
-pub fn get(a: GetArgs) -> ExitCode {
-    let q = ResourceQuery { kind: Some(a.kind.clone()), name: a.name.clone(), namespace: a.namespace.clone() };
-    let items = match answer::<Listing<Value>>(call(&a.server, "GET", &format!("/v1/resources?{}", q.to_query()), None)) {
-        Ok(l) => l.items,
-        Err(code) => return code,
-    };
-    let one = a.name.is_some() && items.len() == 1;
-    let out = if a.output == "json" {
-        let v = if one { items[0].clone() } else { Value::Array(items) };
-        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
-    } else if one {
-        serde_saphyr::to_string(&items[0]).unwrap_or_default()
-    } else {
-        items.iter().map(|i| format!("---\n{}", serde_saphyr::to_string(i).unwrap_or_default())).collect()
-    };
-    print!("{out}");
-    ExitCode::SUCCESS
-}
-
 pub fn delete(a: DeleteArgs) -> ExitCode {
-    let q = ResourceQuery { kind: Some(a.kind), name: Some(a.name), namespace: a.namespace };
+    if let Some(e) = a.namespace.as_deref().and_then(|ns| crate::get::check_name("-n", ns, 63, false).err()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let (Some(kind), Some(name)) = (a.kind, a.name) else {
+        return crate::manifest::delete_files(&a.files, a.namespace.as_deref(), &a.server);
+    };
+    let q = ResourceQuery { kind: Some(kind), name: Some(name), namespace: a.namespace };
     outcome(call(&a.server, "DELETE", &format!("/v1/resources?{}", q.to_query()), None), "deleted")
 }
 

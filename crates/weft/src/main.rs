@@ -6,8 +6,12 @@ mod cpbench;
 mod cpchurn;
 mod ctl;
 mod demo;
+mod get;
+mod manifest;
 mod run;
+mod table;
 mod tracing_args;
+mod views;
 
 /// mimalloc: measured ~10 % more requests/s than glibc malloc through the proxy.
 /// Built with `MI_DEFAULT_ARENA_EAGER_COMMIT=0` (.cargo/config.toml) so memory is
@@ -53,7 +57,8 @@ enum Cmd {
     Run(Box<run::RunArgs>),
     /// Start demo backends and a proxy in front of them, send traffic, show the result.
     Demo(demo::DemoArgs),
-    /// A demo backend: answers every request with its name, with optional latency and errors.
+    /// (`weft x backend`, kept for scripts.)
+    #[command(hide = true)]
     Backend(backend::BackendArgs),
     /// Load-test a URL: closed loop (-c) or open loop at a fixed rate (-q), HTTP/1.1 or h2c.
     Bench(bench::BenchArgs),
@@ -63,9 +68,10 @@ enum Cmd {
     ControlPlane(ControlPlaneArgs),
     /// Validate and store resources in the control plane (all files or none).
     Apply(ctl::ApplyArgs),
-    /// Show stored resources of a kind (or one by name).
-    Get(ctl::GetArgs),
-    /// Delete a stored resource.
+    /// List resources of a kind (or one by name), the registry's endpoints and
+    /// services, or the proxies: a table, or -o wide|name|yaml|json.
+    Get(get::GetArgs),
+    /// Delete a stored resource (KIND NAME), or every one a file declares (-f).
     Delete(ctl::DeleteArgs),
     /// List the control plane's revisions: when, what, by which client.
     History(ctl::ServerArg),
@@ -77,12 +83,24 @@ enum Cmd {
     Deregister(ctl::DeregisterArgs),
     /// The proxies following the control plane: acknowledged revision, lag, NACKs.
     Status(ctl::ServerArg),
-    /// Measure push propagation to many simulated proxy streams.
+    /// (`weft x bench-control-plane`, kept for scripts.)
+    #[command(hide = true)]
     BenchControlPlane(cpbench::CpBenchArgs),
+    /// Developer tools (as `istioctl x`): a demo backend, the control plane's push benchmark.
+    #[command(subcommand)]
+    X(XCmd),
     /// API tokens: `weft token create --role read|write|admin`, or
     /// `--namespace NS --service-account SA` for a workload (a proxy's bootstrap token).
     #[command(subcommand)]
     Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum XCmd {
+    /// A demo backend: answers every request with its name, with optional latency and errors.
+    Backend(backend::BackendArgs),
+    /// Measure push propagation to many simulated proxy streams (--churn: registry churn).
+    BenchControlPlane(cpbench::CpBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -401,19 +419,19 @@ fn main() -> ExitCode {
         }
         Cmd::Demo(a) => demo::run(a),
         Cmd::Run(a) => run::run(*a),
-        Cmd::Backend(a) => backend::run(a),
+        Cmd::Backend(a) | Cmd::X(XCmd::Backend(a)) => backend::run(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Ab(a) => bench::ab(a),
         Cmd::ControlPlane(a) => control_plane(a),
         Cmd::Apply(a) => ctl::apply(a),
-        Cmd::Get(a) => ctl::get(a),
+        Cmd::Get(a) => get::get(a),
         Cmd::Delete(a) => ctl::delete(a),
         Cmd::History(a) => ctl::history(a),
         Cmd::Rollback(a) => ctl::rollback(a),
         Cmd::Register(a) => ctl::register(a),
         Cmd::Deregister(a) => ctl::deregister(a),
         Cmd::Status(a) => ctl::status(a),
-        Cmd::BenchControlPlane(a) => cpbench::run(a),
+        Cmd::BenchControlPlane(a) | Cmd::X(XCmd::BenchControlPlane(a)) => cpbench::run(a),
         Cmd::Token(TokenCmd::Create(a)) => ctl::token_create(a),
     }
 }

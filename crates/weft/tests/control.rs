@@ -24,7 +24,7 @@ fn apply_get_delete_with_validation_and_history() {
     let got = cp.weft(&["get", "dr", "reviews", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
     assert_eq!(v["spec"]["trafficPolicy"]["loadBalancer"]["simple"], "ROUND_ROBIN");
-    let yaml = text(&cp.weft(&["get", "DestinationRule"]));
+    let yaml = text(&cp.weft(&["get", "DestinationRule", "-o", "yaml"]));
     assert!(yaml.contains("simple: ROUND_ROBIN"), "{yaml}");
 
     // One invalid document rejects the whole file, with the field path; nothing changes.
@@ -113,7 +113,7 @@ fn state_survives_kill_9_and_registrations_expire_without_heartbeats() {
     let addr = free_addr();
     let cp2 = Plane { p: start_plane(&cp.dir, addr), addr, dir: cp.dir.clone() };
     assert_eq!(text(&cp2.weft(&["history"])).lines().count(), revision_before);
-    assert!(text(&cp2.weft(&["get", "se", "reviews"])).contains("9001"));
+    assert!(text(&cp2.weft(&["get", "se", "reviews", "-o", "yaml"])).contains("9001"));
     let mesh = ureq(&cp2, "/v1/mesh");
     assert!(mesh.contains("9002") && mesh.contains("9004"), "{mesh}");
     let out = cp2.weft(&["deregister", "--service", "ratings", "--address", "127.0.0.1:9002"]);

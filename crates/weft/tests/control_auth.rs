@@ -21,6 +21,7 @@ fn calls() -> Vec<(&'static str, &'static str, &'static [u8])> {
         ("POST", "/v1/registry/heartbeat?service=reviews&address=127.0.0.1:9", b""),
         ("DELETE", "/v1/registry?service=reviews&address=127.0.0.1:9", b""),
         ("GET", "/v1/registry", b""),
+        ("GET", "/v1/endpoints", b""),
         ("GET", "/v1/mesh", b""),
         ("POST", "/v1/mesh", br#"{"node":"n"}"#),
         ("POST", "/v1/watch", br#"{"node":"n","since":0,"wait_ms":1}"#),
