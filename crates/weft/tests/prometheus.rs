@@ -23,8 +23,11 @@ fn promtool(args: &[&str]) -> (bool, String) {
 }
 
 /// The sources that write weft's metrics (the proxy's and the control plane's /metrics).
-const EXPORTERS: [&str; 3] =
-    [include_str!("../../telemetry/src/render.rs"), include_str!("../../control/src/api.rs"), include_str!("../../control/src/proxies.rs")];
+const EXPORTERS: [&str; 3] = [
+    include_str!("../../telemetry/src/render.rs"),
+    include_str!("../../control/src/api/metrics.rs"),
+    include_str!("../../control/src/proxies.rs"),
+];
 
 /// Every whole PromQL identifier in `text` that names an `istio_*` or `weft_*` metric.
 fn metric_names(text: &str) -> Vec<String> {
