@@ -30,7 +30,12 @@ fn run_args(cp: &Plane, token: &Path, port: u16) -> Vec<String> {
 
 /// `weft run` of a Python HTTP server on `port` (returns once its sidecar listens).
 fn run_app(cp: &Plane, token: &Path, port: u16) -> Proc {
+    run_app_with(cp, token, port, &[])
+}
+
+fn run_app_with(cp: &Plane, token: &Path, port: u16, extra: &[&str]) -> Proc {
     let mut args = run_args(cp, token, port);
+    args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(["--", "python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"].map(String::from));
     spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -57,13 +62,22 @@ fn a_crashed_app_comes_back_and_sigterm_leaves_cleanly() {
     let cp = plane();
     let token = workload_token(&cp, "default", "hello");
     let client = follower(&cp, "client");
-    let mut run = run_app(&cp, &token, free_port());
+    let metrics = free_addr();
+    let mut run = run_app_with(&cp, &token, free_port(), &["--metrics", &metrics.to_string()]);
     wait_until("the app reachable through the mesh", || status(&client) == 200);
+    let app_metrics = || Client::connect(metrics).get("run", "/metrics", &[]).text();
+    let text = app_metrics();
+    assert!(text.contains("weft_app_up 1\n") && text.contains("weft_app_restarts_total 0\n"), "{text}");
     let pid = app_pid(&run).expect("the app runs under the supervisor");
     Command::new("kill").args(["-9", &pid]).status().unwrap();
     wait_until("the crash seen", || run.log_text().contains("deregistered, starting it again in 1s"));
     wait_until("the app back", || status(&client) == 200);
     assert_ne!(app_pid(&run).as_deref(), Some(pid.as_str()), "a new process");
+    let text = app_metrics();
+    assert!(text.contains("weft_app_restarts_total 1\n") && text.contains("weft_app_last_exit_code 137\n"), "{text}");
+    let table = cp.weft(&["get", "endpoints"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("weft.io/last-exit=signal-9") && table.contains("weft.io/restarts=1"), "{table}");
     run.signal("TERM");
     let exit = wait_exit(&mut run.child);
     assert!(exit.success(), "{exit}: {}", run.log_text());

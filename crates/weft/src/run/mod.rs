@@ -10,6 +10,7 @@
 
 mod registry;
 mod restarts;
+mod status;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -72,6 +73,9 @@ pub struct RunArgs {
     /// Crashes within a minute that make a crash loop (the app is not started again).
     #[arg(long, default_value_t = 5)]
     max_restarts: usize,
+    /// Serve the app's metrics here (weft_app_up, weft_app_restarts_total, weft_app_last_exit_code).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// The app and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -113,7 +117,14 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
         stop(&mut sidecar, Duration::from_secs(5)).await;
         return Err(format!("the sidecar did not start: {e}"));
     }
-    let endpoint = Endpoint { server: server(&a), registration: registration(&a, inbound) };
+    let app_status = status::AppStatus::new();
+    if let Some(addr) = a.metrics {
+        if let Err(e) = status::serve(addr, app_status.clone()).await {
+            stop(&mut sidecar, Duration::from_secs(5)).await;
+            return Err(e);
+        }
+    }
+    let mut endpoint = Endpoint { server: server(&a), registration: registration(&a, inbound) };
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut restarts = Restarts::new(a.max_restarts, Duration::from_secs(60));
@@ -129,6 +140,7 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
             r = ready(app_addr, a.ready_path.as_deref(), a.ready_timeout) => match r {
                 Ok(()) => match blocking({ let e = endpoint.clone(); move || e.register() }).await {
                     Ok(rev) => {
+                        app_status.up.store(true, std::sync::atomic::Ordering::Relaxed);
                         eprintln!("weft run: {} ready, registered {inbound} (revision {rev})", a.service);
                         watch(&endpoint, &a, &mut app, &mut sidecar, &mut term, &mut int).await
                     }
@@ -158,6 +170,7 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
                 return Err(format!("the sidecar exited ({}): the app was stopped", shown(&s)));
             }
             Event::AppExited(s) => {
+                app_status.exited(&s);
                 let _ = blocking({
                     let e = endpoint.clone();
                     move || e.deregister()
@@ -178,6 +191,8 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
                     ));
                 };
                 eprintln!("weft run: {} exited ({}); deregistered, starting it again in {wait:?}", a.service, shown(&s));
+                app_status.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                endpoint.registration.labels = labels(&a).into_iter().chain(app_status.labels()).collect();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = term.recv() => { stop(&mut sidecar, Duration::from_secs(15)).await; return Ok(()); }
