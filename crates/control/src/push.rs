@@ -41,6 +41,10 @@ impl Server {
     /// `POST /v1/watch`: takes the outcome the request carries, then answers once the
     /// revision passes the proxy's `since` (or 304 after its wait).
     pub(crate) async fn watch(&self, w: WatchRequest) -> Resp {
+        // Marks the proxy no longer watching when this ends however it ends: a client gone
+        // mid-wait drops this future, and a proxy left "connected" forever held back every
+        // `weft run`'s wait for acknowledgements (and could fill the table).
+        let _end = w.node.as_deref().map(|node| WatchEnd { proxies: &self.proxies, node });
         if let Some(n) = &w.node {
             self.proxies.seen(n, true);
             self.proxies.certificate(n, w.cert_not_after);
@@ -56,9 +60,6 @@ impl Server {
             Ok(Ok(_)) => self.answer(&w).await,
             _ => crate::api::reply(StatusCode::NOT_MODIFIED, "text/plain", bytes::Bytes::new()),
         };
-        if let Some(n) = &w.node {
-            self.proxies.seen(n, false);
-        }
         r
     }
 
@@ -104,5 +105,17 @@ impl Server {
         drop(p);
         let scope = sidecar.map(|(k, ns, sc)| idx.scope(&k, &ns, sc)).unwrap_or_default();
         Some(idx.answer(since, &scope))
+    }
+}
+
+/// Ends a proxy's watch in the table when dropped (see [`Server::watch`]).
+struct WatchEnd<'a> {
+    proxies: &'a crate::proxies::Tracker,
+    node: &'a str,
+}
+
+impl Drop for WatchEnd<'_> {
+    fn drop(&mut self) {
+        self.proxies.seen(self.node, false);
     }
 }

@@ -223,8 +223,9 @@ pub(crate) fn answer<T: Message>(r: Result<(u16, Vec<u8>), String>) -> Result<T,
         }),
         Ok((_, body)) => {
             match ErrorAnswer::decode(&body) {
-                Ok(e) => e.errors.iter().for_each(|e| eprintln!("{e}")),
-                Err(_) => eprintln!("{}", String::from_utf8_lossy(&body).trim()),
+                // (Escaped: the server's messages quote what clients sent.)
+                Ok(e) => e.errors.iter().for_each(|e| eprintln!("{}", crate::table::escape(e))),
+                Err(_) => eprintln!("{}", crate::table::escape(String::from_utf8_lossy(&body).trim())),
             }
             Err(ExitCode::FAILURE)
         }

@@ -37,10 +37,17 @@ const MAX_CELL: usize = 60;
 
 /// `s` with every control character escaped (`\n`, `\u{1b}`), so a cell is one line.
 pub fn escape(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(hidden) {
         return s.to_owned();
     }
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    s.chars().map(|c| if hidden(c) { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Control characters, and the invisible ones that reorder or hide text on a terminal
+/// (bidi overrides, zero-width characters): a name must show as what it is.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// `s` escaped and cut to `max` characters (an ellipsis says so).
@@ -107,6 +114,13 @@ mod tests {
         let t = table(&view(&["a", "k=v\nINJECTED\x1b[2J"]), false);
         assert_eq!(t.lines().count(), 2, "{t}");
         assert!(t.contains("k=v\\nINJECTED\\u{1b}[2J"), "{t}");
+    }
+
+    #[test]
+    fn invisible_characters_show_as_what_they_are() {
+        // A right-to-left override and a zero-width space would make a name look like another.
+        assert_eq!(escape("admin-proxy\u{202e}gnp.exe\u{200b}"), "admin-proxy\\u{202e}gnp.exe\\u{200b}");
+        assert_eq!(escape("plain-name"), "plain-name");
     }
 
     #[test]

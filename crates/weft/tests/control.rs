@@ -453,3 +453,31 @@ fn a_sidecar_scope_takes_in_rules_written_with_short_names() {
     }
     assert_eq!(get(scoped.addr(), "ratings", "/", &[]).status, 404, "ratings is outside the scope");
 }
+
+/// A proxy gone in the middle of its watch is no longer listed as connected (it was
+/// forever: its dropped watch never said it ended, and `weft run` then waited its whole
+/// `--ack-timeout` for a proxy that did not exist).
+#[test]
+fn a_watch_cut_off_ends_the_proxys_connection() {
+    use std::io::Write;
+    let cp = plane();
+    let token = cp.admin_token();
+    let revision: u64 =
+        serde_json::from_str::<serde_json::Value>(&plane_raw(&cp, "GET", "/v1/status", b"").1).unwrap()["revision"].as_u64().unwrap();
+    let body = format!(r#"{{"node":"ghost","since":{revision},"waitMs":300000}}"#);
+    let mut s = plane_tls(&cp);
+    write!(
+        s,
+        "POST /v1/watch HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s.flush().unwrap();
+    let connected = || {
+        let status: serde_json::Value = serde_json::from_str(&plane_raw(&cp, "GET", "/v1/status", b"").1).unwrap();
+        status["items"].as_array().unwrap().iter().find(|p| p["node"] == "ghost").map(|p| p["connected"] == true)
+    };
+    wait_until("the watch seen", || connected() == Some(true));
+    drop(s);
+    wait_until("the proxy no longer connected", || connected() == Some(false));
+}

@@ -141,7 +141,15 @@ fn bad_runs_end_with_a_message() {
     let token = workload_token(&cp, "default", "hello");
     let run = |port: u16, token: &Path, tail: &[&str]| {
         let mut args = run_args(&cp, token, port);
-        args.extend(["--max-restarts", "1", "--ready-timeout", "10s", "--"].map(String::from));
+        if tail.contains(&"--ttl") {
+            // (Its own --ttl instead of the usual one.)
+            let at = args.iter().position(|a| a == "--ttl").unwrap();
+            args.drain(at..at + 2);
+        }
+        args.extend(["--max-restarts", "1", "--ready-timeout", "10s"].map(String::from));
+        if !tail.contains(&"--") {
+            args.push("--".into());
+        }
         args.extend(tail.iter().map(|s| s.to_string()));
         let out = Command::new(weft()).args(&args).output().unwrap();
         (out.status.code(), text(&out))
@@ -156,10 +164,35 @@ fn bad_runs_end_with_a_message() {
     let (code, out) = run(taken.local_addr().unwrap().port(), &token, &["true"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("is already taken"), "{out}");
+    // Checked before anything starts: the sidecar may not sit on the app's port, a TTL
+    // the control plane would refuse.
+    let port = free_port();
+    let (code, out) = run(port, &token, &["--inbound", &format!("127.0.0.1:{port}"), "--", "true"][..]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("the app's own port"), "{out}");
+    let (code, out) = run(free_port(), &token, &["--ttl", "0s", "--", "true"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--ttl 0ns: 1s to 24h"), "{out}");
     let forged = temp_dir().join("forged.token");
     std::fs::write(&forged, "weft1.forged").unwrap();
     let (code, out) = run(free_port(), &forged, &["true"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("the sidecar did not start"), "{out}");
     assert_eq!(registered(&cp), 0, "nothing registered");
+}
+
+/// What the app forks goes with it: a daemonising app that exits 0 leaves nothing
+/// listening behind (its process group is stopped).
+#[test]
+fn an_apps_children_go_with_it() {
+    let cp = plane();
+    let token = workload_token(&cp, "default", "hello");
+    let port = free_port();
+    let mut args = run_args(&cp, &token, port);
+    let script = format!("python3 -m http.server {port} --bind 127.0.0.1 & sleep 2; exit 0");
+    args.extend(["--", "sh", "-c", &script].map(String::from));
+    let out = Command::new(weft()).args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("exited with success"), "{}", text(&out));
+    wait_until("the daemon gone", || std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }

@@ -112,6 +112,7 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
     }
     let inbound = a.inbound.map_or_else(free_addr, Ok)?;
     let outbound = a.outbound.map_or_else(free_addr, Ok)?;
+    check(&a, app_addr, inbound, outbound)?;
     let mut sidecar = spawn_sidecar(&a, inbound, outbound)?;
     if let Err(e) = wait_listening(outbound, Duration::from_secs(30), &mut sidecar).await {
         stop(&mut sidecar, Duration::from_secs(5)).await;
@@ -136,17 +137,25 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
                 return Err(e);
             }
         };
+        let app_group = app.id();
         let event = tokio::select! {
             r = ready(app_addr, a.ready_path.as_deref(), a.ready_timeout) => match r {
                 Ok(()) => match blocking({ let e = endpoint.clone(); move || e.register() }).await {
                     Ok(rev) => {
                         app_status.up.store(true, std::sync::atomic::Ordering::Relaxed);
                         eprintln!("weft run: {} ready, registered {inbound} (revision {rev})", a.service);
-                        watch(&endpoint, &a, &mut app, &mut sidecar, &mut term, &mut int).await
+                        watch(&endpoint, &a, &mut app, &mut sidecar, &mut term, &mut int, true).await
                     }
-                    Err(e) => {
+                    // The control plane refused it (a token for another service, a bad value): no use going on.
+                    Err(e) if registry::refused(&e) => {
                         stop_all(&mut app, &mut sidecar, a.grace).await;
                         return Err(format!("registering {inbound}: {e}"));
+                    }
+                    // Away: the app runs; registered at the next heartbeat that reaches it.
+                    Err(e) => {
+                        app_status.up.store(true, std::sync::atomic::Ordering::Relaxed);
+                        eprintln!("weft run: {} ready; registering {inbound}: {e} (tried again every {:?})", a.service, a.ttl / 3);
+                        watch(&endpoint, &a, &mut app, &mut sidecar, &mut term, &mut int, false).await
                     }
                 },
                 Err(e) => {
@@ -171,6 +180,10 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
             }
             Event::AppExited(s) => {
                 app_status.exited(&s);
+                // What the app forked and left running would answer for a restarted one.
+                if let Some(pgid) = app_group {
+                    send(pgid, libc::SIGKILL, true);
+                }
                 let _ = blocking({
                     let e = endpoint.clone();
                     move || e.deregister()
@@ -203,6 +216,30 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
     }
 }
 
+/// Refuses, before starting anything, what would make a run that cannot work.
+fn check(a: &RunArgs, app: SocketAddr, inbound: SocketAddr, outbound: SocketAddr) -> Result<(), String> {
+    if a.port == 0 {
+        return Err("--port: the port the app listens on, 1 to 65535".into());
+    }
+    for (flag, addr) in [("--inbound", inbound), ("--outbound", outbound)] {
+        if addr.port() == a.port && (addr.ip().is_loopback() || addr.ip().is_unspecified()) {
+            return Err(format!("{flag} {addr}: the app's own port (the sidecar would answer for the app)"));
+        }
+    }
+    if inbound == outbound {
+        return Err(format!("--inbound and --outbound are both {inbound}"));
+    }
+    if inbound.ip().is_unspecified() {
+        return Err(format!("--inbound {inbound}: an address other proxies can reach (it is what is registered), not 0.0.0.0 or ::"));
+    }
+    // (The control plane's range: 1 s to 24 h.)
+    if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&a.ttl) {
+        return Err(format!("--ttl {:?}: 1s to 24h", a.ttl));
+    }
+    let _ = app;
+    Ok(())
+}
+
 /// Heartbeats while the app runs, until it or the sidecar exits or a stop is asked for.
 async fn watch(
     endpoint: &Endpoint,
@@ -211,14 +248,19 @@ async fn watch(
     sidecar: &mut Child,
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
+    mut registered: bool,
 ) -> Event {
     let every = (a.ttl / 3).max(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {
                 let e = endpoint.clone();
-                match blocking(move || e.heartbeat().and_then(|alive| if alive { Ok(()) } else { e.register().map(|_| ()) })).await {
-                    Ok(()) => {}
+                let beat = move || match registered {
+                    true => e.heartbeat().and_then(|alive| if alive { Ok(()) } else { e.register().map(|_| ()) }),
+                    false => e.register().map(|_| ()),
+                };
+                match blocking(beat).await {
+                    Ok(()) => registered = true,
                     // The control plane away: the registration lives out its TTL; try again next beat.
                     Err(e) => eprintln!("weft run: heartbeat: {e}"),
                 }
@@ -239,6 +281,7 @@ async fn graceful(endpoint: &Endpoint, app: &mut Child, sidecar: &mut Child, a: 
     match blocking(move || e.deregister().map(|rev| (rev, e.wait_acknowledged(rev, limit)))).await {
         Ok((rev, true)) => eprintln!("weft run: deregistered (revision {rev}), acknowledged by the proxies"),
         Ok((rev, false)) => eprintln!("weft run: deregistered (revision {rev}); not every proxy acknowledged within {limit:?}"),
+        Err(e) if e.contains("answered 404") => eprintln!("weft run: nothing was registered"),
         Err(e) => eprintln!("weft run: deregistering: {e} (the registration will expire)"),
     }
     stop(sidecar, Duration::from_secs(15)).await;
@@ -251,20 +294,34 @@ async fn stop_all(app: &mut Child, sidecar: &mut Child, grace: Duration) {
     stop(sidecar, Duration::from_secs(15)).await;
 }
 
-/// SIGTERM, then SIGKILL if it has not exited within `grace`.
+/// SIGTERM, then SIGKILL if it has not exited within `grace`: the sidecar itself; the
+/// app's whole process group (it leads one: what it forked goes too, even once it exited).
 async fn stop(child: &mut Child, grace: Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
+    let group = child.id().filter(|_| is_app(child));
     if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on our own child's pid, with a valid signal number; nothing else.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
+        send(pid, libc::SIGTERM, group.is_some());
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.start_kill();
         let _ = child.wait().await;
+    }
+    if let Some(pgid) = group {
+        send(pgid, libc::SIGKILL, true);
+    }
+}
+
+/// Whether `child` leads its own process group (the app does; the sidecar does not).
+fn is_app(child: &Child) -> bool {
+    // SAFETY: getpgid(2) on our own child's pid, not yet reaped (it has an id).
+    child.id().is_some_and(|pid| unsafe { libc::getpgid(pid as libc::pid_t) } == pid as libc::pid_t)
+}
+
+/// `sig` to `pid`, or to the process group it leads.
+fn send(pid: u32, sig: libc::c_int, group: bool) {
+    let target = if group { -(pid as libc::pid_t) } else { pid as libc::pid_t };
+    // SAFETY: kill(2) on our own child or its group, with a valid signal; nothing else.
+    unsafe {
+        libc::kill(target, sig);
     }
 }
 
@@ -337,9 +394,14 @@ fn spawn_app(a: &RunArgs, outbound: SocketAddr) -> Result<Child, String> {
     for k in ["HTTP_PROXY", "http_proxy"] {
         cmd.env(k, &proxy);
     }
-    // Local calls (the app's own health checks) go direct.
-    cmd.env("NO_PROXY", "localhost,127.0.0.1").env("no_proxy", "localhost,127.0.0.1");
+    // Local calls (the app's own health checks) go direct, beside what the user listed.
+    for k in ["NO_PROXY", "no_proxy"] {
+        let mine = std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        cmd.env(k, mine.map_or_else(|| "localhost,127.0.0.1".to_owned(), |v| format!("{v},localhost,127.0.0.1")));
+    }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
+    // Its own process group: what it forks is stopped with it.
+    cmd.process_group(0);
     die_with_supervisor(&mut cmd);
     cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))
 }

@@ -61,6 +61,12 @@ impl Endpoint {
     }
 }
 
+/// Whether a registration's error is the control plane refusing it (a 4xx: no use trying
+/// again) rather than the control plane being away.
+pub fn refused(e: &str) -> bool {
+    e.strip_prefix("the control plane answered 4").is_some()
+}
+
 fn committed(r: Result<(u16, Vec<u8>), String>) -> Result<u64, String> {
     match r? {
         (200, body) => Committed::decode(&body).map(|c| c.revision).map_err(|e| e.to_string()),

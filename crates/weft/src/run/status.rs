@@ -17,6 +17,8 @@ pub struct AppStatus {
     pub restarts: AtomicU64,
     /// The last exit's code (128 + the signal for a signal, as shells say); -1: none yet.
     pub last_exit: AtomicI64,
+    /// The signal that ended it last (0: it exited by itself): an exit code of 130 is no SIGINT.
+    pub last_signal: AtomicI64,
 }
 
 impl AppStatus {
@@ -26,11 +28,13 @@ impl AppStatus {
 
     pub fn exited(&self, s: &std::io::Result<ExitStatus>) {
         self.up.store(false, Ordering::Relaxed);
+        let signal = s.as_ref().ok().and_then(|s| s.signal()).map_or(0, i64::from);
         let code = match s {
-            Ok(s) => s.code().map(i64::from).or_else(|| s.signal().map(|n| 128 + i64::from(n))).unwrap_or(-1),
+            Ok(s) => s.code().map(i64::from).unwrap_or(128 + signal),
             Err(_) => -1,
         };
         self.last_exit.store(code, Ordering::Relaxed);
+        self.last_signal.store(signal, Ordering::Relaxed);
     }
 
     /// The registration labels of a restarted app (none before its first restart).
@@ -39,8 +43,8 @@ impl AppStatus {
         if restarts == 0 {
             return Vec::new();
         }
-        let code = self.last_exit.load(Ordering::Relaxed);
-        let last = if code > 128 { format!("signal-{}", code - 128) } else { format!("exit-{code}") };
+        let (code, signal) = (self.last_exit.load(Ordering::Relaxed), self.last_signal.load(Ordering::Relaxed));
+        let last = if signal > 0 { format!("signal-{signal}") } else { format!("exit-{code}") };
         vec![("weft.io/restarts".into(), restarts.to_string()), ("weft.io/last-exit".into(), last)]
     }
 
@@ -93,6 +97,8 @@ mod tests {
         assert_eq!(s.labels()[1], ("weft.io/last-exit".to_owned(), "signal-9".to_owned()));
         s.exited(&Ok(ExitStatus::from_raw(3 << 8)));
         assert_eq!(s.labels(), vec![("weft.io/restarts".into(), "1".into()), ("weft.io/last-exit".into(), "exit-3".into())]);
+        s.exited(&Ok(ExitStatus::from_raw(130 << 8)));
+        assert_eq!(s.labels()[1].1, "exit-130", "an exit code of 130 is no signal");
         assert!(s.render().contains("weft_app_restarts_total 1\n") && s.render().contains("weft_app_up 0\n"));
     }
 }
