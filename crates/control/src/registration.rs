@@ -36,14 +36,38 @@ pub fn canonical(service: &str, asked: Option<&str>, workload: Option<&str>) -> 
     Ok((weft_config::names::resolve(&service, ns), ns.to_owned()))
 }
 
+/// Why proxies must not be sent to `ip` as an endpoint: no one host (unspecified,
+/// multicast, broadcast), or link-local — where a cloud's metadata service answers
+/// (169.254.169.254): a registration must not turn every proxy into a way to it.
+fn unroutable(ip: std::net::IpAddr) -> Option<&'static str> {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        _ if ip.is_unspecified() => Some("an unspecified address (0.0.0.0, ::) is no endpoint"),
+        _ if ip.is_multicast() => Some("a multicast address is no endpoint"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address is no endpoint"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local addresses (169.254.0.0/16: cloud metadata) are refused"),
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local addresses (fe80::/10) are refused"),
+        _ => None,
+    }
+}
+
 /// Every rule `r` breaks, each naming its field.
 pub fn check(r: &Registration) -> Vec<String> {
     let mut errors = Vec::new();
     if let Err(e) = rules::dns1123_subdomain(&r.service) {
         errors.push(format!("service: {e}"));
     }
-    if let Err(e) = rules::host_port(&r.address) {
-        errors.push(format!("address: {e}"));
+    match rules::host_port(&r.address) {
+        Err(e) => errors.push(format!("address: {e}")),
+        Ok((host, _)) => {
+            if let Some(why) = host.parse::<std::net::IpAddr>().ok().and_then(unroutable) {
+                errors.push(format!("address: {}: {why}", weft_config::rules::shown(&r.address)));
+            }
+        }
     }
     for (k, e) in rules::labels(&r.labels) {
         errors.push(format!("labels[{k}]: {e}"));
@@ -80,9 +104,15 @@ mod tests {
     fn hostile_registrations_are_refused_naming_the_field() {
         assert!(reg(|_| {}).is_empty());
         type Edit = Box<dyn FnOnce(&mut Registration)>;
-        let cases: [(&str, Edit); 8] = [
+        let cases: [(&str, Edit); 14] = [
             ("address:", Box::new(|r| r.address = "not an ip:80".into())),
             ("address:", Box::new(|r| r.address = "127.0.0.1:0".into())),
+            ("address: \"0.0.0.0:80\": an unspecified", Box::new(|r| r.address = "0.0.0.0:80".into())),
+            ("address: \"[::]:80\": an unspecified", Box::new(|r| r.address = "[::]:80".into())),
+            ("address: \"169.254.169.254:80\": link-local", Box::new(|r| r.address = "169.254.169.254:80".into())),
+            ("address: \"[::ffff:169.254.169.254]:80\": link-local", Box::new(|r| r.address = "[::ffff:169.254.169.254]:80".into())),
+            ("address: \"[fe80::1]:80\": link-local", Box::new(|r| r.address = "[fe80::1]:80".into())),
+            ("address: \"224.0.0.1:80\": a multicast", Box::new(|r| r.address = "224.0.0.1:80".into())),
             ("service:", Box::new(|r| r.service = "../../x".into())),
             ("labels[", Box::new(|r| _ = r.labels.insert("app".into(), "a\nb".into()))),
             ("labels[", Box::new(|r| _ = r.labels.insert("k".repeat(4 << 20), "v".into()))),
