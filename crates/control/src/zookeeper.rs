@@ -67,8 +67,11 @@ impl Stats {
 /// Follows ZooKeeper forever: a session, then after it ends a new one (back-off up to 30 s).
 pub async fn follow(server: Arc<Server>, opts: Options, stats: Arc<Stats>) {
     let mut backoff = Duration::from_millis(500);
+    // The nodes skipped at the last scan, across sessions: each is logged and counted once,
+    // not again after every reconnection.
+    let mut reported = HashSet::new();
     loop {
-        match session(&server, &opts, &stats).await {
+        match session(&server, &opts, &stats, &mut reported).await {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => tracing::warn!("zookeeper {}: {e}; serving the last known endpoints, retrying in {backoff:?}", opts.servers),
         }
@@ -82,7 +85,7 @@ pub async fn follow(server: Arc<Server>, opts: Options, stats: Arc<Stats>) {
 
 /// One session: watch, scan, sync, and again at each change; returns when the session
 /// ends (expired or closed) or a read fails.
-async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats) -> Result<(), String> {
+async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats, reported: &mut HashSet<String>) -> Result<(), String> {
     let client = Client::connector()
         .with_session_timeout(Duration::from_secs(10))
         .with_connection_timeout(Duration::from_secs(5))
@@ -94,10 +97,8 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats) -> Result<
     let mut dubbo = watch(DUBBO).await.map_err(|e| format!("watch {DUBBO}: {e}"))?;
     stats.connected.store(true, Ordering::Relaxed);
     tracing::info!("zookeeper {}: connected, following {} and {DUBBO}", opts.servers, opts.root);
-    // The nodes skipped at the last scan: each is logged and counted once, not at every rescan.
-    let mut reported = HashSet::new();
     loop {
-        reported = rescan(server, &client, opts, stats, reported).await?;
+        *reported = rescan(server, &client, opts, stats, std::mem::take(reported)).await?;
         // Wait for a node event (or a reconnection, after which events may be lost).
         loop {
             let ev = tokio::select! { e = roots.changed() => e, e = dubbo.changed() => e };
