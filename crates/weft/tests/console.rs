@@ -22,25 +22,7 @@ fn rule(subset: &str) -> String {
 
 /// A proxy following `cp` beside `service`, reporting every 500 ms.
 fn reporting_proxy(cp: &Plane, node: &str, service: &str) -> Proc {
-    let (token, ca) = (cp.admin_token_file(), cp.ca_file());
-    let args = [
-        "proxy",
-        "--control-plane",
-        &cp.url(),
-        "--ca-file",
-        ca.to_str().unwrap(),
-        "--token-file",
-        token.to_str().unwrap(),
-        "--node",
-        node,
-        "--service",
-        service,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ];
-    spawn(&args)
+    follower_with(cp, node, &["--service", service]).p
 }
 
 /// Requests to `reviews` through `proxy` until `stop` (~40 a second).

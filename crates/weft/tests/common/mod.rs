@@ -476,29 +476,19 @@ pub fn text(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
-/// A proxy following `cp` (no files; its admin on an ephemeral port).
-/// A proxy following `cp` (admin token) as `node`, in `namespace`.
+/// A proxy following `cp` (admin token) as `node`, in `namespace` (no files; its admin
+/// on an ephemeral port).
 pub fn follower_in(cp: &Plane, node: &str, namespace: &str) -> Proxy {
-    let token = cp.admin_token_file();
-    let ca = cp.ca_file();
-    let p = spawn(&[
-        "proxy",
-        "--control-plane",
-        &cp.url(),
-        "--ca-file",
-        ca.to_str().unwrap(),
-        "--token-file",
-        token.to_str().unwrap(),
-        "--node",
-        node,
-        "--namespace",
-        namespace,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
-    Proxy { p, cfg: std::path::PathBuf::new() }
+    follower_with(cp, node, &["--namespace", namespace])
+}
+
+/// A proxy following `cp` (admin token) as `node`, with more proxy flags.
+pub fn follower_with(cp: &Plane, node: &str, extra: &[&str]) -> Proxy {
+    let (token, ca, url) = (cp.admin_token_file(), cp.ca_file(), cp.url());
+    let mut args = vec!["proxy", "--control-plane", &url, "--ca-file", ca.to_str().unwrap(), "--token-file", token.to_str().unwrap()];
+    args.extend(["--node", node, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    args.extend_from_slice(extra);
+    Proxy { p: spawn(&args), cfg: std::path::PathBuf::new() }
 }
 
 pub fn follower(cp: &Plane, node: &str) -> Proxy {
