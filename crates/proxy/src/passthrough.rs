@@ -87,6 +87,11 @@ pub(crate) async fn hello<S: tokio::io::AsyncRead + Unpin>(down: &mut S) -> Opti
     }
 }
 
+/// Routes a read ClientHello by its SNI and `port` (closed when no route takes it).
+pub(crate) async fn route(shared: &'static Shared, down: TcpStream, remote: SocketAddr, port: u16, hello: &Hello) {
+    tunnel(shared, down, remote, port, hello).await
+}
+
 async fn tunnel(shared: &'static Shared, down: TcpStream, remote: SocketAddr, port: u16, hello: &Hello) {
     let Some(sni) = hello.sni() else {
         tracing::info!(%remote, "tls passthrough: ClientHello without SNI; closed");

@@ -72,6 +72,10 @@ pub struct ProxyOptions {
     pub request_id: bool,
     /// Push the metrics to InfluxDB (`--influxdb-url`).
     pub influxdb: Option<crate::influx::InfluxOptions>,
+    /// The app's network namespace (`weft run --intercept`): the outbound listener and
+    /// the connections to the app are opened in it, and the outbound listener's
+    /// connections are intercepted ones.
+    pub intercept_netns: Option<PathBuf>,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -116,6 +120,7 @@ impl Default for ProxyOptions {
             trace_sampling: 1.0,
             request_id: false,
             influxdb: None,
+            intercept_netns: None,
         }
     }
 }
@@ -183,6 +188,7 @@ pub fn build_shared(
         mesh_tls,
         inbound_tls: crate::inbound_tls::server_config(opts.identity.as_ref()),
         role: opts.role.clone(),
+        intercepting: opts.intercept_netns.is_some(),
     }))
 }
 
@@ -256,13 +262,17 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         Some((url, _)) => ConfigSource::ControlPlane(url.clone()),
         None => ConfigSource::Files(opts.files.clone()),
     };
-    let shared = build_shared(resources, snap, source, &opts, Transport::Tcp);
+    let app_netns = app_netns(&opts)?;
+    let transport = app_netns.clone().map_or(Transport::Tcp, Transport::AppNetns);
+    let shared = build_shared(resources, snap, source, &opts, transport);
     if let Some((_, rev, _)) = &followed {
         shared.metrics.counters.control_plane_revision.store(*rev, Ordering::Relaxed);
     }
     let workers = shared.workers;
 
-    let (addr, listeners) = crate::server::bind(opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let ns = app_netns.as_ref().map(|a| &a.ns);
+    let (addr, listeners) =
+        crate::server::bind_in(ns, opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let (inbound_addr, mut inbound_listeners) = match &opts.inbound {
         Some((a, _)) => {
             let (addr, ls) = crate::server::bind(*a, workers).map_err(|e| format!("cannot listen on {a} (inbound): {e}"))?;
@@ -405,4 +415,14 @@ async fn reap(shared: &'static Shared) {
             }
         }
     }
+}
+
+/// The app's network namespace, entered (`--intercept-netns`), with the app's address.
+fn app_netns(opts: &ProxyOptions) -> Result<Option<Arc<crate::transport::AppNetns>>, String> {
+    let Some(path) = &opts.intercept_netns else { return Ok(None) };
+    let Some((_, inbound)) = &opts.inbound else {
+        return Err("--intercept-netns needs --inbound and --app (the app whose namespace it is)".into());
+    };
+    let ns = crate::netns::NetNs::enter(path).map_err(|e| format!("cannot enter the app's network namespace: {e}"))?;
+    Ok(Some(Arc::new(crate::transport::AppNetns { app: inbound.app, ns })))
 }

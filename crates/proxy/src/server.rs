@@ -24,17 +24,19 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Binds `addr` (port 0 picks one) with `SO_REUSEPORT`, once per worker.
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    bind_in(None, addr, workers)
+}
+
+/// [`bind`], in another network namespace when `ns` is given.
+pub fn bind_in(
+    ns: Option<&crate::netns::NetNs>,
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let mut out = Vec::with_capacity(workers);
     let mut addr = addr;
     for _ in 0..workers {
-        let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
-        s.set_nodelay(true)?;
-        s.bind(&addr.into())?;
-        s.listen(4096)?;
-        s.set_nonblocking(true)?;
-        let l: std::net::TcpListener = s.into();
+        let l = crate::netns::listener(ns, addr)?;
         addr = l.local_addr()?;
         out.push(l);
     }
@@ -147,6 +149,10 @@ async fn accept_loop(
                     Side::GatewayTls(_) => {
                         let watcher = graceful.watcher();
                         shared.tunnels.spawn(crate::gateway_tls::serve(shared, builder, watcher, stream, remote, worker));
+                    }
+                    Side::Outbound if shared.intercepting => {
+                        let watcher = graceful.watcher();
+                        shared.tunnels.spawn(crate::intercept::serve(shared, builder, watcher, stream, remote, worker));
                     }
                     Side::Outbound if shared.current.load().snap.tls_routes.is_empty() => {
                         tokio::spawn(connection(shared, builder, graceful, stream, remote, worker, side));

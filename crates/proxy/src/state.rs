@@ -85,6 +85,9 @@ pub struct Shared {
     /// Whom the config is compiled for: a sidecar, or an ingress gateway (its labels
     /// select the Gateways it serves).
     pub role: weft_config::Role,
+    /// The outbound listener receives intercepted connections (`weft run --intercept`):
+    /// each is classified by its original destination ([`crate::intercept`]).
+    pub intercepting: bool,
 }
 
 impl Runtime {

@@ -89,6 +89,25 @@ pub async fn manage(shared: &'static Shared, listen_ip: IpAddr, mut stop: watch:
     }
 }
 
+/// The TCP service listening on `local`: the one with this VIP, else the one on the
+/// proxy's own address and this port.
+fn find_listener(snap: &weft_config::Snapshot, local: SocketAddr) -> Option<&weft_config::tcp_route::TcpListenerSpec> {
+    let on_port = || snap.tcp_listeners.iter().filter(move |l| l.port == local.port());
+    on_port().find(|l| l.ip == Some(local.ip())).or_else(|| on_port().find(|l| l.ip.is_none()))
+}
+
+/// Whether an intercepted connection to `orig` is an opaque TCP service's: a VIP and
+/// port of one (a connection to any other address is not the proxy's to route by port).
+pub fn listener_for(shared: &Shared, orig: SocketAddr) -> Option<()> {
+    let rt = shared.current.load();
+    rt.snap.tcp_listeners.iter().any(|l| l.ip == Some(orig.ip()) && l.port == orig.port()).then_some(())
+}
+
+/// Whether `ip` is an address the mesh gave a service (meaningless outside it).
+pub fn is_mesh_vip(shared: &Shared, ip: IpAddr) -> bool {
+    shared.current.load().snap.tcp_listeners.iter().any(|l| l.ip == Some(ip))
+}
+
 async fn accept(shared: &'static Shared, listener: tokio::net::TcpListener) {
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -129,9 +148,7 @@ where
 {
     let counters = &shared.metrics.counters;
     let rt = shared.current.load_full();
-    // The service with this VIP, else the one on the proxy's own address.
-    let on_port = || rt.snap.tcp_listeners.iter().filter(|l| l.port == local.port());
-    let listener = on_port().find(|l| l.ip == Some(local.ip())).or_else(|| on_port().find(|l| l.ip.is_none()));
+    let listener = find_listener(&rt.snap, local);
     let route = listener.and_then(|l| l.route(local.ip(), &shared.node.labels));
     let Some(route) = route else {
         counters.no_route.fetch_add(1, Ordering::Relaxed);

@@ -29,7 +29,7 @@ pub(crate) async fn connect(transport: &Transport, target: &Target, s: &PoolSett
             (_, None) => "tls settings did not compile".to_owned(),
         }));
     };
-    if !matches!(transport, Transport::Tcp) {
+    if !matches!(transport, Transport::Tcp | Transport::AppNetns(_)) {
         return Err(UpstreamError::Connect("TLS origination runs over TCP only".into()));
     }
     let name = server_name(tls, target);

@@ -33,6 +33,9 @@ pub enum Transport {
     /// Plain TCP: `TCP_NODELAY`, and keep-alive probes as the cluster's `tcpKeepalive` says.
     #[default]
     Tcp,
+    /// Plain TCP, but the connections to the app opened in its network namespace
+    /// (`weft run --intercept`: the app's loopback is not the sidecar's).
+    AppNetns(std::sync::Arc<AppNetns>),
     /// Endpoints served in this process over in-memory streams ([`crate::testing`]).
     #[cfg(any(test, feature = "test-util"))]
     Memory(crate::testing::Network),
@@ -48,6 +51,12 @@ pub enum Conn {
     Memory(tokio::io::DuplexStream),
 }
 
+/// The app's address and the namespace it listens in.
+pub struct AppNetns {
+    pub app: std::net::SocketAddr,
+    pub ns: crate::netns::NetNs,
+}
+
 impl Transport {
     /// Opens a connection to `target`, giving up after the cluster's `connectTimeout`.
     pub async fn connect(&self, target: &Target, s: &PoolSettings) -> Result<Conn, UpstreamError> {
@@ -56,6 +65,15 @@ impl Transport {
         }
         let conn = match self {
             Transport::Tcp => tokio::time::timeout(s.connect_timeout, tcp(target, s)).await,
+            Transport::AppNetns(a) if matches!(target, Target::Addr(t) if *t == a.app) => {
+                let connect = async {
+                    let stream = a.ns.connect(a.app).await?;
+                    tcp_options(&stream, s);
+                    Ok(Conn::Tcp(stream))
+                };
+                tokio::time::timeout(s.connect_timeout, connect).await
+            }
+            Transport::AppNetns(_) => tokio::time::timeout(s.connect_timeout, tcp(target, s)).await,
             #[cfg(any(test, feature = "test-util"))]
             Transport::Memory(net) => tokio::time::timeout(s.connect_timeout, net.connect(target)).await.map(|r| r.map(Conn::Memory)),
         };

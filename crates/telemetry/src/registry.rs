@@ -135,6 +135,11 @@ pub(crate) struct TcpSeries {
     pub received: AtomicU64,
 }
 
+/// The kinds of intercepted connections, in the order of [`Counters::intercepted`]:
+/// HTTP (routed by host), an opaque TCP service (by original destination), passed
+/// through to their original destination, closed (a mesh address with no TCP route).
+pub const INTERCEPTED_KINDS: [&str; 4] = ["http", "tcp", "passthrough", "closed"];
+
 /// weft's own counters: what Istio's metrics do not say.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -159,6 +164,9 @@ pub struct Counters {
     pub accept_exhausted: AtomicU64,
     /// Requests answered 404 because no route matched their host.
     pub no_route: AtomicU64,
+    /// Connections transparent interception brought to the outbound listener, by what
+    /// they turned out to be: [`INTERCEPTED_KINDS`].
+    pub intercepted: [AtomicU64; 4],
     /// Requests answered 503 because their cluster had no endpoint.
     pub no_endpoint: AtomicU64,
     /// Malformed requests hyper rejected (bad request line, bad header, bad framing).

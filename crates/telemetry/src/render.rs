@@ -142,6 +142,14 @@ impl Metrics {
         for (kind, v) in [("full", &c.inbound_tls_handshakes[0]), ("resumed", &c.inbound_tls_handshakes[1])] {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", v.load(Ordering::Relaxed));
         }
+        let name = "weft_intercepted_connections_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections transparent interception brought to the outbound listener, by kind.\n# TYPE {name} counter"
+        );
+        for (kind, v) in crate::registry::INTERCEPTED_KINDS.iter().zip(&c.intercepted) {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", v.load(Ordering::Relaxed));
+        }
         let mut counter = |name: &str, help: &str, kind: &str, v: &std::sync::atomic::AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
         };

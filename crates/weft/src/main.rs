@@ -195,6 +195,11 @@ struct ProxyArgs {
     /// The local app behind the inbound listener (plaintext HTTP/1.1), e.g. 127.0.0.1:8080.
     #[arg(long, requires = "inbound")]
     app: Option<SocketAddr>,
+    /// The app's network namespace, e.g. /proc/PID/task/TID/ns/net (set by `weft run
+    /// --intercept`): --listen and the connections to --app are opened in it, and
+    /// --listen's connections are intercepted ones (their original destination decides).
+    #[arg(long, requires = "app")]
+    intercept_netns: Option<std::path::PathBuf>,
     /// The service account of the workload (its SPIFFE identity's `sa`; default: --service).
     /// Following a control plane with --inbound or this flag, the proxy gets a certificate
     /// for spiffe://<trust-domain>/ns/<namespace>/sa/<service-account> before it serves.
@@ -369,6 +374,7 @@ impl ProxyArgs {
                 interval: self.influxdb_interval,
                 token_file: self.influxdb_token_file,
             }),
+            intercept_netns: self.intercept_netns,
             control_plane_token: None,
             control_plane_ca: None,
             role: weft_config::Role::Sidecar,

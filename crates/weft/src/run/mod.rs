@@ -8,6 +8,7 @@
 //! proxies have acknowledged, drain the sidecar, then stop the app (SIGTERM, SIGKILL
 //! after the grace period).
 
+mod intercept;
 mod registry;
 mod restarts;
 mod status;
@@ -73,6 +74,12 @@ pub struct RunArgs {
     /// Crashes within a minute that make a crash loop (the app is not started again).
     #[arg(long, default_value_t = 5)]
     max_restarts: usize,
+    /// Transparent interception (Linux): the app runs in a network namespace of its own
+    /// whose outbound TCP and DNS go to the sidecar (nftables rules; needs `ip` and `nft`;
+    /// root, or user namespaces), instead of HTTP_PROXY. The app then calls mesh services by
+    /// name (`http://reviews:9080/`) with no proxy settings.
+    #[arg(long)]
+    intercept: bool,
     /// Serve the app's metrics here (weft_app_up, weft_app_restarts_total, weft_app_last_exit_code).
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -82,6 +89,12 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> ExitCode {
+    if a.intercept {
+        if let Err(e) = intercept::enter_user_namespace() {
+            eprintln!("weft run: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -107,14 +120,21 @@ enum Event {
 
 async fn supervise(a: RunArgs) -> Result<(), String> {
     let app_addr = SocketAddr::from(([127, 0, 0, 1], a.port));
-    if TcpStream::connect_timeout(&app_addr, Duration::from_millis(200)).is_ok() {
+    // (In its own namespace under --intercept, the app's port is free by construction.)
+    if !a.intercept && TcpStream::connect_timeout(&app_addr, Duration::from_millis(200)).is_ok() {
         return Err(format!("port {} is already taken on 127.0.0.1: something else listens there", a.port));
     }
     let inbound = a.inbound.map_or_else(free_addr, Ok)?;
-    let outbound = a.outbound.map_or_else(free_addr, Ok)?;
+    let outbound = match (a.outbound, a.intercept) {
+        (Some(o), _) => o,
+        (None, true) => intercept::OUTBOUND,
+        (None, false) => free_addr()?,
+    };
     check(&a, app_addr, inbound, outbound)?;
-    let mut sidecar = spawn_sidecar(&a, inbound, outbound)?;
-    if let Err(e) = wait_listening(outbound, Duration::from_secs(30), &mut sidecar).await {
+    let net = intercept::AppNet(if a.intercept { Some(intercept::create(a.port)?) } else { None });
+    let netns = net.0.as_ref().map(|(ns, _)| ns.path().to_path_buf());
+    let mut sidecar = spawn_sidecar(&a, inbound, outbound, netns.as_deref())?;
+    if let Err(e) = wait_listening(&net, outbound, Duration::from_secs(30), &mut sidecar).await {
         stop(&mut sidecar, Duration::from_secs(5)).await;
         return Err(format!("the sidecar did not start: {e}"));
     }
@@ -130,7 +150,7 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut restarts = Restarts::new(a.max_restarts, Duration::from_secs(60));
     loop {
-        let mut app = match spawn_app(&a, outbound) {
+        let mut app = match spawn_app(&a, outbound, &net) {
             Ok(app) => app,
             Err(e) => {
                 stop(&mut sidecar, Duration::from_secs(5)).await;
@@ -139,7 +159,7 @@ async fn supervise(a: RunArgs) -> Result<(), String> {
         };
         let app_group = app.id();
         let event = tokio::select! {
-            r = ready(app_addr, a.ready_path.as_deref(), a.ready_timeout) => match r {
+            r = ready(&net, app_addr, a.ready_path.as_deref(), a.ready_timeout) => match r {
                 Ok(()) => match blocking({ let e = endpoint.clone(); move || e.register() }).await {
                     Ok(rev) => {
                         app_status.up.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -366,7 +386,7 @@ fn registration(a: &RunArgs, inbound: SocketAddr) -> weft_api::Registration {
     }
 }
 
-fn spawn_sidecar(a: &RunArgs, inbound: SocketAddr, outbound: SocketAddr) -> Result<Child, String> {
+fn spawn_sidecar(a: &RunArgs, inbound: SocketAddr, outbound: SocketAddr, netns: Option<&std::path::Path>) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find weft itself: {e}"))?;
     let node = format!("{}-{}-{}", a.service, crate::ctl::hostname(), std::process::id());
     let mut cmd = Command::new(exe);
@@ -381,29 +401,41 @@ fn spawn_sidecar(a: &RunArgs, inbound: SocketAddr, outbound: SocketAddr) -> Resu
     if let Some(f) = &a.ca_file {
         cmd.arg("--ca-file").arg(f);
     }
+    if let Some(ns) = netns {
+        cmd.arg("--intercept-netns").arg(ns);
+    }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     die_with_supervisor(&mut cmd);
     cmd.spawn().map_err(|e| format!("cannot start the sidecar: {e}"))
 }
 
-fn spawn_app(a: &RunArgs, outbound: SocketAddr) -> Result<Child, String> {
+fn spawn_app(a: &RunArgs, outbound: SocketAddr, net: &intercept::AppNet) -> Result<Child, String> {
     let (program, args) = a.command.split_first().ok_or("no command to run (after --)")?;
-    let proxy = format!("http://{outbound}");
     let mut cmd = Command::new(program);
     cmd.args(args);
-    for k in ["HTTP_PROXY", "http_proxy"] {
-        cmd.env(k, &proxy);
-    }
-    // Local calls (the app's own health checks) go direct, beside what the user listed.
-    for k in ["NO_PROXY", "no_proxy"] {
-        let mine = std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        cmd.env(k, mine.map_or_else(|| "localhost,127.0.0.1".to_owned(), |v| format!("{v},localhost,127.0.0.1")));
+    match &net.0 {
+        // Intercepted: no proxy settings (the namespace's rules do it).
+        Some((_, ns)) => intercept::join_before_exec(&mut cmd, ns),
+        None => proxy_env(&mut cmd, outbound),
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     // Its own process group: what it forks is stopped with it.
     cmd.process_group(0);
     die_with_supervisor(&mut cmd);
     cmd.spawn().map_err(|e| format!("cannot start {program:?}: {e}"))
+}
+
+/// HTTP_PROXY at the outbound listener; local calls (the app's own health checks) go
+/// direct, beside what the user listed in NO_PROXY.
+fn proxy_env(cmd: &mut Command, outbound: SocketAddr) {
+    let proxy = format!("http://{outbound}");
+    for k in ["HTTP_PROXY", "http_proxy"] {
+        cmd.env(k, &proxy);
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        let mine = std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        cmd.env(k, mine.map_or_else(|| "localhost,127.0.0.1".to_owned(), |v| format!("{v},localhost,127.0.0.1")));
+    }
 }
 
 /// The child is killed if `weft run` itself dies (even by SIGKILL): no app or sidecar is
@@ -420,10 +452,10 @@ fn die_with_supervisor(cmd: &mut Command) {
 }
 
 /// Until `addr` accepts (the sidecar's listener), failing if the child exits first.
-async fn wait_listening(addr: SocketAddr, limit: Duration, child: &mut Child) -> Result<(), String> {
+async fn wait_listening(net: &intercept::AppNet, addr: SocketAddr, limit: Duration, child: &mut Child) -> Result<(), String> {
     let end = tokio::time::Instant::now() + limit;
     loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if net.connect(addr).await.is_ok() {
             return Ok(());
         }
         if let Ok(Some(s)) = child.try_wait() {
@@ -437,10 +469,10 @@ async fn wait_listening(addr: SocketAddr, limit: Duration, child: &mut Child) ->
 }
 
 /// Until the app is ready: its port accepts, or `path` answers 2xx.
-async fn ready(addr: SocketAddr, path: Option<&str>, limit: Duration) -> Result<(), String> {
+async fn ready(net: &intercept::AppNet, addr: SocketAddr, path: Option<&str>, limit: Duration) -> Result<(), String> {
     let end = tokio::time::Instant::now() + limit;
     loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+        if let Ok(s) = net.connect(addr).await {
             match path {
                 None => return Ok(()),
                 Some(p) => {
