@@ -47,6 +47,8 @@ fn registered(s: &ServerArg) -> Result<Vec<Endpoint>, ExitCode> {
         .into_iter()
         .map(|e| {
             let r = e.registration;
+            // Registered through the API, or followed from ZooKeeper (which labels its own).
+            let source = r.labels.get("weft.io/source").filter(|s| *s == "zookeeper").cloned().unwrap_or_else(|| "registry".into());
             Endpoint {
                 namespace: r.namespace.unwrap_or_else(|| "default".into()),
                 labels: json!(r.labels),
@@ -57,7 +59,7 @@ fn registered(s: &ServerArg) -> Result<Vec<Endpoint>, ExitCode> {
                 weight: r.weight,
                 service: r.service,
                 address: r.address,
-                source: "registry".into(),
+                source,
             }
         })
         .collect())
@@ -151,7 +153,7 @@ fn services(s: &ServerArg, scope: &Scope) -> Result<View, ExitCode> {
     for e in registered(s)?.into_iter().filter(|e| scope.holds(&e.namespace)) {
         let svc = by.entry((e.namespace, e.service)).or_default();
         svc.endpoints += 1;
-        add(&mut svc.sources, "registry".into());
+        add(&mut svc.sources, e.source.clone());
         if let Some((_, port)) = e.address.rsplit_once(':') {
             add(&mut svc.ports, port.to_owned());
         }

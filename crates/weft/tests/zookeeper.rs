@@ -170,6 +170,12 @@ fn zookeeper_services_reach_proxies_and_stay_while_zookeeper_is_away() {
     eprintln!("ZooKeeper node → routed in {took:?}");
     let listed = plane_raw(&cp, "GET", "/v1/registry", b"").1;
     assert!(listed.contains(&reviews.addr.to_string()) && listed.contains(r#""weft.io/source":"zookeeper""#), "{listed}");
+    // The CLI names where each endpoint and service is known from.
+    let table = text(&cp.weft(&["get", "endpoints"]));
+    let row = table.lines().find(|l| l.contains(&reviews.addr.to_string())).unwrap_or_default().to_owned();
+    assert!(row.trim_end().ends_with("zookeeper"), "{table}");
+    let table = text(&cp.weft(&["get", "services"]));
+    assert!(table.lines().any(|l| l.starts_with("reviews") && l.contains("zookeeper")), "{table}");
 
     // ZooKeeper's endpoint is not the CLI's to replace or remove.
     let out = cp.weft(&["register", "--service", "reviews", "--address", &reviews.addr.to_string(), "--label", "v=cli"]);
