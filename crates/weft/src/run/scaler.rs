@@ -2,7 +2,7 @@
 //! autoscaler rule, pure (the caller says when and what it observed).
 //!
 //! - desired = ceil(current × observed / target), unchanged while observed/target is
-//!   within [`TOLERANCE`] of 1;
+//!   within 10 % of 1;
 //! - bounded by MIN..MAX, and a step up at most doubles the count;
 //! - stabilised against flapping: a step down goes no lower than the highest
 //!   recommendation of the last `down_window` (default 5 min), a step up no higher than
@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// No change while observed/target is within this of 1 (Kubernetes' default, 10 %).
-pub const TOLERANCE: f64 = 0.1;
 /// The most recommendations remembered (windows of at most an hour, a sample a second).
 const MAX_REMEMBERED: usize = 4096;
 
@@ -32,17 +30,12 @@ pub struct Scaler {
     recent: VecDeque<(Instant, usize)>,
 }
 
-/// The HPA rule without memory: what `current` instances observing `observed` (a mean per
-/// instance, or a latency) against `target` call for, bounded by MIN..MAX. Nonsense
-/// (a NaN, a negative value, no instance) changes nothing.
+/// The HPA rule without memory (the control plane's, [`weft_control::replicas::hpa`]):
+/// what `current` instances observing `observed` (a mean per instance, or a latency)
+/// against `target` call for, bounded by MIN..MAX. Nonsense (a NaN, a negative value,
+/// no instance) changes nothing.
 pub fn rule(p: &Policy, current: usize, observed: f64, target: f64) -> usize {
-    let ratio = observed / target;
-    if current == 0 || !ratio.is_finite() || ratio < 0.0 || (ratio - 1.0).abs() <= TOLERANCE {
-        return current.clamp(p.min, p.max);
-    }
-    // (`as` saturates: an absurd ratio is MAX, not a wrapped count.)
-    let wanted = (current as f64 * ratio).ceil().min(p.max as f64) as usize;
-    wanted.clamp(p.min, p.max)
+    weft_control::replicas::hpa(current, observed, target, p.min, p.max)
 }
 
 impl Scaler {
