@@ -195,11 +195,11 @@ fn spawn_sidecar(a: &RunArgs, inbound: SocketAddr, outbound: SocketAddr) -> Resu
         node = format!("{node}-{i}");
     }
     let mut cmd = Command::new(exe);
+    cmd.args(["proxy", "--control-plane", &a.control_plane, "--node", &node, "--service", &a.service, "--namespace", &a.namespace]);
+    cmd.args(["--listen", &outbound.to_string(), "--inbound", &inbound.to_string(), "--app", &format!("127.0.0.1:{}", a.port)]);
     if let Some(admin) = a.sidecar_admin {
         cmd.args(["--admin", &admin.to_string()]);
     }
-    cmd.args(["proxy", "--control-plane", &a.control_plane, "--node", &node, "--service", &a.service, "--namespace", &a.namespace]);
-    cmd.args(["--listen", &outbound.to_string(), "--inbound", &inbound.to_string(), "--app", &format!("127.0.0.1:{}", a.port)]);
     for (k, v) in labels(a) {
         cmd.args(["--label", &format!("{k}={v}")]);
     }
