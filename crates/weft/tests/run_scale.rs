@@ -250,3 +250,48 @@ fn bad_scaling_flags_are_refused() {
     }
     assert_eq!(registered(&cp), 0);
 }
+
+/// Reports move only their own service's recommendation: a workload token reporting
+/// as another service counts for its own; absurd counts stay bounded; counts that
+/// contradict themselves are refused.
+#[test]
+fn hostile_reports_move_only_their_own_services_recommendation() {
+    let cp = plane();
+    let out = cp.weft(&["register", "--service", "hello", "--address", "127.0.0.1:9", "--label", "weft.io/target-concurrency=2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let token = |sa: &str| std::fs::read_to_string(workload_token(&cp, "default", sa)).unwrap().trim().to_owned();
+    let (other, hello) = (token("other"), token("hello"));
+    let report = |node: &str, requests: u64, busy_us: u64| {
+        let buckets = vec![requests; 13];
+        let inbound = serde_json::json!({"requests": requests, "errors": 0, "buckets": buckets, "durationSumUs": busy_us});
+        let r = serde_json::json!({"node": node, "startedMs": 1, "service": "hello", "namespace": "default", "inbound": inbound});
+        serde_json::to_vec(&r).unwrap()
+    };
+    let send = |token: &str, body: Vec<u8>| plane_raw_as(&cp, Some(token), "POST", "/v1/report", &body);
+    let hello_row = || {
+        let (code, body) = plane_raw(&cp, "GET", "/v1/recommendations", b"");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["items"].as_array().unwrap().iter().find(|r| r["service"] == HOST).cloned().unwrap()
+    };
+    // "other" claims to be hello, busy a million years a second: counted for other.
+    assert_eq!(send(&other, report("o-1", 0, 0)).0, 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(send(&other, report("o-1", 10, u64::MAX / 2)).0, 200);
+    let row = hello_row();
+    assert!(row["concurrency"].is_null() && row["recommended"].is_null(), "{row}");
+    assert_eq!(row["targetConcurrency"], 2.0);
+    // Counts that contradict themselves are refused.
+    let mut bad: serde_json::Value = serde_json::from_slice(&report("h-1", 5, 0)).unwrap();
+    bad["inbound"]["errors"] = 6.into();
+    let (code, body) = send(&hello, serde_json::to_vec(&bad).unwrap());
+    assert_eq!(code, 400, "{body}");
+    // hello's own sidecar, absurdly busy: the recommendation stays bounded.
+    assert_eq!(send(&hello, report("h-1", 0, 0)).0, 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(send(&hello, report("h-1", 10, u64::MAX / 2)).0, 200);
+    let row = hello_row();
+    assert_eq!(row["recommended"], 1000, "{row}");
+    let table = String::from_utf8_lossy(&cp.weft(&["get", "services", "-o", "wide"]).stdout).into_owned();
+    assert!(table.lines().any(|l| l.starts_with(HOST) && l.contains(" 1000 ")), "{table}");
+}
