@@ -87,7 +87,7 @@ pub async fn run(a: &RunArgs, app_status: &Arc<AppStatus>, stop: &mut Stop) -> R
             _ = stopped(stop) => Event::Stop,
         };
         match event {
-            Event::Stop => return graceful(&endpoint, &mut app, &mut sidecar, &a).await,
+            Event::Stop => return graceful(&endpoint, &mut app, &mut sidecar, a).await,
             Event::SidecarExited(s) => {
                 let _ = blocking({
                     let e = endpoint.clone();

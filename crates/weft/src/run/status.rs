@@ -55,11 +55,14 @@ impl AppStatus {
     }
 }
 
+/// A series: name, help, type, and how its value is read.
+type Series = (&'static str, &'static str, &'static str, fn(&AppStatus) -> i64);
+
 /// The app's series, one line each per (labels, status).
 fn render_series(all: &[(String, &AppStatus)]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let series: [(&str, &str, &str, fn(&AppStatus) -> i64); 3] = [
+    let series: [Series; 3] = [
         ("weft_app_up", "Whether the app runs and was ready.", "gauge", |s| i64::from(s.up.load(Ordering::Relaxed))),
         ("weft_app_restarts_total", "Times the app was started again after a crash.", "counter", |s| {
             s.restarts.load(Ordering::Relaxed) as i64
