@@ -174,6 +174,34 @@ fn scales_up_under_load_and_back_down_without_a_failed_request() {
     assert_eq!(registered(&cp), 0);
 }
 
+/// `--target-p95`: slow answers add an instance; none (no load) take it away.
+#[test]
+fn scales_on_the_p95() {
+    let cp = plane();
+    let token = workload_token(&cp, "default", "hello");
+    let client = follower(&cp, "client");
+    let script = temp_dir().join("slow_app.py");
+    std::fs::write(&script, SLOW_APP).unwrap();
+    let (port, metrics) = (free_ports(2), free_addr());
+    let (port_s, metrics_s, script_s) = (port.to_string(), metrics.to_string(), script.display().to_string());
+    let flags = ["--port", &port_s, "--metrics", &metrics_s, "--replicas", "1..2", "--target-p95", "100ms", "--scale-down-window", "2s"];
+    let tail: Vec<&str> = flags.iter().copied().chain(["--", "python3", &script_s, "{port}", "0.3"]).collect();
+    let mut run = run_scaled(&cp, &token, &tail);
+    wait_for("one instance serving", Duration::from_secs(20), || get(client.addr(), HOST, "/", &[]).status == 200);
+    let load = Load::start(client.addr(), 2);
+    wait_for("two instances", Duration::from_secs(30), || app_metric(metrics, "weft_app_replicas") == Some(2.0));
+    wait_for("two registered", Duration::from_secs(20), || registered(&cp) == 2);
+    let (ok, failed) = load.finish();
+    wait_for("back to one", Duration::from_secs(30), || app_metric(metrics, "weft_app_replicas") == Some(1.0));
+    assert_eq!(failed, 0, "{ok} served, {failed} failed");
+    // (~300 ms requests: the p95 falls in the (250, 500] ms bucket.)
+    let log = run.log_text();
+    let observed = log.split("1 → 2 instances (observed ").nth(1).and_then(|r| r.split(',').next()).and_then(|v| v.parse::<f64>().ok());
+    assert!(observed.is_some_and(|p95| (250.0..=500.0).contains(&p95)), "{observed:?}: {log}");
+    run.signal("TERM");
+    assert!(wait_exit(&mut run.child).success(), "{}", run.log_text());
+}
+
 /// `--replicas 2`: two instances on $PORT, both registered; SIGTERM stops both.
 #[test]
 fn fixed_replicas_run_on_consecutive_ports() {

@@ -65,14 +65,21 @@ pub async fn supervise(a: RunArgs) -> Result<(), String> {
         tokio::select! {
             _ = stopped(&mut stop) => return fleet.stop_all(Ok(())).await,
             Some(ended) = fleet.tasks.join_next() => {
-                let (index, result) = ended.map_err(|e| format!("an instance's task failed: {e}"))?;
+                let (index, result) = match ended {
+                    Ok(ended) => ended,
+                    Err(e) => return fleet.stop_all(Err(format!("an instance's task failed: {e}"))).await,
+                };
                 if !fleet.ended(index) {
                     let outcome = result.map_err(|e| format!("instance {index}: {e}"));
                     eprintln!("weft run: instance {index} ended by itself: stopping the others");
                     return fleet.stop_all(outcome).await;
                 }
             }
-            _ = tick.tick() => fleet.step(&mut scaler, &mut sampler).await?,
+            _ = tick.tick() => {
+                if let Err(e) = fleet.step(&mut scaler, &mut sampler).await {
+                    return fleet.stop_all(Err(e)).await;
+                }
+            }
         }
     }
 }
@@ -123,11 +130,14 @@ impl Fleet {
     /// One sample: what the instances did, the recommendation, and a step when settled.
     async fn step(&mut self, scaler: &mut Scaler, sampler: &mut Sampler) -> Result<(), String> {
         let counted: Vec<(usize, SocketAddr)> = self.running.iter().filter(|r| !r.stopping).map(|r| (r.index, r.admin)).collect();
+        // (All at once: one slow sidecar costs the step a second at most, not one each.)
+        let mut reads = JoinSet::new();
+        for (index, admin) in counted.clone() {
+            reads.spawn(async move { sample::fetch(admin).await.map(|c| (index, Instant::now(), c)) });
+        }
         let mut samples = Vec::new();
-        for (index, admin) in &counted {
-            if let Some(c) = sample::fetch(*admin).await {
-                samples.push((*index, Instant::now(), c));
-            }
+        while let Some(read) = reads.join_next().await {
+            samples.extend(read.ok().flatten());
         }
         let live: Vec<usize> = counted.iter().map(|(i, _)| *i).collect();
         let (Some(observed), Some((goal, p95))) = (sampler.observe(samples, &live), target(&self.a)) else { return Ok(()) };
