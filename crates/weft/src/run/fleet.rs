@@ -61,6 +61,7 @@ pub async fn supervise(a: RunArgs) -> Result<(), String> {
     let mut scaler = Scaler::new(policy);
     let mut sampler = Sampler::default();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return fleet.stop_all(Ok(())).await,
