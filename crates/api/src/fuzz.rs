@@ -84,6 +84,7 @@ fn report() -> impl Strategy<Value = Report> {
             namespace,
             destinations,
             ejected,
+            inbound: None,
         },
     )
 }

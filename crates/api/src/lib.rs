@@ -27,7 +27,7 @@ pub use admin::{
     Registration, ResourceQuery, Rollback, StatusAnswer,
 };
 pub use mesh::{EncodedAnswer, MeshAnswer, MeshBody, MeshEncoder, MeshKind};
-pub use report::{DestinationCounts, Ejected, Report};
+pub use report::{DestinationCounts, Ejected, InboundCounts, Recommendation, Report};
 pub use serde_json::value::RawValue;
 pub use token::{CertificateAnswer, CertificateRequest, Role, TokenAnswer, TokenRequest};
 pub use watch::{Identity, Outcome, WatchRequest};

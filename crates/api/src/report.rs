@@ -4,6 +4,10 @@
 //! detection has ejected. Cumulative, so that a lost report loses nothing but a point:
 //! the control plane derives rates from the difference between two.
 //!
+//! A sidecar also tells what its inbound listener served its own app (`inbound`):
+//! the control plane's replica recommendations come from those (Little's law: the
+//! time spent in requests over the time between two reports is the mean concurrency).
+//!
 //! Bounded: at most [`MAX_DESTINATIONS`] destinations and [`MAX_EJECTED`] ejections,
 //! [`MAX_REPORT_BYTES`] in all, names without control characters (they are shown in
 //! pages and logs), counters consistent (5xx ≤ requests, buckets cumulative).
@@ -36,6 +40,40 @@ pub struct Report {
     pub destinations: Vec<DestinationCounts>,
     #[serde(default)]
     pub ejected: Vec<Ejected>,
+    /// What the inbound listener served the app beside it (a sidecar's; none otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundCounts>,
+}
+
+/// Requests an inbound listener served its app since the proxy started: also what a
+/// sidecar's admin `/stats/inbound` answers (`weft run` scales on it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundCounts {
+    pub requests: u64,
+    /// Answered 5xx.
+    pub errors: u64,
+    /// Requests that took at most each of [`DURATION_BOUNDS_MS`] (cumulative).
+    pub buckets: Vec<u64>,
+    /// The time all of them took together, in microseconds.
+    pub duration_sum_us: u64,
+}
+
+impl InboundCounts {
+    /// Consistent counters: 5xx ≤ requests, buckets cumulative and at most the requests.
+    pub fn check(&self) -> Result<(), String> {
+        let c =
+            DestinationCounts { service: "inbound".into(), requests: self.requests, errors: self.errors, buckets: self.buckets.clone() };
+        c.check()
+    }
+
+    /// Whether every counter is at least `earlier`'s (the same proxy's previous count).
+    pub fn grew_from(&self, earlier: &InboundCounts) -> bool {
+        self.requests >= earlier.requests
+            && self.errors >= earlier.errors
+            && self.duration_sum_us >= earlier.duration_sum_us
+            && self.buckets.iter().zip(&earlier.buckets).all(|(now, then)| now >= then)
+    }
 }
 
 /// Requests to one destination service (all subsets, codes and protocols together).
@@ -49,6 +87,27 @@ pub struct DestinationCounts {
     pub errors: u64,
     /// Requests that took at most each of [`DURATION_BOUNDS_MS`] (cumulative).
     pub buckets: Vec<u64>,
+}
+
+/// `GET /v1/recommendations`: one registered service's replica recommendation (see the
+/// control plane's `replicas`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendation {
+    /// The service host (`reviews.default.svc.cluster.local`).
+    pub service: String,
+    pub namespace: String,
+    /// Endpoints registered now.
+    pub endpoints: u64,
+    /// Requests its sidecars served at a time, in all (their last two reports); none
+    /// when none reported.
+    #[serde(default)]
+    pub concurrency: Option<f64>,
+    /// The target per endpoint (its `weft.io/target-concurrency` label).
+    #[serde(default)]
+    pub target_concurrency: Option<f64>,
+    #[serde(default)]
+    pub recommended: Option<u64>,
 }
 
 /// An endpoint outlier detection keeps out of its cluster now.
@@ -82,6 +141,9 @@ impl Message for Report {
             if !seen.insert(d.service.as_str()) {
                 return Err(format!("destination {:?} is reported twice", crate::truncate(&d.service, 64)));
             }
+        }
+        if let Some(i) = &self.inbound {
+            i.check()?;
         }
         for e in &self.ejected {
             check_id("ejected service", &e.service)?;
@@ -139,6 +201,7 @@ mod tests {
                 reason: "consecutive_5xx".into(),
                 remaining_ms: 9,
             }],
+            inbound: Some(InboundCounts { requests: 10, errors: 0, buckets: vec![4; 13], duration_sum_us: 1234 }),
         }
     }
 
@@ -167,6 +230,12 @@ mod tests {
         let mut r = report(2);
         r.destinations[1].service = r.destinations[0].service.clone();
         assert!(refused(&r).contains("twice"));
+        let mut r = report(1);
+        r.inbound.as_mut().unwrap().buckets[12] = 11;
+        assert!(refused(&r).contains("at most the requests"));
+        let mut r = report(1);
+        r.inbound.as_mut().unwrap().errors = 11;
+        assert!(refused(&r).contains("11 errors of 10"));
         let negative = String::from_utf8(report(1).encode()).unwrap().replace("\"requests\":10", "\"requests\":-10");
         assert!(Report::decode(negative.as_bytes()).is_err());
         assert!(Report::decode(&vec![b' '; MAX_REPORT_BYTES + 1]).err().unwrap().reason.contains("over the"));

@@ -13,6 +13,7 @@
 //! | `POST /v1/registry/heartbeat?service=&address=` | keeps a TTL registration alive |
 //! | `GET /v1/registry` | registered endpoints |
 //! | `GET /v1/endpoints` | registered endpoints with their TTL left and who ejects them (`Listing` of `EndpointInfo`) |
+//! | `GET /v1/recommendations` | each registered service's recommended replica count from its sidecars' reports (`Listing` of `Recommendation`) |
 //! | `GET /v1/mesh` | the whole mesh, unscoped (a mesh answer: readable with curl) |
 //! | `POST /v1/mesh` | `WatchRequest` → the whole mesh for that proxy at once (a proxy's start) |
 //! | `POST /v1/watch` | `WatchRequest` → the mesh's changes since its revision once there are some (a delta, see [`crate::mesh`]), else 304 after its wait; it carries the ACK or NACK of the last answer (see [`crate::push`]) |
@@ -427,6 +428,7 @@ impl Server {
                 json_reply(StatusCode::OK, &Listing { revision: p.revision(), items: p.registrations() })
             }
             (Method::GET, "/v1/endpoints") => self.endpoints().await,
+            (Method::GET, "/v1/recommendations") => self.recommendations().await,
             (Method::GET, "/v1/mesh") => self.answer(&WatchRequest::default()).await,
             (Method::POST, "/v1/mesh") => {
                 let w = decode!(WatchRequest, body);

@@ -14,6 +14,7 @@ pub mod plane;
 pub mod proxies;
 mod push;
 pub mod registration;
+pub mod replicas;
 pub mod store;
 mod tls;
 pub mod token_uses;

@@ -1,4 +1,5 @@
-//! The admin endpoint: `/metrics`, `/ready`, `/config_dump`, `/clusters`, and
+//! The admin endpoint: `/metrics`, `/ready`, `/config_dump`, `/clusters`, `/stats/inbound`
+//! (the inbound listener's cumulative counts, JSON), and
 //! `/debug/pprof/{profile,heap}` ([`weft_profiling`]). It runs on its own small runtime
 //! (the main thread's), so scrapes never compete with traffic.
 
@@ -81,6 +82,10 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                 text(StatusCode::OK, "text/plain", "ready\n".into())
             }
         }
+        // (Cheaper than /metrics: what `weft run --replicas` samples every second.)
+        "/stats/inbound" => {
+            text(StatusCode::OK, "application/json", serde_json::to_string(&crate::report::inbound(shared)).unwrap_or_default() + "\n")
+        }
         "/config_dump" => {
             let rt = shared.current.load();
             let v = json!({
@@ -142,7 +147,7 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                 serde_json::to_string_pretty(&json!({ "revision": rt.revision, "clusters": clusters })).unwrap_or_default() + "\n",
             )
         }
-        "/" => text(StatusCode::OK, "text/plain", "weft admin: /metrics /ready /config_dump /clusters\n".into()),
+        "/" => text(StatusCode::OK, "text/plain", "weft admin: /metrics /ready /config_dump /clusters /stats/inbound\n".into()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics /ready /config_dump /clusters\n".into()),
     }
 }

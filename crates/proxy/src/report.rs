@@ -2,12 +2,12 @@
 //! console: every ~10 s (jittered, so that proxies started together spread out), one
 //! small task on the admin runtime reads the request counters the proxy already keeps
 //! (atomics, as a scrape reads them) and the endpoints outlier detection ejected, and
-//! sends them. Nothing is added to the request path; a report that fails is dropped
+//! sends them; a sidecar adds what its inbound listener served. Nothing is added to the request path; a report that fails is dropped
 //! (the next one carries the cumulative counts).
 
 use std::time::Duration;
 
-use weft_api::report::{DestinationCounts, Ejected, Report, MAX_DESTINATIONS, MAX_EJECTED};
+use weft_api::report::{DestinationCounts, Ejected, InboundCounts, Report, MAX_DESTINATIONS, MAX_EJECTED};
 use weft_api::Message;
 
 use crate::follow::ControlPlane;
@@ -63,7 +63,14 @@ pub fn build(shared: &Shared, node: &str, started_ms: u64) -> Report {
         namespace: m.source_namespace().to_owned(),
         destinations,
         ejected: ejected(shared),
+        inbound: shared.inbound.is_some().then(|| inbound(shared)),
     }
+}
+
+/// What the inbound listener served the app (a sidecar's admin `/stats/inbound` too).
+pub fn inbound(shared: &Shared) -> InboundCounts {
+    let t = shared.metrics.inbound_totals();
+    InboundCounts { requests: t.requests, errors: t.errors, buckets: t.buckets.to_vec(), duration_sum_us: t.duration_sum_us }
 }
 
 /// The endpoints outlier detection keeps out now, per cluster's service.

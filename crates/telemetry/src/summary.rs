@@ -18,7 +18,40 @@ pub struct DestinationTotals {
     pub buckets: [u64; DURATION_BUCKETS_MS.len()],
 }
 
+/// What the inbound listener served its app since the proxy started.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InboundTotals {
+    pub requests: u64,
+    pub errors: u64,
+    pub buckets: [u64; DURATION_BUCKETS_MS.len()],
+    /// The durations added up, in microseconds.
+    pub duration_sum_us: u64,
+}
+
 impl Metrics {
+    /// Inbound requests (every code, protocol and caller added up): what `weft run`
+    /// scales on and a sidecar reports.
+    pub fn inbound_totals(&self) -> InboundTotals {
+        let labels = self.dest_labels.pin();
+        let mut t = InboundTotals::default();
+        for (key, series) in self.series.pin().iter() {
+            if !labels.get(&key.dest).is_some_and(|l| l.inbound) {
+                continue;
+            }
+            let n = series.requests.load(Ordering::Relaxed);
+            t.requests = t.requests.saturating_add(n);
+            if (500..600).contains(&key.code) {
+                t.errors = t.errors.saturating_add(n);
+            }
+            let (cumulative, _, sum_ms) = series.duration_ms.snapshot();
+            for (b, (_, c)) in t.buckets.iter_mut().zip(cumulative) {
+                *b = b.saturating_add(c);
+            }
+            t.duration_sum_us = t.duration_sum_us.saturating_add((sum_ms * 1000.0).round() as u64);
+        }
+        t
+    }
+
     /// The service this proxy stands beside (`--service`).
     pub fn source_workload(&self) -> &str {
         &self.source_workload
@@ -82,6 +115,9 @@ mod tests {
         let inbound =
             m.dest_id(DestLabels { service: "productpage".into(), namespace: "default".into(), version: "".into(), inbound: true });
         m.record(key(inbound, 200), 1.0, 0, 0);
+        m.record(key(inbound, 502), 2.5, 0, 0);
+        let i = m.inbound_totals();
+        assert_eq!((i.requests, i.errors, i.duration_sum_us, i.buckets[1], i.buckets[2]), (2, 1, 3500, 1, 2));
         let totals = m.outbound_totals(10);
         assert_eq!(totals.len(), 1);
         let (service, t) = &totals[0];

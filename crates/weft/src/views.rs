@@ -1,13 +1,13 @@
 //! `weft get endpoints|services|proxies`: the mesh as the control plane sees it, from
 //! its existing API — registered endpoints with their TTL left (`/v1/endpoints`),
 //! ServiceEntries' endpoints and hosts (`/v1/resources`), the proxies following it
-//! (`/v1/status`).
+//! (`/v1/status`); each service's recommended replica count (`/v1/recommendations`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
-use weft_api::{EndpointInfo, Listing, ResourceQuery, StatusAnswer};
+use weft_api::{EndpointInfo, Listing, Recommendation, ResourceQuery, StatusAnswer};
 
 use crate::ctl::{answer, call, ServerArg};
 use crate::get::{pairs, text, Scope};
@@ -140,12 +140,22 @@ fn endpoint_row(e: Endpoint) -> Row {
     }
 }
 
-/// A service: its endpoints (registered or declared), ports and where it is known from.
+/// A service: its endpoints (registered or declared), ports, where it is known from, and
+/// the control plane's recommendation.
 #[derive(Default)]
 struct Service {
     endpoints: usize,
     ports: Vec<String>,
     sources: Vec<String>,
+    recommendation: Option<Recommendation>,
+}
+
+/// The control plane's recommendations by (namespace, service); none from one that
+/// has no such API (an older control plane).
+fn recommendations(s: &ServerArg) -> BTreeMap<(String, String), Recommendation> {
+    let Ok((200, body)) = call(s, "GET", "/v1/recommendations", None) else { return BTreeMap::new() };
+    let Ok(l) = <Listing<Recommendation> as weft_api::Message>::decode(&body) else { return BTreeMap::new() };
+    l.items.into_iter().map(|r| ((r.namespace.clone(), r.service.clone()), r)).collect()
 }
 
 fn services(s: &ServerArg, scope: &Scope) -> Result<View, ExitCode> {
@@ -169,8 +179,16 @@ fn services(s: &ServerArg, scope: &Scope) -> Result<View, ExitCode> {
             }
         }
     }
+    let mut recommended = recommendations(s);
+    for (key, svc) in by.iter_mut() {
+        svc.recommendation = recommended.remove(key);
+    }
     let rows = by.into_iter().map(|((ns, name), svc)| service_row(ns, name, svc)).collect();
-    Ok(View { headers: vec!["NAME", "NAMESPACE", "ENDPOINTS", "PORTS", "SOURCE"], wide_headers: vec![], rows })
+    Ok(View {
+        headers: vec!["NAME", "NAMESPACE", "ENDPOINTS", "RECOMMENDED", "PORTS", "SOURCE"],
+        wide_headers: vec!["CONCURRENCY", "TARGET"],
+        rows,
+    })
 }
 
 fn add(to: &mut Vec<String>, s: String) {
@@ -180,12 +198,19 @@ fn add(to: &mut Vec<String>, s: String) {
 }
 
 fn service_row(ns: String, name: String, s: Service) -> Row {
-    let value = json!({"name": name, "namespace": ns, "endpoints": s.endpoints, "ports": s.ports, "sources": s.sources});
+    let r = s.recommendation.as_ref();
+    let (recommended, concurrency, target) =
+        (r.and_then(|r| r.recommended), r.and_then(|r| r.concurrency), r.and_then(|r| r.target_concurrency));
+    let value = json!({
+        "name": name, "namespace": ns, "endpoints": s.endpoints, "ports": s.ports, "sources": s.sources,
+        "recommended": recommended, "concurrency": concurrency, "targetConcurrency": target,
+    });
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     Row {
         name: format!("service/{name}"),
-        cells: vec![name, ns, s.endpoints.to_string(), s.ports.join(","), s.sources.join(",")],
+        cells: vec![name, ns, s.endpoints.to_string(), dash(recommended.map(|n| n.to_string())), s.ports.join(","), s.sources.join(",")],
         value,
-        wide: vec![],
+        wide: vec![dash(concurrency.map(|c| format!("{c:.2}"))), dash(target.map(|t| t.to_string()))],
     }
 }
 

@@ -133,19 +133,27 @@ fn endpoints_services_and_proxies_are_tables_from_the_control_plane() {
     assert!(wide.lines().any(|l| l.contains("127.0.0.1:9080") && l.ends_with("lb-1: 5xx")), "{wide}");
 
     let svcs = cells(&stdout(&cp.weft(&["get", "svc"])));
-    assert_eq!(svcs[0], vec!["NAME", "NAMESPACE", "ENDPOINTS", "PORTS", "SOURCE"]);
+    assert_eq!(svcs[0], vec!["NAME", "NAMESPACE", "ENDPOINTS", "RECOMMENDED", "PORTS", "SOURCE"]);
     assert!(
         svcs.contains(&vec![
             "ratings.default.svc.cluster.local".into(),
             "default".into(),
             "2".into(),
+            "-".into(),
             "9080,9081".into(),
             "registry".into()
         ]),
         "{svcs:?}"
     );
     assert!(
-        svcs.contains(&vec!["reviews.example.com".into(), "default".into(), "1".into(), "80/HTTP".into(), "ServiceEntry/reviews".into()]),
+        svcs.contains(&vec![
+            "reviews.example.com".into(),
+            "default".into(),
+            "1".into(),
+            "-".into(),
+            "80/HTTP".into(),
+            "ServiceEntry/reviews".into()
+        ]),
         "{svcs:?}"
     );
     assert_eq!(stdout(&cp.weft(&["get", "services", "ratings", "-o", "name"])), "service/ratings.default.svc.cluster.local\n");

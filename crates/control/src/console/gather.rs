@@ -123,6 +123,25 @@ impl Reports {
         edges.into_iter().map(|((source, destination), window)| Edge { source, destination, window }).collect()
     }
 
+    /// Per service (its host), the mean number of requests its sidecars' inbound
+    /// listeners were serving between their last two reports, added over its sidecars
+    /// (Little's law: the time spent in requests over the time between the reports).
+    pub fn inbound_concurrency(&self, now: Instant) -> BTreeMap<String, f64> {
+        let Ok(held) = self.0.lock() else { return BTreeMap::new() };
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for pair in held.proxies.values().filter(|p| now.saturating_duration_since(p.last.at) < STALE_AFTER) {
+            let Some(prev) = &pair.previous else { continue };
+            let (Some(later), Some(earlier)) = (&pair.last.report.inbound, &prev.report.inbound) else { continue };
+            let seconds = pair.last.at.saturating_duration_since(prev.at).as_secs_f64();
+            if seconds <= 0.0 || !later.grew_from(earlier) {
+                continue;
+            }
+            let busy = (later.duration_sum_us - earlier.duration_sum_us) as f64 / 1e6;
+            *out.entry(source_service(&pair.last.report)).or_default() += busy / seconds;
+        }
+        out
+    }
+
     /// The endpoints the proxies' last reports say are ejected: (node, ejection).
     pub fn ejected(&self, now: Instant) -> Vec<(String, Ejected)> {
         let Ok(held) = self.0.lock() else { return Vec::new() };
@@ -151,13 +170,18 @@ impl Held {
 
 /// A later report of the same start must not count less than the one before.
 fn check_grew(last: &Report, r: &Report) -> Result<(), Refusal> {
-    let last = by_service(last);
+    let earlier = by_service(last);
     for d in &r.destinations {
-        if let Some(before) = last.get(d.service.as_str()) {
+        if let Some(before) = earlier.get(d.service.as_str()) {
             if !d.grew_from(before) {
                 let name = weft_api::truncate(&d.service, 64);
                 return Err(Refusal::Invalid(format!("destination {name:?}: counters went down since the last report of this start")));
             }
+        }
+    }
+    if let (Some(before), Some(now)) = (&last.inbound, &r.inbound) {
+        if !now.grew_from(before) {
+            return Err(Refusal::Invalid("inbound: counters went down since the last report of this start".into()));
         }
     }
     Ok(())

@@ -58,6 +58,7 @@ async fn services_show_endpoints_ttls_and_ejections_with_names_escaped() {
         namespace: "default".into(),
         destinations: vec![],
         ejected: vec![ejected],
+        inbound: None,
     };
     server.reports.ingest(report, tokio::time::Instant::now()).unwrap();
     let page = text(super::pages::services(&server).await).await;
@@ -104,6 +105,7 @@ async fn a_huge_mesh_page_stays_small() {
             })
             .collect(),
         ejected: vec![],
+        inbound: None,
     };
     for node in 0..5 {
         server.reports.ingest(report(node, 0), tokio::time::Instant::now()).unwrap();
@@ -145,6 +147,7 @@ async fn ejections_count_against_the_held_bound() {
             namespace: "default".into(),
             destinations: vec![],
             ejected: ejected.clone(),
+            inbound: None,
         };
         refused += usize::from(server.reports.ingest(r, tokio::time::Instant::now()).is_err());
     }

@@ -7,25 +7,30 @@
 //! SIGTERM (or SIGINT) stops it without losing a request: deregister, wait until the
 //! proxies have acknowledged, drain the sidecar, then stop the app (SIGTERM, SIGKILL
 //! after the grace period).
+//!
+//! `--replicas MIN..MAX` runs several instances of the app, each with its own sidecar
+//! and registration ([`instance`]), on consecutive ports, and scales between MIN and
+//! MAX on what their sidecars measure ([`fleet`], [`scaler`], [`sample`]).
 
+mod fleet;
+mod instance;
 mod intercept;
 mod registry;
 mod restarts;
+mod sample;
+mod scaler;
+mod scaling;
 mod status;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ExitCode, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::ctl::ServerArg;
-use registry::Endpoint;
-use restarts::Restarts;
-
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct RunArgs {
     /// The service the app is (registered as <service>.<namespace>.svc.cluster.local).
     #[arg(long)]
@@ -83,9 +88,32 @@ pub struct RunArgs {
     /// Serve the app's metrics here (weft_app_up, weft_app_restarts_total, weft_app_last_exit_code).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Instances of the app: N, or MIN..MAX scaled on --target-concurrency or
+    /// --target-p95 (1 to 64). Instance i listens on --port + i: `{port}` in the
+    /// command's arguments and $PORT in its environment say which.
+    #[arg(long, value_parser = scaling::parse_replicas)]
+    replicas: Option<scaling::Replicas>,
+    /// Scale to keep this many requests in progress per instance (a mean over each second).
+    #[arg(long, requires = "replicas", conflicts_with = "target_p95", value_parser = scaling::parse_target)]
+    target_concurrency: Option<f64>,
+    /// Scale to keep the instances' 95th percentile request duration under this (at most 10s).
+    #[arg(long, requires = "replicas", value_parser = crate::parse_dur)]
+    target_p95: Option<Duration>,
+    /// A step down goes no lower than the highest recommendation within this window.
+    #[arg(long, default_value = "5m", value_parser = crate::parse_dur)]
+    scale_down_window: Duration,
+    /// A step up goes no higher than the lowest recommendation within this window.
+    #[arg(long, default_value = "0s", value_parser = crate::parse_dur)]
+    scale_up_window: Duration,
     /// The app and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
+    /// Under --replicas: which instance these arguments are (its sidecar's node and $PORT).
+    #[arg(skip)]
+    instance: Option<usize>,
+    /// Under --replicas: the sidecar's admin address, where its counts are read.
+    #[arg(skip)]
+    sidecar_admin: Option<SocketAddr>,
 }
 
 pub fn run(a: RunArgs) -> ExitCode {
@@ -111,129 +139,33 @@ pub fn run(a: RunArgs) -> ExitCode {
     }
 }
 
-/// What ended a watch over the running app.
-enum Event {
-    Stop,
-    AppExited(std::io::Result<ExitStatus>),
-    SidecarExited(std::io::Result<ExitStatus>),
-}
-
 async fn supervise(a: RunArgs) -> Result<(), String> {
-    let app_addr = SocketAddr::from(([127, 0, 0, 1], a.port));
-    // (In its own namespace under --intercept, the app's port is free by construction.)
-    if !a.intercept && TcpStream::connect_timeout(&app_addr, Duration::from_millis(200)).is_ok() {
-        return Err(format!("port {} is already taken on 127.0.0.1: something else listens there", a.port));
-    }
-    let inbound = a.inbound.map_or_else(free_addr, Ok)?;
-    let outbound = match (a.outbound, a.intercept) {
-        (Some(o), _) => o,
-        (None, true) => intercept::OUTBOUND,
-        (None, false) => free_addr()?,
-    };
-    check(&a, app_addr, inbound, outbound)?;
-    let net = intercept::AppNet(if a.intercept { Some(intercept::create(a.port)?) } else { None });
-    let netns = net.0.as_ref().map(|(ns, _)| ns.path().to_path_buf());
-    let mut sidecar = spawn_sidecar(&a, inbound, outbound, netns.as_deref())?;
-    if let Err(e) = wait_listening(&net, outbound, Duration::from_secs(30), &mut sidecar).await {
-        stop(&mut sidecar, Duration::from_secs(5)).await;
-        return Err(format!("the sidecar did not start: {e}"));
+    if a.replicas.is_some() {
+        return fleet::supervise(a).await;
     }
     let app_status = status::AppStatus::new();
     if let Some(addr) = a.metrics {
-        if let Err(e) = status::serve(addr, app_status.clone()).await {
-            stop(&mut sidecar, Duration::from_secs(5)).await;
-            return Err(e);
-        }
+        status::serve(addr, status::Page::One(app_status.clone())).await?;
     }
-    let mut endpoint = Endpoint { server: server(&a), registration: registration(&a, inbound) };
+    let mut stop = stop_on_signals()?;
+    instance::run(&a, &app_status, &mut stop).await
+}
+
+/// A stop that SIGTERM or SIGINT sets.
+fn stop_on_signals() -> Result<instance::Stop, String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut restarts = Restarts::new(a.max_restarts, Duration::from_secs(60));
-    loop {
-        let mut app = match spawn_app(&a, outbound, &net) {
-            Ok(app) => app,
-            Err(e) => {
-                stop(&mut sidecar, Duration::from_secs(5)).await;
-                return Err(e);
-            }
-        };
-        let app_group = app.id();
-        let event = tokio::select! {
-            r = ready(&net, app_addr, a.ready_path.as_deref(), a.ready_timeout) => match r {
-                Ok(()) => match blocking({ let e = endpoint.clone(); move || e.register() }).await {
-                    Ok(rev) => {
-                        app_status.up.store(true, std::sync::atomic::Ordering::Relaxed);
-                        eprintln!("weft run: {} ready, registered {inbound} (revision {rev})", a.service);
-                        watch(&endpoint, &a, &mut app, &mut sidecar, &mut term, &mut int, true).await
-                    }
-                    // The control plane refused it (a token for another service, a bad value): no use going on.
-                    Err(e) if registry::refused(&e) => {
-                        stop_all(&mut app, &mut sidecar, a.grace).await;
-                        return Err(format!("registering {inbound}: {e}"));
-                    }
-                    // Away: the app runs; registered at the next heartbeat that reaches it.
-                    Err(e) => {
-                        app_status.up.store(true, std::sync::atomic::Ordering::Relaxed);
-                        eprintln!("weft run: {} ready; registering {inbound}: {e} (tried again every {:?})", a.service, a.ttl / 3);
-                        watch(&endpoint, &a, &mut app, &mut sidecar, &mut term, &mut int, false).await
-                    }
-                },
-                Err(e) => {
-                    stop_all(&mut app, &mut sidecar, a.grace).await;
-                    return Err(e);
-                }
-            },
-            status = app.wait() => Event::AppExited(status),
-            _ = term.recv() => Event::Stop,
-            _ = int.recv() => Event::Stop,
-        };
-        match event {
-            Event::Stop => return graceful(&endpoint, &mut app, &mut sidecar, &a).await,
-            Event::SidecarExited(s) => {
-                let _ = blocking({
-                    let e = endpoint.clone();
-                    move || e.deregister()
-                })
-                .await;
-                stop(&mut app, a.grace).await;
-                return Err(format!("the sidecar exited ({}): the app was stopped", shown(&s)));
-            }
-            Event::AppExited(s) => {
-                app_status.exited(&s);
-                // What the app forked and left running would answer for a restarted one.
-                if let Some(pgid) = app_group {
-                    send(pgid, libc::SIGKILL, true);
-                }
-                let _ = blocking({
-                    let e = endpoint.clone();
-                    move || e.deregister()
-                })
-                .await;
-                if s.as_ref().is_ok_and(|s| s.success()) {
-                    stop(&mut sidecar, Duration::from_secs(15)).await;
-                    eprintln!("weft run: {} exited with success: done", a.service);
-                    return Ok(());
-                }
-                let Some(wait) = restarts.crashed(Instant::now()) else {
-                    stop(&mut sidecar, Duration::from_secs(15)).await;
-                    return Err(format!(
-                        "{} crashed {} times within a minute ({}): a crash loop, not started again",
-                        a.service,
-                        restarts.recent(),
-                        shown(&s)
-                    ));
-                };
-                eprintln!("weft run: {} exited ({}); deregistered, starting it again in {wait:?}", a.service, shown(&s));
-                app_status.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                endpoint.registration.labels = labels(&a).into_iter().chain(app_status.labels()).collect();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = term.recv() => { stop(&mut sidecar, Duration::from_secs(15)).await; return Ok(()); }
-                    _ = int.recv() => { stop(&mut sidecar, Duration::from_secs(15)).await; return Ok(()); }
-                }
-            }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
+        let _ = tx.send(true);
+        // (Held until the process ends: a dropped sender reads as a stop too.)
+        std::future::pending::<()>().await;
+    });
+    Ok(rx)
 }
 
 /// Refuses, before starting anything, what would make a run that cannot work.
@@ -260,110 +192,6 @@ fn check(a: &RunArgs, app: SocketAddr, inbound: SocketAddr, outbound: SocketAddr
     Ok(())
 }
 
-/// Heartbeats while the app runs, until it or the sidecar exits or a stop is asked for.
-async fn watch(
-    endpoint: &Endpoint,
-    a: &RunArgs,
-    app: &mut Child,
-    sidecar: &mut Child,
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
-    mut registered: bool,
-) -> Event {
-    let every = (a.ttl / 3).max(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {
-                let e = endpoint.clone();
-                let beat = move || match registered {
-                    true => e.heartbeat().and_then(|alive| if alive { Ok(()) } else { e.register().map(|_| ()) }),
-                    false => e.register().map(|_| ()),
-                };
-                match blocking(beat).await {
-                    Ok(()) => registered = true,
-                    // The control plane away: the registration lives out its TTL; try again next beat.
-                    Err(e) => eprintln!("weft run: heartbeat: {e}"),
-                }
-            }
-            status = app.wait() => return Event::AppExited(status),
-            status = sidecar.wait() => return Event::SidecarExited(status),
-            _ = term.recv() => return Event::Stop,
-            _ = int.recv() => return Event::Stop,
-        }
-    }
-}
-
-/// The way out that loses no request: deregister, wait for the proxies to know, drain
-/// the sidecar, stop the app.
-async fn graceful(endpoint: &Endpoint, app: &mut Child, sidecar: &mut Child, a: &RunArgs) -> Result<(), String> {
-    let limit = a.ack_timeout;
-    let e = endpoint.clone();
-    match blocking(move || e.deregister().map(|rev| (rev, e.wait_acknowledged(rev, limit)))).await {
-        Ok((rev, true)) => eprintln!("weft run: deregistered (revision {rev}), acknowledged by the proxies"),
-        Ok((rev, false)) => eprintln!("weft run: deregistered (revision {rev}); not every proxy acknowledged within {limit:?}"),
-        Err(e) if e.contains("answered 404") => eprintln!("weft run: nothing was registered"),
-        Err(e) => eprintln!("weft run: deregistering: {e} (the registration will expire)"),
-    }
-    stop(sidecar, Duration::from_secs(15)).await;
-    stop(app, a.grace).await;
-    Ok(())
-}
-
-async fn stop_all(app: &mut Child, sidecar: &mut Child, grace: Duration) {
-    stop(app, grace).await;
-    stop(sidecar, Duration::from_secs(15)).await;
-}
-
-/// SIGTERM, then SIGKILL if it has not exited within `grace`: the sidecar itself; the
-/// app's whole process group (it leads one: what it forked goes too, even once it exited).
-async fn stop(child: &mut Child, grace: Duration) {
-    let group = child.id().filter(|_| is_app(child));
-    if let Some(pid) = child.id() {
-        send(pid, libc::SIGTERM, group.is_some());
-    }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
-    if let Some(pgid) = group {
-        send(pgid, libc::SIGKILL, true);
-    }
-}
-
-/// Whether `child` leads its own process group (the app does; the sidecar does not).
-fn is_app(child: &Child) -> bool {
-    // SAFETY: getpgid(2) on our own child's pid, not yet reaped (it has an id).
-    child.id().is_some_and(|pid| unsafe { libc::getpgid(pid as libc::pid_t) } == pid as libc::pid_t)
-}
-
-/// `sig` to `pid`, or to the process group it leads.
-fn send(pid: u32, sig: libc::c_int, group: bool) {
-    let target = if group { -(pid as libc::pid_t) } else { pid as libc::pid_t };
-    // SAFETY: kill(2) on our own child or its group, with a valid signal; nothing else.
-    unsafe {
-        libc::kill(target, sig);
-    }
-}
-
-fn shown(s: &std::io::Result<ExitStatus>) -> String {
-    match s {
-        Ok(s) => s.to_string(),
-        Err(e) => e.to_string(),
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| e.to_string())?
-}
-
-fn free_addr() -> Result<SocketAddr, String> {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("no free port: {e}"))
-}
-
-fn server(a: &RunArgs) -> ServerArg {
-    ServerArg { server: a.control_plane.clone(), token_file: a.token_file.clone(), ca_file: a.ca_file.clone() }
-}
-
 fn labels(a: &RunArgs) -> Vec<(String, String)> {
     let mut l = a.labels.clone();
     if let Some(v) = &a.version {
@@ -373,25 +201,18 @@ fn labels(a: &RunArgs) -> Vec<(String, String)> {
     l
 }
 
-fn registration(a: &RunArgs, inbound: SocketAddr) -> weft_api::Registration {
-    weft_api::Registration {
-        service: a.service.clone(),
-        namespace: Some(a.namespace.clone()),
-        address: inbound.to_string(),
-        labels: labels(a).into_iter().collect(),
-        locality: None,
-        weight: None,
-        ttl_ms: Some(a.ttl.as_millis() as u64),
-        identity: None,
-    }
-}
-
 fn spawn_sidecar(a: &RunArgs, inbound: SocketAddr, outbound: SocketAddr, netns: Option<&std::path::Path>) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find weft itself: {e}"))?;
-    let node = format!("{}-{}-{}", a.service, crate::ctl::hostname(), std::process::id());
+    let mut node = format!("{}-{}-{}", a.service, crate::ctl::hostname(), std::process::id());
+    if let Some(i) = a.instance {
+        node = format!("{node}-{i}");
+    }
     let mut cmd = Command::new(exe);
     cmd.args(["proxy", "--control-plane", &a.control_plane, "--node", &node, "--service", &a.service, "--namespace", &a.namespace]);
     cmd.args(["--listen", &outbound.to_string(), "--inbound", &inbound.to_string(), "--app", &format!("127.0.0.1:{}", a.port)]);
+    if let Some(admin) = a.sidecar_admin {
+        cmd.args(["--admin", &admin.to_string()]);
+    }
     for (k, v) in labels(a) {
         cmd.args(["--label", &format!("{k}={v}")]);
     }
@@ -417,6 +238,9 @@ fn spawn_app(a: &RunArgs, outbound: SocketAddr, net: &intercept::AppNet) -> Resu
         // Intercepted: no proxy settings (the namespace's rules do it).
         Some((_, ns)) => intercept::join_before_exec(&mut cmd, ns),
         None => proxy_env(&mut cmd, outbound),
+    }
+    if a.instance.is_some() {
+        cmd.env("PORT", a.port.to_string());
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     // Its own process group: what it forks is stopped with it.

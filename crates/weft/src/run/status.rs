@@ -1,13 +1,15 @@
 //! What `weft run` tells about its app: `--metrics ADDR` serves `weft_app_up`,
 //! `weft_app_restarts_total` and `weft_app_last_exit_code` (Prometheus text), and a
 //! restarted app's registration carries `weft.io/restarts` and `weft.io/last-exit`
-//! labels, so that `weft get endpoints` shows them.
+//! labels, so that `weft get endpoints` shows them. Under `--replicas`, each
+//! instance's series carry `instance` and `port` labels, beside `weft_app_replicas`
+//! (instances running) and `weft_app_desired_replicas` (the scaler's recommendation).
 
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -49,19 +51,75 @@ impl AppStatus {
     }
 
     fn render(&self) -> String {
+        render_series(&[(String::new(), self)])
+    }
+}
+
+/// A series: name, help, type, and how its value is read.
+type Series = (&'static str, &'static str, &'static str, fn(&AppStatus) -> i64);
+
+/// The app's series, one line each per (labels, status).
+fn render_series(all: &[(String, &AppStatus)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let series: [Series; 3] = [
+        ("weft_app_up", "Whether the app runs and was ready.", "gauge", |s| i64::from(s.up.load(Ordering::Relaxed))),
+        ("weft_app_restarts_total", "Times the app was started again after a crash.", "counter", |s| {
+            s.restarts.load(Ordering::Relaxed) as i64
+        }),
+        ("weft_app_last_exit_code", "The app's last exit code (128 + signal; -1: none).", "gauge", |s| s.last_exit.load(Ordering::Relaxed)),
+    ];
+    for (name, help, kind, value) in series {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (labels, s) in all {
+            let _ = writeln!(out, "{name}{labels} {}", value(s));
+        }
+    }
+    out
+}
+
+/// Under `--replicas`: the instances and what the scaler wants.
+#[derive(Default)]
+pub struct FleetStatus {
+    pub replicas: AtomicUsize,
+    pub desired: AtomicUsize,
+    /// Each running instance: (index, port, status).
+    pub instances: Mutex<Vec<(usize, u16, Arc<AppStatus>)>>,
+}
+
+impl FleetStatus {
+    fn render(&self) -> String {
+        let instances = self.instances.lock().map(|i| i.clone()).unwrap_or_default();
+        let labelled: Vec<(String, &AppStatus)> =
+            instances.iter().map(|(i, port, s)| (format!("{{instance=\"{i}\",port=\"{port}\"}}"), s.as_ref())).collect();
         format!(
-            "# HELP weft_app_up Whether the app runs and was ready.\n# TYPE weft_app_up gauge\nweft_app_up {}\n\
-             # HELP weft_app_restarts_total Times the app was started again after a crash.\n# TYPE weft_app_restarts_total counter\nweft_app_restarts_total {}\n\
-             # HELP weft_app_last_exit_code The app's last exit code (128 + signal; -1: none).\n# TYPE weft_app_last_exit_code gauge\nweft_app_last_exit_code {}\n",
-            u8::from(self.up.load(Ordering::Relaxed)),
-            self.restarts.load(Ordering::Relaxed),
-            self.last_exit.load(Ordering::Relaxed),
+            "# HELP weft_app_replicas Instances of the app running.\n# TYPE weft_app_replicas gauge\nweft_app_replicas {}\n\
+             # HELP weft_app_desired_replicas Instances the scaler recommends now.\n# TYPE weft_app_desired_replicas gauge\nweft_app_desired_replicas {}\n{}",
+            self.replicas.load(Ordering::Relaxed),
+            self.desired.load(Ordering::Relaxed),
+            render_series(&labelled)
         )
     }
 }
 
+/// What `--metrics` shows: one app, or the instances of one.
+#[derive(Clone)]
+pub enum Page {
+    One(Arc<AppStatus>),
+    Fleet(Arc<FleetStatus>),
+}
+
+impl Page {
+    fn render(&self) -> String {
+        match self {
+            Page::One(s) => s.render(),
+            Page::Fleet(f) => f.render(),
+        }
+    }
+}
+
 /// Serves `GET /metrics` (any request, answered once, connection closed) on `addr`.
-pub async fn serve(addr: SocketAddr, status: Arc<AppStatus>) -> Result<(), String> {
+pub async fn serve(addr: SocketAddr, status: Page) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--metrics {addr}: {e}"))?;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
@@ -100,5 +158,21 @@ mod tests {
         s.exited(&Ok(ExitStatus::from_raw(130 << 8)));
         assert_eq!(s.labels()[1].1, "exit-130", "an exit code of 130 is no signal");
         assert!(s.render().contains("weft_app_restarts_total 1\n") && s.render().contains("weft_app_up 0\n"));
+    }
+
+    #[test]
+    fn a_fleets_series_carry_the_instance() {
+        let f = FleetStatus::default();
+        f.replicas.store(2, Ordering::Relaxed);
+        f.desired.store(3, Ordering::Relaxed);
+        let (a, b) = (AppStatus::new(), AppStatus::new());
+        a.up.store(true, Ordering::Relaxed);
+        f.instances.lock().unwrap().extend([(0, 8080, a), (1, 8081, b)]);
+        let text = f.render();
+        for line in ["weft_app_replicas 2\n", "weft_app_desired_replicas 3\n", "weft_app_up{instance=\"0\",port=\"8080\"} 1\n"] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert!(text.contains("weft_app_last_exit_code{instance=\"1\",port=\"8081\"} -1\n"), "{text}");
+        assert_eq!(text.matches("# TYPE weft_app_up gauge").count(), 1, "{text}");
     }
 }

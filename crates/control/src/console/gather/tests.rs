@@ -19,6 +19,7 @@ fn report(node: &str, started_ms: u64, requests: u64, errors: u64, slow: u64) ->
         namespace: "default".into(),
         destinations: vec![DestinationCounts { service: "reviews.default.svc.cluster.local".into(), requests, errors, buckets }],
         ejected: vec![],
+        inbound: None,
     }
 }
 
@@ -79,4 +80,37 @@ async fn the_table_is_bounded() {
     }
     assert_eq!(kept, super::MAX_HELD_DESTINATIONS / 1024);
     assert!(reports.held().1 <= super::MAX_HELD_DESTINATIONS);
+}
+
+/// A sidecar's inbound counts: `requests`, `busy_ms` spent on them in all.
+fn sidecar(node: &str, service: &str, requests: u64, busy_ms: u64) -> Report {
+    let inbound = weft_api::InboundCounts { requests, errors: 0, buckets: vec![requests; 13], duration_sum_us: busy_ms * 1000 };
+    Report { service: service.into(), destinations: vec![], inbound: Some(inbound), ..report(node, 1, 0, 0, 0) }
+}
+
+#[tokio::test(start_paused = true)]
+async fn inbound_concurrency_is_busy_time_over_the_window() {
+    let reports = Reports::default();
+    reports.ingest(sidecar("r1", "reviews", 0, 0), Instant::now()).unwrap();
+    reports.ingest(sidecar("r2", "reviews", 0, 0), Instant::now()).unwrap();
+    reports.ingest(sidecar("p1", "productpage", 0, 0), Instant::now()).unwrap();
+    assert!(reports.inbound_concurrency(Instant::now()).is_empty(), "one report is no window");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // 10 s: r1 was busy 30 s (3 at a time), r2 10 s (1 at a time).
+    reports.ingest(sidecar("r1", "reviews", 100, 30_000), Instant::now()).unwrap();
+    reports.ingest(sidecar("r2", "reviews", 100, 10_000), Instant::now()).unwrap();
+    reports.ingest(sidecar("p1", "productpage", 5, 0), Instant::now()).unwrap();
+    let c = reports.inbound_concurrency(Instant::now());
+    assert_eq!(c.get("reviews.default.svc.cluster.local"), Some(&4.0));
+    assert_eq!(c.get("productpage.default.svc.cluster.local"), Some(&0.0));
+    // Counted time going down within a start is refused; absurd counts stay finite.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let e = reports.ingest(sidecar("r1", "reviews", 100, 1), Instant::now()).unwrap_err();
+    assert!(e.to_string().contains("inbound: counters went down"), "{e}");
+    reports.ingest(sidecar("r2", "reviews", u64::MAX, u64::MAX / 1000), Instant::now()).unwrap();
+    let c = reports.inbound_concurrency(Instant::now())["reviews.default.svc.cluster.local"];
+    assert!(c.is_finite() && c > 1e9, "{c}");
+    // Silent for a minute: no longer counted.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(reports.inbound_concurrency(Instant::now()).is_empty());
 }
