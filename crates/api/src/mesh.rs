@@ -61,6 +61,10 @@ pub struct MeshAnswer<'a> {
     /// Keys removed (a delta's only).
     #[serde(default)]
     pub removed: Vec<String>,
+    /// On demand: every service host the proxy may ask for (a full answer's, or a delta's
+    /// when they changed), canonical (a short host resolved in its namespace).
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
     /// The size of the encoded answer.
     #[serde(skip)]
     pub bytes: usize,
@@ -84,11 +88,29 @@ pub struct MeshEncoder {
     kind: MeshKind,
     docs: Vec<u8>,
     removed: Vec<u8>,
+    names: Option<Vec<u8>>,
 }
 
 impl MeshEncoder {
     pub fn new(revision: u64, kind: MeshKind) -> MeshEncoder {
-        MeshEncoder { revision, kind, docs: Vec::new(), removed: Vec::new() }
+        MeshEncoder { revision, kind, docs: Vec::new(), removed: Vec::new(), names: None }
+    }
+
+    /// The mesh's names (on demand).
+    pub fn names<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) {
+        let mut out = Vec::new();
+        for n in names {
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            string(&mut out, n);
+        }
+        self.names = Some(out);
+    }
+
+    /// Whether it carries nothing (a delta with no change for this proxy).
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty() && self.removed.is_empty() && self.names.is_none()
     }
 
     /// A document under `key` (any string: it is escaped as JSON).
@@ -119,8 +141,15 @@ impl MeshEncoder {
         }
         out.extend_from_slice(b"},\"removed\":[");
         out.extend_from_slice(&self.removed);
-        out.extend_from_slice(b"]}\n");
-        MeshBody { bytes: Bytes::from(out), revision: self.revision, kind: self.kind }
+        out.push(b']');
+        let empty = self.docs.is_empty() && self.removed.is_empty() && self.names.is_none();
+        if let Some(names) = &self.names {
+            out.extend_from_slice(b",\"names\":[");
+            out.extend_from_slice(names);
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}\n");
+        MeshBody { bytes: Bytes::from(out), revision: self.revision, kind: self.kind, empty }
     }
 }
 
@@ -135,6 +164,7 @@ pub struct MeshBody {
     bytes: Bytes,
     revision: u64,
     kind: MeshKind,
+    empty: bool,
 }
 
 impl MeshBody {
@@ -144,6 +174,11 @@ impl MeshBody {
 
     pub fn kind(&self) -> MeshKind {
         self.kind
+    }
+
+    /// A delta that carries nothing.
+    pub fn is_empty_delta(&self) -> bool {
+        self.kind == MeshKind::Delta && self.empty
     }
 
     /// The whole answer for one proxy: its nonce in front of the shared part.

@@ -108,6 +108,7 @@ fn watch() -> WatchRequest {
         }),
         last: Some(Outcome::Ack { nonce: 3, revision: 12 }),
         cert_not_after: Some(1_800_000_000),
+        hosts: Some(vec!["reviews.shop.svc.cluster.local".into(), "*.example.com".into()]),
     }
 }
 
@@ -146,7 +147,7 @@ fn hostile_watch_requests_are_refused_clearly() {
         assert_eq!(err.what, "watch request");
         assert!(err.reason.contains(want), "{}: {err}", String::from_utf8_lossy(body));
     }
-    let huge = format!("{{\"node\":\"{}\"}}", "n".repeat(70_000));
+    let huge = format!("{{\"node\":\"{}\"}}", "n".repeat(700_000));
     assert!(WatchRequest::decode(huge.as_bytes()).unwrap_err().reason.contains("over the"));
 }
 
@@ -249,4 +250,15 @@ fn cost_of_a_10000_document_answer() {
         "{} bytes: encoded once in {encoded:?}, per proxy {per_proxy:?}, decoded (envelope, documents kept raw) in {decoded:?}",
         bytes.len()
     );
+}
+
+#[test]
+fn on_demand_hosts_are_bounded_and_clean() {
+    let with = |hosts: Vec<String>| WatchRequest { hosts: Some(hosts), ..Default::default() };
+    assert!(with(vec!["reviews.default.svc.cluster.local".into()]).check().is_ok());
+    let too_many = with((0..crate::watch::MAX_ON_DEMAND_HOSTS + 1).map(|i| format!("s{i}.example")).collect());
+    assert!(too_many.check().unwrap_err().contains("at most"));
+    for bad in ["", "a b", "a\nb", "a,b", &"x".repeat(254)] {
+        assert!(with(vec![bad.to_owned()]).check().is_err(), "{bad:?}");
+    }
 }

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{check_id, truncate, Message};
 
+/// Hosts a proxy may ask for on demand at most (beyond, it should follow the whole mesh).
+pub const MAX_ON_DEMAND_HOSTS: usize = 2048;
+
 /// A NACK's reason is cut to this many bytes: a mesh with thousands of errors would
 /// otherwise be repeated in full on every watch (and pass [`WatchRequest::MAX_BYTES`]).
 pub const MAX_REASON_BYTES: usize = 8 << 10;
@@ -84,11 +87,16 @@ pub struct WatchRequest {
     /// When the proxy's workload certificate expires (unix seconds), for `weft status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<u64>,
+    /// On-demand discovery: the hosts (as the answer's `names` give them) the proxy has
+    /// asked for; the answer holds their documents (and what their VirtualServices route
+    /// to) and the mesh's names. None: everything its Sidecar admits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
 }
 
 impl Message for WatchRequest {
     const WHAT: &'static str = "watch request";
-    const MAX_BYTES: usize = 64 << 10;
+    const MAX_BYTES: usize = 640 << 10;
 
     fn check(&self) -> Result<(), String> {
         if let Some(n) = &self.node {
@@ -103,6 +111,16 @@ impl Message for WatchRequest {
                 if v.chars().any(char::is_control) || v.len() > 253 {
                     return Err(format!("label {k}: value at most 253 bytes without control characters"));
                 }
+            }
+        }
+        if let Some(hosts) = &self.hosts {
+            if hosts.len() > MAX_ON_DEMAND_HOSTS {
+                return Err(format!("hosts: {} asked for, at most {MAX_ON_DEMAND_HOSTS} (follow the whole mesh instead)", hosts.len()));
+            }
+            if let Some(h) =
+                hosts.iter().find(|h| h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c.is_whitespace() || c == ','))
+            {
+                return Err(format!("hosts: {:?}: 1 to 253 bytes, no spaces, commas or control characters", truncate(h, 64)));
             }
         }
         Ok(())

@@ -25,19 +25,30 @@ struct Doc {
     /// The document as sent (compact JSON).
     json: Box<RawValue>,
     hosts: Vec<String>,
+    /// Its hosts as a proxy asks for them on demand: short ones resolved in its namespace.
+    canonical: Vec<String>,
     namespace: String,
     kind: String,
 }
 
-/// Which documents a proxy receives: all, or those its Sidecar lets it see.
+/// Which documents a proxy receives: all, those its Sidecar lets it see, and on demand
+/// only those of the hosts it asked for.
 pub struct Scope {
     /// The proxy's namespace.
     pub namespace: String,
-    pub sidecar: weft_config::istio::Sidecar,
-    /// Hosts the admitted VirtualServices route to (computed per config revision).
+    /// None: it admits everything.
+    pub sidecar: Option<weft_config::istio::Sidecar>,
+    /// On demand: the hosts asked for (canonical).
+    subscribed: Option<HashSet<String>>,
+    /// Hosts the admitted (on demand: asked-for) VirtualServices route to (computed per
+    /// config revision).
     wanted: HashSet<String>,
     config_rev: u64,
 }
+
+/// Scopes kept at most (each on-demand proxy's set of hosts is one): past it they are
+/// made again as asked.
+const MAX_SCOPES: usize = 10_000;
 
 #[derive(Default)]
 pub struct Index {
@@ -56,6 +67,9 @@ pub struct Index {
     scopes: HashMap<String, Scope>,
     /// Answers of this revision by (since, scope key).
     answers: HashMap<(u64, String), MeshBody>,
+    /// The last revision that changed which hosts exist (on-demand proxies get the names
+    /// again across one).
+    names_rev: u64,
 }
 
 /// The hosts a resource is about (lower case).
@@ -92,6 +106,7 @@ fn doc(v: &Value) -> Doc {
     let namespace = v["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
     let kind = v["kind"].as_str().unwrap_or("").to_owned();
     let mut hosts = hosts_of(v);
+    let canonical: Vec<String> = hosts.iter().map(|h| weft_config::names::resolve(h, &namespace)).collect();
     if matches!(kind.as_str(), "VirtualService" | "DestinationRule") {
         // Their short hosts are services of their namespace: a Sidecar naming the FQDN
         // admits them (the literal form stays, for a ServiceEntry's short host).
@@ -99,7 +114,7 @@ fn doc(v: &Value) -> Doc {
             hosts.iter().filter(|h| weft_config::names::is_short(h)).map(|h| weft_config::names::resolve(h, &namespace)).collect();
         hosts.extend(resolved);
     }
-    Doc { json, hosts, namespace, kind }
+    Doc { json, hosts, canonical, namespace, kind }
 }
 
 impl Index {
@@ -169,13 +184,25 @@ impl Index {
             }
         }
         let mut changed: Vec<String> = self.docs.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+        let mut names_changed = !changed.is_empty();
         let mut docs = BTreeMap::new();
         for (key, v) in fresh {
             let d = doc(&v);
-            if self.docs.get(&key).is_none_or(|old| old.json.get() != d.json.get()) {
-                changed.push(key.clone());
+            match self.docs.get(&key) {
+                Some(old) if old.json.get() == d.json.get() => {}
+                Some(old) => {
+                    names_changed |= old.canonical != d.canonical;
+                    changed.push(key.clone());
+                }
+                None => {
+                    names_changed = true;
+                    changed.push(key.clone());
+                }
             }
             docs.insert(key, d);
+        }
+        if names_changed {
+            self.names_rev = rev;
         }
         if !self.built {
             self.horizon = rev;
@@ -206,12 +233,15 @@ impl Index {
                 Some(v) => {
                     let d = doc(&v);
                     if self.docs.get(&key).is_none_or(|old| old.json.get() != d.json.get()) {
-                        self.docs.insert(key.clone(), d);
+                        if self.docs.insert(key.clone(), d).is_none() {
+                            self.names_rev = rev;
+                        }
                         changed.push(key);
                     }
                 }
                 None => {
                     if self.docs.remove(&key).is_some() {
+                        self.names_rev = rev;
                         changed.push(key);
                     }
                 }
@@ -220,23 +250,41 @@ impl Index {
         self.record(rev, changed);
     }
 
-    /// The scope for a proxy in `namespace` under the Sidecar stored at `key`.
-    pub fn scope(&mut self, key: &str, namespace: &str, sidecar: weft_config::istio::Sidecar) -> String {
-        let scope_key = format!("{key}@{namespace}");
+    /// The scope for a proxy in `namespace` under the Sidecar stored at `key` (none: no
+    /// Sidecar), asking on demand for `hosts` (none: everything it admits).
+    pub fn scope(&mut self, key: &str, namespace: &str, sidecar: Option<weft_config::istio::Sidecar>, hosts: Option<&[String]>) -> String {
+        let mut scope_key = format!("{key}@{namespace}");
+        let subscribed: Option<HashSet<String>> = hosts.map(|h| h.iter().map(|h| h.to_ascii_lowercase()).collect());
+        if let Some(sub) = &subscribed {
+            let mut sorted: Vec<&String> = sub.iter().collect();
+            sorted.sort();
+            scope_key.push('#');
+            for h in sorted {
+                scope_key.push_str(h);
+                scope_key.push(',');
+            }
+        }
         let fresh = self.scopes.get(&scope_key).is_some_and(|s| s.config_rev == self.config_rev);
         if !fresh {
-            let wanted = self.vs_destinations(namespace, &sidecar);
-            let s = Scope { namespace: namespace.to_owned(), sidecar, wanted, config_rev: self.config_rev };
+            if self.scopes.len() >= MAX_SCOPES {
+                self.scopes.clear();
+            }
+            let wanted = self.vs_destinations(namespace, sidecar.as_ref(), subscribed.as_ref());
+            let s = Scope { namespace: namespace.to_owned(), sidecar, subscribed, wanted, config_rev: self.config_rev };
             self.scopes.insert(scope_key.clone(), s);
         }
         scope_key
     }
 
-    /// The destinations of the VirtualServices a Sidecar admits.
-    fn vs_destinations(&self, me: &str, sc: &weft_config::istio::Sidecar) -> HashSet<String> {
+    /// The destinations of the VirtualServices a Sidecar admits (on demand: of those
+    /// asked for).
+    fn vs_destinations(&self, me: &str, sc: Option<&weft_config::istio::Sidecar>, subscribed: Option<&HashSet<String>>) -> HashSet<String> {
         let mut wanted = HashSet::new();
         for d in self.docs.values().filter(|d| d.kind == "VirtualService") {
-            if !d.hosts.iter().any(|h| sc.admits(me, &d.namespace, h)) {
+            if !d.hosts.iter().any(|h| sc.is_none_or(|sc| sc.admits(me, &d.namespace, h))) {
+                continue;
+            }
+            if subscribed.is_some_and(|sub| !d.canonical.iter().any(|h| sub.contains(h))) {
                 continue;
             }
             let Ok(v) = serde_json::from_str::<Value>(d.json.get()) else { continue };
@@ -275,7 +323,30 @@ impl Index {
         if d.kind == "VirtualService" && d.hosts.is_empty() {
             return true;
         }
-        d.hosts.iter().any(|h| s.wanted.contains(h) || s.sidecar.admits(&s.namespace, &d.namespace, h))
+        let admits = |h: &String| s.sidecar.as_ref().is_none_or(|sc| sc.admits(&s.namespace, &d.namespace, h));
+        match &s.subscribed {
+            None => d.hosts.iter().any(|h| s.wanted.contains(h) || admits(h)),
+            Some(sub) => d.canonical.iter().chain(&d.hosts).any(|h| sub.contains(h) || s.wanted.contains(h)) && d.hosts.iter().any(admits),
+        }
+    }
+
+    /// The service hosts a proxy in `s` may ask for on demand (canonical, sorted).
+    fn names(&self, s: &Scope) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (key, d) in &self.docs {
+            if !(matches!(d.kind.as_str(), "ServiceEntry" | "VirtualService") || key.starts_with("registry/")) {
+                continue;
+            }
+            for (h, c) in d.hosts.iter().zip(&d.canonical) {
+                if s.sidecar.as_ref().is_none_or(|sc| sc.admits(&s.namespace, &d.namespace, h) || sc.admits(&s.namespace, &d.namespace, c))
+                {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The answer for a proxy at revision `since` (0: none) in `scope` (a key from
@@ -289,11 +360,18 @@ impl Index {
             return b.clone();
         }
         let mut out = MeshEncoder::new(self.revision, if delta { MeshKind::Delta } else { MeshKind::Full });
+        if let Some(s) = s.filter(|s| s.subscribed.is_some() && (!delta || self.names_rev > since)) {
+            out.names(self.names(s));
+        }
         if delta {
             let keys: BTreeSet<&String> = self.log.iter().rev().take_while(|(r, _)| *r > since).flat_map(|(_, k)| k).collect();
+            // (A delta's scope is the one the proxy's documents were chosen by: a change of
+            // config, Sidecar or hosts asked for gets a full answer. So a changed document
+            // outside it was never the proxy's: it costs the proxy nothing.)
             for k in keys {
-                match self.docs.get(k).filter(|d| self.in_scope(d, s)) {
-                    Some(d) => out.put(k, &d.json),
+                match self.docs.get(k) {
+                    Some(d) if self.in_scope(d, s) => out.put(k, &d.json),
+                    Some(_) => {}
                     None => out.remove(k),
                 }
             }
@@ -455,7 +533,7 @@ mod tests {
 
         // Scoped proxies: registrations are deltas, config changes full answers.
         let sc: weft_config::istio::Sidecar = serde_json::from_value(json!({"egress": [{"hosts": ["*/svc1"]}]})).unwrap();
-        let scope = idx.scope("Sidecar/shop/s", "shop", sc);
+        let scope = idx.scope("Sidecar/shop/s", "shop", Some(sc), None);
         let body = idx.answer(before, &scope);
         assert_eq!(body.kind(), MeshKind::Full, "a config change since: full");
         assert_eq!(parts(&body).0, ["registry/svc1"]);
@@ -465,7 +543,28 @@ mod tests {
         idx.sync(&plane);
         let body = idx.answer(now, &scope);
         assert_eq!(body.kind(), MeshKind::Delta);
-        assert_eq!(parts(&body), (vec!["registry/svc1".to_owned()], vec!["registry/svc0".to_owned()]), "svc0 is out of scope");
+        assert_eq!(parts(&body), (vec!["registry/svc1".to_owned()], vec![]), "svc0 is out of scope: not even a removal");
+
+        // On demand: only what was asked for (and host-less policies), the mesh's names,
+        // and a delta of nothing asked for is empty.
+        let asked = ["svc1.default.svc.cluster.local".to_owned()];
+        let on_demand = idx.scope("", "default", None, Some(&asked));
+        let body = idx.answer(0, &on_demand);
+        let bytes = body.answer(1).to_vec();
+        let a = weft_api::MeshAnswer::decode(&bytes).unwrap();
+        assert_eq!(a.documents.keys().collect::<Vec<_>>(), ["registry/svc1"]);
+        let names = a.names.clone().unwrap_or_default();
+        assert!(names.contains(&"reviews.shop.svc.cluster.local".to_owned()) && names.contains(&asked[0]), "{names:?}");
+        let now = idx.revision();
+        plane.register("t", reg("svc0", "127.0.0.1:7004")).await.unwrap();
+        idx.sync(&plane);
+        assert!(idx.answer(now, &on_demand).is_empty_delta(), "svc0 was not asked for");
+        plane.register("t", reg("svc9", "127.0.0.1:7005")).await.unwrap();
+        idx.sync(&plane);
+        let body = idx.answer(now, &on_demand);
+        let bytes = body.answer(1).to_vec();
+        let a = weft_api::MeshAnswer::decode(&bytes).unwrap();
+        assert!(a.documents.is_empty() && a.names.unwrap_or_default().contains(&"svc9.default.svc.cluster.local".to_owned()), "a new name");
 
         // A PeerAuthentication names no host: a scoped proxy gets it all the same.
         let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";

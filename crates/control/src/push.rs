@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Response, StatusCode};
-use weft_api::{ErrorAnswer, Identity, MeshBody, Outcome, WatchRequest};
+use weft_api::{ErrorAnswer, MeshBody, Outcome, WatchRequest};
 
 use crate::api::{json_reply, Resp, Server};
 use crate::body::Chunks;
@@ -53,14 +53,26 @@ impl Server {
             }
         }
         let mut rx = self.pushed.subscribe();
-        let since = w.since;
-        let wait = Duration::from_millis(w.wait_ms).min(MAX_WAIT);
-        let passed = tokio::time::timeout(wait, async move { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
-        let r = match passed {
-            Ok(Ok(_)) => self.answer(&w).await,
-            _ => crate::api::reply(StatusCode::NOT_MODIFIED, "text/plain", bytes::Bytes::new()),
-        };
-        r
+        let mut since = w.since;
+        let until = tokio::time::Instant::now() + Duration::from_millis(w.wait_ms).min(MAX_WAIT);
+        loop {
+            // (The borrow `wait_for` gives is dropped at once: it holds a lock.)
+            let passed = tokio::time::timeout_at(until, async { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
+            if !matches!(passed, Ok(Ok(()))) {
+                return crate::api::reply(StatusCode::NOT_MODIFIED, "text/plain", bytes::Bytes::new());
+            }
+            let Some(body) = self.mesh_body(&w).await else {
+                return json_reply(StatusCode::INTERNAL_SERVER_ERROR, &ErrorAnswer::one("mesh index poisoned"));
+            };
+            // On demand, a change to nothing the proxy asked for costs it nothing: no
+            // answer; it holds the new revision as it is (acknowledged for it).
+            if let (true, Some(node)) = (body.is_empty_delta() && w.hosts.is_some(), &w.node) {
+                self.proxies.ack(node, body.revision(), None);
+                since = body.revision();
+                continue;
+            }
+            return self.reply(&w, body);
+        }
     }
 
     /// An ACK or NACK of the answer the proxy names by nonce, as xDS does.
@@ -77,18 +89,24 @@ impl Server {
     /// The mesh for `w` now: changed since `w.since` (0: all), scoped by its identity,
     /// with a fresh nonce.
     pub(crate) async fn answer(&self, w: &WatchRequest) -> Resp {
-        let Some(body) = self.mesh_body(w.identity.as_ref(), w.since).await else {
+        let Some(body) = self.mesh_body(w).await else {
             return json_reply(StatusCode::INTERNAL_SERVER_ERROR, &ErrorAnswer::one("mesh index poisoned"));
         };
+        self.reply(w, body)
+    }
+
+    fn reply(&self, w: &WatchRequest, body: MeshBody) -> Resp {
         let enc = body.answer(self.proxies.next_nonce(w.node.as_deref()));
         let mut r = Response::new(Chunks::new([enc.head, enc.body]));
         r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         r
     }
 
-    /// The answer for a proxy at revision `since` (0: none) with `identity` (scoped by
-    /// its Sidecar), but its nonce: computed once per revision and scope.
-    async fn mesh_body(&self, identity: Option<&Identity>, since: u64) -> Option<MeshBody> {
+    /// The answer for `w`'s proxy at its revision (0: none) with its identity (scoped by
+    /// its Sidecar) and, on demand, its hosts, but its nonce: computed once per revision
+    /// and scope.
+    async fn mesh_body(&self, w: &WatchRequest) -> Option<MeshBody> {
+        let (identity, since) = (w.identity.as_ref(), w.since);
         let p = self.plane.lock().await;
         let mut idx = self.index.lock().ok()?;
         idx.sync(&p);
@@ -103,7 +121,11 @@ impl Server {
             chosen.map(|(k, sc)| (k, id.namespace.clone(), sc))
         });
         drop(p);
-        let scope = sidecar.map(|(k, ns, sc)| idx.scope(&k, &ns, sc)).unwrap_or_default();
+        let scope = match (sidecar, &w.hosts) {
+            (Some((k, ns, sc)), hosts) => idx.scope(&k, &ns, Some(sc), hosts.as_deref()),
+            (None, Some(hosts)) => idx.scope("", identity.map_or("default", |i| i.namespace.as_str()), None, Some(hosts)),
+            (None, None) => String::new(),
+        };
         Some(idx.answer(since, &scope))
     }
 }

@@ -29,6 +29,8 @@ pub struct Docs {
     received: usize,
     /// The nonce of the last answer applied: the proxy's outcome (ACK or NACK) names it.
     nonce: u64,
+    /// On demand: the mesh's names the fetch at start brought (handed to discovery).
+    pub names: Option<Vec<String>>,
 }
 
 impl Docs {

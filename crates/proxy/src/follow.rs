@@ -155,8 +155,10 @@ pub use crate::docs::Docs;
 
 /// Fetches the current mesh once (at start): (revision, documents). The documents keep
 /// the answer's nonce ([`Docs::nonce`]), which the first watch's ACK names.
-pub async fn fetch(cp: &ControlPlane, identity: &Identity, timeout: Duration) -> Result<(u64, Docs), String> {
-    let req = WatchRequest { identity: Some(identity.clone()), ..Default::default() };
+pub async fn fetch(cp: &ControlPlane, identity: &Identity, on_demand: bool, timeout: Duration) -> Result<(u64, Docs), String> {
+    // On demand, nothing asked for yet: the mesh's names and its host-less policies.
+    let hosts = on_demand.then(Vec::new);
+    let req = WatchRequest { identity: Some(identity.clone()), hosts, ..Default::default() };
     let (status, body) = call(cp, "/v1/mesh", req.encode(), timeout).await?;
     if status != 200 {
         return Err(format!("control plane answered {status}: {}", String::from_utf8_lossy(&body).trim()));
@@ -164,6 +166,7 @@ pub async fn fetch(cp: &ControlPlane, identity: &Identity, timeout: Duration) ->
     let answer = MeshAnswer::decode(&body).map_err(|e| e.to_string())?;
     let mut docs = Docs::default();
     docs.apply(&answer);
+    docs.names = answer.names;
     Ok((answer.revision, docs))
 }
 
@@ -202,7 +205,27 @@ pub async fn run(
     let identity = identity_query(shared.metrics.source_namespace(), &shared.node.labels);
     // (The answer the outcome refers to: the fetch at start's, then each watch's.)
     let mut nonce = docs.nonce();
+    let discovery = shared.discovery.as_ref();
+    if let Some(d) = discovery {
+        d.installed(0, docs.names.take().as_deref());
+        shared.metrics.counters.discovery_names.store(d.names_len() as u64, Ordering::Relaxed);
+    }
+    // On demand: the generation of hosts the last answer was asked with.
+    let mut asked_gen = 0;
+    if discovery.is_some() {
+        tokio::spawn(crate::discovery::drop_idle_forever(shared));
+    }
     loop {
+        let (hosts, gen) = match discovery {
+            Some(d) => {
+                let (h, g) = d.hosts();
+                shared.metrics.counters.discovery_hosts.store(h.len() as u64, Ordering::Relaxed);
+                (Some(h), g)
+            }
+            None => (None, 0),
+        };
+        // A new set of hosts: its (small) scoped mesh at once, whole.
+        let since = if gen != asked_gen { 0 } else { revision };
         // Every watch carries the outcome of the last answer (an ACK, or a NACK with its
         // reason): a control plane that restarted learns it from the next one.
         let last = pending_ack.as_ref().map(|o| match o {
@@ -211,7 +234,8 @@ pub async fn run(
         });
         let req = WatchRequest {
             node: Some(node.clone()),
-            since: revision,
+            since,
+            hosts,
             wait_ms: WATCH_WAIT.as_millis() as u64,
             identity: Some(identity.clone()),
             last,
@@ -221,13 +245,28 @@ pub async fn run(
                 .and_then(|i| i.expires_at().duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
         };
-        match call(&cp, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5)).await {
+        let watch = call(&cp, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5));
+        let answered = match discovery {
+            // A host asked for meanwhile: this watch's answer would be for the old set.
+            Some(d) => tokio::select! {
+                r = watch => Some(r),
+                _ = d.wake.notified() => None,
+            },
+            None => Some(watch.await),
+        };
+        let Some(answered) = answered else { continue };
+        match answered {
             Ok((200, body)) => match MeshAnswer::decode(&body) {
                 Ok(answer) => {
                     backoff = BACKOFF_MIN;
                     nonce = answer.nonce;
                     let (outcome, took) = take(shared, &mut docs, &answer, revision);
                     pending_ack = Some(outcome);
+                    if let Some(d) = discovery {
+                        asked_gen = gen;
+                        d.installed(gen, answer.names.as_deref());
+                        shared.metrics.counters.discovery_names.store(d.names_len() as u64, Ordering::Relaxed);
+                    }
                     // A refused revision is not asked for again; the next one may be good.
                     revision = answer.revision;
                     // A big mesh takes a while to compile: under a stream of changes, spend at

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod body;
 pub mod breaker;
 pub mod cluster;
+pub mod discovery;
 pub mod docs;
 pub mod error;
 pub mod ext_authz;

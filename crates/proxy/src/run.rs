@@ -76,6 +76,10 @@ pub struct ProxyOptions {
     /// the connections to the app are opened in it, and the outbound listener's
     /// connections are intercepted ones.
     pub intercept_netns: Option<PathBuf>,
+    /// On-demand discovery when following a control plane as a sidecar: (how long a
+    /// request waits for a service asked for, how long an unused one is kept); None: the
+    /// whole mesh (eager).
+    pub discovery: Option<(Duration, Duration)>,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -121,6 +125,7 @@ impl Default for ProxyOptions {
             request_id: false,
             influxdb: None,
             intercept_netns: None,
+            discovery: None,
         }
     }
 }
@@ -189,6 +194,10 @@ pub fn build_shared(
         inbound_tls: crate::inbound_tls::server_config(opts.identity.as_ref()),
         role: opts.role.clone(),
         intercepting: opts.intercept_netns.is_some(),
+        discovery: opts
+            .discovery
+            .filter(|_| opts.control_plane.is_some() && matches!(opts.role, weft_config::Role::Sidecar))
+            .map(|(timeout, idle)| crate::discovery::Discovery::new(&opts.namespace, timeout, idle)),
     }))
 }
 
@@ -226,7 +235,8 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
             let authority = crate::follow::ControlPlane::new(url, token, ca, opts.identity.clone())?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             let identity = crate::follow::identity_query(&opts.namespace, &opts.node.labels);
-            match rt.block_on(crate::follow::fetch(&authority, &identity, Duration::from_secs(3))) {
+            let on_demand = opts.discovery.is_some() && matches!(opts.role, weft_config::Role::Sidecar);
+            match rt.block_on(crate::follow::fetch(&authority, &identity, on_demand, Duration::from_secs(3))) {
                 Ok((rev, docs)) => {
                     let built =
                         docs.build_for(&weft_config::View::proxy(&opts.namespace).with_labels(opts.node.labels.clone()), &opts.role);

@@ -88,6 +88,8 @@ pub struct Shared {
     /// The outbound listener receives intercepted connections (`weft run --intercept`):
     /// each is classified by its original destination ([`crate::intercept`]).
     pub intercepting: bool,
+    /// On-demand discovery (a sidecar following a control plane, `--discovery on-demand`).
+    pub discovery: Option<crate::discovery::Discovery>,
 }
 
 impl Runtime {

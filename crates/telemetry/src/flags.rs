@@ -36,8 +36,10 @@ impl ResponseFlags {
     pub const RBAC: Self = Self(1 << 13);
     /// Denied by an external authorizer (CUSTOM; Envoy's ext_authz).
     pub const UAEX: Self = Self(1 << 14);
+    /// No cluster: a service asked for on demand did not arrive in time (Envoy's NC).
+    pub const NC: Self = Self(1 << 15);
 
-    const NAMES: [(Self, &'static str); 15] = [
+    const NAMES: [(Self, &'static str); 16] = [
         (Self::UH, "UH"),
         (Self::UF, "UF"),
         (Self::UO, "UO"),
@@ -53,6 +55,7 @@ impl ResponseFlags {
         (Self::SI, "SI"),
         (Self::RBAC, "RBAC"),
         (Self::UAEX, "UAEX"),
+        (Self::NC, "NC"),
     ];
 
     #[inline]

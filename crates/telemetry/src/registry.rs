@@ -167,6 +167,11 @@ pub struct Counters {
     /// Connections transparent interception brought to the outbound listener, by what
     /// they turned out to be: [`INTERCEPTED_KINDS`].
     pub intercepted: [AtomicU64; 4],
+    /// Requests that waited in vain for a service asked for on demand (503, flag NC).
+    pub discovery_timeouts: AtomicU64,
+    /// Services asked for on demand now, and the mesh's names known.
+    pub discovery_hosts: AtomicU64,
+    pub discovery_names: AtomicU64,
     /// Requests answered 503 because their cluster had no endpoint.
     pub no_endpoint: AtomicU64,
     /// Malformed requests hyper rejected (bad request line, bad header, bad framing).

@@ -172,6 +172,14 @@ impl Metrics {
             &c.accept_exhausted,
         );
         counter("weft_no_route_total", "Requests for a host no route serves (404, flag NR).", "counter", &c.no_route);
+        counter(
+            "weft_discovery_timeouts_total",
+            "Requests that waited in vain for a service asked for on demand (503, flag NC).",
+            "counter",
+            &c.discovery_timeouts,
+        );
+        counter("weft_discovery_hosts", "Services asked for on demand and held now.", "gauge", &c.discovery_hosts);
+        counter("weft_discovery_names", "The mesh's service names known (on-demand discovery).", "gauge", &c.discovery_names);
         counter("weft_no_healthy_upstream_total", "Requests whose destination had no endpoint (503, flag UH).", "counter", &c.no_endpoint);
         counter("weft_downstream_bad_request_total", "Malformed requests rejected (400).", "counter", &c.bad_request);
         counter(

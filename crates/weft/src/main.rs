@@ -170,6 +170,17 @@ struct ProxyArgs {
     /// Follow this control plane (e.g. http://127.0.0.1:15010) for the mesh, instead of files.
     #[arg(long, conflicts_with = "config")]
     control_plane: Option<String>,
+    /// Following a control plane: `on-demand` holds the mesh's names and asks for a
+    /// service's routes, policies and endpoints when a request first needs it; `eager`
+    /// holds the whole mesh (what its Sidecar admits).
+    #[arg(long, value_enum, default_value = "on-demand")]
+    discovery: DiscoveryMode,
+    /// How long a request waits for a service asked for on demand (then 503, flag NC).
+    #[arg(long, default_value = "5s", value_parser = parse_dur)]
+    discovery_timeout: Duration,
+    /// A service asked for on demand and unused this long is dropped (asked again when needed).
+    #[arg(long, default_value = "10m", value_parser = parse_dur)]
+    discovery_idle: Duration,
     /// A file holding the token this proxy presents to the control plane (a workload
     /// token from `weft token create --namespace NS --service-account SA`; default
     /// $WEFT_TOKEN_FILE, or the token itself in $WEFT_TOKEN).
@@ -375,6 +386,10 @@ impl ProxyArgs {
                 token_file: self.influxdb_token_file,
             }),
             intercept_netns: self.intercept_netns,
+            discovery: matches!(self.discovery, DiscoveryMode::OnDemand).then_some((
+                self.discovery_timeout.clamp(Duration::from_millis(10), Duration::from_secs(60)),
+                self.discovery_idle.max(Duration::from_secs(1)),
+            )),
             control_plane_token: None,
             control_plane_ca: None,
             role: weft_config::Role::Sidecar,
@@ -395,6 +410,12 @@ fn default_max_connections() -> usize {
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
     let half = if ok && lim.rlim_cur != libc::RLIM_INFINITY { (lim.rlim_cur / 2) as usize } else { usize::MAX };
     weft_proxy::DEFAULT_MAX_CONNECTIONS.min(half).max(1)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DiscoveryMode {
+    OnDemand,
+    Eager,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {

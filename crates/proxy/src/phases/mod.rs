@@ -34,6 +34,12 @@ pub use crate::request::{ConnCtx, RequestCtx};
 /// One request, from the listener to the upstream and back.
 pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
     let mut cx = accept(conn, &req);
+    if cx.conn.shared.discovery.is_some() && matches!(cx.conn.side, crate::request::Side::Outbound) {
+        // (Boxed: rare, and it would grow every request's future.)
+        if let Err(answered) = Box::pin(discover(&mut cx, &req)).await {
+            return Ok(answered);
+        }
+    }
     let routed = match route::route(&mut cx, req) {
         Ok(r) => r,
         Err(answered) => return Ok(answered),
@@ -89,6 +95,25 @@ async fn external(cx: &mut RequestCtx, call: crate::ext_authz::Call, next: &mut 
     }
     cx.filters.auth.get_or_insert_with(Default::default).to_downstream = a.to_downstream;
     Ok(())
+}
+
+/// On demand: a host the installed config does not serve but the mesh has is asked for,
+/// and the request waits for it (bounded); then routing decides as ever.
+async fn discover(cx: &mut RequestCtx, req: &Request<Incoming>) -> Result<(), Response<RespBody>> {
+    let Some(d) = &cx.conn.shared.discovery else { return Ok(()) };
+    let Some(host) = crate::headers::authority(req).and_then(|(_, h, _)| crate::headers::HostBuf::new(h)) else { return Ok(()) };
+    if cx.conn.shared.current.load().snap.vhost_index(host.as_str()).is_some() {
+        return Ok(());
+    }
+    match d.discover(host.as_str()).await {
+        crate::discovery::Discovered::TimedOut => {
+            cx.conn.shared.metrics.counters.discovery_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let msg = format!("no answer from the control plane for {:?} within {:?} (on-demand discovery)\n", host.as_str(), d.timeout);
+            let local = crate::filters::Local::new(http::StatusCode::SERVICE_UNAVAILABLE, weft_telemetry::ResponseFlags::NC, msg);
+            Err(crate::local::reject(cx, local))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The accept phase: the request's context and its record, started now.

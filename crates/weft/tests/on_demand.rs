@@ -1,0 +1,112 @@
+//! On-demand discovery with real processes: a proxy following a control plane holds the
+//! mesh's names, asks for a service the first time a request needs it, is not woken by
+//! changes to services it never called, drops idle ones and asks again, keeps serving
+//! what it has with the control plane away, and answers 404 for a name its Sidecar does
+//! not admit.
+
+mod common;
+
+use common::*;
+
+fn register(cp: &Plane, service: &str, b: &Proc) {
+    let out = cp.weft(&["register", "--service", service, "--address", &b.addr.to_string(), "--ttl", "600s"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn status(p: &Proxy, host: &str) -> u16 {
+    get(p.addr(), host, "/", &[]).status
+}
+
+#[test]
+fn services_are_asked_for_when_first_called_and_cost_nothing_before() {
+    let cp = plane();
+    let (alpha, beta) = (backend("alpha", &[]), backend("beta", &[]));
+    register(&cp, "alpha", &alpha);
+    register(&cp, "beta", &beta);
+    let p = follower_with(&cp, "on-demand", &["--discovery-idle", "2s", "--discovery-timeout", "2s"]);
+    wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 2.0);
+    assert_eq!(p.metric("weft_discovery_hosts", &[]), 0.0, "nothing asked for yet");
+    let clusters = p.admin("/clusters");
+    assert!(!clusters.contains("alpha") && !clusters.contains("beta"), "no service held before it is called:\n{clusters}");
+
+    // The first request asks, waits, and is served; the next ones are local.
+    let first = get(p.addr(), "alpha", "/", &[]);
+    assert_eq!((first.status, first.backend()), (200, "alpha".to_owned()));
+    assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
+    assert_eq!(status(&p, "alpha.default.svc.cluster.local"), 200);
+    let clusters = p.admin("/clusters");
+    assert!(clusters.contains("alpha") && !clusters.contains("beta"), "{clusters}");
+
+    // A service it never called changes: no answer reaches it.
+    let answers = || p.metric("weft_control_plane_deltas_total", &[]) + p.metric("weft_control_plane_full_updates_total", &[]);
+    let before = answers();
+    let other = backend("beta-2", &[]);
+    register(&cp, "beta", &other);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(answers(), before, "beta's new endpoint cost the proxy nothing");
+    // A new service: its name only (one small answer), nothing of it held.
+    let gamma = backend("gamma", &[]);
+    register(&cp, "gamma", &gamma);
+    wait_until("gamma's name known", || p.metric("weft_discovery_names", &[]) >= 3.0);
+    assert_eq!(answers(), before + 1.0);
+    assert!(!p.admin("/clusters").contains("gamma"));
+    // A change to what it called does reach it.
+    register(&cp, "alpha", &other);
+    wait_until("alpha's change pushed", || answers() > before + 1.0);
+
+    // A name the mesh does not have: 404 at once, nothing asked.
+    assert_eq!(status(&p, "nowhere"), 404);
+    assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
+
+    // Unused past --discovery-idle: dropped, and asked again on the next request.
+    wait_until("alpha dropped when idle", || p.metric("weft_discovery_hosts", &[]) == 0.0);
+    assert_eq!(status(&p, "alpha"), 200);
+    assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
+}
+
+#[test]
+fn the_control_plane_away_leaves_known_services_served_and_unseen_ones_503() {
+    let cp = plane();
+    let (alpha, beta) = (backend("alpha", &[]), backend("beta", &[]));
+    register(&cp, "alpha", &alpha);
+    register(&cp, "beta", &beta);
+    let p = follower_with(&cp, "on-demand", &["--discovery-timeout", "500ms"]);
+    wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 2.0);
+    assert_eq!(status(&p, "alpha"), 200);
+    drop(cp);
+    for _ in 0..5 {
+        assert_eq!(status(&p, "alpha"), 200, "static stability: what it has keeps serving");
+    }
+    let r = get(p.addr(), "beta", "/", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("on-demand discovery"), "{}", r.text());
+    assert_eq!(p.metric("weft_discovery_timeouts_total", &[]), 1.0);
+}
+
+#[test]
+fn a_name_the_sidecar_does_not_admit_is_not_asked_for() {
+    let cp = plane();
+    let (alpha, beta) = (backend("alpha", &[]), backend("beta", &[]));
+    register(&cp, "alpha", &alpha);
+    register(&cp, "beta", &beta);
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress:\n  - hosts: [\"./alpha.default.svc.cluster.local\"]\n";
+    let out = cp.apply("sidecar.yaml", sidecar);
+    assert!(out.status.success(), "{}", text(&out));
+    let p = follower_with(&cp, "on-demand", &["--discovery-timeout", "2s"]);
+    wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 1.0);
+    assert_eq!(status(&p, "alpha"), 200);
+    assert_eq!(status(&p, "beta"), 404);
+    assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0, "beta was never asked for");
+    assert_eq!(p.metric("weft_discovery_timeouts_total", &[]), 0.0);
+}
+
+#[test]
+fn eager_discovery_holds_the_whole_mesh() {
+    let cp = plane();
+    let alpha = backend("alpha", &[]);
+    register(&cp, "alpha", &alpha);
+    let p = follower_with(&cp, "eager", &["--discovery", "eager"]);
+    wait_until("alpha held before any request", || p.admin("/clusters").contains("alpha"));
+    assert_eq!(status(&p, "alpha"), 200);
+    assert_eq!(p.metric("weft_discovery_hosts", &[]), 0.0);
+}
