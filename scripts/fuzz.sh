@@ -41,6 +41,8 @@ TARGETS=(
     "weft-config fuzz fuzz_config_random_text"
     "weft-proxy lib normalize::tests::fuzz_path_idempotent_and_clean"
     "weft-proxy lib normalize::tests::fuzz_path_never_panics"
+    "weft-proxy lib dns::answer::tests::fuzz_dns_decide_hostile"
+    "weft-proxy lib dns::answer::tests::fuzz_dns_decide_mutated"
     "weft-tls fuzz fuzz_tls_spiffe_parse"
     "weft-tls fuzz fuzz_tls_csr_mutated"
     "weft-tls fuzz fuzz_tls_csr_text"

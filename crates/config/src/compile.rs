@@ -284,6 +284,10 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
     }
     snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     add_alternate_names(&mut snap, &view.namespace, &ctx);
+    snap.services = crate::dns::services(
+        ctx.services.iter().map(|(host, s)| (host.as_str(), s.namespace, crate::dns::single_addresses(&s.entry.addresses))),
+        &view.namespace,
+    );
     match binding {
         Binding::Sidecar => snap.tcp_listeners = crate::tcp_route::listeners(&tcp_vss, &mut ctx),
         Binding::Gateways(_) => snap.gateway_tcp = crate::tcp_route::gateway_routes(&tcp_vss, &mut ctx),

@@ -53,6 +53,9 @@ pub struct Snapshot {
     pub gateway: Option<crate::gateway::GatewayListeners>,
     /// Tracing by side, from the Telemetry resources that apply to this proxy.
     pub tracing: crate::telemetry::ProxyTracing,
+    /// The hosts of the ServiceEntries the proxy sees, sorted, with the DNS names that
+    /// reach each from its namespace: what mesh DNS answers ([`crate::dns`]).
+    pub services: Vec<crate::dns::MeshService>,
 }
 
 impl Snapshot {

@@ -303,3 +303,33 @@ fn source_namespace_matches_the_proxys_namespace() {
         assert_eq!(snap.vhost("reviews.default").unwrap().routes.len(), routes, "{ns}");
     }
 }
+
+// ---------------------------------------------------------------- mesh DNS's names
+
+#[test]
+fn mesh_dns_names_follow_the_proxys_namespace_and_export_to() {
+    let hidden = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: hidden, namespace: other}\nspec:\n  hosts: [hidden.other.svc.cluster.local]\n  exportTo: [.]\n  resolution: STATIC\n  addresses: [10.1.0.0/16, 10.2.0.7/32]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.0.9.1}]\n";
+    let yaml = format!("{}{hidden}", bookinfo_services());
+    let names = |ns: &str| {
+        let (_, snap, diags) = weft_config::build_str_in("dns.yaml", &yaml, &weft_config::View::proxy(ns));
+        assert!(diags.is_ok(), "{diags}");
+        snap.services
+    };
+    let from_default = names("default");
+    assert_eq!(from_default.len(), 4, "the hidden entry is exported to its own namespace only");
+    let reviews = from_default.iter().find(|s| s.host == "reviews.default.svc.cluster.local").unwrap();
+    assert_eq!(reviews.names, ["reviews", "reviews.default", "reviews.default.svc", "reviews.default.svc.cluster.local"]);
+    assert!(reviews.addresses.is_empty());
+    let from_shop = names("shop");
+    let reviews = from_shop.iter().find(|s| s.host == "reviews.default.svc.cluster.local").unwrap();
+    assert_eq!(reviews.names, ["reviews.default", "reviews.default.svc", "reviews.default.svc.cluster.local"], "no short name from shop");
+    let from_other = names("other");
+    let hidden = from_other.iter().find(|s| s.host == "hidden.other.svc.cluster.local").unwrap();
+    assert_eq!(hidden.addresses, ["10.2.0.7".parse::<std::net::IpAddr>().unwrap()], "a /16 is no one address; a /32 is");
+    // The same services give every proxy the same VIPs, whatever its namespace.
+    let (a, b) = (weft_config::dns::VipTable::build(&from_default), weft_config::dns::VipTable::build(&from_shop));
+    let host = "ratings.default.svc.cluster.local";
+    assert_eq!(a.addresses_for(host), b.addresses_for(host));
+    assert_eq!(a.lookup("ratings.default").unwrap().host, host);
+    assert_eq!(a.host_for(a.addresses_for(host).unwrap()[0]), Some(host));
+}

@@ -101,6 +101,12 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                 "identity": shared.identity.as_ref().map(|i| identity_json(i)),
                 "resources": rt.resources,
                 "clusters": rt.snap.clusters,
+                // Mesh DNS's table: each service's addresses, and whether they are a VIP.
+                "dns": rt.vips.iter().map(|(host, addresses, vip)| json!({
+                    "host": host,
+                    "addresses": addresses,
+                    "vip": vip,
+                })).collect::<Vec<_>>(),
             });
             text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
         }

@@ -5,7 +5,8 @@
 //! forward to a [`cluster`] endpoint over a [`pool`]ed connection (opened by the
 //! [`transport`]); the inbound listener terminates mTLS ([`inbound_tls`]) and passes the
 //! [`peer`]'s identity to the app; an ingress gateway (`weft gateway`) adds a TLS
-//! listener whose SNI picks the Gateway server ([`gateway_tls`]); [`admin`] serves metrics and state ([`influx`] pushes them); [`run`] wires workers, the admin
+//! listener whose SNI picks the Gateway server ([`gateway_tls`]); [`dns`] answers the
+//! mesh's names (`--dns`); [`admin`] serves metrics and state ([`influx`] pushes them); [`run`] wires workers, the admin
 //! runtime, the config source, live reload and draining together. Tests run the proxy
 //! in-process on a simulated clock (`testing`, in test builds only).
 
@@ -15,6 +16,7 @@ pub mod body;
 pub mod breaker;
 pub mod cluster;
 pub mod discovery;
+pub mod dns;
 pub mod docs;
 pub mod error;
 pub mod ext_authz;
@@ -60,4 +62,5 @@ pub mod transport;
 pub mod tunnel;
 pub mod watchdog;
 
+pub use dns::DnsSockets;
 pub use run::{build_shared, run, ProxyOptions, DEFAULT_MAX_CONNECTIONS};

@@ -80,6 +80,12 @@ pub struct ProxyOptions {
     /// request waits for a service asked for, how long an unused one is kept); None: the
     /// whole mesh (eager).
     pub discovery: Option<(Duration, Duration)>,
+    /// Mesh DNS ([`crate::dns`]) on these sockets: bound by `--dns`, or made elsewhere
+    /// (transparent interception, inside the app's network namespace) and handed in.
+    pub dns: Option<crate::dns::DnsSockets>,
+    /// Where mesh DNS forwards names that are not the mesh's (`--dns-upstream`); None:
+    /// the first `nameserver` of /etc/resolv.conf.
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -126,6 +132,8 @@ impl Default for ProxyOptions {
             influxdb: None,
             intercept_netns: None,
             discovery: None,
+            dns: None,
+            dns_upstream: None,
         }
     }
 }
@@ -302,6 +310,18 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
         None => None,
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let dns_addr = match opts.dns.take() {
+        Some(sockets) => {
+            let upstream = opts.dns_upstream.or_else(crate::dns::system_upstream);
+            if upstream.is_none() {
+                tracing::warn!(
+                    "dns: no upstream resolver (no nameserver in /etc/resolv.conf, no --dns-upstream): names outside the mesh get SERVFAIL"
+                );
+            }
+            Some(crate::dns::start(shared, sockets, upstream)?)
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     for (i, l) in listeners.into_iter().enumerate() {
@@ -316,10 +336,11 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     }
     let what = if matches!(opts.role, weft_config::Role::Gateway(_)) { "gateway" } else { "proxy" };
     tracing::info!(
-        "weft {what} listening on {addr} with {workers} workers{}{}{}",
+        "weft {what} listening on {addr} with {workers} workers{}{}{}{}",
         inbound_addr.zip(opts.inbound.as_ref()).map(|(a, (_, s))| format!(", inbound on {a} for {}", s.app)).unwrap_or_default(),
         gateway_tls_addr.map(|a| format!(", https on {a}")).unwrap_or_default(),
-        admin_addr.map(|a| format!(", admin on {a}")).unwrap_or_default()
+        admin_addr.map(|a| format!(", admin on {a}")).unwrap_or_default(),
+        dns_addr.map(|a| format!(", dns on {a}")).unwrap_or_default()
     );
 
     let admin_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;

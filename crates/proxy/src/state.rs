@@ -25,6 +25,11 @@ pub struct Runtime {
     pub live: LiveState,
     pub resources: Vec<Resource>,
     pub revision: u64,
+    /// The mesh's names and addresses (VIPs): what mesh DNS answers, and what
+    /// transparent interception maps an original destination back to a service with
+    /// (`shared.current.load().vips.host_for(ip)`). Built from `snap.services` once per
+    /// installed config.
+    pub vips: weft_config::dns::VipTable,
 }
 
 /// Where the live configuration comes from; only it swaps the runtime.
@@ -125,7 +130,15 @@ impl Runtime {
             .map(|s| Arc::new(Cluster::build(&s, &old, breakers.get(&s.name), workers, metrics, node, transport, mesh)))
             .collect();
         let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &p.live), metrics);
-        Runtime { snap, clusters, chains, live, resources, revision }
+        let vips = weft_config::dns::VipTable::build(&snap.services);
+        if vips.unallocated() > 0 {
+            tracing::warn!(
+                "{} services got no virtual IP: the range 240.240.0.0/16 holds {} (mesh DNS answers them with no address)",
+                vips.unallocated(),
+                weft_config::dns::VIP_SLOTS
+            );
+        }
+        Runtime { snap, clusters, chains, live, resources, revision, vips }
     }
 }
 

@@ -92,6 +92,80 @@ impl HandshakeFailure {
     }
 }
 
+/// How mesh DNS (`weft proxy --dns`) answered a query: the `result` label of
+/// `weft_dns_queries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsResult {
+    /// A mesh name, answered from the VIP table (addresses or NODATA).
+    Local,
+    /// Another name, answered by the upstream resolver (whatever its answer).
+    Forwarded,
+    /// Answered with an error of the proxy's (FORMERR, NOTIMP, SERVFAIL) or dropped;
+    /// `weft_dns_failures_total` says why.
+    Failed,
+}
+
+impl DnsResult {
+    pub const ALL: [DnsResult; 3] = [DnsResult::Local, DnsResult::Forwarded, DnsResult::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsResult::Local => "local",
+            DnsResult::Forwarded => "forwarded",
+            DnsResult::Failed => "failed",
+        }
+    }
+}
+
+/// Why mesh DNS failed a query (or refused a connection): the `reason` label of
+/// `weft_dns_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFailure {
+    /// Not a DNS query (answered FORMERR when its header can be read, else dropped), or
+    /// not exactly one question (FORMERR).
+    Malformed,
+    /// An opcode other than QUERY (NOTIMP).
+    NotImplemented,
+    /// A query over the size limit (a UDP datagram, or a TCP frame: the connection is closed).
+    TooLarge,
+    /// Too many forwards in flight (SERVFAIL).
+    Overload,
+    /// The upstream resolver did not answer in time (SERVFAIL).
+    UpstreamTimeout,
+    /// The upstream resolver could not be reached or answered nonsense (SERVFAIL).
+    UpstreamError,
+    /// No upstream resolver (none in /etc/resolv.conf, no --dns-upstream): SERVFAIL.
+    NoUpstream,
+    /// A TCP connection closed at accept: the connection limit was reached.
+    ConnectionLimit,
+}
+
+impl DnsFailure {
+    pub const ALL: [DnsFailure; 8] = [
+        DnsFailure::Malformed,
+        DnsFailure::NotImplemented,
+        DnsFailure::TooLarge,
+        DnsFailure::Overload,
+        DnsFailure::UpstreamTimeout,
+        DnsFailure::UpstreamError,
+        DnsFailure::NoUpstream,
+        DnsFailure::ConnectionLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsFailure::Malformed => "malformed",
+            DnsFailure::NotImplemented => "not_implemented",
+            DnsFailure::TooLarge => "too_large",
+            DnsFailure::Overload => "overload",
+            DnsFailure::UpstreamTimeout => "upstream_timeout",
+            DnsFailure::UpstreamError => "upstream_error",
+            DnsFailure::NoUpstream => "no_upstream",
+            DnsFailure::ConnectionLimit => "connection_limit",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http,
@@ -247,6 +321,24 @@ pub struct Counters {
     pub control_plane_full: AtomicU64,
     pub control_plane_deltas: AtomicU64,
     pub control_plane_bytes: AtomicU64,
+    /// Mesh DNS: queries by [`DnsResult`], failures by [`DnsFailure`] (their indexes).
+    pub dns_queries: [AtomicU64; 3],
+    pub dns_failures: [AtomicU64; 8],
+}
+
+impl Counters {
+    /// Counts a mesh DNS query answered locally or forwarded.
+    pub fn dns(&self, result: DnsResult) {
+        self.dns_queries[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a mesh DNS failure: a failed query, or a refused TCP connection (which is no query).
+    pub fn dns_failed(&self, why: DnsFailure) {
+        if why != DnsFailure::ConnectionLimit {
+            self.dns_queries[DnsResult::Failed as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        self.dns_failures[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The process's metrics.

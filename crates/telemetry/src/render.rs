@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::registry::{DestLabels, HandshakeFailure, Metrics, PeerId, PeerLabels};
+use crate::registry::{DestLabels, DnsFailure, DnsResult, HandshakeFailure, Metrics, PeerId, PeerLabels};
 
 impl Metrics {
     /// Renders every metric; called by the admin endpoint on each scrape.
@@ -136,6 +136,22 @@ impl Metrics {
         for why in HandshakeFailure::ALL {
             let v = c.inbound_tls_handshake_failures[why as usize].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{reason=\"{}\"}} {v}", why.as_str());
+        }
+        let name = "weft_dns_queries_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Mesh DNS queries (--dns): answered locally (mesh names), forwarded to the upstream resolver, or failed.\n# TYPE {name} counter"
+        );
+        for r in DnsResult::ALL {
+            let _ = writeln!(out, "{name}{{result=\"{}\"}} {}", r.as_str(), c.dns_queries[r as usize].load(Ordering::Relaxed));
+        }
+        let name = "weft_dns_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Mesh DNS failures by reason: malformed or oversized queries, upstream timeouts and errors, overload, TCP connections refused at the limit.\n# TYPE {name} counter"
+        );
+        for why in DnsFailure::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", why.as_str(), c.dns_failures[why as usize].load(Ordering::Relaxed));
         }
         let name = "weft_inbound_tls_handshakes_total";
         let _ = writeln!(out, "# HELP {name} mTLS handshakes the inbound listener completed, full or resumed.\n# TYPE {name} counter");

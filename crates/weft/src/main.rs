@@ -287,6 +287,41 @@ struct ProxyArgs {
     /// A file holding an InfluxDB token, sent as `Authorization: Token …` (InfluxDB 2).
     #[arg(long)]
     influxdb_token_file: Option<PathBuf>,
+    /// Serve mesh DNS on this address, UDP and TCP (e.g. 127.0.0.1:15053): mesh service
+    /// names (reviews, reviews.default, reviews.default.svc.cluster.local, ServiceEntry
+    /// hosts) answer with the service's address or a stable virtual IP; other names are
+    /// forwarded to --dns-upstream.
+    #[arg(long, conflicts_with = "dns_fds")]
+    dns: Option<SocketAddr>,
+    /// Serve mesh DNS on inherited sockets instead of binding --dns: "UDP,TCP", the file
+    /// descriptors of a UDP socket and a listening TCP socket (made by interception inside
+    /// the app's network namespace).
+    #[arg(long, value_parser = parse_fds)]
+    dns_fds: Option<(i32, i32)>,
+    /// Where mesh DNS forwards other names, IP[:PORT] (port 53 by default); default: the
+    /// first nameserver of /etc/resolv.conf.
+    #[arg(long, value_parser = parse_upstream)]
+    dns_upstream: Option<SocketAddr>,
+}
+
+/// `--dns-fds`: two distinct open file descriptors, "UDP,TCP".
+fn parse_fds(s: &str) -> Result<(i32, i32), String> {
+    let bad = || format!("{s:?} is not UDP_FD,TCP_FD (two open file descriptors, e.g. 3,4)");
+    let (u, t) = s.split_once(',').ok_or_else(bad)?;
+    let (u, t): (i32, i32) = (u.trim().parse().map_err(|_| bad())?, t.trim().parse().map_err(|_| bad())?);
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed one answers -1.
+    let open = |fd: i32| fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1;
+    if u == t || !open(u) || !open(t) {
+        return Err(bad());
+    }
+    Ok((u, t))
+}
+
+/// `--dns-upstream`: an address with a port, or an IP alone (port 53).
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not IP[:PORT] (e.g. 10.0.0.2, 127.0.0.1:5353, [::1]:53)"))
 }
 
 #[derive(clap::Args)]
@@ -394,6 +429,14 @@ impl ProxyArgs {
             control_plane_ca: None,
             role: weft_config::Role::Sidecar,
             gateway_tls: None,
+            dns: match (self.dns, self.dns_fds) {
+                (Some(a), _) => Some(weft_proxy::DnsSockets::bind(a).map_err(|e| format!("cannot listen on {a} (dns): {e}"))?),
+                // SAFETY: parse_fds checked both are open and distinct (and not stdio); this
+                // process owns what it inherited and nothing else here uses them.
+                (None, Some((u, t))) => Some(unsafe { weft_proxy::DnsSockets::from_raw_fds(u, t) }.map_err(|e| format!("--dns-fds: {e}"))?),
+                (None, None) => None,
+            },
+            dns_upstream: self.dns_upstream,
             control_plane: self.control_plane.map(|url| {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
