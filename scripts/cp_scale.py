@@ -3,9 +3,13 @@
 
 Applies them in one `weft apply` (timed: validation by the config compiler plus one
 durable commit), then reports the control plane's memory, how long it takes to build
-the whole mesh for a proxy (the first, uncached `/v1/mesh`), and the memory of two
-proxies following it: one with the whole mesh, one scoped by a Sidecar to --scoped
-services. With --churn RATE it then runs `weft bench-control-plane --churn RATE`:
+the whole mesh for a proxy (the first, uncached `/v1/mesh`), and the memory of three
+proxies following it: one with the whole mesh (`--discovery eager`), one scoped by a
+Sidecar to --scoped services (eager), and one on demand (the default) that calls --calls
+services: how long its first request to each took against its second (the cost of
+asking the control plane), and its memory after. Endpoints are loopback addresses no one
+listens on (127.x.y.z:8080): a request is refused at once, so only the proxy's own work
+is timed, and nothing leaves the machine. With --churn RATE it then runs `weft bench-control-plane --churn RATE`:
 RATE endpoint registrations and deregistrations a second into those services while
 --churn-proxies simulated proxy streams follow, and how long each change takes to
 reach every stream.
@@ -37,19 +41,36 @@ def rss_mb(pid):
 def mesh(n, e):
     docs = []
     for i in range(n):
-        eps = [{"address": f"10.{(i >> 8) & 255}.{i & 255}.{k + 1}", "ports": {"http": 8080}, "labels": {"version": f"v{k % 3}"}} for k in range(e)]
+        eps = [{"address": f"127.{(i >> 8) & 255}.{i & 255}.{k + 1}", "ports": {"http": 8080}, "labels": {"version": f"v{k % 3}"}} for k in range(e)]
         docs.append(json.dumps({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": f"svc-{i}"},
                                 "spec": {"hosts": [f"svc-{i}.mesh"], "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}], "endpoints": eps}}))
     return "---\n" + "\n---\n".join(docs) + "\n"
 
 
-def proxy(cp_port, node, namespace, d):
+def proxy(cp_port, node, namespace, d, discovery="eager"):
     listen = free_port()
-    p = subprocess.Popen([WEFT, "proxy", "--control-plane", f"http://127.0.0.1:{cp_port}", "--node", node, "--namespace", namespace, "--listen", f"127.0.0.1:{listen}"],
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([WEFT, "proxy", "--control-plane", f"http://127.0.0.1:{cp_port}", "--node", node, "--namespace", namespace, "--listen", f"127.0.0.1:{listen}",
+                          "--discovery", discovery], stderr=subprocess.DEVNULL)
     wait_port(listen, 60)
     time.sleep(1.0)
+    p.listen = listen
     return p
+
+
+def timed_get(port, host):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    t = time.monotonic()
+    c.request("GET", "/", headers={"Host": host})
+    status = c.getresponse().status
+    took = time.monotonic() - t
+    c.close()
+    return took, status
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def main():
@@ -57,6 +78,7 @@ def main():
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--scoped", type=int, default=10)
+    ap.add_argument("--calls", type=int, default=10, help="services the on-demand proxy calls")
     ap.add_argument("--churn", type=int, default=0, help="endpoint changes a second (0: none)")
     ap.add_argument("--churn-proxies", type=int, default=100)
     ap.add_argument("--churn-duration", type=float, default=10)
@@ -96,6 +118,15 @@ def main():
         full_rss, scoped_rss = rss_mb(full.pid), rss_mb(scoped.pid)
         for p in (full, scoped):
             p.terminate()
+        lazy = proxy(port, "on-demand", "default", d, "on-demand")
+        firsts, seconds, statuses = [], [], set()
+        for i in range(a.calls):
+            took, status = timed_get(lazy.listen, f"svc-{i}.mesh")
+            firsts.append(took)
+            statuses.add(status)
+            seconds.append(timed_get(lazy.listen, f"svc-{i}.mesh")[0])
+        lazy_rss = rss_mb(lazy.pid)
+        lazy.terminate()
         churn = None
         if a.churn:
             churn = subprocess.run([WEFT, "bench-control-plane", "--server", f"http://127.0.0.1:{port}", "--proxies", str(a.churn_proxies),
@@ -108,6 +139,8 @@ def main():
     print(f"  full mesh for a proxy: built in {build_s * 1000:.0f} ms ({len(body) / 1e6:.1f} MB), cached {cached_s * 1000:.0f} ms")
     print(f"  control plane RSS {cp_rss[0]:.0f} MB (peak {cp_rss[1]:.0f} MB)")
     print(f"  proxy with the whole mesh: RSS {full_rss[0]:.1f} MB (peak {full_rss[1]:.1f}); scoped to {a.scoped} services by a Sidecar: {scoped_rss[0]:.1f} MB (peak {scoped_rss[1]:.1f})")
+    print(f"  proxy on demand, {a.calls} services called: RSS {lazy_rss[0]:.1f} MB (peak {lazy_rss[1]:.1f}); first request p50 {pct(firsts, .5) * 1000:.1f} ms,"
+          f" p99 {pct(firsts, .99) * 1000:.1f} ms; second p50 {pct(seconds, .5) * 1000:.1f} ms, p99 {pct(seconds, .99) * 1000:.1f} ms (statuses {sorted(statuses)})")
     if churn is not None:
         print(f"  churn ({a.churn}/s into those services, {a.churn_proxies} streams of the whole mesh):")
         print("    " + (churn.stdout + churn.stderr).strip().replace("\n", "\n    "))

@@ -20,6 +20,10 @@ pub const MAX_RECOMMENDED: usize = 1000;
 /// bounded by `min..=max`; nonsense (a NaN, a negative value, no instance) changes nothing.
 pub fn hpa(current: usize, observed: f64, target: f64, min: usize, max: usize) -> usize {
     let ratio = observed / target;
+    // (A load too large to divide is as high as it gets.)
+    if current > 0 && observed.is_finite() && ratio == f64::INFINITY {
+        return max.max(min);
+    }
     if current == 0 || !ratio.is_finite() || ratio < 0.0 || (ratio - 1.0).abs() <= TOLERANCE {
         return current.clamp(min, max);
     }
@@ -27,11 +31,14 @@ pub fn hpa(current: usize, observed: f64, target: f64, min: usize, max: usize) -
     ((current as f64 * ratio).ceil().min(max as f64) as usize).clamp(min, max)
 }
 
-/// A target from a label's value: a number above 0, at most [`MAX_TARGET`].
+/// A target from a label's value: a number from [`MIN_TARGET`] to [`MAX_TARGET`].
 pub fn target(label: &str) -> Option<f64> {
     let t: f64 = label.trim().parse().ok()?;
-    (t.is_finite() && t > 0.0 && t <= MAX_TARGET).then_some(t)
+    (t.is_finite() && (MIN_TARGET..=MAX_TARGET).contains(&t)).then_some(t)
 }
+
+/// The smallest target: a hundredth of a request at a time (smaller ones only overflow).
+pub const MIN_TARGET: f64 = 0.01;
 
 /// The recommendation for a service of `endpoints` whose sidecars served `concurrency`
 /// requests at a time in all, against `target` per endpoint; none without a target, a
@@ -61,13 +68,15 @@ mod tests {
         assert_eq!(recommend(2, Some(1e300), Some(1.0)), Some(MAX_RECOMMENDED));
         assert_eq!(recommend(2, Some(f64::INFINITY), Some(1.0)), Some(2));
         assert_eq!(recommend(2, Some(f64::NAN), Some(1.0)), Some(2));
+        // A finite load over a target so small the ratio overflows: as high as it goes.
+        assert_eq!(hpa(2, 1e300, 1e-10, 1, MAX_RECOMMENDED), MAX_RECOMMENDED);
     }
 
     #[test]
     fn targets_from_labels_are_checked() {
         assert_eq!(target("4"), Some(4.0));
         assert_eq!(target(" 2.5 "), Some(2.5));
-        for bad in ["0", "-1", "NaN", "inf", "1e7", "", "four", &"9".repeat(400)] {
+        for bad in ["0", "-1", "NaN", "inf", "1e7", "", "four", &"9".repeat(400), "1e-300", "0.001"] {
             assert_eq!(target(bad), None, "{bad}");
         }
     }

@@ -136,6 +136,11 @@ impl Discovery {
         }
     }
 
+    /// Whether `host` (lower case, no port) is one of the mesh's names.
+    pub fn knows(&self, host: &str) -> bool {
+        self.names.load().lookup(host).is_some()
+    }
+
     /// The follower's side: the hosts to ask for now, and their generation.
     pub fn hosts(&self) -> (Vec<String>, u64) {
         let g = self.generation.load(Ordering::Acquire);

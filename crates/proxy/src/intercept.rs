@@ -70,12 +70,18 @@ pub async fn serve(
     worker: usize,
 ) {
     let count = |kind: usize| shared.metrics.counters.intercepted[kind].fetch_add(1, Ordering::Relaxed);
+    // Held while the connection is looked at (its first bytes, a ClientHello): it counts
+    // against --max-connections like any other, so an app cannot hold the sidecar's file
+    // descriptors with connections that never say what they are.
+    let looking = Looking::start(shared);
     let Some(orig) = crate::netns::original_destination(&stream) else {
+        drop(looking);
         return crate::server::connection_watched(shared, builder, watcher, stream, remote, worker, Side::Outbound).await;
     };
-    if crate::tcp::listener_for(shared, orig).is_some() {
+    if let Some(local) = crate::tcp::listener_for(shared, orig) {
+        drop(looking);
         count(1);
-        return crate::tcp::serve(shared, stream, orig, remote).await;
+        return crate::tcp::serve(shared, stream, local, remote).await;
     }
     let mut first = [0u8; 17];
     let n = match tokio::time::timeout(SNIFF_WAIT, peek_enough(&stream, &mut first)).await {
@@ -83,12 +89,16 @@ pub async fn serve(
         Ok(Ok(n)) => n,
         Err(_) => stream.peek(&mut first).await.unwrap_or(0).min(first.len()),
     };
-    match sniff(&first[..n]) {
+    let sniffed = sniff(&first[..n]);
+    if sniffed == Sniffed::Tls {
+        return tls(shared, stream, remote, orig, &count, looking).await;
+    }
+    drop(looking);
+    match sniffed {
         Sniffed::Http => {
             count(0);
             crate::server::connection_watched(shared, builder, watcher, stream, remote, worker, Side::Outbound).await
         }
-        Sniffed::Tls => tls(shared, stream, remote, orig, &count).await,
         _ if crate::tcp::is_mesh_vip(shared, orig.ip()) => {
             count(3);
             tracing::info!(%remote, %orig, "intercepted: not HTTP, to a mesh address with no TCP route; closed");
@@ -114,12 +124,20 @@ async fn peek_enough(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usiz
 }
 
 /// A TLS connection: by its SNI to a `tls[]` route, else through to where it was going.
-async fn tls(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr, orig: SocketAddr, count: &impl Fn(usize) -> u64) {
+async fn tls(
+    shared: &'static Shared,
+    mut down: TcpStream,
+    remote: SocketAddr,
+    orig: SocketAddr,
+    count: &impl Fn(usize) -> u64,
+    looking: Looking,
+) {
     let wait = shared.header_read_timeout.unwrap_or(Duration::from_secs(60));
     let Ok(Some(hello)) = tokio::time::timeout(wait, crate::passthrough::hello(&mut down)).await else {
         tracing::debug!(%remote, %orig, "intercepted: not a ClientHello (or too slow); closed");
         return;
     };
+    drop(looking);
     let routed = hello.sni().is_some_and(|sni| shared.current.load().snap.tls_route(&sni, orig.port()).is_some());
     if routed {
         count(1);
@@ -129,6 +147,23 @@ async fn tls(shared: &'static Shared, mut down: TcpStream, remote: SocketAddr, o
     } else {
         count(2);
         passthrough(shared, down, orig, &hello.records).await;
+    }
+}
+
+/// A connection being looked at, counted as active (not as a new one: whatever serves it
+/// next counts that).
+struct Looking(&'static Shared);
+
+impl Looking {
+    fn start(shared: &'static Shared) -> Looking {
+        shared.metrics.counters.downstream_connections_active.fetch_add(1, Ordering::Relaxed);
+        Looking(shared)
+    }
+}
+
+impl Drop for Looking {
+    fn drop(&mut self) {
+        self.0.metrics.counters.downstream_connections_active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

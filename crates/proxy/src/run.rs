@@ -86,6 +86,9 @@ pub struct ProxyOptions {
     /// Where mesh DNS forwards names that are not the mesh's (`--dns-upstream`); None:
     /// the first `nameserver` of /etc/resolv.conf.
     pub dns_upstream: Option<SocketAddr>,
+    /// Mesh DNS on this address inside the app's network namespace (`--intercept-netns`
+    /// with `--dns`: where the namespace's rules send its DNS).
+    pub dns_in_netns: Option<SocketAddr>,
 }
 
 /// `--max-connections`' default: 10,000 client connections per proxy (`weft proxy`
@@ -134,6 +137,7 @@ impl Default for ProxyOptions {
             discovery: None,
             dns: None,
             dns_upstream: None,
+            dns_in_netns: None,
         }
     }
 }
@@ -289,6 +293,9 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     let workers = shared.workers;
 
     let ns = app_netns.as_ref().map(|a| &a.ns);
+    if let (Some(ns), Some(a)) = (ns, opts.dns_in_netns) {
+        opts.dns = Some(crate::dns::DnsSockets::bind_in(ns, a).map_err(|e| format!("cannot listen on {a} (dns, in the app's namespace): {e}"))?);
+    }
     let (addr, listeners) =
         crate::server::bind_in(ns, opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let (inbound_addr, mut inbound_listeners) = match &opts.inbound {

@@ -68,7 +68,10 @@ pub fn run_worker(
         // Worker 0 also keeps the listeners of opaque TCP service ports (crate::tcp).
         let listen_ip = listener.local_addr().map(|a| a.ip());
         let tcp = async {
-            if let (0, Ok(ip)) = (worker, listen_ip) {
+            // (Intercepting, the app reaches TCP services at their addresses through the
+            // outbound listener: listeners on the machine's loopback would serve everyone
+            // else on it as this app.)
+            if let (0, Ok(ip), false) = (worker, listen_ip, shared.intercepting) {
                 crate::tcp::manage(shared, ip, stop.clone()).await;
             }
         };

@@ -96,16 +96,26 @@ fn find_listener(snap: &weft_config::Snapshot, local: SocketAddr) -> Option<&wef
     on_port().find(|l| l.ip == Some(local.ip())).or_else(|| on_port().find(|l| l.ip.is_none()))
 }
 
-/// Whether an intercepted connection to `orig` is an opaque TCP service's: a VIP and
-/// port of one (a connection to any other address is not the proxy's to route by port).
-pub fn listener_for(shared: &Shared, orig: SocketAddr) -> Option<()> {
+/// The TCP service an intercepted connection to `orig` is for: one with that VIP and
+/// port, or the service whose address (a mesh DNS answer: declared, or a virtual IP) it
+/// is, on that port. (A connection to any other address is not the proxy's to route by
+/// port.)
+pub fn listener_for(shared: &Shared, orig: SocketAddr) -> Option<SocketAddr> {
     let rt = shared.current.load();
-    rt.snap.tcp_listeners.iter().any(|l| l.ip == Some(orig.ip()) && l.port == orig.port()).then_some(())
+    if rt.snap.tcp_listeners.iter().any(|l| l.ip == Some(orig.ip()) && l.port == orig.port()) {
+        return Some(orig);
+    }
+    let host = rt.vips.host_for(orig.ip())?;
+    let l = rt.snap.tcp_listeners.iter().find(|l| l.service == host && l.port == orig.port())?;
+    // Routed as the listener of that service would be (its VIP, or the listen address).
+    Some(SocketAddr::new(l.ip.unwrap_or(orig.ip()), l.port))
 }
 
-/// Whether `ip` is an address the mesh gave a service (meaningless outside it).
+/// Whether `ip` is an address the mesh gave a service (meaningless outside it): a VIP
+/// of a TCP service, or one the mesh DNS answers with.
 pub fn is_mesh_vip(shared: &Shared, ip: IpAddr) -> bool {
-    shared.current.load().snap.tcp_listeners.iter().any(|l| l.ip == Some(ip))
+    let rt = shared.current.load();
+    rt.vips.is_vip(ip) || rt.snap.tcp_listeners.iter().any(|l| l.ip == Some(ip))
 }
 
 async fn accept(shared: &'static Shared, listener: tokio::net::TcpListener) {

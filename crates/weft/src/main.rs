@@ -383,6 +383,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 impl ProxyArgs {
     fn into_options(self) -> Result<weft_proxy::ProxyOptions, String> {
+        let intercepting = self.intercept_netns.is_some();
         let tracing = self.tracing.resolve()?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Ok(weft_proxy::ProxyOptions {
@@ -430,6 +431,8 @@ impl ProxyArgs {
             role: weft_config::Role::Sidecar,
             gateway_tls: None,
             dns: match (self.dns, self.dns_fds) {
+                // Bound in the app's namespace once the proxy has entered it.
+                (Some(_), _) if intercepting => None,
                 (Some(a), _) => Some(weft_proxy::DnsSockets::bind(a).map_err(|e| format!("cannot listen on {a} (dns): {e}"))?),
                 // SAFETY: parse_fds checked both are open and distinct (and not stdio); this
                 // process owns what it inherited and nothing else here uses them.
@@ -437,6 +440,7 @@ impl ProxyArgs {
                 (None, None) => None,
             },
             dns_upstream: self.dns_upstream,
+            dns_in_netns: self.dns.filter(|_| intercepting),
             control_plane: self.control_plane.map(|url| {
                 let host = ctl::hostname();
                 (url, self.node.unwrap_or_else(|| format!("{host}-{}", std::process::id())))

@@ -41,6 +41,8 @@ class H(http.server.BaseHTTPRequestHandler):
                 with socket.create_connection((host, int(port)), timeout=5) as s:
                     s.sendall(b"ping\n")
                     body = s.recv(100)
+            elif u.path == "/resolve":
+                body = socket.gethostbyname(q["name"]).encode()
             elif u.path == "/env":
                 body = repr(sorted(k for k in os.environ if "proxy" in k.lower())).encode()
             else:
@@ -136,6 +138,15 @@ fn an_app_with_no_proxy_settings_reaches_the_mesh_through_interception() {
     let env = get(client.addr(), CALLER, "/env", &[]);
     assert_eq!(env.text(), "[]", "no proxy settings in the app's environment");
 
+    // Mesh services by name, with no proxy settings: the mesh DNS gives a virtual IP
+    // (asked for on demand), the interception brings the connection to the sidecar.
+    let vip = get(client.addr(), CALLER, "/resolve?name=hello", &[]).text();
+    assert!(vip.starts_with("240.240."), "hello's virtual IP: {vip}\n{}", caller.log_text());
+    for url in ["http://hello/", "http://hello.default:8080/", "http://hello.default.svc.cluster.local/"] {
+        let r = get(client.addr(), CALLER, &format!("/http?url={url}"), &[]);
+        assert!(r.text().starts_with("200 ") && r.text().contains("Directory listing"), "{url}: {}", r.text());
+    }
+
     // HTTP to any address, routed by the mesh by its Host: hello's directory listing.
     let r = get(client.addr(), CALLER, "/http?url=http://10.77.0.1:8080/&host=hello", &[]);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), caller.log_text());
@@ -167,4 +178,10 @@ fn intercept_refuses_the_sidecars_ports_for_the_app() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--port 15053: with --intercept, ports 15001 and 15053 are the sidecar's"), "{err}");
+    // The namespace's rules send to 127.0.0.1:15001: another outbound listener would get nothing.
+    let mut args = run_args(&cp, &token, "caller", free_port());
+    args.extend(["--intercept", "--outbound", "127.0.0.1:17500", "--", "python3", "-m", "http.server"].map(String::from));
+    let out = Command::new(weft()).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--outbound: with --intercept"), "{err}");
 }

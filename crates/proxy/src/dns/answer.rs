@@ -115,6 +115,13 @@ pub fn decide(raw: &[u8], vips: &VipTable, transport: Transport) -> Decision {
     Decision::Local(encode(&r, limit))
 }
 
+/// The mesh-name form of a query's (first) name, if it has one (on-demand discovery
+/// asks for it before forwarding).
+pub fn query_name(raw: &[u8]) -> Option<String> {
+    let msg = Message::from_vec(raw).ok()?;
+    mesh_name(msg.queries.first()?.name().iter())
+}
+
 /// The lower-case dotted form of a name's labels, when every label is a host name's
 /// (letters, digits, `-`, `_`): only such names can be the mesh's. (Built from the
 /// labels rather than the name's text, so that a label holding a dot byte cannot pose

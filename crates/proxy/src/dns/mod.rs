@@ -55,6 +55,14 @@ pub struct DnsSockets {
 }
 
 impl DnsSockets {
+    /// Binds UDP and TCP on `addr` (a port, not 0) in the network namespace `ns`.
+    pub fn bind_in(ns: &crate::netns::NetNs, addr: SocketAddr) -> std::io::Result<DnsSockets> {
+        let tcp = crate::netns::listener(Some(ns), addr)?;
+        let udp = ns.socket(socket2::Domain::for_address(addr), socket2::Type::DGRAM)?;
+        udp.bind(&addr.into())?;
+        Ok(DnsSockets { udp: udp.into(), tcp })
+    }
+
     /// Binds UDP and TCP on `addr`; with port 0, both on one port the system picks.
     pub fn bind(addr: SocketAddr) -> std::io::Result<DnsSockets> {
         if addr.port() != 0 {
@@ -189,6 +197,38 @@ impl Server {
         answer::question_reply(query, f.question_end, ResponseCode::ServFail, false)
     }
 
+    /// On demand: a name the mesh has but the proxy has not asked for yet is asked for
+    /// (bounded by the discovery timeout) and decided again; else forwarded.
+    async fn forward_or_discover(
+        &self,
+        query: &[u8],
+        f: answer::Forward,
+        transport: Transport,
+        slot: (SocketAddr, OwnedSemaphorePermit),
+    ) -> Vec<u8> {
+        if let Some(d) = &self.shared.discovery {
+            if let Some(name) = answer::query_name(query).filter(|n| d.knows(n)) {
+                d.discover(&name).await;
+                match self.decide(query, transport) {
+                    Decision::Local(b) => {
+                        self.counters().dns(DnsResult::Local);
+                        return b;
+                    }
+                    Decision::Forward(f) => return self.forward(query, f, transport, slot).await,
+                    Decision::Error(b, why) => {
+                        self.counters().dns_failed(why);
+                        return b;
+                    }
+                    Decision::Drop(why) => {
+                        self.counters().dns_failed(why);
+                        return Vec::new();
+                    }
+                }
+            }
+        }
+        self.forward(query, f, transport, slot).await
+    }
+
     /// Forwards `query` (`f` from [`answer::decide`]) over `transport` in `slot`; the
     /// answer for the client, or SERVFAIL.
     async fn forward(&self, query: &[u8], f: answer::Forward, transport: Transport, slot: (SocketAddr, OwnedSemaphorePermit)) -> Vec<u8> {
@@ -239,8 +279,10 @@ async fn serve_udp(server: Arc<Server>, udp: Arc<tokio::net::UdpSocket>) {
                 Ok(slot) => {
                     let (server, udp, query) = (server.clone(), udp.clone(), raw.to_vec());
                     tokio::spawn(async move {
-                        let b = server.forward(&query, f, Transport::Udp, slot).await;
-                        let _ = udp.send_to(&b, peer).await;
+                        let b = server.forward_or_discover(&query, f, Transport::Udp, slot).await;
+                        if !b.is_empty() {
+                            let _ = udp.send_to(&b, peer).await;
+                        }
                     });
                     continue;
                 }
@@ -308,7 +350,7 @@ async fn tcp_connection(server: &Server, mut stream: tokio::net::TcpStream) {
             }
             Decision::Forward(f) => match server.slot() {
                 Err(why) => server.fail(&query, f, why),
-                Ok(slot) => server.forward(&query, f, Transport::Tcp, slot).await,
+                Ok(slot) => server.forward_or_discover(&query, f, Transport::Tcp, slot).await,
             },
         };
         let mut frame = Vec::with_capacity(2 + reply.len());

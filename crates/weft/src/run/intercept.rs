@@ -64,9 +64,7 @@ pub fn enter_user_namespace() -> Result<(), String> {
 /// The app's namespace, made and set up: loopback up, every IPv4 address local, the
 /// interception rules. `app_port` must not be one of the sidecar's ports in it.
 pub fn create(app_port: u16) -> Result<(NetNs, File), String> {
-    if app_port == OUTBOUND.port() || app_port == DNS.port() {
-        return Err(format!("--port {app_port}: with --intercept, ports {} and {} are the sidecar's", OUTBOUND.port(), DNS.port()));
-    }
+    check_port(app_port)?;
     let ns = NetNs::create(|| {
         command("ip", &["link", "set", "lo", "up"], None)?;
         command("ip", &["route", "add", "local", "default", "dev", "lo"], None)?;
@@ -75,6 +73,14 @@ pub fn create(app_port: u16) -> Result<(NetNs, File), String> {
     .map_err(|e| format!("--intercept: cannot set up the app's network namespace: {e}"))?;
     let file = File::open(ns.path()).map_err(|e| format!("{}: {e}", ns.path().display()))?;
     Ok((ns, file))
+}
+
+/// The app's port must not be one of the sidecar's in the namespace.
+pub fn check_port(app_port: u16) -> Result<(), String> {
+    if app_port == OUTBOUND.port() || app_port == DNS.port() {
+        return Err(format!("--port {app_port}: with --intercept, ports {} and {} are the sidecar's", OUTBOUND.port(), DNS.port()));
+    }
+    Ok(())
 }
 
 /// The nftables rules (one table, `weft`): DNS to the mesh DNS, loopback left alone,

@@ -173,6 +173,12 @@ fn check(a: &RunArgs, app: SocketAddr, inbound: SocketAddr, outbound: SocketAddr
     if a.port == 0 {
         return Err("--port: the port the app listens on, 1 to 65535".into());
     }
+    if a.intercept {
+        if a.outbound.is_some() {
+            return Err(format!("--outbound: with --intercept the outbound listener is {} in the app's namespace", intercept::OUTBOUND));
+        }
+        intercept::check_port(a.port)?;
+    }
     for (flag, addr) in [("--inbound", inbound), ("--outbound", outbound)] {
         if addr.port() == a.port && (addr.ip().is_loopback() || addr.ip().is_unspecified()) {
             return Err(format!("{flag} {addr}: the app's own port (the sidecar would answer for the app)"));
@@ -223,7 +229,8 @@ fn spawn_sidecar(a: &RunArgs, inbound: SocketAddr, outbound: SocketAddr, netns: 
         cmd.arg("--ca-file").arg(f);
     }
     if let Some(ns) = netns {
-        cmd.arg("--intercept-netns").arg(ns);
+        // Mesh DNS inside the namespace, where its rules send the app's DNS.
+        cmd.arg("--intercept-netns").arg(ns).args(["--dns", &intercept::DNS.to_string()]);
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     die_with_supervisor(&mut cmd);

@@ -49,8 +49,8 @@ pub fn parse_replicas(s: &str) -> Result<Replicas, String> {
 /// A target concurrency: a number above 0, at most a million.
 pub fn parse_target(s: &str) -> Result<f64, String> {
     let t: f64 = s.trim().parse().map_err(|_| format!("{:?} is not a number", weft_api::truncate(s, 32)))?;
-    if !(t.is_finite() && t > 0.0 && t <= MAX_TARGET) {
-        return Err(format!("{t}: above 0, at most {MAX_TARGET}"));
+    if !(t.is_finite() && (weft_control::replicas::MIN_TARGET..=MAX_TARGET).contains(&t)) {
+        return Err(format!("{}: from {} to {MAX_TARGET}", weft_api::truncate(s.trim(), 32), weft_control::replicas::MIN_TARGET));
     }
     Ok(t)
 }
