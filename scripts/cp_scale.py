@@ -7,9 +7,9 @@ the whole mesh for a proxy (the first, uncached `/v1/mesh`), and the memory of t
 proxies following it: one with the whole mesh (`--discovery eager`), one scoped by a
 Sidecar to --scoped services (eager), and one on demand (the default) that calls --calls
 services: how long its first request to each took against its second (the cost of
-asking the control plane), and its memory after. Endpoints are loopback addresses no one
-listens on (127.x.y.z:8080): a request is refused at once, so only the proxy's own work
-is timed, and nothing leaves the machine. With --churn RATE it then runs `weft bench-control-plane --churn RATE`:
+asking the control plane), and its memory after. Endpoints are loopback addresses
+(127.x.y.z) on one port where one `weft x backend` listens on 0.0.0.0: every request is
+answered, and nothing leaves the machine. With --churn RATE it then runs `weft bench-control-plane --churn RATE`:
 RATE endpoint registrations and deregistrations a second into those services while
 --churn-proxies simulated proxy streams follow, and how long each change takes to
 reach every stream.
@@ -38,10 +38,10 @@ def rss_mb(pid):
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def mesh(n, e):
+def mesh(n, e, port):
     docs = []
     for i in range(n):
-        eps = [{"address": f"127.{(i >> 8) & 255}.{i & 255}.{k + 1}", "ports": {"http": 8080}, "labels": {"version": f"v{k % 3}"}} for k in range(e)]
+        eps = [{"address": f"127.{(i >> 8) & 255}.{i & 255}.{k + 1}", "ports": {"http": port}, "labels": {"version": f"v{k % 3}"}} for k in range(e)]
         docs.append(json.dumps({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": f"svc-{i}"},
                                 "spec": {"hosts": [f"svc-{i}.mesh"], "resolution": "STATIC", "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}], "endpoints": eps}}))
     return "---\n" + "\n---\n".join(docs) + "\n"
@@ -88,8 +88,11 @@ def main():
         cp = subprocess.Popen([WEFT, "control-plane", "--data-dir", d, "--listen", f"127.0.0.1:{port}", "--insecure"], stderr=subprocess.DEVNULL)
         wait_port(port)
         env = dict(os.environ, WEFT_SERVER=f"http://127.0.0.1:{port}")
+        bport = free_port()
+        backend = subprocess.Popen([WEFT, "x", "backend", "--listen", f"0.0.0.0:{bport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(bport)
         # In files of 1,000 services (a request body is capped at 8 MiB), one apply each.
-        docs = mesh(a.services, a.endpoints).split("\n---\n")
+        docs = mesh(a.services, a.endpoints, bport).split("\n---\n")
         applies = []
         for start in range(0, len(docs), 1000):
             path = os.path.join(d, f"mesh-{start}.yaml")
@@ -134,6 +137,7 @@ def main():
                                     "--churn-services", str(a.services)], capture_output=True, text=True)
             churn_rss = rss_mb(cp.pid)
         cp.terminate()
+        backend.terminate()
     print(f"{a.services:,} services x {a.endpoints} endpoints = {a.services * a.endpoints:,} endpoints")
     print(f"  weft apply in {len(applies)} files of <= 1,000 services (each validated with everything stored, one durable commit): {apply_s:.2f} s in all, the last {applies[-1]:.2f} s")
     print(f"  full mesh for a proxy: built in {build_s * 1000:.0f} ms ({len(body) / 1e6:.1f} MB), cached {cached_s * 1000:.0f} ms")

@@ -58,7 +58,16 @@ fn watch_request() -> impl Strategy<Value = WatchRequest> {
     let identity = ("[^\\p{Cc}]{0,40}", prop::collection::btree_map(id(), label_value(), 0..4))
         .prop_map(|(namespace, labels)| Identity { namespace, labels });
     (prop::option::of(id()), any::<u64>(), any::<u64>(), prop::option::of(identity), prop::option::of(outcome())).prop_map(
-        |(node, since, wait_ms, identity, last)| WatchRequest { node, since, wait_ms, identity, last, cert_not_after: None, hosts: None },
+        |(node, since, wait_ms, identity, last)| WatchRequest {
+            node,
+            since,
+            wait_ms,
+            identity,
+            last,
+            cert_not_after: None,
+            hosts: None,
+            names_since: None,
+        },
     )
 }
 

@@ -109,6 +109,7 @@ fn watch() -> WatchRequest {
         last: Some(Outcome::Ack { nonce: 3, revision: 12 }),
         cert_not_after: Some(1_800_000_000),
         hosts: Some(vec!["reviews.shop.svc.cluster.local".into(), "*.example.com".into()]),
+        names_since: Some(11),
     }
 }
 

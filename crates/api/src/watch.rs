@@ -92,6 +92,10 @@ pub struct WatchRequest {
     /// to) and the mesh's names. None: everything its Sidecar admits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    /// On demand: the revision of the names the proxy holds (none: it has none); the
+    /// answer carries them only if they changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names_since: Option<u64>,
 }
 
 impl Message for WatchRequest {

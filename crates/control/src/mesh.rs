@@ -65,8 +65,8 @@ pub struct Index {
     /// get a full answer across one, since what their Sidecar admits may have moved.
     config_rev: u64,
     scopes: HashMap<String, Scope>,
-    /// Answers of this revision by (since, scope key).
-    answers: HashMap<(u64, String), MeshBody>,
+    /// Answers of this revision by (since, scope key, with the names).
+    answers: HashMap<(u64, String, bool), MeshBody>,
     /// The last revision that changed which hosts exist (on-demand proxies get the names
     /// again across one).
     names_rev: u64,
@@ -353,14 +353,21 @@ impl Index {
     /// [`Index::scope`], "" for the whole mesh), all but its nonce: the documents
     /// changed since (a delta), or all of them.
     pub fn answer(&mut self, since: u64, scope: &str) -> MeshBody {
+        self.answer_on_demand(since, scope, since)
+    }
+
+    /// [`Index::answer`], for an on-demand scope whose proxy holds the names as of
+    /// revision `names_since` (0: none): they are sent again only if they changed since.
+    pub fn answer_on_demand(&mut self, since: u64, scope: &str, names_since: u64) -> MeshBody {
         let s = self.scopes.get(scope).filter(|_| !scope.is_empty());
         let delta = since > 0 && since >= self.horizon && since <= self.revision && (s.is_none() || self.config_rev <= since);
-        let cache_key = (if delta { since } else { 0 }, scope.to_owned());
+        let names = s.is_some_and(|s| s.subscribed.is_some()) && (names_since == 0 || self.names_rev > names_since);
+        let cache_key = (if delta { since } else { 0 }, scope.to_owned(), names);
         if let Some(b) = self.answers.get(&cache_key) {
             return b.clone();
         }
         let mut out = MeshEncoder::new(self.revision, if delta { MeshKind::Delta } else { MeshKind::Full });
-        if let Some(s) = s.filter(|s| s.subscribed.is_some() && (!delta || self.names_rev > since)) {
+        if let Some(s) = s.filter(|_| names) {
             out.names(self.names(s));
         }
         if delta {

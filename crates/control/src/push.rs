@@ -126,7 +126,10 @@ impl Server {
             (None, Some(hosts)) => idx.scope("", identity.map_or("default", |i| i.namespace.as_str()), None, Some(hosts)),
             (None, None) => String::new(),
         };
-        Some(idx.answer(since, &scope))
+        Some(match &w.hosts {
+            Some(_) => idx.answer_on_demand(since, &scope, w.names_since.unwrap_or(0)),
+            None => idx.answer(since, &scope),
+        })
     }
 }
 

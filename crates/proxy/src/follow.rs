@@ -210,8 +210,10 @@ pub async fn run(
         d.installed(0, docs.names.take().as_deref());
         shared.metrics.counters.discovery_names.store(d.names_len() as u64, Ordering::Relaxed);
     }
-    // On demand: the generation of hosts the last answer was asked with.
+    // On demand: the generation of hosts the last answer was asked with, and the revision
+    // of the names held.
     let mut asked_gen = 0;
+    let mut names_since = if discovery.is_some_and(|d| d.names_len() > 0) { revision } else { 0 };
     if discovery.is_some() {
         tokio::spawn(crate::discovery::drop_idle_forever(shared));
     }
@@ -236,6 +238,7 @@ pub async fn run(
             node: Some(node.clone()),
             since,
             hosts,
+            names_since: discovery.map(|_| names_since),
             wait_ms: WATCH_WAIT.as_millis() as u64,
             identity: Some(identity.clone()),
             last,
@@ -264,6 +267,9 @@ pub async fn run(
                     pending_ack = Some(outcome);
                     if let Some(d) = discovery {
                         asked_gen = gen;
+                        if answer.names.is_some() {
+                            names_since = answer.revision;
+                        }
                         d.installed(gen, answer.names.as_deref());
                         shared.metrics.counters.discovery_names.store(d.names_len() as u64, Ordering::Relaxed);
                     }

@@ -294,7 +294,8 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
 
     let ns = app_netns.as_ref().map(|a| &a.ns);
     if let (Some(ns), Some(a)) = (ns, opts.dns_in_netns) {
-        opts.dns = Some(crate::dns::DnsSockets::bind_in(ns, a).map_err(|e| format!("cannot listen on {a} (dns, in the app's namespace): {e}"))?);
+        opts.dns =
+            Some(crate::dns::DnsSockets::bind_in(ns, a).map_err(|e| format!("cannot listen on {a} (dns, in the app's namespace): {e}"))?);
     }
     let (addr, listeners) =
         crate::server::bind_in(ns, opts.listen, workers).map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;

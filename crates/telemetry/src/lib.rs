@@ -16,6 +16,7 @@ pub mod trace;
 pub use flags::ResponseFlags;
 pub use histogram::{Histogram, BYTES_BUCKETS, DURATION_BUCKETS_MS};
 pub use registry::{
-    Counters, DestId, DestLabels, DnsFailure, DnsResult, HandshakeFailure, Metrics, PeerId, PeerLabels, Protocol, SeriesKey, INTERCEPTED_KINDS,
+    Counters, DestId, DestLabels, DnsFailure, DnsResult, HandshakeFailure, Metrics, PeerId, PeerLabels, Protocol, SeriesKey,
+    INTERCEPTED_KINDS,
 };
 pub use summary::{DestinationTotals, InboundTotals};

@@ -94,8 +94,16 @@ async fn stream(authority: String, i: usize, seen: Seen, log: Log) -> Result<(),
     loop {
         // The ACK of the last answer rides on the next watch, as `weft proxy` sends it.
         let last = (rev > 0).then_some(Outcome::Ack { nonce, revision: rev });
-        let watch =
-            WatchRequest { node: Some(node.clone()), since: rev, wait_ms: 20_000, identity: None, last, cert_not_after: None, hosts: None };
+        let watch = WatchRequest {
+            node: Some(node.clone()),
+            since: rev,
+            wait_ms: 20_000,
+            identity: None,
+            last,
+            cert_not_after: None,
+            hosts: None,
+            names_since: None,
+        };
         let sent = Instant::now();
         if rev > 0 {
             seen.borrow_mut()[i].2 = sent;
