@@ -244,7 +244,7 @@ fn bad_scaling_flags_are_refused() {
     let token = workload_token(&cp, "default", "hello");
     let port = free_ports(3);
     let (p, next) = (port.to_string(), format!("127.0.0.1:{}", port + 1));
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 15] = [
         (&["--replicas", "3..1"], "MIN is above MAX"),
         (&["--replicas", "0..2"], "1 to 64"),
         (&["--replicas", "1..100000"], "1 to 64"),
