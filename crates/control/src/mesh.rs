@@ -284,7 +284,7 @@ impl Index {
             if !d.hosts.iter().any(|h| sc.is_none_or(|sc| sc.admits(me, &d.namespace, h))) {
                 continue;
             }
-            if subscribed.is_some_and(|sub| !d.canonical.iter().any(|h| sub.contains(h))) {
+            if subscribed.is_some_and(|sub| !d.canonical.iter().chain(&d.hosts).any(|h| sub.contains(h))) {
                 continue;
             }
             let Ok(v) = serde_json::from_str::<Value>(d.json.get()) else { continue };
@@ -326,7 +326,12 @@ impl Index {
         let admits = |h: &String| s.sidecar.as_ref().is_none_or(|sc| sc.admits(&s.namespace, &d.namespace, h));
         match &s.subscribed {
             None => d.hosts.iter().any(|h| s.wanted.contains(h) || admits(h)),
-            Some(sub) => d.canonical.iter().chain(&d.hosts).any(|h| sub.contains(h) || s.wanted.contains(h)) && d.hosts.iter().any(admits),
+            // Asked for and admitted, or where an asked-for VirtualService routes (as the
+            // whole mesh's scope takes its admitted VirtualServices' destinations).
+            Some(sub) => {
+                let names = || d.canonical.iter().chain(&d.hosts);
+                (names().any(|h| sub.contains(h)) && names().any(admits)) || names().any(|h| s.wanted.contains(h))
+            }
         }
     }
 
@@ -341,6 +346,10 @@ impl Index {
                 if s.sidecar.as_ref().is_none_or(|sc| sc.admits(&s.namespace, &d.namespace, h) || sc.admits(&s.namespace, &d.namespace, c))
                 {
                     out.push(c);
+                    // A ServiceEntry's short host is also a literal name, in every namespace.
+                    if d.kind == "ServiceEntry" && h != c {
+                        out.push(h);
+                    }
                 }
             }
         }

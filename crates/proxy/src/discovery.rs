@@ -121,6 +121,13 @@ impl Discovery {
                 // still missed it: the next generation's answer decides).
                 Some(_) => self.generation.load(Ordering::Acquire),
                 None => {
+                    // At the most a watch may ask for, the longest unused goes (asked
+                    // again when needed): a proxy calling more services should be eager.
+                    if asked.len() >= weft_api::watch::MAX_ON_DEMAND_HOSTS {
+                        if let Some(oldest) = asked.iter().min_by_key(|(_, t)| **t).map(|(h, _)| h.clone()) {
+                            asked.remove(&oldest);
+                        }
+                    }
                     asked.insert(canonical.to_string(), now_tick());
                     let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                     self.wake.notify_one();
@@ -294,6 +301,20 @@ mod tests {
         d.installed(g, None);
         assert_eq!(waiting.await.unwrap(), Discovered::Installed);
         assert_eq!(second.await.unwrap(), Discovered::Installed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hosts_asked_for_are_bounded() {
+        let max = weft_api::watch::MAX_ON_DEMAND_HOSTS;
+        let list: Vec<String> = (0..max + 10).map(|i| format!("s{i}.example.com")).collect();
+        let d = Discovery::new("default", Duration::from_millis(1), Duration::from_secs(600));
+        d.installed(0, Some(&list));
+        for h in &list {
+            assert_eq!(d.discover(h).await, Discovered::TimedOut);
+        }
+        let (hosts, _) = d.hosts();
+        assert_eq!(hosts.len(), max);
+        assert!(hosts.contains(&list[max + 9]), "the newest kept");
     }
 
     #[tokio::test(start_paused = true)]

@@ -206,8 +206,8 @@ pub async fn run(
     // (The answer the outcome refers to: the fetch at start's, then each watch's.)
     let mut nonce = docs.nonce();
     let discovery = shared.discovery.as_ref();
-    if let Some(d) = discovery {
-        d.installed(0, docs.names.take().as_deref());
+    if let (Some(d), Some(names)) = (discovery, docs.names.take()) {
+        d.installed(0, Some(&names));
         shared.metrics.counters.discovery_names.store(d.names_len() as u64, Ordering::Relaxed);
     }
     // On demand: the generation of hosts the last answer was asked with, and the revision

@@ -287,8 +287,13 @@ pub fn run(mut opts: ProxyOptions) -> Result<(), String> {
     let app_netns = app_netns(&opts)?;
     let transport = app_netns.clone().map_or(Transport::Tcp, Transport::AppNetns);
     let shared = build_shared(resources, snap, source, &opts, transport);
-    if let Some((_, rev, _)) = &followed {
+    if let Some((_, rev, docs)) = &mut followed {
         shared.metrics.counters.control_plane_revision.store(*rev, Ordering::Relaxed);
+        // On demand, the names known before the first request (not once following starts).
+        if let (Some(d), Some(names)) = (&shared.discovery, docs.names.take()) {
+            d.installed(0, Some(&names));
+            shared.metrics.counters.discovery_names.store(d.names_len() as u64, Ordering::Relaxed);
+        }
     }
     let workers = shared.workers;
 

@@ -200,7 +200,8 @@ fn proxies_follow_registrations_and_applies_and_survive_the_control_plane_going_
     let a = backend("a", &[]);
     let se = format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n", a.addr.port());
     assert!(cp.apply("mesh.yaml", &se).status.success());
-    let p = follower(&cp, "node-1");
+    // (The whole mesh: this is about what a change pushes to a proxy holding it.)
+    let p = follower_with(&cp, "node-1", &["--discovery", "eager"]);
     assert_eq!(get(p.addr(), "reviews", "/", &[]).backend(), "a");
 
     // A registration reaches the proxy: a new service routes.
@@ -334,7 +335,8 @@ fn a_sidecar_scopes_what_a_proxy_receives_to_its_egress_hosts() {
 
     let scoped = follower(&cp, "in-default");
     assert_eq!(get(scoped.addr(), "a", "/", &[]).backend(), "a");
-    assert_eq!(get(scoped.addr(), "a", "/", &[("x-to", "c")]).backend(), "c");
+    let r = get(scoped.addr(), "a", "/", &[("x-to", "c")]);
+    assert_eq!(r.backend(), "c", "{} {}", r.status, r.text());
     let r = get(scoped.addr(), "b", "/", &[]);
     assert_eq!(r.status, 404, "b is outside the Sidecar's egress: {}", r.text());
     let dump: serde_json::Value = serde_json::from_str(&scoped.admin("/config_dump")).unwrap();

@@ -134,6 +134,55 @@ fn sigterm_under_load_loses_no_request() {
     assert_eq!(failed, 0, "{failed} of {} failed while an instance left", ok + failed);
 }
 
+/// Three instances under constant load; one app killed with `kill -9`: deregistered at
+/// once and restarted, and with retries on 503 (what the killed app's sidecar answers
+/// until the proxies know: it cannot reach its app) no client request fails.
+#[test]
+fn kill_9_of_one_of_three_under_load_is_covered_by_retries() {
+    let cp = plane();
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: hello}\nspec:\n  hosts: [hello]\n  http:\n  - route: [{destination: {host: hello}}]\n    retries: {attempts: 2, retryOn: \"connect-failure,refused-stream,503\"}\n";
+    assert!(cp.apply("retries.yaml", vs).status.success());
+    let token = workload_token(&cp, "default", "hello");
+    let client = follower(&cp, "client");
+    let victim = run_app(&cp, &token, free_port());
+    let _others = [run_app(&cp, &token, free_port()), run_app(&cp, &token, free_port())];
+    wait_until("three instances registered", || registered(&cp) == 3);
+    wait_until("serving", || status(&client) == 200);
+    let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = {
+        let (stop, ok, failed, addr, seen) = (stop.clone(), ok.clone(), failed.clone(), client.addr(), seen.clone());
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = c.get(HOST, "/", &[]);
+                match r.status {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => {
+                        seen.lock().unwrap().push(format!("{} {:?} {}", r.status, r.header("x-weft-flags"), r.text().trim()));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = app_pid(&victim).expect("the app runs under its supervisor");
+    Command::new("kill").args(["-9", &pid]).status().unwrap();
+    wait_until("the crash seen", || victim.log_text().contains("deregistered, starting it again"));
+    wait_until("the instance back", || registered(&cp) == 3);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("kill -9 of one of three: {ok} served, {failed} failed: {:?}", seen.lock().unwrap());
+    assert!(ok > 50, "{ok} requests served");
+    assert_eq!(failed, 0, "{failed} of {} failed", ok + failed);
+}
+
 /// What ends `weft run` with a message and a failure exit.
 #[test]
 fn bad_runs_end_with_a_message() {
