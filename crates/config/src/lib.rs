@@ -5,6 +5,7 @@ pub mod authz;
 mod compile;
 mod compression;
 mod delegate;
+pub mod endpoints;
 pub mod duration;
 pub mod error;
 mod filter_policy;

@@ -94,8 +94,8 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                     crate::state::ConfigSource::Files(_) => None,
                 },
                 "identity": shared.identity.as_ref().map(|i| identity_json(i)),
-                "resources": rt.resources,
-                "clusters": rt.snap.clusters,
+                "resources": rt.resources.iter().map(|r| &**r).collect::<Vec<_>>(),
+                "clusters": rt.specs.iter().map(|s| &**s).collect::<Vec<_>>(),
             });
             text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
         }

@@ -27,6 +27,7 @@ pub mod headers;
 pub mod health;
 pub mod identity;
 pub mod idle;
+pub mod incremental;
 pub mod inbound_tls;
 pub mod influx;
 pub mod jwks;

@@ -234,6 +234,8 @@ pub struct Counters {
     pub control_plane_full: AtomicU64,
     pub control_plane_deltas: AtomicU64,
     pub control_plane_bytes: AtomicU64,
+    /// Deltas applied in place (only the clusters whose endpoints changed rebuilt).
+    pub control_plane_in_place: AtomicU64,
 }
 
 /// The process's metrics.
