@@ -88,23 +88,32 @@ pub fn endpoints_only(old: &Resource, new: &Resource) -> bool {
         && *export_to == b.export_to
 }
 
-/// The new specs of the clusters in `specs` whose endpoints come from `new`'s source, as
-/// `(index, spec)`; `new`'s problems (Istio's checks of a ServiceEntry) go to `diags`,
-/// and with an error nothing may be installed. `new` must have passed
-/// [`endpoints_only`] against the resource the specs were compiled from.
-pub fn update_in_place(specs: &[Arc<ClusterSpec>], new: &Resource, diags: &mut Diagnostics) -> Vec<(usize, ClusterSpec)> {
-    let Spec::ServiceEntry(se) = &new.spec else { return Vec::new() };
-    check(new, se, diags);
-    let mut out = Vec::new();
+/// The new specs of the clusters in `specs` whose endpoints come from one of `changed`
+/// (by source), as `(index, spec)`; the entries' problems (Istio's checks of a
+/// ServiceEntry) go to `diags`, and with an error nothing may be installed. Each of
+/// `changed` must have passed [`endpoints_only`] against the resource the specs were
+/// compiled from. O(specs + the clusters changed).
+pub fn update_in_place(specs: &[Arc<ClusterSpec>], changed: &[Resource], diags: &mut Diagnostics) -> Vec<(usize, ClusterSpec)> {
+    let mut by_source: HashMap<&Source, Vec<usize>> = HashMap::new();
     for (i, spec) in specs.iter().enumerate() {
-        let Some(origin) = spec.origin.as_ref().filter(|o| o.source == new.source) else { continue };
-        let mut spec = ClusterSpec::clone(spec);
-        spec.endpoints = match se.ports.iter().find(|p| p.number as u16 == spec.port) {
-            Some(sp) => select(se, sp, &spec.service, Some(&origin.subset_labels), None),
-            None => Vec::new(),
-        };
-        spec.subject_alt_names = se.subject_alt_names.clone();
-        out.push((i, spec));
+        if let Some(o) = &spec.origin {
+            by_source.entry(&o.source).or_default().push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for new in changed {
+        let Spec::ServiceEntry(se) = &new.spec else { continue };
+        check(new, se, diags);
+        for &i in by_source.get(&new.source).into_iter().flatten() {
+            let Some(origin) = &specs[i].origin else { continue };
+            let mut spec = ClusterSpec::clone(&specs[i]);
+            spec.endpoints = match se.ports.iter().find(|p| p.number as u16 == spec.port) {
+                Some(sp) => select(se, sp, &spec.service, Some(&origin.subset_labels), None),
+                None => Vec::new(),
+            };
+            spec.subject_alt_names = se.subject_alt_names.clone();
+            out.push((i, spec));
+        }
     }
     out
 }

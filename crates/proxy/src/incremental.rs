@@ -24,10 +24,7 @@ impl Shared {
         let c = &self.metrics.counters;
         let prev = self.current.load();
         let mut diags = Diagnostics::default();
-        let mut touched = Vec::new();
-        for r in changed {
-            touched.extend(weft_config::endpoints::update_in_place(&prev.specs, r, &mut diags));
-        }
+        let touched = weft_config::endpoints::update_in_place(&prev.specs, changed, &mut diags);
         if !diags.is_ok() {
             c.reloads_failed.fetch_add(1, Ordering::Relaxed);
             return Err(diags);
@@ -76,9 +73,10 @@ impl Shared {
             (prev.chains.clone(), prev.live.clone())
         };
         let mut resources = prev.resources.clone();
-        for r in changed {
-            if let Some(slot) = resources.iter_mut().find(|x| x.source == r.source) {
-                *slot = Arc::new(r.clone());
+        let by_source: HashMap<&weft_config::Source, &Resource> = changed.iter().map(|r| (&r.source, r)).collect();
+        for slot in &mut resources {
+            if let Some(r) = by_source.get(&slot.source) {
+                *slot = Arc::new(Resource::clone(r));
             }
         }
         Runtime { snap: prev.snap.clone(), specs, clusters, chains, live, resources, revision: prev.revision + 1 }
