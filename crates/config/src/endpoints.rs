@@ -89,7 +89,7 @@ pub fn endpoints_only(old: &Resource, new: &Resource) -> bool {
 }
 
 /// The new specs of the clusters in `specs` whose endpoints come from one of `changed`
-/// (by source), as `(index, spec)`; the entries' problems (Istio's checks of a
+/// (by source) and differ, as `(index, spec)`; the entries' problems (Istio's checks of a
 /// ServiceEntry) go to `diags`, and with an error nothing may be installed. Each of
 /// `changed` must have passed [`endpoints_only`] against the resource the specs were
 /// compiled from. O(specs + the clusters changed).
@@ -106,11 +106,16 @@ pub fn update_in_place(specs: &[Arc<ClusterSpec>], changed: &[Resource], diags: 
         check(new, se, diags);
         for &i in by_source.get(&new.source).into_iter().flatten() {
             let Some(origin) = &specs[i].origin else { continue };
-            let mut spec = ClusterSpec::clone(&specs[i]);
-            spec.endpoints = match se.ports.iter().find(|p| p.number as u16 == spec.port) {
-                Some(sp) => select(se, sp, &spec.service, Some(&origin.subset_labels), None),
+            let endpoints = match se.ports.iter().find(|p| p.number as u16 == specs[i].port) {
+                Some(sp) => select(se, sp, &specs[i].service, Some(&origin.subset_labels), None),
                 None => Vec::new(),
             };
+            // (A subset whose endpoints did not change keeps its cluster.)
+            if endpoints == specs[i].endpoints && se.subject_alt_names == specs[i].subject_alt_names {
+                continue;
+            }
+            let mut spec = ClusterSpec::clone(&specs[i]);
+            spec.endpoints = endpoints;
             spec.subject_alt_names = se.subject_alt_names.clone();
             out.push((i, spec));
         }
@@ -133,4 +138,74 @@ fn check(r: &Resource, se: &ServiceEntry, diags: &mut Diagnostics) {
         source_labels: None,
     };
     crate::service_entry::check_service_entry(r, se, &mut ctx);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{endpoints_only, update_in_place};
+    use crate::error::Diagnostics;
+
+    const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web}\nspec:\n  host: web\n  subsets: [{name: v2, labels: {version: v2}}]\n";
+
+    fn se(endpoints: &str, extra: &str) -> String {
+        format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web}}\nspec:\n  hosts: [web]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 81, name: admin, targetPort: 9091}}]\n  endpoints: [{endpoints}]\n{extra}")
+    }
+
+    /// (the ServiceEntry, its clusters' specs) compiled with the rule.
+    fn build(se: &str) -> (crate::Resource, Vec<Arc<crate::ClusterSpec>>) {
+        let (r, snap, d) = crate::build_str("t", &format!("{se}---\n{DR}"));
+        assert!(d.is_ok(), "{:?}", d.errors);
+        (r[0].clone(), snap.clusters.into_iter().map(Arc::new).collect())
+    }
+
+    const E1: &str = "{address: 10.0.0.1, ports: {http: 8080}, labels: {version: v1}}";
+    const E2: &str = "{address: 10.0.0.2, labels: {version: v2}, weight: 3}";
+
+    #[test]
+    fn only_endpoints_and_subject_alt_names_may_differ() {
+        let (old, _) = build(&se(E1, ""));
+        let same = |text: &str| endpoints_only(&old, &build(text).0);
+        assert!(same(&se(E1, "")));
+        assert!(same(&se(&format!("{E1}, {E2}"), "")));
+        assert!(same(&se("", "  subjectAltNames: [spiffe://cluster.local/ns/default/sa/web]\n")));
+        assert!(!same(&se(E1, "  exportTo: [.]\n")));
+        assert!(!same(&se(E1, "").replace("STATIC", "DNS")));
+        assert!(!same(&se(E1, "").replace("number: 81", "number: 82")));
+        assert!(!same(&se(E1, "").replace("hosts: [web]", "hosts: [web, www]")));
+        assert!(!same(&se(E1, "").replace("{name: web}", "{name: web, labels: {a: b}}")));
+        // Another document (source) is another resource.
+        let (r, _, _) = crate::build_str("u", &se(E1, ""));
+        assert!(!endpoints_only(&old, &r[0]));
+    }
+
+    #[test]
+    fn clusters_updated_in_place_equal_a_whole_compile() {
+        let (_, specs) = build(&se(E1, ""));
+        let text = se(&format!("{E1}, {E2}"), "  subjectAltNames: [spiffe://cluster.local/ns/default/sa/web]\n");
+        let (new, whole) = build(&text);
+        let mut d = Diagnostics::default();
+        let updated = update_in_place(&specs, std::slice::from_ref(&new), &mut d);
+        assert!(d.is_ok(), "{:?}", d.errors);
+        // Every port and the subset: outbound|80||web, |80|v2|, |81||, |81|v2|.
+        assert_eq!(updated.len(), 4);
+        let names: Vec<&str> = updated.iter().map(|(_, s)| s.name.as_str()).collect();
+        assert_eq!(names, ["outbound|80||web", "outbound|80|v2|web", "outbound|81||web", "outbound|81|v2|web"]);
+        for (i, spec) in updated {
+            let json = |s: &crate::ClusterSpec| serde_json::to_value(s).unwrap();
+            assert_eq!(json(&spec), json(&whole[i]), "{}", spec.name);
+        }
+        // A bad endpoint is refused with its field path; another entry touches nothing.
+        let (bad, _) = build(&se(E1, ""));
+        let mut bad = bad;
+        if let crate::Spec::ServiceEntry(e) = &mut bad.spec {
+            e.endpoints[0].address = "no-ip".into();
+        }
+        let mut d = Diagnostics::default();
+        update_in_place(&specs, &[bad], &mut d);
+        assert!(d.errors.iter().any(|e| e.to_string().contains("spec.endpoints[0].address")), "{:?}", d.errors);
+        let (other, _, _) = crate::build_str("u", &se(E2, ""));
+        assert!(update_in_place(&specs, &other, &mut Diagnostics::default()).is_empty());
+    }
 }

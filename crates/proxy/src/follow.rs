@@ -163,7 +163,7 @@ pub async fn fetch(cp: &ControlPlane, identity: &Identity, timeout: Duration) ->
     }
     let answer = MeshAnswer::decode(&body).map_err(|e| e.to_string())?;
     let mut docs = Docs::default();
-    let _whole = docs.apply(&answer);
+    docs.apply(&answer);
     Ok((answer.revision, docs))
 }
 
