@@ -185,7 +185,12 @@ pub fn install(shared: &'static Shared, revision: u64, docs: &Docs) -> Result<()
 
 /// Applies ServiceEntries whose endpoints alone changed, in place; Err(reason) keeps
 /// the running runtime.
-fn update(shared: &'static Shared, revision: u64, changed: &[weft_config::Resource], warnings: &[weft_config::ConfigError]) -> Result<(), String> {
+fn update(
+    shared: &'static Shared,
+    revision: u64,
+    changed: &[weft_config::Resource],
+    warnings: &[weft_config::ConfigError],
+) -> Result<(), String> {
     match shared.update_endpoints(changed) {
         Ok(d) => {
             for w in warnings.iter().chain(&d.warnings) {

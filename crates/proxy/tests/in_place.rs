@@ -12,10 +12,8 @@ use weft_proxy::testing::*;
 
 /// A ServiceEntry document for `host`: port 80 `http`, `endpoints` as (address, version).
 fn se(host: &str, endpoints: &[(&str, &str)]) -> Box<RawValue> {
-    let eps: Vec<String> = endpoints
-        .iter()
-        .map(|(a, v)| format!(r#"{{"address":"{a}","ports":{{"http":80}},"labels":{{"version":"{v}"}}}}"#))
-        .collect();
+    let eps: Vec<String> =
+        endpoints.iter().map(|(a, v)| format!(r#"{{"address":"{a}","ports":{{"http":80}},"labels":{{"version":"{v}"}}}}"#)).collect();
     raw(&format!(
         r#"{{"apiVersion":"networking.istio.io/v1","kind":"ServiceEntry","metadata":{{"name":"{host}","namespace":"default"}},"spec":{{"hosts":["{host}"],"resolution":"STATIC","ports":[{{"number":80,"name":"http","protocol":"HTTP"}}],"endpoints":[{}]}}}}"#,
         eps.join(",")
@@ -31,11 +29,15 @@ fn rules() -> Vec<(&'static str, Box<RawValue>)> {
     vec![
         (
             "DestinationRule/default/a",
-            raw(r#"{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{"name":"a","namespace":"default"},"spec":{"host":"a","trafficPolicy":{"loadBalancer":{"simple":"ROUND_ROBIN"}},"subsets":[{"name":"v1","labels":{"version":"v1"}},{"name":"v2","labels":{"version":"v2"}}]}}"#),
+            raw(
+                r#"{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{"name":"a","namespace":"default"},"spec":{"host":"a","trafficPolicy":{"loadBalancer":{"simple":"ROUND_ROBIN"}},"subsets":[{"name":"v1","labels":{"version":"v1"}},{"name":"v2","labels":{"version":"v2"}}]}}"#,
+            ),
         ),
         (
             "DestinationRule/default/b",
-            raw(r#"{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{"name":"b","namespace":"default"},"spec":{"host":"b","trafficPolicy":{"outlierDetection":{"consecutive5xxErrors":3,"interval":"10s","baseEjectionTime":"60s","maxEjectionPercent":50}}}}"#),
+            raw(
+                r#"{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{"name":"b","namespace":"default"},"spec":{"host":"b","trafficPolicy":{"outlierDetection":{"consecutive5xxErrors":3,"interval":"10s","baseEjectionTime":"60s","maxEjectionPercent":50}}}}"#,
+            ),
         ),
     ]
 }

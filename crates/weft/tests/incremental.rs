@@ -18,7 +18,14 @@ fn state(p: &Proxy, service: &str) -> Vec<(String, Value, Value, Value, Value, V
         .iter()
         .map(|e| {
             let s = |k: &str| e[k].clone();
-            (e["address"].as_str().unwrap().to_owned(), s("requests_total"), s("errors_total"), s("idle_connections"), s("health"), e["ejection"]["reason"].clone())
+            (
+                e["address"].as_str().unwrap().to_owned(),
+                s("requests_total"),
+                s("errors_total"),
+                s("idle_connections"),
+                s("health"),
+                e["ejection"]["reason"].clone(),
+            )
         })
         .collect()
 }
@@ -35,7 +42,10 @@ fn a_registration_for_one_service_leaves_anothers_endpoint_state_and_connections
     let mut mesh = service_entry("alpha", &[(a1.addr, "", 1)]);
     mesh += "---\n";
     mesh += &service_entry("beta", &[(b1.addr, "", 1), (b2.addr, "", 1)]);
-    mesh += &destination_rule("beta", "{outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 300s, maxEjectionPercent: 50}}");
+    mesh += &destination_rule(
+        "beta",
+        "{outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 300s, maxEjectionPercent: 50}}",
+    );
     let out = cp.apply("mesh.yaml", &mesh);
     assert!(out.status.success(), "{}", text(&out));
     let p = follower(&cp, "incr");
