@@ -3,11 +3,11 @@
 mod backend;
 mod bench;
 mod cpbench;
-mod incrbench;
 mod cpchurn;
 mod ctl;
 mod demo;
 mod get;
+mod incrbench;
 mod manifest;
 mod run;
 mod table;
