@@ -27,7 +27,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chaos_kill import WEFT, free_port, wait_port  # noqa: E402
-from cp_scale import mesh  # noqa: E402
+from cp_scale import mesh, rss_mb  # noqa: E402
 
 
 def proxy_revision(admin):
@@ -99,6 +99,7 @@ def main():
             time.sleep(0.1)
         print(f"{a.services:,} services x {a.endpoints} endpoints; {a.changes} single registrations, answer -> the proxy runs it:")
         print(f"  p50 {pct(took, 50):.1f} ms, p90 {pct(took, 90):.1f} ms, p99 {pct(took, 99):.1f} ms, max {max(took):.1f} ms")
+        print("  proxy RSS %.0f MB (peak %.0f MB)" % rss_mb(px.pid))
         if a.churn:
             time.sleep(2.0)
             cpu0, t0 = cpu_seconds(px.pid), time.monotonic()
@@ -112,6 +113,7 @@ def main():
             print(f"  churn {a.churn}/s for {a.churn_duration:.0f} s: proxy CPU {(cpu1 - cpu0) / (caught - t0):.2f} cores "
                   f"({cpu1 - cpu0:.1f} s over {caught - t0:.1f} s), running the last revision {(caught - ended) * 1000:.0f} ms after the churn ended")
             print("    " + (out.stdout + out.stderr).strip().replace("\n", "\n    "))
+            print("  proxy RSS after the churn %.0f MB (peak %.0f MB)" % rss_mb(px.pid))
         px.terminate()
         cp.terminate()
 
