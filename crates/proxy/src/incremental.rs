@@ -7,7 +7,7 @@
 //! whole reload does, [`Cluster::build`]). Swapped in whole, as any reload; a bad entry
 //! changes nothing (the follower NACKs it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -42,7 +42,7 @@ impl Shared {
     fn patched(&self, prev: &Runtime, touched: Vec<(usize, weft_config::ClusterSpec)>, changed: &[Resource]) -> Runtime {
         let mut specs = prev.specs.clone();
         let mut clusters = prev.clusters.clone();
-        let indexes: Vec<usize> = touched.iter().map(|(i, _)| *i).collect();
+        let indexes: HashSet<usize> = touched.iter().map(|(i, _)| *i).collect();
         for (i, spec) in touched {
             let old = &prev.clusters[i];
             let kept: HashMap<(String, String), Arc<crate::cluster::Endpoint>> =
@@ -84,7 +84,7 @@ impl Shared {
 }
 
 /// Whether a route of `snap` mirrors to one of the clusters at `indexes`.
-fn mirrors_any(snap: &Snapshot, indexes: &[usize]) -> bool {
+fn mirrors_any(snap: &Snapshot, indexes: &HashSet<usize>) -> bool {
     let names = |c: &ClusterChoice| indexes.contains(&c.default) || c.by_port.iter().any(|(_, i)| indexes.contains(i));
     snap.vhosts.iter().flat_map(|vh| &vh.routes).any(|r| r.mirror.as_ref().is_some_and(|(c, _)| names(c)))
 }

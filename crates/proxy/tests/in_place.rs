@@ -204,3 +204,42 @@ async fn an_endpoints_delta_that_cannot_apply_is_refused_and_the_old_state_serve
     assert_eq!(in_place(&h), 1, "compiled whole");
     assert_eq!(h.get("c", "/").await.status, 200);
 }
+
+/// The mirror filter's cluster of `host`'s first route.
+fn mirror_of(h: &Harness, host: &str) -> Arc<Cluster> {
+    let rt = h.shared.current.load();
+    let vi = rt.snap.exact_hosts[host];
+    rt.chains[vi][0]
+        .filters
+        .iter()
+        .find_map(|f| if let weft_proxy::filters::Filter::Mirror(m) = f { Some(m.default.clone()) } else { None })
+        .expect("a mirror filter")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_mirroring_to_a_changed_cluster_mirrors_to_the_new_one() {
+    let net = upstreams();
+    let h = Harness::new(&net, "");
+    let mut f = Follower::new();
+    start(&h, &mut f);
+    let vs = raw(
+        r#"{"apiVersion":"networking.istio.io/v1","kind":"VirtualService","metadata":{"name":"b","namespace":"default"},"spec":{"hosts":["b"],"http":[{"route":[{"destination":{"host":"b"}}],"mirror":{"host":"a"}}]}}"#,
+    );
+    f.take(&h, MeshKind::Delta, &[("VirtualService/default/b", &vs)]).unwrap();
+    assert!(Arc::ptr_eq(&mirror_of(&h, "b"), &cluster(&h, "outbound|80||a")));
+    let chains = h.shared.current.load().chains.clone();
+    // a changes in place: b's chain now mirrors to a's new cluster; b's own is untouched.
+    let a = se("a", &[("10.0.0.3", "v1")]);
+    f.take(&h, MeshKind::Delta, &[("ServiceEntry/default/a", &a)]).unwrap();
+    assert_eq!(in_place(&h), 1);
+    assert!(!Arc::ptr_eq(&chains, &h.shared.current.load().chains), "chains made again");
+    assert!(Arc::ptr_eq(&mirror_of(&h, "b"), &cluster(&h, "outbound|80||a")), "the mirror follows a's new cluster");
+    assert_eq!(addresses(&mirror_of(&h, "b")), [A3]);
+    // A change to b (which nothing mirrors to) shares the chains.
+    let chains = h.shared.current.load().chains.clone();
+    let b = se("b", &[("10.0.1.1", "v1")]);
+    f.take(&h, MeshKind::Delta, &[("ServiceEntry/default/b", &b)]).unwrap();
+    assert_eq!(in_place(&h), 2);
+    assert!(Arc::ptr_eq(&chains, &h.shared.current.load().chains), "chains shared");
+    assert_eq!(h.get("b", "/").await.text(), B1);
+}
