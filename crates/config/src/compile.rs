@@ -428,15 +428,12 @@ impl<'a> Ctx<'a> {
         let mut endpoints = Vec::new();
         let mut dns = false;
         let mut protocol = None;
+        let mut origin = None;
         if let Some(svc) = service {
             let se = svc.entry;
             dns = matches!(se.resolution(), Resolution::Dns | Resolution::DnsRoundRobin);
             if let Some(sp) = se.ports.iter().find(|p| p.number as u16 == port) {
                 protocol = sp.protocol.clone();
-                if se.endpoints.is_empty() && dns {
-                    let p = sp.target_port.unwrap_or(sp.number) as u16;
-                    endpoints.push(EndpointSpec { address: host.to_owned(), port: p, weight: 1, labels: BTreeMap::new(), locality: None });
-                }
                 let selected = se.workload_selector.as_ref().map(|sel| {
                     self.workloads
                         .iter()
@@ -444,21 +441,12 @@ impl<'a> Ctx<'a> {
                         .map(|(we, _)| *we)
                         .collect::<Vec<_>>()
                 });
-                for ep in selected.unwrap_or_else(|| se.endpoints.iter().collect()) {
-                    if let Some(sub) = subset_def {
-                        if !sub.labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
-                            continue;
-                        }
-                    }
-                    let p = ep.ports.get(&sp.name).copied().or(sp.target_port).unwrap_or(sp.number) as u16;
-                    endpoints.push(EndpointSpec {
-                        address: ep.address.clone(),
-                        port: p,
-                        weight: ep.weight.filter(|w| *w > 0).unwrap_or(1),
-                        labels: ep.labels.clone(),
-                        locality: ep.locality.clone(),
-                    });
-                }
+                endpoints = crate::endpoints::select(se, sp, host, subset_def.map(|s| &s.labels), selected);
+            }
+            // (Endpoints a workloadSelector picks change with WorkloadEntries: not in place.)
+            if se.workload_selector.is_none() {
+                let subset_labels = subset_def.map(|s| s.labels.clone()).unwrap_or_default();
+                origin = Some(std::sync::Arc::new(crate::endpoints::Origin { source: svc.resource.source.clone(), subset_labels }));
             }
         }
         let lb = lb_policy(policy.load_balancer.as_ref());
@@ -492,6 +480,7 @@ impl<'a> Ctx<'a> {
             endpoints,
             subject_alt_names: service.map(|s| s.entry.subject_alt_names.clone()).unwrap_or_default(),
             warmup: warmup(policy.load_balancer.as_ref()),
+            origin,
         };
         self.clusters.push(spec);
         self.cluster_index.insert(name, self.clusters.len() - 1);

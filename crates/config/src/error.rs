@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Where a resource came from: the file and its 1-based document number.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Source {
     pub file: String,
     pub doc: usize,

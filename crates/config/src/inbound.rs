@@ -71,6 +71,7 @@ impl Snapshot {
             }],
             subject_alt_names: Vec::new(),
             warmup: None,
+            origin: None,
         });
         let target = WeightedTarget {
             cluster: ClusterChoice { default: cluster, by_port: Vec::new() },

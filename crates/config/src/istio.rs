@@ -23,7 +23,7 @@ pub use sidecar::*;
 pub use telemetry::*;
 
 /// `metadata` of any resource.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Metadata {
     #[serde(default)]
     pub name: String,
@@ -37,7 +37,7 @@ pub struct Metadata {
 
 // ---------------------------------------------------------------- ServiceEntry
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntry {
     #[serde(default)]
@@ -64,7 +64,7 @@ pub struct ServiceEntry {
     pub subject_alt_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct WorkloadSelector {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -94,7 +94,7 @@ pub enum Resolution {
     DnsRoundRobin,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServicePort {
     pub number: u32,
@@ -108,7 +108,7 @@ pub struct ServicePort {
 
 /// An endpoint of a ServiceEntry (Istio's `WorkloadEntry` message), and the spec of the
 /// `WorkloadEntry` kind (a workload a ServiceEntry's `workloadSelector` picks).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadEntry {
     #[serde(default)]

@@ -7,6 +7,7 @@ mod compression;
 mod delegate;
 pub mod dns;
 pub mod duration;
+pub mod endpoints;
 pub mod error;
 mod filter_policy;
 pub mod gateway;

@@ -355,6 +355,10 @@ pub struct ClusterSpec {
     pub subject_alt_names: Vec<String>,
     /// Slow start for endpoints added to the cluster (`loadBalancer.warmup`).
     pub warmup: Option<Warmup>,
+    /// The ServiceEntry its endpoints come from and the subset's labels (none: not from a
+    /// ServiceEntry's own endpoints), for updates in place ([`crate::endpoints`]).
+    #[serde(skip)]
+    pub origin: Option<std::sync::Arc<crate::endpoints::Origin>>,
 }
 
 /// Slow start, Envoy's: an endpoint added to a running cluster gets, `t` after it was

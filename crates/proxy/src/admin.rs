@@ -99,8 +99,8 @@ fn route(shared: &'static Shared, req: Request<Incoming>) -> Response<Full<Bytes
                     crate::state::ConfigSource::Files(_) => None,
                 },
                 "identity": shared.identity.as_ref().map(|i| identity_json(i)),
-                "resources": rt.resources,
-                "clusters": rt.snap.clusters,
+                "resources": rt.resources.iter().map(|r| &**r).collect::<Vec<_>>(),
+                "clusters": rt.specs.iter().map(|s| &**s).collect::<Vec<_>>(),
                 // Mesh DNS's table: each service's addresses, and whether they are a VIP.
                 "dns": rt.vips.iter().map(|(host, addresses, vip)| json!({
                     "host": host,

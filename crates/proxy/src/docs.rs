@@ -33,20 +33,61 @@ pub struct Docs {
     pub names: Option<Vec<String>>,
 }
 
+/// What an answer changed, for installing it.
+#[derive(Debug)]
+pub enum Change {
+    /// Only the endpoints (and `subjectAltNames`) of these ServiceEntries, each the one
+    /// resource of its document: an update in place ([`crate::incremental`]) applies it
+    /// to a runtime compiled from the documents held before. With their load warnings.
+    Endpoints(Vec<Resource>, Vec<ConfigError>),
+    /// Anything else: the whole set compiled again.
+    Other,
+}
+
+impl Parsed {
+    /// Its one resource, when it loaded without error as exactly one.
+    fn single(&self) -> Option<&Resource> {
+        match &self.resources[..] {
+            [r] if self.errors.is_empty() => Some(r),
+            _ => None,
+        }
+    }
+}
+
 impl Docs {
     /// Applies an answer: a whole one replaces everything; a delta drops the keys it
     /// removes, then parses the documents it brings (replacing those under the same key).
-    pub fn apply(&mut self, answer: &MeshAnswer<'_>) {
+    /// Says whether the answer changed only ServiceEntries' endpoints.
+    pub fn apply(&mut self, answer: &MeshAnswer<'_>) -> Change {
         self.received = answer.bytes;
         self.nonce = answer.nonce;
+        // (A key removed that was not held removes nothing.)
+        let mut in_place = answer.is_delta() && answer.removed.iter().all(|k| !self.docs.contains_key(k));
         if !answer.is_delta() {
             self.docs.clear();
         }
         for key in &answer.removed {
             self.docs.remove(key);
         }
+        let (mut changed, mut warnings) = (Vec::new(), Vec::new());
         for (key, doc) in &answer.documents {
-            self.docs.insert(key.clone(), parse(key, doc.get()));
+            let new = parse(key, doc.get());
+            if in_place {
+                let old = self.docs.get(key).and_then(Parsed::single);
+                match (old, new.single()) {
+                    (Some(old), Some(r)) if weft_config::endpoints::endpoints_only(old, r) => {
+                        changed.push(r.clone());
+                        warnings.extend(new.warnings.iter().cloned());
+                    }
+                    _ => in_place = false,
+                }
+            }
+            self.docs.insert(key.clone(), new);
+        }
+        if in_place {
+            Change::Endpoints(changed, warnings)
+        } else {
+            Change::Other
         }
     }
 

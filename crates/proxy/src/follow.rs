@@ -151,7 +151,7 @@ pub fn identity_query(namespace: &str, labels: &std::collections::BTreeMap<Strin
     Identity { namespace: namespace.to_owned(), labels: labels.clone() }
 }
 
-pub use crate::docs::Docs;
+pub use crate::docs::{Change, Docs};
 
 /// Fetches the current mesh once (at start): (revision, documents). The documents keep
 /// the answer's nonce ([`Docs::nonce`]), which the first watch's ACK names.
@@ -180,6 +180,27 @@ pub fn install(shared: &'static Shared, revision: u64, docs: &Docs) -> Result<()
             }
             shared.metrics.counters.control_plane_revision.store(revision, Ordering::Relaxed);
             tracing::info!("control plane revision {revision} active");
+            Ok(())
+        }
+        Err(d) => Err(d.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
+    }
+}
+
+/// Applies ServiceEntries whose endpoints alone changed, in place; Err(reason) keeps
+/// the running runtime.
+fn update(
+    shared: &'static Shared,
+    revision: u64,
+    changed: &[weft_config::Resource],
+    warnings: &[weft_config::ConfigError],
+) -> Result<(), String> {
+    match shared.update_endpoints(changed) {
+        Ok(d) => {
+            for w in warnings.iter().chain(&d.warnings) {
+                tracing::warn!("{w}");
+            }
+            shared.metrics.counters.control_plane_revision.store(revision, Ordering::Relaxed);
+            tracing::debug!("control plane revision {revision} active (endpoints of {} services, in place)", changed.len());
             Ok(())
         }
         Err(d) => Err(d.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
@@ -217,6 +238,9 @@ pub async fn run(
     if discovery.is_some() {
         tokio::spawn(crate::discovery::drop_idle_forever(shared));
     }
+    // Whether the runtime is compiled from the documents held (not after a NACK): only
+    // then can a delta of endpoints be applied to it in place.
+    let mut in_sync = true;
     loop {
         let (hosts, gen) = match discovery {
             Some(d) => {
@@ -263,7 +287,8 @@ pub async fn run(
                 Ok(answer) => {
                     backoff = BACKOFF_MIN;
                     nonce = answer.nonce;
-                    let (outcome, took) = take(shared, &mut docs, &answer, revision);
+                    let (outcome, took) = take(shared, &mut docs, &answer, revision, in_sync);
+                    in_sync = outcome.is_ok();
                     pending_ack = Some(outcome);
                     if let Some(d) = discovery {
                         asked_gen = gen;
@@ -302,16 +327,27 @@ pub async fn run(
 }
 
 /// Takes an answer: applies it to the documents held (which follow the control plane's
-/// revisions, installed or not), counts it, and installs the result; (the outcome to
-/// report, how long the compile took).
-fn take(shared: &'static Shared, docs: &mut Docs, answer: &MeshAnswer<'_>, held: u64) -> (Result<u64, (u64, String)>, Duration) {
-    docs.apply(answer);
+/// revisions, installed or not), counts it, and installs the result — in place when it
+/// changed only endpoints and the runtime is compiled from the documents held before
+/// (`in_sync`), else the whole set compiled; (the outcome to report, how long it took).
+pub fn take(
+    shared: &'static Shared,
+    docs: &mut Docs,
+    answer: &MeshAnswer<'_>,
+    held: u64,
+    in_sync: bool,
+) -> (Result<u64, (u64, String)>, Duration) {
+    let started = std::time::Instant::now();
+    let change = docs.apply(answer);
     let c = &shared.metrics.counters;
     c.control_plane_bytes.fetch_add(answer.bytes as u64, Ordering::Relaxed);
     (if answer.is_delta() { &c.control_plane_deltas } else { &c.control_plane_full }).fetch_add(1, Ordering::Relaxed);
     let rev = answer.revision;
-    let started = std::time::Instant::now();
-    let outcome = install(shared, rev, docs).map(|()| rev).map_err(|why| {
+    let installed = match change {
+        Change::Endpoints(changed, warnings) if in_sync => update(shared, rev, &changed, &warnings),
+        _ => install(shared, rev, docs),
+    };
+    let outcome = installed.map(|()| rev).map_err(|why| {
         tracing::error!("control plane revision {rev} rejected, keeping revision {held}: {why}");
         c.control_plane_nacks.fetch_add(1, Ordering::Relaxed);
         (rev, why)

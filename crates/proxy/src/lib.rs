@@ -31,6 +31,7 @@ pub mod health;
 pub mod identity;
 pub mod idle;
 pub mod inbound_tls;
+pub mod incremental;
 pub mod influx;
 pub mod intercept;
 pub mod jwks;

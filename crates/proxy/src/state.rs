@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use weft_config::{Diagnostics, Resource, Snapshot};
+use weft_config::{ClusterSpec, Diagnostics, Resource, Snapshot};
 use weft_telemetry::Metrics;
 
 use crate::cluster::{Cluster, Endpoint};
@@ -17,19 +17,23 @@ use crate::filters::Chain;
 use crate::live::LiveState;
 
 pub struct Runtime {
-    pub snap: Snapshot,
+    /// The compiled config, shared by the runtimes an update in place makes from this
+    /// one; its clusters are taken out into `specs`.
+    pub snap: Arc<Snapshot>,
+    /// The clusters as compiled (`clusters` holds them as run, with mesh mTLS applied).
+    pub specs: Vec<Arc<ClusterSpec>>,
     pub clusters: Vec<Arc<Cluster>>,
     /// Each route's filter chain, `[vhost][route]` as in `snap.vhosts`.
-    pub chains: Vec<Vec<Arc<Chain>>>,
+    pub chains: Arc<Vec<Vec<Arc<Chain>>>>,
     /// The filters' live state, carried over to the next runtime.
-    pub live: LiveState,
-    pub resources: Vec<Resource>,
+    pub live: Arc<LiveState>,
+    pub resources: Vec<Arc<Resource>>,
     pub revision: u64,
     /// The mesh's names and addresses (VIPs): what mesh DNS answers, and what
     /// transparent interception maps an original destination back to a service with
     /// (`shared.current.load().vips.host_for(ip)`). Built from `snap.services` once per
     /// installed config.
-    pub vips: weft_config::dns::VipTable,
+    pub vips: Arc<weft_config::dns::VipTable>,
 }
 
 /// Where the live configuration comes from; only it swaps the runtime.
@@ -120,16 +124,18 @@ impl Runtime {
                 }
             }
         }
-        let clusters: Vec<Arc<Cluster>> = snap
-            .clusters
+        let mut snap = snap;
+        let specs: Vec<Arc<ClusterSpec>> = std::mem::take(&mut snap.clusters).into_iter().map(Arc::new).collect();
+        let clusters: Vec<Arc<Cluster>> = specs
             .iter()
             .map(|s| match mesh {
                 Some(m) => m.cluster(s),
-                None => s.clone(),
+                None => ClusterSpec::clone(s),
             })
             .map(|s| Arc::new(Cluster::build(&s, &old, breakers.get(&s.name), workers, metrics, node, transport, mesh)))
             .collect();
-        let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &p.live), metrics);
+        let (chains, live) = crate::live::build(&snap, &clusters, prev.map(|p| &*p.live), metrics);
+        let resources = resources.into_iter().map(Arc::new).collect();
         let vips = weft_config::dns::VipTable::build(&snap.services);
         if vips.unallocated() > 0 {
             tracing::warn!(
@@ -138,7 +144,16 @@ impl Runtime {
                 weft_config::dns::VIP_SLOTS
             );
         }
-        Runtime { snap, clusters, chains, live, resources, revision, vips }
+        Runtime {
+            snap: Arc::new(snap),
+            specs,
+            clusters,
+            chains: Arc::new(chains),
+            live: Arc::new(live),
+            resources,
+            revision,
+            vips: Arc::new(vips),
+        }
     }
 }
 

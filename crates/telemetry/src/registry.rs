@@ -321,6 +321,8 @@ pub struct Counters {
     pub control_plane_full: AtomicU64,
     pub control_plane_deltas: AtomicU64,
     pub control_plane_bytes: AtomicU64,
+    /// Deltas applied in place (only the clusters whose endpoints changed rebuilt).
+    pub control_plane_in_place: AtomicU64,
     /// Mesh DNS: queries by [`DnsResult`], failures by [`DnsFailure`] (their indexes).
     pub dns_queries: [AtomicU64; 3],
     pub dns_failures: [AtomicU64; 8],

@@ -293,6 +293,12 @@ impl Metrics {
             "counter",
             &c.control_plane_bytes,
         );
+        counter(
+            "weft_control_plane_in_place_updates_total",
+            "Deltas that changed only endpoints, applied in place (no recompilation of the mesh).",
+            "counter",
+            &c.control_plane_in_place,
+        );
         counter("weft_config_revision", "Revision of the active config (1 = the config at start).", "gauge", &c.config_revision);
         out
     }

@@ -7,6 +7,7 @@ mod cpchurn;
 mod ctl;
 mod demo;
 mod get;
+mod incrbench;
 mod manifest;
 mod run;
 mod table;
@@ -101,6 +102,8 @@ enum XCmd {
     Backend(backend::BackendArgs),
     /// Measure push propagation to many simulated proxy streams (--churn: registry churn).
     BenchControlPlane(cpbench::CpBenchArgs),
+    /// Measure what endpoint changes cost a proxy following the whole mesh (in process).
+    BenchIncremental(incrbench::IncrBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -506,6 +509,7 @@ fn main() -> ExitCode {
         Cmd::Deregister(a) => ctl::deregister(a),
         Cmd::Status(a) => ctl::status(a),
         Cmd::BenchControlPlane(a) | Cmd::X(XCmd::BenchControlPlane(a)) => cpbench::run(a),
+        Cmd::X(XCmd::BenchIncremental(a)) => incrbench::run(a),
         Cmd::Token(TokenCmd::Create(a)) => ctl::token_create(a),
     }
 }
