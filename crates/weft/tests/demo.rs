@@ -5,11 +5,22 @@ mod common;
 #[test]
 fn demo_spreads_traffic_as_configured() {
     // Ports of its own so it can run beside other tests.
+    // (A port found free may be taken by another test before the demo binds it: tried
+    // again with others then.)
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let o = std::process::Command::new(common::weft())
-        .args(["demo", "--once", "-n", "1000", "--listen", &free(), "--admin", &free(), "--control-plane", &free()])
-        .output()
-        .unwrap();
+    let run = || {
+        std::process::Command::new(common::weft())
+            .args(["demo", "--once", "-n", "1000", "--listen", &free(), "--admin", &free(), "--control-plane", &free()])
+            .output()
+            .unwrap()
+    };
+    let mut o = run();
+    for _ in 0..2 {
+        if o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("Address already in use") {
+            break;
+        }
+        o = run();
+    }
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
     let share = |name: &str| -> f64 {
