@@ -197,6 +197,25 @@ impl Server {
         answer::question_reply(query, f.question_end, ResponseCode::ServFail, false)
     }
 
+    /// Counts a decision: Ok(the reply to send, or none: dropped), or Err(the forward it asks for).
+    fn settle(&self, d: Decision) -> Result<Option<Vec<u8>>, answer::Forward> {
+        match d {
+            Decision::Local(b) => {
+                self.counters().dns(DnsResult::Local);
+                Ok(Some(b))
+            }
+            Decision::Error(b, why) => {
+                self.counters().dns_failed(why);
+                Ok(Some(b))
+            }
+            Decision::Drop(why) => {
+                self.counters().dns_failed(why);
+                Ok(None)
+            }
+            Decision::Forward(f) => Err(f),
+        }
+    }
+
     /// On demand: a name the mesh has but the proxy has not asked for yet is asked for
     /// (bounded by the discovery timeout) and decided again; else forwarded.
     async fn forward_or_discover(
@@ -209,21 +228,10 @@ impl Server {
         if let Some(d) = &self.shared.discovery {
             if let Some(name) = answer::query_name(query).filter(|n| d.knows(n)) {
                 d.discover(&name).await;
-                match self.decide(query, transport) {
-                    Decision::Local(b) => {
-                        self.counters().dns(DnsResult::Local);
-                        return b;
-                    }
-                    Decision::Forward(f) => return self.forward(query, f, transport, slot).await,
-                    Decision::Error(b, why) => {
-                        self.counters().dns_failed(why);
-                        return b;
-                    }
-                    Decision::Drop(why) => {
-                        self.counters().dns_failed(why);
-                        return Vec::new();
-                    }
-                }
+                return match self.settle(self.decide(query, transport)) {
+                    Ok(reply) => reply.unwrap_or_default(),
+                    Err(f) => self.forward(query, f, transport, slot).await,
+                };
             }
         }
         self.forward(query, f, transport, slot).await
@@ -261,20 +269,10 @@ async fn serve_udp(server: Arc<Server>, udp: Arc<tokio::net::UdpSocket>) {
             }
         };
         let raw = &buf[..n];
-        let reply = match server.decide(raw, Transport::Udp) {
-            Decision::Local(b) => {
-                server.counters().dns(DnsResult::Local);
-                b
-            }
-            Decision::Error(b, why) => {
-                server.counters().dns_failed(why);
-                b
-            }
-            Decision::Drop(why) => {
-                server.counters().dns_failed(why);
-                continue;
-            }
-            Decision::Forward(f) => match server.slot() {
+        let reply = match server.settle(server.decide(raw, Transport::Udp)) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(f) => match server.slot() {
                 Err(why) => server.fail(raw, f, why),
                 Ok(slot) => {
                     let (server, udp, query) = (server.clone(), udp.clone(), raw.to_vec());
@@ -335,20 +333,10 @@ async fn tcp_connection(server: &Server, mut stream: tokio::net::TcpStream) {
         if !matches!(tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query)).await, Ok(Ok(_))) {
             return;
         }
-        let reply = match server.decide(&query, Transport::Tcp) {
-            Decision::Local(b) => {
-                server.counters().dns(DnsResult::Local);
-                b
-            }
-            Decision::Error(b, why) => {
-                server.counters().dns_failed(why);
-                b
-            }
-            Decision::Drop(why) => {
-                server.counters().dns_failed(why);
-                return;
-            }
-            Decision::Forward(f) => match server.slot() {
+        let reply = match server.settle(server.decide(&query, Transport::Tcp)) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(f) => match server.slot() {
                 Err(why) => server.fail(&query, f, why),
                 Ok(slot) => server.forward_or_discover(&query, f, Transport::Tcp, slot).await,
             },
