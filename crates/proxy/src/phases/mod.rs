@@ -34,9 +34,9 @@ pub use crate::request::{ConnCtx, RequestCtx};
 /// One request, from the listener to the upstream and back.
 pub async fn handle(conn: ConnCtx, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
     let mut cx = accept(conn, &req);
-    if cx.conn.shared.discovery.is_some() && matches!(cx.conn.side, crate::request::Side::Outbound) {
+    if let Some(host) = unheld_host(&cx, &req) {
         // (Boxed: rare, and it would grow every request's future.)
-        if let Err(answered) = Box::pin(discover(&mut cx, &req)).await {
+        if let Err(answered) = Box::pin(discover(&mut cx, host)).await {
             return Ok(answered);
         }
     }
@@ -97,14 +97,21 @@ async fn external(cx: &mut RequestCtx, call: crate::ext_authz::Call, next: &mut 
     Ok(())
 }
 
+/// On demand, an outbound request's host the installed config does not serve (nothing
+/// else: a proxy holding the whole mesh never looks).
+fn unheld_host(cx: &RequestCtx, req: &Request<Incoming>) -> Option<crate::headers::HostBuf> {
+    cx.conn.shared.discovery.as_ref()?;
+    if !matches!(cx.conn.side, crate::request::Side::Outbound) {
+        return None;
+    }
+    let host = crate::headers::authority(req).and_then(|(_, h, _)| crate::headers::HostBuf::new(h))?;
+    cx.conn.shared.current.load().snap.vhost_index(host.as_str()).is_none().then_some(host)
+}
+
 /// On demand: a host the installed config does not serve but the mesh has is asked for,
 /// and the request waits for it (bounded); then routing decides as ever.
-async fn discover(cx: &mut RequestCtx, req: &Request<Incoming>) -> Result<(), Response<RespBody>> {
+async fn discover(cx: &mut RequestCtx, host: crate::headers::HostBuf) -> Result<(), Response<RespBody>> {
     let Some(d) = &cx.conn.shared.discovery else { return Ok(()) };
-    let Some(host) = crate::headers::authority(req).and_then(|(_, h, _)| crate::headers::HostBuf::new(h)) else { return Ok(()) };
-    if cx.conn.shared.current.load().snap.vhost_index(host.as_str()).is_some() {
-        return Ok(());
-    }
     match d.discover(host.as_str()).await {
         crate::discovery::Discovered::TimedOut => {
             cx.conn.shared.metrics.counters.discovery_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
