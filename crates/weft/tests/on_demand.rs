@@ -59,7 +59,9 @@ fn services_are_asked_for_when_first_called_and_cost_nothing_before() {
     assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
 
     // Unused past --discovery-idle: dropped, and asked again on the next request.
-    wait_until("alpha dropped when idle", || p.metric("weft_discovery_hosts", &[]) == 0.0);
+    wait_until("alpha dropped when idle", || {
+        p.metric("weft_discovery_hosts", &[]) == 0.0 && !p.admin("/clusters").contains("alpha")
+    });
     assert_eq!(status(&p, "alpha"), 200);
     assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
 }
