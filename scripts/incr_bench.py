@@ -87,7 +87,7 @@ def main():
             if out.returncode != 0:
                 sys.exit(f"apply failed: {out.stderr[:500]}")
         px = subprocess.Popen([a.weft, "proxy", "--control-plane", f"http://127.0.0.1:{port}", "--node", "incr", "--listen", f"127.0.0.1:{listen}",
-                               "--admin", f"127.0.0.1:{admin}"], stderr=subprocess.DEVNULL)
+                               "--admin", f"127.0.0.1:{admin}", "--discovery", "eager"], stderr=subprocess.DEVNULL)
         wait_port(admin, 120)
         wait_revision(admin, register(port, "svc-0.mesh", "10.250.0.1:9000"), 120)
         time.sleep(2.0)
