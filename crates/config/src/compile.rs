@@ -280,7 +280,13 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
             compression: Vec::new(),
             response_cache: Vec::new(),
         });
-        snap.exact_hosts.insert(host.clone(), idx);
+        // (A wildcard host serves the names under it, as a VirtualService's does.)
+        match host.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => snap.wildcard_hosts.push((suffix.to_owned(), idx)),
+            _ => {
+                snap.exact_hosts.insert(host.clone(), idx);
+            }
+        }
     }
     snap.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     add_alternate_names(&mut snap, &view.namespace, &ctx);

@@ -48,7 +48,10 @@ pub struct Scope {
 
 /// Scopes kept at most (each on-demand proxy's set of hosts is one): past it they are
 /// made again as asked.
-const MAX_SCOPES: usize = 10_000;
+const MAX_SCOPES: usize = 1_000;
+/// Answers of one revision kept at most (per since, scope and names): past it they are
+/// encoded again as asked.
+const MAX_ANSWERS: usize = 2_000;
 
 #[derive(Default)]
 pub struct Index {
@@ -67,9 +70,11 @@ pub struct Index {
     scopes: HashMap<String, Scope>,
     /// Answers of this revision by (since, scope key, with the names).
     answers: HashMap<(u64, String, bool), MeshBody>,
-    /// The last revision that changed which hosts exist (on-demand proxies get the names
-    /// again across one).
+    /// The last revision that changed which hosts exist, or the config (a Sidecar decides
+    /// which a proxy may ask for): on-demand proxies get the names again across one.
     names_rev: u64,
+    /// Every host a document has (canonical and as written), at this revision.
+    known: (u64, std::sync::Arc<HashSet<String>>),
 }
 
 /// The hosts a resource is about (lower case).
@@ -184,26 +189,16 @@ impl Index {
             }
         }
         let mut changed: Vec<String> = self.docs.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
-        let mut names_changed = !changed.is_empty();
         let mut docs = BTreeMap::new();
         for (key, v) in fresh {
             let d = doc(&v);
-            match self.docs.get(&key) {
-                Some(old) if old.json.get() == d.json.get() => {}
-                Some(old) => {
-                    names_changed |= old.canonical != d.canonical;
-                    changed.push(key.clone());
-                }
-                None => {
-                    names_changed = true;
-                    changed.push(key.clone());
-                }
+            if self.docs.get(&key).is_none_or(|old| old.json.get() != d.json.get()) {
+                changed.push(key.clone());
             }
             docs.insert(key, d);
         }
-        if names_changed {
-            self.names_rev = rev;
-        }
+        // (Any config change may be a Sidecar's, which changes the names a proxy may see.)
+        self.names_rev = rev;
         if !self.built {
             self.horizon = rev;
         }
@@ -254,17 +249,25 @@ impl Index {
     /// Sidecar), asking on demand for `hosts` (none: everything it admits).
     pub fn scope(&mut self, key: &str, namespace: &str, sidecar: Option<weft_config::istio::Sidecar>, hosts: Option<&[String]>) -> String {
         let mut scope_key = format!("{key}@{namespace}");
-        let subscribed: Option<HashSet<String>> = hosts.map(|h| h.iter().map(|h| h.to_ascii_lowercase()).collect());
+        // Only hosts the mesh has count (what a proxy asks for beyond them is nothing), and
+        // the key holds a hash of them: memory follows the mesh, not what is asked.
+        let subscribed: Option<HashSet<String>> = hosts.map(|h| {
+            let known = self.known_hosts();
+            h.iter().map(|h| h.to_ascii_lowercase()).filter(|h| known.contains(h.as_str())).collect()
+        });
         if let Some(sub) = &subscribed {
             let mut sorted: Vec<&String> = sub.iter().collect();
             sorted.sort();
-            scope_key.push('#');
-            for h in sorted {
-                scope_key.push_str(h);
-                scope_key.push(',');
-            }
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&sorted, &mut hasher);
+            scope_key.push_str(&format!("#{:016x}", std::hash::Hasher::finish(&hasher)));
         }
-        let fresh = self.scopes.get(&scope_key).is_some_and(|s| s.config_rev == self.config_rev);
+        let held = self.scopes.get(&scope_key);
+        let fresh = held.is_some_and(|s| s.config_rev == self.config_rev && s.subscribed == subscribed);
+        if held.is_some_and(|s| s.subscribed != subscribed) {
+            // (Another set of hosts under the same hash: its answers are not this one's.)
+            self.answers.retain(|(_, k, _), _| *k != scope_key);
+        }
         if !fresh {
             if self.scopes.len() >= MAX_SCOPES {
                 self.scopes.clear();
@@ -274,6 +277,15 @@ impl Index {
             self.scopes.insert(scope_key.clone(), s);
         }
         scope_key
+    }
+
+    /// Every host of the documents held (built once per revision).
+    fn known_hosts(&mut self) -> std::sync::Arc<HashSet<String>> {
+        if self.known.0 != self.revision || self.known.1.is_empty() {
+            let all = self.docs.values().flat_map(|d| d.hosts.iter().chain(&d.canonical)).cloned().collect();
+            self.known = (self.revision, std::sync::Arc::new(all));
+        }
+        self.known.1.clone()
     }
 
     /// The destinations of the VirtualServices a Sidecar admits (on demand: of those
@@ -374,6 +386,9 @@ impl Index {
         let cache_key = (if delta { since } else { 0 }, scope.to_owned(), names);
         if let Some(b) = self.answers.get(&cache_key) {
             return b.clone();
+        }
+        if self.answers.len() >= MAX_ANSWERS {
+            self.answers.clear();
         }
         let mut out = MeshEncoder::new(self.revision, if delta { MeshKind::Delta } else { MeshKind::Full });
         if let Some(s) = s.filter(|_| names) {
@@ -565,6 +580,9 @@ mod tests {
         // and a delta of nothing asked for is empty.
         let asked = ["svc1.default.svc.cluster.local".to_owned()];
         let on_demand = idx.scope("", "default", None, Some(&asked));
+        // Hosts the mesh does not have are not the scope's: the same scope, whatever is asked.
+        let padded = [asked[0].clone(), "x".repeat(253), "nowhere.example".to_owned()];
+        assert_eq!(idx.scope("", "default", None, Some(&padded)), on_demand);
         let body = idx.answer(0, &on_demand);
         let bytes = body.answer(1).to_vec();
         let a = weft_api::MeshAnswer::decode(&bytes).unwrap();

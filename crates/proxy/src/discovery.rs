@@ -79,6 +79,10 @@ pub enum Discovered {
     Unknown,
     /// The control plane did not answer in time: 503 (flag NC).
     TimedOut,
+    /// As many hosts are asked for as a watch may carry, every one of them used or
+    /// asked within the last second: 503 (flag NC) rather than dropping one a request
+    /// is waiting for.
+    Full,
 }
 
 /// The on-demand state shared by the request path (a miss) and the follower.
@@ -123,12 +127,16 @@ impl Discovery {
                 None => {
                     // At the most a watch may ask for, the longest unused goes (asked
                     // again when needed): a proxy calling more services should be eager.
+                    let now = now_tick();
                     if asked.len() >= weft_api::watch::MAX_ON_DEMAND_HOSTS {
-                        if let Some(oldest) = asked.iter().min_by_key(|(_, t)| **t).map(|(h, _)| h.clone()) {
-                            asked.remove(&oldest);
+                        match asked.iter().min_by_key(|(_, t)| **t).map(|(h, t)| (h.clone(), *t)) {
+                            Some((oldest, t)) if t + 1 < now => {
+                                asked.remove(&oldest);
+                            }
+                            _ => return Discovered::Full,
                         }
                     }
-                    asked.insert(canonical.to_string(), now_tick());
+                    asked.insert(canonical.to_string(), now);
                     let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                     self.wake.notify_one();
                     g
@@ -216,7 +224,7 @@ impl IdleSweep {
         if !active.is_empty() {
             let rt = shared.current.load();
             let (asked, _) = d.hosts();
-            d.used(asked.iter().map(String::as_str).filter(|h| active.contains(h) || routes_to(&rt.snap, h, &active)));
+            d.used(asked.iter().map(String::as_str).filter(|h| active.contains(h) || routes_to(&rt, h, &active)));
         }
         self.seen = totals.into_iter().map(|(s, t)| (s, t.requests)).collect();
         d.drop_idle()
@@ -238,12 +246,16 @@ pub async fn drop_idle_forever(shared: &'static crate::state::Shared) {
 }
 
 /// Whether `host`'s routes send to one of `services`.
-fn routes_to(snap: &weft_config::Snapshot, host: &str, services: &std::collections::HashSet<&str>) -> bool {
-    let Some(vi) = snap.vhost_index(host) else { return false };
-    snap.vhosts[vi].routes.iter().any(|r| match &r.action {
-        weft_config::Action::Forward(wc) => {
-            wc.targets.iter().any(|t| snap.clusters.get(t.cluster.default).is_some_and(|c| services.contains(c.service.as_str())))
-        }
+/// (The runtime's cluster specs, not the snapshot's: those are taken out into `specs`.)
+fn routes_to(rt: &crate::state::Runtime, host: &str, services: &std::collections::HashSet<&str>) -> bool {
+    let Some(vi) = rt.snap.vhost_index(host) else { return false };
+    rt.snap.vhosts[vi].routes.iter().any(|r| match &r.action {
+        weft_config::Action::Forward(wc) => wc.targets.iter().any(|t| {
+            let by_port = t.cluster.by_port.iter().map(|(_, c)| *c);
+            std::iter::once(t.cluster.default)
+                .chain(by_port)
+                .any(|c| rt.specs.get(c).is_some_and(|s| services.contains(s.service.as_str())))
+        }),
         _ => false,
     })
 }
@@ -307,14 +319,21 @@ mod tests {
     async fn the_hosts_asked_for_are_bounded() {
         let max = weft_api::watch::MAX_ON_DEMAND_HOSTS;
         let list: Vec<String> = (0..max + 10).map(|i| format!("s{i}.example.com")).collect();
-        let d = Discovery::new("default", Duration::from_millis(1), Duration::from_secs(600));
+        // (No wait at all, so that the clock stays in one second.)
+        let d = Discovery::new("default", Duration::ZERO, Duration::from_secs(600));
         d.installed(0, Some(&list));
         for h in &list {
-            assert_eq!(d.discover(h).await, Discovered::TimedOut);
+            assert!(matches!(d.discover(h).await, Discovered::TimedOut | Discovered::Full));
         }
         let (hosts, _) = d.hosts();
         assert_eq!(hosts.len(), max);
-        assert!(hosts.contains(&list[max + 9]), "the newest kept");
+        // All asked within the same second: the newcomers were refused, none dropped.
+        assert!(!hosts.contains(&list[max + 9]) && hosts.contains(&list[0]));
+        assert_eq!(d.discover(&list[max + 9]).await, Discovered::Full);
+        // Seconds later the longest unused makes room.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(d.discover(&list[max + 9]).await, Discovered::TimedOut);
+        assert!(d.hosts().0.contains(&list[max + 9]));
     }
 
     #[tokio::test(start_paused = true)]

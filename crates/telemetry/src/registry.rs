@@ -138,10 +138,13 @@ pub enum DnsFailure {
     NoUpstream,
     /// A TCP connection closed at accept: the connection limit was reached.
     ConnectionLimit,
+    /// A mesh name asked for on demand did not arrive in time (SERVFAIL: never
+    /// forwarded, the name is the mesh's).
+    Discovery,
 }
 
 impl DnsFailure {
-    pub const ALL: [DnsFailure; 8] = [
+    pub const ALL: [DnsFailure; 9] = [
         DnsFailure::Malformed,
         DnsFailure::NotImplemented,
         DnsFailure::TooLarge,
@@ -150,6 +153,7 @@ impl DnsFailure {
         DnsFailure::UpstreamError,
         DnsFailure::NoUpstream,
         DnsFailure::ConnectionLimit,
+        DnsFailure::Discovery,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -162,6 +166,7 @@ impl DnsFailure {
             DnsFailure::UpstreamError => "upstream_error",
             DnsFailure::NoUpstream => "no_upstream",
             DnsFailure::ConnectionLimit => "connection_limit",
+            DnsFailure::Discovery => "discovery",
         }
     }
 }
@@ -325,7 +330,7 @@ pub struct Counters {
     pub control_plane_in_place: AtomicU64,
     /// Mesh DNS: queries by [`DnsResult`], failures by [`DnsFailure`] (their indexes).
     pub dns_queries: [AtomicU64; 3],
-    pub dns_failures: [AtomicU64; 8],
+    pub dns_failures: [AtomicU64; 9],
 }
 
 impl Counters {

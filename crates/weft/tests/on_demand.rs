@@ -59,9 +59,7 @@ fn services_are_asked_for_when_first_called_and_cost_nothing_before() {
     assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
 
     // Unused past --discovery-idle: dropped, and asked again on the next request.
-    wait_until("alpha dropped when idle", || {
-        p.metric("weft_discovery_hosts", &[]) == 0.0 && !p.admin("/clusters").contains("alpha")
-    });
+    wait_until("alpha dropped when idle", || p.metric("weft_discovery_hosts", &[]) == 0.0 && !p.admin("/clusters").contains("alpha"));
     assert_eq!(status(&p, "alpha"), 200);
     assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
 }
@@ -100,6 +98,25 @@ fn a_name_the_sidecar_does_not_admit_is_not_asked_for() {
     assert_eq!(status(&p, "beta"), 404);
     assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0, "beta was never asked for");
     assert_eq!(p.metric("weft_discovery_timeouts_total", &[]), 0.0);
+    // The Sidecar widened: the new names reach the proxy, and beta is asked for and served.
+    let wider = sidecar.replace("./alpha.default.svc.cluster.local", "./*");
+    assert!(cp.apply("sidecar.yaml", &wider).status.success());
+    wait_until("beta admitted", || status(&p, "beta") == 200);
+}
+
+#[test]
+fn a_name_under_a_wildcard_service_entry_is_asked_for_and_served() {
+    let cp = plane();
+    let wild = backend("wild", &[]);
+    let se = format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: wild}}\nspec:\n  hosts: [\"*.wild.test\"]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n", wild.addr.port());
+    assert!(cp.apply("wild.yaml", &se).status.success());
+    for discovery in ["on-demand", "eager"] {
+        let p = follower_with(&cp, discovery, &["--discovery", discovery]);
+        wait_until("the proxy follows", || p.metric("weft_control_plane_revision", &[]) >= 1.0);
+        let r = get(p.addr(), "api.wild.test", "/", &[]);
+        assert_eq!((r.status, r.backend()), (200, "wild".to_owned()), "{discovery}: {}", r.text());
+        assert_eq!(status(&p, "wild.test"), 404, "{discovery}: the wildcard is not its own parent");
+    }
 }
 
 #[test]

@@ -227,7 +227,9 @@ impl Server {
     ) -> Vec<u8> {
         if let Some(d) = &self.shared.discovery {
             if let Some(name) = answer::query_name(query).filter(|n| d.knows(n)) {
-                d.discover(&name).await;
+                if !matches!(d.discover(&name).await, crate::discovery::Discovered::Installed) {
+                    return self.fail(query, f, DnsFailure::Discovery);
+                }
                 return match self.settle(self.decide(query, transport)) {
                     Ok(reply) => reply.unwrap_or_default(),
                     Err(f) => self.forward(query, f, transport, slot).await,

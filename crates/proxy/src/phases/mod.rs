@@ -112,15 +112,21 @@ fn unheld_host(cx: &RequestCtx, req: &Request<Incoming>) -> Option<crate::header
 /// and the request waits for it (bounded); then routing decides as ever.
 async fn discover(cx: &mut RequestCtx, host: crate::headers::HostBuf) -> Result<(), Response<RespBody>> {
     let Some(d) = &cx.conn.shared.discovery else { return Ok(()) };
-    match d.discover(host.as_str()).await {
+    let msg = match d.discover(host.as_str()).await {
         crate::discovery::Discovered::TimedOut => {
-            cx.conn.shared.metrics.counters.discovery_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let msg = format!("no answer from the control plane for {:?} within {:?} (on-demand discovery)\n", host.as_str(), d.timeout);
-            let local = crate::filters::Local::new(http::StatusCode::SERVICE_UNAVAILABLE, weft_telemetry::ResponseFlags::NC, msg);
-            Err(crate::local::reject(cx, local))
+            format!("no answer from the control plane for {:?} within {:?} (on-demand discovery)\n", host.as_str(), d.timeout)
         }
-        _ => Ok(()),
-    }
+        crate::discovery::Discovered::Full => {
+            format!(
+                "{:?} not asked for: as many services as one proxy may ask for on demand are in use (on-demand discovery)\n",
+                host.as_str()
+            )
+        }
+        _ => return Ok(()),
+    };
+    cx.conn.shared.metrics.counters.discovery_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let local = crate::filters::Local::new(http::StatusCode::SERVICE_UNAVAILABLE, weft_telemetry::ResponseFlags::NC, msg);
+    Err(crate::local::reject(cx, local))
 }
 
 /// The accept phase: the request's context and its record, started now.
