@@ -129,3 +129,26 @@ fn eager_discovery_holds_the_whole_mesh() {
     assert_eq!(status(&p, "alpha"), 200);
     assert_eq!(p.metric("weft_discovery_hosts", &[]), 0.0);
 }
+
+/// A host reached through a VirtualService counts as used by what its routes reach: it is
+/// not dropped as idle (and asked again) while its traffic flows.
+#[test]
+fn a_virtual_service_host_in_use_is_not_dropped_as_idle() {
+    let cp = plane();
+    let beta = backend("beta", &[]);
+    register(&cp, "beta", &beta);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: front}\nspec:\n  hosts: [front.example.com]\n  http:\n  - route: [{destination: {host: beta}}]\n";
+    assert!(cp.apply("front.yaml", vs).status.success());
+    let p = follower_with(&cp, "on-demand", &["--discovery-idle", "1s"]);
+    wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 2.0);
+    assert_eq!(get(p.addr(), "front.example.com", "/", &[]).backend(), "beta");
+    let answers = || p.metric("weft_control_plane_deltas_total", &[]) + p.metric("weft_control_plane_full_updates_total", &[]);
+    let before = answers();
+    // Three idle windows of steady traffic through the VirtualService's host.
+    for _ in 0..30 {
+        assert_eq!(status(&p, "front.example.com"), 200);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(answers(), before, "the host was dropped and asked for again while in use");
+    assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
+}
