@@ -136,7 +136,9 @@ fn sigterm_under_load_loses_no_request() {
 
 /// Three instances under constant load; one app killed with `kill -9`: deregistered at
 /// once and restarted, and with retries on 503 (what the killed app's sidecar answers
-/// until the proxies know: it cannot reach its app) no client request fails.
+/// until the proxies know: it cannot reach its app) no client request fails but, at
+/// most, the one whose response the app was writing at that instant (its head already
+/// passed on: no proxy can retry it).
 #[test]
 fn kill_9_of_one_of_three_under_load_is_covered_by_retries() {
     let cp = plane();
@@ -154,15 +156,22 @@ fn kill_9_of_one_of_three_under_load_is_covered_by_retries() {
         let (stop, ok, failed, addr, seen) = (stop.clone(), ok.clone(), failed.clone(), client.addr(), seen.clone());
         std::thread::spawn(move || {
             let mut c = Client::connect(addr);
+            let request = format!("GET / HTTP/1.1\r\nhost: {HOST}\r\n\r\n");
             for _ in 0..20_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let r = c.get(HOST, "/", &[]);
-                match r.status {
-                    200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => {
-                        seen.lock().unwrap().push(format!("{} {:?} {}", r.status, r.header("x-weft-flags"), r.text().trim()));
+                // (A connection the proxy had to cut is a failed request: counted, and a new one.)
+                let answer = std::io::Write::write_all(c.stream(), request.as_bytes()).ok().and_then(|()| c.read_response(false));
+                match answer {
+                    Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    Some(r) => {
+                        seen.lock().unwrap().push(format!("{} {}", r.status, r.text().trim()));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                    None => {
+                        seen.lock().unwrap().push("connection cut".to_owned());
+                        c = Client::connect(addr);
                         failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
@@ -180,7 +189,7 @@ fn kill_9_of_one_of_three_under_load_is_covered_by_retries() {
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     eprintln!("kill -9 of one of three: {ok} served, {failed} failed: {:?}", seen.lock().unwrap());
     assert!(ok > 50, "{ok} requests served");
-    assert_eq!(failed, 0, "{failed} of {} failed", ok + failed);
+    assert!(failed <= 1, "{failed} of {} failed: {:?}", ok + failed, seen.lock().unwrap());
 }
 
 /// What ends `weft run` with a message and a failure exit.
