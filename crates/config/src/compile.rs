@@ -96,18 +96,7 @@ pub fn compile_in(resources: &[Resource], view: &View, diags: &mut Diagnostics) 
 /// [`compile_in`] for whoever `binding` says applies the VirtualServices (a sidecar, or
 /// an ingress gateway's Gateways: [`crate::gateway::compile_for`]).
 pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Binding, diags: &mut Diagnostics) -> Snapshot {
-    let mut ctx = Ctx {
-        services: HashMap::new(),
-        rules: HashMap::new(),
-        clusters: Vec::new(),
-        cluster_index: HashMap::new(),
-        diags,
-        viewer: view.namespace.clone(),
-        workloads: Vec::new(),
-        delegates: HashMap::new(),
-        binding: binding.clone(),
-        source_labels: view.labels.clone(),
-    };
+    let mut ctx = Ctx::new(diags, view.namespace.clone(), binding.clone(), view.labels.clone());
     for r in resources {
         check_export_to(r, &mut ctx);
     }
@@ -358,6 +347,27 @@ fn service_namespace(host: &str, declared_in: Option<&str>) -> String {
 }
 
 impl<'a> Ctx<'a> {
+    /// An empty compile for a proxy of `viewer`, its routes applied as `binding` says.
+    pub(crate) fn new(
+        diags: &'a mut Diagnostics,
+        viewer: String,
+        binding: Binding,
+        source_labels: Option<BTreeMap<String, String>>,
+    ) -> Self {
+        Ctx {
+            services: HashMap::new(),
+            rules: HashMap::new(),
+            clusters: Vec::new(),
+            cluster_index: HashMap::new(),
+            diags,
+            viewer,
+            workloads: Vec::new(),
+            delegates: HashMap::new(),
+            binding,
+            source_labels,
+        }
+    }
+
     pub fn err(&mut self, r: &Resource, path: impl Into<String>, msg: impl Into<String>) {
         self.diags.errors.push(ConfigError::new(&r.source, Some(&r.kind), Some(&r.metadata.name), path, msg));
     }

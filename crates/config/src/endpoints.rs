@@ -125,18 +125,7 @@ pub fn update_in_place(specs: &[Arc<ClusterSpec>], changed: &[Resource], diags: 
 
 /// Istio's checks of one ServiceEntry, alone (the rest of the mesh did not change).
 fn check(r: &Resource, se: &ServiceEntry, diags: &mut Diagnostics) {
-    let mut ctx = Ctx {
-        services: HashMap::new(),
-        rules: HashMap::new(),
-        clusters: Vec::new(),
-        cluster_index: HashMap::new(),
-        diags,
-        viewer: String::new(),
-        workloads: Vec::new(),
-        delegates: HashMap::new(),
-        binding: Binding::Sidecar,
-        source_labels: None,
-    };
+    let mut ctx = Ctx::new(diags, String::new(), Binding::Sidecar, None);
     crate::service_entry::check_service_entry(r, se, &mut ctx);
 }
 
