@@ -47,8 +47,9 @@ impl Shared {
             let old = &prev.clusters[i];
             let kept: HashMap<(String, String), Arc<crate::cluster::Endpoint>> =
                 old.endpoints.iter().map(|e| ((old.spec.name.clone(), e.id.clone()), e.clone())).collect();
+            let spec = Arc::new(spec);
             let run = match &self.mesh_tls {
-                Some(m) => m.cluster(&spec),
+                Some(m) => Arc::new(m.cluster(&spec)),
                 None => spec.clone(),
             };
             let cluster = Cluster::build(
@@ -62,7 +63,7 @@ impl Shared {
                 self.mesh_tls.as_ref(),
             );
             clusters[i] = Arc::new(cluster);
-            specs[i] = Arc::new(spec);
+            specs[i] = spec;
         }
         // A mirror filter holds its cluster: chains that mirror to a rebuilt one are made
         // again (their live state carried over as on any reload); the rest are shared.
