@@ -73,7 +73,7 @@ pub struct Index {
     /// The last revision that changed which hosts exist, or the config (a Sidecar decides
     /// which a proxy may ask for): on-demand proxies get the names again across one.
     names_rev: u64,
-    /// Every host a document has (canonical and as written), at this revision.
+    /// Every host a document has (canonical and as written), as of `names_rev`.
     known: (u64, std::sync::Arc<HashSet<String>>),
 }
 
@@ -279,11 +279,13 @@ impl Index {
         scope_key
     }
 
-    /// Every host of the documents held (built once per revision).
+    /// Every host of the documents held (built again only when the hosts may have
+    /// changed: not for every registration of a churning mesh, whose on-demand asks each
+    /// rebuilt a set of every host).
     fn known_hosts(&mut self) -> std::sync::Arc<HashSet<String>> {
-        if self.known.0 != self.revision || self.known.1.is_empty() {
+        if self.known.0 != self.names_rev || self.known.1.is_empty() {
             let all = self.docs.values().flat_map(|d| d.hosts.iter().chain(&d.canonical)).cloned().collect();
-            self.known = (self.revision, std::sync::Arc::new(all));
+            self.known = (self.names_rev, std::sync::Arc::new(all));
         }
         self.known.1.clone()
     }
