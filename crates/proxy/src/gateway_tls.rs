@@ -22,13 +22,13 @@ use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use weft_config::gateway::TlsServerMode;
 use weft_config::Snapshot;
 use weft_telemetry::HandshakeFailure;
 
+use crate::graceful::Watcher;
 use crate::inbound_tls::HANDSHAKE_TIMEOUT;
 use crate::request::{ConnCtx, Side};
 use crate::server::{serve as serve_http, Accepted};

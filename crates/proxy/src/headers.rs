@@ -20,6 +20,21 @@ pub fn authority<B>(req: &Request<B>) -> Option<(&str, &str, Option<u16>)> {
     Some((a, host, port))
 }
 
+/// The request's `Host` headers, looked up once for [`authority_value_in`] and
+/// [`conflicting_host_in`]: the first, and whether another follows.
+#[derive(Clone, Copy)]
+pub struct Hosts<'a> {
+    first: Option<&'a HeaderValue>,
+    more: bool,
+}
+
+impl<'a> Hosts<'a> {
+    pub fn of<B>(req: &'a Request<B>) -> Hosts<'a> {
+        let mut all = req.headers().get_all(header::HOST).iter();
+        Hosts { first: all.next(), more: all.next().is_some() }
+    }
+}
+
 /// `host:port`, `[v6]:port` or a bare host.
 pub fn split_host_port(a: &str) -> Option<(&str, Option<u16>)> {
     if a.is_empty() {
@@ -34,8 +49,9 @@ pub fn split_host_port(a: &str) -> Option<(&str, Option<u16>)> {
         };
         return Some((h, port));
     }
-    match a.rsplit_once(':') {
-        Some((h, p)) => Some((h, Some(p.parse().ok()?))),
+    // (A byte scan: `rsplit_once` searches for a char, ~150 instructions more a request.)
+    match a.as_bytes().iter().rposition(|&b| b == b':') {
+        Some(i) => Some((&a[..i], Some(a[i + 1..].parse().ok()?))),
         None => Some((a, None)),
     }
 }
@@ -63,11 +79,28 @@ impl HostBuf {
     }
 }
 
+/// `host` lower-cased: `host` itself when it has no upper-case letter (the usual
+/// case: no copy), else its lower-cased copy, held in `copy`. `None` past [`MAX_HOST`].
+pub fn lowercase_host<'a>(host: &'a str, copy: &'a mut Option<HostBuf>) -> Option<&'a str> {
+    if host.len() > MAX_HOST {
+        return None;
+    }
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(host);
+    }
+    Some(copy.insert(HostBuf::new(host)?).as_str())
+}
+
 /// The request's authority as a header value (a cheap clone of the `Host` header).
 pub fn authority_value<B>(req: &Request<B>) -> Option<HeaderValue> {
+    authority_value_in(req, Hosts::of(req))
+}
+
+/// [`authority_value`], with the request's `Host` headers already looked up.
+pub fn authority_value_in<B>(req: &Request<B>, hosts: Hosts<'_>) -> Option<HeaderValue> {
     match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
+        None => hosts.first.cloned(),
     }
 }
 
@@ -162,9 +195,13 @@ pub fn upgrade_kind(h: &HeaderMap) -> UpgradeKind {
 /// `:authority` (RFC 9113 §8.3.1). An HTTP/1.1 absolute-form request's `Host` is
 /// ignored and replaced by the URI's authority (RFC 9112 §3.2.2), as forwarding does.
 pub fn conflicting_host<B>(req: &Request<B>, version: http::Version) -> Option<&'static str> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let first = hosts.next()?;
-    if hosts.next().is_some() {
+    conflicting_host_in(req, Hosts::of(req), version)
+}
+
+/// [`conflicting_host`], with the request's `Host` headers already looked up.
+pub fn conflicting_host_in<B>(req: &Request<B>, hosts: Hosts<'_>, version: http::Version) -> Option<&'static str> {
+    let first = hosts.first?;
+    if hosts.more {
         return Some("bad request: more than one Host header\n");
     }
     match req.uri().authority() {
@@ -245,6 +282,10 @@ mod tests {
         assert_eq!(split_host_port("a.b"), Some(("a.b", None)));
         assert_eq!(split_host_port("[::1]:80"), Some(("::1", Some(80))));
         assert_eq!(split_host_port("a:xx"), None);
+        let mut copy = None;
+        assert_eq!(lowercase_host("a.b", &mut copy), Some("a.b"));
+        assert_eq!(lowercase_host("Svc.NS", &mut copy), Some("svc.ns"));
+        assert_eq!(lowercase_host(&"a".repeat(MAX_HOST + 1), &mut copy), None);
         assert_eq!(HostBuf::new("ReViews").unwrap().as_str(), "reviews");
     }
 

@@ -24,12 +24,12 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use rustls::{CertificateError, HandshakeKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use weft_config::istio::MtlsMode;
 use weft_telemetry::HandshakeFailure;
 
+use crate::graceful::Watcher;
 use crate::peer::Peer;
 use crate::request::{ConnCtx, Side};
 use crate::rewind::Rewind;

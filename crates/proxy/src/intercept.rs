@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::graceful::Watcher;
 use crate::request::Side;
 use crate::state::Shared;
 

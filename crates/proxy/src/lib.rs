@@ -24,6 +24,7 @@ pub mod filters;
 pub mod finish;
 pub mod follow;
 pub mod gateway_tls;
+pub mod graceful;
 pub mod h1client;
 pub mod hashkey;
 pub mod headers;

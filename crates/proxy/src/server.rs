@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::time::Duration;
 use tokio::sync::watch;
 
+use crate::graceful::{GracefulShutdown, Watcher};
 use crate::phases::{handle, ConnCtx};
 use crate::request::Side;
 use crate::state::Shared;

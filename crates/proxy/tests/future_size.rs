@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
+use weft_proxy::graceful::GracefulShutdown;
 use weft_proxy::state::Shared;
 
 /// `weft_proxy::phases::handle`'s future, in bytes, as `cargo test` builds it (debug;

@@ -168,9 +168,8 @@ fn upstream_request(
 ) -> Result<Request<ReqBody>, &'static str> {
     let _ = upgrade; // (hop-by-hop fields were removed when the request was routed)
     ops.apply(&mut parts.headers);
-    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts.headers.insert(X_FORWARDED_PROTO.clone(), HTTP.clone());
-    }
+    // (One look-up: `contains_key` then `insert` hashed the name twice.)
+    parts.headers.entry(&X_FORWARDED_PROTO).or_insert_with(|| HTTP.clone());
     let authority = route.rewrite.as_ref().and_then(|r| r.authority.as_ref()).unwrap_or(authority);
     let pq = match &new_pq {
         Some(p) => p.as_str(),

@@ -19,7 +19,7 @@ use weft_telemetry::ResponseFlags;
 use crate::body::RespBody;
 use crate::cluster::{Cluster, Endpoint};
 use crate::filters::{Chain, Flow, Local};
-use crate::headers::{self, HostBuf};
+use crate::headers;
 use crate::live::Hedge;
 use crate::request::{RequestCtx, Side};
 
@@ -73,17 +73,21 @@ pub(crate) fn route(cx: &mut RequestCtx, mut req: Request<Incoming>) -> Result<R
         metrics.counters.bad_request.fetch_add(1, Ordering::Relaxed);
         crate::local::reject(cx, Local::new(StatusCode::BAD_REQUEST, ResponseFlags::DPE, msg))
     };
-    let Some((_, raw_host, port)) = headers::authority(&req) else {
-        return Err(bad(cx, "request has no Host or :authority\n"));
+    // The authority (`headers::authority`'s, as a value of its own: the host read from
+    // it stays while the request changes below), from one look-up of `Host`.
+    let hosts = headers::Hosts::of(&req);
+    let no_host = "request has no Host or :authority\n";
+    let Some(authority) = headers::authority_value_in(&req, hosts) else {
+        return Err(bad(cx, no_host));
     };
-    let Some(host) = HostBuf::new(raw_host) else {
+    let Some((raw_host, port)) = authority.to_str().ok().and_then(headers::split_host_port) else {
+        return Err(bad(cx, no_host));
+    };
+    let mut lowered = None;
+    let Some(host) = headers::lowercase_host(raw_host, &mut lowered) else {
         return Err(bad(cx, "host name too long\n"));
     };
-    let host = host.as_str();
-    let Some(authority) = headers::authority_value(&req) else {
-        return Err(bad(cx, "invalid authority\n"));
-    };
-    if let Some(msg) = headers::conflicting_host(&req, cx.version) {
+    if let Some(msg) = headers::conflicting_host_in(&req, hosts, cx.version) {
         return Err(bad(cx, msg));
     }
     // Routes match the normalized path, and it is the one forwarded. (A CONNECT names

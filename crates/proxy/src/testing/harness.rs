@@ -9,9 +9,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 
 use super::Network;
+use crate::graceful::GracefulShutdown;
 use crate::request::Side;
 use crate::state::{ConfigSource, Shared};
 use crate::transport::Transport;
