@@ -101,7 +101,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         check_export_to(r, &mut ctx);
     }
     let seen = || resources.iter().filter(|r| view.sees(r));
-    index_and_check(seen(), &mut ctx);
+    index_and_check(seen(), &mut ctx, Passes::CheckAndIndex);
     // Every service port and subset gets its cluster, so /clusters shows them all.
     let mut hosts: Vec<String> = ctx.services.keys().cloned().collect();
     hosts.sort();
@@ -245,13 +245,23 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
     snap
 }
 
+/// What a compile's first passes do: check every resource and index what routes resolve
+/// against (a compile), or only index (routes recompiled against a mesh that passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Passes {
+    CheckAndIndex,
+    IndexOnly,
+}
+
 /// A compile's first passes over what the proxy sees: every ServiceEntry, WorkloadEntry,
 /// delegate VirtualService and DestinationRule checked and indexed into `ctx` (what
 /// routes resolve against), and Sidecars and Gateways checked.
-pub(crate) fn index_and_check<'a>(seen: impl Iterator<Item = &'a Resource> + Clone, ctx: &mut Ctx<'a>) {
+pub(crate) fn index_and_check<'a>(seen: impl Iterator<Item = &'a Resource> + Clone, ctx: &mut Ctx<'a>, passes: Passes) {
+    let check = passes == Passes::CheckAndIndex;
     for r in seen.clone() {
         match &r.spec {
-            Spec::ServiceEntry(se) => check_service_entry(r, se, ctx),
+            Spec::ServiceEntry(se) if check => check_service_entry(r, se, ctx),
+            Spec::ServiceEntry(se) => crate::service_entry::index_service_entry(r, se, ctx),
             Spec::WorkloadEntry(we) if check_workload_entry(r, we, ctx) => {
                 ctx.workloads.push((we, crate::names::namespace_of(r)));
             }
@@ -266,10 +276,12 @@ pub(crate) fn index_and_check<'a>(seen: impl Iterator<Item = &'a Resource> + Clo
         match &r.spec {
             Spec::DestinationRule(dr) => {
                 index_rule(r, dr, ctx);
-                check_rule(r, dr, ctx);
+                if check {
+                    check_rule(r, dr, ctx);
+                }
             }
-            Spec::Sidecar(sc) => check_sidecar(r, sc, ctx),
-            Spec::Gateway(gw) => crate::gateway::check(r, gw, ctx),
+            Spec::Sidecar(sc) if check => check_sidecar(r, sc, ctx),
+            Spec::Gateway(gw) if check => crate::gateway::check(r, gw, ctx),
             _ => {}
         }
     }

@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use crate::compile::{default_vhost, index_and_check, Ctx, View};
+use crate::compile::{default_vhost, index_and_check, Ctx, Passes, View};
 use crate::error::Diagnostics;
 use crate::gateway::{Binding, Role};
 use crate::load::{Resource, Spec};
@@ -71,25 +71,20 @@ pub fn update_routes(
     }
     let (errors, warnings) = (diags.errors.len(), diags.warnings.len());
     let mut ctx = Ctx::new(diags, view.namespace.clone(), Binding::Sidecar, view.labels.clone());
-    index_and_check(resources.iter().map(|r| &**r).filter(|r| view.sees(r)), &mut ctx);
+    // (The resources held passed every check when the mesh was compiled.)
+    index_and_check(resources.iter().map(|r| &**r).filter(|r| view.sees(r)), &mut ctx, Passes::IndexOnly);
     if ctx.diags.errors.len() > errors {
         return RoutesOutcome::Whole("the mesh held does not compile");
     }
     // (The mesh's own warnings were given when it was compiled.)
     ctx.diags.warnings.truncate(warnings);
-    ctx.cluster_index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
     let touched = match touched_hosts(edits, resources, old, &ctx) {
         Ok(t) => t,
         Err(why) => return RoutesOutcome::Whole(why),
     };
-    let Some(added) = compile_new(edits, &touched, &mut ctx) else { return RoutesOutcome::Refused };
-    if !ctx.clusters.is_empty() {
-        return RoutesOutcome::Whole("a destination needs a cluster the mesh has not");
-    }
-    let dead: Vec<&VirtualHost> = touched.dead.iter().map(|&i| &old.vhosts[i]).collect();
-    let routed = dead.into_iter().chain(added.iter().map(|(_, vh)| vh)).flat_map(clusters_of);
-    if !routed.into_iter().all(|i| specs.get(i).is_some_and(|s| made_by_every_compile(s, &ctx))) {
-        return RoutesOutcome::Whole("a route names a cluster only VirtualServices make");
+    let Some(mut added) = compile_new(edits, &touched, &mut ctx) else { return RoutesOutcome::Refused };
+    if let Err(why) = onto_held_clusters(&mut added, &touched, old, specs, &ctx) {
+        return RoutesOutcome::Whole(why);
     }
     RoutesOutcome::Updated(crate::routes_splice::splice(old, &touched, added, &view.namespace))
 }
@@ -213,6 +208,47 @@ fn compile_new(edits: &[VsEdit], touched: &Touched, ctx: &mut Ctx<'_>) -> Option
         }
     }
     Some(out)
+}
+
+/// The new routes pointed at the clusters held (those they name were made afresh in
+/// `ctx`), when each is one every compile makes, as is each the dead hosts named.
+fn onto_held_clusters(
+    added: &mut [(Vec<String>, VirtualHost)],
+    touched: &Touched,
+    old: &Snapshot,
+    specs: &[Arc<ClusterSpec>],
+    ctx: &Ctx<'_>,
+) -> Result<(), &'static str> {
+    let held: Option<Vec<usize>> = ctx.clusters.iter().map(|c| specs.iter().position(|s| s.name == c.name)).collect();
+    let Some(held) = held else { return Err("a destination needs a cluster the mesh has not") };
+    if !added.iter_mut().all(|(_, vh)| reindex(vh, &held)) {
+        return Err("a route is shared");
+    }
+    let dead = touched.dead.iter().map(|&i| &old.vhosts[i]);
+    let routed = dead.chain(added.iter().map(|(_, vh)| &*vh)).flat_map(clusters_of);
+    if !routed.into_iter().all(|i| specs.get(i).is_some_and(|s| made_by_every_compile(s, ctx))) {
+        return Err("a route names a cluster only VirtualServices make");
+    }
+    Ok(())
+}
+
+/// `vh`'s routes (just made) naming the held clusters: `held[i]` for index `i`. False
+/// when a route is shared (it is not).
+fn reindex(vh: &mut VirtualHost, held: &[usize]) -> bool {
+    let at = |c: &mut ClusterChoice| {
+        c.default = held[c.default];
+        c.by_port.iter_mut().for_each(|(_, i)| *i = held[*i]);
+    };
+    for route in &mut vh.routes {
+        let Some(r) = Arc::get_mut(route) else { return false };
+        if let Action::Forward(w) = &mut r.action {
+            w.targets.iter_mut().for_each(|t| at(&mut t.cluster));
+        }
+        if let Some((c, _)) = &mut r.mirror {
+            at(c);
+        }
+    }
+    true
 }
 
 /// Every cluster index a virtual host's routes name (targets and mirrors).

@@ -39,7 +39,10 @@ impl Shared {
         let c = &self.metrics.counters;
         let prev = self.current.load();
         let mut diags = Diagnostics::default();
-        let touched = weft_config::endpoints::update_in_place(&prev.specs, endpoints, &mut diags);
+        let touched = match endpoints {
+            [] => Vec::new(),
+            _ => weft_config::endpoints::update_in_place(&prev.specs, endpoints, &mut diags),
+        };
         let spliced = match routes {
             [] => None,
             _ => match update_routes(&prev.snap, &prev.specs, &prev.resources, routes, &self.view, &self.role, &mut diags) {
