@@ -129,7 +129,7 @@ def main():
         cp = subprocess.Popen([a.weft, "control-plane", "--data-dir", d, "--listen", f"127.0.0.1:{port}", "--insecure"], stderr=subprocess.DEVNULL)
         wait_port(port)
         env = dict(os.environ, WEFT_SERVER=f"http://127.0.0.1:{port}")
-        docs = mesh(a.services, a.endpoints).split("\n---\n")
+        docs = mesh(a.services, a.endpoints, 9000).split("\n---\n")
         for start in range(0, len(docs), 1000):
             path = os.path.join(d, f"mesh-{start}.yaml")
             with open(path, "w") as f:
