@@ -43,7 +43,7 @@ pub struct RoutesUpdate {
 
 #[derive(Debug)]
 pub enum RoutesOutcome {
-    Updated(RoutesUpdate),
+    Updated(Box<RoutesUpdate>),
     /// A VirtualService has errors (in the diagnostics): nothing may be installed.
     Refused,
     /// The change needs the whole compile, for this reason.
@@ -86,7 +86,7 @@ pub fn update_routes(
     if let Err(why) = onto_held_clusters(&mut added, &touched, old, specs, &ctx) {
         return RoutesOutcome::Whole(why);
     }
-    RoutesOutcome::Updated(crate::routes_splice::splice(old, &touched, added, &view.namespace))
+    RoutesOutcome::Updated(Box::new(crate::routes_splice::splice(old, &touched, added, &view.namespace)))
 }
 
 /// Why a VirtualService cannot be taken in place, if it cannot.
@@ -225,7 +225,7 @@ fn onto_held_clusters(
         return Err("a route is shared");
     }
     let dead = touched.dead.iter().map(|&i| &old.vhosts[i]);
-    let routed = dead.chain(added.iter().map(|(_, vh)| &*vh)).flat_map(clusters_of);
+    let routed = dead.chain(added.iter().map(|(_, vh)| vh)).flat_map(clusters_of);
     if !routed.into_iter().all(|i| specs.get(i).is_some_and(|s| made_by_every_compile(s, ctx))) {
         return Err("a route names a cluster only VirtualServices make");
     }

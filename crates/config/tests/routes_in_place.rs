@@ -30,7 +30,7 @@ impl Rng {
 
 /// Service `i`'s host: a Kubernetes FQDN (even) or a plain one (odd).
 fn host(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("s{i}.default.svc.cluster.local")
     } else {
         format!("s{i}.mesh")
@@ -39,7 +39,7 @@ fn host(i: usize) -> String {
 
 /// How a VirtualService names service `i`: the short name of a Kubernetes one, or as is.
 fn written(i: usize, rng: &mut Rng) -> String {
-    if i % 2 == 0 && rng.chance(50) {
+    if i.is_multiple_of(2) && rng.chance(50) {
         format!("s{i}")
     } else {
         host(i)
@@ -70,7 +70,7 @@ fn destination(n: usize, rng: &mut Rng) -> Value {
     let i = rng.below(n);
     let mut d = json!({"host": written(i, rng)});
     // (Services with a multiple of 3 have subsets, [`mesh`]; others rarely get one.)
-    if rng.chance(if i % 3 == 0 { 40 } else { 3 }) {
+    if rng.chance(if i.is_multiple_of(3) { 40 } else { 3 }) {
         d["subset"] = json!(if rng.chance(50) { "v1" } else { "v2" });
     }
     if rng.chance(20) {
@@ -128,7 +128,7 @@ fn mesh(rng: &mut Rng) -> (Mesh, usize) {
     let mut m = Mesh::new();
     for i in 0..n {
         m.insert(format!("ServiceEntry/s{i}"), service_entry(i, rng.chance(30)));
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             m.insert(format!("DestinationRule/s{i}"), destination_rule(i));
         }
         if rng.chance(60) {

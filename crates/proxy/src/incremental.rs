@@ -46,7 +46,7 @@ impl Shared {
         let spliced = match routes {
             [] => None,
             _ => match update_routes(&prev.snap, &prev.specs, &prev.resources, routes, &self.view, &self.role, &mut diags) {
-                RoutesOutcome::Updated(u) => Some(u),
+                RoutesOutcome::Updated(u) => Some(*u),
                 RoutesOutcome::Refused => None,
                 RoutesOutcome::Whole(why) => return Applied::Whole(why),
             },

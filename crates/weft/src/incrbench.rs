@@ -169,7 +169,7 @@ fn bench_virtual_services(f: &mut Follower, count: usize) -> Result<(), String> 
     // One VirtualService's split moved, then moved back: compiled whole, and in place.
     let one = |k: usize| {
         let i = k * 7 % count;
-        (format!("VirtualService/default/svc-{i}"), vs(i, if k % 2 == 0 { 50 } else { 10 }))
+        (format!("VirtualService/default/svc-{i}"), vs(i, if k.is_multiple_of(2) { 50 } else { 10 }))
     };
     let shared = f.shared;
     let routes_in_place = || shared.metrics.counters.control_plane_routes_in_place.load(std::sync::atomic::Ordering::Relaxed);
