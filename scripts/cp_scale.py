@@ -12,7 +12,7 @@ asking the control plane), and its memory after. Endpoints are loopback addresse
 answered, and nothing leaves the machine. With --churn RATE it then runs `weft bench-control-plane --churn RATE`:
 RATE endpoint registrations and deregistrations a second into those services while
 --churn-proxies simulated proxy streams follow, and how long each change takes to
-reach every stream.
+reach every stream, while the whole-mesh proxy follows them too (its memory after).
 
 The control plane runs with --insecure (plain HTTP, no tokens): `weft bench-control-plane`
 speaks no TLS, and the API's TLS and tokens are not what this measures.
@@ -119,8 +119,9 @@ def main():
         full = proxy(port, "full", "default", d)
         scoped = proxy(port, "scoped", "scoped", d)
         full_rss, scoped_rss = rss_mb(full.pid), rss_mb(scoped.pid)
-        for p in (full, scoped):
-            p.terminate()
+        scoped.terminate()
+        if not a.churn:
+            full.terminate()
         lazy = proxy(port, "on-demand", "default", d, "on-demand")
         firsts, seconds, statuses = [], [], set()
         for i in range(a.calls):
@@ -136,6 +137,8 @@ def main():
                                     "--churn", str(a.churn), "--duration", str(a.churn_duration), "--churn-pattern", "svc-{}.mesh",
                                     "--churn-services", str(a.services)], capture_output=True, text=True)
             churn_rss = rss_mb(cp.pid)
+            full_churn_rss = rss_mb(full.pid)
+            full.terminate()
         cp.terminate()
         backend.terminate()
     print(f"{a.services:,} services x {a.endpoints} endpoints = {a.services * a.endpoints:,} endpoints")
@@ -149,6 +152,7 @@ def main():
         print(f"  churn ({a.churn}/s into those services, {a.churn_proxies} streams of the whole mesh):")
         print("    " + (churn.stdout + churn.stderr).strip().replace("\n", "\n    "))
         print(f"    control plane RSS after: {churn_rss[0]:.0f} MB (peak {churn_rss[1]:.0f} MB)")
+        print(f"    proxy with the whole mesh (eager, following all along) RSS after: {full_churn_rss[0]:.1f} MB (peak {full_churn_rss[1]:.1f} MB)")
 
 
 if __name__ == "__main__":

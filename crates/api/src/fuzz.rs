@@ -67,6 +67,7 @@ fn watch_request() -> impl Strategy<Value = WatchRequest> {
             cert_not_after: None,
             hosts: None,
             names_since: None,
+            newly: None,
         },
     )
 }

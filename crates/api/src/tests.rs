@@ -110,6 +110,7 @@ fn watch() -> WatchRequest {
         cert_not_after: Some(1_800_000_000),
         hosts: Some(vec!["reviews.shop.svc.cluster.local".into(), "*.example.com".into()]),
         names_since: Some(11),
+        newly: Some(1),
     }
 }
 
@@ -262,4 +263,10 @@ fn on_demand_hosts_are_bounded_and_clean() {
     for bad in ["", "a b", "a\nb", "a,b", &"x".repeat(254)] {
         assert!(with(vec![bad.to_owned()]).check().is_err(), "{bad:?}");
     }
+    // `newly` counts hosts at the end of `hosts`: never more than there are.
+    let widened = |hosts: Option<Vec<String>>, newly| WatchRequest { hosts, newly: Some(newly), ..Default::default() };
+    assert!(widened(Some(vec!["a".into(), "b".into()]), 2).check().is_ok());
+    assert!(widened(Some(vec!["a".into(), "b".into()]), 3).check().unwrap_err().contains("newly"));
+    assert!(widened(None, 1).check().unwrap_err().contains("newly"));
+    assert!(widened(None, 0).check().is_ok());
 }

@@ -96,6 +96,12 @@ pub struct WatchRequest {
     /// answer carries them only if they changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names_since: Option<u64>,
+    /// On demand: the last `newly` of `hosts` are new since the answer the proxy holds (at
+    /// `since`), the others were asked for then: the answer is a delta (what the new hosts
+    /// bring, and what changed since in the whole set), given at once. None or 0: `hosts`
+    /// is answered as a set (whole when `since` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newly: Option<u32>,
 }
 
 impl Message for WatchRequest {
@@ -115,6 +121,11 @@ impl Message for WatchRequest {
                 if v.chars().any(char::is_control) || v.len() > 253 {
                     return Err(format!("label {k}: value at most 253 bytes without control characters"));
                 }
+            }
+        }
+        if let Some(n) = self.newly.filter(|n| *n > 0) {
+            if self.hosts.as_ref().is_none_or(|h| n as usize > h.len()) {
+                return Err(format!("newly: {n}, more than the hosts asked for"));
             }
         }
         if let Some(hosts) = &self.hosts {

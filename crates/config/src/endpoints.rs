@@ -37,7 +37,7 @@ pub(crate) fn select(
     let mut endpoints = Vec::new();
     if se.endpoints.is_empty() && matches!(se.resolution(), Resolution::Dns | Resolution::DnsRoundRobin) {
         let p = sp.target_port.unwrap_or(sp.number) as u16;
-        endpoints.push(EndpointSpec { address: host.to_owned(), port: p, weight: 1, labels: BTreeMap::new(), locality: None });
+        endpoints.push(EndpointSpec { address: host.to_owned(), port: p, weight: 1, labels: Default::default(), locality: None });
     }
     for ep in selected.unwrap_or_else(|| se.endpoints.iter().collect()) {
         if let Some(labels) = subset_labels {

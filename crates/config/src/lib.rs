@@ -35,6 +35,10 @@ mod vhost;
 pub mod weft_kinds;
 
 pub use compile::{compile, compile_in, View};
+
+/// An endpoint's labels, shared: a clone is a reference count, and the equal label sets
+/// of one ServiceEntry's endpoints are one map ([`istio::share_maps`]).
+pub type Labels = std::sync::Arc<std::collections::BTreeMap<String, String>>;
 pub use error::{ConfigError, Diagnostics, Source};
 pub use gateway::{compile_for, GatewayRole, Role};
 pub use inbound::InboundSpec;

@@ -184,7 +184,10 @@ fn load_doc(src: &Source, doc: serde_json::Value, diags: &mut Diagnostics) -> Op
         return None;
     }
     let (meta, spec) = match kind.as_str() {
-        "ServiceEntry" => typed::<ServiceEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::ServiceEntry(s)))?,
+        "ServiceEntry" => typed::<ServiceEntry>(src, &kind, name.as_deref(), doc, diags).map(|(m, mut s)| {
+            crate::istio::share_maps(&mut s.endpoints);
+            (m, Spec::ServiceEntry(s))
+        })?,
         "DestinationRule" => {
             typed::<DestinationRule>(src, &kind, name.as_deref(), doc, diags).map(|(m, s)| (m, Spec::DestinationRule(s)))?
         }

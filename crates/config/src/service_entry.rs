@@ -113,7 +113,7 @@ pub(crate) fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx
         } else if let Err(e) = rules::host(&ep.address) {
             ctx.err(r, format!("spec.endpoints[{i}].address"), e);
         }
-        for (k, e) in rules::labels(&ep.labels) {
+        for (k, e) in rules::labels(ep.labels.as_ref()) {
             ctx.err(r, format!("spec.endpoints[{i}].labels[{k}]"), e);
         }
         // (Istio's range is uint32, 0 meaning 1; Envoy refuses a sum over uint32.)
@@ -126,7 +126,7 @@ pub(crate) fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx
                 format!("the endpoints' weights add up to more than {} (Envoy's limit)", rules::MAX_WEIGHT_SUM),
             );
         }
-        for (pname, port) in &ep.ports {
+        for (pname, port) in ep.ports.iter() {
             if *port == 0 || *port > 65535 {
                 ctx.err(r, format!("spec.endpoints[{i}].ports.{pname}"), format!("port {port} out of range 1-65535"));
             } else if !se.ports.iter().any(|p| &p.name == pname) {
@@ -199,10 +199,10 @@ pub(crate) fn check_workload_entry(r: &Resource, we: &WorkloadEntry, ctx: &mut C
             ctx.err(r, format!("spec.ports.{}", rules::shown(name)), e);
         }
     }
-    for (k, e) in rules::labels(&we.labels) {
+    for (k, e) in rules::labels(we.labels.as_ref()) {
         ctx.err(r, format!("spec.labels[{k}]"), e);
     }
-    for (name, port) in &we.ports {
+    for (name, port) in we.ports.iter() {
         if *port == 0 || *port > 65535 {
             ctx.err(r, format!("spec.ports.{name}"), format!("port {port} out of range 1-65535"));
         }

@@ -402,7 +402,7 @@ pub struct EndpointSpec {
     pub address: String,
     pub port: u16,
     pub weight: u32,
-    pub labels: BTreeMap<String, String>,
+    pub labels: crate::Labels,
     pub locality: Option<String>,
 }
 

@@ -73,7 +73,7 @@ pub struct Index {
     /// The last revision that changed which hosts exist, or the config (a Sidecar decides
     /// which a proxy may ask for): on-demand proxies get the names again across one.
     names_rev: u64,
-    /// Every host a document has (canonical and as written), at this revision.
+    /// Every host a document has (canonical and as written), as of `names_rev`.
     known: (u64, std::sync::Arc<HashSet<String>>),
 }
 
@@ -279,11 +279,13 @@ impl Index {
         scope_key
     }
 
-    /// Every host of the documents held (built once per revision).
+    /// Every host of the documents held (built again only when the hosts may have
+    /// changed: not for every registration of a churning mesh, whose on-demand asks each
+    /// rebuilt a set of every host).
     fn known_hosts(&mut self) -> std::sync::Arc<HashSet<String>> {
-        if self.known.0 != self.revision || self.known.1.is_empty() {
+        if self.known.0 != self.names_rev || self.known.1.is_empty() {
             let all = self.docs.values().flat_map(|d| d.hosts.iter().chain(&d.canonical)).cloned().collect();
-            self.known = (self.revision, std::sync::Arc::new(all));
+            self.known = (self.names_rev, std::sync::Arc::new(all));
         }
         self.known.1.clone()
     }
@@ -375,6 +377,45 @@ impl Index {
     /// changed since (a delta), or all of them.
     pub fn answer(&mut self, since: u64, scope: &str) -> MeshBody {
         self.answer_on_demand(since, scope, since)
+    }
+
+    /// The answer for an on-demand proxy at revision `since` that held scope `held` and
+    /// now asks for more hosts (`scope`): a delta of the documents the new hosts bring (in
+    /// `scope`, not in `held`) and those changed since in `scope` — so a proxy's tenth
+    /// service costs it the tenth's documents, not all ten again. Whole (as
+    /// [`Index::answer_on_demand`] with `since` 0) when no delta can be made from `since`.
+    pub fn answer_widened(&mut self, since: u64, scope: &str, held: &str, names_since: u64) -> MeshBody {
+        let delta = since > 0 && since >= self.horizon && since <= self.revision && self.config_rev <= since;
+        let (Some(s), Some(old)) = (self.scopes.get(scope), self.scopes.get(held)) else {
+            return self.answer_on_demand(0, scope, names_since);
+        };
+        if !delta || scope.is_empty() || held.is_empty() {
+            return self.answer_on_demand(0, scope, names_since);
+        }
+        let names = s.subscribed.is_some() && (names_since == 0 || self.names_rev > names_since);
+        let cache_key = (since, format!("{scope}+{held}"), names);
+        if let Some(b) = self.answers.get(&cache_key) {
+            return b.clone();
+        }
+        if self.answers.len() >= MAX_ANSWERS {
+            self.answers.clear();
+        }
+        let mut out = MeshEncoder::new(self.revision, MeshKind::Delta);
+        if names {
+            out.names(self.names(s));
+        }
+        let changed: BTreeSet<&String> = self.log.iter().rev().take_while(|(r, _)| *r > since).flat_map(|(_, k)| k).collect();
+        for (k, d) in &self.docs {
+            if self.in_scope(d, Some(s)) && (changed.contains(k) || !self.in_scope(d, Some(old))) {
+                out.put(k, &d.json);
+            }
+        }
+        for k in changed.into_iter().filter(|k| !self.docs.contains_key(*k)) {
+            out.remove(k);
+        }
+        let body = out.finish();
+        self.answers.insert(cache_key, body.clone());
+        body
     }
 
     /// [`Index::answer`], for an on-demand scope whose proxy holds the names as of

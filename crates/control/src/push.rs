@@ -55,18 +55,24 @@ impl Server {
         let mut rx = self.pushed.subscribe();
         let mut since = w.since;
         let until = tokio::time::Instant::now() + Duration::from_millis(w.wait_ms).min(MAX_WAIT);
+        // Hosts newly asked for are answered at once (a request waits for them), even with
+        // nothing to bring.
+        let widening = w.newly.is_some_and(|n| n > 0);
+        let mut widened = widening;
         loop {
             // (The borrow `wait_for` gives is dropped at once: it holds a lock.)
-            let passed = tokio::time::timeout_at(until, async { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
-            if !matches!(passed, Ok(Ok(()))) {
-                return crate::api::reply(StatusCode::NOT_MODIFIED, "text/plain", bytes::Bytes::new());
+            if !std::mem::take(&mut widened) {
+                let passed = tokio::time::timeout_at(until, async { rx.wait_for(|r| *r > since).await.map(|_| ()) }).await;
+                if !matches!(passed, Ok(Ok(()))) {
+                    return crate::api::reply(StatusCode::NOT_MODIFIED, "text/plain", bytes::Bytes::new());
+                }
             }
             let Some(body) = self.mesh_body(&w).await else {
                 return json_reply(StatusCode::INTERNAL_SERVER_ERROR, &ErrorAnswer::one("mesh index poisoned"));
             };
             // On demand, a change to nothing the proxy asked for costs it nothing: no
             // answer; it holds the new revision as it is (acknowledged for it).
-            if let (true, Some(node)) = (body.is_empty_delta() && w.hosts.is_some(), &w.node) {
+            if let (true, Some(node)) = (body.is_empty_delta() && w.hosts.is_some() && !widening, &w.node) {
                 self.proxies.ack(node, body.revision(), None);
                 since = body.revision();
                 continue;
@@ -121,14 +127,23 @@ impl Server {
             chosen.map(|(k, sc)| (k, id.namespace.clone(), sc))
         });
         drop(p);
-        let scope = match (sidecar, &w.hosts) {
-            (Some((k, ns, sc)), hosts) => idx.scope(&k, &ns, Some(sc), hosts.as_deref()),
-            (None, Some(hosts)) => idx.scope("", identity.map_or("default", |i| i.namespace.as_str()), None, Some(hosts)),
+        let namespace = identity.map_or("default", |i| i.namespace.as_str()).to_owned();
+        let mut scope_of = |hosts: Option<&[String]>| match (&sidecar, hosts) {
+            (Some((k, ns, sc)), hosts) => idx.scope(k, ns, Some(sc.clone()), hosts),
+            (None, Some(hosts)) => idx.scope("", &namespace, None, Some(hosts)),
             (None, None) => String::new(),
         };
-        Some(match &w.hosts {
-            Some(_) => idx.answer_on_demand(since, &scope, w.names_since.unwrap_or(0)),
-            None => idx.answer(since, &scope),
+        let scope = scope_of(w.hosts.as_deref());
+        // Hosts added to those held: the scope held, to answer with what they bring.
+        let held = match (&w.hosts, w.newly) {
+            (Some(hosts), Some(n)) if n > 0 && since > 0 => Some(scope_of(Some(&hosts[..hosts.len().saturating_sub(n as usize)]))),
+            _ => None,
+        };
+        let names_since = w.names_since.unwrap_or(0);
+        Some(match (&w.hosts, held) {
+            (Some(_), Some(held)) => idx.answer_widened(since, &scope, &held, names_since),
+            (Some(_), None) => idx.answer_on_demand(since, &scope, names_since),
+            (None, _) => idx.answer(since, &scope),
         })
     }
 }

@@ -34,7 +34,9 @@ pub struct Endpoint {
     pub errors: AtomicU64,
     /// One pool per worker thread.
     pub pools: Box<[Pool]>,
-    pub pool_settings: PoolSettings,
+    /// The cluster's (one allocation for all its endpoints) or, for an in-mesh endpoint of
+    /// a mixed cluster, its own (auto mTLS).
+    pub pool_settings: Arc<PoolSettings>,
     /// How connections to it are opened (plain TCP outside tests).
     pub transport: Transport,
     pub metrics: &'static Metrics,
@@ -112,7 +114,8 @@ pub struct Level {
 const SHARES_TTL_NS: u64 = 50_000_000;
 
 pub struct Cluster {
-    pub spec: ClusterSpec,
+    /// Shared with the runtime's specs when nothing (mesh mTLS) changed it.
+    pub spec: Arc<ClusterSpec>,
     pub dest: DestId,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
@@ -160,7 +163,7 @@ impl Cluster {
     /// (same cluster, address and pool settings), so a reload keeps warm connections.
     #[allow(clippy::too_many_arguments)]
     pub fn build(
-        spec: &ClusterSpec,
+        spec: &Arc<ClusterSpec>,
         prev: &HashMap<(String, String), Arc<Endpoint>>,
         prev_breaker: Option<&Arc<crate::breaker::Breaker>>,
         workers: usize,
@@ -175,8 +178,10 @@ impl Cluster {
             version: spec.subset.clone().unwrap_or_else(|| "unknown".into()),
             inbound: spec.name.starts_with(weft_config::inbound::INBOUND_PREFIX),
         });
-        // A cluster the previous config had: endpoints new to it are in slow start.
-        let running = prev.keys().any(|(c, _)| *c == spec.name);
+        // A cluster the previous config had (it has its breaker): endpoints new to it are
+        // in slow start.
+        let running = prev_breaker.is_some();
+        let cluster_pool = Arc::new(spec.pool.clone());
         let endpoints: Vec<Arc<Endpoint>> = spec
             .endpoints
             .iter()
@@ -187,7 +192,7 @@ impl Cluster {
                     None if running => now_ns(),
                     None => 0,
                 };
-                let pool = mesh.and_then(|m| m.endpoint(spec, e)).unwrap_or_else(|| spec.pool.clone());
+                let pool = mesh.and_then(|m| m.endpoint(spec, e)).map(Arc::new).unwrap_or_else(|| cluster_pool.clone());
                 if let Some(old) = prev.get(&(spec.name.clone(), id.clone())) {
                     if old.pool_settings == pool && old.spec == *e && old.pools.len() == workers && old.outlier == spec.outlier {
                         return old.clone();
@@ -263,7 +268,7 @@ fn levels(l: &LocalityLb, lb: &LbPolicy, endpoints: &[Arc<Endpoint>], node: &Nod
             .iter()
             .zip(&locs)
             .map(|(e, loc)| {
-                let mut labels = e.spec.labels.clone();
+                let mut labels = BTreeMap::clone(&e.spec.labels);
                 if let Some(loc) = loc {
                     topology_labels(loc, &mut labels);
                 }

@@ -235,6 +235,8 @@ pub async fn run(
     // On demand: the generation of hosts the last answer was asked with, and the revision
     // of the names held.
     let mut asked_gen = 0;
+    // The hosts that answer was asked with, in the order sent.
+    let mut asked_hosts: Vec<String> = Vec::new();
     let mut names_since = if discovery.is_some_and(|d| d.names_len() > 0) { revision } else { 0 };
     if discovery.is_some() {
         tokio::spawn(crate::discovery::drop_idle_forever(shared));
@@ -251,8 +253,16 @@ pub async fn run(
             }
             None => (None, 0),
         };
-        // A new set of hosts: its (small) scoped mesh at once, whole.
-        let since = if gen != asked_gen { 0 } else { revision };
+        // A new set of hosts: only hosts added to those held are asked for as such (the
+        // answer brings what they add); any other change of the set, its scoped mesh whole.
+        let (since, hosts, newly) = match hosts {
+            Some(h) if gen != asked_gen => match widened(&asked_hosts, h, revision) {
+                Ok((ordered, newly)) => (revision, Some(ordered), Some(newly)),
+                Err(h) => (0, Some(h), None),
+            },
+            h => (revision, h, None),
+        };
+        let sent_hosts = hosts.clone();
         // Every watch carries the outcome of the last answer (an ACK, or a NACK with its
         // reason): a control plane that restarted learns it from the next one.
         let last = pending_ack.as_ref().map(|o| match o {
@@ -264,6 +274,7 @@ pub async fn run(
             since,
             hosts,
             names_since: discovery.map(|_| names_since),
+            newly,
             wait_ms: WATCH_WAIT.as_millis() as u64,
             identity: Some(identity.clone()),
             last,
@@ -293,6 +304,7 @@ pub async fn run(
                     pending_ack = Some(outcome);
                     if let Some(d) = discovery {
                         asked_gen = gen;
+                        asked_hosts = sent_hosts.unwrap_or_default();
                         if answer.names.is_some() {
                             names_since = answer.revision;
                         }
@@ -325,6 +337,19 @@ pub async fn run(
             }
         }
     }
+}
+
+/// `hosts` as the hosts `held` (asked for at `revision`) followed by those added, and how
+/// many were added; Err(hosts) when one held is gone (dropped as idle) or nothing is held.
+fn widened(held: &[String], hosts: Vec<String>, revision: u64) -> Result<(Vec<String>, u32), Vec<String>> {
+    let now: std::collections::HashSet<&str> = hosts.iter().map(String::as_str).collect();
+    if revision == 0 || held.is_empty() || held.iter().any(|h| !now.contains(h.as_str())) {
+        return Err(hosts);
+    }
+    let was: std::collections::HashSet<&str> = held.iter().map(String::as_str).collect();
+    let added: Vec<String> = hosts.iter().filter(|h| !was.contains(h.as_str())).cloned().collect();
+    let newly = added.len() as u32;
+    Ok((held.iter().cloned().chain(added).collect(), newly))
 }
 
 /// Takes an answer: applies it to the documents held (which follow the control plane's

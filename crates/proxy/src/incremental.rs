@@ -81,8 +81,9 @@ impl Shared {
         let mut clusters = prev.clusters.clone();
         let indexes: HashSet<usize> = touched.iter().map(|(i, _)| *i).collect();
         for (i, spec) in touched {
+            let spec = Arc::new(spec);
             clusters[i] = Arc::new(self.rebuilt(&prev.clusters[i], &spec));
-            specs[i] = Arc::new(spec);
+            specs[i] = spec;
         }
         let (snap, from) = match spliced {
             Some(u) => (Arc::new(u.snap), Some(u.from)),
@@ -104,11 +105,11 @@ impl Shared {
     }
 
     /// `old` rebuilt from `spec`, the endpoints that stay keeping their state.
-    fn rebuilt(&self, old: &Cluster, spec: &weft_config::ClusterSpec) -> Cluster {
+    fn rebuilt(&self, old: &Cluster, spec: &Arc<weft_config::ClusterSpec>) -> Cluster {
         let kept: HashMap<(String, String), Arc<crate::cluster::Endpoint>> =
             old.endpoints.iter().map(|e| ((old.spec.name.clone(), e.id.clone()), e.clone())).collect();
         let run = match &self.mesh_tls {
-            Some(m) => m.cluster(spec),
+            Some(m) => Arc::new(m.cluster(spec)),
             None => spec.clone(),
         };
         Cluster::build(&run, &kept, Some(&old.breaker), self.workers, self.metrics, &self.node, &self.transport, self.mesh_tls.as_ref())

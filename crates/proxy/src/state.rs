@@ -129,8 +129,8 @@ impl Runtime {
         let clusters: Vec<Arc<Cluster>> = specs
             .iter()
             .map(|s| match mesh {
-                Some(m) => m.cluster(s),
-                None => ClusterSpec::clone(s),
+                Some(m) => Arc::new(m.cluster(s)),
+                None => s.clone(),
             })
             .map(|s| Arc::new(Cluster::build(&s, &old, breakers.get(&s.name), workers, metrics, node, transport, mesh)))
             .collect();

@@ -103,6 +103,7 @@ async fn stream(authority: String, i: usize, seen: Seen, log: Log) -> Result<(),
             cert_not_after: None,
             hosts: None,
             names_since: None,
+            newly: None,
         };
         let sent = Instant::now();
         if rev > 0 {

@@ -152,3 +152,41 @@ fn a_virtual_service_host_in_use_is_not_dropped_as_idle() {
     assert_eq!(answers(), before, "the host was dropped and asked for again while in use");
     assert_eq!(p.metric("weft_discovery_hosts", &[]), 1.0);
 }
+
+#[test]
+fn a_service_asked_for_next_brings_only_its_own_documents() {
+    let cp = plane();
+    let (alpha, beta) = (backend("alpha", &[]), backend("beta", &[]));
+    register(&cp, "alpha", &alpha);
+    register(&cp, "beta", &beta);
+    let p = follower_with(&cp, "on-demand", &[]);
+    wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 2.0);
+    let (full, deltas, bytes) = (
+        || p.metric("weft_control_plane_full_updates_total", &[]),
+        || p.metric("weft_control_plane_deltas_total", &[]),
+        || p.metric("weft_control_plane_received_bytes_total", &[]),
+    );
+
+    // The first service: the scope whole (nothing held to add to).
+    let (f0, b0) = (full(), bytes());
+    assert_eq!(status(&p, "alpha"), 200);
+    assert_eq!(full(), f0 + 1.0);
+    let alpha_bytes = bytes() - b0;
+
+    // The next: a delta of beta's documents alone, at once.
+    let (f1, d1, b1) = (full(), deltas(), bytes());
+    let second = get(p.addr(), "beta", "/", &[]);
+    assert_eq!((second.status, second.backend()), (200, "beta".to_owned()));
+    assert_eq!((full(), deltas()), (f1, d1 + 1.0), "beta came as a delta");
+    let beta_bytes = bytes() - b1;
+    assert!(
+        beta_bytes < alpha_bytes * 1.5,
+        "beta's answer ({beta_bytes} bytes) is not alpha's and beta's again (alpha's alone: {alpha_bytes})"
+    );
+    // Both are served, and alpha's later changes still reach the proxy.
+    assert_eq!(status(&p, "alpha"), 200);
+    let other = backend("alpha-2", &[]);
+    register(&cp, "alpha", &other);
+    wait_until("alpha's new endpoint pushed", || p.admin("/clusters").contains(&other.addr.to_string()));
+    assert_eq!(p.metric("weft_discovery_timeouts_total", &[]), 0.0);
+}

@@ -269,8 +269,9 @@ fn answer(status: StatusCode, body: bytes::Bytes, version: Version) -> Response<
 /// PASSTHROUGH: the endpoint is the address the client asked for.
 fn passthrough(cluster: &Cluster, host: &str, port: u16, cx: &RequestCtx) -> Cluster {
     let spec = weft_config::EndpointSpec { address: host.to_owned(), port, weight: 1, labels: Default::default(), locality: None };
-    let mut s = cluster.spec.clone();
+    let mut s = weft_config::ClusterSpec::clone(&cluster.spec);
     s.endpoints = vec![spec];
+    let s = Arc::new(s);
     let none: std::collections::HashMap<(String, String), Arc<Endpoint>> = Default::default();
     Cluster::build(&s, &none, None, 1, cx.conn.shared.metrics, &Default::default(), &cx.conn.shared.transport, None)
 }
