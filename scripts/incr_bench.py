@@ -11,7 +11,11 @@ whole mesh, then:
    gauge moves only once the new routing is swapped in);
 2. with --churn RATE, `weft x bench-control-plane --churn RATE` for --churn-duration
    seconds into those services, the proxy's CPU over that time (utime + stime from
-   /proc), and how long after the last change it runs the last revision.
+   /proc), and how long after the last change it runs the last revision;
+3. with --vs-changes N, VirtualServices and DestinationRules (subsets v0, v1) for the
+   first --virtual-services services, then N changes of one VirtualService's split, one
+   at a time, each timed as the registrations are (applied in place when the proxy's
+   `weft_control_plane_routes_in_place_updates_total` moves).
 
 Needs a release build (`cargo build --release`), or --weft PATH.
 """
@@ -53,6 +57,51 @@ def wait_revision(admin, rev, timeout=60.0):
     sys.exit(f"the proxy did not reach revision {rev} within {timeout} s")
 
 
+def proxy_metric(admin, name):
+    body = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def apply(cp, name, docs):
+    body = json.dumps({"files": [{"name": name, "text": "\n---\n".join(json.dumps(d) for d in docs)}]}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{cp}/v1/apply", data=body, headers={"content-type": "application/json"}, method="POST")
+    return json.loads(urllib.request.urlopen(req).read())["revision"]
+
+
+def destination_rule(i):
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": f"svc-{i}"},
+            "spec": {"host": f"svc-{i}.mesh", "subsets": [{"name": "v0", "labels": {"version": "v0"}}, {"name": "v1", "labels": {"version": "v1"}}]}}
+
+
+def virtual_service(i, canary):
+    dest = lambda subset, w: {"destination": {"host": f"svc-{i}.mesh", "subset": subset}, "weight": w}  # noqa: E731
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": f"svc-{i}"},
+            "spec": {"hosts": [f"svc-{i}.mesh"], "http": [{"match": [{"uri": {"prefix": "/canary"}}], "route": [dest("v1", 100)]},
+                                                          {"route": [dest("v0", 100 - canary), dest("v1", canary)]}]}}
+
+
+def vs_changes(a, port, admin):
+    """Part 3: one VirtualService change at a time, answer -> the proxy runs it."""
+    k = min(a.virtual_services, a.services)
+    rev = apply(port, "routes.yaml", [d for i in range(k) for d in (destination_rule(i), virtual_service(i, 10))])
+    wait_revision(admin, rev, 120)
+    time.sleep(2.0)
+    counted = proxy_metric(admin, "weft_control_plane_routes_in_place_updates_total")
+    took = []
+    for n in range(a.vs_changes):
+        i = random.randrange(k)
+        rev = apply(port, f"vs-{i}.yaml", [virtual_service(i, 20 + n % 60)])
+        answered = time.monotonic()
+        took.append((wait_revision(admin, rev) - answered) * 1000)
+        time.sleep(0.1)
+    in_place = proxy_metric(admin, "weft_control_plane_routes_in_place_updates_total") - counted
+    print(f"{k:,} VirtualServices; {a.vs_changes} single VirtualService changes ({in_place:.0f} applied in place), answer -> the proxy runs it:")
+    print(f"  p50 {pct(took, 50):.1f} ms, p90 {pct(took, 90):.1f} ms, p99 {pct(took, 99):.1f} ms, max {max(took):.1f} ms")
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -72,13 +121,15 @@ def main():
     ap.add_argument("--changes", type=int, default=50)
     ap.add_argument("--churn", type=int, default=0, help="endpoint changes a second (0: none)")
     ap.add_argument("--churn-duration", type=float, default=10)
+    ap.add_argument("--virtual-services", type=int, default=1000)
+    ap.add_argument("--vs-changes", type=int, default=0, help="single VirtualService changes (0: none)")
     a = ap.parse_args()
     port, admin, listen = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as d:
         cp = subprocess.Popen([a.weft, "control-plane", "--data-dir", d, "--listen", f"127.0.0.1:{port}", "--insecure"], stderr=subprocess.DEVNULL)
         wait_port(port)
         env = dict(os.environ, WEFT_SERVER=f"http://127.0.0.1:{port}")
-        docs = mesh(a.services, a.endpoints).split("\n---\n")
+        docs = mesh(a.services, a.endpoints, 9000).split("\n---\n")
         for start in range(0, len(docs), 1000):
             path = os.path.join(d, f"mesh-{start}.yaml")
             with open(path, "w") as f:
@@ -114,6 +165,8 @@ def main():
                   f"({cpu1 - cpu0:.1f} s over {caught - t0:.1f} s), running the last revision {(caught - ended) * 1000:.0f} ms after the churn ended")
             print("    " + (out.stdout + out.stderr).strip().replace("\n", "\n    "))
             print("  proxy RSS after the churn %.0f MB (peak %.0f MB)" % rss_mb(px.pid))
+        if a.vs_changes:
+            vs_changes(a, port, admin)
         px.terminate()
         cp.terminate()
 

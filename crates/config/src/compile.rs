@@ -101,68 +101,7 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         check_export_to(r, &mut ctx);
     }
     let seen = || resources.iter().filter(|r| view.sees(r));
-    for r in seen() {
-        match &r.spec {
-            Spec::ServiceEntry(se) => check_service_entry(r, se, &mut ctx),
-            Spec::WorkloadEntry(we) if check_workload_entry(r, we, &mut ctx) => {
-                ctx.workloads.push((we, crate::names::namespace_of(r)));
-            }
-            Spec::VirtualService(vs) if vs.hosts.is_empty() => {
-                let key = (crate::names::namespace_of(r).to_owned(), r.metadata.name.clone());
-                ctx.delegates.insert(key, (r, vs));
-            }
-            _ => {}
-        }
-    }
-    for r in seen() {
-        match &r.spec {
-            Spec::DestinationRule(dr) => {
-                if dr.host.is_empty() {
-                    ctx.err(r, "spec.host", "missing field");
-                } else {
-                    let host = ctx.resolve(r, &dr.host);
-                    let rank = ctx.rule_rank(r, &host);
-                    // (Istio consults the client's namespace, the service's and the root
-                    // one: a third namespace's rule never applies to a proxy.)
-                    let unrelated = rank == 3 && ctx.source_labels.is_some();
-                    match ctx.rules.get(&host) {
-                        _ if unrelated => {}
-                        Some((_, src, other, held)) if *held <= rank => {
-                            if *held == rank {
-                                let msg = format!(
-                                    "host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one",
-                                    dr.host, src.file, src.doc
-                                );
-                                ctx.warn(r, "spec.host", msg);
-                            }
-                        }
-                        _ => {
-                            ctx.rules.insert(host, (dr, &r.source, &r.metadata.name, rank));
-                        }
-                    }
-                }
-                check_rule(r, dr, &mut ctx);
-            }
-            Spec::Sidecar(sc) => {
-                for (i, e) in sc.egress.iter().enumerate() {
-                    if e.hosts.is_empty() {
-                        ctx.err(r, format!("spec.egress[{i}].hosts"), "at least one host is required");
-                    }
-                    for (j, h) in e.hosts.iter().enumerate() {
-                        if !h.split_once('/').is_some_and(|(ns, host)| !ns.is_empty() && !host.is_empty()) {
-                            ctx.err(
-                                r,
-                                format!("spec.egress[{i}].hosts[{j}]"),
-                                format!("{h:?} is not namespace/host (e.g. \"./*\", \"*/reviews\")"),
-                            );
-                        }
-                    }
-                }
-            }
-            Spec::Gateway(gw) => crate::gateway::check(r, gw, &mut ctx),
-            _ => {}
-        }
-    }
+    index_and_check(seen(), &mut ctx, Passes::CheckAndIndex);
     // Every service port and subset gets its cluster, so /clusters shows them all.
     let mut hosts: Vec<String> = ctx.services.keys().cloned().collect();
     hosts.sort();
@@ -239,36 +178,8 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
         if covered.contains_key(host) || ctx.services[host].entry.ports.is_empty() {
             continue;
         }
-        let choice = ctx.default_choice(host, None);
         let idx = snap.vhosts.len();
-        snap.vhosts.push(VirtualHost {
-            name: format!("ServiceEntry/{}", ctx.services[host].name),
-            routes: vec![std::sync::Arc::new(Route {
-                name: "default".into(),
-                matches: Vec::new(),
-                action: Action::Forward(WeightedClusters {
-                    targets: vec![WeightedTarget {
-                        cluster: choice,
-                        weight: 1,
-                        request_headers: HeaderOps::default(),
-                        response_headers: HeaderOps::default(),
-                    }],
-                    cumulative: vec![1],
-                    total: 1,
-                }),
-                request_headers: HeaderOps::default(),
-                response_headers: HeaderOps::default(),
-                timeout: None,
-                rewrite: None,
-                mirror: None,
-                retry: Some(RetryPolicy::istio_default()),
-                fault: None,
-            })],
-            rate_limits: Vec::new(),
-            hedging: None,
-            compression: Vec::new(),
-            response_cache: Vec::new(),
-        });
+        snap.vhosts.push(default_vhost(host, &mut ctx));
         // (A wildcard host serves the names under it, as a VirtualService's does.)
         match host.strip_prefix('*') {
             Some(suffix) if suffix.starts_with('.') => snap.wildcard_hosts.push((suffix.to_owned(), idx)),
@@ -332,6 +243,116 @@ pub(crate) fn compile_bound(resources: &[Resource], view: &View, binding: &Bindi
     crate::authz::warn_permissive(resources, &snap, &mut ctx);
     snap.clusters = ctx.clusters;
     snap
+}
+
+/// What a compile's first passes do: check every resource and index what routes resolve
+/// against (a compile), or only index (routes recompiled against a mesh that passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Passes {
+    CheckAndIndex,
+    IndexOnly,
+}
+
+/// A compile's first passes over what the proxy sees: every ServiceEntry, WorkloadEntry,
+/// delegate VirtualService and DestinationRule checked and indexed into `ctx` (what
+/// routes resolve against), and Sidecars and Gateways checked.
+pub(crate) fn index_and_check<'a>(seen: impl Iterator<Item = &'a Resource> + Clone, ctx: &mut Ctx<'a>, passes: Passes) {
+    let check = passes == Passes::CheckAndIndex;
+    for r in seen.clone() {
+        match &r.spec {
+            Spec::ServiceEntry(se) if check => check_service_entry(r, se, ctx),
+            Spec::ServiceEntry(se) => crate::service_entry::index_service_entry(r, se, ctx),
+            Spec::WorkloadEntry(we) if check_workload_entry(r, we, ctx) => {
+                ctx.workloads.push((we, crate::names::namespace_of(r)));
+            }
+            Spec::VirtualService(vs) if vs.hosts.is_empty() => {
+                let key = (crate::names::namespace_of(r).to_owned(), r.metadata.name.clone());
+                ctx.delegates.insert(key, (r, vs));
+            }
+            _ => {}
+        }
+    }
+    for r in seen.clone() {
+        match &r.spec {
+            Spec::DestinationRule(dr) => {
+                index_rule(r, dr, ctx);
+                if check {
+                    check_rule(r, dr, ctx);
+                }
+            }
+            Spec::Sidecar(sc) if check => check_sidecar(r, sc, ctx),
+            Spec::Gateway(gw) if check => crate::gateway::check(r, gw, ctx),
+            _ => {}
+        }
+    }
+}
+
+/// The virtual host of a ServiceEntry host no VirtualService serves: one route to the
+/// service, with Istio's default retries.
+pub(crate) fn default_vhost(host: &str, ctx: &mut Ctx<'_>) -> VirtualHost {
+    let choice = ctx.default_choice(host, None);
+    let target =
+        WeightedTarget { cluster: choice, weight: 1, request_headers: HeaderOps::default(), response_headers: HeaderOps::default() };
+    VirtualHost {
+        name: format!("ServiceEntry/{}", ctx.services[host].name),
+        routes: vec![std::sync::Arc::new(Route {
+            name: "default".into(),
+            matches: Vec::new(),
+            action: Action::Forward(WeightedClusters { targets: vec![target], cumulative: vec![1], total: 1 }),
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            timeout: None,
+            rewrite: None,
+            mirror: None,
+            retry: Some(RetryPolicy::istio_default()),
+            fault: None,
+        })],
+        rate_limits: Vec::new(),
+        hedging: None,
+        compression: Vec::new(),
+        response_cache: Vec::new(),
+    }
+}
+
+/// The DestinationRule that applies to a host: by Istio's precedence ([`Ctx::rule_rank`]).
+fn index_rule<'a>(r: &'a Resource, dr: &'a DestinationRule, ctx: &mut Ctx<'a>) {
+    if dr.host.is_empty() {
+        ctx.err(r, "spec.host", "missing field");
+    } else {
+        let host = ctx.resolve(r, &dr.host);
+        let rank = ctx.rule_rank(r, &host);
+        // (Istio consults the client's namespace, the service's and the root
+        // one: a third namespace's rule never applies to a proxy.)
+        let unrelated = rank == 3 && ctx.source_labels.is_some();
+        match ctx.rules.get(&host) {
+            _ if unrelated => {}
+            Some((_, src, other, held)) if *held <= rank => {
+                if *held == rank {
+                    let msg = format!(
+                        "host {:?} already has DestinationRule {other} ({} document {}); Istio applies only one",
+                        dr.host, src.file, src.doc
+                    );
+                    ctx.warn(r, "spec.host", msg);
+                }
+            }
+            _ => {
+                ctx.rules.insert(host, (dr, &r.source, &r.metadata.name, rank));
+            }
+        }
+    }
+}
+
+fn check_sidecar(r: &Resource, sc: &Sidecar, ctx: &mut Ctx<'_>) {
+    for (i, e) in sc.egress.iter().enumerate() {
+        if e.hosts.is_empty() {
+            ctx.err(r, format!("spec.egress[{i}].hosts"), "at least one host is required");
+        }
+        for (j, h) in e.hosts.iter().enumerate() {
+            if !h.split_once('/').is_some_and(|(ns, host)| !ns.is_empty() && !host.is_empty()) {
+                ctx.err(r, format!("spec.egress[{i}].hosts[{j}]"), format!("{h:?} is not namespace/host (e.g. \"./*\", \"*/reviews\")"));
+            }
+        }
+    }
 }
 
 /// The namespace a service's metrics name (`destination_service_namespace`): the one in

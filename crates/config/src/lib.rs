@@ -21,6 +21,8 @@ pub mod names;
 mod policy;
 mod ratelimit;
 mod response_cache;
+pub mod routes_in_place;
+mod routes_splice;
 mod rule_checks;
 pub mod rules;
 mod service_entry;

@@ -140,6 +140,12 @@ pub(crate) fn check_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx
     if se.resolution() == Resolution::Static && se.endpoints.is_empty() && se.workload_selector.is_none() {
         ctx.warn(r, "spec.endpoints", "resolution STATIC with no endpoints: requests will get 503");
     }
+    index_service_entry(r, se, ctx);
+}
+
+/// The services `se` declares, into `ctx.services` (where another entry declares a host
+/// too, the proxy's own namespace's wins, else the first).
+pub(crate) fn index_service_entry<'a>(r: &'a Resource, se: &'a ServiceEntry, ctx: &mut Ctx<'a>) {
     let namespace = crate::names::namespace_of(r);
     for h in &se.hosts {
         let key = h.to_ascii_lowercase();

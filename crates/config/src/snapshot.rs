@@ -84,7 +84,7 @@ impl Snapshot {
 }
 
 /// The routes that serve one host: a VirtualService, or a ServiceEntry's default route.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VirtualHost {
     /// `VirtualService/name` or `ServiceEntry/name`.
     pub name: String,
@@ -140,7 +140,7 @@ pub enum Probe {
 }
 
 /// One RateLimit: requests that match (all, when `matches` is empty) take a token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RateLimitRule {
     /// `RateLimit/name`, for logs and metrics.
     pub name: String,

@@ -32,7 +32,7 @@ pub fn is_opaque(protocol: Option<&str>) -> bool {
 }
 
 /// A listener the proxy opens for a TCP service port.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TcpListenerSpec {
     /// A VIP of the service, or `None`: the proxy's listen address.
     pub ip: Option<IpAddr>,

@@ -8,7 +8,7 @@ use crate::load::Resource;
 use crate::snapshot::WeightedClusters;
 
 /// One compiled `tls[]` route.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TlsRouteSpec {
     /// `VirtualService/<name>` and the route's index, for logs.
     pub name: String,

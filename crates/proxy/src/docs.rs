@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use weft_api::MeshAnswer;
+use weft_config::routes_in_place::VsEdit;
 use weft_config::{ConfigError, Diagnostics, Resource, Snapshot};
 
 /// One document, parsed: its resources and what parsing said about them.
@@ -36,12 +37,52 @@ pub struct Docs {
 /// What an answer changed, for installing it.
 #[derive(Debug)]
 pub enum Change {
-    /// Only the endpoints (and `subjectAltNames`) of these ServiceEntries, each the one
-    /// resource of its document: an update in place ([`crate::incremental`]) applies it
-    /// to a runtime compiled from the documents held before. With their load warnings.
-    Endpoints(Vec<Resource>, Vec<ConfigError>),
+    /// Only what an update in place ([`crate::incremental`]) may apply to a runtime
+    /// compiled from the documents held before.
+    InPlace(InPlace),
     /// Anything else: the whole set compiled again.
     Other,
+}
+
+/// The documents of an answer that changed only ServiceEntries' endpoints and
+/// VirtualServices, each the one resource of its document.
+#[derive(Debug, Default)]
+pub struct InPlace {
+    /// ServiceEntries whose endpoints (and `subjectAltNames`) alone changed.
+    pub endpoints: Vec<Resource>,
+    /// VirtualServices added, changed or removed (which may still need the whole
+    /// compile, [`weft_config::routes_in_place`]).
+    pub routes: Vec<VsEdit>,
+    /// Their load warnings.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Whether `r` is a VirtualService.
+fn is_vs(r: &Resource) -> bool {
+    matches!(r.spec, weft_config::Spec::VirtualService(_))
+}
+
+impl InPlace {
+    /// Takes document `new` (replacing `old`, if held) when an update in place can
+    /// apply it: endpoints alone changed, or a VirtualService added or changed.
+    fn take(&mut self, old: Option<&Parsed>, new: &Parsed) -> bool {
+        let Some(r) = new.single() else { return false };
+        let old = match old {
+            Some(p) => match p.single() {
+                Some(o) => Some(o),
+                None => return false,
+            },
+            None => None,
+        };
+        match old {
+            Some(o) if weft_config::endpoints::endpoints_only(o, r) => self.endpoints.push(r.clone()),
+            Some(o) if is_vs(o) && is_vs(r) => self.routes.push(VsEdit { old: Some(o.clone()), new: Some(r.clone()) }),
+            None if is_vs(r) => self.routes.push(VsEdit { old: None, new: Some(r.clone()) }),
+            _ => return false,
+        }
+        self.warnings.extend(new.warnings.iter().cloned());
+        true
+    }
 }
 
 impl Parsed {
@@ -57,37 +98,35 @@ impl Parsed {
 impl Docs {
     /// Applies an answer: a whole one replaces everything; a delta drops the keys it
     /// removes, then parses the documents it brings (replacing those under the same key).
-    /// Says whether the answer changed only ServiceEntries' endpoints.
+    /// Says whether the answer changed only ServiceEntries' endpoints and VirtualServices.
     pub fn apply(&mut self, answer: &MeshAnswer<'_>) -> Change {
         self.received = answer.bytes;
         self.nonce = answer.nonce;
-        // (A key removed that was not held removes nothing.)
-        let mut in_place = answer.is_delta() && answer.removed.iter().all(|k| !self.docs.contains_key(k));
+        let mut in_place = answer.is_delta().then(InPlace::default);
         if !answer.is_delta() {
             self.docs.clear();
         }
         for key in &answer.removed {
-            self.docs.remove(key);
+            let removed = self.docs.remove(key);
+            // (A key removed that was not held removes nothing.)
+            match (removed.as_ref().map(Parsed::single), &mut in_place) {
+                (None, _) | (_, None) => {}
+                (Some(Some(old)), Some(p)) if is_vs(old) => p.routes.push(VsEdit { old: Some(old.clone()), new: None }),
+                (Some(_), Some(_)) => in_place = None,
+            }
         }
-        let (mut changed, mut warnings) = (Vec::new(), Vec::new());
         for (key, doc) in &answer.documents {
             let new = parse(key, doc.get());
-            if in_place {
-                let old = self.docs.get(key).and_then(Parsed::single);
-                match (old, new.single()) {
-                    (Some(old), Some(r)) if weft_config::endpoints::endpoints_only(old, r) => {
-                        changed.push(r.clone());
-                        warnings.extend(new.warnings.iter().cloned());
-                    }
-                    _ => in_place = false,
+            if let Some(p) = &mut in_place {
+                if !p.take(self.docs.get(key), &new) {
+                    in_place = None;
                 }
             }
             self.docs.insert(key.clone(), new);
         }
-        if in_place {
-            Change::Endpoints(changed, warnings)
-        } else {
-            Change::Other
+        match in_place {
+            Some(p) => Change::InPlace(p),
+            None => Change::Other,
         }
     }
 

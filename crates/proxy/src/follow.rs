@@ -20,6 +20,7 @@ use weft_api::mesh::MAX_ANSWER_BYTES;
 use weft_api::{Identity, MeshAnswer, Message, Outcome, WatchRequest};
 use weft_tls::WorkloadIdentity;
 
+use crate::incremental::Applied;
 use crate::state::Shared;
 
 /// How long one watch waits at the control plane before it answers "nothing new".
@@ -151,7 +152,7 @@ pub fn identity_query(namespace: &str, labels: &std::collections::BTreeMap<Strin
     Identity { namespace: namespace.to_owned(), labels: labels.clone() }
 }
 
-pub use crate::docs::{Change, Docs};
+pub use crate::docs::{Change, Docs, InPlace};
 
 /// Fetches the current mesh once (at start): (revision, documents). The documents keep
 /// the answer's nonce ([`Docs::nonce`]), which the first watch's ACK names.
@@ -186,24 +187,24 @@ pub fn install(shared: &'static Shared, revision: u64, docs: &Docs) -> Result<()
     }
 }
 
-/// Applies ServiceEntries whose endpoints alone changed, in place; Err(reason) keeps
-/// the running runtime.
-fn update(
-    shared: &'static Shared,
-    revision: u64,
-    changed: &[weft_config::Resource],
-    warnings: &[weft_config::ConfigError],
-) -> Result<(), String> {
-    match shared.update_endpoints(changed) {
-        Ok(d) => {
-            for w in warnings.iter().chain(&d.warnings) {
+/// Applies endpoints and VirtualServices in place; Err(reason) keeps the running
+/// runtime; None: the change needs the whole compile (nothing was swapped).
+fn update(shared: &'static Shared, revision: u64, change: &crate::docs::InPlace) -> Option<Result<(), String>> {
+    match shared.update_in_place(&change.endpoints, &change.routes) {
+        Applied::Installed(d) => {
+            for w in change.warnings.iter().chain(&d.warnings) {
                 tracing::warn!("{w}");
             }
             shared.metrics.counters.control_plane_revision.store(revision, Ordering::Relaxed);
-            tracing::debug!("control plane revision {revision} active (endpoints of {} services, in place)", changed.len());
-            Ok(())
+            let (e, r) = (change.endpoints.len(), change.routes.len());
+            tracing::debug!("control plane revision {revision} active (endpoints of {e} services, {r} VirtualServices, in place)");
+            Some(Ok(()))
         }
-        Err(d) => Err(d.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
+        Applied::Refused(d) => Some(Err(d.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))),
+        Applied::Whole(why) => {
+            tracing::debug!("control plane revision {revision}: compiled whole ({why})");
+            None
+        }
     }
 }
 
@@ -353,8 +354,9 @@ fn widened(held: &[String], hosts: Vec<String>, revision: u64) -> Result<(Vec<St
 
 /// Takes an answer: applies it to the documents held (which follow the control plane's
 /// revisions, installed or not), counts it, and installs the result — in place when it
-/// changed only endpoints and the runtime is compiled from the documents held before
-/// (`in_sync`), else the whole set compiled; (the outcome to report, how long it took).
+/// changed only endpoints and VirtualServices that qualify and the runtime is compiled
+/// from the documents held before (`in_sync`), else the whole set compiled; (the
+/// outcome to report, how long it took).
 pub fn take(
     shared: &'static Shared,
     docs: &mut Docs,
@@ -368,10 +370,11 @@ pub fn take(
     c.control_plane_bytes.fetch_add(answer.bytes as u64, Ordering::Relaxed);
     (if answer.is_delta() { &c.control_plane_deltas } else { &c.control_plane_full }).fetch_add(1, Ordering::Relaxed);
     let rev = answer.revision;
-    let installed = match change {
-        Change::Endpoints(changed, warnings) if in_sync => update(shared, rev, &changed, &warnings),
-        _ => install(shared, rev, docs),
+    let in_place = match &change {
+        Change::InPlace(c) if in_sync => update(shared, rev, c),
+        _ => None,
     };
+    let installed = in_place.unwrap_or_else(|| install(shared, rev, docs));
     let outcome = installed.map(|()| rev).map_err(|why| {
         tracing::error!("control plane revision {rev} rejected, keeping revision {held}: {why}");
         c.control_plane_nacks.fetch_add(1, Ordering::Relaxed);

@@ -67,42 +67,61 @@ pub fn build(
     let empty = LiveState::default();
     let prev = prev.unwrap_or(&empty);
     let mut live = LiveState::default();
-    let chains = snap
-        .vhosts
+    let chains = snap.vhosts.iter().enumerate().map(|(vi, vh)| vhost_chains(snap, vi, vh, clusters, prev, &mut live, metrics)).collect();
+    (chains, live)
+}
+
+/// The chains of the routes of a virtual host compiled in place
+/// ([`weft_config::routes_in_place`]): it carries no policy with live state, so none is
+/// made or taken.
+pub fn new_vhost_chains(
+    snap: &Snapshot,
+    vi: usize,
+    clusters: &[Arc<Cluster>],
+    metrics: &'static weft_telemetry::Metrics,
+) -> Vec<Arc<Chain>> {
+    let empty = LiveState::default();
+    vhost_chains(snap, vi, &snap.vhosts[vi], clusters, &empty, &mut LiveState::default(), metrics)
+}
+
+/// The chains of virtual host `vi`'s routes, `[route]`.
+fn vhost_chains(
+    snap: &Snapshot,
+    vi: usize,
+    vh: &VirtualHost,
+    clusters: &[Arc<Cluster>],
+    prev: &LiveState,
+    live: &mut LiveState,
+    metrics: &'static weft_telemetry::Metrics,
+) -> Vec<Arc<Chain>> {
+    let mut host_filters = host_filters(vh, prev, live, metrics);
+    if snap.inbound == Some(vi) {
+        // Authorization first: a denied request costs nothing else.
+        if let (Some(policies), Some(app)) = (&snap.inbound_authorization, snap.inbound_app) {
+            let providers = Arc::new(snap.extension_providers.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect());
+            let authz = crate::filters::authz::Authz { policies: policies.clone(), destination: app, providers };
+            host_filters.insert(0, Filter::Authz(authz));
+        }
+        // JWT before authorization: the policies read the verified token.
+        if let Some(authn) = &snap.inbound_request_authn {
+            host_filters.insert(0, Filter::Jwt(jwt_filter(authn, prev, live, metrics)));
+        }
+    }
+    let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, live)));
+    vh.routes
         .iter()
         .enumerate()
-        .map(|(vi, vh)| {
-            let mut host_filters = host_filters(vh, prev, &mut live, metrics);
-            if snap.inbound == Some(vi) {
-                // Authorization first: a denied request costs nothing else.
-                if let (Some(policies), Some(app)) = (&snap.inbound_authorization, snap.inbound_app) {
-                    let providers = Arc::new(snap.extension_providers.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect());
-                    let authz = crate::filters::authz::Authz { policies: policies.clone(), destination: app, providers };
-                    host_filters.insert(0, Filter::Authz(authz));
-                }
-                // JWT before authorization: the policies read the verified token.
-                if let Some(authn) = &snap.inbound_request_authn {
-                    host_filters.insert(0, Filter::Jwt(jwt_filter(authn, prev, &mut live, metrics)));
+        .map(|(ri, route)| {
+            let mut filters = host_filters.clone();
+            for f in &mut filters {
+                if let Filter::Cache(c) = f {
+                    c.route = format!("{}#{ri}", vh.name).into();
                 }
             }
-            let hedge = vh.hedging.as_ref().map(|h| Arc::new(hedge(&vh.name, h, prev, &mut live)));
-            vh.routes
-                .iter()
-                .enumerate()
-                .map(|(ri, route)| {
-                    let mut filters = host_filters.clone();
-                    for f in &mut filters {
-                        if let Filter::Cache(c) = f {
-                            c.route = format!("{}#{ri}", vh.name).into();
-                        }
-                    }
-                    route_filters(route, clusters, &mut filters);
-                    Arc::new(Chain { filters: filters.into_boxed_slice(), hedge: hedge.clone() })
-                })
-                .collect()
+            route_filters(route, clusters, &mut filters);
+            Arc::new(Chain { filters: filters.into_boxed_slice(), hedge: hedge.clone() })
         })
-        .collect();
-    (chains, live)
+        .collect()
 }
 
 /// The inbound side's RequestAuthentication, with the fetchers of its `jwksUri`s (taken

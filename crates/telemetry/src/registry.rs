@@ -326,8 +326,11 @@ pub struct Counters {
     pub control_plane_full: AtomicU64,
     pub control_plane_deltas: AtomicU64,
     pub control_plane_bytes: AtomicU64,
-    /// Deltas applied in place (only the clusters whose endpoints changed rebuilt).
+    /// Deltas applied in place (only the clusters whose endpoints changed rebuilt, only
+    /// the virtual hosts of the VirtualServices changed recompiled).
     pub control_plane_in_place: AtomicU64,
+    /// Of those, deltas that changed VirtualServices.
+    pub control_plane_routes_in_place: AtomicU64,
     /// Mesh DNS: queries by [`DnsResult`], failures by [`DnsFailure`] (their indexes).
     pub dns_queries: [AtomicU64; 3],
     pub dns_failures: [AtomicU64; 9],

@@ -295,9 +295,15 @@ impl Metrics {
         );
         counter(
             "weft_control_plane_in_place_updates_total",
-            "Deltas that changed only endpoints, applied in place (no recompilation of the mesh).",
+            "Deltas that changed only endpoints and VirtualServices, applied in place (no recompilation of the mesh).",
             "counter",
             &c.control_plane_in_place,
+        );
+        counter(
+            "weft_control_plane_routes_in_place_updates_total",
+            "Deltas applied in place that changed VirtualServices (only their virtual hosts recompiled).",
+            "counter",
+            &c.control_plane_routes_in_place,
         );
         counter("weft_config_revision", "Revision of the active config (1 = the config at start).", "gauge", &c.config_revision);
         out

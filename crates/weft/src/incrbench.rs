@@ -3,8 +3,10 @@
 //! (as scripts/cp_scale.py makes them) encoded as the control plane encodes answers and
 //! taken as a following proxy takes them (`weft_proxy::follow::take`), timed on this
 //! thread — one endpoint change compiled whole (as before updates in place) and in
-//! place, and 10 s worth of `--rate` changes a second in deltas of `rate / 20` services
-//! (the control plane coalesces pushes every 50 ms).
+//! place, 10 s worth of `--rate` changes a second in deltas of `rate / 20` services
+//! (the control plane coalesces pushes every 50 ms), then with `--virtual-services`
+//! VirtualServices (and DestinationRules with subsets) for the first services, one
+//! VirtualService change compiled whole and in place.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,6 +24,26 @@ pub struct IncrBenchArgs {
     /// Endpoint changes a second for the sustained part.
     #[arg(long, default_value_t = 1000)]
     pub rate: usize,
+    /// VirtualServices (each with a DestinationRule) for the VirtualService part.
+    #[arg(long, default_value_t = 1000)]
+    pub virtual_services: usize,
+}
+
+/// Service `i`'s DestinationRule: a subset per version.
+fn dr(i: usize) -> Box<RawValue> {
+    let text = format!(
+        r#"{{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{{"name":"svc-{i}","namespace":"default"}},"spec":{{"host":"svc-{i}.mesh","subsets":[{{"name":"v0","labels":{{"version":"v0"}}}},{{"name":"v1","labels":{{"version":"v1"}}}}]}}}}"#
+    );
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// Service `i`'s VirtualService: `/canary` to v1, the rest split between v0 and v1.
+fn vs(i: usize, canary_weight: u32) -> Box<RawValue> {
+    let text = format!(
+        r#"{{"apiVersion":"networking.istio.io/v1","kind":"VirtualService","metadata":{{"name":"svc-{i}","namespace":"default"}},"spec":{{"hosts":["svc-{i}.mesh"],"http":[{{"match":[{{"uri":{{"prefix":"/canary"}}}}],"route":[{{"destination":{{"host":"svc-{i}.mesh","subset":"v1"}}}}]}},{{"route":[{{"destination":{{"host":"svc-{i}.mesh","subset":"v0"}},"weight":{}}},{{"destination":{{"host":"svc-{i}.mesh","subset":"v1"}},"weight":{canary_weight}}}]}}]}}}}"#,
+        100 - canary_weight
+    );
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// Service `i`'s ServiceEntry with `n` endpoints.
@@ -46,12 +68,19 @@ struct Follower {
 }
 
 impl Follower {
-    /// Takes an answer holding `docs` (compiled whole unless `in_place`); how long it took.
+    /// Takes an answer holding ServiceEntries `docs` (compiled whole unless `in_place`);
+    /// how long it took.
     fn take(&mut self, docs: &[(usize, Box<RawValue>)], in_place: bool) -> Result<Duration, String> {
+        let keyed: Vec<(String, &RawValue)> = docs.iter().map(|(i, d)| (format!("ServiceEntry/default/svc-{i}"), &**d)).collect();
+        self.take_keyed(&keyed, in_place)
+    }
+
+    /// [`Follower::take`] of documents by key.
+    fn take_keyed(&mut self, docs: &[(String, &RawValue)], in_place: bool) -> Result<Duration, String> {
         let kind = if self.revision == 0 { MeshKind::Full } else { MeshKind::Delta };
         let mut e = MeshEncoder::new(self.revision + 1, kind);
-        for (i, d) in docs {
-            e.put(&format!("ServiceEntry/default/svc-{i}"), d);
+        for (k, d) in docs {
+            e.put(k, d);
         }
         let bytes = e.finish().answer(self.revision + 1).to_vec();
         let started = Instant::now();
@@ -121,6 +150,46 @@ fn bench(a: &IncrBenchArgs) -> Result<(), String> {
         spent.as_secs_f64() / 10.0,
         ms(&mut deltas, 50.0),
         ms(&mut deltas, 99.0)
+    );
+    bench_virtual_services(&mut f, a.virtual_services.min(n))
+}
+
+/// One VirtualService change, compiled whole and in place, with `count` VirtualServices
+/// (and DestinationRules) for the first services.
+fn bench_virtual_services(f: &mut Follower, count: usize) -> Result<(), String> {
+    if count == 0 {
+        return Ok(());
+    }
+    let docs: Vec<(String, Box<RawValue>)> = (0..count)
+        .flat_map(|i| [(format!("DestinationRule/default/svc-{i}"), dr(i)), (format!("VirtualService/default/svc-{i}"), vs(i, 10))])
+        .collect();
+    let keyed: Vec<(String, &RawValue)> = docs.iter().map(|(k, d)| (k.clone(), &**d)).collect();
+    let t = f.take_keyed(&keyed, false)?;
+    println!("{count} VirtualServices and DestinationRules added, compiled whole in {:.0} ms", t.as_secs_f64() * 1000.0);
+    // One VirtualService's split moved, then moved back: compiled whole, and in place.
+    let one = |k: usize| {
+        let i = k * 7 % count;
+        (format!("VirtualService/default/svc-{i}"), vs(i, if k.is_multiple_of(2) { 50 } else { 10 }))
+    };
+    let shared = f.shared;
+    let routes_in_place = || shared.metrics.counters.control_plane_routes_in_place.load(std::sync::atomic::Ordering::Relaxed);
+    let mut take_one = |k: usize, in_place: bool| {
+        let (key, doc) = one(k);
+        f.take_keyed(&[(key, &*doc)], in_place)
+    };
+    let mut whole = (0..6).map(|k| take_one(k, false)).collect::<Result<Vec<_>, _>>()?;
+    let before = routes_in_place();
+    let mut each = (0..200).map(|k| take_one(k, true)).collect::<Result<Vec<_>, _>>()?;
+    if routes_in_place() - before != 200 {
+        return Err(format!("only {} of 200 VirtualService changes went in place", routes_in_place() - before));
+    }
+    println!(
+        "one VirtualService change, decoded to swapped in: compiled whole p50 {:.0} ms (max {:.0}); in place p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(&mut whole, 50.0),
+        ms(&mut whole, 100.0),
+        ms(&mut each, 50.0),
+        ms(&mut each, 99.0),
+        ms(&mut each, 100.0)
     );
     Ok(())
 }
