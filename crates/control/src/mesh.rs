@@ -77,6 +77,12 @@ pub struct Index {
     known: (u64, std::sync::Arc<HashSet<String>>),
 }
 
+/// Whether a store key is a VirtualService's or a DestinationRule's: config that no
+/// other document of the mesh is made from.
+fn routing_only(key: &str) -> bool {
+    key.starts_with("config/VirtualService/") || key.starts_with("config/DestinationRule/")
+}
+
 /// The hosts a resource is about (lower case).
 pub fn hosts_of(d: &Value) -> Vec<String> {
     let spec = &d["spec"];
@@ -141,13 +147,19 @@ impl Index {
         let keys = if self.built { plane.changed_since(self.revision) } else { None };
         match keys {
             // (Token counts are no part of the mesh.)
-            Some(keys) if keys.iter().all(|k| k.starts_with("registry/") || k.starts_with(crate::token_uses::TOKENS)) => {
+            Some(keys)
+                if keys.iter().all(|k| k.starts_with("registry/") || k.starts_with(crate::token_uses::TOKENS) || routing_only(k)) =>
+            {
                 let services: BTreeSet<String> = keys
                     .iter()
                     .filter_map(|k| k.strip_prefix("registry/"))
                     .filter_map(|k| k.split('/').next())
                     .map(str::to_ascii_lowercase)
                     .collect();
+                let routing: Vec<&String> = keys.iter().filter(|k| routing_only(k)).collect();
+                if !routing.is_empty() {
+                    self.update_routing(plane, rev, &routing);
+                }
                 self.update_services(plane, rev, services);
             }
             _ => self.rebuild(plane, rev),
@@ -165,6 +177,35 @@ impl Index {
                 self.horizon = r;
             }
         }
+    }
+
+    /// Only the VirtualServices and DestinationRules at `keys` (store keys) — they
+    /// declare no service and carry no registrations, so no other document changes:
+    /// at 10,000 services a VirtualService edit rebuilt every document (~250 ms).
+    fn update_routing(&mut self, plane: &Plane, rev: u64, keys: &[&String]) {
+        let mut changed = Vec::new();
+        for store_key in keys {
+            let key = store_key.trim_start_matches("config/").to_owned();
+            match plane.config_value(&key) {
+                Some(v) => {
+                    let d = doc(v);
+                    if self.docs.get(&key).is_none_or(|old| old.json.get() != d.json.get()) {
+                        self.docs.insert(key.clone(), d);
+                        changed.push(key);
+                    }
+                }
+                None => {
+                    if self.docs.remove(&key).is_some() {
+                        changed.push(key);
+                    }
+                }
+            }
+        }
+        // As any config change: what scoped proxies see may have moved, and a
+        // VirtualService's hosts are names.
+        self.config_rev = rev;
+        self.names_rev = rev;
+        self.record(rev, changed);
     }
 
     /// Every document from scratch, compared with the ones held.
