@@ -486,6 +486,12 @@ impl<'a> Ctx<'a> {
                 origin = Some(std::sync::Arc::new(crate::endpoints::Origin { source: svc.resource.source.clone(), subset_labels }));
             }
         }
+        if subset.is_some() && subset_def.is_none() {
+            // A subset no DestinationRule defines has no endpoints (503, as in Istio, where
+            // it has no cluster): never every version of the service.
+            endpoints.clear();
+            origin = None;
+        }
         let lb = lb_policy(policy.load_balancer.as_ref());
         let mut pool = pool_settings(policy.connection_pool.as_ref(), protocol.as_deref());
         if let Some((t, path)) = &policy.tls {

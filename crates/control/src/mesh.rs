@@ -428,6 +428,7 @@ impl Index {
     pub fn answer_widened(&mut self, since: u64, scope: &str, held: &str, names_since: u64) -> MeshBody {
         let delta = since > 0 && since >= self.horizon && since <= self.revision && self.config_rev <= since;
         let (Some(s), Some(old)) = (self.scopes.get(scope), self.scopes.get(held)) else {
+            // (The scope asked for is made last: only the held one can have been evicted.)
             return self.answer_on_demand(0, scope, names_since);
         };
         if !delta || scope.is_empty() || held.is_empty() {

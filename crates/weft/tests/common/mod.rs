@@ -64,6 +64,11 @@ pub fn spawn(args: &[&str]) -> Proc {
 /// Starts `program ARGS` (a `weft`, or a test server such as a python script), waiting
 /// for the stderr line that says where it listens ("listening on ADDR").
 pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
+    try_spawn_program(program, args).unwrap_or_else(|log| panic!("{program} {args:?} did not start: {log}"))
+}
+
+/// [`spawn_program`], or what it logged when it did not start.
+pub fn try_spawn_program(program: &str, args: &[&str]) -> Result<Proc, String> {
     let mut child = Command::new(program)
         .args(args)
         .env("WEFT_LOG", "info")
@@ -91,12 +96,12 @@ pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
         // Not left running behind the failed test.
         let _ = child.kill();
         let _ = child.wait();
-        panic!("{program} {args:?} did not start: {}", log.lock().unwrap().join("\n"));
+        return Err(log.lock().unwrap().join("\n"));
     };
     let clean = strip_ansi(&line);
     let addr = after(&clean, "listening on ").expect("address");
     let admin = after(&clean, "admin on ");
-    Proc { child, addr, admin, log }
+    Ok(Proc { child, addr, admin, log })
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -395,19 +400,37 @@ pub struct Plane {
 /// Starts a control plane on `dir` and `addr`, waiting until it accepts connections.
 pub fn start_plane(dir: &std::path::Path, addr: SocketAddr) -> Proc {
     let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()]);
+    wait_accepting(addr, &p);
+    p
+}
+
+fn wait_accepting(addr: SocketAddr, p: &Proc) {
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
         assert!(start.elapsed() < Duration::from_secs(10), "control plane did not start:\n{}", p.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
-    p
 }
 
-/// A fresh control plane on a free port.
+/// A fresh control plane on a free port. (The port is picked before the control plane
+/// binds it, so that a restart can take it again: another process may take it first —
+/// an outgoing connection's ephemeral port, under the full suite's load — and then
+/// another is picked.)
 pub fn plane() -> Plane {
     let dir = temp_dir().join("cp");
-    let addr = free_addr();
-    Plane { p: start_plane(&dir, addr), addr, dir }
+    for _ in 0..5 {
+        let addr = free_addr();
+        let args = ["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()];
+        match try_spawn_program(weft(), &args) {
+            Ok(p) => {
+                wait_accepting(addr, &p);
+                return Plane { p, addr, dir };
+            }
+            Err(log) if log.contains("Address already in use") => continue,
+            Err(log) => panic!("the control plane did not start: {log}"),
+        }
+    }
+    panic!("no free port for the control plane in 5 tries")
 }
 
 impl Plane {
