@@ -119,12 +119,7 @@ async fn an_endpoints_delta_rebuilds_only_its_clusters_and_keeps_endpoint_state(
     }
     // (b's balancer picks at random: until both of its endpoints hold a connection, as the
     // check below on new connections assumes; 4 requests left one without in 1 run of 8.)
-    for _ in 0..64 {
-        if !net.connects(addr(B1)).is_empty() && !net.connects(addr(B2)).is_empty() {
-            break;
-        }
-        assert_eq!(h.get("b", "/").await.status, 200);
-    }
+    h.warm(&net, "b", &[addr(B1), addr(B2)]).await;
     let (a_before, b_before) = (cluster(&h, "outbound|80||a"), cluster(&h, "outbound|80||b"));
     let b2 = b_before.endpoints.iter().find(|e| e.id == B2).unwrap().clone();
     assert!(b_before.try_eject(&b2, weft_resilience::outlier::Reason::Consecutive5xx).is_some());

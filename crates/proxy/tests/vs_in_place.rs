@@ -146,9 +146,9 @@ async fn a_vs_delta_reroutes_its_host_and_leaves_other_services_untouched() {
     start(&h, &mut f);
     assert_eq!(spread(&h, "a", 10).await, [A1], "a goes to v1");
     // b: traffic on pooled connections, B2 ejected.
-    for _ in 0..4 {
-        assert_eq!(h.get("b", "/").await.status, 200);
-    }
+    // (Until both of b's endpoints hold a connection, as the check below on new
+    // connections assumes: 4 requests left one without in a full-suite run.)
+    h.warm(&net, "b", &[addr(B1), addr(B2)]).await;
     let b_before = cluster(&h, "outbound|80||b");
     let b2 = b_before.endpoints.iter().find(|e| e.id == B2).unwrap().clone();
     assert!(b_before.try_eject(&b2, weft_resilience::outlier::Reason::Consecutive5xx).is_some());

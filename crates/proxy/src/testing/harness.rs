@@ -142,6 +142,19 @@ impl Harness {
         self.connect().await.get(host, path).await
     }
 
+    /// `GET /` to `host` until each of `upstreams` has been connected to (a random
+    /// balancer can leave one without a pooled connection after a few requests); at most
+    /// 64 requests, each answered 200.
+    pub async fn warm(&self, net: &Network, host: &str, upstreams: &[SocketAddr]) {
+        for _ in 0..64 {
+            if upstreams.iter().all(|a| !net.connects(*a).is_empty()) {
+                return;
+            }
+            assert_eq!(self.get(host, "/").await.status, StatusCode::OK, "warming {host}");
+        }
+        panic!("{host}: not every upstream connected to after 64 requests");
+    }
+
     /// `req` on a connection of its own.
     pub async fn request(&self, req: Request<Full<Bytes>>) -> Answer {
         self.connect().await.send(req).await
