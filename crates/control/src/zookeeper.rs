@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft_api::Registration;
-use zookeeper_client::{AddWatchMode, Client, EventType, SessionState};
+use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher, SessionState};
 
 pub use layouts::{SOURCE, SOURCE_LABEL};
 
@@ -47,6 +47,8 @@ pub struct Stats {
     pub skipped: AtomicU64,
     pub endpoints: AtomicU64,
     pub over_bounds: AtomicU64,
+    /// Scans of both trees synced to the registry.
+    pub scans: AtomicU64,
 }
 
 impl Stats {
@@ -55,11 +57,13 @@ impl Stats {
             "# HELP weft_zookeeper_connected 1 while a ZooKeeper session is up.\n# TYPE weft_zookeeper_connected gauge\nweft_zookeeper_connected {}\n\
              # HELP weft_zookeeper_nodes_skipped_total ZooKeeper nodes skipped (each once): malformed, refused by weft's rules, or in conflict with a weft register.\n# TYPE weft_zookeeper_nodes_skipped_total counter\nweft_zookeeper_nodes_skipped_total {}\n\
              # HELP weft_zookeeper_endpoints Endpoints found in ZooKeeper's last scan.\n# TYPE weft_zookeeper_endpoints gauge\nweft_zookeeper_endpoints {}\n\
-             # HELP weft_zookeeper_nodes_over_bounds Nodes past the bounds (services, endpoints) at the last scan, not read.\n# TYPE weft_zookeeper_nodes_over_bounds gauge\nweft_zookeeper_nodes_over_bounds {}\n",
+             # HELP weft_zookeeper_nodes_over_bounds Nodes past the bounds (services, endpoints) at the last scan, not read.\n# TYPE weft_zookeeper_nodes_over_bounds gauge\nweft_zookeeper_nodes_over_bounds {}\n\
+             # HELP weft_zookeeper_scans_total Scans of ZooKeeper's trees synced to the registry (at each change and each reconnection).\n# TYPE weft_zookeeper_scans_total counter\nweft_zookeeper_scans_total {}\n",
             u8::from(self.connected.load(Ordering::Relaxed)),
             self.skipped.load(Ordering::Relaxed),
             self.endpoints.load(Ordering::Relaxed),
             self.over_bounds.load(Ordering::Relaxed),
+            self.scans.load(Ordering::Relaxed),
         )
     }
 }
@@ -71,9 +75,14 @@ pub async fn follow(server: Arc<Server>, opts: Options, stats: Arc<Stats>) {
     // not again after every reconnection.
     let mut reported = HashSet::new();
     loop {
-        match session(&server, &opts, &stats, &mut reported).await {
-            Ok(()) => backoff = Duration::from_millis(500),
-            Err(e) => tracing::warn!("zookeeper {}: {e}; serving the last known endpoints, retrying in {backoff:?}", opts.servers),
+        let scans = stats.scans.load(Ordering::Relaxed);
+        let ended = session(&server, &opts, &stats, &mut reported).await;
+        // (After a session that was up and scanned, the back-off starts again from its least.)
+        if stats.scans.load(Ordering::Relaxed) > scans {
+            backoff = Duration::from_millis(500);
+        }
+        if let Err(e) = ended {
+            tracing::warn!("zookeeper {}: {e}; serving the last known endpoints, retrying in {backoff:?}", opts.servers);
         }
         if stats.connected.swap(false, Ordering::Relaxed) {
             tracing::warn!("zookeeper {}: session lost; serving the last known endpoints", opts.servers);
@@ -92,13 +101,12 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats, reported: 
         .connect(&opts.servers)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let watch = |path| client.watch(path, AddWatchMode::PersistentRecursive);
-    let mut roots = watch(&opts.root).await.map_err(|e| format!("watch {}: {e}", opts.root))?;
-    let mut dubbo = watch(DUBBO).await.map_err(|e| format!("watch {DUBBO}: {e}"))?;
+    let (mut roots, mut dubbo) = watch_both(&client, &opts.root).await?;
     stats.connected.store(true, Ordering::Relaxed);
     tracing::info!("zookeeper {}: connected, following {} and {DUBBO}", opts.servers, opts.root);
     loop {
         *reported = rescan(server, &client, opts, stats, std::mem::take(reported)).await?;
+        let mut reconnected = false;
         // Wait for a node event (or a reconnection, after which events may be lost).
         loop {
             let ev = tokio::select! { e = roots.changed() => e, e = dubbo.changed() => e };
@@ -110,6 +118,7 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats, reported: 
                 (EventType::Session, SessionState::SyncConnected | SessionState::ConnectedReadOnly) => {
                     stats.connected.store(true, Ordering::Relaxed);
                     tracing::info!("zookeeper {}: reconnected", opts.servers);
+                    reconnected = true;
                     break;
                 }
                 (EventType::Session, s) if s.is_terminated() => return Err(format!("session {s:?}")),
@@ -129,7 +138,24 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats, reported: 
                 return Err(format!("session {:?}", ev.session_state));
             }
         }
+        if reconnected {
+            // The watches again, before the rescan: zookeeper-client 0.11 re-registers
+            // only one-shot watches when it reconnects a session (its SetWatches request
+            // leaves persistent ones out), and a restarted server has none — changes after
+            // the rescan would go unseen. (The new watchers are in place before the old
+            // ones are dropped, so nothing is removed on the server.)
+            (roots, dubbo) = watch_both(&client, &opts.root).await?;
+        }
     }
+}
+
+/// Persistent recursive watches on `root` and on Dubbo's root.
+async fn watch_both(client: &Client, root: &str) -> Result<(PersistentWatcher, PersistentWatcher), String> {
+    let watch = |path: &str| {
+        let path = path.to_owned();
+        async move { client.watch(&path, AddWatchMode::PersistentRecursive).await.map_err(|e| format!("watch {path}: {e}")) }
+    };
+    Ok((watch(root).await?, watch(DUBBO).await?))
 }
 
 /// Reads both trees and syncs the registry to them; logs and counts the nodes skipped
@@ -154,6 +180,7 @@ async fn rescan(
     }
     let mut skipped = scan.skipped;
     skipped.extend(server.sync_zookeeper(scan.found).await);
+    stats.scans.fetch_add(1, Ordering::Relaxed);
     let mut now = HashSet::with_capacity(skipped.len());
     for (what, why) in skipped {
         if !reported.contains(&what) {
