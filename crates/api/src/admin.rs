@@ -52,6 +52,11 @@ pub struct Committed {
     pub revision: u64,
     #[serde(default)]
     pub changed: Vec<String>,
+    /// What the whole-mesh compile warned about the resources applied (a VirtualService
+    /// shadowed by another for the same host, a destination no ServiceEntry declares, …):
+    /// stored all the same, as `istioctl analyze` would warn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Message for Committed {

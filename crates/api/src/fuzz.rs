@@ -238,7 +238,8 @@ proptest! {
         s in status(),
         ack in (id(), any::<u64>(), prop::option::of(text())).prop_map(|(node, revision, reason)| AckReport { node, revision, reason }),
         errors in prop::collection::vec(text(), 0..4),
-        committed in (any::<u64>(), prop::collection::vec(text(), 0..4)).prop_map(|(revision, changed)| Committed { revision, changed }),
+        committed in (any::<u64>(), prop::collection::vec(text(), 0..4), prop::collection::vec(text(), 0..3))
+            .prop_map(|(revision, changed, warnings)| Committed { revision, changed, warnings }),
         res in (any::<u64>(), prop::collection::vec(json_value(), 0..3)).prop_map(|(revision, items)| Resources { revision, items }),
         rep in report(),
         eps in endpoints(),

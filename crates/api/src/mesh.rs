@@ -176,6 +176,15 @@ impl MeshBody {
         self.kind
     }
 
+    /// Bytes of the shared part.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// A delta that carries nothing.
     pub fn is_empty_delta(&self) -> bool {
         self.kind == MeshKind::Delta && self.empty

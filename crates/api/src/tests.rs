@@ -173,8 +173,12 @@ fn client_messages_round_trip() {
     assert_eq!(ApplyRequest::decode(&apply.encode()).unwrap(), apply);
     assert_eq!(ApplyRequest::decode(br#"{"files":[]}"#).unwrap_err().reason, "no files to apply");
     assert_eq!(ApplyRequest::decode(br#"{"files":[{"text":"x"}]}"#).unwrap().files[0].name, "-");
-    let c = Committed { revision: 3, changed: vec!["config/a\nb".into()] };
+    let c = Committed { revision: 3, changed: vec!["config/a\nb".into()], warnings: vec![] };
     assert_eq!(Committed::decode(&c.encode()).unwrap(), c);
+    // Warnings are left out when there are none (older clients read the same answer).
+    assert!(!String::from_utf8(c.encode()).unwrap().contains("warnings"));
+    let w = Committed { warnings: vec!["a.yaml: VirtualService x: spec: \u{1b}[31m".into()], ..c };
+    assert_eq!(Committed::decode(&w.encode()).unwrap(), w);
     let ack = AckReport { node: "n".into(), revision: 2, reason: Some("bad".into()) };
     assert_eq!(AckReport::decode(&ack.encode()).unwrap(), ack);
     let s = StatusAnswer {

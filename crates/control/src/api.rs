@@ -133,10 +133,10 @@ fn error(e: PlaneError) -> Resp {
     }
 }
 
-fn committed(rev: Option<Revision>, current: u64) -> Resp {
+fn committed(rev: Option<Revision>, current: u64, warnings: Vec<String>) -> Resp {
     let c = match rev {
-        Some(r) => Committed { revision: r.revision, changed: r.changes.into_iter().map(|c| c.key).collect() },
-        None => Committed { revision: current, changed: vec![] },
+        Some(r) => Committed { revision: r.revision, changed: r.changes.into_iter().map(|c| c.key).collect(), warnings },
+        None => Committed { revision: current, changed: vec![], warnings },
     };
     json_reply(StatusCode::OK, &c)
 }
@@ -344,7 +344,8 @@ impl Server {
                 let files: Vec<(String, String)> = a.files.into_iter().map(|f| (f.name, f.text)).collect();
                 let mut p = self.plane.lock().await;
                 let r = retrying!(p.apply(client, &files).await);
-                self.finish(r, p.revision())
+                let warnings = r.as_ref().map(|a| a.warnings.clone()).unwrap_or_default();
+                self.finish_warned(r.map(|a| a.revision), p.revision(), warnings)
             }
             (Method::GET, "/v1/resources") => {
                 let q = ResourceQuery::from_query(q);
@@ -531,12 +532,17 @@ impl Server {
     }
 
     pub(crate) fn finish(&self, r: Result<Option<Revision>, PlaneError>, current: u64) -> Resp {
+        self.finish_warned(r, current, Vec::new())
+    }
+
+    /// [`Server::finish`], with the compile's warnings about what was committed.
+    pub(crate) fn finish_warned(&self, r: Result<Option<Revision>, PlaneError>, current: u64, warnings: Vec<String>) -> Resp {
         // (A conflict may have caught the store up with other control planes' revisions.)
         self.revision.send_if_modified(|r| std::mem::replace(r, current) != current);
         match r {
             Ok(rev) => {
                 self.published(&rev);
-                committed(rev, current)
+                committed(rev, current, warnings)
             }
             Err(e) => error(e),
         }

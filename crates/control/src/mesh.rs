@@ -49,9 +49,56 @@ pub struct Scope {
 /// Scopes kept at most (each on-demand proxy's set of hosts is one): past it they are
 /// made again as asked.
 const MAX_SCOPES: usize = 1_000;
-/// Answers of one revision kept at most (per since, scope and names): past it they are
-/// encoded again as asked.
+/// Answers of one revision kept at most (per since, scope and names), and their bytes
+/// at most: past either the cache starts again (answers are encoded again as asked). An
+/// answer larger than the byte bound is not kept.
 const MAX_ANSWERS: usize = 2_000;
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// The answers of this revision by (since, scope key, with the names).
+#[derive(Default)]
+struct Answers {
+    map: HashMap<(u64, String, bool), MeshBody>,
+    bytes: usize,
+}
+
+impl Answers {
+    fn get(&self, key: &(u64, String, bool)) -> Option<&MeshBody> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: (u64, String, bool), body: &MeshBody) {
+        let size = Self::size(&key, body);
+        if size > MAX_ANSWER_BYTES {
+            return;
+        }
+        // (One replaced is counted out first.)
+        let replaced = self.map.get(&key).map_or(0, |old| Self::size(&key, old));
+        let full = replaced == 0 && self.map.len() >= MAX_ANSWERS;
+        if full || self.bytes - replaced + size > MAX_ANSWER_BYTES {
+            self.clear();
+        } else {
+            self.bytes -= replaced;
+        }
+        self.map.insert(key, body.clone());
+        self.bytes += size;
+    }
+
+    fn size(key: &(u64, String, bool), body: &MeshBody) -> usize {
+        key.1.len() + body.len()
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops the answers of scope `scope_key`.
+    fn forget_scope(&mut self, scope_key: &str) {
+        self.map.retain(|(_, k, _), _| k != scope_key);
+        self.bytes = self.map.iter().map(|(k, b)| Self::size(k, b)).sum();
+    }
+}
 
 #[derive(Default)]
 pub struct Index {
@@ -68,8 +115,7 @@ pub struct Index {
     /// get a full answer across one, since what their Sidecar admits may have moved.
     config_rev: u64,
     scopes: HashMap<String, Scope>,
-    /// Answers of this revision by (since, scope key, with the names).
-    answers: HashMap<(u64, String, bool), MeshBody>,
+    answers: Answers,
     /// The last revision that changed which hosts exist, or the config (a Sidecar decides
     /// which a proxy may ask for): on-demand proxies get the names again across one.
     names_rev: u64,
@@ -307,7 +353,7 @@ impl Index {
         let fresh = held.is_some_and(|s| s.config_rev == self.config_rev && s.subscribed == subscribed);
         if held.is_some_and(|s| s.subscribed != subscribed) {
             // (Another set of hosts under the same hash: its answers are not this one's.)
-            self.answers.retain(|(_, k, _), _| *k != scope_key);
+            self.answers.forget_scope(&scope_key);
         }
         if !fresh {
             if self.scopes.len() >= MAX_SCOPES {
@@ -439,9 +485,6 @@ impl Index {
         if let Some(b) = self.answers.get(&cache_key) {
             return b.clone();
         }
-        if self.answers.len() >= MAX_ANSWERS {
-            self.answers.clear();
-        }
         let mut out = MeshEncoder::new(self.revision, MeshKind::Delta);
         if names {
             out.names(self.names(s));
@@ -456,7 +499,7 @@ impl Index {
             out.remove(k);
         }
         let body = out.finish();
-        self.answers.insert(cache_key, body.clone());
+        self.answers.insert(cache_key, &body);
         body
     }
 
@@ -469,9 +512,6 @@ impl Index {
         let cache_key = (if delta { since } else { 0 }, scope.to_owned(), names);
         if let Some(b) = self.answers.get(&cache_key) {
             return b.clone();
-        }
-        if self.answers.len() >= MAX_ANSWERS {
-            self.answers.clear();
         }
         let mut out = MeshEncoder::new(self.revision, if delta { MeshKind::Delta } else { MeshKind::Full });
         if let Some(s) = s.filter(|_| names) {
@@ -495,7 +535,7 @@ impl Index {
             }
         }
         let body = out.finish();
-        self.answers.insert(cache_key, body.clone());
+        self.answers.insert(cache_key, &body);
         body
     }
 }
@@ -601,6 +641,34 @@ mod tests {
         let bytes = body.answer(1).to_vec();
         let a = weft_api::MeshAnswer::decode(&bytes).unwrap();
         (a.documents.keys().cloned().collect(), a.removed)
+    }
+
+    #[test]
+    fn cached_answers_are_bounded_by_their_bytes() {
+        let body = |n: usize| {
+            let mut e = weft_api::MeshEncoder::new(1, MeshKind::Full);
+            let doc = serde_json::value::to_raw_value(&"x".repeat(n)).unwrap();
+            e.put("k", &doc);
+            e.finish()
+        };
+        let mut a = Answers::default();
+        let big = body(MAX_ANSWER_BYTES / 3);
+        for i in 0..10 {
+            a.insert((i, format!("scope{i}"), false), &big);
+            assert!(a.bytes <= MAX_ANSWER_BYTES && a.map.len() <= 3, "{} bytes in {} answers", a.bytes, a.map.len());
+            assert!(a.get(&(i, format!("scope{i}"), false)).is_some(), "the newest is kept");
+        }
+        // The same key again: counted once.
+        let held = a.bytes;
+        a.insert((9, "scope9".into(), false), &big);
+        assert_eq!(a.bytes, held);
+        // An answer over the bound is not kept (and drops nothing).
+        a.insert((11, "huge".into(), false), &body(MAX_ANSWER_BYTES + 1));
+        assert!(a.get(&(11, "huge".into(), false)).is_none());
+        assert_eq!(a.bytes, held);
+        a.forget_scope("scope9");
+        assert!(a.get(&(9, "scope9".into(), false)).is_none());
+        assert_eq!(a.bytes, a.map.iter().map(|(k, b)| Answers::size(k, b)).sum::<usize>());
     }
 
     const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{number: 8080, name: web, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, ports: {web: 9001}}]\n";

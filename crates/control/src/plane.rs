@@ -4,7 +4,7 @@
 //! The mesh a proxy receives is the config resources plus a ServiceEntry per
 //! registered service.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -137,8 +137,9 @@ impl Plane {
     }
 
     /// Validates and stores every document of `files` ((name, YAML text)) as one
-    /// revision; nothing is stored if any document is invalid.
-    pub async fn apply(&mut self, client: &str, files: &[(String, String)]) -> Result<Option<Revision>, PlaneError> {
+    /// revision; nothing is stored if any document is invalid. What the compile warns
+    /// about the documents applied comes back with the revision.
+    pub async fn apply(&mut self, client: &str, files: &[(String, String)]) -> Result<Applied, PlaneError> {
         let mut new = Vec::new();
         let mut diags = Diagnostics::default();
         for (name, text) in files {
@@ -165,7 +166,9 @@ impl Plane {
         let replaced: std::collections::HashSet<&String> = seen.keys().collect();
         let mut merged: Vec<Resource> = self.resources(|k| !replaced.contains(k))?;
         merged.extend(new.iter().cloned());
-        self.check(merged)?;
+        let warnings = self.check(merged)?;
+        let files: HashSet<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        let warnings = applied_warnings(warnings.iter().filter(|w| files.contains(w.source.file.as_str())));
         let puts = new
             .iter()
             .map(|r| {
@@ -173,7 +176,7 @@ impl Plane {
                 (config_key(&r.kind, r.metadata.namespace.as_deref(), &r.metadata.name), Some(v))
             })
             .collect();
-        Ok(self.store.commit(client, "apply", puts).await?)
+        Ok(Applied { revision: self.store.commit(client, "apply", puts).await?, warnings })
     }
 
     /// The stored config resources whose key passes `keep`, parsed back: kept parsed
@@ -208,14 +211,15 @@ impl Plane {
         Ok(out)
     }
 
-    /// Compiles `resources` with the registry's ServiceEntries: any error rejects them.
-    fn check(&self, mut all: Vec<Resource>) -> Result<(), PlaneError> {
+    /// Compiles `resources` with the registry's ServiceEntries: any error rejects them;
+    /// the warnings come back.
+    fn check(&self, mut all: Vec<Resource>) -> Result<Vec<weft_config::ConfigError>, PlaneError> {
         let reg = self.registry_docs(&all);
         all.extend(parse_docs("registry", &reg.iter().collect::<Vec<_>>())?);
         let mut diags = Diagnostics::default();
         weft_config::compile(&all, &mut diags);
         if diags.is_ok() {
-            Ok(())
+            Ok(diags.warnings)
         } else {
             Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()))
         }
@@ -511,4 +515,52 @@ pub(crate) fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, P
         return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
     }
     Ok(out)
+}
+
+/// What an apply stored, and what the compile warned about it.
+#[derive(Debug)]
+pub struct Applied {
+    pub revision: Option<Revision>,
+    pub warnings: Vec<String>,
+}
+
+/// Warnings shown to an apply's client at most (the rest counted), and the characters of each.
+const MAX_APPLY_WARNINGS: usize = 100;
+const MAX_WARNING_CHARS: usize = 1_000;
+
+/// The warnings about an apply's documents, as its client is shown them: bounded in
+/// count and length (a whole mesh applied at once can warn about every resource).
+fn applied_warnings<'a>(warnings: impl Iterator<Item = &'a weft_config::ConfigError>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut more = 0usize;
+    for w in warnings {
+        if out.len() < MAX_APPLY_WARNINGS {
+            out.push(weft_config::rules::cut(&w.to_string(), MAX_WARNING_CHARS).to_owned());
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        out.push(format!("… and {more} more warnings (weft validate shows them all)"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_applys_warnings_are_bounded_in_count_and_length() {
+        let source = weft_config::Source { file: "mesh.yaml".into(), doc: 1 };
+        let many: Vec<weft_config::ConfigError> = (0..150)
+            .map(|i| weft_config::ConfigError::new(&source, Some("VirtualService"), Some(&format!("vs{i}")), "spec", "x".repeat(5_000)))
+            .collect();
+        let shown = applied_warnings(many.iter());
+        assert_eq!(shown.len(), MAX_APPLY_WARNINGS + 1);
+        assert!(shown.iter().all(|w| w.len() <= MAX_WARNING_CHARS + 4), "cut");
+        assert!(shown[0].starts_with("mesh.yaml: VirtualService vs0: spec: xxx"), "{}", shown[0]);
+        assert_eq!(shown[MAX_APPLY_WARNINGS], "… and 50 more warnings (weft validate shows them all)");
+        assert!(applied_warnings([].iter()).is_empty());
+    }
 }

@@ -246,6 +246,9 @@ pub(crate) fn outcome(r: Result<(u16, Vec<u8>), String>, what: &str) -> ExitCode
         Ok(c) => c,
         Err(code) => return code,
     };
+    for w in &c.warnings {
+        eprintln!("warning: {}", crate::table::escape(w));
+    }
     if c.changed.is_empty() {
         println!("{what}: unchanged (revision {})", c.revision);
     } else {

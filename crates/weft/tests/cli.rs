@@ -212,6 +212,30 @@ fn apply_from_stdin_and_delete_what_a_file_declares() {
 }
 
 #[test]
+fn apply_warns_of_a_virtual_service_another_one_shadows() {
+    let cp = plane();
+    let reviews = se("reviews", "default", 9001).replace("reviews.example.com", "reviews.default.svc.cluster.local");
+    let out = weft_stdin(&cp, &["apply", "-f", "-"], (reviews + "---\n" + VS).as_bytes());
+    assert!(out.status.success() && !stderr(&out).contains("warning"), "{}", text(&out));
+    // The same host by its full name: stored (Istio keeps both; the older serves), and
+    // the client is told which one serves.
+    let fqdn = VS.replace("reviews-route", "reviews-fqdn").replace("hosts: [reviews]", "hosts: [reviews.default.svc.cluster.local]");
+    let out = weft_stdin(&cp, &["apply", "-f", "-"], fqdn.as_bytes());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("1 changed"), "{}", text(&out));
+    let warned = stderr(&out);
+    assert!(
+        warned.starts_with("warning: stdin: VirtualService reviews-fqdn: spec.hosts[0]: ")
+            && warned.contains("is already served by VirtualService reviews-route"),
+        "{}",
+        text(&out)
+    );
+    // Only what was applied is warned about: applying something else says nothing of it.
+    let out = weft_stdin(&cp, &["apply", "-f", "-"], se("ratings", "prod", 9002).as_bytes());
+    assert!(out.status.success() && !stderr(&out).contains("warning"), "{}", text(&out));
+}
+
+#[test]
 fn hostile_input_is_refused_with_a_clear_message() {
     let cp = plane();
     let refused = |o: &Output, says: &str| {
