@@ -101,6 +101,8 @@ pub struct Server {
     pub(crate) tracer: std::sync::OnceLock<crate::api_trace::ApiTracer>,
     /// ZooKeeper's state, for `/metrics` (`--zookeeper`), set once at start.
     pub zookeeper: std::sync::OnceLock<Arc<crate::zookeeper::Stats>>,
+    /// API connections accepted (each a TLS handshake when the API is HTTPS).
+    pub(crate) connections: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) type Resp = Response<Chunks>;
@@ -185,6 +187,7 @@ impl Server {
             refused_csrs: Default::default(),
             tracer: Default::default(),
             zookeeper: Default::default(),
+            connections: Default::default(),
         })
     }
 

@@ -168,6 +168,7 @@ pub fn run(opts: Options) -> Result<(), String> {
                         drop(stream);
                         continue;
                     };
+                    server.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (server, acceptor) = (server.clone(), acceptor.clone());
                     tokio::spawn(async move {
                         serve(server, acceptor, stream).await;

@@ -37,6 +37,8 @@ pub struct ControlPlane {
     pub authority: String,
     pub token: Option<String>,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// Kept-alive connections (shared by clones).
+    pool: crate::cp_pool::Pool,
 }
 
 impl ControlPlane {
@@ -64,7 +66,27 @@ impl ControlPlane {
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), target.server_name()?))
             }
         };
-        Ok(ControlPlane { authority: target.authority, token, tls })
+        Ok(ControlPlane { authority: target.authority, token, tls, pool: Default::default() })
+    }
+
+    /// A new HTTP/1.1 connection (TCP, then TLS when the API is HTTPS).
+    async fn open(&self) -> Result<crate::cp_pool::Conn, String> {
+        let stream = connect(self).await?;
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        // (Ready once its task has run: the pool keeps ready connections only.)
+        tx.ready().await.map_err(|e| e.to_string())?;
+        Ok(crate::cp_pool::Conn::new(tx))
+    }
+
+    /// Makes sure a connection waits idle, for a call that should not wait for a
+    /// handshake (an on-demand ask while the long poll holds the other).
+    pub(crate) async fn keep_spare(&self) {
+        if !self.pool.has_usable() {
+            if let Ok(c) = self.open().await {
+                self.pool.put(c);
+            }
+        }
     }
 }
 
@@ -121,14 +143,29 @@ async fn connect(cp: &ControlPlane) -> Result<Box<dyn Io>, String> {
     }
 }
 
-/// One HTTP/1.1 POST to the control plane: (status, body). The body read is bounded
-/// by the largest mesh answer.
+/// One HTTP/1.1 POST to the control plane: (status, body), on a kept-alive connection
+/// when one waits (tried again on a new one if that fails: the server may have just
+/// closed it), which goes back to the pool once its answer is read. The body read is
+/// bounded by the largest mesh answer.
 pub(crate) async fn call(cp: &ControlPlane, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
     let authority = cp.authority.as_str();
+    let body = Bytes::from(body);
     let fut = async {
-        let stream = connect(cp).await?;
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        if let Some(conn) = cp.pool.take() {
+            if let Ok(answer) = call_on(cp, conn, path, body.clone()).await {
+                return Ok(answer);
+            }
+        }
+        call_on(cp, cp.open().await?, path, body).await
+    };
+    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| Err(format!("no answer from {authority} within {timeout:?}")))
+}
+
+/// [`call`] on connection `conn`, kept for the next call when the answer is whole.
+async fn call_on(cp: &ControlPlane, mut conn: crate::cp_pool::Conn, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+    let authority = cp.authority.as_str();
+    let tx = &mut conn.tx;
+    {
         let mut req = http::Request::builder()
             .method("POST")
             .uri(path)
@@ -138,13 +175,16 @@ pub(crate) async fn call(cp: &ControlPlane, path: &str, body: Vec<u8>, timeout: 
         if let Some(t) = &cp.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        tx.ready().await.map_err(|e| e.to_string())?;
         let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|e| e.to_string())?.to_bytes();
+        // (hyper readies the connection for the next request once this one is done.)
+        let _ = tx.ready().await;
+        cp.pool.put(conn);
         Ok((parts.status.as_u16(), body))
-    };
-    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| Err(format!("no answer from {authority} within {timeout:?}")))
+    }
 }
 
 /// What the control plane scopes this proxy's mesh by (its Sidecar): its namespace and labels.
@@ -287,8 +327,10 @@ pub async fn run(
         let watch = call(&cp, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5));
         let answered = match discovery {
             // A host asked for meanwhile: this watch's answer would be for the old set.
+            // (Meanwhile a spare connection is made ready, so that the ask need not wait
+            // for a handshake: the watch's connection goes with the watch.)
             Some(d) => tokio::select! {
-                r = watch => Some(r),
+                (r, ()) = async { tokio::join!(watch, cp.keep_spare()) } => Some(r),
                 _ = d.wake.notified() => None,
             },
             None => Some(watch.await),

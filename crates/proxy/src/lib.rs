@@ -15,6 +15,7 @@ pub mod admin;
 pub mod body;
 pub mod breaker;
 pub mod cluster;
+mod cp_pool;
 pub mod discovery;
 pub mod dns;
 pub mod docs;

@@ -190,3 +190,43 @@ fn a_service_asked_for_next_brings_only_its_own_documents() {
     wait_until("alpha's new endpoint pushed", || p.admin("/clusters").contains(&other.addr.to_string()));
     assert_eq!(p.metric("weft_discovery_timeouts_total", &[]), 0.0);
 }
+
+#[test]
+fn watches_and_asks_reuse_kept_alive_connections() {
+    let cp = plane();
+    let backends: Vec<Proc> = (0..6).map(|i| backend(&format!("svc{i}"), &[])).collect();
+    for (i, b) in backends.iter().enumerate() {
+        register(&cp, &format!("svc{i}"), b);
+    }
+    let p = follower_with(&cp, "on-demand", &[]);
+    wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 6.0);
+    let accepted = || cp_metric(&cp, "weft_control_api_connections_total");
+    // (Past the proxy's start: its certificate, its fetch, its first watch and a spare.)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let answers = || p.metric("weft_control_plane_deltas_total", &[]) + p.metric("weft_control_plane_full_updates_total", &[]);
+    let (c0, a0) = (accepted(), answers());
+    // Six first requests, each an ask that interrupts the long poll (whose connection
+    // goes with it) and is sent on the spare: a new connection each, made while the
+    // next long poll waits — not one per call and its answer's watch.
+    for i in 0..6 {
+        assert_eq!(status(&p, &format!("svc{i}")), 200);
+    }
+    assert!(answers() >= a0 + 6.0);
+    // (Less the one this reading is made on.)
+    let asked = accepted() - c0 - 1.0;
+    assert!(asked <= 7.0, "{asked} connections for 6 asks");
+    // Answers that end their watch normally (endpoint changes of held services) leave the
+    // connection for the next watch: no new connection at all.
+    let c1 = accepted();
+    let extra = backend("svc0-2", &[]);
+    for n in 0..5 {
+        let out = cp.weft(&["register", "--service", "svc0", "--address", &format!("127.0.0.{}:{}", 2 + n, extra.addr.port())]);
+        assert!(out.status.success(), "{}", text(&out));
+        let want = a0 + 7.0 + n as f64;
+        wait_until("the change answered", || answers() >= want);
+    }
+    // (Each `weft register` is a connection of its own, as is this reading.)
+    let by_proxy = accepted() - c1 - 6.0;
+    assert!(by_proxy <= 1.0, "{by_proxy} new connections from the proxy for 5 answered watches");
+    assert_eq!(p.metric("weft_discovery_timeouts_total", &[]), 0.0);
+}

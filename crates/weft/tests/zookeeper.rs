@@ -143,10 +143,6 @@ fn zk_plane(zk: &ZooKeeper) -> Plane {
     Plane { p, addr, dir }
 }
 
-fn cp_metric(cp: &Plane, name: &str) -> f64 {
-    metric_sum(&plane_raw(cp, "GET", "/metrics", b"").1, name, &[])
-}
-
 fn curator_instance(name: &str, addr: SocketAddr) -> String {
     format!(
         r#"{{"name":"{name}","id":"6b2c-1","address":"{}","port":{},"sslPort":null,"payload":null,"registrationTimeUTC":1700000000000,"serviceType":"DYNAMIC","uriSpec":{{"parts":[]}}}}"#,

@@ -11,11 +11,13 @@ impl Server {
                     "# HELP weft_control_revision The store's latest revision.\n# TYPE weft_control_revision gauge\nweft_control_revision {}\n\
                      # HELP weft_control_resources Config resources stored.\n# TYPE weft_control_resources gauge\nweft_control_resources {}\n\
                      # HELP weft_control_registered_endpoints Endpoints in the registry.\n# TYPE weft_control_registered_endpoints gauge\nweft_control_registered_endpoints {}\n\
-                     # HELP weft_control_proxies_connected Proxies waiting on /v1/watch.\n# TYPE weft_control_proxies_connected gauge\nweft_control_proxies_connected {}\n",
+                     # HELP weft_control_proxies_connected Proxies waiting on /v1/watch.\n# TYPE weft_control_proxies_connected gauge\nweft_control_proxies_connected {}\n\
+                     # HELP weft_control_api_connections_total API connections accepted (with HTTPS, each a TLS handshake).\n# TYPE weft_control_api_connections_total counter\nweft_control_api_connections_total {}\n",
                     p.revision(),
                     p.list(None, None, None).len(),
                     p.registrations().len(),
                     self.pushed.receiver_count(),
+                    self.connections.load(std::sync::atomic::Ordering::Relaxed),
                 );
         let zk = self.zookeeper.get().map(|z| z.metrics()).unwrap_or_default();
         text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics() + &zk

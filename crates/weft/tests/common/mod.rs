@@ -528,6 +528,13 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
     start.elapsed()
 }
 
+/// A control plane's metric (the sum of its samples), read from its `/metrics` (on an
+/// API connection of its own).
+#[allow(dead_code)]
+pub fn cp_metric(cp: &Plane, name: &str) -> f64 {
+    metric_sum(&plane_raw(cp, "GET", "/metrics", b"").1, name, &[])
+}
+
 /// One raw HTTP/1.1 request to a control plane's API, as its admin: (status, body).
 pub fn plane_raw(cp: &Plane, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     plane_raw_as(cp, Some(&cp.admin_token()), method, path, body)
