@@ -29,6 +29,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Compiles that take longer than this are followed by a pause as long as they took.
 const COMPILE_PAUSE_OVER: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long after a watch is sent an on-demand proxy makes its spare connection ready.
+const SPARE_AFTER: Duration = Duration::from_millis(50);
 
 /// The control plane a proxy follows: where, the token it presents, and for an
 /// `https://` URL the TLS it speaks (the server verified with the mesh root).
@@ -328,9 +330,15 @@ pub async fn run(
         let answered = match discovery {
             // A host asked for meanwhile: this watch's answer would be for the old set.
             // (Meanwhile a spare connection is made ready, so that the ask need not wait
-            // for a handshake: the watch's connection goes with the watch.)
+            // for a handshake: the watch's connection goes with the watch. Made a moment
+            // after the call, so that its handshake does not compete with an ask's answer.)
             Some(d) => tokio::select! {
-                (r, ()) = async { tokio::join!(watch, cp.keep_spare()) } => Some(r),
+                r = watch => Some(r),
+                _ = async {
+                    tokio::time::sleep(SPARE_AFTER).await;
+                    cp.keep_spare().await;
+                    std::future::pending::<()>().await
+                } => None,
                 _ = d.wake.notified() => None,
             },
             None => Some(watch.await),
