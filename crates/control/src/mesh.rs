@@ -216,6 +216,11 @@ impl Index {
         }
         self.revision = rev;
         self.answers.clear();
+        // With on-demand proxies about, the host index is brought up to date now (by the
+        // push that follows a change), not by the next proxy's first request.
+        if self.scopes.values().any(|s| s.subscribed.is_some()) {
+            self.index_hosts();
+        }
     }
 
     fn record(&mut self, rev: u64, changed: Vec<String>) {
@@ -378,6 +383,10 @@ impl Index {
         }
         let mut by_host: HashMap<String, Vec<String>> = HashMap::with_capacity(self.docs.len() * 2);
         for (k, d) in &self.docs {
+            // (Those every proxy gets, whatever it asks for, under "".)
+            if every_scope_has(d) {
+                by_host.entry(String::new()).or_default().push(k.clone());
+            }
             for h in d.hosts.iter().chain(&d.canonical) {
                 let keys = by_host.entry(h.clone()).or_default();
                 if keys.last() != Some(k) {
@@ -428,22 +437,7 @@ impl Index {
 
     fn in_scope(&self, d: &Doc, scope: Option<&Scope>) -> bool {
         let Some(s) = scope else { return true };
-        // Workload policies, WorkloadEntries and Gateways name no service host: every
-        // proxy gets them and picks what selects it (a gateway, its Gateways).
-        if matches!(
-            d.kind.as_str(),
-            "PeerAuthentication"
-                | "AuthorizationPolicy"
-                | "RequestAuthentication"
-                | "ExtensionProvider"
-                | "WorkloadEntry"
-                | "Gateway"
-                | "Telemetry"
-        ) {
-            return true;
-        }
-        // A delegate VirtualService (no hosts) is used through its root's hosts.
-        if d.kind == "VirtualService" && d.hosts.is_empty() {
+        if every_scope_has(d) {
             return true;
         }
         let admits = |h: &String| s.sidecar.as_ref().is_none_or(|sc| sc.admits(&s.namespace, &d.namespace, h));
@@ -538,6 +532,9 @@ impl Index {
     /// [`Index::answer`], for an on-demand scope whose proxy holds the names as of
     /// revision `names_since` (0: none): they are sent again only if they changed since.
     pub fn answer_on_demand(&mut self, since: u64, scope: &str, names_since: u64) -> MeshBody {
+        if self.scopes.get(scope).is_some_and(|s| s.subscribed.is_some()) {
+            self.index_hosts();
+        }
         let s = self.scopes.get(scope).filter(|_| !scope.is_empty());
         let delta = since > 0 && since >= self.horizon && since <= self.revision && (s.is_none() || self.config_rev <= since);
         let names = s.is_some_and(|s| s.subscribed.is_some()) && (names_since == 0 || self.names_rev > names_since);
@@ -561,6 +558,15 @@ impl Index {
                     None => out.remove(k),
                 }
             }
+        } else if let (Some(sub), Some((_, by_host))) = (s.and_then(|s| s.subscribed.as_ref().map(|sub| (sub, &s.wanted))), &self.by_host) {
+            // On demand: the documents of the hosts asked for (or routed to) and those every
+            // scope has, from the host index — not a test of every document.
+            let (sub, wanted) = sub;
+            let every = by_host.get("").into_iter().flatten();
+            let keys: BTreeSet<&String> = sub.iter().chain(wanted).filter_map(|h| by_host.get(h)).flatten().chain(every).collect();
+            for (k, d) in keys.into_iter().filter_map(|k| Some((k, self.docs.get(k)?))).filter(|(_, d)| self.in_scope(d, s)) {
+                out.put(k, &d.json);
+            }
         } else {
             for (k, d) in self.docs.iter().filter(|(_, d)| self.in_scope(d, s)) {
                 out.put(k, &d.json);
@@ -570,6 +576,23 @@ impl Index {
         self.answers.insert(cache_key, &body);
         body
     }
+}
+
+/// Whether every scope holds `d`, whatever hosts it asks for: workload policies,
+/// WorkloadEntries and Gateways name no service host (every proxy gets them and picks
+/// what selects it: a gateway, its Gateways), and a delegate VirtualService (no hosts)
+/// is used through its root's hosts.
+fn every_scope_has(d: &Doc) -> bool {
+    matches!(
+        d.kind.as_str(),
+        "PeerAuthentication"
+            | "AuthorizationPolicy"
+            | "RequestAuthentication"
+            | "ExtensionProvider"
+            | "WorkloadEntry"
+            | "Gateway"
+            | "Telemetry"
+    ) || (d.kind == "VirtualService" && d.hosts.is_empty())
 }
 
 /// Appends the registered endpoints of a ServiceEntry's hosts to it.
@@ -761,6 +784,13 @@ mod tests {
             assert_eq!(body.kind(), MeshKind::Delta);
             let (puts, removed) = parts(&body);
             assert_eq!((puts, removed), widened_by_scan(&idx, since, &scope, &held_scope), "case {round}");
+            // A whole answer for the same hosts: what testing every document gives, the
+            // policy naming no host included.
+            let whole = parts(&idx.answer_on_demand(0, &scope, 0)).0;
+            let scanned: Vec<String> =
+                idx.docs.iter().filter(|(_, d)| idx.in_scope(d, idx.scopes.get(&scope))).map(|(k, _)| k.clone()).collect();
+            assert_eq!(whole, scanned, "case {round}, whole");
+            assert!(whole.contains(&"PeerAuthentication/shop/default".to_owned()), "{whole:?}");
             since = idx.revision();
         }
     }
