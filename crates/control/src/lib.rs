@@ -58,8 +58,10 @@ pub enum StoreKind {
     Etcd { endpoints: Vec<String>, prefix: String, checkpoint_every: u64 },
 }
 
-/// API connections held at once (1,000 proxies each keep one, plus the CLI's).
-pub const MAX_API_CONNECTIONS: usize = 4096;
+/// API connections held at once: a proxy keeps two (its long poll, and one idle for its
+/// reports and, on demand, its asks), so ~4,000 proxies plus the CLI's. (The process's
+/// file-descriptor limit must allow as many.)
+pub const MAX_API_CONNECTIONS: usize = 8192;
 /// A request head must arrive within this (nginx's `client_header_timeout`).
 pub const API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 

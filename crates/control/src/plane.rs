@@ -167,8 +167,15 @@ impl Plane {
         let mut merged: Vec<Resource> = self.resources(|k| !replaced.contains(k))?;
         merged.extend(new.iter().cloned());
         let warnings = self.check(merged)?;
-        let files: HashSet<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
-        let warnings = applied_warnings(warnings.iter().filter(|w| files.contains(w.source.file.as_str())));
+        // (By each applied document's place, kind and name: a client's file may be named
+        // like the stored documents' "store", and their warnings are not its own.)
+        let applied: HashSet<(&weft_config::Source, &str, &str)> =
+            new.iter().map(|r| (&r.source, r.kind.as_str(), r.metadata.name.as_str())).collect();
+        let warnings = applied_warnings(
+            warnings
+                .iter()
+                .filter(|w| applied.contains(&(&w.source, w.kind.as_deref().unwrap_or_default(), w.name.as_deref().unwrap_or_default()))),
+        );
         let puts = new
             .iter()
             .map(|r| {
@@ -549,6 +556,26 @@ fn applied_warnings<'a>(warnings: impl Iterator<Item = &'a weft_config::ConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vs(name: &str, host: &str) -> String {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{host}]\n  http: [{{route: [{{destination: {{host: {host}}}}}]}}]\n")
+    }
+
+    #[tokio::test]
+    async fn an_apply_is_warned_about_its_own_documents_only() {
+        let dir = std::env::temp_dir().join(format!("weft-plane-warnings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut plane = Plane::new(crate::store::Store::open(&dir).unwrap());
+        // Routed to a host nothing declares: warned.
+        let a = plane.apply("t", &[("a.yaml".into(), vs("a", "nowhere-a"))]).await.unwrap();
+        assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+        assert!(a.warnings[0].starts_with("a.yaml: VirtualService a: "), "{:?}", a.warnings);
+        // A file named like the stored documents' source: a's warning is not its own.
+        let b = plane.apply("t", &[("store".into(), vs("b", "nowhere-b"))]).await.unwrap();
+        assert_eq!(b.warnings.len(), 1, "{:?}", b.warnings);
+        assert!(b.warnings[0].starts_with("store: VirtualService b: ") && b.warnings[0].contains("nowhere-b"), "{:?}", b.warnings);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn an_applys_warnings_are_bounded_in_count_and_length() {

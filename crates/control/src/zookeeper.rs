@@ -32,6 +32,8 @@ pub const MAX_DATA: usize = 64 << 10;
 const DUBBO: &str = "/dubbo";
 /// Events arriving this close together are one rescan.
 const SETTLE: Duration = Duration::from_millis(100);
+/// A session that lasted this long resets the reconnection back-off.
+const STEADY_SESSION: Duration = Duration::from_secs(30);
 
 pub struct Options {
     /// The connect string, `host:port[,host:port…]`.
@@ -75,10 +77,11 @@ pub async fn follow(server: Arc<Server>, opts: Options, stats: Arc<Stats>) {
     // not again after every reconnection.
     let mut reported = HashSet::new();
     loop {
-        let scans = stats.scans.load(Ordering::Relaxed);
+        let (scans, began) = (stats.scans.load(Ordering::Relaxed), std::time::Instant::now());
         let ended = session(&server, &opts, &stats, &mut reported).await;
-        // (After a session that was up and scanned, the back-off starts again from its least.)
-        if stats.scans.load(Ordering::Relaxed) > scans {
+        // (After a session that scanned and lasted, the back-off starts again from its
+        // least; one that flaps keeps backing off, or each would rescan both trees.)
+        if stats.scans.load(Ordering::Relaxed) > scans && began.elapsed() >= STEADY_SESSION {
             backoff = Duration::from_millis(500);
         }
         if let Err(e) = ended {
@@ -110,33 +113,23 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats, reported: 
         // Wait for a node event (or a reconnection, after which events may be lost).
         loop {
             let ev = tokio::select! { e = roots.changed() => e, e = dubbo.changed() => e };
-            match (ev.event_type, ev.session_state) {
-                (EventType::Session, SessionState::Disconnected) => {
-                    stats.connected.store(false, Ordering::Relaxed);
-                    tracing::warn!("zookeeper {}: disconnected; serving the last known endpoints", opts.servers);
-                }
-                (EventType::Session, SessionState::SyncConnected | SessionState::ConnectedReadOnly) => {
-                    stats.connected.store(true, Ordering::Relaxed);
-                    tracing::info!("zookeeper {}: reconnected", opts.servers);
+            match seen(&ev, stats, opts)? {
+                Seen::Session => {}
+                Seen::Reconnected => {
                     reconnected = true;
                     break;
                 }
-                (EventType::Session, s) if s.is_terminated() => return Err(format!("session {s:?}")),
-                (EventType::Session, _) => {}
-                _ => break,
+                Seen::Node => break,
             }
         }
-        // Let a burst of events settle (a terminal event is not read twice: the next
-        // rescan fails and the session ends).
+        // Let a burst of events settle; a reconnection among them counts as one.
         tokio::time::sleep(SETTLE).await;
         while let Ok(ev) = tokio::time::timeout(Duration::ZERO, async {
             tokio::select! { e = roots.changed() => e, e = dubbo.changed() => e }
         })
         .await
         {
-            if ev.event_type == EventType::Session && ev.session_state.is_terminated() {
-                return Err(format!("session {:?}", ev.session_state));
-            }
+            reconnected |= seen(&ev, stats, opts)? == Seen::Reconnected;
         }
         if reconnected {
             // The watches again, before the rescan: zookeeper-client 0.11 re-registers
@@ -147,6 +140,37 @@ async fn session(server: &Arc<Server>, opts: &Options, stats: &Stats, reported: 
             (roots, dubbo) = watch_both(&client, &opts.root).await?;
         }
     }
+}
+
+/// What a watch event says.
+#[derive(PartialEq)]
+enum Seen {
+    /// A node changed.
+    Node,
+    /// The session is connected again (events may have been lost meanwhile, and the
+    /// persistent watches with them).
+    Reconnected,
+    /// Anything else about the session (a disconnection: `connected` is 0 until it is back).
+    Session,
+}
+
+/// Reads `ev` (and notes the session's state in `stats`); Err when the session ended.
+fn seen(ev: &zookeeper_client::WatchedEvent, stats: &Stats, opts: &Options) -> Result<Seen, String> {
+    Ok(match (ev.event_type, ev.session_state) {
+        (EventType::Session, SessionState::Disconnected) => {
+            stats.connected.store(false, Ordering::Relaxed);
+            tracing::warn!("zookeeper {}: disconnected; serving the last known endpoints", opts.servers);
+            Seen::Session
+        }
+        (EventType::Session, SessionState::SyncConnected | SessionState::ConnectedReadOnly) => {
+            stats.connected.store(true, Ordering::Relaxed);
+            tracing::info!("zookeeper {}: reconnected", opts.servers);
+            Seen::Reconnected
+        }
+        (EventType::Session, s) if s.is_terminated() => return Err(format!("session {s:?}")),
+        (EventType::Session, _) => Seen::Session,
+        _ => Seen::Node,
+    })
 }
 
 /// Persistent recursive watches on `root` and on Dubbo's root.
