@@ -29,6 +29,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Compiles that take longer than this are followed by a pause as long as they took.
 const COMPILE_PAUSE_OVER: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a prompt call waits on a kept-alive connection before it is made on a new one.
+const PROMPT_ON_POOLED: Duration = Duration::from_secs(1);
+/// Kept-alive connections to the control plane are probed by TCP after this long idle
+/// (then every 5 s, 3 times): one whose peer is gone is closed, not reused.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(20);
 /// How long after a watch is sent an on-demand proxy makes its spare connection ready.
 const SPARE_AFTER: Duration = Duration::from_millis(50);
 
@@ -136,6 +141,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> I
 async fn connect(cp: &ControlPlane) -> Result<Box<dyn Io>, String> {
     let authority = cp.authority.as_str();
     let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(Duration::from_secs(5)).with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     match &cp.tls {
         None => Ok(Box::new(stream)),
         Some((connector, name)) => {
@@ -150,11 +157,26 @@ async fn connect(cp: &ControlPlane) -> Result<Box<dyn Io>, String> {
 /// closed it), which goes back to the pool once its answer is read. The body read is
 /// bounded by the largest mesh answer.
 pub(crate) async fn call(cp: &ControlPlane, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Bytes), String> {
+    call_with(cp, path, body, timeout, true).await
+}
+
+/// [`call`]; `prompt`: the control plane answers at once (everything but a long poll),
+/// so a kept-alive connection that has not answered within [`PROMPT_ON_POOLED`] is taken
+/// for dead (a peer or middlebox gone without a reset) and the call made on a new one.
+pub(crate) async fn call_with(
+    cp: &ControlPlane,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+    prompt: bool,
+) -> Result<(u16, Bytes), String> {
     let authority = cp.authority.as_str();
     let body = Bytes::from(body);
     let fut = async {
         if let Some(conn) = cp.pool.take() {
-            if let Ok(answer) = call_on(cp, conn, path, body.clone()).await {
+            let attempt = call_on(cp, conn, path, body.clone());
+            let answered = if prompt { tokio::time::timeout(PROMPT_ON_POOLED, attempt).await.ok() } else { Some(attempt.await) };
+            if let Some(Ok(answer)) = answered {
                 return Ok(answer);
             }
         }
@@ -326,7 +348,9 @@ pub async fn run(
                 .and_then(|i| i.expires_at().duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
         };
-        let watch = call(&cp, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5));
+        // (An ask — a new set of hosts — is answered at once; otherwise this is a long poll.)
+        let ask = sent_hosts.is_some() && gen != asked_gen;
+        let watch = call_with(&cp, "/v1/watch", req.encode(), WATCH_WAIT + Duration::from_secs(5), ask);
         let answered = match discovery {
             // A host asked for meanwhile: this watch's answer would be for the old set.
             // (Meanwhile a spare connection is made ready, so that the ask need not wait

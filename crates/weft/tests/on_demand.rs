@@ -230,3 +230,104 @@ fn watches_and_asks_reuse_kept_alive_connections() {
     assert!(by_proxy <= 1.0, "{by_proxy} new connections from the proxy for 5 answered watches");
     assert_eq!(p.metric("weft_discovery_timeouts_total", &[]), 0.0);
 }
+
+/// A TCP relay to `to` whose connections accepted before [`Relay::freeze`] stop passing
+/// bytes either way and stay open — as behind a middlebox that lost them — while new
+/// ones pass.
+struct Relay {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    frozen_below: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    fn start(to: std::net::SocketAddr) -> Relay {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (accepted, frozen_below) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (acc, frozen) = (accepted.clone(), frozen_below.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming().take(64) {
+                let Ok(down) = c else { continue };
+                let Ok(up) = std::net::TcpStream::connect(to) else { continue };
+                let id = acc.fetch_add(1, Ordering::SeqCst);
+                for (from, to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                    let frozen = frozen.clone();
+                    std::thread::spawn(move || pump(from, to, id, &frozen));
+                }
+            }
+        });
+        Relay { addr, accepted, frozen_below }
+    }
+
+    /// From now on, the connections already accepted pass nothing.
+    fn freeze(&self) {
+        use std::sync::atomic::Ordering;
+        self.frozen_below.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, id: usize, frozen_below: &std::sync::atomic::AtomicUsize) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            Ok(n) => n,
+        };
+        if id < frozen_below.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_ask_on_a_kept_alive_connection_that_went_silent_is_made_on_a_new_one() {
+    let cp = plane();
+    let (a, b) = (backend("svc-a", &[]), backend("svc-b", &[]));
+    register(&cp, "svc-a", &a);
+    register(&cp, "svc-b", &b);
+    let relay = Relay::start(cp.addr);
+    let (ca, token) = (cp.ca_file(), cp.admin_token_file());
+    let url = format!("https://{}", relay.addr);
+    let p = Proxy {
+        p: spawn(&[
+            "proxy",
+            "--control-plane",
+            &url,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--node",
+            "behind-a-relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--discovery-timeout",
+            "4s",
+        ]),
+        cfg: std::path::PathBuf::new(),
+    };
+    wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 2.0);
+    assert_eq!(status(&p, "svc-a"), 200);
+    // (The spare is made 50 ms after the watch that follows the answer.)
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Every connection the proxy holds goes silent: the ask, sent on the spare, gets no
+    // answer; after a second it is made on a new connection.
+    relay.freeze();
+    let t = std::time::Instant::now();
+    let r = get(p.addr(), "svc-b", "/", &[]);
+    assert_eq!((r.status, r.backend()), (200, "svc-b".to_owned()), "{}", String::from_utf8_lossy(&r.body));
+    assert!(t.elapsed() < std::time::Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(t.elapsed() >= std::time::Duration::from_millis(900), "the ask was not on the silent spare: {:?}", t.elapsed());
+}
