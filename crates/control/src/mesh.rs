@@ -11,12 +11,18 @@
 //! The answers are encoded by `weft_api::MeshEncoder` (keys and documents as JSON, so
 //! nothing in a key can be read as framing), once per revision and scope.
 
+mod answers;
+mod registry_docs;
+
+use answers::Answers;
+pub(crate) use registry_docs::merge_endpoints;
+pub use registry_docs::{registration_doc, TLS_MODE_LABEL};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use weft_api::{MeshBody, MeshEncoder, MeshKind, RawValue};
 
-use crate::plane::{Plane, Registration};
+use crate::plane::Plane;
 
 /// How many revisions of changes are kept for deltas; older proxies get everything.
 const LOG_REVISIONS: usize = 20_000;
@@ -49,57 +55,6 @@ pub struct Scope {
 /// Scopes kept at most (each on-demand proxy's set of hosts is one): past it they are
 /// made again as asked.
 const MAX_SCOPES: usize = 1_000;
-/// Answers of one revision kept at most (per since, scope and names), and their bytes
-/// at most: past either the cache starts again (answers are encoded again as asked). An
-/// answer larger than the byte bound is not kept.
-const MAX_ANSWERS: usize = 2_000;
-const MAX_ANSWER_BYTES: usize = 256 << 20;
-
-/// The answers of this revision by (since, scope key, with the names).
-#[derive(Default)]
-struct Answers {
-    map: HashMap<(u64, String, bool), MeshBody>,
-    bytes: usize,
-}
-
-impl Answers {
-    fn get(&self, key: &(u64, String, bool)) -> Option<&MeshBody> {
-        self.map.get(key)
-    }
-
-    fn insert(&mut self, key: (u64, String, bool), body: &MeshBody) {
-        let size = Self::size(&key, body);
-        if size > MAX_ANSWER_BYTES {
-            return;
-        }
-        // (One replaced is counted out first.)
-        let replaced = self.map.get(&key).map_or(0, |old| Self::size(&key, old));
-        let full = replaced == 0 && self.map.len() >= MAX_ANSWERS;
-        if full || self.bytes - replaced + size > MAX_ANSWER_BYTES {
-            self.clear();
-        } else {
-            self.bytes -= replaced;
-        }
-        self.map.insert(key, body.clone());
-        self.bytes += size;
-    }
-
-    fn size(key: &(u64, String, bool), body: &MeshBody) -> usize {
-        key.1.len() + body.len()
-    }
-
-    fn clear(&mut self) {
-        self.map.clear();
-        self.bytes = 0;
-    }
-
-    /// Drops the answers of scope `scope_key`.
-    fn forget_scope(&mut self, scope_key: &str) {
-        self.map.retain(|(_, k, _), _| k != scope_key);
-        self.bytes = self.map.iter().map(|(k, b)| Self::size(k, b)).sum();
-    }
-}
-
 #[derive(Default)]
 pub struct Index {
     built: bool,
@@ -595,88 +550,12 @@ fn every_scope_has(d: &Doc) -> bool {
     ) || (d.kind == "VirtualService" && d.hosts.is_empty())
 }
 
-/// Appends the registered endpoints of a ServiceEntry's hosts to it.
-pub(crate) fn merge_endpoints<'a>(se: &mut Value, regs_of: impl Fn(&str) -> Vec<Registration> + 'a) {
-    let port_name = se["spec"]["ports"][0]["name"].as_str().unwrap_or("http").to_owned();
-    for h in declared_hosts(se) {
-        let regs = regs_of(&h);
-        let mut sans: BTreeSet<String> =
-            se["spec"]["subjectAltNames"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
-        sans.extend(identities(&regs));
-        if !sans.is_empty() {
-            se["spec"]["subjectAltNames"] = json!(sans);
-        }
-        for r in regs {
-            let ep = endpoint_doc(&r, &port_name);
-            if let Some(eps) = se["spec"]["endpoints"].as_array_mut() {
-                eps.push(ep);
-            } else {
-                se["spec"]["endpoints"] = json!([ep]);
-            }
-        }
-    }
-}
-
-fn endpoint_doc(r: &Registration, port_name: &str) -> Value {
-    let (host, port) = r.address.rsplit_once(':').unwrap_or((&r.address, "80"));
-    let mut ep =
-        json!({"address": host.trim_start_matches('[').trim_end_matches(']'), "ports": {port_name: port.parse::<u16>().unwrap_or(80)}});
-    let mut labels = r.labels.clone();
-    if r.identity.is_some() {
-        labels.insert(TLS_MODE_LABEL.into(), "istio".into());
-    }
-    if !labels.is_empty() {
-        ep["labels"] = json!(labels);
-    }
-    if let Some(l) = &r.locality {
-        ep["locality"] = json!(l);
-    }
-    if let Some(w) = r.weight {
-        ep["weight"] = json!(w);
-    }
-    ep
-}
-
-/// A ServiceEntry for a registered service: port 80 `http`, the endpoints' own ports.
-pub fn registration_doc(service: &str, regs: &[Registration]) -> Value {
-    // (A short name's registrations are stored by FQDN; a literal host's namespace is
-    // the one it was registered in.)
-    let namespace = weft_config::names::service_parts(service)
-        .map(|(_, ns)| ns)
-        .or_else(|| regs.iter().find_map(|r| r.namespace.as_deref()))
-        .unwrap_or("default");
-    let mut doc = json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
-        "metadata": {"name": format!("registry.{service}"), "namespace": namespace},
-        "spec": {
-            "hosts": [service],
-            "resolution": "STATIC",
-            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
-            "endpoints": regs.iter().map(|r| endpoint_doc(r, "http")).collect::<Vec<_>>(),
-        }
-    });
-    let sans = identities(regs);
-    if !sans.is_empty() {
-        doc["spec"]["subjectAltNames"] = json!(sans);
-    }
-    doc
-}
-
-/// The identities of the workloads that registered `regs`, for a ServiceEntry's
-/// `subjectAltNames` (what a proxy expects its mTLS peers to prove).
-fn identities(regs: &[Registration]) -> Vec<String> {
-    let set: BTreeSet<&String> = regs.iter().filter_map(|r| r.identity.as_ref()).collect();
-    set.into_iter().cloned().collect()
-}
-
-/// Istio's endpoint label for an endpoint that speaks mTLS (auto mTLS picks it).
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plane::Registration;
     use crate::store::Store;
+    use serde_json::json;
 
     fn reg(service: &str, address: &str) -> Registration {
         Registration {
@@ -696,34 +575,6 @@ mod tests {
         let bytes = body.answer(1).to_vec();
         let a = weft_api::MeshAnswer::decode(&bytes).unwrap();
         (a.documents.keys().cloned().collect(), a.removed)
-    }
-
-    #[test]
-    fn cached_answers_are_bounded_by_their_bytes() {
-        let body = |n: usize| {
-            let mut e = weft_api::MeshEncoder::new(1, MeshKind::Full);
-            let doc = serde_json::value::to_raw_value(&"x".repeat(n)).unwrap();
-            e.put("k", &doc);
-            e.finish()
-        };
-        let mut a = Answers::default();
-        let big = body(MAX_ANSWER_BYTES / 3);
-        for i in 0..10 {
-            a.insert((i, format!("scope{i}"), false), &big);
-            assert!(a.bytes <= MAX_ANSWER_BYTES && a.map.len() <= 3, "{} bytes in {} answers", a.bytes, a.map.len());
-            assert!(a.get(&(i, format!("scope{i}"), false)).is_some(), "the newest is kept");
-        }
-        // The same key again: counted once.
-        let held = a.bytes;
-        a.insert((9, "scope9".into(), false), &big);
-        assert_eq!(a.bytes, held);
-        // An answer over the bound is not kept (and drops nothing).
-        a.insert((11, "huge".into(), false), &body(MAX_ANSWER_BYTES + 1));
-        assert!(a.get(&(11, "huge".into(), false)).is_none());
-        assert_eq!(a.bytes, held);
-        a.forget_scope("scope9");
-        assert!(a.get(&(9, "scope9".into(), false)).is_none());
-        assert_eq!(a.bytes, a.map.iter().map(|(k, b)| Answers::size(k, b)).sum::<usize>());
     }
 
     /// What a widening ask must bring, by testing every document (the definition the

@@ -296,28 +296,7 @@ fn an_ask_on_a_kept_alive_connection_that_went_silent_is_made_on_a_new_one() {
     register(&cp, "svc-a", &a);
     register(&cp, "svc-b", &b);
     let relay = Relay::start(cp.addr);
-    let (ca, token) = (cp.ca_file(), cp.admin_token_file());
-    let url = format!("https://{}", relay.addr);
-    let p = Proxy {
-        p: spawn(&[
-            "proxy",
-            "--control-plane",
-            &url,
-            "--ca-file",
-            ca.to_str().unwrap(),
-            "--token-file",
-            token.to_str().unwrap(),
-            "--node",
-            "behind-a-relay",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--discovery-timeout",
-            "4s",
-        ]),
-        cfg: std::path::PathBuf::new(),
-    };
+    let p = follower_via(&cp, &format!("https://{}", relay.addr), "behind-a-relay", &["--discovery-timeout", "4s"]);
     wait_until("the proxy knows the mesh's names", || p.metric("weft_discovery_names", &[]) >= 2.0);
     assert_eq!(status(&p, "svc-a"), 200);
     // (The spare is made 50 ms after the watch that follows the answer.)

@@ -507,8 +507,13 @@ pub fn follower_in(cp: &Plane, node: &str, namespace: &str) -> Proxy {
 
 /// A proxy following `cp` (admin token) as `node`, with more proxy flags.
 pub fn follower_with(cp: &Plane, node: &str, extra: &[&str]) -> Proxy {
-    let (token, ca, url) = (cp.admin_token_file(), cp.ca_file(), cp.url());
-    let mut args = vec!["proxy", "--control-plane", &url, "--ca-file", ca.to_str().unwrap(), "--token-file", token.to_str().unwrap()];
+    follower_via(cp, &cp.url(), node, extra)
+}
+
+/// [`follower_with`], reaching `cp` at `url` (through a relay, say).
+pub fn follower_via(cp: &Plane, url: &str, node: &str, extra: &[&str]) -> Proxy {
+    let (token, ca) = (cp.admin_token_file(), cp.ca_file());
+    let mut args = vec!["proxy", "--control-plane", url, "--ca-file", ca.to_str().unwrap(), "--token-file", token.to_str().unwrap()];
     args.extend(["--node", node, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
     args.extend_from_slice(extra);
     Proxy { p: spawn(&args), cfg: std::path::PathBuf::new() }
