@@ -52,9 +52,18 @@ pub struct Scope {
     config_rev: u64,
 }
 
-/// Scopes kept at most (each on-demand proxy's set of hosts is one): past it they are
-/// made again as asked.
+impl Scope {
+    /// The hosts it holds (asked for, and routed to).
+    fn hosts(&self) -> usize {
+        self.subscribed.as_ref().map_or(0, HashSet::len) + self.wanted.len()
+    }
+}
+
+/// Scopes kept at most (each on-demand proxy's set of hosts is one), and the hosts they
+/// hold in all (asked for and routed to): past either they are made again as asked. (By
+/// count alone, 1,000 scopes of 2,048 asked hosts each held ~600 MB.)
 const MAX_SCOPES: usize = 1_000;
+const MAX_SCOPE_HOSTS: usize = 200_000;
 #[derive(Default)]
 pub struct Index {
     built: bool,
@@ -70,6 +79,8 @@ pub struct Index {
     /// get a full answer across one, since what their Sidecar admits may have moved.
     config_rev: u64,
     scopes: HashMap<String, Scope>,
+    /// The hosts the scopes hold in all (subscribed and wanted).
+    scope_hosts: usize,
     answers: Answers,
     /// The last revision that changed which hosts exist, or the config (a Sidecar decides
     /// which a proxy may ask for): on-demand proxies get the names again across one.
@@ -320,12 +331,18 @@ impl Index {
             self.answers.forget_scope(&scope_key);
         }
         if !fresh {
-            if self.scopes.len() >= MAX_SCOPES {
-                self.scopes.clear();
-            }
             let wanted = self.vs_destinations(namespace, sidecar.as_ref(), subscribed.as_ref());
+            let hosts = subscribed.as_ref().map_or(0, HashSet::len) + wanted.len();
+            let replaced = self.scopes.get(&scope_key).map_or(0, Scope::hosts);
+            if self.scopes.len() >= MAX_SCOPES || self.scope_hosts - replaced + hosts > MAX_SCOPE_HOSTS {
+                self.scopes.clear();
+                self.scope_hosts = 0;
+            } else {
+                self.scope_hosts -= replaced;
+            }
             let s = Scope { namespace: namespace.to_owned(), sidecar, subscribed, wanted, config_rev: self.config_rev };
             self.scopes.insert(scope_key.clone(), s);
+            self.scope_hosts += hosts;
         }
         scope_key
     }
@@ -575,6 +592,33 @@ mod tests {
         let bytes = body.answer(1).to_vec();
         let a = weft_api::MeshAnswer::decode(&bytes).unwrap();
         (a.documents.keys().cloned().collect(), a.removed)
+    }
+
+    #[tokio::test]
+    async fn on_demand_scopes_are_bounded_by_the_hosts_they_hold() {
+        let dir = std::env::temp_dir().join(format!("weft-mesh-scopes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut plane = Plane::new(Store::open(&dir).unwrap());
+        let mut yaml = String::new();
+        for i in 0..1_000 {
+            yaml += &format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s{i}}}\nspec:\n  hosts: [s{i}.example]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1}}]\n");
+        }
+        plane.apply("t", &[("mesh.yaml".into(), yaml)]).await.unwrap();
+        let mut idx = Index::default();
+        idx.sync(&plane);
+        let all: Vec<String> = (0..1_000).map(|i| format!("s{i}.example")).collect();
+        // Sets of ~1,000 hosts, each another (one host left out): 400 of them would hold
+        // 400,000 hosts.
+        let mut most = 0;
+        for i in 0..400 {
+            let asked: Vec<String> = all.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, h)| h.clone()).collect();
+            let key = idx.scope("", "default", None, Some(&asked));
+            assert!(idx.scopes.contains_key(&key), "the scope asked for is kept");
+            assert_eq!(idx.scope_hosts, idx.scopes.values().map(Scope::hosts).sum::<usize>());
+            most = most.max(idx.scope_hosts);
+        }
+        assert!(most <= MAX_SCOPE_HOSTS && most > MAX_SCOPE_HOSTS / 2, "{most}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// What a widening ask must bring, by testing every document (the definition the

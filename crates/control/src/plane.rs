@@ -4,7 +4,7 @@
 //! The mesh a proxy receives is the config resources plus a ServiceEntry per
 //! registered service.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -165,17 +165,19 @@ impl Plane {
         }
         let replaced: std::collections::HashSet<&String> = seen.keys().collect();
         let mut merged: Vec<Resource> = self.resources(|k| !replaced.contains(k))?;
-        merged.extend(new.iter().cloned());
-        let warnings = self.check(merged)?;
-        // (By each applied document's place, kind and name: a client's file may be named
-        // like the stored documents' "store", and their warnings are not its own.)
-        let applied: HashSet<(&weft_config::Source, &str, &str)> =
-            new.iter().map(|r| (&r.source, r.kind.as_str(), r.metadata.name.as_str())).collect();
-        let warnings = applied_warnings(
-            warnings
-                .iter()
-                .filter(|w| applied.contains(&(&w.source, w.kind.as_deref().unwrap_or_default(), w.name.as_deref().unwrap_or_default()))),
-        );
+        // The applied documents are compiled under a file name no stored document has (a
+        // NUL and the file's index), so that a warning is known for theirs whatever the
+        // client named its files ("store" is the stored documents' name), and shown
+        // under the client's name.
+        merged.extend(new.iter().cloned().map(|mut r| {
+            let i = files.iter().position(|(name, _)| *name == r.source.file).unwrap_or_default();
+            r.source.file = format!("{APPLIED}{i}");
+            r
+        }));
+        let mut warnings = self.check_files(merged, files)?;
+        warnings.retain(|w| w.source.file.starts_with(APPLIED));
+        warnings.iter_mut().for_each(|w| restore_file(w, files));
+        let warnings = applied_warnings(warnings.iter());
         let puts = new
             .iter()
             .map(|r| {
@@ -220,7 +222,13 @@ impl Plane {
 
     /// Compiles `resources` with the registry's ServiceEntries: any error rejects them;
     /// the warnings come back.
-    fn check(&self, mut all: Vec<Resource>) -> Result<Vec<weft_config::ConfigError>, PlaneError> {
+    fn check(&self, all: Vec<Resource>) -> Result<Vec<weft_config::ConfigError>, PlaneError> {
+        self.check_files(all, &[])
+    }
+
+    /// [`Plane::check`], with the documents of `files` under their [`APPLIED`] names:
+    /// errors name the client's files again.
+    fn check_files(&self, mut all: Vec<Resource>, files: &[(String, String)]) -> Result<Vec<weft_config::ConfigError>, PlaneError> {
         let reg = self.registry_docs(&all);
         all.extend(parse_docs("registry", &reg.iter().collect::<Vec<_>>())?);
         let mut diags = Diagnostics::default();
@@ -228,6 +236,7 @@ impl Plane {
         if diags.is_ok() {
             Ok(diags.warnings)
         } else {
+            diags.errors.iter_mut().for_each(|e| restore_file(e, files));
             Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()))
         }
     }
@@ -524,6 +533,19 @@ pub(crate) fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, P
     Ok(out)
 }
 
+/// The file name an applied document is compiled under, followed by its file's index:
+/// no stored document's (those are "store", "registry", "rollback") begins so.
+const APPLIED: char = '\u{0}';
+
+/// `e`'s file name as the client gave it, if it is an applied document's.
+fn restore_file(e: &mut weft_config::ConfigError, files: &[(String, String)]) {
+    if let Some(i) = e.source.file.strip_prefix(APPLIED).and_then(|i| i.parse::<usize>().ok()) {
+        if let Some((name, _)) = files.get(i) {
+            e.source.file = name.clone();
+        }
+    }
+}
+
 /// What an apply stored, and what the compile warned about it.
 #[derive(Debug)]
 pub struct Applied {
@@ -574,6 +596,17 @@ mod tests {
         let b = plane.apply("t", &[("store".into(), vs("b", "nowhere-b"))]).await.unwrap();
         assert_eq!(b.warnings.len(), 1, "{:?}", b.warnings);
         assert!(b.warnings[0].starts_with("store: VirtualService b: ") && b.warnings[0].contains("nowhere-b"), "{:?}", b.warnings);
+        // The same kind and name in another namespace, from a file named "store": only its
+        // own warning (a stored document changed since is parsed again as "store", doc 0).
+        let hidden = vs("x", "hidden-x").replace("metadata: {name: x}", "metadata: {name: x, namespace: secret}");
+        plane.apply("t", &[("x.yaml".into(), hidden)]).await.unwrap();
+        let x = plane.apply("t", &[("store".into(), vs("x", "nowhere-x"))]).await.unwrap();
+        assert_eq!(x.warnings.len(), 1, "{:?}", x.warnings);
+        assert!(x.warnings[0].contains("nowhere-x") && !x.warnings[0].contains("hidden-x"), "{:?}", x.warnings);
+        // An error of the whole-mesh compile names the client's file.
+        let twice = vs("dup", "dup-host").replace("hosts: [dup-host]", "hosts: [dup-host, dup-host]");
+        let e = plane.apply("t", &[("twice.yaml".into(), twice)]).await.unwrap_err().to_string();
+        assert!(e.contains("twice.yaml: VirtualService dup: spec.hosts[1]: duplicate hosts"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
