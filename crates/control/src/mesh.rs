@@ -594,11 +594,17 @@ mod tests {
         (a.documents.keys().cloned().collect(), a.removed)
     }
 
+    /// A plane on a fresh store of its own (its directory, removed by the caller).
+    fn test_plane(name: &str) -> (std::path::PathBuf, Plane) {
+        let dir = std::env::temp_dir().join(format!("weft-mesh-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let plane = Plane::new(Store::open(&dir).unwrap());
+        (dir, plane)
+    }
+
     #[tokio::test]
     async fn on_demand_scopes_are_bounded_by_the_hosts_they_hold() {
-        let dir = std::env::temp_dir().join(format!("weft-mesh-scopes-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut plane = Plane::new(Store::open(&dir).unwrap());
+        let (dir, mut plane) = test_plane("scopes");
         let mut yaml = String::new();
         for i in 0..1_000 {
             yaml += &format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s{i}}}\nspec:\n  hosts: [s{i}.example]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1}}]\n");
@@ -637,9 +643,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_widening_ask_brings_what_testing_every_document_would() {
-        let dir = std::env::temp_dir().join(format!("weft-mesh-widen-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut plane = Plane::new(Store::open(&dir).unwrap());
+        let (dir, mut plane) = test_plane("widen");
         // Services in two namespaces (short and full hosts), one VirtualService routing to
         // another service, a policy naming no host, and registry-only services.
         let mut yaml = String::new();
@@ -688,15 +692,14 @@ mod tests {
             assert!(whole.contains(&"PeerAuthentication/shop/default".to_owned()), "{whole:?}");
             since = idx.revision();
         }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  resolution: STATIC\n  ports: [{number: 8080, name: web, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, ports: {web: 9001}}]\n";
 
     #[tokio::test]
     async fn registrations_are_pushed_as_the_documents_they_touch() {
-        let dir = std::env::temp_dir().join(format!("weft-mesh-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut plane = Plane::new(Store::open(&dir).unwrap());
+        let (dir, mut plane) = test_plane("pushed");
         plane.apply("t", &[("se.yaml".into(), SE.into())]).await.unwrap();
         for i in 0..3 {
             plane.register("t", reg(&format!("svc{i}"), "127.0.0.1:7000")).await.unwrap();
