@@ -103,6 +103,8 @@ pub struct Server {
     pub zookeeper: std::sync::OnceLock<Arc<crate::zookeeper::Stats>>,
     /// API connections accepted (each a TLS handshake when the API is HTTPS).
     pub(crate) connections: std::sync::atomic::AtomicU64,
+    /// Who holds the API's connections (set once at start), for `/metrics`.
+    pub(crate) admission: std::sync::OnceLock<Arc<crate::admission::Admission>>,
 }
 
 pub(crate) type Resp = Response<Chunks>;
@@ -188,6 +190,7 @@ impl Server {
             tracer: Default::default(),
             zookeeper: Default::default(),
             connections: Default::default(),
+            admission: Default::default(),
         })
     }
 
@@ -318,6 +321,10 @@ impl Server {
             Ok(who) => who,
             Err(e) => return self.refuse(e, req.method(), req.uri().path()),
         };
+        // Valid credentials: this connection is no longer closed to make room for others.
+        if let Some(ticket) = req.extensions().get::<Arc<crate::admission::Ticket>>() {
+            ticket.prove();
+        }
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();

@@ -2,6 +2,7 @@
 //! registry of service endpoints ([`registry`]), and the HTTP API that `weft apply`,
 //! `weft get`, `weft register` and the others speak ([`api`]).
 
+mod admission;
 pub mod api;
 pub mod api_trace;
 pub mod auth;
@@ -40,6 +41,8 @@ pub struct Options {
     pub tracing: Option<api_trace::TraceOptions>,
     /// ZooKeeper as a discovery source (`--zookeeper`).
     pub zookeeper: Option<zookeeper::Options>,
+    /// API connections held at once (`--max-connections`, [`MAX_API_CONNECTIONS`]).
+    pub max_connections: usize,
 }
 
 /// Who may call the API.
@@ -58,9 +61,9 @@ pub enum StoreKind {
     Etcd { endpoints: Vec<String>, prefix: String, checkpoint_every: u64 },
 }
 
-/// API connections held at once: a proxy keeps two (its long poll, and one idle for its
-/// reports and, on demand, its asks), so ~4,000 proxies plus the CLI's. (The process's
-/// file-descriptor limit must allow as many.)
+/// API connections held at once by default: a proxy keeps two (its long poll, and one
+/// idle for its reports and, on demand, its asks), so ~4,000 proxies plus the CLI's.
+/// (The process's file-descriptor limit must allow as many.)
 pub const MAX_API_CONNECTIONS: usize = 8192;
 /// A request head must arrive within this (nginx's `client_header_timeout`).
 pub const API_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -143,14 +146,15 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut exhausted = 0u64;
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
+        let admission = admission::Admission::new(admission::Limits::for_total(opts.max_connections));
+        let _ = server.admission.set(admission.clone());
         loop {
             tokio::select! {
                 acc = listener.accept() => {
-                    let stream = match acc {
-                        Ok((stream, _)) => {
+                    let (stream, from) = match acc {
+                        Ok(accepted) => {
                             exhausted = 0;
-                            stream
+                            accepted
                         }
                         Err(e) => {
                             // Out of file descriptors: pause rather than spin on the queued connection.
@@ -164,17 +168,19 @@ pub fn run(opts: Options) -> Result<(), String> {
                             continue;
                         }
                     };
-                    // At most MAX_API_CONNECTIONS at once: past it a connection is closed at
-                    // accept, so idle or half-sent ones cannot take every descriptor.
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // A place among the connections held, made by closing an unproven one
+                    // when needed; none when every one held is proven (closed at accept).
+                    let Some(ticket) = admission.admit(from.ip()) else {
                         drop(stream);
                         continue;
                     };
                     server.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (server, acceptor) = (server.clone(), acceptor.clone());
                     tokio::spawn(async move {
-                        serve(server, acceptor, stream).await;
-                        drop(slot);
+                        tokio::select! {
+                            _ = serve(server, acceptor, stream, Some(ticket.clone())) => {}
+                            _ = ticket.closed_for_room() => {}
+                        }
                     });
                 }
                 _ = tokio::signal::ctrl_c() => break,
@@ -187,14 +193,20 @@ pub fn run(opts: Options) -> Result<(), String> {
 
 /// Serves one connection: the TLS handshake first when the API is HTTPS (bounded, in
 /// this connection's task, so a slow or silent client holds up nobody), then HTTP/1.1.
-async fn serve(server: std::sync::Arc<api::Server>, acceptor: Option<tokio_rustls::TlsAcceptor>, stream: tokio::net::TcpStream) {
+/// A call with valid credentials proves the connection to `ticket`.
+async fn serve(
+    server: std::sync::Arc<api::Server>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    stream: tokio::net::TcpStream,
+    ticket: Option<std::sync::Arc<admission::Ticket>>,
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     // A request head — the first, or the next on a kept-alive connection — within 60 s.
     // (A watch's long poll is the server's wait, not the client's: it is not cut.)
     http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(API_HEADER_TIMEOUT);
     match acceptor {
         None => {
-            let svc = service_fn(move |req| server.clone().handle(req, None));
+            let svc = service_fn(move |req| server.clone().handle(with_ticket(req, &ticket), None));
             let _ = http.serve_connection(TokioIo::new(stream), svc).await;
         }
         Some(acceptor) => {
@@ -202,11 +214,28 @@ async fn serve(server: std::sync::Arc<api::Server>, acceptor: Option<tokio_rustl
                 // A proxy presents its workload certificate (verified against the mesh root
                 // in the handshake): it may then call as that workload without a token.
                 let peer = std::sync::Arc::new(weft_tls::peer_identity(tls.get_ref().1));
-                let svc = service_fn(move |req| server.clone().handle(req, (*peer).clone()));
+                // A workload certificate of this mesh (verified against its root in the
+                // handshake) proves the connection at once: a proxy's spare connection
+                // waits idle for its next ask and is not closed to make room.
+                let of_this_mesh = match (&*peer, &server.ca) {
+                    (Some(id), Some(ca)) => id.trust_domain() == ca.trust_domain(),
+                    _ => false,
+                };
+                if let (true, Some(t)) = (of_this_mesh, &ticket) {
+                    t.prove();
+                }
+                let svc = service_fn(move |req| server.clone().handle(with_ticket(req, &ticket), (*peer).clone()));
                 let _ = http.serve_connection(TokioIo::new(tls), svc).await;
             }
         }
     }
+}
+
+fn with_ticket<B>(mut req: hyper::Request<B>, ticket: &Option<std::sync::Arc<admission::Ticket>>) -> hyper::Request<B> {
+    if let Some(t) = ticket {
+        req.extensions_mut().insert(t.clone());
+    }
+    req
 }
 
 /// How long the accept loop pauses after `e`: out of file descriptors or memory
@@ -237,7 +266,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(super::serve(server.clone(), None, stream));
+                tokio::spawn(super::serve(server.clone(), None, stream, None));
             }
         });
         let start = tokio::time::Instant::now();

@@ -166,6 +166,12 @@ struct ControlPlaneArgs {
     /// Curator's service-discovery root path (with --zookeeper).
     #[arg(long, default_value = "/services", requires = "zookeeper")]
     zookeeper_root: String,
+    /// API connections held at once. Past it, the oldest connection that has not yet made
+    /// a call with valid credentials is closed for the new one (when all are proven, the
+    /// new one is closed at accept); one source address holds at most a thirty-second of
+    /// the cap unproven (256 of 8,192).
+    #[arg(long, default_value_t = weft_control::MAX_API_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     #[command(flatten)]
     tracing: tracing_args::TracingArgs,
 }
@@ -357,7 +363,16 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
         }
     };
     let zookeeper = a.zookeeper.map(|servers| weft_control::zookeeper::Options { servers, root: a.zookeeper_root });
-    match weft_control::run(weft_control::Options { store, listen: a.listen, access, ca, api_names: a.api_names, tracing, zookeeper }) {
+    match weft_control::run(weft_control::Options {
+        store,
+        listen: a.listen,
+        access,
+        ca,
+        api_names: a.api_names,
+        tracing,
+        zookeeper,
+        max_connections: a.max_connections as usize,
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -197,3 +197,77 @@ fn the_admin_endpoint_holds_at_most_64_connections_and_serves_again_when_they_go
     drop(held);
     wait_until("the admin endpoint serves again", || curl(&["-s", "--max-time", "2", &format!("http://{admin}/ready")]).1 == "ready\n");
 }
+
+/// A TCP connection to `to` from source address `from` (any port).
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from.parse().unwrap(), 0).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// Reads one HTTP/1.1 answer framed by content-length off a kept-alive connection: its status.
+fn read_answer(s: &mut impl Read) -> u16 {
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed before an answer: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("a content-length");
+    let mut have = body.len();
+    while have < len {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0);
+        have += n;
+    }
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Idle connections from anyone who reaches the API port cannot lock the mesh out: one
+/// source holds a bounded number of them, past the cap the oldest is closed for a new
+/// one, and connections that made a call with valid credentials — a proxy's long poll,
+/// the CLI's — are never closed for room.
+#[test]
+fn idle_unauthenticated_api_connections_give_way_to_the_mesh() {
+    let dir = temp_dir().join("cp");
+    let addr = free_addr();
+    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--max-connections", "64"]);
+    let cp = Plane { p, addr, dir };
+    wait_until("the control plane answers", || cp.weft(&["get", "services"]).status.success());
+    // A kept-alive connection that proved itself with the admin token.
+    let token = cp.admin_token();
+    let ask = format!("GET /v1/status HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {token}\r\n\r\n");
+    let mut proven = plane_tls(&cp);
+    proven.write_all(ask.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut proven), 200);
+    // A kept-alive connection whose call had no credentials stays unproven.
+    let mut refused = plane_tls(&cp);
+    refused.write_all(b"GET /v1/status HTTP/1.1\r\nhost: cp\r\n\r\n").unwrap();
+    assert_eq!(read_answer(&mut refused), 401);
+    // One source (127.0.0.1) holds at most 64/32 → 4 unproven: its oldest go first.
+    let mut own: Vec<TcpStream> = (0..8).map(|_| connect_from("127.0.0.1", addr)).collect();
+    let closed: Vec<bool> = own.iter_mut().map(|s| closed_within(s, Duration::from_millis(300))).collect();
+    assert!(closed_within(refused.get_mut(), Duration::from_millis(300)), "the unauthenticated connection was kept");
+    assert_eq!(closed, [true, true, true, true, false, false, false, false], "which of one source's connections were closed");
+    // Many sources past the cap: the oldest unproven are closed for the newest.
+    let mut many: Vec<TcpStream> = (2..42).flat_map(|i| (0..3).map(move |_| format!("127.0.0.{i}"))).map(|a| connect_from(&a, addr)).collect();
+    let newest_open = many.iter_mut().rev().take(20).filter_map(|s| (!closed_within(s, Duration::from_millis(50))).then_some(())).count();
+    assert_eq!(newest_open, 20, "the newest connections were turned away");
+    // The proven connection is served, and so are the CLI and a new proxy.
+    proven.write_all(ask.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut proven), 200, "the proven connection");
+    let out = cp.weft(&["get", "services"]);
+    assert!(out.status.success(), "the CLI was locked out: {}", text(&out));
+    let m = plane_raw(&cp, "GET", "/metrics", b"").1;
+    assert!(metric_sum(&m, "weft_control_api_connections_closed_total", &["reason=\"source\""]) >= 5.0, "{m}");
+    assert!(metric_sum(&m, "weft_control_api_connections_closed_total", &["reason=\"full\""]) >= 60.0, "{m}");
+    assert!(metric_sum(&m, "weft_control_api_connections", &["state=\"all\""]) <= 64.0, "{m}");
+    drop(many);
+}

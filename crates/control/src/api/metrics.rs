@@ -20,7 +20,24 @@ impl Server {
                     self.connections.load(std::sync::atomic::Ordering::Relaxed),
                 );
         let zk = self.zookeeper.get().map(|z| z.metrics()).unwrap_or_default();
-        text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics() + &zk
+        text + &self.proxies.metrics() + &self.auth_metrics() + &self.trace_metrics() + &zk + &self.admission_metrics()
+    }
+
+    fn admission_metrics(&self) -> String {
+        let Some(a) = self.admission.get() else { return String::new() };
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (open, unproven) = a.held();
+        format!(
+            "# HELP weft_control_api_connections API connections held, and those not yet proven by a call with valid credentials.\n# TYPE weft_control_api_connections gauge\n\
+             weft_control_api_connections{{state=\"all\"}} {open}\nweft_control_api_connections{{state=\"unproven\"}} {unproven}\n\
+             # HELP weft_control_api_connections_closed_total Unproven API connections closed to make room: their source held too many, or all were taken.\n# TYPE weft_control_api_connections_closed_total counter\n\
+             weft_control_api_connections_closed_total{{reason=\"source\"}} {}\nweft_control_api_connections_closed_total{{reason=\"full\"}} {}\n\
+             # HELP weft_control_api_connections_refused_total API connections closed at accept: every one held was proven.\n# TYPE weft_control_api_connections_refused_total counter\n\
+             weft_control_api_connections_refused_total {}\n",
+            load(&a.closed_for_source),
+            load(&a.closed_for_room),
+            load(&a.refused)
+        )
     }
 
     fn trace_metrics(&self) -> String {
