@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Writes the link order of the weft binary's functions (crates/weft/symbol-order.txt).
+
+A proxy's resident memory is mostly the binary's code that the kernel has mapped, and
+the kernel maps 64 KB around every page that runs (fault-around): code that runs
+scattered across the 24 MB text maps most of it. Linked in this order, the functions a
+proxy runs — its request path first, most instructions first, then its start — sit
+together at the front of the text, so what runs maps little else (the linker places the
+functions named, in order, before all others; build.rs passes the file to it in release
+builds).
+
+Runs the given (release) binary under callgrind: `weft proxy` following a file of config
+(start, then HTTP/1.1 and h2c GETs through it to `weft backend`), and takes the functions
+of the weft binary that ran, by their symbol names. Names of functions since changed
+are ignored by the linker (their code goes to the back), so an old file does no harm but
+helps less: regenerate after changes to the request path or start.
+
+  python3 scripts/symbol_order.py --weft target/release/weft
+"""
+import argparse, glob, os, re, socket, subprocess, tempfile, time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"port {port} never opened")
+
+
+def costs(path, binary):
+    """Self cost of each function of `binary` in one callgrind dump: {symbol: Ir}."""
+    names, out = {}, {}
+    ob, fn, in_call = None, None, False
+
+    def ref(kind, rest):
+        m = re.match(r"\((\d+)\)(?: (.*))?", rest)
+        if not m:
+            return rest
+        key = (kind, m.group(1))
+        if m.group(2):
+            names[key] = m.group(2)
+        return names.get(key, m.group(1))
+
+    for line in open(path, errors="replace"):
+        if line.startswith("ob="):
+            ob = ref("ob", line[3:].strip())
+        elif line.startswith("fn="):
+            fn = ref("fn", line[3:].strip())
+        elif line.startswith(("cob=", "cfi=", "cfl=", "cfn=")):
+            kind = line[1:3] if line.startswith("cob") else ("fn" if line.startswith("cfn") else "fl")
+            ref({"ob": "ob", "fn": "fn"}.get(kind, "fl"), line.split("=", 1)[1].strip())
+        elif line.startswith("calls="):
+            in_call = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            parts = line.split()
+            if in_call:
+                in_call = False
+            elif len(parts) >= 2 and ob and os.path.basename(ob) == os.path.basename(binary):
+                out[fn] = out.get(fn, 0) + int(parts[1])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weft", default="target/release/weft")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "crates", "weft", "symbol-order.txt"))
+    ap.add_argument("-n", type=int, default=3000, help="requests of each kind")
+    a = ap.parse_args()
+    weft = os.path.abspath(a.weft)
+    d = tempfile.mkdtemp(prefix="order-")
+    bport, pport = free_port(), free_port()
+    cfg = os.path.join(d, "mesh.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend}}
+spec:
+  hosts: [backend.bench]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {bport}}}}}]
+""")
+    backend = subprocess.Popen([weft, "backend", "--listen", f"127.0.0.1:{bport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/callgrind.out", "--dump-instr=no", "--demangle=no",
+         weft, "proxy", "--config", cfg, "--listen", f"127.0.0.1:{pport}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(bport)
+        wait_port(pport)
+        # The start, dumped apart from the requests.
+        subprocess.run(["callgrind_control", "-d", str(proxy.pid)], check=True, stdout=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{pport}/"
+        for extra in ([], ["--h2", "-m", "4"]):
+            subprocess.run([weft, "bench", "-c", "8", "-n", str(a.n), "--host", "backend.bench", *extra, url],
+                           check=True, stdout=subprocess.DEVNULL)
+    finally:
+        proxy.terminate()
+        proxy.wait()
+        backend.terminate()
+        backend.wait()
+    dumps = sorted(glob.glob(os.path.join(d, "callgrind.out*")))
+    start = next(p for p in dumps if p.endswith(".1"))
+    rest = [p for p in dumps if p != start]
+    served = {}
+    for p in rest:
+        for f, c in costs(p, weft).items():
+            served[f] = served.get(f, 0) + c
+    started = costs(start, weft)
+    order = sorted(served, key=lambda f: -served[f])
+    order += sorted((f for f in started if f not in served), key=lambda f: -started[f])
+    # Only symbol names (callgrind names a function without one by its address).
+    order = [f for f in order if re.match(r"^[A-Za-z_][\w.$]*$", f)]
+    with open(a.out, "w") as f:
+        f.write("".join(s + "\n" for s in order))
+    print(f"{len(order)} functions ({sum(1 for s in order if s in served)} run per request) → {os.path.normpath(a.out)}")
+
+
+if __name__ == "__main__":
+    main()
