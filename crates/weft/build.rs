@@ -14,17 +14,30 @@ fn main() {
         return;
     }
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
-    // (Not when the flags choose another linker: the option is lld's.)
-    let other_linker = var("CARGO_ENCODED_RUSTFLAGS").contains("fuse-ld") || var("CARGO_ENCODED_RUSTFLAGS").contains("linker");
-    if order.exists() && !other_linker {
-        // (lld, Rust's default linker on x86_64 Linux; names no longer in the binary are
-        // skipped without a warning, their code placed after the others.)
+    // The option is lld's: Rust links with it by default on x86_64 Linux since 1.90 (not
+    // when the flags choose another linker).
+    let flags = var("CARGO_ENCODED_RUSTFLAGS");
+    let lld = var("TARGET") == "x86_64-unknown-linux-gnu"
+        && rustc_minor().is_some_and(|m| m >= 90)
+        && !flags.contains("fuse-ld")
+        && !flags.contains("linker");
+    if order.exists() && lld {
+        // (Names no longer in the binary are skipped without a warning, their code placed
+        // after the others.)
         println!("cargo:rustc-link-arg-bin=weft=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo:rustc-link-arg-bin=weft=-Wl,--no-warn-symbol-ordering");
     }
-    if var("HOST") == var("TARGET") && var("CARGO_CFG_TARGET_ENV") == "gnu" && glibc_reads_relr(&var("CARGO_CFG_TARGET_ARCH")) {
+    // (lld and GNU ld since 2.38 write RELR.)
+    if lld && var("HOST") == var("TARGET") && glibc_reads_relr(&var("CARGO_CFG_TARGET_ARCH")) {
         println!("cargo:rustc-link-arg-bin=weft=-Wl,-z,pack-relative-relocs");
     }
+}
+
+/// The compiler's minor version (1.N).
+fn rustc_minor() -> Option<u32> {
+    let out = std::process::Command::new(std::env::var("RUSTC").ok()?).arg("--version").output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.split_whitespace().nth(1)?.split('.').nth(1)?.parse().ok()
 }
 
 /// Whether this machine's glibc has the symbol version that RELR binaries require.
