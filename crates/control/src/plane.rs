@@ -161,7 +161,7 @@ impl Plane {
             // loader's DNS-1123 rules.)
         }
         if !diags.is_ok() {
-            return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
+            return Err(PlaneError::Invalid(shown_messages(diags.errors.iter(), "errors")));
         }
         let replaced: std::collections::HashSet<&String> = seen.keys().collect();
         let mut merged: Vec<Resource> = self.resources(|k| !replaced.contains(k))?;
@@ -177,7 +177,7 @@ impl Plane {
         let mut warnings = self.check_files(merged, files)?;
         warnings.retain(|w| w.source.file.starts_with(APPLIED));
         warnings.iter_mut().for_each(|w| restore_file(w, files));
-        let warnings = applied_warnings(warnings.iter());
+        let warnings = shown_messages(warnings.iter(), "warnings");
         let puts = new
             .iter()
             .map(|r| {
@@ -237,7 +237,7 @@ impl Plane {
             Ok(diags.warnings)
         } else {
             diags.errors.iter_mut().for_each(|e| restore_file(e, files));
-            Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()))
+            Err(PlaneError::Invalid(shown_messages(diags.errors.iter(), "errors")))
         }
     }
 
@@ -292,7 +292,7 @@ impl Plane {
         let mut diags = Diagnostics::default();
         weft_config::compile(&parse_docs("registration", &[&doc])?, &mut diags);
         if !diags.is_ok() {
-            return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
+            return Err(PlaneError::Invalid(shown_messages(diags.errors.iter(), "errors")));
         }
         let key = registry_key(&r.service, &r.address);
         let value = serde_json::to_value(&r).unwrap_or(Value::Null);
@@ -528,7 +528,7 @@ pub(crate) fn parse_docs(file: &str, docs: &[&Value]) -> Result<Vec<Resource>, P
     let mut diags = Diagnostics::default();
     weft_config::load_str(file, &text, &mut out, &mut diags);
     if !diags.is_ok() {
-        return Err(PlaneError::Invalid(diags.errors.iter().map(|e| e.to_string()).collect()));
+        return Err(PlaneError::Invalid(shown_messages(diags.errors.iter(), "errors")));
     }
     Ok(out)
 }
@@ -553,24 +553,34 @@ pub struct Applied {
     pub warnings: Vec<String>,
 }
 
-/// Warnings shown to an apply's client at most (the rest counted), and the characters of each.
-const MAX_APPLY_WARNINGS: usize = 100;
-const MAX_WARNING_CHARS: usize = 1_000;
+/// Warnings or errors shown to a client at most (the rest counted), the characters of
+/// each, and of the file name in each.
+const MAX_SHOWN_MESSAGES: usize = 100;
+const MAX_MESSAGE_CHARS: usize = 1_000;
+const MAX_SHOWN_FILE_CHARS: usize = 128;
 
-/// The warnings about an apply's documents, as its client is shown them: bounded in
-/// count and length (a whole mesh applied at once can warn about every resource).
-fn applied_warnings<'a>(warnings: impl Iterator<Item = &'a weft_config::ConfigError>) -> Vec<String> {
+/// Diagnostics as a client is shown them: bounded in count and length (a whole mesh
+/// applied at once can warn about, or fail in, every resource), each file name cut so
+/// that a long one leaves room for the message.
+fn shown_messages<'a>(diags: impl Iterator<Item = &'a weft_config::ConfigError>, what: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut more = 0usize;
-    for w in warnings {
-        if out.len() < MAX_APPLY_WARNINGS {
-            out.push(weft_config::rules::cut(&w.to_string(), MAX_WARNING_CHARS).to_owned());
-        } else {
+    for d in diags {
+        if out.len() >= MAX_SHOWN_MESSAGES {
             more += 1;
+            continue;
         }
+        let line = if d.source.file.len() > MAX_SHOWN_FILE_CHARS {
+            let mut short = d.clone();
+            short.source.file = format!("{}…", weft_config::rules::cut(&d.source.file, MAX_SHOWN_FILE_CHARS));
+            short.to_string()
+        } else {
+            d.to_string()
+        };
+        out.push(weft_config::rules::cut(&line, MAX_MESSAGE_CHARS).to_owned());
     }
     if more > 0 {
-        out.push(format!("… and {more} more warnings (weft validate shows them all)"));
+        out.push(format!("… and {more} more {what} (weft validate shows them all)"));
     }
     out
 }
@@ -616,11 +626,37 @@ mod tests {
         let many: Vec<weft_config::ConfigError> = (0..150)
             .map(|i| weft_config::ConfigError::new(&source, Some("VirtualService"), Some(&format!("vs{i}")), "spec", "x".repeat(5_000)))
             .collect();
-        let shown = applied_warnings(many.iter());
-        assert_eq!(shown.len(), MAX_APPLY_WARNINGS + 1);
-        assert!(shown.iter().all(|w| w.len() <= MAX_WARNING_CHARS + 4), "cut");
+        let shown = shown_messages(many.iter(), "warnings");
+        assert_eq!(shown.len(), MAX_SHOWN_MESSAGES + 1);
+        assert!(shown.iter().all(|w| w.len() <= MAX_MESSAGE_CHARS + 4), "cut");
         assert!(shown[0].starts_with("mesh.yaml: VirtualService vs0: spec: xxx"), "{}", shown[0]);
-        assert_eq!(shown[MAX_APPLY_WARNINGS], "… and 50 more warnings (weft validate shows them all)");
-        assert!(applied_warnings([].iter()).is_empty());
+        assert_eq!(shown[MAX_SHOWN_MESSAGES], "… and 50 more warnings (weft validate shows them all)");
+        assert!(shown_messages([].iter(), "errors").is_empty());
+    }
+
+    #[test]
+    fn a_long_file_name_leaves_room_for_the_message() {
+        let source = weft_config::Source { file: "d/".repeat(2_000) + "mesh.yaml", doc: 1 };
+        let e = weft_config::ConfigError::new(&source, Some("VirtualService"), Some("vs"), "spec.hosts[0]", "duplicate hosts");
+        let shown = shown_messages([e].iter(), "errors");
+        assert!(shown[0].ends_with("VirtualService vs: spec.hosts[0]: duplicate hosts"), "{}", shown[0]);
+        assert!(shown[0].len() < 300, "{}", shown[0]);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_applys_errors_are_bounded() {
+        let dir = std::env::temp_dir().join(format!("weft-plane-errors-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut plane = Plane::new(crate::store::Store::open(&dir).unwrap());
+        let twice = |i: usize| vs(&format!("v{i}"), &format!("h{i}")).replace(&format!("hosts: [h{i}]"), &format!("hosts: [h{i}, h{i}]"));
+        let docs: String = (0..300).map(|i| format!("{}---\n", twice(i))).collect();
+        let Err(PlaneError::Invalid(errors)) = plane.apply("t", &[("m.yaml".into(), docs)]).await else { panic!("applied") };
+        assert_eq!(errors.len(), MAX_SHOWN_MESSAGES + 1, "{:?}", &errors[..3]);
+        assert!(
+            errors[MAX_SHOWN_MESSAGES].starts_with("… and ")
+                && errors[MAX_SHOWN_MESSAGES].ends_with(" more errors (weft validate shows them all)")
+        );
+        assert_eq!(plane.revision(), 0, "nothing stored");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

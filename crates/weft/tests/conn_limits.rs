@@ -257,7 +257,8 @@ fn idle_unauthenticated_api_connections_give_way_to_the_mesh() {
     assert!(closed_within(refused.get_mut(), Duration::from_millis(300)), "the unauthenticated connection was kept");
     assert_eq!(closed, [true, true, true, true, false, false, false, false], "which of one source's connections were closed");
     // Many sources past the cap: the oldest unproven are closed for the newest.
-    let mut many: Vec<TcpStream> = (2..42).flat_map(|i| (0..3).map(move |_| format!("127.0.0.{i}"))).map(|a| connect_from(&a, addr)).collect();
+    let mut many: Vec<TcpStream> =
+        (2..42).flat_map(|i| (0..3).map(move |_| format!("127.0.0.{i}"))).map(|a| connect_from(&a, addr)).collect();
     let newest_open = many.iter_mut().rev().take(20).filter_map(|s| (!closed_within(s, Duration::from_millis(50))).then_some(())).count();
     assert_eq!(newest_open, 20, "the newest connections were turned away");
     // The proven connection is served, and so are the CLI and a new proxy.
