@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use pprof::protos::Message;
+use rpprof::protos::Message;
 
 use crate::Answer;
 
@@ -94,7 +94,7 @@ pub(crate) async fn serve(query: Option<&str>) -> Answer {
 
 /// Samples for `length`, then symbolizes and encodes (on the calling thread, which it blocks).
 fn profile(length: Duration) -> Result<Vec<u8>, String> {
-    let guard = pprof::ProfilerGuardBuilder::default()
+    let guard = rpprof::ProfilerGuardBuilder::default()
         .frequency(FREQUENCY_HZ)
         .blocklist(&BLOCKLIST)
         .build()
@@ -116,12 +116,12 @@ fn profile(length: Duration) -> Result<Vec<u8>, String> {
 /// the code it interrupted. framehop (x86_64 and aarch64) unwinds from the interrupted
 /// registers and has none; backtrace-rs (pprof's unwinder elsewhere) starts in the
 /// SIGPROF handler.
-fn strip_sampler(frames: &mut pprof::Frames) {
-    let own = |f: &Vec<pprof::Symbol>| {
+fn strip_sampler(frames: &mut rpprof::Frames) {
+    let own = |f: &Vec<rpprof::Symbol>| {
         !f.is_empty()
             && f.iter().all(|s| {
                 let n = s.name();
-                ["backtrace::", "pprof::", "<pprof::"].iter().any(|p| n.starts_with(p))
+                ["backtrace::", "rpprof::", "<rpprof::"].iter().any(|p| n.starts_with(p))
                     || n.contains("perf_signal_handler")
                     || n == "__restore_rt"
             })
@@ -168,14 +168,14 @@ mod tests {
 
     #[test]
     fn the_samplers_frames_are_dropped() {
-        let sym = |name: &str| pprof::Symbol { name: Some(name.as_bytes().to_vec()), addr: None, lineno: None, filename: None };
-        let mut f = pprof::Frames {
+        let sym = |name: &str| rpprof::Symbol { name: Some(name.as_bytes().to_vec()), addr: None, lineno: None, filename: None };
+        let mut f = rpprof::Frames {
             frames: vec![
                 vec![sym("backtrace::backtrace::trace_unsynchronized")],
-                vec![sym("<pprof::backtrace::backtrace_rs::Trace as pprof::backtrace::Trace>::trace")],
-                vec![sym("pprof::profiler::perf_signal_handler")],
+                vec![sym("<rpprof::backtrace::backtrace_rs::Trace as rpprof::backtrace::Trace>::trace")],
+                vec![sym("rpprof::profiler::perf_signal_handler")],
                 vec![sym("__restore_rt")],
-                vec![sym("weft_proxy::server::serve"), sym("pprof::inlined_here")],
+                vec![sym("weft_proxy::server::serve"), sym("rpprof::inlined_here")],
                 vec![sym("main")],
             ],
             thread_name: "weft-worker-0".into(),

@@ -84,7 +84,7 @@ fn decode_cpu_profile(body: &[u8], idle: bool) -> (pprof::Profile, Vec<String>) 
         // Each leaf is the code interrupted, not the sampler's own unwinding.
         let leaf = smp.location_id.first().and_then(|id| p.location.iter().find(|l| l.id == *id));
         let leaf = leaf.and_then(|l| l.line.first()).map(|l| name_of(l.function_id)).unwrap_or_default();
-        assert!(!["backtrace::", "pprof::", "<pprof::"].iter().any(|x| leaf.starts_with(x)), "the sampler's frame {leaf:?} on top");
+        assert!(!["backtrace::", "rpprof::", "<rpprof::"].iter().any(|x| leaf.starts_with(x)), "the sampler's frame {leaf:?} on top");
     }
     (p, names)
 }
