@@ -1,15 +1,19 @@
 //! Who may hold the API's connections. All of them are capped (`--max-connections`), and
 //! a connection is *unproven* until it makes a call with valid credentials (a token, or
-//! a mesh workload certificate in the TLS handshake). Unproven connections are the ones
-//! anybody who reaches the port can open, so they are the ones given up for room: past
-//! the cap the oldest unproven connection is closed for the new one, and one source
-//! address (an IPv6 /64) holds at most [`Limits::unproven_per_source`] of them, its own
-//! oldest closed first. A proven connection — a proxy's long poll, the CLI's call — is
-//! never closed for room, so idle TLS connections from anywhere cannot lock the mesh out.
+//! a mesh workload certificate in the TLS handshake) — and again after a call whose
+//! credentials were refused (no token, a bad or expired one).
+//! - Unproven connections are the ones anybody who reaches the port can open, so they are
+//!   given up for room: past the cap the oldest is closed for the new one, and one source
+//!   address (an IPv6 /64) holds at most [`Limits::unproven_per_source`] of them, its own
+//!   oldest closed first.
+//! - Proven connections are never closed for someone else, but one credential (a token, or
+//!   a workload's namespace and service account) holds at most
+//!   [`Limits::proven_per_principal`] of them, its own oldest closed first: a leaked
+//!   low-privilege token or workload certificate cannot take every place.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -21,13 +25,16 @@ pub struct Limits {
     pub total: usize,
     /// Unproven connections from one source address (an IPv6 /64).
     pub unproven_per_source: usize,
+    /// Proven connections of one credential.
+    pub proven_per_principal: usize,
 }
 
 impl Limits {
     /// For a cap of `total` connections: a source may hold a thirty-second of it unproven
-    /// (256 of the default 8,192), at least 4.
+    /// (256 of the default 8,192), at least 4; a credential a quarter of it (2,048: a
+    /// proxy keeps 2), at least 4.
     pub fn for_total(total: usize) -> Limits {
-        Limits { total: total.max(1), unproven_per_source: (total / 32).max(4) }
+        Limits { total: total.max(1), unproven_per_source: (total / 32).max(4), proven_per_principal: (total / 4).max(4) }
     }
 }
 
@@ -39,6 +46,8 @@ pub struct Admission {
     pub closed_for_source: AtomicU64,
     /// Unproven connections closed because all connections were taken.
     pub closed_for_room: AtomicU64,
+    /// Proven connections closed because their credential held too many.
+    pub closed_for_principal: AtomicU64,
     /// Connections refused at accept: every one held was proven.
     pub refused: AtomicU64,
 }
@@ -46,12 +55,21 @@ pub struct Admission {
 #[derive(Default)]
 struct Held {
     next_id: u64,
-    /// Connections counted against the cap (closed-for-room ones are not, from the moment
-    /// they are told to close).
-    open: usize,
+    /// Every connection counted against the cap (one closed for room leaves at once).
+    conns: HashMap<u64, Conn>,
     /// Unproven connections, oldest (lowest id) first.
-    unproven: BTreeMap<u64, (Source, Arc<Notify>)>,
+    unproven: BTreeSet<u64>,
     by_source: HashMap<Source, BTreeSet<u64>>,
+    /// Proven connections by credential, in the order they were proven.
+    by_principal: HashMap<Arc<str>, BTreeSet<(u64, u64)>>,
+    next_proof: u64,
+}
+
+struct Conn {
+    source: Source,
+    close: Arc<Notify>,
+    /// The credential that proved it, and when (in proof order); none: unproven.
+    proof: Option<(Arc<str>, u64)>,
 }
 
 /// A source address as limits see it: an IPv4 address, or an IPv6 address's /64 (one
@@ -71,19 +89,12 @@ impl Source {
     }
 }
 
-const UNPROVEN: u8 = 0;
-const PROVEN: u8 = 1;
-const CLOSED: u8 = 2;
-
 /// One held connection. Dropping it gives its place back.
 pub struct Ticket {
     id: u64,
-    source: Source,
     admission: Arc<Admission>,
     /// Notified when the connection is to be closed for room.
     close: Arc<Notify>,
-    /// UNPROVEN, PROVEN or CLOSED; changed only under `held`'s lock.
-    state: AtomicU8,
 }
 
 impl Admission {
@@ -93,25 +104,29 @@ impl Admission {
             held: Mutex::default(),
             closed_for_source: AtomicU64::new(0),
             closed_for_room: AtomicU64::new(0),
+            closed_for_principal: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A place for a new connection from `ip`, closing an unproven one to make room when
     /// needed; `None` when every connection held is proven.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Arc<Ticket>> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
         let source = Source::of(ip);
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let own = held.by_source.get(&source).map_or(0, |s| s.len());
-        if own >= self.limits.unproven_per_source {
-            let oldest = held.by_source.get(&source).and_then(|s| s.first().copied());
-            if let Some(id) = oldest {
+        let mut held = self.lock();
+        let own = held.by_source.get(&source);
+        if own.is_some_and(|s| s.len() >= self.limits.unproven_per_source) {
+            if let Some(id) = own.and_then(|s| s.first().copied()) {
                 held.close(id);
                 self.closed_for_source.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if held.open >= self.limits.total {
-            let Some(id) = held.unproven.keys().next().copied() else {
+        if held.conns.len() >= self.limits.total {
+            let Some(id) = held.unproven.first().copied() else {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             };
@@ -120,70 +135,120 @@ impl Admission {
         }
         let id = held.next_id;
         held.next_id += 1;
-        held.open += 1;
         let close = Arc::new(Notify::new());
-        held.unproven.insert(id, (source, close.clone()));
+        held.conns.insert(id, Conn { source, close: close.clone(), proof: None });
+        held.unproven.insert(id);
         held.by_source.entry(source).or_default().insert(id);
-        Some(Arc::new(Ticket { id, source, admission: self.clone(), close, state: AtomicU8::new(UNPROVEN) }))
+        Some(Ticket { id, admission: self.clone(), close })
     }
 
     /// Connections held now: (all counted against the cap, unproven).
     pub fn held(&self) -> (usize, usize) {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        (held.open, held.unproven.len())
+        let held = self.lock();
+        (held.conns.len(), held.unproven.len())
     }
 }
 
 impl Held {
-    /// Tells unproven connection `id` to close and stops counting it.
+    /// Tells connection `id` to close and stops counting it.
     fn close(&mut self, id: u64) {
-        if let Some((source, close)) = self.unproven.remove(&id) {
-            self.forget_source(source, id);
-            self.open -= 1;
-            close.notify_one();
+        if let Some(c) = self.forget(id) {
+            c.close.notify_one();
         }
     }
 
-    fn forget_source(&mut self, source: Source, id: u64) {
-        if let Some(ids) = self.by_source.get_mut(&source) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.by_source.remove(&source);
+    /// Removes connection `id` from every index.
+    fn forget(&mut self, id: u64) -> Option<Conn> {
+        let mut c = self.conns.remove(&id)?;
+        self.unprove(id, &mut c);
+        Some(c)
+    }
+
+    /// Takes `c` (connection `id`) out of the proven or the unproven indexes.
+    fn unprove(&mut self, id: u64, c: &mut Conn) {
+        match c.proof.take() {
+            Some((who, at)) => {
+                if let Some(ids) = self.by_principal.get_mut(&who) {
+                    ids.remove(&(at, id));
+                    if ids.is_empty() {
+                        self.by_principal.remove(&who);
+                    }
+                }
+            }
+            None => {
+                self.unproven.remove(&id);
+                if let Some(ids) = self.by_source.get_mut(&c.source) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        self.by_source.remove(&c.source);
+                    }
+                }
             }
         }
     }
 }
 
 impl Ticket {
-    /// The connection made a call with valid credentials: it is no longer closed for room.
-    pub fn prove(&self) {
-        if self.state.load(Ordering::Relaxed) != UNPROVEN {
+    /// The connection made a call with `principal`'s valid credentials: it is no longer
+    /// closed for others, and counts against that credential's limit (its oldest other
+    /// connection is closed when it holds too many).
+    pub fn prove(&self, principal: &str) {
+        let a = &self.admission;
+        let mut held = a.lock();
+        let held = &mut *held;
+        let Some(mut c) = held.conns.remove(&self.id) else { return };
+        if c.proof.as_ref().is_some_and(|(who, _)| **who == *principal) {
+            held.conns.insert(self.id, c);
             return;
         }
-        let mut held = self.admission.held.lock().unwrap_or_else(|p| p.into_inner());
-        if held.unproven.remove(&self.id).is_some() {
-            held.forget_source(self.source, self.id);
-            self.state.store(PROVEN, Ordering::Relaxed);
-        } else {
-            self.state.store(CLOSED, Ordering::Relaxed);
+        held.unprove(self.id, &mut c);
+        let who: Arc<str> = held.by_principal.get_key_value(principal).map_or_else(|| principal.into(), |(k, _)| k.clone());
+        let at = held.next_proof;
+        held.next_proof += 1;
+        c.proof = Some((who.clone(), at));
+        held.conns.insert(self.id, c);
+        let ids = held.by_principal.entry(who).or_default();
+        ids.insert((at, self.id));
+        if ids.len() > a.limits.proven_per_principal {
+            if let Some(&(_, oldest)) = ids.first() {
+                held.close(oldest);
+                a.closed_for_principal.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// The connection's call was refused for its credentials (none, bad, expired): it is
+    /// unproven again.
+    pub fn unprove(&self) {
+        let mut held = self.admission.lock();
+        let held = &mut *held;
+        let Some(mut c) = held.conns.remove(&self.id) else { return };
+        if c.proof.is_some() {
+            held.unprove(self.id, &mut c);
+            held.unproven.insert(self.id);
+            held.by_source.entry(c.source).or_default().insert(self.id);
+        }
+        held.conns.insert(self.id, c);
     }
 
     /// Resolves when the connection is to be closed for room.
     pub async fn closed_for_room(&self) {
         self.close.notified().await
     }
+
+    #[cfg(test)]
+    fn state(&self) -> &'static str {
+        match self.admission.lock().conns.get(&self.id) {
+            None => "closed",
+            Some(Conn { proof: None, .. }) => "unproven",
+            Some(_) => "proven",
+        }
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut held = self.admission.held.lock().unwrap_or_else(|p| p.into_inner());
-        if held.unproven.remove(&self.id).is_some() {
-            held.forget_source(self.source, self.id);
-            held.open -= 1;
-        } else if self.state.load(Ordering::Relaxed) == PROVEN {
-            held.open -= 1;
-        }
+        self.admission.lock().forget(self.id);
     }
 }
 
@@ -195,23 +260,27 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn limits(total: usize, per_source: usize, per_principal: usize) -> Limits {
+        Limits { total, unproven_per_source: per_source, proven_per_principal: per_principal }
+    }
+
     #[test]
     fn past_the_cap_the_oldest_unproven_connection_makes_room() {
-        let a = Admission::new(Limits { total: 3, unproven_per_source: 10 });
+        let a = Admission::new(limits(3, 10, 10));
         let first = a.admit(ip("10.0.0.1")).unwrap();
         let second = a.admit(ip("10.0.0.2")).unwrap();
-        second.prove();
+        second.prove("token a");
         let third = a.admit(ip("10.0.0.3")).unwrap();
         let fourth = a.admit(ip("10.0.0.4")).unwrap();
         assert_eq!(a.held(), (3, 2));
-        assert_eq!(first.state.load(Ordering::Relaxed), UNPROVEN);
-        first.prove();
-        assert_eq!(first.state.load(Ordering::Relaxed), CLOSED, "closed for room before it proved itself");
+        assert_eq!(first.state(), "closed");
+        first.prove("token a");
+        assert_eq!(first.state(), "closed", "closed for room before it proved itself");
         assert_eq!(a.closed_for_room.load(Ordering::Relaxed), 1);
         drop(first);
         assert_eq!(a.held(), (3, 2), "a connection closed for room is counted once");
-        third.prove();
-        fourth.prove();
+        third.prove("token b");
+        fourth.prove("token c");
         assert!(a.admit(ip("10.0.0.5")).is_none(), "every connection held is proven");
         assert_eq!(a.refused.load(Ordering::Relaxed), 1);
         drop(second);
@@ -222,20 +291,54 @@ mod tests {
 
     #[test]
     fn one_source_holds_a_bounded_number_unproven_and_loses_its_own_oldest() {
-        let a = Admission::new(Limits { total: 100, unproven_per_source: 2 });
+        let a = Admission::new(limits(100, 2, 100));
         let other = a.admit(ip("192.0.2.9")).unwrap();
         let x1 = a.admit(ip("192.0.2.1")).unwrap();
         let x2 = a.admit(ip("192.0.2.1")).unwrap();
-        x2.prove();
+        x2.prove("token a");
         let x3 = a.admit(ip("192.0.2.1")).unwrap();
         let x4 = a.admit(ip("192.0.2.1")).unwrap();
         let _x5 = a.admit(ip("192.0.2.1")).unwrap();
         assert_eq!(a.closed_for_source.load(Ordering::Relaxed), 2);
-        for (t, want) in [(&x1, CLOSED), (&x3, CLOSED), (&x4, PROVEN), (&other, PROVEN)] {
-            t.prove();
-            assert_eq!(t.state.load(Ordering::Relaxed), want);
+        let states: Vec<_> = [&x1, &x2, &x3, &x4, &other].iter().map(|t| t.state()).collect();
+        assert_eq!(states, ["closed", "proven", "closed", "unproven", "unproven"]);
+        assert_eq!(a.held(), (4, 3), "the proven one does not count against its source");
+    }
+
+    #[test]
+    fn one_credential_holds_a_bounded_number_proven_and_loses_its_own_oldest() {
+        let a = Admission::new(limits(100, 100, 2));
+        let admin = a.admit(ip("10.0.0.1")).unwrap();
+        admin.prove("token admin");
+        let r: Vec<Ticket> = (0..4).map(|i| a.admit(ip(&format!("10.0.1.{i}"))).unwrap()).collect();
+        for t in &r {
+            t.prove("token leaked");
         }
-        assert_eq!(a.held(), (4, 1), "the proven ones do not count against their source");
+        let states: Vec<_> = r.iter().map(|t| t.state()).collect();
+        assert_eq!(states, ["closed", "closed", "proven", "proven"]);
+        assert_eq!(a.closed_for_principal.load(Ordering::Relaxed), 2);
+        assert_eq!(admin.state(), "proven", "another credential's connection is kept");
+        // Proving again with the same credential changes nothing; with another moves it.
+        r[2].prove("token leaked");
+        r[3].prove("token admin");
+        assert_eq!((r[2].state(), r[3].state(), admin.state()), ("proven", "proven", "proven"));
+        assert_eq!(a.held(), (3, 0));
+    }
+
+    #[test]
+    fn a_refused_call_makes_a_proven_connection_unproven_again() {
+        let a = Admission::new(limits(2, 10, 10));
+        let held = a.admit(ip("10.0.0.1")).unwrap();
+        held.prove("token read");
+        held.unprove();
+        assert_eq!(held.state(), "unproven");
+        let _other = a.admit(ip("10.0.0.2")).unwrap();
+        let _new = a.admit(ip("10.0.0.3")).unwrap();
+        assert_eq!(held.state(), "closed", "closed for room once unproven");
+        held.unprove();
+        held.prove("token read");
+        assert_eq!(held.state(), "closed");
+        assert_eq!(a.held(), (2, 2));
     }
 
     #[test]
@@ -248,7 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_closed_for_room_is_told_even_when_not_yet_waiting() {
-        let a = Admission::new(Limits { total: 1, unproven_per_source: 4 });
+        let a = Admission::new(limits(1, 4, 4));
         let first = a.admit(ip("10.0.0.1")).unwrap();
         let _second = a.admit(ip("10.0.0.2")).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), first.closed_for_room()).await.unwrap();

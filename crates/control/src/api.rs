@@ -317,13 +317,20 @@ impl Server {
         if crate::console::is_console(req.uri().path()) {
             return crate::console::handle(&self, req).await;
         }
+        // Valid credentials prove the connection (it is no longer closed to make room for
+        // others); refused ones (none, bad, expired — not a role's limit) unprove it.
+        let ticket = req.extensions().get::<Arc<crate::admission::Ticket>>().cloned();
         let who = match self.admit(&req, peer) {
             Ok(who) => who,
-            Err(e) => return self.refuse(e, req.method(), req.uri().path()),
+            Err(e) => {
+                if let (Some(t), false) = (&ticket, matches!(e, Refused::Forbidden(_))) {
+                    t.unprove();
+                }
+                return self.refuse(e, req.method(), req.uri().path());
+            }
         };
-        // Valid credentials: this connection is no longer closed to make room for others.
-        if let Some(ticket) = req.extensions().get::<Arc<crate::admission::Ticket>>() {
-            ticket.prove();
+        if let Some(t) = ticket {
+            t.prove(&who.name());
         }
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();

@@ -73,11 +73,16 @@ impl Principal {
         }
     }
 
-    /// How the history and logs name this caller.
+    /// How a workload is named, whether its token or its certificate says who it is.
+    pub fn workload_name(namespace: &str, service_account: &str) -> String {
+        format!("workload {namespace}/{service_account}")
+    }
+
+    /// How the history and logs name this caller (and the API's connection limits count it).
     pub fn name(&self) -> String {
         match self {
             Principal::User { id, role } => format!("{} token {id}", role.as_str()),
-            Principal::Workload { namespace, service_account, .. } => format!("workload {namespace}/{service_account}"),
+            Principal::Workload { namespace, service_account, .. } => Principal::workload_name(namespace, service_account),
             Principal::Anonymous(client) => client.clone(),
         }
     }

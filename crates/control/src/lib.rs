@@ -174,6 +174,7 @@ pub fn run(opts: Options) -> Result<(), String> {
                         drop(stream);
                         continue;
                     };
+                    let ticket = std::sync::Arc::new(ticket);
                     server.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (server, acceptor) = (server.clone(), acceptor.clone());
                     tokio::spawn(async move {
@@ -217,12 +218,10 @@ async fn serve(
                 // A workload certificate of this mesh (verified against its root in the
                 // handshake) proves the connection at once: a proxy's spare connection
                 // waits idle for its next ask and is not closed to make room.
-                let of_this_mesh = match (&*peer, &server.ca) {
-                    (Some(id), Some(ca)) => id.trust_domain() == ca.trust_domain(),
-                    _ => false,
-                };
-                if let (true, Some(t)) = (of_this_mesh, &ticket) {
-                    t.prove();
+                if let (Some(id), Some(ca), Some(t)) = (&*peer, &server.ca, &ticket) {
+                    if id.trust_domain() == ca.trust_domain() {
+                        t.prove(&auth::Principal::workload_name(id.namespace(), id.service_account()));
+                    }
                 }
                 let svc = service_fn(move |req| server.clone().handle(with_ticket(req, &ticket), (*peer).clone()));
                 let _ = http.serve_connection(TokioIo::new(tls), svc).await;

@@ -306,6 +306,34 @@ fn run_proxy(a: ProxyArgs, role: weft_config::Role, gateway_tls: Option<SocketAd
     }
 }
 
+/// The API's connection cap that fits the open-file limit, after raising the soft limit to
+/// the hard one: a cap past the limit would let idle connections run the process out of
+/// descriptors (every accept failing) before any of them is closed to make room. A
+/// quarter of the limit, at most 64 descriptors, is kept for the store, etcd and the rest.
+fn api_connection_cap(wanted: usize) -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return wanted;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads the struct it is given, nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        return wanted;
+    }
+    let soft = lim.rlim_cur as usize;
+    let fits = soft.saturating_sub((soft / 4).min(64)).max(1);
+    if wanted > fits {
+        eprintln!("warning: --max-connections {wanted} is past the open-file limit ({soft}): the API holds at most {fits} connections");
+    }
+    wanted.min(fits)
+}
+
 /// mimalloc's `mi_option_purge_delay` (the `mi_option_t` value in mimalloc 2's header;
 /// `libmimalloc-sys` names no constant for it).
 #[cfg(not(feature = "system-allocator"))]
@@ -371,7 +399,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
         api_names: a.api_names,
         tracing,
         zookeeper,
-        max_connections: a.max_connections as usize,
+        max_connections: api_connection_cap(a.max_connections as usize),
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

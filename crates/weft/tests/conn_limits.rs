@@ -272,3 +272,84 @@ fn idle_unauthenticated_api_connections_give_way_to_the_mesh() {
     assert!(metric_sum(&m, "weft_control_api_connections", &["state=\"all\""]) <= 64.0, "{m}");
     drop(many);
 }
+
+/// Sends an authenticated `GET /v1/status` on a kept-alive API connection: its status.
+fn status_on(s: &mut (impl Read + Write), token: Option<&str>) -> u16 {
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET /v1/status HTTP/1.1\r\nhost: cp\r\n{auth}\r\n").as_bytes()).unwrap();
+    read_answer(s)
+}
+
+/// A leaked low-privilege token cannot take every place: one credential holds at most a
+/// quarter of the cap (64 → 16), its own oldest connections closed first; a call refused
+/// for its credentials makes a proven connection unproven again.
+#[test]
+fn one_credential_holds_a_quarter_of_the_api_connections() {
+    let dir = temp_dir().join("cp");
+    let addr = free_addr();
+    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--max-connections", "64"]);
+    let cp = Plane { p, addr, dir };
+    wait_until("the control plane answers", || cp.weft(&["get", "services"]).status.success());
+    let out = cp.weft(&["token", "create", "--role", "read"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let read = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // (Each proven as it is made: unproven, one address holds at most 4.)
+    let mut leaked: Vec<_> = (0..30)
+        .map(|_| {
+            let mut s = plane_tls(&cp);
+            assert_eq!(status_on(&mut s, Some(&read)), 200);
+            s
+        })
+        .collect();
+    let closed = leaked.iter_mut().map(|s| closed_within(s.get_mut(), Duration::from_millis(100))).filter(|c| *c).count();
+    assert_eq!(closed, 14, "the read token's oldest connections past 16 are closed");
+    // Past the cap with the rest: the CLI is served.
+    let mut more: Vec<_> = (0..40).map(|i| connect_from(&format!("127.0.0.{}", 2 + i / 3), addr)).collect();
+    let out = cp.weft(&["get", "services"]);
+    assert!(out.status.success(), "the CLI was locked out: {}", text(&out));
+    // A refused call unproves: the last read connection, asked without a token, is then
+    // one unproven connection of 127.0.0.1 among others and is closed for the newest.
+    let last = leaked.last_mut().unwrap();
+    assert_eq!(status_on(last, None), 401);
+    more.extend((0..8).map(|_| connect_from("127.0.0.1", addr)));
+    assert!(closed_within(last.get_mut(), Duration::from_millis(500)), "an unproven connection was kept past its source's limit");
+    let m = plane_raw(&cp, "GET", "/metrics", b"").1;
+    assert_eq!(metric_sum(&m, "weft_control_api_connections_closed_total", &["reason=\"credential\""]), 14.0, "{m}");
+    drop(more);
+}
+
+/// The cap fits the open-file limit: under `ulimit -n 128` the default 8,192 becomes 96,
+/// so idle TLS connections from many addresses are closed for new ones instead of running
+/// the process out of descriptors (where every accept, the CLI's too, would fail).
+#[test]
+fn the_control_planes_connection_cap_fits_its_open_file_limit() {
+    let dir = temp_dir().join("cp");
+    let addr = free_addr();
+    let p = spawn_limited(128, &["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()]);
+    let cp = Plane { p, addr, dir };
+    wait_until("the control plane answers", || cp.weft(&["get", "services"]).status.success());
+    assert!(cp.p.log_text().contains("the API holds at most 96 connections"), "{}", cp.p.log_text());
+    // Idle TLS connections (a bare TCP one is closed after the 10 s handshake timeout; these
+    // would live until the 60 s header timeout).
+    let roots = std::fs::read_to_string(cp.ca_file()).unwrap();
+    let held: Vec<_> = (0..130).filter_map(|i| tls_from(&format!("127.0.0.{}", 2 + i / 3), addr, &roots)).collect();
+    assert!(held.len() > 90, "{} handshakes", held.len());
+    let start = Instant::now();
+    let out = cp.weft(&["get", "services"]);
+    assert!(out.status.success() && start.elapsed() < Duration::from_secs(5), "the CLI was locked out: {}", text(&out));
+    drop(held);
+}
+
+/// A TLS connection to `to` from source address `from`, verified with `roots`; none if the
+/// handshake fails (the server closed it for a newer one, say).
+fn tls_from(from: &str, to: SocketAddr, roots: &str) -> Option<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let config = weft_tls::config::control_plane_client_config(roots, None).ok()?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), rustls::pki_types::ServerName::from(to.ip())).ok()?;
+    let tcp = connect_from(from, to);
+    tcp.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).ok()?;
+    }
+    Some(s)
+}
