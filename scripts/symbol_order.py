@@ -17,26 +17,9 @@ helps less: regenerate after changes to the request path or start.
 
   python3 scripts/symbol_order.py --weft target/release/weft
 """
-import argparse, glob, os, re, socket, subprocess, tempfile, time
+import argparse, glob, os, re, subprocess, tempfile
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"port {port} never opened")
+from callgrind_per_request import free_port, wait_port
 
 
 def costs(path, binary):
@@ -99,7 +82,7 @@ spec:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(bport)
-        wait_port(pport)
+        wait_port(pport, 120)
         # The start, dumped apart from the requests.
         subprocess.run(["callgrind_control", "-d", str(proxy.pid)], check=True, stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{pport}/"

@@ -198,6 +198,23 @@ fn the_admin_endpoint_holds_at_most_64_connections_and_serves_again_when_they_go
     wait_until("the admin endpoint serves again", || curl(&["-s", "--max-time", "2", &format!("http://{admin}/ready")]).1 == "ready\n");
 }
 
+/// A control plane with more flags (under an open-file limit of `fds`, if given), once
+/// its API answers the CLI.
+fn plane_with(fds: Option<u32>, extra: &[&str]) -> Plane {
+    let dir = temp_dir().join("cp");
+    let addr = free_addr();
+    let (d, a) = (dir.to_str().unwrap().to_owned(), addr.to_string());
+    let mut args = vec!["control-plane", "--data-dir", &d, "--listen", &a];
+    args.extend_from_slice(extra);
+    let p = match fds {
+        Some(n) => spawn_limited(n, &args),
+        None => spawn(&args),
+    };
+    let cp = Plane { p, addr, dir };
+    wait_until("the control plane answers", || cp.weft(&["get", "services"]).status.success());
+    cp
+}
+
 /// A TCP connection to `to` from source address `from` (any port).
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -236,11 +253,8 @@ fn read_answer(s: &mut impl Read) -> u16 {
 /// the CLI's — are never closed for room.
 #[test]
 fn idle_unauthenticated_api_connections_give_way_to_the_mesh() {
-    let dir = temp_dir().join("cp");
-    let addr = free_addr();
-    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--max-connections", "64"]);
-    let cp = Plane { p, addr, dir };
-    wait_until("the control plane answers", || cp.weft(&["get", "services"]).status.success());
+    let cp = plane_with(None, &["--max-connections", "64"]);
+    let addr = cp.addr;
     // A kept-alive connection that proved itself with the admin token.
     let token = cp.admin_token();
     let ask = format!("GET /v1/status HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {token}\r\n\r\n");
@@ -285,11 +299,8 @@ fn status_on(s: &mut (impl Read + Write), token: Option<&str>) -> u16 {
 /// for its credentials makes a proven connection unproven again.
 #[test]
 fn one_credential_holds_a_quarter_of_the_api_connections() {
-    let dir = temp_dir().join("cp");
-    let addr = free_addr();
-    let p = spawn(&["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string(), "--max-connections", "64"]);
-    let cp = Plane { p, addr, dir };
-    wait_until("the control plane answers", || cp.weft(&["get", "services"]).status.success());
+    let cp = plane_with(None, &["--max-connections", "64"]);
+    let addr = cp.addr;
     let out = cp.weft(&["token", "create", "--role", "read"]);
     assert!(out.status.success(), "{}", text(&out));
     let read = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -323,11 +334,8 @@ fn one_credential_holds_a_quarter_of_the_api_connections() {
 /// the process out of descriptors (where every accept, the CLI's too, would fail).
 #[test]
 fn the_control_planes_connection_cap_fits_its_open_file_limit() {
-    let dir = temp_dir().join("cp");
-    let addr = free_addr();
-    let p = spawn_limited(128, &["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()]);
-    let cp = Plane { p, addr, dir };
-    wait_until("the control plane answers", || cp.weft(&["get", "services"]).status.success());
+    let cp = plane_with(Some(128), &[]);
+    let addr = cp.addr;
     assert!(cp.p.log_text().contains("the API holds at most 96 connections"), "{}", cp.p.log_text());
     // Idle TLS connections (a bare TCP one is closed after the 10 s handshake timeout; these
     // would live until the 60 s header timeout).
