@@ -6,8 +6,8 @@
 //!   given up for room: past the cap the oldest is closed for the new one, and one source
 //!   address (an IPv6 /64) holds at most [`Limits::unproven_per_source`] of them, its own
 //!   oldest closed first.
-//! - Proven connections are never closed for someone else, but one credential (a token, or
-//!   a workload's namespace and service account) holds at most
+//! - Proven connections are never closed for someone else, but one credential (a token;
+//!   a workload's namespace and service account from one address) holds at most
 //!   [`Limits::proven_per_principal`] of them, its own oldest closed first: a leaked
 //!   low-privilege token or workload certificate cannot take every place.
 
@@ -191,12 +191,22 @@ impl Held {
 impl Ticket {
     /// The connection made a call with `principal`'s valid credentials: it is no longer
     /// closed for others, and counts against that credential's limit (its oldest other
-    /// connection is closed when it holds too many).
-    pub fn prove(&self, principal: &str) {
+    /// connection is closed when it holds too many) — from this connection's address
+    /// alone when `per_address` (a workload identity, which every replica of a workload
+    /// shares: replicas at other addresses do not close each other's connections).
+    pub fn prove(&self, principal: &str, per_address: bool) {
         let a = &self.admission;
         let mut held = a.lock();
         let held = &mut *held;
         let Some(mut c) = held.conns.remove(&self.id) else { return };
+        let keyed;
+        let principal = match per_address {
+            true => {
+                keyed = format!("{principal} from {:x}", c.source.0);
+                keyed.as_str()
+            }
+            false => principal,
+        };
         if c.proof.as_ref().is_some_and(|(who, _)| **who == *principal) {
             held.conns.insert(self.id, c);
             return;
@@ -269,18 +279,18 @@ mod tests {
         let a = Admission::new(limits(3, 10, 10));
         let first = a.admit(ip("10.0.0.1")).unwrap();
         let second = a.admit(ip("10.0.0.2")).unwrap();
-        second.prove("token a");
+        second.prove("token a", false);
         let third = a.admit(ip("10.0.0.3")).unwrap();
         let fourth = a.admit(ip("10.0.0.4")).unwrap();
         assert_eq!(a.held(), (3, 2));
         assert_eq!(first.state(), "closed");
-        first.prove("token a");
+        first.prove("token a", false);
         assert_eq!(first.state(), "closed", "closed for room before it proved itself");
         assert_eq!(a.closed_for_room.load(Ordering::Relaxed), 1);
         drop(first);
         assert_eq!(a.held(), (3, 2), "a connection closed for room is counted once");
-        third.prove("token b");
-        fourth.prove("token c");
+        third.prove("token b", false);
+        fourth.prove("token c", false);
         assert!(a.admit(ip("10.0.0.5")).is_none(), "every connection held is proven");
         assert_eq!(a.refused.load(Ordering::Relaxed), 1);
         drop(second);
@@ -295,7 +305,7 @@ mod tests {
         let other = a.admit(ip("192.0.2.9")).unwrap();
         let x1 = a.admit(ip("192.0.2.1")).unwrap();
         let x2 = a.admit(ip("192.0.2.1")).unwrap();
-        x2.prove("token a");
+        x2.prove("token a", false);
         let x3 = a.admit(ip("192.0.2.1")).unwrap();
         let x4 = a.admit(ip("192.0.2.1")).unwrap();
         let _x5 = a.admit(ip("192.0.2.1")).unwrap();
@@ -309,34 +319,47 @@ mod tests {
     fn one_credential_holds_a_bounded_number_proven_and_loses_its_own_oldest() {
         let a = Admission::new(limits(100, 100, 2));
         let admin = a.admit(ip("10.0.0.1")).unwrap();
-        admin.prove("token admin");
+        admin.prove("token admin", false);
         let r: Vec<Ticket> = (0..4).map(|i| a.admit(ip(&format!("10.0.1.{i}"))).unwrap()).collect();
         for t in &r {
-            t.prove("token leaked");
+            t.prove("token leaked", false);
         }
         let states: Vec<_> = r.iter().map(|t| t.state()).collect();
         assert_eq!(states, ["closed", "closed", "proven", "proven"]);
         assert_eq!(a.closed_for_principal.load(Ordering::Relaxed), 2);
         assert_eq!(admin.state(), "proven", "another credential's connection is kept");
         // Proving again with the same credential changes nothing; with another moves it.
-        r[2].prove("token leaked");
-        r[3].prove("token admin");
+        r[2].prove("token leaked", false);
+        r[3].prove("token admin", false);
         assert_eq!((r[2].state(), r[3].state(), admin.state()), ("proven", "proven", "proven"));
         assert_eq!(a.held(), (3, 0));
+    }
+
+    #[test]
+    fn a_workload_identity_is_limited_per_address() {
+        let a = Admission::new(limits(100, 100, 2));
+        let here: Vec<Ticket> = (0..3).map(|_| a.admit(ip("10.0.0.1")).unwrap()).collect();
+        let there: Vec<Ticket> = (0..2).map(|_| a.admit(ip("10.0.0.2")).unwrap()).collect();
+        for t in here.iter().chain(&there) {
+            t.prove("workload shop/web", true);
+        }
+        let states: Vec<_> = here.iter().chain(&there).map(|t| t.state()).collect();
+        assert_eq!(states, ["closed", "proven", "proven", "proven", "proven"], "replicas elsewhere keep theirs");
+        assert_eq!(a.closed_for_principal.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn a_refused_call_makes_a_proven_connection_unproven_again() {
         let a = Admission::new(limits(2, 10, 10));
         let held = a.admit(ip("10.0.0.1")).unwrap();
-        held.prove("token read");
+        held.prove("token read", false);
         held.unprove();
         assert_eq!(held.state(), "unproven");
         let _other = a.admit(ip("10.0.0.2")).unwrap();
         let _new = a.admit(ip("10.0.0.3")).unwrap();
         assert_eq!(held.state(), "closed", "closed for room once unproven");
         held.unprove();
-        held.prove("token read");
+        held.prove("token read", false);
         assert_eq!(held.state(), "closed");
         assert_eq!(a.held(), (2, 2));
     }

@@ -330,7 +330,7 @@ impl Server {
             }
         };
         if let Some(t) = ticket {
-            t.prove(&who.name());
+            t.prove(&who.name(), matches!(who, Principal::Workload { .. }));
         }
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();

@@ -220,7 +220,7 @@ async fn serve(
                 // waits idle for its next ask and is not closed to make room.
                 if let (Some(id), Some(ca), Some(t)) = (&*peer, &server.ca, &ticket) {
                     if id.trust_domain() == ca.trust_domain() {
-                        t.prove(&auth::Principal::workload_name(id.namespace(), id.service_account()));
+                        t.prove(&auth::Principal::workload_name(id.namespace(), id.service_account()), true);
                     }
                 }
                 let svc = service_fn(move |req| server.clone().handle(with_ticket(req, &ticket), (*peer).clone()));
