@@ -9,7 +9,10 @@
 //! - Proven connections are never closed for someone else, but one credential (a token;
 //!   a workload's namespace and service account from one address) holds at most
 //!   [`Limits::proven_per_principal`] of them, its own oldest closed first: a leaked
-//!   low-privilege token or workload certificate cannot take every place.
+//!   low-privilege token or workload certificate cannot take every place. When every
+//!   connection held is proven, a new one takes the place of the oldest connection of the
+//!   credential holding the most, if that is over a fair share (a thirty-second of the cap):
+//!   several leaked credentials cannot keep everyone else out either.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -48,6 +51,9 @@ pub struct Admission {
     pub closed_for_room: AtomicU64,
     /// Proven connections closed because their credential held too many.
     pub closed_for_principal: AtomicU64,
+    /// Proven connections closed for a new one, all being proven, their credential
+    /// holding the most (over a fair share).
+    pub closed_over_share: AtomicU64,
     /// Connections refused at accept: every one held was proven.
     pub refused: AtomicU64,
 }
@@ -105,6 +111,7 @@ impl Admission {
             closed_for_source: AtomicU64::new(0),
             closed_for_room: AtomicU64::new(0),
             closed_for_principal: AtomicU64::new(0),
+            closed_over_share: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
     }
@@ -113,8 +120,9 @@ impl Admission {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A place for a new connection from `ip`, closing an unproven one to make room when
-    /// needed; `None` when every connection held is proven.
+    /// A place for a new connection from `ip`, closing another to make room when needed;
+    /// `None` when every connection held is proven and no credential holds over a fair
+    /// share ([`Limits::unproven_per_source`]).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
         let source = Source::of(ip);
         let mut held = self.lock();
@@ -126,12 +134,19 @@ impl Admission {
             }
         }
         if held.conns.len() >= self.limits.total {
-            let Some(id) = held.unproven.first().copied() else {
+            // An unproven connection first; with none, one of the credential holding the
+            // most, when that is over a fair share (several leaked credentials cannot keep
+            // everyone else out); with none over it, the new connection is refused.
+            if let Some(id) = held.unproven.first().copied() {
+                held.close(id);
+                self.closed_for_room.fetch_add(1, Ordering::Relaxed);
+            } else if let Some(id) = held.oldest_of_largest(self.limits.unproven_per_source) {
+                held.close(id);
+                self.closed_over_share.fetch_add(1, Ordering::Relaxed);
+            } else {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
-            };
-            held.close(id);
-            self.closed_for_room.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let id = held.next_id;
         held.next_id += 1;
@@ -155,6 +170,13 @@ impl Held {
         if let Some(c) = self.forget(id) {
             c.close.notify_one();
         }
+    }
+
+    /// The oldest connection of the credential holding the most proven connections, if
+    /// it holds more than `share`.
+    fn oldest_of_largest(&self, share: usize) -> Option<u64> {
+        let ids = self.by_principal.values().max_by_key(|ids| ids.len()).filter(|ids| ids.len() > share)?;
+        ids.first().map(|&(_, id)| id)
     }
 
     /// Removes connection `id` from every index.
@@ -333,6 +355,24 @@ mod tests {
         r[3].prove("token admin", false);
         assert_eq!((r[2].state(), r[3].state(), admin.state()), ("proven", "proven", "proven"));
         assert_eq!(a.held(), (3, 0));
+    }
+
+    #[test]
+    fn all_proven_a_new_connection_takes_a_place_of_the_largest_holder_over_its_share() {
+        let a = Admission::new(limits(6, 2, 4));
+        let proxy = a.admit(ip("10.0.0.1")).unwrap();
+        proxy.prove("workload shop/web", true);
+        let leaked: Vec<Ticket> = (0..5).map(|i| a.admit(ip(&format!("10.0.1.{i}"))).unwrap()).collect();
+        for (i, t) in leaked.iter().enumerate() {
+            t.prove(if i < 3 { "token one" } else { "token two" }, false);
+        }
+        let admin = a.admit(ip("10.0.0.9")).expect("a place over the largest holder's share");
+        assert_eq!(leaked[0].state(), "closed", "token one's oldest");
+        assert_eq!(a.closed_over_share.load(Ordering::Relaxed), 1);
+        admin.prove("token admin", false);
+        // Nobody over a share of 2 now: refused.
+        assert!(a.admit(ip("10.0.0.10")).is_none());
+        assert_eq!(proxy.state(), "proven");
     }
 
     #[test]

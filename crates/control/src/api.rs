@@ -330,7 +330,13 @@ impl Server {
             }
         };
         if let Some(t) = ticket {
-            t.prove(&who.name(), matches!(who, Principal::Workload { .. }));
+            // (Per address for a workload — replicas share its name — and under --insecure,
+            // where the client names itself.)
+            match &who {
+                Principal::Anonymous(_) => t.prove("anonymous", true),
+                Principal::Workload { .. } => t.prove(&who.name(), true),
+                Principal::User { .. } => t.prove(&who.name(), false),
+            }
         }
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();

@@ -309,7 +309,8 @@ fn run_proxy(a: ProxyArgs, role: weft_config::Role, gateway_tls: Option<SocketAd
 /// The API's connection cap that fits the open-file limit, after raising the soft limit to
 /// the hard one: a cap past the limit would let idle connections run the process out of
 /// descriptors (every accept failing) before any of them is closed to make room. A
-/// quarter of the limit, at most 64 descriptors, is kept for the store, etcd and the rest.
+/// quarter of the limit, 16 to 64 descriptors, is kept for the store, etcd and the rest
+/// (an idle control plane holds 13).
 fn api_connection_cap(wanted: usize) -> usize {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes the struct it is given, nothing else.
@@ -327,7 +328,7 @@ fn api_connection_cap(wanted: usize) -> usize {
         return wanted;
     }
     let soft = lim.rlim_cur as usize;
-    let fits = soft.saturating_sub((soft / 4).min(64)).max(1);
+    let fits = soft.saturating_sub((soft / 4).clamp(16, 64)).max(1);
     if wanted > fits {
         eprintln!("warning: --max-connections {wanted} is past the open-file limit ({soft}): the API holds at most {fits} connections");
     }

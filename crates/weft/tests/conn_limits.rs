@@ -361,3 +361,33 @@ fn tls_from(from: &str, to: SocketAddr, roots: &str) -> Option<rustls::StreamOwn
     }
     Some(s)
 }
+
+/// Four leaked tokens holding a quarter of the cap each do not keep the admin out: with
+/// every place proven, a new connection takes the oldest place of the credential holding
+/// the most.
+#[test]
+fn several_credentials_holding_every_place_do_not_keep_the_admin_out() {
+    let cp = plane_with(None, &["--max-connections", "64"]);
+    let tokens: Vec<String> = (0..4)
+        .map(|_| {
+            let out = cp.weft(&["token", "create", "--role", "read"]);
+            assert!(out.status.success(), "{}", text(&out));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in &tokens {
+        for _ in 0..16 {
+            let mut s = plane_tls(&cp);
+            assert_eq!(status_on(&mut s, Some(t)), 200);
+            held.push(s);
+        }
+    }
+    for _ in 0..3 {
+        let out = cp.weft(&["get", "services"]);
+        assert!(out.status.success(), "the CLI was locked out: {}", text(&out));
+    }
+    let m = plane_raw(&cp, "GET", "/metrics", b"").1;
+    assert!(metric_sum(&m, "weft_control_api_connections_closed_total", &["reason=\"share\""]) >= 1.0, "{m}");
+    drop(held);
+}

@@ -30,13 +30,14 @@ impl Server {
         format!(
             "# HELP weft_control_api_connections API connections held, and those not yet proven by a call with valid credentials.\n# TYPE weft_control_api_connections gauge\n\
              weft_control_api_connections{{state=\"all\"}} {open}\nweft_control_api_connections{{state=\"unproven\"}} {unproven}\n\
-             # HELP weft_control_api_connections_closed_total API connections closed to make room: unproven ones whose source held too many or when all were taken, proven ones whose credential held too many.\n# TYPE weft_control_api_connections_closed_total counter\n\
-             weft_control_api_connections_closed_total{{reason=\"source\"}} {}\nweft_control_api_connections_closed_total{{reason=\"full\"}} {}\nweft_control_api_connections_closed_total{{reason=\"credential\"}} {}\n\
+             # HELP weft_control_api_connections_closed_total API connections closed to make room: unproven ones whose source held too many or when all were taken, proven ones whose credential held too many, or held the most when all were proven and taken.\n# TYPE weft_control_api_connections_closed_total counter\n\
+             weft_control_api_connections_closed_total{{reason=\"source\"}} {}\nweft_control_api_connections_closed_total{{reason=\"full\"}} {}\nweft_control_api_connections_closed_total{{reason=\"credential\"}} {}\nweft_control_api_connections_closed_total{{reason=\"share\"}} {}\n\
              # HELP weft_control_api_connections_refused_total API connections closed at accept: every one held was proven.\n# TYPE weft_control_api_connections_refused_total counter\n\
              weft_control_api_connections_refused_total {}\n",
             load(&a.closed_for_source),
             load(&a.closed_for_room),
             load(&a.closed_for_principal),
+            load(&a.closed_over_share),
             load(&a.refused)
         )
     }
