@@ -68,6 +68,11 @@ struct Held {
     by_source: HashMap<Source, BTreeSet<u64>>,
     /// Proven connections by credential, in the order they were proven.
     by_principal: HashMap<Arc<str>, BTreeSet<(u64, u64)>>,
+    /// The credentials holding over a fair share (at most 32 of them: a share is cap/32),
+    /// so that a full house of proven connections is searched in bounded time per accept.
+    over_share: std::collections::HashSet<Arc<str>>,
+    /// A fair share ([`Limits::unproven_per_source`]).
+    share: usize,
     next_proof: u64,
 }
 
@@ -107,7 +112,7 @@ impl Admission {
     pub fn new(limits: Limits) -> Arc<Admission> {
         Arc::new(Admission {
             limits,
-            held: Mutex::default(),
+            held: Mutex::new(Held { share: limits.unproven_per_source, ..Held::default() }),
             closed_for_source: AtomicU64::new(0),
             closed_for_room: AtomicU64::new(0),
             closed_for_principal: AtomicU64::new(0),
@@ -140,7 +145,7 @@ impl Admission {
             if let Some(id) = held.unproven.first().copied() {
                 held.close(id);
                 self.closed_for_room.fetch_add(1, Ordering::Relaxed);
-            } else if let Some(id) = held.oldest_of_largest(self.limits.unproven_per_source) {
+            } else if let Some(id) = held.oldest_of_largest() {
                 held.close(id);
                 self.closed_over_share.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -173,9 +178,9 @@ impl Held {
     }
 
     /// The oldest connection of the credential holding the most proven connections, if
-    /// it holds more than `share`.
-    fn oldest_of_largest(&self, share: usize) -> Option<u64> {
-        let ids = self.by_principal.values().max_by_key(|ids| ids.len()).filter(|ids| ids.len() > share)?;
+    /// it holds over a fair share.
+    fn oldest_of_largest(&self) -> Option<u64> {
+        let ids = self.over_share.iter().filter_map(|who| self.by_principal.get(who)).max_by_key(|ids| ids.len())?;
         ids.first().map(|&(_, id)| id)
     }
 
@@ -192,6 +197,9 @@ impl Held {
             Some((who, at)) => {
                 if let Some(ids) = self.by_principal.get_mut(&who) {
                     ids.remove(&(at, id));
+                    if ids.len() <= self.share {
+                        self.over_share.remove(&who);
+                    }
                     if ids.is_empty() {
                         self.by_principal.remove(&who);
                     }
@@ -239,9 +247,14 @@ impl Ticket {
         held.next_proof += 1;
         c.proof = Some((who.clone(), at));
         held.conns.insert(self.id, c);
-        let ids = held.by_principal.entry(who).or_default();
+        let ids = held.by_principal.entry(who.clone()).or_default();
         ids.insert((at, self.id));
-        if ids.len() > a.limits.proven_per_principal {
+        let count = ids.len();
+        if count > held.share {
+            held.over_share.insert(who.clone());
+        }
+        let ids = held.by_principal.entry(who).or_default();
+        if count > a.limits.proven_per_principal {
             if let Some(&(_, oldest)) = ids.first() {
                 held.close(oldest);
                 a.closed_for_principal.fetch_add(1, Ordering::Relaxed);
