@@ -20,8 +20,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use weft_config::gateway::TlsServerMode;
@@ -60,7 +58,7 @@ static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-fo
 /// One accepted connection on the TLS listener, served until it ends.
 pub async fn serve(
     shared: &'static Shared,
-    builder: &'static auto::Builder<TokioExecutor>,
+    builder: &'static crate::server::Builder,
     watcher: Watcher,
     mut stream: TcpStream,
     remote: SocketAddr,

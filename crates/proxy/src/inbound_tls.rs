@@ -22,8 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use rustls::{CertificateError, HandshakeKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use weft_config::istio::MtlsMode;
@@ -58,7 +56,7 @@ pub fn server_config(identity: Option<&Arc<weft_tls::WorkloadIdentity>>) -> Opti
 /// then HTTP through the same server code as every connection ([`crate::server::serve`]).
 pub async fn serve<I>(
     shared: &'static Shared,
-    builder: &'static auto::Builder<TokioExecutor>,
+    builder: &'static crate::server::Builder,
     graceful: Watcher,
     io: I,
     remote: SocketAddr,

@@ -19,8 +19,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -63,7 +61,7 @@ pub fn sniff(bytes: &[u8]) -> Sniffed {
 /// Serves one connection the outbound listener accepted while intercepting.
 pub async fn serve(
     shared: &'static Shared,
-    builder: &'static auto::Builder<TokioExecutor>,
+    builder: &'static crate::server::Builder,
     watcher: Watcher,
     stream: TcpStream,
     remote: SocketAddr,

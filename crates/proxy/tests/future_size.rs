@@ -11,8 +11,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use weft_proxy::graceful::GracefulShutdown;
 use weft_proxy::state::Shared;
@@ -42,7 +40,7 @@ fn the_connection_future_does_not_grow() {
     fn size<F: Future>(
         _: impl Fn(
             &'static Shared,
-            &'static auto::Builder<TokioExecutor>,
+            &'static weft_proxy::server::Builder,
             &GracefulShutdown,
             TcpStream,
             SocketAddr,

@@ -7,8 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 
 use super::Network;
 use crate::graceful::GracefulShutdown;
@@ -24,7 +23,7 @@ const PIPE: usize = 64 * 1024;
 pub struct Harness {
     pub shared: &'static Shared,
     pub net: Network,
-    builder: &'static auto::Builder<TokioExecutor>,
+    builder: &'static crate::server::Builder,
     graceful: GracefulShutdown,
 }
 
