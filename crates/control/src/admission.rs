@@ -78,6 +78,9 @@ struct Held {
 
 struct Conn {
     source: Source,
+    /// The whole address (a proven workload's limit is per address: many replicas can
+    /// share an IPv6 /64).
+    ip: IpAddr,
     close: Arc<Notify>,
     /// The credential that proved it, and when (in proof order); none: unproven.
     proof: Option<(Arc<str>, u64)>,
@@ -156,7 +159,7 @@ impl Admission {
         let id = held.next_id;
         held.next_id += 1;
         let close = Arc::new(Notify::new());
-        held.conns.insert(id, Conn { source, close: close.clone(), proof: None });
+        held.conns.insert(id, Conn { source, ip, close: close.clone(), proof: None });
         held.unproven.insert(id);
         held.by_source.entry(source).or_default().insert(id);
         Some(Ticket { id, admission: self.clone(), close })
@@ -232,7 +235,7 @@ impl Ticket {
         let keyed;
         let principal = match per_address {
             true => {
-                keyed = format!("{principal} from {:x}", c.source.0);
+                keyed = format!("{principal} from {}", c.ip);
                 keyed.as_str()
             }
             false => principal,
@@ -391,8 +394,9 @@ mod tests {
     #[test]
     fn a_workload_identity_is_limited_per_address() {
         let a = Admission::new(limits(100, 100, 2));
-        let here: Vec<Ticket> = (0..3).map(|_| a.admit(ip("10.0.0.1")).unwrap()).collect();
-        let there: Vec<Ticket> = (0..2).map(|_| a.admit(ip("10.0.0.2")).unwrap()).collect();
+        let here: Vec<Ticket> = (0..3).map(|_| a.admit(ip("2001:db8::1")).unwrap()).collect();
+        // (Another address in the same /64: another replica.)
+        let there: Vec<Ticket> = (0..2).map(|_| a.admit(ip("2001:db8::2")).unwrap()).collect();
         for t in here.iter().chain(&there) {
             t.prove("workload shop/web", true);
         }

@@ -166,12 +166,13 @@ struct ControlPlaneArgs {
     /// Curator's service-discovery root path (with --zookeeper).
     #[arg(long, default_value = "/services", requires = "zookeeper")]
     zookeeper_root: String,
-    /// API connections held at once. Past it, the oldest connection that has not yet made
-    /// a call with valid credentials is closed for the new one (when all are proven, the
-    /// new one is closed at accept); one source address holds at most a thirty-second of
-    /// the cap unproven (256 of 8,192).
-    #[arg(long, default_value_t = weft_control::MAX_API_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_connections: u32,
+    /// API connections held at once (default 8,192; lowered to fit the open-file limit).
+    /// Past it, the oldest connection not yet proven by a call with valid credentials is
+    /// closed for the new one; one source address holds at most a thirty-second of the
+    /// cap unproven, one credential a quarter of it proven (README: "Security model and
+    /// limits").
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: Option<u32>,
     #[command(flatten)]
     tracing: tracing_args::TracingArgs,
 }
@@ -311,7 +312,8 @@ fn run_proxy(a: ProxyArgs, role: weft_config::Role, gateway_tls: Option<SocketAd
 /// descriptors (every accept failing) before any of them is closed to make room. A
 /// quarter of the limit, 16 to 64 descriptors, is kept for the store, etcd and the rest
 /// (an idle control plane holds 13).
-fn api_connection_cap(wanted: usize) -> usize {
+fn api_connection_cap(given: Option<usize>) -> usize {
+    let wanted = given.unwrap_or(weft_control::MAX_API_CONNECTIONS);
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes the struct it is given, nothing else.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
@@ -329,7 +331,7 @@ fn api_connection_cap(wanted: usize) -> usize {
     }
     let soft = lim.rlim_cur as usize;
     let fits = soft.saturating_sub((soft / 4).clamp(16, 64)).max(1);
-    if wanted > fits {
+    if given.is_some_and(|n| n > fits) {
         eprintln!("warning: --max-connections {wanted} is past the open-file limit ({soft}): the API holds at most {fits} connections");
     }
     wanted.min(fits)
@@ -400,7 +402,7 @@ fn control_plane(a: ControlPlaneArgs) -> ExitCode {
         api_names: a.api_names,
         tracing,
         zookeeper,
-        max_connections: api_connection_cap(a.max_connections as usize),
+        max_connections: api_connection_cap(a.max_connections.map(|n| n as usize)),
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

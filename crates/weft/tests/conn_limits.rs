@@ -329,12 +329,12 @@ fn one_credential_holds_a_quarter_of_the_api_connections() {
     drop(more);
 }
 
-/// The cap fits the open-file limit: under `ulimit -n 128` the default 8,192 becomes 96,
+/// The cap fits the open-file limit: under `ulimit -n 128` a cap of 8,192 becomes 96,
 /// so idle TLS connections from many addresses are closed for new ones instead of running
 /// the process out of descriptors (where every accept, the CLI's too, would fail).
 #[test]
 fn the_control_planes_connection_cap_fits_its_open_file_limit() {
-    let cp = plane_with(Some(128), &[]);
+    let cp = plane_with(Some(128), &["--max-connections", "8192"]);
     let addr = cp.addr;
     assert!(cp.p.log_text().contains("the API holds at most 96 connections"), "{}", cp.p.log_text());
     // Idle TLS connections (a bare TCP one is closed after the 10 s handshake timeout; these
