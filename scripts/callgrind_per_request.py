@@ -48,20 +48,25 @@ def total_ir(outdir):
     raise SystemExit("no totals in callgrind output")
 
 
-def measure(weft, bench, extra, n1, n2, args=()):
-    d = tempfile.mkdtemp(prefix="cg-")
-    bport, pport = free_port(), free_port()
-    cfg = os.path.join(d, "mesh.yaml")
-    with open(cfg, "w") as f:
-        f.write(f"""apiVersion: networking.istio.io/v1
+def backend_entry(port):
+    """A ServiceEntry for `backend.bench` (port 80, name http) at 127.0.0.1:`port`."""
+    return f"""apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: backend}}
 spec:
   hosts: [backend.bench]
   resolution: STATIC
   ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {bport}}}}}]
-""")
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+"""
+
+
+def measure(weft, bench, extra, n1, n2, args=()):
+    d = tempfile.mkdtemp(prefix="cg-")
+    bport, pport = free_port(), free_port()
+    cfg = os.path.join(d, "mesh.yaml")
+    with open(cfg, "w") as f:
+        f.write(backend_entry(bport))
         if extra:
             f.write("---\n" + open(extra).read())
     backend = subprocess.Popen([bench, "backend", "--listen", f"127.0.0.1:{bport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -19,7 +19,7 @@ helps less: regenerate after changes to the request path or start.
 """
 import argparse, glob, os, re, subprocess, tempfile
 
-from callgrind_per_request import free_port, wait_port
+from callgrind_per_request import backend_entry, free_port, wait_port
 
 
 def costs(path, binary):
@@ -66,15 +66,7 @@ def main():
     bport, pport = free_port(), free_port()
     cfg = os.path.join(d, "mesh.yaml")
     with open(cfg, "w") as f:
-        f.write(f"""apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: backend}}
-spec:
-  hosts: [backend.bench]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {bport}}}}}]
-""")
+        f.write(backend_entry(bport))
     backend = subprocess.Popen([weft, "backend", "--listen", f"127.0.0.1:{bport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proxy = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/callgrind.out", "--dump-instr=no", "--demangle=no",
