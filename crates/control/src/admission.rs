@@ -429,7 +429,7 @@ mod tests {
         assert_ne!(Source::of(ip("::1")), Source::of(ip("0.0.0.1")));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_connection_closed_for_room_is_told_even_when_not_yet_waiting() {
         let a = Admission::new(limits(1, 4, 4));
         let first = a.admit(ip("10.0.0.1")).unwrap();

@@ -391,3 +391,19 @@ fn several_credentials_holding_every_place_do_not_keep_the_admin_out() {
     assert!(metric_sum(&m, "weft_control_api_connections_closed_total", &["reason=\"share\""]) >= 1.0, "{m}");
     drop(held);
 }
+
+/// `--max-connections` out of range or malformed is refused at start, saying why.
+#[test]
+fn a_hostile_max_connections_is_refused() {
+    let dir = temp_dir().join("cp");
+    for bad in ["0", "-1", "1000001", "99999999999999999999", "abc", "1e3", ""] {
+        let out = std::process::Command::new(weft())
+            .args(["control-plane", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", &format!("--max-connections={bad}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains("--max-connections"), "{bad:?}: {err}");
+    }
+    assert!(!dir.join("admin-token").exists(), "nothing was started");
+}
