@@ -225,6 +225,18 @@ impl Server {
         })
     }
 
+    /// `who`, unless it is a counted (`--uses N`) bootstrap token that has had all its
+    /// certificates: a spent token authenticates nothing more (the certificate call itself
+    /// answers a replay with its own 403).
+    async fn not_spent(&self, who: Principal, path: &str) -> Result<Principal, Refused> {
+        if let Principal::Workload { id, uses: Some(uses), .. } = &who {
+            if path != "/v1/certificate" && self.plane.lock().await.token_spent(id, *uses) {
+                return Err(Refused::BadToken("spent: a --uses token authenticates nothing once it has had its certificates (the workload calls with its certificate)"));
+            }
+        }
+        Ok(who)
+    }
+
     fn refuse(&self, e: Refused, method: &Method, path: &str) -> Resp {
         let i = match e {
             Refused::NoToken => 0,
@@ -320,7 +332,11 @@ impl Server {
         // Valid credentials prove the connection (it is no longer closed to make room for
         // others); refused ones (none, bad, expired — not a role's limit) unprove it.
         let ticket = req.extensions().get::<Arc<crate::admission::Ticket>>().cloned();
-        let who = match self.admit(&req, peer) {
+        let admitted = match self.admit(&req, peer) {
+            Ok(who) => self.not_spent(who, req.uri().path()).await,
+            Err(e) => Err(e),
+        };
+        let who = match admitted {
             Ok(who) => who,
             Err(e) => {
                 if let (Some(t), false) = (&ticket, matches!(e, Refused::Forbidden(_))) {

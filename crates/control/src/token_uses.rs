@@ -50,6 +50,12 @@ fn used_in(v: Option<&Value>) -> u32 {
 }
 
 impl Plane {
+    /// Whether counted token `id` (good for `uses` certificates) has had them all: from
+    /// then on it authenticates nothing (its workload calls with its certificate).
+    pub fn token_spent(&self, id: &str, uses: u32) -> bool {
+        used_in(self.store().get(&key(id))) >= uses
+    }
+
     /// Counts one certificate against token `id` (good for `uses`, expiring at unix
     /// second `exp`): refused once it has had them all. `client` names the caller in the
     /// history. Expired counts are pruned a few at a time.
@@ -103,9 +109,12 @@ mod tests {
         drop(p);
         let mut p = Plane::new(Store::open(&dir).unwrap());
         assert!(p.spend_token("x", "abc", 1, None, 100).await.is_err(), "replayed after a restart");
+        assert!(p.token_spent("abc", 1), "spent, after a restart too");
         for _ in 0..3 {
+            assert!(!p.token_spent("three", 3), "a token with uses left authenticates");
             p.spend_token("x", "three", 3, None, 100).await.unwrap();
         }
+        assert!(p.token_spent("three", 3));
         assert!(p.spend_token("x", "three", 3, None, 100).await.is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -197,8 +197,23 @@ fn a_single_use_bootstrap_token_is_not_replayed() {
             )
             .collect()
     };
+    // Before its certificate, the token is its workload's: it may register its service.
+    let register = |addr: &str| cp.weft_as(&once, &["register", "--service", "reviews", "--address", addr]);
+    let before = register("127.0.0.1:9");
+    assert!(before.status.success(), "{}", text(&before));
     let first: Vec<String> = args("reviews-1");
-    let _first = spawn(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let first_proxy = spawn(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    // Spent on the first proxy's certificate, it authenticates nothing more: a leaked
+    // bootstrap token is not a workload's credential for the token's lifetime.
+    let after = register("127.0.0.1:10");
+    assert!(!after.status.success(), "a spent token still registers: {}", text(&after));
+    assert!(text(&after).contains("spent: a --uses token authenticates nothing"), "{}", text(&after));
+    // The first proxy, known by its certificate since, is not affected.
+    wait_until("the first proxy follows as its certificate's workload", || {
+        let status = text(&cp.weft(&["status"]));
+        status.lines().any(|l| l.starts_with("reviews-1") && l.contains("spiffe://cluster.local/ns/default/sa/reviews"))
+    });
+    drop(first_proxy);
     // The same token again: no second certificate, the proxy does not start.
     let second = std::process::Command::new(weft()).args(args("reviews-2")).output().unwrap();
     assert!(!second.status.success());
