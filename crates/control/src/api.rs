@@ -118,6 +118,16 @@ pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Byte
     r
 }
 
+/// Marks the connection of a call let in as `who`'s: per address for a workload
+/// (replicas share its name) and under `--insecure` (where the client names itself).
+fn prove(ticket: &crate::admission::Ticket, who: &Principal) {
+    match who {
+        Principal::Anonymous(_) => ticket.prove("anonymous", true),
+        Principal::Workload { .. } => ticket.prove(&who.name(), true),
+        Principal::User { .. } => ticket.prove(&who.name(), false),
+    }
+}
+
 pub(crate) fn json_reply(status: StatusCode, m: &impl Message) -> Resp {
     reply(status, "application/json", m.encode())
 }
@@ -326,12 +336,17 @@ impl Server {
     }
 
     async fn serve(self: Arc<Self>, req: Request<Incoming>, peer: Option<weft_tls::SpiffeId>) -> Resp {
-        if crate::console::is_console(req.uri().path()) {
-            return crate::console::handle(&self, req).await;
-        }
         // Valid credentials prove the connection (it is no longer closed to make room for
         // others); refused ones (none, bad, expired — not a role's limit) unprove it.
         let ticket = req.extensions().get::<Arc<crate::admission::Ticket>>().cloned();
+        if crate::console::is_console(req.uri().path()) {
+            // A browser logged in to the console (its cookie's token valid) holds its
+            // connection like an API client; the login page itself proves nothing.
+            if let (Some(t), Some(who)) = (&ticket, crate::console::caller(&self, req.headers())) {
+                prove(t, &who);
+            }
+            return crate::console::handle(&self, req).await;
+        }
         let admitted = match self.admit(&req, peer) {
             Ok(who) => self.not_spent(who, req.uri().path()).await,
             Err(e) => Err(e),
@@ -346,13 +361,7 @@ impl Server {
             }
         };
         if let Some(t) = ticket {
-            // (Per address for a workload — replicas share its name — and under --insecure,
-            // where the client names itself.)
-            match &who {
-                Principal::Anonymous(_) => t.prove("anonymous", true),
-                Principal::Workload { .. } => t.prove(&who.name(), true),
-                Principal::User { .. } => t.prove(&who.name(), false),
-            }
+            prove(&t, &who);
         }
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();

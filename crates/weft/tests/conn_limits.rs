@@ -407,3 +407,31 @@ fn a_hostile_max_connections_is_refused() {
     }
     assert!(!dir.join("admin-token").exists(), "nothing was started");
 }
+
+/// A browser logged in to the console (its cookie's token valid) holds its connection
+/// like an API client: a flood of idle connections closes the login page's connection,
+/// not the console user's.
+#[test]
+fn a_logged_in_console_browser_keeps_its_connection() {
+    let cp = plane_with(None, &["--max-connections", "64"]);
+    let addr = cp.addr;
+    let token = cp.admin_token();
+    let page = |cookie: Option<&str>| {
+        let cookie = cookie.map(|t| format!("cookie: weft_console={t}\r\n")).unwrap_or_default();
+        format!("GET /ui/services HTTP/1.1\r\nhost: cp\r\n{cookie}\r\n")
+    };
+    let mut browser = plane_tls(&cp);
+    browser.write_all(page(Some(&token)).as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut browser), 200);
+    // Without a session the console shows its login page, which proves nothing.
+    let mut stranger = plane_tls(&cp);
+    stranger.write_all(page(None).as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut stranger), 401);
+    // 127.0.0.1 holds at most 64/32 → 4 unproven, and many sources fill the cap.
+    let own: Vec<TcpStream> = (0..8).map(|_| connect_from("127.0.0.1", addr)).collect();
+    let many: Vec<TcpStream> = (2..42).flat_map(|i| (0..3).map(move |_| format!("127.0.0.{i}"))).map(|a| connect_from(&a, addr)).collect();
+    assert!(closed_within(stranger.get_mut(), Duration::from_millis(300)), "the login page's connection was kept");
+    browser.write_all(page(Some(&token)).as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut browser), 200, "the console user's connection");
+    drop((own, many));
+}

@@ -37,6 +37,11 @@ pub fn is_console(path: &str) -> bool {
     path == "/ui" || path.starts_with("/ui/")
 }
 
+/// Who a console request comes from, when its session (the cookie's token) is valid.
+pub fn caller(server: &Server, headers: &HeaderMap) -> Option<Principal> {
+    session::who(server, headers).ok()
+}
+
 /// One request to the console.
 pub async fn handle(server: &Server, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
