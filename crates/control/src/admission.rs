@@ -3,9 +3,11 @@
 //! a mesh workload certificate in the TLS handshake) — and again after a call whose
 //! credentials were refused (no token, a bad or expired one).
 //! - Unproven connections are the ones anybody who reaches the port can open, so they are
-//!   given up for room: past the cap the oldest is closed for the new one, and one source
-//!   address (an IPv6 /64) holds at most [`Limits::unproven_per_source`] of them, its own
-//!   oldest closed first.
+//!   given up for room: past the cap the oldest of the source address (an IPv6 /64)
+//!   holding the most is closed for the new one — a flood from many addresses closes its
+//!   own before a client's single connection between its accept and its first call — and
+//!   one source holds at most [`Limits::unproven_per_source`] of them, its own oldest
+//!   closed first.
 //! - Proven connections are never closed for someone else, but one credential (a token;
 //!   a workload's namespace and service account from one address) holds at most
 //!   [`Limits::proven_per_principal`] of them, its own oldest closed first: a leaked
@@ -14,6 +16,7 @@
 //!   credential holding the most, if that is over a fair share (a thirty-second of the cap):
 //!   several leaked credentials cannot keep everyone else out either.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +69,9 @@ struct Held {
     /// Unproven connections, oldest (lowest id) first.
     unproven: BTreeSet<u64>,
     by_source: HashMap<Source, BTreeSet<u64>>,
+    /// The sources holding unproven connections, by how many (most last), then by their
+    /// oldest (oldest last): the last is the one to close a connection of for room.
+    by_count: BTreeSet<(usize, Reverse<u64>, Source)>,
     /// Proven connections by credential, in the order they were proven.
     by_principal: HashMap<Arc<str>, BTreeSet<(u64, u64)>>,
     /// The credentials holding over a fair share (at most 32 of them: a share is cap/32),
@@ -88,7 +94,7 @@ struct Conn {
 
 /// A source address as limits see it: an IPv4 address, or an IPv6 address's /64 (one
 /// host is commonly given a whole /64).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Source(u128);
 
 impl Source {
@@ -145,7 +151,7 @@ impl Admission {
             // An unproven connection first; with none, one of the credential holding the
             // most, when that is over a fair share (several leaked credentials cannot keep
             // everyone else out); with none over it, the new connection is refused.
-            if let Some(id) = held.unproven.first().copied() {
+            if let Some(id) = held.oldest_of_largest_source(source) {
                 held.close(id);
                 self.closed_for_room.fetch_add(1, Ordering::Relaxed);
             } else if let Some(id) = held.oldest_of_largest() {
@@ -160,8 +166,7 @@ impl Admission {
         held.next_id += 1;
         let close = Arc::new(Notify::new());
         held.conns.insert(id, Conn { source, ip, close: close.clone(), proof: None });
-        held.unproven.insert(id);
-        held.by_source.entry(source).or_default().insert(id);
+        held.add_unproven(id, source);
         Some(Ticket { id, admission: self.clone(), close })
     }
 
@@ -208,15 +213,54 @@ impl Held {
                     }
                 }
             }
-            None => {
-                self.unproven.remove(&id);
-                if let Some(ids) = self.by_source.get_mut(&c.source) {
-                    ids.remove(&id);
-                    if ids.is_empty() {
-                        self.by_source.remove(&c.source);
-                    }
-                }
+            None => self.remove_unproven(id, c.source),
+        }
+    }
+
+    /// Counts connection `id` of `source` as unproven.
+    fn add_unproven(&mut self, id: u64, source: Source) {
+        let before = self.source_key(source);
+        self.unproven.insert(id);
+        self.by_source.entry(source).or_default().insert(id);
+        self.rekey(before, source);
+    }
+
+    /// Stops counting connection `id` of `source` as unproven.
+    fn remove_unproven(&mut self, id: u64, source: Source) {
+        let before = self.source_key(source);
+        self.unproven.remove(&id);
+        if let Some(ids) = self.by_source.get_mut(&source) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_source.remove(&source);
             }
+        }
+        self.rekey(before, source);
+    }
+
+    /// `source`'s place in [`Held::by_count`]: how many unproven it holds, its oldest.
+    fn source_key(&self, source: Source) -> Option<(usize, Reverse<u64>, Source)> {
+        let ids = self.by_source.get(&source)?;
+        Some((ids.len(), Reverse(*ids.first()?), source))
+    }
+
+    fn rekey(&mut self, before: Option<(usize, Reverse<u64>, Source)>, source: Source) {
+        if let Some(k) = before {
+            self.by_count.remove(&k);
+        }
+        if let Some(k) = self.source_key(source) {
+            self.by_count.insert(k);
+        }
+    }
+
+    /// The oldest unproven connection of the source holding the most (the oldest of all
+    /// when every source holds as many), counting a new connection from `new_from` in:
+    /// when that source would then hold the most, its own oldest.
+    fn oldest_of_largest_source(&self, new_from: Source) -> Option<u64> {
+        let &(most, Reverse(oldest), _) = self.by_count.last()?;
+        match self.by_source.get(&new_from) {
+            Some(own) if own.len() + 1 > most => own.first().copied(),
+            _ => Some(oldest),
         }
     }
 }
@@ -273,8 +317,7 @@ impl Ticket {
         let Some(mut c) = held.conns.remove(&self.id) else { return };
         if c.proof.is_some() {
             held.unprove(self.id, &mut c);
-            held.unproven.insert(self.id);
-            held.by_source.entry(c.source).or_default().insert(self.id);
+            held.add_unproven(self.id, c.source);
         }
         held.conns.insert(self.id, c);
     }
@@ -335,6 +378,39 @@ mod tests {
         assert_eq!(a.held(), (2, 0));
         assert!(a.admit(ip("10.0.0.5")).is_some());
         assert_eq!(a.held(), (2, 0), "the new ticket was dropped at once");
+    }
+
+    #[test]
+    fn past_the_cap_the_source_holding_the_most_unproven_gives_one_up() {
+        let a = Admission::new(limits(6, 10, 10));
+        // A client's one connection, between its accept and its first call...
+        let client = a.admit(ip("10.0.0.1")).unwrap();
+        // ...and a flood from two addresses, one holding more.
+        let big: Vec<Ticket> = (0..3).map(|_| a.admit(ip("192.0.2.1")).unwrap()).collect();
+        let small: Vec<Ticket> = (0..2).map(|_| a.admit(ip("192.0.2.2")).unwrap()).collect();
+        let _new = a.admit(ip("192.0.2.3")).unwrap();
+        assert_eq!(big[0].state(), "closed", "the oldest of the source holding the most");
+        let _newer = a.admit(ip("192.0.2.3")).unwrap();
+        assert_eq!(big[1].state(), "closed", "ties go to the source whose oldest is oldest");
+        assert_eq!(small.iter().map(|t| t.state()).collect::<Vec<_>>(), ["unproven", "unproven"]);
+        // Every source down to one: the oldest of all goes, the client's at last.
+        let _third = a.admit(ip("192.0.2.4")).unwrap();
+        assert_eq!(small[0].state(), "closed");
+        assert_eq!(client.state(), "unproven");
+        assert_eq!(a.closed_for_room.load(Ordering::Relaxed), 3);
+        let _more: Vec<Ticket> = (5..7).map(|i| a.admit(ip(&format!("192.0.2.{i}"))).unwrap()).collect();
+        assert_eq!(client.state(), "closed", "with every source at one, oldest first");
+    }
+
+    #[test]
+    fn past_the_cap_a_source_that_would_hold_the_most_gives_up_its_own() {
+        let a = Admission::new(limits(4, 10, 10));
+        let others: Vec<Ticket> = ["10.0.0.1", "10.0.0.2"].iter().map(|s| a.admit(ip(s)).unwrap()).collect();
+        let flood: Vec<Ticket> = (0..4).map(|_| a.admit(ip("192.0.2.1")).unwrap()).collect();
+        let states: Vec<_> = flood.iter().map(|t| t.state()).collect();
+        assert_eq!(states, ["closed", "closed", "unproven", "unproven"], "its own oldest");
+        assert_eq!(others.iter().map(|t| t.state()).collect::<Vec<_>>(), ["unproven", "unproven"]);
+        assert_eq!(a.closed_for_room.load(Ordering::Relaxed), 2);
     }
 
     #[test]
