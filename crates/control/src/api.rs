@@ -119,9 +119,13 @@ pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Byte
 }
 
 /// Marks the connection of a call let in as `who`'s: per address for a workload
-/// (replicas share its name) and under `--insecure` (where the client names itself).
+/// (replicas share its name) and under `--insecure` (where the client names itself). A
+/// counted (`--uses N`) bootstrap token proves nothing: it is for the certificate call,
+/// after which the workload connects with its certificate (and, spent, it must not keep
+/// connections from being closed for room).
 fn prove(ticket: &crate::admission::Ticket, who: &Principal) {
     match who {
+        Principal::Workload { uses: Some(_), .. } => {}
         Principal::Anonymous(_) => ticket.prove("anonymous", true),
         Principal::Workload { .. } => ticket.prove(&who.name(), true),
         Principal::User { .. } => ticket.prove(&who.name(), false),
@@ -342,8 +346,12 @@ impl Server {
         if crate::console::is_console(req.uri().path()) {
             // A browser logged in to the console (its cookie's token valid) holds its
             // connection like an API client; the login page itself proves nothing.
+            // (Only a session that may see the pages: a workload's token, spent or not,
+            // opens no page and proves nothing.)
             if let (Some(t), Some(who)) = (&ticket, crate::console::caller(&self, req.headers())) {
-                prove(t, &who);
+                if crate::auth::allow(&who, crate::auth::Need::Role(weft_api::Role::Read), None).is_ok() {
+                    prove(t, &who);
+                }
             }
             return crate::console::handle(&self, req).await;
         }

@@ -440,3 +440,59 @@ fn a_logged_in_console_browser_keeps_its_connection() {
     assert_eq!(read_answer(&mut browser), 200, "the console user's connection");
     drop((own, many));
 }
+
+/// A bootstrap token spent on its certificate holds no place: neither the certificate call
+/// (which refuses the replay) nor the console (which it may not see) proves a connection
+/// of it, so such connections give way to others as any unproven one does. (Both used to
+/// prove them: sixteen addresses' worth of a spent token held every place.)
+#[test]
+fn a_spent_bootstrap_token_proves_no_connection() {
+    let cp = plane_with(None, &["--max-connections", "64"]);
+    let out = cp.weft(&["token", "create", "--namespace", "default", "--service-account", "reviews", "--uses", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let spent = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let file = temp_dir().join("once.token");
+    std::fs::write(&file, &spent).unwrap();
+    let ca = cp.ca_file();
+    let (url, ca, file) = (cp.url(), ca.to_str().unwrap().to_owned(), file.to_str().unwrap().to_owned());
+    let _proxy = spawn(&[
+        "proxy",
+        "--control-plane",
+        &url,
+        "--ca-file",
+        &ca,
+        "--token-file",
+        &file,
+        "--node",
+        "reviews-1",
+        "--listen",
+        "127.0.0.1:0",
+        "--inbound",
+        "127.0.0.1:0",
+        "--app",
+        "127.0.0.1:9",
+        "--service",
+        "reviews",
+    ]);
+    // Spent on the proxy's certificate. Each call is answered (refused, or the login page).
+    let calls = [
+        format!("POST /v1/certificate HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {spent}\r\ncontent-length: 3\r\n\r\nxyz"),
+        format!("GET /ui/ HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {spent}\r\n\r\n"),
+        format!("GET /ui/services HTTP/1.1\r\nhost: cp\r\ncookie: weft_console={spent}\r\n\r\n"),
+        format!("GET /ui/login HTTP/1.1\r\nhost: cp\r\ncookie: weft_console={spent}\r\n\r\n"),
+    ];
+    let mut held: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            let mut s = plane_tls(&cp);
+            s.write_all(c.as_bytes()).unwrap();
+            let status = read_answer(&mut s);
+            assert!(matches!(status, 200 | 400 | 403), "{status} for {c}");
+            s
+        })
+        .collect();
+    // 127.0.0.1 holds at most 64/32 → 4 unproven: its next ones close them, oldest first.
+    let _more: Vec<TcpStream> = (0..8).map(|_| connect_from("127.0.0.1", cp.addr)).collect();
+    let kept: Vec<bool> = held.iter_mut().map(|s| !closed_within(s.get_mut(), Duration::from_millis(300))).collect();
+    assert_eq!(kept, [false, false, false, false], "connections of a spent token were kept as proven");
+}
