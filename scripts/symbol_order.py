@@ -130,11 +130,13 @@ spec:
 def hang_ups(port, n):
     """Clients that leave with their request in flight (as every load generator's do at its
     end): half close, half reset. The proxy's code for a request dropped midway runs."""
-    req = b"GET / HTTP/1.1\r\nHost: backend.bench\r\nx-delay-ms: 300\r\n\r\n"
+    req = b"GET / HTTP/1.1\r\nHost: backend.bench\r\nx-delay-ms: 2000\r\n\r\n"
     for i in range(n):
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(req)
-        time.sleep(0.05)
+        # (Long enough for the proxy, slowed by callgrind, to have sent it upstream: the
+        # hang-up then drops a request midway, not one it has yet to read.)
+        time.sleep(0.3)
         if i % 2:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()

@@ -119,13 +119,9 @@ pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Byte
 }
 
 /// Marks the connection of a call let in as `who`'s: per address for a workload
-/// (replicas share its name) and under `--insecure` (where the client names itself). A
-/// counted (`--uses N`) bootstrap token proves nothing: it is for the certificate call,
-/// after which the workload connects with its certificate (and, spent, it must not keep
-/// connections from being closed for room).
+/// (replicas share its name) and under `--insecure` (where the client names itself).
 fn prove(ticket: &crate::admission::Ticket, who: &Principal) {
     match who {
-        Principal::Workload { uses: Some(_), .. } => {}
         Principal::Anonymous(_) => ticket.prove("anonymous", true),
         Principal::Workload { .. } => ticket.prove(&who.name(), true),
         Principal::User { .. } => ticket.prove(&who.name(), false),
@@ -251,6 +247,17 @@ impl Server {
         Ok(who)
     }
 
+    /// Whether a call let in as `who` proves its connection: not with a counted token
+    /// already spent (only its certificate call gets this far, to be refused: spent, it
+    /// must not hold places). An unspent one does, so that its certificate call is not cut
+    /// for room between the spend and the answer.
+    async fn may_prove(&self, who: &Principal) -> bool {
+        match who {
+            Principal::Workload { id, uses: Some(uses), .. } => !self.plane.lock().await.token_spent(id, *uses),
+            _ => true,
+        }
+    }
+
     fn refuse(&self, e: Refused, method: &Method, path: &str) -> Resp {
         let i = match e {
             Refused::NoToken => 0,
@@ -348,9 +355,12 @@ impl Server {
             // connection like an API client; the login page itself proves nothing.
             // (Only a session that may see the pages: a workload's token, spent or not,
             // opens no page and proves nothing.)
-            if let (Some(t), Some(who)) = (&ticket, crate::console::caller(&self, req.headers())) {
-                if crate::auth::allow(&who, crate::auth::Need::Role(weft_api::Role::Read), None).is_ok() {
-                    prove(t, &who);
+            // Refused credentials unprove it, as on the API.
+            if let Some(t) = &ticket {
+                match crate::console::caller(&self, req.headers()) {
+                    Ok(who) if crate::auth::allow(&who, crate::auth::Need::Role(weft_api::Role::Read), None).is_ok() => prove(t, &who),
+                    Err(Refused::NoToken | Refused::BadToken(_) | Refused::Expired) => t.unprove(),
+                    _ => {}
                 }
             }
             return crate::console::handle(&self, req).await;
@@ -369,7 +379,9 @@ impl Server {
             }
         };
         if let Some(t) = ticket {
-            prove(&t, &who);
+            if self.may_prove(&who).await {
+                prove(&t, &who);
+            }
         }
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();

@@ -225,6 +225,11 @@ fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
 
 /// Reads one HTTP/1.1 answer framed by content-length off a kept-alive connection: its status.
 fn read_answer(s: &mut impl Read) -> u16 {
+    read_answer_body(s).0
+}
+
+/// [`read_answer`], with the body.
+fn read_answer_body(s: &mut impl Read) -> (u16, String) {
     let mut got = Vec::new();
     let mut b = [0u8; 4096];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -238,13 +243,13 @@ fn read_answer(s: &mut impl Read) -> u16 {
         .lines()
         .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
         .expect("a content-length");
-    let mut have = body.len();
-    while have < len {
+    let mut body = body.as_bytes().to_vec();
+    while body.len() < len {
         let n = s.read(&mut b).unwrap();
         assert!(n > 0);
-        have += n;
+        body.extend_from_slice(&b[..n]);
     }
-    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Idle connections from anyone who reaches the API port cannot lock the mesh out: one
@@ -274,6 +279,23 @@ fn idle_unauthenticated_api_connections_give_way_to_the_mesh() {
     // oldest for each new one, so the places end up shared evenly between sources.
     let mut many: Vec<TcpStream> =
         (2..42).flat_map(|i| (0..3).map(move |_| format!("127.0.0.{i}"))).map(|a| connect_from(&a, addr)).collect();
+    // (Counted once every accept has been taken: the closes-for-room count, read on the
+    // proven connection — a new one would take a place — stands still.)
+    let metrics = format!("GET /metrics HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {token}\r\n\r\n");
+    let mut closed_for_room = || {
+        proven.write_all(metrics.as_bytes()).unwrap();
+        metric_sum(&read_answer_body(&mut proven).1, "weft_control_api_connections_closed_total", &[])
+    };
+    let settle = Instant::now() + Duration::from_secs(10);
+    let mut last = closed_for_room();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = closed_for_room();
+        if now == last || Instant::now() > settle {
+            break;
+        }
+        last = now;
+    }
     let open: Vec<usize> = many
         .chunks_mut(3)
         .map(|c| c.iter_mut().map(|s| !closed_within(s, Duration::from_millis(30))).filter(|open| *open).count())
@@ -438,6 +460,12 @@ fn a_logged_in_console_browser_keeps_its_connection() {
     assert!(closed_within(stranger.get_mut(), Duration::from_millis(300)), "the login page's connection was kept");
     browser.write_all(page(Some(&token)).as_bytes()).unwrap();
     assert_eq!(read_answer(&mut browser), 200, "the console user's connection");
+    // A refused session (a forged cookie) makes it unproven again: as the oldest of its
+    // source's unproven connections it is the next to go.
+    browser.write_all(page(Some("weft1.forged.tag")).as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut browser), 401);
+    let _one_more = connect_from("127.0.0.1", addr);
+    assert!(closed_within(browser.get_mut(), Duration::from_millis(300)), "a refused session kept its connection proven");
     drop((own, many));
 }
 

@@ -56,7 +56,7 @@ fn a_taken_port_is_replaced_by_a_free_one() {
     // demo binds it (CI runs the suite in parallel), so such a race is tried again.
     let (mut status, mut out, mut err) = run_demo_beside(&taken);
     for _ in 0..2 {
-        if status.success() || !err.contains("already in use") {
+        if status.success() || !err.contains("Address already in use") {
             break;
         }
         (status, out, err) = run_demo_beside(&taken);
@@ -86,11 +86,11 @@ fn run_demo_beside(taken: &str) -> (std::process::ExitStatus, String, String) {
     };
     let mut out = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    let err = String::from_utf8_lossy(&std::fs::read(&err_file).unwrap_or_default()).into_owned();
     let _ = std::fs::remove_file(&err_file);
     // The end of the logs is where the demo says why it failed.
-    let tail = err.len().saturating_sub(4000);
-    (status, out, err[err.floor_char_boundary(tail)..].to_string())
+    let tail = (err.len().saturating_sub(4000)..=err.len()).find(|&i| err.is_char_boundary(i)).unwrap_or(0);
+    (status, out, err[tail..].to_string())
 }
 
 #[cfg(target_os = "linux")]

@@ -24,6 +24,14 @@ impl Server {
             Ok(e) => e,
             Err(e) => return bad(format!("the token's workload is no SPIFFE identity: {e}")),
         };
+        // (A spent token is refused before the CA does any work for it.)
+        if let Some(uses) = uses {
+            if self.plane.lock().await.token_spent(id, *uses) {
+                self.refused_csrs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let m = format!("token {id} has had its {uses} certificate(s): a bootstrap token is not replayed");
+                return self.refuse(Refused::Forbidden(m), &Method::POST, "/v1/certificate");
+            }
+        }
         let ttl = req.ttl_ms.map(std::time::Duration::from_millis).unwrap_or(weft_tls::ca::DEFAULT_CERT_TTL);
         let signed = ca.sign_csr(&req.csr, &expected, ttl);
         // A counted (bootstrap) token pays for a certificate only once the CSR was good,

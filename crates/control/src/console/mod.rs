@@ -37,9 +37,10 @@ pub fn is_console(path: &str) -> bool {
     path == "/ui" || path.starts_with("/ui/")
 }
 
-/// Who a console request comes from, when its session (the cookie's token) is valid.
-pub fn caller(server: &Server, headers: &HeaderMap) -> Option<Principal> {
-    session::who(server, headers).ok()
+/// Who a console request comes from (the cookie's token, or an `Authorization` header),
+/// or why not (`NoToken`: it carries neither).
+pub fn caller(server: &Server, headers: &HeaderMap) -> Result<Principal, Refused> {
+    session::who(server, headers)
 }
 
 /// One request to the console.
