@@ -118,16 +118,6 @@ pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Byte
     r
 }
 
-/// Marks the connection of a call let in as `who`'s: per address for a workload
-/// (replicas share its name) and under `--insecure` (where the client names itself).
-fn prove(ticket: &crate::admission::Ticket, who: &Principal) {
-    match who {
-        Principal::Anonymous(_) => ticket.prove("anonymous", true),
-        Principal::Workload { .. } => ticket.prove(&who.name(), true),
-        Principal::User { .. } => ticket.prove(&who.name(), false),
-    }
-}
-
 pub(crate) fn json_reply(status: StatusCode, m: &impl Message) -> Resp {
     reply(status, "application/json", m.encode())
 }
@@ -167,6 +157,7 @@ macro_rules! decode {
 
 // (After the macros: the submodules use `retrying!`.)
 mod certificate;
+mod credentials;
 mod endpoints;
 mod metrics;
 
@@ -233,29 +224,6 @@ impl Server {
             Need::Registry => Ok(who),
             need => crate::auth::allow(&who, need, None).map(|_| who),
         })
-    }
-
-    /// `who`, unless it is a counted (`--uses N`) bootstrap token that has had all its
-    /// certificates: a spent token authenticates nothing more (the certificate call itself
-    /// answers a replay with its own 403).
-    async fn not_spent(&self, who: Principal, path: &str) -> Result<Principal, Refused> {
-        if let Principal::Workload { id, uses: Some(uses), .. } = &who {
-            if path != "/v1/certificate" && self.plane.lock().await.token_spent(id, *uses) {
-                return Err(Refused::BadToken("spent: a --uses token authenticates nothing once it has had its certificates (the workload calls with its certificate)"));
-            }
-        }
-        Ok(who)
-    }
-
-    /// Whether a call let in as `who` proves its connection: not with a counted token
-    /// already spent (only its certificate call gets this far, to be refused: spent, it
-    /// must not hold places). An unspent one does, so that its certificate call is not cut
-    /// for room between the spend and the answer.
-    async fn may_prove(&self, who: &Principal) -> bool {
-        match who {
-            Principal::Workload { id, uses: Some(uses), .. } => !self.plane.lock().await.token_spent(id, *uses),
-            _ => true,
-        }
     }
 
     fn refuse(&self, e: Refused, method: &Method, path: &str) -> Resp {
@@ -351,17 +319,8 @@ impl Server {
         // others); refused ones (none, bad, expired — not a role's limit) unprove it.
         let ticket = req.extensions().get::<Arc<crate::admission::Ticket>>().cloned();
         if crate::console::is_console(req.uri().path()) {
-            // A browser logged in to the console (its cookie's token valid) holds its
-            // connection like an API client; the login page itself proves nothing.
-            // (Only a session that may see the pages: a workload's token, spent or not,
-            // opens no page and proves nothing.)
-            // Refused credentials unprove it, as on the API.
             if let Some(t) = &ticket {
-                match crate::console::caller(&self, req.headers()) {
-                    Ok(who) if crate::auth::allow(&who, crate::auth::Need::Role(weft_api::Role::Read), None).is_ok() => prove(t, &who),
-                    Err(Refused::NoToken | Refused::BadToken(_) | Refused::Expired) => t.unprove(),
-                    _ => {}
-                }
+                self.console_session(t, req.headers());
             }
             return crate::console::handle(&self, req).await;
         }
@@ -380,7 +339,7 @@ impl Server {
         };
         if let Some(t) = ticket {
             if self.may_prove(&who).await {
-                prove(&t, &who);
+                credentials::prove(&t, &who);
             }
         }
         let q = req.uri().query().unwrap_or("").to_owned();

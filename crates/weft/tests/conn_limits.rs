@@ -481,27 +481,7 @@ fn a_spent_bootstrap_token_proves_no_connection() {
     let spent = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let file = temp_dir().join("once.token");
     std::fs::write(&file, &spent).unwrap();
-    let ca = cp.ca_file();
-    let (url, ca, file) = (cp.url(), ca.to_str().unwrap().to_owned(), file.to_str().unwrap().to_owned());
-    let _proxy = spawn(&[
-        "proxy",
-        "--control-plane",
-        &url,
-        "--ca-file",
-        &ca,
-        "--token-file",
-        &file,
-        "--node",
-        "reviews-1",
-        "--listen",
-        "127.0.0.1:0",
-        "--inbound",
-        "127.0.0.1:0",
-        "--app",
-        "127.0.0.1:9",
-        "--service",
-        "reviews",
-    ]);
+    let _proxy = spawn_reviews_sidecar(&cp, &file, "reviews-1");
     // Spent on the proxy's certificate. Each call is answered (refused, or the login page).
     let calls = [
         format!("POST /v1/certificate HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {spent}\r\ncontent-length: 3\r\n\r\nxyz"),

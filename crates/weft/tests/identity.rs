@@ -145,26 +145,7 @@ fn after_its_first_certificate_a_sidecar_is_known_by_it_and_outlives_its_bootstr
     assert!(out.status.success(), "{}", text(&out));
     let short = temp_dir().join("short.token");
     std::fs::write(&short, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    let ca = cp.ca_file();
-    let p = spawn(&[
-        "proxy",
-        "--control-plane",
-        &cp.url(),
-        "--ca-file",
-        ca.to_str().unwrap(),
-        "--token-file",
-        short.to_str().unwrap(),
-        "--node",
-        "reviews-1",
-        "--listen",
-        "127.0.0.1:0",
-        "--inbound",
-        "127.0.0.1:0",
-        "--app",
-        "127.0.0.1:9",
-        "--service",
-        "reviews",
-    ]);
+    let p = spawn_reviews_sidecar(&cp, &short, "reviews-1");
     let p = Proxy { p, cfg: std::path::PathBuf::new() };
     // The token is past its expiry: it opens nothing any more...
     std::thread::sleep(std::time::Duration::from_millis(2500));
