@@ -481,7 +481,7 @@ fn a_spent_bootstrap_token_proves_no_connection() {
     let spent = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let file = temp_dir().join("once.token");
     std::fs::write(&file, &spent).unwrap();
-    let _proxy = spawn_reviews_sidecar(&cp, &file, "reviews-1");
+    let _proxy = spawn_reviews_sidecar(&cp, &file, &["--node", "reviews-1"]);
     // Spent on the proxy's certificate. Each call is answered (refused, or the login page).
     let calls = [
         format!("POST /v1/certificate HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {spent}\r\ncontent-length: 3\r\n\r\nxyz"),

@@ -32,25 +32,7 @@ fn a_sidecar_gets_a_certificate_for_its_own_identity_before_it_serves() {
     let cp = plane();
     assert!(cp.dir.join("ca/root-cert.pem").exists(), "the CA is made on first start, in Istio's layout");
     let (reviews, _) = token(&cp, "default", "reviews");
-    let p = spawn(&[
-        "proxy",
-        "--control-plane",
-        &cp.url(),
-        "--ca-file",
-        cp.ca_file().to_str().unwrap(),
-        "--token-file",
-        reviews.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--inbound",
-        "127.0.0.1:0",
-        "--app",
-        "127.0.0.1:9",
-        "--service",
-        "reviews",
-    ]);
+    let p = spawn_reviews_sidecar(&cp, &reviews, &["--admin", "127.0.0.1:0"]);
     let p = Proxy { p, cfg: std::path::PathBuf::new() };
     let dump: serde_json::Value = serde_json::from_str(&p.admin("/config_dump")).unwrap();
     let id = &dump["identity"];
@@ -145,7 +127,7 @@ fn after_its_first_certificate_a_sidecar_is_known_by_it_and_outlives_its_bootstr
     assert!(out.status.success(), "{}", text(&out));
     let short = temp_dir().join("short.token");
     std::fs::write(&short, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    let p = spawn_reviews_sidecar(&cp, &short, "reviews-1");
+    let p = spawn_reviews_sidecar(&cp, &short, &["--node", "reviews-1"]);
     let p = Proxy { p, cfg: std::path::PathBuf::new() };
     // The token is past its expiry: it opens nothing any more...
     std::thread::sleep(std::time::Duration::from_millis(2500));

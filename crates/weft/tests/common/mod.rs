@@ -590,30 +590,15 @@ pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// A workload token for `ns/sa` from the control plane, in a file (for `--token-file`).
-/// A sidecar of service `reviews` (app 127.0.0.1:9) following `cp` as node `node`, with
-/// the bootstrap token in `token`; returned once it listens (it has its certificate).
-pub fn spawn_reviews_sidecar(cp: &Plane, token: &std::path::Path, node: &str) -> Proc {
+/// A sidecar of service `reviews` (app 127.0.0.1:9) following `cp` with the bootstrap
+/// token in `token`, and `extra` flags; returned once it listens (it has its certificate).
+pub fn spawn_reviews_sidecar(cp: &Plane, token: &std::path::Path, extra: &[&str]) -> Proc {
     let (url, ca) = (cp.url(), cp.ca_file());
     let (ca, token) = (ca.to_str().unwrap(), token.to_str().unwrap());
-    spawn(&[
-        "proxy",
-        "--control-plane",
-        &url,
-        "--ca-file",
-        ca,
-        "--token-file",
-        token,
-        "--node",
-        node,
-        "--listen",
-        "127.0.0.1:0",
-        "--inbound",
-        "127.0.0.1:0",
-        "--app",
-        "127.0.0.1:9",
-        "--service",
-        "reviews",
-    ])
+    let mut args = vec!["proxy", "--control-plane", &url, "--ca-file", ca, "--token-file", token, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(&["--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9", "--service", "reviews"]);
+    args.extend_from_slice(extra);
+    spawn(&args)
 }
 
 pub fn workload_token(cp: &Plane, ns: &str, sa: &str) -> PathBuf {
