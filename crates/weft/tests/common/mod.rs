@@ -18,6 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod workload;
+#[allow(unused_imports)] // (each test binary uses what it needs)
+pub use workload::{spawn_reviews_sidecar, workload_token};
+
 pub fn weft() -> &'static str {
     env!("CARGO_BIN_EXE_weft")
 }
@@ -588,23 +592,3 @@ pub fn plane_send(cp: &Plane, raw: &[u8]) -> String {
 
 pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
-
-/// A workload token for `ns/sa` from the control plane, in a file (for `--token-file`).
-/// A sidecar of service `reviews` (app 127.0.0.1:9) following `cp` with the bootstrap
-/// token in `token`, and `extra` flags; returned once it listens (it has its certificate).
-pub fn spawn_reviews_sidecar(cp: &Plane, token: &std::path::Path, extra: &[&str]) -> Proc {
-    let (url, ca) = (cp.url(), cp.ca_file());
-    let (ca, token) = (ca.to_str().unwrap(), token.to_str().unwrap());
-    let mut args = vec!["proxy", "--control-plane", &url, "--ca-file", ca, "--token-file", token, "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(&["--inbound", "127.0.0.1:0", "--app", "127.0.0.1:9", "--service", "reviews"]);
-    args.extend_from_slice(extra);
-    spawn(&args)
-}
-
-pub fn workload_token(cp: &Plane, ns: &str, sa: &str) -> PathBuf {
-    let out = cp.weft(&["token", "create", "--namespace", ns, "--service-account", sa]);
-    assert!(out.status.success(), "{}", text(&out));
-    let f = temp_dir().join(format!("{ns}-{sa}.token"));
-    std::fs::write(&f, String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    f
-}
