@@ -328,8 +328,8 @@ impl Server {
             Ok(who) => self.not_spent(who, req.uri().path()).await,
             Err(e) => Err(e),
         };
-        let who = match admitted {
-            Ok(who) => who,
+        let (who, proves) = match admitted {
+            Ok(admitted) => admitted,
             Err(e) => {
                 if let (Some(t), false) = (&ticket, matches!(e, Refused::Forbidden(_))) {
                     t.unprove();
@@ -337,10 +337,8 @@ impl Server {
                 return self.refuse(e, req.method(), req.uri().path());
             }
         };
-        if let Some(t) = ticket {
-            if self.may_prove(&who).await {
-                credentials::prove(&t, &who);
-            }
+        if let (Some(t), true) = (ticket, proves) {
+            credentials::prove(&t, &who);
         }
         let q = req.uri().query().unwrap_or("").to_owned();
         let method = req.method().clone();

@@ -11,14 +11,20 @@ use super::Server;
 impl Server {
     /// `who`, unless it is a counted (`--uses N`) bootstrap token that has had all its
     /// certificates: a spent token authenticates nothing more (the certificate call itself
-    /// answers a replay with its own 403).
-    pub(super) async fn not_spent(&self, who: Principal, path: &str) -> Result<Principal, Refused> {
+    /// answers a replay with its own 403). With it, whether the call proves its connection:
+    /// not a spent token's (only its certificate call gets this far, to be refused: spent,
+    /// it must not hold places); an unspent one's does, so that its certificate call is not
+    /// cut for room between the spend and the answer. (One look at the count per call.)
+    pub(super) async fn not_spent(&self, who: Principal, path: &str) -> Result<(Principal, bool), Refused> {
         if let Principal::Workload { id, uses: Some(uses), .. } = &who {
-            if path != "/v1/certificate" && self.plane.lock().await.token_spent(id, *uses) {
-                return Err(Refused::BadToken("spent: a --uses token authenticates nothing once it has had its certificates (the workload calls with its certificate)"));
+            if self.plane.lock().await.token_spent(id, *uses) {
+                if path != "/v1/certificate" {
+                    return Err(Refused::BadToken("spent: a --uses token authenticates nothing once it has had its certificates (the workload calls with its certificate)"));
+                }
+                return Ok((who, false));
             }
         }
-        Ok(who)
+        Ok((who, true))
     }
 
     /// A console request's part in its connection's proof: a browser logged in to the
@@ -30,17 +36,6 @@ impl Server {
             Ok(who) if crate::auth::allow(&who, Need::Role(Role::Read), None).is_ok() => prove(ticket, &who),
             Err(Refused::NoToken | Refused::BadToken(_) | Refused::Expired) => ticket.unprove(),
             _ => {}
-        }
-    }
-
-    /// Whether a call let in as `who` proves its connection: not with a counted token
-    /// already spent (only its certificate call gets this far, to be refused: spent, it
-    /// must not hold places). An unspent one does, so that its certificate call is not cut
-    /// for room between the spend and the answer.
-    pub(super) async fn may_prove(&self, who: &Principal) -> bool {
-        match who {
-            Principal::Workload { id, uses: Some(uses), .. } => !self.plane.lock().await.token_spent(id, *uses),
-            _ => true,
         }
     }
 }
